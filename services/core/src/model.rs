@@ -1,0 +1,327 @@
+//! The domain model shared by every role and every store.
+//!
+//! Records are serde types; stores persist them as they see fit. Times are
+//! unix milliseconds unless a field says otherwise.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::HostId;
+
+/// An enrolled host. Owned by its `HostActor`: only the actor writes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Host {
+    pub id: HostId,
+    /// The identity the id was derived from (e.g. `hw:<uuid>`).
+    pub identity: String,
+    pub host_identifier: String,
+    pub hostname: String,
+    /// `darwin`, `linux`, `windows`, `freebsd` or `unknown`.
+    pub platform: String,
+    pub platform_type: String,
+    pub os_name: String,
+    pub os_version: String,
+    pub osquery_version: String,
+    /// `host_details` as last sent at enrollment.
+    pub details: Map<String, Value>,
+    /// Labels set by operators (the built-in ones are derived, see
+    /// [`Host::label_set`]).
+    pub labels: Vec<String>,
+    pub enrolled_at: i64,
+    pub last_enrolled_at: i64,
+    pub enroll_count: u64,
+    /// Current node-key epoch; keys minted for other epochs are invalid.
+    pub key_epoch: u64,
+    /// When set, the host has no valid key until it enrolls again.
+    pub key_revoked: bool,
+    pub last_seen: i64,
+    pub last_ip: String,
+    pub config_hash: String,
+    pub config_generation: u64,
+}
+
+impl Host {
+    /// Every label the host belongs to: `all`, `platform:<family>`, then the
+    /// operator's labels, sorted and deduplicated.
+    pub fn label_set(&self) -> Vec<String> {
+        let mut labels = vec!["all".to_owned(), format!("platform:{}", self.platform)];
+        let mut extra: Vec<String> = self.labels.clone();
+        extra.sort();
+        extra.dedup();
+        labels.extend(extra.into_iter().filter(|l| l != "all" && !l.starts_with("platform:")));
+        labels
+    }
+
+    pub fn is_online(&self, now: i64, window_ms: i64) -> bool {
+        now - self.last_seen <= window_ms
+    }
+}
+
+/// A saved query (SQL with a name).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Query {
+    pub name: String,
+    pub sql: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub updated_at: i64,
+}
+
+/// A query scheduled on every host carrying one of `labels`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// Name the agent logs under (inside `pack` when one is set).
+    pub name: String,
+    /// Name of the saved query.
+    pub query: String,
+    pub interval: u32,
+    #[serde(default)]
+    pub snapshot: bool,
+    #[serde(default = "default_true")]
+    pub removed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<u8>,
+    /// Pack the query is delivered in; `None` puts it in `schedule`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pack: Option<String>,
+    pub labels: Vec<String>,
+    #[serde(default)]
+    pub updated_at: i64,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Options, decorators and file paths for every host with `label`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LabelConfig {
+    pub label: String,
+    #[serde(default)]
+    pub options: Map<String, Value>,
+    #[serde(default)]
+    pub decorators: Decorators,
+    /// FIM category -> paths.
+    #[serde(default)]
+    pub file_paths: std::collections::BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Decorators {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub load: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub always: Vec<String>,
+    /// Seconds (as a string, like osquery's config) -> queries.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub interval: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl Decorators {
+    pub fn is_empty(&self) -> bool {
+        self.load.is_empty() && self.always.is_empty() && self.interval.is_empty()
+    }
+}
+
+/// Who a campaign targets, as the operator gave it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Targets {
+    #[serde(default)]
+    pub hosts: Vec<HostId>,
+    #[serde(default)]
+    pub labels: Vec<String>,
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// A live (distributed) query against a resolved set of hosts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Campaign {
+    /// Also the query id the agents see.
+    pub id: String,
+    pub sql: String,
+    pub targets: Targets,
+    pub target_count: u64,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub created_by: String,
+}
+
+impl Campaign {
+    pub fn is_expired(&self, now: i64) -> bool {
+        now >= self.expires_at
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    Queued,
+    Delivered,
+    Answered,
+    Failed,
+    Expired,
+}
+
+impl DeliveryState {
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Answered | Self::Failed | Self::Expired)
+    }
+}
+
+/// A campaign's delivery to one host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub campaign_id: String,
+    pub host_id: HostId,
+    pub state: DeliveryState,
+    pub queued_at: i64,
+    #[serde(default)]
+    pub delivered_at: Option<i64>,
+    #[serde(default)]
+    pub delivery_count: u32,
+    #[serde(default)]
+    pub finished_at: Option<i64>,
+}
+
+impl Delivery {
+    /// State as seen at `now` given the campaign's expiry.
+    pub fn effective_state(&self, expires_at: i64, now: i64) -> DeliveryState {
+        if !self.state.is_final() && now >= expires_at {
+            DeliveryState::Expired
+        } else {
+            self.state
+        }
+    }
+}
+
+/// One host's answer to a campaign.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CampaignResult {
+    pub campaign_id: String,
+    pub host_id: HostId,
+    pub rows: Vec<Value>,
+    pub status: i64,
+    pub message: String,
+    pub stats: Map<String, Value>,
+    pub received_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CarveState {
+    Receiving,
+    Complete,
+    Failed,
+}
+
+/// A file carve upload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CarveSession {
+    /// Random, unguessable: authenticates block uploads.
+    pub session_id: String,
+    pub host_id: HostId,
+    pub carve_id: String,
+    pub request_id: String,
+    pub block_count: u64,
+    pub block_size: u64,
+    pub carve_size: u64,
+    pub blocks_received: u64,
+    pub state: CarveState,
+    pub created_at: i64,
+    #[serde(default)]
+    pub completed_at: Option<i64>,
+    /// SHA-256 of the assembled archive, once complete.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// `tar` or `zstd` (sniffed from the first block).
+    #[serde(default)]
+    pub format: Option<String>,
+}
+
+impl CarveSession {
+    /// Expected length of block `id`.
+    pub fn block_len(&self, id: u64) -> u64 {
+        if id + 1 < self.block_count {
+            self.block_size
+        } else {
+            self.carve_size - self.block_size * (self.block_count.saturating_sub(1))
+        }
+    }
+}
+
+/// Shape of a result line (§6.4–6.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResultKind {
+    /// One row per line, `columns` + `action` added/removed/snapshot.
+    Event,
+    /// `snapshot` array of rows.
+    Snapshot,
+    /// `diffResults` with `added`/`removed`.
+    Batched,
+    /// Anything else an agent sent; stored as given.
+    Other,
+}
+
+/// A stored result log line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultLog {
+    pub host_id: HostId,
+    pub name: String,
+    /// Agent time of the run (seconds).
+    pub unix_time: i64,
+    pub kind: ResultKind,
+    pub action: String,
+    pub rows: u32,
+    /// Content hash + occurrence: the idempotency key.
+    pub line_id: String,
+    pub received_at: i64,
+    /// The line exactly as the agent sent it.
+    pub line: Value,
+}
+
+/// A stored status log line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusLog {
+    pub host_id: HostId,
+    pub unix_time: i64,
+    pub severity: i64,
+    pub message: String,
+    pub line_id: String,
+    pub received_at: i64,
+    pub line: Value,
+}
+
+/// What ingest persists from one agent log POST.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LogRecords {
+    Results(Vec<ResultLog>),
+    Status(Vec<StatusLog>),
+}
+
+/// A filter over stored result logs.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ResultFilter {
+    pub host_id: Option<HostId>,
+    pub name: Option<String>,
+    /// Inclusive lower bound, unix seconds.
+    pub since: i64,
+    /// Exclusive upper bound, unix seconds.
+    pub until: i64,
+    pub limit: usize,
+}
+
+/// One page of a listing and the cursor for the next.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}

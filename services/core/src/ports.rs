@@ -1,0 +1,177 @@
+//! The ports every role talks through. Adapters live in `gatehouse-store`
+//! (embedded fjall, ScyllaDB) and `gatehouse-bus` (in-process, NATS); each
+//! port has one conformance suite that every adapter passes.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::HostId;
+use crate::model::{
+    Campaign, CampaignResult, CarveSession, Delivery, Host, LabelConfig, LogRecords, Page, Query,
+    ResultFilter, ResultLog, Schedule, StatusLog,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("corrupt record {key}: {reason}")]
+    Corrupt { key: String, reason: String },
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Outcome of storing one carve block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockOutcome {
+    /// Distinct blocks now held for the session.
+    pub blocks_received: u64,
+    /// False when this block id had been stored before (a re-send).
+    pub new_block: bool,
+}
+
+/// Durable storage. Every write is durable when the call returns.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // Hosts (written only by the host's actor).
+    async fn get_host(&self, id: &HostId) -> StoreResult<Option<Host>>;
+    async fn put_host(&self, host: &Host) -> StoreResult<()>;
+    /// Hosts ordered by id, starting after `after`.
+    async fn list_hosts(&self, after: Option<&HostId>, limit: usize) -> StoreResult<Page<Host>>;
+
+    // Config definitions.
+    async fn put_query(&self, q: &Query) -> StoreResult<()>;
+    async fn delete_query(&self, name: &str) -> StoreResult<bool>;
+    async fn list_queries(&self) -> StoreResult<Vec<Query>>;
+    async fn put_schedule(&self, s: &Schedule) -> StoreResult<()>;
+    async fn delete_schedule(&self, name: &str) -> StoreResult<bool>;
+    async fn list_schedules(&self) -> StoreResult<Vec<Schedule>>;
+    async fn put_label_config(&self, c: &LabelConfig) -> StoreResult<()>;
+    async fn delete_label_config(&self, label: &str) -> StoreResult<bool>;
+    async fn list_label_configs(&self) -> StoreResult<Vec<LabelConfig>>;
+    /// Increments and returns the config generation.
+    async fn bump_config_generation(&self) -> StoreResult<u64>;
+    async fn config_generation(&self) -> StoreResult<u64>;
+    /// Content-addressed config blobs (immutable once written).
+    async fn put_config_blob(&self, hash: &str, bytes: &[u8]) -> StoreResult<()>;
+    async fn get_config_blob(&self, hash: &str) -> StoreResult<Option<Bytes>>;
+
+    // Logs: idempotent on `line_id`.
+    async fn append_logs(&self, records: &LogRecords) -> StoreResult<()>;
+    async fn query_results(&self, filter: &ResultFilter) -> StoreResult<Vec<ResultLog>>;
+    async fn query_status(&self, host: &HostId, since: i64, until: i64, limit: usize) -> StoreResult<Vec<StatusLog>>;
+    /// Deletes log lines whose agent time falls on a day before `day`.
+    async fn purge_logs_before_day(&self, day: u32) -> StoreResult<u64>;
+
+    // Live-query campaigns.
+    /// Stores the campaign and a queued delivery for each target.
+    async fn create_campaign(&self, c: &Campaign, targets: &[HostId]) -> StoreResult<()>;
+    async fn get_campaign(&self, id: &str) -> StoreResult<Option<Campaign>>;
+    async fn list_campaigns(&self, limit: usize) -> StoreResult<Vec<Campaign>>;
+    /// Deliveries for `host` that are not final yet, with their campaigns.
+    async fn open_deliveries(&self, host: &HostId) -> StoreResult<Vec<(Campaign, Delivery)>>;
+    async fn put_delivery(&self, d: &Delivery) -> StoreResult<()>;
+    async fn get_delivery(&self, campaign: &str, host: &HostId) -> StoreResult<Option<Delivery>>;
+    /// Records answers and marks the deliveries answered/failed.
+    async fn record_results(&self, results: &[CampaignResult]) -> StoreResult<()>;
+    async fn list_deliveries(&self, campaign: &str) -> StoreResult<Vec<Delivery>>;
+    async fn list_results(&self, campaign: &str) -> StoreResult<Vec<CampaignResult>>;
+
+    // Carves.
+    async fn create_carve(&self, s: &CarveSession) -> StoreResult<()>;
+    async fn get_carve(&self, session_id: &str) -> StoreResult<Option<CarveSession>>;
+    async fn update_carve(&self, s: &CarveSession) -> StoreResult<()>;
+    async fn list_carves(&self, limit: usize) -> StoreResult<Vec<CarveSession>>;
+    async fn put_carve_block(&self, session_id: &str, block_id: u64, data: &[u8]) -> StoreResult<BlockOutcome>;
+    async fn get_carve_block(&self, session_id: &str, block_id: u64) -> StoreResult<Option<Bytes>>;
+
+    // Small named values (generation counters, bootstrap facts).
+    async fn get_meta(&self, key: &str) -> StoreResult<Option<Bytes>>;
+    async fn put_meta(&self, key: &str, value: &[u8]) -> StoreResult<()>;
+}
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum BusError {
+    #[error("no responders on {0}")]
+    NoResponders(String),
+    #[error("request on {0} timed out")]
+    Timeout(String),
+    #[error("bus closed")]
+    Closed,
+    #[error("bus unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A way to answer one request.
+#[async_trait]
+pub trait Replier: Send {
+    async fn reply(self: Box<Self>, payload: Bytes) -> Result<(), BusError>;
+}
+
+/// A message delivered to a subscriber.
+pub struct BusMessage {
+    pub subject: String,
+    pub payload: Bytes,
+    /// Present when the sender awaits a reply.
+    pub reply: Option<Box<dyn Replier>>,
+}
+
+impl std::fmt::Debug for BusMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BusMessage")
+            .field("subject", &self.subject)
+            .field("len", &self.payload.len())
+            .field("reply", &self.reply.is_some())
+            .finish()
+    }
+}
+
+/// A live subscription; dropping it unsubscribes.
+pub struct Subscription {
+    pub messages: tokio::sync::mpsc::Receiver<BusMessage>,
+    /// Held only for its `Drop`.
+    pub guard: Box<dyn Send + Sync>,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Subscription")
+    }
+}
+
+impl Subscription {
+    pub async fn next(&mut self) -> Option<BusMessage> {
+        self.messages.recv().await
+    }
+}
+
+/// Subject-addressed messaging with NATS semantics: `*` matches one token,
+/// `>` the rest; subscribers in the same queue group share messages, others
+/// each get a copy.
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    async fn publish(&self, subject: &str, payload: Bytes) -> Result<(), BusError>;
+    async fn request(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<Bytes, BusError>;
+    async fn subscribe(&self, subject: &str, queue_group: Option<&str>) -> Result<Subscription, BusError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("log pipeline is over capacity, retry later")]
+    Backpressure,
+    #[error("log pipeline unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where the edge hands log batches. Returns only once the batch is
+/// durable; the edge acknowledges the agent after that.
+#[async_trait]
+pub trait LogSink: Send + Sync + 'static {
+    async fn append(&self, records: LogRecords) -> Result<(), SinkError>;
+}
