@@ -1,0 +1,304 @@
+//! The store conformance suite. Every `Store` adapter runs [`run_all`]
+//! against a fresh, empty store; the embedded store in its unit tests, the
+//! ScyllaDB adapter against a real CQL server.
+
+use gatehouse_core::HostId;
+use gatehouse_core::logs::records;
+use gatehouse_core::model::*;
+use gatehouse_core::ports::Store;
+use gatehouse_core::wire::{parse_log, parse_object};
+use serde_json::{Map, Value, json};
+
+fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
+    r.unwrap_or_else(|e| panic!("store call failed: {e}"))
+}
+
+/// Runs every check in order against an empty store.
+pub async fn run_all(store: &dyn Store) {
+    hosts(store).await;
+    definitions(store).await;
+    config_blobs_and_generation(store).await;
+    logs(store).await;
+    campaigns(store).await;
+    carves(store).await;
+    meta(store).await;
+}
+
+pub fn sample_host(n: u32) -> Host {
+    let id = HostId::from_identity(&format!("hw:conformance-{n}"));
+    Host {
+        id,
+        identity: format!("hw:conformance-{n}"),
+        host_identifier: format!("host-{n}"),
+        hostname: format!("host-{n}.example.com"),
+        platform: "linux".into(),
+        platform_type: "9".into(),
+        os_name: "Ubuntu".into(),
+        os_version: "22.04".into(),
+        osquery_version: "5.23.1".into(),
+        details: Map::new(),
+        labels: vec![],
+        enrolled_at: 1,
+        last_enrolled_at: 1,
+        enroll_count: 1,
+        key_epoch: 1,
+        key_revoked: false,
+        last_seen: 1,
+        last_ip: String::new(),
+        config_hash: String::new(),
+        config_generation: 0,
+    }
+}
+
+async fn hosts(store: &dyn Store) {
+    let mut hs: Vec<Host> = (0..25).map(sample_host).collect();
+    for h in &hs {
+        ok(store.put_host(h).await);
+    }
+    hs.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(ok(store.get_host(&hs[3].id).await).as_ref(), Some(&hs[3]));
+    assert!(ok(store.get_host(&HostId::from_identity("nobody")).await).is_none());
+    // Paging visits every host once, in id order.
+    let mut seen = Vec::new();
+    let mut after: Option<HostId> = None;
+    loop {
+        let page = ok(store.list_hosts(after.as_ref(), 10).await);
+        seen.extend(page.items.iter().map(|h| h.id.clone()));
+        match page.next {
+            Some(n) => after = HostId::parse(&n),
+            None => break,
+        }
+    }
+    assert_eq!(seen, hs.iter().map(|h| h.id.clone()).collect::<Vec<_>>());
+    // Overwrite keeps one record.
+    let mut h = hs[0].clone();
+    h.labels = vec!["servers".into()];
+    h.key_epoch = 2;
+    ok(store.put_host(&h).await);
+    assert_eq!(ok(store.get_host(&h.id).await), Some(h));
+}
+
+async fn definitions(store: &dyn Store) {
+    let q = Query { name: "users".into(), sql: "SELECT * FROM users".into(), description: "d".into(), updated_at: 5 };
+    ok(store.put_query(&q).await);
+    ok(store.put_query(&Query { name: "procs".into(), sql: "SELECT 1".into(), description: String::new(), updated_at: 6 }).await);
+    let qs = ok(store.list_queries().await);
+    assert_eq!(qs.len(), 2);
+    assert!(qs.contains(&q));
+    assert!(ok(store.delete_query("procs").await));
+    assert!(!ok(store.delete_query("procs").await));
+    assert_eq!(ok(store.list_queries().await), vec![q]);
+
+    let s = Schedule {
+        name: "users".into(),
+        query: "users".into(),
+        interval: 60,
+        snapshot: true,
+        removed: false,
+        platform: Some("linux".into()),
+        version: None,
+        shard: Some(50),
+        pack: Some("inv".into()),
+        labels: vec!["all".into()],
+        updated_at: 1,
+    };
+    ok(store.put_schedule(&s).await);
+    assert_eq!(ok(store.list_schedules().await), vec![s]);
+    assert!(ok(store.delete_schedule("users").await));
+    assert!(ok(store.list_schedules().await).is_empty());
+
+    let mut c = LabelConfig { label: "servers".into(), ..Default::default() };
+    c.options.insert("logger_tls_period".into(), json!(10));
+    c.file_paths.insert("etc".into(), vec!["/etc/%%".into()]);
+    ok(store.put_label_config(&c).await);
+    assert_eq!(ok(store.list_label_configs().await), vec![c]);
+    assert!(ok(store.delete_label_config("servers").await));
+    assert!(ok(store.list_label_configs().await).is_empty());
+}
+
+async fn config_blobs_and_generation(store: &dyn Store) {
+    assert_eq!(ok(store.config_generation().await), 0);
+    assert_eq!(ok(store.bump_config_generation().await), 1);
+    assert_eq!(ok(store.bump_config_generation().await), 2);
+    assert_eq!(ok(store.config_generation().await), 2);
+    ok(store.put_config_blob("h1", b"{\"schedule\":{}}").await);
+    ok(store.put_config_blob("h1", b"{\"schedule\":{}}").await);
+    assert_eq!(ok(store.get_config_blob("h1").await).as_deref(), Some(&b"{\"schedule\":{}}"[..]));
+    assert!(ok(store.get_config_blob("h2").await).is_none());
+}
+
+fn result_batch(host: &HostId, lines: Value) -> LogRecords {
+    let body = json!({"log_type": "result", "data": lines});
+    let m = ok(parse_object(&ok(serde_json::to_vec(&body))));
+    records(host, ok(parse_log(m)), 1_717_496_431_000)
+}
+
+async fn logs(store: &dyn Store) {
+    let a = HostId::from_identity("hw:log-a");
+    let b = HostId::from_identity("hw:log-b");
+    let day = 1_717_496_431i64;
+    let batch = result_batch(
+        &a,
+        json!([
+            {"name": "users", "unixTime": day, "columns": {"u": "1"}, "action": "added"},
+            {"name": "users", "unixTime": day, "columns": {"u": "2"}, "action": "added"},
+            {"name": "procs", "unixTime": day + 5, "snapshot": [{"p": "1"}, {"p": "2"}], "action": "snapshot"},
+            {"name": "users", "unixTime": day - 86_400 * 3, "columns": {"u": "0"}, "action": "removed"}
+        ]),
+    );
+    ok(store.append_logs(&batch).await);
+    // A re-send (same lines, other member order) stores nothing new.
+    let resend = result_batch(
+        &a,
+        json!([
+            {"action": "added", "columns": {"u": "1"}, "unixTime": day, "name": "users"},
+            {"name": "users", "unixTime": day, "columns": {"u": "2"}, "action": "added"}
+        ]),
+    );
+    ok(store.append_logs(&resend).await);
+    ok(store.append_logs(&result_batch(&b, json!([{"name": "users", "unixTime": day, "columns": {"u": "9"}, "action": "added"}]))).await);
+
+    let all_a = ok(store.query_results(&ResultFilter { host_id: Some(a.clone()), name: None, since: 0, until: i64::MAX, limit: 100 }).await);
+    assert_eq!(all_a.len(), 4, "re-sent lines must not be stored twice");
+    assert!(all_a.windows(2).all(|w| w[0].unix_time <= w[1].unix_time), "results come in time order");
+    let users_a = ok(store
+        .query_results(&ResultFilter { host_id: Some(a.clone()), name: Some("users".into()), since: day, until: day + 1, limit: 100 })
+        .await);
+    assert_eq!(users_a.len(), 2);
+    assert!(users_a.iter().all(|r| r.name == "users" && r.host_id == a));
+    let everyone = ok(store.query_results(&ResultFilter { host_id: None, name: Some("users".into()), since: day, until: day + 1, limit: 100 }).await);
+    assert_eq!(everyone.len(), 3);
+    let limited = ok(store.query_results(&ResultFilter { host_id: None, name: None, since: 0, until: i64::MAX, limit: 2 }).await);
+    assert_eq!(limited.len(), 2);
+    let snap = all_a.iter().find(|r| r.name == "procs").map(|r| (r.kind, r.rows));
+    assert_eq!(snap, Some((ResultKind::Snapshot, 2)));
+
+    let status_body = json!({"log_type": "status", "data": [
+        {"severity": 0, "unixTime": day, "message": "started", "filename": "x.cpp", "line": 1},
+        {"severity": 2, "unixTime": day + 1, "message": "no such table", "filename": "y.cpp", "line": 2}
+    ]});
+    let st = records(&a, ok(parse_log(ok(parse_object(&ok(serde_json::to_vec(&status_body)))))), 1);
+    ok(store.append_logs(&st).await);
+    ok(store.append_logs(&st).await);
+    let sts = ok(store.query_status(&a, 0, i64::MAX, 100).await);
+    assert_eq!(sts.len(), 2);
+    assert_eq!(sts[1].severity, 2);
+    assert!(ok(store.query_status(&b, 0, i64::MAX, 100).await).is_empty());
+
+    // Retention removes whole days before the cut-off only.
+    let removed = ok(store.purge_logs_before_day(gatehouse_core::time::unix_day(day - 86_400)).await);
+    assert_eq!(removed, 1);
+    let left = ok(store.query_results(&ResultFilter { host_id: Some(a), name: None, since: 0, until: i64::MAX, limit: 100 }).await);
+    assert_eq!(left.len(), 3);
+}
+
+async fn campaigns(store: &dyn Store) {
+    let h1 = HostId::from_identity("hw:c1");
+    let h2 = HostId::from_identity("hw:c2");
+    let c = Campaign {
+        id: "camp1".into(),
+        sql: "SELECT 1".into(),
+        targets: Targets { hosts: vec![h1.clone(), h2.clone()], labels: vec![], all: false },
+        target_count: 2,
+        created_at: 10,
+        expires_at: 1_000,
+        created_by: "admin".into(),
+    };
+    ok(store.create_campaign(&c, &[h1.clone(), h2.clone()]).await);
+    let c2 = Campaign { id: "camp2".into(), created_at: 20, target_count: 1, ..c.clone() };
+    ok(store.create_campaign(&c2, &[h1.clone()]).await);
+    assert_eq!(ok(store.get_campaign("camp1").await).as_ref(), Some(&c));
+    let listed = ok(store.list_campaigns(10).await);
+    assert_eq!(listed.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), vec!["camp2", "camp1"], "newest first");
+
+    let open = ok(store.open_deliveries(&h1).await);
+    assert_eq!(open.len(), 2);
+    assert!(open.iter().all(|(_, d)| d.state == DeliveryState::Queued));
+
+    let mut d = ok(store.get_delivery("camp1", &h1).await).unwrap_or_else(|| panic!("delivery missing"));
+    d.state = DeliveryState::Delivered;
+    d.delivered_at = Some(50);
+    d.delivery_count = 1;
+    ok(store.put_delivery(&d).await);
+    assert_eq!(ok(store.get_delivery("camp1", &h1).await), Some(d));
+
+    let r = CampaignResult {
+        campaign_id: "camp1".into(),
+        host_id: h1.clone(),
+        rows: vec![json!({"a": "1"})],
+        status: 0,
+        message: String::new(),
+        stats: Map::from_iter([("wall_time_ms".to_owned(), json!(3))]),
+        received_at: 60,
+    };
+    let failed = CampaignResult { campaign_id: "camp2".into(), status: 1, message: "no such table: foo".into(), rows: vec![], ..r.clone() };
+    ok(store.record_results(&[r.clone(), failed]).await);
+    // Recording twice (a duplicate write) is harmless.
+    ok(store.record_results(&[r.clone()]).await);
+    assert!(ok(store.open_deliveries(&h1).await).is_empty());
+    assert_eq!(ok(store.open_deliveries(&h2).await).len(), 1);
+    assert_eq!(ok(store.list_results("camp1").await), vec![r]);
+    let ds = ok(store.list_deliveries("camp1").await);
+    assert_eq!(ds.len(), 2);
+    let state = |h: &HostId| ds.iter().find(|d| &d.host_id == h).map(|d| d.state);
+    assert_eq!(state(&h1), Some(DeliveryState::Answered));
+    assert_eq!(state(&h2), Some(DeliveryState::Queued));
+    assert_eq!(ok(store.get_delivery("camp2", &h1).await).map(|d| d.state), Some(DeliveryState::Failed));
+
+    // Expiring a delivery closes it.
+    let mut d2 = ok(store.get_delivery("camp1", &h2).await).unwrap_or_else(|| panic!("delivery missing"));
+    d2.state = DeliveryState::Expired;
+    d2.finished_at = Some(2_000);
+    ok(store.put_delivery(&d2).await);
+    assert!(ok(store.open_deliveries(&h2).await).is_empty());
+}
+
+async fn carves(store: &dyn Store) {
+    let s = CarveSession {
+        session_id: "sess-1".into(),
+        host_id: HostId::from_identity("hw:carver"),
+        carve_id: "carve-guid".into(),
+        request_id: "req".into(),
+        block_count: 3,
+        block_size: 4,
+        carve_size: 10,
+        blocks_received: 0,
+        state: CarveState::Receiving,
+        created_at: 1,
+        completed_at: None,
+        sha256: None,
+        format: None,
+    };
+    ok(store.create_carve(&s).await);
+    assert!(store.create_carve(&s).await.is_err(), "session ids are unique");
+    assert_eq!(s.block_len(0), 4);
+    assert_eq!(s.block_len(2), 2);
+    // Out of order, with a repeat.
+    let o = ok(store.put_carve_block("sess-1", 2, b"ij").await);
+    assert_eq!((o.blocks_received, o.new_block), (1, true));
+    let o = ok(store.put_carve_block("sess-1", 0, b"abcd").await);
+    assert_eq!(o.blocks_received, 2);
+    let o = ok(store.put_carve_block("sess-1", 0, b"abcd").await);
+    assert_eq!((o.blocks_received, o.new_block), (2, false));
+    let o = ok(store.put_carve_block("sess-1", 1, b"efgh").await);
+    assert_eq!(o.blocks_received, 3);
+    assert!(store.put_carve_block("nope", 0, b"x").await.is_err());
+    let mut assembled = Vec::new();
+    for i in 0..3 {
+        assembled.extend_from_slice(&ok(store.get_carve_block("sess-1", i).await).unwrap_or_default());
+    }
+    assert_eq!(assembled, b"abcdefghij");
+    let mut done = ok(store.get_carve("sess-1").await).unwrap_or_else(|| panic!("carve missing"));
+    assert_eq!(done.blocks_received, 3);
+    done.state = CarveState::Complete;
+    done.sha256 = Some("abc".into());
+    ok(store.update_carve(&done).await);
+    assert_eq!(ok(store.list_carves(10).await), vec![done]);
+}
+
+async fn meta(store: &dyn Store) {
+    assert!(ok(store.get_meta("absent").await).is_none());
+    ok(store.put_meta("k", b"v1").await);
+    ok(store.put_meta("k", b"v2").await);
+    assert_eq!(ok(store.get_meta("k").await).as_deref(), Some(&b"v2"[..]));
+}

@@ -1,0 +1,645 @@
+//! The embedded store: fjall keyspaces in one database directory.
+//!
+//! Key layout (all integers big-endian so byte order is numeric order):
+//!
+//! | keyspace     | key                                           | value            |
+//! |--------------|-----------------------------------------------|------------------|
+//! | `hosts`      | host id                                       | `Host` JSON      |
+//! | `defs`       | `q/<name>`, `s/<name>`, `l/<label>`           | JSON             |
+//! | `meta`       | name                                          | bytes            |
+//! | `blobs`      | config hash                                   | config bytes     |
+//! | `results`    | day u32 · host · name · 0 · unix u64 · line id | `ResultLog` JSON |
+//! | `status`     | day u32 · host · unix u64 · line id           | `StatusLog` JSON |
+//! | `campaigns`  | campaign id                                   | JSON             |
+//! | `deliveries` | campaign · 0 · host                           | `Delivery` JSON  |
+//! | `open`       | host · 0 · campaign                           | empty (index)    |
+//! | `cresults`   | campaign · 0 · host                           | JSON             |
+//! | `carves`     | session id                                    | JSON             |
+//! | `blocks`     | session id · 0 · block u64                    | block bytes      |
+//!
+//! Log keys start with the agent-time day so retention drops whole days and
+//! a re-sent line (same content, same day) lands on the same key.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use gatehouse_core::HostId;
+use gatehouse_core::model::{
+    Campaign, CampaignResult, CarveSession, Delivery, DeliveryState, Host, LabelConfig, LogRecords,
+    Page, Query, ResultFilter, ResultLog, Schedule, StatusLog,
+};
+use gatehouse_core::ports::{BlockOutcome, Store, StoreError, StoreResult};
+use gatehouse_core::time::unix_day;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+struct Inner {
+    db: Database,
+    hosts: Keyspace,
+    defs: Keyspace,
+    meta: Keyspace,
+    blobs: Keyspace,
+    results: Keyspace,
+    status: Keyspace,
+    campaigns: Keyspace,
+    deliveries: Keyspace,
+    open: Keyspace,
+    cresults: Keyspace,
+    carves: Keyspace,
+    blocks: Keyspace,
+    /// Serializes read-modify-write sequences (counters, carve accounting).
+    rmw: Mutex<()>,
+}
+
+/// fjall-backed store; cheap to clone.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EmbeddedStore")
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn enc<T: Serialize>(v: &T) -> StoreResult<Vec<u8>> {
+    serde_json::to_vec(v).map_err(unavailable)
+}
+
+fn dec<T: DeserializeOwned>(key: &[u8], v: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn join(parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            k.push(0);
+        }
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+fn result_key(r: &ResultLog) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + 32 + r.name.len() + 1 + 8 + r.line_id.len());
+    k.extend_from_slice(&unix_day(r.unix_time).to_be_bytes());
+    k.extend_from_slice(r.host_id.as_str().as_bytes());
+    k.extend_from_slice(r.name.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&(r.unix_time.max(0) as u64).to_be_bytes());
+    k.extend_from_slice(r.line_id.as_bytes());
+    k
+}
+
+fn status_key(s: &StatusLog) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + 32 + 8 + s.line_id.len());
+    k.extend_from_slice(&unix_day(s.unix_time).to_be_bytes());
+    k.extend_from_slice(s.host_id.as_str().as_bytes());
+    k.extend_from_slice(&(s.unix_time.max(0) as u64).to_be_bytes());
+    k.extend_from_slice(s.line_id.as_bytes());
+    k
+}
+
+fn first_day(ks: &Keyspace) -> Option<(u32, u32)> {
+    let day = |k: &[u8]| -> Option<u32> { Some(u32::from_be_bytes(k.get(..4)?.try_into().ok()?)) };
+    let lo = ks.first_key_value()?.key().ok()?;
+    let hi = ks.last_key_value()?.key().ok()?;
+    Some((day(&lo)?, day(&hi)?))
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the database under `dir`.
+    pub fn open(dir: &Path) -> StoreResult<Self> {
+        let db = Database::builder(dir).open().map_err(unavailable)?;
+        let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default).map_err(unavailable);
+        let inner = Inner {
+            hosts: ks("hosts")?,
+            defs: ks("defs")?,
+            meta: ks("meta")?,
+            blobs: ks("blobs")?,
+            results: ks("results")?,
+            status: ks("status")?,
+            campaigns: ks("campaigns")?,
+            deliveries: ks("deliveries")?,
+            open: ks("open")?,
+            cresults: ks("cresults")?,
+            carves: ks("carves")?,
+            blocks: ks("blocks")?,
+            rmw: Mutex::new(()),
+            db,
+        };
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    /// Runs blocking fjall work off the async threads.
+    async fn run<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> StoreResult<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+    }
+}
+
+impl Inner {
+    fn commit(&self, items: Vec<(&Keyspace, Vec<u8>, Vec<u8>)>) -> StoreResult<()> {
+        let mut b = self.db.batch().durability(Some(PersistMode::SyncData));
+        for (ks, k, v) in items {
+            b.insert(ks, k, v);
+        }
+        b.commit().map_err(unavailable)
+    }
+
+    fn get_json<T: DeserializeOwned>(&self, ks: &Keyspace, key: &[u8]) -> StoreResult<Option<T>> {
+        match ks.get(key).map_err(unavailable)? {
+            Some(v) => dec(key, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn scan_json<T: DeserializeOwned>(&self, ks: &Keyspace, prefix: &[u8]) -> StoreResult<Vec<T>> {
+        let mut out = Vec::new();
+        for g in ks.prefix(prefix) {
+            let (k, v) = g.into_inner().map_err(unavailable)?;
+            out.push(dec(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    fn delete(&self, ks: &Keyspace, key: &[u8]) -> StoreResult<bool> {
+        if !ks.contains_key(key).map_err(unavailable)? {
+            return Ok(false);
+        }
+        let mut b = self.db.batch().durability(Some(PersistMode::SyncData));
+        b.remove(ks, key.to_vec());
+        b.commit().map_err(unavailable)?;
+        Ok(true)
+    }
+
+    fn counter(&self, key: &str) -> StoreResult<u64> {
+        Ok(match self.meta.get(key).map_err(unavailable)? {
+            Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                key: key.to_owned(),
+                reason: "counter is not 8 bytes".into(),
+            })?),
+            None => 0,
+        })
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn get_host(&self, id: &HostId) -> StoreResult<Option<Host>> {
+        let id = id.clone();
+        self.run(move |i| i.get_json(&i.hosts, id.as_str().as_bytes())).await
+    }
+
+    async fn put_host(&self, host: &Host) -> StoreResult<()> {
+        let v = enc(host)?;
+        let k = host.id.as_str().as_bytes().to_vec();
+        self.run(move |i| i.commit(vec![(&i.hosts, k, v)])).await
+    }
+
+    async fn list_hosts(&self, after: Option<&HostId>, limit: usize) -> StoreResult<Page<Host>> {
+        let after = after.map(|h| h.as_str().as_bytes().to_vec());
+        self.run(move |i| {
+            let iter = match &after {
+                Some(a) => i.hosts.range::<&[u8], _>((std::ops::Bound::Excluded(a.as_slice()), std::ops::Bound::Unbounded)),
+                None => i.hosts.iter(),
+            };
+            let mut items = Vec::new();
+            let mut more = false;
+            for g in iter {
+                let (k, v) = g.into_inner().map_err(unavailable)?;
+                if items.len() == limit {
+                    more = true;
+                    break;
+                }
+                items.push(dec::<Host>(&k, &v)?);
+            }
+            let next = if more { items.last().map(|h| h.id.to_string()) } else { None };
+            Ok(Page { items, next })
+        })
+        .await
+    }
+
+    async fn put_query(&self, q: &Query) -> StoreResult<()> {
+        let (k, v) = (format!("q/{}", q.name).into_bytes(), enc(q)?);
+        self.run(move |i| i.commit(vec![(&i.defs, k, v)])).await
+    }
+
+    async fn delete_query(&self, name: &str) -> StoreResult<bool> {
+        let k = format!("q/{name}").into_bytes();
+        self.run(move |i| i.delete(&i.defs, &k)).await
+    }
+
+    async fn list_queries(&self) -> StoreResult<Vec<Query>> {
+        self.run(|i| i.scan_json(&i.defs, b"q/")).await
+    }
+
+    async fn put_schedule(&self, s: &Schedule) -> StoreResult<()> {
+        let (k, v) = (format!("s/{}", s.name).into_bytes(), enc(s)?);
+        self.run(move |i| i.commit(vec![(&i.defs, k, v)])).await
+    }
+
+    async fn delete_schedule(&self, name: &str) -> StoreResult<bool> {
+        let k = format!("s/{name}").into_bytes();
+        self.run(move |i| i.delete(&i.defs, &k)).await
+    }
+
+    async fn list_schedules(&self) -> StoreResult<Vec<Schedule>> {
+        self.run(|i| i.scan_json(&i.defs, b"s/")).await
+    }
+
+    async fn put_label_config(&self, c: &LabelConfig) -> StoreResult<()> {
+        let (k, v) = (format!("l/{}", c.label).into_bytes(), enc(c)?);
+        self.run(move |i| i.commit(vec![(&i.defs, k, v)])).await
+    }
+
+    async fn delete_label_config(&self, label: &str) -> StoreResult<bool> {
+        let k = format!("l/{label}").into_bytes();
+        self.run(move |i| i.delete(&i.defs, &k)).await
+    }
+
+    async fn list_label_configs(&self) -> StoreResult<Vec<LabelConfig>> {
+        self.run(|i| i.scan_json(&i.defs, b"l/")).await
+    }
+
+    async fn bump_config_generation(&self) -> StoreResult<u64> {
+        self.run(|i| {
+            let _g = i.rmw.lock().map_err(|_| unavailable("lock poisoned"))?;
+            let next = i.counter("config_generation")? + 1;
+            i.commit(vec![(&i.meta, b"config_generation".to_vec(), next.to_be_bytes().to_vec())])?;
+            Ok(next)
+        })
+        .await
+    }
+
+    async fn config_generation(&self) -> StoreResult<u64> {
+        self.run(|i| i.counter("config_generation")).await
+    }
+
+    async fn put_config_blob(&self, hash: &str, bytes: &[u8]) -> StoreResult<()> {
+        let (k, v) = (hash.as_bytes().to_vec(), bytes.to_vec());
+        self.run(move |i| {
+            if i.blobs.contains_key(&k).map_err(unavailable)? {
+                return Ok(());
+            }
+            i.commit(vec![(&i.blobs, k, v)])
+        })
+        .await
+    }
+
+    async fn get_config_blob(&self, hash: &str) -> StoreResult<Option<Bytes>> {
+        let k = hash.as_bytes().to_vec();
+        self.run(move |i| Ok(i.blobs.get(&k).map_err(unavailable)?.map(|v| Bytes::copy_from_slice(&v))))
+            .await
+    }
+
+    async fn append_logs(&self, records: &LogRecords) -> StoreResult<()> {
+        let items: Vec<(bool, Vec<u8>, Vec<u8>)> = match records {
+            LogRecords::Results(rs) => rs.iter().map(|r| Ok((true, result_key(r), enc(r)?))).collect::<StoreResult<_>>()?,
+            LogRecords::Status(ss) => ss.iter().map(|s| Ok((false, status_key(s), enc(s)?))).collect::<StoreResult<_>>()?,
+        };
+        if items.is_empty() {
+            return Ok(());
+        }
+        self.run(move |i| {
+            i.commit(
+                items
+                    .into_iter()
+                    .map(|(res, k, v)| (if res { &i.results } else { &i.status }, k, v))
+                    .collect(),
+            )
+        })
+        .await
+    }
+
+    async fn query_results(&self, f: &ResultFilter) -> StoreResult<Vec<ResultLog>> {
+        let f = f.clone();
+        self.run(move |i| {
+            let Some((lo, hi)) = first_day(&i.results) else {
+                return Ok(Vec::new());
+            };
+            let lo = lo.max(unix_day(f.since));
+            let hi = hi.min(unix_day(f.until.saturating_sub(1)));
+            let mut out: Vec<ResultLog> = Vec::new();
+            for day in lo..=hi {
+                let mut prefix = day.to_be_bytes().to_vec();
+                if let Some(h) = &f.host_id {
+                    prefix.extend_from_slice(h.as_str().as_bytes());
+                    if let Some(n) = &f.name {
+                        prefix.extend_from_slice(n.as_bytes());
+                        prefix.push(0);
+                    }
+                }
+                for g in i.results.prefix(&prefix) {
+                    let (k, v) = g.into_inner().map_err(unavailable)?;
+                    let r: ResultLog = dec(&k, &v)?;
+                    if r.unix_time < f.since || r.unix_time >= f.until {
+                        continue;
+                    }
+                    if f.name.as_ref().is_some_and(|n| *n != r.name) {
+                        continue;
+                    }
+                    out.push(r);
+                }
+            }
+            out.sort_by(|a, b| (a.unix_time, &a.host_id, &a.name, &a.line_id).cmp(&(b.unix_time, &b.host_id, &b.name, &b.line_id)));
+            out.truncate(f.limit);
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn query_status(&self, host: &HostId, since: i64, until: i64, limit: usize) -> StoreResult<Vec<StatusLog>> {
+        let host = host.clone();
+        self.run(move |i| {
+            let Some((lo, hi)) = first_day(&i.status) else {
+                return Ok(Vec::new());
+            };
+            let mut out = Vec::new();
+            for day in lo.max(unix_day(since))..=hi.min(unix_day(until.saturating_sub(1))) {
+                let mut start = day.to_be_bytes().to_vec();
+                start.extend_from_slice(host.as_str().as_bytes());
+                let mut from = start.clone();
+                from.extend_from_slice(&(since.max(0) as u64).to_be_bytes());
+                let mut to = start;
+                to.extend_from_slice(&(until.max(0) as u64).to_be_bytes());
+                for g in i.status.range(from..to) {
+                    let (k, v) = g.into_inner().map_err(unavailable)?;
+                    out.push(dec::<StatusLog>(&k, &v)?);
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn purge_logs_before_day(&self, day: u32) -> StoreResult<u64> {
+        self.run(move |i| {
+            let mut n = 0u64;
+            for ks in [&i.results, &i.status] {
+                let end = day.to_be_bytes();
+                let keys: Vec<_> = ks
+                    .range(..end.as_slice())
+                    .map(|g| g.key().map_err(unavailable))
+                    .collect::<StoreResult<_>>()?;
+                for chunk in keys.chunks(10_000) {
+                    let mut b = i.db.batch().durability(Some(PersistMode::SyncData));
+                    for k in chunk {
+                        b.remove(ks, k.clone());
+                    }
+                    b.commit().map_err(unavailable)?;
+                    n += chunk.len() as u64;
+                }
+            }
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn create_campaign(&self, c: &Campaign, targets: &[HostId]) -> StoreResult<()> {
+        let mut items = vec![(0u8, c.id.as_bytes().to_vec(), enc(c)?)];
+        for h in targets {
+            let d = Delivery {
+                campaign_id: c.id.clone(),
+                host_id: h.clone(),
+                state: DeliveryState::Queued,
+                queued_at: c.created_at,
+                delivered_at: None,
+                delivery_count: 0,
+                finished_at: None,
+            };
+            items.push((1, join(&[c.id.as_bytes(), h.as_str().as_bytes()]), enc(&d)?));
+            items.push((2, join(&[h.as_str().as_bytes(), c.id.as_bytes()]), Vec::new()));
+        }
+        self.run(move |i| {
+            let ks = |t: u8| match t {
+                0 => &i.campaigns,
+                1 => &i.deliveries,
+                _ => &i.open,
+            };
+            // Large campaigns commit in chunks; the campaign record goes
+            // last so a reader never sees a campaign without deliveries.
+            let mut items = items;
+            let head = items.remove(0);
+            for chunk in items.chunks(20_000) {
+                i.commit(chunk.iter().map(|(t, k, v)| (ks(*t), k.clone(), v.clone())).collect())?;
+            }
+            i.commit(vec![(ks(head.0), head.1, head.2)])
+        })
+        .await
+    }
+
+    async fn get_campaign(&self, id: &str) -> StoreResult<Option<Campaign>> {
+        let k = id.as_bytes().to_vec();
+        self.run(move |i| i.get_json(&i.campaigns, &k)).await
+    }
+
+    async fn list_campaigns(&self, limit: usize) -> StoreResult<Vec<Campaign>> {
+        self.run(move |i| {
+            let mut all: Vec<Campaign> = i.scan_json(&i.campaigns, b"")?;
+            all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+            all.truncate(limit);
+            Ok(all)
+        })
+        .await
+    }
+
+    async fn open_deliveries(&self, host: &HostId) -> StoreResult<Vec<(Campaign, Delivery)>> {
+        let host = host.clone();
+        self.run(move |i| {
+            let mut prefix = host.as_str().as_bytes().to_vec();
+            prefix.push(0);
+            let mut out = Vec::new();
+            for g in i.open.prefix(&prefix) {
+                let k = g.key().map_err(unavailable)?;
+                let cid = &k[prefix.len()..];
+                let Some(c) = i.get_json::<Campaign>(&i.campaigns, cid)? else {
+                    continue;
+                };
+                let Some(d) = i.get_json::<Delivery>(&i.deliveries, &join(&[cid, host.as_str().as_bytes()]))? else {
+                    continue;
+                };
+                if !d.state.is_final() {
+                    out.push((c, d));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn put_delivery(&self, d: &Delivery) -> StoreResult<()> {
+        let k = join(&[d.campaign_id.as_bytes(), d.host_id.as_str().as_bytes()]);
+        let idx = join(&[d.host_id.as_str().as_bytes(), d.campaign_id.as_bytes()]);
+        let v = enc(d)?;
+        let is_final = d.state.is_final();
+        self.run(move |i| {
+            let mut b = i.db.batch().durability(Some(PersistMode::SyncData));
+            b.insert(&i.deliveries, k, v);
+            if is_final {
+                b.remove(&i.open, idx);
+            }
+            b.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn get_delivery(&self, campaign: &str, host: &HostId) -> StoreResult<Option<Delivery>> {
+        let k = join(&[campaign.as_bytes(), host.as_str().as_bytes()]);
+        self.run(move |i| i.get_json(&i.deliveries, &k)).await
+    }
+
+    async fn record_results(&self, results: &[CampaignResult]) -> StoreResult<()> {
+        let results = results.to_vec();
+        self.run(move |i| {
+            let mut b = i.db.batch().durability(Some(PersistMode::SyncData));
+            for r in &results {
+                let k = join(&[r.campaign_id.as_bytes(), r.host_id.as_str().as_bytes()]);
+                let mut d = i.get_json::<Delivery>(&i.deliveries, &k)?.unwrap_or(Delivery {
+                    campaign_id: r.campaign_id.clone(),
+                    host_id: r.host_id.clone(),
+                    state: DeliveryState::Queued,
+                    queued_at: r.received_at,
+                    delivered_at: None,
+                    delivery_count: 0,
+                    finished_at: None,
+                });
+                d.state = if r.status == 0 { DeliveryState::Answered } else { DeliveryState::Failed };
+                d.finished_at = Some(r.received_at);
+                b.insert(&i.deliveries, k.clone(), enc(&d)?);
+                b.insert(&i.cresults, k, enc(r)?);
+                b.remove(&i.open, join(&[r.host_id.as_str().as_bytes(), r.campaign_id.as_bytes()]));
+            }
+            b.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn list_deliveries(&self, campaign: &str) -> StoreResult<Vec<Delivery>> {
+        let p = join(&[campaign.as_bytes(), b""]);
+        self.run(move |i| i.scan_json(&i.deliveries, &p)).await
+    }
+
+    async fn list_results(&self, campaign: &str) -> StoreResult<Vec<CampaignResult>> {
+        let p = join(&[campaign.as_bytes(), b""]);
+        self.run(move |i| i.scan_json(&i.cresults, &p)).await
+    }
+
+    async fn create_carve(&self, s: &CarveSession) -> StoreResult<()> {
+        let (k, v) = (s.session_id.as_bytes().to_vec(), enc(s)?);
+        self.run(move |i| {
+            if i.carves.contains_key(&k).map_err(unavailable)? {
+                return Err(StoreError::Conflict("carve session exists".into()));
+            }
+            i.commit(vec![(&i.carves, k, v)])
+        })
+        .await
+    }
+
+    async fn get_carve(&self, session_id: &str) -> StoreResult<Option<CarveSession>> {
+        let k = session_id.as_bytes().to_vec();
+        self.run(move |i| i.get_json(&i.carves, &k)).await
+    }
+
+    async fn update_carve(&self, s: &CarveSession) -> StoreResult<()> {
+        let (k, v) = (s.session_id.as_bytes().to_vec(), enc(s)?);
+        self.run(move |i| {
+            let _g = i.rmw.lock().map_err(|_| unavailable("lock poisoned"))?;
+            i.commit(vec![(&i.carves, k, v)])
+        })
+        .await
+    }
+
+    async fn list_carves(&self, limit: usize) -> StoreResult<Vec<CarveSession>> {
+        self.run(move |i| {
+            let mut all: Vec<CarveSession> = i.scan_json(&i.carves, b"")?;
+            all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.session_id.cmp(&b.session_id)));
+            all.truncate(limit);
+            Ok(all)
+        })
+        .await
+    }
+
+    async fn put_carve_block(&self, session_id: &str, block_id: u64, data: &[u8]) -> StoreResult<BlockOutcome> {
+        let sid = session_id.to_owned();
+        let data = data.to_vec();
+        self.run(move |i| {
+            let _g = i.rmw.lock().map_err(|_| unavailable("lock poisoned"))?;
+            let mut s: CarveSession = i
+                .get_json(&i.carves, sid.as_bytes())?
+                .ok_or_else(|| StoreError::NotFound(format!("carve session {sid}")))?;
+            let k = join(&[sid.as_bytes(), &block_id.to_be_bytes()]);
+            let new_block = !i.blocks.contains_key(&k).map_err(unavailable)?;
+            let mut b = i.db.batch().durability(Some(PersistMode::SyncData));
+            b.insert(&i.blocks, k, data);
+            if new_block {
+                s.blocks_received += 1;
+                b.insert(&i.carves, sid.as_bytes().to_vec(), enc(&s)?);
+            }
+            b.commit().map_err(unavailable)?;
+            Ok(BlockOutcome { blocks_received: s.blocks_received, new_block })
+        })
+        .await
+    }
+
+    async fn get_carve_block(&self, session_id: &str, block_id: u64) -> StoreResult<Option<Bytes>> {
+        let k = join(&[session_id.as_bytes(), &block_id.to_be_bytes()]);
+        self.run(move |i| Ok(i.blocks.get(&k).map_err(unavailable)?.map(|v| Bytes::copy_from_slice(&v))))
+            .await
+    }
+
+    async fn get_meta(&self, key: &str) -> StoreResult<Option<Bytes>> {
+        let k = key.as_bytes().to_vec();
+        self.run(move |i| Ok(i.meta.get(&k).map_err(unavailable)?.map(|v| Bytes::copy_from_slice(&v))))
+            .await
+    }
+
+    async fn put_meta(&self, key: &str, value: &[u8]) -> StoreResult<()> {
+        let (k, v) = (key.as_bytes().to_vec(), value.to_vec());
+        self.run(move |i| i.commit(vec![(&i.meta, k, v)])).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn embedded_store_passes_conformance() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = EmbeddedStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        crate::conformance::run_all(&store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn data_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        {
+            let store = EmbeddedStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+            store.put_meta("k", b"v").await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        let store = EmbeddedStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.get_meta("k").await.ok().flatten().as_deref(), Some(&b"v"[..]));
+    }
+}
