@@ -1,1 +1,16 @@
+//! Bus adapters for the `gatehouse_core::ports::Bus` port, the typed
+//! host-RPC client that edge and api use to reach a host's actor, and the
+//! one conformance suite every bus adapter must pass.
+//!
+//! - [`inproc::InProcBus`]: NATS semantics (subjects, `*`/`>` wildcards,
+//!   queue groups, request/reply, no-responders) inside one process, for
+//!   the all-in-one server.
 
+pub mod hostrpc;
+pub mod inproc;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+
+pub use hostrpc::{HostClient, RpcError};
+pub use inproc::InProcBus;

@@ -1,0 +1,92 @@
+//! The bus conformance suite: every `Bus` adapter runs [`run_all`] (the
+//! in-process bus in its unit tests, NATS against a real nats-server).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use gatehouse_core::ports::{Bus, BusError};
+
+const T: Duration = Duration::from_secs(2);
+
+fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
+    r.unwrap_or_else(|e| panic!("bus call failed: {e}"))
+}
+
+pub async fn run_all(bus: &dyn Bus) {
+    request_reply(bus).await;
+    no_responders(bus).await;
+    timeout(bus).await;
+    wildcards_and_fanout(bus).await;
+    queue_groups(bus).await;
+    unsubscribe_on_drop(bus).await;
+}
+
+async fn request_reply(bus: &dyn Bus) {
+    let mut sub = ok(bus.subscribe("conf.echo", None).await);
+    let server = tokio::spawn(async move {
+        for _ in 0..3 {
+            let Some(m) = sub.next().await else { return };
+            let mut out = b"re:".to_vec();
+            out.extend_from_slice(&m.payload);
+            if let Some(r) = m.reply {
+                let _ = r.reply(Bytes::from(out)).await;
+            }
+        }
+    });
+    for i in 0..3 {
+        let reply = ok(bus.request("conf.echo", Bytes::from(format!("m{i}")), T).await);
+        assert_eq!(reply, Bytes::from(format!("re:m{i}")));
+    }
+    let _ = server.await;
+}
+
+async fn no_responders(bus: &dyn Bus) {
+    let r = bus.request("conf.nobody", Bytes::from_static(b"x"), T).await;
+    assert!(matches!(r, Err(BusError::NoResponders(_))), "got {r:?}");
+}
+
+async fn timeout(bus: &dyn Bus) {
+    let _sub = ok(bus.subscribe("conf.silent", None).await);
+    let r = bus.request("conf.silent", Bytes::from_static(b"x"), Duration::from_millis(200)).await;
+    assert!(matches!(r, Err(BusError::Timeout(_)) | Err(BusError::NoResponders(_))), "got {r:?}");
+}
+
+async fn wildcards_and_fanout(bus: &dyn Bus) {
+    let mut star = ok(bus.subscribe("conf.fan.*", None).await);
+    let mut tail = ok(bus.subscribe("conf.>", None).await);
+    let mut exact = ok(bus.subscribe("conf.fan.x", None).await);
+    ok(bus.publish("conf.fan.x", Bytes::from_static(b"1")).await);
+    for sub in [&mut star, &mut tail, &mut exact] {
+        let m = tokio::time::timeout(T, sub.next()).await.ok().flatten().unwrap_or_else(|| panic!("fan-out missed a subscriber"));
+        assert_eq!(m.subject, "conf.fan.x");
+        assert_eq!(m.payload, Bytes::from_static(b"1"));
+    }
+    ok(bus.publish("conf.fan.y.z", Bytes::from_static(b"2")).await);
+    let m = tokio::time::timeout(T, tail.next()).await.ok().flatten().unwrap_or_else(|| panic!("'>' missed"));
+    assert_eq!(m.subject, "conf.fan.y.z");
+    assert!(tokio::time::timeout(Duration::from_millis(200), star.next()).await.is_err(), "'*' matched two tokens");
+}
+
+async fn queue_groups(bus: &dyn Bus) {
+    let mut a = ok(bus.subscribe("conf.q", Some("workers")).await);
+    let mut b = ok(bus.subscribe("conf.q", Some("workers")).await);
+    for i in 0..20 {
+        ok(bus.publish("conf.q", Bytes::from(format!("{i}"))).await);
+    }
+    let mut got = 0;
+    for sub in [&mut a, &mut b] {
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(300), sub.next()).await {
+            got += 1;
+        }
+    }
+    assert_eq!(got, 20, "each message goes to exactly one member of a queue group");
+}
+
+async fn unsubscribe_on_drop(bus: &dyn Bus) {
+    let sub = ok(bus.subscribe("conf.drop", None).await);
+    drop(sub);
+    // Give remote buses a moment to process the unsubscribe.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = bus.request("conf.drop", Bytes::from_static(b"x"), Duration::from_millis(300)).await;
+    assert!(r.is_err(), "a dropped subscription still answered");
+}

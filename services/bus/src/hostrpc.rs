@@ -1,0 +1,93 @@
+//! The typed host RPC over any [`Bus`]: subjects, and the client edge and
+//! api use to reach the actor that owns a host.
+//!
+//! A request for host `h` goes to `gatehouse.host.<shard(h)>`; whoever owns
+//! that shard answers. The client retries "no responders" (a shard between
+//! owners) until its budget runs out, well inside the agent's 16 s request
+//! timeout, and never retries a timeout (the request may have been
+//! processed).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use gatehouse_core::ports::{Bus, BusError};
+use gatehouse_core::{HostId, shard_of};
+use gatehouse_proto::v1::{HostReply, HostRequest, host_reply, host_request};
+use prost::Message;
+
+/// Prefix of the per-shard subjects.
+pub const HOST_SUBJECT_PREFIX: &str = "gatehouse.host";
+/// Pattern matching every shard subject.
+pub const ALL_HOST_SUBJECTS: &str = "gatehouse.host.*";
+/// Broadcast when a campaign is created.
+pub const CAMPAIGN_SUBJECT: &str = "gatehouse.events.campaign";
+/// Broadcast when the config generation changes.
+pub const CONFIG_SUBJECT: &str = "gatehouse.events.config";
+
+pub fn host_subject(shard: u32) -> String {
+    format!("{HOST_SUBJECT_PREFIX}.{shard}")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("host service sent an undecodable reply: {0}")]
+    Decode(String),
+    #[error("host service sent an empty reply")]
+    Empty,
+}
+
+/// Client for the host RPC; cheap to clone.
+#[derive(Clone)]
+pub struct HostClient {
+    bus: Arc<dyn Bus>,
+    shards: u32,
+    timeout: Duration,
+    budget: Duration,
+}
+
+impl std::fmt::Debug for HostClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostClient").field("shards", &self.shards).finish()
+    }
+}
+
+impl HostClient {
+    /// `timeout` bounds one attempt; `budget` bounds all retries.
+    pub fn new(bus: Arc<dyn Bus>, shards: u32, timeout: Duration, budget: Duration) -> Self {
+        Self { bus, shards, timeout, budget }
+    }
+
+    pub fn shards(&self) -> u32 {
+        self.shards
+    }
+
+    pub async fn call(&self, host: &HostId, key_epoch: u64, op: host_request::Op) -> Result<host_reply::Result, RpcError> {
+        let req = HostRequest {
+            host_id: host.to_string(),
+            key_epoch,
+            op: Some(op),
+        };
+        let payload = Bytes::from(req.encode_to_vec());
+        let subject = host_subject(shard_of(host, self.shards));
+        let start = Instant::now();
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let remaining = self.budget.saturating_sub(start.elapsed());
+            match self.bus.request(&subject, payload.clone(), self.timeout.min(remaining.max(Duration::from_millis(1)))).await {
+                Ok(bytes) => {
+                    let reply = HostReply::decode(bytes).map_err(|e| RpcError::Decode(e.to_string()))?;
+                    return reply.result.ok_or(RpcError::Empty);
+                }
+                Err(BusError::NoResponders(s)) if start.elapsed() + backoff < self.budget => {
+                    tracing::debug!(subject = %s, "no responders, retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
