@@ -1,0 +1,419 @@
+//! `HostActor`: one per host, the only writer of that host's record.
+//!
+//! State is rebuilt from the store in `pre_start` (host record, open
+//! live-query deliveries) and everything that must survive a crash is
+//! written through before a reply goes out: enrollment, key changes,
+//! labels, delivery state. Only `last_seen` is written lazily (at most
+//! every `last_seen_flush`, and on passivation).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gatehouse_core::model::{Campaign, CampaignResult, Delivery, DeliveryState, Host};
+use gatehouse_core::nodekey::NodeKeys;
+use gatehouse_core::ports::Store;
+use gatehouse_core::time::now_ms;
+use gatehouse_core::wire::platform_family;
+use gatehouse_core::HostId;
+use gatehouse_proto::v1::{
+    ConfigOk, EnrollOk, EnrollOp, Failure, KeyOk, NodeInvalid, Ok as OkReply, ReadOk, WriteOp,
+    host_reply, host_request,
+};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde_json::{Map, Value};
+
+use crate::configs::ConfigCache;
+use crate::registry::Registry;
+
+/// Tunables shared by every actor of a hostd.
+#[derive(Debug, Clone)]
+pub struct ActorSettings {
+    /// Stop an actor after this long without requests.
+    pub passivate_after: Duration,
+    /// Write `last_seen` at most this often while active.
+    pub last_seen_flush: Duration,
+    /// Re-send a delivered query that got no answer after this long (the
+    /// read response may have been lost).
+    pub redeliver_after: Duration,
+    /// How often an actor checks for idleness.
+    pub tick: Duration,
+}
+
+impl Default for ActorSettings {
+    fn default() -> Self {
+        Self {
+            passivate_after: Duration::from_secs(600),
+            last_seen_flush: Duration::from_secs(15),
+            redeliver_after: Duration::from_secs(180),
+            tick: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What every actor of one hostd shares.
+pub struct HostCtx {
+    pub store: Arc<dyn Store>,
+    pub keys: NodeKeys,
+    pub configs: ConfigCache,
+    pub registry: Registry,
+    pub settings: ActorSettings,
+}
+
+impl std::fmt::Debug for HostCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostCtx").field("registry", &self.registry).finish()
+    }
+}
+
+pub enum HostMsg {
+    /// A host RPC; `key_epoch` is what the agent presented.
+    Request {
+        op: host_request::Op,
+        key_epoch: u64,
+        reply: RpcReplyPort<host_reply::Result>,
+    },
+    /// A campaign now targets this host.
+    CampaignQueued(Box<Campaign>),
+    /// Periodic housekeeping (last-seen flush, passivation).
+    Tick,
+}
+
+pub struct HostActor {
+    pub ctx: Arc<HostCtx>,
+}
+
+pub struct HostState {
+    id: HostId,
+    host: Option<Host>,
+    pending: BTreeMap<String, (Campaign, Delivery)>,
+    last_activity: Instant,
+    persisted_last_seen: i64,
+    dirty: bool,
+}
+
+fn failure(message: impl Into<String>) -> host_reply::Result {
+    host_reply::Result::Failure(Failure { message: message.into() })
+}
+
+fn invalid(reason: &str) -> host_reply::Result {
+    host_reply::Result::NodeInvalid(NodeInvalid { reason: reason.to_owned() })
+}
+
+fn detail<'a>(d: &'a Map<String, Value>, table: &str, col: &str) -> &'a str {
+    d.get(table).and_then(|t| t.get(col)).and_then(Value::as_str).unwrap_or("")
+}
+
+impl HostActor {
+    async fn persist(&self, state: &mut HostState) -> Result<(), String> {
+        let Some(h) = &state.host else { return Ok(()) };
+        self.ctx.store.put_host(h).await.map_err(|e| e.to_string())?;
+        state.persisted_last_seen = h.last_seen;
+        state.dirty = false;
+        Ok(())
+    }
+
+    /// Validates the presented epoch and marks the host seen.
+    async fn authenticate(&self, state: &mut HostState, epoch: u64) -> Result<(), host_reply::Result> {
+        let Some(h) = state.host.as_mut() else {
+            return Err(invalid("unknown host"));
+        };
+        if h.key_revoked {
+            return Err(invalid("node key revoked"));
+        }
+        if h.key_epoch != epoch {
+            return Err(invalid("node key superseded"));
+        }
+        let now = now_ms();
+        h.last_seen = now;
+        state.dirty = true;
+        let flush = i64::try_from(self.ctx.settings.last_seen_flush.as_millis()).unwrap_or(i64::MAX);
+        if now - state.persisted_last_seen >= flush
+            && let Err(e) = self.persist(state).await
+        {
+            // Not fatal for the request: last_seen is best effort.
+            tracing::warn!(host = %state.id, error = %e, "last_seen write failed");
+        }
+        Ok(())
+    }
+
+    async fn enroll(&self, state: &mut HostState, op: EnrollOp) -> host_reply::Result {
+        let details: Map<String, Value> = serde_json::from_slice(&op.host_details_json).unwrap_or_default();
+        let now = now_ms();
+        let platform = platform_family(&op.platform_type, &details).to_owned();
+        let hostname = {
+            let h = detail(&details, "system_info", "hostname");
+            if h.is_empty() { op.host_identifier.clone() } else { h.to_owned() }
+        };
+        let host = match state.host.take() {
+            Some(mut h) => {
+                h.key_epoch += 1;
+                h.key_revoked = false;
+                h.enroll_count += 1;
+                h.last_enrolled_at = now;
+                h.details = details.clone();
+                h
+            }
+            None => Host {
+                id: state.id.clone(),
+                identity: op.identity.clone(),
+                host_identifier: String::new(),
+                hostname: String::new(),
+                platform: String::new(),
+                platform_type: String::new(),
+                os_name: String::new(),
+                os_version: String::new(),
+                osquery_version: String::new(),
+                details: details.clone(),
+                labels: Vec::new(),
+                enrolled_at: now,
+                last_enrolled_at: now,
+                enroll_count: 1,
+                key_epoch: 1,
+                key_revoked: false,
+                last_seen: now,
+                last_ip: String::new(),
+                config_hash: String::new(),
+                config_generation: 0,
+            },
+        };
+        let mut host = host;
+        host.host_identifier = op.host_identifier;
+        host.hostname = hostname;
+        host.platform = platform;
+        host.platform_type = op.platform_type;
+        host.os_name = detail(&details, "os_version", "name").to_owned();
+        host.os_version = detail(&details, "os_version", "version").to_owned();
+        host.osquery_version = detail(&details, "osquery_info", "version").to_owned();
+        host.last_seen = now;
+        host.last_ip = op.remote_addr;
+        let epoch = host.key_epoch;
+        let first = host.enroll_count == 1;
+        state.host = Some(host);
+        if let Err(e) = self.persist(state).await {
+            // Keep memory consistent with the store: reload on next use.
+            state.host = self.ctx.store.get_host(&state.id).await.ok().flatten();
+            return failure(format!("enrollment could not be stored: {e}"));
+        }
+        tracing::info!(host = %state.id, epoch, first, "host enrolled");
+        host_reply::Result::Enrolled(EnrollOk { node_key: self.ctx.keys.mint(&state.id, epoch), epoch })
+    }
+
+    async fn config(&self, state: &mut HostState) -> host_reply::Result {
+        let Some(labels) = state.host.as_ref().map(Host::label_set) else {
+            return invalid("unknown host");
+        };
+        match self.ctx.configs.config_for(&labels).await {
+            Ok((hash, generation)) => {
+                if let Some(h) = state.host.as_mut()
+                    && (h.config_hash != hash || h.config_generation != generation)
+                {
+                    h.config_hash = hash.clone();
+                    h.config_generation = generation;
+                    state.dirty = true;
+                }
+                host_reply::Result::Config(ConfigOk { hash, generation })
+            }
+            Err(e) => {
+                tracing::error!(host = %state.id, error = %e, "config assembly failed");
+                failure(format!("config unavailable: {e}"))
+            }
+        }
+    }
+
+    async fn read(&self, state: &mut HostState) -> host_reply::Result {
+        let now = now_ms();
+        let redeliver = i64::try_from(self.ctx.settings.redeliver_after.as_millis()).unwrap_or(i64::MAX);
+        let mut queries = BTreeMap::new();
+        let mut expired = Vec::new();
+        for (id, (campaign, delivery)) in state.pending.iter_mut() {
+            if campaign.is_expired(now) {
+                expired.push(id.clone());
+                continue;
+            }
+            let due = match delivery.state {
+                DeliveryState::Queued => true,
+                DeliveryState::Delivered => delivery.delivered_at.is_none_or(|t| now - t >= redeliver),
+                _ => false,
+            };
+            if !due {
+                continue;
+            }
+            let mut d = delivery.clone();
+            d.state = DeliveryState::Delivered;
+            d.delivered_at = Some(now);
+            d.delivery_count += 1;
+            if let Err(e) = self.ctx.store.put_delivery(&d).await {
+                // Not recorded as delivered, so not sent: the next poll retries.
+                tracing::warn!(host = %state.id, campaign = %id, error = %e, "delivery write failed");
+                continue;
+            }
+            *delivery = d;
+            queries.insert(id.clone(), campaign.sql.clone());
+        }
+        for id in expired {
+            if let Some((_, mut d)) = state.pending.remove(&id) {
+                d.state = DeliveryState::Expired;
+                d.finished_at = Some(now);
+                if let Err(e) = self.ctx.store.put_delivery(&d).await {
+                    tracing::warn!(host = %state.id, campaign = %id, error = %e, "expiry write failed");
+                }
+            }
+        }
+        if !queries.is_empty() {
+            tracing::debug!(host = %state.id, queries = queries.len(), "live queries delivered");
+        }
+        host_reply::Result::Read(ReadOk { queries, discovery: BTreeMap::new(), accelerate: 0 })
+    }
+
+    async fn write(&self, state: &mut HostState, op: WriteOp) -> host_reply::Result {
+        let now = now_ms();
+        let mut results = Vec::with_capacity(op.results.len());
+        for r in op.results {
+            let known = state.pending.contains_key(&r.query_id)
+                || matches!(self.ctx.store.get_delivery(&r.query_id, &state.id).await, Ok(Some(_)));
+            if !known {
+                tracing::debug!(host = %state.id, query = %r.query_id, "answer for an unknown campaign ignored");
+                continue;
+            }
+            let rows: Vec<Value> = serde_json::from_slice(&r.rows_json).unwrap_or_default();
+            let stats: Map<String, Value> = serde_json::from_slice(&r.stats_json).unwrap_or_default();
+            results.push(CampaignResult {
+                campaign_id: r.query_id,
+                host_id: state.id.clone(),
+                rows,
+                status: r.status,
+                message: r.message,
+                stats,
+                received_at: now,
+            });
+        }
+        if !results.is_empty() {
+            if let Err(e) = self.ctx.store.record_results(&results).await {
+                // The agent keeps its results and merges them into its next write.
+                return failure(format!("results could not be stored: {e}"));
+            }
+            for r in &results {
+                state.pending.remove(&r.campaign_id);
+            }
+        }
+        host_reply::Result::Ok(OkReply {})
+    }
+
+    async fn handle_request(&self, state: &mut HostState, op: host_request::Op, epoch: u64) -> host_reply::Result {
+        use host_request::Op;
+        match op {
+            Op::Enroll(e) => self.enroll(state, e).await,
+            Op::SetLabels(l) => {
+                let Some(h) = state.host.as_mut() else { return failure("host not found") };
+                let mut labels = l.labels;
+                labels.sort();
+                labels.dedup();
+                h.labels = labels;
+                match self.persist(state).await {
+                    Ok(()) => host_reply::Result::Ok(OkReply {}),
+                    Err(e) => failure(e),
+                }
+            }
+            Op::RotateKey(r) => {
+                let Some(h) = state.host.as_mut() else { return failure("host not found") };
+                h.key_epoch += 1;
+                h.key_revoked = r.revoke;
+                let epoch = h.key_epoch;
+                match self.persist(state).await {
+                    Ok(()) => {
+                        tracing::info!(host = %state.id, epoch, revoked = r.revoke, "node key changed");
+                        let node_key = if r.revoke { String::new() } else { self.ctx.keys.mint(&state.id, epoch) };
+                        host_reply::Result::Key(KeyOk { node_key, epoch })
+                    }
+                    Err(e) => failure(e),
+                }
+            }
+            agent_op => {
+                if let Err(reply) = self.authenticate(state, epoch).await {
+                    return reply;
+                }
+                match agent_op {
+                    Op::Touch(_) => host_reply::Result::Ok(OkReply {}),
+                    Op::Config(_) => self.config(state).await,
+                    Op::Read(_) => self.read(state).await,
+                    Op::Write(w) => self.write(state, w).await,
+                    Op::Enroll(_) | Op::SetLabels(_) | Op::RotateKey(_) => failure("unreachable operation"),
+                }
+            }
+        }
+    }
+}
+
+impl Actor for HostActor {
+    type Msg = HostMsg;
+    type State = HostState;
+    type Arguments = HostId;
+
+    async fn pre_start(&self, myself: ActorRef<Self::Msg>, id: HostId) -> Result<Self::State, ActorProcessingErr> {
+        let host = self.ctx.store.get_host(&id).await?;
+        let mut pending = BTreeMap::new();
+        if host.is_some() {
+            for (c, d) in self.ctx.store.open_deliveries(&id).await? {
+                pending.insert(c.id.clone(), (c, d));
+            }
+        }
+        myself.send_interval(self.ctx.settings.tick, || HostMsg::Tick);
+        Ok(HostState {
+            persisted_last_seen: host.as_ref().map_or(0, |h| h.last_seen),
+            id,
+            host,
+            pending,
+            last_activity: Instant::now(),
+            dirty: false,
+        })
+    }
+
+    async fn handle(&self, myself: ActorRef<Self::Msg>, msg: Self::Msg, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        match msg {
+            HostMsg::Request { op, key_epoch, reply } => {
+                state.last_activity = Instant::now();
+                let result = self.handle_request(state, op, key_epoch).await;
+                let _ = reply.send(result);
+            }
+            HostMsg::CampaignQueued(c) => {
+                if state.host.is_some() && !state.pending.contains_key(&c.id) {
+                    // Re-read the delivery: it may have been answered already.
+                    match self.ctx.store.get_delivery(&c.id, &state.id).await {
+                        Ok(Some(d)) if !d.state.is_final() => {
+                            state.pending.insert(c.id.clone(), (*c, d));
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(host = %state.id, error = %e, "campaign delivery lookup failed"),
+                    }
+                }
+            }
+            HostMsg::Tick => {
+                let flush = i64::try_from(self.ctx.settings.last_seen_flush.as_millis()).unwrap_or(i64::MAX);
+                if state.dirty
+                    && state.host.as_ref().is_some_and(|h| h.last_seen - state.persisted_last_seen >= flush)
+                    && let Err(e) = self.persist(state).await
+                {
+                    tracing::warn!(host = %state.id, error = %e, "host write failed");
+                }
+                if state.last_activity.elapsed() >= self.ctx.settings.passivate_after {
+                    tracing::debug!(host = %state.id, "passivating idle host actor");
+                    // Leave the registry first so new requests spawn afresh.
+                    self.ctx.registry.remove(&state.id, Some(myself.get_id()));
+                    myself.stop(Some("idle".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(&self, myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        self.ctx.registry.remove(&state.id, Some(myself.get_id()));
+        if state.dirty
+            && let Err(e) = self.persist(state).await
+        {
+            tracing::warn!(host = %state.id, error = %e, "final host write failed");
+        }
+        Ok(())
+    }
+}

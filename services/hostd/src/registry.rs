@@ -1,0 +1,66 @@
+//! The live host actors of one hostd, by host id.
+//!
+//! A per-process map rather than ractor's global name registry, so several
+//! hostd instances can share one process (tests, the all-in-one). A
+//! `OnceCell` per entry makes concurrent first requests spawn one actor.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use gatehouse_core::HostId;
+use ractor::{ActorId, ActorRef};
+use tokio::sync::OnceCell;
+
+use crate::actor::HostMsg;
+
+type Cell = Arc<OnceCell<ActorRef<HostMsg>>>;
+
+#[derive(Default)]
+pub struct Registry {
+    actors: Mutex<HashMap<HostId, Cell>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").field("actors", &self.len()).finish()
+    }
+}
+
+impl Registry {
+    /// The cell for `host`, created empty when absent.
+    pub fn cell(&self, host: &HostId) -> Cell {
+        let mut map = self.actors.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(host.clone()).or_default().clone()
+    }
+
+    pub fn get(&self, host: &HostId) -> Option<ActorRef<HostMsg>> {
+        let map = self.actors.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(host).and_then(|c| c.get().cloned())
+    }
+
+    /// Forgets `host` if its entry is still actor `id` (or never started).
+    pub fn remove(&self, host: &HostId, id: Option<ActorId>) {
+        let mut map = self.actors.lock().unwrap_or_else(|p| p.into_inner());
+        let same = map.get(host).is_some_and(|c| match (c.get(), id) {
+            (Some(a), Some(id)) => a.get_id() == id,
+            (None, _) => true,
+            (Some(_), None) => false,
+        });
+        if same {
+            map.remove(host);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.actors.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn all(&self) -> Vec<ActorRef<HostMsg>> {
+        let map = self.actors.lock().unwrap_or_else(|p| p.into_inner());
+        map.values().filter_map(|c| c.get().cloned()).collect()
+    }
+}

@@ -1,0 +1,222 @@
+//! The hostd service: answers host RPCs on the shard subjects, routes each
+//! to the host's actor (spawning it on demand), and applies campaign and
+//! config broadcasts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use gatehouse_bus::hostrpc::{ALL_HOST_SUBJECTS, CAMPAIGN_SUBJECT, CONFIG_SUBJECT};
+use gatehouse_core::HostId;
+use gatehouse_core::nodekey::NodeKeys;
+use gatehouse_core::ports::{Bus, BusError, BusMessage, Store};
+use gatehouse_proto::v1::{CampaignCreated, ConfigChanged, Failure, HostReply, HostRequest, host_reply};
+use gatehouse_runtime::Shutdown;
+use prost::Message;
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorRef, MessagingErr, SpawnErr};
+
+use crate::actor::{ActorSettings, HostActor, HostCtx, HostMsg};
+use crate::configs::ConfigCache;
+use crate::registry::Registry;
+
+#[derive(Debug, Clone)]
+pub struct HostdConfig {
+    pub actors: ActorSettings,
+    /// Bound on one actor call (the agent gives up after 16 s).
+    pub call_timeout: Duration,
+    /// How often to poll the config generation (broadcasts may be missed).
+    pub generation_poll: Duration,
+    /// Bound on stopping every actor at shutdown.
+    pub drain_timeout: Duration,
+}
+
+impl Default for HostdConfig {
+    fn default() -> Self {
+        Self {
+            actors: ActorSettings::default(),
+            call_timeout: Duration::from_secs(10),
+            generation_poll: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostdError {
+    #[error("bus: {0}")]
+    Bus(#[from] BusError),
+}
+
+/// Routes requests to host actors.
+#[derive(Clone, Debug)]
+pub struct Router {
+    ctx: Arc<HostCtx>,
+    call_timeout: Duration,
+}
+
+fn failure(message: impl Into<String>) -> host_reply::Result {
+    host_reply::Result::Failure(Failure { message: message.into() })
+}
+
+impl Router {
+    pub fn new(ctx: Arc<HostCtx>, call_timeout: Duration) -> Self {
+        Self { ctx, call_timeout }
+    }
+
+    pub fn live_actors(&self) -> usize {
+        self.ctx.registry.len()
+    }
+
+    async fn actor(&self, host: &HostId) -> Result<ActorRef<HostMsg>, String> {
+        let cell = self.ctx.registry.cell(host);
+        let ctx = self.ctx.clone();
+        let id = host.clone();
+        let r = cell
+            .get_or_try_init(|| async move {
+                let (actor, _join) = Actor::spawn(None, HostActor { ctx }, id).await.map_err(|e| match e {
+                    SpawnErr::StartupFailed(e) => format!("host actor failed to start: {e}"),
+                    other => other.to_string(),
+                })?;
+                Ok::<_, String>(actor)
+            })
+            .await
+            .cloned();
+        if r.is_err() {
+            self.ctx.registry.remove(host, None);
+        }
+        r
+    }
+
+    /// Runs one request on the host's actor. A request that reached a
+    /// stopping actor (passivation race) is retried on a fresh one; it was
+    /// never processed.
+    pub async fn route(&self, req: HostRequest) -> host_reply::Result {
+        let Some(host) = HostId::parse(&req.host_id) else {
+            return failure("malformed host id");
+        };
+        let Some(op) = req.op else {
+            return failure("request without an operation");
+        };
+        for _attempt in 0..3 {
+            let actor = match self.actor(&host).await {
+                Ok(a) => a,
+                Err(e) => return failure(e),
+            };
+            let op = op.clone();
+            let call = actor
+                .call(|reply| HostMsg::Request { op, key_epoch: req.key_epoch, reply }, Some(self.call_timeout))
+                .await;
+            match call {
+                Ok(CallResult::Success(r)) => return r,
+                Ok(CallResult::Timeout) => return failure("host actor timed out"),
+                Ok(CallResult::SenderError) | Err(MessagingErr::SendErr(_)) | Err(MessagingErr::ChannelClosed) => {
+                    self.ctx.registry.remove(&host, Some(actor.get_id()));
+                }
+                Err(e) => return failure(format!("host actor unavailable: {e}")),
+            }
+        }
+        failure("host actor kept stopping, retry later")
+    }
+
+    fn campaign_created(&self, msg: &CampaignCreated, campaign: &gatehouse_core::model::Campaign) {
+        for h in &msg.host_ids {
+            let Some(id) = HostId::parse(h) else { continue };
+            if let Some(actor) = self.ctx.registry.get(&id) {
+                let _ = actor.send_message(HostMsg::CampaignQueued(Box::new(campaign.clone())));
+            }
+        }
+    }
+
+    async fn stop_all(&self, timeout: Duration) {
+        let actors = self.ctx.registry.all();
+        let n = actors.len();
+        let stops = actors.into_iter().map(|a| async move {
+            let _ = a.stop_and_wait(Some("shutdown".into()), None).await;
+        });
+        let all = async {
+            for s in stops {
+                s.await;
+            }
+        };
+        if tokio::time::timeout(timeout, all).await.is_err() {
+            tracing::warn!(actors = n, "not every host actor stopped within the drain timeout");
+        } else {
+            tracing::info!(actors = n, "host actors stopped");
+        }
+    }
+}
+
+/// Builds the shared context for a hostd.
+pub fn context(store: Arc<dyn Store>, keys: NodeKeys, settings: ActorSettings) -> Arc<HostCtx> {
+    Arc::new(HostCtx {
+        configs: ConfigCache::new(store.clone()),
+        store,
+        keys,
+        registry: Registry::default(),
+        settings,
+    })
+}
+
+async fn answer(router: Router, msg: BusMessage) {
+    let result = match HostRequest::decode(msg.payload.clone()) {
+        Ok(req) => router.route(req).await,
+        Err(e) => failure(format!("undecodable host request: {e}")),
+    };
+    if let Some(reply) = msg.reply {
+        let bytes = Bytes::from(HostReply { result: Some(result) }.encode_to_vec());
+        if let Err(e) = reply.reply(bytes).await {
+            tracing::debug!(error = %e, "reply not delivered");
+        }
+    }
+}
+
+/// Runs hostd until `shutdown`; then stops every actor (persisting state).
+pub async fn run(cfg: HostdConfig, ctx: Arc<HostCtx>, bus: Arc<dyn Bus>, shutdown: Shutdown) -> Result<(), HostdError> {
+    let router = Router::new(ctx.clone(), cfg.call_timeout);
+    let mut requests = bus.subscribe(ALL_HOST_SUBJECTS, Some("hostd")).await?;
+    let mut campaigns = bus.subscribe(CAMPAIGN_SUBJECT, None).await?;
+    let mut configs = bus.subscribe(CONFIG_SUBJECT, None).await?;
+    if let Err(e) = ctx.configs.refresh_generation().await {
+        tracing::warn!(error = %e, "config generation not readable yet");
+    }
+    let mut poll = tokio::time::interval(cfg.generation_poll);
+    tracing::info!("hostd serving every shard");
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => break,
+            m = requests.next() => match m {
+                Some(m) => {
+                    let router = router.clone();
+                    tokio::spawn(answer(router, m));
+                }
+                None => break,
+            },
+            m = campaigns.next() => if let Some(m) = m {
+                match CampaignCreated::decode(m.payload) {
+                    Ok(c) => match ctx.store.get_campaign(&c.campaign_id).await {
+                        Ok(Some(campaign)) => router.campaign_created(&c, &campaign),
+                        Ok(None) => tracing::warn!(campaign = %c.campaign_id, "broadcast for an unknown campaign"),
+                        Err(e) => tracing::warn!(error = %e, "campaign lookup failed"),
+                    },
+                    Err(e) => tracing::warn!(error = %e, "undecodable campaign broadcast"),
+                }
+            },
+            m = configs.next() => if let Some(m) = m {
+                match ConfigChanged::decode(m.payload) {
+                    Ok(c) => ctx.configs.observe(c.generation),
+                    Err(e) => tracing::warn!(error = %e, "undecodable config broadcast"),
+                }
+            },
+            _ = poll.tick() => {
+                if let Err(e) = ctx.configs.refresh_generation().await {
+                    tracing::warn!(error = %e, "config generation poll failed");
+                }
+            }
+        }
+    }
+    drop(requests);
+    tracing::info!(actors = router.live_actors(), "hostd draining");
+    router.stop_all(cfg.drain_timeout).await;
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! Process plumbing every Gatehouse role shares: the one rustls crypto
+//! provider, TLS server configs from PEM files, an HTTP/1.1 serve loop over
+//! TLS with keep-alive idle timeouts and graceful shutdown, and shutdown
+//! signals. Roles depend on this crate, never on each other.
+
+pub mod serve;
+pub mod shutdown;
+pub mod tls;
+
+pub use serve::{RemoteAddr, ServeOptions, serve};
+pub use shutdown::Shutdown;

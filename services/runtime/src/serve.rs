@@ -1,0 +1,127 @@
+//! The HTTP/1.1 serve loop shared by the agent edge and the operator API.
+//!
+//! Each accepted connection does its TLS handshake (bounded), then serves
+//! requests with keep-alive. An idle keep-alive connection is closed after
+//! `idle_timeout` (hyper starts its header-read timer when a connection
+//! goes idle); keep it above the agents' longest polling interval, or every
+//! poll pays a new handshake. On shutdown the listener stops accepting,
+//! in-flight requests finish, and idle connections close, all within
+//! `grace`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+use crate::Shutdown;
+
+/// The peer address, available to handlers as a request extension.
+#[derive(Clone, Copy, Debug)]
+pub struct RemoteAddr(pub SocketAddr);
+
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    pub idle_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub grace: Duration,
+    /// Name used in logs (`edge`, `api`).
+    pub name: &'static str,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(120),
+            handshake_timeout: Duration::from_secs(10),
+            grace: Duration::from_secs(20),
+            name: "http",
+        }
+    }
+}
+
+/// Serves `router` on `listener` (over TLS when `tls` is set) until
+/// `shutdown` triggers, then drains within the grace period.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    router: axum::Router,
+    opts: ServeOptions,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let graceful = GracefulShutdown::new();
+    let name = opts.name;
+    tracing::info!(server = name, addr = %listener.local_addr()?, tls = acceptor.is_some(), "listening");
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.wait() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(server = name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let svc = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(RemoteAddr(peer));
+            router.clone().oneshot(req.map(axum::body::Body::new))
+        });
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(opts.idle_timeout)
+            .keep_alive(true);
+        let builder = builder.http1_only();
+        match &acceptor {
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let watcher = graceful.watcher();
+                let hs_timeout = opts.handshake_timeout;
+                tokio::spawn(async move {
+                    let tls = match tokio::time::timeout(hs_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            tracing::debug!(server = name, %peer, error = %e, "tls handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(server = name, %peer, "tls handshake timed out");
+                            return;
+                        }
+                    };
+                    let conn = builder.serve_connection(TokioIo::new(tls), svc);
+                    if let Err(e) = watcher.watch(conn.into_owned()).await {
+                        tracing::debug!(server = name, %peer, error = %e, "connection ended with error");
+                    }
+                });
+            }
+            None => {
+                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                let fut = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = fut.await {
+                        tracing::debug!(server = name, %peer, error = %e, "connection ended with error");
+                    }
+                });
+            }
+        }
+    }
+    drop(listener);
+    tracing::info!(server = name, "draining connections");
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!(server = name, "all connections closed"),
+        _ = tokio::time::sleep(opts.grace) => tracing::warn!(server = name, "grace period over, closing remaining connections"),
+    }
+    Ok(())
+}
