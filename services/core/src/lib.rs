@@ -6,6 +6,7 @@
 //! Pure logic only: no network, no database, no async runtime beyond
 //! `tokio::sync` channels used by the bus port.
 
+pub mod carves;
 pub mod config;
 pub mod ids;
 pub mod logs;

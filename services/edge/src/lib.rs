@@ -1,1 +1,186 @@
+//! edge: the agent-facing osquery TLS remote API.
+//!
+//! Terminates agent TLS, parses and bounds every request, verifies node
+//! keys by their MAC alone (no storage lookup), and routes each request to
+//! the host's actor over the bus. Log batches are acknowledged only after
+//! the log sink has made them durable. Every failure is answered with a
+//! JSON object carrying `error` (and `node_invalid` for bad keys), never an
+//! empty body, because the agent ignores HTTP status codes. The edge keeps
+//! no per-host state: a cache of immutable config blobs is all it holds.
 
+mod body;
+mod carve;
+mod error;
+mod handlers;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::routing::{get, post};
+use bytes::Bytes;
+use gatehouse_bus::HostClient;
+use gatehouse_core::nodekey::NodeKeys;
+use gatehouse_core::ports::{LogSink, Store};
+use gatehouse_runtime::{ServeOptions, Shutdown};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+
+pub use error::EdgeError;
+
+/// The request paths of the agent endpoints (the osquery `*_endpoint` flags).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EndpointPaths {
+    pub enroll: String,
+    pub config: String,
+    pub logger: String,
+    pub distributed_read: String,
+    pub distributed_write: String,
+    pub carve_begin: String,
+    pub carve_block: String,
+}
+
+impl Default for EndpointPaths {
+    fn default() -> Self {
+        Self {
+            enroll: "/api/v1/osquery/enroll".into(),
+            config: "/api/v1/osquery/config".into(),
+            logger: "/api/v1/osquery/log".into(),
+            distributed_read: "/api/v1/osquery/distributed/read".into(),
+            distributed_write: "/api/v1/osquery/distributed/write".into(),
+            carve_begin: "/api/v1/osquery/carve/begin".into(),
+            carve_block: "/api/v1/osquery/carve/block".into(),
+        }
+    }
+}
+
+impl EndpointPaths {
+    pub fn all(&self) -> [(&'static str, &str); 7] {
+        [
+            ("enroll", &self.enroll),
+            ("config", &self.config),
+            ("logger", &self.logger),
+            ("distributed_read", &self.distributed_read),
+            ("distributed_write", &self.distributed_write),
+            ("carve_begin", &self.carve_begin),
+            ("carve_block", &self.carve_block),
+        ]
+    }
+
+    /// Every path absolute, distinct, and not one of the health paths.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut seen = std::collections::HashSet::new();
+        for (name, p) in self.all() {
+            if !p.starts_with('/') || p.contains(char::is_whitespace) || p.contains('?') || p.contains('{') {
+                return Err(format!("paths.{name} = {p:?} must be an absolute path without spaces, '?' or '{{'"));
+            }
+            if p == "/livez" || p == "/readyz" {
+                return Err(format!("paths.{name} = {p:?} collides with a health endpoint"));
+            }
+            if !seen.insert(p) {
+                return Err(format!("paths.{name} = {p:?} is used by another endpoint"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    pub paths: EndpointPaths,
+    /// Largest request body accepted, as sent (compressed or not).
+    pub max_body_bytes: usize,
+    /// Largest log body after gunzip (bounds gzip bombs).
+    pub max_inflated_bytes: usize,
+    /// Largest carve accepted; larger ones are refused at carve begin.
+    pub max_carve_bytes: u64,
+    /// Enroll secrets accepted (any of them).
+    pub enroll_secrets: Vec<String>,
+    pub serve: ServeOptions,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            paths: EndpointPaths::default(),
+            max_body_bytes: 32 * 1024 * 1024,
+            max_inflated_bytes: 128 * 1024 * 1024,
+            max_carve_bytes: 4 * 1024 * 1024 * 1024,
+            enroll_secrets: Vec::new(),
+            serve: ServeOptions { name: "edge", ..ServeOptions::default() },
+        }
+    }
+}
+
+/// What the edge talks to.
+#[derive(Clone)]
+pub struct EdgeDeps {
+    pub keys: NodeKeys,
+    pub hosts: HostClient,
+    pub store: Arc<dyn Store>,
+    pub sink: Arc<dyn LogSink>,
+}
+
+const CONFIG_CACHE_ENTRIES: usize = 512;
+
+pub(crate) struct Edge {
+    cfg: EdgeConfig,
+    deps: EdgeDeps,
+    config_blobs: Mutex<HashMap<String, Bytes>>,
+    shutdown: Shutdown,
+}
+
+impl Edge {
+    /// An immutable config blob by hash, cached.
+    async fn config_blob(&self, hash: &str) -> Result<Bytes, EdgeError> {
+        if let Some(b) = self.config_blobs.lock().ok().and_then(|m| m.get(hash).cloned()) {
+            return Ok(b);
+        }
+        let blob = self
+            .deps
+            .store
+            .get_config_blob(hash)
+            .await
+            .map_err(|e| EdgeError::Unavailable(format!("config store: {e}")))?
+            .ok_or_else(|| EdgeError::Unavailable("config blob not found, retry".into()))?;
+        if let Ok(mut m) = self.config_blobs.lock() {
+            if m.len() >= CONFIG_CACHE_ENTRIES {
+                m.clear();
+            }
+            m.insert(hash.to_owned(), blob.clone());
+        }
+        Ok(blob)
+    }
+}
+
+/// The edge's HTTP routes (exposed for tests that serve it themselves).
+pub fn router(cfg: EdgeConfig, deps: EdgeDeps, shutdown: Shutdown) -> Router {
+    let p = cfg.paths.clone();
+    let edge = Arc::new(Edge { cfg, deps, config_blobs: Mutex::new(HashMap::new()), shutdown });
+    Router::new()
+        .route(&p.enroll, post(handlers::enroll).fallback(handlers::method_not_allowed))
+        .route(&p.config, post(handlers::config).fallback(handlers::method_not_allowed))
+        .route(&p.logger, post(handlers::log).fallback(handlers::method_not_allowed))
+        .route(&p.distributed_read, post(handlers::distributed_read).fallback(handlers::method_not_allowed))
+        .route(&p.distributed_write, post(handlers::distributed_write).fallback(handlers::method_not_allowed))
+        .route(&p.carve_begin, post(carve::begin).fallback(handlers::method_not_allowed))
+        .route(&p.carve_block, post(carve::block).fallback(handlers::method_not_allowed))
+        .route("/livez", get(handlers::livez))
+        .route("/readyz", get(handlers::readyz))
+        .fallback(handlers::not_found)
+        .with_state(edge)
+}
+
+/// Serves the agent API on `listener` until `shutdown`.
+pub async fn run(
+    cfg: EdgeConfig,
+    deps: EdgeDeps,
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    let opts = cfg.serve.clone();
+    let app = router(cfg, deps, shutdown.clone());
+    gatehouse_runtime::serve(listener, tls, app, opts, shutdown).await
+}

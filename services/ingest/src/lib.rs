@@ -1,1 +1,100 @@
+//! ingest: makes agent log batches durable and keeps the log store within
+//! its retention.
+//!
+//! In the all-in-one server the edge hands each batch straight to
+//! [`DirectSink`], which writes it to the store idempotently (line ids are
+//! content hashes, so a re-sent batch overwrites itself) and returns only
+//! once the write is durable. A bounded number of batches may be in flight;
+//! past that the sink answers `Backpressure` and the edge tells the agent
+//! to keep its buffer and retry, so overload never loses a line.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use gatehouse_core::model::LogRecords;
+use gatehouse_core::ports::{LogSink, SinkError, Store};
+use gatehouse_core::time::{now_ms, unix_day};
+use gatehouse_runtime::Shutdown;
+use tokio::sync::Semaphore;
+
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Batches written concurrently before new ones wait.
+    pub max_in_flight: usize,
+    /// How long a batch waits for a slot before the agent is told to retry.
+    pub admission_wait: Duration,
+    /// Days of result and status logs kept (by agent time); 0 keeps all.
+    pub retention_days: u32,
+    pub retention_interval: Duration,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 64,
+            admission_wait: Duration::from_secs(5),
+            retention_days: 30,
+            retention_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Writes batches straight to the store.
+pub struct DirectSink {
+    store: Arc<dyn Store>,
+    slots: Semaphore,
+    admission_wait: Duration,
+}
+
+impl std::fmt::Debug for DirectSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectSink").field("free_slots", &self.slots.available_permits()).finish()
+    }
+}
+
+impl DirectSink {
+    pub fn new(store: Arc<dyn Store>, cfg: &IngestConfig) -> Self {
+        Self {
+            store,
+            slots: Semaphore::new(cfg.max_in_flight.max(1)),
+            admission_wait: cfg.admission_wait,
+        }
+    }
+}
+
+#[async_trait]
+impl LogSink for DirectSink {
+    async fn append(&self, records: LogRecords) -> Result<(), SinkError> {
+        let _slot = match tokio::time::timeout(self.admission_wait, self.slots.acquire()).await {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(_)) => return Err(SinkError::Unavailable("sink closed".into())),
+            Err(_) => return Err(SinkError::Backpressure),
+        };
+        self.store
+            .append_logs(&records)
+            .await
+            .map_err(|e| SinkError::Unavailable(e.to_string()))
+    }
+}
+
+/// Deletes log days older than the retention, every `retention_interval`.
+pub async fn run_retention(store: Arc<dyn Store>, cfg: IngestConfig, shutdown: Shutdown) {
+    if cfg.retention_days == 0 {
+        return;
+    }
+    let mut tick = tokio::time::interval(cfg.retention_interval);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tick.tick() => {}
+        }
+        let today = unix_day(now_ms() / 1000);
+        let cutoff = today.saturating_sub(cfg.retention_days);
+        match store.purge_logs_before_day(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, cutoff_day = cutoff, "retention purged log lines"),
+            Err(e) => tracing::warn!(error = %e, "retention purge failed"),
+        }
+    }
+}
