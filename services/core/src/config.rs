@@ -274,6 +274,15 @@ pub fn assemble(labels: &[String], defs: &Definitions) -> Result<Assembled, Conf
     })
 }
 
+/// Loads every definition that shapes configs.
+pub async fn load_definitions(store: &dyn crate::ports::Store) -> Result<Definitions, crate::ports::StoreError> {
+    Ok(Definitions {
+        queries: store.list_queries().await?.into_iter().map(|q| (q.name.clone(), q)).collect(),
+        schedules: store.list_schedules().await?.into_iter().map(|s| (s.name.clone(), s)).collect(),
+        label_configs: store.list_label_configs().await?.into_iter().map(|c| (c.label.clone(), c)).collect(),
+    })
+}
+
 fn push_unique(into: &mut Vec<String>, from: &[String]) {
     for s in from {
         if !into.contains(s) {

@@ -5,11 +5,11 @@
 //! (content-addressed, so edges can fetch it by hash), and shared by every
 //! host carrying those labels.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use gatehouse_core::config::{ConfigError, Definitions, assemble};
+use gatehouse_core::config::{ConfigError, Definitions, assemble, load_definitions};
 use gatehouse_core::ports::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -18,15 +18,6 @@ pub enum ConfigCacheError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// Loads every definition that shapes configs.
-pub async fn load_definitions(store: &dyn Store) -> Result<Definitions, StoreError> {
-    Ok(Definitions {
-        queries: store.list_queries().await?.into_iter().map(|q| (q.name.clone(), q)).collect::<BTreeMap<_, _>>(),
-        schedules: store.list_schedules().await?.into_iter().map(|s| (s.name.clone(), s)).collect(),
-        label_configs: store.list_label_configs().await?.into_iter().map(|c| (c.label.clone(), c)).collect(),
-    })
 }
 
 struct Loaded {

@@ -1,0 +1,334 @@
+//! REST over [`AdminService`]: JSON in and out, bearer-token auth, errors as
+//! `{"error": "..."}` with a 4xx/5xx status. Request bodies are parsed by
+//! hand so a malformed body gets a message naming what is wrong.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query as Q, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use gatehouse_core::model::{CarveState, LabelConfig, Query, ResultFilter, Schedule};
+use gatehouse_core::nodekey::secret_matches;
+use gatehouse_runtime::Shutdown;
+use http::{HeaderValue, StatusCode, header};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::ApiError;
+use crate::service::{AdminService, CampaignRequest, HostFilter};
+
+type Svc = State<Arc<dyn AdminService>>;
+type ApiResult = Result<Response, ApiError>;
+
+fn ok<T: serde::Serialize>(v: T) -> ApiResult {
+    Ok(axum::Json(v).into_response())
+}
+
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))
+}
+
+#[derive(Clone)]
+struct Tokens(Arc<Vec<String>>);
+
+async fn authenticate(State(tokens): State<Tokens>, req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(t) if !t.is_empty() && tokens.0.iter().any(|k| secret_matches(t, k)) => next.run(req).await,
+        _ => {
+            tracing::info!(path = %req.uri().path(), "api request without a valid token");
+            let mut r = ApiError::Unauthorized.into_response();
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            r
+        }
+    }
+}
+
+/// The API routes; `/livez` and `/readyz` need no token.
+pub fn router(svc: Arc<dyn AdminService>, tokens: Vec<String>, shutdown: Shutdown) -> Router {
+    let api = Router::new()
+        .route("/api/v1/hosts", get(list_hosts))
+        .route("/api/v1/hosts/{id}", get(get_host))
+        .route("/api/v1/hosts/{id}/labels", axum::routing::put(set_labels))
+        .route("/api/v1/hosts/{id}/rotate_key", axum::routing::post(rotate_key))
+        .route("/api/v1/hosts/{id}/config", get(host_config))
+        .route("/api/v1/hosts/{id}/status_logs", get(status_logs))
+        .route("/api/v1/queries", get(list_queries))
+        .route("/api/v1/queries/{name}", axum::routing::put(put_query).delete(delete_query))
+        .route("/api/v1/schedules", get(list_schedules))
+        .route("/api/v1/schedules/{name}", axum::routing::put(put_schedule).delete(delete_schedule))
+        .route("/api/v1/label_configs", get(list_label_configs))
+        .route("/api/v1/label_configs/{label}", axum::routing::put(put_label_config).delete(delete_label_config))
+        .route("/api/v1/results", get(search_results))
+        .route("/api/v1/campaigns", get(list_campaigns).post(create_campaign))
+        .route("/api/v1/campaigns/{id}", get(get_campaign))
+        .route("/api/v1/campaigns/{id}/results", get(campaign_results))
+        .route("/api/v1/carves", get(list_carves))
+        .route("/api/v1/carves/{id}", get(get_carve))
+        .route("/api/v1/carves/{id}/download", get(download_carve))
+        .route_layer(middleware::from_fn_with_state(Tokens(Arc::new(tokens)), authenticate))
+        .with_state(svc);
+    let ready = move || {
+        let s = shutdown.clone();
+        async move {
+            if s.is_triggered() {
+                (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "draining"}))).into_response()
+            } else {
+                axum::Json(json!({"status": "ready"})).into_response()
+            }
+        }
+    };
+    Router::new()
+        .route("/livez", get(|| async { axum::Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(ready))
+        .merge(api)
+        .fallback(|req: Request| async move { ApiError::NotFound(format!("route {} {}", req.method(), req.uri().path())).into_response() })
+        .method_not_allowed_fallback(|| async { (StatusCode::METHOD_NOT_ALLOWED, axum::Json(json!({"error": "method not allowed on this route"}))) })
+}
+
+async fn list_hosts(State(s): Svc, Q(f): Q<HostFilter>) -> ApiResult {
+    ok(s.list_hosts(f).await?.into_json())
+}
+
+trait PageJson {
+    fn into_json(self) -> serde_json::Value;
+}
+
+impl<T: serde::Serialize> PageJson for gatehouse_core::model::Page<T> {
+    fn into_json(self) -> serde_json::Value {
+        json!({ "items": self.items, "next": self.next })
+    }
+}
+
+async fn get_host(State(s): Svc, Path(id): Path<String>) -> ApiResult {
+    ok(s.get_host(&id).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LabelsBody {
+    labels: Vec<String>,
+}
+
+async fn set_labels(State(s): Svc, Path(id): Path<String>, body: Bytes) -> ApiResult {
+    let b: LabelsBody = parse(&body)?;
+    ok(s.set_host_labels(&id, b.labels).await?)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RotateBody {
+    #[serde(default)]
+    revoke: bool,
+}
+
+async fn rotate_key(State(s): Svc, Path(id): Path<String>, body: Bytes) -> ApiResult {
+    let b: RotateBody = if body.is_empty() { RotateBody::default() } else { parse(&body)? };
+    ok(s.rotate_key(&id, b.revoke).await?)
+}
+
+async fn host_config(State(s): Svc, Path(id): Path<String>) -> ApiResult {
+    ok(s.host_config(&id).await?)
+}
+
+#[derive(Deserialize)]
+struct Window {
+    since: Option<i64>,
+    until: Option<i64>,
+    limit: Option<usize>,
+    host: Option<String>,
+    name: Option<String>,
+}
+
+async fn status_logs(State(s): Svc, Path(id): Path<String>, Q(w): Q<Window>) -> ApiResult {
+    ok(s.host_status_logs(&id, w.since.unwrap_or(0), w.until.unwrap_or(i64::MAX), w.limit.unwrap_or(1000)).await?)
+}
+
+async fn list_queries(State(s): Svc) -> ApiResult {
+    ok(s.list_queries().await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueryBody {
+    sql: String,
+    #[serde(default)]
+    description: String,
+}
+
+async fn put_query(State(s): Svc, Path(name): Path<String>, body: Bytes) -> ApiResult {
+    let b: QueryBody = parse(&body)?;
+    ok(s.put_query(Query { name, sql: b.sql, description: b.description, updated_at: 0 }).await?)
+}
+
+async fn delete_query(State(s): Svc, Path(name): Path<String>) -> ApiResult {
+    s.delete_query(&name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_schedules(State(s): Svc) -> ApiResult {
+    ok(s.list_schedules().await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleBody {
+    query: String,
+    interval: u32,
+    #[serde(default)]
+    snapshot: bool,
+    #[serde(default = "yes")]
+    removed: bool,
+    platform: Option<String>,
+    version: Option<String>,
+    shard: Option<u8>,
+    pack: Option<String>,
+    labels: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn put_schedule(State(s): Svc, Path(name): Path<String>, body: Bytes) -> ApiResult {
+    let b: ScheduleBody = parse(&body)?;
+    ok(s.put_schedule(Schedule {
+        name,
+        query: b.query,
+        interval: b.interval,
+        snapshot: b.snapshot,
+        removed: b.removed,
+        platform: b.platform,
+        version: b.version,
+        shard: b.shard,
+        pack: b.pack,
+        labels: b.labels,
+        updated_at: 0,
+    })
+    .await?)
+}
+
+async fn delete_schedule(State(s): Svc, Path(name): Path<String>) -> ApiResult {
+    s.delete_schedule(&name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_label_configs(State(s): Svc) -> ApiResult {
+    ok(s.list_label_configs().await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LabelConfigBody {
+    #[serde(default)]
+    options: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    decorators: gatehouse_core::model::Decorators,
+    #[serde(default)]
+    file_paths: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+async fn put_label_config(State(s): Svc, Path(label): Path<String>, body: Bytes) -> ApiResult {
+    let b: LabelConfigBody = parse(&body)?;
+    ok(s.put_label_config(LabelConfig { label, options: b.options, decorators: b.decorators, file_paths: b.file_paths, updated_at: 0 }).await?)
+}
+
+async fn delete_label_config(State(s): Svc, Path(label): Path<String>) -> ApiResult {
+    s.delete_label_config(&label).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn search_results(State(s): Svc, Q(w): Q<Window>) -> ApiResult {
+    let host_id = match w.host.as_deref() {
+        Some(h) => Some(gatehouse_core::HostId::parse(h).ok_or_else(|| ApiError::BadRequest(format!("{h:?} is not a host id")))?),
+        None => None,
+    };
+    ok(s.search_results(ResultFilter {
+        host_id,
+        name: w.name,
+        since: w.since.unwrap_or(0),
+        until: w.until.unwrap_or(0),
+        limit: w.limit.unwrap_or(0),
+    })
+    .await?)
+}
+
+#[derive(Deserialize)]
+struct Limit {
+    limit: Option<usize>,
+}
+
+async fn list_campaigns(State(s): Svc, Q(l): Q<Limit>) -> ApiResult {
+    ok(s.list_campaigns(l.limit.unwrap_or(100)).await?)
+}
+
+async fn create_campaign(State(s): Svc, body: Bytes) -> ApiResult {
+    let req: CampaignRequest = parse(&body)?;
+    let v = s.create_campaign(req, "admin").await?;
+    Ok((StatusCode::CREATED, axum::Json(v)).into_response())
+}
+
+async fn get_campaign(State(s): Svc, Path(id): Path<String>) -> ApiResult {
+    ok(s.get_campaign(&id).await?)
+}
+
+async fn campaign_results(State(s): Svc, Path(id): Path<String>) -> ApiResult {
+    ok(s.campaign_results(&id).await?)
+}
+
+async fn list_carves(State(s): Svc, Q(l): Q<Limit>) -> ApiResult {
+    ok(s.list_carves(l.limit.unwrap_or(100)).await?)
+}
+
+async fn get_carve(State(s): Svc, Path(id): Path<String>) -> ApiResult {
+    ok(s.get_carve(&id).await?)
+}
+
+/// Streams the assembled archive block by block.
+async fn download_carve(State(s): Svc, Path(id): Path<String>) -> ApiResult {
+    let carve = s.get_carve(&id).await?;
+    if carve.state != CarveState::Complete {
+        return Err(ApiError::BadRequest(format!(
+            "carve {id} is not complete ({} of {} blocks received)",
+            carve.blocks_received, carve.block_count
+        )));
+    }
+    let count = carve.block_count;
+    let stream = futures_util::stream::unfold(0u64, move |i| {
+        let s = s.clone();
+        let id = id.clone();
+        async move {
+            if i >= count {
+                return None;
+            }
+            let r = s.carve_block(&id, i).await.map_err(|e| std::io::Error::other(e.to_string()));
+            Some((r, i + 1))
+        }
+    });
+    let ext = if carve.format.as_deref() == Some("zstd") { "tar.zst" } else { "tar" };
+    let mut r = Response::new(Body::from_stream(stream));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    if let Ok(v) = HeaderValue::from_str(&carve.carve_size.to_string()) {
+        h.insert(header::CONTENT_LENGTH, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}.{ext}\"", carve.carve_id.replace('"', ""))) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    if let Some(sha) = &carve.sha256
+        && let Ok(v) = HeaderValue::from_str(sha)
+    {
+        h.insert("x-gatehouse-sha256", v);
+    }
+    Ok(r)
+}

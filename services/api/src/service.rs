@@ -1,0 +1,554 @@
+//! The operator service: one trait, one implementation over store + bus.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use gatehouse_bus::HostClient;
+use gatehouse_bus::hostrpc::{CAMPAIGN_SUBJECT, CONFIG_SUBJECT};
+use gatehouse_core::HostId;
+use gatehouse_core::carves::finalize;
+use gatehouse_core::config::{
+    Definitions, assemble, load_definitions, validate_label, validate_label_config, validate_query,
+    validate_schedule,
+};
+use gatehouse_core::model::{
+    Campaign, CampaignResult, CarveSession, CarveState, Delivery, DeliveryState, Host, LabelConfig,
+    Page, Query, ResultFilter, ResultLog, Schedule, StatusLog, Targets,
+};
+use gatehouse_core::ports::{Bus, Store};
+use gatehouse_core::time::now_ms;
+use gatehouse_proto::v1::{CampaignCreated, ConfigChanged, RotateKeyOp, SetLabelsOp, host_reply, host_request};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+use crate::ApiError;
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// A host seen within this window counts as online.
+    pub online_window: Duration,
+    /// Most hosts one campaign may target.
+    pub max_campaign_targets: usize,
+    pub default_campaign_ttl: Duration,
+    pub max_campaign_ttl: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            online_window: Duration::from_secs(180),
+            max_campaign_targets: 100_000,
+            default_campaign_ttl: Duration::from_secs(3600),
+            max_campaign_ttl: Duration::from_secs(7 * 86_400),
+        }
+    }
+}
+
+/// A host as operators see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostView {
+    #[serde(flatten)]
+    pub host: Host,
+    pub online: bool,
+    /// Every label, built-in ones included.
+    pub label_set: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct HostFilter {
+    pub label: Option<String>,
+    pub platform: Option<String>,
+    pub online: Option<bool>,
+    pub after: Option<String>,
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyChange {
+    pub host_id: HostId,
+    pub epoch: u64,
+    pub revoked: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignRequest {
+    pub sql: String,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub labels: Vec<String>,
+    #[serde(default)]
+    pub all: bool,
+    /// Seconds the campaign waits for offline hosts.
+    pub expires_in: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Coverage {
+    pub targeted: u64,
+    pub queued: u64,
+    pub delivered: u64,
+    pub answered: u64,
+    pub failed: u64,
+    pub expired: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostDelivery {
+    #[serde(flatten)]
+    pub delivery: Delivery,
+    pub hostname: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CampaignView {
+    #[serde(flatten)]
+    pub campaign: Campaign,
+    pub expired: bool,
+    pub coverage: Coverage,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CampaignDetail {
+    #[serde(flatten)]
+    pub view: CampaignView,
+    pub hosts: Vec<HostDelivery>,
+    /// Hosts that have not answered (still waiting, or expired).
+    pub non_responders: Vec<HostId>,
+}
+
+/// Everything operators can do. Served as REST (and later gRPC and CLI).
+#[async_trait]
+pub trait AdminService: Send + Sync + 'static {
+    async fn list_hosts(&self, filter: HostFilter) -> Result<Page<HostView>, ApiError>;
+    async fn get_host(&self, id: &str) -> Result<HostView, ApiError>;
+    async fn set_host_labels(&self, id: &str, labels: Vec<String>) -> Result<HostView, ApiError>;
+    async fn rotate_key(&self, id: &str, revoke: bool) -> Result<KeyChange, ApiError>;
+    async fn host_config(&self, id: &str) -> Result<serde_json::Value, ApiError>;
+    async fn host_status_logs(&self, id: &str, since: i64, until: i64, limit: usize) -> Result<Vec<StatusLog>, ApiError>;
+
+    async fn put_query(&self, q: Query) -> Result<Query, ApiError>;
+    async fn list_queries(&self) -> Result<Vec<Query>, ApiError>;
+    async fn delete_query(&self, name: &str) -> Result<(), ApiError>;
+    async fn put_schedule(&self, s: Schedule) -> Result<Schedule, ApiError>;
+    async fn list_schedules(&self) -> Result<Vec<Schedule>, ApiError>;
+    async fn delete_schedule(&self, name: &str) -> Result<(), ApiError>;
+    async fn put_label_config(&self, c: LabelConfig) -> Result<LabelConfig, ApiError>;
+    async fn list_label_configs(&self) -> Result<Vec<LabelConfig>, ApiError>;
+    async fn delete_label_config(&self, label: &str) -> Result<(), ApiError>;
+
+    async fn search_results(&self, filter: ResultFilter) -> Result<Vec<ResultLog>, ApiError>;
+
+    async fn create_campaign(&self, req: CampaignRequest, by: &str) -> Result<CampaignView, ApiError>;
+    async fn list_campaigns(&self, limit: usize) -> Result<Vec<CampaignView>, ApiError>;
+    async fn get_campaign(&self, id: &str) -> Result<CampaignDetail, ApiError>;
+    async fn campaign_results(&self, id: &str) -> Result<Vec<CampaignResult>, ApiError>;
+
+    async fn list_carves(&self, limit: usize) -> Result<Vec<CarveSession>, ApiError>;
+    async fn get_carve(&self, id: &str) -> Result<CarveSession, ApiError>;
+    async fn carve_block(&self, id: &str, block: u64) -> Result<Bytes, ApiError>;
+}
+
+/// The implementation over a store and a bus.
+pub struct Admin {
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    hosts: HostClient,
+    cfg: ApiConfig,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin").finish()
+    }
+}
+
+fn host_id(id: &str) -> Result<HostId, ApiError> {
+    HostId::parse(id).ok_or_else(|| ApiError::BadRequest(format!("{id:?} is not a host id (32 hex characters)")))
+}
+
+impl Admin {
+    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>, hosts: HostClient, cfg: ApiConfig) -> Self {
+        Self { store, bus, hosts, cfg }
+    }
+
+    fn view(&self, host: Host, now: i64) -> HostView {
+        let window = i64::try_from(self.cfg.online_window.as_millis()).unwrap_or(i64::MAX);
+        HostView { online: host.is_online(now, window), label_set: host.label_set(), host }
+    }
+
+    async fn all_hosts(&self) -> Result<Vec<Host>, ApiError> {
+        let mut out = Vec::new();
+        let mut after: Option<HostId> = None;
+        loop {
+            let page = self.store.list_hosts(after.as_ref(), 1000).await?;
+            out.extend(page.items);
+            match page.next.as_deref().and_then(HostId::parse) {
+                Some(n) => after = Some(n),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    async fn host_call(&self, id: &HostId, op: host_request::Op) -> Result<host_reply::Result, ApiError> {
+        match self.hosts.call(id, 0, op).await {
+            Ok(host_reply::Result::Failure(f)) if f.message == "host not found" => Err(ApiError::NotFound(format!("host {id}"))),
+            Ok(host_reply::Result::Failure(f)) => Err(ApiError::Unavailable(f.message)),
+            Ok(r) => Ok(r),
+            Err(e) => Err(ApiError::Unavailable(format!("host service: {e}"))),
+        }
+    }
+
+    /// Validates a definition change against every label set in the fleet,
+    /// then lets `save` persist it and announces the new generation.
+    async fn change_definitions<F, Fut>(&self, edit: impl FnOnce(&mut Definitions) -> Result<(), ApiError>, save: F) -> Result<(), ApiError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<(), ApiError>>,
+    {
+        let mut defs = load_definitions(self.store.as_ref()).await?;
+        edit(&mut defs)?;
+        let mut label_sets: HashSet<Vec<String>> = HashSet::new();
+        label_sets.insert(vec!["all".into()]);
+        for h in self.all_hosts().await? {
+            label_sets.insert(h.label_set());
+        }
+        for labels in &label_sets {
+            assemble(labels, &defs)?;
+        }
+        save().await?;
+        let generation = self.store.bump_config_generation().await?;
+        let msg = ConfigChanged { generation }.encode_to_vec();
+        if let Err(e) = self.bus.publish(CONFIG_SUBJECT, msg.into()).await {
+            // hostd also polls the generation, so this only delays the change.
+            tracing::warn!(error = %e, "config change broadcast failed");
+        }
+        tracing::info!(generation, "config definitions changed");
+        Ok(())
+    }
+
+    fn coverage(deliveries: &[Delivery], c: &Campaign, now: i64) -> Coverage {
+        let mut cov = Coverage { targeted: c.target_count, ..Default::default() };
+        for d in deliveries {
+            match d.effective_state(c.expires_at, now) {
+                DeliveryState::Queued => cov.queued += 1,
+                DeliveryState::Delivered => cov.delivered += 1,
+                DeliveryState::Answered => cov.answered += 1,
+                DeliveryState::Failed => cov.failed += 1,
+                DeliveryState::Expired => cov.expired += 1,
+            }
+        }
+        cov
+    }
+
+    async fn campaign(&self, id: &str) -> Result<Campaign, ApiError> {
+        self.store.get_campaign(id).await?.ok_or_else(|| ApiError::NotFound(format!("campaign {id}")))
+    }
+}
+
+fn not_found_if_false(found: bool, what: String) -> Result<(), ApiError> {
+    if found { Ok(()) } else { Err(ApiError::NotFound(what)) }
+}
+
+#[async_trait]
+impl AdminService for Admin {
+    async fn list_hosts(&self, f: HostFilter) -> Result<Page<HostView>, ApiError> {
+        let limit = f.limit.unwrap_or(100).clamp(1, 1000);
+        let mut after = match f.after.as_deref() {
+            Some(a) => Some(host_id(a)?),
+            None => None,
+        };
+        let now = now_ms();
+        let mut items = Vec::new();
+        // Filters apply while paging, so a page is full unless hosts ran out.
+        loop {
+            let page = self.store.list_hosts(after.as_ref(), limit).await?;
+            for h in page.items {
+                after = Some(h.id.clone());
+                let v = self.view(h, now);
+                let keep = f.label.as_ref().is_none_or(|l| v.label_set.contains(l))
+                    && f.platform.as_ref().is_none_or(|p| &v.host.platform == p)
+                    && f.online.is_none_or(|o| v.online == o);
+                if keep {
+                    items.push(v);
+                    if items.len() == limit {
+                        let next = after.as_ref().map(|h| h.to_string());
+                        return Ok(Page { items, next });
+                    }
+                }
+            }
+            if page.next.is_none() {
+                return Ok(Page { items, next: None });
+            }
+        }
+    }
+
+    async fn get_host(&self, id: &str) -> Result<HostView, ApiError> {
+        let id = host_id(id)?;
+        let h = self.store.get_host(&id).await?.ok_or_else(|| ApiError::NotFound(format!("host {id}")))?;
+        Ok(self.view(h, now_ms()))
+    }
+
+    async fn set_host_labels(&self, id: &str, labels: Vec<String>) -> Result<HostView, ApiError> {
+        let hid = host_id(id)?;
+        for l in &labels {
+            validate_label(l)?;
+            if l == "all" || l.starts_with("platform:") {
+                return Err(ApiError::BadRequest(format!("label {l:?} is built in and cannot be set")));
+            }
+        }
+        self.host_call(&hid, host_request::Op::SetLabels(SetLabelsOp { labels })).await?;
+        self.get_host(id).await
+    }
+
+    async fn rotate_key(&self, id: &str, revoke: bool) -> Result<KeyChange, ApiError> {
+        let hid = host_id(id)?;
+        match self.host_call(&hid, host_request::Op::RotateKey(RotateKeyOp { revoke })).await? {
+            host_reply::Result::Key(k) => Ok(KeyChange { host_id: hid, epoch: k.epoch, revoked: revoke }),
+            _ => Err(ApiError::Unavailable("unexpected reply to key rotation".into())),
+        }
+    }
+
+    async fn host_config(&self, id: &str) -> Result<serde_json::Value, ApiError> {
+        let h = self.get_host(id).await?;
+        let defs = load_definitions(self.store.as_ref()).await?;
+        let a = assemble(&h.label_set, &defs)?;
+        serde_json::from_slice(&a.bytes).map_err(|e| ApiError::Unavailable(e.to_string()))
+    }
+
+    async fn host_status_logs(&self, id: &str, since: i64, until: i64, limit: usize) -> Result<Vec<StatusLog>, ApiError> {
+        let hid = host_id(id)?;
+        Ok(self.store.query_status(&hid, since, until, limit.clamp(1, 10_000)).await?)
+    }
+
+    async fn put_query(&self, mut q: Query) -> Result<Query, ApiError> {
+        validate_query(&q)?;
+        q.updated_at = now_ms();
+        let stored = q.clone();
+        self.change_definitions(
+            |d| {
+                d.queries.insert(q.name.clone(), q.clone());
+                Ok(())
+            },
+            || async { Ok(self.store.put_query(&stored).await?) },
+        )
+        .await?;
+        Ok(q)
+    }
+
+    async fn list_queries(&self) -> Result<Vec<Query>, ApiError> {
+        Ok(self.store.list_queries().await?)
+    }
+
+    async fn delete_query(&self, name: &str) -> Result<(), ApiError> {
+        let users: Vec<String> = self.store.list_schedules().await?.into_iter().filter(|s| s.query == name).map(|s| s.name).collect();
+        if !users.is_empty() {
+            return Err(ApiError::BadRequest(format!("query {name:?} is used by schedules {users:?}; delete those first")));
+        }
+        not_found_if_false(self.store.delete_query(name).await?, format!("query {name}"))
+    }
+
+    async fn put_schedule(&self, mut s: Schedule) -> Result<Schedule, ApiError> {
+        s.updated_at = now_ms();
+        let stored = s.clone();
+        self.change_definitions(
+            |d| {
+                validate_schedule(&s, d)?;
+                d.schedules.insert(s.name.clone(), s.clone());
+                Ok(())
+            },
+            || async { Ok(self.store.put_schedule(&stored).await?) },
+        )
+        .await?;
+        Ok(s)
+    }
+
+    async fn list_schedules(&self) -> Result<Vec<Schedule>, ApiError> {
+        Ok(self.store.list_schedules().await?)
+    }
+
+    async fn delete_schedule(&self, name: &str) -> Result<(), ApiError> {
+        let mut found = false;
+        self.change_definitions(
+            |d| {
+                found = d.schedules.remove(name).is_some();
+                Ok(())
+            },
+            || async { self.store.delete_schedule(name).await.map(|_| ()).map_err(Into::into) },
+        )
+        .await?;
+        not_found_if_false(found, format!("schedule {name}"))
+    }
+
+    async fn put_label_config(&self, mut c: LabelConfig) -> Result<LabelConfig, ApiError> {
+        validate_label_config(&c)?;
+        c.updated_at = now_ms();
+        let stored = c.clone();
+        self.change_definitions(
+            |d| {
+                d.label_configs.insert(c.label.clone(), c.clone());
+                Ok(())
+            },
+            || async { Ok(self.store.put_label_config(&stored).await?) },
+        )
+        .await?;
+        Ok(c)
+    }
+
+    async fn list_label_configs(&self) -> Result<Vec<LabelConfig>, ApiError> {
+        Ok(self.store.list_label_configs().await?)
+    }
+
+    async fn delete_label_config(&self, label: &str) -> Result<(), ApiError> {
+        let mut found = false;
+        self.change_definitions(
+            |d| {
+                found = d.label_configs.remove(label).is_some();
+                Ok(())
+            },
+            || async { self.store.delete_label_config(label).await.map(|_| ()).map_err(Into::into) },
+        )
+        .await?;
+        not_found_if_false(found, format!("label config {label}"))
+    }
+
+    async fn search_results(&self, mut f: ResultFilter) -> Result<Vec<ResultLog>, ApiError> {
+        if f.until <= 0 {
+            f.until = i64::MAX;
+        }
+        if f.since > f.until {
+            return Err(ApiError::BadRequest("since must not be after until".into()));
+        }
+        f.limit = if f.limit == 0 { 1000 } else { f.limit.min(10_000) };
+        Ok(self.store.query_results(&f).await?)
+    }
+
+    async fn create_campaign(&self, req: CampaignRequest, by: &str) -> Result<CampaignView, ApiError> {
+        let sql = req.sql.trim().to_owned();
+        if sql.is_empty() {
+            return Err(ApiError::BadRequest("sql must not be empty".into()));
+        }
+        if sql.len() > 100_000 {
+            return Err(ApiError::BadRequest("sql is longer than 100000 bytes".into()));
+        }
+        if req.hosts.is_empty() && req.labels.is_empty() && !req.all {
+            return Err(ApiError::BadRequest("give targets: hosts, labels, or all: true".into()));
+        }
+        let ttl = req.expires_in.map_or(self.cfg.default_campaign_ttl, Duration::from_secs);
+        if ttl < Duration::from_secs(10) || ttl > self.cfg.max_campaign_ttl {
+            return Err(ApiError::BadRequest(format!(
+                "expires_in must be between 10 and {} seconds",
+                self.cfg.max_campaign_ttl.as_secs()
+            )));
+        }
+        let mut targets: BTreeSet<HostId> = BTreeSet::new();
+        let mut wanted = Vec::new();
+        for h in &req.hosts {
+            let id = host_id(h)?;
+            if self.store.get_host(&id).await?.is_none() {
+                return Err(ApiError::BadRequest(format!("host {id} is not enrolled")));
+            }
+            wanted.push(id.clone());
+            targets.insert(id);
+        }
+        for l in &req.labels {
+            validate_label(l)?;
+        }
+        if req.all || !req.labels.is_empty() {
+            for h in self.all_hosts().await? {
+                if req.all || h.label_set().iter().any(|l| req.labels.contains(l)) {
+                    targets.insert(h.id);
+                }
+            }
+        }
+        if targets.is_empty() {
+            return Err(ApiError::BadRequest("no enrolled host matches the targets".into()));
+        }
+        if targets.len() > self.cfg.max_campaign_targets {
+            return Err(ApiError::BadRequest(format!(
+                "campaign targets {} hosts, more than the limit of {}",
+                targets.len(),
+                self.cfg.max_campaign_targets
+            )));
+        }
+        let now = now_ms();
+        let c = Campaign {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            sql,
+            targets: Targets { hosts: wanted, labels: req.labels, all: req.all },
+            target_count: targets.len() as u64,
+            created_at: now,
+            expires_at: now + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2),
+            created_by: by.to_owned(),
+        };
+        let hosts: Vec<HostId> = targets.into_iter().collect();
+        self.store.create_campaign(&c, &hosts).await?;
+        let msg = CampaignCreated { campaign_id: c.id.clone(), host_ids: hosts.iter().map(ToString::to_string).collect() };
+        if let Err(e) = self.bus.publish(CAMPAIGN_SUBJECT, msg.encode_to_vec().into()).await {
+            tracing::warn!(campaign = %c.id, error = %e, "campaign broadcast failed; hosts pick it up when their actors restart");
+        }
+        tracing::info!(campaign = %c.id, targets = c.target_count, by, "campaign created");
+        Ok(CampaignView { coverage: Coverage { targeted: c.target_count, queued: c.target_count, ..Default::default() }, expired: false, campaign: c })
+    }
+
+    async fn list_campaigns(&self, limit: usize) -> Result<Vec<CampaignView>, ApiError> {
+        let now = now_ms();
+        let mut out = Vec::new();
+        for c in self.store.list_campaigns(limit.clamp(1, 1000)).await? {
+            let ds = self.store.list_deliveries(&c.id).await?;
+            out.push(CampaignView { coverage: Self::coverage(&ds, &c, now), expired: c.is_expired(now), campaign: c });
+        }
+        Ok(out)
+    }
+
+    async fn get_campaign(&self, id: &str) -> Result<CampaignDetail, ApiError> {
+        let c = self.campaign(id).await?;
+        let now = now_ms();
+        let ds = self.store.list_deliveries(id).await?;
+        let coverage = Self::coverage(&ds, &c, now);
+        let mut hosts = Vec::with_capacity(ds.len());
+        let mut non_responders = Vec::new();
+        for mut d in ds {
+            d.state = d.effective_state(c.expires_at, now);
+            if !matches!(d.state, DeliveryState::Answered | DeliveryState::Failed) {
+                non_responders.push(d.host_id.clone());
+            }
+            let hostname = self.store.get_host(&d.host_id).await?.map(|h| h.hostname).unwrap_or_default();
+            hosts.push(HostDelivery { delivery: d, hostname });
+        }
+        Ok(CampaignDetail {
+            view: CampaignView { expired: c.is_expired(now), coverage, campaign: c },
+            hosts,
+            non_responders,
+        })
+    }
+
+    async fn campaign_results(&self, id: &str) -> Result<Vec<CampaignResult>, ApiError> {
+        self.campaign(id).await?;
+        Ok(self.store.list_results(id).await?)
+    }
+
+    async fn list_carves(&self, limit: usize) -> Result<Vec<CarveSession>, ApiError> {
+        Ok(self.store.list_carves(limit.clamp(1, 1000)).await?)
+    }
+
+    async fn get_carve(&self, id: &str) -> Result<CarveSession, ApiError> {
+        let s = self.store.get_carve(id).await?.ok_or_else(|| ApiError::NotFound(format!("carve {id}")))?;
+        if s.state == CarveState::Receiving && s.blocks_received == s.block_count {
+            // Every block arrived but completion did not run (e.g. a crash).
+            return Ok(finalize(self.store.as_ref(), s).await?);
+        }
+        Ok(s)
+    }
+
+    async fn carve_block(&self, id: &str, block: u64) -> Result<Bytes, ApiError> {
+        self.store
+            .get_carve_block(id, block)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("carve {id} block {block}")))
+    }
+}
