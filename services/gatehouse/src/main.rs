@@ -1,1 +1,81 @@
-fn main(){}
+//! `gatehouse`: parse the command line, set up logging and the crypto
+//! provider, validate configuration (exit 64 when it is wrong), then run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use gatehouse::config::ServeConfig;
+
+#[derive(Parser)]
+#[command(name = "gatehouse", version, about = "Gatehouse: an osquery fleet manager")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every role in one process (embedded store, in-process bus).
+    Serve {
+        /// TOML config file (see docs/gatehouse.example.toml); GATEHOUSE_*
+        /// environment variables override it.
+        #[arg(short, long, env = "GATEHOUSE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    gatehouse_runtime::tls::install_crypto_provider();
+    match cli.command {
+        Command::Serve { config } => serve(config),
+    }
+}
+
+fn serve(config: Option<PathBuf>) -> ExitCode {
+    let cfg = match ServeConfig::load(config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("gatehouse: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    let boot = match gatehouse::bootstrap::prepare(&cfg) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("gatehouse: preparing {}: {e}", cfg.data_dir.display());
+            return ExitCode::from(73);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("gatehouse").build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gatehouse: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        let agents = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| anyhow::anyhow!("binding {}: {e}", cfg.listen))?;
+        let api = tokio::net::TcpListener::bind(cfg.api_listen).await.map_err(|e| anyhow::anyhow!("binding {}: {e}", cfg.api_listen))?;
+        let banner = gatehouse::serve::banner(&cfg, &boot, agents.local_addr()?, api.local_addr()?);
+        let running = gatehouse::serve::start(&cfg, &boot, agents, api)?;
+        println!("{banner}");
+        running.shutdown.trigger_on_signals();
+        running.wait().await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gatehouse: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

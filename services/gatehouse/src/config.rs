@@ -1,0 +1,225 @@
+//! `gatehouse serve` configuration: a TOML file (all keys optional) with
+//! `GATEHOUSE_*` environment overrides, validated before any port is bound.
+//! `docs/gatehouse.example.toml` documents every key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use gatehouse_edge::EndpointPaths;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("config file {path} is invalid: {reason}")]
+    Parse { path: String, reason: String },
+    #[error("environment variable {name}={value:?} is invalid: {reason}")]
+    Env { name: &'static str, value: String, reason: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Agent endpoint (osquery TLS API).
+    pub listen: SocketAddr,
+    /// Operator REST API.
+    pub api_listen: SocketAddr,
+    /// Host name agents use (`--tls_hostname`); put in the generated
+    /// certificate. Defaults to `localhost`.
+    pub public_host: String,
+    pub data_dir: PathBuf,
+    pub tls: TlsConfig,
+    pub paths: EndpointPaths,
+    pub limits: Limits,
+    /// Fixed shard count hosts are spread over.
+    pub shards: u32,
+    /// A host seen within this many seconds counts as online.
+    pub online_window_secs: u64,
+    /// Keep-alive connections idle longer than this are closed; keep it
+    /// above the agents' longest polling interval.
+    pub idle_timeout_secs: u64,
+    /// Time allowed to drain on shutdown.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain; generated under the data dir when empty.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// With a client CA, agents must present a certificate it signed.
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_inflated_bytes: usize,
+    pub max_carve_bytes: u64,
+    /// Days of result/status logs kept; 0 keeps everything.
+    pub retention_days: u32,
+    pub max_campaign_targets: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 32 * 1024 * 1024,
+            max_inflated_bytes: 128 * 1024 * 1024,
+            max_carve_bytes: 4 * 1024 * 1024 * 1024,
+            retention_days: 30,
+            max_campaign_targets: 100_000,
+        }
+    }
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            api_listen: SocketAddr::from(([127, 0, 0, 1], 8444)),
+            public_host: "localhost".into(),
+            data_dir: PathBuf::from("gatehouse-data"),
+            tls: TlsConfig::default(),
+            paths: EndpointPaths::default(),
+            limits: Limits::default(),
+            shards: 1024,
+            online_window_secs: 180,
+            idle_timeout_secs: 120,
+            shutdown_grace_secs: 20,
+        }
+    }
+}
+
+fn env_parse<T: std::str::FromStr>(name: &'static str, get: &dyn Fn(&str) -> Option<String>) -> Result<Option<T>, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match get(name) {
+        None => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|e: T::Err| ConfigError::Env { name, value: v, reason: e.to_string() }),
+    }
+}
+
+impl ServeConfig {
+    /// Loads `file` (if any), applies environment overrides, validates.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with(file, &|k| std::env::var(k).ok())
+    }
+
+    pub fn load_with(file: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut cfg = match file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read { path: p.display().to_string(), reason: e.to_string() })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse { path: p.display().to_string(), reason: e.to_string() })?
+            }
+            None => ServeConfig::default(),
+        };
+        if let Some(v) = env_parse("GATEHOUSE_LISTEN", env)? {
+            cfg.listen = v;
+        }
+        if let Some(v) = env_parse("GATEHOUSE_API_LISTEN", env)? {
+            cfg.api_listen = v;
+        }
+        if let Some(v) = env("GATEHOUSE_PUBLIC_HOST") {
+            cfg.public_host = v;
+        }
+        if let Some(v) = env("GATEHOUSE_DATA_DIR") {
+            cfg.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = env("GATEHOUSE_TLS_CERT") {
+            cfg.tls.cert = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("GATEHOUSE_TLS_KEY") {
+            cfg.tls.key = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("GATEHOUSE_TLS_CLIENT_CA") {
+            cfg.tls.client_ca = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env_parse("GATEHOUSE_MAX_BODY_BYTES", env)? {
+            cfg.limits.max_body_bytes = v;
+        }
+        if let Some(v) = env_parse("GATEHOUSE_RETENTION_DAYS", env)? {
+            cfg.limits.retention_days = v;
+        }
+        if let Some(v) = env_parse("GATEHOUSE_SHARDS", env)? {
+            cfg.shards = v;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.listen == self.api_listen {
+            return bad(format!("listen and api_listen are both {}", self.listen));
+        }
+        if self.public_host.is_empty() || self.public_host.contains(['/', ' ', ':']) {
+            return bad(format!("public_host {:?} must be a bare host name or IP (no scheme, port or path)", self.public_host));
+        }
+        match (&self.tls.cert, &self.tls.key) {
+            (Some(_), None) | (None, Some(_)) => return bad("tls.cert and tls.key must be given together".into()),
+            _ => {}
+        }
+        for p in [&self.tls.cert, &self.tls.key, &self.tls.client_ca].into_iter().flatten() {
+            if !p.is_file() {
+                return bad(format!("TLS file {} does not exist", p.display()));
+            }
+        }
+        self.paths.validate().map_err(ConfigError::Invalid)?;
+        if !(1..=65_536).contains(&self.shards) {
+            return bad(format!("shards = {} must be within 1..=65536", self.shards));
+        }
+        if self.limits.max_body_bytes < 64 * 1024 {
+            return bad("limits.max_body_bytes must be at least 65536".into());
+        }
+        if self.limits.max_inflated_bytes < self.limits.max_body_bytes {
+            return bad("limits.max_inflated_bytes must be at least limits.max_body_bytes".into());
+        }
+        if self.idle_timeout_secs < 10 {
+            return bad("idle_timeout_secs must be at least 10".into());
+        }
+        if self.limits.max_campaign_targets == 0 {
+            return bad("limits.max_campaign_targets must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_env_overrides_apply() {
+        let env = |k: &str| match k {
+            "GATEHOUSE_LISTEN" => Some("127.0.0.1:9443".to_owned()),
+            "GATEHOUSE_SHARDS" => Some("64".to_owned()),
+            _ => None,
+        };
+        let c = ServeConfig::load_with(None, &env).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.listen.port(), 9443);
+        assert_eq!(c.shards, 64);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let env = |k: &str| (k == "GATEHOUSE_SHARDS").then(|| "many".to_owned());
+        let e = ServeConfig::load_with(None, &env).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("GATEHOUSE_SHARDS"), "{e}");
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "listen = \"127.0.0.1:1\"\nunknown_key = 1\n").unwrap_or_else(|e| panic!("{e}"));
+        let e = ServeConfig::load_with(Some(&f), &|_| None).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("unknown_key"), "{e}");
+        std::fs::write(&f, "[paths]\nenroll = \"/same\"\nconfig = \"/same\"\n").unwrap_or_else(|e| panic!("{e}"));
+        assert!(ServeConfig::load_with(Some(&f), &|_| None).is_err());
+        std::fs::write(&f, "[tls]\ncert = \"/nonexistent.pem\"\n").unwrap_or_else(|e| panic!("{e}"));
+        assert!(ServeConfig::load_with(Some(&f), &|_| None).is_err());
+    }
+}

@@ -1,0 +1,9 @@
+//! The `gatehouse` binary's library: configuration, first-start bootstrap
+//! (data directory, certificates, secrets, the osquery flagfile) and the
+//! all-in-one wiring of every role (`serve`). `main.rs` only parses the
+//! command line and calls into here, so tests start the same server
+//! in-process.
+
+pub mod bootstrap;
+pub mod config;
+pub mod serve;

@@ -1,0 +1,135 @@
+//! `gatehouse serve`: every role in one process, over the in-process bus
+//! and the embedded store.
+//!
+//! Shutdown is ordered: readiness fails and the edge and api stop
+//! accepting and drain their requests first; then hostd stops every actor
+//! (persisting its state) and ingest's background work ends; the store is
+//! closed last.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_api::{Admin, ApiConfig};
+use gatehouse_bus::{HostClient, InProcBus};
+use gatehouse_core::nodekey::NodeKeys;
+use gatehouse_core::ports::{Bus, LogSink, Store};
+use gatehouse_edge::{EdgeConfig, EdgeDeps};
+use gatehouse_hostd::HostdConfig;
+use gatehouse_ingest::{DirectSink, IngestConfig};
+use gatehouse_runtime::{ServeOptions, Shutdown};
+use gatehouse_store::EmbeddedStore;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::bootstrap::Bootstrap;
+use crate::config::ServeConfig;
+
+/// A running all-in-one server.
+#[derive(Debug)]
+pub struct Running {
+    pub shutdown: Shutdown,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Triggers shutdown and waits for the ordered drain.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.trigger();
+        self.task.await?
+    }
+
+    /// Waits until the server stops by itself (signal).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await?
+    }
+}
+
+/// Starts every role on the given listeners. Returns once serving.
+pub fn start(cfg: &ServeConfig, boot: &Bootstrap, agents: TcpListener, api: TcpListener) -> anyhow::Result<Running> {
+    let tls = gatehouse_runtime::tls::server_config(&boot.cert_path, &boot.key_path, cfg.tls.client_ca.as_deref())?;
+    let api_tls = gatehouse_runtime::tls::server_config(&boot.cert_path, &boot.key_path, None)?;
+    let store = EmbeddedStore::open(&boot.store_dir).map_err(|e| anyhow::anyhow!("opening the store in {}: {e}", boot.store_dir.display()))?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let bus: Arc<dyn Bus> = Arc::new(InProcBus::new());
+    let keys = NodeKeys::new(&boot.node_key_secret);
+    let hosts = HostClient::new(bus.clone(), cfg.shards, Duration::from_secs(10), Duration::from_secs(12));
+    let ingest_cfg = IngestConfig { retention_days: cfg.limits.retention_days, ..IngestConfig::default() };
+    let sink: Arc<dyn LogSink> = Arc::new(DirectSink::new(store.clone(), &ingest_cfg));
+    let serve_opts = |name| ServeOptions {
+        idle_timeout: Duration::from_secs(cfg.idle_timeout_secs),
+        grace: Duration::from_secs(cfg.shutdown_grace_secs),
+        name,
+        ..ServeOptions::default()
+    };
+    let edge_cfg = EdgeConfig {
+        paths: cfg.paths.clone(),
+        max_body_bytes: cfg.limits.max_body_bytes,
+        max_inflated_bytes: cfg.limits.max_inflated_bytes,
+        max_carve_bytes: cfg.limits.max_carve_bytes,
+        enroll_secrets: vec![boot.enroll_secret.clone()],
+        serve: serve_opts("edge"),
+    };
+    let admin = Arc::new(Admin::new(
+        store.clone(),
+        bus.clone(),
+        hosts.clone(),
+        ApiConfig {
+            online_window: Duration::from_secs(cfg.online_window_secs),
+            max_campaign_targets: cfg.limits.max_campaign_targets,
+            ..ApiConfig::default()
+        },
+    ));
+    let front = Shutdown::new();
+    let back = Shutdown::new();
+    let hostd_ctx = gatehouse_hostd::service::context(store.clone(), keys.clone(), Default::default());
+    let hostd = tokio::spawn(gatehouse_hostd::run(HostdConfig::default(), hostd_ctx, bus.clone(), back.clone()));
+    let retention = tokio::spawn(gatehouse_ingest::run_retention(store.clone(), ingest_cfg, back.clone()));
+    let edge = tokio::spawn(gatehouse_edge::run(
+        edge_cfg,
+        EdgeDeps { keys, hosts, store: store.clone(), sink },
+        agents,
+        Some(tls),
+        front.clone(),
+    ));
+    let api = tokio::spawn(gatehouse_api::run(admin, vec![boot.admin_token.clone()], serve_opts("api"), api, Some(api_tls), front.clone()));
+    let shutdown = Shutdown::new();
+    let trigger = shutdown.clone();
+    let task = tokio::spawn(async move {
+        trigger.wait().await;
+        tracing::info!("shutting down: draining agent and operator requests");
+        front.trigger();
+        let (e, a) = tokio::join!(edge, api);
+        e??;
+        a??;
+        tracing::info!("stopping host actors and background work");
+        back.trigger();
+        hostd.await??;
+        retention.await?;
+        drop(store);
+        tracing::info!("shutdown complete");
+        Ok(())
+    });
+    Ok(Running { shutdown, task })
+}
+
+/// Prints what a new user needs: URLs, secrets, files, the flagfile.
+pub fn banner(cfg: &ServeConfig, boot: &Bootstrap, agent_addr: std::net::SocketAddr, api_addr: std::net::SocketAddr) -> String {
+    format!(
+        "\nGatehouse is running{}.\n\
+\n  agents (osquery TLS API): https://{host}:{ap}\n  operator REST API:        https://{api}  (Authorization: Bearer <admin token>)\n\
+\n  enroll secret:   {secret}\n  admin token:     {token}\n  CA certificate:  {ca}\n  data directory:  {dir}\n  osquery flagfile: {ff}\n\
+\nStart an agent with:\n  osqueryd --flagfile={ff}\n\
+\nTry the API:\n  curl --cacert {ca} -H 'Authorization: Bearer {token}' https://{api}/api/v1/hosts\n\
+\n--- {ff} ---\n{flags}",
+        if boot.created { " (first start: secrets and certificates were generated)" } else { "" },
+        host = cfg.public_host,
+        ap = agent_addr.port(),
+        api = api_addr,
+        secret = boot.enroll_secret,
+        token = boot.admin_token,
+        ca = boot.ca_path.display(),
+        dir = boot.data_dir.display(),
+        ff = boot.flagfile_path.display(),
+        flags = boot.flagfile,
+    )
+}
