@@ -439,9 +439,9 @@ impl AdminService for Admin {
             return Err(ApiError::BadRequest("give targets: hosts, labels, or all: true".into()));
         }
         let ttl = req.expires_in.map_or(self.cfg.default_campaign_ttl, Duration::from_secs);
-        if ttl < Duration::from_secs(10) || ttl > self.cfg.max_campaign_ttl {
+        if ttl < Duration::from_secs(1) || ttl > self.cfg.max_campaign_ttl {
             return Err(ApiError::BadRequest(format!(
-                "expires_in must be between 10 and {} seconds",
+                "expires_in must be between 1 and {} seconds",
                 self.cfg.max_campaign_ttl.as_secs()
             )));
         }

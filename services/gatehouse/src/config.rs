@@ -156,7 +156,7 @@ impl ServeConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
-        if self.listen == self.api_listen {
+        if self.listen == self.api_listen && self.listen.port() != 0 {
             return bad(format!("listen and api_listen are both {}", self.listen));
         }
         if self.public_host.is_empty() || self.public_host.contains(['/', ' ', ':']) {

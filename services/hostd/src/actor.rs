@@ -210,7 +210,11 @@ impl HostActor {
                 {
                     h.config_hash = hash.clone();
                     h.config_generation = generation;
-                    state.dirty = true;
+                    // The config version a host runs is worth writing through.
+                    if let Err(e) = self.persist(state).await {
+                        tracing::warn!(host = %state.id, error = %e, "config version write failed");
+                        state.dirty = true;
+                    }
                 }
                 host_reply::Result::Config(ConfigOk { hash, generation })
             }
@@ -270,10 +274,16 @@ impl HostActor {
         let now = now_ms();
         let mut results = Vec::with_capacity(op.results.len());
         for r in op.results {
-            let known = state.pending.contains_key(&r.query_id)
-                || matches!(self.ctx.store.get_delivery(&r.query_id, &state.id).await, Ok(Some(_)));
-            if !known {
-                tracing::debug!(host = %state.id, query = %r.query_id, "answer for an unknown campaign ignored");
+            // The first answer wins: a repeat (an agent retry after a lost
+            // response) is ignored. A late answer to an expired delivery is
+            // still recorded.
+            let wanted = state.pending.contains_key(&r.query_id)
+                || matches!(
+                    self.ctx.store.get_delivery(&r.query_id, &state.id).await,
+                    Ok(Some(d)) if !matches!(d.state, DeliveryState::Answered | DeliveryState::Failed)
+                );
+            if !wanted {
+                tracing::debug!(host = %state.id, query = %r.query_id, "answer for an unknown or answered campaign ignored");
                 continue;
             }
             let rows: Vec<Value> = serde_json::from_slice(&r.rows_json).unwrap_or_default();
