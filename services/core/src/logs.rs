@@ -15,6 +15,24 @@ use crate::ids::sha256_hex;
 use crate::model::{LogRecords, ResultKind, ResultLog, StatusLog};
 use crate::wire::{LogRequest, LogType};
 
+/// Agent clocks this far behind the server are still trusted for bucketing.
+pub const CLOCK_TRUST_PAST_SECS: i64 = 7 * 86_400;
+/// ... and this far ahead.
+pub const CLOCK_TRUST_FUTURE_SECS: i64 = 86_400;
+
+/// The storage day of a line: the agent's day when its clock is plausible
+/// (so a re-sent line lands on the same key), otherwise the day it was
+/// received (so retention never drops a just-acknowledged line because an
+/// agent's clock is years off).
+pub fn bucket_day(unix_time: i64, received_ms: i64) -> u32 {
+    let received = received_ms / 1000;
+    if unix_time >= received - CLOCK_TRUST_PAST_SECS && unix_time <= received + CLOCK_TRUST_FUTURE_SECS {
+        crate::time::unix_day(unix_time)
+    } else {
+        crate::time::unix_day(received)
+    }
+}
+
 fn int_field(m: &Map<String, Value>, k: &str) -> Option<i64> {
     match m.get(k)? {
         Value::Number(n) => n.as_i64(),
@@ -105,6 +123,14 @@ pub fn records(host: &HostId, req: LogRequest, received_at: i64) -> LogRecords {
 mod tests {
     use super::*;
     use crate::wire::{parse_log, parse_object};
+
+    #[test]
+    fn skewed_clocks_bucket_by_receive_day() {
+        let now_ms = 1_800_000_000_000;
+        assert_eq!(bucket_day(1_800_000_000 - 3_600, now_ms), crate::time::unix_day(1_800_000_000 - 3_600));
+        assert_eq!(bucket_day(946_684_800, now_ms), crate::time::unix_day(1_800_000_000));
+        assert_eq!(bucket_day(2_900_000_000, now_ms), crate::time::unix_day(1_800_000_000));
+    }
 
     #[test]
     fn ids_ignore_member_order_and_count_repeats() {

@@ -177,7 +177,7 @@ async fn logs(store: &dyn Store) {
         {"severity": 0, "unixTime": day, "message": "started", "filename": "x.cpp", "line": 1},
         {"severity": 2, "unixTime": day + 1, "message": "no such table", "filename": "y.cpp", "line": 2}
     ]});
-    let st = records(&a, ok(parse_log(ok(parse_object(&ok(serde_json::to_vec(&status_body)))))), 1);
+    let st = records(&a, ok(parse_log(ok(parse_object(&ok(serde_json::to_vec(&status_body)))))), (day + 60) * 1000);
     ok(store.append_logs(&st).await);
     ok(store.append_logs(&st).await);
     let sts = ok(store.query_status(&a, 0, i64::MAX, 100).await);
@@ -185,11 +185,24 @@ async fn logs(store: &dyn Store) {
     assert_eq!(sts[1].severity, 2);
     assert!(ok(store.query_status(&b, 0, i64::MAX, 100).await).is_empty());
 
+    // A line from an agent whose clock is years behind is kept by the
+    // retention of the day it arrived, and still found by host.
+    let skewed = records(
+        &b,
+        ok(parse_log(ok(parse_object(&ok(serde_json::to_vec(&json!({"log_type": "result", "data": [
+            {"name": "clock", "unixTime": 946_684_800, "columns": {"c": "1"}, "action": "added"}]})))))),
+        (day + 60) * 1000,
+    );
+    ok(store.append_logs(&skewed).await);
+    let found = ok(store.query_results(&ResultFilter { host_id: Some(b.clone()), name: Some("clock".into()), since: 0, until: i64::MAX, limit: 10 }).await);
+    assert_eq!(found.len(), 1);
+
     // Retention removes whole days before the cut-off only.
     let removed = ok(store.purge_logs_before_day(gatehouse_core::time::unix_day(day - 86_400)).await);
     assert_eq!(removed, 1);
     let left = ok(store.query_results(&ResultFilter { host_id: Some(a), name: None, since: 0, until: i64::MAX, limit: 100 }).await);
     assert_eq!(left.len(), 3);
+    assert_eq!(ok(store.query_results(&ResultFilter { host_id: Some(b), name: Some("clock".into()), since: 0, until: i64::MAX, limit: 10 }).await).len(), 1);
 }
 
 async fn campaigns(store: &dyn Store) {

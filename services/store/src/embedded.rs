@@ -17,8 +17,9 @@
 //! | `carves`     | session id                                    | JSON             |
 //! | `blocks`     | session id · 0 · block u64                    | block bytes      |
 //!
-//! Log keys start with the agent-time day so retention drops whole days and
-//! a re-sent line (same content, same day) lands on the same key.
+//! Log keys start with a day bucket (`logs::bucket_day`: the agent's day
+//! when its clock is plausible, else the receive day) so retention drops
+//! whole days and a re-sent line lands on the same key.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -32,7 +33,7 @@ use gatehouse_core::model::{
     Page, Query, ResultFilter, ResultLog, Schedule, StatusLog,
 };
 use gatehouse_core::ports::{BlockOutcome, Store, StoreError, StoreResult};
-use gatehouse_core::time::unix_day;
+use gatehouse_core::logs::bucket_day;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -94,7 +95,7 @@ fn join(parts: &[&[u8]]) -> Vec<u8> {
 
 fn result_key(r: &ResultLog) -> Vec<u8> {
     let mut k = Vec::with_capacity(4 + 32 + r.name.len() + 1 + 8 + r.line_id.len());
-    k.extend_from_slice(&unix_day(r.unix_time).to_be_bytes());
+    k.extend_from_slice(&bucket_day(r.unix_time, r.received_at).to_be_bytes());
     k.extend_from_slice(r.host_id.as_str().as_bytes());
     k.extend_from_slice(r.name.as_bytes());
     k.push(0);
@@ -105,7 +106,7 @@ fn result_key(r: &ResultLog) -> Vec<u8> {
 
 fn status_key(s: &StatusLog) -> Vec<u8> {
     let mut k = Vec::with_capacity(4 + 32 + 8 + s.line_id.len());
-    k.extend_from_slice(&unix_day(s.unix_time).to_be_bytes());
+    k.extend_from_slice(&bucket_day(s.unix_time, s.received_at).to_be_bytes());
     k.extend_from_slice(s.host_id.as_str().as_bytes());
     k.extend_from_slice(&(s.unix_time.max(0) as u64).to_be_bytes());
     k.extend_from_slice(s.line_id.as_bytes());
@@ -336,8 +337,8 @@ impl Store for EmbeddedStore {
             let Some((lo, hi)) = first_day(&i.results) else {
                 return Ok(Vec::new());
             };
-            let lo = lo.max(unix_day(f.since));
-            let hi = hi.min(unix_day(f.until.saturating_sub(1)));
+            // Lines from skewed clocks sit in their receive day, so every
+            // stored day is visited (retention bounds how many there are).
             let mut out: Vec<ResultLog> = Vec::new();
             for day in lo..=hi {
                 let mut prefix = day.to_be_bytes().to_vec();
@@ -374,7 +375,7 @@ impl Store for EmbeddedStore {
                 return Ok(Vec::new());
             };
             let mut out = Vec::new();
-            for day in lo.max(unix_day(since))..=hi.min(unix_day(until.saturating_sub(1))) {
+            for day in lo..=hi {
                 let mut start = day.to_be_bytes().to_vec();
                 start.extend_from_slice(host.as_str().as_bytes());
                 let mut from = start.clone();
@@ -641,5 +642,32 @@ mod tests {
         }
         let store = EmbeddedStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(store.get_meta("k").await.ok().flatten().as_deref(), Some(&b"v"[..]));
+    }
+}
+
+#[cfg(test)]
+mod reopen_tests {
+    use super::*;
+    use gatehouse_core::logs::records;
+    use gatehouse_core::wire::{parse_log, parse_object};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_acknowledged_log_line_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let host = HostId::from_identity("hw:reopen");
+        {
+            let store = EmbeddedStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+            for round in 0..200i64 {
+                let data: Vec<_> = (0..5)
+                    .map(|i| serde_json::json!({"name": "users", "unixTime": 1_717_496_431 + round, "columns": {"uid": format!("{round}-{i}")}, "action": "added"}))
+                    .collect();
+                let body = serde_json::to_vec(&serde_json::json!({"log_type": "result", "data": data})).unwrap_or_default();
+                let req = parse_log(parse_object(&body).unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
+                store.append_logs(&records(&host, req, 1)).await.unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+        let store = EmbeddedStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let f = ResultFilter { host_id: Some(host), name: None, since: 0, until: i64::MAX, limit: 100_000 };
+        assert_eq!(store.query_results(&f).await.unwrap_or_default().len(), 1000);
     }
 }
