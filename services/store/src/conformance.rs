@@ -187,12 +187,10 @@ async fn logs(store: &dyn Store) {
 
     // A line from an agent whose clock is years behind is kept by the
     // retention of the day it arrived, and still found by host.
-    let skewed = records(
-        &b,
-        ok(parse_log(ok(parse_object(&ok(serde_json::to_vec(&json!({"log_type": "result", "data": [
-            {"name": "clock", "unixTime": 946_684_800, "columns": {"c": "1"}, "action": "added"}]})))))),
-        (day + 60) * 1000,
-    );
+    let skewed_body = json!({"log_type": "result", "data": [
+        {"name": "clock", "unixTime": 946_684_800, "columns": {"c": "1"}, "action": "added"}
+    ]});
+    let skewed = records(&b, ok(parse_log(ok(parse_object(&ok(serde_json::to_vec(&skewed_body)))))), (day + 60) * 1000);
     ok(store.append_logs(&skewed).await);
     let found = ok(store.query_results(&ResultFilter { host_id: Some(b.clone()), name: Some("clock".into()), since: 0, until: i64::MAX, limit: 10 }).await);
     assert_eq!(found.len(), 1);
