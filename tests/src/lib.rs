@@ -42,7 +42,9 @@ pub fn client_for(ca: &Path) -> anyhow::Result<reqwest::Client> {
     for c in CertificateDer::pem_file_iter(ca)? {
         roots.add(c?)?;
     }
-    let tls = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     Ok(reqwest::Client::builder()
         .use_preconfigured_tls(tls)
         .timeout(Duration::from_secs(16))
@@ -66,7 +68,10 @@ impl TestServer {
 
     /// Starts a server on `data_dir` (kept across restarts), letting the
     /// caller adjust the configuration first.
-    pub async fn start_in(data_dir: &Path, adjust: impl FnOnce(&mut ServeConfig)) -> anyhow::Result<Self> {
+    pub async fn start_in(
+        data_dir: &Path,
+        adjust: impl FnOnce(&mut ServeConfig),
+    ) -> anyhow::Result<Self> {
         init_tracing();
         let mut cfg = ServeConfig {
             listen: "127.0.0.1:0".parse()?,
@@ -83,7 +88,15 @@ impl TestServer {
         let api_url = format!("https://localhost:{}", api.local_addr()?.port());
         let running = gatehouse::serve::start(&cfg, &boot, agents, api)?;
         let http = client_for(&boot.ca_path)?;
-        Ok(Self { cfg, boot, agent_url, api_url, http, running: Some(running), _dir: None })
+        Ok(Self {
+            cfg,
+            boot,
+            agent_url,
+            api_url,
+            http,
+            running: Some(running),
+            _dir: None,
+        })
     }
 
     /// Stops (ordered drain) and returns the data directory it used.
@@ -99,7 +112,12 @@ impl TestServer {
     }
 
     /// An operator request with the admin token.
-    pub async fn api(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
+    pub async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.api_url))
@@ -110,7 +128,11 @@ impl TestServer {
         let resp = req.send().await?;
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await?;
-        let v = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes)? };
+        let v = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)?
+        };
         Ok((status, v))
     }
 
@@ -190,7 +212,9 @@ impl Reply {
             return true;
         }
         match &self.json {
-            Some(Value::Object(m)) => !m.contains_key("error") && m.get("node_invalid") != Some(&Value::Bool(true)),
+            Some(Value::Object(m)) => {
+                !m.contains_key("error") && m.get("node_invalid") != Some(&Value::Bool(true))
+            }
             _ => false,
         }
     }
@@ -247,7 +271,13 @@ impl Agent {
     }
 
     /// POSTs raw bytes to `path` with the agent's headers.
-    pub async fn post_raw(&self, path: &str, body: Vec<u8>, with_key: bool, gzip: bool) -> anyhow::Result<Reply> {
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        with_key: bool,
+        gzip: bool,
+    ) -> anyhow::Result<Reply> {
         let resp = self
             .http
             .post(format!("{}{path}", self.base))
@@ -267,7 +297,8 @@ impl Agent {
         if let (Some(m), Some(k)) = (body.as_object_mut(), &self.node_key) {
             m.insert("node_key".into(), json!(k));
         }
-        self.post_raw(path, serde_json::to_vec(&body)?, true, false).await
+        self.post_raw(path, serde_json::to_vec(&body)?, true, false)
+            .await
     }
 
     pub async fn enroll(&mut self) -> anyhow::Result<Reply> {
@@ -278,8 +309,20 @@ impl Agent {
             "host_identifier": format!("web-{:02}.example.com", self.n),
             "enroll_secret": self.secret,
         });
-        let r = self.post_raw(&self.paths.enroll.clone(), serde_json::to_vec(&body)?, false, false).await?;
-        if let Some(k) = r.json.as_ref().and_then(|j| j.get("node_key")).and_then(Value::as_str) {
+        let r = self
+            .post_raw(
+                &self.paths.enroll.clone(),
+                serde_json::to_vec(&body)?,
+                false,
+                false,
+            )
+            .await?;
+        if let Some(k) = r
+            .json
+            .as_ref()
+            .and_then(|j| j.get("node_key"))
+            .and_then(Value::as_str)
+        {
             self.node_key = Some(k.to_owned());
         }
         Ok(r)
@@ -287,7 +330,11 @@ impl Agent {
 
     /// The host id the server derives for this agent.
     pub fn host_id(&self) -> String {
-        self.node_key.as_deref().and_then(|k| k.split('.').next()).unwrap_or("").to_owned()
+        self.node_key
+            .as_deref()
+            .and_then(|k| k.split('.').next())
+            .unwrap_or("")
+            .to_owned()
     }
 
     pub async fn config(&self) -> anyhow::Result<Reply> {
@@ -295,7 +342,11 @@ impl Agent {
     }
 
     pub async fn log(&self, log_type: &str, data: Value) -> anyhow::Result<Reply> {
-        self.post(&self.paths.logger.clone(), json!({"log_type": log_type, "data": data})).await
+        self.post(
+            &self.paths.logger.clone(),
+            json!({"log_type": log_type, "data": data}),
+        )
+        .await
     }
 
     /// A log POST compressed as `--logger_tls_compress` does (level 9).
@@ -303,7 +354,8 @@ impl Agent {
         let body = json!({"node_key": self.node_key, "log_type": log_type, "data": data});
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(9));
         e.write_all(&serde_json::to_vec(&body)?)?;
-        self.post_raw(&self.paths.logger.clone(), e.finish()?, true, true).await
+        self.post_raw(&self.paths.logger.clone(), e.finish()?, true, true)
+            .await
     }
 
     pub async fn read(&self) -> anyhow::Result<Reply> {
@@ -326,7 +378,10 @@ where
         if let Some(v) = f().await? {
             return Ok(v);
         }
-        anyhow::ensure!(start.elapsed() < timeout, "condition not met within {timeout:?}");
+        anyhow::ensure!(
+            start.elapsed() < timeout,
+            "condition not met within {timeout:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

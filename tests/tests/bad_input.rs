@@ -32,7 +32,8 @@ async fn agents_get_error_bodies_and_nothing_is_harmed() -> R {
     .await?;
     let mut a = s.agent(1);
     a.enroll().await?;
-    let good = json!([{"name": "q", "unixTime": 1_717_496_431, "columns": {"a": "1"}, "action": "added"}]);
+    let good =
+        json!([{"name": "q", "unixTime": 1_717_496_431, "columns": {"a": "1"}, "action": "added"}]);
     assert!(a.log("result", good).await?.agent_success());
     let host = a.host_id();
     let before = snapshot(&s, &host).await?;
@@ -41,33 +42,99 @@ async fn agents_get_error_bodies_and_nothing_is_harmed() -> R {
 
     let cases: Vec<(&str, Vec<u8>, bool)> = vec![
         ("malformed json", b"{\"node_key\": ".to_vec(), false),
-        ("truncated json", format!("{{\"node_key\":\"{key}\",\"log_type\":\"result\",\"data\":[{{\"name\":").into_bytes(), false),
+        (
+            "truncated json",
+            format!("{{\"node_key\":\"{key}\",\"log_type\":\"result\",\"data\":[{{\"name\":")
+                .into_bytes(),
+            false,
+        ),
         ("array root", b"[1,2,3]".to_vec(), false),
         ("scalar root", b"\"hello\"".to_vec(), false),
-        ("wrong log_type type", serde_json::to_vec(&json!({"node_key": key, "log_type": 5, "data": []}))?, false),
-        ("unknown log_type", serde_json::to_vec(&json!({"node_key": key, "log_type": "debug", "data": []}))?, false),
-        ("data not array", serde_json::to_vec(&json!({"node_key": key, "log_type": "result", "data": {"a": 1}}))?, false),
-        ("data with scalars", serde_json::to_vec(&json!({"node_key": key, "log_type": "result", "data": [1, "x"]}))?, false),
-        ("oversized body", serde_json::to_vec(&json!({"node_key": key, "log_type": "result", "data": [{"x": "y".repeat(300_000)}]}))?, false),
+        (
+            "wrong log_type type",
+            serde_json::to_vec(&json!({"node_key": key, "log_type": 5, "data": []}))?,
+            false,
+        ),
+        (
+            "unknown log_type",
+            serde_json::to_vec(&json!({"node_key": key, "log_type": "debug", "data": []}))?,
+            false,
+        ),
+        (
+            "data not array",
+            serde_json::to_vec(&json!({"node_key": key, "log_type": "result", "data": {"a": 1}}))?,
+            false,
+        ),
+        (
+            "data with scalars",
+            serde_json::to_vec(&json!({"node_key": key, "log_type": "result", "data": [1, "x"]}))?,
+            false,
+        ),
+        (
+            "oversized body",
+            serde_json::to_vec(
+                &json!({"node_key": key, "log_type": "result", "data": [{"x": "y".repeat(300_000)}]}),
+            )?,
+            false,
+        ),
         ("invalid gzip", b"definitely not gzip".to_vec(), true),
         ("empty gzip", Vec::new(), true),
         ("gzip bomb", gz(&vec![b' '; 20 * 1024 * 1024]), true),
-        ("truncated gzip", { let g = gz(serde_json::to_vec(&json!({"node_key": key, "log_type": "result", "data": []}))?.as_slice()); g[..g.len() / 2].to_vec() }, true),
+        (
+            "truncated gzip",
+            {
+                let g = gz(serde_json::to_vec(
+                    &json!({"node_key": key, "log_type": "result", "data": []}),
+                )?
+                .as_slice());
+                g[..g.len() / 2].to_vec()
+            },
+            true,
+        ),
     ];
     for (name, body, gzip) in cases {
         let r = a.post_raw(&log, body, true, gzip).await?;
-        assert!(r.is_error_body(), "{name}: expected an error body, got {} {:?}", r.status, String::from_utf8_lossy(&r.body));
-        assert!(!r.agent_success(), "{name}: the agent would delete its logs");
-        assert!((400..500).contains(&r.status), "{name}: status {}", r.status);
+        assert!(
+            r.is_error_body(),
+            "{name}: expected an error body, got {} {:?}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
+        assert!(
+            !r.agent_success(),
+            "{name}: the agent would delete its logs"
+        );
+        assert!(
+            (400..500).contains(&r.status),
+            "{name}: status {}",
+            r.status
+        );
     }
 
     // Missing and forged keys: node_invalid, so the agent re-enrolls.
     let mut anon = Agent::new(&s, 9);
-    for (name, k) in [("missing", None), ("forged", Some(format!("{host}.1.AAAAAAAAAAAAAAAAAAAAAAAAAAA"))), ("garbage", Some("x".to_owned()))] {
+    for (name, k) in [
+        ("missing", None),
+        (
+            "forged",
+            Some(format!("{host}.1.AAAAAAAAAAAAAAAAAAAAAAAAAAA")),
+        ),
+        ("garbage", Some("x".to_owned())),
+    ] {
         anon.node_key = k;
-        for path in [a.paths.config.clone(), a.paths.logger.clone(), a.paths.read.clone(), a.paths.write.clone()] {
-            let r = anon.post(&path, json!({"log_type": "result", "data": []})).await?;
-            assert!(r.node_invalid() && r.is_error_body(), "{name} key on {path}: {r:?}");
+        for path in [
+            a.paths.config.clone(),
+            a.paths.logger.clone(),
+            a.paths.read.clone(),
+            a.paths.write.clone(),
+        ] {
+            let r = anon
+                .post(&path, json!({"log_type": "result", "data": []}))
+                .await?;
+            assert!(
+                r.node_invalid() && r.is_error_body(),
+                "{name} key on {path}: {r:?}"
+            );
         }
     }
     // A key from another server (another HMAC secret) is forged too.
@@ -79,26 +146,54 @@ async fn agents_get_error_bodies_and_nothing_is_harmed() -> R {
     assert!(stray.config().await?.node_invalid());
 
     // Unknown paths and wrong methods.
-    let r = a.post_raw("/api/v1/osquery/nope", b"{}".to_vec(), true, false).await?;
+    let r = a
+        .post_raw("/api/v1/osquery/nope", b"{}".to_vec(), true, false)
+        .await?;
     assert!(r.is_error_body() && r.status == 404, "{r:?}");
-    let resp = s.http.get(format!("{}{}", s.agent_url, a.paths.config)).send().await?;
+    let resp = s
+        .http
+        .get(format!("{}{}", s.agent_url, a.paths.config))
+        .send()
+        .await?;
     assert_eq!(resp.status().as_u16(), 405);
     let body: Value = resp.json().await?;
     assert!(body["error"].is_string());
 
     // Wrong types in enroll and distributed write.
-    let r = a.post_raw(&a.paths.enroll.clone(), serde_json::to_vec(&json!({"enroll_secret": 1}))?, false, false).await?;
+    let r = a
+        .post_raw(
+            &a.paths.enroll.clone(),
+            serde_json::to_vec(&json!({"enroll_secret": 1}))?,
+            false,
+            false,
+        )
+        .await?;
     assert!(r.is_error_body() && r.json.as_ref().and_then(|j| j.get("node_key")).is_none());
-    let r = a.post_raw(&a.paths.enroll.clone(), serde_json::to_vec(&json!({"enroll_secret": s.boot.enroll_secret, "host_details": []}))?, false, false).await?;
+    let r = a
+        .post_raw(
+            &a.paths.enroll.clone(),
+            serde_json::to_vec(
+                &json!({"enroll_secret": s.boot.enroll_secret, "host_details": []}),
+            )?,
+            false,
+            false,
+        )
+        .await?;
     assert!(r.is_error_body(), "{r:?}");
     let r = a.write(json!({"queries": {"q": "not rows"}})).await?;
     assert!(r.is_error_body(), "{r:?}");
-    let r = a.write(json!({"queries": {"q": []}, "statuses": {"q": "zero"}})).await?;
+    let r = a
+        .write(json!({"queries": {"q": []}, "statuses": {"q": "zero"}}))
+        .await?;
     assert!(r.is_error_body(), "{r:?}");
 
     let after = snapshot(&s, &host).await?;
     assert_eq!(before.1, after.1, "stored results changed");
-    assert_eq!(before.2["items"].as_array().map(Vec::len), after.2["items"].as_array().map(Vec::len), "hosts changed");
+    assert_eq!(
+        before.2["items"].as_array().map(Vec::len),
+        after.2["items"].as_array().map(Vec::len),
+        "hosts changed"
+    );
     assert_eq!(before.0["key_epoch"], after.0["key_epoch"]);
     // And the host still works.
     assert!(a.config().await?.agent_success());
@@ -109,10 +204,19 @@ async fn agents_get_error_bodies_and_nothing_is_harmed() -> R {
 async fn operators_get_4xx_with_messages() -> R {
     let s = TestServer::start().await?;
     // No token, wrong token.
-    let r = s.http.get(format!("{}/api/v1/hosts", s.api_url)).send().await?;
+    let r = s
+        .http
+        .get(format!("{}/api/v1/hosts", s.api_url))
+        .send()
+        .await?;
     assert_eq!(r.status().as_u16(), 401);
     assert!(r.json::<Value>().await?["error"].is_string());
-    let r = s.http.get(format!("{}/api/v1/hosts", s.api_url)).bearer_auth("nope").send().await?;
+    let r = s
+        .http
+        .get(format!("{}/api/v1/hosts", s.api_url))
+        .bearer_auth("nope")
+        .send()
+        .await?;
     assert_eq!(r.status().as_u16(), 401);
     // Health needs no token.
     let r = s.http.get(format!("{}/readyz", s.api_url)).send().await?;
@@ -126,17 +230,46 @@ async fn operators_get_4xx_with_messages() -> R {
         .send()
         .await?;
     assert_eq!(r.status().as_u16(), 400);
-    assert!(r.json::<Value>().await?["error"].as_str().unwrap_or("").contains("invalid request body"));
-    let (st, v) = s.api(Method::PUT, "/api/v1/queries/q", Some(json!({"sql": "SELECT 1", "sqll": "typo"}))).await?;
+    assert!(
+        r.json::<Value>().await?["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("invalid request body")
+    );
+    let (st, v) = s
+        .api(
+            Method::PUT,
+            "/api/v1/queries/q",
+            Some(json!({"sql": "SELECT 1", "sqll": "typo"})),
+        )
+        .await?;
     assert_eq!(st, 400);
     assert!(v["error"].as_str().unwrap_or("").contains("sqll"), "{v}");
-    let (st, _) = s.api(Method::PUT, "/api/v1/queries/bad%20name", Some(json!({"sql": "SELECT 1"}))).await?;
+    let (st, _) = s
+        .api(
+            Method::PUT,
+            "/api/v1/queries/bad%20name",
+            Some(json!({"sql": "SELECT 1"})),
+        )
+        .await?;
     assert_eq!(st, 400);
-    let (st, _) = s.api(Method::PUT, "/api/v1/schedules/s", Some(json!({"query": "q", "interval": "often", "labels": ["all"]}))).await?;
+    let (st, _) = s
+        .api(
+            Method::PUT,
+            "/api/v1/schedules/s",
+            Some(json!({"query": "q", "interval": "often", "labels": ["all"]})),
+        )
+        .await?;
     assert_eq!(st, 400);
     let (st, _) = s.api(Method::GET, "/api/v1/hosts/not-a-host", None).await?;
     assert_eq!(st, 400);
-    let (st, _) = s.api(Method::GET, "/api/v1/hosts/0123456789abcdef0123456789abcdef", None).await?;
+    let (st, _) = s
+        .api(
+            Method::GET,
+            "/api/v1/hosts/0123456789abcdef0123456789abcdef",
+            None,
+        )
+        .await?;
     assert_eq!(st, 404);
     let (st, _) = s.api(Method::GET, "/api/v1/campaigns/nope", None).await?;
     assert_eq!(st, 404);
@@ -144,7 +277,13 @@ async fn operators_get_4xx_with_messages() -> R {
     assert_eq!(st, 404);
     let (st, _) = s.api(Method::DELETE, "/api/v1/hosts", None).await?;
     assert_eq!(st, 405);
-    let (st, v) = s.api(Method::PUT, "/api/v1/hosts/0123456789abcdef0123456789abcdef/labels", Some(json!({"labels": ["all"]}))).await?;
+    let (st, v) = s
+        .api(
+            Method::PUT,
+            "/api/v1/hosts/0123456789abcdef0123456789abcdef/labels",
+            Some(json!({"labels": ["all"]})),
+        )
+        .await?;
     assert_eq!(st, 400, "{v}");
     Ok(())
 }

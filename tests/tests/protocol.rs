@@ -20,7 +20,13 @@ async fn enroll_identifies_hosts_by_hardware_uuid_and_reenroll_keeps_history() -
     let host = a.host_id();
 
     // Operator labels the host; history must survive re-enrollment.
-    let (st, _) = s.api(Method::PUT, &format!("/api/v1/hosts/{host}/labels"), Some(json!({"labels": ["servers"]}))).await?;
+    let (st, _) = s
+        .api(
+            Method::PUT,
+            &format!("/api/v1/hosts/{host}/labels"),
+            Some(json!({"labels": ["servers"]})),
+        )
+        .await?;
     assert_eq!(st, 200);
 
     // Same machine re-enrolls (wiped database) under another hostname.
@@ -69,11 +75,26 @@ async fn config_follows_labels_and_refuses_oversized_configs() -> R {
     let mut b = s.agent(2);
     b.enroll().await?;
 
-    for (name, sql) in [("users", "SELECT * FROM users"), ("listening", "SELECT * FROM listening_ports")] {
-        let (st, v) = s.api(Method::PUT, &format!("/api/v1/queries/{name}"), Some(json!({"sql": sql}))).await?;
+    for (name, sql) in [
+        ("users", "SELECT * FROM users"),
+        ("listening", "SELECT * FROM listening_ports"),
+    ] {
+        let (st, v) = s
+            .api(
+                Method::PUT,
+                &format!("/api/v1/queries/{name}"),
+                Some(json!({"sql": sql})),
+            )
+            .await?;
         assert_eq!(st, 200, "{v}");
     }
-    let (st, v) = s.api(Method::PUT, "/api/v1/schedules/users", Some(json!({"query": "users", "interval": 3600, "labels": ["all"]}))).await?;
+    let (st, v) = s
+        .api(
+            Method::PUT,
+            "/api/v1/schedules/users",
+            Some(json!({"query": "users", "interval": 3600, "labels": ["all"]})),
+        )
+        .await?;
     assert_eq!(st, 200, "{v}");
     let (st, v) = s
         .api(Method::PUT, "/api/v1/schedules/ports", Some(json!({"query": "listening", "interval": 300, "snapshot": true, "pack": "network", "labels": ["servers"]})))
@@ -83,13 +104,21 @@ async fn config_follows_labels_and_refuses_oversized_configs() -> R {
         .api(
             Method::PUT,
             "/api/v1/label_configs/all",
-            Some(json!({"options": {"logger_tls_period": 4, "distributed_interval": 10},
+            Some(
+                json!({"options": {"logger_tls_period": 4, "distributed_interval": 10},
                         "decorators": {"load": ["SELECT uuid AS host_uuid FROM system_info"]},
-                        "file_paths": {"etc": ["/etc/%%"]}})),
+                        "file_paths": {"etc": ["/etc/%%"]}}),
+            ),
         )
         .await?;
     assert_eq!(st, 200, "{v}");
-    let (st, _) = s.api(Method::PUT, &format!("/api/v1/hosts/{}/labels", a.host_id()), Some(json!({"labels": ["servers"]}))).await?;
+    let (st, _) = s
+        .api(
+            Method::PUT,
+            &format!("/api/v1/hosts/{}/labels", a.host_id()),
+            Some(json!({"labels": ["servers"]})),
+        )
+        .await?;
     assert_eq!(st, 200);
 
     let ca = a.config().await?;
@@ -98,30 +127,62 @@ async fn config_follows_labels_and_refuses_oversized_configs() -> R {
     assert_eq!(ca["schedule"]["users"]["query"], "SELECT * FROM users");
     assert_eq!(ca["packs"]["network"]["queries"]["ports"]["snapshot"], true);
     assert_eq!(ca["options"]["logger_tls_period"], 4);
-    assert_eq!(ca["decorators"]["load"][0], "SELECT uuid AS host_uuid FROM system_info");
+    assert_eq!(
+        ca["decorators"]["load"][0],
+        "SELECT uuid AS host_uuid FROM system_info"
+    );
     assert_eq!(ca["file_paths"]["etc"][0], "/etc/%%");
     let cb = b.config().await?.json.unwrap_or_default();
     assert!(cb.get("packs").is_none(), "b is not a server: {cb}");
     assert_eq!(cb["schedule"]["users"]["interval"], 3600);
 
     // The preview matches what the agent got; the host records its version.
-    let preview = s.get(&format!("/api/v1/hosts/{}/config", a.host_id())).await?;
+    let preview = s
+        .get(&format!("/api/v1/hosts/{}/config", a.host_id()))
+        .await?;
     assert_eq!(preview, ca);
     let h = s.get(&format!("/api/v1/hosts/{}", a.host_id())).await?;
     assert_eq!(h["config_hash"].as_str().map(str::len), Some(64));
 
     // CLI-only flags and invalid schedules are refused with a reason.
-    let (st, v) = s.api(Method::PUT, "/api/v1/label_configs/all", Some(json!({"options": {"config_refresh": 10}}))).await?;
+    let (st, v) = s
+        .api(
+            Method::PUT,
+            "/api/v1/label_configs/all",
+            Some(json!({"options": {"config_refresh": 10}})),
+        )
+        .await?;
     assert_eq!(st, 400);
-    assert!(v["error"].as_str().unwrap_or("").contains("command line"), "{v}");
-    let (st, _) = s.api(Method::PUT, "/api/v1/schedules/x", Some(json!({"query": "nope", "interval": 60, "labels": ["all"]}))).await?;
+    assert!(
+        v["error"].as_str().unwrap_or("").contains("command line"),
+        "{v}"
+    );
+    let (st, _) = s
+        .api(
+            Method::PUT,
+            "/api/v1/schedules/x",
+            Some(json!({"query": "nope", "interval": 60, "labels": ["all"]})),
+        )
+        .await?;
     assert_eq!(st, 400);
 
     // A config over 1 MiB is never published; agents keep the old one.
     let big = format!("SELECT '{}'", "x".repeat(1_100_000));
-    let (st, _) = s.api(Method::PUT, "/api/v1/queries/big", Some(json!({"sql": big}))).await?;
+    let (st, _) = s
+        .api(
+            Method::PUT,
+            "/api/v1/queries/big",
+            Some(json!({"sql": big})),
+        )
+        .await?;
     assert_eq!(st, 200, "an unscheduled query is fine");
-    let (st, v) = s.api(Method::PUT, "/api/v1/schedules/big", Some(json!({"query": "big", "interval": 60, "labels": ["all"]}))).await?;
+    let (st, v) = s
+        .api(
+            Method::PUT,
+            "/api/v1/schedules/big",
+            Some(json!({"query": "big", "interval": 60, "labels": ["all"]})),
+        )
+        .await?;
     assert_eq!(st, 422, "{v}");
     assert!(v["error"].as_str().unwrap_or("").contains("limit"), "{v}");
     let again = b.config().await?.json.unwrap_or_default();
@@ -169,16 +230,40 @@ async fn logs_in_every_format_gzip_and_resends_are_stored_once() -> R {
     let rows = rows.as_array().cloned().unwrap_or_default();
     assert_eq!(rows.len(), 4, "re-sent batch stored twice: {rows:?}");
     let kinds: Vec<&str> = rows.iter().filter_map(|r| r["kind"].as_str()).collect();
-    assert!(kinds.contains(&"snapshot") && kinds.contains(&"batched") && kinds.contains(&"event"), "{kinds:?}");
-    let batched = rows.iter().find(|r| r["kind"] == "batched").cloned().unwrap_or_default();
+    assert!(
+        kinds.contains(&"snapshot") && kinds.contains(&"batched") && kinds.contains(&"event"),
+        "{kinds:?}"
+    );
+    let batched = rows
+        .iter()
+        .find(|r| r["kind"] == "batched")
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(batched["rows"], 3);
-    let ev = rows.iter().find(|r| r["action"] == "added").cloned().unwrap_or_default();
-    assert_eq!(ev["line"]["decorations"]["host_uuid"], "EC2A1B2C", "lines are stored as given");
-    let users = s.get(&format!("/api/v1/results?host={host}&name=pack_inventory_users&since={t}&until={}", t + 1)).await?;
+    let ev = rows
+        .iter()
+        .find(|r| r["action"] == "added")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        ev["line"]["decorations"]["host_uuid"], "EC2A1B2C",
+        "lines are stored as given"
+    );
+    let users = s
+        .get(&format!(
+            "/api/v1/results?host={host}&name=pack_inventory_users&since={t}&until={}",
+            t + 1
+        ))
+        .await?;
     assert_eq!(users.as_array().map(Vec::len), Some(2));
     let status = s.get(&format!("/api/v1/hosts/{host}/status_logs")).await?;
     assert_eq!(status[0]["severity"], 2);
-    assert!(status[0]["message"].as_str().unwrap_or("").contains("no such table"));
+    assert!(
+        status[0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no such table")
+    );
     Ok(())
 }
 
@@ -188,7 +273,13 @@ async fn node_invalid_then_reenroll_then_the_batch_gets_through() -> R {
     let mut a = s.agent(1);
     a.enroll().await?;
     let host = a.host_id();
-    let (st, v) = s.api(Method::POST, &format!("/api/v1/hosts/{host}/rotate_key"), Some(json!({"revoke": true}))).await?;
+    let (st, v) = s
+        .api(
+            Method::POST,
+            &format!("/api/v1/hosts/{host}/rotate_key"),
+            Some(json!({"revoke": true})),
+        )
+        .await?;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["revoked"], true);
     let line = json!([event("q", 1_717_496_431, json!({"a": "1"}), "added")]);
@@ -199,7 +290,13 @@ async fn node_invalid_then_reenroll_then_the_batch_gets_through() -> R {
     assert!(a.enroll().await?.agent_success());
     assert_eq!(a.host_id(), host);
     assert!(a.log("result", line).await?.agent_success());
-    assert_eq!(s.get(&format!("/api/v1/results?host={host}")).await?.as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        s.get(&format!("/api/v1/results?host={host}"))
+            .await?
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
     let h = s.get(&format!("/api/v1/hosts/{host}")).await?;
     assert_eq!(h["key_revoked"], false);
     assert_eq!(h["key_epoch"], 3);
@@ -215,7 +312,11 @@ async fn distributed_round_trip_waits_for_offline_hosts_and_reports_non_responde
     offline.enroll().await?;
     let mut late = s.agent(3);
     late.enroll().await?;
-    assert_eq!(online.read().await?.json, Some(json!({"queries": {}})), "nothing to do yet");
+    assert_eq!(
+        online.read().await?.json,
+        Some(json!({"queries": {}})),
+        "nothing to do yet"
+    );
 
     let (st, c) = s.api(Method::POST, "/api/v1/campaigns", Some(json!({"sql": "SELECT version FROM osquery_info", "labels": ["platform:linux"], "expires_in": 60}))).await?;
     assert_eq!(st, 201, "{c}");
@@ -225,14 +326,22 @@ async fn distributed_round_trip_waits_for_offline_hosts_and_reports_non_responde
     let r = online.read().await?.json.unwrap_or_default();
     assert_eq!(r["queries"][&id], "SELECT version FROM osquery_info");
     // Delivered once: the next poll does not repeat it.
-    assert_eq!(online.read().await?.json.unwrap_or_default()["queries"], json!({}));
+    assert_eq!(
+        online.read().await?.json.unwrap_or_default()["queries"],
+        json!({})
+    );
     let w = online
         .write(json!({"queries": {&id: [{"version": "5.23.1"}]}, "statuses": {&id: 0}, "messages": {&id: ""},
                       "stats": {&id: {"wall_time_ms": 3, "user_time": 1, "system_time": 0, "memory": 0}}}))
         .await?;
     assert!(w.agent_success(), "{w:?}");
     // A duplicate write (retry after a timeout) is harmless.
-    assert!(online.write(json!({"queries": {&id: [{"version": "5.23.1"}]}, "statuses": {&id: 0}})).await?.agent_success());
+    assert!(
+        online
+            .write(json!({"queries": {&id: [{"version": "5.23.1"}]}, "statuses": {&id: 0}}))
+            .await?
+            .agent_success()
+    );
 
     // A host that comes back later still gets the query, and a failure is recorded.
     let r = late.read().await?.json.unwrap_or_default();
@@ -245,14 +354,28 @@ async fn distributed_round_trip_waits_for_offline_hosts_and_reports_non_responde
     assert_eq!(d["coverage"]["queued"], 1, "{d}");
     assert_eq!(d["non_responders"], json!([offline.host_id()]));
     let results = s.get(&format!("/api/v1/campaigns/{id}/results")).await?;
-    let ok = results.as_array().and_then(|rs| rs.iter().find(|r| r["status"] == 0)).cloned().unwrap_or_default();
+    let ok = results
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["status"] == 0))
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(ok["rows"], json!([{"version": "5.23.1"}]));
     assert_eq!(ok["stats"]["wall_time_ms"], 3);
-    let failed = results.as_array().and_then(|rs| rs.iter().find(|r| r["status"] == 1)).cloned().unwrap_or_default();
+    let failed = results
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["status"] == 1))
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(failed["message"], "no such table: osquery_info");
 
     // A short campaign nobody answers expires, and says so.
-    let (_, c2) = s.api(Method::POST, "/api/v1/campaigns", Some(json!({"sql": "SELECT 1", "hosts": [offline.host_id()], "expires_in": 1}))).await?;
+    let (_, c2) = s
+        .api(
+            Method::POST,
+            "/api/v1/campaigns",
+            Some(json!({"sql": "SELECT 1", "hosts": [offline.host_id()], "expires_in": 1})),
+        )
+        .await?;
     let id2 = c2["id"].as_str().unwrap_or_default().to_owned();
     let d2 = eventually(Duration::from_secs(5), || async {
         let d = s.get(&format!("/api/v1/campaigns/{id2}")).await?;
@@ -264,12 +387,27 @@ async fn distributed_round_trip_waits_for_offline_hosts_and_reports_non_responde
     // The expired query is never handed out.
     let r = offline.read().await?.json.unwrap_or_default();
     assert!(r["queries"].get(&id2).is_none(), "{r}");
-    assert!(r["queries"].get(&id).is_some(), "the first campaign still waits for it");
+    assert!(
+        r["queries"].get(&id).is_some(),
+        "the first campaign still waits for it"
+    );
 
     // Bad campaign requests are refused with reasons.
-    let (st, v) = s.api(Method::POST, "/api/v1/campaigns", Some(json!({"sql": "SELECT 1"}))).await?;
+    let (st, v) = s
+        .api(
+            Method::POST,
+            "/api/v1/campaigns",
+            Some(json!({"sql": "SELECT 1"})),
+        )
+        .await?;
     assert_eq!(st, 400, "{v}");
-    let (st, _) = s.api(Method::POST, "/api/v1/campaigns", Some(json!({"sql": "SELECT 1", "labels": ["nobody-has-this"]}))).await?;
+    let (st, _) = s
+        .api(
+            Method::POST,
+            "/api/v1/campaigns",
+            Some(json!({"sql": "SELECT 1", "labels": ["nobody-has-this"]})),
+        )
+        .await?;
     assert_eq!(st, 400);
     Ok(())
 }
@@ -290,13 +428,25 @@ async fn carve_with_out_of_order_and_repeated_blocks_is_assembled_and_hashed() -
                    "carve_id": "e6e12098-40fc-4ef7-837d-e0ed42cee879", "request_id": "8336d164-7f61-424c-8eee-24bd0c6202d8"}),
         )
         .await?;
-    let session = begin.json.as_ref().and_then(|j| j["session_id"].as_str()).unwrap_or_default().to_owned();
+    let session = begin
+        .json
+        .as_ref()
+        .and_then(|j| j["session_id"].as_str())
+        .unwrap_or_default()
+        .to_owned();
     assert!(!session.is_empty(), "{begin:?}");
     for id in [2usize, 0, 0, 1, 2] {
         let body = json!({"block_id": id, "session_id": session, "request_id": "8336d164-7f61-424c-8eee-24bd0c6202d8",
                           "data": base64::engine::general_purpose::STANDARD.encode(blocks[id])});
         // Carve blocks carry no node_key in the body; the header has it.
-        let r = a.post_raw(&a.paths.carve_block.clone(), serde_json::to_vec(&body)?, true, false).await?;
+        let r = a
+            .post_raw(
+                &a.paths.carve_block.clone(),
+                serde_json::to_vec(&body)?,
+                true,
+                false,
+            )
+            .await?;
         assert!(r.agent_success(), "block {id}: {r:?}");
     }
     let carve = eventually(Duration::from_secs(5), || async {
@@ -306,22 +456,59 @@ async fn carve_with_out_of_order_and_repeated_blocks_is_assembled_and_hashed() -
     .await?;
     assert_eq!(carve["blocks_received"], 3);
     assert_eq!(carve["sha256"], gatehouse_core::ids::sha256_hex(&data));
-    let resp = s.http.get(format!("{}/api/v1/carves/{session}/download", s.api_url)).bearer_auth(&s.boot.admin_token).send().await?;
+    let resp = s
+        .http
+        .get(format!("{}/api/v1/carves/{session}/download", s.api_url))
+        .bearer_auth(&s.boot.admin_token)
+        .send()
+        .await?;
     assert_eq!(resp.status().as_u16(), 200);
     assert_eq!(resp.bytes().await?.to_vec(), data);
-    assert_eq!(s.get("/api/v1/carves").await?.as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        s.get("/api/v1/carves").await?.as_array().map(Vec::len),
+        Some(1)
+    );
 
     // A block of the wrong size, an unknown session, a wrong block count,
     // and an oversize carve are all refused with error bodies.
     let bad = json!({"block_id": 0, "session_id": session, "data": base64::engine::general_purpose::STANDARD.encode(b"short")});
-    assert!(a.post_raw(&a.paths.carve_block.clone(), serde_json::to_vec(&bad)?, true, false).await?.is_error_body());
+    assert!(
+        a.post_raw(
+            &a.paths.carve_block.clone(),
+            serde_json::to_vec(&bad)?,
+            true,
+            false
+        )
+        .await?
+        .is_error_body()
+    );
     let unknown = json!({"block_id": 0, "session_id": "nope", "data": ""});
-    assert!(a.post_raw(&a.paths.carve_block.clone(), serde_json::to_vec(&unknown)?, true, false).await?.is_error_body());
-    let r = a.post(&a.paths.carve_begin.clone(), json!({"block_count": 5, "block_size": 8192, "carve_size": 10, "carve_id": "c"})).await?;
-    assert!(r.is_error_body() && r.json.as_ref().and_then(|j| j.get("session_id")).is_none(), "{r:?}");
+    assert!(
+        a.post_raw(
+            &a.paths.carve_block.clone(),
+            serde_json::to_vec(&unknown)?,
+            true,
+            false
+        )
+        .await?
+        .is_error_body()
+    );
+    let r = a
+        .post(
+            &a.paths.carve_begin.clone(),
+            json!({"block_count": 5, "block_size": 8192, "carve_size": 10, "carve_id": "c"}),
+        )
+        .await?;
+    assert!(
+        r.is_error_body() && r.json.as_ref().and_then(|j| j.get("session_id")).is_none(),
+        "{r:?}"
+    );
     let r = a
         .post(&a.paths.carve_begin.clone(), json!({"block_count": 1_000_000, "block_size": 8192, "carve_size": 8_192_000_000u64, "carve_id": "c"}))
         .await?;
-    assert!(r.is_error_body() && r.json.as_ref().and_then(|j| j.get("session_id")).is_none(), "{r:?}");
+    assert!(
+        r.is_error_body() && r.json.as_ref().and_then(|j| j.get("session_id")).is_none(),
+        "{r:?}"
+    );
     Ok(())
 }

@@ -16,26 +16,53 @@ async fn acknowledged_logs_and_state_survive_a_restart() -> anyhow::Result<()> {
         assert!(a.enroll().await?.agent_success());
         agents.push(a);
     }
-    s.api(Method::PUT, "/api/v1/queries/users", Some(json!({"sql": "SELECT * FROM users"}))).await?;
-    s.api(Method::PUT, "/api/v1/schedules/users", Some(json!({"query": "users", "interval": 60, "labels": ["all"]}))).await?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+    s.api(
+        Method::PUT,
+        "/api/v1/queries/users",
+        Some(json!({"sql": "SELECT * FROM users"})),
+    )
+    .await?;
+    s.api(
+        Method::PUT,
+        "/api/v1/schedules/users",
+        Some(json!({"query": "users", "interval": 60, "labels": ["all"]})),
+    )
+    .await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
     let mut acked = 0usize;
     for round in 0..20i64 {
         for a in &agents {
             let data: Vec<_> = (0..10)
                 .map(|i| json!({"name": "users", "unixTime": now - 3_600 + round, "columns": {"uid": format!("{round}-{i}")}, "action": "added"}))
                 .collect();
-            let r = if round % 2 == 0 { a.log("result", json!(data)).await? } else { a.log_gzip("result", json!(data)).await? };
+            let r = if round % 2 == 0 {
+                a.log("result", json!(data)).await?
+            } else {
+                a.log_gzip("result", json!(data)).await?
+            };
             assert!(r.agent_success(), "{r:?}");
             acked += 10;
         }
     }
-    let (_, c) = s.api(Method::POST, "/api/v1/campaigns", Some(json!({"sql": "SELECT 1", "all": true, "expires_in": 600}))).await?;
+    let (_, c) = s
+        .api(
+            Method::POST,
+            "/api/v1/campaigns",
+            Some(json!({"sql": "SELECT 1", "all": true, "expires_in": 600})),
+        )
+        .await?;
     let campaign = c["id"].as_str().unwrap_or_default().to_owned();
     let config_before = agents[0].config().await?.json;
     let mut before = 0usize;
     for a in &agents {
-        before += s.get(&format!("/api/v1/results?host={}&limit=10000", a.host_id())).await?.as_array().map(Vec::len).unwrap_or(0);
+        before += s
+            .get(&format!("/api/v1/results?host={}&limit=10000", a.host_id()))
+            .await?
+            .as_array()
+            .map(Vec::len)
+            .unwrap_or(0);
     }
     assert_eq!(before, acked, "lines missing before the restart");
     let (dir_path, _) = s.stop().await?;
@@ -46,11 +73,19 @@ async fn acknowledged_logs_and_state_survive_a_restart() -> anyhow::Result<()> {
         // Same ports changed, same keys: the agent does not notice.
         a.base = s.agent_url.clone();
         a.http = s.http.clone();
-        let rows = s.get(&format!("/api/v1/results?host={}&limit=10000", a.host_id())).await?;
+        let rows = s
+            .get(&format!("/api/v1/results?host={}&limit=10000", a.host_id()))
+            .await?;
         total += rows.as_array().map(Vec::len).unwrap_or(0);
-        assert!(a.config().await?.agent_success(), "node key still valid after restart");
+        assert!(
+            a.config().await?.agent_success(),
+            "node key still valid after restart"
+        );
     }
-    assert_eq!(total, acked, "acknowledged log lines lost across the restart");
+    assert_eq!(
+        total, acked,
+        "acknowledged log lines lost across the restart"
+    );
     assert_eq!(agents[0].config().await?.json, config_before);
     // The live query still waits for every host.
     let r = agents[1].read().await?.json.unwrap_or_default();

@@ -33,7 +33,9 @@ impl From<ConfigError> for ApiError {
     fn from(e: ConfigError) -> Self {
         match e {
             ConfigError::Invalid(m) => ApiError::BadRequest(m),
-            too_large @ ConfigError::TooLarge { .. } => ApiError::Unprocessable(too_large.to_string()),
+            too_large @ ConfigError::TooLarge { .. } => {
+                ApiError::Unprocessable(too_large.to_string())
+            }
         }
     }
 }
@@ -55,6 +57,10 @@ impl IntoResponse for ApiError {
         if matches!(self, ApiError::Unavailable(_)) {
             tracing::warn!(error = %self, "api request failed");
         }
-        (self.status(), axum::Json(serde_json::json!({ "error": self.to_string() }))).into_response()
+        (
+            self.status(),
+            axum::Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response()
     }
 }

@@ -30,7 +30,8 @@ fn ok<T: serde::Serialize>(v: T) -> ApiResult {
 }
 
 fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))
 }
 
 #[derive(Clone)]
@@ -44,11 +45,14 @@ async fn authenticate(State(tokens): State<Tokens>, req: Request, next: Next) ->
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match presented {
-        Some(t) if !t.is_empty() && tokens.0.iter().any(|k| secret_matches(t, k)) => next.run(req).await,
+        Some(t) if !t.is_empty() && tokens.0.iter().any(|k| secret_matches(t, k)) => {
+            next.run(req).await
+        }
         _ => {
             tracing::info!(path = %req.uri().path(), "api request without a valid token");
             let mut r = ApiError::Unauthorized.into_response();
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             r
         }
     }
@@ -60,40 +64,73 @@ pub fn router(svc: Arc<dyn AdminService>, tokens: Vec<String>, shutdown: Shutdow
         .route("/api/v1/hosts", get(list_hosts))
         .route("/api/v1/hosts/{id}", get(get_host))
         .route("/api/v1/hosts/{id}/labels", axum::routing::put(set_labels))
-        .route("/api/v1/hosts/{id}/rotate_key", axum::routing::post(rotate_key))
+        .route(
+            "/api/v1/hosts/{id}/rotate_key",
+            axum::routing::post(rotate_key),
+        )
         .route("/api/v1/hosts/{id}/config", get(host_config))
         .route("/api/v1/hosts/{id}/status_logs", get(status_logs))
         .route("/api/v1/queries", get(list_queries))
-        .route("/api/v1/queries/{name}", axum::routing::put(put_query).delete(delete_query))
+        .route(
+            "/api/v1/queries/{name}",
+            axum::routing::put(put_query).delete(delete_query),
+        )
         .route("/api/v1/schedules", get(list_schedules))
-        .route("/api/v1/schedules/{name}", axum::routing::put(put_schedule).delete(delete_schedule))
+        .route(
+            "/api/v1/schedules/{name}",
+            axum::routing::put(put_schedule).delete(delete_schedule),
+        )
         .route("/api/v1/label_configs", get(list_label_configs))
-        .route("/api/v1/label_configs/{label}", axum::routing::put(put_label_config).delete(delete_label_config))
+        .route(
+            "/api/v1/label_configs/{label}",
+            axum::routing::put(put_label_config).delete(delete_label_config),
+        )
         .route("/api/v1/results", get(search_results))
-        .route("/api/v1/campaigns", get(list_campaigns).post(create_campaign))
+        .route(
+            "/api/v1/campaigns",
+            get(list_campaigns).post(create_campaign),
+        )
         .route("/api/v1/campaigns/{id}", get(get_campaign))
         .route("/api/v1/campaigns/{id}/results", get(campaign_results))
         .route("/api/v1/carves", get(list_carves))
         .route("/api/v1/carves/{id}", get(get_carve))
         .route("/api/v1/carves/{id}/download", get(download_carve))
-        .route_layer(middleware::from_fn_with_state(Tokens(Arc::new(tokens)), authenticate))
+        .route_layer(middleware::from_fn_with_state(
+            Tokens(Arc::new(tokens)),
+            authenticate,
+        ))
         .with_state(svc);
     let ready = move || {
         let s = shutdown.clone();
         async move {
             if s.is_triggered() {
-                (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "draining"}))).into_response()
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    axum::Json(json!({"status": "draining"})),
+                )
+                    .into_response()
             } else {
                 axum::Json(json!({"status": "ready"})).into_response()
             }
         }
     };
     Router::new()
-        .route("/livez", get(|| async { axum::Json(json!({"status": "ok"})) }))
+        .route(
+            "/livez",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
         .route("/readyz", get(ready))
         .merge(api)
-        .fallback(|req: Request| async move { ApiError::NotFound(format!("route {} {}", req.method(), req.uri().path())).into_response() })
-        .method_not_allowed_fallback(|| async { (StatusCode::METHOD_NOT_ALLOWED, axum::Json(json!({"error": "method not allowed on this route"}))) })
+        .fallback(|req: Request| async move {
+            ApiError::NotFound(format!("route {} {}", req.method(), req.uri().path()))
+                .into_response()
+        })
+        .method_not_allowed_fallback(|| async {
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                axum::Json(json!({"error": "method not allowed on this route"})),
+            )
+        })
 }
 
 async fn list_hosts(State(s): Svc, Q(f): Q<HostFilter>) -> ApiResult {
@@ -133,7 +170,11 @@ struct RotateBody {
 }
 
 async fn rotate_key(State(s): Svc, Path(id): Path<String>, body: Bytes) -> ApiResult {
-    let b: RotateBody = if body.is_empty() { RotateBody::default() } else { parse(&body)? };
+    let b: RotateBody = if body.is_empty() {
+        RotateBody::default()
+    } else {
+        parse(&body)?
+    };
     ok(s.rotate_key(&id, b.revoke).await?)
 }
 
@@ -151,7 +192,13 @@ struct Window {
 }
 
 async fn status_logs(State(s): Svc, Path(id): Path<String>, Q(w): Q<Window>) -> ApiResult {
-    ok(s.host_status_logs(&id, w.since.unwrap_or(0), w.until.unwrap_or(i64::MAX), w.limit.unwrap_or(1000)).await?)
+    ok(s.host_status_logs(
+        &id,
+        w.since.unwrap_or(0),
+        w.until.unwrap_or(i64::MAX),
+        w.limit.unwrap_or(1000),
+    )
+    .await?)
 }
 
 async fn list_queries(State(s): Svc) -> ApiResult {
@@ -168,7 +215,13 @@ struct QueryBody {
 
 async fn put_query(State(s): Svc, Path(name): Path<String>, body: Bytes) -> ApiResult {
     let b: QueryBody = parse(&body)?;
-    ok(s.put_query(Query { name, sql: b.sql, description: b.description, updated_at: 0 }).await?)
+    ok(s.put_query(Query {
+        name,
+        sql: b.sql,
+        description: b.description,
+        updated_at: 0,
+    })
+    .await?)
 }
 
 async fn delete_query(State(s): Svc, Path(name): Path<String>) -> ApiResult {
@@ -240,7 +293,14 @@ struct LabelConfigBody {
 
 async fn put_label_config(State(s): Svc, Path(label): Path<String>, body: Bytes) -> ApiResult {
     let b: LabelConfigBody = parse(&body)?;
-    ok(s.put_label_config(LabelConfig { label, options: b.options, decorators: b.decorators, file_paths: b.file_paths, updated_at: 0 }).await?)
+    ok(s.put_label_config(LabelConfig {
+        label,
+        options: b.options,
+        decorators: b.decorators,
+        file_paths: b.file_paths,
+        updated_at: 0,
+    })
+    .await?)
 }
 
 async fn delete_label_config(State(s): Svc, Path(label): Path<String>) -> ApiResult {
@@ -250,7 +310,10 @@ async fn delete_label_config(State(s): Svc, Path(label): Path<String>) -> ApiRes
 
 async fn search_results(State(s): Svc, Q(w): Q<Window>) -> ApiResult {
     let host_id = match w.host.as_deref() {
-        Some(h) => Some(gatehouse_core::HostId::parse(h).ok_or_else(|| ApiError::BadRequest(format!("{h:?} is not a host id")))?),
+        Some(h) => Some(
+            gatehouse_core::HostId::parse(h)
+                .ok_or_else(|| ApiError::BadRequest(format!("{h:?} is not a host id")))?,
+        ),
         None => None,
     };
     ok(s.search_results(ResultFilter {
@@ -311,18 +374,31 @@ async fn download_carve(State(s): Svc, Path(id): Path<String>) -> ApiResult {
             if i >= count {
                 return None;
             }
-            let r = s.carve_block(&id, i).await.map_err(|e| std::io::Error::other(e.to_string()));
+            let r = s
+                .carve_block(&id, i)
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()));
             Some((r, i + 1))
         }
     });
-    let ext = if carve.format.as_deref() == Some("zstd") { "tar.zst" } else { "tar" };
+    let ext = if carve.format.as_deref() == Some("zstd") {
+        "tar.zst"
+    } else {
+        "tar"
+    };
     let mut r = Response::new(Body::from_stream(stream));
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     if let Ok(v) = HeaderValue::from_str(&carve.carve_size.to_string()) {
         h.insert(header::CONTENT_LENGTH, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}.{ext}\"", carve.carve_id.replace('"', ""))) {
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "attachment; filename=\"{}.{ext}\"",
+        carve.carve_id.replace('"', "")
+    )) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     if let Some(sha) = &carve.sha256

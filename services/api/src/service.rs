@@ -20,7 +20,9 @@ use gatehouse_core::model::{
 };
 use gatehouse_core::ports::{Bus, Store};
 use gatehouse_core::time::now_ms;
-use gatehouse_proto::v1::{CampaignCreated, ConfigChanged, RotateKeyOp, SetLabelsOp, host_reply, host_request};
+use gatehouse_proto::v1::{
+    CampaignCreated, ConfigChanged, RotateKeyOp, SetLabelsOp, host_reply, host_request,
+};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
@@ -129,7 +131,13 @@ pub trait AdminService: Send + Sync + 'static {
     async fn set_host_labels(&self, id: &str, labels: Vec<String>) -> Result<HostView, ApiError>;
     async fn rotate_key(&self, id: &str, revoke: bool) -> Result<KeyChange, ApiError>;
     async fn host_config(&self, id: &str) -> Result<serde_json::Value, ApiError>;
-    async fn host_status_logs(&self, id: &str, since: i64, until: i64, limit: usize) -> Result<Vec<StatusLog>, ApiError>;
+    async fn host_status_logs(
+        &self,
+        id: &str,
+        since: i64,
+        until: i64,
+        limit: usize,
+    ) -> Result<Vec<StatusLog>, ApiError>;
 
     async fn put_query(&self, q: Query) -> Result<Query, ApiError>;
     async fn list_queries(&self) -> Result<Vec<Query>, ApiError>;
@@ -143,7 +151,11 @@ pub trait AdminService: Send + Sync + 'static {
 
     async fn search_results(&self, filter: ResultFilter) -> Result<Vec<ResultLog>, ApiError>;
 
-    async fn create_campaign(&self, req: CampaignRequest, by: &str) -> Result<CampaignView, ApiError>;
+    async fn create_campaign(
+        &self,
+        req: CampaignRequest,
+        by: &str,
+    ) -> Result<CampaignView, ApiError>;
     async fn list_campaigns(&self, limit: usize) -> Result<Vec<CampaignView>, ApiError>;
     async fn get_campaign(&self, id: &str) -> Result<CampaignDetail, ApiError>;
     async fn campaign_results(&self, id: &str) -> Result<Vec<CampaignResult>, ApiError>;
@@ -168,17 +180,32 @@ impl std::fmt::Debug for Admin {
 }
 
 fn host_id(id: &str) -> Result<HostId, ApiError> {
-    HostId::parse(id).ok_or_else(|| ApiError::BadRequest(format!("{id:?} is not a host id (32 hex characters)")))
+    HostId::parse(id)
+        .ok_or_else(|| ApiError::BadRequest(format!("{id:?} is not a host id (32 hex characters)")))
 }
 
 impl Admin {
-    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>, hosts: HostClient, cfg: ApiConfig) -> Self {
-        Self { store, bus, hosts, cfg }
+    pub fn new(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        hosts: HostClient,
+        cfg: ApiConfig,
+    ) -> Self {
+        Self {
+            store,
+            bus,
+            hosts,
+            cfg,
+        }
     }
 
     fn view(&self, host: Host, now: i64) -> HostView {
         let window = i64::try_from(self.cfg.online_window.as_millis()).unwrap_or(i64::MAX);
-        HostView { online: host.is_online(now, window), label_set: host.label_set(), host }
+        HostView {
+            online: host.is_online(now, window),
+            label_set: host.label_set(),
+            host,
+        }
     }
 
     async fn all_hosts(&self) -> Result<Vec<Host>, ApiError> {
@@ -194,9 +221,15 @@ impl Admin {
         }
     }
 
-    async fn host_call(&self, id: &HostId, op: host_request::Op) -> Result<host_reply::Result, ApiError> {
+    async fn host_call(
+        &self,
+        id: &HostId,
+        op: host_request::Op,
+    ) -> Result<host_reply::Result, ApiError> {
         match self.hosts.call(id, 0, op).await {
-            Ok(host_reply::Result::Failure(f)) if f.message == "host not found" => Err(ApiError::NotFound(format!("host {id}"))),
+            Ok(host_reply::Result::Failure(f)) if f.message == "host not found" => {
+                Err(ApiError::NotFound(format!("host {id}")))
+            }
             Ok(host_reply::Result::Failure(f)) => Err(ApiError::Unavailable(f.message)),
             Ok(r) => Ok(r),
             Err(e) => Err(ApiError::Unavailable(format!("host service: {e}"))),
@@ -205,7 +238,11 @@ impl Admin {
 
     /// Validates a definition change against every label set in the fleet,
     /// then lets `save` persist it and announces the new generation.
-    async fn change_definitions<F, Fut>(&self, edit: impl FnOnce(&mut Definitions) -> Result<(), ApiError>, save: F) -> Result<(), ApiError>
+    async fn change_definitions<F, Fut>(
+        &self,
+        edit: impl FnOnce(&mut Definitions) -> Result<(), ApiError>,
+        save: F,
+    ) -> Result<(), ApiError>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<(), ApiError>>,
@@ -232,7 +269,10 @@ impl Admin {
     }
 
     fn coverage(deliveries: &[Delivery], c: &Campaign, now: i64) -> Coverage {
-        let mut cov = Coverage { targeted: c.target_count, ..Default::default() };
+        let mut cov = Coverage {
+            targeted: c.target_count,
+            ..Default::default()
+        };
         for d in deliveries {
             match d.effective_state(c.expires_at, now) {
                 DeliveryState::Queued => cov.queued += 1,
@@ -246,12 +286,19 @@ impl Admin {
     }
 
     async fn campaign(&self, id: &str) -> Result<Campaign, ApiError> {
-        self.store.get_campaign(id).await?.ok_or_else(|| ApiError::NotFound(format!("campaign {id}")))
+        self.store
+            .get_campaign(id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("campaign {id}")))
     }
 }
 
 fn not_found_if_false(found: bool, what: String) -> Result<(), ApiError> {
-    if found { Ok(()) } else { Err(ApiError::NotFound(what)) }
+    if found {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound(what))
+    }
 }
 
 #[async_trait]
@@ -289,7 +336,11 @@ impl AdminService for Admin {
 
     async fn get_host(&self, id: &str) -> Result<HostView, ApiError> {
         let id = host_id(id)?;
-        let h = self.store.get_host(&id).await?.ok_or_else(|| ApiError::NotFound(format!("host {id}")))?;
+        let h = self
+            .store
+            .get_host(&id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("host {id}")))?;
         Ok(self.view(h, now_ms()))
     }
 
@@ -298,18 +349,30 @@ impl AdminService for Admin {
         for l in &labels {
             validate_label(l)?;
             if l == "all" || l.starts_with("platform:") {
-                return Err(ApiError::BadRequest(format!("label {l:?} is built in and cannot be set")));
+                return Err(ApiError::BadRequest(format!(
+                    "label {l:?} is built in and cannot be set"
+                )));
             }
         }
-        self.host_call(&hid, host_request::Op::SetLabels(SetLabelsOp { labels })).await?;
+        self.host_call(&hid, host_request::Op::SetLabels(SetLabelsOp { labels }))
+            .await?;
         self.get_host(id).await
     }
 
     async fn rotate_key(&self, id: &str, revoke: bool) -> Result<KeyChange, ApiError> {
         let hid = host_id(id)?;
-        match self.host_call(&hid, host_request::Op::RotateKey(RotateKeyOp { revoke })).await? {
-            host_reply::Result::Key(k) => Ok(KeyChange { host_id: hid, epoch: k.epoch, revoked: revoke }),
-            _ => Err(ApiError::Unavailable("unexpected reply to key rotation".into())),
+        match self
+            .host_call(&hid, host_request::Op::RotateKey(RotateKeyOp { revoke }))
+            .await?
+        {
+            host_reply::Result::Key(k) => Ok(KeyChange {
+                host_id: hid,
+                epoch: k.epoch,
+                revoked: revoke,
+            }),
+            _ => Err(ApiError::Unavailable(
+                "unexpected reply to key rotation".into(),
+            )),
         }
     }
 
@@ -320,9 +383,18 @@ impl AdminService for Admin {
         serde_json::from_slice(&a.bytes).map_err(|e| ApiError::Unavailable(e.to_string()))
     }
 
-    async fn host_status_logs(&self, id: &str, since: i64, until: i64, limit: usize) -> Result<Vec<StatusLog>, ApiError> {
+    async fn host_status_logs(
+        &self,
+        id: &str,
+        since: i64,
+        until: i64,
+        limit: usize,
+    ) -> Result<Vec<StatusLog>, ApiError> {
         let hid = host_id(id)?;
-        Ok(self.store.query_status(&hid, since, until, limit.clamp(1, 10_000)).await?)
+        Ok(self
+            .store
+            .query_status(&hid, since, until, limit.clamp(1, 10_000))
+            .await?)
     }
 
     async fn put_query(&self, mut q: Query) -> Result<Query, ApiError> {
@@ -345,11 +417,23 @@ impl AdminService for Admin {
     }
 
     async fn delete_query(&self, name: &str) -> Result<(), ApiError> {
-        let users: Vec<String> = self.store.list_schedules().await?.into_iter().filter(|s| s.query == name).map(|s| s.name).collect();
+        let users: Vec<String> = self
+            .store
+            .list_schedules()
+            .await?
+            .into_iter()
+            .filter(|s| s.query == name)
+            .map(|s| s.name)
+            .collect();
         if !users.is_empty() {
-            return Err(ApiError::BadRequest(format!("query {name:?} is used by schedules {users:?}; delete those first")));
+            return Err(ApiError::BadRequest(format!(
+                "query {name:?} is used by schedules {users:?}; delete those first"
+            )));
         }
-        not_found_if_false(self.store.delete_query(name).await?, format!("query {name}"))
+        not_found_if_false(
+            self.store.delete_query(name).await?,
+            format!("query {name}"),
+        )
     }
 
     async fn put_schedule(&self, mut s: Schedule) -> Result<Schedule, ApiError> {
@@ -378,7 +462,13 @@ impl AdminService for Admin {
                 found = d.schedules.remove(name).is_some();
                 Ok(())
             },
-            || async { self.store.delete_schedule(name).await.map(|_| ()).map_err(Into::into) },
+            || async {
+                self.store
+                    .delete_schedule(name)
+                    .await
+                    .map(|_| ())
+                    .map_err(Into::into)
+            },
         )
         .await?;
         not_found_if_false(found, format!("schedule {name}"))
@@ -410,7 +500,13 @@ impl AdminService for Admin {
                 found = d.label_configs.remove(label).is_some();
                 Ok(())
             },
-            || async { self.store.delete_label_config(label).await.map(|_| ()).map_err(Into::into) },
+            || async {
+                self.store
+                    .delete_label_config(label)
+                    .await
+                    .map(|_| ())
+                    .map_err(Into::into)
+            },
         )
         .await?;
         not_found_if_false(found, format!("label config {label}"))
@@ -423,22 +519,36 @@ impl AdminService for Admin {
         if f.since > f.until {
             return Err(ApiError::BadRequest("since must not be after until".into()));
         }
-        f.limit = if f.limit == 0 { 1000 } else { f.limit.min(10_000) };
+        f.limit = if f.limit == 0 {
+            1000
+        } else {
+            f.limit.min(10_000)
+        };
         Ok(self.store.query_results(&f).await?)
     }
 
-    async fn create_campaign(&self, req: CampaignRequest, by: &str) -> Result<CampaignView, ApiError> {
+    async fn create_campaign(
+        &self,
+        req: CampaignRequest,
+        by: &str,
+    ) -> Result<CampaignView, ApiError> {
         let sql = req.sql.trim().to_owned();
         if sql.is_empty() {
             return Err(ApiError::BadRequest("sql must not be empty".into()));
         }
         if sql.len() > 100_000 {
-            return Err(ApiError::BadRequest("sql is longer than 100000 bytes".into()));
+            return Err(ApiError::BadRequest(
+                "sql is longer than 100000 bytes".into(),
+            ));
         }
         if req.hosts.is_empty() && req.labels.is_empty() && !req.all {
-            return Err(ApiError::BadRequest("give targets: hosts, labels, or all: true".into()));
+            return Err(ApiError::BadRequest(
+                "give targets: hosts, labels, or all: true".into(),
+            ));
         }
-        let ttl = req.expires_in.map_or(self.cfg.default_campaign_ttl, Duration::from_secs);
+        let ttl = req
+            .expires_in
+            .map_or(self.cfg.default_campaign_ttl, Duration::from_secs);
         if ttl < Duration::from_secs(1) || ttl > self.cfg.max_campaign_ttl {
             return Err(ApiError::BadRequest(format!(
                 "expires_in must be between 1 and {} seconds",
@@ -466,7 +576,9 @@ impl AdminService for Admin {
             }
         }
         if targets.is_empty() {
-            return Err(ApiError::BadRequest("no enrolled host matches the targets".into()));
+            return Err(ApiError::BadRequest(
+                "no enrolled host matches the targets".into(),
+            ));
         }
         if targets.len() > self.cfg.max_campaign_targets {
             return Err(ApiError::BadRequest(format!(
@@ -479,7 +591,11 @@ impl AdminService for Admin {
         let c = Campaign {
             id: uuid::Uuid::new_v4().simple().to_string(),
             sql,
-            targets: Targets { hosts: wanted, labels: req.labels, all: req.all },
+            targets: Targets {
+                hosts: wanted,
+                labels: req.labels,
+                all: req.all,
+            },
             target_count: targets.len() as u64,
             created_at: now,
             expires_at: now + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2),
@@ -487,12 +603,27 @@ impl AdminService for Admin {
         };
         let hosts: Vec<HostId> = targets.into_iter().collect();
         self.store.create_campaign(&c, &hosts).await?;
-        let msg = CampaignCreated { campaign_id: c.id.clone(), host_ids: hosts.iter().map(ToString::to_string).collect() };
-        if let Err(e) = self.bus.publish(CAMPAIGN_SUBJECT, msg.encode_to_vec().into()).await {
+        let msg = CampaignCreated {
+            campaign_id: c.id.clone(),
+            host_ids: hosts.iter().map(ToString::to_string).collect(),
+        };
+        if let Err(e) = self
+            .bus
+            .publish(CAMPAIGN_SUBJECT, msg.encode_to_vec().into())
+            .await
+        {
             tracing::warn!(campaign = %c.id, error = %e, "campaign broadcast failed; hosts pick it up when their actors restart");
         }
         tracing::info!(campaign = %c.id, targets = c.target_count, by, "campaign created");
-        Ok(CampaignView { coverage: Coverage { targeted: c.target_count, queued: c.target_count, ..Default::default() }, expired: false, campaign: c })
+        Ok(CampaignView {
+            coverage: Coverage {
+                targeted: c.target_count,
+                queued: c.target_count,
+                ..Default::default()
+            },
+            expired: false,
+            campaign: c,
+        })
     }
 
     async fn list_campaigns(&self, limit: usize) -> Result<Vec<CampaignView>, ApiError> {
@@ -500,7 +631,11 @@ impl AdminService for Admin {
         let mut out = Vec::new();
         for c in self.store.list_campaigns(limit.clamp(1, 1000)).await? {
             let ds = self.store.list_deliveries(&c.id).await?;
-            out.push(CampaignView { coverage: Self::coverage(&ds, &c, now), expired: c.is_expired(now), campaign: c });
+            out.push(CampaignView {
+                coverage: Self::coverage(&ds, &c, now),
+                expired: c.is_expired(now),
+                campaign: c,
+            });
         }
         Ok(out)
     }
@@ -517,11 +652,23 @@ impl AdminService for Admin {
             if !matches!(d.state, DeliveryState::Answered | DeliveryState::Failed) {
                 non_responders.push(d.host_id.clone());
             }
-            let hostname = self.store.get_host(&d.host_id).await?.map(|h| h.hostname).unwrap_or_default();
-            hosts.push(HostDelivery { delivery: d, hostname });
+            let hostname = self
+                .store
+                .get_host(&d.host_id)
+                .await?
+                .map(|h| h.hostname)
+                .unwrap_or_default();
+            hosts.push(HostDelivery {
+                delivery: d,
+                hostname,
+            });
         }
         Ok(CampaignDetail {
-            view: CampaignView { expired: c.is_expired(now), coverage, campaign: c },
+            view: CampaignView {
+                expired: c.is_expired(now),
+                coverage,
+                campaign: c,
+            },
             hosts,
             non_responders,
         })
@@ -537,7 +684,11 @@ impl AdminService for Admin {
     }
 
     async fn get_carve(&self, id: &str) -> Result<CarveSession, ApiError> {
-        let s = self.store.get_carve(id).await?.ok_or_else(|| ApiError::NotFound(format!("carve {id}")))?;
+        let s = self
+            .store
+            .get_carve(id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("carve {id}")))?;
         if s.state == CarveState::Receiving && s.blocks_received == s.block_count {
             // Every block arrived but completion did not run (e.g. a crash).
             return Ok(finalize(self.store.as_ref(), s).await?);

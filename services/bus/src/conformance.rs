@@ -34,21 +34,37 @@ async fn request_reply(bus: &dyn Bus) {
         }
     });
     for i in 0..3 {
-        let reply = ok(bus.request("conf.echo", Bytes::from(format!("m{i}")), T).await);
+        let reply = ok(bus
+            .request("conf.echo", Bytes::from(format!("m{i}")), T)
+            .await);
         assert_eq!(reply, Bytes::from(format!("re:m{i}")));
     }
     let _ = server.await;
 }
 
 async fn no_responders(bus: &dyn Bus) {
-    let r = bus.request("conf.nobody", Bytes::from_static(b"x"), T).await;
+    let r = bus
+        .request("conf.nobody", Bytes::from_static(b"x"), T)
+        .await;
     assert!(matches!(r, Err(BusError::NoResponders(_))), "got {r:?}");
 }
 
 async fn timeout(bus: &dyn Bus) {
     let _sub = ok(bus.subscribe("conf.silent", None).await);
-    let r = bus.request("conf.silent", Bytes::from_static(b"x"), Duration::from_millis(200)).await;
-    assert!(matches!(r, Err(BusError::Timeout(_)) | Err(BusError::NoResponders(_))), "got {r:?}");
+    let r = bus
+        .request(
+            "conf.silent",
+            Bytes::from_static(b"x"),
+            Duration::from_millis(200),
+        )
+        .await;
+    assert!(
+        matches!(
+            r,
+            Err(BusError::Timeout(_)) | Err(BusError::NoResponders(_))
+        ),
+        "got {r:?}"
+    );
 }
 
 async fn wildcards_and_fanout(bus: &dyn Bus) {
@@ -57,14 +73,27 @@ async fn wildcards_and_fanout(bus: &dyn Bus) {
     let mut exact = ok(bus.subscribe("conf.fan.x", None).await);
     ok(bus.publish("conf.fan.x", Bytes::from_static(b"1")).await);
     for sub in [&mut star, &mut tail, &mut exact] {
-        let m = tokio::time::timeout(T, sub.next()).await.ok().flatten().unwrap_or_else(|| panic!("fan-out missed a subscriber"));
+        let m = tokio::time::timeout(T, sub.next())
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("fan-out missed a subscriber"));
         assert_eq!(m.subject, "conf.fan.x");
         assert_eq!(m.payload, Bytes::from_static(b"1"));
     }
     ok(bus.publish("conf.fan.y.z", Bytes::from_static(b"2")).await);
-    let m = tokio::time::timeout(T, tail.next()).await.ok().flatten().unwrap_or_else(|| panic!("'>' missed"));
+    let m = tokio::time::timeout(T, tail.next())
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("'>' missed"));
     assert_eq!(m.subject, "conf.fan.y.z");
-    assert!(tokio::time::timeout(Duration::from_millis(200), star.next()).await.is_err(), "'*' matched two tokens");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), star.next())
+            .await
+            .is_err(),
+        "'*' matched two tokens"
+    );
 }
 
 async fn queue_groups(bus: &dyn Bus) {
@@ -79,7 +108,10 @@ async fn queue_groups(bus: &dyn Bus) {
             got += 1;
         }
     }
-    assert_eq!(got, 20, "each message goes to exactly one member of a queue group");
+    assert_eq!(
+        got, 20,
+        "each message goes to exactly one member of a queue group"
+    );
 }
 
 async fn unsubscribe_on_drop(bus: &dyn Bus) {
@@ -87,6 +119,12 @@ async fn unsubscribe_on_drop(bus: &dyn Bus) {
     drop(sub);
     // Give remote buses a moment to process the unsubscribe.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let r = bus.request("conf.drop", Bytes::from_static(b"x"), Duration::from_millis(300)).await;
+    let r = bus
+        .request(
+            "conf.drop",
+            Bytes::from_static(b"x"),
+            Duration::from_millis(300),
+        )
+        .await;
     assert!(r.is_err(), "a dropped subscription still answered");
 }

@@ -50,21 +50,33 @@ pub struct HostClient {
 
 impl std::fmt::Debug for HostClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HostClient").field("shards", &self.shards).finish()
+        f.debug_struct("HostClient")
+            .field("shards", &self.shards)
+            .finish()
     }
 }
 
 impl HostClient {
     /// `timeout` bounds one attempt; `budget` bounds all retries.
     pub fn new(bus: Arc<dyn Bus>, shards: u32, timeout: Duration, budget: Duration) -> Self {
-        Self { bus, shards, timeout, budget }
+        Self {
+            bus,
+            shards,
+            timeout,
+            budget,
+        }
     }
 
     pub fn shards(&self) -> u32 {
         self.shards
     }
 
-    pub async fn call(&self, host: &HostId, key_epoch: u64, op: host_request::Op) -> Result<host_reply::Result, RpcError> {
+    pub async fn call(
+        &self,
+        host: &HostId,
+        key_epoch: u64,
+        op: host_request::Op,
+    ) -> Result<host_reply::Result, RpcError> {
         let req = HostRequest {
             host_id: host.to_string(),
             key_epoch,
@@ -76,9 +88,18 @@ impl HostClient {
         let mut backoff = Duration::from_millis(50);
         loop {
             let remaining = self.budget.saturating_sub(start.elapsed());
-            match self.bus.request(&subject, payload.clone(), self.timeout.min(remaining.max(Duration::from_millis(1)))).await {
+            match self
+                .bus
+                .request(
+                    &subject,
+                    payload.clone(),
+                    self.timeout.min(remaining.max(Duration::from_millis(1))),
+                )
+                .await
+            {
                 Ok(bytes) => {
-                    let reply = HostReply::decode(bytes).map_err(|e| RpcError::Decode(e.to_string()))?;
+                    let reply =
+                        HostReply::decode(bytes).map_err(|e| RpcError::Decode(e.to_string()))?;
                     return reply.result.ok_or(RpcError::Empty);
                 }
                 Err(BusError::NoResponders(s)) if start.elapsed() + backoff < self.budget => {

@@ -109,7 +109,10 @@ impl InProcBus {
         let subs = self.inner.subs.lock().map_err(|_| BusError::Closed)?;
         let mut plain = Vec::new();
         let mut groups: BTreeMap<&str, Vec<&mpsc::Sender<BusMessage>>> = BTreeMap::new();
-        for s in subs.iter().filter(|s| !s.tx.is_closed() && subject_matches(&s.pattern, subject)) {
+        for s in subs
+            .iter()
+            .filter(|s| !s.tx.is_closed() && subject_matches(&s.pattern, subject))
+        {
             match &s.group {
                 None => plain.push(s.tx.clone()),
                 Some(g) => groups.entry(g.as_str()).or_default().push(&s.tx),
@@ -122,14 +125,21 @@ impl InProcBus {
         Ok(plain)
     }
 
-    async fn deliver(&self, subject: &str, payload: Bytes, slot: Option<Arc<Mutex<Option<oneshot::Sender<Bytes>>>>>) -> Result<usize, BusError> {
+    async fn deliver(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        slot: Option<Arc<Mutex<Option<oneshot::Sender<Bytes>>>>>,
+    ) -> Result<usize, BusError> {
         let targets = self.targets(subject)?;
         let mut delivered = 0;
         for tx in targets {
             let msg = BusMessage {
                 subject: subject.to_owned(),
                 payload: payload.clone(),
-                reply: slot.clone().map(|slot| Box::new(OneShotReplier { slot }) as Box<dyn Replier>),
+                reply: slot
+                    .clone()
+                    .map(|slot| Box::new(OneShotReplier { slot }) as Box<dyn Replier>),
             };
             if tx.send(msg).await.is_ok() {
                 delivered += 1;
@@ -143,14 +153,23 @@ impl InProcBus {
 impl Bus for InProcBus {
     async fn publish(&self, subject: &str, payload: Bytes) -> Result<(), BusError> {
         if !valid_subject(subject, false) {
-            return Err(BusError::Unavailable(format!("invalid subject {subject:?}")));
+            return Err(BusError::Unavailable(format!(
+                "invalid subject {subject:?}"
+            )));
         }
         self.deliver(subject, payload, None).await.map(|_| ())
     }
 
-    async fn request(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<Bytes, BusError> {
+    async fn request(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, BusError> {
         if !valid_subject(subject, false) {
-            return Err(BusError::Unavailable(format!("invalid subject {subject:?}")));
+            return Err(BusError::Unavailable(format!(
+                "invalid subject {subject:?}"
+            )));
         }
         let (tx, rx) = oneshot::channel();
         let slot = Arc::new(Mutex::new(Some(tx)));
@@ -166,21 +185,34 @@ impl Bus for InProcBus {
         }
     }
 
-    async fn subscribe(&self, subject: &str, queue_group: Option<&str>) -> Result<Subscription, BusError> {
+    async fn subscribe(
+        &self,
+        subject: &str,
+        queue_group: Option<&str>,
+    ) -> Result<Subscription, BusError> {
         if !valid_subject(subject, true) {
-            return Err(BusError::Unavailable(format!("invalid subject pattern {subject:?}")));
+            return Err(BusError::Unavailable(format!(
+                "invalid subject pattern {subject:?}"
+            )));
         }
         let (tx, rx) = mpsc::channel(SUBSCRIPTION_BUFFER);
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        self.inner.subs.lock().map_err(|_| BusError::Closed)?.push(Sub {
-            id,
-            pattern: subject.split('.').map(str::to_owned).collect(),
-            group: queue_group.map(str::to_owned),
-            tx,
-        });
+        self.inner
+            .subs
+            .lock()
+            .map_err(|_| BusError::Closed)?
+            .push(Sub {
+                id,
+                pattern: subject.split('.').map(str::to_owned).collect(),
+                group: queue_group.map(str::to_owned),
+                tx,
+            });
         Ok(Subscription {
             messages: rx,
-            guard: Box::new(Unsubscribe { inner: Arc::downgrade(&self.inner), id }),
+            guard: Box::new(Unsubscribe {
+                inner: Arc::downgrade(&self.inner),
+                id,
+            }),
         })
     }
 }

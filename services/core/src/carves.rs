@@ -13,7 +13,10 @@ use crate::time::now_ms;
 pub const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 
 /// Hashes and completes `session` if all its blocks are present.
-pub async fn finalize(store: &dyn Store, mut session: CarveSession) -> Result<CarveSession, StoreError> {
+pub async fn finalize(
+    store: &dyn Store,
+    mut session: CarveSession,
+) -> Result<CarveSession, StoreError> {
     if session.state == CarveState::Complete || session.blocks_received < session.block_count {
         return Ok(session);
     }
@@ -23,7 +26,9 @@ pub async fn finalize(store: &dyn Store, mut session: CarveSession) -> Result<Ca
         let block = store
             .get_carve_block(&session.session_id, id)
             .await?
-            .ok_or_else(|| StoreError::NotFound(format!("carve {} block {id}", session.session_id)))?;
+            .ok_or_else(|| {
+                StoreError::NotFound(format!("carve {} block {id}", session.session_id))
+            })?;
         if id == 0 && block.starts_with(&ZSTD_MAGIC) {
             format = "zstd";
         }

@@ -54,13 +54,17 @@ pub const CLI_ONLY_FLAGS: &[&str] = &[
     "proxy_hostname",
 ];
 
-const PLATFORMS: &[&str] = &["any", "all", "posix", "linux", "darwin", "windows", "freebsd"];
+const PLATFORMS: &[&str] = &[
+    "any", "all", "posix", "linux", "darwin", "windows", "freebsd",
+];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("{0}")]
     Invalid(String),
-    #[error("config for labels {labels:?} would be {size} bytes, over the {limit}-byte limit of released osquery agents")]
+    #[error(
+        "config for labels {labels:?} would be {size} bytes, over the {limit}-byte limit of released osquery agents"
+    )]
     TooLarge {
         labels: Vec<String>,
         size: usize,
@@ -86,7 +90,8 @@ pub struct Assembled {
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:/".contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.:/".contains(&b))
 }
 
 pub fn validate_query(q: &Query) -> Result<(), ConfigError> {
@@ -104,10 +109,16 @@ pub fn validate_query(q: &Query) -> Result<(), ConfigError> {
 
 pub fn validate_schedule(s: &Schedule, defs: &Definitions) -> Result<(), ConfigError> {
     if !valid_name(&s.name) {
-        return Err(ConfigError::Invalid(format!("schedule name {:?} is not a valid name", s.name)));
+        return Err(ConfigError::Invalid(format!(
+            "schedule name {:?} is not a valid name",
+            s.name
+        )));
     }
     if !defs.queries.contains_key(&s.query) {
-        return Err(ConfigError::Invalid(format!("schedule {:?} names unknown query {:?}", s.name, s.query)));
+        return Err(ConfigError::Invalid(format!(
+            "schedule {:?} names unknown query {:?}",
+            s.name, s.query
+        )));
     }
     if !(1..=604_800).contains(&s.interval) {
         return Err(ConfigError::Invalid(format!(
@@ -118,7 +129,9 @@ pub fn validate_schedule(s: &Schedule, defs: &Definitions) -> Result<(), ConfigE
     if let Some(shard) = s.shard
         && !(1..=100).contains(&shard)
     {
-        return Err(ConfigError::Invalid(format!("shard {shard} is outside 1..=100")));
+        return Err(ConfigError::Invalid(format!(
+            "shard {shard} is outside 1..=100"
+        )));
     }
     if let Some(p) = &s.platform {
         for part in p.split(',') {
@@ -133,10 +146,14 @@ pub fn validate_schedule(s: &Schedule, defs: &Definitions) -> Result<(), ConfigE
     if let Some(pack) = &s.pack
         && !valid_name(pack)
     {
-        return Err(ConfigError::Invalid(format!("pack name {pack:?} is not a valid name")));
+        return Err(ConfigError::Invalid(format!(
+            "pack name {pack:?} is not a valid name"
+        )));
     }
     if s.labels.is_empty() {
-        return Err(ConfigError::Invalid("a schedule needs at least one label (use \"all\" for every host)".into()));
+        return Err(ConfigError::Invalid(
+            "a schedule needs at least one label (use \"all\" for every host)".into(),
+        ));
     }
     for l in &s.labels {
         validate_label(l)?;
@@ -148,7 +165,9 @@ pub fn validate_label(l: &str) -> Result<(), ConfigError> {
     if valid_name(l) {
         Ok(())
     } else {
-        Err(ConfigError::Invalid(format!("label {l:?} is not a valid name")))
+        Err(ConfigError::Invalid(format!(
+            "label {l:?} is not a valid name"
+        )))
     }
 }
 
@@ -161,11 +180,17 @@ pub fn validate_label_config(c: &LabelConfig) -> Result<(), ConfigError> {
             )));
         }
         if v.is_object() || v.is_array() {
-            return Err(ConfigError::Invalid(format!("option {k:?} must be a string, number or boolean")));
+            return Err(ConfigError::Invalid(format!(
+                "option {k:?} must be a string, number or boolean"
+            )));
         }
     }
     for secs in c.decorators.interval.keys() {
-        if secs.parse::<u32>().map(|s| s == 0 || s % 60 != 0).unwrap_or(true) {
+        if secs
+            .parse::<u32>()
+            .map(|s| s == 0 || s % 60 != 0)
+            .unwrap_or(true)
+        {
             return Err(ConfigError::Invalid(format!(
                 "decorator interval {secs:?} must be a positive multiple of 60 seconds"
             )));
@@ -206,7 +231,10 @@ pub fn assemble(labels: &[String], defs: &Definitions) -> Result<Assembled, Conf
                 schedule.insert(s.name.clone(), Value::Object(entry));
             }
             Some(p) => {
-                packs.entry(p.clone()).or_default().insert(s.name.clone(), Value::Object(entry));
+                packs
+                    .entry(p.clone())
+                    .or_default()
+                    .insert(s.name.clone(), Value::Object(entry));
             }
         }
     }
@@ -275,11 +303,28 @@ pub fn assemble(labels: &[String], defs: &Definitions) -> Result<Assembled, Conf
 }
 
 /// Loads every definition that shapes configs.
-pub async fn load_definitions(store: &dyn crate::ports::Store) -> Result<Definitions, crate::ports::StoreError> {
+pub async fn load_definitions(
+    store: &dyn crate::ports::Store,
+) -> Result<Definitions, crate::ports::StoreError> {
     Ok(Definitions {
-        queries: store.list_queries().await?.into_iter().map(|q| (q.name.clone(), q)).collect(),
-        schedules: store.list_schedules().await?.into_iter().map(|s| (s.name.clone(), s)).collect(),
-        label_configs: store.list_label_configs().await?.into_iter().map(|c| (c.label.clone(), c)).collect(),
+        queries: store
+            .list_queries()
+            .await?
+            .into_iter()
+            .map(|q| (q.name.clone(), q))
+            .collect(),
+        schedules: store
+            .list_schedules()
+            .await?
+            .into_iter()
+            .map(|s| (s.name.clone(), s))
+            .collect(),
+        label_configs: store
+            .list_label_configs()
+            .await?
+            .into_iter()
+            .map(|c| (c.label.clone(), c))
+            .collect(),
     })
 }
 
@@ -297,8 +342,19 @@ mod tests {
 
     fn defs() -> Definitions {
         let mut d = Definitions::default();
-        for (n, sql) in [("users", "SELECT * FROM users"), ("procs", "SELECT * FROM processes")] {
-            d.queries.insert(n.into(), Query { name: n.into(), sql: sql.into(), description: String::new(), updated_at: 0 });
+        for (n, sql) in [
+            ("users", "SELECT * FROM users"),
+            ("procs", "SELECT * FROM processes"),
+        ] {
+            d.queries.insert(
+                n.into(),
+                Query {
+                    name: n.into(),
+                    sql: sql.into(),
+                    description: String::new(),
+                    updated_at: 0,
+                },
+            );
         }
         let sched = |name: &str, q: &str, labels: &[&str], pack: Option<&str>| Schedule {
             name: name.into(),
@@ -313,14 +369,31 @@ mod tests {
             labels: labels.iter().map(|s| s.to_string()).collect(),
             updated_at: 0,
         };
-        d.schedules.insert("users".into(), sched("users", "users", &["all"], None));
-        d.schedules.insert("procs".into(), sched("procs", "procs", &["servers"], Some("inventory")));
-        let mut all = LabelConfig { label: "all".into(), ..Default::default() };
-        all.options.insert("logger_tls_period".into(), Value::from(4));
-        all.decorators.load.push("SELECT uuid AS host_uuid FROM system_info".into());
-        let mut servers = LabelConfig { label: "servers".into(), ..Default::default() };
-        servers.options.insert("logger_tls_period".into(), Value::from(10));
-        servers.file_paths.insert("etc".into(), vec!["/etc/%%".into()]);
+        d.schedules
+            .insert("users".into(), sched("users", "users", &["all"], None));
+        d.schedules.insert(
+            "procs".into(),
+            sched("procs", "procs", &["servers"], Some("inventory")),
+        );
+        let mut all = LabelConfig {
+            label: "all".into(),
+            ..Default::default()
+        };
+        all.options
+            .insert("logger_tls_period".into(), Value::from(4));
+        all.decorators
+            .load
+            .push("SELECT uuid AS host_uuid FROM system_info".into());
+        let mut servers = LabelConfig {
+            label: "servers".into(),
+            ..Default::default()
+        };
+        servers
+            .options
+            .insert("logger_tls_period".into(), Value::from(10));
+        servers
+            .file_paths
+            .insert("etc".into(), vec!["/etc/%%".into()]);
         d.label_configs.insert("all".into(), all);
         d.label_configs.insert("servers".into(), servers);
         d
@@ -329,26 +402,40 @@ mod tests {
     #[test]
     fn assembles_by_label_and_is_deterministic() {
         let d = defs();
-        let plain = assemble(&["all".into(), "platform:linux".into()], &d).unwrap_or_else(|e| panic!("{e}"));
+        let plain = assemble(&["all".into(), "platform:linux".into()], &d)
+            .unwrap_or_else(|e| panic!("{e}"));
         let v: Value = serde_json::from_slice(&plain.bytes).unwrap_or_default();
         assert!(v["schedule"]["users"].is_object());
         assert!(v.get("packs").is_none());
         assert_eq!(v["options"]["logger_tls_period"], 4);
-        let srv = assemble(&["all".into(), "platform:linux".into(), "servers".into()], &d).unwrap_or_else(|e| panic!("{e}"));
+        let srv = assemble(
+            &["all".into(), "platform:linux".into(), "servers".into()],
+            &d,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let v: Value = serde_json::from_slice(&srv.bytes).unwrap_or_default();
-        assert_eq!(v["packs"]["inventory"]["queries"]["procs"]["query"], "SELECT * FROM processes");
+        assert_eq!(
+            v["packs"]["inventory"]["queries"]["procs"]["query"],
+            "SELECT * FROM processes"
+        );
         assert_eq!(v["options"]["logger_tls_period"], 10);
         assert_eq!(v["file_paths"]["etc"][0], "/etc/%%");
         assert_ne!(plain.hash, srv.hash);
-        let again = assemble(&["all".into(), "platform:linux".into()], &d).unwrap_or_else(|e| panic!("{e}"));
+        let again = assemble(&["all".into(), "platform:linux".into()], &d)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(plain, again);
     }
 
     #[test]
     fn refuses_oversized_configs() {
         let mut d = defs();
-        d.queries.get_mut("users").map(|q| q.sql = "x".repeat(MAX_CONFIG_BYTES));
-        assert!(matches!(assemble(&["all".into()], &d), Err(ConfigError::TooLarge { .. })));
+        if let Some(q) = d.queries.get_mut("users") {
+            q.sql = "x".repeat(MAX_CONFIG_BYTES);
+        }
+        assert!(matches!(
+            assemble(&["all".into()], &d),
+            Err(ConfigError::TooLarge { .. })
+        ));
     }
 
     #[test]
@@ -360,7 +447,10 @@ mod tests {
         s.interval = 10;
         s.query = "nope".into();
         assert!(validate_schedule(&s, &d).is_err());
-        let mut c = LabelConfig { label: "x".into(), ..Default::default() };
+        let mut c = LabelConfig {
+            label: "x".into(),
+            ..Default::default()
+        };
         c.options.insert("config_refresh".into(), Value::from(10));
         assert!(validate_label_config(&c).is_err());
     }

@@ -37,8 +37,10 @@ impl HostId {
 
     /// Parses an id given by a caller; `None` unless it is 32 lowercase hex.
     pub fn parse(s: &str) -> Option<Self> {
-        (s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-            .then(|| HostId(s.to_owned()))
+        (s.len() == 32
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .then(|| HostId(s.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -148,6 +150,9 @@ mod tests {
         let d2 = serde_json::json!({"system_info": {"uuid": "EC2-AB"}});
         let m2 = d2.as_object().cloned().unwrap_or_default();
         assert_eq!(identity_from_details(&m2, "h"), "hw:ec2-ab");
-        assert_eq!(identity_from_details(&serde_json::Map::new(), "h"), "identifier:h");
+        assert_eq!(
+            identity_from_details(&serde_json::Map::new(), "h"),
+            "identifier:h"
+        );
     }
 }

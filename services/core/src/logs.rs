@@ -26,7 +26,9 @@ pub const CLOCK_TRUST_FUTURE_SECS: i64 = 86_400;
 /// agent's clock is years off).
 pub fn bucket_day(unix_time: i64, received_ms: i64) -> u32 {
     let received = received_ms / 1000;
-    if unix_time >= received - CLOCK_TRUST_PAST_SECS && unix_time <= received + CLOCK_TRUST_FUTURE_SECS {
+    if unix_time >= received - CLOCK_TRUST_PAST_SECS
+        && unix_time <= received + CLOCK_TRUST_FUTURE_SECS
+    {
         crate::time::unix_day(unix_time)
     } else {
         crate::time::unix_day(received)
@@ -58,9 +60,17 @@ fn line_ids(lines: &[Map<String, Value>]) -> Vec<String> {
 
 /// Classifies a result line and counts its rows.
 pub fn classify(line: &Map<String, Value>) -> (ResultKind, String, u32) {
-    let action = line.get("action").and_then(Value::as_str).unwrap_or("").to_owned();
+    let action = line
+        .get("action")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
     if let Some(Value::Array(rows)) = line.get("snapshot") {
-        return (ResultKind::Snapshot, action, u32::try_from(rows.len()).unwrap_or(u32::MAX));
+        return (
+            ResultKind::Snapshot,
+            action,
+            u32::try_from(rows.len()).unwrap_or(u32::MAX),
+        );
     }
     if let Some(Value::Object(d)) = line.get("diffResults") {
         let n = ["added", "removed"]
@@ -68,7 +78,11 @@ pub fn classify(line: &Map<String, Value>) -> (ResultKind, String, u32) {
             .filter_map(|k| d.get(*k).and_then(Value::as_array))
             .map(Vec::len)
             .sum::<usize>();
-        return (ResultKind::Batched, action, u32::try_from(n).unwrap_or(u32::MAX));
+        return (
+            ResultKind::Batched,
+            action,
+            u32::try_from(n).unwrap_or(u32::MAX),
+        );
     }
     if line.get("columns").is_some_and(Value::is_object) {
         return (ResultKind::Event, action, 1);
@@ -89,7 +103,11 @@ pub fn records(host: &HostId, req: LogRequest, received_at: i64) -> LogRecords {
                     let (kind, action, rows) = classify(&line);
                     ResultLog {
                         host_id: host.clone(),
-                        name: line.get("name").and_then(Value::as_str).unwrap_or("").to_owned(),
+                        name: line
+                            .get("name")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_owned(),
                         unix_time: int_field(&line, "unixTime").unwrap_or(fallback_time),
                         kind,
                         action,
@@ -109,7 +127,11 @@ pub fn records(host: &HostId, req: LogRequest, received_at: i64) -> LogRecords {
                     host_id: host.clone(),
                     unix_time: int_field(&line, "unixTime").unwrap_or(fallback_time),
                     severity: int_field(&line, "severity").unwrap_or(0),
-                    message: line.get("message").and_then(Value::as_str).unwrap_or("").to_owned(),
+                    message: line
+                        .get("message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_owned(),
                     line_id,
                     received_at,
                     line: Value::Object(line),
@@ -127,9 +149,18 @@ mod tests {
     #[test]
     fn skewed_clocks_bucket_by_receive_day() {
         let now_ms = 1_800_000_000_000;
-        assert_eq!(bucket_day(1_800_000_000 - 3_600, now_ms), crate::time::unix_day(1_800_000_000 - 3_600));
-        assert_eq!(bucket_day(946_684_800, now_ms), crate::time::unix_day(1_800_000_000));
-        assert_eq!(bucket_day(2_900_000_000, now_ms), crate::time::unix_day(1_800_000_000));
+        assert_eq!(
+            bucket_day(1_800_000_000 - 3_600, now_ms),
+            crate::time::unix_day(1_800_000_000 - 3_600)
+        );
+        assert_eq!(
+            bucket_day(946_684_800, now_ms),
+            crate::time::unix_day(1_800_000_000)
+        );
+        assert_eq!(
+            bucket_day(2_900_000_000, now_ms),
+            crate::time::unix_day(1_800_000_000)
+        );
     }
 
     #[test]
@@ -139,7 +170,9 @@ mod tests {
             {"name":"q","unixTime":5,"snapshot":[{"a":"1"},{"a":"2"}],"action":"snapshot"}]}"#)
             .unwrap_or_default();
         let host = HostId::from_identity("x");
-        let LogRecords::Results(r) = records(&host, parse_log(a).unwrap_or_else(|e| panic!("{e}")), 1000) else {
+        let LogRecords::Results(r) =
+            records(&host, parse_log(a).unwrap_or_else(|e| panic!("{e}")), 1000)
+        else {
             panic!("expected results")
         };
         assert_eq!(r.len(), 3);

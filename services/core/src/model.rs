@@ -48,7 +48,11 @@ impl Host {
         let mut extra: Vec<String> = self.labels.clone();
         extra.sort();
         extra.dedup();
-        labels.extend(extra.into_iter().filter(|l| l != "all" && !l.starts_with("platform:")));
+        labels.extend(
+            extra
+                .into_iter()
+                .filter(|l| l != "all" && !l.starts_with("platform:")),
+        );
         labels
     }
 

@@ -65,7 +65,13 @@ pub trait Store: Send + Sync + 'static {
     // Logs: idempotent on `line_id`.
     async fn append_logs(&self, records: &LogRecords) -> StoreResult<()>;
     async fn query_results(&self, filter: &ResultFilter) -> StoreResult<Vec<ResultLog>>;
-    async fn query_status(&self, host: &HostId, since: i64, until: i64, limit: usize) -> StoreResult<Vec<StatusLog>>;
+    async fn query_status(
+        &self,
+        host: &HostId,
+        since: i64,
+        until: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<StatusLog>>;
     /// Deletes log lines whose agent time falls on a day before `day`.
     async fn purge_logs_before_day(&self, day: u32) -> StoreResult<u64>;
 
@@ -88,7 +94,12 @@ pub trait Store: Send + Sync + 'static {
     async fn get_carve(&self, session_id: &str) -> StoreResult<Option<CarveSession>>;
     async fn update_carve(&self, s: &CarveSession) -> StoreResult<()>;
     async fn list_carves(&self, limit: usize) -> StoreResult<Vec<CarveSession>>;
-    async fn put_carve_block(&self, session_id: &str, block_id: u64, data: &[u8]) -> StoreResult<BlockOutcome>;
+    async fn put_carve_block(
+        &self,
+        session_id: &str,
+        block_id: u64,
+        data: &[u8],
+    ) -> StoreResult<BlockOutcome>;
     async fn get_carve_block(&self, session_id: &str, block_id: u64) -> StoreResult<Option<Bytes>>;
 
     // Small named values (generation counters, bootstrap facts).
@@ -157,8 +168,17 @@ impl Subscription {
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
     async fn publish(&self, subject: &str, payload: Bytes) -> Result<(), BusError>;
-    async fn request(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<Bytes, BusError>;
-    async fn subscribe(&self, subject: &str, queue_group: Option<&str>) -> Result<Subscription, BusError>;
+    async fn request(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, BusError>;
+    async fn subscribe(
+        &self,
+        subject: &str,
+        queue_group: Option<&str>,
+    ) -> Result<Subscription, BusError>;
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -45,7 +45,10 @@ pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, WireError> {
     }
 }
 
-fn opt_str<'a>(m: &'a Map<String, Value>, field: &'static str) -> Result<Option<&'a str>, WireError> {
+fn opt_str<'a>(
+    m: &'a Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<&'a str>, WireError> {
     match m.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -61,15 +64,23 @@ fn req_str<'a>(m: &'a Map<String, Value>, field: &'static str) -> Result<&'a str
 fn req_u64(m: &Map<String, Value>, field: &'static str) -> Result<u64, WireError> {
     match m.get(field) {
         None => Err(WireError::Missing(field)),
-        Some(Value::Number(n)) => n.as_u64().ok_or_else(|| type_err(field, "a non-negative integer")),
-        Some(Value::String(s)) => s.trim().parse().map_err(|_| type_err(field, "a non-negative integer")),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .ok_or_else(|| type_err(field, "a non-negative integer")),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse()
+            .map_err(|_| type_err(field, "a non-negative integer")),
         Some(_) => Err(type_err(field, "a non-negative integer")),
     }
 }
 
 /// The node key from the `Authorization: NodeKey <key>` header (≥ 5.23.0)
 /// or, failing that, the body's `node_key` member.
-pub fn node_key<'a>(auth_header: Option<&'a str>, body: &'a Map<String, Value>) -> Result<&'a str, WireError> {
+pub fn node_key<'a>(
+    auth_header: Option<&'a str>,
+    body: &'a Map<String, Value>,
+) -> Result<&'a str, WireError> {
     if let Some(h) = auth_header
         && let Some(k) = h.strip_prefix("NodeKey ")
         && !k.trim().is_empty()
@@ -101,7 +112,9 @@ pub struct EnrollRequest {
 pub fn parse_enroll(body: &[u8]) -> Result<EnrollRequest, WireError> {
     let m = parse_object(body)?;
     let enroll_secret = req_str(&m, "enroll_secret")?.to_owned();
-    let host_identifier = opt_str(&m, "host_identifier")?.unwrap_or_default().to_owned();
+    let host_identifier = opt_str(&m, "host_identifier")?
+        .unwrap_or_default()
+        .to_owned();
     let platform_type = match m.get("platform_type") {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.clone(),
@@ -192,7 +205,9 @@ pub struct DistributedAnswer {
 /// Parses `queries`/`statuses`/`messages`/`stats` into one answer per id.
 /// An id that appears only in `statuses` (a failed query with no rows
 /// member) still yields an answer.
-pub fn parse_distributed_write(m: &Map<String, Value>) -> Result<Vec<DistributedAnswer>, WireError> {
+pub fn parse_distributed_write(
+    m: &Map<String, Value>,
+) -> Result<Vec<DistributedAnswer>, WireError> {
     let obj = |field: &'static str| -> Result<Option<&Map<String, Value>>, WireError> {
         match m.get(field) {
             None | Some(Value::Null) => Ok(None),
@@ -227,8 +242,12 @@ pub fn parse_distributed_write(m: &Map<String, Value>) -> Result<Vec<Distributed
         };
         let status = match statuses.and_then(|s| s.get(id)) {
             None | Some(Value::Null) => 0,
-            Some(Value::Number(n)) => n.as_i64().ok_or_else(|| type_err(format!("statuses.{id}"), "an integer"))?,
-            Some(Value::String(s)) => s.parse().map_err(|_| type_err(format!("statuses.{id}"), "an integer"))?,
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .ok_or_else(|| type_err(format!("statuses.{id}"), "an integer"))?,
+            Some(Value::String(s)) => s
+                .parse()
+                .map_err(|_| type_err(format!("statuses.{id}"), "an integer"))?,
             Some(_) => return Err(type_err(format!("statuses.{id}"), "an integer")),
         };
         let message = match messages.and_then(|s| s.get(id)) {
@@ -308,7 +327,8 @@ pub fn parse_carve_block(body: &[u8]) -> Result<CarveBlock, WireError> {
 
 /// `{"error": message}`: the agent keeps its data and retries.
 pub fn error_body(message: &str) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({ "error": message })).unwrap_or_else(|_| b"{\"error\":\"internal\"}".to_vec())
+    serde_json::to_vec(&serde_json::json!({ "error": message }))
+        .unwrap_or_else(|_| b"{\"error\":\"internal\"}".to_vec())
 }
 
 /// `{"node_invalid": true, "error": message}`: the agent wipes its key and
@@ -369,8 +389,14 @@ mod tests {
         assert!(matches!(parse_log(m), Err(WireError::Type { .. })));
         let m = parse_object(br#"{"log_type":"x","data":[]}"#).unwrap_or_default();
         assert!(matches!(parse_log(m), Err(WireError::Invalid(_))));
-        assert!(matches!(parse_enroll(br#"{"host_identifier":"x"}"#), Err(WireError::Missing("enroll_secret"))));
-        assert!(matches!(parse_enroll(br#"{"enroll_secret":1}"#), Err(WireError::Type { .. })));
+        assert!(matches!(
+            parse_enroll(br#"{"host_identifier":"x"}"#),
+            Err(WireError::Missing("enroll_secret"))
+        ));
+        assert!(matches!(
+            parse_enroll(br#"{"enroll_secret":1}"#),
+            Err(WireError::Type { .. })
+        ));
     }
 
     #[test]
@@ -394,9 +420,14 @@ mod tests {
         let ok = parse_object(br#"{"block_count":2,"block_size":8192,"carve_size":10240,"carve_id":"c","request_id":"r"}"#)
             .unwrap_or_default();
         assert!(parse_carve_begin(&ok).is_ok());
-        let bad = parse_object(br#"{"block_count":3,"block_size":8192,"carve_size":10240,"carve_id":"c"}"#)
-            .unwrap_or_default();
-        assert!(matches!(parse_carve_begin(&bad), Err(WireError::Invalid(_))));
+        let bad = parse_object(
+            br#"{"block_count":3,"block_size":8192,"carve_size":10240,"carve_id":"c"}"#,
+        )
+        .unwrap_or_default();
+        assert!(matches!(
+            parse_carve_begin(&bad),
+            Err(WireError::Invalid(_))
+        ));
     }
 
     #[test]

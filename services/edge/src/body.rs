@@ -13,7 +13,12 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use crate::EdgeError;
 
-pub(crate) async fn read(body: Body, headers: &HeaderMap, max_body: usize, max_inflated: usize) -> Result<Bytes, EdgeError> {
+pub(crate) async fn read(
+    body: Body,
+    headers: &HeaderMap,
+    max_body: usize,
+    max_inflated: usize,
+) -> Result<Bytes, EdgeError> {
     let raw = Limited::new(body, max_body)
         .collect()
         .await
@@ -40,7 +45,9 @@ pub(crate) async fn read(body: Body, headers: &HeaderMap, max_body: usize, max_i
 
 pub(crate) fn inflate(raw: &[u8], max: usize) -> Result<Vec<u8>, EdgeError> {
     if raw.is_empty() {
-        return Err(EdgeError::BadRequest("gzip body is empty (agent-side compression failed?)".into()));
+        return Err(EdgeError::BadRequest(
+            "gzip body is empty (agent-side compression failed?)".into(),
+        ));
     }
     let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(max));
     GzDecoder::new(raw)
@@ -48,7 +55,9 @@ pub(crate) fn inflate(raw: &[u8], max: usize) -> Result<Vec<u8>, EdgeError> {
         .read_to_end(&mut out)
         .map_err(|e| EdgeError::BadRequest(format!("invalid gzip body: {e}")))?;
     if out.len() > max {
-        return Err(EdgeError::TooLarge(format!("inflated body exceeds {max} bytes")));
+        return Err(EdgeError::TooLarge(format!(
+            "inflated body exceeds {max} bytes"
+        )));
     }
     Ok(out)
 }
@@ -68,11 +77,20 @@ mod tests {
 
     #[test]
     fn inflates_within_bounds() {
-        assert_eq!(inflate(&gz(b"{\"a\":1}"), 100).ok(), Some(b"{\"a\":1}".to_vec()));
+        assert_eq!(
+            inflate(&gz(b"{\"a\":1}"), 100).ok(),
+            Some(b"{\"a\":1}".to_vec())
+        );
         let bomb = gz(&vec![b'0'; 10_000_000]);
         assert!(bomb.len() < 20_000);
-        assert!(matches!(inflate(&bomb, 1_000_000), Err(EdgeError::TooLarge(_))));
-        assert!(matches!(inflate(b"not gzip", 100), Err(EdgeError::BadRequest(_))));
+        assert!(matches!(
+            inflate(&bomb, 1_000_000),
+            Err(EdgeError::TooLarge(_))
+        ));
+        assert!(matches!(
+            inflate(b"not gzip", 100),
+            Err(EdgeError::BadRequest(_))
+        ));
         assert!(matches!(inflate(b"", 100), Err(EdgeError::BadRequest(_))));
         let truncated = gz(b"{\"a\":1111111111}");
         assert!(inflate(&truncated[..truncated.len() / 2], 100).is_err());

@@ -26,7 +26,10 @@ use crate::handlers::EdgeState;
 use crate::{Edge, EdgeError};
 
 fn ok(v: serde_json::Value) -> Response {
-    json_response(StatusCode::OK, serde_json::to_vec(&v).unwrap_or_else(|_| b"{}".to_vec()))
+    json_response(
+        StatusCode::OK,
+        serde_json::to_vec(&v).unwrap_or_else(|_| b"{}".to_vec()),
+    )
 }
 
 fn finish(endpoint: &'static str, r: Result<Response, EdgeError>) -> Response {
@@ -58,9 +61,14 @@ async fn begin_inner(edge: &Edge, req: Request) -> Result<Response, EdgeError> {
             b.block_size, edge.cfg.max_body_bytes
         )));
     }
-    edge.call(&host, epoch, host_request::Op::Touch(TouchOp {})).await?;
+    edge.call(&host, epoch, host_request::Op::Touch(TouchOp {}))
+        .await?;
     let session = CarveSession {
-        session_id: format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()),
+        session_id: format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        ),
         host_id: host.clone(),
         carve_id: b.carve_id,
         request_id: b.request_id,
@@ -93,7 +101,9 @@ async fn complete(edge: &Edge, session: CarveSession) {
     let sid = session.session_id.clone();
     tokio::spawn(async move {
         match finalize(store.as_ref(), session).await {
-            Ok(s) => tracing::info!(session = %sid, sha256 = s.sha256.as_deref().unwrap_or(""), "carve complete"),
+            Ok(s) => {
+                tracing::info!(session = %sid, sha256 = s.sha256.as_deref().unwrap_or(""), "carve complete")
+            }
             Err(e) => tracing::warn!(session = %sid, error = %e, "carve finalization failed"),
         }
     });
@@ -114,13 +124,24 @@ async fn block_inner(edge: &Arc<crate::Edge>, req: Request) -> Result<Response, 
         .map_err(|e| EdgeError::Unavailable(format!("carve store: {e}")))?
         .ok_or_else(|| EdgeError::BadRequest("unknown carve session".into()))?;
     if let Some(key) = header_node_key(auth.as_deref()) {
-        let (host, _) = edge.deps.keys.verify(key).map_err(|e| EdgeError::NodeInvalid(e.to_string()))?;
+        let (host, _) = edge
+            .deps
+            .keys
+            .verify(key)
+            .map_err(|e| EdgeError::NodeInvalid(e.to_string()))?;
         if host != session.host_id {
-            return Err(EdgeError::BadRequest("carve session belongs to another host".into()));
+            return Err(EdgeError::BadRequest(
+                "carve session belongs to another host".into(),
+            ));
         }
     }
-    if !b.request_id.is_empty() && !session.request_id.is_empty() && b.request_id != session.request_id {
-        return Err(EdgeError::BadRequest("request_id does not match the carve session".into()));
+    if !b.request_id.is_empty()
+        && !session.request_id.is_empty()
+        && b.request_id != session.request_id
+    {
+        return Err(EdgeError::BadRequest(
+            "request_id does not match the carve session".into(),
+        ));
     }
     if b.block_id >= session.block_count {
         return Err(EdgeError::BadRequest(format!(

@@ -51,7 +51,10 @@ impl EdgeError {
 
 pub(crate) fn json(status: StatusCode, body: impl Into<axum::body::Body>) -> Response {
     let mut r = (status, body.into()).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -64,7 +67,8 @@ impl IntoResponse for EdgeError {
         };
         let mut r = json(self.status(), body);
         if matches!(self, EdgeError::Backpressure | EdgeError::Unavailable(_)) {
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
         }
         r
     }

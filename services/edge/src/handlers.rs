@@ -12,7 +12,9 @@ use gatehouse_core::nodekey::secret_matches;
 use gatehouse_core::ports::SinkError;
 use gatehouse_core::time::now_ms;
 use gatehouse_core::wire::{self, parse_object};
-use gatehouse_proto::v1::{ConfigOp, EnrollOp, QueryResult, ReadOp, TouchOp, WriteOp, host_reply, host_request};
+use gatehouse_proto::v1::{
+    ConfigOp, EnrollOp, QueryResult, ReadOp, TouchOp, WriteOp, host_reply, host_request,
+};
 use gatehouse_runtime::RemoteAddr;
 use http::StatusCode;
 use http::header::AUTHORIZATION;
@@ -24,41 +26,74 @@ use crate::{Edge, EdgeError, body};
 pub(crate) type EdgeState = State<Arc<Edge>>;
 
 fn ok_json(v: &Value) -> Response {
-    json_response(StatusCode::OK, serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec()))
+    json_response(
+        StatusCode::OK,
+        serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec()),
+    )
 }
 
 pub(crate) fn remote(req: &Request) -> String {
-    req.extensions().get::<RemoteAddr>().map(|a| a.0.ip().to_string()).unwrap_or_default()
+    req.extensions()
+        .get::<RemoteAddr>()
+        .map(|a| a.0.ip().to_string())
+        .unwrap_or_default()
 }
 
 pub(crate) fn auth_header(req: &Request) -> Option<String> {
-    req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    req.headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 impl Edge {
-    pub(crate) async fn body(&self, req: Request) -> Result<(Option<String>, String, bytes::Bytes), EdgeError> {
+    pub(crate) async fn body(
+        &self,
+        req: Request,
+    ) -> Result<(Option<String>, String, bytes::Bytes), EdgeError> {
         let auth = auth_header(&req);
         let addr = remote(&req);
         let (parts, b) = req.into_parts();
-        let bytes = body::read(b, &parts.headers, self.cfg.max_body_bytes, self.cfg.max_inflated_bytes).await?;
+        let bytes = body::read(
+            b,
+            &parts.headers,
+            self.cfg.max_body_bytes,
+            self.cfg.max_inflated_bytes,
+        )
+        .await?;
         Ok((auth, addr, bytes))
     }
 
     /// The host and epoch behind a node key (MAC check only).
-    pub(crate) fn authenticate(&self, auth: Option<&str>, m: &Map<String, Value>) -> Result<(HostId, u64), EdgeError> {
-        let key = wire::node_key(auth, m).map_err(|_| EdgeError::NodeInvalid("node key missing".into()))?;
-        self.deps.keys.verify(key).map_err(|e| EdgeError::NodeInvalid(e.to_string()))
+    pub(crate) fn authenticate(
+        &self,
+        auth: Option<&str>,
+        m: &Map<String, Value>,
+    ) -> Result<(HostId, u64), EdgeError> {
+        let key = wire::node_key(auth, m)
+            .map_err(|_| EdgeError::NodeInvalid("node key missing".into()))?;
+        self.deps
+            .keys
+            .verify(key)
+            .map_err(|e| EdgeError::NodeInvalid(e.to_string()))
     }
 
     /// Calls the host's actor; maps `node_invalid` and failures to errors.
-    pub(crate) async fn call(&self, host: &HostId, epoch: u64, op: host_request::Op) -> Result<host_reply::Result, EdgeError> {
+    pub(crate) async fn call(
+        &self,
+        host: &HostId,
+        epoch: u64,
+        op: host_request::Op,
+    ) -> Result<host_reply::Result, EdgeError> {
         match self.deps.hosts.call(host, epoch, op).await {
             Ok(host_reply::Result::NodeInvalid(n)) => Err(EdgeError::NodeInvalid(n.reason)),
             Ok(host_reply::Result::Failure(f)) => Err(EdgeError::Unavailable(f.message)),
             Ok(other) => Ok(other),
             Err(e) => {
                 tracing::warn!(host = %host, error = %e, "host service unreachable");
-                Err(EdgeError::Unavailable("host service unavailable, retry later".into()))
+                Err(EdgeError::Unavailable(
+                    "host service unavailable, retry later".into(),
+                ))
             }
         }
     }
@@ -86,7 +121,12 @@ pub(crate) async fn enroll(State(edge): EdgeState, req: Request) -> Response {
 async fn enroll_inner(edge: &Edge, req: Request) -> Result<Response, EdgeError> {
     let (_, addr, bytes) = edge.body(req).await?;
     let e = wire::parse_enroll(&bytes)?;
-    if !edge.cfg.enroll_secrets.iter().any(|s| secret_matches(&e.enroll_secret, s)) {
+    if !edge
+        .cfg
+        .enroll_secrets
+        .iter()
+        .any(|s| secret_matches(&e.enroll_secret, s))
+    {
         tracing::warn!(host_identifier = %e.host_identifier, remote = %addr, "enrollment with a wrong secret");
         return Err(EdgeError::EnrollDenied("invalid enroll secret".into()));
     }
@@ -96,7 +136,9 @@ async fn enroll_inner(edge: &Edge, req: Request) -> Result<Response, EdgeError> 
         identity,
         host_identifier: e.host_identifier,
         platform_type: e.platform_type,
-        host_details_json: serde_json::to_vec(&e.host_details).unwrap_or_default().into(),
+        host_details_json: serde_json::to_vec(&e.host_details)
+            .unwrap_or_default()
+            .into(),
         remote_addr: addr,
     });
     match edge.call(&host, 0, op).await? {
@@ -113,8 +155,14 @@ async fn config_inner(edge: &Edge, req: Request) -> Result<Response, EdgeError> 
     let (auth, _, bytes) = edge.body(req).await?;
     let m = parse_object(&bytes)?;
     let (host, epoch) = edge.authenticate(auth.as_deref(), &m)?;
-    match edge.call(&host, epoch, host_request::Op::Config(ConfigOp {})).await? {
-        host_reply::Result::Config(c) => Ok(json_response(StatusCode::OK, edge.config_blob(&c.hash).await?)),
+    match edge
+        .call(&host, epoch, host_request::Op::Config(ConfigOp {}))
+        .await?
+    {
+        host_reply::Result::Config(c) => Ok(json_response(
+            StatusCode::OK,
+            edge.config_blob(&c.hash).await?,
+        )),
         _ => Err(EdgeError::Unavailable("unexpected reply to config".into())),
     }
 }
@@ -129,14 +177,21 @@ async fn log_inner(edge: &Edge, req: Request) -> Result<Response, EdgeError> {
     let (host, epoch) = edge.authenticate(auth.as_deref(), &m)?;
     // Validate the whole batch before touching anything.
     let batch = wire::parse_log(m)?;
-    edge.call(&host, epoch, host_request::Op::Touch(TouchOp {})).await?;
+    edge.call(&host, epoch, host_request::Op::Touch(TouchOp {}))
+        .await?;
     let lines = batch.data.len();
     let log_type = batch.log_type;
     if lines > 0 {
-        edge.deps.sink.append(records(&host, batch, now_ms())).await.map_err(|e| match e {
-            SinkError::Backpressure => EdgeError::Backpressure,
-            SinkError::Unavailable(m) => EdgeError::Unavailable(format!("logs not stored, retry: {m}")),
-        })?;
+        edge.deps
+            .sink
+            .append(records(&host, batch, now_ms()))
+            .await
+            .map_err(|e| match e {
+                SinkError::Backpressure => EdgeError::Backpressure,
+                SinkError::Unavailable(m) => {
+                    EdgeError::Unavailable(format!("logs not stored, retry: {m}"))
+                }
+            })?;
     }
     tracing::debug!(host = %host, log_type = log_type.as_str(), lines, "log batch stored");
     Ok(ok_json(&json!({})))
@@ -150,7 +205,10 @@ async fn read_inner(edge: &Edge, req: Request) -> Result<Response, EdgeError> {
     let (auth, _, bytes) = edge.body(req).await?;
     let m = parse_object(&bytes)?;
     let (host, epoch) = edge.authenticate(auth.as_deref(), &m)?;
-    match edge.call(&host, epoch, host_request::Op::Read(ReadOp {})).await? {
+    match edge
+        .call(&host, epoch, host_request::Op::Read(ReadOp {}))
+        .await?
+    {
         host_reply::Result::Read(r) => {
             let mut out = Map::new();
             out.insert("queries".into(), json!(r.queries));
@@ -162,7 +220,9 @@ async fn read_inner(edge: &Edge, req: Request) -> Result<Response, EdgeError> {
             }
             Ok(ok_json(&Value::Object(out)))
         }
-        _ => Err(EdgeError::Unavailable("unexpected reply to distributed read".into())),
+        _ => Err(EdgeError::Unavailable(
+            "unexpected reply to distributed read".into(),
+        )),
     }
 }
 
@@ -185,7 +245,8 @@ async fn write_inner(edge: &Edge, req: Request) -> Result<Response, EdgeError> {
             stats_json: serde_json::to_vec(&a.stats).unwrap_or_default().into(),
         })
         .collect();
-    edge.call(&host, epoch, host_request::Op::Write(WriteOp { results })).await?;
+    edge.call(&host, epoch, host_request::Op::Write(WriteOp { results }))
+        .await?;
     Ok(ok_json(&json!({})))
 }
 

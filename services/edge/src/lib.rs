@@ -72,11 +72,19 @@ impl EndpointPaths {
     pub fn validate(&self) -> Result<(), String> {
         let mut seen = std::collections::HashSet::new();
         for (name, p) in self.all() {
-            if !p.starts_with('/') || p.contains(char::is_whitespace) || p.contains('?') || p.contains('{') {
-                return Err(format!("paths.{name} = {p:?} must be an absolute path without spaces, '?' or '{{'"));
+            if !p.starts_with('/')
+                || p.contains(char::is_whitespace)
+                || p.contains('?')
+                || p.contains('{')
+            {
+                return Err(format!(
+                    "paths.{name} = {p:?} must be an absolute path without spaces, '?' or '{{'"
+                ));
             }
             if p == "/livez" || p == "/readyz" {
-                return Err(format!("paths.{name} = {p:?} collides with a health endpoint"));
+                return Err(format!(
+                    "paths.{name} = {p:?} collides with a health endpoint"
+                ));
             }
             if !seen.insert(p) {
                 return Err(format!("paths.{name} = {p:?} is used by another endpoint"));
@@ -108,7 +116,10 @@ impl Default for EdgeConfig {
             max_inflated_bytes: 128 * 1024 * 1024,
             max_carve_bytes: 4 * 1024 * 1024 * 1024,
             enroll_secrets: Vec::new(),
-            serve: ServeOptions { name: "edge", ..ServeOptions::default() },
+            serve: ServeOptions {
+                name: "edge",
+                ..ServeOptions::default()
+            },
         }
     }
 }
@@ -134,7 +145,12 @@ pub(crate) struct Edge {
 impl Edge {
     /// An immutable config blob by hash, cached.
     async fn config_blob(&self, hash: &str) -> Result<Bytes, EdgeError> {
-        if let Some(b) = self.config_blobs.lock().ok().and_then(|m| m.get(hash).cloned()) {
+        if let Some(b) = self
+            .config_blobs
+            .lock()
+            .ok()
+            .and_then(|m| m.get(hash).cloned())
+        {
             return Ok(b);
         }
         let blob = self
@@ -157,15 +173,41 @@ impl Edge {
 /// The edge's HTTP routes (exposed for tests that serve it themselves).
 pub fn router(cfg: EdgeConfig, deps: EdgeDeps, shutdown: Shutdown) -> Router {
     let p = cfg.paths.clone();
-    let edge = Arc::new(Edge { cfg, deps, config_blobs: Mutex::new(HashMap::new()), shutdown });
+    let edge = Arc::new(Edge {
+        cfg,
+        deps,
+        config_blobs: Mutex::new(HashMap::new()),
+        shutdown,
+    });
     Router::new()
-        .route(&p.enroll, post(handlers::enroll).fallback(handlers::method_not_allowed))
-        .route(&p.config, post(handlers::config).fallback(handlers::method_not_allowed))
-        .route(&p.logger, post(handlers::log).fallback(handlers::method_not_allowed))
-        .route(&p.distributed_read, post(handlers::distributed_read).fallback(handlers::method_not_allowed))
-        .route(&p.distributed_write, post(handlers::distributed_write).fallback(handlers::method_not_allowed))
-        .route(&p.carve_begin, post(carve::begin).fallback(handlers::method_not_allowed))
-        .route(&p.carve_block, post(carve::block).fallback(handlers::method_not_allowed))
+        .route(
+            &p.enroll,
+            post(handlers::enroll).fallback(handlers::method_not_allowed),
+        )
+        .route(
+            &p.config,
+            post(handlers::config).fallback(handlers::method_not_allowed),
+        )
+        .route(
+            &p.logger,
+            post(handlers::log).fallback(handlers::method_not_allowed),
+        )
+        .route(
+            &p.distributed_read,
+            post(handlers::distributed_read).fallback(handlers::method_not_allowed),
+        )
+        .route(
+            &p.distributed_write,
+            post(handlers::distributed_write).fallback(handlers::method_not_allowed),
+        )
+        .route(
+            &p.carve_begin,
+            post(carve::begin).fallback(handlers::method_not_allowed),
+        )
+        .route(
+            &p.carve_block,
+            post(carve::block).fallback(handlers::method_not_allowed),
+        )
         .route("/livez", get(handlers::livez))
         .route("/readyz", get(handlers::readyz))
         .fallback(handlers::not_found)

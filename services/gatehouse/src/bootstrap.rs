@@ -37,7 +37,10 @@ pub enum BootstrapError {
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> BootstrapError + '_ {
-    move |e| BootstrapError::Io { path: path.display().to_string(), reason: e.to_string() }
+    move |e| BootstrapError::Io {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
 }
 
 fn cert_err(e: rcgen::Error) -> BootstrapError {
@@ -65,7 +68,9 @@ pub struct Bootstrap {
 
 fn random_token(bytes: usize) -> Result<String, BootstrapError> {
     let mut b = vec![0u8; bytes];
-    SystemRandom::new().fill(&mut b).map_err(|_| BootstrapError::Random)?;
+    SystemRandom::new()
+        .fill(&mut b)
+        .map_err(|_| BootstrapError::Random)?;
     Ok(URL_SAFE_NO_PAD.encode(b))
 }
 
@@ -83,9 +88,15 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<(), BootstrapError> {
 }
 
 /// Reads a secret file, creating it with `make` when absent.
-fn secret(path: &Path, make: impl FnOnce() -> Result<String, BootstrapError>) -> Result<String, BootstrapError> {
+fn secret(
+    path: &Path,
+    make: impl FnOnce() -> Result<String, BootstrapError>,
+) -> Result<String, BootstrapError> {
     if path.exists() {
-        let s = fs::read_to_string(path).map_err(io(path))?.trim().to_owned();
+        let s = fs::read_to_string(path)
+            .map_err(io(path))?
+            .trim()
+            .to_owned();
         if !s.is_empty() {
             return Ok(s);
         }
@@ -108,8 +119,13 @@ fn mkdir(path: &Path) -> Result<(), BootstrapError> {
 fn ca_params() -> Result<CertificateParams, BootstrapError> {
     let mut p = CertificateParams::new(Vec::<String>::new()).map_err(cert_err)?;
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name.push(DnType::CommonName, "Gatehouse CA");
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    p.distinguished_name
+        .push(DnType::CommonName, "Gatehouse CA");
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     p.not_after = rcgen::date_time_ymd(2045, 1, 1);
     Ok(p)
 }
@@ -118,7 +134,11 @@ fn ca_params() -> Result<CertificateParams, BootstrapError> {
 fn ensure_tls(dir: &Path, host: &str) -> Result<(PathBuf, PathBuf, PathBuf), BootstrapError> {
     mkdir(dir)?;
     let (ca_pem, ca_key_pem) = (dir.join("ca.pem"), dir.join("ca.key"));
-    let (srv_pem, srv_key, srv_host) = (dir.join("server.pem"), dir.join("server.key"), dir.join("server.host"));
+    let (srv_pem, srv_key, srv_host) = (
+        dir.join("server.pem"),
+        dir.join("server.key"),
+        dir.join("server.host"),
+    );
     if !ca_pem.exists() || !ca_key_pem.exists() {
         let key = KeyPair::generate().map_err(cert_err)?;
         let cert = ca_params()?.self_signed(&key).map_err(cert_err)?;
@@ -128,7 +148,8 @@ fn ensure_tls(dir: &Path, host: &str) -> Result<(PathBuf, PathBuf, PathBuf), Boo
     }
     let current = fs::read_to_string(&srv_host).unwrap_or_default();
     if !srv_pem.exists() || !srv_key.exists() || current.trim() != host {
-        let ca_key = KeyPair::from_pem(&fs::read_to_string(&ca_key_pem).map_err(io(&ca_key_pem))?).map_err(cert_err)?;
+        let ca_key = KeyPair::from_pem(&fs::read_to_string(&ca_key_pem).map_err(io(&ca_key_pem))?)
+            .map_err(cert_err)?;
         let issuer = Issuer::new(ca_params()?, ca_key);
         let mut names = vec![host.to_owned()];
         for n in ["localhost", "127.0.0.1", "::1"] {
@@ -138,7 +159,10 @@ fn ensure_tls(dir: &Path, host: &str) -> Result<(PathBuf, PathBuf, PathBuf), Boo
         }
         let mut p = CertificateParams::new(names).map_err(cert_err)?;
         p.distinguished_name.push(DnType::CommonName, host);
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
         p.not_after = rcgen::date_time_ymd(2044, 1, 1);
         let key = KeyPair::generate().map_err(cert_err)?;
@@ -157,7 +181,11 @@ fn absolute(p: &Path) -> PathBuf {
 /// The osquery flagfile for this server.
 pub fn flagfile(cfg: &ServeConfig, ca: &Path, secret: &Path) -> String {
     let port = cfg.listen.port();
-    let host = if port == 443 { cfg.public_host.clone() } else { format!("{}:{port}", cfg.public_host) };
+    let host = if port == 443 {
+        cfg.public_host.clone()
+    } else {
+        format!("{}:{port}", cfg.public_host)
+    };
     let p = &cfg.paths;
     format!(
         "# osquery flags for Gatehouse (generated; see docs/architecture.md)\n\
@@ -236,7 +264,10 @@ mod tests {
     #[test]
     fn prepare_is_idempotent_and_reissues_for_new_host() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let mut cfg = ServeConfig { data_dir: dir.path().join("d"), ..ServeConfig::default() };
+        let mut cfg = ServeConfig {
+            data_dir: dir.path().join("d"),
+            ..ServeConfig::default()
+        };
         let a = prepare(&cfg).unwrap_or_else(|e| panic!("{e}"));
         assert!(a.created);
         let b = prepare(&cfg).unwrap_or_else(|e| panic!("{e}"));
@@ -247,10 +278,22 @@ mod tests {
         let cert1 = fs::read(&a.cert_path).unwrap_or_default();
         cfg.public_host = "fleet.example.com".into();
         let c = prepare(&cfg).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(fs::read(&c.ca_path).unwrap_or_default(), ca, "the CA is kept");
-        assert_ne!(fs::read(&c.cert_path).unwrap_or_default(), cert1, "server cert re-issued");
+        assert_eq!(
+            fs::read(&c.ca_path).unwrap_or_default(),
+            ca,
+            "the CA is kept"
+        );
+        assert_ne!(
+            fs::read(&c.cert_path).unwrap_or_default(),
+            cert1,
+            "server cert re-issued"
+        );
         assert!(c.flagfile.contains("--tls_hostname=fleet.example.com:8443"));
-        assert!(c.flagfile.contains("--distributed_tls_write_endpoint=/api/v1/osquery/distributed/write"));
-        gatehouse_runtime::tls::server_config(&c.cert_path, &c.key_path, None).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            c.flagfile
+                .contains("--distributed_tls_write_endpoint=/api/v1/osquery/distributed/write")
+        );
+        gatehouse_runtime::tls::server_config(&c.cert_path, &c.key_path, None)
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 }

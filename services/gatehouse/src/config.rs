@@ -15,7 +15,11 @@ pub enum ConfigError {
     #[error("config file {path} is invalid: {reason}")]
     Parse { path: String, reason: String },
     #[error("environment variable {name}={value:?} is invalid: {reason}")]
-    Env { name: &'static str, value: String, reason: String },
+    Env {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }
@@ -96,13 +100,20 @@ impl Default for ServeConfig {
     }
 }
 
-fn env_parse<T: std::str::FromStr>(name: &'static str, get: &dyn Fn(&str) -> Option<String>) -> Result<Option<T>, ConfigError>
+fn env_parse<T: std::str::FromStr>(
+    name: &'static str,
+    get: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<T>, ConfigError>
 where
     T::Err: std::fmt::Display,
 {
     match get(name) {
         None => Ok(None),
-        Some(v) => v.parse().map(Some).map_err(|e: T::Err| ConfigError::Env { name, value: v, reason: e.to_string() }),
+        Some(v) => v.parse().map(Some).map_err(|e: T::Err| ConfigError::Env {
+            name,
+            value: v,
+            reason: e.to_string(),
+        }),
     }
 }
 
@@ -112,11 +123,20 @@ impl ServeConfig {
         Self::load_with(file, &|k| std::env::var(k).ok())
     }
 
-    pub fn load_with(file: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    pub fn load_with(
+        file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let mut cfg = match file {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read { path: p.display().to_string(), reason: e.to_string() })?;
-                toml::from_str(&text).map_err(|e| ConfigError::Parse { path: p.display().to_string(), reason: e.to_string() })?
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read {
+                    path: p.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: p.display().to_string(),
+                    reason: e.to_string(),
+                })?
             }
             None => ServeConfig::default(),
         };
@@ -160,13 +180,21 @@ impl ServeConfig {
             return bad(format!("listen and api_listen are both {}", self.listen));
         }
         if self.public_host.is_empty() || self.public_host.contains(['/', ' ', ':']) {
-            return bad(format!("public_host {:?} must be a bare host name or IP (no scheme, port or path)", self.public_host));
+            return bad(format!(
+                "public_host {:?} must be a bare host name or IP (no scheme, port or path)",
+                self.public_host
+            ));
         }
         match (&self.tls.cert, &self.tls.key) {
-            (Some(_), None) | (None, Some(_)) => return bad("tls.cert and tls.key must be given together".into()),
+            (Some(_), None) | (None, Some(_)) => {
+                return bad("tls.cert and tls.key must be given together".into());
+            }
             _ => {}
         }
-        for p in [&self.tls.cert, &self.tls.key, &self.tls.client_ca].into_iter().flatten() {
+        for p in [&self.tls.cert, &self.tls.key, &self.tls.client_ca]
+            .into_iter()
+            .flatten()
+        {
             if !p.is_file() {
                 return bad(format!("TLS file {} does not exist", p.display()));
             }
@@ -210,16 +238,25 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         let env = |k: &str| (k == "GATEHOUSE_SHARDS").then(|| "many".to_owned());
-        let e = ServeConfig::load_with(None, &env).err().map(|e| e.to_string()).unwrap_or_default();
+        let e = ServeConfig::load_with(None, &env)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains("GATEHOUSE_SHARDS"), "{e}");
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let f = dir.path().join("c.toml");
-        std::fs::write(&f, "listen = \"127.0.0.1:1\"\nunknown_key = 1\n").unwrap_or_else(|e| panic!("{e}"));
-        let e = ServeConfig::load_with(Some(&f), &|_| None).err().map(|e| e.to_string()).unwrap_or_default();
+        std::fs::write(&f, "listen = \"127.0.0.1:1\"\nunknown_key = 1\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let e = ServeConfig::load_with(Some(&f), &|_| None)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains("unknown_key"), "{e}");
-        std::fs::write(&f, "[paths]\nenroll = \"/same\"\nconfig = \"/same\"\n").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&f, "[paths]\nenroll = \"/same\"\nconfig = \"/same\"\n")
+            .unwrap_or_else(|e| panic!("{e}"));
         assert!(ServeConfig::load_with(Some(&f), &|_| None).is_err());
-        std::fs::write(&f, "[tls]\ncert = \"/nonexistent.pem\"\n").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&f, "[tls]\ncert = \"/nonexistent.pem\"\n")
+            .unwrap_or_else(|e| panic!("{e}"));
         assert!(ServeConfig::load_with(Some(&f), &|_| None).is_err());
     }
 }

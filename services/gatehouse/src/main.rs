@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use gatehouse::config::ServeConfig;
 
 #[derive(Parser)]
-#[command(name = "gatehouse", version, about = "Gatehouse: an osquery fleet manager")]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "Gatehouse: an osquery fleet manager"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -29,8 +33,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn")
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -55,7 +60,11 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(73);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("gatehouse").build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("gatehouse")
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("gatehouse: cannot start the runtime: {e}");
@@ -63,8 +72,12 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
         }
     };
     let result = rt.block_on(async {
-        let agents = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| anyhow::anyhow!("binding {}: {e}", cfg.listen))?;
-        let api = tokio::net::TcpListener::bind(cfg.api_listen).await.map_err(|e| anyhow::anyhow!("binding {}: {e}", cfg.api_listen))?;
+        let agents = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("binding {}: {e}", cfg.listen))?;
+        let api = tokio::net::TcpListener::bind(cfg.api_listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("binding {}: {e}", cfg.api_listen))?;
         let banner = gatehouse::serve::banner(&cfg, &boot, agents.local_addr()?, api.local_addr()?);
         let running = gatehouse::serve::start(&cfg, &boot, agents, api)?;
         println!("{banner}");

@@ -45,15 +45,33 @@ impl Running {
 }
 
 /// Starts every role on the given listeners. Returns once serving.
-pub fn start(cfg: &ServeConfig, boot: &Bootstrap, agents: TcpListener, api: TcpListener) -> anyhow::Result<Running> {
-    let tls = gatehouse_runtime::tls::server_config(&boot.cert_path, &boot.key_path, cfg.tls.client_ca.as_deref())?;
+pub fn start(
+    cfg: &ServeConfig,
+    boot: &Bootstrap,
+    agents: TcpListener,
+    api: TcpListener,
+) -> anyhow::Result<Running> {
+    let tls = gatehouse_runtime::tls::server_config(
+        &boot.cert_path,
+        &boot.key_path,
+        cfg.tls.client_ca.as_deref(),
+    )?;
     let api_tls = gatehouse_runtime::tls::server_config(&boot.cert_path, &boot.key_path, None)?;
-    let store = EmbeddedStore::open(&boot.store_dir).map_err(|e| anyhow::anyhow!("opening the store in {}: {e}", boot.store_dir.display()))?;
+    let store = EmbeddedStore::open(&boot.store_dir)
+        .map_err(|e| anyhow::anyhow!("opening the store in {}: {e}", boot.store_dir.display()))?;
     let store: Arc<dyn Store> = Arc::new(store);
     let bus: Arc<dyn Bus> = Arc::new(InProcBus::new());
     let keys = NodeKeys::new(&boot.node_key_secret);
-    let hosts = HostClient::new(bus.clone(), cfg.shards, Duration::from_secs(10), Duration::from_secs(12));
-    let ingest_cfg = IngestConfig { retention_days: cfg.limits.retention_days, ..IngestConfig::default() };
+    let hosts = HostClient::new(
+        bus.clone(),
+        cfg.shards,
+        Duration::from_secs(10),
+        Duration::from_secs(12),
+    );
+    let ingest_cfg = IngestConfig {
+        retention_days: cfg.limits.retention_days,
+        ..IngestConfig::default()
+    };
     let sink: Arc<dyn LogSink> = Arc::new(DirectSink::new(store.clone(), &ingest_cfg));
     let serve_opts = |name| ServeOptions {
         idle_timeout: Duration::from_secs(cfg.idle_timeout_secs),
@@ -81,17 +99,39 @@ pub fn start(cfg: &ServeConfig, boot: &Bootstrap, agents: TcpListener, api: TcpL
     ));
     let front = Shutdown::new();
     let back = Shutdown::new();
-    let hostd_ctx = gatehouse_hostd::service::context(store.clone(), keys.clone(), Default::default());
-    let hostd = tokio::spawn(gatehouse_hostd::run(HostdConfig::default(), hostd_ctx, bus.clone(), back.clone()));
-    let retention = tokio::spawn(gatehouse_ingest::run_retention(store.clone(), ingest_cfg, back.clone()));
+    let hostd_ctx =
+        gatehouse_hostd::service::context(store.clone(), keys.clone(), Default::default());
+    let hostd = tokio::spawn(gatehouse_hostd::run(
+        HostdConfig::default(),
+        hostd_ctx,
+        bus.clone(),
+        back.clone(),
+    ));
+    let retention = tokio::spawn(gatehouse_ingest::run_retention(
+        store.clone(),
+        ingest_cfg,
+        back.clone(),
+    ));
     let edge = tokio::spawn(gatehouse_edge::run(
         edge_cfg,
-        EdgeDeps { keys, hosts, store: store.clone(), sink },
+        EdgeDeps {
+            keys,
+            hosts,
+            store: store.clone(),
+            sink,
+        },
         agents,
         Some(tls),
         front.clone(),
     ));
-    let api = tokio::spawn(gatehouse_api::run(admin, vec![boot.admin_token.clone()], serve_opts("api"), api, Some(api_tls), front.clone()));
+    let api = tokio::spawn(gatehouse_api::run(
+        admin,
+        vec![boot.admin_token.clone()],
+        serve_opts("api"),
+        api,
+        Some(api_tls),
+        front.clone(),
+    ));
     let shutdown = Shutdown::new();
     let trigger = shutdown.clone();
     let task = tokio::spawn(async move {
@@ -113,7 +153,12 @@ pub fn start(cfg: &ServeConfig, boot: &Bootstrap, agents: TcpListener, api: TcpL
 }
 
 /// Prints what a new user needs: URLs, secrets, files, the flagfile.
-pub fn banner(cfg: &ServeConfig, boot: &Bootstrap, agent_addr: std::net::SocketAddr, api_addr: std::net::SocketAddr) -> String {
+pub fn banner(
+    cfg: &ServeConfig,
+    boot: &Bootstrap,
+    agent_addr: std::net::SocketAddr,
+    api_addr: std::net::SocketAddr,
+) -> String {
     format!(
         "\nGatehouse is running{}.\n\
 \n  agents (osquery TLS API): https://{host}:{ap}\n  operator REST API:        https://{api}  (Authorization: Bearer <admin token>)\n\
@@ -121,7 +166,11 @@ pub fn banner(cfg: &ServeConfig, boot: &Bootstrap, agent_addr: std::net::SocketA
 \nStart an agent with:\n  osqueryd --flagfile={ff}\n\
 \nTry the API:\n  curl --cacert {ca} -H 'Authorization: Bearer {token}' https://{api}/api/v1/hosts\n\
 \n--- {ff} ---\n{flags}",
-        if boot.created { " (first start: secrets and certificates were generated)" } else { "" },
+        if boot.created {
+            " (first start: secrets and certificates were generated)"
+        } else {
+            ""
+        },
         host = cfg.public_host,
         ap = agent_addr.port(),
         api = api_addr,

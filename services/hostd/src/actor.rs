@@ -10,12 +10,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use gatehouse_core::HostId;
 use gatehouse_core::model::{Campaign, CampaignResult, Delivery, DeliveryState, Host};
 use gatehouse_core::nodekey::NodeKeys;
 use gatehouse_core::ports::Store;
 use gatehouse_core::time::now_ms;
 use gatehouse_core::wire::platform_family;
-use gatehouse_core::HostId;
 use gatehouse_proto::v1::{
     ConfigOk, EnrollOk, EnrollOp, Failure, KeyOk, NodeInvalid, Ok as OkReply, ReadOk, WriteOp,
     host_reply, host_request,
@@ -62,7 +62,9 @@ pub struct HostCtx {
 
 impl std::fmt::Debug for HostCtx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HostCtx").field("registry", &self.registry).finish()
+        f.debug_struct("HostCtx")
+            .field("registry", &self.registry)
+            .finish()
     }
 }
 
@@ -93,28 +95,43 @@ pub struct HostState {
 }
 
 fn failure(message: impl Into<String>) -> host_reply::Result {
-    host_reply::Result::Failure(Failure { message: message.into() })
+    host_reply::Result::Failure(Failure {
+        message: message.into(),
+    })
 }
 
 fn invalid(reason: &str) -> host_reply::Result {
-    host_reply::Result::NodeInvalid(NodeInvalid { reason: reason.to_owned() })
+    host_reply::Result::NodeInvalid(NodeInvalid {
+        reason: reason.to_owned(),
+    })
 }
 
 fn detail<'a>(d: &'a Map<String, Value>, table: &str, col: &str) -> &'a str {
-    d.get(table).and_then(|t| t.get(col)).and_then(Value::as_str).unwrap_or("")
+    d.get(table)
+        .and_then(|t| t.get(col))
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 impl HostActor {
     async fn persist(&self, state: &mut HostState) -> Result<(), String> {
         let Some(h) = &state.host else { return Ok(()) };
-        self.ctx.store.put_host(h).await.map_err(|e| e.to_string())?;
+        self.ctx
+            .store
+            .put_host(h)
+            .await
+            .map_err(|e| e.to_string())?;
         state.persisted_last_seen = h.last_seen;
         state.dirty = false;
         Ok(())
     }
 
     /// Validates the presented epoch and marks the host seen.
-    async fn authenticate(&self, state: &mut HostState, epoch: u64) -> Result<(), host_reply::Result> {
+    async fn authenticate(
+        &self,
+        state: &mut HostState,
+        epoch: u64,
+    ) -> Result<(), host_reply::Result> {
         let Some(h) = state.host.as_mut() else {
             return Err(invalid("unknown host"));
         };
@@ -127,7 +144,8 @@ impl HostActor {
         let now = now_ms();
         h.last_seen = now;
         state.dirty = true;
-        let flush = i64::try_from(self.ctx.settings.last_seen_flush.as_millis()).unwrap_or(i64::MAX);
+        let flush =
+            i64::try_from(self.ctx.settings.last_seen_flush.as_millis()).unwrap_or(i64::MAX);
         if now - state.persisted_last_seen >= flush
             && let Err(e) = self.persist(state).await
         {
@@ -138,12 +156,17 @@ impl HostActor {
     }
 
     async fn enroll(&self, state: &mut HostState, op: EnrollOp) -> host_reply::Result {
-        let details: Map<String, Value> = serde_json::from_slice(&op.host_details_json).unwrap_or_default();
+        let details: Map<String, Value> =
+            serde_json::from_slice(&op.host_details_json).unwrap_or_default();
         let now = now_ms();
         let platform = platform_family(&op.platform_type, &details).to_owned();
         let hostname = {
             let h = detail(&details, "system_info", "hostname");
-            if h.is_empty() { op.host_identifier.clone() } else { h.to_owned() }
+            if h.is_empty() {
+                op.host_identifier.clone()
+            } else {
+                h.to_owned()
+            }
         };
         let host = match state.host.take() {
             Some(mut h) => {
@@ -196,7 +219,10 @@ impl HostActor {
             return failure(format!("enrollment could not be stored: {e}"));
         }
         tracing::info!(host = %state.id, epoch, first, "host enrolled");
-        host_reply::Result::Enrolled(EnrollOk { node_key: self.ctx.keys.mint(&state.id, epoch), epoch })
+        host_reply::Result::Enrolled(EnrollOk {
+            node_key: self.ctx.keys.mint(&state.id, epoch),
+            epoch,
+        })
     }
 
     async fn config(&self, state: &mut HostState) -> host_reply::Result {
@@ -227,7 +253,8 @@ impl HostActor {
 
     async fn read(&self, state: &mut HostState) -> host_reply::Result {
         let now = now_ms();
-        let redeliver = i64::try_from(self.ctx.settings.redeliver_after.as_millis()).unwrap_or(i64::MAX);
+        let redeliver =
+            i64::try_from(self.ctx.settings.redeliver_after.as_millis()).unwrap_or(i64::MAX);
         let mut queries = BTreeMap::new();
         let mut expired = Vec::new();
         for (id, (campaign, delivery)) in state.pending.iter_mut() {
@@ -237,7 +264,9 @@ impl HostActor {
             }
             let due = match delivery.state {
                 DeliveryState::Queued => true,
-                DeliveryState::Delivered => delivery.delivered_at.is_none_or(|t| now - t >= redeliver),
+                DeliveryState::Delivered => {
+                    delivery.delivered_at.is_none_or(|t| now - t >= redeliver)
+                }
                 _ => false,
             };
             if !due {
@@ -267,7 +296,11 @@ impl HostActor {
         if !queries.is_empty() {
             tracing::debug!(host = %state.id, queries = queries.len(), "live queries delivered");
         }
-        host_reply::Result::Read(ReadOk { queries, discovery: BTreeMap::new(), accelerate: 0 })
+        host_reply::Result::Read(ReadOk {
+            queries,
+            discovery: BTreeMap::new(),
+            accelerate: 0,
+        })
     }
 
     async fn write(&self, state: &mut HostState, op: WriteOp) -> host_reply::Result {
@@ -287,7 +320,8 @@ impl HostActor {
                 continue;
             }
             let rows: Vec<Value> = serde_json::from_slice(&r.rows_json).unwrap_or_default();
-            let stats: Map<String, Value> = serde_json::from_slice(&r.stats_json).unwrap_or_default();
+            let stats: Map<String, Value> =
+                serde_json::from_slice(&r.stats_json).unwrap_or_default();
             results.push(CampaignResult {
                 campaign_id: r.query_id,
                 host_id: state.id.clone(),
@@ -310,12 +344,19 @@ impl HostActor {
         host_reply::Result::Ok(OkReply {})
     }
 
-    async fn handle_request(&self, state: &mut HostState, op: host_request::Op, epoch: u64) -> host_reply::Result {
+    async fn handle_request(
+        &self,
+        state: &mut HostState,
+        op: host_request::Op,
+        epoch: u64,
+    ) -> host_reply::Result {
         use host_request::Op;
         match op {
             Op::Enroll(e) => self.enroll(state, e).await,
             Op::SetLabels(l) => {
-                let Some(h) = state.host.as_mut() else { return failure("host not found") };
+                let Some(h) = state.host.as_mut() else {
+                    return failure("host not found");
+                };
                 let mut labels = l.labels;
                 labels.sort();
                 labels.dedup();
@@ -326,14 +367,20 @@ impl HostActor {
                 }
             }
             Op::RotateKey(r) => {
-                let Some(h) = state.host.as_mut() else { return failure("host not found") };
+                let Some(h) = state.host.as_mut() else {
+                    return failure("host not found");
+                };
                 h.key_epoch += 1;
                 h.key_revoked = r.revoke;
                 let epoch = h.key_epoch;
                 match self.persist(state).await {
                     Ok(()) => {
                         tracing::info!(host = %state.id, epoch, revoked = r.revoke, "node key changed");
-                        let node_key = if r.revoke { String::new() } else { self.ctx.keys.mint(&state.id, epoch) };
+                        let node_key = if r.revoke {
+                            String::new()
+                        } else {
+                            self.ctx.keys.mint(&state.id, epoch)
+                        };
                         host_reply::Result::Key(KeyOk { node_key, epoch })
                     }
                     Err(e) => failure(e),
@@ -348,7 +395,9 @@ impl HostActor {
                     Op::Config(_) => self.config(state).await,
                     Op::Read(_) => self.read(state).await,
                     Op::Write(w) => self.write(state, w).await,
-                    Op::Enroll(_) | Op::SetLabels(_) | Op::RotateKey(_) => failure("unreachable operation"),
+                    Op::Enroll(_) | Op::SetLabels(_) | Op::RotateKey(_) => {
+                        failure("unreachable operation")
+                    }
                 }
             }
         }
@@ -360,7 +409,11 @@ impl Actor for HostActor {
     type State = HostState;
     type Arguments = HostId;
 
-    async fn pre_start(&self, myself: ActorRef<Self::Msg>, id: HostId) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        id: HostId,
+    ) -> Result<Self::State, ActorProcessingErr> {
         let host = self.ctx.store.get_host(&id).await?;
         let mut pending = BTreeMap::new();
         if host.is_some() {
@@ -379,9 +432,18 @@ impl Actor for HostActor {
         })
     }
 
-    async fn handle(&self, myself: ActorRef<Self::Msg>, msg: Self::Msg, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
-            HostMsg::Request { op, key_epoch, reply } => {
+            HostMsg::Request {
+                op,
+                key_epoch,
+                reply,
+            } => {
                 state.last_activity = Instant::now();
                 let result = self.handle_request(state, op, key_epoch).await;
                 let _ = reply.send(result);
@@ -394,14 +456,20 @@ impl Actor for HostActor {
                             state.pending.insert(c.id.clone(), (*c, d));
                         }
                         Ok(_) => {}
-                        Err(e) => tracing::warn!(host = %state.id, error = %e, "campaign delivery lookup failed"),
+                        Err(e) => {
+                            tracing::warn!(host = %state.id, error = %e, "campaign delivery lookup failed")
+                        }
                     }
                 }
             }
             HostMsg::Tick => {
-                let flush = i64::try_from(self.ctx.settings.last_seen_flush.as_millis()).unwrap_or(i64::MAX);
+                let flush = i64::try_from(self.ctx.settings.last_seen_flush.as_millis())
+                    .unwrap_or(i64::MAX);
                 if state.dirty
-                    && state.host.as_ref().is_some_and(|h| h.last_seen - state.persisted_last_seen >= flush)
+                    && state
+                        .host
+                        .as_ref()
+                        .is_some_and(|h| h.last_seen - state.persisted_last_seen >= flush)
                     && let Err(e) = self.persist(state).await
                 {
                     tracing::warn!(host = %state.id, error = %e, "host write failed");
@@ -417,7 +485,11 @@ impl Actor for HostActor {
         Ok(())
     }
 
-    async fn post_stop(&self, myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         self.ctx.registry.remove(&state.id, Some(myself.get_id()));
         if state.dirty
             && let Err(e) = self.persist(state).await

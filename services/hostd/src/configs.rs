@@ -36,7 +36,9 @@ pub struct ConfigCache {
 
 impl std::fmt::Debug for ConfigCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConfigCache").field("known", &self.known.load(Ordering::Relaxed)).finish()
+        f.debug_struct("ConfigCache")
+            .field("known", &self.known.load(Ordering::Relaxed))
+            .finish()
     }
 }
 
@@ -79,7 +81,9 @@ impl ConfigCache {
         let defs = self.definitions().await?;
         let (generation, defs) = defs;
         let assembled = assemble(labels, &defs)?;
-        self.store.put_config_blob(&assembled.hash, &assembled.bytes).await?;
+        self.store
+            .put_config_blob(&assembled.hash, &assembled.bytes)
+            .await?;
         if let Ok(mut guard) = self.loaded.lock()
             && let Some(l) = guard.as_mut()
             && l.generation == generation
@@ -105,11 +109,23 @@ impl ConfigCache {
         }
         // Read the generation first: definitions written after it are at
         // least as new, so we never cache old definitions as new.
-        let generation = self.store.config_generation().await?.max(self.known.load(Ordering::Acquire));
+        let generation = self
+            .store
+            .config_generation()
+            .await?
+            .max(self.known.load(Ordering::Acquire));
         let defs = Arc::new(load_definitions(self.store.as_ref()).await?);
-        tracing::info!(generation, schedules = defs.schedules.len(), "config definitions loaded");
+        tracing::info!(
+            generation,
+            schedules = defs.schedules.len(),
+            "config definitions loaded"
+        );
         if let Ok(mut guard) = self.loaded.lock() {
-            *guard = Some(Loaded { generation, defs: defs.clone(), by_labels: HashMap::new() });
+            *guard = Some(Loaded {
+                generation,
+                defs: defs.clone(),
+                by_labels: HashMap::new(),
+            });
         }
         self.observe(generation);
         Ok((generation, defs))

@@ -22,7 +22,9 @@ pub struct Registry {
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry").field("actors", &self.len()).finish()
+        f.debug_struct("Registry")
+            .field("actors", &self.len())
+            .finish()
     }
 }
 

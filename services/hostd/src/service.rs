@@ -10,7 +10,9 @@ use gatehouse_bus::hostrpc::{ALL_HOST_SUBJECTS, CAMPAIGN_SUBJECT, CONFIG_SUBJECT
 use gatehouse_core::HostId;
 use gatehouse_core::nodekey::NodeKeys;
 use gatehouse_core::ports::{Bus, BusError, BusMessage, Store};
-use gatehouse_proto::v1::{CampaignCreated, ConfigChanged, Failure, HostReply, HostRequest, host_reply};
+use gatehouse_proto::v1::{
+    CampaignCreated, ConfigChanged, Failure, HostReply, HostRequest, host_reply,
+};
 use gatehouse_runtime::Shutdown;
 use prost::Message;
 use ractor::rpc::CallResult;
@@ -56,7 +58,9 @@ pub struct Router {
 }
 
 fn failure(message: impl Into<String>) -> host_reply::Result {
-    host_reply::Result::Failure(Failure { message: message.into() })
+    host_reply::Result::Failure(Failure {
+        message: message.into(),
+    })
 }
 
 impl Router {
@@ -74,10 +78,15 @@ impl Router {
         let id = host.clone();
         let r = cell
             .get_or_try_init(|| async move {
-                let (actor, _join) = Actor::spawn(None, HostActor { ctx }, id).await.map_err(|e| match e {
-                    SpawnErr::StartupFailed(e) => format!("host actor failed to start: {e}"),
-                    other => other.to_string(),
-                })?;
+                let (actor, _join) =
+                    Actor::spawn(None, HostActor { ctx }, id)
+                        .await
+                        .map_err(|e| match e {
+                            SpawnErr::StartupFailed(e) => {
+                                format!("host actor failed to start: {e}")
+                            }
+                            other => other.to_string(),
+                        })?;
                 Ok::<_, String>(actor)
             })
             .await
@@ -105,12 +114,21 @@ impl Router {
             };
             let op = op.clone();
             let call = actor
-                .call(|reply| HostMsg::Request { op, key_epoch: req.key_epoch, reply }, Some(self.call_timeout))
+                .call(
+                    |reply| HostMsg::Request {
+                        op,
+                        key_epoch: req.key_epoch,
+                        reply,
+                    },
+                    Some(self.call_timeout),
+                )
                 .await;
             match call {
                 Ok(CallResult::Success(r)) => return r,
                 Ok(CallResult::Timeout) => return failure("host actor timed out"),
-                Ok(CallResult::SenderError) | Err(MessagingErr::SendErr(_)) | Err(MessagingErr::ChannelClosed) => {
+                Ok(CallResult::SenderError)
+                | Err(MessagingErr::SendErr(_))
+                | Err(MessagingErr::ChannelClosed) => {
                     self.ctx.registry.remove(&host, Some(actor.get_id()));
                 }
                 Err(e) => return failure(format!("host actor unavailable: {e}")),
@@ -140,7 +158,10 @@ impl Router {
             }
         };
         if tokio::time::timeout(timeout, all).await.is_err() {
-            tracing::warn!(actors = n, "not every host actor stopped within the drain timeout");
+            tracing::warn!(
+                actors = n,
+                "not every host actor stopped within the drain timeout"
+            );
         } else {
             tracing::info!(actors = n, "host actors stopped");
         }
@@ -164,7 +185,12 @@ async fn answer(router: Router, msg: BusMessage) {
         Err(e) => failure(format!("undecodable host request: {e}")),
     };
     if let Some(reply) = msg.reply {
-        let bytes = Bytes::from(HostReply { result: Some(result) }.encode_to_vec());
+        let bytes = Bytes::from(
+            HostReply {
+                result: Some(result),
+            }
+            .encode_to_vec(),
+        );
         if let Err(e) = reply.reply(bytes).await {
             tracing::debug!(error = %e, "reply not delivered");
         }
@@ -172,7 +198,12 @@ async fn answer(router: Router, msg: BusMessage) {
 }
 
 /// Runs hostd until `shutdown`; then stops every actor (persisting state).
-pub async fn run(cfg: HostdConfig, ctx: Arc<HostCtx>, bus: Arc<dyn Bus>, shutdown: Shutdown) -> Result<(), HostdError> {
+pub async fn run(
+    cfg: HostdConfig,
+    ctx: Arc<HostCtx>,
+    bus: Arc<dyn Bus>,
+    shutdown: Shutdown,
+) -> Result<(), HostdError> {
     let router = Router::new(ctx.clone(), cfg.call_timeout);
     let mut requests = bus.subscribe(ALL_HOST_SUBJECTS, Some("hostd")).await?;
     let mut campaigns = bus.subscribe(CAMPAIGN_SUBJECT, None).await?;

@@ -49,7 +49,9 @@ pub struct DirectSink {
 
 impl std::fmt::Debug for DirectSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DirectSink").field("free_slots", &self.slots.available_permits()).finish()
+        f.debug_struct("DirectSink")
+            .field("free_slots", &self.slots.available_permits())
+            .finish()
     }
 }
 
@@ -93,7 +95,11 @@ pub async fn run_retention(store: Arc<dyn Store>, cfg: IngestConfig, shutdown: S
         let cutoff = today.saturating_sub(cfg.retention_days);
         match store.purge_logs_before_day(cutoff).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(removed = n, cutoff_day = cutoff, "retention purged log lines"),
+            Ok(n) => tracing::info!(
+                removed = n,
+                cutoff_day = cutoff,
+                "retention purged log lines"
+            ),
             Err(e) => tracing::warn!(error = %e, "retention purge failed"),
         }
     }

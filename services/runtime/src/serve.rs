@@ -72,10 +72,11 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
-        let svc = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(RemoteAddr(peer));
-            router.clone().oneshot(req.map(axum::body::Body::new))
-        });
+        let svc =
+            hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(RemoteAddr(peer));
+                router.clone().oneshot(req.map(axum::body::Body::new))
+            });
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -89,7 +90,8 @@ pub async fn serve(
                 let watcher = graceful.watcher();
                 let hs_timeout = opts.handshake_timeout;
                 tokio::spawn(async move {
-                    let tls = match tokio::time::timeout(hs_timeout, acceptor.accept(stream)).await {
+                    let tls = match tokio::time::timeout(hs_timeout, acceptor.accept(stream)).await
+                    {
                         Ok(Ok(tls)) => tls,
                         Ok(Err(e)) => {
                             tracing::debug!(server = name, %peer, error = %e, "tls handshake failed");
@@ -107,7 +109,9 @@ pub async fn serve(
                 });
             }
             None => {
-                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                let conn = builder
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .into_owned();
                 let fut = graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = fut.await {

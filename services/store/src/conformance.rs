@@ -79,9 +79,21 @@ async fn hosts(store: &dyn Store) {
 }
 
 async fn definitions(store: &dyn Store) {
-    let q = Query { name: "users".into(), sql: "SELECT * FROM users".into(), description: "d".into(), updated_at: 5 };
+    let q = Query {
+        name: "users".into(),
+        sql: "SELECT * FROM users".into(),
+        description: "d".into(),
+        updated_at: 5,
+    };
     ok(store.put_query(&q).await);
-    ok(store.put_query(&Query { name: "procs".into(), sql: "SELECT 1".into(), description: String::new(), updated_at: 6 }).await);
+    ok(store
+        .put_query(&Query {
+            name: "procs".into(),
+            sql: "SELECT 1".into(),
+            description: String::new(),
+            updated_at: 6,
+        })
+        .await);
     let qs = ok(store.list_queries().await);
     assert_eq!(qs.len(), 2);
     assert!(qs.contains(&q));
@@ -107,7 +119,10 @@ async fn definitions(store: &dyn Store) {
     assert!(ok(store.delete_schedule("users").await));
     assert!(ok(store.list_schedules().await).is_empty());
 
-    let mut c = LabelConfig { label: "servers".into(), ..Default::default() };
+    let mut c = LabelConfig {
+        label: "servers".into(),
+        ..Default::default()
+    };
     c.options.insert("logger_tls_period".into(), json!(10));
     c.file_paths.insert("etc".into(), vec!["/etc/%%".into()]);
     ok(store.put_label_config(&c).await);
@@ -123,7 +138,10 @@ async fn config_blobs_and_generation(store: &dyn Store) {
     assert_eq!(ok(store.config_generation().await), 2);
     ok(store.put_config_blob("h1", b"{\"schedule\":{}}").await);
     ok(store.put_config_blob("h1", b"{\"schedule\":{}}").await);
-    assert_eq!(ok(store.get_config_blob("h1").await).as_deref(), Some(&b"{\"schedule\":{}}"[..]));
+    assert_eq!(
+        ok(store.get_config_blob("h1").await).as_deref(),
+        Some(&b"{\"schedule\":{}}"[..])
+    );
     assert!(ok(store.get_config_blob("h2").await).is_none());
 }
 
@@ -156,28 +174,75 @@ async fn logs(store: &dyn Store) {
         ]),
     );
     ok(store.append_logs(&resend).await);
-    ok(store.append_logs(&result_batch(&b, json!([{"name": "users", "unixTime": day, "columns": {"u": "9"}, "action": "added"}]))).await);
+    ok(store
+        .append_logs(&result_batch(
+            &b,
+            json!([{"name": "users", "unixTime": day, "columns": {"u": "9"}, "action": "added"}]),
+        ))
+        .await);
 
-    let all_a = ok(store.query_results(&ResultFilter { host_id: Some(a.clone()), name: None, since: 0, until: i64::MAX, limit: 100 }).await);
+    let all_a = ok(store
+        .query_results(&ResultFilter {
+            host_id: Some(a.clone()),
+            name: None,
+            since: 0,
+            until: i64::MAX,
+            limit: 100,
+        })
+        .await);
     assert_eq!(all_a.len(), 4, "re-sent lines must not be stored twice");
-    assert!(all_a.windows(2).all(|w| w[0].unix_time <= w[1].unix_time), "results come in time order");
+    assert!(
+        all_a.windows(2).all(|w| w[0].unix_time <= w[1].unix_time),
+        "results come in time order"
+    );
     let users_a = ok(store
-        .query_results(&ResultFilter { host_id: Some(a.clone()), name: Some("users".into()), since: day, until: day + 1, limit: 100 })
+        .query_results(&ResultFilter {
+            host_id: Some(a.clone()),
+            name: Some("users".into()),
+            since: day,
+            until: day + 1,
+            limit: 100,
+        })
         .await);
     assert_eq!(users_a.len(), 2);
     assert!(users_a.iter().all(|r| r.name == "users" && r.host_id == a));
-    let everyone = ok(store.query_results(&ResultFilter { host_id: None, name: Some("users".into()), since: day, until: day + 1, limit: 100 }).await);
+    let everyone = ok(store
+        .query_results(&ResultFilter {
+            host_id: None,
+            name: Some("users".into()),
+            since: day,
+            until: day + 1,
+            limit: 100,
+        })
+        .await);
     assert_eq!(everyone.len(), 3);
-    let limited = ok(store.query_results(&ResultFilter { host_id: None, name: None, since: 0, until: i64::MAX, limit: 2 }).await);
+    let limited = ok(store
+        .query_results(&ResultFilter {
+            host_id: None,
+            name: None,
+            since: 0,
+            until: i64::MAX,
+            limit: 2,
+        })
+        .await);
     assert_eq!(limited.len(), 2);
-    let snap = all_a.iter().find(|r| r.name == "procs").map(|r| (r.kind, r.rows));
+    let snap = all_a
+        .iter()
+        .find(|r| r.name == "procs")
+        .map(|r| (r.kind, r.rows));
     assert_eq!(snap, Some((ResultKind::Snapshot, 2)));
 
     let status_body = json!({"log_type": "status", "data": [
         {"severity": 0, "unixTime": day, "message": "started", "filename": "x.cpp", "line": 1},
         {"severity": 2, "unixTime": day + 1, "message": "no such table", "filename": "y.cpp", "line": 2}
     ]});
-    let st = records(&a, ok(parse_log(ok(parse_object(&ok(serde_json::to_vec(&status_body)))))), (day + 60) * 1000);
+    let st = records(
+        &a,
+        ok(parse_log(ok(parse_object(&ok(serde_json::to_vec(
+            &status_body,
+        )))))),
+        (day + 60) * 1000,
+    );
     ok(store.append_logs(&st).await);
     ok(store.append_logs(&st).await);
     let sts = ok(store.query_status(&a, 0, i64::MAX, 100).await);
@@ -190,17 +255,53 @@ async fn logs(store: &dyn Store) {
     let skewed_body = json!({"log_type": "result", "data": [
         {"name": "clock", "unixTime": 946_684_800, "columns": {"c": "1"}, "action": "added"}
     ]});
-    let skewed = records(&b, ok(parse_log(ok(parse_object(&ok(serde_json::to_vec(&skewed_body)))))), (day + 60) * 1000);
+    let skewed = records(
+        &b,
+        ok(parse_log(ok(parse_object(&ok(serde_json::to_vec(
+            &skewed_body,
+        )))))),
+        (day + 60) * 1000,
+    );
     ok(store.append_logs(&skewed).await);
-    let found = ok(store.query_results(&ResultFilter { host_id: Some(b.clone()), name: Some("clock".into()), since: 0, until: i64::MAX, limit: 10 }).await);
+    let found = ok(store
+        .query_results(&ResultFilter {
+            host_id: Some(b.clone()),
+            name: Some("clock".into()),
+            since: 0,
+            until: i64::MAX,
+            limit: 10,
+        })
+        .await);
     assert_eq!(found.len(), 1);
 
     // Retention removes whole days before the cut-off only.
-    let removed = ok(store.purge_logs_before_day(gatehouse_core::time::unix_day(day - 86_400)).await);
+    let removed = ok(store
+        .purge_logs_before_day(gatehouse_core::time::unix_day(day - 86_400))
+        .await);
     assert_eq!(removed, 1);
-    let left = ok(store.query_results(&ResultFilter { host_id: Some(a), name: None, since: 0, until: i64::MAX, limit: 100 }).await);
+    let left = ok(store
+        .query_results(&ResultFilter {
+            host_id: Some(a),
+            name: None,
+            since: 0,
+            until: i64::MAX,
+            limit: 100,
+        })
+        .await);
     assert_eq!(left.len(), 3);
-    assert_eq!(ok(store.query_results(&ResultFilter { host_id: Some(b), name: Some("clock".into()), since: 0, until: i64::MAX, limit: 10 }).await).len(), 1);
+    assert_eq!(
+        ok(store
+            .query_results(&ResultFilter {
+                host_id: Some(b),
+                name: Some("clock".into()),
+                since: 0,
+                until: i64::MAX,
+                limit: 10
+            })
+            .await)
+        .len(),
+        1
+    );
 }
 
 async fn campaigns(store: &dyn Store) {
@@ -209,24 +310,38 @@ async fn campaigns(store: &dyn Store) {
     let c = Campaign {
         id: "camp1".into(),
         sql: "SELECT 1".into(),
-        targets: Targets { hosts: vec![h1.clone(), h2.clone()], labels: vec![], all: false },
+        targets: Targets {
+            hosts: vec![h1.clone(), h2.clone()],
+            labels: vec![],
+            all: false,
+        },
         target_count: 2,
         created_at: 10,
         expires_at: 1_000,
         created_by: "admin".into(),
     };
     ok(store.create_campaign(&c, &[h1.clone(), h2.clone()]).await);
-    let c2 = Campaign { id: "camp2".into(), created_at: 20, target_count: 1, ..c.clone() };
-    ok(store.create_campaign(&c2, &[h1.clone()]).await);
+    let c2 = Campaign {
+        id: "camp2".into(),
+        created_at: 20,
+        target_count: 1,
+        ..c.clone()
+    };
+    ok(store.create_campaign(&c2, std::slice::from_ref(&h1)).await);
     assert_eq!(ok(store.get_campaign("camp1").await).as_ref(), Some(&c));
     let listed = ok(store.list_campaigns(10).await);
-    assert_eq!(listed.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), vec!["camp2", "camp1"], "newest first");
+    assert_eq!(
+        listed.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        vec!["camp2", "camp1"],
+        "newest first"
+    );
 
     let open = ok(store.open_deliveries(&h1).await);
     assert_eq!(open.len(), 2);
     assert!(open.iter().all(|(_, d)| d.state == DeliveryState::Queued));
 
-    let mut d = ok(store.get_delivery("camp1", &h1).await).unwrap_or_else(|| panic!("delivery missing"));
+    let mut d =
+        ok(store.get_delivery("camp1", &h1).await).unwrap_or_else(|| panic!("delivery missing"));
     d.state = DeliveryState::Delivered;
     d.delivered_at = Some(50);
     d.delivery_count = 1;
@@ -242,10 +357,16 @@ async fn campaigns(store: &dyn Store) {
         stats: Map::from_iter([("wall_time_ms".to_owned(), json!(3))]),
         received_at: 60,
     };
-    let failed = CampaignResult { campaign_id: "camp2".into(), status: 1, message: "no such table: foo".into(), rows: vec![], ..r.clone() };
+    let failed = CampaignResult {
+        campaign_id: "camp2".into(),
+        status: 1,
+        message: "no such table: foo".into(),
+        rows: vec![],
+        ..r.clone()
+    };
     ok(store.record_results(&[r.clone(), failed]).await);
     // Recording twice (a duplicate write) is harmless.
-    ok(store.record_results(&[r.clone()]).await);
+    ok(store.record_results(std::slice::from_ref(&r)).await);
     assert!(ok(store.open_deliveries(&h1).await).is_empty());
     assert_eq!(ok(store.open_deliveries(&h2).await).len(), 1);
     assert_eq!(ok(store.list_results("camp1").await), vec![r]);
@@ -254,10 +375,14 @@ async fn campaigns(store: &dyn Store) {
     let state = |h: &HostId| ds.iter().find(|d| &d.host_id == h).map(|d| d.state);
     assert_eq!(state(&h1), Some(DeliveryState::Answered));
     assert_eq!(state(&h2), Some(DeliveryState::Queued));
-    assert_eq!(ok(store.get_delivery("camp2", &h1).await).map(|d| d.state), Some(DeliveryState::Failed));
+    assert_eq!(
+        ok(store.get_delivery("camp2", &h1).await).map(|d| d.state),
+        Some(DeliveryState::Failed)
+    );
 
     // Expiring a delivery closes it.
-    let mut d2 = ok(store.get_delivery("camp1", &h2).await).unwrap_or_else(|| panic!("delivery missing"));
+    let mut d2 =
+        ok(store.get_delivery("camp1", &h2).await).unwrap_or_else(|| panic!("delivery missing"));
     d2.state = DeliveryState::Expired;
     d2.finished_at = Some(2_000);
     ok(store.put_delivery(&d2).await);
@@ -281,7 +406,10 @@ async fn carves(store: &dyn Store) {
         format: None,
     };
     ok(store.create_carve(&s).await);
-    assert!(store.create_carve(&s).await.is_err(), "session ids are unique");
+    assert!(
+        store.create_carve(&s).await.is_err(),
+        "session ids are unique"
+    );
     assert_eq!(s.block_len(0), 4);
     assert_eq!(s.block_len(2), 2);
     // Out of order, with a repeat.
@@ -296,7 +424,8 @@ async fn carves(store: &dyn Store) {
     assert!(store.put_carve_block("nope", 0, b"x").await.is_err());
     let mut assembled = Vec::new();
     for i in 0..3 {
-        assembled.extend_from_slice(&ok(store.get_carve_block("sess-1", i).await).unwrap_or_default());
+        assembled
+            .extend_from_slice(&ok(store.get_carve_block("sess-1", i).await).unwrap_or_default());
     }
     assert_eq!(assembled, b"abcdefghij");
     let mut done = ok(store.get_carve("sess-1").await).unwrap_or_else(|| panic!("carve missing"));

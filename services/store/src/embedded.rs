@@ -28,12 +28,12 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use gatehouse_core::HostId;
+use gatehouse_core::logs::bucket_day;
 use gatehouse_core::model::{
     Campaign, CampaignResult, CarveSession, Delivery, DeliveryState, Host, LabelConfig, LogRecords,
     Page, Query, ResultFilter, ResultLog, Schedule, StatusLog,
 };
 use gatehouse_core::ports::{BlockOutcome, Store, StoreError, StoreResult};
-use gatehouse_core::logs::bucket_day;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -124,7 +124,10 @@ impl EmbeddedStore {
     /// Opens (or creates) the database under `dir`.
     pub fn open(dir: &Path) -> StoreResult<Self> {
         let db = Database::builder(dir).open().map_err(unavailable)?;
-        let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default).map_err(unavailable);
+        let ks = |name: &str| {
+            db.keyspace(name, KeyspaceCreateOptions::default)
+                .map_err(unavailable)
+        };
         let inner = Inner {
             hosts: ks("hosts")?,
             defs: ks("defs")?,
@@ -141,7 +144,9 @@ impl EmbeddedStore {
             rmw: Mutex::new(()),
             db,
         };
-        Ok(Self { inner: Arc::new(inner) })
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
     }
 
     /// Runs blocking fjall work off the async threads.
@@ -194,10 +199,12 @@ impl Inner {
 
     fn counter(&self, key: &str) -> StoreResult<u64> {
         Ok(match self.meta.get(key).map_err(unavailable)? {
-            Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
-                key: key.to_owned(),
-                reason: "counter is not 8 bytes".into(),
-            })?),
+            Some(v) => {
+                u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                    key: key.to_owned(),
+                    reason: "counter is not 8 bytes".into(),
+                })?)
+            }
             None => 0,
         })
     }
@@ -207,7 +214,8 @@ impl Inner {
 impl Store for EmbeddedStore {
     async fn get_host(&self, id: &HostId) -> StoreResult<Option<Host>> {
         let id = id.clone();
-        self.run(move |i| i.get_json(&i.hosts, id.as_str().as_bytes())).await
+        self.run(move |i| i.get_json(&i.hosts, id.as_str().as_bytes()))
+            .await
     }
 
     async fn put_host(&self, host: &Host) -> StoreResult<()> {
@@ -220,7 +228,10 @@ impl Store for EmbeddedStore {
         let after = after.map(|h| h.as_str().as_bytes().to_vec());
         self.run(move |i| {
             let iter = match &after {
-                Some(a) => i.hosts.range::<&[u8], _>((std::ops::Bound::Excluded(a.as_slice()), std::ops::Bound::Unbounded)),
+                Some(a) => i.hosts.range::<&[u8], _>((
+                    std::ops::Bound::Excluded(a.as_slice()),
+                    std::ops::Bound::Unbounded,
+                )),
                 None => i.hosts.iter(),
             };
             let mut items = Vec::new();
@@ -233,7 +244,11 @@ impl Store for EmbeddedStore {
                 }
                 items.push(dec::<Host>(&k, &v)?);
             }
-            let next = if more { items.last().map(|h| h.id.to_string()) } else { None };
+            let next = if more {
+                items.last().map(|h| h.id.to_string())
+            } else {
+                None
+            };
             Ok(Page { items, next })
         })
         .await
@@ -285,7 +300,11 @@ impl Store for EmbeddedStore {
         self.run(|i| {
             let _g = i.rmw.lock().map_err(|_| unavailable("lock poisoned"))?;
             let next = i.counter("config_generation")? + 1;
-            i.commit(vec![(&i.meta, b"config_generation".to_vec(), next.to_be_bytes().to_vec())])?;
+            i.commit(vec![(
+                &i.meta,
+                b"config_generation".to_vec(),
+                next.to_be_bytes().to_vec(),
+            )])?;
             Ok(next)
         })
         .await
@@ -308,14 +327,25 @@ impl Store for EmbeddedStore {
 
     async fn get_config_blob(&self, hash: &str) -> StoreResult<Option<Bytes>> {
         let k = hash.as_bytes().to_vec();
-        self.run(move |i| Ok(i.blobs.get(&k).map_err(unavailable)?.map(|v| Bytes::copy_from_slice(&v))))
-            .await
+        self.run(move |i| {
+            Ok(i.blobs
+                .get(&k)
+                .map_err(unavailable)?
+                .map(|v| Bytes::copy_from_slice(&v)))
+        })
+        .await
     }
 
     async fn append_logs(&self, records: &LogRecords) -> StoreResult<()> {
         let items: Vec<(bool, Vec<u8>, Vec<u8>)> = match records {
-            LogRecords::Results(rs) => rs.iter().map(|r| Ok((true, result_key(r), enc(r)?))).collect::<StoreResult<_>>()?,
-            LogRecords::Status(ss) => ss.iter().map(|s| Ok((false, status_key(s), enc(s)?))).collect::<StoreResult<_>>()?,
+            LogRecords::Results(rs) => rs
+                .iter()
+                .map(|r| Ok((true, result_key(r), enc(r)?)))
+                .collect::<StoreResult<_>>()?,
+            LogRecords::Status(ss) => ss
+                .iter()
+                .map(|s| Ok((false, status_key(s), enc(s)?)))
+                .collect::<StoreResult<_>>()?,
         };
         if items.is_empty() {
             return Ok(());
@@ -361,14 +391,27 @@ impl Store for EmbeddedStore {
                     out.push(r);
                 }
             }
-            out.sort_by(|a, b| (a.unix_time, &a.host_id, &a.name, &a.line_id).cmp(&(b.unix_time, &b.host_id, &b.name, &b.line_id)));
+            out.sort_by(|a, b| {
+                (a.unix_time, &a.host_id, &a.name, &a.line_id).cmp(&(
+                    b.unix_time,
+                    &b.host_id,
+                    &b.name,
+                    &b.line_id,
+                ))
+            });
             out.truncate(f.limit);
             Ok(out)
         })
         .await
     }
 
-    async fn query_status(&self, host: &HostId, since: i64, until: i64, limit: usize) -> StoreResult<Vec<StatusLog>> {
+    async fn query_status(
+        &self,
+        host: &HostId,
+        since: i64,
+        until: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<StatusLog>> {
         let host = host.clone();
         self.run(move |i| {
             let Some((lo, hi)) = first_day(&i.status) else {
@@ -431,7 +474,11 @@ impl Store for EmbeddedStore {
                 finished_at: None,
             };
             items.push((1, join(&[c.id.as_bytes(), h.as_str().as_bytes()]), enc(&d)?));
-            items.push((2, join(&[h.as_str().as_bytes(), c.id.as_bytes()]), Vec::new()));
+            items.push((
+                2,
+                join(&[h.as_str().as_bytes(), c.id.as_bytes()]),
+                Vec::new(),
+            ));
         }
         self.run(move |i| {
             let ks = |t: u8| match t {
@@ -444,7 +491,12 @@ impl Store for EmbeddedStore {
             let mut items = items;
             let head = items.remove(0);
             for chunk in items.chunks(20_000) {
-                i.commit(chunk.iter().map(|(t, k, v)| (ks(*t), k.clone(), v.clone())).collect())?;
+                i.commit(
+                    chunk
+                        .iter()
+                        .map(|(t, k, v)| (ks(*t), k.clone(), v.clone()))
+                        .collect(),
+                )?;
             }
             i.commit(vec![(ks(head.0), head.1, head.2)])
         })
@@ -478,7 +530,9 @@ impl Store for EmbeddedStore {
                 let Some(c) = i.get_json::<Campaign>(&i.campaigns, cid)? else {
                     continue;
                 };
-                let Some(d) = i.get_json::<Delivery>(&i.deliveries, &join(&[cid, host.as_str().as_bytes()]))? else {
+                let Some(d) =
+                    i.get_json::<Delivery>(&i.deliveries, &join(&[cid, host.as_str().as_bytes()]))?
+                else {
                     continue;
                 };
                 if !d.state.is_final() {
@@ -517,20 +571,29 @@ impl Store for EmbeddedStore {
             let mut b = i.db.batch().durability(Some(PersistMode::SyncData));
             for r in &results {
                 let k = join(&[r.campaign_id.as_bytes(), r.host_id.as_str().as_bytes()]);
-                let mut d = i.get_json::<Delivery>(&i.deliveries, &k)?.unwrap_or(Delivery {
-                    campaign_id: r.campaign_id.clone(),
-                    host_id: r.host_id.clone(),
-                    state: DeliveryState::Queued,
-                    queued_at: r.received_at,
-                    delivered_at: None,
-                    delivery_count: 0,
-                    finished_at: None,
-                });
-                d.state = if r.status == 0 { DeliveryState::Answered } else { DeliveryState::Failed };
+                let mut d = i
+                    .get_json::<Delivery>(&i.deliveries, &k)?
+                    .unwrap_or(Delivery {
+                        campaign_id: r.campaign_id.clone(),
+                        host_id: r.host_id.clone(),
+                        state: DeliveryState::Queued,
+                        queued_at: r.received_at,
+                        delivered_at: None,
+                        delivery_count: 0,
+                        finished_at: None,
+                    });
+                d.state = if r.status == 0 {
+                    DeliveryState::Answered
+                } else {
+                    DeliveryState::Failed
+                };
                 d.finished_at = Some(r.received_at);
                 b.insert(&i.deliveries, k.clone(), enc(&d)?);
                 b.insert(&i.cresults, k, enc(r)?);
-                b.remove(&i.open, join(&[r.host_id.as_str().as_bytes(), r.campaign_id.as_bytes()]));
+                b.remove(
+                    &i.open,
+                    join(&[r.host_id.as_str().as_bytes(), r.campaign_id.as_bytes()]),
+                );
             }
             b.commit().map_err(unavailable)
         })
@@ -575,14 +638,23 @@ impl Store for EmbeddedStore {
     async fn list_carves(&self, limit: usize) -> StoreResult<Vec<CarveSession>> {
         self.run(move |i| {
             let mut all: Vec<CarveSession> = i.scan_json(&i.carves, b"")?;
-            all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.session_id.cmp(&b.session_id)));
+            all.sort_by(|a, b| {
+                b.created_at
+                    .cmp(&a.created_at)
+                    .then(a.session_id.cmp(&b.session_id))
+            });
             all.truncate(limit);
             Ok(all)
         })
         .await
     }
 
-    async fn put_carve_block(&self, session_id: &str, block_id: u64, data: &[u8]) -> StoreResult<BlockOutcome> {
+    async fn put_carve_block(
+        &self,
+        session_id: &str,
+        block_id: u64,
+        data: &[u8],
+    ) -> StoreResult<BlockOutcome> {
         let sid = session_id.to_owned();
         let data = data.to_vec();
         self.run(move |i| {
@@ -599,21 +671,34 @@ impl Store for EmbeddedStore {
                 b.insert(&i.carves, sid.as_bytes().to_vec(), enc(&s)?);
             }
             b.commit().map_err(unavailable)?;
-            Ok(BlockOutcome { blocks_received: s.blocks_received, new_block })
+            Ok(BlockOutcome {
+                blocks_received: s.blocks_received,
+                new_block,
+            })
         })
         .await
     }
 
     async fn get_carve_block(&self, session_id: &str, block_id: u64) -> StoreResult<Option<Bytes>> {
         let k = join(&[session_id.as_bytes(), &block_id.to_be_bytes()]);
-        self.run(move |i| Ok(i.blocks.get(&k).map_err(unavailable)?.map(|v| Bytes::copy_from_slice(&v))))
-            .await
+        self.run(move |i| {
+            Ok(i.blocks
+                .get(&k)
+                .map_err(unavailable)?
+                .map(|v| Bytes::copy_from_slice(&v)))
+        })
+        .await
     }
 
     async fn get_meta(&self, key: &str) -> StoreResult<Option<Bytes>> {
         let k = key.as_bytes().to_vec();
-        self.run(move |i| Ok(i.meta.get(&k).map_err(unavailable)?.map(|v| Bytes::copy_from_slice(&v))))
-            .await
+        self.run(move |i| {
+            Ok(i.meta
+                .get(&k)
+                .map_err(unavailable)?
+                .map(|v| Bytes::copy_from_slice(&v)))
+        })
+        .await
     }
 
     async fn put_meta(&self, key: &str, value: &[u8]) -> StoreResult<()> {
@@ -638,10 +723,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         {
             let store = EmbeddedStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
-            store.put_meta("k", b"v").await.unwrap_or_else(|e| panic!("{e}"));
+            store
+                .put_meta("k", b"v")
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
         }
         let store = EmbeddedStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(store.get_meta("k").await.ok().flatten().as_deref(), Some(&b"v"[..]));
+        assert_eq!(
+            store.get_meta("k").await.ok().flatten().as_deref(),
+            Some(&b"v"[..])
+        );
     }
 }
 
@@ -661,13 +752,28 @@ mod reopen_tests {
                 let data: Vec<_> = (0..5)
                     .map(|i| serde_json::json!({"name": "users", "unixTime": 1_717_496_431 + round, "columns": {"uid": format!("{round}-{i}")}, "action": "added"}))
                     .collect();
-                let body = serde_json::to_vec(&serde_json::json!({"log_type": "result", "data": data})).unwrap_or_default();
-                let req = parse_log(parse_object(&body).unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
-                store.append_logs(&records(&host, req, 1)).await.unwrap_or_else(|e| panic!("{e}"));
+                let body =
+                    serde_json::to_vec(&serde_json::json!({"log_type": "result", "data": data}))
+                        .unwrap_or_default();
+                let req = parse_log(parse_object(&body).unwrap_or_default())
+                    .unwrap_or_else(|e| panic!("{e}"));
+                store
+                    .append_logs(&records(&host, req, 1))
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
             }
         }
         let store = EmbeddedStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
-        let f = ResultFilter { host_id: Some(host), name: None, since: 0, until: i64::MAX, limit: 100_000 };
-        assert_eq!(store.query_results(&f).await.unwrap_or_default().len(), 1000);
+        let f = ResultFilter {
+            host_id: Some(host),
+            name: None,
+            since: 0,
+            until: i64::MAX,
+            limit: 100_000,
+        };
+        assert_eq!(
+            store.query_results(&f).await.unwrap_or_default().len(),
+            1000
+        );
     }
 }

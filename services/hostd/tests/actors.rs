@@ -1,0 +1,127 @@
+//! HostActor lifecycle against the real embedded store: spawned on demand,
+//! one actor per host under concurrent first requests, passivated when
+//! idle with its state persisted, rebuilt from the store afterwards.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gatehouse_core::HostId;
+use gatehouse_core::nodekey::NodeKeys;
+use gatehouse_core::ports::Store;
+use gatehouse_hostd::actor::ActorSettings;
+use gatehouse_hostd::service::{Router, context};
+use gatehouse_proto::v1::{ConfigOp, EnrollOp, HostRequest, TouchOp, host_reply, host_request};
+use gatehouse_store::EmbeddedStore;
+
+fn req(host: &HostId, epoch: u64, op: host_request::Op) -> HostRequest {
+    HostRequest {
+        host_id: host.to_string(),
+        key_epoch: epoch,
+        op: Some(op),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actors_spawn_once_passivate_and_rebuild_from_the_store() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let store: Arc<dyn Store> =
+        Arc::new(EmbeddedStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}")));
+    let settings = ActorSettings {
+        passivate_after: Duration::from_millis(300),
+        tick: Duration::from_millis(50),
+        last_seen_flush: Duration::from_secs(3600),
+        ..ActorSettings::default()
+    };
+    let ctx = context(
+        store.clone(),
+        NodeKeys::new(b"0123456789abcdef0123456789abcdef"),
+        settings,
+    );
+    let router = Router::new(ctx, Duration::from_secs(5));
+    let host = HostId::from_identity("hw:actor-test");
+
+    let enroll = host_request::Op::Enroll(EnrollOp {
+        identity: "hw:actor-test".into(),
+        host_identifier: "h1".into(),
+        platform_type: "21".into(),
+        host_details_json: b"{\"system_info\":{\"hostname\":\"mac-1\"}}"
+            .to_vec()
+            .into(),
+        remote_addr: "10.0.0.1".into(),
+    });
+    let epoch = match router.route(req(&host, 0, enroll)).await {
+        host_reply::Result::Enrolled(k) => k.epoch,
+        other => panic!("enroll failed: {other:?}"),
+    };
+    assert_eq!(epoch, 1);
+
+    // Later requests move last_seen past the enrollment time.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    // Fifty concurrent requests: one actor serves them all, in order.
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let r = router.clone();
+        let h = host.clone();
+        tasks.push(tokio::spawn(async move {
+            r.route(req(&h, 1, host_request::Op::Touch(TouchOp {})))
+                .await
+        }));
+    }
+    for t in tasks {
+        assert!(matches!(t.await, Ok(host_reply::Result::Ok(_))));
+    }
+    assert_eq!(router.live_actors(), 1);
+    assert!(matches!(
+        router
+            .route(req(&host, 1, host_request::Op::Config(ConfigOp {})))
+            .await,
+        host_reply::Result::Config(_)
+    ));
+
+    // Idle: the actor passivates and writes its lazy state (last_seen).
+    let start = Instant::now();
+    while router.live_actors() > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "actor never passivated"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stored = store
+        .get_host(&host)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("host not stored"));
+    assert_eq!(stored.platform, "darwin");
+    assert_eq!(stored.hostname, "mac-1");
+    assert_eq!(stored.config_hash.len(), 64);
+    // last_seen is flushed only hourly here, so this came from passivation.
+    assert!(
+        stored.last_seen >= stored.enrolled_at + 30,
+        "last_seen not persisted on passivation"
+    );
+
+    // A new request rebuilds it from the store; old epochs stay invalid.
+    assert!(matches!(
+        router
+            .route(req(&host, 1, host_request::Op::Touch(TouchOp {})))
+            .await,
+        host_reply::Result::Ok(_)
+    ));
+    assert!(matches!(
+        router
+            .route(req(&host, 0, host_request::Op::Touch(TouchOp {})))
+            .await,
+        host_reply::Result::NodeInvalid(_)
+    ));
+    assert_eq!(router.live_actors(), 1);
+    // Unknown hosts are node_invalid, not an error.
+    let stranger = HostId::from_identity("hw:stranger");
+    assert!(matches!(
+        router
+            .route(req(&stranger, 1, host_request::Op::Touch(TouchOp {})))
+            .await,
+        host_reply::Result::NodeInvalid(_)
+    ));
+}
