@@ -187,6 +187,26 @@ async fn config_follows_labels_and_refuses_oversized_configs() -> R {
     assert!(v["error"].as_str().unwrap_or("").contains("limit"), "{v}");
     let again = b.config().await?.json.unwrap_or_default();
     assert_eq!(again, cb);
+    // Nor can relabelling a host put it into an oversized combination.
+    let (st, v) = s
+        .api(
+            Method::PUT,
+            "/api/v1/schedules/big",
+            Some(json!({"query": "big", "interval": 60, "labels": ["huge"]})),
+        )
+        .await?;
+    assert_eq!(st, 200, "no host carries 'huge' yet: {v}");
+    let (st, v) = s
+        .api(
+            Method::PUT,
+            &format!("/api/v1/hosts/{}/labels", b.host_id()),
+            Some(json!({"labels": ["huge"]})),
+        )
+        .await?;
+    assert_eq!(st, 422, "{v}");
+    let h = s.get(&format!("/api/v1/hosts/{}", b.host_id())).await?;
+    assert_eq!(h["labels"], json!([]));
+    assert_eq!(b.config().await?.json.unwrap_or_default(), cb);
     Ok(())
 }
 

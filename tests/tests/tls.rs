@@ -18,7 +18,10 @@ fn roots(ca: &std::path::Path) -> anyhow::Result<rustls::RootCertStore> {
 }
 
 fn client(cfg: rustls::ClientConfig) -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder().use_preconfigured_tls(cfg).timeout(Duration::from_secs(10)).build()?)
+    Ok(reqwest::Client::builder()
+        .use_preconfigured_tls(cfg)
+        .timeout(Duration::from_secs(10))
+        .build()?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,12 +57,18 @@ async fn mutual_tls_admits_only_agents_with_a_trusted_certificate() -> anyhow::R
     agent.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
     let agent_cert = agent.signed_by(&agent_key, &issuer)?;
 
-    let s = TestServer::start_in(&dir.path().join("data"), |c| c.tls.client_ca = Some(ca_path.clone())).await?;
+    let s = TestServer::start_in(&dir.path().join("data"), |c| {
+        c.tls.client_ca = Some(ca_path.clone())
+    })
+    .await?;
 
     // Without a client certificate the handshake fails: no request is served.
     let mut anonymous = s.agent(1);
     anonymous.http = client_for(&s.boot.ca_path)?;
-    assert!(anonymous.enroll().await.is_err(), "an agent without a certificate was served");
+    assert!(
+        anonymous.enroll().await.is_err(),
+        "an agent without a certificate was served"
+    );
 
     let cfg = rustls::ClientConfig::builder()
         .with_root_certificates(roots(&s.boot.ca_path)?)
@@ -73,6 +82,11 @@ async fn mutual_tls_admits_only_agents_with_a_trusted_certificate() -> anyhow::R
     assert!(r.agent_success(), "{r:?}");
     assert!(trusted.config().await?.agent_success());
     // The operator API does not require client certificates.
-    assert_eq!(s.get("/api/v1/hosts").await?["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        s.get("/api/v1/hosts").await?["items"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
     Ok(())
 }

@@ -354,6 +354,17 @@ impl AdminService for Admin {
                 )));
             }
         }
+        // The new label combination must still yield a publishable config.
+        let mut host = self
+            .store
+            .get_host(&hid)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("host {hid}")))?;
+        host.labels = labels.clone();
+        assemble(
+            &host.label_set(),
+            &load_definitions(self.store.as_ref()).await?,
+        )?;
         self.host_call(&hid, host_request::Op::SetLabels(SetLabelsOp { labels }))
             .await?;
         self.get_host(id).await

@@ -33,7 +33,12 @@ fn batch(host: &HostId, round: u64, lines: usize) -> gatehouse_core::model::LogR
     records(host, req, now)
 }
 
-async fn appends(store: Arc<dyn Store>, writers: usize, batches_per_writer: usize, lines: usize) -> (f64, f64) {
+async fn appends(
+    store: Arc<dyn Store>,
+    writers: usize,
+    batches_per_writer: usize,
+    lines: usize,
+) -> (f64, f64) {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..writers {
@@ -42,7 +47,10 @@ async fn appends(store: Arc<dyn Store>, writers: usize, batches_per_writer: usiz
             let host = HostId::from_identity(&format!("hw:bench-{w}"));
             for r in 0..batches_per_writer {
                 let b = batch(&host, r as u64, lines);
-                store.append_logs(&b).await.unwrap_or_else(|e| panic!("{e}"));
+                store
+                    .append_logs(&b)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
             }
         }));
     }
@@ -55,7 +63,11 @@ async fn appends(store: Arc<dyn Store>, writers: usize, batches_per_writer: usiz
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap_or_else(|e| panic!("{e}"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
     rt.block_on(async {
         let mut rows = Vec::new();
         for (writers, lines) in [(1usize, 10usize), (1, 100), (16, 10), (16, 100)] {
