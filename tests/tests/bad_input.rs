@@ -277,6 +277,38 @@ async fn operators_get_4xx_with_messages() -> R {
     assert_eq!(st, 404);
     let (st, _) = s.api(Method::DELETE, "/api/v1/hosts", None).await?;
     assert_eq!(st, 405);
+    // Deleting: missing things are 404, a query still scheduled is refused.
+    let (st, _) = s
+        .api(Method::DELETE, "/api/v1/schedules/nope", None)
+        .await?;
+    assert_eq!(st, 404);
+    let (st, _) = s
+        .api(Method::DELETE, "/api/v1/label_configs/nope", None)
+        .await?;
+    assert_eq!(st, 404);
+    s.api(
+        Method::PUT,
+        "/api/v1/queries/q",
+        Some(json!({"sql": "SELECT 1"})),
+    )
+    .await?;
+    s.api(
+        Method::PUT,
+        "/api/v1/schedules/s",
+        Some(json!({"query": "q", "interval": 60, "labels": ["all"]})),
+    )
+    .await?;
+    let (st, v) = s.api(Method::DELETE, "/api/v1/queries/q", None).await?;
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap_or("").contains("schedules"),
+        "{v}"
+    );
+    let (st, _) = s.api(Method::DELETE, "/api/v1/schedules/s", None).await?;
+    assert_eq!(st, 204);
+    let (st, _) = s.api(Method::DELETE, "/api/v1/queries/q", None).await?;
+    assert_eq!(st, 204);
+    assert_eq!(s.get("/api/v1/queries").await?, json!([]));
     let (st, v) = s
         .api(
             Method::PUT,

@@ -268,6 +268,31 @@ impl Admin {
         Ok(())
     }
 
+    /// Deletes one definition; when it does not exist nothing is saved and
+    /// no new generation is announced.
+    async fn delete_definition<F, Fut>(
+        &self,
+        what: String,
+        remove: impl FnOnce(&mut Definitions) -> bool,
+        delete: F,
+    ) -> Result<(), ApiError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<bool, gatehouse_core::ports::StoreError>>,
+    {
+        self.change_definitions(
+            |d| {
+                if remove(d) {
+                    Ok(())
+                } else {
+                    Err(ApiError::NotFound(what))
+                }
+            },
+            || async { delete().await.map(|_| ()).map_err(Into::into) },
+        )
+        .await
+    }
+
     fn coverage(deliveries: &[Delivery], c: &Campaign, now: i64) -> Coverage {
         let mut cov = Coverage {
             targeted: c.target_count,
@@ -467,22 +492,12 @@ impl AdminService for Admin {
     }
 
     async fn delete_schedule(&self, name: &str) -> Result<(), ApiError> {
-        let mut found = false;
-        self.change_definitions(
-            |d| {
-                found = d.schedules.remove(name).is_some();
-                Ok(())
-            },
-            || async {
-                self.store
-                    .delete_schedule(name)
-                    .await
-                    .map(|_| ())
-                    .map_err(Into::into)
-            },
+        self.delete_definition(
+            format!("schedule {name}"),
+            |d| d.schedules.remove(name).is_some(),
+            || self.store.delete_schedule(name),
         )
-        .await?;
-        not_found_if_false(found, format!("schedule {name}"))
+        .await
     }
 
     async fn put_label_config(&self, mut c: LabelConfig) -> Result<LabelConfig, ApiError> {
@@ -505,22 +520,12 @@ impl AdminService for Admin {
     }
 
     async fn delete_label_config(&self, label: &str) -> Result<(), ApiError> {
-        let mut found = false;
-        self.change_definitions(
-            |d| {
-                found = d.label_configs.remove(label).is_some();
-                Ok(())
-            },
-            || async {
-                self.store
-                    .delete_label_config(label)
-                    .await
-                    .map(|_| ())
-                    .map_err(Into::into)
-            },
+        self.delete_definition(
+            format!("label config {label}"),
+            |d| d.label_configs.remove(label).is_some(),
+            || self.store.delete_label_config(label),
         )
-        .await?;
-        not_found_if_false(found, format!("label config {label}"))
+        .await
     }
 
     async fn search_results(&self, mut f: ResultFilter) -> Result<Vec<ResultLog>, ApiError> {

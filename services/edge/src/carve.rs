@@ -22,7 +22,7 @@ use http::StatusCode;
 use serde_json::json;
 
 use crate::error::json as json_response;
-use crate::handlers::EdgeState;
+use crate::handlers::{EdgeState, finish};
 use crate::{Edge, EdgeError};
 
 fn ok(v: serde_json::Value) -> Response {
@@ -30,13 +30,6 @@ fn ok(v: serde_json::Value) -> Response {
         StatusCode::OK,
         serde_json::to_vec(&v).unwrap_or_else(|_| b"{}".to_vec()),
     )
-}
-
-fn finish(endpoint: &'static str, r: Result<Response, EdgeError>) -> Response {
-    r.unwrap_or_else(|e| {
-        tracing::info!(endpoint, error = %e, "carve request rejected");
-        axum::response::IntoResponse::into_response(e)
-    })
 }
 
 pub(crate) async fn begin(State(edge): EdgeState, req: Request) -> Response {

@@ -99,7 +99,7 @@ impl Edge {
     }
 }
 
-fn finish(endpoint: &'static str, r: Result<Response, EdgeError>) -> Response {
+pub(crate) fn finish(endpoint: &'static str, r: Result<Response, EdgeError>) -> Response {
     match r {
         Ok(resp) => resp,
         Err(e) => {
