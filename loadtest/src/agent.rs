@@ -1,0 +1,634 @@
+//! One simulated `osqueryd`.
+//!
+//! Like the real worker process it runs separate threads (here tasks) for
+//! config refresh, the log forwarder (with the scheduler that fills its
+//! buffer) and the distributed loop, each with its own keep-alive
+//! connection, sharing one node key behind one enrollment mutex (§4.1).
+//! Retry and back-off schedules follow the spec: enroll n² up to 12
+//! attempts (§4.4), config i² up to 3 (§5.5), logger k²·period capped at
+//! 3600 s per log type (§6.3), distributed 1 s then 4 s (§7.2).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+
+use crate::judge::{Outcome, enroll_key, judge};
+use crate::metrics::{Endpoint, Metrics, Result_};
+use crate::osinfo::Machine;
+use crate::schedule::{LogBuffer, Options, Render, ScheduledQuery, StatusSpec, fire, parse_config};
+use crate::transport::{Channel, Headers, HttpReply, Pool, Target, TransportError};
+
+/// The osquery endpoint flags.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub enroll: String,
+    pub config: String,
+    pub logger: String,
+    pub read: String,
+    pub write: String,
+    pub carve_begin: String,
+    pub carve_block: String,
+}
+
+impl Paths {
+    /// Gatehouse's defaults (`/api/v1/osquery/...`).
+    pub fn with_prefix(prefix: &str) -> Self {
+        Self {
+            enroll: format!("{prefix}/enroll"),
+            config: format!("{prefix}/config"),
+            logger: format!("{prefix}/log"),
+            read: format!("{prefix}/distributed/read"),
+            write: format!("{prefix}/distributed/write"),
+            carve_begin: format!("{prefix}/carve/begin"),
+            carve_block: format!("{prefix}/carve/block"),
+        }
+    }
+}
+
+/// Flags every simulated agent shares.
+#[derive(Clone)]
+pub struct Fleet {
+    pub target: Arc<Target>,
+    pub paths: Paths,
+    pub enroll_secret: String,
+    /// Command-line values of runtime flags (config `options` override).
+    pub options: Options,
+    /// `--config_refresh` in ms; 0 fetches once.
+    pub config_refresh_ms: u64,
+    pub config_accelerated_refresh_ms: u64,
+    pub enroll_max_attempts: u32,
+    pub logger_backoff_max_ms: u64,
+    pub distributed: bool,
+    pub carver: bool,
+    pub carver_block_size: usize,
+    pub carve_size: usize,
+    pub send_status_logs: bool,
+    /// Shared connections instead of one per agent thread.
+    pub pool: Option<Arc<Pool>>,
+    pub metrics: Arc<Metrics>,
+    pub answers: Arc<Answers>,
+    /// Released when a storm's outage ends.
+    pub release: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Seconds of schedule output buffered before the first flush (storm).
+    pub backlog_secs: u64,
+    /// Time unit for back-off sleeps (1 s; shorter in tests).
+    pub second: Duration,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet")
+            .field("target", &self.target)
+            .finish()
+    }
+}
+
+/// Agent-side timings of live-query answers, by query id.
+#[derive(Debug, Default)]
+pub struct Answers {
+    pub by_query: Mutex<BTreeMap<String, Vec<Answer>>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Answer {
+    pub read_sent: Instant,
+    pub read_done: Instant,
+    pub write_sent: Instant,
+    pub write_done: Instant,
+}
+
+pub(crate) struct State {
+    pub(crate) schedule: Vec<ScheduledQuery>,
+    pub(crate) options: Options,
+    pub(crate) buffer: LogBuffer,
+    pub(crate) accelerate_until: Option<Instant>,
+    pub(crate) configured: bool,
+}
+
+pub struct Agent {
+    pub machine: Machine,
+    pub(crate) fleet: Fleet,
+    key: tokio::sync::Mutex<Option<String>>,
+    ever_enrolled: std::sync::atomic::AtomicBool,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("host", &self.machine.hostname)
+            .finish()
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A connection slot for one agent thread.
+pub enum Conn {
+    Own(Channel),
+    Shared(Arc<Pool>),
+}
+
+impl Conn {
+    pub(crate) fn new(fleet: &Fleet) -> Self {
+        match &fleet.pool {
+            Some(p) => Conn::Shared(p.clone()),
+            None => Conn::Own(Channel::default()),
+        }
+    }
+
+    async fn post(
+        &mut self,
+        t: &Target,
+        path: &str,
+        body: Bytes,
+        h: &Headers,
+    ) -> Result<HttpReply, TransportError> {
+        match self {
+            Conn::Own(c) => c.post(t, path, body, h).await,
+            Conn::Shared(p) => p.post(t, path, body, h).await,
+        }
+    }
+}
+
+fn gzip(b: &[u8]) -> Bytes {
+    use std::io::Write;
+    let mut e =
+        flate2::write::GzEncoder::new(Vec::with_capacity(b.len() / 4), flate2::Compression::new(9));
+    // Like the agent: a failed compression sends an empty body.
+    if e.write_all(b).is_err() {
+        return Bytes::new();
+    }
+    e.finish().map(Bytes::from).unwrap_or_default()
+}
+
+impl Agent {
+    pub fn new(machine: Machine, fleet: Fleet) -> Arc<Self> {
+        let options = fleet.options.clone();
+        Arc::new(Self {
+            machine,
+            fleet,
+            key: tokio::sync::Mutex::new(None),
+            ever_enrolled: std::sync::atomic::AtomicBool::new(false),
+            state: Mutex::new(State {
+                schedule: Vec::new(),
+                options,
+                buffer: LogBuffer::default(),
+                accelerate_until: None,
+                configured: false,
+            }),
+        })
+    }
+
+    pub(crate) fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn buffered(&self) -> usize {
+        self.state().buffer.len()
+    }
+
+    /// One request, judged as the agent judges it, recorded in metrics.
+    pub(crate) async fn request(
+        &self,
+        conn: &mut Conn,
+        ep: Endpoint,
+        path: &str,
+        body: &Value,
+        key: Option<&str>,
+        gzip_body: bool,
+    ) -> Outcome {
+        let raw = serde_json::to_vec(body).unwrap_or_default();
+        let payload = if gzip_body {
+            gzip(&raw)
+        } else {
+            Bytes::from(raw)
+        };
+        let len = payload.len();
+        let h = Headers {
+            node_key: key.map(str::to_owned),
+            gzip: gzip_body,
+            user_agent: "osquery/5.23.1",
+        };
+        let start = Instant::now();
+        let r = conn.post(&self.fleet.target, path, payload, &h).await;
+        let outcome = judge(r);
+        let res = match &outcome {
+            Outcome::Ok(_) => Result_::Ok,
+            Outcome::NodeInvalid => Result_::NodeInvalid,
+            Outcome::Failed(_) => Result_::ErrorBody,
+            Outcome::Transport(_) => Result_::Transport,
+        };
+        self.fleet.metrics.record(ep, res, start.elapsed(), len);
+        if outcome == Outcome::NodeInvalid {
+            // The key is wiped; the next request on any thread enrolls.
+            *self.key.lock().await = None;
+        }
+        outcome
+    }
+
+    /// The cached node key, enrolling first when there is none (§4.1).
+    pub async fn node_key(&self, conn: &mut Conn) -> Option<String> {
+        let mut key = self.key.lock().await;
+        if let Some(k) = key.as_ref() {
+            return Some(k.clone());
+        }
+        let body = json!({
+            "enroll_secret": self.fleet.enroll_secret,
+            "host_identifier": self.machine.hostname,
+            "platform_type": self.machine.os.platform_type(),
+            "host_details": self.machine.host_details(),
+        });
+        let max = self.fleet.enroll_max_attempts;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let raw = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+            let len = raw.len();
+            let start = Instant::now();
+            let r = conn
+                .post(
+                    &self.fleet.target,
+                    &self.fleet.paths.enroll,
+                    raw,
+                    &Headers::default(),
+                )
+                .await;
+            let k = enroll_key(&r);
+            let res = match (&k, &r) {
+                (Some(_), _) => Result_::Ok,
+                (None, Err(_)) => Result_::Transport,
+                (None, Ok(_)) => Result_::ErrorBody,
+            };
+            self.fleet
+                .metrics
+                .record(Endpoint::Enroll, res, start.elapsed(), len);
+            if let Some(k) = k {
+                if self
+                    .ever_enrolled
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    self.fleet
+                        .metrics
+                        .reenrollments
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                *key = Some(k.clone());
+                return Some(k);
+            }
+            if max != 0 && attempt >= max {
+                return None;
+            }
+            // Sleeps 1, 4, 9 ... s, capped at --tls_enroll_max_interval (600 s).
+            let secs = u64::from(attempt * attempt).min(600);
+            tokio::time::sleep(self.fleet.second * secs as u32).await;
+        }
+    }
+
+    fn apply_config(&self, cfg: &Map<String, Value>) {
+        let (schedule, options) = parse_config(cfg, &self.fleet.options, self.machine.seed);
+        let mut st = self.state();
+        // Differential state survives a refresh for queries that stay.
+        let old: BTreeMap<Arc<str>, ScheduledQuery> =
+            st.schedule.drain(..).map(|q| (q.name.clone(), q)).collect();
+        st.schedule = schedule
+            .into_iter()
+            .map(|mut q| {
+                if let Some(o) = old.get(&q.name) {
+                    q.lo = o.lo;
+                    q.counter = o.counter;
+                }
+                q
+            })
+            .collect();
+        st.options = options;
+        st.configured = true;
+    }
+
+    /// One config fetch: up to 3 attempts sleeping i² s (§5.5).
+    async fn fetch_config(&self, conn: &mut Conn) -> bool {
+        for attempt in 1..=3u32 {
+            if let Some(key) = self.node_key(conn).await {
+                let out = self
+                    .request(
+                        conn,
+                        Endpoint::Config,
+                        &self.fleet.paths.config,
+                        &json!({"node_key": key}),
+                        Some(&key),
+                        false,
+                    )
+                    .await;
+                if let Outcome::Ok(cfg) = out {
+                    self.apply_config(&cfg);
+                    return true;
+                }
+            }
+            if attempt < 3 {
+                tokio::time::sleep(self.fleet.second * (attempt * attempt)).await;
+            }
+        }
+        false
+    }
+
+    /// Runs the agent until `stop` flips.
+    pub async fn run(self: Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
+        let mut conn = Conn::new(&self.fleet);
+        // Startup (§1): config setUp enrolls; the first config load.
+        loop {
+            if self.node_key(&mut conn).await.is_some() {
+                break;
+            }
+            // Logger setUp fails without a key: the process exits and the
+            // service manager restarts it.
+            if wait_or_stop(&stop, self.fleet.second * 10).await {
+                return;
+            }
+        }
+        self.fleet
+            .metrics
+            .enrolled
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let configured = self.fetch_config(&mut conn).await;
+        if self.fleet.send_status_logs {
+            let mut st = self.state();
+            let now = unix_now();
+            for m in [
+                "osqueryd started [version=5.23.1]",
+                "Distributed query support enabled",
+            ] {
+                st.buffer.statuses.push_back(StatusSpec {
+                    unix: now,
+                    severity: 0,
+                    message: m.into(),
+                });
+            }
+            if !configured {
+                st.buffer.statuses.push_back(StatusSpec {
+                    unix: now,
+                    severity: 1,
+                    message: "Error reading config: request failed".into(),
+                });
+            }
+        }
+        if self.fleet.backlog_secs > 0 {
+            self.fill_backlog(self.fleet.backlog_secs);
+        }
+        if let Some(mut release) = self.fleet.release.clone() {
+            let _ = release.wait_for(|v| *v).await;
+        }
+        let logger = tokio::spawn(self.clone().logger_loop(stop.clone()));
+        let dist = self
+            .fleet
+            .distributed
+            .then(|| tokio::spawn(self.clone().distributed_loop(stop.clone())));
+        self.config_loop(conn, configured, stop).await;
+        let _ = logger.await;
+        if let Some(d) = dist {
+            let _ = d.await;
+        }
+    }
+
+    async fn config_loop(
+        &self,
+        mut conn: Conn,
+        mut last_ok: bool,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        if self.fleet.config_refresh_ms == 0 {
+            let mut stop = stop;
+            let _ = stop.wait_for(|v| *v).await;
+            return;
+        }
+        loop {
+            let wait = if last_ok {
+                self.fleet.config_refresh_ms
+            } else {
+                self.fleet.config_accelerated_refresh_ms
+            };
+            if wait_or_stop(&stop, Duration::from_millis(wait)).await {
+                return;
+            }
+            last_ok = self.fetch_config(&mut conn).await;
+        }
+    }
+
+    /// Buffers what the schedule would have logged over the last `secs`.
+    fn fill_backlog(&self, secs: u64) {
+        let now = unix_now();
+        let mut rng = fastrand::Rng::with_seed(self.machine.seed);
+        let mut st = self.state();
+        let st = &mut *st;
+        let mut n = 0usize;
+        for q in st.schedule.iter_mut() {
+            let step = q.splayed_interval;
+            let mut t = (now - secs).div_ceil(step) * step;
+            while t < now {
+                n += fire(q, t, st.options.logger_event_type, &mut st.buffer, &mut rng);
+                t += step;
+            }
+        }
+        let dropped = st.buffer.purge(st.options.buffered_log_max);
+        self.fleet
+            .metrics
+            .lines_generated
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        self.fleet
+            .metrics
+            .lines_dropped
+            .fetch_add(dropped as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn render_batch(&self, results: usize, statuses: usize) -> (Vec<Value>, Vec<Value>, bool) {
+        let st = self.state();
+        let decorations = st.options.decorations.then(
+            || json!({"host_uuid": self.machine.hardware_uuid, "hostname": self.machine.hostname}),
+        );
+        let r = Render {
+            host_identifier: &self.machine.hostname,
+            seed: self.machine.seed,
+            decorations: decorations.as_ref(),
+        };
+        let res = st
+            .buffer
+            .results
+            .iter()
+            .take(results)
+            .map(|l| r.result(l))
+            .collect();
+        let sts = st
+            .buffer
+            .statuses
+            .iter()
+            .take(statuses)
+            .map(|l| r.status(l))
+            .collect();
+        (res, sts, st.options.logger_tls_compress)
+    }
+
+    /// The scheduler and the log forwarder (§5.4, §6).
+    async fn logger_loop(self: Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
+        let mut conn = Conn::new(&self.fleet);
+        let mut rng = fastrand::Rng::with_seed(self.machine.seed ^ 0x5eed);
+        // Per log type: consecutive failures and remaining back-off (ms).
+        let mut fails = [0u64; 2];
+        let mut backoff = [0u64; 2];
+        let mut next_flush = Instant::now();
+        loop {
+            let (period, next_fire_in) = {
+                let st = self.state();
+                let now = unix_now();
+                let next = st
+                    .schedule
+                    .iter()
+                    .map(|q| (now / q.splayed_interval + 1) * q.splayed_interval)
+                    .min();
+                (
+                    st.options.logger_tls_period_ms,
+                    next.map(|t| Duration::from_secs(t - now)),
+                )
+            };
+            let until_flush = next_flush.saturating_duration_since(Instant::now());
+            let wait = next_fire_in.map_or(until_flush, |f| f.min(until_flush));
+            if wait_or_stop(&stop, wait).await {
+                return;
+            }
+            // Queries whose time has come.
+            {
+                let now = unix_now();
+                let mut st = self.state();
+                let st = &mut *st;
+                let mut n = 0;
+                for q in st
+                    .schedule
+                    .iter_mut()
+                    .filter(|q| now % q.splayed_interval == 0)
+                {
+                    n += fire(
+                        q,
+                        now,
+                        st.options.logger_event_type,
+                        &mut st.buffer,
+                        &mut rng,
+                    );
+                }
+                let dropped = st.buffer.purge(st.options.buffered_log_max);
+                self.fleet
+                    .metrics
+                    .lines_generated
+                    .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                self.fleet
+                    .metrics
+                    .lines_dropped
+                    .fetch_add(dropped as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            if Instant::now() < next_flush {
+                // Woke for a query, not a flush; avoid firing twice in one second.
+                tokio::time::sleep(Duration::from_millis(
+                    1000 - u64::from(
+                        SystemTime::now()
+                            .duration_since(UNIX_EPOCH)
+                            .map(|d| d.subsec_millis())
+                            .unwrap_or(0),
+                    ),
+                ))
+                .await;
+                continue;
+            }
+            next_flush = Instant::now() + Duration::from_millis(period);
+            self.flush(&mut conn, period, &mut fails, &mut backoff)
+                .await;
+        }
+    }
+
+    /// One forwarder check (§6.1, §6.3).
+    pub async fn flush(
+        &self,
+        conn: &mut Conn,
+        period: u64,
+        fails: &mut [u64; 2],
+        backoff: &mut [u64; 2],
+    ) {
+        let max_lines = self.state().options.logger_tls_max_lines;
+        let (r, s) = self.state().buffer.scan(max_lines);
+        let (results, statuses, gz) = self.render_batch(r, s);
+        for (i, (log_type, lines, ep)) in [
+            ("result", results, Endpoint::LogResult),
+            ("status", statuses, Endpoint::LogStatus),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if lines.is_empty() {
+                continue;
+            }
+            if backoff[i] > 0 {
+                backoff[i] = backoff[i].saturating_sub(period);
+                continue;
+            }
+            if i == 1 && !self.fleet.send_status_logs {
+                let mut st = self.state();
+                let k = lines.len().min(st.buffer.statuses.len());
+                st.buffer.statuses.drain(..k);
+                continue;
+            }
+            let n = lines.len();
+            let Some(key) = self.node_key(conn).await else {
+                fails[i] += 1;
+                backoff[i] = (period * fails[i] * fails[i]).min(self.fleet.logger_backoff_max_ms);
+                continue;
+            };
+            let body = json!({"node_key": key, "log_type": log_type, "data": lines});
+            match self
+                .request(conn, ep, &self.fleet.paths.logger, &body, Some(&key), gz)
+                .await
+            {
+                Outcome::Ok(_) => {
+                    let mut st = self.state();
+                    if i == 0 {
+                        let k = n.min(st.buffer.results.len());
+                        st.buffer.results.drain(..k);
+                    } else {
+                        let k = n.min(st.buffer.statuses.len());
+                        st.buffer.statuses.drain(..k);
+                    }
+                    fails[i] = 0;
+                    self.fleet
+                        .metrics
+                        .lines_acked
+                        .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+                _ => {
+                    // Kept for the next check; pause this type k²·period.
+                    fails[i] += 1;
+                    let max = self.fleet.logger_backoff_max_ms;
+                    backoff[i] = if max == 0 {
+                        0
+                    } else {
+                        (period * fails[i] * fails[i]).min(max)
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps `d`; true when `stop` flipped first.
+pub async fn wait_or_stop(stop: &tokio::sync::watch::Receiver<bool>, d: Duration) -> bool {
+    if *stop.borrow() {
+        return true;
+    }
+    let mut s = stop.clone();
+    tokio::select! {
+        _ = tokio::time::sleep(d) => *stop.borrow(),
+        _ = s.wait_for(|v| *v) => true,
+    }
+}

@@ -1,0 +1,562 @@
+//! The agent's schedule and log buffer.
+//!
+//! Queries come from the config the agent actually received (`schedule`
+//! and inline `packs`, §5.2–5.4), each with an interval splayed once by
+//! ±`schedule_splay_percent`, firing when `unix_time % splayed == 0`.
+//! Differential state is kept compactly per query (a sliding window of row
+//! ids), and buffered lines are small specs rendered to JSON only when
+//! sent, so tens of thousands of agents with large backlogs fit in memory.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+
+use crate::tables::{row, shape, table_of};
+
+/// Options from the config that change agent behaviour (§5.2, §10).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    pub logger_tls_period_ms: u64,
+    pub logger_tls_max_lines: usize,
+    pub logger_tls_compress: bool,
+    pub logger_event_type: bool,
+    pub buffered_log_max: usize,
+    pub distributed_interval_ms: u64,
+    pub schedule_splay_percent: u64,
+    pub decorations: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            logger_tls_period_ms: 4_000,
+            logger_tls_max_lines: 1024,
+            logger_tls_compress: false,
+            logger_event_type: true,
+            buffered_log_max: 1_000_000,
+            distributed_interval_ms: 60_000,
+            schedule_splay_percent: 10,
+            decorations: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ScheduledQuery {
+    pub name: Arc<str>,
+    pub table: Arc<str>,
+    pub splayed_interval: u64,
+    pub snapshot: bool,
+    pub removed: bool,
+    /// Differential state: rows `lo .. lo + rows` are present.
+    pub lo: u64,
+    pub rows: u64,
+    pub counter: u64,
+    pub churn_per_mille: u32,
+    pub known_table: bool,
+}
+
+fn as_u64(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn as_bool(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) => Some(s == "true"),
+        Value::Number(n) => Some(n.as_u64() != Some(0)),
+        _ => None,
+    }
+}
+
+/// Parses a received config. `base` holds the flags' command-line values.
+pub fn parse_config(
+    cfg: &Map<String, Value>,
+    base: &Options,
+    seed: u64,
+) -> (Vec<ScheduledQuery>, Options) {
+    let mut o = base.clone();
+    if let Some(Value::Object(opts)) = cfg.get("options") {
+        let ms = |v: &Value| as_u64(v).map(|s| s * 1000);
+        if let Some(v) = opts.get("logger_tls_period").and_then(ms) {
+            o.logger_tls_period_ms = v.max(1000);
+        }
+        if let Some(v) = opts.get("logger_tls_max_lines").and_then(as_u64) {
+            o.logger_tls_max_lines = v as usize;
+        }
+        if let Some(v) = opts.get("logger_tls_compress").and_then(as_bool) {
+            o.logger_tls_compress = v;
+        }
+        if let Some(v) = opts.get("logger_event_type").and_then(as_bool) {
+            o.logger_event_type = v;
+        }
+        if let Some(v) = opts.get("buffered_log_max").and_then(as_u64) {
+            o.buffered_log_max = v as usize;
+        }
+        if let Some(v) = opts.get("distributed_interval").and_then(ms) {
+            o.distributed_interval_ms = v.max(1000);
+        }
+        if let Some(v) = opts.get("schedule_splay_percent").and_then(as_u64) {
+            o.schedule_splay_percent = v.min(100);
+        }
+    }
+    o.decorations = cfg
+        .get("decorators")
+        .is_some_and(|d| d.as_object().is_some_and(|m| !m.is_empty()));
+    let mut queries = Vec::new();
+    let mut add = |name: String, q: &Value| {
+        let Some(sql) = q.get("query").and_then(Value::as_str) else {
+            return;
+        };
+        let interval = q.get("interval").and_then(as_u64).unwrap_or(3600);
+        if !(1..=604_800).contains(&interval) {
+            return;
+        }
+        let h = crate::osinfo::splitmix(seed ^ name.len() as u64 ^ interval);
+        let splay = interval * o.schedule_splay_percent / 100;
+        let splayed = if splay == 0 {
+            interval
+        } else {
+            (interval - splay + h % (2 * splay + 1)).max(1)
+        };
+        let table = table_of(sql).unwrap_or_default();
+        let sh = shape(&table);
+        queries.push(ScheduledQuery {
+            name: name.into(),
+            table: table.into(),
+            splayed_interval: splayed,
+            snapshot: q.get("snapshot").and_then(as_bool).unwrap_or(false),
+            removed: q.get("removed").and_then(as_bool).unwrap_or(true),
+            lo: 0,
+            rows: sh.map_or(0, |s| u64::from(s.rows)),
+            counter: 0,
+            churn_per_mille: sh.map_or(0, |s| s.churn_per_mille),
+            known_table: sh.is_some(),
+        });
+    };
+    if let Some(Value::Object(s)) = cfg.get("schedule") {
+        for (name, q) in s {
+            add(name.clone(), q);
+        }
+    }
+    if let Some(Value::Object(packs)) = cfg.get("packs") {
+        for (pack, p) in packs {
+            if let Some(Value::Object(qs)) = p.get("queries") {
+                for (name, q) in qs {
+                    add(format!("pack_{pack}_{name}"), q);
+                }
+            }
+        }
+    }
+    (queries, o)
+}
+
+/// A buffered result line, rendered when sent.
+#[derive(Debug, Clone)]
+pub enum ResultSpec {
+    Event {
+        name: Arc<str>,
+        table: Arc<str>,
+        id: u64,
+        added: bool,
+        unix: u64,
+        counter: u64,
+    },
+    Snapshot {
+        name: Arc<str>,
+        table: Arc<str>,
+        lo: u64,
+        rows: u64,
+        unix: u64,
+    },
+    Batched {
+        name: Arc<str>,
+        table: Arc<str>,
+        removed: (u64, u64),
+        added: (u64, u64),
+        unix: u64,
+        counter: u64,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct StatusSpec {
+    pub unix: u64,
+    pub severity: u8,
+    pub message: Arc<str>,
+}
+
+/// The RocksDB-backed buffer of the real agent, in memory.
+#[derive(Debug, Default)]
+pub struct LogBuffer {
+    pub results: VecDeque<ResultSpec>,
+    pub statuses: VecDeque<StatusSpec>,
+}
+
+impl LogBuffer {
+    pub fn len(&self) -> usize {
+        self.results.len() + self.statuses.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops the oldest lines beyond `max` (0 = unlimited); returns how many.
+    pub fn purge(&mut self, max: usize) -> usize {
+        let mut dropped = 0;
+        while max > 0 && self.len() > max {
+            // The oldest of either type goes first.
+            let r = self.results.front().map(|r| r.unix());
+            let s = self.statuses.front().map(|s| s.unix);
+            match (r, s) {
+                (Some(a), Some(b)) if b < a => drop(self.statuses.pop_front()),
+                (Some(_), _) => drop(self.results.pop_front()),
+                (None, Some(_)) => drop(self.statuses.pop_front()),
+                (None, None) => break,
+            }
+            dropped += 1;
+        }
+        dropped
+    }
+
+    /// What one flush scans (§6.1): up to `max` keys, results sorting
+    /// before status, so status waits while results exceed the cap.
+    pub fn scan(&self, max: usize) -> (usize, usize) {
+        let r = self.results.len().min(max);
+        let s = self.statuses.len().min(max - r);
+        (r, s)
+    }
+}
+
+impl ResultSpec {
+    pub fn unix(&self) -> u64 {
+        match self {
+            ResultSpec::Event { unix, .. }
+            | ResultSpec::Snapshot { unix, .. }
+            | ResultSpec::Batched { unix, .. } => *unix,
+        }
+    }
+}
+
+/// Runs `q` at `unix` and buffers what the agent would log.
+pub fn fire(
+    q: &mut ScheduledQuery,
+    unix: u64,
+    event_format: bool,
+    buf: &mut LogBuffer,
+    rng: &mut fastrand::Rng,
+) -> usize {
+    if !q.known_table {
+        buf.statuses.push_back(StatusSpec {
+            unix,
+            severity: 2,
+            message: format!(
+                "Error executing scheduled query {}: no such table: {}",
+                q.name, q.table
+            )
+            .into(),
+        });
+        return 1;
+    }
+    if q.snapshot {
+        buf.results.push_back(ResultSpec::Snapshot {
+            name: q.name.clone(),
+            table: q.table.clone(),
+            lo: q.lo,
+            rows: q.rows,
+            unix,
+        });
+        q.lo += churn(q, rng);
+        return 1;
+    }
+    let (removed, added, counter) = if q.counter == 0 && q.lo == 0 {
+        // The first run in an epoch: every row is "added", counter 0.
+        let r = ((0, 0), (0, q.rows), 0);
+        q.lo = 0;
+        q.counter = 1;
+        r
+    } else {
+        let k = churn(q, rng);
+        if k == 0 {
+            return 0;
+        }
+        let r = (
+            (q.lo, q.lo + k),
+            (q.lo + q.rows, q.lo + q.rows + k),
+            q.counter,
+        );
+        q.lo += k;
+        q.counter += 1;
+        r
+    };
+    let removed = if q.removed { removed } else { (0, 0) };
+    if !event_format {
+        buf.results.push_back(ResultSpec::Batched {
+            name: q.name.clone(),
+            table: q.table.clone(),
+            removed,
+            added,
+            unix,
+            counter,
+        });
+        return 1;
+    }
+    let mut n = 0;
+    for (range, is_added) in [(removed, false), (added, true)] {
+        for id in range.0..range.1 {
+            buf.results.push_back(ResultSpec::Event {
+                name: q.name.clone(),
+                table: q.table.clone(),
+                id,
+                added: is_added,
+                unix,
+                counter,
+            });
+            n += 1;
+        }
+    }
+    n
+}
+
+fn churn(q: &ScheduledQuery, rng: &mut fastrand::Rng) -> u64 {
+    let expect = q.rows * u64::from(q.churn_per_mille);
+    let whole = expect / 1000;
+    let frac = expect % 1000;
+    whole + u64::from(rng.u64(0..1000) < frac)
+}
+
+/// `asctime()` of UTC plus " UTC", day padded with a space (§6.4).
+pub fn calendar_time(unix: u64) -> String {
+    let days = unix / 86_400;
+    let secs = unix % 86_400;
+    let (y, m, d) = civil_from_days(days as i64);
+    let wd = ((days + 4) % 7) as usize;
+    const WD: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MO: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{} {} {:>2} {:02}:{:02}:{:02} {} UTC",
+        WD[wd],
+        MO[(m - 1) as usize],
+        d,
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+        y
+    )
+}
+
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Context for rendering lines.
+#[derive(Debug, Clone)]
+pub struct Render<'a> {
+    pub host_identifier: &'a str,
+    pub seed: u64,
+    pub decorations: Option<&'a Value>,
+}
+
+impl Render<'_> {
+    fn base(&self, name: &str, unix: u64, counter: u64) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("name".into(), json!(name));
+        m.insert("hostIdentifier".into(), json!(self.host_identifier));
+        m.insert("calendarTime".into(), json!(calendar_time(unix)));
+        m.insert("unixTime".into(), json!(unix));
+        m.insert("epoch".into(), json!(0));
+        m.insert("counter".into(), json!(counter));
+        m.insert("numerics".into(), json!(false));
+        if let Some(d) = self.decorations {
+            m.insert("decorations".into(), d.clone());
+        }
+        m
+    }
+
+    pub fn result(&self, r: &ResultSpec) -> Value {
+        let rows = |table: &str, (a, b): (u64, u64)| -> Vec<Value> {
+            (a..b)
+                .map(|id| Value::Object(row(table, self.seed, id)))
+                .collect()
+        };
+        match r {
+            ResultSpec::Event {
+                name,
+                table,
+                id,
+                added,
+                unix,
+                counter,
+            } => {
+                let mut m = self.base(name, *unix, *counter);
+                m.insert("columns".into(), Value::Object(row(table, self.seed, *id)));
+                m.insert(
+                    "action".into(),
+                    json!(if *added { "added" } else { "removed" }),
+                );
+                Value::Object(m)
+            }
+            ResultSpec::Snapshot {
+                name,
+                table,
+                lo,
+                rows: n,
+                unix,
+            } => {
+                let mut m = self.base(name, *unix, 0);
+                m.insert("snapshot".into(), Value::Array(rows(table, (*lo, lo + n))));
+                m.insert("action".into(), json!("snapshot"));
+                Value::Object(m)
+            }
+            ResultSpec::Batched {
+                name,
+                table,
+                removed,
+                added,
+                unix,
+                counter,
+            } => {
+                let mut m = self.base(name, *unix, *counter);
+                m.insert(
+                    "diffResults".into(),
+                    json!({"removed": rows(table, *removed), "added": rows(table, *added)}),
+                );
+                Value::Object(m)
+            }
+        }
+    }
+
+    pub fn status(&self, s: &StatusSpec) -> Value {
+        let mut m = Map::new();
+        m.insert("hostIdentifier".into(), json!(self.host_identifier));
+        m.insert("calendarTime".into(), json!(calendar_time(s.unix)));
+        m.insert("unixTime".into(), json!(s.unix));
+        m.insert("severity".into(), json!(s.severity));
+        m.insert(
+            "filename".into(),
+            json!(if s.severity >= 2 {
+                "scheduler.cpp"
+            } else {
+                "init.cpp"
+            }),
+        );
+        m.insert(
+            "line".into(),
+            json!(if s.severity >= 2 { 108 } else { 652 }),
+        );
+        m.insert("message".into(), json!(&*s.message));
+        m.insert("version".into(), json!("5.23.1"));
+        if let Some(d) = self.decorations {
+            m.insert("decorations".into(), d.clone());
+        }
+        Value::Object(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calendar_time_matches_asctime() {
+        assert_eq!(calendar_time(1_717_496_431), "Tue Jun  4 10:20:31 2024 UTC");
+        assert_eq!(calendar_time(0), "Thu Jan  1 00:00:00 1970 UTC");
+    }
+
+    #[test]
+    fn config_parsing_splays_and_reads_packs_and_options() {
+        let cfg = json!({"options": {"logger_tls_period": 10, "distributed_interval": 5, "logger_tls_compress": "true"},
+            "schedule": {"procs": {"query": "SELECT * FROM processes", "interval": 60}},
+            "packs": {"inv": {"queries": {"users": {"query": "SELECT * FROM users", "interval": 3600, "snapshot": true}}}},
+            "decorators": {"load": ["SELECT 1"]}});
+        let (qs, o) = parse_config(
+            cfg.as_object().unwrap_or(&Map::new()),
+            &Options::default(),
+            42,
+        );
+        assert_eq!(o.logger_tls_period_ms, 10_000);
+        assert_eq!(o.distributed_interval_ms, 5_000);
+        assert!(o.logger_tls_compress && o.decorations);
+        assert_eq!(qs.len(), 2);
+        let procs = qs
+            .iter()
+            .find(|q| &*q.name == "procs")
+            .map(|q| q.splayed_interval)
+            .unwrap_or(0);
+        assert!((54..=66).contains(&procs), "{procs}");
+        assert!(
+            qs.iter()
+                .any(|q| &*q.name == "pack_inv_users" && q.snapshot)
+        );
+    }
+
+    #[test]
+    fn differential_runs_emit_adds_then_churn() {
+        let mut q = parse_config(
+            json!({"schedule": {"p": {"query": "SELECT * FROM processes", "interval": 60}}})
+                .as_object()
+                .unwrap_or(&Map::new()),
+            &Options::default(),
+            1,
+        )
+        .0
+        .remove(0);
+        let mut buf = LogBuffer::default();
+        let mut rng = fastrand::Rng::with_seed(1);
+        assert_eq!(
+            fire(&mut q, 100, true, &mut buf, &mut rng),
+            180,
+            "first run adds every row"
+        );
+        let mut later = 0;
+        for t in 0..10 {
+            later += fire(&mut q, 200 + t, true, &mut buf, &mut rng);
+        }
+        assert!(later > 50 && later < 250, "{later}");
+        let (r, s) = buf.scan(1024);
+        assert_eq!((r, s), (buf.results.len().min(1024), 0));
+    }
+
+    #[test]
+    fn scan_caps_results_and_status_together() {
+        let mut buf = LogBuffer::default();
+        for i in 0..1500 {
+            buf.results.push_back(ResultSpec::Snapshot {
+                name: "q".into(),
+                table: "uptime".into(),
+                lo: 0,
+                rows: 1,
+                unix: i,
+            });
+        }
+        buf.statuses.push_back(StatusSpec {
+            unix: 1,
+            severity: 0,
+            message: "x".into(),
+        });
+        assert_eq!(
+            buf.scan(1024),
+            (1024, 0),
+            "status waits while results exceed the cap"
+        );
+        buf.results.truncate(10);
+        assert_eq!(buf.scan(1024), (10, 1));
+        assert_eq!(buf.purge(5), 6);
+    }
+}

@@ -1,0 +1,297 @@
+//! HTTPS the way the agent does it: one keep-alive HTTP/1.1 connection per
+//! plugin thread, POST with a JSON body, 16 s for the whole exchange, and
+//! one silent reconnect-and-resend when a request fails for any reason but
+//! that timeout (§2.6).
+//!
+//! A [`Channel`] is one such connection slot. By default every simulated
+//! agent owns its channels, as osqueryd does; [`Pool`] lets agents share a
+//! fixed number of connections instead (needed when the per-process file
+//! limit is below the agent count). Connections leave from a spread of
+//! loopback source addresses so tens of thousands of them do not exhaust
+//! one address's ephemeral ports.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpSocket;
+use tokio::sync::Mutex;
+
+/// The agent's whole-request timeout.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(16);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransportError {
+    Timeout,
+    Connect(String),
+    Tls(String),
+    Http(String),
+}
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TransportError::Timeout => f.write_str("timeout"),
+            TransportError::Connect(e) => write!(f, "connect: {e}"),
+            TransportError::Tls(e) => write!(f, "tls: {e}"),
+            TransportError::Http(e) => write!(f, "http: {e}"),
+        }
+    }
+}
+
+/// A response as the agent receives it.
+#[derive(Debug, Clone)]
+pub struct HttpReply {
+    pub status: u16,
+    pub body: Bytes,
+}
+
+/// Where and how to connect.
+pub struct Target {
+    pub addr: SocketAddr,
+    /// `Host` header and TLS server name (`--tls_hostname` without port).
+    pub host_header: String,
+    server_name: ServerName<'static>,
+    tls: tokio_rustls::TlsConnector,
+    sources: Vec<IpAddr>,
+    next_source: AtomicUsize,
+    pub connects: AtomicUsize,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target").field("addr", &self.addr).finish()
+    }
+}
+
+impl Target {
+    /// `host` is the `--tls_hostname` value (`name[:port]`), resolved to
+    /// `addr`. `sources` spreads connections over local addresses (empty:
+    /// let the OS choose).
+    pub fn new(
+        addr: SocketAddr,
+        host: &str,
+        tls: Arc<rustls::ClientConfig>,
+        sources: Vec<IpAddr>,
+    ) -> anyhow::Result<Self> {
+        let name = host.rsplit_once(':').map_or(host, |(h, _)| h).to_owned();
+        let server_name = ServerName::try_from(name)?;
+        let host_header = if addr.port() == 443 {
+            host.split(':').next().unwrap_or(host).to_owned()
+        } else {
+            host.to_owned()
+        };
+        Ok(Self {
+            addr,
+            host_header,
+            server_name,
+            tls: tokio_rustls::TlsConnector::from(tls),
+            sources,
+            next_source: AtomicUsize::new(0),
+            connects: AtomicUsize::new(0),
+        })
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, TransportError> {
+        let socket = match self.addr {
+            SocketAddr::V4(_) => TcpSocket::new_v4(),
+            SocketAddr::V6(_) => TcpSocket::new_v6(),
+        }
+        .map_err(|e| TransportError::Connect(e.to_string()))?;
+        if !self.sources.is_empty() {
+            let i = self.next_source.fetch_add(1, Ordering::Relaxed) % self.sources.len();
+            socket
+                .bind(SocketAddr::new(self.sources[i], 0))
+                .map_err(|e| TransportError::Connect(format!("bind {}: {e}", self.sources[i])))?;
+        }
+        let tcp = socket
+            .connect(self.addr)
+            .await
+            .map_err(|e| TransportError::Connect(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        let tls = self
+            .tls
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .map_err(|e| TransportError::Tls(e.to_string()))?;
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| TransportError::Http(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        self.connects.fetch_add(1, Ordering::Relaxed);
+        Ok(send)
+    }
+}
+
+/// One keep-alive connection slot (one agent thread's client).
+#[derive(Default)]
+pub struct Channel {
+    conn: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel")
+            .field("connected", &self.conn.is_some())
+            .finish()
+    }
+}
+
+/// Request headers the agent sends (§2.3).
+#[derive(Debug, Clone, Default)]
+pub struct Headers {
+    pub node_key: Option<String>,
+    pub gzip: bool,
+    pub user_agent: &'static str,
+}
+
+impl Channel {
+    async fn attempt(
+        &mut self,
+        target: &Target,
+        path: &str,
+        body: &Bytes,
+        h: &Headers,
+    ) -> Result<HttpReply, TransportError> {
+        if self.conn.as_ref().is_none_or(|c| c.is_closed()) {
+            self.conn = Some(target.connect().await?);
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(TransportError::Connect("no connection".into()));
+        };
+        conn.ready()
+            .await
+            .map_err(|e| TransportError::Http(e.to_string()))?;
+        let mut req = http::Request::post(path)
+            .header("Content-Type", "application/json")
+            .header("Accept", "application/json")
+            .header(
+                "User-Agent",
+                if h.user_agent.is_empty() {
+                    "osquery/5.23.1"
+                } else {
+                    h.user_agent
+                },
+            );
+        if let Some(k) = h.node_key.as_deref().filter(|k| !k.is_empty()) {
+            req = req.header("Authorization", format!("NodeKey {k}"));
+        }
+        if h.gzip {
+            req = req.header("Content-Encoding", "gzip");
+        }
+        let req = req
+            .header("Host", target.host_header.as_str())
+            .header("Content-Length", body.len())
+            .body(Full::new(body.clone()))
+            .map_err(|e| TransportError::Http(e.to_string()))?;
+        let resp = conn
+            .send_request(req)
+            .await
+            .map_err(|e| TransportError::Http(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let close = resp
+            .headers()
+            .get("connection")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| TransportError::Http(e.to_string()))?
+            .to_bytes();
+        if close {
+            self.conn = None;
+        }
+        Ok(HttpReply { status, body })
+    }
+
+    /// POSTs like the agent: 16 s for everything, and on a failure other
+    /// than the timeout, one reconnect and re-send of the same request.
+    pub async fn post(
+        &mut self,
+        target: &Target,
+        path: &str,
+        body: Bytes,
+        h: &Headers,
+    ) -> Result<HttpReply, TransportError> {
+        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+        let first = tokio::time::timeout_at(deadline, self.attempt(target, path, &body, h)).await;
+        match first {
+            Ok(Ok(r)) => Ok(r),
+            Err(_) => {
+                self.conn = None;
+                Err(TransportError::Timeout)
+            }
+            Ok(Err(_)) => {
+                self.conn = None;
+                match tokio::time::timeout_at(deadline, self.attempt(target, path, &body, h)).await
+                {
+                    Ok(r) => r.inspect_err(|_| self.conn = None),
+                    Err(_) => {
+                        self.conn = None;
+                        Err(TransportError::Timeout)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Connections shared by many agents (`--connections N`).
+#[derive(Debug)]
+pub struct Pool {
+    channels: Vec<Mutex<Channel>>,
+    next: AtomicUsize,
+}
+
+impl Pool {
+    pub fn new(size: usize) -> Self {
+        Self {
+            channels: (0..size.max(1))
+                .map(|_| Mutex::new(Channel::default()))
+                .collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    pub async fn post(
+        &self,
+        target: &Target,
+        path: &str,
+        body: Bytes,
+        h: &Headers,
+    ) -> Result<HttpReply, TransportError> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
+        self.channels[i]
+            .lock()
+            .await
+            .post(target, path, body, h)
+            .await
+    }
+}
+
+/// Builds the agent's TLS config: TLS 1.2+ and the given CA bundle
+/// (`--tls_server_certs`), optionally a client certificate.
+pub fn client_tls(ca_pem: &[u8]) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(c?)?;
+    }
+    anyhow::ensure!(!roots.is_empty(), "the CA bundle holds no certificate");
+    Ok(Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
+}
