@@ -510,7 +510,7 @@ impl Agent {
                 for q in st
                     .schedule
                     .iter_mut()
-                    .filter(|q| now % q.splayed_interval == 0)
+                    .filter(|q| now.is_multiple_of(q.splayed_interval))
                 {
                     n += fire(
                         q,

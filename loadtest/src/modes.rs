@@ -158,7 +158,7 @@ impl Runner {
                     },
                     server_rss_mb: s.map(|s| s.rss_bytes as f64 / 1_048_576.0),
                 };
-                if progress && t.t as u64 % 2 == 0 {
+                if progress && (t.t as u64).is_multiple_of(2) {
                     let eps: Vec<String> = t
                         .by_endpoint
                         .iter()
@@ -379,7 +379,10 @@ async fn live_query(
         .await?;
     let created = t0.elapsed();
     let id = c["id"].as_str().unwrap_or_default().to_owned();
-    let targeted = c["coverage"]["targeted"].as_u64().unwrap_or(0);
+    let server_targeted = c["coverage"]["targeted"].as_u64().unwrap_or(0);
+    // Percentages are over the hosts this run simulates: the server may
+    // also target hosts enrolled by earlier runs, which never answer.
+    let targeted = cfg.hosts as u64;
     loop {
         let n = fleet
             .answers
@@ -435,6 +438,7 @@ async fn live_query(
         "campaign": id,
         "sql": cfg.live_sql,
         "targeted": targeted,
+        "server_targeted": server_targeted,
         "answered": answers.len(),
         "create_ms": created.as_secs_f64() * 1000.0,
         "seconds_to_50pct": at(&done, 50.0),

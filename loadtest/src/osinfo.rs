@@ -236,7 +236,7 @@ impl Machine {
                 "physical_memory": "34359738368", "uuid": self.hardware_uuid}
         });
         // Some VMs have no platform_info row, so the table is left out.
-        if self.seed % 5 != 0 {
+        if !self.seed.is_multiple_of(5) {
             d["platform_info"] = json!({"address": "0xf0000", "date": "10/16/2017", "extra": "", "firmware_type": "uefi",
                 "revision": "1.0", "size": "65536", "vendor": "Amazon EC2", "version": "1.0", "volume_size": "0"});
         }

@@ -40,6 +40,11 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     gatehouse_runtime::tls::install_crypto_provider();
+    // Every agent holds 2-4 keep-alive connections: use the whole hard limit.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::info!(open_files = n, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     match cli.command {
         Command::Serve { config } => serve(config),
     }
