@@ -378,6 +378,11 @@ impl Agent {
                     message: "Error reading config: request failed".into(),
                 });
             }
+            let n = if configured { 2 } else { 3 };
+            self.fleet
+                .metrics
+                .lines_generated
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         }
         if self.fleet.backlog_secs > 0 {
             self.fill_backlog(self.fleet.backlog_secs);
@@ -559,15 +564,14 @@ impl Agent {
     ) {
         let max_lines = self.state().options.logger_tls_max_lines;
         let (r, s) = self.state().buffer.scan(max_lines);
-        let (results, statuses, gz) = self.render_batch(r, s);
-        for (i, (log_type, lines, ep)) in [
-            ("result", results, Endpoint::LogResult),
-            ("status", statuses, Endpoint::LogStatus),
+        for (i, (log_type, count, ep)) in [
+            ("result", r, Endpoint::LogResult),
+            ("status", s, Endpoint::LogStatus),
         ]
         .into_iter()
         .enumerate()
         {
-            if lines.is_empty() {
+            if count == 0 {
                 continue;
             }
             if backoff[i] > 0 {
@@ -576,10 +580,17 @@ impl Agent {
             }
             if i == 1 && !self.fleet.send_status_logs {
                 let mut st = self.state();
-                let k = lines.len().min(st.buffer.statuses.len());
+                let k = count.min(st.buffer.statuses.len());
                 st.buffer.statuses.drain(..k);
                 continue;
             }
+            // Render only what is sent this time (nothing while backing off).
+            let (results, statuses, gz) = if i == 0 {
+                self.render_batch(count, 0)
+            } else {
+                self.render_batch(0, count)
+            };
+            let lines = if i == 0 { results } else { statuses };
             let n = lines.len();
             let Some(key) = self.node_key(conn).await else {
                 fails[i] += 1;

@@ -151,6 +151,10 @@ impl Agent {
         {
             let until = Instant::now() + Duration::from_secs(secs as u64);
             self.state().accelerate_until = Some(until);
+            self.fleet
+                .metrics
+                .lines_generated
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.state()
                 .buffer
                 .statuses

@@ -13,6 +13,11 @@ use gatehouse_loadtest::metrics::Metrics;
 use gatehouse_loadtest::modes::{self, Mode, RunCfg, SweepCfg};
 use gatehouse_loadtest::osinfo::OsMix;
 use gatehouse_loadtest::procstat;
+
+// Request handling allocates many small JSON values; glibc malloc spent a
+// quarter of the CPU under load (docs/benchmarks/README.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use gatehouse_loadtest::report::Report;
 use gatehouse_loadtest::schedule::Options;
 use gatehouse_loadtest::transport::{Pool, Target, client_tls};

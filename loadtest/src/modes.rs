@@ -130,7 +130,11 @@ impl Runner {
         self.monitor = Some(tokio::spawn(async move {
             let mut last_h = procstat::sample("self");
             let mut last_s = server.as_deref().and_then(procstat::sample);
+            let mut last_tick = Instant::now();
             let mut tick = tokio::time::interval(Duration::from_secs(1));
+            // A late tick must not be followed by an immediate catch-up one
+            // (it would record an empty second).
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
             loop {
                 tokio::select! {
@@ -138,12 +142,15 @@ impl Runner {
                     _ = stop.wait_for(|v| *v) => return,
                 }
                 let (per, errors, hist) = metrics.take_interval();
+                let now = Instant::now();
+                let secs = now.duration_since(last_tick).as_secs_f64().max(0.001);
+                last_tick = now;
                 let h = procstat::sample("self");
                 let s = server.as_deref().and_then(procstat::sample);
                 let t = Tick {
                     t: started.elapsed().as_secs_f64(),
-                    requests_per_s: per.iter().map(|(_, n)| *n).sum::<u64>() as f64,
-                    errors_per_s: errors as f64,
+                    requests_per_s: per.iter().map(|(_, n)| *n).sum::<u64>() as f64 / secs,
+                    errors_per_s: errors as f64 / secs,
                     p50_ms: percentile(&hist, 50.0),
                     p99_ms: percentile(&hist, 99.0),
                     by_endpoint: per,
@@ -194,8 +201,13 @@ impl Runner {
     /// Stops every agent and the monitor; returns the cost summary.
     pub async fn stop(mut self) -> (Value, Vec<Tick>) {
         let _ = self.stop_tx.send(true);
-        for t in self.tasks.drain(..) {
-            let _ = tokio::time::timeout(Duration::from_secs(20), t).await;
+        // One deadline for all: agents blocked in a request get until then,
+        // the rest are aborted.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        for mut t in self.tasks.drain(..) {
+            if tokio::time::timeout_at(deadline, &mut t).await.is_err() {
+                t.abort();
+            }
         }
         if let Some(m) = self.monitor.take() {
             let _ = m.await;
@@ -276,7 +288,11 @@ pub async fn run(
     let result = match cfg.mode {
         Mode::Steady => {
             r.spawn(cfg.hosts, cfg.ramp).await;
-            tokio::time::sleep(cfg.duration.saturating_sub(cfg.ramp)).await;
+            // Ctrl-C ends the run early; the report is still written.
+            tokio::select! {
+                _ = tokio::time::sleep(cfg.duration.saturating_sub(cfg.ramp)) => {}
+                _ = tokio::signal::ctrl_c() => eprintln!("interrupted: stopping and writing the report"),
+            }
             json!({"mode": "steady"})
         }
         Mode::Sweep => sweep(&mut r, &fleet, &cfg.sweep).await,

@@ -222,7 +222,25 @@ impl Channel {
         body: Bytes,
         h: &Headers,
     ) -> Result<HttpReply, TransportError> {
-        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+        self.post_until(
+            target,
+            path,
+            body,
+            h,
+            tokio::time::Instant::now() + REQUEST_TIMEOUT,
+        )
+        .await
+    }
+
+    /// As [`Channel::post`], within an absolute deadline.
+    pub async fn post_until(
+        &mut self,
+        target: &Target,
+        path: &str,
+        body: Bytes,
+        h: &Headers,
+        deadline: tokio::time::Instant,
+    ) -> Result<HttpReply, TransportError> {
         let first = tokio::time::timeout_at(deadline, self.attempt(target, path, &body, h)).await;
         match first {
             Ok(Ok(r)) => Ok(r),
@@ -269,12 +287,15 @@ impl Pool {
         body: Bytes,
         h: &Headers,
     ) -> Result<HttpReply, TransportError> {
+        // Waiting for a shared connection counts against the agent's 16 s,
+        // as connecting would.
+        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
-        self.channels[i]
-            .lock()
-            .await
-            .post(target, path, body, h)
-            .await
+        let Ok(mut channel) = tokio::time::timeout_at(deadline, self.channels[i].lock()).await
+        else {
+            return Err(TransportError::Timeout);
+        };
+        channel.post_until(target, path, body, h, deadline).await
     }
 }
 

@@ -7,6 +7,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use gatehouse::config::ServeConfig;
 
+// Request handling allocates many small JSON values; glibc malloc spent a
+// quarter of the CPU under load (docs/benchmarks/README.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "gatehouse",
