@@ -441,14 +441,17 @@ impl Agent {
                 t += step;
             }
         }
+        self.account(st, n);
+    }
+
+    /// Applies the agent's buffer cap after `generated` new lines and
+    /// counts both in the metrics.
+    fn account(&self, st: &mut State, generated: usize) {
         let dropped = st.buffer.purge(st.options.buffered_log_max);
-        self.fleet
-            .metrics
-            .lines_generated
-            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-        self.fleet
-            .metrics
-            .lines_dropped
+        let m = &self.fleet.metrics;
+        m.lines_generated
+            .fetch_add(generated as u64, std::sync::atomic::Ordering::Relaxed);
+        m.lines_dropped
             .fetch_add(dropped as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
@@ -525,15 +528,7 @@ impl Agent {
                         &mut rng,
                     );
                 }
-                let dropped = st.buffer.purge(st.options.buffered_log_max);
-                self.fleet
-                    .metrics
-                    .lines_generated
-                    .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-                self.fleet
-                    .metrics
-                    .lines_dropped
-                    .fetch_add(dropped as u64, std::sync::atomic::Ordering::Relaxed);
+                self.account(st, n);
             }
             if Instant::now() < next_flush {
                 // Woke for a query, not a flush; avoid firing twice in one second.

@@ -175,26 +175,15 @@ pub struct Agent {
     pub http: reqwest::Client,
     pub base: String,
     pub secret: String,
-    pub paths: gatehouse_edge_paths::Paths,
+    pub paths: Paths,
     pub node_key: Option<String>,
     /// Send `Authorization: NodeKey` (≥ 5.23.0); older agents only put it in bodies.
     pub send_header: bool,
     pub details: Value,
 }
 
-/// Endpoint paths (re-exported so tests need no edge dependency).
-pub mod gatehouse_edge_paths {
-    #[derive(Clone, Debug)]
-    pub struct Paths {
-        pub enroll: String,
-        pub config: String,
-        pub logger: String,
-        pub read: String,
-        pub write: String,
-        pub carve_begin: String,
-        pub carve_block: String,
-    }
-}
+/// Endpoint paths (the harness's type: the same osquery flags).
+pub use gatehouse_loadtest::agent::Paths;
 
 /// What came back: status, raw body, body as JSON (if it parsed).
 #[derive(Debug)]
@@ -237,7 +226,7 @@ impl Agent {
             http: server.http.clone(),
             base: server.agent_url.clone(),
             secret: server.boot.enroll_secret.clone(),
-            paths: gatehouse_edge_paths::Paths {
+            paths: Paths {
                 enroll: p.enroll.clone(),
                 config: p.config.clone(),
                 logger: p.logger.clone(),
