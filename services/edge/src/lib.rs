@@ -105,6 +105,9 @@ pub struct EdgeConfig {
     pub max_carve_bytes: u64,
     /// Enroll secrets accepted (any of them).
     pub enroll_secrets: Vec<String>,
+    /// Agent requests handled at once; past this the edge answers
+    /// `{"error": ...}` at once, so agents back off instead of timing out.
+    pub max_in_flight: usize,
     pub serve: ServeOptions,
 }
 
@@ -116,6 +119,7 @@ impl Default for EdgeConfig {
             max_inflated_bytes: 128 * 1024 * 1024,
             max_carve_bytes: 4 * 1024 * 1024 * 1024,
             enroll_secrets: Vec::new(),
+            max_in_flight: 4096,
             serve: ServeOptions {
                 name: "edge",
                 ..ServeOptions::default()
@@ -140,6 +144,7 @@ pub(crate) struct Edge {
     deps: EdgeDeps,
     config_blobs: Mutex<HashMap<String, Bytes>>,
     shutdown: Shutdown,
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl Edge {
@@ -174,6 +179,7 @@ impl Edge {
 pub fn router(cfg: EdgeConfig, deps: EdgeDeps, shutdown: Shutdown) -> Router {
     let p = cfg.paths.clone();
     let edge = Arc::new(Edge {
+        in_flight: Arc::new(tokio::sync::Semaphore::new(cfg.max_in_flight.max(1))),
         cfg,
         deps,
         config_blobs: Mutex::new(HashMap::new()),
@@ -208,10 +214,34 @@ pub fn router(cfg: EdgeConfig, deps: EdgeDeps, shutdown: Shutdown) -> Router {
             &p.carve_block,
             post(carve::block).fallback(handlers::method_not_allowed),
         )
+        // Admission covers the agent endpoints only, not health checks.
+        .route_layer(axum::middleware::from_fn_with_state(edge.clone(), admit))
         .route("/livez", get(handlers::livez))
         .route("/readyz", get(handlers::readyz))
         .fallback(handlers::not_found)
         .with_state(edge)
+}
+
+/// Fails fast past `max_in_flight`: an immediate error body costs the
+/// server almost nothing and makes the agent keep its data and back off,
+/// where queueing would run into the agent's 16 s timeout, a reconnect and
+/// a re-send (docs/benchmarks/README.md).
+async fn admit(
+    axum::extract::State(edge): axum::extract::State<Arc<Edge>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match edge.in_flight.clone().try_acquire_owned() {
+        Ok(permit) => {
+            let resp = next.run(req).await;
+            drop(permit);
+            resp
+        }
+        Err(_) => {
+            tracing::debug!(path = %req.uri().path(), "agent request refused: too many in flight");
+            axum::response::IntoResponse::into_response(EdgeError::Backpressure)
+        }
+    }
 }
 
 /// Serves the agent API on `listener` until `shutdown`.

@@ -68,6 +68,9 @@ pub struct Limits {
     /// Days of result/status logs kept; 0 keeps everything.
     pub retention_days: u32,
     pub max_campaign_targets: usize,
+    /// Agent requests the edge handles at once; beyond, it answers a busy
+    /// error at once (the agent backs off and retries).
+    pub max_in_flight_requests: usize,
 }
 
 impl Default for Limits {
@@ -78,6 +81,7 @@ impl Default for Limits {
             max_carve_bytes: 4 * 1024 * 1024 * 1024,
             retention_days: 30,
             max_campaign_targets: 100_000,
+            max_in_flight_requests: 4096,
         }
     }
 }
@@ -211,6 +215,9 @@ impl ServeConfig {
         }
         if self.idle_timeout_secs < 10 {
             return bad("idle_timeout_secs must be at least 10".into());
+        }
+        if self.limits.max_in_flight_requests == 0 {
+            return bad("limits.max_in_flight_requests must be positive".into());
         }
         if self.limits.max_campaign_targets == 0 {
             return bad("limits.max_campaign_targets must be positive".into());

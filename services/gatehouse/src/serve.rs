@@ -85,6 +85,7 @@ pub fn start(
         max_inflated_bytes: cfg.limits.max_inflated_bytes,
         max_carve_bytes: cfg.limits.max_carve_bytes,
         enroll_secrets: vec![boot.enroll_secret.clone()],
+        max_in_flight: cfg.limits.max_in_flight_requests,
         serve: serve_opts("edge"),
     };
     let admin = Arc::new(Admin::new(

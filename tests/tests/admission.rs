@@ -1,0 +1,74 @@
+//! Overload turns into fast error bodies, not timeouts: past
+//! `max_in_flight_requests` the edge refuses at once, the agent keeps its
+//! data, and service resumes as soon as load drops.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use gatehouse_tests::TestServer;
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_the_in_flight_bound_are_refused_at_once() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s = TestServer::start_in(&dir.path().join("data"), |c| {
+        c.limits.max_in_flight_requests = 2
+    })
+    .await?;
+    let mut a = s.agent(1);
+    assert!(a.enroll().await?.agent_success());
+
+    // Two log POSTs whose bodies arrive slowly hold both slots.
+    let mut holds = Vec::new();
+    for _ in 0..2 {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+        tx.send(Bytes::from_static(b"{\"log_type\":\"result\","))
+            .await?;
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
+        });
+        let req = s
+            .http
+            .post(format!("{}{}", s.agent_url, a.paths.logger))
+            .header(
+                "Authorization",
+                format!("NodeKey {}", a.node_key.clone().unwrap_or_default()),
+            )
+            .body(reqwest::Body::wrap_stream(stream))
+            .send();
+        holds.push((tx, tokio::spawn(req)));
+    }
+    // Let both reach the edge.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let start = Instant::now();
+    let r = a.config().await?;
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "refused at once, not queued"
+    );
+    assert!(r.is_error_body() && !r.node_invalid(), "{r:?}");
+    assert_eq!(r.status, 429);
+    // Health checks are not subject to admission.
+    assert_eq!(
+        s.http
+            .get(format!("{}/readyz", s.agent_url))
+            .send()
+            .await?
+            .status()
+            .as_u16(),
+        200
+    );
+
+    // Finish the slow uploads: both complete normally.
+    for (tx, task) in holds {
+        tx.send(Bytes::from_static(b"\"data\":[]}")).await?;
+        drop(tx);
+        let resp = task.await??;
+        let body: Value = resp.json().await?;
+        assert_eq!(body, serde_json::json!({}));
+    }
+    // Load is gone: requests are served again.
+    assert!(a.config().await?.agent_success());
+    Ok(())
+}
