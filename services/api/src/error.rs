@@ -24,6 +24,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(what) => ApiError::NotFound(what),
+            StoreError::Invalid(what) => ApiError::BadRequest(what),
             other => ApiError::Unavailable(format!("storage: {other}")),
         }
     }

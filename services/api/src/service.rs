@@ -208,19 +208,6 @@ impl Admin {
         }
     }
 
-    async fn all_hosts(&self) -> Result<Vec<Host>, ApiError> {
-        let mut out = Vec::new();
-        let mut after: Option<HostId> = None;
-        loop {
-            let page = self.store.list_hosts(after.as_ref(), 1000).await?;
-            out.extend(page.items);
-            match page.next.as_deref().and_then(HostId::parse) {
-                Some(n) => after = Some(n),
-                None => return Ok(out),
-            }
-        }
-    }
-
     async fn host_call(
         &self,
         id: &HostId,
@@ -251,9 +238,7 @@ impl Admin {
         edit(&mut defs)?;
         let mut label_sets: HashSet<Vec<String>> = HashSet::new();
         label_sets.insert(vec!["all".into()]);
-        for h in self.all_hosts().await? {
-            label_sets.insert(h.label_set());
-        }
+        label_sets.extend(self.store.label_sets().await?);
         for labels in &label_sets {
             assemble(labels, &defs)?;
         }
@@ -326,21 +311,41 @@ fn not_found_if_false(found: bool, what: String) -> Result<(), ApiError> {
     }
 }
 
+/// `<store cursor>~<hosts to skip>`; the store cursor is empty for the
+/// first page.
+fn host_cursor(store_cursor: Option<&str>, skip: usize) -> String {
+    format!("{}~{skip}", store_cursor.unwrap_or(""))
+}
+
+fn parse_host_cursor(s: &str) -> Result<(Option<String>, usize), ApiError> {
+    let bad = || {
+        ApiError::BadRequest(format!(
+            "invalid cursor {s:?}: pass `next` from a previous page"
+        ))
+    };
+    let (c, skip) = s.rsplit_once('~').ok_or_else(bad)?;
+    let skip = skip.parse::<usize>().map_err(|_| bad())?;
+    Ok(((!c.is_empty()).then(|| c.to_owned()), skip))
+}
+
 #[async_trait]
 impl AdminService for Admin {
     async fn list_hosts(&self, f: HostFilter) -> Result<Page<HostView>, ApiError> {
         let limit = f.limit.unwrap_or(100).clamp(1, 1000);
-        let mut after = match f.after.as_deref() {
-            Some(a) => Some(host_id(a)?),
-            None => None,
+        // The API cursor is the store's page cursor plus how many hosts of
+        // that page were already returned, so a filtered page can stop
+        // anywhere inside a store page.
+        let (mut cursor, mut skip) = match f.after.as_deref() {
+            Some(a) => parse_host_cursor(a)?,
+            None => (None, 0),
         };
         let now = now_ms();
         let mut items = Vec::new();
         // Filters apply while paging, so a page is full unless hosts ran out.
         loop {
-            let page = self.store.list_hosts(after.as_ref(), limit).await?;
-            for h in page.items {
-                after = Some(h.id.clone());
+            let page = self.store.list_hosts(cursor.as_deref(), limit).await?;
+            let count = page.items.len();
+            for (i, h) in page.items.into_iter().enumerate().skip(skip) {
                 let v = self.view(h, now);
                 let keep = f.label.as_ref().is_none_or(|l| v.label_set.contains(l))
                     && f.platform.as_ref().is_none_or(|p| &v.host.platform == p)
@@ -348,13 +353,19 @@ impl AdminService for Admin {
                 if keep {
                     items.push(v);
                     if items.len() == limit {
-                        let next = after.as_ref().map(|h| h.to_string());
+                        let next = if i + 1 < count {
+                            Some(host_cursor(cursor.as_deref(), i + 1))
+                        } else {
+                            page.next.as_deref().map(|n| host_cursor(Some(n), 0))
+                        };
                         return Ok(Page { items, next });
                     }
                 }
             }
-            if page.next.is_none() {
-                return Ok(Page { items, next: None });
+            skip = 0;
+            match page.next {
+                Some(n) => cursor = Some(n),
+                None => return Ok(Page { items, next: None }),
             }
         }
     }
@@ -535,6 +546,11 @@ impl AdminService for Admin {
         if f.since > f.until {
             return Err(ApiError::BadRequest("since must not be after until".into()));
         }
+        if f.host_id.is_none() && f.name.is_none() {
+            return Err(ApiError::BadRequest(
+                "give a host_id, a query name, or both".into(),
+            ));
+        }
         f.limit = if f.limit == 0 {
             1000
         } else {
@@ -584,12 +600,13 @@ impl AdminService for Admin {
         for l in &req.labels {
             validate_label(l)?;
         }
-        if req.all || !req.labels.is_empty() {
-            for h in self.all_hosts().await? {
-                if req.all || h.label_set().iter().any(|l| req.labels.contains(l)) {
-                    targets.insert(h.id);
-                }
-            }
+        let labels: Vec<&str> = if req.all {
+            vec!["all"]
+        } else {
+            req.labels.iter().map(String::as_str).collect()
+        };
+        for l in labels {
+            targets.extend(self.store.hosts_with_label(l).await?);
         }
         if targets.is_empty() {
             return Err(ApiError::BadRequest(

@@ -25,13 +25,19 @@ pub const CLOCK_TRUST_FUTURE_SECS: i64 = 86_400;
 /// received (so retention never drops a just-acknowledged line because an
 /// agent's clock is years off).
 pub fn bucket_day(unix_time: i64, received_ms: i64) -> u32 {
+    crate::time::unix_day(bucket_time(unix_time, received_ms).0)
+}
+
+/// The time a line is bucketed by (seconds), and whether that is the
+/// receive time because the agent's clock was implausible ("skewed").
+pub fn bucket_time(unix_time: i64, received_ms: i64) -> (i64, bool) {
     let received = received_ms / 1000;
     if unix_time >= received - CLOCK_TRUST_PAST_SECS
         && unix_time <= received + CLOCK_TRUST_FUTURE_SECS
     {
-        crate::time::unix_day(unix_time)
+        (unix_time, false)
     } else {
-        crate::time::unix_day(received)
+        (received, true)
     }
 }
 

@@ -23,6 +23,12 @@ pub enum StoreError {
     Unavailable(String),
     #[error("corrupt record {key}: {reason}")]
     Corrupt { key: String, reason: String },
+    /// The request cannot be served as asked (a caller error).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// Too many requests in flight; retry later.
+    #[error("storage is over capacity, retry later")]
+    Busy,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -42,8 +48,16 @@ pub trait Store: Send + Sync + 'static {
     // Hosts (written only by the host's actor).
     async fn get_host(&self, id: &HostId) -> StoreResult<Option<Host>>;
     async fn put_host(&self, host: &Host) -> StoreResult<()>;
-    /// Hosts ordered by id, starting after `after`.
-    async fn list_hosts(&self, after: Option<&HostId>, limit: usize) -> StoreResult<Page<Host>>;
+    /// Up to `limit` hosts in the store's own stable order, starting at
+    /// `cursor` (an opaque `Page::next` from an earlier call). Every host
+    /// is visited once by following `next` until it is `None`.
+    async fn list_hosts(&self, cursor: Option<&str>, limit: usize) -> StoreResult<Page<Host>>;
+    /// Ids of the hosts whose label set ([`Host::label_set`]) holds
+    /// `label` (`all` and `platform:<family>` included).
+    async fn hosts_with_label(&self, label: &str) -> StoreResult<Vec<HostId>>;
+    /// Every distinct label set hosts have had (a set no host has any
+    /// more may linger). Config changes are checked against each.
+    async fn label_sets(&self) -> StoreResult<Vec<Vec<String>>>;
 
     // Config definitions.
     async fn put_query(&self, q: &Query) -> StoreResult<()>;
@@ -64,6 +78,8 @@ pub trait Store: Send + Sync + 'static {
 
     // Logs: idempotent on `line_id`.
     async fn append_logs(&self, records: &LogRecords) -> StoreResult<()>;
+    /// Lines in agent-time order. The filter names a host, a query name,
+    /// or both; neither is `StoreError::Invalid`.
     async fn query_results(&self, filter: &ResultFilter) -> StoreResult<Vec<ResultLog>>;
     async fn query_status(
         &self,
@@ -72,8 +88,15 @@ pub trait Store: Send + Sync + 'static {
         until: i64,
         limit: usize,
     ) -> StoreResult<Vec<StatusLog>>;
-    /// Deletes log lines whose agent time falls on a day before `day`.
+    /// Deletes log lines whose storage day (`logs::bucket_day`) is before
+    /// `day`. Stores that expire lines by TTL return 0 and say so in
+    /// [`Store::expires_by_ttl`].
     async fn purge_logs_before_day(&self, day: u32) -> StoreResult<u64>;
+    /// True when the store drops old lines itself (TTL), so the retention
+    /// job has nothing to do.
+    fn expires_by_ttl(&self) -> bool {
+        false
+    }
 
     // Live-query campaigns.
     /// Stores the campaign and a queued delivery for each target.

@@ -85,6 +85,13 @@ pub async fn run_retention(store: Arc<dyn Store>, cfg: IngestConfig, shutdown: S
     if cfg.retention_days == 0 {
         return;
     }
+    if store.expires_by_ttl() {
+        tracing::info!(
+            retention_days = cfg.retention_days,
+            "the store expires log lines by TTL; no purge job"
+        );
+        return;
+    }
     let mut tick = tokio::time::interval(cfg.retention_interval);
     loop {
         tokio::select! {

@@ -1,0 +1,1397 @@
+//! The ScyllaDB store: the `Store` port over the `scylla` driver.
+//!
+//! - Schema: versioned migrations applied at connect ([`schema`]); the
+//!   table design is `docs/architecture/data-model.md`.
+//! - Statements: every statement is prepared once ([`statements::Q`]) with
+//!   the consistency of its operation class; all but conditional writes
+//!   are idempotent (deterministic keys), so the driver may retry them.
+//! - Routing: the driver's default policy, token- and shard-aware, pinned
+//!   to `local_datacenter` when one is set.
+//! - Backpressure: at most `max_in_flight` requests per process; callers
+//!   queue up to `queue_timeout_ms`, then get `StoreError::Busy`.
+//! - Retention: tables carry a default TTL per data class, so nothing has
+//!   to scan for old data ([`Store::expires_by_ttl`]).
+
+pub mod config;
+pub mod plan;
+pub mod schema;
+pub mod statements;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt, stream};
+use gatehouse_core::HostId;
+use gatehouse_core::ids::shard_of;
+use gatehouse_core::logs::bucket_time;
+use gatehouse_core::model::{
+    Campaign, CampaignResult, CarveSession, Delivery, DeliveryState, Host, LabelConfig, LogRecords,
+    Page, Query, ResultFilter, ResultLog, Schedule, StatusLog,
+};
+use gatehouse_core::ports::{BlockOutcome, Store, StoreError, StoreResult};
+use scylla::client::execution_profile::ExecutionProfile;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::deserialize::row::DeserializeRow;
+use scylla::policies::load_balancing::DefaultPolicy;
+use scylla::response::{PagingState, PagingStateResponse};
+use scylla::serialize::row::SerializeRow;
+use scylla::statement::batch::{Batch, BatchType};
+use scylla::statement::prepared::PreparedStatement;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+pub use config::ScyllaConfig;
+use config::{parse_consistency, parse_serial};
+use plan::{Group, Part, can_stop, plan};
+use statements::{CONFIG_GENERATION, Class, Q};
+
+/// Hosts per bucket a campaign aims for; see `campaign_buckets`.
+const HOSTS_PER_CAMPAIGN_BUCKET: u64 = 2_000;
+const MAX_CAMPAIGN_BUCKETS: u32 = 1_024;
+/// Buckets of `hosts_by_label` per label.
+pub const LABEL_BUCKETS: u32 = 64;
+/// Buckets of `results_by_query` per query and hour.
+pub const RESULT_QUERY_BUCKETS: u32 = 256;
+/// Carve blocks are stored in chunks of at most this many bytes, so no
+/// cell grows past ScyllaDB's large-cell threshold.
+pub const CARVE_CHUNK_BYTES: usize = 512 * 1024;
+/// Rows per unlogged single-partition batch.
+const BATCH_ROWS: usize = 100;
+const PAGE_ROWS: i32 = 1_000;
+const DAY_SECS: i64 = 86_400;
+const HOUR_SECS: i64 = 3_600;
+/// Month buckets of the newest-first listings (30-day units).
+const MONTH_SECS: i64 = 30 * DAY_SECS;
+
+/// Buckets for a campaign of `targets` hosts: a power of two that keeps
+/// each delivery and result partition near 2,000 hosts.
+pub fn campaign_buckets(targets: u64) -> u32 {
+    let want = targets.div_ceil(HOSTS_PER_CAMPAIGN_BUCKET).max(1);
+    let pow = want.next_power_of_two();
+    u32::try_from(pow)
+        .unwrap_or(MAX_CAMPAIGN_BUCKETS)
+        .min(MAX_CAMPAIGN_BUCKETS)
+}
+
+fn bucket_of(host: &HostId, buckets: u32) -> i32 {
+    i32::try_from(shard_of(host, buckets)).unwrap_or(0)
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("scylla: {e}"))
+}
+
+fn enc<T: Serialize>(v: &T) -> StoreResult<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| StoreError::Unavailable(format!("encode: {e}")))
+}
+
+fn dec<T: DeserializeOwned>(what: &str, v: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
+        key: what.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn day_of(secs: i64) -> i32 {
+    i32::try_from(secs.max(0) / DAY_SECS).unwrap_or(i32::MAX)
+}
+
+fn hour_of(secs: i64) -> i32 {
+    i32::try_from(secs.max(0) / HOUR_SECS).unwrap_or(i32::MAX)
+}
+
+/// Month bucket and clustering key of a newest-first listing: ascending
+/// order of `i64::MAX - created_at` is newest first, so reads need no
+/// `ORDER BY ... DESC`.
+fn recent_keys(created_at_ms: i64) -> (i32, i64) {
+    let month = i32::try_from(created_at_ms.max(0) / 1000 / MONTH_SECS).unwrap_or(i32::MAX);
+    (month, i64::MAX - created_at_ms)
+}
+
+fn cursor_encode(bytes: &[u8]) -> String {
+    gatehouse_core::ids::hex(bytes)
+}
+
+fn cursor_decode(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+struct Inner {
+    session: Session,
+    prepared: Vec<PreparedStatement>,
+    permits: Semaphore,
+    queue_timeout: Duration,
+    fan_out: usize,
+    /// Campaign id -> bucket count (immutable once created).
+    campaign_buckets: Mutex<HashMap<String, u32>>,
+    /// Index rows this process has written already (write-once per
+    /// process: keeps hot index partitions cold).
+    written_index: Mutex<HashSet<(String, i32, i32, bool)>>,
+    /// Label set last read or written per host, so `put_host` writes
+    /// label membership only when it changes.
+    host_labels: Mutex<HashMap<HostId, Vec<String>>>,
+}
+
+/// ScyllaDB-backed store; cheap to clone.
+#[derive(Clone)]
+pub struct ScyllaStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ScyllaStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScyllaStore")
+    }
+}
+
+impl ScyllaStore {
+    /// Connects, applies missing migrations and prepares every statement.
+    pub async fn connect(cfg: &ScyllaConfig) -> StoreResult<Self> {
+        cfg.validate().map_err(StoreError::Invalid)?;
+        let mut policy = DefaultPolicy::builder().token_aware(true);
+        if let Some(dc) = &cfg.local_datacenter {
+            policy = policy
+                .prefer_datacenter(dc.clone())
+                .permit_dc_failover(false);
+        }
+        let profile = ExecutionProfile::builder()
+            .load_balancing_policy(policy.build())
+            .request_timeout(Some(Duration::from_millis(cfg.request_timeout_ms)))
+            .build();
+        let mut builder = SessionBuilder::new()
+            .known_nodes(&cfg.contact_points)
+            .default_execution_profile_handle(profile.into_handle())
+            .auto_await_schema_agreement(cfg.await_schema_agreement);
+        if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
+            builder = builder.user(u, p);
+        }
+        if let Some(tls) = &cfg.tls {
+            builder = builder.tls_context(Some(tls_context(tls)?));
+        }
+        let session = builder
+            .build()
+            .await
+            .map_err(|e| unavailable(format!("connect to {:?}: {e}", cfg.contact_points)))?;
+        migrate(&session, cfg).await?;
+        let prepared = prepare_all(&session, cfg).await?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                session,
+                prepared,
+                permits: Semaphore::new(cfg.max_in_flight),
+                queue_timeout: Duration::from_millis(cfg.queue_timeout_ms),
+                fan_out: cfg.fan_out,
+                campaign_buckets: Mutex::new(HashMap::new()),
+                written_index: Mutex::new(HashSet::new()),
+                host_labels: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+}
+
+fn tls_context(tls: &config::ScyllaTls) -> StoreResult<scylla::client::session::TlsContext> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &str, e: &dyn std::fmt::Display| {
+        StoreError::Invalid(format!("store.scylla.tls: {what}: {e}"))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&tls.ca_file)
+        .map_err(|e| bad(&tls.ca_file.display().to_string(), &e))?
+    {
+        let cert = cert.map_err(|e| bad(&tls.ca_file.display().to_string(), &e))?;
+        roots
+            .add(cert)
+            .map_err(|e| bad(&tls.ca_file.display().to_string(), &e))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad("protocol versions", &e))?
+        .with_root_certificates(roots);
+    let config = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .map_err(|e| bad(&cert.display().to_string(), &e))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad(&cert.display().to_string(), &e))?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| bad(&key.display().to_string(), &e))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| bad("client certificate", &e))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config).into())
+}
+
+/// Creates the keyspace and applies every migration not yet recorded.
+async fn migrate(session: &Session, cfg: &ScyllaConfig) -> StoreResult<()> {
+    let ks = &cfg.keyspace;
+    let ddl = |cql: String| async move {
+        session
+            .query_unpaged(cql.clone(), ())
+            .await
+            .map_err(|e| unavailable(format!("{cql}: {e}")))
+    };
+    ddl(format!(
+        "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {} AND durable_writes = true",
+        cfg.replication.cql()
+    ))
+    .await?;
+    ddl(format!(
+        "CREATE TABLE IF NOT EXISTS {ks}.schema_migrations (scope text, version int, description text, applied_at bigint, PRIMARY KEY ((scope), version))"
+    ))
+    .await?;
+    let applied: HashSet<i32> = session
+        .query_unpaged(
+            format!("SELECT version FROM {ks}.schema_migrations WHERE scope = ?"),
+            ("gatehouse",),
+        )
+        .await
+        .map_err(unavailable)?
+        .into_rows_result()
+        .map_err(unavailable)?
+        .rows::<(i32,)>()
+        .map_err(unavailable)?
+        .map(|r| r.map(|(v,)| v))
+        .collect::<Result<_, _>>()
+        .map_err(unavailable)?;
+    for m in schema::MIGRATIONS {
+        if applied.contains(&m.version) {
+            continue;
+        }
+        tracing::info!(
+            version = m.version,
+            description = m.description,
+            "applying schema migration"
+        );
+        for stmt in m.statements {
+            ddl(schema::render(stmt, ks, &cfg.ttl)).await?;
+        }
+        if cfg.await_schema_agreement {
+            session
+                .await_schema_agreement()
+                .await
+                .map_err(unavailable)?;
+        }
+        session
+            .query_unpaged(
+                format!("INSERT INTO {ks}.schema_migrations (scope, version, description, applied_at) VALUES (?, ?, ?, ?)"),
+                ("gatehouse", m.version, m.description, gatehouse_core::time::now_ms()),
+            )
+            .await
+            .map_err(unavailable)?;
+    }
+    // Retention changes apply to rows written from now on.
+    let ttl_key = format!("{ks}.ttl");
+    let want = serde_json::to_vec(&cfg.ttl).map_err(unavailable)?;
+    let have = session
+        .query_unpaged(
+            format!("SELECT value FROM {ks}.meta WHERE key = ?"),
+            (&ttl_key,),
+        )
+        .await
+        .map_err(unavailable)?
+        .into_rows_result()
+        .map_err(unavailable)?
+        .maybe_first_row::<(Vec<u8>,)>()
+        .map_err(unavailable)?
+        .map(|(v,)| v);
+    if have.as_ref() != Some(&want) {
+        if have.is_some() {
+            for alter in schema::ttl_alterations(ks, &cfg.ttl) {
+                ddl(alter).await?;
+            }
+            tracing::info!(ttl = ?cfg.ttl, "table TTLs changed");
+        }
+        session
+            .query_unpaged(
+                format!("INSERT INTO {ks}.meta (key, value) VALUES (?, ?)"),
+                (&ttl_key, &want),
+            )
+            .await
+            .map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+async fn prepare_all(session: &Session, cfg: &ScyllaConfig) -> StoreResult<Vec<PreparedStatement>> {
+    let c = &cfg.consistency;
+    let parse = |s: &str| parse_consistency(s).map_err(StoreError::Invalid);
+    let (hosts, logs, reads, admin) = (
+        parse(&c.hosts)?,
+        parse(&c.logs)?,
+        parse(&c.reads)?,
+        parse(&c.admin)?,
+    );
+    let serial = parse_serial(&c.serial).map_err(StoreError::Invalid)?;
+    let mut out = Vec::with_capacity(Q::ALL.len());
+    for q in Q::ALL {
+        let cql = q.cql().replace("{ks}", &cfg.keyspace);
+        let mut p = session
+            .prepare(cql.clone())
+            .await
+            .map_err(|e| unavailable(format!("prepare {cql}: {e}")))?;
+        match q.class() {
+            Class::Hosts => p.set_consistency(hosts),
+            Class::Logs => p.set_consistency(logs),
+            Class::Reads => p.set_consistency(reads),
+            Class::Admin => p.set_consistency(admin),
+            Class::Conditional => {
+                p.set_consistency(admin);
+                p.set_serial_consistency(Some(serial));
+            }
+        }
+        p.set_is_idempotent(q.class() != Class::Conditional);
+        p.set_page_size(PAGE_ROWS);
+        out.push(p);
+    }
+    Ok(out)
+}
+
+impl Inner {
+    fn st(&self, q: Q) -> &PreparedStatement {
+        &self.prepared[q as usize]
+    }
+
+    async fn permit(&self) -> StoreResult<SemaphorePermit<'_>> {
+        match tokio::time::timeout(self.queue_timeout, self.permits.acquire()).await {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(_)) => Err(unavailable("store closed")),
+            Err(_) => Err(StoreError::Busy),
+        }
+    }
+
+    async fn exec(
+        &self,
+        q: Q,
+        values: impl SerializeRow,
+    ) -> StoreResult<scylla::response::query_result::QueryResult> {
+        let _p = self.permit().await?;
+        self.session
+            .execute_unpaged(self.st(q), values)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// The first row, if any.
+    async fn one<R>(&self, q: Q, values: impl SerializeRow) -> StoreResult<Option<R>>
+    where
+        R: for<'f, 'm> DeserializeRow<'f, 'm>,
+    {
+        self.exec(q, values)
+            .await?
+            .into_rows_result()
+            .map_err(unavailable)?
+            .maybe_first_row::<R>()
+            .map_err(unavailable)
+    }
+
+    /// Up to `limit` rows, paging as needed.
+    async fn rows<R>(&self, q: Q, values: impl SerializeRow, limit: usize) -> StoreResult<Vec<R>>
+    where
+        R: for<'f, 'm> DeserializeRow<'f, 'm> + Send + 'static,
+    {
+        let _p = self.permit().await?;
+        let pager = self
+            .session
+            .execute_iter(self.st(q).clone(), values)
+            .await
+            .map_err(unavailable)?;
+        pager
+            .rows_stream::<R>()
+            .map_err(unavailable)?
+            .take(limit)
+            .try_collect()
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn docs<T: DeserializeOwned>(
+        &self,
+        q: Q,
+        values: impl SerializeRow,
+        limit: usize,
+    ) -> StoreResult<Vec<T>> {
+        self.rows::<(Vec<u8>,)>(q, values, limit)
+            .await?
+            .iter()
+            .map(|(d,)| dec(&format!("{q:?}"), d))
+            .collect()
+    }
+
+    /// Runs single-partition batches of `q` (each `rows` share a partition).
+    async fn batch<V: SerializeRow>(&self, q: Q, rows: Vec<V>) -> StoreResult<()> {
+        for chunk in rows.chunks(BATCH_ROWS) {
+            let mut b = Batch::new(BatchType::Unlogged);
+            for _ in chunk {
+                b.append_statement(self.st(q).clone());
+            }
+            b.set_consistency(self.st(q).get_consistency().unwrap_or_default());
+            b.set_is_idempotent(true);
+            let _p = self.permit().await?;
+            self.session.batch(&b, chunk).await.map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    /// Writes each `(q, values)` with at most `fan_out` in flight.
+    async fn fan_out_writes<V: SerializeRow + Send>(&self, writes: Vec<(Q, V)>) -> StoreResult<()> {
+        stream::iter(writes)
+            .map(|(q, v)| async move { self.exec(q, v).await.map(|_| ()) })
+            .buffer_unordered(self.fan_out)
+            .try_collect::<Vec<()>>()
+            .await
+            .map(|_| ())
+    }
+
+    /// Writes an index row once per process.
+    async fn index_once(
+        &self,
+        key: (String, i32, i32, bool),
+        q: Q,
+        values: impl SerializeRow,
+    ) -> StoreResult<()> {
+        {
+            let seen = self
+                .written_index
+                .lock()
+                .map_err(|_| unavailable("index cache poisoned"))?;
+            if seen.contains(&key) {
+                return Ok(());
+            }
+        }
+        self.exec(q, values).await?;
+        let mut seen = self
+            .written_index
+            .lock()
+            .map_err(|_| unavailable("index cache poisoned"))?;
+        if seen.len() > 200_000 {
+            seen.clear();
+        }
+        seen.insert(key);
+        Ok(())
+    }
+
+    async fn buckets_of(&self, campaign: &str) -> StoreResult<Option<u32>> {
+        if let Some(b) = self
+            .campaign_buckets
+            .lock()
+            .map_err(|_| unavailable("campaign cache poisoned"))?
+            .get(campaign)
+        {
+            return Ok(Some(*b));
+        }
+        let Some((b, _doc)) = self
+            .one::<(i32, Vec<u8>)>(Q::GetCampaign, (campaign,))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let b = u32::try_from(b).unwrap_or(1).max(1);
+        self.remember_buckets(campaign, b)?;
+        Ok(Some(b))
+    }
+
+    fn remember_buckets(&self, campaign: &str, buckets: u32) -> StoreResult<()> {
+        let mut m = self
+            .campaign_buckets
+            .lock()
+            .map_err(|_| unavailable("campaign cache poisoned"))?;
+        if m.len() > 10_000 {
+            m.clear();
+        }
+        m.insert(campaign.to_owned(), buckets);
+        Ok(())
+    }
+
+    /// Reads groups in order (partitions of a group concurrently), each
+    /// partition up to `limit` rows, stopping once the first `limit` rows
+    /// are certain; returns them sorted by `key`.
+    async fn gather<K, T, F, Fut>(
+        &self,
+        groups: Vec<Group<K>>,
+        limit: usize,
+        read: F,
+        time: fn(&T) -> i64,
+        order: fn(&T, &T) -> std::cmp::Ordering,
+    ) -> StoreResult<Vec<T>>
+    where
+        K: Send,
+        F: Fn(Part<K>) -> Fut,
+        Fut: std::future::Future<Output = StoreResult<Vec<T>>>,
+    {
+        let mut out: Vec<T> = Vec::new();
+        let starts: Vec<i64> = groups.iter().map(|g| g.start).collect();
+        for (i, g) in groups.into_iter().enumerate() {
+            let found: Vec<Vec<T>> = stream::iter(g.parts)
+                .map(&read)
+                .buffer_unordered(self.fan_out)
+                .try_collect()
+                .await?;
+            out.extend(found.into_iter().flatten());
+            if let Some(next) = starts.get(i + 1)
+                && can_stop(out.iter().map(time), *next, limit)
+            {
+                break;
+            }
+        }
+        out.sort_by(order);
+        out.truncate(limit);
+        Ok(out)
+    }
+}
+
+fn result_order(a: &ResultLog, b: &ResultLog) -> std::cmp::Ordering {
+    (a.unix_time, &a.host_id, &a.name, &a.line_id).cmp(&(
+        b.unix_time,
+        &b.host_id,
+        &b.name,
+        &b.line_id,
+    ))
+}
+
+fn status_order(a: &StatusLog, b: &StatusLog) -> std::cmp::Ordering {
+    (a.unix_time, &a.line_id).cmp(&(b.unix_time, &b.line_id))
+}
+
+impl ScyllaStore {
+    async fn put_def<T: Serialize>(&self, kind: &str, name: &str, v: &T) -> StoreResult<()> {
+        self.inner
+            .exec(Q::PutDefinition, (kind, name, enc(v)?))
+            .await
+            .map(|_| ())
+    }
+
+    async fn delete_def(&self, kind: &str, name: &str) -> StoreResult<bool> {
+        // `IF EXISTS` answers whether there was anything to delete. A
+        // server that does not execute conditions answers no row; the
+        // delete still happened, so report it as done.
+        let applied = self
+            .inner
+            .exec(Q::DeleteDefinition, (kind, name))
+            .await?
+            .into_rows_result()
+            .ok()
+            .and_then(|r| r.maybe_first_row::<(bool,)>().ok().flatten())
+            .map(|(applied,)| applied);
+        Ok(applied.unwrap_or(true))
+    }
+
+    async fn list_defs<T: DeserializeOwned>(&self, kind: &str) -> StoreResult<Vec<T>> {
+        self.inner
+            .docs(Q::ListDefinitions, (kind,), usize::MAX)
+            .await
+    }
+
+    async fn append_results(&self, rs: &[ResultLog]) -> StoreResult<()> {
+        let i = &self.inner;
+        // Group by partition so each batch stays within one partition.
+        let mut by_host: HashMap<(i32, &str), Vec<(&str, i32, &str, i64, &str, Vec<u8>)>> =
+            HashMap::new();
+        let mut by_query: HashMap<
+            (&str, i32, i32),
+            Vec<(&str, i32, i32, i64, &str, &str, Vec<u8>)>,
+        > = HashMap::new();
+        let mut host_index: HashSet<(i32, &str, bool)> = HashSet::new();
+        let mut query_index: HashSet<(&str, i32, i32, bool)> = HashSet::new();
+        for r in rs {
+            let (t, skewed) = bucket_time(r.unix_time, r.received_at);
+            let (day, hour) = (day_of(t), hour_of(t));
+            let bucket = bucket_of(&r.host_id, RESULT_QUERY_BUCKETS);
+            let doc = enc(r)?;
+            let host = r.host_id.as_str();
+            by_host.entry((day, r.name.as_str())).or_default().push((
+                host,
+                day,
+                r.name.as_str(),
+                r.unix_time,
+                r.line_id.as_str(),
+                doc.clone(),
+            ));
+            by_query
+                .entry((r.name.as_str(), hour, bucket))
+                .or_default()
+                .push((
+                    r.name.as_str(),
+                    hour,
+                    bucket,
+                    r.unix_time,
+                    host,
+                    r.line_id.as_str(),
+                    doc,
+                ));
+            host_index.insert((day, r.name.as_str(), skewed));
+            query_index.insert((r.name.as_str(), hour, bucket, skewed));
+        }
+        // Lines first, then the index rows that make them findable.
+        for (_, rows) in by_host {
+            i.batch(Q::PutResult, rows).await?;
+        }
+        for (_, rows) in by_query {
+            i.batch(Q::PutResultByQuery, rows).await?;
+        }
+        let Some(host) = rs.first().map(|r| r.host_id.as_str()) else {
+            return Ok(());
+        };
+        for (day, name, skewed) in host_index {
+            if skewed {
+                i.exec(Q::PutResultIndexSkewed, (host, day, name, true))
+                    .await?;
+            } else {
+                i.exec(Q::PutResultIndex, (host, day, name)).await?;
+            }
+        }
+        for (name, hour, bucket, skewed) in query_index {
+            let key = (name.to_owned(), hour, bucket, skewed);
+            if skewed {
+                i.index_once(key, Q::PutByQueryIndexSkewed, (name, hour, bucket, true))
+                    .await?;
+            } else {
+                i.index_once(key, Q::PutByQueryIndex, (name, hour, bucket))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn append_status(&self, ss: &[StatusLog]) -> StoreResult<()> {
+        let i = &self.inner;
+        let mut by_day: HashMap<i32, Vec<(&str, i32, i64, &str, Vec<u8>)>> = HashMap::new();
+        let mut index: HashSet<(&str, i32, bool)> = HashSet::new();
+        for s in ss {
+            let (t, skewed) = bucket_time(s.unix_time, s.received_at);
+            let day = day_of(t);
+            by_day.entry(day).or_default().push((
+                s.host_id.as_str(),
+                day,
+                s.unix_time,
+                s.line_id.as_str(),
+                enc(s)?,
+            ));
+            index.insert((s.host_id.as_str(), day, skewed));
+        }
+        for (_, rows) in by_day {
+            i.batch(Q::PutStatus, rows).await?;
+        }
+        for (host, day, skewed) in index {
+            if skewed {
+                i.exec(Q::PutStatusIndexSkewed, (host, day, true)).await?;
+            } else {
+                i.exec(Q::PutStatusIndex, (host, day)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn recent_ids(&self, kind: &str, in_month: Q, limit: usize) -> StoreResult<Vec<String>> {
+        let i = &self.inner;
+        // `recent_months` clusters by inverted month: newest first.
+        let months: Vec<(i32,)> = i.rows(Q::RecentMonths, (kind,), usize::MAX).await?;
+        let mut out = Vec::new();
+        for (inv_month,) in months {
+            let month = i32::MAX - inv_month;
+            let ids: Vec<(String,)> = i.rows(in_month, (month,), limit - out.len()).await?;
+            out.extend(ids.into_iter().map(|(id,)| id));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn note_recent(&self, kind: &str, month: i32) -> StoreResult<()> {
+        let inv = i32::MAX - month;
+        self.inner
+            .index_once(
+                (format!("recent:{kind}"), inv, 0, false),
+                Q::PutRecentMonth,
+                (kind, inv),
+            )
+            .await
+    }
+
+    fn remember_labels(&self, id: &HostId, labels: Vec<String>) -> StoreResult<()> {
+        let mut m = self
+            .inner
+            .host_labels
+            .lock()
+            .map_err(|_| unavailable("label cache poisoned"))?;
+        if m.len() > 2_000_000 {
+            m.clear();
+        }
+        m.insert(id.clone(), labels);
+        Ok(())
+    }
+
+    async fn count_blocks(&self, session_id: &str) -> StoreResult<u64> {
+        let ids: Vec<(i64,)> = self
+            .inner
+            .rows(Q::BlockIndex, (session_id,), usize::MAX)
+            .await?;
+        Ok(ids.len() as u64)
+    }
+
+    async fn carve_with_count(&self, mut s: CarveSession) -> StoreResult<CarveSession> {
+        s.blocks_received = self.count_blocks(&s.session_id).await?;
+        Ok(s)
+    }
+}
+
+#[async_trait]
+impl Store for ScyllaStore {
+    async fn get_host(&self, id: &HostId) -> StoreResult<Option<Host>> {
+        match self
+            .inner
+            .one::<(Vec<u8>,)>(Q::GetHost, (id.as_str(),))
+            .await?
+        {
+            Some((doc,)) => {
+                let h: Host = dec(id.as_str(), &doc)?;
+                self.remember_labels(&h.id, h.label_set())?;
+                Ok(Some(h))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn put_host(&self, host: &Host) -> StoreResult<()> {
+        let i = &self.inner;
+        let labels = host.label_set();
+        let cached = i
+            .host_labels
+            .lock()
+            .map_err(|_| unavailable("label cache poisoned"))?
+            .get(&host.id)
+            .cloned();
+        let before = match cached {
+            Some(l) => Some(l),
+            None => self.get_host(&host.id).await?.map(|h| h.label_set()),
+        };
+        // The record first; membership follows (an index row may briefly
+        // lag the record, never point at a host that does not exist).
+        i.exec(Q::PutHost, (host.id.as_str(), enc(host)?)).await?;
+        if before.as_ref() != Some(&labels) {
+            let before = before.unwrap_or_default();
+            let bucket = bucket_of(&host.id, LABEL_BUCKETS);
+            for l in labels.iter().filter(|l| !before.contains(l)) {
+                i.exec(Q::PutLabelMember, (l.as_str(), bucket, host.id.as_str()))
+                    .await?;
+            }
+            for l in before.iter().filter(|l| !labels.contains(l)) {
+                i.exec(Q::DeleteLabelMember, (l.as_str(), bucket, host.id.as_str()))
+                    .await?;
+            }
+            let key = labels.join("\n");
+            i.index_once(
+                (key.clone(), 0, 0, false),
+                Q::PutLabelSet,
+                ("all", key.as_str()),
+            )
+            .await?;
+        }
+        self.remember_labels(&host.id, labels)
+    }
+
+    async fn list_hosts(&self, cursor: Option<&str>, limit: usize) -> StoreResult<Page<Host>> {
+        let i = &self.inner;
+        let state = match cursor {
+            Some(c) => PagingState::new_from_raw_bytes(
+                cursor_decode(c)
+                    .ok_or_else(|| StoreError::Invalid(format!("invalid host cursor {c:?}")))?,
+            ),
+            None => PagingState::start(),
+        };
+        let mut st = i.st(Q::ListHosts).clone();
+        st.set_page_size(i32::try_from(limit.clamp(1, 10_000)).unwrap_or(PAGE_ROWS));
+        let _p = i.permit().await?;
+        let (res, paging) = i
+            .session
+            .execute_single_page(&st, (), state)
+            .await
+            .map_err(unavailable)?;
+        let items = res
+            .into_rows_result()
+            .map_err(unavailable)?
+            .rows::<(Vec<u8>,)>()
+            .map_err(unavailable)?
+            .map(|r| {
+                let (doc,) = r.map_err(unavailable)?;
+                dec::<Host>("hosts", &doc)
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        let next = match paging {
+            PagingStateResponse::HasMorePages { state } => {
+                state.as_bytes_slice().map(|b| cursor_encode(b))
+            }
+            PagingStateResponse::NoMorePages => None,
+        };
+        Ok(Page { items, next })
+    }
+
+    async fn hosts_with_label(&self, label: &str) -> StoreResult<Vec<HostId>> {
+        let i = &self.inner;
+        let parts: Vec<Vec<(String,)>> = stream::iter(0..i32::try_from(LABEL_BUCKETS).unwrap_or(1))
+            .map(|b| i.rows::<(String,)>(Q::LabelMembers, (label, b), usize::MAX))
+            .buffered(i.fan_out)
+            .try_collect()
+            .await?;
+        parts
+            .into_iter()
+            .flatten()
+            .map(|(id,)| {
+                HostId::parse(&id).ok_or_else(|| StoreError::Corrupt {
+                    key: format!("hosts_by_label/{label}"),
+                    reason: format!("invalid host id {id:?}"),
+                })
+            })
+            .collect()
+    }
+
+    async fn label_sets(&self) -> StoreResult<Vec<Vec<String>>> {
+        let rows: Vec<(String,)> = self.inner.rows(Q::LabelSets, ("all",), usize::MAX).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(k,)| k.split('\n').map(str::to_owned).collect())
+            .collect())
+    }
+
+    async fn put_query(&self, q: &Query) -> StoreResult<()> {
+        self.put_def("query", &q.name, q).await
+    }
+
+    async fn delete_query(&self, name: &str) -> StoreResult<bool> {
+        self.delete_def("query", name).await
+    }
+
+    async fn list_queries(&self) -> StoreResult<Vec<Query>> {
+        self.list_defs("query").await
+    }
+
+    async fn put_schedule(&self, s: &Schedule) -> StoreResult<()> {
+        self.put_def("schedule", &s.name, s).await
+    }
+
+    async fn delete_schedule(&self, name: &str) -> StoreResult<bool> {
+        self.delete_def("schedule", name).await
+    }
+
+    async fn list_schedules(&self) -> StoreResult<Vec<Schedule>> {
+        self.list_defs("schedule").await
+    }
+
+    async fn put_label_config(&self, c: &LabelConfig) -> StoreResult<()> {
+        self.put_def("label_config", &c.label, c).await
+    }
+
+    async fn delete_label_config(&self, label: &str) -> StoreResult<bool> {
+        self.delete_def("label_config", label).await
+    }
+
+    async fn list_label_configs(&self) -> StoreResult<Vec<LabelConfig>> {
+        self.list_defs("label_config").await
+    }
+
+    async fn bump_config_generation(&self) -> StoreResult<u64> {
+        let i = &self.inner;
+        // Paxos compare-and-set; a lost race re-reads and tries again.
+        i.exec(Q::InitGeneration, (CONFIG_GENERATION, 0i64)).await?;
+        for _ in 0..64 {
+            let current = self.config_generation().await?;
+            let current = i64::try_from(current).unwrap_or(i64::MAX - 1);
+            let (q, values) = statements::bump_generation(current);
+            let applied = i
+                .exec(q, values)
+                .await?
+                .into_rows_result()
+                .map_err(unavailable)?
+                .maybe_first_row::<(bool, Option<i64>)>()
+                .map_err(unavailable)?
+                .map(|(applied, _)| applied);
+            if applied == Some(true) {
+                return Ok(u64::try_from(current + 1).unwrap_or(0));
+            }
+            tokio::time::sleep(Duration::from_millis(fastrand::u64(1..20))).await;
+        }
+        Err(StoreError::Conflict(
+            "config generation is contended; retry".into(),
+        ))
+    }
+
+    async fn config_generation(&self) -> StoreResult<u64> {
+        Ok(self
+            .inner
+            .one::<(i64,)>(Q::GetGeneration, (CONFIG_GENERATION,))
+            .await?
+            .map(|(v,)| u64::try_from(v).unwrap_or(0))
+            .unwrap_or(0))
+    }
+
+    async fn put_config_blob(&self, hash: &str, bytes: &[u8]) -> StoreResult<()> {
+        // Content-addressed: rewriting the same bytes is harmless.
+        self.inner.exec(Q::PutBlob, (hash, bytes)).await.map(|_| ())
+    }
+
+    async fn get_config_blob(&self, hash: &str) -> StoreResult<Option<Bytes>> {
+        Ok(self
+            .inner
+            .one::<(Vec<u8>,)>(Q::GetBlob, (hash,))
+            .await?
+            .map(|(b,)| Bytes::from(b)))
+    }
+
+    async fn append_logs(&self, records: &LogRecords) -> StoreResult<()> {
+        match records {
+            LogRecords::Results(rs) => self.append_results(rs).await,
+            LogRecords::Status(ss) => self.append_status(ss).await,
+        }
+    }
+
+    async fn query_results(&self, f: &ResultFilter) -> StoreResult<Vec<ResultLog>> {
+        let i = &self.inner;
+        let w = statements::window(f.since, f.until);
+        let limit = f.limit;
+        match (&f.host_id, &f.name) {
+            (None, None) => Err(StoreError::Invalid(
+                "a result search needs a host, a query name, or both".into(),
+            )),
+            (Some(host), name) => {
+                let index: Vec<(i32, String, Option<bool>)> =
+                    i.rows(Q::ResultIndex, (host.as_str(),), usize::MAX).await?;
+                let parts = index
+                    .into_iter()
+                    .filter(|(_, n, _)| name.as_ref().is_none_or(|want| want == n))
+                    .map(|(day, n, skewed)| Part {
+                        unit: i64::from(day),
+                        key: (day, n),
+                        skewed: skewed.unwrap_or(false),
+                    })
+                    .collect();
+                let groups = plan(parts, DAY_SECS, f.since, f.until);
+                i.gather(
+                    groups,
+                    limit,
+                    |p: Part<(i32, String)>| async move {
+                        let (q, v) = statements::results_of_host(host, p.key.0, &p.key.1, w);
+                        i.docs::<ResultLog>(q, v, limit).await
+                    },
+                    |r| r.unix_time,
+                    result_order,
+                )
+                .await
+            }
+            (None, Some(name)) => {
+                let index: Vec<(i32, i32, Option<bool>)> = i
+                    .rows(Q::ByQueryIndex, (name.as_str(),), usize::MAX)
+                    .await?;
+                let parts = index
+                    .into_iter()
+                    .map(|(hour, bucket, skewed)| Part {
+                        unit: i64::from(hour),
+                        key: (hour, bucket),
+                        skewed: skewed.unwrap_or(false),
+                    })
+                    .collect();
+                let groups = plan(parts, HOUR_SECS, f.since, f.until);
+                i.gather(
+                    groups,
+                    limit,
+                    |p: Part<(i32, i32)>| async move {
+                        let (q, v) = statements::results_of_query(name, p.key.0, p.key.1, w);
+                        i.docs::<ResultLog>(q, v, limit).await
+                    },
+                    |r| r.unix_time,
+                    result_order,
+                )
+                .await
+            }
+        }
+    }
+
+    async fn query_status(
+        &self,
+        host: &HostId,
+        since: i64,
+        until: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<StatusLog>> {
+        let i = &self.inner;
+        let w = statements::window(since, until);
+        let index: Vec<(i32, Option<bool>)> =
+            i.rows(Q::StatusIndex, (host.as_str(),), usize::MAX).await?;
+        let parts = index
+            .into_iter()
+            .map(|(day, skewed)| Part {
+                unit: i64::from(day),
+                key: day,
+                skewed: skewed.unwrap_or(false),
+            })
+            .collect();
+        let groups = plan(parts, DAY_SECS, since, until);
+        i.gather(
+            groups,
+            limit,
+            |p: Part<i32>| async move {
+                let (q, v) = statements::status_of_host(host, p.key, w);
+                i.docs::<StatusLog>(q, v, limit).await
+            },
+            |s| s.unix_time,
+            status_order,
+        )
+        .await
+    }
+
+    async fn purge_logs_before_day(&self, _day: u32) -> StoreResult<u64> {
+        // Log tables expire rows by their default TTL.
+        Ok(0)
+    }
+
+    fn expires_by_ttl(&self) -> bool {
+        true
+    }
+
+    async fn create_campaign(&self, c: &Campaign, targets: &[HostId]) -> StoreResult<()> {
+        let i = &self.inner;
+        let buckets = campaign_buckets(targets.len() as u64);
+        // Owned values: the writes run concurrently in futures that must
+        // not borrow from this call.
+        let mut by_bucket: HashMap<i32, Vec<(String, i32, String, Vec<u8>)>> = HashMap::new();
+        let mut points = Vec::with_capacity(targets.len());
+        let mut open = Vec::with_capacity(targets.len());
+        for h in targets {
+            let b = bucket_of(h, buckets);
+            let d = Delivery {
+                campaign_id: c.id.clone(),
+                host_id: h.clone(),
+                state: DeliveryState::Queued,
+                queued_at: c.created_at,
+                delivered_at: None,
+                delivery_count: 0,
+                finished_at: None,
+            };
+            let doc = enc(&d)?;
+            points.push((Q::PutDelivery, (c.id.clone(), h.to_string(), doc.clone())));
+            by_bucket
+                .entry(b)
+                .or_default()
+                .push((c.id.clone(), b, h.to_string(), doc));
+            open.push((Q::PutOpen, (h.to_string(), c.id.clone(), b)));
+        }
+        // Deliveries, then the per-host open rows, then the campaign: a
+        // reader never sees a campaign whose deliveries are missing.
+        stream::iter(by_bucket.into_values())
+            .map(|rows| i.batch(Q::PutCampaignDelivery, rows))
+            .buffer_unordered(i.fan_out)
+            .try_collect::<Vec<()>>()
+            .await?;
+        i.fan_out_writes(points).await?;
+        i.fan_out_writes(open).await?;
+        let (month, inv) = recent_keys(c.created_at);
+        i.exec(
+            Q::PutCampaign,
+            (c.id.as_str(), i32::try_from(buckets).unwrap_or(1), enc(c)?),
+        )
+        .await?;
+        i.remember_buckets(&c.id, buckets)?;
+        i.exec(Q::PutCampaignByMonth, (month, inv, c.id.as_str()))
+            .await?;
+        self.note_recent("campaign", month).await
+    }
+
+    async fn get_campaign(&self, id: &str) -> StoreResult<Option<Campaign>> {
+        match self
+            .inner
+            .one::<(i32, Vec<u8>)>(Q::GetCampaign, (id,))
+            .await?
+        {
+            Some((_, doc)) => dec(id, &doc).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_campaigns(&self, limit: usize) -> StoreResult<Vec<Campaign>> {
+        let ids = self
+            .recent_ids("campaign", Q::CampaignsInMonth, limit)
+            .await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            // A campaign past its TTL leaves no record; skip it.
+            if let Some(c) = self.get_campaign(&id).await? {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn open_deliveries(&self, host: &HostId) -> StoreResult<Vec<(Campaign, Delivery)>> {
+        let i = &self.inner;
+        let open: Vec<(String, i32)> = i.rows(Q::OpenOfHost, (host.as_str(),), usize::MAX).await?;
+        let mut out = Vec::new();
+        for (cid, _bucket) in open {
+            let Some(c) = self.get_campaign(&cid).await? else {
+                continue;
+            };
+            let Some(d) = self.get_delivery(&cid, host).await? else {
+                continue;
+            };
+            if !d.state.is_final() {
+                out.push((c, d));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn put_delivery(&self, d: &Delivery) -> StoreResult<()> {
+        let i = &self.inner;
+        let buckets = i
+            .buckets_of(&d.campaign_id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("campaign {}", d.campaign_id)))?;
+        let b = bucket_of(&d.host_id, buckets);
+        let doc = enc(d)?;
+        i.exec(
+            Q::PutDelivery,
+            (d.campaign_id.as_str(), d.host_id.as_str(), &doc),
+        )
+        .await?;
+        i.exec(
+            Q::PutCampaignDelivery,
+            (d.campaign_id.as_str(), b, d.host_id.as_str(), &doc),
+        )
+        .await?;
+        if d.state.is_final() {
+            i.exec(Q::DeleteOpen, (d.host_id.as_str(), d.campaign_id.as_str()))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn get_delivery(&self, campaign: &str, host: &HostId) -> StoreResult<Option<Delivery>> {
+        match self
+            .inner
+            .one::<(Vec<u8>,)>(Q::GetDelivery, (campaign, host.as_str()))
+            .await?
+        {
+            Some((doc,)) => dec(campaign, &doc).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn record_results(&self, results: &[CampaignResult]) -> StoreResult<()> {
+        let i = &self.inner;
+        for r in results {
+            let buckets = i
+                .buckets_of(&r.campaign_id)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("campaign {}", r.campaign_id)))?;
+            let b = bucket_of(&r.host_id, buckets);
+            let mut d = self
+                .get_delivery(&r.campaign_id, &r.host_id)
+                .await?
+                .unwrap_or(Delivery {
+                    campaign_id: r.campaign_id.clone(),
+                    host_id: r.host_id.clone(),
+                    state: DeliveryState::Queued,
+                    queued_at: r.received_at,
+                    delivered_at: None,
+                    delivery_count: 0,
+                    finished_at: None,
+                });
+            d.state = if r.status == 0 {
+                DeliveryState::Answered
+            } else {
+                DeliveryState::Failed
+            };
+            d.finished_at = Some(r.received_at);
+            // The answer first: a delivery is never final without it.
+            i.exec(
+                Q::PutCampaignResult,
+                (r.campaign_id.as_str(), b, r.host_id.as_str(), enc(r)?),
+            )
+            .await?;
+            let doc = enc(&d)?;
+            i.exec(
+                Q::PutDelivery,
+                (r.campaign_id.as_str(), r.host_id.as_str(), &doc),
+            )
+            .await?;
+            i.exec(
+                Q::PutCampaignDelivery,
+                (r.campaign_id.as_str(), b, r.host_id.as_str(), &doc),
+            )
+            .await?;
+            i.exec(Q::DeleteOpen, (r.host_id.as_str(), r.campaign_id.as_str()))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn list_deliveries(&self, campaign: &str) -> StoreResult<Vec<Delivery>> {
+        let i = &self.inner;
+        let Some(buckets) = i.buckets_of(campaign).await? else {
+            return Ok(Vec::new());
+        };
+        let parts: Vec<Vec<Delivery>> = stream::iter(0..i32::try_from(buckets).unwrap_or(1))
+            .map(|b| i.docs::<Delivery>(Q::DeliveriesInBucket, (campaign, b), usize::MAX))
+            .buffered(i.fan_out)
+            .try_collect()
+            .await?;
+        Ok(parts.into_iter().flatten().collect())
+    }
+
+    async fn list_results(&self, campaign: &str) -> StoreResult<Vec<CampaignResult>> {
+        let i = &self.inner;
+        let Some(buckets) = i.buckets_of(campaign).await? else {
+            return Ok(Vec::new());
+        };
+        let parts: Vec<Vec<CampaignResult>> = stream::iter(0..i32::try_from(buckets).unwrap_or(1))
+            .map(|b| i.docs::<CampaignResult>(Q::ResultsInBucket, (campaign, b), usize::MAX))
+            .buffered(i.fan_out)
+            .try_collect()
+            .await?;
+        Ok(parts.into_iter().flatten().collect())
+    }
+
+    async fn create_carve(&self, s: &CarveSession) -> StoreResult<()> {
+        let i = &self.inner;
+        let applied = i
+            .exec(Q::CreateCarve, (s.session_id.as_str(), enc(s)?))
+            .await?
+            .into_rows_result()
+            .ok()
+            .and_then(|r| {
+                r.maybe_first_row::<(bool, Option<String>, Option<Vec<u8>>)>()
+                    .ok()
+                    .flatten()
+            })
+            .map(|(applied, _, _)| applied);
+        if applied == Some(false) {
+            return Err(StoreError::Conflict("carve session exists".into()));
+        }
+        let (month, inv) = recent_keys(s.created_at);
+        i.exec(Q::PutCarveByMonth, (month, inv, s.session_id.as_str()))
+            .await?;
+        self.note_recent("carve", month).await
+    }
+
+    async fn get_carve(&self, session_id: &str) -> StoreResult<Option<CarveSession>> {
+        match self
+            .inner
+            .one::<(Vec<u8>,)>(Q::GetCarve, (session_id,))
+            .await?
+        {
+            Some((doc,)) => Ok(Some(self.carve_with_count(dec(session_id, &doc)?).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn update_carve(&self, s: &CarveSession) -> StoreResult<()> {
+        self.inner
+            .exec(Q::PutCarve, (s.session_id.as_str(), enc(s)?))
+            .await
+            .map(|_| ())
+    }
+
+    async fn list_carves(&self, limit: usize) -> StoreResult<Vec<CarveSession>> {
+        let ids = self.recent_ids("carve", Q::CarvesInMonth, limit).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(c) = self.get_carve(&id).await? {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn put_carve_block(
+        &self,
+        session_id: &str,
+        block_id: u64,
+        data: &[u8],
+    ) -> StoreResult<BlockOutcome> {
+        let i = &self.inner;
+        if i.one::<(Vec<u8>,)>(Q::GetCarve, (session_id,))
+            .await?
+            .is_none()
+        {
+            return Err(StoreError::NotFound(format!("carve session {session_id}")));
+        }
+        let block = i64::try_from(block_id)
+            .map_err(|_| StoreError::Invalid(format!("block id {block_id} is out of range")))?;
+        let new_block = i
+            .one::<(i32,)>(Q::GetBlockDone, (session_id, block))
+            .await?
+            .is_none();
+        let chunk_count = data.len().div_ceil(CARVE_CHUNK_BYTES).max(1);
+        let chunks: Vec<(&str, i64, i32, &[u8])> = data
+            .chunks(CARVE_CHUNK_BYTES)
+            .enumerate()
+            .map(|(n, c)| (session_id, block, i32::try_from(n).unwrap_or(i32::MAX), c))
+            .collect();
+        // A single-partition batch of chunks, then the markers: a block
+        // counts as received only once all of it is stored.
+        i.batch(Q::PutChunk, chunks).await?;
+        i.exec(
+            Q::PutBlockDone,
+            (
+                session_id,
+                block,
+                i32::try_from(chunk_count).unwrap_or(i32::MAX),
+            ),
+        )
+        .await?;
+        i.exec(Q::PutBlockIndex, (session_id, block)).await?;
+        Ok(BlockOutcome {
+            blocks_received: self.count_blocks(session_id).await?,
+            new_block,
+        })
+    }
+
+    async fn get_carve_block(&self, session_id: &str, block_id: u64) -> StoreResult<Option<Bytes>> {
+        let i = &self.inner;
+        let Ok(block) = i64::try_from(block_id) else {
+            return Ok(None);
+        };
+        let Some((count,)) = i
+            .one::<(i32,)>(Q::GetBlockDone, (session_id, block))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let count = usize::try_from(count).unwrap_or(0);
+        let chunks: Vec<(Vec<u8>,)> = i.rows(Q::Chunks, (session_id, block), count).await?;
+        let mut out = Vec::with_capacity(chunks.iter().map(|(c,)| c.len()).sum());
+        for (c,) in chunks {
+            out.extend_from_slice(&c);
+        }
+        Ok(Some(Bytes::from(out)))
+    }
+
+    async fn get_meta(&self, key: &str) -> StoreResult<Option<Bytes>> {
+        Ok(self
+            .inner
+            .one::<(Vec<u8>,)>(Q::GetMeta, (key,))
+            .await?
+            .map(|(v,)| Bytes::from(v)))
+    }
+
+    async fn put_meta(&self, key: &str, value: &[u8]) -> StoreResult<()> {
+        self.inner.exec(Q::PutMeta, (key, value)).await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests;
