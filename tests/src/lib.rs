@@ -86,7 +86,8 @@ impl TestServer {
         let api = tokio::net::TcpListener::bind(cfg.api_listen).await?;
         let agent_url = format!("https://localhost:{}", agents.local_addr()?.port());
         let api_url = format!("https://localhost:{}", api.local_addr()?.port());
-        let running = gatehouse::serve::start(&cfg, &boot, agents, api)?;
+        let store = gatehouse::serve::open_store(&cfg, &boot).await?;
+        let running = gatehouse::serve::start(&cfg, &boot, store, agents, api)?;
         let http = client_for(&boot.ca_path)?;
         Ok(Self {
             cfg,

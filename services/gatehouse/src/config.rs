@@ -47,6 +47,26 @@ pub struct ServeConfig {
     pub idle_timeout_secs: u64,
     /// Time allowed to drain on shutdown.
     pub shutdown_grace_secs: u64,
+    pub store: StoreConfig,
+}
+
+/// Where data lives: the embedded store in `data_dir` (one process) or a
+/// ScyllaDB cluster.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    pub kind: StoreKind,
+    /// Used when `kind = "scylla"`. The log TTL follows
+    /// `limits.retention_days`.
+    pub scylla: gatehouse_store::ScyllaConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    #[default]
+    Embedded,
+    Scylla,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -100,6 +120,7 @@ impl Default for ServeConfig {
             online_window_secs: 180,
             idle_timeout_secs: 120,
             shutdown_grace_secs: 20,
+            store: StoreConfig::default(),
         }
     }
 }
@@ -174,6 +195,40 @@ impl ServeConfig {
         if let Some(v) = env_parse("GATEHOUSE_SHARDS", env)? {
             cfg.shards = v;
         }
+        if let Some(v) = env("GATEHOUSE_STORE") {
+            cfg.store.kind = match v.as_str() {
+                "embedded" => StoreKind::Embedded,
+                "scylla" => StoreKind::Scylla,
+                _ => {
+                    return Err(ConfigError::Env {
+                        name: "GATEHOUSE_STORE",
+                        value: v,
+                        reason: "expected embedded or scylla".into(),
+                    });
+                }
+            };
+        }
+        let sc = &mut cfg.store.scylla;
+        if let Some(v) = env("GATEHOUSE_SCYLLA_CONTACT_POINTS") {
+            sc.contact_points = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+        }
+        if let Some(v) = env("GATEHOUSE_SCYLLA_KEYSPACE") {
+            sc.keyspace = v;
+        }
+        if let Some(v) = env("GATEHOUSE_SCYLLA_LOCAL_DC") {
+            sc.local_datacenter = Some(v);
+        }
+        if let Some(v) = env("GATEHOUSE_SCYLLA_USERNAME") {
+            sc.username = Some(v);
+        }
+        if let Some(v) = env("GATEHOUSE_SCYLLA_PASSWORD") {
+            sc.password = Some(v);
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -221,6 +276,17 @@ impl ServeConfig {
         }
         if self.limits.max_campaign_targets == 0 {
             return bad("limits.max_campaign_targets must be positive".into());
+        }
+        if self.store.kind == StoreKind::Scylla {
+            let sc = &self.store.scylla;
+            sc.validate().map_err(ConfigError::Invalid)?;
+            let default_days = gatehouse_store::scylla::config::TtlConfig::default().logs_days;
+            if sc.ttl.logs_days != default_days && sc.ttl.logs_days != self.limits.retention_days {
+                return bad(
+                    "store.scylla.ttl.logs_days follows limits.retention_days; set that instead"
+                        .into(),
+                );
+            }
         }
         Ok(())
     }

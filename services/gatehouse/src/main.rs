@@ -89,7 +89,8 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
             .await
             .map_err(|e| anyhow::anyhow!("binding {}: {e}", cfg.api_listen))?;
         let banner = gatehouse::serve::banner(&cfg, &boot, agents.local_addr()?, api.local_addr()?);
-        let running = gatehouse::serve::start(&cfg, &boot, agents, api)?;
+        let store = gatehouse::serve::open_store(&cfg, &boot).await?;
+        let running = gatehouse::serve::start(&cfg, &boot, store, agents, api)?;
         println!("{banner}");
         running.shutdown.trigger_on_signals();
         running.wait().await

@@ -1,5 +1,5 @@
 //! `gatehouse serve`: every role in one process, over the in-process bus
-//! and the embedded store.
+//! and the embedded store (or a ScyllaDB cluster, `store.kind = "scylla"`).
 //!
 //! Shutdown is ordered: readiness fails and the edge and api stop
 //! accepting and drain their requests first; then hostd stops every actor
@@ -17,12 +17,12 @@ use gatehouse_edge::{EdgeConfig, EdgeDeps};
 use gatehouse_hostd::HostdConfig;
 use gatehouse_ingest::{DirectSink, IngestConfig};
 use gatehouse_runtime::{ServeOptions, Shutdown};
-use gatehouse_store::EmbeddedStore;
+use gatehouse_store::{EmbeddedStore, ScyllaStore};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::bootstrap::Bootstrap;
-use crate::config::ServeConfig;
+use crate::config::{ServeConfig, StoreKind};
 
 /// A running all-in-one server.
 #[derive(Debug)]
@@ -44,10 +44,31 @@ impl Running {
     }
 }
 
-/// Starts every role on the given listeners. Returns once serving.
+/// Opens the configured store: the embedded one in the data directory, or
+/// a ScyllaDB cluster (connecting and applying schema migrations).
+pub async fn open_store(cfg: &ServeConfig, boot: &Bootstrap) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match cfg.store.kind {
+        StoreKind::Embedded => Arc::new(EmbeddedStore::open(&boot.store_dir).map_err(|e| {
+            anyhow::anyhow!("opening the store in {}: {e}", boot.store_dir.display())
+        })?),
+        StoreKind::Scylla => {
+            let mut sc = cfg.store.scylla.clone();
+            sc.ttl.logs_days = cfg.limits.retention_days;
+            Arc::new(
+                ScyllaStore::connect(&sc)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("opening the ScyllaDB store: {e}"))?,
+            )
+        }
+    })
+}
+
+/// Starts every role on the given listeners over `store`. Returns once
+/// serving.
 pub fn start(
     cfg: &ServeConfig,
     boot: &Bootstrap,
+    store: Arc<dyn Store>,
     agents: TcpListener,
     api: TcpListener,
 ) -> anyhow::Result<Running> {
@@ -57,9 +78,6 @@ pub fn start(
         cfg.tls.client_ca.as_deref(),
     )?;
     let api_tls = gatehouse_runtime::tls::server_config(&boot.cert_path, &boot.key_path, None)?;
-    let store = EmbeddedStore::open(&boot.store_dir)
-        .map_err(|e| anyhow::anyhow!("opening the store in {}: {e}", boot.store_dir.display()))?;
-    let store: Arc<dyn Store> = Arc::new(store);
     let bus: Arc<dyn Bus> = Arc::new(InProcBus::new());
     let keys = NodeKeys::new(&boot.node_key_secret);
     let hosts = HostClient::new(
@@ -163,7 +181,7 @@ pub fn banner(
     format!(
         "\nGatehouse is running{}.\n\
 \n  agents (osquery TLS API): https://{host}:{ap}\n  operator REST API:        https://{api}  (Authorization: Bearer <admin token>)\n\
-\n  enroll secret:   {secret}\n  admin token:     {token}\n  CA certificate:  {ca}\n  data directory:  {dir}\n  osquery flagfile: {ff}\n\
+\n  enroll secret:   {secret}\n  admin token:     {token}\n  CA certificate:  {ca}\n  data directory:  {dir}\n  store:           {store}\n  osquery flagfile: {ff}\n\
 \nStart an agent with:\n  osqueryd --flagfile={ff}\n\
 \nTry the API:\n  curl --cacert {ca} -H 'Authorization: Bearer {token}' https://{api}/api/v1/hosts\n\
 \n--- {ff} ---\n{flags}",
@@ -179,6 +197,14 @@ pub fn banner(
         token = boot.admin_token,
         ca = boot.ca_path.display(),
         dir = boot.data_dir.display(),
+        store = match cfg.store.kind {
+            StoreKind::Embedded => format!("embedded ({})", boot.store_dir.display()),
+            StoreKind::Scylla => format!(
+                "ScyllaDB {} (keyspace {})",
+                cfg.store.scylla.contact_points.join(", "),
+                cfg.store.scylla.keyspace
+            ),
+        },
         ff = boot.flagfile_path.display(),
         flags = boot.flagfile,
     )
