@@ -48,6 +48,11 @@ pub trait Store: Send + Sync + 'static {
     // Hosts (written only by the host's actor).
     async fn get_host(&self, id: &HostId) -> StoreResult<Option<Host>>;
     async fn put_host(&self, host: &Host) -> StoreResult<()>;
+    /// Records when a host was last seen without rewriting its record: the
+    /// actor's frequent write. Reads return the later of this time and the
+    /// record's own `last_seen`. A host that does not exist is left alone.
+    /// The host's one actor calls it with increasing times.
+    async fn touch_host(&self, id: &HostId, last_seen: i64) -> StoreResult<()>;
     /// Up to `limit` hosts in the store's own stable order, starting at
     /// `cursor` (an opaque `Page::next` from an earlier call). Every host
     /// is visited once by following `next` until it is `None`.

@@ -92,6 +92,8 @@ pub struct HostState {
     last_activity: Instant,
     persisted_last_seen: i64,
     dirty: bool,
+    /// More than `last_seen` is unsaved (a failed record write).
+    record_dirty: bool,
 }
 
 fn failure(message: impl Into<String>) -> host_reply::Result {
@@ -123,6 +125,25 @@ impl HostActor {
             .map_err(|e| e.to_string())?;
         state.persisted_last_seen = h.last_seen;
         state.dirty = false;
+        state.record_dirty = false;
+        Ok(())
+    }
+
+    /// Writes what changed since the last write: the whole record when
+    /// more than `last_seen` changed, else only the time (a small column
+    /// write instead of the record with its host details).
+    async fn flush(&self, state: &mut HostState) -> Result<(), String> {
+        if state.record_dirty {
+            return self.persist(state).await;
+        }
+        let Some(h) = &state.host else { return Ok(()) };
+        self.ctx
+            .store
+            .touch_host(&h.id, h.last_seen)
+            .await
+            .map_err(|e| e.to_string())?;
+        state.persisted_last_seen = h.last_seen;
+        state.dirty = false;
         Ok(())
     }
 
@@ -147,7 +168,7 @@ impl HostActor {
         let flush =
             i64::try_from(self.ctx.settings.last_seen_flush.as_millis()).unwrap_or(i64::MAX);
         if now - state.persisted_last_seen >= flush
-            && let Err(e) = self.persist(state).await
+            && let Err(e) = self.flush(state).await
         {
             // Not fatal for the request: last_seen is best effort.
             tracing::warn!(host = %state.id, error = %e, "last_seen write failed");
@@ -240,6 +261,7 @@ impl HostActor {
                     if let Err(e) = self.persist(state).await {
                         tracing::warn!(host = %state.id, error = %e, "config version write failed");
                         state.dirty = true;
+                        state.record_dirty = true;
                     }
                 }
                 host_reply::Result::Config(ConfigOk { hash, generation })
@@ -429,6 +451,7 @@ impl Actor for HostActor {
             pending,
             last_activity: Instant::now(),
             dirty: false,
+            record_dirty: false,
         })
     }
 
@@ -470,7 +493,7 @@ impl Actor for HostActor {
                         .host
                         .as_ref()
                         .is_some_and(|h| h.last_seen - state.persisted_last_seen >= flush)
-                    && let Err(e) = self.persist(state).await
+                    && let Err(e) = self.flush(state).await
                 {
                     tracing::warn!(host = %state.id, error = %e, "host write failed");
                 }
@@ -492,7 +515,7 @@ impl Actor for HostActor {
     ) -> Result<(), ActorProcessingErr> {
         self.ctx.registry.remove(&state.id, Some(myself.get_id()));
         if state.dirty
-            && let Err(e) = self.persist(state).await
+            && let Err(e) = self.flush(state).await
         {
             tracing::warn!(host = %state.id, error = %e, "final host write failed");
         }

@@ -125,6 +125,27 @@ async fn hosts(store: &dyn Store) {
     ok(store.put_host(&h).await);
     assert_eq!(ok(store.get_host(&h.id).await), Some(h.clone()));
 
+    // A touch moves last_seen and keeps the record; it never creates a host.
+    ok(store.touch_host(&h.id, 500).await);
+    let touched = ok(store.get_host(&h.id).await).unwrap_or_else(|| panic!("host missing"));
+    assert_eq!(touched.last_seen, 500);
+    assert_eq!(touched.labels, h.labels, "a touch keeps the record");
+    let listed = ok(store.list_hosts(None, 100).await);
+    assert_eq!(
+        listed
+            .items
+            .iter()
+            .find(|x| x.id == h.id)
+            .map(|x| x.last_seen),
+        Some(500)
+    );
+    ok(store
+        .touch_host(&HostId::from_identity("hw:ghost"), 9)
+        .await);
+    assert!(ok(store.get_host(&HostId::from_identity("hw:ghost")).await).is_none());
+    assert_eq!(ok(store.list_hosts(None, 100).await).items.len(), 25);
+    h.last_seen = 500;
+
     // Label membership follows the host record.
     let sorted = |mut v: Vec<HostId>| {
         v.sort();

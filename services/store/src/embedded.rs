@@ -224,6 +224,23 @@ impl Store for EmbeddedStore {
         self.run(move |i| i.commit(vec![(&i.hosts, k, v)])).await
     }
 
+    async fn touch_host(&self, id: &HostId, last_seen: i64) -> StoreResult<()> {
+        let k = id.as_str().as_bytes().to_vec();
+        self.run(move |i| {
+            let _g = i.rmw.lock().map_err(|_| unavailable("lock poisoned"))?;
+            let Some(mut h) = i.get_json::<Host>(&i.hosts, &k)? else {
+                return Ok(());
+            };
+            if h.last_seen >= last_seen {
+                return Ok(());
+            }
+            h.last_seen = last_seen;
+            let v = enc(&h)?;
+            i.commit(vec![(&i.hosts, k, v)])
+        })
+        .await
+    }
+
     async fn list_hosts(&self, cursor: Option<&str>, limit: usize) -> StoreResult<Page<Host>> {
         // The cursor is the last host id of the previous page.
         let after = match cursor {

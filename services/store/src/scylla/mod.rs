@@ -118,13 +118,72 @@ fn cursor_encode(bytes: &[u8]) -> String {
 }
 
 fn cursor_decode(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
         .collect()
+}
+
+/// A `result_logs` row: host, day, name, agent time, line id, document.
+pub type HostRow<'a> = (&'a str, i32, &'a str, i64, &'a str, &'a [u8]);
+/// A `results_by_query` row: name, hour, bucket, agent time, host, line
+/// id, document.
+pub type QueryRow<'a> = (&'a str, i32, i32, i64, &'a str, &'a str, &'a [u8]);
+
+/// A `status_logs` row: host, day, agent time, line id, document.
+type StatusRow<'a> = (&'a str, i32, i64, &'a str, Vec<u8>);
+
+/// What one `append_logs` call writes to the result tables: rows grouped
+/// by partition (each group is one single-partition batch) and the index
+/// rows that make them findable.
+#[derive(Debug, Default)]
+pub struct ResultRows<'a> {
+    pub by_host: HashMap<(&'a str, i32, &'a str), Vec<HostRow<'a>>>,
+    pub by_query: HashMap<(&'a str, i32, i32), Vec<QueryRow<'a>>>,
+    /// (host, day, name, skewed)
+    pub host_index: HashSet<(&'a str, i32, &'a str, bool)>,
+    /// (name, hour, bucket, skewed)
+    pub query_index: HashSet<(&'a str, i32, i32, bool)>,
+}
+
+/// The stored document of each line (JSON of `ResultLog`).
+pub fn encode_results(rs: &[ResultLog]) -> StoreResult<Vec<Vec<u8>>> {
+    rs.iter().map(enc).collect()
+}
+
+/// Groups lines (and their encoded documents, in the same order) by the
+/// partitions they go to.
+pub fn result_rows<'a>(rs: &'a [ResultLog], docs: &'a [Vec<u8>]) -> ResultRows<'a> {
+    let mut out = ResultRows::default();
+    for (r, doc) in rs.iter().zip(docs) {
+        let (t, skewed) = bucket_time(r.unix_time, r.received_at);
+        let (day, hour) = (day_of(t), hour_of(t));
+        let bucket = bucket_of(&r.host_id, RESULT_QUERY_BUCKETS);
+        let (host, name, line) = (r.host_id.as_str(), r.name.as_str(), r.line_id.as_str());
+        out.by_host.entry((host, day, name)).or_default().push((
+            host,
+            day,
+            name,
+            r.unix_time,
+            line,
+            doc,
+        ));
+        out.by_query.entry((name, hour, bucket)).or_default().push((
+            name,
+            hour,
+            bucket,
+            r.unix_time,
+            host,
+            line,
+            doc,
+        ));
+        out.host_index.insert((host, day, name, skewed));
+        out.query_index.insert((name, hour, bucket, skewed));
+    }
+    out
 }
 
 struct Inner {
@@ -156,6 +215,11 @@ impl std::fmt::Debug for ScyllaStore {
 }
 
 impl ScyllaStore {
+    /// The prepared form of `q` (for diagnostics and the cost benchmark).
+    pub fn prepared(&self, q: Q) -> &PreparedStatement {
+        self.inner.st(q)
+    }
+
     /// Connects, applies missing migrations and prepares every statement.
     pub async fn connect(cfg: &ScyllaConfig) -> StoreResult<Self> {
         cfg.validate().map_err(StoreError::Invalid)?;
@@ -479,7 +543,8 @@ impl Inner {
             .written_index
             .lock()
             .map_err(|_| unavailable("index cache poisoned"))?;
-        if seen.len() > 200_000 {
+        // Bounded: forgetting only costs a repeated (idempotent) write.
+        if seen.len() > 1_000_000 {
             seen.clear();
         }
         seen.insert(key);
@@ -555,6 +620,20 @@ impl Inner {
     }
 }
 
+/// A `hosts` row as read: the record and the separately touched time.
+type HostRowRead = (Option<Vec<u8>>, Option<i64>);
+
+/// The host of a row; `None` for a row holding only a touch time (a touch
+/// raced a host that was never written).
+fn host_from_row((doc, seen): HostRowRead) -> StoreResult<Option<Host>> {
+    let Some(doc) = doc else {
+        return Ok(None);
+    };
+    let mut h: Host = dec("hosts", &doc)?;
+    h.last_seen = h.last_seen.max(seen.unwrap_or(0));
+    Ok(Some(h))
+}
+
 fn result_order(a: &ResultLog, b: &ResultLog) -> std::cmp::Ordering {
     (a.unix_time, &a.host_id, &a.name, &a.line_id).cmp(&(
         b.unix_time,
@@ -599,63 +678,26 @@ impl ScyllaStore {
 
     async fn append_results(&self, rs: &[ResultLog]) -> StoreResult<()> {
         let i = &self.inner;
-        // Group by partition so each batch stays within one partition.
-        let mut by_host: HashMap<(i32, &str), Vec<(&str, i32, &str, i64, &str, Vec<u8>)>> =
-            HashMap::new();
-        let mut by_query: HashMap<
-            (&str, i32, i32),
-            Vec<(&str, i32, i32, i64, &str, &str, Vec<u8>)>,
-        > = HashMap::new();
-        let mut host_index: HashSet<(i32, &str, bool)> = HashSet::new();
-        let mut query_index: HashSet<(&str, i32, i32, bool)> = HashSet::new();
-        for r in rs {
-            let (t, skewed) = bucket_time(r.unix_time, r.received_at);
-            let (day, hour) = (day_of(t), hour_of(t));
-            let bucket = bucket_of(&r.host_id, RESULT_QUERY_BUCKETS);
-            let doc = enc(r)?;
-            let host = r.host_id.as_str();
-            by_host.entry((day, r.name.as_str())).or_default().push((
-                host,
-                day,
-                r.name.as_str(),
-                r.unix_time,
-                r.line_id.as_str(),
-                doc.clone(),
-            ));
-            by_query
-                .entry((r.name.as_str(), hour, bucket))
-                .or_default()
-                .push((
-                    r.name.as_str(),
-                    hour,
-                    bucket,
-                    r.unix_time,
-                    host,
-                    r.line_id.as_str(),
-                    doc,
-                ));
-            host_index.insert((day, r.name.as_str(), skewed));
-            query_index.insert((r.name.as_str(), hour, bucket, skewed));
-        }
+        let docs = encode_results(rs)?;
+        let rows = result_rows(rs, &docs);
         // Lines first, then the index rows that make them findable.
-        for (_, rows) in by_host {
-            i.batch(Q::PutResult, rows).await?;
+        for (_, batch) in rows.by_host {
+            i.batch(Q::PutResult, batch).await?;
         }
-        for (_, rows) in by_query {
-            i.batch(Q::PutResultByQuery, rows).await?;
+        for (_, batch) in rows.by_query {
+            i.batch(Q::PutResultByQuery, batch).await?;
         }
-        let Some(host) = rs.first().map(|r| r.host_id.as_str()) else {
-            return Ok(());
-        };
-        for (day, name, skewed) in host_index {
+        for (host, day, name, skewed) in rows.host_index {
+            let key = (format!("r/{host}/{name}"), day, 0, skewed);
             if skewed {
-                i.exec(Q::PutResultIndexSkewed, (host, day, name, true))
+                i.index_once(key, Q::PutResultIndexSkewed, (host, day, name, true))
                     .await?;
             } else {
-                i.exec(Q::PutResultIndex, (host, day, name)).await?;
+                i.index_once(key, Q::PutResultIndex, (host, day, name))
+                    .await?;
             }
         }
-        for (name, hour, bucket, skewed) in query_index {
+        for (name, hour, bucket, skewed) in rows.query_index {
             let key = (name.to_owned(), hour, bucket, skewed);
             if skewed {
                 i.index_once(key, Q::PutByQueryIndexSkewed, (name, hour, bucket, true))
@@ -670,7 +712,7 @@ impl ScyllaStore {
 
     async fn append_status(&self, ss: &[StatusLog]) -> StoreResult<()> {
         let i = &self.inner;
-        let mut by_day: HashMap<i32, Vec<(&str, i32, i64, &str, Vec<u8>)>> = HashMap::new();
+        let mut by_day: HashMap<i32, Vec<StatusRow<'_>>> = HashMap::new();
         let mut index: HashSet<(&str, i32, bool)> = HashSet::new();
         for s in ss {
             let (t, skewed) = bucket_time(s.unix_time, s.received_at);
@@ -688,10 +730,12 @@ impl ScyllaStore {
             i.batch(Q::PutStatus, rows).await?;
         }
         for (host, day, skewed) in index {
+            let key = (format!("s/{host}"), day, 0, skewed);
             if skewed {
-                i.exec(Q::PutStatusIndexSkewed, (host, day, true)).await?;
+                i.index_once(key, Q::PutStatusIndexSkewed, (host, day, true))
+                    .await?;
             } else {
-                i.exec(Q::PutStatusIndex, (host, day)).await?;
+                i.index_once(key, Q::PutStatusIndex, (host, day)).await?;
             }
         }
         Ok(())
@@ -754,13 +798,12 @@ impl ScyllaStore {
 #[async_trait]
 impl Store for ScyllaStore {
     async fn get_host(&self, id: &HostId) -> StoreResult<Option<Host>> {
-        match self
+        let row = self
             .inner
-            .one::<(Vec<u8>,)>(Q::GetHost, (id.as_str(),))
-            .await?
-        {
-            Some((doc,)) => {
-                let h: Host = dec(id.as_str(), &doc)?;
+            .one::<HostRowRead>(Q::GetHost, (id.as_str(),))
+            .await?;
+        match row.map(host_from_row).transpose()?.flatten() {
+            Some(h) => {
                 self.remember_labels(&h.id, h.label_set())?;
                 Ok(Some(h))
             }
@@ -783,7 +826,8 @@ impl Store for ScyllaStore {
         };
         // The record first; membership follows (an index row may briefly
         // lag the record, never point at a host that does not exist).
-        i.exec(Q::PutHost, (host.id.as_str(), enc(host)?)).await?;
+        i.exec(Q::PutHost, (host.id.as_str(), enc(host)?, host.last_seen))
+            .await?;
         if before.as_ref() != Some(&labels) {
             let before = before.unwrap_or_default();
             let bucket = bucket_of(&host.id, LABEL_BUCKETS);
@@ -806,6 +850,14 @@ impl Store for ScyllaStore {
         self.remember_labels(&host.id, labels)
     }
 
+    async fn touch_host(&self, id: &HostId, last_seen: i64) -> StoreResult<()> {
+        // A column write: the record (details, labels) is not rewritten.
+        self.inner
+            .exec(Q::TouchHost, (last_seen, id.as_str()))
+            .await
+            .map(|_| ())
+    }
+
     async fn list_hosts(&self, cursor: Option<&str>, limit: usize) -> StoreResult<Page<Host>> {
         let i = &self.inner;
         let state = match cursor {
@@ -826,12 +878,10 @@ impl Store for ScyllaStore {
         let items = res
             .into_rows_result()
             .map_err(unavailable)?
-            .rows::<(Vec<u8>,)>()
+            .rows::<HostRowRead>()
             .map_err(unavailable)?
-            .map(|r| {
-                let (doc,) = r.map_err(unavailable)?;
-                dec::<Host>("hosts", &doc)
-            })
+            .map(|r| host_from_row(r.map_err(unavailable)?))
+            .filter_map(Result::transpose)
             .collect::<StoreResult<Vec<_>>>()?;
         let next = match paging {
             PagingStateResponse::HasMorePages { state } => {

@@ -23,12 +23,10 @@ pub struct Migration {
 }
 
 /// Tables whose default TTL follows each retention class.
-pub const LOG_TABLES: &[&str] = &[
-    "result_logs",
+pub const LOG_TABLES: &[&str] = &["result_logs", "results_by_query", "status_logs"];
+pub const LOG_INDEX_TABLES: &[&str] = &[
     "result_log_index",
-    "results_by_query",
     "results_by_query_index",
-    "status_logs",
     "status_log_index",
 ];
 pub const CAMPAIGN_TABLES: &[&str] = &[
@@ -55,7 +53,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
     description: "initial schema",
     statements: &[
-        "CREATE TABLE IF NOT EXISTS {ks}.hosts (host_id text PRIMARY KEY, doc blob)",
+        "CREATE TABLE IF NOT EXISTS {ks}.hosts (host_id text PRIMARY KEY, doc blob, last_seen bigint)",
         "CREATE TABLE IF NOT EXISTS {ks}.hosts_by_label (label text, bucket int, host_id text, PRIMARY KEY ((label, bucket), host_id))",
         "CREATE TABLE IF NOT EXISTS {ks}.label_sets (scope text, labels text, PRIMARY KEY ((scope), labels))",
         "CREATE TABLE IF NOT EXISTS {ks}.definitions (kind text, name text, doc blob, PRIMARY KEY ((kind), name))",
@@ -63,11 +61,11 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         "CREATE TABLE IF NOT EXISTS {ks}.generations (name text PRIMARY KEY, value bigint)",
         "CREATE TABLE IF NOT EXISTS {ks}.config_blobs (hash text PRIMARY KEY, body blob)",
         "CREATE TABLE IF NOT EXISTS {ks}.result_logs (host_id text, day int, name text, unix_time bigint, line_id text, doc blob, PRIMARY KEY ((host_id, day), name, unix_time, line_id)) WITH default_time_to_live = {ttl_logs} AND {twcs}",
-        "CREATE TABLE IF NOT EXISTS {ks}.result_log_index (host_id text, day int, name text, skewed boolean, PRIMARY KEY ((host_id), day, name)) WITH default_time_to_live = {ttl_logs}",
+        "CREATE TABLE IF NOT EXISTS {ks}.result_log_index (host_id text, day int, name text, skewed boolean, PRIMARY KEY ((host_id), day, name)) WITH default_time_to_live = {ttl_log_index}",
         "CREATE TABLE IF NOT EXISTS {ks}.results_by_query (name text, hour int, bucket int, unix_time bigint, host_id text, line_id text, doc blob, PRIMARY KEY ((name, hour, bucket), unix_time, host_id, line_id)) WITH default_time_to_live = {ttl_logs} AND {twcs}",
-        "CREATE TABLE IF NOT EXISTS {ks}.results_by_query_index (name text, hour int, bucket int, skewed boolean, PRIMARY KEY ((name), hour, bucket)) WITH default_time_to_live = {ttl_logs}",
+        "CREATE TABLE IF NOT EXISTS {ks}.results_by_query_index (name text, hour int, bucket int, skewed boolean, PRIMARY KEY ((name), hour, bucket)) WITH default_time_to_live = {ttl_log_index}",
         "CREATE TABLE IF NOT EXISTS {ks}.status_logs (host_id text, day int, unix_time bigint, line_id text, doc blob, PRIMARY KEY ((host_id, day), unix_time, line_id)) WITH default_time_to_live = {ttl_logs} AND {twcs}",
-        "CREATE TABLE IF NOT EXISTS {ks}.status_log_index (host_id text, day int, skewed boolean, PRIMARY KEY ((host_id), day)) WITH default_time_to_live = {ttl_logs}",
+        "CREATE TABLE IF NOT EXISTS {ks}.status_log_index (host_id text, day int, skewed boolean, PRIMARY KEY ((host_id), day)) WITH default_time_to_live = {ttl_log_index}",
         "CREATE TABLE IF NOT EXISTS {ks}.campaigns (campaign_id text PRIMARY KEY, buckets int, doc blob) WITH default_time_to_live = {ttl_campaigns}",
         "CREATE TABLE IF NOT EXISTS {ks}.campaigns_by_month (month int, inverted_time bigint, campaign_id text, PRIMARY KEY ((month), inverted_time, campaign_id)) WITH default_time_to_live = {ttl_campaigns}",
         "CREATE TABLE IF NOT EXISTS {ks}.deliveries (campaign_id text, host_id text, doc blob, PRIMARY KEY ((campaign_id, host_id))) WITH default_time_to_live = {ttl_campaigns}",
@@ -83,6 +81,12 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
     ],
 }];
 
+/// Index rows outlive the lines they point to: a line may arrive up to
+/// 7 days after its agent day (`logs::CLOCK_TRUST_PAST_SECS`) and 1 day
+/// ahead, and each process writes an index row once, so the index TTL is
+/// the log TTL plus 8 days.
+pub const LOG_INDEX_EXTRA_DAYS: u32 = 8;
+
 /// Seconds for a TTL in days (0: no expiry).
 pub fn ttl_secs(days: u32) -> u64 {
     u64::from(days) * 86_400
@@ -94,8 +98,20 @@ pub fn render(statement: &str, keyspace: &str, ttl: &TtlConfig) -> String {
         .replace("{twcs}", TWCS)
         .replace("{ks}", keyspace)
         .replace("{ttl_logs}", &ttl_secs(ttl.logs_days).to_string())
+        .replace(
+            "{ttl_log_index}",
+            &ttl_secs(log_index_days(ttl.logs_days)).to_string(),
+        )
         .replace("{ttl_campaigns}", &ttl_secs(ttl.campaigns_days).to_string())
         .replace("{ttl_carves}", &ttl_secs(ttl.carves_days).to_string())
+}
+
+fn log_index_days(logs_days: u32) -> u32 {
+    if logs_days == 0 {
+        0
+    } else {
+        logs_days + LOG_INDEX_EXTRA_DAYS
+    }
 }
 
 /// `ALTER TABLE` statements that bring each table's default TTL to `ttl`.
@@ -103,6 +119,7 @@ pub fn ttl_alterations(keyspace: &str, ttl: &TtlConfig) -> Vec<String> {
     let mut out = Vec::new();
     for (tables, days) in [
         (LOG_TABLES, ttl.logs_days),
+        (LOG_INDEX_TABLES, log_index_days(ttl.logs_days)),
         (CAMPAIGN_TABLES, ttl.campaigns_days),
         (CARVE_TABLES, ttl.carves_days),
     ] {
@@ -127,7 +144,12 @@ mod tests {
             .iter()
             .flat_map(|m| m.statements.iter().copied())
             .collect();
-        for t in LOG_TABLES.iter().chain(CAMPAIGN_TABLES).chain(CARVE_TABLES) {
+        for t in LOG_TABLES
+            .iter()
+            .chain(LOG_INDEX_TABLES)
+            .chain(CAMPAIGN_TABLES)
+            .chain(CARVE_TABLES)
+        {
             let create = format!("{{ks}}.{t} (");
             let stmt = all.iter().find(|s| s.contains(&create));
             assert!(

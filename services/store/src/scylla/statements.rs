@@ -41,9 +41,10 @@ macro_rules! statements {
 }
 
 statements! {
-    GetHost = Hosts, "SELECT doc FROM {ks}.hosts WHERE host_id = ?";
-    PutHost = Hosts, "INSERT INTO {ks}.hosts (host_id, doc) VALUES (?, ?)";
-    ListHosts = Reads, "SELECT doc FROM {ks}.hosts";
+    GetHost = Hosts, "SELECT doc, last_seen FROM {ks}.hosts WHERE host_id = ?";
+    PutHost = Hosts, "INSERT INTO {ks}.hosts (host_id, doc, last_seen) VALUES (?, ?, ?)";
+    TouchHost = Hosts, "UPDATE {ks}.hosts SET last_seen = ? WHERE host_id = ?";
+    ListHosts = Reads, "SELECT doc, last_seen FROM {ks}.hosts";
     PutLabelMember = Hosts, "INSERT INTO {ks}.hosts_by_label (label, bucket, host_id) VALUES (?, ?, ?)";
     DeleteLabelMember = Hosts, "DELETE FROM {ks}.hosts_by_label WHERE label = ? AND bucket = ? AND host_id = ?";
     LabelMembers = Reads, "SELECT host_id FROM {ks}.hosts_by_label WHERE label = ? AND bucket = ?";
