@@ -188,7 +188,7 @@ pub fn flagfile(cfg: &ServeConfig, ca: &Path, secret: &Path) -> String {
     };
     let p = &cfg.paths;
     format!(
-        "# osquery flags for Gatehouse (generated; see docs/architecture.md)\n\
+        "# osquery flags for Gatehouse (generated; see docs/architecture/overview.md)\n\
 --tls_hostname={host}\n\
 --tls_server_certs={ca}\n\
 --enroll_secret_path={secret}\n\

@@ -84,14 +84,13 @@ fn main() {
         .unwrap_or_else(|e| panic!("{e}"));
         let mut rows = Vec::new();
 
-        // 1. Per stored result line: encode, group, bind (both tables and
-        //    the index rows), no network.
+        // 1. Per stored result line: encode, group, bind (the line and its
+        //    host's index row), no network.
         let posts: Vec<Vec<ResultLog>> = (0..5_000u64)
             .map(|r| post(&HostId::from_identity(&format!("hw:bench-{}", r % 500)), r))
             .collect();
         let lines = posts.len() * LINES_PER_POST;
-        let (put_result, put_by_query) = (store.prepared(Q::PutResult), store.prepared(Q::PutResultByQuery));
-        let (put_index, put_qindex) = (store.prepared(Q::PutResultIndex), store.prepared(Q::PutByQueryIndex));
+        let (put_result, put_index) = (store.prepared(Q::PutResult), store.prepared(Q::PutResultIndex));
         for pass in 0..2 {
             let start = Instant::now();
             let mut encoded = 0usize;
@@ -106,17 +105,8 @@ fn main() {
                         bound += 1;
                     }
                 }
-                for batch in grouped.by_query.values() {
-                    for row in batch {
-                        put_by_query.clone().bind(row).unwrap_or_else(|e| panic!("{e}"));
-                        bound += 1;
-                    }
-                }
                 for (h, d, n, _) in &grouped.host_index {
                     put_index.clone().bind(&(*h, *d, *n)).unwrap_or_else(|e| panic!("{e}"));
-                }
-                for (n, hr, b, _) in &grouped.query_index {
-                    put_qindex.clone().bind(&(*n, *hr, *b)).unwrap_or_else(|e| panic!("{e}"));
                 }
             }
             let ns = per_op_ns(start, lines);

@@ -24,6 +24,9 @@ pub struct Semantics {
     pub conditional_writes: bool,
     /// `purge_logs_before_day` deletes (false: the store expires by TTL).
     pub explicit_purge: bool,
+    /// Result searches by query name across hosts (false: the store keeps
+    /// results per host only and answers `StoreError::Invalid`).
+    pub fleet_wide_results: bool,
 }
 
 impl Semantics {
@@ -32,6 +35,7 @@ impl Semantics {
         clustering_ranges: true,
         conditional_writes: true,
         explicit_purge: true,
+        fleet_wide_results: true,
     };
 }
 
@@ -326,51 +330,82 @@ async fn logs(store: &dyn Store, sem: Semantics, report: &mut Report) {
             .await);
         assert_eq!(users_a.len(), 2);
         assert!(users_a.iter().all(|r| r.name == "users" && r.host_id == a));
-        let everyone = ok(store
-            .query_results(&ResultFilter {
-                host_id: None,
-                name: Some("users".into()),
-                since: day,
-                until: day + 1,
-                limit: 100,
-            })
-            .await);
-        assert_eq!(everyone.len(), 3);
+        if sem.fleet_wide_results {
+            let everyone = ok(store
+                .query_results(&ResultFilter {
+                    host_id: None,
+                    name: Some("users".into()),
+                    since: day,
+                    until: day + 1,
+                    limit: 100,
+                })
+                .await);
+            assert_eq!(everyone.len(), 3);
+        }
     } else {
         report.not_run.push(
             "result and status searches over a bounded time window (clustering ranges)".into(),
         );
     }
-    let users_all = ok(store
-        .query_results(&ResultFilter {
-            host_id: None,
-            name: Some("users".into()),
-            since: 0,
-            until: i64::MAX,
-            limit: 100,
-        })
-        .await);
-    assert_eq!(users_all.len(), 4, "users lines of both hosts, all time");
-    assert!(
-        users_all
-            .windows(2)
-            .all(|w| w[0].unix_time <= w[1].unix_time)
-    );
-    let limited = ok(store
-        .query_results(&ResultFilter {
-            host_id: None,
-            name: Some("users".into()),
-            since: 0,
-            until: i64::MAX,
-            limit: 2,
-        })
-        .await);
-    assert_eq!(limited.len(), 2);
-    assert_eq!(
-        limited[..],
-        users_all[..2],
-        "the limit keeps the oldest lines"
-    );
+    if sem.fleet_wide_results {
+        let users_all = ok(store
+            .query_results(&ResultFilter {
+                host_id: None,
+                name: Some("users".into()),
+                since: 0,
+                until: i64::MAX,
+                limit: 100,
+            })
+            .await);
+        assert_eq!(users_all.len(), 4, "users lines of both hosts, all time");
+        assert!(
+            users_all
+                .windows(2)
+                .all(|w| w[0].unix_time <= w[1].unix_time)
+        );
+        let limited = ok(store
+            .query_results(&ResultFilter {
+                host_id: None,
+                name: Some("users".into()),
+                since: 0,
+                until: i64::MAX,
+                limit: 2,
+            })
+            .await);
+        assert_eq!(limited.len(), 2);
+        assert_eq!(
+            limited[..],
+            users_all[..2],
+            "the limit keeps the oldest lines"
+        );
+    } else {
+        assert!(matches!(
+            store
+                .query_results(&ResultFilter {
+                    host_id: None,
+                    name: Some("users".into()),
+                    since: 0,
+                    until: i64::MAX,
+                    limit: 2,
+                })
+                .await,
+            Err(gatehouse_core::ports::StoreError::Invalid(_))
+        ));
+        report
+            .not_run
+            .push("fleet-wide result search by query name (results are kept per host)".into());
+        let a_users = ok(store
+            .query_results(&ResultFilter {
+                host_id: Some(a.clone()),
+                name: Some("users".into()),
+                since: 0,
+                until: i64::MAX,
+                limit: 2,
+            })
+            .await);
+        assert_eq!(a_users.len(), 2, "the limit applies per search");
+        assert!(a_users[0].unix_time <= a_users[1].unix_time);
+    }
     assert!(matches!(
         store
             .query_results(&ResultFilter {

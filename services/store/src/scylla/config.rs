@@ -267,12 +267,22 @@ mod tests {
         assert!(c.validate().err().unwrap_or_default().contains("keyspace"));
         c.keyspace = "gh".into();
         c.consistency.logs = "most".into();
-        assert!(c.validate().err().unwrap_or_default().contains("consistency.logs"));
+        assert!(
+            c.validate()
+                .err()
+                .unwrap_or_default()
+                .contains("consistency.logs")
+        );
         c.consistency.logs = "LOCAL_ONE".into();
         c.replication = Replication::NetworkTopologyStrategy {
             factors: BTreeMap::from([("dc1".into(), 3), ("dc2".into(), 3)]),
         };
-        assert!(c.validate().err().unwrap_or_default().contains("local_datacenter"));
+        assert!(
+            c.validate()
+                .err()
+                .unwrap_or_default()
+                .contains("local_datacenter")
+        );
         c.local_datacenter = Some("dc1".into());
         assert_eq!(c.validate(), Ok(()));
         assert_eq!(

@@ -55,8 +55,6 @@ const HOSTS_PER_CAMPAIGN_BUCKET: u64 = 2_000;
 const MAX_CAMPAIGN_BUCKETS: u32 = 1_024;
 /// Buckets of `hosts_by_label` per label.
 pub const LABEL_BUCKETS: u32 = 64;
-/// Buckets of `results_by_query` per query and hour.
-pub const RESULT_QUERY_BUCKETS: u32 = 256;
 /// Carve blocks are stored in chunks of at most this many bytes, so no
 /// cell grows past ScyllaDB's large-cell threshold.
 pub const CARVE_CHUNK_BYTES: usize = 512 * 1024;
@@ -64,7 +62,6 @@ pub const CARVE_CHUNK_BYTES: usize = 512 * 1024;
 const BATCH_ROWS: usize = 100;
 const PAGE_ROWS: i32 = 1_000;
 const DAY_SECS: i64 = 86_400;
-const HOUR_SECS: i64 = 3_600;
 /// Month buckets of the newest-first listings (30-day units).
 const MONTH_SECS: i64 = 30 * DAY_SECS;
 
@@ -101,10 +98,6 @@ fn day_of(secs: i64) -> i32 {
     i32::try_from(secs.max(0) / DAY_SECS).unwrap_or(i32::MAX)
 }
 
-fn hour_of(secs: i64) -> i32 {
-    i32::try_from(secs.max(0) / HOUR_SECS).unwrap_or(i32::MAX)
-}
-
 /// Month bucket and clustering key of a newest-first listing: ascending
 /// order of `i64::MAX - created_at` is newest first, so reads need no
 /// `ORDER BY ... DESC`.
@@ -129,10 +122,6 @@ fn cursor_decode(s: &str) -> Option<Vec<u8>> {
 
 /// A `result_logs` row: host, day, name, agent time, line id, document.
 pub type HostRow<'a> = (&'a str, i32, &'a str, i64, &'a str, &'a [u8]);
-/// A `results_by_query` row: name, hour, bucket, agent time, host, line
-/// id, document.
-pub type QueryRow<'a> = (&'a str, i32, i32, i64, &'a str, &'a str, &'a [u8]);
-
 /// A `status_logs` row: host, day, agent time, line id, document.
 type StatusRow<'a> = (&'a str, i32, i64, &'a str, Vec<u8>);
 
@@ -142,11 +131,8 @@ type StatusRow<'a> = (&'a str, i32, i64, &'a str, Vec<u8>);
 #[derive(Debug, Default)]
 pub struct ResultRows<'a> {
     pub by_host: HashMap<(&'a str, i32, &'a str), Vec<HostRow<'a>>>,
-    pub by_query: HashMap<(&'a str, i32, i32), Vec<QueryRow<'a>>>,
     /// (host, day, name, skewed)
     pub host_index: HashSet<(&'a str, i32, &'a str, bool)>,
-    /// (name, hour, bucket, skewed)
-    pub query_index: HashSet<(&'a str, i32, i32, bool)>,
 }
 
 /// The stored document of each line (JSON of `ResultLog`).
@@ -160,8 +146,7 @@ pub fn result_rows<'a>(rs: &'a [ResultLog], docs: &'a [Vec<u8>]) -> ResultRows<'
     let mut out = ResultRows::default();
     for (r, doc) in rs.iter().zip(docs) {
         let (t, skewed) = bucket_time(r.unix_time, r.received_at);
-        let (day, hour) = (day_of(t), hour_of(t));
-        let bucket = bucket_of(&r.host_id, RESULT_QUERY_BUCKETS);
+        let day = day_of(t);
         let (host, name, line) = (r.host_id.as_str(), r.name.as_str(), r.line_id.as_str());
         out.by_host.entry((host, day, name)).or_default().push((
             host,
@@ -171,17 +156,7 @@ pub fn result_rows<'a>(rs: &'a [ResultLog], docs: &'a [Vec<u8>]) -> ResultRows<'
             line,
             doc,
         ));
-        out.by_query.entry((name, hour, bucket)).or_default().push((
-            name,
-            hour,
-            bucket,
-            r.unix_time,
-            host,
-            line,
-            doc,
-        ));
         out.host_index.insert((host, day, name, skewed));
-        out.query_index.insert((name, hour, bucket, skewed));
     }
     out
 }
@@ -684,9 +659,6 @@ impl ScyllaStore {
         for (_, batch) in rows.by_host {
             i.batch(Q::PutResult, batch).await?;
         }
-        for (_, batch) in rows.by_query {
-            i.batch(Q::PutResultByQuery, batch).await?;
-        }
         for (host, day, name, skewed) in rows.host_index {
             let key = (format!("r/{host}/{name}"), day, 0, skewed);
             if skewed {
@@ -694,16 +666,6 @@ impl ScyllaStore {
                     .await?;
             } else {
                 i.index_once(key, Q::PutResultIndex, (host, day, name))
-                    .await?;
-            }
-        }
-        for (name, hour, bucket, skewed) in rows.query_index {
-            let key = (name.to_owned(), hour, bucket, skewed);
-            if skewed {
-                i.index_once(key, Q::PutByQueryIndexSkewed, (name, hour, bucket, true))
-                    .await?;
-            } else {
-                i.index_once(key, Q::PutByQueryIndex, (name, hour, bucket))
                     .await?;
             }
         }
@@ -1043,31 +1005,12 @@ impl Store for ScyllaStore {
                 )
                 .await
             }
-            (None, Some(name)) => {
-                let index: Vec<(i32, i32, Option<bool>)> = i
-                    .rows(Q::ByQueryIndex, (name.as_str(),), usize::MAX)
-                    .await?;
-                let parts = index
-                    .into_iter()
-                    .map(|(hour, bucket, skewed)| Part {
-                        unit: i64::from(hour),
-                        key: (hour, bucket),
-                        skewed: skewed.unwrap_or(false),
-                    })
-                    .collect();
-                let groups = plan(parts, HOUR_SECS, f.since, f.until);
-                i.gather(
-                    groups,
-                    limit,
-                    |p: Part<(i32, i32)>| async move {
-                        let (q, v) = statements::results_of_query(name, p.key.0, p.key.1, w);
-                        i.docs::<ResultLog>(q, v, limit).await
-                    },
-                    |r| r.unix_time,
-                    result_order,
-                )
-                .await
-            }
+            (None, Some(_)) => Err(StoreError::Invalid(
+                "a fleet-wide result search (a query name without a host) is not served by the \
+                 ScyllaDB store: results are kept per host; give a host_id, or read the fleet's \
+                 results from your log destination"
+                    .into(),
+            )),
         }
     }
 

@@ -1,7 +1,7 @@
 //! Planning of scatter reads over time-bucketed partitions.
 //!
-//! A log search reads the partitions an index table lists (a host's days,
-//! a query's hours × buckets). Partitions bucketed by the agent's time hold
+//! A log search reads the partitions an index table lists (a host's days
+//! and query names). Partitions bucketed by the agent's time hold
 //! only rows of their own unit, so they are read in ascending unit order
 //! and the search stops as soon as `limit` rows older than every unread
 //! partition are in hand. Partitions flagged `skewed` also hold lines an
@@ -11,7 +11,7 @@
 /// A partition listed by an index row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Part<K> {
-    /// Day or hour number (unit since the epoch).
+    /// Day number (units since the epoch).
     pub unit: i64,
     pub key: K,
     pub skewed: bool,

@@ -23,12 +23,8 @@ pub struct Migration {
 }
 
 /// Tables whose default TTL follows each retention class.
-pub const LOG_TABLES: &[&str] = &["result_logs", "results_by_query", "status_logs"];
-pub const LOG_INDEX_TABLES: &[&str] = &[
-    "result_log_index",
-    "results_by_query_index",
-    "status_log_index",
-];
+pub const LOG_TABLES: &[&str] = &["result_logs", "status_logs"];
+pub const LOG_INDEX_TABLES: &[&str] = &["result_log_index", "status_log_index"];
 pub const CAMPAIGN_TABLES: &[&str] = &[
     "campaigns",
     "campaigns_by_month",
@@ -62,8 +58,6 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         "CREATE TABLE IF NOT EXISTS {ks}.config_blobs (hash text PRIMARY KEY, body blob)",
         "CREATE TABLE IF NOT EXISTS {ks}.result_logs (host_id text, day int, name text, unix_time bigint, line_id text, doc blob, PRIMARY KEY ((host_id, day), name, unix_time, line_id)) WITH default_time_to_live = {ttl_logs} AND {twcs}",
         "CREATE TABLE IF NOT EXISTS {ks}.result_log_index (host_id text, day int, name text, skewed boolean, PRIMARY KEY ((host_id), day, name)) WITH default_time_to_live = {ttl_log_index}",
-        "CREATE TABLE IF NOT EXISTS {ks}.results_by_query (name text, hour int, bucket int, unix_time bigint, host_id text, line_id text, doc blob, PRIMARY KEY ((name, hour, bucket), unix_time, host_id, line_id)) WITH default_time_to_live = {ttl_logs} AND {twcs}",
-        "CREATE TABLE IF NOT EXISTS {ks}.results_by_query_index (name text, hour int, bucket int, skewed boolean, PRIMARY KEY ((name), hour, bucket)) WITH default_time_to_live = {ttl_log_index}",
         "CREATE TABLE IF NOT EXISTS {ks}.status_logs (host_id text, day int, unix_time bigint, line_id text, doc blob, PRIMARY KEY ((host_id, day), unix_time, line_id)) WITH default_time_to_live = {ttl_logs} AND {twcs}",
         "CREATE TABLE IF NOT EXISTS {ks}.status_log_index (host_id text, day int, skewed boolean, PRIMARY KEY ((host_id), day)) WITH default_time_to_live = {ttl_log_index}",
         "CREATE TABLE IF NOT EXISTS {ks}.campaigns (campaign_id text PRIMARY KEY, buckets int, doc blob) WITH default_time_to_live = {ttl_campaigns}",

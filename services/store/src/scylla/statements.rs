@@ -65,15 +65,9 @@ statements! {
     PutResult = Logs, "INSERT INTO {ks}.result_logs (host_id, day, name, unix_time, line_id, doc) VALUES (?, ?, ?, ?, ?, ?)";
     PutResultIndex = Logs, "INSERT INTO {ks}.result_log_index (host_id, day, name) VALUES (?, ?, ?)";
     PutResultIndexSkewed = Logs, "INSERT INTO {ks}.result_log_index (host_id, day, name, skewed) VALUES (?, ?, ?, ?)";
-    PutResultByQuery = Logs, "INSERT INTO {ks}.results_by_query (name, hour, bucket, unix_time, host_id, line_id, doc) VALUES (?, ?, ?, ?, ?, ?, ?)";
-    PutByQueryIndex = Logs, "INSERT INTO {ks}.results_by_query_index (name, hour, bucket) VALUES (?, ?, ?)";
-    PutByQueryIndexSkewed = Logs, "INSERT INTO {ks}.results_by_query_index (name, hour, bucket, skewed) VALUES (?, ?, ?, ?)";
     ResultIndex = Reads, "SELECT day, name, skewed FROM {ks}.result_log_index WHERE host_id = ?";
     ResultsOfHost = Reads, "SELECT doc FROM {ks}.result_logs WHERE host_id = ? AND day = ? AND name = ?";
     ResultsOfHostRange = Reads, "SELECT doc FROM {ks}.result_logs WHERE host_id = ? AND day = ? AND name = ? AND unix_time >= ? AND unix_time < ?";
-    ByQueryIndex = Reads, "SELECT hour, bucket, skewed FROM {ks}.results_by_query_index WHERE name = ?";
-    ResultsOfQuery = Reads, "SELECT doc FROM {ks}.results_by_query WHERE name = ? AND hour = ? AND bucket = ?";
-    ResultsOfQueryRange = Reads, "SELECT doc FROM {ks}.results_by_query WHERE name = ? AND hour = ? AND bucket = ? AND unix_time >= ? AND unix_time < ?";
 
     PutStatus = Logs, "INSERT INTO {ks}.status_logs (host_id, day, unix_time, line_id, doc) VALUES (?, ?, ?, ?, ?)";
     PutStatusIndex = Logs, "INSERT INTO {ks}.status_log_index (host_id, day) VALUES (?, ?)";
@@ -145,24 +139,6 @@ pub fn results_of_host(
     }
 }
 
-/// One partition of `results_by_query`: one query's lines from one bucket
-/// of hosts in one hour.
-pub fn results_of_query(
-    name: &str,
-    hour: i32,
-    bucket: i32,
-    w: Option<(i64, i64)>,
-) -> (Q, Vec<CqlValue>) {
-    let mut v = vec![text(name), CqlValue::Int(hour), CqlValue::Int(bucket)];
-    match w {
-        Some((since, until)) => {
-            v.extend([CqlValue::BigInt(since), CqlValue::BigInt(until)]);
-            (Q::ResultsOfQueryRange, v)
-        }
-        None => (Q::ResultsOfQuery, v),
-    }
-}
-
 /// One partition of `status_logs`: a host's status lines of one day.
 pub fn status_of_host(host: &HostId, day: i32, w: Option<(i64, i64)>) -> (Q, Vec<CqlValue>) {
     let mut v = vec![text(host.as_str()), CqlValue::Int(day)];
@@ -226,15 +202,6 @@ mod tests {
                 CqlValue::BigInt(1_717_496_431),
                 CqlValue::BigInt(1_717_500_000),
             ]
-        );
-        let (q, v) = results_of_query("users", 477_082, 17, window(0, 1_717_500_000));
-        assert_eq!(
-            q.cql(),
-            "SELECT doc FROM {ks}.results_by_query WHERE name = ? AND hour = ? AND bucket = ? AND unix_time >= ? AND unix_time < ?"
-        );
-        assert_eq!(
-            v[3..],
-            [CqlValue::BigInt(0), CqlValue::BigInt(1_717_500_000)]
         );
         let (q, v) = status_of_host(&h, 3, window(5, i64::MAX));
         assert_eq!(q, Q::StatusOfHostRange);
