@@ -332,4 +332,42 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(ServeConfig::load_with(Some(&f), &|_| None).is_err());
     }
+
+    #[test]
+    fn the_example_file_loads_and_the_scylla_store_is_configurable() {
+        let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../docs/gatehouse.example.toml");
+        let c = ServeConfig::load_with(Some(&example), &|_| None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.store.kind, StoreKind::Embedded);
+        let env = |k: &str| match k {
+            "GATEHOUSE_STORE" => Some("scylla".to_owned()),
+            "GATEHOUSE_SCYLLA_CONTACT_POINTS" => Some("10.0.0.1:9042, 10.0.0.2:9042".to_owned()),
+            "GATEHOUSE_SCYLLA_KEYSPACE" => Some("gh_prod".to_owned()),
+            _ => None,
+        };
+        let c = ServeConfig::load_with(Some(&example), &env).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.store.kind, StoreKind::Scylla);
+        assert_eq!(
+            c.store.scylla.contact_points,
+            vec!["10.0.0.1:9042", "10.0.0.2:9042"]
+        );
+        assert_eq!(c.store.scylla.keyspace, "gh_prod");
+        let bad = |k: &str| match k {
+            "GATEHOUSE_STORE" => Some("scylla".to_owned()),
+            "GATEHOUSE_SCYLLA_KEYSPACE" => Some("drop table".to_owned()),
+            _ => None,
+        };
+        let e = ServeConfig::load_with(None, &bad)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("store.scylla.keyspace"), "{e}");
+        let e = ServeConfig::load_with(None, &|k: &str| {
+            (k == "GATEHOUSE_STORE").then(|| "postgres".to_owned())
+        })
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(e.contains("GATEHOUSE_STORE"), "{e}");
+    }
 }
