@@ -18,8 +18,11 @@ use kassandra::frame::request::Request;
 use kassandra::frame::response::Response;
 use kassandra::frame::response::error::Error as CqlError;
 use kassandra::frame::{request_stream, response_sink};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
 
 /// A running test server; stops when dropped.
 pub struct CqlTestServer {
@@ -36,15 +39,36 @@ impl std::fmt::Debug for CqlTestServer {
 }
 
 impl CqlTestServer {
-    /// Binds `127.0.0.1:0` and serves until dropped.
+    /// Binds `127.0.0.1:0` and serves plain CQL until dropped.
     pub async fn start() -> std::io::Result<Self> {
+        Self::start_with(None).await
+    }
+
+    /// Like [`CqlTestServer::start`], over TLS when `tls` is given (as a
+    /// ScyllaDB node with `client_encryption_options` enabled).
+    pub async fn start_with(tls: Option<Arc<ServerConfig>>) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let engine = Arc::new(Mutex::new(KassandraSession::new()));
+        let acceptor = tls.map(TlsAcceptor::from);
         let accept = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(serve_connection(stream, engine.clone()));
+                let engine = engine.clone();
+                match &acceptor {
+                    None => {
+                        tokio::spawn(serve_connection(stream, engine));
+                    }
+                    Some(a) => {
+                        let a = a.clone();
+                        tokio::spawn(async move {
+                            // A failed handshake just closes the connection.
+                            if let Ok(s) = a.accept(stream).await {
+                                serve_connection(s, engine).await;
+                            }
+                        });
+                    }
+                }
             }
         });
         Ok(Self { addr, accept })
@@ -62,10 +86,13 @@ impl Drop for CqlTestServer {
     }
 }
 
-async fn serve_connection(mut stream: TcpStream, engine: Arc<Mutex<KassandraSession>>) {
-    let (mut read, mut write) = stream.split();
-    let mut frames = request_stream(&mut read);
-    let mut sink = response_sink(&mut write);
+async fn serve_connection<S>(stream: S, engine: Arc<Mutex<KassandraSession>>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (read, write) = tokio::io::split(stream);
+    let mut frames = request_stream(read);
+    let mut sink = response_sink(write);
     while let Some(frame) = frames.next().await {
         let Ok((header, opcode, data)) = frame else {
             break;

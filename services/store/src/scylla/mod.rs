@@ -254,6 +254,12 @@ fn tls_context(tls: &config::ScyllaTls) -> StoreResult<scylla::client::session::
             .add(cert)
             .map_err(|e| bad(&tls.ca_file.display().to_string(), &e))?;
     }
+    if roots.is_empty() {
+        return Err(bad(
+            &tls.ca_file.display().to_string(),
+            &"no PEM certificate in the file",
+        ));
+    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -168,6 +168,85 @@ async fn a_large_campaign_spreads_over_bounded_partitions() {
     assert_eq!(ok(store.open_deliveries(&targets[17]).await).len(), 1);
 }
 
+/// A CA and a server certificate for 127.0.0.1, as PEM files in `dir`.
+fn test_pki(dir: &std::path::Path) -> (std::path::PathBuf, Arc<rustls::ServerConfig>) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    use rustls_pki_types::PrivateKeyDer;
+    let ca_key = ok(KeyPair::generate());
+    let mut ca = ok(CertificateParams::new(Vec::<String>::new()));
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "test ScyllaDB CA");
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ok(ca.self_signed(&ca_key));
+    let ca_path = dir.join("scylla-ca.pem");
+    ok(std::fs::write(&ca_path, ca_cert.pem()));
+    let issuer = Issuer::new(ca, ca_key);
+    let node_key = ok(KeyPair::generate());
+    let mut node = ok(CertificateParams::new(vec!["127.0.0.1".to_owned()]));
+    node.distinguished_name
+        .push(DnType::CommonName, "scylla-node-1");
+    let node = ok(node.signed_by(&node_key, &issuer));
+    let key = PrivateKeyDer::try_from(node_key.serialize_der()).unwrap_or_else(|e| panic!("{e}"));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server =
+        ok(ok(rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions())
+        .with_no_client_auth()
+        .with_single_cert(vec![node.der().clone()], key));
+    (ca_path, Arc::new(server))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_cluster_verifies_the_node_certificate() {
+    let dir = ok(tempfile::tempdir());
+    let (ca_path, server_tls) = test_pki(dir.path());
+    let server = ok(CqlTestServer::start_with(Some(server_tls)).await);
+    let mut cfg = test_config(server.addr().to_string(), "gh");
+    cfg.tls = Some(config::ScyllaTls {
+        ca_file: ca_path,
+        cert_file: None,
+        key_file: None,
+    });
+    let store = ok(ScyllaStore::connect(&cfg).await);
+    let host = crate::conformance::sample_host(3);
+    ok(store.put_host(&host).await);
+    assert_eq!(ok(store.get_host(&host.id).await), Some(host));
+
+    // A CA that did not sign the node's certificate: no connection.
+    let other = ok(tempfile::tempdir());
+    let (other_ca, _) = test_pki(other.path());
+    cfg.tls = Some(config::ScyllaTls {
+        ca_file: other_ca,
+        cert_file: None,
+        key_file: None,
+    });
+    cfg.request_timeout_ms = 2_000;
+    assert!(ScyllaStore::connect(&cfg).await.is_err());
+    // Without TLS against a TLS node: no connection either.
+    cfg.tls = None;
+    assert!(ScyllaStore::connect(&cfg).await.is_err());
+    // A CA file that is not PEM is a configuration error, named.
+    let junk = dir.path().join("junk.pem");
+    ok(std::fs::write(&junk, "not a certificate"));
+    cfg.tls = Some(config::ScyllaTls {
+        ca_file: junk,
+        cert_file: None,
+        key_file: None,
+    });
+    let e = ScyllaStore::connect(&cfg)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("store.scylla.tls"), "{e}");
+}
+
 #[test]
 fn campaign_buckets_grow_with_the_fleet() {
     assert_eq!(campaign_buckets(0), 1);
