@@ -323,6 +323,51 @@ pub struct ResultFilter {
     pub limit: usize,
 }
 
+/// A secret agents present at enrollment. Only its SHA-256 is stored; the
+/// value of an id never changes (a new value is a new secret).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnrollSecret {
+    pub id: String,
+    /// Lowercase hex SHA-256 of the secret.
+    pub secret_sha256: String,
+    /// Labels a host enrolling with this secret gets.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    pub created_at: i64,
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    #[serde(default)]
+    pub revoked: bool,
+    #[serde(default)]
+    pub created_by: String,
+}
+
+impl EnrollSecret {
+    /// Whether an agent may enroll with it at `now`.
+    pub fn is_usable(&self, now: i64) -> bool {
+        !self.revoked && self.expires_at.is_none_or(|e| now < e)
+    }
+}
+
+/// One recorded operator action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Unique per event.
+    pub id: String,
+    /// When it happened (ms).
+    pub at: i64,
+    /// Who: a user name or token id.
+    pub actor: String,
+    /// What, e.g. `campaign.create`, `query.put`, `host.rotate_key`.
+    pub action: String,
+    /// On what, e.g. a host id or a query name.
+    pub target: String,
+    /// `ok`, `denied` or `failed`.
+    pub outcome: String,
+    #[serde(default)]
+    pub detail: Value,
+}
+
 /// One page of a listing and the cursor for the next.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page<T> {

@@ -9,8 +9,8 @@ use bytes::Bytes;
 
 use crate::HostId;
 use crate::model::{
-    Campaign, CampaignResult, CarveSession, Delivery, Host, LabelConfig, LogRecords, Page, Query,
-    ResultFilter, ResultLog, Schedule, StatusLog,
+    AuditEvent, Campaign, CampaignResult, CarveSession, Delivery, EnrollSecret, Host, LabelConfig,
+    LogRecords, Page, Query, ResultFilter, ResultLog, Schedule, StatusLog,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +129,23 @@ pub trait Store: Send + Sync + 'static {
         data: &[u8],
     ) -> StoreResult<BlockOutcome>;
     async fn get_carve_block(&self, session_id: &str, block_id: u64) -> StoreResult<Option<Bytes>>;
+
+    // Enroll secrets.
+    /// Creates or updates (labels, expiry, revocation) a secret. Changing
+    /// the hash of an existing id is `StoreError::Conflict`.
+    async fn put_enroll_secret(&self, s: &EnrollSecret) -> StoreResult<()>;
+    async fn enroll_secret_by_hash(&self, sha256: &str) -> StoreResult<Option<EnrollSecret>>;
+    async fn list_enroll_secrets(&self) -> StoreResult<Vec<EnrollSecret>>;
+
+    // Audit log: append-only, read newest first.
+    async fn append_audit(&self, e: &AuditEvent) -> StoreResult<()>;
+    /// Up to `limit` events, newest first, strictly older than the
+    /// `(at, id)` of `before` (the last event of the previous page).
+    async fn list_audit(
+        &self,
+        before: Option<(i64, &str)>,
+        limit: usize,
+    ) -> StoreResult<Vec<AuditEvent>>;
 
     // Small named values (generation counters, bootstrap facts).
     async fn get_meta(&self, key: &str) -> StoreResult<Option<Bytes>>;

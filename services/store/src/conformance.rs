@@ -67,6 +67,8 @@ pub async fn run_all(store: &dyn Store, sem: Semantics) -> Report {
     logs(store, sem, &mut report).await;
     campaigns(store).await;
     carves(store, sem, &mut report).await;
+    enroll_secrets(store).await;
+    audit(store, sem, &mut report).await;
     meta(store).await;
     report
 }
@@ -642,6 +644,101 @@ async fn carves(store: &dyn Store, sem: Semantics, report: &mut Report) {
     done.sha256 = Some("abc".into());
     ok(store.update_carve(&done).await);
     assert_eq!(ok(store.list_carves(10).await), vec![done]);
+}
+
+async fn enroll_secrets(store: &dyn Store) {
+    let s1 = EnrollSecret {
+        id: "servers".into(),
+        secret_sha256: gatehouse_core::ids::sha256_hex(b"s3cret-1"),
+        labels: vec!["servers".into()],
+        created_at: 1,
+        expires_at: None,
+        revoked: false,
+        created_by: "admin".into(),
+    };
+    let s2 = EnrollSecret {
+        id: "laptops".into(),
+        secret_sha256: gatehouse_core::ids::sha256_hex(b"s3cret-2"),
+        labels: vec![],
+        expires_at: Some(100),
+        ..s1.clone()
+    };
+    ok(store.put_enroll_secret(&s1).await);
+    ok(store.put_enroll_secret(&s2).await);
+    assert_eq!(
+        ok(store.enroll_secret_by_hash(&s1.secret_sha256).await).as_ref(),
+        Some(&s1)
+    );
+    assert!(
+        ok(store
+            .enroll_secret_by_hash(&gatehouse_core::ids::sha256_hex(b"nope"))
+            .await)
+        .is_none()
+    );
+    let mut listed = ok(store.list_enroll_secrets().await);
+    listed.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(listed, vec![s2.clone(), s1.clone()]);
+    assert!(s1.is_usable(50) && s2.is_usable(50) && !s2.is_usable(100));
+    // Revocation is an update; the value of an id never changes.
+    let revoked = EnrollSecret {
+        revoked: true,
+        ..s1.clone()
+    };
+    ok(store.put_enroll_secret(&revoked).await);
+    let found = ok(store.enroll_secret_by_hash(&s1.secret_sha256).await);
+    assert!(found.is_some_and(|f| f.revoked && !f.is_usable(0)));
+    let changed = EnrollSecret {
+        secret_sha256: gatehouse_core::ids::sha256_hex(b"other"),
+        ..s1
+    };
+    assert!(matches!(
+        store.put_enroll_secret(&changed).await,
+        Err(gatehouse_core::ports::StoreError::Conflict(_))
+    ));
+}
+
+async fn audit(store: &dyn Store, sem: Semantics, report: &mut Report) {
+    let ev = |id: &str, at: i64| AuditEvent {
+        id: id.into(),
+        at,
+        actor: "alice".into(),
+        action: "query.put".into(),
+        target: id.into(),
+        outcome: "ok".into(),
+        detail: json!({"n": at}),
+    };
+    let day = 86_400_000;
+    for e in [
+        ev("a", 1_000),
+        ev("c", 2_000),
+        ev("b", 2_000),
+        ev("e", 2 * day),
+        ev("d", 3_000),
+    ] {
+        ok(store.append_audit(&e).await);
+    }
+    let ids = |v: Vec<AuditEvent>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(ok(store.list_audit(None, 10).await)),
+        vec!["e", "d", "b", "c", "a"],
+        "newest first, ties by id"
+    );
+    assert_eq!(ids(ok(store.list_audit(None, 2).await)), vec!["e", "d"]);
+    assert_eq!(ok(store.list_audit(None, 1).await)[0], ev("e", 2 * day));
+    if sem.clustering_ranges {
+        assert_eq!(
+            ids(ok(store.list_audit(Some((3_000, "d")), 2).await)),
+            vec!["b", "c"]
+        );
+        assert_eq!(
+            ids(ok(store.list_audit(Some((2_000, "c")), 10).await)),
+            vec!["a"]
+        );
+    } else {
+        report
+            .not_run
+            .push("audit log pages after the first (clustering ranges)".into());
+    }
 }
 
 async fn meta(store: &dyn Store) {

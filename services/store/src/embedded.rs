@@ -16,6 +16,9 @@
 //! | `cresults`   | campaign · 0 · host                           | JSON             |
 //! | `carves`     | session id                                    | JSON             |
 //! | `blocks`     | session id · 0 · block u64                    | block bytes      |
+//! | `secrets`    | secret id                                     | `EnrollSecret` JSON |
+//! | `secret_hash`| SHA-256 hex                                   | secret id        |
+//! | `audit`      | (u64::MAX - at) · event id                    | `AuditEvent` JSON |
 //!
 //! Log keys start with a day bucket (`logs::bucket_day`: the agent's day
 //! when its clock is plausible, else the receive day) so retention drops
@@ -30,8 +33,8 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use gatehouse_core::HostId;
 use gatehouse_core::logs::bucket_day;
 use gatehouse_core::model::{
-    Campaign, CampaignResult, CarveSession, Delivery, DeliveryState, Host, LabelConfig, LogRecords,
-    Page, Query, ResultFilter, ResultLog, Schedule, StatusLog,
+    AuditEvent, Campaign, CampaignResult, CarveSession, Delivery, DeliveryState, EnrollSecret,
+    Host, LabelConfig, LogRecords, Page, Query, ResultFilter, ResultLog, Schedule, StatusLog,
 };
 use gatehouse_core::ports::{BlockOutcome, Store, StoreError, StoreResult};
 use serde::Serialize;
@@ -51,6 +54,9 @@ struct Inner {
     cresults: Keyspace,
     carves: Keyspace,
     blocks: Keyspace,
+    secrets: Keyspace,
+    secret_hash: Keyspace,
+    audit: Keyspace,
     /// Serializes read-modify-write sequences (counters, carve accounting).
     rmw: Mutex<()>,
 }
@@ -113,6 +119,13 @@ fn status_key(s: &StatusLog) -> Vec<u8> {
     k
 }
 
+/// Newest first: byte order of `u64::MAX - at` is descending time.
+fn audit_key(at: i64, id: &str) -> Vec<u8> {
+    let mut k = (u64::MAX - at.max(0) as u64).to_be_bytes().to_vec();
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
 fn first_day(ks: &Keyspace) -> Option<(u32, u32)> {
     let day = |k: &[u8]| -> Option<u32> { Some(u32::from_be_bytes(k.get(..4)?.try_into().ok()?)) };
     let lo = ks.first_key_value()?.key().ok()?;
@@ -141,6 +154,9 @@ impl EmbeddedStore {
             cresults: ks("cresults")?,
             carves: ks("carves")?,
             blocks: ks("blocks")?,
+            secrets: ks("secrets")?,
+            secret_hash: ks("secret_hash")?,
+            audit: ks("audit")?,
             rmw: Mutex::new(()),
             db,
         };
@@ -748,6 +764,74 @@ impl Store for EmbeddedStore {
                 .get(&k)
                 .map_err(unavailable)?
                 .map(|v| Bytes::copy_from_slice(&v)))
+        })
+        .await
+    }
+
+    async fn put_enroll_secret(&self, s: &EnrollSecret) -> StoreResult<()> {
+        let s = s.clone();
+        self.run(move |i| {
+            let _g = i.rmw.lock().map_err(|_| unavailable("lock poisoned"))?;
+            if let Some(old) = i.get_json::<EnrollSecret>(&i.secrets, s.id.as_bytes())?
+                && old.secret_sha256 != s.secret_sha256
+            {
+                return Err(StoreError::Conflict(format!(
+                    "enroll secret {} exists with another value",
+                    s.id
+                )));
+            }
+            i.commit(vec![
+                (&i.secrets, s.id.as_bytes().to_vec(), enc(&s)?),
+                (
+                    &i.secret_hash,
+                    s.secret_sha256.as_bytes().to_vec(),
+                    s.id.as_bytes().to_vec(),
+                ),
+            ])
+        })
+        .await
+    }
+
+    async fn enroll_secret_by_hash(&self, sha256: &str) -> StoreResult<Option<EnrollSecret>> {
+        let k = sha256.as_bytes().to_vec();
+        self.run(move |i| {
+            let Some(id) = i.secret_hash.get(&k).map_err(unavailable)? else {
+                return Ok(None);
+            };
+            i.get_json(&i.secrets, &id)
+        })
+        .await
+    }
+
+    async fn list_enroll_secrets(&self) -> StoreResult<Vec<EnrollSecret>> {
+        self.run(|i| i.scan_json(&i.secrets, b"")).await
+    }
+
+    async fn append_audit(&self, e: &AuditEvent) -> StoreResult<()> {
+        let (k, v) = (audit_key(e.at, &e.id), enc(e)?);
+        self.run(move |i| i.commit(vec![(&i.audit, k, v)])).await
+    }
+
+    async fn list_audit(
+        &self,
+        before: Option<(i64, &str)>,
+        limit: usize,
+    ) -> StoreResult<Vec<AuditEvent>> {
+        let from = before.map(|(at, id)| audit_key(at, id));
+        self.run(move |i| {
+            let iter = match &from {
+                Some(f) => i.audit.range::<&[u8], _>((
+                    std::ops::Bound::Excluded(f.as_slice()),
+                    std::ops::Bound::Unbounded,
+                )),
+                None => i.audit.iter(),
+            };
+            let mut out = Vec::new();
+            for g in iter.take(limit) {
+                let (k, v) = g.into_inner().map_err(unavailable)?;
+                out.push(dec(&k, &v)?);
+            }
+            Ok(out)
         })
         .await
     }

@@ -129,6 +129,7 @@ pub struct TtlConfig {
     pub logs_days: u32,
     pub campaigns_days: u32,
     pub carves_days: u32,
+    pub audit_days: u32,
 }
 
 impl Default for TtlConfig {
@@ -137,6 +138,7 @@ impl Default for TtlConfig {
             logs_days: 30,
             campaigns_days: 90,
             carves_days: 30,
+            audit_days: 365,
         }
     }
 }

@@ -28,8 +28,8 @@ use gatehouse_core::HostId;
 use gatehouse_core::ids::shard_of;
 use gatehouse_core::logs::bucket_time;
 use gatehouse_core::model::{
-    Campaign, CampaignResult, CarveSession, Delivery, DeliveryState, Host, LabelConfig, LogRecords,
-    Page, Query, ResultFilter, ResultLog, Schedule, StatusLog,
+    AuditEvent, Campaign, CampaignResult, CarveSession, Delivery, DeliveryState, EnrollSecret,
+    Host, LabelConfig, LogRecords, Page, Query, ResultFilter, ResultLog, Schedule, StatusLog,
 };
 use gatehouse_core::ports::{BlockOutcome, Store, StoreError, StoreResult};
 use scylla::client::execution_profile::ExecutionProfile;
@@ -709,13 +709,20 @@ impl ScyllaStore {
         Ok(())
     }
 
+    /// Time buckets (months, days) of `kind` that hold rows, newest first.
+    async fn recent_buckets(&self, kind: &str) -> StoreResult<Vec<i32>> {
+        // `recent_buckets` clusters by inverted bucket: newest first.
+        let rows: Vec<(i32,)> = self
+            .inner
+            .rows(Q::RecentBuckets, (kind,), usize::MAX)
+            .await?;
+        Ok(rows.into_iter().map(|(inv,)| i32::MAX - inv).collect())
+    }
+
     async fn recent_ids(&self, kind: &str, in_month: Q, limit: usize) -> StoreResult<Vec<String>> {
         let i = &self.inner;
-        // `recent_months` clusters by inverted month: newest first.
-        let months: Vec<(i32,)> = i.rows(Q::RecentMonths, (kind,), usize::MAX).await?;
         let mut out = Vec::new();
-        for (inv_month,) in months {
-            let month = i32::MAX - inv_month;
+        for month in self.recent_buckets(kind).await? {
             let ids: Vec<(String,)> = i.rows(in_month, (month,), limit - out.len()).await?;
             out.extend(ids.into_iter().map(|(id,)| id));
             if out.len() >= limit {
@@ -725,12 +732,12 @@ impl ScyllaStore {
         Ok(out)
     }
 
-    async fn note_recent(&self, kind: &str, month: i32) -> StoreResult<()> {
-        let inv = i32::MAX - month;
+    async fn note_recent(&self, kind: &str, bucket: i32) -> StoreResult<()> {
+        let inv = i32::MAX - bucket;
         self.inner
             .index_once(
                 (format!("recent:{kind}"), inv, 0, false),
-                Q::PutRecentMonth,
+                Q::PutRecentBucket,
                 (kind, inv),
             )
             .await
@@ -1377,6 +1384,71 @@ impl Store for ScyllaStore {
             out.extend_from_slice(&c);
         }
         Ok(Some(Bytes::from(out)))
+    }
+
+    async fn put_enroll_secret(&self, s: &EnrollSecret) -> StoreResult<()> {
+        let i = &self.inner;
+        let existing: Vec<EnrollSecret> = self.list_enroll_secrets().await?;
+        if existing
+            .iter()
+            .any(|e| e.id == s.id && e.secret_sha256 != s.secret_sha256)
+        {
+            return Err(StoreError::Conflict(format!(
+                "enroll secret {} exists with another value",
+                s.id
+            )));
+        }
+        let doc = enc(s)?;
+        // The lookup row first: a listed secret always works.
+        i.exec(Q::PutSecretByHash, (s.secret_sha256.as_str(), &doc))
+            .await?;
+        i.exec(Q::PutSecret, ("all", s.id.as_str(), &doc)).await?;
+        Ok(())
+    }
+
+    async fn enroll_secret_by_hash(&self, sha256: &str) -> StoreResult<Option<EnrollSecret>> {
+        match self
+            .inner
+            .one::<(Vec<u8>,)>(Q::SecretByHash, (sha256,))
+            .await?
+        {
+            Some((doc,)) => dec("enroll_secret_by_hash", &doc).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_enroll_secrets(&self) -> StoreResult<Vec<EnrollSecret>> {
+        self.inner.docs(Q::ListSecrets, ("all",), usize::MAX).await
+    }
+
+    async fn append_audit(&self, e: &AuditEvent) -> StoreResult<()> {
+        let day = day_of(e.at / 1000);
+        self.inner
+            .exec(Q::PutAudit, (day, i64::MAX - e.at, e.id.as_str(), enc(e)?))
+            .await?;
+        self.note_recent("audit_day", day).await
+    }
+
+    async fn list_audit(
+        &self,
+        before: Option<(i64, &str)>,
+        limit: usize,
+    ) -> StoreResult<Vec<AuditEvent>> {
+        let i = &self.inner;
+        let start_day = before.map(|(at, _)| day_of(at / 1000));
+        let mut out: Vec<AuditEvent> = Vec::new();
+        for day in self.recent_buckets("audit_day").await? {
+            if start_day.is_some_and(|d| day > d) {
+                continue;
+            }
+            let cursor = before.filter(|_| Some(day) == start_day);
+            let (q, v) = statements::audit_of_day(day, cursor);
+            out.extend(i.docs::<AuditEvent>(q, v, limit - out.len()).await?);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     async fn get_meta(&self, key: &str) -> StoreResult<Option<Bytes>> {

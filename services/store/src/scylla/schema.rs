@@ -33,6 +33,7 @@ pub const CAMPAIGN_TABLES: &[&str] = &[
     "open_deliveries",
     "campaign_results",
 ];
+pub const AUDIT_TABLES: &[&str] = &["audit_log"];
 pub const CARVE_TABLES: &[&str] = &[
     "carves",
     "carves_by_month",
@@ -69,7 +70,10 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         "CREATE TABLE IF NOT EXISTS {ks}.campaign_deliveries (campaign_id text, bucket int, host_id text, doc blob, PRIMARY KEY ((campaign_id, bucket), host_id)) WITH default_time_to_live = {ttl_campaigns}",
         "CREATE TABLE IF NOT EXISTS {ks}.open_deliveries (host_id text, campaign_id text, bucket int, PRIMARY KEY ((host_id), campaign_id)) WITH default_time_to_live = {ttl_campaigns}",
         "CREATE TABLE IF NOT EXISTS {ks}.campaign_results (campaign_id text, bucket int, host_id text, doc blob, PRIMARY KEY ((campaign_id, bucket), host_id)) WITH default_time_to_live = {ttl_campaigns}",
-        "CREATE TABLE IF NOT EXISTS {ks}.recent_months (kind text, month int, PRIMARY KEY ((kind), month))",
+        "CREATE TABLE IF NOT EXISTS {ks}.recent_buckets (kind text, bucket int, PRIMARY KEY ((kind), bucket))",
+        "CREATE TABLE IF NOT EXISTS {ks}.enroll_secrets (scope text, id text, doc blob, PRIMARY KEY ((scope), id))",
+        "CREATE TABLE IF NOT EXISTS {ks}.enroll_secret_by_hash (sha256 text PRIMARY KEY, doc blob)",
+        "CREATE TABLE IF NOT EXISTS {ks}.audit_log (day int, inverted_time bigint, event_id text, doc blob, PRIMARY KEY ((day), inverted_time, event_id)) WITH default_time_to_live = {ttl_audit}",
         "CREATE TABLE IF NOT EXISTS {ks}.carves (session_id text PRIMARY KEY, doc blob) WITH default_time_to_live = {ttl_carves}",
         "CREATE TABLE IF NOT EXISTS {ks}.carves_by_month (month int, inverted_time bigint, session_id text, PRIMARY KEY ((month), inverted_time, session_id)) WITH default_time_to_live = {ttl_carves}",
         "CREATE TABLE IF NOT EXISTS {ks}.carve_block_index (session_id text, block_id bigint, PRIMARY KEY ((session_id), block_id)) WITH default_time_to_live = {ttl_carves}",
@@ -101,6 +105,7 @@ pub fn render(statement: &str, keyspace: &str, ttl: &TtlConfig) -> String {
         )
         .replace("{ttl_campaigns}", &ttl_secs(ttl.campaigns_days).to_string())
         .replace("{ttl_carves}", &ttl_secs(ttl.carves_days).to_string())
+        .replace("{ttl_audit}", &ttl_secs(ttl.audit_days).to_string())
 }
 
 fn log_index_days(logs_days: u32) -> u32 {
@@ -119,6 +124,7 @@ pub fn ttl_alterations(keyspace: &str, ttl: &TtlConfig) -> Vec<String> {
         (LOG_INDEX_TABLES, log_index_days(ttl.logs_days)),
         (CAMPAIGN_TABLES, ttl.campaigns_days),
         (CARVE_TABLES, ttl.carves_days),
+        (AUDIT_TABLES, ttl.audit_days),
     ] {
         for t in tables {
             out.push(format!(
@@ -146,6 +152,7 @@ mod tests {
             .chain(LOG_INDEX_TABLES)
             .chain(CAMPAIGN_TABLES)
             .chain(CARVE_TABLES)
+            .chain(AUDIT_TABLES)
         {
             let create = format!("{{ks}}.{t} (");
             let stmt = all.iter().find(|s| s.contains(&create));
@@ -167,6 +174,7 @@ mod tests {
             logs_days: 7,
             campaigns_days: 1,
             carves_days: 0,
+            audit_days: 365,
         };
         let stmt = MIGRATIONS[0]
             .statements

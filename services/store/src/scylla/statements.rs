@@ -80,8 +80,8 @@ statements! {
     GetCampaign = Hosts, "SELECT buckets, doc FROM {ks}.campaigns WHERE campaign_id = ?";
     PutCampaignByMonth = Admin, "INSERT INTO {ks}.campaigns_by_month (month, inverted_time, campaign_id) VALUES (?, ?, ?)";
     CampaignsInMonth = Reads, "SELECT campaign_id FROM {ks}.campaigns_by_month WHERE month = ?";
-    PutRecentMonth = Admin, "INSERT INTO {ks}.recent_months (kind, month) VALUES (?, ?)";
-    RecentMonths = Reads, "SELECT month FROM {ks}.recent_months WHERE kind = ?";
+    PutRecentBucket = Admin, "INSERT INTO {ks}.recent_buckets (kind, bucket) VALUES (?, ?)";
+    RecentBuckets = Reads, "SELECT bucket FROM {ks}.recent_buckets WHERE kind = ?";
 
     PutDelivery = Hosts, "INSERT INTO {ks}.deliveries (campaign_id, host_id, doc) VALUES (?, ?, ?)";
     GetDelivery = Hosts, "SELECT doc FROM {ks}.deliveries WHERE campaign_id = ? AND host_id = ?";
@@ -104,6 +104,15 @@ statements! {
     PutBlockIndex = Admin, "INSERT INTO {ks}.carve_block_index (session_id, block_id) VALUES (?, ?)";
     PutChunk = Admin, "INSERT INTO {ks}.carve_blocks (session_id, block_id, chunk, data) VALUES (?, ?, ?, ?)";
     Chunks = Admin, "SELECT data FROM {ks}.carve_blocks WHERE session_id = ? AND block_id = ?";
+
+    PutSecret = Admin, "INSERT INTO {ks}.enroll_secrets (scope, id, doc) VALUES (?, ?, ?)";
+    ListSecrets = Admin, "SELECT doc FROM {ks}.enroll_secrets WHERE scope = ?";
+    PutSecretByHash = Admin, "INSERT INTO {ks}.enroll_secret_by_hash (sha256, doc) VALUES (?, ?)";
+    SecretByHash = Hosts, "SELECT doc FROM {ks}.enroll_secret_by_hash WHERE sha256 = ?";
+
+    PutAudit = Admin, "INSERT INTO {ks}.audit_log (day, inverted_time, event_id, doc) VALUES (?, ?, ?, ?)";
+    AuditOfDay = Reads, "SELECT doc FROM {ks}.audit_log WHERE day = ?";
+    AuditOfDayBefore = Reads, "SELECT doc FROM {ks}.audit_log WHERE day = ? AND (inverted_time, event_id) > (?, ?)";
 
     GetMeta = Admin, "SELECT value FROM {ks}.meta WHERE key = ?";
     PutMeta = Admin, "INSERT INTO {ks}.meta (key, value) VALUES (?, ?)";
@@ -148,6 +157,22 @@ pub fn status_of_host(host: &HostId, day: i32, w: Option<(i64, i64)>) -> (Q, Vec
             (Q::StatusOfHostRange, v)
         }
         None => (Q::StatusOfHost, v),
+    }
+}
+
+/// One day of the audit log, newest first; with `before`, only events
+/// older than that `(at, id)` (a multi-column clustering range).
+pub fn audit_of_day(day: i32, before: Option<(i64, &str)>) -> (Q, Vec<CqlValue>) {
+    match before {
+        Some((at, id)) => (
+            Q::AuditOfDayBefore,
+            vec![
+                CqlValue::Int(day),
+                CqlValue::BigInt(i64::MAX - at),
+                text(id),
+            ],
+        ),
+        None => (Q::AuditOfDay, vec![CqlValue::Int(day)]),
     }
 }
 
@@ -216,6 +241,24 @@ mod tests {
         assert_eq!(q, Q::ResultsOfHost);
         assert_eq!(v.len(), 3);
         assert_eq!(status_of_host(&h, 1, None).0, Q::StatusOfHost);
+    }
+
+    #[test]
+    fn audit_pages_continue_after_the_last_event() {
+        let (q, v) = audit_of_day(20_000, Some((1_728_000_000_123, "ev-9")));
+        assert_eq!(
+            q.cql(),
+            "SELECT doc FROM {ks}.audit_log WHERE day = ? AND (inverted_time, event_id) > (?, ?)"
+        );
+        assert_eq!(
+            v,
+            vec![
+                CqlValue::Int(20_000),
+                CqlValue::BigInt(i64::MAX - 1_728_000_000_123),
+                CqlValue::Text("ev-9".into()),
+            ]
+        );
+        assert_eq!(audit_of_day(20_000, None).0, Q::AuditOfDay);
     }
 
     #[test]
