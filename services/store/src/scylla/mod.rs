@@ -601,6 +601,29 @@ impl Inner {
     }
 }
 
+/// The `[applied]` column of a conditional write's answer. Its other
+/// columns vary (the current values when not applied), so the row is read
+/// untyped. `None` when the server sent no row: a server that does not
+/// execute conditions (the CQL test server) treats them as plain writes.
+fn lwt_applied(res: scylla::response::query_result::QueryResult) -> StoreResult<Option<bool>> {
+    if !res.is_rows() {
+        return Ok(None);
+    }
+    let rows = res.into_rows_result().map_err(unavailable)?;
+    let Some(row) = rows
+        .maybe_first_row::<scylla::value::Row>()
+        .map_err(unavailable)?
+    else {
+        return Ok(None);
+    };
+    match row.columns.first() {
+        Some(Some(scylla::value::CqlValue::Boolean(b))) => Ok(Some(*b)),
+        other => Err(unavailable(format!(
+            "conditional write answered {other:?} where [applied] was expected"
+        ))),
+    }
+}
+
 /// A `hosts` row as read: the record and the separately touched time.
 type HostRowRead = (Option<Vec<u8>>, Option<i64>);
 
@@ -640,15 +663,8 @@ impl ScyllaStore {
         // `IF EXISTS` answers whether there was anything to delete. A
         // server that does not execute conditions answers no row; the
         // delete still happened, so report it as done.
-        let applied = self
-            .inner
-            .exec(Q::DeleteDefinition, (kind, name))
-            .await?
-            .into_rows_result()
-            .ok()
-            .and_then(|r| r.maybe_first_row::<(bool,)>().ok().flatten())
-            .map(|(applied,)| applied);
-        Ok(applied.unwrap_or(true))
+        let res = self.inner.exec(Q::DeleteDefinition, (kind, name)).await?;
+        Ok(lwt_applied(res)?.unwrap_or(true))
     }
 
     async fn list_defs<T: DeserializeOwned>(&self, kind: &str) -> StoreResult<Vec<T>> {
@@ -933,20 +949,19 @@ impl Store for ScyllaStore {
     async fn bump_config_generation(&self) -> StoreResult<u64> {
         let i = &self.inner;
         // Paxos compare-and-set; a lost race re-reads and tries again.
-        i.exec(Q::InitGeneration, (CONFIG_GENERATION, 0i64)).await?;
+        if i.one::<(i64,)>(Q::GetGeneration, (CONFIG_GENERATION,))
+            .await?
+            .is_none()
+        {
+            // The first bump ever: create the row (a conditional insert, so
+            // two first bumps agree on it).
+            i.exec(Q::InitGeneration, (CONFIG_GENERATION, 0i64)).await?;
+        }
         for _ in 0..64 {
             let current = self.config_generation().await?;
             let current = i64::try_from(current).unwrap_or(i64::MAX - 1);
             let (q, values) = statements::bump_generation(current);
-            let applied = i
-                .exec(q, values)
-                .await?
-                .into_rows_result()
-                .map_err(unavailable)?
-                .maybe_first_row::<(bool, Option<i64>)>()
-                .map_err(unavailable)?
-                .map(|(applied, _)| applied);
-            if applied == Some(true) {
+            if lwt_applied(i.exec(q, values).await?)? == Some(true) {
                 return Ok(u64::try_from(current + 1).unwrap_or(0));
             }
             tokio::time::sleep(Duration::from_millis(fastrand::u64(1..20))).await;
@@ -1273,17 +1288,10 @@ impl Store for ScyllaStore {
 
     async fn create_carve(&self, s: &CarveSession) -> StoreResult<()> {
         let i = &self.inner;
-        let applied = i
-            .exec(Q::CreateCarve, (s.session_id.as_str(), enc(s)?))
-            .await?
-            .into_rows_result()
-            .ok()
-            .and_then(|r| {
-                r.maybe_first_row::<(bool, Option<String>, Option<Vec<u8>>)>()
-                    .ok()
-                    .flatten()
-            })
-            .map(|(applied, _, _)| applied);
+        let applied = lwt_applied(
+            i.exec(Q::CreateCarve, (s.session_id.as_str(), enc(s)?))
+                .await?,
+        )?;
         if applied == Some(false) {
             return Err(StoreError::Conflict("carve session exists".into()));
         }
