@@ -196,6 +196,31 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// A delivery waiting for its host.
+    pub fn queued(campaign_id: &str, host_id: &HostId, at: i64) -> Self {
+        Self {
+            campaign_id: campaign_id.to_owned(),
+            host_id: host_id.clone(),
+            state: DeliveryState::Queued,
+            queued_at: at,
+            delivered_at: None,
+            delivery_count: 0,
+            finished_at: None,
+        }
+    }
+
+    /// The delivery once `r` answered it: answered, or failed when the
+    /// agent reported an error.
+    pub fn finished_by(mut self, r: &CampaignResult) -> Self {
+        self.state = if r.status == 0 {
+            DeliveryState::Answered
+        } else {
+            DeliveryState::Failed
+        };
+        self.finished_at = Some(r.received_at);
+        self
+    }
+
     /// State as seen at `now` given the campaign's expiry.
     pub fn effective_state(&self, expires_at: i64, now: i64) -> DeliveryState {
         if !self.state.is_final() && now >= expires_at {

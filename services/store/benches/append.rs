@@ -10,27 +10,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use gatehouse_core::HostId;
-use gatehouse_core::logs::records;
 use gatehouse_core::ports::Store;
-use gatehouse_core::wire::{parse_log, parse_object};
 use gatehouse_store::EmbeddedStore;
+use gatehouse_store::conformance::{processes_post, sample_host};
 use serde_json::json;
 
 fn batch(host: &HostId, round: u64, lines: usize) -> gatehouse_core::model::LogRecords {
-    let now = gatehouse_core::time::now_ms();
-    let data: Vec<_> = (0..lines)
-        .map(|i| {
-            json!({"name": "pack_inventory_processes", "hostIdentifier": "web-01", "calendarTime": "Tue Jun  4 10:20:31 2024 UTC",
-                   "unixTime": now / 1000, "epoch": 0, "counter": round, "numerics": false,
-                   "decorations": {"host_uuid": host.as_str()},
-                   "columns": {"pid": format!("{}", round * 1000 + i as u64), "name": "sshd", "path": "/usr/sbin/sshd",
-                               "cmdline": "/usr/sbin/sshd -D", "uid": "0", "resident_size": "8192000"},
-                   "action": "added"})
-        })
-        .collect();
-    let body = serde_json::to_vec(&json!({"log_type": "result", "data": data})).unwrap_or_default();
-    let req = parse_log(parse_object(&body).unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
-    records(host, req, now)
+    processes_post(host, round, lines, gatehouse_core::time::now_ms())
 }
 
 async fn appends(
@@ -80,7 +66,7 @@ fn main() {
         }
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let store = EmbeddedStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
-        let mut h = gatehouse_store_bench_host();
+        let mut h = sample_host(1);
         let n = 3000;
         let start = Instant::now();
         for i in 0..n {
@@ -104,29 +90,4 @@ fn main() {
         let out = json!({"benchmark": "store-append", "results": rows});
         let _ = std::fs::write("../../target/bench-store-append.json", serde_json::to_vec_pretty(&out).unwrap_or_default());
     });
-}
-
-fn gatehouse_store_bench_host() -> gatehouse_core::model::Host {
-    gatehouse_core::model::Host {
-        id: HostId::from_identity("hw:x"),
-        identity: "hw:x".into(),
-        host_identifier: "web-01".into(),
-        hostname: "web-01.example.com".into(),
-        platform: "linux".into(),
-        platform_type: "9".into(),
-        os_name: "Ubuntu".into(),
-        os_version: "22.04".into(),
-        osquery_version: "5.23.1".into(),
-        details: serde_json::Map::new(),
-        labels: vec!["servers".into()],
-        enrolled_at: 1,
-        last_enrolled_at: 1,
-        enroll_count: 1,
-        key_epoch: 1,
-        key_revoked: false,
-        last_seen: 1,
-        last_ip: "10.0.0.1".into(),
-        config_hash: String::new(),
-        config_generation: 0,
-    }
 }

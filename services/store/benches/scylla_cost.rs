@@ -15,11 +15,9 @@
 use std::time::Instant;
 
 use gatehouse_core::HostId;
-use gatehouse_core::logs::records;
 use gatehouse_core::model::{LogRecords, ResultLog};
 use gatehouse_core::ports::Store;
-use gatehouse_core::wire::{parse_log, parse_object};
-use gatehouse_store::conformance::sample_host;
+use gatehouse_store::conformance::{processes_post, sample_host};
 use gatehouse_store::cql_test_server::CqlTestServer;
 use gatehouse_store::scylla::statements::Q;
 use gatehouse_store::scylla::{ScyllaConfig, ScyllaStore, encode_results, result_rows};
@@ -28,20 +26,7 @@ use serde_json::json;
 const LINES_PER_POST: usize = 10;
 
 fn post(host: &HostId, round: u64) -> Vec<ResultLog> {
-    let now = gatehouse_core::time::now_ms();
-    let data: Vec<_> = (0..LINES_PER_POST)
-        .map(|i| {
-            json!({"name": "pack_inventory_processes", "hostIdentifier": "web-01", "calendarTime": "Tue Jun  4 10:20:31 2024 UTC",
-                   "unixTime": now / 1000, "epoch": 0, "counter": round, "numerics": false,
-                   "decorations": {"host_uuid": host.as_str(), "hostname": "web-01.example.com"},
-                   "columns": {"pid": format!("{}", round * 1000 + i as u64), "name": "sshd", "path": "/usr/sbin/sshd",
-                               "cmdline": "/usr/sbin/sshd -D", "uid": "0", "resident_size": "8192000"},
-                   "action": "added"})
-        })
-        .collect();
-    let body = serde_json::to_vec(&json!({"log_type": "result", "data": data})).unwrap_or_default();
-    let req = parse_log(parse_object(&body).unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
-    match records(host, req, now) {
+    match processes_post(host, round, LINES_PER_POST, gatehouse_core::time::now_ms()) {
         LogRecords::Results(rs) => rs,
         LogRecords::Status(_) => Vec::new(),
     }
@@ -172,7 +157,7 @@ fn main() {
             println!("| {} | {} |", r["case"].as_str().unwrap_or(""), r);
         }
         let _ = std::fs::write(
-            "target/bench-scylla-cost.json",
+            "../../target/bench-scylla-cost.json",
             serde_json::to_vec_pretty(&rows).unwrap_or_default(),
         );
     });

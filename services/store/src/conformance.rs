@@ -73,6 +73,41 @@ pub async fn run_all(store: &dyn Store, sem: Semantics) -> Report {
     report
 }
 
+fn filter(
+    host: Option<&HostId>,
+    name: Option<&str>,
+    since: i64,
+    until: i64,
+    limit: usize,
+) -> ResultFilter {
+    ResultFilter {
+        host_id: host.cloned(),
+        name: name.map(str::to_owned),
+        since,
+        until,
+        limit,
+    }
+}
+
+/// One agent log POST of `lines` typical result lines (a `processes` event
+/// line with decorations) for `host`, as the edge hands it to the store.
+pub fn processes_post(host: &HostId, round: u64, lines: usize, now_ms: i64) -> LogRecords {
+    let data: Vec<_> = (0..lines)
+        .map(|i| {
+            json!({"name": "pack_inventory_processes", "hostIdentifier": "web-01", "calendarTime": "Tue Jun  4 10:20:31 2024 UTC",
+                   "unixTime": now_ms / 1000, "epoch": 0, "counter": round, "numerics": false,
+                   "decorations": {"host_uuid": host.as_str(), "hostname": "web-01.example.com"},
+                   "columns": {"pid": format!("{}", round * 1000 + i as u64), "name": "sshd", "path": "/usr/sbin/sshd",
+                               "cmdline": "/usr/sbin/sshd -D", "uid": "0", "resident_size": "8192000"},
+                   "action": "added"})
+        })
+        .collect();
+    let body = ok(serde_json::to_vec(
+        &json!({"log_type": "result", "data": data}),
+    ));
+    records(host, ok(parse_log(ok(parse_object(&body)))), now_ms)
+}
+
 pub fn sample_host(n: u32) -> Host {
     let id = HostId::from_identity(&format!("hw:conformance-{n}"));
     Host {
@@ -307,13 +342,7 @@ async fn logs(store: &dyn Store, sem: Semantics, report: &mut Report) {
         .await);
 
     let all_a = ok(store
-        .query_results(&ResultFilter {
-            host_id: Some(a.clone()),
-            name: None,
-            since: 0,
-            until: i64::MAX,
-            limit: 100,
-        })
+        .query_results(&filter(Some(&a), None, 0, i64::MAX, 100))
         .await);
     assert_eq!(all_a.len(), 4, "re-sent lines must not be stored twice");
     assert!(
@@ -322,25 +351,13 @@ async fn logs(store: &dyn Store, sem: Semantics, report: &mut Report) {
     );
     if sem.clustering_ranges {
         let users_a = ok(store
-            .query_results(&ResultFilter {
-                host_id: Some(a.clone()),
-                name: Some("users".into()),
-                since: day,
-                until: day + 1,
-                limit: 100,
-            })
+            .query_results(&filter(Some(&a), Some("users"), day, day + 1, 100))
             .await);
         assert_eq!(users_a.len(), 2);
         assert!(users_a.iter().all(|r| r.name == "users" && r.host_id == a));
         if sem.fleet_wide_results {
             let everyone = ok(store
-                .query_results(&ResultFilter {
-                    host_id: None,
-                    name: Some("users".into()),
-                    since: day,
-                    until: day + 1,
-                    limit: 100,
-                })
+                .query_results(&filter(None, Some("users"), day, day + 1, 100))
                 .await);
             assert_eq!(everyone.len(), 3);
         }
@@ -351,13 +368,7 @@ async fn logs(store: &dyn Store, sem: Semantics, report: &mut Report) {
     }
     if sem.fleet_wide_results {
         let users_all = ok(store
-            .query_results(&ResultFilter {
-                host_id: None,
-                name: Some("users".into()),
-                since: 0,
-                until: i64::MAX,
-                limit: 100,
-            })
+            .query_results(&filter(None, Some("users"), 0, i64::MAX, 100))
             .await);
         assert_eq!(users_all.len(), 4, "users lines of both hosts, all time");
         assert!(
@@ -366,13 +377,7 @@ async fn logs(store: &dyn Store, sem: Semantics, report: &mut Report) {
                 .all(|w| w[0].unix_time <= w[1].unix_time)
         );
         let limited = ok(store
-            .query_results(&ResultFilter {
-                host_id: None,
-                name: Some("users".into()),
-                since: 0,
-                until: i64::MAX,
-                limit: 2,
-            })
+            .query_results(&filter(None, Some("users"), 0, i64::MAX, 2))
             .await);
         assert_eq!(limited.len(), 2);
         assert_eq!(
@@ -383,13 +388,7 @@ async fn logs(store: &dyn Store, sem: Semantics, report: &mut Report) {
     } else {
         assert!(matches!(
             store
-                .query_results(&ResultFilter {
-                    host_id: None,
-                    name: Some("users".into()),
-                    since: 0,
-                    until: i64::MAX,
-                    limit: 2,
-                })
+                .query_results(&filter(None, Some("users"), 0, i64::MAX, 2))
                 .await,
             Err(gatehouse_core::ports::StoreError::Invalid(_))
         ));
@@ -397,26 +396,14 @@ async fn logs(store: &dyn Store, sem: Semantics, report: &mut Report) {
             .not_run
             .push("fleet-wide result search by query name (results are kept per host)".into());
         let a_users = ok(store
-            .query_results(&ResultFilter {
-                host_id: Some(a.clone()),
-                name: Some("users".into()),
-                since: 0,
-                until: i64::MAX,
-                limit: 2,
-            })
+            .query_results(&filter(Some(&a), Some("users"), 0, i64::MAX, 2))
             .await);
         assert_eq!(a_users.len(), 2, "the limit applies per search");
         assert!(a_users[0].unix_time <= a_users[1].unix_time);
     }
     assert!(matches!(
         store
-            .query_results(&ResultFilter {
-                host_id: None,
-                name: None,
-                since: 0,
-                until: i64::MAX,
-                limit: 2,
-            })
+            .query_results(&filter(None, None, 0, i64::MAX, 2))
             .await,
         Err(gatehouse_core::ports::StoreError::Invalid(_))
     ));
@@ -462,13 +449,7 @@ async fn logs(store: &dyn Store, sem: Semantics, report: &mut Report) {
     );
     ok(store.append_logs(&skewed).await);
     let found = ok(store
-        .query_results(&ResultFilter {
-            host_id: Some(b.clone()),
-            name: Some("clock".into()),
-            since: 0,
-            until: i64::MAX,
-            limit: 10,
-        })
+        .query_results(&filter(Some(&b), Some("clock"), 0, i64::MAX, 10))
         .await);
     assert_eq!(found.len(), 1);
 
@@ -484,24 +465,12 @@ async fn logs(store: &dyn Store, sem: Semantics, report: &mut Report) {
         .await);
     assert_eq!(removed, 1);
     let left = ok(store
-        .query_results(&ResultFilter {
-            host_id: Some(a),
-            name: None,
-            since: 0,
-            until: i64::MAX,
-            limit: 100,
-        })
+        .query_results(&filter(Some(&a), None, 0, i64::MAX, 100))
         .await);
     assert_eq!(left.len(), 3);
     assert_eq!(
         ok(store
-            .query_results(&ResultFilter {
-                host_id: Some(b),
-                name: Some("clock".into()),
-                since: 0,
-                until: i64::MAX,
-                limit: 10
-            })
+            .query_results(&filter(Some(&b), Some("clock"), 0, i64::MAX, 10))
             .await)
         .len(),
         1

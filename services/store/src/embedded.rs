@@ -33,8 +33,8 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use gatehouse_core::HostId;
 use gatehouse_core::logs::bucket_day;
 use gatehouse_core::model::{
-    AuditEvent, Campaign, CampaignResult, CarveSession, Delivery, DeliveryState, EnrollSecret,
-    Host, LabelConfig, LogRecords, Page, Query, ResultFilter, ResultLog, Schedule, StatusLog,
+    AuditEvent, Campaign, CampaignResult, CarveSession, Delivery, EnrollSecret, Host, LabelConfig,
+    LogRecords, Page, Query, ResultFilter, ResultLog, Schedule, StatusLog,
 };
 use gatehouse_core::ports::{BlockOutcome, Store, StoreError, StoreResult};
 use serde::Serialize;
@@ -542,15 +542,7 @@ impl Store for EmbeddedStore {
     async fn create_campaign(&self, c: &Campaign, targets: &[HostId]) -> StoreResult<()> {
         let mut items = vec![(0u8, c.id.as_bytes().to_vec(), enc(c)?)];
         for h in targets {
-            let d = Delivery {
-                campaign_id: c.id.clone(),
-                host_id: h.clone(),
-                state: DeliveryState::Queued,
-                queued_at: c.created_at,
-                delivered_at: None,
-                delivery_count: 0,
-                finished_at: None,
-            };
+            let d = Delivery::queued(&c.id, h, c.created_at);
             items.push((1, join(&[c.id.as_bytes(), h.as_str().as_bytes()]), enc(&d)?));
             items.push((
                 2,
@@ -649,23 +641,10 @@ impl Store for EmbeddedStore {
             let mut b = i.db.batch().durability(Some(PersistMode::SyncData));
             for r in &results {
                 let k = join(&[r.campaign_id.as_bytes(), r.host_id.as_str().as_bytes()]);
-                let mut d = i
+                let d = i
                     .get_json::<Delivery>(&i.deliveries, &k)?
-                    .unwrap_or(Delivery {
-                        campaign_id: r.campaign_id.clone(),
-                        host_id: r.host_id.clone(),
-                        state: DeliveryState::Queued,
-                        queued_at: r.received_at,
-                        delivered_at: None,
-                        delivery_count: 0,
-                        finished_at: None,
-                    });
-                d.state = if r.status == 0 {
-                    DeliveryState::Answered
-                } else {
-                    DeliveryState::Failed
-                };
-                d.finished_at = Some(r.received_at);
+                    .unwrap_or_else(|| Delivery::queued(&r.campaign_id, &r.host_id, r.received_at))
+                    .finished_by(r);
                 b.insert(&i.deliveries, k.clone(), enc(&d)?);
                 b.insert(&i.cresults, k, enc(r)?);
                 b.remove(

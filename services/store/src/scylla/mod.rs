@@ -28,8 +28,8 @@ use gatehouse_core::HostId;
 use gatehouse_core::ids::shard_of;
 use gatehouse_core::logs::bucket_time;
 use gatehouse_core::model::{
-    AuditEvent, Campaign, CampaignResult, CarveSession, Delivery, DeliveryState, EnrollSecret,
-    Host, LabelConfig, LogRecords, Page, Query, ResultFilter, ResultLog, Schedule, StatusLog,
+    AuditEvent, Campaign, CampaignResult, CarveSession, Delivery, EnrollSecret, Host, LabelConfig,
+    LogRecords, Page, Query, ResultFilter, ResultLog, Schedule, StatusLog,
 };
 use gatehouse_core::ports::{BlockOutcome, Store, StoreError, StoreResult};
 use scylla::client::execution_profile::ExecutionProfile;
@@ -1094,15 +1094,7 @@ impl Store for ScyllaStore {
         let mut open = Vec::with_capacity(targets.len());
         for h in targets {
             let b = bucket_of(h, buckets);
-            let d = Delivery {
-                campaign_id: c.id.clone(),
-                host_id: h.clone(),
-                state: DeliveryState::Queued,
-                queued_at: c.created_at,
-                delivered_at: None,
-                delivery_count: 0,
-                finished_at: None,
-            };
+            let d = Delivery::queued(&c.id, h, c.created_at);
             let doc = enc(&d)?;
             points.push((Q::PutDelivery, (c.id.clone(), h.to_string(), doc.clone())));
             by_bucket
@@ -1219,24 +1211,11 @@ impl Store for ScyllaStore {
                 .await?
                 .ok_or_else(|| StoreError::NotFound(format!("campaign {}", r.campaign_id)))?;
             let b = bucket_of(&r.host_id, buckets);
-            let mut d = self
+            let d = self
                 .get_delivery(&r.campaign_id, &r.host_id)
                 .await?
-                .unwrap_or(Delivery {
-                    campaign_id: r.campaign_id.clone(),
-                    host_id: r.host_id.clone(),
-                    state: DeliveryState::Queued,
-                    queued_at: r.received_at,
-                    delivered_at: None,
-                    delivery_count: 0,
-                    finished_at: None,
-                });
-            d.state = if r.status == 0 {
-                DeliveryState::Answered
-            } else {
-                DeliveryState::Failed
-            };
-            d.finished_at = Some(r.received_at);
+                .unwrap_or_else(|| Delivery::queued(&r.campaign_id, &r.host_id, r.received_at))
+                .finished_by(r);
             // The answer first: a delivery is never final without it.
             i.exec(
                 Q::PutCampaignResult,
