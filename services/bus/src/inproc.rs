@@ -238,6 +238,8 @@ mod tests {
 
     #[tokio::test]
     async fn in_process_bus_passes_conformance() {
-        crate::conformance::run_all(&InProcBus::new()).await;
+        let bus = InProcBus::new();
+        crate::conformance::run_all(&bus).await;
+        crate::conformance::run_pair(&bus, &bus.clone()).await;
     }
 }

@@ -5,12 +5,18 @@
 //! - [`inproc::InProcBus`]: NATS semantics (subjects, `*`/`>` wildcards,
 //!   queue groups, request/reply, no-responders) inside one process, for
 //!   the all-in-one server.
+//! - [`nats::NatsBus`]: a real NATS connection, for the cluster.
 
 pub mod hostrpc;
 pub mod inproc;
+pub mod nats;
+
+#[cfg(feature = "nats-test-server")]
+pub mod nats_test_server;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
 pub use hostrpc::{HostClient, RpcError};
 pub use inproc::InProcBus;
+pub use nats::{NatsBus, NatsConfig};
