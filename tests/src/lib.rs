@@ -352,6 +352,17 @@ impl Agent {
         self.post(&self.paths.read.clone(), json!({})).await
     }
 
+    /// Polls `distributed/read` until it hands out query `id` (campaigns
+    /// reach host actors by broadcast, asynchronously, within
+    /// milliseconds) and returns that read's body.
+    pub async fn read_until(&self, id: &str) -> anyhow::Result<Value> {
+        eventually(Duration::from_secs(5), || async {
+            let r = self.read().await?.json.unwrap_or_default();
+            Ok(r["queries"].get(id).is_some().then_some(r))
+        })
+        .await
+    }
+
     pub async fn write(&self, body: Value) -> anyhow::Result<Reply> {
         self.post(&self.paths.write.clone(), body).await
     }

@@ -343,7 +343,9 @@ async fn distributed_round_trip_waits_for_offline_hosts_and_reports_non_responde
     let id = c["id"].as_str().unwrap_or_default().to_owned();
     assert_eq!(c["coverage"]["targeted"], 3, "{c}");
 
-    let r = online.read().await?.json.unwrap_or_default();
+    // The campaign reaches host actors asynchronously (a broadcast), within
+    // milliseconds; a poll racing it gets the query on the next poll.
+    let r = online.read_until(&id).await?;
     assert_eq!(r["queries"][&id], "SELECT version FROM osquery_info");
     // Delivered once: the next poll does not repeat it.
     assert_eq!(
@@ -364,7 +366,7 @@ async fn distributed_round_trip_waits_for_offline_hosts_and_reports_non_responde
     );
 
     // A host that comes back later still gets the query, and a failure is recorded.
-    let r = late.read().await?.json.unwrap_or_default();
+    let r = late.read_until(&id).await?;
     assert!(r["queries"].get(&id).is_some());
     late.write(json!({"queries": {&id: []}, "statuses": {&id: 1}, "messages": {&id: "no such table: osquery_info"}, "stats": {&id: {}}})).await?;
 
