@@ -330,10 +330,51 @@ pub struct StatusLog {
 }
 
 /// What ingest persists from one agent log POST.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "log_type", content = "lines", rename_all = "lowercase")]
 pub enum LogRecords {
     Results(Vec<ResultLog>),
     Status(Vec<StatusLog>),
+}
+
+impl LogRecords {
+    /// A deterministic id of the batch: the same lines from the same host
+    /// always give the same id, so a re-sent batch is recognised (the log
+    /// stream's duplicate window drops it).
+    pub fn batch_id(&self) -> String {
+        let mut h = String::new();
+        let mut add = |host: &str, line: &str| {
+            h.push_str(host);
+            h.push('/');
+            h.push_str(line);
+            h.push('\n');
+        };
+        let kind = match self {
+            Self::Results(rs) => {
+                rs.iter().for_each(|r| add(r.host_id.as_str(), &r.line_id));
+                "r"
+            }
+            Self::Status(ss) => {
+                ss.iter().for_each(|s| add(s.host_id.as_str(), &s.line_id));
+                "s"
+            }
+        };
+        format!("{kind}-{}", &crate::ids::sha256_hex(h.as_bytes())[..40])
+    }
+
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Self::Results(rs) => rs.is_empty(),
+            Self::Status(ss) => ss.is_empty(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Results(rs) => rs.len(),
+            Self::Status(ss) => ss.len(),
+        }
+    }
 }
 
 /// A filter over stored result logs.

@@ -7,6 +7,11 @@
 //! once the write is durable. A bounded number of batches may be in flight;
 //! past that the sink answers `Backpressure` and the edge tells the agent
 //! to keep its buffer and retry, so overload never loses a line.
+//!
+//! In a cluster the edge appends to a JetStream stream instead and ingest
+//! consumes it ([`jetstream`]).
+
+pub mod jetstream;
 
 use std::sync::Arc;
 use std::time::Duration;
