@@ -677,10 +677,15 @@ impl ScyllaStore {
         let i = &self.inner;
         let docs = encode_results(rs)?;
         let rows = result_rows(rs, &docs);
-        // Lines first, then the index rows that make them findable.
-        for (_, batch) in rows.by_host {
-            i.batch(Q::PutResult, batch).await?;
-        }
+        // Lines first (one batch per partition, concurrently: a POST
+        // touches one partition per query name), then the index rows that
+        // make them findable.
+        futures_util::future::try_join_all(
+            rows.by_host
+                .into_values()
+                .map(|batch| i.batch(Q::PutResult, batch)),
+        )
+        .await?;
         for (host, day, name, skewed) in rows.host_index {
             let key = (format!("r/{host}/{name}"), day, 0, skewed);
             if skewed {
@@ -710,9 +715,10 @@ impl ScyllaStore {
             ));
             index.insert((s.host_id.as_str(), day, skewed));
         }
-        for (_, rows) in by_day {
-            i.batch(Q::PutStatus, rows).await?;
-        }
+        futures_util::future::try_join_all(
+            by_day.into_values().map(|rows| i.batch(Q::PutStatus, rows)),
+        )
+        .await?;
         for (host, day, skewed) in index {
             let key = (format!("s/{host}"), day, 0, skewed);
             if skewed {
