@@ -130,6 +130,27 @@ async fn agents_are_served_from_a_cql_store_across_a_restart() -> anyhow::Result
         .get(&format!("/api/v1/hosts?limit=10&after={next}"))
         .await?;
     assert_eq!(rest["items"].as_array().map(Vec::len), Some(2), "{rest}");
+    // Labels land in the store's label index; filtered listings read it.
+    let (code, v) = s
+        .api(
+            Method::PUT,
+            &format!("/api/v1/hosts/{}/labels", agents[2].host_id()),
+            Some(json!({"labels": ["db"]})),
+        )
+        .await?;
+    assert_eq!(code, 200, "{v}");
+    let db = s.get("/api/v1/hosts?label=db").await?;
+    assert_eq!(db["items"].as_array().map(Vec::len), Some(1), "{db}");
+    assert_eq!(db["items"][0]["id"], agents[2].host_id());
+    let linux = s.get("/api/v1/hosts?platform=linux&limit=3").await?;
+    assert_eq!(linux["items"].as_array().map(Vec::len), Some(3), "{linux}");
+    let rest = s
+        .get(&format!(
+            "/api/v1/hosts?platform=linux&limit=3&after={}",
+            linux["next"].as_str().unwrap_or_default()
+        ))
+        .await?;
+    assert_eq!(rest["items"].as_array().map(Vec::len), Some(1), "{rest}");
     // The host that never answered still has the query waiting.
     let r = agents[3].read().await?.json.unwrap_or_default();
     assert_eq!(r["queries"][&id], "SELECT 1 AS one");

@@ -328,10 +328,73 @@ fn parse_host_cursor(s: &str) -> Result<(Option<String>, usize), ApiError> {
     Ok(((!c.is_empty()).then(|| c.to_owned()), skip))
 }
 
+impl Admin {
+    /// Hosts carrying `label`, in host-id order, from the label index; the
+    /// cursor is the last host id returned (`id:<host id>`).
+    async fn list_hosts_with_label(
+        &self,
+        label: &str,
+        f: &HostFilter,
+        limit: usize,
+    ) -> Result<Page<HostView>, ApiError> {
+        let after =
+            match f.after.as_deref() {
+                Some(a) => Some(a.strip_prefix("id:").and_then(HostId::parse).ok_or_else(
+                    || {
+                        ApiError::BadRequest(format!(
+                            "invalid cursor {a:?}: pass `next` from a previous page"
+                        ))
+                    },
+                )?),
+                None => None,
+            };
+        let mut ids = self.store.hosts_with_label(label).await?;
+        ids.sort();
+        ids.dedup();
+        let now = now_ms();
+        let mut items = Vec::new();
+        let mut last: Option<HostId> = None;
+        for id in ids
+            .into_iter()
+            .filter(|id| after.as_ref().is_none_or(|a| id > a))
+        {
+            if items.len() == limit {
+                return Ok(Page {
+                    items,
+                    next: last.map(|l| format!("id:{l}")),
+                });
+            }
+            last = Some(id.clone());
+            let Some(h) = self.store.get_host(&id).await? else {
+                continue;
+            };
+            let v = self.view(h, now);
+            let keep = v.label_set.iter().any(|l| l == label)
+                && f.label.as_ref().is_none_or(|l| v.label_set.contains(l))
+                && f.platform.as_ref().is_none_or(|p| &v.host.platform == p)
+                && f.online.is_none_or(|o| v.online == o);
+            if keep {
+                items.push(v);
+            }
+        }
+        Ok(Page { items, next: None })
+    }
+}
+
 #[async_trait]
 impl AdminService for Admin {
     async fn list_hosts(&self, f: HostFilter) -> Result<Page<HostView>, ApiError> {
         let limit = f.limit.unwrap_or(100).clamp(1, 1000);
+        // A label or platform names an index: list its members instead of
+        // paging through every host.
+        let indexed = match (&f.label, &f.platform) {
+            (Some(l), _) => Some(l.clone()),
+            (None, Some(p)) => Some(format!("platform:{p}")),
+            (None, None) => None,
+        };
+        if let Some(label) = indexed {
+            return self.list_hosts_with_label(&label, &f, limit).await;
+        }
         // The API cursor is the store's page cursor plus how many hosts of
         // that page were already returned, so a filtered page can stop
         // anywhere inside a store page.
