@@ -300,20 +300,60 @@ async fn migrate(session: &Session, cfg: &ScyllaConfig) -> StoreResult<()> {
         "CREATE TABLE IF NOT EXISTS {ks}.schema_migrations (scope text, version int, description text, applied_at bigint, PRIMARY KEY ((scope), version))"
     ))
     .await?;
-    let applied: HashSet<i32> = session
-        .query_unpaged(
-            format!("SELECT version FROM {ks}.schema_migrations WHERE scope = ?"),
-            ("gatehouse",),
-        )
-        .await
-        .map_err(unavailable)?
-        .into_rows_result()
-        .map_err(unavailable)?
-        .rows::<(i32,)>()
-        .map_err(unavailable)?
-        .map(|r| r.map(|(v,)| v))
-        .collect::<Result<_, _>>()
-        .map_err(unavailable)?;
+    ddl(format!(
+        "CREATE TABLE IF NOT EXISTS {ks}.schema_lock (name text PRIMARY KEY, owner text)"
+    ))
+    .await?;
+    let applied_versions = || async {
+        session
+            .query_unpaged(
+                format!("SELECT version FROM {ks}.schema_migrations WHERE scope = ?"),
+                ("gatehouse",),
+            )
+            .await
+            .map_err(unavailable)?
+            .into_rows_result()
+            .map_err(unavailable)?
+            .rows::<(i32,)>()
+            .map_err(unavailable)?
+            .map(|r| r.map(|(v,)| v))
+            .collect::<Result<HashSet<i32>, _>>()
+            .map_err(unavailable)
+    };
+    let mut applied = applied_versions().await?;
+    let missing = schema::MIGRATIONS
+        .iter()
+        .any(|m| !applied.contains(&m.version));
+    // Processes starting together take turns: a conditional lock row that
+    // expires if its holder dies. (ScyllaDB with Raft schema would cope
+    // with concurrent `IF NOT EXISTS` DDL anyway; older clusters and
+    // Cassandra can disagree on table ids when two nodes create a table at
+    // once.)
+    let owner = format!("{:016x}", fastrand::u64(..));
+    if missing {
+        let deadline = std::time::Instant::now() + Duration::from_secs(180);
+        loop {
+            let res = session
+                .query_unpaged(
+                    format!("INSERT INTO {ks}.schema_lock (name, owner) VALUES (?, ?) IF NOT EXISTS USING TTL 120"),
+                    ("migrate", &owner),
+                )
+                .await
+                .map_err(unavailable)?;
+            // No [applied] row: a server without conditions (the test server).
+            if lwt_applied(res)? != Some(false) {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(unavailable(
+                    "another process has held the schema migration lock for 3 minutes",
+                ));
+            }
+            tracing::info!("another process is migrating the schema; waiting");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        applied = applied_versions().await?;
+    }
     for m in schema::MIGRATIONS {
         if applied.contains(&m.version) {
             continue;
@@ -336,6 +376,15 @@ async fn migrate(session: &Session, cfg: &ScyllaConfig) -> StoreResult<()> {
             .query_unpaged(
                 format!("INSERT INTO {ks}.schema_migrations (scope, version, description, applied_at) VALUES (?, ?, ?, ?)"),
                 ("gatehouse", m.version, m.description, gatehouse_core::time::now_ms()),
+            )
+            .await
+            .map_err(unavailable)?;
+    }
+    if missing {
+        session
+            .query_unpaged(
+                format!("DELETE FROM {ks}.schema_lock WHERE name = ?"),
+                ("migrate",),
             )
             .await
             .map_err(unavailable)?;

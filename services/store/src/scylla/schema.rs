@@ -1,11 +1,12 @@
 //! Versioned schema migrations for the ScyllaDB keyspace.
 //!
-//! Every process applies missing migrations at start. Each statement is
-//! idempotent (`IF NOT EXISTS`), so processes that start together may run
-//! the same migration at once: ScyllaDB serializes schema changes (Raft
-//! group 0 since 5.4) and the second `CREATE` is a no-op. A migration's
-//! row in `schema_migrations` is written after all its statements, so a
-//! crash half-way leaves it to be re-run whole.
+//! Every process applies missing migrations at start, one process at a
+//! time: they take a conditional lock row (`schema_lock`, expiring after
+//! 120 s if its holder dies) and re-read the applied versions once they
+//! hold it. Each statement is idempotent (`IF NOT EXISTS`) as well, and a
+//! migration's row in `schema_migrations` is written after all its
+//! statements, so a crash half-way leaves it to be re-run whole. When
+//! nothing is missing (every restart) no lock is taken.
 //!
 //! The table design, with partition sizes and access paths, is in
 //! `docs/architecture/data-model.md`.
