@@ -1,0 +1,167 @@
+//! Shard leases in JetStream KV against a real nats-server: members split
+//! every shard exactly once, a joining member takes its share, a leaving
+//! one hands over, a crashed one's shards are taken after expiry, and
+//! fencing tokens grow so a deposed holder learns it lost the shard.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use gatehouse_bus::nats_test_server::NatsTestServer;
+use gatehouse_hostd::leases::{LeaseConfig, Leases};
+
+const SHARDS: u32 = 64;
+
+fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn cfg() -> LeaseConfig {
+    LeaseConfig {
+        shards: SHARDS,
+        ttl: Duration::from_secs(2),
+        renew_every: Duration::from_millis(300),
+        member_ttl: Duration::from_secs(2),
+        replicas: 1,
+    }
+}
+
+async fn member(server: &NatsTestServer, name: &str) -> Leases {
+    let client = ok(async_nats::connect(server.url()).await);
+    ok(Leases::open(client, name, cfg()).await)
+}
+
+/// Runs rebalance rounds (handing over at once) until nothing changes.
+async fn settle(members: &[&Leases]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // The first round only announces members; later rounds see them all.
+    for round in 0.. {
+        let mut changed = round == 0;
+        for m in members {
+            let r = ok(m.rebalance().await);
+            for shard in &r.to_release {
+                ok(m.release(*shard).await);
+            }
+            changed |= !r.acquired.is_empty() || !r.to_release.is_empty() || !r.lost.is_empty();
+        }
+        let covered: usize = members.iter().map(|m| m.held().len()).sum();
+        if !changed && covered == SHARDS as usize {
+            return;
+        }
+        assert!(Instant::now() < deadline, "shards did not settle");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn assert_partition(members: &[&Leases]) {
+    let mut seen = BTreeSet::new();
+    for m in members {
+        for shard in m.held().into_keys() {
+            assert!(seen.insert(shard), "shard {shard} held twice");
+        }
+    }
+    assert_eq!(seen.len(), SHARDS as usize, "every shard has an owner");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_split_shards_join_and_leave() {
+    let server = ok(NatsTestServer::start());
+    let a = member(&server, "hostd-a").await;
+    let b = member(&server, "hostd-b").await;
+    settle(&[&a, &b]).await;
+    assert_partition(&[&a, &b]);
+    let before_a = a.held();
+
+    // A third member joins and takes its share; the others keep the rest
+    // (rendezvous hashing moves only what the newcomer prefers).
+    let c = member(&server, "hostd-c").await;
+    settle(&[&a, &b, &c]).await;
+    assert_partition(&[&a, &b, &c]);
+    for m in [&a, &b, &c] {
+        println!("{} holds {} shards", m.me(), m.held().len());
+    }
+    for m in [&a, &b, &c] {
+        let n = m.held().len();
+        assert!((10..=32).contains(&n), "{} holds {n} of {SHARDS}", m.me());
+    }
+    assert!(
+        a.held().keys().all(|s| before_a.contains_key(s)),
+        "a only gave shards up; it took none from b"
+    );
+
+    // c leaves cleanly: releases its leases and its membership.
+    c.release_all().await;
+    settle(&[&a, &b]).await;
+    assert_partition(&[&a, &b]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_members_shards_are_taken_after_expiry() {
+    let server = ok(NatsTestServer::start());
+    let a = member(&server, "hostd-a").await;
+    let b = member(&server, "hostd-b").await;
+    settle(&[&a, &b]).await;
+    let b_shards = b.held();
+    assert!(!b_shards.is_empty());
+    // b crashes: no renewals, no release, no goodbye.
+    drop(b);
+    let crashed = Instant::now();
+    let deadline = crashed + Duration::from_secs(20);
+    while a.held().len() < SHARDS as usize {
+        let r = ok(a.rebalance().await);
+        for shard in &r.to_release {
+            ok(a.release(*shard).await);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "orphaned shards were not taken over"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let took = crashed.elapsed();
+    // Bound: the member entry and the leases expire (2 s each, enforced by
+    // the server's expiry sweep), plus one round.
+    assert!(took < Duration::from_secs(8), "takeover took {took:?}");
+    println!("takeover of {} shards took {took:?}", b_shards.len());
+    // Every taken shard has a larger token than b ever held for it.
+    let held = a.held();
+    for (shard, old) in b_shards {
+        assert!(
+            held[&shard] > old,
+            "shard {shard}: token {} after {old}",
+            held[&shard]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_holder_learns_it_and_tokens_only_grow() {
+    let server = ok(NatsTestServer::start());
+    let a = member(&server, "hostd-a").await;
+    let b = member(&server, "hostd-b").await;
+    let t1 = ok(a.try_acquire(5).await).unwrap_or_else(|| panic!("shard 5 was free"));
+    assert_eq!(ok(b.try_acquire(5).await), None, "one holder at a time");
+    // Renewing moves the token forward.
+    assert!(a.renew().await.is_empty());
+    let t1b = a.token(5).unwrap_or_default();
+    assert!(t1b > t1);
+    // a stalls (a long pause) past the lease TTL; b takes the shard.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let t2 = loop {
+        if let Some(t) = ok(b.try_acquire(5).await) {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "the stalled lease never expired");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        t2 > t1b,
+        "the new holder's token {t2} exceeds the old {t1b}"
+    );
+    // a wakes up: its renewal fails, it drops the shard.
+    assert_eq!(a.renew().await, vec![5]);
+    assert_eq!(a.token(5), None);
+    // Its late release cannot take the shard from b.
+    ok(a.release(5).await);
+    assert!(b.renew().await.is_empty());
+    assert!(b.token(5).is_some_and(|t| t > t2));
+}
