@@ -2,10 +2,14 @@
 //! api use to reach the actor that owns a host.
 //!
 //! A request for host `h` goes to `gatehouse.host.<shard(h)>`; whoever owns
-//! that shard answers. The client retries "no responders" (a shard between
-//! owners) until its budget runs out, well inside the agent's 16 s request
-//! timeout, and never retries a timeout (the request may have been
-//! processed).
+//! that shard answers. Until its budget runs out (well inside the agent's
+//! 16 s request timeout) the client retries "no responders" and "shard
+//! moved" (a shard between owners) with back-off, and a timed-out attempt
+//! (a stalled owner whose lease is about to pass on). Every host operation
+//! is safe to repeat: reads and touches change nothing twice, the first
+//! answer to a live query wins, and a repeated enrollment only moves the
+//! key epoch once more (the agent uses the key it receives). Keep the
+//! per-attempt timeout well under the budget so a retry fits.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +28,11 @@ pub const ALL_HOST_SUBJECTS: &str = "gatehouse.host.*";
 pub const CAMPAIGN_SUBJECT: &str = "gatehouse.events.campaign";
 /// Broadcast when the config generation changes.
 pub const CONFIG_SUBJECT: &str = "gatehouse.events.config";
+
+/// The failure message of a hostd that got a request for a shard it no
+/// longer owns (a handover is under way); the client retries it like
+/// no-responders.
+pub const SHARD_MOVED: &str = "shard moved, retry";
 
 pub fn host_subject(shard: u32) -> String {
     format!("{HOST_SUBJECT_PREFIX}.{shard}")
@@ -100,12 +109,29 @@ impl HostClient {
                 Ok(bytes) => {
                     let reply =
                         HostReply::decode(bytes).map_err(|e| RpcError::Decode(e.to_string()))?;
-                    return reply.result.ok_or(RpcError::Empty);
+                    match reply.result {
+                        Some(host_reply::Result::Failure(f))
+                            if f.message == SHARD_MOVED
+                                && start.elapsed() + backoff < self.budget =>
+                        {
+                            tracing::debug!(subject = %subject, "shard moving, retrying");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(1));
+                        }
+                        other => return other.ok_or(RpcError::Empty),
+                    }
                 }
                 Err(BusError::NoResponders(s)) if start.elapsed() + backoff < self.budget => {
                     tracing::debug!(subject = %s, "no responders, retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                // A stalled owner: its lease expires and another hostd
+                // takes the shard. Host operations are safe to repeat
+                // (reads and touches; answers are first-wins; a repeated
+                // enrollment only moves the key epoch once more).
+                Err(BusError::Timeout(s)) if start.elapsed() + backoff < self.budget => {
+                    tracing::debug!(subject = %s, "host request timed out, retrying");
                 }
                 Err(e) => return Err(e.into()),
             }

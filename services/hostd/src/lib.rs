@@ -12,5 +12,6 @@ pub mod configs;
 pub mod leases;
 pub mod registry;
 pub mod service;
+pub mod sharded;
 
 pub use service::{HostdConfig, run};

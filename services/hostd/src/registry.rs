@@ -61,6 +61,14 @@ impl Registry {
         self.len() == 0
     }
 
+    /// Live actors with their hosts.
+    pub fn hosts(&self) -> Vec<(HostId, ActorRef<HostMsg>)> {
+        let map = self.actors.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter()
+            .filter_map(|(h, c)| c.get().map(|a| (h.clone(), a.clone())))
+            .collect()
+    }
+
     pub fn all(&self) -> Vec<ActorRef<HostMsg>> {
         let map = self.actors.lock().unwrap_or_else(|p| p.into_inner());
         map.values().filter_map(|c| c.get().cloned()).collect()

@@ -146,7 +146,30 @@ impl Router {
         }
     }
 
-    async fn stop_all(&self, timeout: Duration) {
+    /// Stops (persisting) the actors whose host is in `shard`.
+    pub(crate) async fn stop_shard(&self, shard: u32, shards: u32, timeout: Duration) -> usize {
+        let actors: Vec<_> = self
+            .ctx
+            .registry
+            .hosts()
+            .into_iter()
+            .filter(|(h, _)| gatehouse_core::ids::shard_of(h, shards) == shard)
+            .collect();
+        let n = actors.len();
+        let all = async {
+            for (_, a) in actors {
+                let _ = a
+                    .stop_and_wait(Some("shard handed over".into()), None)
+                    .await;
+            }
+        };
+        if tokio::time::timeout(timeout, all).await.is_err() {
+            tracing::warn!(shard, actors = n, "shard actors did not all stop in time");
+        }
+        n
+    }
+
+    pub(crate) async fn stop_all(&self, timeout: Duration) {
         let actors = self.ctx.registry.all();
         let n = actors.len();
         let stops = actors.into_iter().map(|a| async move {
@@ -180,8 +203,17 @@ pub fn context(store: Arc<dyn Store>, keys: NodeKeys, settings: ActorSettings) -
 }
 
 async fn answer(router: Router, msg: BusMessage) {
+    answer_if(router, msg, |_| true).await
+}
+
+/// Answers a request if `owns` its host; otherwise tells the client the
+/// shard moved (it retries, reaching the new owner).
+pub(crate) async fn answer_if(router: Router, msg: BusMessage, owns: impl Fn(&HostId) -> bool) {
     let result = match HostRequest::decode(msg.payload.clone()) {
-        Ok(req) => router.route(req).await,
+        Ok(req) => match HostId::parse(&req.host_id) {
+            Some(h) if !owns(&h) => failure(gatehouse_bus::hostrpc::SHARD_MOVED),
+            _ => router.route(req).await,
+        },
         Err(e) => failure(format!("undecodable host request: {e}")),
     };
     if let Some(reply) = msg.reply {
@@ -194,6 +226,26 @@ async fn answer(router: Router, msg: BusMessage) {
         if let Err(e) = reply.reply(bytes).await {
             tracing::debug!(error = %e, "reply not delivered");
         }
+    }
+}
+
+pub(crate) async fn on_campaign(ctx: &HostCtx, router: &Router, m: BusMessage) {
+    match CampaignCreated::decode(m.payload) {
+        Ok(c) => match ctx.store.get_campaign(&c.campaign_id).await {
+            Ok(Some(campaign)) => router.campaign_created(&c, &campaign),
+            Ok(None) => {
+                tracing::warn!(campaign = %c.campaign_id, "broadcast for an unknown campaign")
+            }
+            Err(e) => tracing::warn!(error = %e, "campaign lookup failed"),
+        },
+        Err(e) => tracing::warn!(error = %e, "undecodable campaign broadcast"),
+    }
+}
+
+pub(crate) fn on_config(ctx: &HostCtx, m: BusMessage) {
+    match ConfigChanged::decode(m.payload) {
+        Ok(c) => ctx.configs.observe(c.generation),
+        Err(e) => tracing::warn!(error = %e, "undecodable config broadcast"),
     }
 }
 
@@ -224,20 +276,10 @@ pub async fn run(
                 None => break,
             },
             m = campaigns.next() => if let Some(m) = m {
-                match CampaignCreated::decode(m.payload) {
-                    Ok(c) => match ctx.store.get_campaign(&c.campaign_id).await {
-                        Ok(Some(campaign)) => router.campaign_created(&c, &campaign),
-                        Ok(None) => tracing::warn!(campaign = %c.campaign_id, "broadcast for an unknown campaign"),
-                        Err(e) => tracing::warn!(error = %e, "campaign lookup failed"),
-                    },
-                    Err(e) => tracing::warn!(error = %e, "undecodable campaign broadcast"),
-                }
+                on_campaign(&ctx, &router, m).await;
             },
             m = configs.next() => if let Some(m) = m {
-                match ConfigChanged::decode(m.payload) {
-                    Ok(c) => ctx.configs.observe(c.generation),
-                    Err(e) => tracing::warn!(error = %e, "undecodable config broadcast"),
-                }
+                on_config(&ctx, m);
             },
             _ = poll.tick() => {
                 if let Err(e) = ctx.configs.refresh_generation().await {
