@@ -221,12 +221,29 @@ impl Reply {
 
 impl Agent {
     pub fn new(server: &TestServer, n: u32) -> Self {
-        let p = &server.cfg.paths;
+        Self::at(
+            &server.cfg,
+            &server.boot,
+            server.http.clone(),
+            server.agent_url.clone(),
+            n,
+        )
+    }
+
+    /// An agent of any edge at `base` (a cluster's edges).
+    pub fn at(
+        cfg: &ServeConfig,
+        boot: &gatehouse::bootstrap::Bootstrap,
+        http: reqwest::Client,
+        base: String,
+        n: u32,
+    ) -> Self {
+        let p = &cfg.paths;
         Self {
             n,
-            http: server.http.clone(),
-            base: server.agent_url.clone(),
-            secret: server.boot.enroll_secret.clone(),
+            http,
+            base,
+            secret: boot.enroll_secret.clone(),
             paths: Paths {
                 enroll: p.enroll.clone(),
                 config: p.config.clone(),

@@ -48,6 +48,37 @@ pub struct ServeConfig {
     /// Time allowed to drain on shutdown.
     pub shutdown_grace_secs: u64,
     pub store: StoreConfig,
+    /// Used by the cluster roles (`gatehouse edge|hostd|ingest|api`).
+    pub cluster: ClusterConfig,
+}
+
+/// What the cluster roles share: NATS, shard leases, the log stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub nats: gatehouse_bus::NatsConfig,
+    /// JetStream replicas of the log stream and the lease buckets.
+    pub replicas: usize,
+    /// A hostd that stops renewing loses its shards after this long.
+    pub lease_ttl_ms: u64,
+    pub lease_renew_ms: u64,
+    /// Unconsumed log batches past which edges push back.
+    pub max_log_backlog: u64,
+    /// Bytes the log stream may hold (-1: the server's limit).
+    pub max_log_stream_bytes: i64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            nats: gatehouse_bus::NatsConfig::default(),
+            replicas: 1,
+            lease_ttl_ms: 15_000,
+            lease_renew_ms: 5_000,
+            max_log_backlog: 1_000_000,
+            max_log_stream_bytes: -1,
+        }
+    }
 }
 
 /// Where data lives: the embedded store in `data_dir` (one process) or a
@@ -121,6 +152,7 @@ impl Default for ServeConfig {
             idle_timeout_secs: 120,
             shutdown_grace_secs: 20,
             store: StoreConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -229,6 +261,14 @@ impl ServeConfig {
         if let Some(v) = env("GATEHOUSE_SCYLLA_PASSWORD") {
             sc.password = Some(v);
         }
+        if let Some(v) = env("GATEHOUSE_NATS_URL") {
+            cfg.cluster.nats.servers = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -276,6 +316,15 @@ impl ServeConfig {
         }
         if self.limits.max_campaign_targets == 0 {
             return bad("limits.max_campaign_targets must be positive".into());
+        }
+        self.cluster.nats.validate().map_err(ConfigError::Invalid)?;
+        if self.cluster.lease_renew_ms == 0
+            || self.cluster.lease_renew_ms * 2 > self.cluster.lease_ttl_ms
+        {
+            return bad(
+                "cluster.lease_renew_ms must be positive and at most half of cluster.lease_ttl_ms"
+                    .into(),
+            );
         }
         if self.store.kind == StoreKind::Scylla {
             let sc = &self.store.scylla;

@@ -5,5 +5,6 @@
 //! in-process.
 
 pub mod bootstrap;
+pub mod cluster;
 pub mod config;
 pub mod serve;

@@ -32,6 +32,37 @@ enum Command {
         #[arg(short, long, env = "GATEHOUSE_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Cluster role: the agent-facing edge (listens on `listen`).
+    Edge {
+        #[arg(short, long, env = "GATEHOUSE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Cluster role: host actors for the shards this instance leases.
+    Hostd {
+        #[arg(short, long, env = "GATEHOUSE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Unique name of this instance (default: the host name).
+        #[arg(long, env = "GATEHOUSE_INSTANCE")]
+        instance: Option<String>,
+    },
+    /// Cluster role: drains the log stream into the store.
+    Ingest {
+        #[arg(short, long, env = "GATEHOUSE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Cluster role: the operator API (listens on `api_listen`).
+    Api {
+        #[arg(short, long, env = "GATEHOUSE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy)]
+enum RoleKind {
+    Edge,
+    Hostd,
+    Ingest,
+    Api,
 }
 
 fn main() -> ExitCode {
@@ -52,6 +83,86 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::Serve { config } => serve(config),
+        Command::Edge { config } => role(RoleKind::Edge, config, None),
+        Command::Hostd { config, instance } => role(RoleKind::Hostd, config, instance),
+        Command::Ingest { config } => role(RoleKind::Ingest, config, None),
+        Command::Api { config } => role(RoleKind::Api, config, None),
+    }
+}
+
+/// Runs one cluster role until SIGTERM/SIGINT, then drains it.
+fn role(kind: RoleKind, config: Option<PathBuf>, instance: Option<String>) -> ExitCode {
+    let cfg = match ServeConfig::load(config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("gatehouse: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    if cfg.store.kind != gatehouse::config::StoreKind::Scylla {
+        eprintln!(
+            "gatehouse: cluster roles share their store: set store.kind = \"scylla\" (or GATEHOUSE_STORE=scylla)"
+        );
+        return ExitCode::from(64);
+    }
+    // The data directory holds the shared secrets and certificates.
+    let boot = match gatehouse::bootstrap::prepare(&cfg) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("gatehouse: preparing {}: {e}", cfg.data_dir.display());
+            return ExitCode::from(73);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("gatehouse")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gatehouse: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        let store = gatehouse::serve::open_store(&cfg, &boot).await?;
+        let role = match kind {
+            RoleKind::Edge => {
+                let l = tokio::net::TcpListener::bind(cfg.listen)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("binding {}: {e}", cfg.listen))?;
+                tracing::info!(listen = %cfg.listen, "edge serving agents");
+                gatehouse::cluster::start_edge(&cfg, &boot, store, l).await?
+            }
+            RoleKind::Api => {
+                let l = tokio::net::TcpListener::bind(cfg.api_listen)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("binding {}: {e}", cfg.api_listen))?;
+                tracing::info!(listen = %cfg.api_listen, "api serving operators");
+                gatehouse::cluster::start_api(&cfg, &boot, store, l).await?
+            }
+            RoleKind::Ingest => gatehouse::cluster::start_ingest(&cfg, store).await?,
+            RoleKind::Hostd => {
+                let name = instance
+                    .or_else(|| std::env::var("HOSTNAME").ok())
+                    .unwrap_or_else(|| "hostd".into());
+                // A restarted pod keeps its name; the nonce makes it a new member.
+                let me = format!("{name}-{:08x}", fastrand::u32(..));
+                tracing::info!(instance = %me, "hostd joining");
+                gatehouse::cluster::start_hostd(&cfg, &boot, store, &me)
+                    .await?
+                    .role
+            }
+        };
+        role.shutdown.trigger_on_signals();
+        role.wait().await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gatehouse: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -1,0 +1,247 @@
+//! The cluster roles, each startable on its own (one per process in a
+//! deployment, several per process in the test sandbox): `edge`, `hostd`,
+//! `ingest` and `api`. They meet over NATS (host RPC, broadcasts, the log
+//! stream, shard leases) and share the store (ScyllaDB in production).
+//!
+//! Every role shares the secrets and certificates of one [`Bootstrap`]
+//! directory (a mounted Kubernetes Secret in production).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_api::{Admin, ApiConfig};
+use gatehouse_bus::{HostClient, NatsBus};
+use gatehouse_core::nodekey::NodeKeys;
+use gatehouse_core::ports::{Bus, LogSink, Store};
+use gatehouse_edge::{EdgeConfig, EdgeDeps};
+use gatehouse_hostd::HostdConfig;
+use gatehouse_hostd::actor::HostCtx;
+use gatehouse_hostd::leases::{LeaseConfig, Leases};
+use gatehouse_ingest::jetstream::{ConsumerConfig, JetStreamSink, LogStreamConfig};
+use gatehouse_runtime::{ServeOptions, Shutdown};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::bootstrap::Bootstrap;
+use crate::config::ServeConfig;
+
+/// A running role.
+#[derive(Debug)]
+pub struct Role {
+    pub shutdown: Shutdown,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Role {
+    /// Drains and stops the role.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.trigger();
+        self.task.await?
+    }
+
+    /// Ends the role at once, as a crash would: no drain, no handover.
+    pub fn kill(self) {
+        self.task.abort();
+    }
+
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await?
+    }
+}
+
+/// A started hostd, with what tests and probes look at.
+#[derive(Debug)]
+pub struct HostdRole {
+    pub role: Role,
+    pub leases: Arc<Leases>,
+    pub ctx: Arc<HostCtx>,
+}
+
+fn lease_cfg(cfg: &ServeConfig) -> LeaseConfig {
+    let c = &cfg.cluster;
+    LeaseConfig {
+        shards: cfg.shards,
+        ttl: Duration::from_millis(c.lease_ttl_ms),
+        renew_every: Duration::from_millis(c.lease_renew_ms),
+        member_ttl: Duration::from_millis(c.lease_ttl_ms),
+        replicas: c.replicas,
+    }
+}
+
+fn stream_cfg(cfg: &ServeConfig) -> LogStreamConfig {
+    LogStreamConfig {
+        replicas: cfg.cluster.replicas,
+        max_backlog: cfg.cluster.max_log_backlog,
+        max_bytes: cfg.cluster.max_log_stream_bytes,
+        ..LogStreamConfig::default()
+    }
+}
+
+async fn nats(cfg: &ServeConfig, role: &str) -> anyhow::Result<NatsBus> {
+    let mut n = cfg.cluster.nats.clone();
+    n.name = format!("gatehouse-{role}");
+    NatsBus::connect(&n)
+        .await
+        .map_err(|e| anyhow::anyhow!("{role}: NATS: {e}"))
+}
+
+fn host_client(cfg: &ServeConfig, bus: Arc<dyn Bus>) -> HostClient {
+    // Short attempts inside the budget: a retry reaches a shard's next
+    // owner before the agent's 16 s timeout.
+    HostClient::new(
+        bus,
+        cfg.shards,
+        Duration::from_secs(4),
+        Duration::from_secs(12),
+    )
+}
+
+fn serve_opts(cfg: &ServeConfig, name: &'static str) -> ServeOptions {
+    ServeOptions {
+        idle_timeout: Duration::from_secs(cfg.idle_timeout_secs),
+        grace: Duration::from_secs(cfg.shutdown_grace_secs),
+        name,
+        ..ServeOptions::default()
+    }
+}
+
+/// Agent-facing edge: verifies node keys, routes host requests to the
+/// owning hostd over NATS, appends logs to the JetStream log stream.
+pub async fn start_edge(
+    cfg: &ServeConfig,
+    boot: &Bootstrap,
+    store: Arc<dyn Store>,
+    listener: TcpListener,
+) -> anyhow::Result<Role> {
+    let tls = gatehouse_runtime::tls::server_config(
+        &boot.cert_path,
+        &boot.key_path,
+        cfg.tls.client_ca.as_deref(),
+    )?;
+    let bus = nats(cfg, "edge").await?;
+    let sink: Arc<dyn LogSink> = Arc::new(
+        JetStreamSink::new(bus.client().clone(), &stream_cfg(cfg))
+            .await
+            .map_err(|e| anyhow::anyhow!("edge: {e}"))?,
+    );
+    let bus: Arc<dyn Bus> = Arc::new(bus);
+    let edge_cfg = EdgeConfig {
+        paths: cfg.paths.clone(),
+        max_body_bytes: cfg.limits.max_body_bytes,
+        max_inflated_bytes: cfg.limits.max_inflated_bytes,
+        max_carve_bytes: cfg.limits.max_carve_bytes,
+        enroll_secrets: vec![boot.enroll_secret.clone()],
+        max_in_flight: cfg.limits.max_in_flight_requests,
+        serve: serve_opts(cfg, "edge"),
+    };
+    let deps = EdgeDeps {
+        keys: NodeKeys::new(&boot.node_key_secret),
+        hosts: host_client(cfg, bus),
+        store,
+        sink,
+    };
+    let shutdown = Shutdown::new();
+    let s = shutdown.clone();
+    let task = tokio::spawn(async move {
+        gatehouse_edge::run(edge_cfg, deps, listener, Some(tls), s).await?;
+        Ok(())
+    });
+    Ok(Role { shutdown, task })
+}
+
+/// Host actors for the shards this instance holds leases for. `instance`
+/// must be unique among running hostd (pod name plus a start nonce).
+pub async fn start_hostd(
+    cfg: &ServeConfig,
+    boot: &Bootstrap,
+    store: Arc<dyn Store>,
+    instance: &str,
+) -> anyhow::Result<HostdRole> {
+    let bus = nats(cfg, "hostd").await?;
+    let leases = Arc::new(
+        Leases::open(bus.client().clone(), instance, lease_cfg(cfg))
+            .await
+            .map_err(|e| anyhow::anyhow!("hostd: {e}"))?,
+    );
+    let ctx = gatehouse_hostd::service::context(
+        store,
+        NodeKeys::new(&boot.node_key_secret),
+        Default::default(),
+    );
+    let shutdown = Shutdown::new();
+    let run = gatehouse_hostd::sharded::run_sharded(
+        HostdConfig::default(),
+        ctx.clone(),
+        Arc::new(bus),
+        leases.clone(),
+        lease_cfg(cfg),
+        shutdown.clone(),
+    );
+    let task = tokio::spawn(async move {
+        run.await?;
+        Ok(())
+    });
+    Ok(HostdRole {
+        role: Role { shutdown, task },
+        leases,
+        ctx,
+    })
+}
+
+/// Drains the log stream into the store.
+pub async fn start_ingest(cfg: &ServeConfig, store: Arc<dyn Store>) -> anyhow::Result<Role> {
+    let bus = nats(cfg, "ingest").await?;
+    let shutdown = Shutdown::new();
+    let run = gatehouse_ingest::jetstream::run_consumer(
+        bus.client().clone(),
+        store.clone(),
+        stream_cfg(cfg),
+        ConsumerConfig::default(),
+        shutdown.clone(),
+    );
+    let retention = gatehouse_ingest::run_retention(
+        store,
+        gatehouse_ingest::IngestConfig {
+            retention_days: cfg.limits.retention_days,
+            ..Default::default()
+        },
+        shutdown.clone(),
+    );
+    let task = tokio::spawn(async move {
+        let (r, ()) = tokio::join!(run, retention);
+        r.map_err(|e| anyhow::anyhow!("ingest: {e}"))
+    });
+    Ok(Role { shutdown, task })
+}
+
+/// The operator API.
+pub async fn start_api(
+    cfg: &ServeConfig,
+    boot: &Bootstrap,
+    store: Arc<dyn Store>,
+    listener: TcpListener,
+) -> anyhow::Result<Role> {
+    let tls = gatehouse_runtime::tls::server_config(&boot.cert_path, &boot.key_path, None)?;
+    let bus: Arc<dyn Bus> = Arc::new(nats(cfg, "api").await?);
+    let admin = Arc::new(Admin::new(
+        store,
+        bus.clone(),
+        host_client(cfg, bus),
+        ApiConfig {
+            online_window: Duration::from_secs(cfg.online_window_secs),
+            max_campaign_targets: cfg.limits.max_campaign_targets,
+            ..ApiConfig::default()
+        },
+    ));
+    let shutdown = Shutdown::new();
+    let (s, token, opts) = (
+        shutdown.clone(),
+        boot.admin_token.clone(),
+        serve_opts(cfg, "api"),
+    );
+    let task = tokio::spawn(async move {
+        gatehouse_api::run(admin, vec![token], opts, listener, Some(tls), s).await?;
+        Ok(())
+    });
+    Ok(Role { shutdown, task })
+}

@@ -1,0 +1,309 @@
+//! The cluster sandbox: a real nats-server (JetStream) on a random port, a
+//! real CQL server (kassandra, in-process), two edges, three hostd, one
+//! ingest and the api, each role with its own NATS connection and its own
+//! store session, driven by agents over TLS through both edges.
+//!
+//! It shows: hosts spread over every hostd; killing a hostd during traffic
+//! loses no acknowledged log line and no live-query answer, and its shards
+//! are served again within the lease TTL; a live query reaches hosts on
+//! every shard.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gatehouse::cluster::{self, HostdRole, Role};
+use gatehouse::config::{ServeConfig, StoreKind};
+use gatehouse_bus::nats_test_server::NatsTestServer;
+use gatehouse_core::ports::Store;
+use gatehouse_store::cql_test_server::CqlTestServer;
+use gatehouse_store::{ScyllaConfig, ScyllaStore};
+use gatehouse_tests::{Agent, client_for, eventually};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const AGENTS: u32 = 12;
+const SHARDS: u32 = 32;
+
+struct Sandbox {
+    cfg: ServeConfig,
+    boot: gatehouse::bootstrap::Bootstrap,
+    cql: CqlTestServer,
+    _nats: NatsTestServer,
+    _dir: tempfile::TempDir,
+    http: reqwest::Client,
+    edges: Vec<(String, Role)>,
+    hostd: Vec<HostdRole>,
+    ingest: Option<Role>,
+    api: Option<(String, Role)>,
+    admin_token: String,
+}
+
+async fn store(cql: &CqlTestServer) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(Arc::new(
+        ScyllaStore::connect(&ScyllaConfig {
+            contact_points: vec![cql.addr().to_string()],
+            keyspace: "sandbox".into(),
+            await_schema_agreement: false,
+            ..ScyllaConfig::default()
+        })
+        .await?,
+    ))
+}
+
+async fn listener() -> anyhow::Result<(tokio::net::TcpListener, String)> {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("https://localhost:{}", l.local_addr()?.port());
+    Ok((l, url))
+}
+
+impl Sandbox {
+    async fn start() -> anyhow::Result<Self> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let nats = NatsTestServer::start()?;
+        let cql = CqlTestServer::start().await?;
+        let dir = tempfile::tempdir()?;
+        let mut cfg = ServeConfig {
+            data_dir: dir.path().join("secrets"),
+            shards: SHARDS,
+            ..ServeConfig::default()
+        };
+        cfg.store.kind = StoreKind::Scylla;
+        cfg.cluster.nats.servers = vec![nats.url()];
+        cfg.cluster.lease_ttl_ms = 2_000;
+        cfg.cluster.lease_renew_ms = 250;
+        cfg.cluster.max_log_stream_bytes = 256 * 1024 * 1024;
+        cfg.validate()?;
+        // One bootstrap directory: every role shares its secrets and
+        // certificates (a mounted Secret in Kubernetes).
+        let boot = gatehouse::bootstrap::prepare(&cfg)?;
+        let http = client_for(&boot.ca_path)?;
+        let mut s = Self {
+            admin_token: boot.admin_token.clone(),
+            cfg,
+            boot,
+            cql,
+            _nats: nats,
+            _dir: dir,
+            http,
+            edges: Vec::new(),
+            hostd: Vec::new(),
+            ingest: None,
+            api: None,
+        };
+        for n in 0..3 {
+            s.add_hostd(&format!("hostd-{n}")).await?;
+        }
+        s.ingest = Some(cluster::start_ingest(&s.cfg, store(&s.cql).await?).await?);
+        for _ in 0..2 {
+            let (l, url) = listener().await?;
+            let role = cluster::start_edge(&s.cfg, &s.boot, store(&s.cql).await?, l).await?;
+            s.edges.push((url, role));
+        }
+        let (l, url) = listener().await?;
+        let role = cluster::start_api(&s.cfg, &s.boot, store(&s.cql).await?, l).await?;
+        s.api = Some((url, role));
+        Ok(s)
+    }
+
+    async fn add_hostd(&mut self, name: &str) -> anyhow::Result<()> {
+        let h = cluster::start_hostd(&self.cfg, &self.boot, store(&self.cql).await?, name).await?;
+        self.hostd.push(h);
+        Ok(())
+    }
+
+    fn served(&self) -> usize {
+        self.hostd.iter().map(|h| h.leases.held().len()).sum()
+    }
+
+    fn agent(&self, n: u32) -> Agent {
+        let base = self.edges[(n % 2) as usize].0.clone();
+        Agent::at(&self.cfg, &self.boot, self.http.clone(), base, n)
+    }
+
+    async fn api(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let base = &self.api.as_ref().map(|a| a.0.clone()).unwrap_or_default();
+        let mut req = self
+            .http
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(&self.admin_token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
+    }
+
+    async fn lines_of(&self, host: &str) -> anyhow::Result<usize> {
+        let (code, v) = self
+            .api(
+                Method::GET,
+                &format!("/api/v1/results?host={host}&limit=10000"),
+                None,
+            )
+            .await?;
+        anyhow::ensure!(code == 200, "results: {code} {v}");
+        Ok(v.as_array().map_or(0, Vec::len))
+    }
+}
+
+/// One log POST of 5 lines per agent; the lines each got acknowledged.
+async fn post_round(round: i64, agents: &[Agent], now: i64) -> anyhow::Result<Vec<usize>> {
+    let mut got = Vec::new();
+    for a in agents {
+        let data: Vec<_> = (0..5)
+            .map(|i| json!({"name": "users", "unixTime": now - 600 + round, "columns": {"uid": format!("{round}-{i}")}, "action": "added"}))
+            .collect();
+        let r = a.log("result", json!(data)).await?;
+        // An error body means "keep the batch and retry": count only what
+        // the cluster acknowledged.
+        got.push(if r.agent_success() { 5 } else { 0 });
+    }
+    Ok(got)
+}
+
+async fn wait_until(what: &str, f: impl Fn() -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        anyhow::ensure!(Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_serves_agents_through_any_edge_and_survives_a_hostd_crash() -> anyhow::Result<()>
+{
+    let mut s = Sandbox::start().await?;
+    wait_until("three hostd split every shard", || {
+        s.served() == SHARDS as usize && s.hostd.iter().all(|h| !h.leases.held().is_empty())
+    })
+    .await?;
+
+    let mut agents = Vec::new();
+    for n in 0..AGENTS {
+        let mut a = s.agent(n);
+        let r = a.enroll().await?;
+        anyhow::ensure!(r.agent_success(), "enroll through an edge: {r:?}");
+        anyhow::ensure!(a.config().await?.agent_success());
+        agents.push(a);
+    }
+    let spread: Vec<usize> = s.hostd.iter().map(|h| h.ctx.registry.len()).collect();
+    assert_eq!(spread.iter().sum::<usize>(), AGENTS as usize, "{spread:?}");
+    assert!(
+        spread.iter().all(|n| *n > 0),
+        "hosts on every hostd: {spread:?}"
+    );
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
+    let mut acked = vec![0usize; agents.len()];
+    for round in 0..3 {
+        for (i, n) in post_round(round, &agents, now)
+            .await?
+            .into_iter()
+            .enumerate()
+        {
+            acked[i] += n;
+        }
+    }
+
+    // A live query while one hostd crashes: no drain, no handover.
+    let (code, c) = s
+        .api(
+            Method::POST,
+            "/api/v1/campaigns",
+            Some(json!({"sql": "SELECT 1 AS one", "all": true, "expires_in": 600})),
+        )
+        .await?;
+    assert_eq!(code, 201, "{c}");
+    let id = c["id"].as_str().unwrap_or_default().to_owned();
+    let victim = s.hostd.remove(0);
+    let victim_shards = victim.leases.held().len();
+    victim.role.kill();
+    drop(victim.leases);
+    let crashed = Instant::now();
+
+    // Traffic goes on through both edges during the takeover.
+    for round in 3..6 {
+        for (i, n) in post_round(round, &agents, now)
+            .await?
+            .into_iter()
+            .enumerate()
+        {
+            acked[i] += n;
+        }
+    }
+    for a in &agents {
+        let r = eventually(Duration::from_secs(20), || async {
+            let r = a.read().await?.json.unwrap_or_default();
+            Ok(r["queries"].get(&id).is_some().then_some(r))
+        })
+        .await?;
+        assert_eq!(r["queries"][&id], "SELECT 1 AS one");
+        let w = a
+            .write(json!({"queries": {&id: [{"one": "1"}]}, "statuses": {&id: 0}}))
+            .await?;
+        anyhow::ensure!(w.agent_success(), "answer through an edge: {w:?}");
+    }
+    wait_until("the survivors serve every shard", || {
+        s.served() == SHARDS as usize
+    })
+    .await?;
+    let recovered = crashed.elapsed();
+    println!("hostd crash: {victim_shards} shards served again after {recovered:?}");
+
+    // Every acknowledged line reaches the store (through the stream and
+    // ingest), and every answer is recorded.
+    for (a, want) in agents.iter().zip(&acked) {
+        let host = a.host_id();
+        eventually(Duration::from_secs(20), || async {
+            Ok((s.lines_of(&host).await? == *want).then_some(()))
+        })
+        .await?;
+    }
+    let total: usize = acked.iter().sum();
+    println!("lines acknowledged: {total} of {}", AGENTS as usize * 6 * 5);
+    assert!(
+        total >= (AGENTS as usize) * 5 * 5,
+        "most batches were acknowledged: {total}"
+    );
+    let d = eventually(Duration::from_secs(10), || async {
+        let (_, d) = s
+            .api(Method::GET, &format!("/api/v1/campaigns/{id}"), None)
+            .await?;
+        Ok((d["coverage"]["answered"] == AGENTS).then_some(d))
+    })
+    .await?;
+    assert_eq!(d["coverage"]["targeted"], AGENTS, "{d}");
+
+    // A new hostd joins and takes its share.
+    s.add_hostd("hostd-3").await?;
+    wait_until("the newcomer takes a share", || {
+        s.hostd.last().is_some_and(|h| !h.leases.held().is_empty())
+    })
+    .await?;
+    for a in &agents {
+        anyhow::ensure!(a.config().await?.agent_success());
+    }
+
+    for (_, e) in s.edges.drain(..) {
+        e.stop().await?;
+    }
+    if let Some((_, a)) = s.api.take() {
+        a.stop().await?;
+    }
+    for h in s.hostd.drain(..) {
+        h.role.stop().await?;
+    }
+    if let Some(i) = s.ingest.take() {
+        i.stop().await?;
+    }
+    Ok(())
+}
