@@ -23,6 +23,8 @@ pub struct TestServer {
     pub cfg: ServeConfig,
     pub boot: Bootstrap,
     pub agent_url: String,
+    /// Plain-HTTP probes and `/metrics`.
+    pub ops_url: String,
     pub api_url: String,
     pub http: reqwest::Client,
     running: Option<Running>,
@@ -86,13 +88,16 @@ impl TestServer {
         let api = tokio::net::TcpListener::bind(cfg.api_listen).await?;
         let agent_url = format!("https://localhost:{}", agents.local_addr()?.port());
         let api_url = format!("https://localhost:{}", api.local_addr()?.port());
+        let ops = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let ops_url = format!("http://127.0.0.1:{}", ops.local_addr()?.port());
         let store = gatehouse::serve::open_store(&cfg, &boot).await?;
-        let running = gatehouse::serve::start(&cfg, &boot, store, agents, api)?;
+        let running = gatehouse::serve::start(&cfg, &boot, store, agents, api, Some(ops))?;
         let http = client_for(&boot.ca_path)?;
         Ok(Self {
             cfg,
             boot,
             agent_url,
+            ops_url,
             api_url,
             http,
             running: Some(running),

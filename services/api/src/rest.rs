@@ -114,6 +114,15 @@ pub fn router(svc: Arc<dyn AdminService>, tokens: Vec<String>, shutdown: Shutdow
             }
         }
     };
+    static METRICS: std::sync::OnceLock<gatehouse_runtime::metrics::RequestMetrics> =
+        std::sync::OnceLock::new();
+    let metrics = METRICS
+        .get_or_init(|| gatehouse_runtime::metrics::RequestMetrics::new("api", "Operator API"))
+        .clone();
+    let api = api.route_layer(axum::middleware::from_fn_with_state(
+        metrics,
+        gatehouse_runtime::metrics::track,
+    ));
     Router::new()
         .route(
             "/livez",

@@ -175,6 +175,15 @@ impl Edge {
     }
 }
 
+/// `gatehouse_edge_requests_total{endpoint,outcome}` and
+/// `gatehouse_edge_request_seconds{endpoint}`, one set per process.
+fn metrics() -> gatehouse_runtime::metrics::RequestMetrics {
+    static M: std::sync::OnceLock<gatehouse_runtime::metrics::RequestMetrics> =
+        std::sync::OnceLock::new();
+    M.get_or_init(|| gatehouse_runtime::metrics::RequestMetrics::new("edge", "Agent"))
+        .clone()
+}
+
 /// The edge's HTTP routes (exposed for tests that serve it themselves).
 pub fn router(cfg: EdgeConfig, deps: EdgeDeps, shutdown: Shutdown) -> Router {
     let p = cfg.paths.clone();
@@ -216,6 +225,11 @@ pub fn router(cfg: EdgeConfig, deps: EdgeDeps, shutdown: Shutdown) -> Router {
         )
         // Admission covers the agent endpoints only, not health checks.
         .route_layer(axum::middleware::from_fn_with_state(edge.clone(), admit))
+        // Outermost: counts admission refusals too.
+        .route_layer(axum::middleware::from_fn_with_state(
+            metrics(),
+            gatehouse_runtime::metrics::track,
+        ))
         .route("/livez", get(handlers::livez))
         .route("/readyz", get(handlers::readyz))
         .fallback(handlers::not_found)

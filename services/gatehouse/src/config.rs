@@ -31,6 +31,9 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// Operator REST API.
     pub api_listen: SocketAddr,
+    /// Plain-HTTP `/livez`, `/readyz` and Prometheus `/metrics` of every
+    /// role (not exposed to agents); none when unset.
+    pub ops_listen: Option<SocketAddr>,
     /// Host name agents use (`--tls_hostname`); put in the generated
     /// certificate. Defaults to `localhost`.
     pub public_host: String,
@@ -142,6 +145,7 @@ impl Default for ServeConfig {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
             api_listen: SocketAddr::from(([127, 0, 0, 1], 8444)),
+            ops_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
             public_host: "localhost".into(),
             data_dir: PathBuf::from("gatehouse-data"),
             tls: TlsConfig::default(),
@@ -202,6 +206,9 @@ impl ServeConfig {
         }
         if let Some(v) = env_parse("GATEHOUSE_API_LISTEN", env)? {
             cfg.api_listen = v;
+        }
+        if let Some(v) = env_parse("GATEHOUSE_OPS_LISTEN", env)? {
+            cfg.ops_listen = Some(v);
         }
         if let Some(v) = env("GATEHOUSE_PUBLIC_HOST") {
             cfg.public_host = v;

@@ -154,8 +154,29 @@ fn role(kind: RoleKind, config: Option<PathBuf>, instance: Option<String>) -> Ex
                     .role
             }
         };
+        // Probes and metrics; not ready once draining.
+        let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let ops = match cfg.ops_listen {
+            Some(a) => {
+                let l = tokio::net::TcpListener::bind(a)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("binding {a} (ops_listen): {e}"))?;
+                let done = gatehouse_runtime::Shutdown::new();
+                Some((
+                    gatehouse::serve::spawn_ops(l, ready.clone(), done.clone()),
+                    done,
+                ))
+            }
+            None => None,
+        };
         role.shutdown.trigger_on_signals();
-        role.wait().await
+        let r = role.wait().await;
+        ready.store(false, std::sync::atomic::Ordering::Relaxed);
+        if let Some((task, done)) = ops {
+            done.trigger();
+            let _ = task.await;
+        }
+        r
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -200,8 +221,16 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
             .await
             .map_err(|e| anyhow::anyhow!("binding {}: {e}", cfg.api_listen))?;
         let banner = gatehouse::serve::banner(&cfg, &boot, agents.local_addr()?, api.local_addr()?);
+        let ops = match cfg.ops_listen {
+            Some(a) => Some(
+                tokio::net::TcpListener::bind(a)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("binding {a} (ops_listen): {e}"))?,
+            ),
+            None => None,
+        };
         let store = gatehouse::serve::open_store(&cfg, &boot).await?;
-        let running = gatehouse::serve::start(&cfg, &boot, store, agents, api)?;
+        let running = gatehouse::serve::start(&cfg, &boot, store, agents, api, ops)?;
         println!("{banner}");
         running.shutdown.trigger_on_signals();
         running.wait().await

@@ -71,6 +71,7 @@ pub fn start(
     store: Arc<dyn Store>,
     agents: TcpListener,
     api: TcpListener,
+    ops: Option<TcpListener>,
 ) -> anyhow::Result<Running> {
     let tls = gatehouse_runtime::tls::server_config(
         &boot.cert_path,
@@ -151,10 +152,13 @@ pub fn start(
         Some(api_tls),
         front.clone(),
     ));
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let ops = ops.map(|l| spawn_ops(l, ready.clone(), back.clone()));
     let shutdown = Shutdown::new();
     let trigger = shutdown.clone();
     let task = tokio::spawn(async move {
         trigger.wait().await;
+        ready.store(false, std::sync::atomic::Ordering::Relaxed);
         tracing::info!("shutting down: draining agent and operator requests");
         front.trigger();
         let (e, a) = tokio::join!(edge, api);
@@ -164,11 +168,31 @@ pub fn start(
         back.trigger();
         hostd.await??;
         retention.await?;
+        if let Some(o) = ops {
+            o.await??;
+        }
         drop(store);
         tracing::info!("shutdown complete");
         Ok(())
     });
     Ok(Running { shutdown, task })
+}
+
+/// Serves `/livez`, `/readyz` and `/metrics` (plain HTTP) until `shutdown`.
+pub fn spawn_ops(
+    listener: TcpListener,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+    shutdown: Shutdown,
+) -> JoinHandle<anyhow::Result<()>> {
+    tokio::spawn(async move {
+        let app = gatehouse_runtime::metrics::ops_router(ready);
+        let opts = ServeOptions {
+            name: "ops",
+            ..ServeOptions::default()
+        };
+        gatehouse_runtime::serve(listener, None, app, opts, shutdown).await?;
+        Ok(())
+    })
 }
 
 /// Prints what a new user needs: URLs, secrets, files, the flagfile.

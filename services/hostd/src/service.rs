@@ -282,6 +282,9 @@ pub async fn run(
                 on_config(&ctx, m);
             },
             _ = poll.tick() => {
+                crate::sharded::metrics()
+                    .actors
+                    .set(i64::try_from(router.live_actors()).unwrap_or(i64::MAX));
                 if let Err(e) = ctx.configs.refresh_generation().await {
                     tracing::warn!(error = %e, "config generation poll failed");
                 }

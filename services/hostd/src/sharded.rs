@@ -96,6 +96,8 @@ pub async fn run_sharded(
                 }
             },
             _ = round.tick() => {
+                let m = metrics();
+                m.actors.set(i64::try_from(router.live_actors()).unwrap_or(i64::MAX));
                 let r = match leases.rebalance().await {
                     Ok(r) => r,
                     Err(e) => {
@@ -103,6 +105,8 @@ pub async fn run_sharded(
                         continue;
                     }
                 };
+                m.lost.inc_by(r.lost.len() as u64);
+                m.handed_over.inc_by(r.to_release.len() as u64);
                 for shard in r.lost {
                     subs.remove(&shard);
                     router.stop_shard(shard, shards, cfg.drain_timeout).await;
@@ -115,6 +119,7 @@ pub async fn run_sharded(
                     }
                     tracing::info!(shard, actors = n, "shard handed over");
                 }
+                m.acquired.inc_by(r.acquired.len() as u64);
                 for (shard, token) in r.acquired {
                     match subscribe(bus.as_ref(), shard, tx.clone()).await {
                         Ok(s) => {
@@ -127,14 +132,42 @@ pub async fn run_sharded(
                         }
                     }
                 }
+                m.shards.set(i64::try_from(subs.len()).unwrap_or(i64::MAX));
             }
         }
     }
     subs.clear();
+    metrics().shards.set(0);
     tracing::info!(actors = router.live_actors(), "hostd draining");
     router.stop_all(cfg.drain_timeout).await;
     leases.release_all().await;
     Ok(())
+}
+
+pub(crate) struct Metrics {
+    shards: prometheus_client::metrics::gauge::Gauge,
+    pub(crate) actors: prometheus_client::metrics::gauge::Gauge,
+    acquired: prometheus_client::metrics::counter::Counter,
+    handed_over: prometheus_client::metrics::counter::Counter,
+    lost: prometheus_client::metrics::counter::Counter,
+}
+
+pub(crate) fn metrics() -> &'static Metrics {
+    use gatehouse_runtime::metrics::{counter, gauge};
+    static M: std::sync::OnceLock<Metrics> = std::sync::OnceLock::new();
+    M.get_or_init(|| Metrics {
+        shards: gauge("hostd_shards", "Shards this hostd holds leases for"),
+        actors: gauge("hostd_actors", "Host actors alive in this hostd"),
+        acquired: counter("hostd_shards_acquired", "Shard leases acquired"),
+        handed_over: counter(
+            "hostd_shards_handed_over",
+            "Shards handed over to another hostd",
+        ),
+        lost: counter(
+            "hostd_shards_lost",
+            "Shards found taken by another hostd (this one stalled past the lease TTL)",
+        ),
+    })
 }
 
 /// Shards this instance serves right now.

@@ -62,6 +62,69 @@ impl Default for LogStreamConfig {
     }
 }
 
+struct Metrics {
+    appends: prometheus_client::metrics::family::Family<
+        gatehouse_runtime::metrics::RequestLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
+    backlog: prometheus_client::metrics::gauge::Gauge,
+    written: prometheus_client::metrics::counter::Counter,
+    lines: prometheus_client::metrics::counter::Counter,
+    retried: prometheus_client::metrics::counter::Counter,
+    poisoned: prometheus_client::metrics::counter::Counter,
+    lag: prometheus_client::metrics::gauge::Gauge,
+}
+
+fn metrics() -> &'static Metrics {
+    use gatehouse_runtime::metrics::{counter, gauge, register};
+    static M: std::sync::OnceLock<Metrics> = std::sync::OnceLock::new();
+    M.get_or_init(|| {
+        let appends = prometheus_client::metrics::family::Family::default();
+        register(
+            "log_stream_appends",
+            "Log batches edges appended to the stream, by outcome",
+            &appends,
+        );
+        Metrics {
+            appends,
+            backlog: gauge(
+                "log_stream_backlog",
+                "Unconsumed log batches, as an edge last read it",
+            ),
+            written: counter(
+                "ingest_batches_written",
+                "Log batches ingest wrote to the store",
+            ),
+            lines: counter(
+                "ingest_lines_written",
+                "Log lines ingest wrote to the store",
+            ),
+            retried: counter(
+                "ingest_batches_retried",
+                "Log batches whose store write failed (redelivered)",
+            ),
+            poisoned: counter(
+                "ingest_batches_terminated",
+                "Undecodable log batches dropped",
+            ),
+            lag: gauge(
+                "ingest_lag_batches",
+                "Batches waiting for ingest (pending plus unacknowledged)",
+            ),
+        }
+    })
+}
+
+fn count_append(outcome: &str) {
+    metrics()
+        .appends
+        .get_or_create(&gatehouse_runtime::metrics::RequestLabels {
+            endpoint: "log_stream".into(),
+            outcome: outcome.into(),
+        })
+        .inc();
+}
+
 fn unavailable(e: impl std::fmt::Display) -> SinkError {
     SinkError::Unavailable(format!("log stream: {e}"))
 }
@@ -129,7 +192,10 @@ impl JetStreamSink {
                 loop {
                     tick.tick().await;
                     match self::backlog(&js).await {
-                        Ok(n) => backlog.store(n, Ordering::Relaxed),
+                        Ok(n) => {
+                            backlog.store(n, Ordering::Relaxed);
+                            metrics().backlog.set(i64::try_from(n).unwrap_or(i64::MAX));
+                        }
                         Err(e) => tracing::warn!(error = %e, "log stream backlog unknown"),
                     }
                 }
@@ -156,6 +222,7 @@ impl LogSink for JetStreamSink {
             return Ok(());
         }
         if self.backlog() >= self.max_backlog {
+            count_append("backlog_full");
             return Err(SinkError::Backpressure);
         }
         let subject = match records {
@@ -178,6 +245,9 @@ impl LogSink for JetStreamSink {
             Ok(a) => {
                 if a.duplicate {
                     tracing::debug!(batch = %id, "re-sent log batch dropped by the stream");
+                    count_append("duplicate");
+                } else {
+                    count_append("ok");
                 }
                 Ok(())
             }
@@ -187,9 +257,13 @@ impl LogSink for JetStreamSink {
             // `Other`); `a_full_stream_pushes_back_instead_of_dropping`
             // pins it against the server version the tests run.
             Err(e) if e.to_string().contains("maximum bytes exceeded") => {
+                count_append("stream_full");
                 Err(SinkError::Backpressure)
             }
-            Err(e) => Err(unavailable(e)),
+            Err(e) => {
+                count_append("unavailable");
+                Err(unavailable(e))
+            }
         }
     }
 }
@@ -258,9 +332,16 @@ pub async fn run_consumer(
     ensure_stream(&js, &stream_cfg).await?;
     let consumer = consumer(&js, &cfg).await?;
     tracing::info!(stream = STREAM, consumer = DURABLE, "ingest consuming");
+    let mut lag_tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         let batch = tokio::select! {
             _ = shutdown.wait() => break,
+            _ = lag_tick.tick() => {
+                if let Ok(n) = lag(&js, &cfg).await {
+                    metrics().lag.set(i64::try_from(n).unwrap_or(i64::MAX));
+                }
+                continue;
+            }
             b = consumer
                 .fetch()
                 .max_messages(cfg.fetch)
@@ -291,12 +372,15 @@ pub async fn run_consumer(
                         Ok(r) => r,
                         Err(e) => {
                             tracing::error!(error = %e, subject = %m.subject, "undecodable log batch terminated");
+                            metrics().poisoned.inc();
                             let _ = m.ack_with(AckKind::Term).await;
                             return;
                         }
                     };
                     match store.append_logs(&records).await {
                         Ok(()) => {
+                            metrics().written.inc();
+                            metrics().lines.inc_by(records.len() as u64);
                             if let Err(e) = m.ack().await {
                                 // Redelivered after ack_wait; the write is idempotent.
                                 tracing::warn!(error = %e, "log batch ack failed");
@@ -304,6 +388,7 @@ pub async fn run_consumer(
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, lines = records.len(), "log batch write failed; will be redelivered");
+                            metrics().retried.inc();
                             let _ = m.ack_with(AckKind::Nak(Some(retry))).await;
                         }
                     }

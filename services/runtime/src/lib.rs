@@ -1,8 +1,10 @@
 //! Process plumbing every Gatehouse role shares: the one rustls crypto
 //! provider, TLS server configs from PEM files, an HTTP/1.1 serve loop over
-//! TLS with keep-alive idle timeouts and graceful shutdown, and shutdown
-//! signals. Roles depend on this crate, never on each other.
+//! TLS with keep-alive idle timeouts and graceful shutdown, shutdown
+//! signals, and the process's Prometheus metrics with the ops endpoints.
+//! Roles depend on this crate, never on each other.
 
+pub mod metrics;
 pub mod serve;
 pub mod shutdown;
 pub mod tls;
