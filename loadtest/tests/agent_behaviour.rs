@@ -267,7 +267,7 @@ async fn logger_backs_off_k_squared_periods_and_resends_the_same_lines() {
         assert_eq!(r.body["node_key"], "k1");
     }
     // After the success the next result POST carries the rest (1620 - 1024).
-    until(Duration::from_secs(5), || {
+    until(Duration::from_secs(20), || {
         server
             .seen
             .lock()
@@ -332,7 +332,7 @@ async fn node_invalid_wipes_the_key_and_the_agent_reenrolls_then_resends() {
     let agent = Agent::new(Machine::new(2, &OsMix::default(), 1), f.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(agent.clone().run(stop_rx));
-    until(Duration::from_secs(5), || {
+    until(Duration::from_secs(20), || {
         server
             .seen
             .lock()
@@ -392,7 +392,7 @@ async fn a_dropped_connection_is_retried_once_and_an_empty_body_counts_as_succes
     let agent = Agent::new(Machine::new(3, &OsMix::default(), 1), f.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(agent.clone().run(stop_rx));
-    until(Duration::from_secs(5), || {
+    until(Duration::from_secs(20), || {
         count(&server.seen, "/o/log") >= 2
     })
     .await;
