@@ -112,6 +112,23 @@ impl Sandbox {
         Ok(())
     }
 
+    /// Drains every role: edges and api first, then hostd, then ingest.
+    async fn stop(mut self) -> anyhow::Result<()> {
+        for (_, e) in self.edges.drain(..) {
+            e.stop().await?;
+        }
+        if let Some((_, a)) = self.api.take() {
+            a.stop().await?;
+        }
+        for h in self.hostd.drain(..) {
+            h.role.stop().await?;
+        }
+        if let Some(i) = self.ingest.take() {
+            i.stop().await?;
+        }
+        Ok(())
+    }
+
     fn served(&self) -> usize {
         self.hostd.iter().map(|h| h.leases.held().len()).sum()
     }
@@ -294,19 +311,7 @@ async fn a_cluster_serves_agents_through_any_edge_and_survives_a_hostd_crash() -
         anyhow::ensure!(a.config().await?.agent_success());
     }
 
-    for (_, e) in s.edges.drain(..) {
-        e.stop().await?;
-    }
-    if let Some((_, a)) = s.api.take() {
-        a.stop().await?;
-    }
-    for h in s.hostd.drain(..) {
-        h.role.stop().await?;
-    }
-    if let Some(i) = s.ingest.take() {
-        i.stop().await?;
-    }
-    Ok(())
+    s.stop().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,17 +384,5 @@ async fn acknowledged_lines_survive_a_nats_server_crash() -> anyhow::Result<()> 
         Ok(agents[0].config().await?.agent_success().then_some(()))
     })
     .await?;
-    for (_, e) in s.edges.drain(..) {
-        e.stop().await?;
-    }
-    if let Some((_, a)) = s.api.take() {
-        a.stop().await?;
-    }
-    for h in s.hostd.drain(..) {
-        h.role.stop().await?;
-    }
-    if let Some(i) = s.ingest.take() {
-        i.stop().await?;
-    }
-    Ok(())
+    s.stop().await
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use gatehouse::bootstrap::Bootstrap;
 use gatehouse::config::ServeConfig;
 
 // Request handling allocates many small JSON values; glibc malloc spent a
@@ -90,54 +91,82 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs one cluster role until SIGTERM/SIGINT, then drains it.
-fn role(kind: RoleKind, config: Option<PathBuf>, instance: Option<String>) -> ExitCode {
-    let cfg = match ServeConfig::load(config.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("gatehouse: {e}");
-            return ExitCode::from(64);
-        }
-    };
-    if cfg.store.kind != gatehouse::config::StoreKind::Scylla {
-        eprintln!(
-            "gatehouse: cluster roles share their store: set store.kind = \"scylla\" (or GATEHOUSE_STORE=scylla)"
-        );
-        return ExitCode::from(64);
-    }
-    // The data directory holds the shared secrets and certificates.
-    let boot = match gatehouse::bootstrap::prepare(&cfg) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("gatehouse: preparing {}: {e}", cfg.data_dir.display());
-            return ExitCode::from(73);
-        }
-    };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+/// Loads and validates the configuration, prepares the data directory and
+/// builds the runtime; on failure, the exit code to return.
+fn setup(
+    config: Option<PathBuf>,
+    check: impl FnOnce(&ServeConfig) -> Result<(), String>,
+) -> Result<(ServeConfig, Bootstrap, tokio::runtime::Runtime), ExitCode> {
+    let cfg = ServeConfig::load(config.as_deref()).map_err(|e| {
+        eprintln!("gatehouse: {e}");
+        ExitCode::from(64)
+    })?;
+    check(&cfg).map_err(|e| {
+        eprintln!("gatehouse: {e}");
+        ExitCode::from(64)
+    })?;
+    // The data directory holds the secrets and certificates (shared by
+    // every role of a cluster).
+    let boot = gatehouse::bootstrap::prepare(&cfg).map_err(|e| {
+        eprintln!("gatehouse: preparing {}: {e}", cfg.data_dir.display());
+        ExitCode::from(73)
+    })?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("gatehouse")
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
+        .map_err(|e| {
             eprintln!("gatehouse: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
+        })?;
+    Ok((cfg, boot, rt))
+}
+
+fn exit(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gatehouse: {e:#}");
+            ExitCode::FAILURE
         }
+    }
+}
+
+async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding {addr} ({what}): {e}"))
+}
+
+async fn bind_ops(cfg: &ServeConfig) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    match cfg.ops_listen {
+        Some(a) => Ok(Some(bind(a, "ops_listen").await?)),
+        None => Ok(None),
+    }
+}
+
+/// Runs one cluster role until SIGTERM/SIGINT, then drains it.
+fn role(kind: RoleKind, config: Option<PathBuf>, instance: Option<String>) -> ExitCode {
+    let (cfg, boot, rt) = match setup(config, |c| {
+        if c.store.kind == gatehouse::config::StoreKind::Scylla {
+            Ok(())
+        } else {
+            Err("cluster roles share their store: set store.kind = \"scylla\" (or GATEHOUSE_STORE=scylla)".into())
+        }
+    }) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
-    let result = rt.block_on(async {
+    exit(rt.block_on(async {
         let store = gatehouse::serve::open_store(&cfg, &boot).await?;
         let role = match kind {
             RoleKind::Edge => {
-                let l = tokio::net::TcpListener::bind(cfg.listen)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("binding {}: {e}", cfg.listen))?;
+                let l = bind(cfg.listen, "listen").await?;
                 tracing::info!(listen = %cfg.listen, "edge serving agents");
                 gatehouse::cluster::start_edge(&cfg, &boot, store, l).await?
             }
             RoleKind::Api => {
-                let l = tokio::net::TcpListener::bind(cfg.api_listen)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("binding {}: {e}", cfg.api_listen))?;
+                let l = bind(cfg.api_listen, "api_listen").await?;
                 tracing::info!(listen = %cfg.api_listen, "api serving operators");
                 gatehouse::cluster::start_api(&cfg, &boot, store, l).await?
             }
@@ -154,92 +183,37 @@ fn role(kind: RoleKind, config: Option<PathBuf>, instance: Option<String>) -> Ex
                     .role
             }
         };
-        // Probes and metrics; not ready once draining.
+        // Probes and metrics; not ready once the role has drained.
         let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let ops = match cfg.ops_listen {
-            Some(a) => {
-                let l = tokio::net::TcpListener::bind(a)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("binding {a} (ops_listen): {e}"))?;
-                let done = gatehouse_runtime::Shutdown::new();
-                Some((
-                    gatehouse::serve::spawn_ops(l, ready.clone(), done.clone()),
-                    done,
-                ))
-            }
-            None => None,
-        };
+        let done = gatehouse_runtime::Shutdown::new();
+        let ops = bind_ops(&cfg)
+            .await?
+            .map(|l| gatehouse::serve::spawn_ops(l, ready.clone(), done.clone()));
         role.shutdown.trigger_on_signals();
         let r = role.wait().await;
         ready.store(false, std::sync::atomic::Ordering::Relaxed);
-        if let Some((task, done)) = ops {
-            done.trigger();
+        done.trigger();
+        if let Some(task) = ops {
             let _ = task.await;
         }
         r
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("gatehouse: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    }))
 }
 
 fn serve(config: Option<PathBuf>) -> ExitCode {
-    let cfg = match ServeConfig::load(config.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("gatehouse: {e}");
-            return ExitCode::from(64);
-        }
+    let (cfg, boot, rt) = match setup(config, |_| Ok(())) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
-    let boot = match gatehouse::bootstrap::prepare(&cfg) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("gatehouse: preparing {}: {e}", cfg.data_dir.display());
-            return ExitCode::from(73);
-        }
-    };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("gatehouse")
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("gatehouse: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = rt.block_on(async {
-        let agents = tokio::net::TcpListener::bind(cfg.listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("binding {}: {e}", cfg.listen))?;
-        let api = tokio::net::TcpListener::bind(cfg.api_listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("binding {}: {e}", cfg.api_listen))?;
+    exit(rt.block_on(async {
+        let agents = bind(cfg.listen, "listen").await?;
+        let api = bind(cfg.api_listen, "api_listen").await?;
         let banner = gatehouse::serve::banner(&cfg, &boot, agents.local_addr()?, api.local_addr()?);
-        let ops = match cfg.ops_listen {
-            Some(a) => Some(
-                tokio::net::TcpListener::bind(a)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("binding {a} (ops_listen): {e}"))?,
-            ),
-            None => None,
-        };
+        let ops = bind_ops(&cfg).await?;
         let store = gatehouse::serve::open_store(&cfg, &boot).await?;
         let running = gatehouse::serve::start(&cfg, &boot, store, agents, api, ops)?;
         println!("{banner}");
         running.shutdown.trigger_on_signals();
         running.wait().await
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("gatehouse: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    }))
 }
