@@ -145,7 +145,7 @@ impl Default for ServeConfig {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
             api_listen: SocketAddr::from(([127, 0, 0, 1], 8444)),
-            ops_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
+            ops_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8445))),
             public_host: "localhost".into(),
             data_dir: PathBuf::from("gatehouse-data"),
             tls: TlsConfig::default(),
@@ -284,6 +284,12 @@ impl ServeConfig {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if self.listen == self.api_listen && self.listen.port() != 0 {
             return bad(format!("listen and api_listen are both {}", self.listen));
+        }
+        if let Some(o) = self.ops_listen
+            && o.port() != 0
+            && (o == self.listen || o == self.api_listen)
+        {
+            return bad(format!("ops_listen {o} is also listen or api_listen"));
         }
         if self.public_host.is_empty() || self.public_host.contains(['/', ' ', ':']) {
             return bad(format!(
