@@ -378,7 +378,13 @@ impl Agent {
     /// reach host actors by broadcast, asynchronously, within
     /// milliseconds) and returns that read's body.
     pub async fn read_until(&self, id: &str) -> anyhow::Result<Value> {
-        eventually(Duration::from_secs(5), || async {
+        self.read_until_within(id, Duration::from_secs(5)).await
+    }
+
+    /// [`Agent::read_until`] with a longer patience (a cluster failing
+    /// over).
+    pub async fn read_until_within(&self, id: &str, timeout: Duration) -> anyhow::Result<Value> {
+        eventually(timeout, || async {
             let r = self.read().await?.json.unwrap_or_default();
             Ok(r["queries"].get(id).is_some().then_some(r))
         })

@@ -185,6 +185,25 @@ async fn post_round(round: i64, agents: &[Agent], now: i64) -> anyhow::Result<Ve
     Ok(got)
 }
 
+/// [`post_round`] for each round, adding what was acknowledged.
+async fn post_rounds(
+    rounds: std::ops::Range<i64>,
+    agents: &[Agent],
+    now: i64,
+    acked: &mut [usize],
+) -> anyhow::Result<()> {
+    for round in rounds {
+        for (i, n) in post_round(round, agents, now)
+            .await?
+            .into_iter()
+            .enumerate()
+        {
+            acked[i] += n;
+        }
+    }
+    Ok(())
+}
+
 async fn wait_until(what: &str, f: impl Fn() -> bool) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !f() {
@@ -222,15 +241,7 @@ async fn a_cluster_serves_agents_through_any_edge_and_survives_a_hostd_crash() -
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs() as i64;
     let mut acked = vec![0usize; agents.len()];
-    for round in 0..3 {
-        for (i, n) in post_round(round, &agents, now)
-            .await?
-            .into_iter()
-            .enumerate()
-        {
-            acked[i] += n;
-        }
-    }
+    post_rounds(0..3, &agents, now, &mut acked).await?;
 
     // A live query while one hostd crashes: no drain, no handover.
     let (code, c) = s
@@ -249,21 +260,9 @@ async fn a_cluster_serves_agents_through_any_edge_and_survives_a_hostd_crash() -
     let crashed = Instant::now();
 
     // Traffic goes on through both edges during the takeover.
-    for round in 3..6 {
-        for (i, n) in post_round(round, &agents, now)
-            .await?
-            .into_iter()
-            .enumerate()
-        {
-            acked[i] += n;
-        }
-    }
+    post_rounds(3..6, &agents, now, &mut acked).await?;
     for a in &agents {
-        let r = eventually(Duration::from_secs(20), || async {
-            let r = a.read().await?.json.unwrap_or_default();
-            Ok(r["queries"].get(&id).is_some().then_some(r))
-        })
-        .await?;
+        let r = a.read_until_within(&id, Duration::from_secs(20)).await?;
         assert_eq!(r["queries"][&id], "SELECT 1 AS one");
         let w = a
             .write(json!({"queries": {&id: [{"one": "1"}]}, "statuses": {&id: 0}}))
@@ -335,15 +334,7 @@ async fn acknowledged_lines_survive_a_nats_server_crash() -> anyhow::Result<()> 
         i.stop().await?;
     }
     let mut acked = vec![0usize; agents.len()];
-    for round in 0..3 {
-        for (i, n) in post_round(round, &agents, now)
-            .await?
-            .into_iter()
-            .enumerate()
-        {
-            acked[i] += n;
-        }
-    }
+    post_rounds(0..3, &agents, now, &mut acked).await?;
     assert_eq!(
         s.lines_of(&agents[0].host_id()).await?,
         0,
@@ -355,15 +346,7 @@ async fn acknowledged_lines_survive_a_nats_server_crash() -> anyhow::Result<()> 
     let restarted = Instant::now();
     // Agents keep posting; during the outage they get error bodies and
     // keep their batches (only acknowledged lines are counted).
-    for round in 3..8 {
-        for (i, n) in post_round(round, &agents, now)
-            .await?
-            .into_iter()
-            .enumerate()
-        {
-            acked[i] += n;
-        }
-    }
+    post_rounds(3..8, &agents, now, &mut acked).await?;
     let total: usize = acked.iter().sum();
     println!(
         "nats-server crash: {total} of {} lines acknowledged; {:?} after the restart",

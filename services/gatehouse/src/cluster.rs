@@ -20,34 +20,12 @@ use gatehouse_hostd::leases::{LeaseConfig, Leases};
 use gatehouse_ingest::jetstream::{ConsumerConfig, JetStreamSink, LogStreamConfig};
 use gatehouse_runtime::{ServeOptions, Shutdown};
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
 use crate::bootstrap::Bootstrap;
 use crate::config::ServeConfig;
 
-/// A running role.
-#[derive(Debug)]
-pub struct Role {
-    pub shutdown: Shutdown,
-    task: JoinHandle<anyhow::Result<()>>,
-}
-
-impl Role {
-    /// Drains and stops the role.
-    pub async fn stop(self) -> anyhow::Result<()> {
-        self.shutdown.trigger();
-        self.task.await?
-    }
-
-    /// Ends the role at once, as a crash would: no drain, no handover.
-    pub fn kill(self) {
-        self.task.abort();
-    }
-
-    pub async fn wait(self) -> anyhow::Result<()> {
-        self.task.await?
-    }
-}
+/// A running role (the same handle as the all-in-one server's).
+pub type Role = crate::serve::Running;
 
 /// A started hostd, with what tests and probes look at.
 #[derive(Debug)]
@@ -146,7 +124,7 @@ pub async fn start_edge(
         gatehouse_edge::run(edge_cfg, deps, listener, Some(tls), s).await?;
         Ok(())
     });
-    Ok(Role { shutdown, task })
+    Ok(Role::new(shutdown, task))
 }
 
 /// Host actors for the shards this instance holds leases for. `instance`
@@ -182,7 +160,7 @@ pub async fn start_hostd(
         Ok(())
     });
     Ok(HostdRole {
-        role: Role { shutdown, task },
+        role: Role::new(shutdown, task),
         leases,
         ctx,
     })
@@ -211,7 +189,7 @@ pub async fn start_ingest(cfg: &ServeConfig, store: Arc<dyn Store>) -> anyhow::R
         let (r, ()) = tokio::join!(run, retention);
         r.map_err(|e| anyhow::anyhow!("ingest: {e}"))
     });
-    Ok(Role { shutdown, task })
+    Ok(Role::new(shutdown, task))
 }
 
 /// The operator API.
@@ -243,5 +221,5 @@ pub async fn start_api(
         gatehouse_api::run(admin, vec![token], opts, listener, Some(tls), s).await?;
         Ok(())
     });
-    Ok(Role { shutdown, task })
+    Ok(Role::new(shutdown, task))
 }

@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use crate::bootstrap::Bootstrap;
 use crate::config::{ServeConfig, StoreKind};
 
-/// A running all-in-one server.
+/// A running server or cluster role.
 #[derive(Debug)]
 pub struct Running {
     pub shutdown: Shutdown,
@@ -32,15 +32,24 @@ pub struct Running {
 }
 
 impl Running {
+    pub(crate) fn new(shutdown: Shutdown, task: JoinHandle<anyhow::Result<()>>) -> Self {
+        Self { shutdown, task }
+    }
+
     /// Triggers shutdown and waits for the ordered drain.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.trigger();
         self.task.await?
     }
 
-    /// Waits until the server stops by itself (signal).
+    /// Waits until it stops by itself (signal).
     pub async fn wait(self) -> anyhow::Result<()> {
         self.task.await?
+    }
+
+    /// Ends it at once, as a crash would: no drain, no handover.
+    pub fn kill(self) {
+        self.task.abort();
     }
 }
 
