@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use gatehouse_bus::HostClient;
-use gatehouse_bus::hostrpc::{CAMPAIGN_SUBJECT, CONFIG_SUBJECT};
+use gatehouse_bus::hostrpc::{CAMPAIGN_SUBJECT, CONFIG_SUBJECT, campaign_messages};
 use gatehouse_core::HostId;
 use gatehouse_core::carves::finalize;
 use gatehouse_core::config::{
@@ -20,9 +20,7 @@ use gatehouse_core::model::{
 };
 use gatehouse_core::ports::{Bus, Store};
 use gatehouse_core::time::now_ms;
-use gatehouse_proto::v1::{
-    CampaignCreated, ConfigChanged, RotateKeyOp, SetLabelsOp, host_reply, host_request,
-};
+use gatehouse_proto::v1::{ConfigChanged, RotateKeyOp, SetLabelsOp, host_reply, host_request};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
@@ -699,16 +697,14 @@ impl AdminService for Admin {
         };
         let hosts: Vec<HostId> = targets.into_iter().collect();
         self.store.create_campaign(&c, &hosts).await?;
-        let msg = CampaignCreated {
-            campaign_id: c.id.clone(),
-            host_ids: hosts.iter().map(ToString::to_string).collect(),
-        };
-        if let Err(e) = self
-            .bus
-            .publish(CAMPAIGN_SUBJECT, msg.encode_to_vec().into())
-            .await
-        {
-            tracing::warn!(campaign = %c.id, error = %e, "campaign broadcast failed; hosts pick it up when their actors restart");
+        for msg in campaign_messages(&c.id, &hosts, self.hosts.shards()) {
+            if let Err(e) = self
+                .bus
+                .publish(CAMPAIGN_SUBJECT, msg.encode_to_vec().into())
+                .await
+            {
+                tracing::warn!(campaign = %c.id, error = %e, "campaign broadcast failed; hosts pick it up when their actors restart");
+            }
         }
         tracing::info!(campaign = %c.id, targets = c.target_count, by, "campaign created");
         Ok(CampaignView {

@@ -20,6 +20,30 @@ use gatehouse_core::{HostId, shard_of};
 use gatehouse_proto::v1::{HostReply, HostRequest, host_reply, host_request};
 use prost::Message;
 
+/// The campaign broadcasts for `hosts`: one message per shard that has
+/// targets, so no message grows with the campaign (NATS refuses payloads
+/// over 1 MB by default; 100,000 targets in one message would be 3.4 MB).
+pub fn campaign_messages(
+    campaign_id: &str,
+    hosts: &[HostId],
+    shards: u32,
+) -> Vec<gatehouse_proto::v1::CampaignCreated> {
+    let mut by_shard: std::collections::BTreeMap<u32, Vec<String>> = Default::default();
+    for h in hosts {
+        by_shard
+            .entry(shard_of(h, shards))
+            .or_default()
+            .push(h.to_string());
+    }
+    by_shard
+        .into_values()
+        .map(|host_ids| gatehouse_proto::v1::CampaignCreated {
+            campaign_id: campaign_id.to_owned(),
+            host_ids,
+        })
+        .collect()
+}
+
 /// Prefix of the per-shard subjects.
 pub const HOST_SUBJECT_PREFIX: &str = "gatehouse.host";
 /// Pattern matching every shard subject.
@@ -136,5 +160,30 @@ impl HostClient {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_campaign_is_broadcast_in_bounded_messages() {
+        let hosts: Vec<HostId> = (0..100_000)
+            .map(|n| HostId::from_identity(&format!("hw:{n}")))
+            .collect();
+        let msgs = campaign_messages("c1", &hosts, 1024);
+        assert_eq!(msgs.len(), 1024);
+        assert_eq!(
+            msgs.iter().map(|m| m.host_ids.len()).sum::<usize>(),
+            100_000
+        );
+        let largest = msgs
+            .iter()
+            .map(|m| m.encode_to_vec().len())
+            .max()
+            .unwrap_or(0);
+        assert!(largest < 16 * 1024, "largest broadcast is {largest} bytes");
+        assert_eq!(campaign_messages("c2", &hosts[..3], 1024).len(), 3);
     }
 }
