@@ -9,20 +9,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gatehouse_api::{Admin, ApiConfig};
+use gatehouse_api::Admin;
 use gatehouse_bus::{HostClient, NatsBus};
 use gatehouse_core::nodekey::NodeKeys;
 use gatehouse_core::ports::{Bus, LogSink, Store};
-use gatehouse_edge::{EdgeConfig, EdgeDeps};
+use gatehouse_edge::EdgeDeps;
 use gatehouse_hostd::HostdConfig;
 use gatehouse_hostd::actor::HostCtx;
 use gatehouse_hostd::leases::{LeaseConfig, Leases};
 use gatehouse_ingest::jetstream::{ConsumerConfig, JetStreamSink, LogStreamConfig};
-use gatehouse_runtime::{ServeOptions, Shutdown};
+use gatehouse_runtime::Shutdown;
 use tokio::net::TcpListener;
 
 use crate::bootstrap::Bootstrap;
 use crate::config::ServeConfig;
+use crate::serve::{api_config, edge_config, ingest_config, serve_options};
 
 /// A running role (the same handle as the all-in-one server's).
 pub type Role = crate::serve::Running;
@@ -74,15 +75,6 @@ fn host_client(cfg: &ServeConfig, bus: Arc<dyn Bus>) -> HostClient {
     )
 }
 
-fn serve_opts(cfg: &ServeConfig, name: &'static str) -> ServeOptions {
-    ServeOptions {
-        idle_timeout: Duration::from_secs(cfg.idle_timeout_secs),
-        grace: Duration::from_secs(cfg.shutdown_grace_secs),
-        name,
-        ..ServeOptions::default()
-    }
-}
-
 /// Agent-facing edge: verifies node keys, routes host requests to the
 /// owning hostd over NATS, appends logs to the JetStream log stream.
 pub async fn start_edge(
@@ -103,15 +95,7 @@ pub async fn start_edge(
             .map_err(|e| anyhow::anyhow!("edge: {e}"))?,
     );
     let bus: Arc<dyn Bus> = Arc::new(bus);
-    let edge_cfg = EdgeConfig {
-        paths: cfg.paths.clone(),
-        max_body_bytes: cfg.limits.max_body_bytes,
-        max_inflated_bytes: cfg.limits.max_inflated_bytes,
-        max_carve_bytes: cfg.limits.max_carve_bytes,
-        enroll_secrets: vec![boot.enroll_secret.clone()],
-        max_in_flight: cfg.limits.max_in_flight_requests,
-        serve: serve_opts(cfg, "edge"),
-    };
+    let edge_cfg = edge_config(cfg, boot);
     let deps = EdgeDeps {
         keys: NodeKeys::new(&boot.node_key_secret),
         hosts: host_client(cfg, bus),
@@ -177,14 +161,7 @@ pub async fn start_ingest(cfg: &ServeConfig, store: Arc<dyn Store>) -> anyhow::R
         ConsumerConfig::default(),
         shutdown.clone(),
     );
-    let retention = gatehouse_ingest::run_retention(
-        store,
-        gatehouse_ingest::IngestConfig {
-            retention_days: cfg.limits.retention_days,
-            ..Default::default()
-        },
-        shutdown.clone(),
-    );
+    let retention = gatehouse_ingest::run_retention(store, ingest_config(cfg), shutdown.clone());
     let task = tokio::spawn(async move {
         let (r, ()) = tokio::join!(run, retention);
         r.map_err(|e| anyhow::anyhow!("ingest: {e}"))
@@ -205,17 +182,13 @@ pub async fn start_api(
         store,
         bus.clone(),
         host_client(cfg, bus),
-        ApiConfig {
-            online_window: Duration::from_secs(cfg.online_window_secs),
-            max_campaign_targets: cfg.limits.max_campaign_targets,
-            ..ApiConfig::default()
-        },
+        api_config(cfg),
     ));
     let shutdown = Shutdown::new();
     let (s, token, opts) = (
         shutdown.clone(),
         boot.admin_token.clone(),
-        serve_opts(cfg, "api"),
+        serve_options(cfg, "api"),
     );
     let task = tokio::spawn(async move {
         gatehouse_api::run(admin, vec![token], opts, listener, Some(tls), s).await?;

@@ -53,6 +53,44 @@ impl Running {
     }
 }
 
+/// HTTP serving options of a role's listener.
+pub(crate) fn serve_options(cfg: &ServeConfig, name: &'static str) -> ServeOptions {
+    ServeOptions {
+        idle_timeout: Duration::from_secs(cfg.idle_timeout_secs),
+        grace: Duration::from_secs(cfg.shutdown_grace_secs),
+        name,
+        ..ServeOptions::default()
+    }
+}
+
+/// The edge's settings from the configuration and the bootstrap secrets.
+pub(crate) fn edge_config(cfg: &ServeConfig, boot: &Bootstrap) -> EdgeConfig {
+    EdgeConfig {
+        paths: cfg.paths.clone(),
+        max_body_bytes: cfg.limits.max_body_bytes,
+        max_inflated_bytes: cfg.limits.max_inflated_bytes,
+        max_carve_bytes: cfg.limits.max_carve_bytes,
+        enroll_secrets: vec![boot.enroll_secret.clone()],
+        max_in_flight: cfg.limits.max_in_flight_requests,
+        serve: serve_options(cfg, "edge"),
+    }
+}
+
+pub(crate) fn api_config(cfg: &ServeConfig) -> ApiConfig {
+    ApiConfig {
+        online_window: Duration::from_secs(cfg.online_window_secs),
+        max_campaign_targets: cfg.limits.max_campaign_targets,
+        ..ApiConfig::default()
+    }
+}
+
+pub(crate) fn ingest_config(cfg: &ServeConfig) -> IngestConfig {
+    IngestConfig {
+        retention_days: cfg.limits.retention_days,
+        ..IngestConfig::default()
+    }
+}
+
 /// Opens the configured store: the embedded one in the data directory, or
 /// a ScyllaDB cluster (connecting and applying schema migrations).
 pub async fn open_store(cfg: &ServeConfig, boot: &Bootstrap) -> anyhow::Result<Arc<dyn Store>> {
@@ -96,35 +134,14 @@ pub fn start(
         Duration::from_secs(10),
         Duration::from_secs(12),
     );
-    let ingest_cfg = IngestConfig {
-        retention_days: cfg.limits.retention_days,
-        ..IngestConfig::default()
-    };
+    let ingest_cfg = ingest_config(cfg);
     let sink: Arc<dyn LogSink> = Arc::new(DirectSink::new(store.clone(), &ingest_cfg));
-    let serve_opts = |name| ServeOptions {
-        idle_timeout: Duration::from_secs(cfg.idle_timeout_secs),
-        grace: Duration::from_secs(cfg.shutdown_grace_secs),
-        name,
-        ..ServeOptions::default()
-    };
-    let edge_cfg = EdgeConfig {
-        paths: cfg.paths.clone(),
-        max_body_bytes: cfg.limits.max_body_bytes,
-        max_inflated_bytes: cfg.limits.max_inflated_bytes,
-        max_carve_bytes: cfg.limits.max_carve_bytes,
-        enroll_secrets: vec![boot.enroll_secret.clone()],
-        max_in_flight: cfg.limits.max_in_flight_requests,
-        serve: serve_opts("edge"),
-    };
+    let edge_cfg = edge_config(cfg, boot);
     let admin = Arc::new(Admin::new(
         store.clone(),
         bus.clone(),
         hosts.clone(),
-        ApiConfig {
-            online_window: Duration::from_secs(cfg.online_window_secs),
-            max_campaign_targets: cfg.limits.max_campaign_targets,
-            ..ApiConfig::default()
-        },
+        api_config(cfg),
     ));
     let front = Shutdown::new();
     let back = Shutdown::new();
@@ -156,7 +173,7 @@ pub fn start(
     let api = tokio::spawn(gatehouse_api::run(
         admin,
         vec![boot.admin_token.clone()],
-        serve_opts("api"),
+        serve_options(cfg, "api"),
         api,
         Some(api_tls),
         front.clone(),
