@@ -291,9 +291,17 @@ async fn logger_backs_off_k_squared_periods_and_resends_the_same_lines() {
         })
         .ok()
         .flatten();
-    assert_eq!(
-        fifth.map(|s| s.body["data"].as_array().map_or(0, Vec::len)),
-        Some(1620 - 1024)
+    // The first run's remaining 596 lines, plus whatever later scheduled
+    // runs added meanwhile (simulated time runs at 100x, so a slow machine
+    // sees more of it); none repeats the acknowledged batch.
+    let rest = fifth
+        .and_then(|s| s.body["data"].as_array().cloned())
+        .unwrap_or_default();
+    assert!(rest.len() >= 1620 - 1024, "{} lines", rest.len());
+    let sent = first.as_array().cloned().unwrap_or_default();
+    assert!(
+        rest.iter().all(|l| !sent.contains(l)),
+        "a line acknowledged in the first batch was sent again"
     );
     // Status lines waited while results filled the cap, and went out
     // separately even while results were failing.
