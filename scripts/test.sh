@@ -31,6 +31,12 @@ fi
 export GATEHOUSE_NATS_SERVER="$nats_bin"
 echo "== using $("$GATEHOUSE_NATS_SERVER" --version) at $GATEHOUSE_NATS_SERVER"
 
+# CI builds once from scratch: incremental-compilation caches would only
+# cost disk (a clean-checkout CI run once failed with "No space left").
+if [[ "${CI:-}" == "true" ]]; then
+    export CARGO_INCREMENTAL=0
+fi
+echo "== disk before the build: $(df -h --output=avail . | tail -1 | tr -d ' ') free"
 echo "== building and running the workspace tests"
 cargo test --workspace --locked --no-fail-fast
 
@@ -40,3 +46,4 @@ if [[ -n "${GATEHOUSE_TEST_SCYLLA:-}" ]]; then
 else
     echo "== NOT RUN: ScyllaDB semantics tests (scylla::tests::real_*): set GATEHOUSE_TEST_SCYLLA=host:port to run them against a real node"
 fi
+echo "== build size: $(du -sh target 2>/dev/null | cut -f1)"
