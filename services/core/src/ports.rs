@@ -29,6 +29,37 @@ pub enum StoreError {
     /// Too many requests in flight; retry later.
     #[error("storage is over capacity, retry later")]
     Busy,
+    /// A write carried an older fencing token than one already stored for
+    /// the host: its writer was deposed (another hostd owns the shard).
+    #[error("host {host} is owned by a newer writer (fencing token {held} > {presented})")]
+    Fenced {
+        host: String,
+        presented: u64,
+        held: u64,
+    },
+}
+
+/// The fencing token that travels with every write of host-owned state (a
+/// host record, its last-seen time, its live-query deliveries): the shard
+/// lease revision held by the hostd that owns the host. Lease revisions only
+/// grow, so a shard's next owner always writes with a larger token than its
+/// deposed predecessor.
+///
+/// A store never lets a write with a smaller token supersede one with a
+/// larger token for the same host: the embedded store rejects it
+/// ([`StoreError::Fenced`]); ScyllaDB orders the writes by a timestamp
+/// derived from the token, so the stale write is superseded whatever order
+/// the writes arrive in. [`Fence::NONE`] is the unsharded writer (the
+/// all-in-one), the only writer there is, and is not checked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Fence(pub u64);
+
+impl Fence {
+    pub const NONE: Fence = Fence(0);
+
+    pub fn is_none(self) -> bool {
+        self.0 == 0
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -47,12 +78,12 @@ pub struct BlockOutcome {
 pub trait Store: Send + Sync + 'static {
     // Hosts (written only by the host's actor).
     async fn get_host(&self, id: &HostId) -> StoreResult<Option<Host>>;
-    async fn put_host(&self, host: &Host) -> StoreResult<()>;
+    async fn put_host(&self, host: &Host, fence: Fence) -> StoreResult<()>;
     /// Records when a host was last seen without rewriting its record: the
     /// actor's frequent write. Reads return the later of this time and the
     /// record's own `last_seen`. A host that does not exist is left alone.
     /// The host's one actor calls it with increasing times.
-    async fn touch_host(&self, id: &HostId, last_seen: i64) -> StoreResult<()>;
+    async fn touch_host(&self, id: &HostId, last_seen: i64, fence: Fence) -> StoreResult<()>;
     /// Up to `limit` hosts in the store's own stable order, starting at
     /// `cursor` (an opaque `Page::next` from an earlier call). Every host
     /// is visited once by following `next` until it is `None`.
@@ -110,10 +141,13 @@ pub trait Store: Send + Sync + 'static {
     async fn list_campaigns(&self, limit: usize) -> StoreResult<Vec<Campaign>>;
     /// Deliveries for `host` that are not final yet, with their campaigns.
     async fn open_deliveries(&self, host: &HostId) -> StoreResult<Vec<(Campaign, Delivery)>>;
-    async fn put_delivery(&self, d: &Delivery) -> StoreResult<()>;
+    /// Written by the host's actor; `create_campaign` writes the queued
+    /// deliveries, which any fenced write supersedes.
+    async fn put_delivery(&self, d: &Delivery, fence: Fence) -> StoreResult<()>;
     async fn get_delivery(&self, campaign: &str, host: &HostId) -> StoreResult<Option<Delivery>>;
-    /// Records answers and marks the deliveries answered/failed.
-    async fn record_results(&self, results: &[CampaignResult]) -> StoreResult<()>;
+    /// Records answers and marks the deliveries answered/failed (written by
+    /// the hosts' actor, with its fence).
+    async fn record_results(&self, results: &[CampaignResult], fence: Fence) -> StoreResult<()>;
     async fn list_deliveries(&self, campaign: &str) -> StoreResult<Vec<Delivery>>;
     async fn list_results(&self, campaign: &str) -> StoreResult<Vec<CampaignResult>>;
 

@@ -125,10 +125,11 @@ pub async fn start_hostd(
             .await
             .map_err(|e| anyhow::anyhow!("hostd: {e}"))?,
     );
-    let ctx = gatehouse_hostd::service::context(
+    let ctx = gatehouse_hostd::service::fenced_context(
         store,
         NodeKeys::new(&boot.node_key_secret),
         Default::default(),
+        gatehouse_hostd::sharded::lease_fences(leases.clone(), cfg.shards),
     );
     let shutdown = Shutdown::new();
     let run = gatehouse_hostd::sharded::run_sharded(

@@ -5,6 +5,12 @@
 //! written through before a reply goes out: enrollment, key changes,
 //! labels, delivery state. Only `last_seen` is written lazily (at most
 //! every `last_seen_flush`, and on passivation).
+//!
+//! Every write carries the fencing token of the host's shard
+//! ([`HostCtx::fences`]). An actor whose shard moved (no token) or whose
+//! write the store fenced off (a newer owner wrote the host) is deposed: it
+//! answers "shard moved" (the client retries at the new owner) and stops
+//! without writing again.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,7 +19,8 @@ use std::time::{Duration, Instant};
 use gatehouse_core::HostId;
 use gatehouse_core::model::{Campaign, CampaignResult, Delivery, DeliveryState, Host};
 use gatehouse_core::nodekey::NodeKeys;
-use gatehouse_core::ports::Store;
+use gatehouse_bus::hostrpc::SHARD_MOVED;
+use gatehouse_core::ports::{Fence, Store, StoreError};
 use gatehouse_core::time::now_ms;
 use gatehouse_core::wire::platform_family;
 use gatehouse_proto::v1::{
@@ -51,6 +58,15 @@ impl Default for ActorSettings {
     }
 }
 
+/// The fencing token for a host's writes; `None` when this hostd does not
+/// own the host's shard (any more).
+pub type FenceFn = Arc<dyn Fn(&HostId) -> Option<Fence> + Send + Sync>;
+
+/// The unsharded writer's fences (the all-in-one owns every host).
+pub fn unfenced() -> FenceFn {
+    Arc::new(|_| Some(Fence::NONE))
+}
+
 /// What every actor of one hostd shares.
 pub struct HostCtx {
     pub store: Arc<dyn Store>,
@@ -58,6 +74,7 @@ pub struct HostCtx {
     pub configs: ConfigCache,
     pub registry: Registry,
     pub settings: ActorSettings,
+    pub fences: FenceFn,
 }
 
 impl std::fmt::Debug for HostCtx {
@@ -94,6 +111,18 @@ pub struct HostState {
     dirty: bool,
     /// More than `last_seen` is unsaved (a failed record write).
     record_dirty: bool,
+    /// The shard moved or a newer owner wrote the host: never write again.
+    deposed: bool,
+}
+
+/// A failed write as the reply says it: "shard moved" as is (the client
+/// retries it), anything else behind `what`.
+fn write_failure(what: &str, e: String) -> host_reply::Result {
+    if e == SHARD_MOVED {
+        failure(e)
+    } else {
+        failure(format!("{what}: {e}"))
+    }
 }
 
 fn failure(message: impl Into<String>) -> host_reply::Result {
@@ -116,13 +145,34 @@ fn detail<'a>(d: &'a Map<String, Value>, table: &str, col: &str) -> &'a str {
 }
 
 impl HostActor {
+    /// This hostd's fencing token for the host, or "shard moved".
+    fn fence(&self, state: &mut HostState) -> Result<Fence, String> {
+        match (self.ctx.fences)(&state.id) {
+            Some(f) if !state.deposed => Ok(f),
+            _ => {
+                state.deposed = true;
+                Err(SHARD_MOVED.to_owned())
+            }
+        }
+    }
+
+    /// A store error as a write failure; a fenced write deposes the actor.
+    fn store_error(&self, state: &mut HostState, e: StoreError) -> String {
+        if let StoreError::Fenced { .. } = e {
+            tracing::warn!(host = %state.id, error = %e, "host written by a newer owner; this actor steps down");
+            state.deposed = true;
+            return SHARD_MOVED.to_owned();
+        }
+        e.to_string()
+    }
+
     async fn persist(&self, state: &mut HostState) -> Result<(), String> {
+        let fence = self.fence(state)?;
         let Some(h) = &state.host else { return Ok(()) };
-        self.ctx
-            .store
-            .put_host(h)
-            .await
-            .map_err(|e| e.to_string())?;
+        if let Err(e) = self.ctx.store.put_host(h, fence).await {
+            return Err(self.store_error(state, e));
+        }
+        let Some(h) = &state.host else { return Ok(()) };
         state.persisted_last_seen = h.last_seen;
         state.dirty = false;
         state.record_dirty = false;
@@ -136,13 +186,13 @@ impl HostActor {
         if state.record_dirty {
             return self.persist(state).await;
         }
+        let fence = self.fence(state)?;
         let Some(h) = &state.host else { return Ok(()) };
-        self.ctx
-            .store
-            .touch_host(&h.id, h.last_seen)
-            .await
-            .map_err(|e| e.to_string())?;
-        state.persisted_last_seen = h.last_seen;
+        let last_seen = h.last_seen;
+        if let Err(e) = self.ctx.store.touch_host(&h.id, last_seen, fence).await {
+            return Err(self.store_error(state, e));
+        }
+        state.persisted_last_seen = last_seen;
         state.dirty = false;
         Ok(())
     }
@@ -237,7 +287,7 @@ impl HostActor {
         if let Err(e) = self.persist(state).await {
             // Keep memory consistent with the store: reload on next use.
             state.host = self.ctx.store.get_host(&state.id).await.ok().flatten();
-            return failure(format!("enrollment could not be stored: {e}"));
+            return write_failure("enrollment could not be stored", e);
         }
         tracing::info!(host = %state.id, epoch, first, "host enrolled");
         host_reply::Result::Enrolled(EnrollOk {
@@ -274,6 +324,11 @@ impl HostActor {
     }
 
     async fn read(&self, state: &mut HostState) -> host_reply::Result {
+        let fence = match self.fence(state) {
+            Ok(f) => f,
+            Err(e) => return failure(e),
+        };
+        let mut fenced = false;
         let now = now_ms();
         let redeliver =
             i64::try_from(self.ctx.settings.redeliver_after.as_millis()).unwrap_or(i64::MAX);
@@ -298,9 +353,10 @@ impl HostActor {
             d.state = DeliveryState::Delivered;
             d.delivered_at = Some(now);
             d.delivery_count += 1;
-            if let Err(e) = self.ctx.store.put_delivery(&d).await {
+            if let Err(e) = self.ctx.store.put_delivery(&d, fence).await {
                 // Not recorded as delivered, so not sent: the next poll retries.
                 tracing::warn!(host = %state.id, campaign = %id, error = %e, "delivery write failed");
+                fenced |= matches!(e, StoreError::Fenced { .. });
                 continue;
             }
             *delivery = d;
@@ -310,10 +366,16 @@ impl HostActor {
             if let Some((_, mut d)) = state.pending.remove(&id) {
                 d.state = DeliveryState::Expired;
                 d.finished_at = Some(now);
-                if let Err(e) = self.ctx.store.put_delivery(&d).await {
+                if let Err(e) = self.ctx.store.put_delivery(&d, fence).await {
                     tracing::warn!(host = %state.id, campaign = %id, error = %e, "expiry write failed");
+                    fenced |= matches!(e, StoreError::Fenced { .. });
                 }
             }
+        }
+        if fenced {
+            // A newer owner serves this host: the agent asks it instead.
+            state.deposed = true;
+            return failure(SHARD_MOVED);
         }
         if !queries.is_empty() {
             tracing::debug!(host = %state.id, queries = queries.len(), "live queries delivered");
@@ -355,9 +417,14 @@ impl HostActor {
             });
         }
         if !results.is_empty() {
-            if let Err(e) = self.ctx.store.record_results(&results).await {
+            let fence = match self.fence(state) {
+                Ok(f) => f,
+                Err(e) => return failure(e),
+            };
+            if let Err(e) = self.ctx.store.record_results(&results, fence).await {
                 // The agent keeps its results and merges them into its next write.
-                return failure(format!("results could not be stored: {e}"));
+                let e = self.store_error(state, e);
+                return write_failure("results could not be stored", e);
             }
             for r in &results {
                 state.pending.remove(&r.campaign_id);
@@ -385,7 +452,7 @@ impl HostActor {
                 h.labels = labels;
                 match self.persist(state).await {
                     Ok(()) => host_reply::Result::Ok(OkReply {}),
-                    Err(e) => failure(e),
+                    Err(e) => write_failure("labels could not be stored", e),
                 }
             }
             Op::RotateKey(r) => {
@@ -405,7 +472,7 @@ impl HostActor {
                         };
                         host_reply::Result::Key(KeyOk { node_key, epoch })
                     }
-                    Err(e) => failure(e),
+                    Err(e) => write_failure("key change could not be stored", e),
                 }
             }
             agent_op => {
@@ -452,6 +519,7 @@ impl Actor for HostActor {
             last_activity: Instant::now(),
             dirty: false,
             record_dirty: false,
+            deposed: false,
         })
     }
 
@@ -470,6 +538,10 @@ impl Actor for HostActor {
                 state.last_activity = Instant::now();
                 let result = self.handle_request(state, op, key_epoch).await;
                 let _ = reply.send(result);
+                if state.deposed {
+                    self.ctx.registry.remove(&state.id, Some(myself.get_id()));
+                    myself.stop(Some("deposed".into()));
+                }
             }
             HostMsg::CampaignQueued(c) => {
                 if state.host.is_some() && !state.pending.contains_key(&c.id) {
@@ -515,6 +587,7 @@ impl Actor for HostActor {
     ) -> Result<(), ActorProcessingErr> {
         self.ctx.registry.remove(&state.id, Some(myself.get_id()));
         if state.dirty
+            && !state.deposed
             && let Err(e) = self.flush(state).await
         {
             tracing::warn!(host = %state.id, error = %e, "final host write failed");

@@ -193,12 +193,24 @@ impl Router {
 
 /// Builds the shared context for a hostd.
 pub fn context(store: Arc<dyn Store>, keys: NodeKeys, settings: ActorSettings) -> Arc<HostCtx> {
+    fenced_context(store, keys, settings, crate::actor::unfenced())
+}
+
+/// A context whose actors write with the tokens `fences` gives (a sharded
+/// hostd: its shard leases).
+pub fn fenced_context(
+    store: Arc<dyn Store>,
+    keys: NodeKeys,
+    settings: ActorSettings,
+    fences: crate::actor::FenceFn,
+) -> Arc<HostCtx> {
     Arc::new(HostCtx {
         configs: ConfigCache::new(store.clone()),
         store,
         keys,
         registry: Registry::default(),
         settings,
+        fences,
     })
 }
 

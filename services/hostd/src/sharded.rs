@@ -170,6 +170,16 @@ pub(crate) fn metrics() -> &'static Metrics {
     })
 }
 
+/// Fencing tokens from this instance's shard leases: a host's writes carry
+/// its shard's lease revision, and stop (shard moved) once the lease is gone.
+pub fn lease_fences(leases: Arc<Leases>, shards: u32) -> crate::actor::FenceFn {
+    Arc::new(move |h| {
+        leases
+            .token(shard_of(h, shards))
+            .map(gatehouse_core::ports::Fence)
+    })
+}
+
 /// Shards this instance serves right now.
 pub fn served(leases: &Leases) -> Vec<u32> {
     leases.held().into_keys().collect()

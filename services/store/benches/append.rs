@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use gatehouse_core::HostId;
-use gatehouse_core::ports::Store;
+use gatehouse_core::ports::{Fence, Store};
 use gatehouse_store::EmbeddedStore;
 use gatehouse_store::conformance::{processes_post, sample_host};
 use serde_json::json;
@@ -71,7 +71,7 @@ fn main() {
         let start = Instant::now();
         for i in 0..n {
             h.id = HostId::from_identity(&format!("hw:h{i}"));
-            store.put_host(&h).await.unwrap_or_else(|e| panic!("{e}"));
+            store.put_host(&h, Fence::NONE).await.unwrap_or_else(|e| panic!("{e}"));
         }
         let hosts_s = n as f64 / start.elapsed().as_secs_f64();
         eprintln!("put_host sequential: {hosts_s:.0} writes/s");

@@ -5,7 +5,7 @@
 use gatehouse_core::HostId;
 use gatehouse_core::logs::records;
 use gatehouse_core::model::*;
-use gatehouse_core::ports::Store;
+use gatehouse_core::ports::{Fence, Store, StoreError};
 use gatehouse_core::wire::{parse_log, parse_object};
 use serde_json::{Map, Value, json};
 
@@ -27,6 +27,22 @@ pub struct Semantics {
     /// Result searches by query name across hosts (false: the store keeps
     /// results per host only and answers `StoreError::Invalid`).
     pub fleet_wide_results: bool,
+    /// How the store keeps a deposed writer's fenced write from
+    /// superseding its successor's.
+    pub fencing: Fencing,
+}
+
+/// How a store enforces [`Fence`]s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fencing {
+    /// The stale write fails with [`StoreError::Fenced`] (embedded store).
+    Rejects,
+    /// The stale write is accepted but never visible over the newer one
+    /// (ScyllaDB: write timestamps derived from the token).
+    Supersedes,
+    /// The server ignores client write timestamps (the test CQL server):
+    /// the check is not run.
+    NotChecked,
 }
 
 impl Semantics {
@@ -36,6 +52,7 @@ impl Semantics {
         conditional_writes: true,
         explicit_purge: true,
         fleet_wide_results: true,
+        fencing: Fencing::Rejects,
     };
 }
 
@@ -66,6 +83,7 @@ pub async fn run_all(store: &dyn Store, sem: Semantics) -> Report {
     config_blobs_and_generation(store, sem, &mut report).await;
     logs(store, sem, &mut report).await;
     campaigns(store).await;
+    fencing(store, sem, &mut report).await;
     carves(store, sem, &mut report).await;
     enroll_secrets(store).await;
     audit(store, sem, &mut report).await;
@@ -137,7 +155,7 @@ pub fn sample_host(n: u32) -> Host {
 async fn hosts(store: &dyn Store) {
     let mut hs: Vec<Host> = (0..25).map(sample_host).collect();
     for h in &hs {
-        ok(store.put_host(h).await);
+        ok(store.put_host(h, Fence::NONE).await);
     }
     hs.sort_by(|a, b| a.id.cmp(&b.id));
     assert_eq!(ok(store.get_host(&hs[3].id).await).as_ref(), Some(&hs[3]));
@@ -163,11 +181,11 @@ async fn hosts(store: &dyn Store) {
     let mut h = hs[0].clone();
     h.labels = vec!["servers".into()];
     h.key_epoch = 2;
-    ok(store.put_host(&h).await);
+    ok(store.put_host(&h, Fence::NONE).await);
     assert_eq!(ok(store.get_host(&h.id).await), Some(h.clone()));
 
     // A touch moves last_seen and keeps the record; it never creates a host.
-    ok(store.touch_host(&h.id, 500).await);
+    ok(store.touch_host(&h.id, 500, Fence::NONE).await);
     let touched = ok(store.get_host(&h.id).await).unwrap_or_else(|| panic!("host missing"));
     assert_eq!(touched.last_seen, 500);
     assert_eq!(touched.labels, h.labels, "a touch keeps the record");
@@ -181,7 +199,7 @@ async fn hosts(store: &dyn Store) {
         Some(500)
     );
     ok(store
-        .touch_host(&HostId::from_identity("hw:ghost"), 9)
+        .touch_host(&HostId::from_identity("hw:ghost"), 9, Fence::NONE)
         .await);
     assert!(ok(store.get_host(&HostId::from_identity("hw:ghost")).await).is_none());
     assert_eq!(ok(store.list_hosts(None, 100).await).items.len(), 25);
@@ -200,9 +218,9 @@ async fn hosts(store: &dyn Store) {
     );
     let mut h2 = hs[1].clone();
     h2.labels = vec!["servers".into(), "db".into()];
-    ok(store.put_host(&h2).await);
+    ok(store.put_host(&h2, Fence::NONE).await);
     h.labels = vec!["db".into()];
-    ok(store.put_host(&h).await);
+    ok(store.put_host(&h, Fence::NONE).await);
     assert_eq!(
         ok(store.hosts_with_label("servers").await),
         vec![h2.id.clone()]
@@ -518,7 +536,7 @@ async fn campaigns(store: &dyn Store) {
     d.state = DeliveryState::Delivered;
     d.delivered_at = Some(50);
     d.delivery_count = 1;
-    ok(store.put_delivery(&d).await);
+    ok(store.put_delivery(&d, Fence::NONE).await);
     assert_eq!(ok(store.get_delivery("camp1", &h1).await), Some(d));
 
     let r = CampaignResult {
@@ -537,9 +555,9 @@ async fn campaigns(store: &dyn Store) {
         rows: vec![],
         ..r.clone()
     };
-    ok(store.record_results(&[r.clone(), failed]).await);
+    ok(store.record_results(&[r.clone(), failed], Fence::NONE).await);
     // Recording twice (a duplicate write) is harmless.
-    ok(store.record_results(std::slice::from_ref(&r)).await);
+    ok(store.record_results(std::slice::from_ref(&r), Fence::NONE).await);
     assert!(ok(store.open_deliveries(&h1).await).is_empty());
     assert_eq!(ok(store.open_deliveries(&h2).await).len(), 1);
     assert_eq!(ok(store.list_results("camp1").await), vec![r]);
@@ -558,8 +576,94 @@ async fn campaigns(store: &dyn Store) {
         ok(store.get_delivery("camp1", &h2).await).unwrap_or_else(|| panic!("delivery missing"));
     d2.state = DeliveryState::Expired;
     d2.finished_at = Some(2_000);
-    ok(store.put_delivery(&d2).await);
+    ok(store.put_delivery(&d2, Fence::NONE).await);
     assert!(ok(store.open_deliveries(&h2).await).is_empty());
+}
+
+/// A deposed owner (smaller token) writing after its successor: its record,
+/// last-seen and delivery writes never supersede the successor's.
+async fn fencing(store: &dyn Store, sem: Semantics, report: &mut Report) {
+    if sem.fencing == Fencing::NotChecked {
+        report.not_run.push(
+            "fenced writes (a deposed owner's write never supersedes its successor's): \
+             needs client write timestamps"
+                .into(),
+        );
+        return;
+    }
+    let stale_result = |r: Result<(), StoreError>, newer: u64| match (sem.fencing, r) {
+        (Fencing::Rejects, Err(StoreError::Fenced { presented, held, .. })) => {
+            assert_eq!((presented, held), (7, newer));
+        }
+        (Fencing::Supersedes, Ok(())) => {}
+        (_, other) => panic!("a stale fenced write answered {other:?}"),
+    };
+    let mut h = sample_host(90_001);
+    h.last_seen = 1_000;
+    ok(store.put_host(&h, Fence(10)).await);
+    let mut stale = h.clone();
+    stale.hostname = "deposed-owner-copy".into();
+    stale.key_epoch = h.key_epoch + 5;
+    stale_result(store.put_host(&stale, Fence(7)).await, 10);
+    stale_result(store.touch_host(&h.id, 9_000, Fence(7)).await, 10);
+    let now = ok(store.get_host(&h.id).await).unwrap_or_else(|| panic!("host missing"));
+    assert_eq!(now.hostname, h.hostname, "stale record write won");
+    assert_eq!(now.key_epoch, h.key_epoch);
+    assert_eq!(now.last_seen, 1_000, "stale last-seen write won");
+    // The owner's own later writes (same token, then a renewed one) land.
+    ok(store.touch_host(&h.id, 2_000, Fence(10)).await);
+    h.hostname = "renewed".into();
+    h.last_seen = 2_000;
+    ok(store.put_host(&h, Fence(12)).await);
+    assert_eq!(ok(store.get_host(&h.id).await), Some(h.clone()));
+
+    // Deliveries: the successor marked it delivered; the deposed owner's
+    // "expired" and its late answer do not supersede that.
+    let c = Campaign {
+        id: "fenced-camp".into(),
+        sql: "SELECT 1".into(),
+        targets: Targets {
+            hosts: vec![h.id.clone()],
+            ..Default::default()
+        },
+        target_count: 1,
+        created_at: 100,
+        expires_at: i64::MAX,
+        created_by: "conformance".into(),
+    };
+    ok(store.create_campaign(&c, std::slice::from_ref(&h.id)).await);
+    let mut d = ok(store.get_delivery(&c.id, &h.id).await).unwrap_or_else(|| panic!("delivery"));
+    d.state = DeliveryState::Delivered;
+    d.delivered_at = Some(150);
+    d.delivery_count = 1;
+    ok(store.put_delivery(&d, Fence(12)).await);
+    let expired = Delivery {
+        state: DeliveryState::Expired,
+        finished_at: Some(160),
+        ..d.clone()
+    };
+    stale_result(store.put_delivery(&expired, Fence(7)).await, 12);
+    assert_eq!(ok(store.get_delivery(&c.id, &h.id).await), Some(d.clone()));
+    let answer = CampaignResult {
+        campaign_id: c.id.clone(),
+        host_id: h.id.clone(),
+        rows: vec![],
+        status: 1,
+        message: "stale".into(),
+        stats: Map::new(),
+        received_at: 170,
+    };
+    stale_result(
+        store
+            .record_results(std::slice::from_ref(&answer), Fence(7))
+            .await,
+        12,
+    );
+    assert_eq!(
+        ok(store.get_delivery(&c.id, &h.id).await).map(|d| d.state),
+        Some(DeliveryState::Delivered)
+    );
+    assert_eq!(ok(store.open_deliveries(&h.id).await).len(), 1);
 }
 
 async fn carves(store: &dyn Store, sem: Semantics, report: &mut Report) {

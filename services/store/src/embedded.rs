@@ -19,10 +19,16 @@
 //! | `secrets`    | secret id                                     | `EnrollSecret` JSON |
 //! | `secret_hash`| SHA-256 hex                                   | secret id        |
 //! | `audit`      | (u64::MAX - at) · event id                    | `AuditEvent` JSON |
+//! | `fences`     | host id                                       | fencing token u64 |
 //!
 //! Log keys start with a day bucket (`logs::bucket_day`: the agent's day
 //! when its clock is plausible, else the receive day) so retention drops
 //! whole days and a re-sent line lands on the same key.
+//!
+//! Fencing: a fenced write of host-owned state (record, last seen,
+//! deliveries) checks the host's last token in `fences` and commits its own
+//! in the same batch, under the host's stripe lock, so a deposed writer's
+//! write is rejected even when it races the new owner's.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -36,7 +42,7 @@ use gatehouse_core::model::{
     AuditEvent, Campaign, CampaignResult, CarveSession, Delivery, EnrollSecret, Host, LabelConfig,
     LogRecords, Page, Query, ResultFilter, ResultLog, Schedule, StatusLog,
 };
-use gatehouse_core::ports::{BlockOutcome, Store, StoreError, StoreResult};
+use gatehouse_core::ports::{BlockOutcome, Fence, Store, StoreError, StoreResult};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -57,9 +63,14 @@ struct Inner {
     secrets: Keyspace,
     secret_hash: Keyspace,
     audit: Keyspace,
+    fences: Keyspace,
     /// Serializes read-modify-write sequences (counters, carve accounting).
     rmw: Mutex<()>,
+    /// Serialize the read-check-write of one host's state (fencing).
+    host_locks: Vec<Mutex<()>>,
 }
+
+const HOST_LOCK_STRIPES: usize = 64;
 
 /// fjall-backed store; cheap to clone.
 #[derive(Clone)]
@@ -157,7 +168,9 @@ impl EmbeddedStore {
             secrets: ks("secrets")?,
             secret_hash: ks("secret_hash")?,
             audit: ks("audit")?,
+            fences: ks("fences")?,
             rmw: Mutex::new(()),
+            host_locks: (0..HOST_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             db,
         };
         Ok(Self {
@@ -213,6 +226,41 @@ impl Inner {
         Ok(true)
     }
 
+    fn host_lock(&self, host: &HostId) -> StoreResult<std::sync::MutexGuard<'_, ()>> {
+        let stripe = host
+            .as_str()
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(b)))
+            % HOST_LOCK_STRIPES;
+        self.host_locks[stripe]
+            .lock()
+            .map_err(|_| unavailable("host lock poisoned"))
+    }
+
+    /// Checks `fence` against the host's last fenced write; returns the
+    /// fence row to commit with the write. Call under the host's lock.
+    fn fenced(&self, host: &HostId, fence: Fence) -> StoreResult<Option<(Vec<u8>, Vec<u8>)>> {
+        if fence.is_none() {
+            return Ok(None);
+        }
+        let k = host.as_str().as_bytes().to_vec();
+        let held = match self.fences.get(&k).map_err(unavailable)? {
+            Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                key: host.to_string(),
+                reason: "fencing token is not 8 bytes".into(),
+            })?),
+            None => 0,
+        };
+        if fence.0 < held {
+            return Err(StoreError::Fenced {
+                host: host.to_string(),
+                presented: fence.0,
+                held,
+            });
+        }
+        Ok(Some((k, fence.0.to_be_bytes().to_vec())))
+    }
+
     fn counter(&self, key: &str) -> StoreResult<u64> {
         Ok(match self.meta.get(key).map_err(unavailable)? {
             Some(v) => {
@@ -234,25 +282,38 @@ impl Store for EmbeddedStore {
             .await
     }
 
-    async fn put_host(&self, host: &Host) -> StoreResult<()> {
+    async fn put_host(&self, host: &Host, fence: Fence) -> StoreResult<()> {
         let v = enc(host)?;
-        let k = host.id.as_str().as_bytes().to_vec();
-        self.run(move |i| i.commit(vec![(&i.hosts, k, v)])).await
+        let id = host.id.clone();
+        self.run(move |i| {
+            let _g = i.host_lock(&id)?;
+            let mut items = vec![(&i.hosts, id.as_str().as_bytes().to_vec(), v)];
+            if let Some((k, f)) = i.fenced(&id, fence)? {
+                items.push((&i.fences, k, f));
+            }
+            i.commit(items)
+        })
+        .await
     }
 
-    async fn touch_host(&self, id: &HostId, last_seen: i64) -> StoreResult<()> {
-        let k = id.as_str().as_bytes().to_vec();
+    async fn touch_host(&self, id: &HostId, last_seen: i64, fence: Fence) -> StoreResult<()> {
+        let id = id.clone();
         self.run(move |i| {
-            let _g = i.rmw.lock().map_err(|_| unavailable("lock poisoned"))?;
+            let _g = i.host_lock(&id)?;
+            let k = id.as_str().as_bytes().to_vec();
             let Some(mut h) = i.get_json::<Host>(&i.hosts, &k)? else {
                 return Ok(());
             };
+            let f = i.fenced(&id, fence)?;
             if h.last_seen >= last_seen {
                 return Ok(());
             }
             h.last_seen = last_seen;
-            let v = enc(&h)?;
-            i.commit(vec![(&i.hosts, k, v)])
+            let mut items = vec![(&i.hosts, k, enc(&h)?)];
+            if let Some((k, f)) = f {
+                items.push((&i.fences, k, f));
+            }
+            i.commit(items)
         })
         .await
     }
@@ -614,13 +675,18 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn put_delivery(&self, d: &Delivery) -> StoreResult<()> {
+    async fn put_delivery(&self, d: &Delivery, fence: Fence) -> StoreResult<()> {
         let k = join(&[d.campaign_id.as_bytes(), d.host_id.as_str().as_bytes()]);
         let idx = join(&[d.host_id.as_str().as_bytes(), d.campaign_id.as_bytes()]);
         let v = enc(d)?;
         let is_final = d.state.is_final();
+        let host = d.host_id.clone();
         self.run(move |i| {
+            let _g = i.host_lock(&host)?;
             let mut b = i.db.batch().durability(Some(PersistMode::SyncData));
+            if let Some((fk, f)) = i.fenced(&host, fence)? {
+                b.insert(&i.fences, fk, f);
+            }
             b.insert(&i.deliveries, k, v);
             if is_final {
                 b.remove(&i.open, idx);
@@ -635,10 +701,28 @@ impl Store for EmbeddedStore {
         self.run(move |i| i.get_json(&i.deliveries, &k)).await
     }
 
-    async fn record_results(&self, results: &[CampaignResult]) -> StoreResult<()> {
+    async fn record_results(&self, results: &[CampaignResult], fence: Fence) -> StoreResult<()> {
         let results = results.to_vec();
         self.run(move |i| {
+            // One actor's answers: one host, so one lock (the fence of
+            // every host in the batch is checked all the same).
+            let _g = match results.first() {
+                Some(r) => Some(i.host_lock(&r.host_id)?),
+                None => None,
+            };
             let mut b = i.db.batch().durability(Some(PersistMode::SyncData));
+            let mut hosts: Vec<&HostId> = results.iter().map(|r| &r.host_id).collect();
+            hosts.dedup();
+            if hosts.len() > 1 && !fence.is_none() {
+                return Err(StoreError::Invalid(
+                    "fenced results must belong to one host".into(),
+                ));
+            }
+            for h in hosts {
+                if let Some((fk, f)) = i.fenced(h, fence)? {
+                    b.insert(&i.fences, fk, f);
+                }
+            }
             for r in &results {
                 let k = join(&[r.campaign_id.as_bytes(), r.host_id.as_str().as_bytes()]);
                 let d = i

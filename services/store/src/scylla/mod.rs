@@ -31,7 +31,7 @@ use gatehouse_core::model::{
     AuditEvent, Campaign, CampaignResult, CarveSession, Delivery, EnrollSecret, Host, LabelConfig,
     LogRecords, Page, Query, ResultFilter, ResultLog, Schedule, StatusLog,
 };
-use gatehouse_core::ports::{BlockOutcome, Store, StoreError, StoreResult};
+use gatehouse_core::ports::{BlockOutcome, Fence, Store, StoreError, StoreResult};
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
@@ -175,6 +175,34 @@ struct Inner {
     /// Label set last read or written per host, so `put_host` writes
     /// label membership only when it changes.
     host_labels: Mutex<HashMap<HostId, Vec<String>>>,
+    /// Orders this process's fenced writes that share a token.
+    fence_seq: std::sync::atomic::AtomicU64,
+}
+
+/// Fenced writes (host-owned state written by the shard owner) carry an
+/// explicit write timestamp: above any wall-clock timestamp (microseconds
+/// since 1970 stay below 2^61 for 70,000 years), ordered by fencing token,
+/// then by issue order within the process. ScyllaDB keeps the cell with
+/// the highest timestamp, so a deposed owner's write (smaller token) never
+/// supersedes its successor's, in whatever order they arrive.
+pub const FENCED_BASE: i64 = 1 << 61;
+/// Writes per token and process before the issue-order part wraps; a
+/// token changes at every lease renewal (every 5 s by default).
+const FENCE_SEQ_BITS: u32 = 20;
+
+/// The write timestamp of the `seq`-th fenced write with `fence`; `None`
+/// for unfenced writes (the server's clock decides).
+pub fn fenced_timestamp(fence: Fence, seq: u64) -> StoreResult<Option<i64>> {
+    if fence.is_none() {
+        return Ok(None);
+    }
+    let max = (i64::MAX - FENCED_BASE) >> FENCE_SEQ_BITS;
+    let f = i64::try_from(fence.0)
+        .ok()
+        .filter(|f| *f < max)
+        .ok_or_else(|| StoreError::Invalid(format!("fencing token {} out of range", fence.0)))?;
+    let s = i64::try_from(seq & ((1 << FENCE_SEQ_BITS) - 1)).unwrap_or(0);
+    Ok(Some(FENCED_BASE + (f << FENCE_SEQ_BITS) + s))
 }
 
 /// ScyllaDB-backed store; cheap to clone.
@@ -234,6 +262,7 @@ impl ScyllaStore {
                 campaign_buckets: Mutex::new(HashMap::new()),
                 written_index: Mutex::new(HashSet::new()),
                 host_labels: Mutex::new(HashMap::new()),
+                fence_seq: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -478,6 +507,24 @@ impl Inner {
         self.session
             .execute_unpaged(self.st(q), values)
             .await
+            .map_err(unavailable)
+    }
+
+    /// A write of host-owned state, timestamped by its fence.
+    async fn exec_fenced(&self, q: Q, values: impl SerializeRow, fence: Fence) -> StoreResult<()> {
+        let seq = self
+            .fence_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Some(ts) = fenced_timestamp(fence, seq)? else {
+            return self.exec(q, values).await.map(|_| ());
+        };
+        let mut st = self.st(q).clone();
+        st.set_timestamp(Some(ts));
+        let _p = self.permit().await?;
+        self.session
+            .execute_unpaged(&st, values)
+            .await
+            .map(|_| ())
             .map_err(unavailable)
     }
 
@@ -857,7 +904,7 @@ impl Store for ScyllaStore {
         }
     }
 
-    async fn put_host(&self, host: &Host) -> StoreResult<()> {
+    async fn put_host(&self, host: &Host, fence: Fence) -> StoreResult<()> {
         let i = &self.inner;
         let labels = host.label_set();
         let cached = i
@@ -872,18 +919,30 @@ impl Store for ScyllaStore {
         };
         // The record first; membership follows (an index row may briefly
         // lag the record, never point at a host that does not exist).
-        i.exec(Q::PutHost, (host.id.as_str(), enc(host)?, host.last_seen))
-            .await?;
+        i.exec_fenced(
+            Q::PutHost,
+            (host.id.as_str(), enc(host)?, host.last_seen),
+            fence,
+        )
+        .await?;
         if before.as_ref() != Some(&labels) {
             let before = before.unwrap_or_default();
             let bucket = bucket_of(&host.id, LABEL_BUCKETS);
             for l in labels.iter().filter(|l| !before.contains(l)) {
-                i.exec(Q::PutLabelMember, (l.as_str(), bucket, host.id.as_str()))
-                    .await?;
+                i.exec_fenced(
+                    Q::PutLabelMember,
+                    (l.as_str(), bucket, host.id.as_str()),
+                    fence,
+                )
+                .await?;
             }
             for l in before.iter().filter(|l| !labels.contains(l)) {
-                i.exec(Q::DeleteLabelMember, (l.as_str(), bucket, host.id.as_str()))
-                    .await?;
+                i.exec_fenced(
+                    Q::DeleteLabelMember,
+                    (l.as_str(), bucket, host.id.as_str()),
+                    fence,
+                )
+                .await?;
             }
             let key = labels.join("\n");
             i.index_once(
@@ -896,12 +955,11 @@ impl Store for ScyllaStore {
         self.remember_labels(&host.id, labels)
     }
 
-    async fn touch_host(&self, id: &HostId, last_seen: i64) -> StoreResult<()> {
+    async fn touch_host(&self, id: &HostId, last_seen: i64, fence: Fence) -> StoreResult<()> {
         // A column write: the record (details, labels) is not rewritten.
         self.inner
-            .exec(Q::TouchHost, (last_seen, id.as_str()))
+            .exec_fenced(Q::TouchHost, (last_seen, id.as_str()), fence)
             .await
-            .map(|_| ())
     }
 
     async fn list_hosts(&self, cursor: Option<&str>, limit: usize) -> StoreResult<Page<Host>> {
@@ -1222,7 +1280,7 @@ impl Store for ScyllaStore {
         Ok(out)
     }
 
-    async fn put_delivery(&self, d: &Delivery) -> StoreResult<()> {
+    async fn put_delivery(&self, d: &Delivery, fence: Fence) -> StoreResult<()> {
         let i = &self.inner;
         let buckets = i
             .buckets_of(&d.campaign_id)
@@ -1230,19 +1288,25 @@ impl Store for ScyllaStore {
             .ok_or_else(|| StoreError::NotFound(format!("campaign {}", d.campaign_id)))?;
         let b = bucket_of(&d.host_id, buckets);
         let doc = enc(d)?;
-        i.exec(
+        i.exec_fenced(
             Q::PutDelivery,
             (d.campaign_id.as_str(), d.host_id.as_str(), &doc),
+            fence,
         )
         .await?;
-        i.exec(
+        i.exec_fenced(
             Q::PutCampaignDelivery,
             (d.campaign_id.as_str(), b, d.host_id.as_str(), &doc),
+            fence,
         )
         .await?;
         if d.state.is_final() {
-            i.exec(Q::DeleteOpen, (d.host_id.as_str(), d.campaign_id.as_str()))
-                .await?;
+            i.exec_fenced(
+                Q::DeleteOpen,
+                (d.host_id.as_str(), d.campaign_id.as_str()),
+                fence,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -1258,7 +1322,7 @@ impl Store for ScyllaStore {
         }
     }
 
-    async fn record_results(&self, results: &[CampaignResult]) -> StoreResult<()> {
+    async fn record_results(&self, results: &[CampaignResult], fence: Fence) -> StoreResult<()> {
         let i = &self.inner;
         for r in results {
             let buckets = i
@@ -1278,18 +1342,24 @@ impl Store for ScyllaStore {
             )
             .await?;
             let doc = enc(&d)?;
-            i.exec(
+            i.exec_fenced(
                 Q::PutDelivery,
                 (r.campaign_id.as_str(), r.host_id.as_str(), &doc),
+                fence,
             )
             .await?;
-            i.exec(
+            i.exec_fenced(
                 Q::PutCampaignDelivery,
                 (r.campaign_id.as_str(), b, r.host_id.as_str(), &doc),
+                fence,
             )
             .await?;
-            i.exec(Q::DeleteOpen, (r.host_id.as_str(), r.campaign_id.as_str()))
-                .await?;
+            i.exec_fenced(
+                Q::DeleteOpen,
+                (r.host_id.as_str(), r.campaign_id.as_str()),
+                fence,
+            )
+            .await?;
         }
         Ok(())
     }

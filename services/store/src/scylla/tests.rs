@@ -9,7 +9,7 @@
 //!   `scripts/test.sh` runs them with `--ignored` when the variable is set.
 
 use super::*;
-use crate::conformance::{Semantics, run_all};
+use crate::conformance::{Fencing, Semantics, run_all};
 use crate::cql_test_server::CqlTestServer;
 
 fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
@@ -23,6 +23,7 @@ const KASSANDRA: Semantics = Semantics {
     conditional_writes: false,
     explicit_purge: false,
     fleet_wide_results: false,
+    fencing: Fencing::NotChecked,
 };
 
 fn test_config(contact: String, keyspace: &str) -> ScyllaConfig {
@@ -42,8 +43,8 @@ async fn conformance_against_a_cql_server() {
     println!("{report}");
     assert_eq!(
         report.not_run.len(),
-        7,
-        "exactly the checks that need ranges, conditional writes, purge and fleet-wide search are skipped: {report}"
+        8,
+        "exactly the checks that need ranges, conditional writes, purge, fleet-wide search and write timestamps are skipped: {report}"
     );
 }
 
@@ -54,7 +55,7 @@ async fn migrations_apply_once_and_restart_finds_the_data() {
     let host = crate::conformance::sample_host(7);
     {
         let store = ok(ScyllaStore::connect(&cfg).await);
-        ok(store.put_host(&host).await);
+        ok(store.put_host(&host, Fence::NONE).await);
     }
     // A second process (or a restart) finds the schema recorded and the
     // data in place.
@@ -215,7 +216,7 @@ async fn tls_to_the_cluster_verifies_the_node_certificate() {
     });
     let store = ok(ScyllaStore::connect(&cfg).await);
     let host = crate::conformance::sample_host(3);
-    ok(store.put_host(&host).await);
+    ok(store.put_host(&host, Fence::NONE).await);
     assert_eq!(ok(store.get_host(&host.id).await), Some(host));
 
     // A CA that did not sign the node's certificate: no connection.
@@ -301,6 +302,7 @@ async fn real_conformance_with_ranges_and_conditional_writes() {
             conditional_writes: true,
             explicit_purge: false,
             fleet_wide_results: false,
+            fencing: Fencing::Supersedes,
         },
     )
     .await;
@@ -380,4 +382,28 @@ async fn real_log_lines_expire_by_table_ttl() {
     assert_eq!(ok(store.query_results(&f).await).len(), 1);
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(ok(store.query_results(&f).await).is_empty());
+}
+
+#[test]
+fn fenced_timestamps_order_by_token_then_issue_and_beat_the_wall_clock() {
+    assert_eq!(ok(fenced_timestamp(Fence::NONE, 5)), None);
+    assert_eq!(
+        ok(fenced_timestamp(Fence(3), 2)),
+        Some((1i64 << 61) + (3 << 20) + 2)
+    );
+    // Every write with token 7 sorts below every write with token 8 ...
+    let last7 = ok(fenced_timestamp(Fence(7), (1 << 20) - 1));
+    let first8 = ok(fenced_timestamp(Fence(8), 0));
+    assert!(last7 < first8);
+    // ... the issue order wraps within a token, never into the next ...
+    assert_eq!(
+        ok(fenced_timestamp(Fence(7), 1 << 20)),
+        ok(fenced_timestamp(Fence(7), 0))
+    );
+    // ... and above any wall-clock write (microseconds in the year 3000).
+    assert!(first8.is_some_and(|t| t > 32_503_680_000_000_000));
+    assert!(matches!(
+        fenced_timestamp(Fence(u64::MAX), 0),
+        Err(StoreError::Invalid(_))
+    ));
 }
