@@ -1,14 +1,21 @@
-//! Compiles `gatehouse/v1/*.proto` with protox (pure Rust, no system protoc).
+//! Compiles `gatehouse/v1/*.proto` with protox (pure Rust, no system protoc):
+//! messages with prost, gRPC services (clients and servers) with tonic.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["gatehouse/v1/hostd.proto"];
+    let files = [
+        "gatehouse/v1/hostd.proto",
+        "gatehouse/v1/admin.proto",
+        "gatehouse/v1/control.proto",
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");
     }
     let fds = protox::compile(files, ["."])?;
-    prost_build::Config::new()
-        .btree_map(["."])
-        .bytes(["."])
-        .compile_fds(fds)?;
+    let mut config = prost_build::Config::new();
+    config.btree_map(["."]).bytes(["."]);
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds_with_config(fds, config)?;
     Ok(())
 }

@@ -94,7 +94,7 @@ impl Sandbox {
         for n in 0..3 {
             s.add_hostd(&format!("hostd-{n}")).await?;
         }
-        s.ingest = Some(cluster::start_ingest(&s.cfg, store(&s.cql).await?).await?);
+        s.ingest = Some(cluster::start_ingest(&s.cfg, &s.boot, store(&s.cql).await?).await?);
         for _ in 0..2 {
             let (l, url) = listener().await?;
             let role = cluster::start_edge(&s.cfg, &s.boot, store(&s.cql).await?, l).await?;
@@ -354,7 +354,7 @@ async fn acknowledged_lines_survive_a_nats_server_crash() -> anyhow::Result<()> 
         restarted.elapsed()
     );
     // Ingest comes back and drains everything that was acknowledged.
-    s.ingest = Some(cluster::start_ingest(&s.cfg, store(&s.cql).await?).await?);
+    s.ingest = Some(cluster::start_ingest(&s.cfg, &s.boot, store(&s.cql).await?).await?);
     for (a, want) in agents.iter().zip(&acked) {
         let host = a.host_id();
         eventually(Duration::from_secs(30), || async {
@@ -367,5 +367,116 @@ async fn acknowledged_lines_survive_a_nats_server_crash() -> anyhow::Result<()> 
         Ok(agents[0].config().await?.agent_success().then_some(()))
     })
     .await?;
+    s.stop().await
+}
+
+/// Serves a role's ops port (probes, metrics, health, its control
+/// service); returns a plain-HTTP/2 gRPC channel to it.
+async fn ops_channel(
+    control: Option<gatehouse::serve::Control>,
+    done: &gatehouse_runtime::Shutdown,
+) -> anyhow::Result<tonic::transport::Channel> {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", l.local_addr()?);
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    gatehouse::serve::spawn_ops(l, ready, done.clone(), control);
+    Ok(tonic::transport::Channel::from_shared(url)?.connect().await?)
+}
+
+fn with_token<T>(token: &str, msg: T) -> anyhow::Result<tonic::Request<T>> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse()?);
+    Ok(r)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_services_report_and_drain_over_grpc() -> anyhow::Result<()> {
+    use gatehouse_proto::v1::hostd_control_client::HostdControlClient;
+    use gatehouse_proto::v1::ingest_control_client::IngestControlClient;
+    use gatehouse_proto::v1::{DrainRequest, StatusRequest};
+
+    let mut s = Sandbox::start().await?;
+    wait_until("three hostd split every shard", || {
+        s.served() == SHARDS as usize && s.hostd.iter().all(|h| !h.leases.held().is_empty())
+    })
+    .await?;
+    let done = gatehouse_runtime::Shutdown::new();
+    let hostd_ch = ops_channel(s.hostd[0].role.control.take(), &done).await?;
+    let mut hostd = HostdControlClient::new(hostd_ch.clone());
+
+    // Without the admin token: refused.
+    let e = hostd.status(StatusRequest {}).await.err().map(|e| e.code());
+    assert_eq!(e, Some(tonic::Code::Unauthenticated));
+    let st = hostd
+        .status(with_token(&s.admin_token, StatusRequest {})?)
+        .await?
+        .into_inner();
+    let held: Vec<u32> = s.hostd[0].leases.held().into_keys().collect();
+    assert_eq!(st.shards, held);
+    assert_eq!(st.shard_count, SHARDS);
+    assert_eq!(st.instance, s.hostd[0].leases.me());
+    assert_eq!(st.members.len(), 3, "{:?}", st.members);
+    assert!(!st.draining);
+
+    // The health service on the ops port.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(hostd_ch);
+    let h = health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await?
+        .into_inner();
+    assert_eq!(
+        h.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    // Agents served while hostd-0 drains: its shards move to the others.
+    let mut agents = Vec::new();
+    for n in 0..4 {
+        let mut a = s.agent(n);
+        anyhow::ensure!(a.enroll().await?.agent_success());
+        agents.push(a);
+    }
+    let r = hostd
+        .drain(with_token(&s.admin_token, DrainRequest {})?)
+        .await?
+        .into_inner();
+    assert_eq!(r.released as usize, held.len());
+    let st = hostd
+        .status(with_token(&s.admin_token, StatusRequest {})?)
+        .await?
+        .into_inner();
+    assert!(st.draining && st.shards.is_empty(), "{st:?}");
+    wait_until("the other two serve every shard", || {
+        s.hostd[1..]
+            .iter()
+            .map(|h| h.leases.held().len())
+            .sum::<usize>()
+            == SHARDS as usize
+    })
+    .await?;
+    for a in &agents {
+        anyhow::ensure!(a.config().await?.agent_success());
+    }
+
+    // Ingest reports the stream and what it wrote.
+    let ingest_ch = ops_channel(s.ingest.as_mut().and_then(|i| i.control.take()), &done).await?;
+    let ingest = IngestControlClient::new(ingest_ch);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
+    let mut acked = vec![0usize; agents.len()];
+    post_rounds(0..2, &agents, now, &mut acked).await?;
+    let st = eventually(Duration::from_secs(20), || async {
+        let st = ingest
+            .clone()
+            .status(with_token(&s.admin_token, StatusRequest {})?)
+            .await?
+            .into_inner();
+        Ok((st.batches_written >= 8 && st.backlog_messages == 0).then_some(st))
+    })
+    .await?;
+    assert_eq!((st.lag, st.pending_acks, st.oldest_unacked_ms), (0, 0, 0), "{st:?}");
+    done.trigger();
     s.stop().await
 }

@@ -1,7 +1,8 @@
 //! api: the operator-facing service.
 //!
 //! [`service::AdminService`] is the one trait every operator surface is
-//! built on (REST now; gRPC and the CLI reuse it). [`service::Admin`]
+//! built on: REST ([`rest`]) and gRPC ([`grpc`], `gatehouse.v1.Admin`) on
+//! one listener, with the same errors and the same tokens. [`service::Admin`]
 //! implements it over the store and the bus: host changes go to the host's
 //! actor (the only writer of a host record), config changes are validated
 //! against the 1 MiB agent limit for every label set in the fleet before
@@ -9,6 +10,7 @@
 //! deliveries that wait for offline hosts until they expire.
 
 pub mod error;
+pub mod grpc;
 pub mod rest;
 pub mod service;
 
@@ -20,7 +22,11 @@ use tokio::net::TcpListener;
 pub use error::ApiError;
 pub use service::{Admin, AdminService, ApiConfig};
 
-/// Serves the REST API on `listener` until `shutdown`.
+/// The full name of the gRPC admin service.
+pub const GRPC_SERVICE: &str = "gatehouse.v1.Admin";
+
+/// Serves the REST API and the gRPC admin service (with health) on
+/// `listener` until `shutdown`.
 pub async fn run(
     service: Arc<dyn AdminService>,
     admin_tokens: Vec<String>,
@@ -29,6 +35,16 @@ pub async fn run(
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    let app = rest::router(service, admin_tokens, shutdown.clone());
+    let rest = rest::router(service.clone(), admin_tokens.clone(), shutdown.clone());
+    let routes = tonic::service::Routes::new(grpc::service(service, admin_tokens)).add_service(
+        gatehouse_runtime::grpc::health(&[GRPC_SERVICE], shutdown.clone()),
+    );
+    let app = gatehouse_runtime::grpc::mount(
+        rest,
+        routes,
+        &[GRPC_SERVICE, gatehouse_runtime::grpc::HEALTH],
+    );
+    let opts = ServeOptions { http2: true, ..opts };
+    let tls = tls.map(|t| gatehouse_runtime::tls::with_h2(&t));
     gatehouse_runtime::serve(listener, tls, app, opts, shutdown).await
 }

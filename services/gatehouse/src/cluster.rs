@@ -131,29 +131,52 @@ pub async fn start_hostd(
         Default::default(),
         gatehouse_hostd::sharded::lease_fences(leases.clone(), cfg.shards),
     );
-    let shutdown = Shutdown::new();
+    let (drain, shutdown) = (Shutdown::new(), Shutdown::new());
+    let hostd_cfg = HostdConfig::default();
+    let control = gatehouse_hostd::control::Control {
+        leases: leases.clone(),
+        ctx: ctx.clone(),
+        shards: cfg.shards,
+        drain: drain.clone(),
+        drain_wait: hostd_cfg.drain_timeout + Duration::from_secs(10),
+    };
     let run = gatehouse_hostd::sharded::run_sharded(
-        HostdConfig::default(),
+        hostd_cfg,
         ctx.clone(),
         Arc::new(bus),
         leases.clone(),
         lease_cfg(cfg),
+        drain,
         shutdown.clone(),
     );
     let task = tokio::spawn(async move {
         run.await?;
         Ok(())
     });
-    Ok(HostdRole {
-        role: Role::new(shutdown, task),
-        leases,
-        ctx,
-    })
+    let mut role = Role::new(shutdown, task);
+    role.control = Some(crate::serve::Control {
+        routes: control.routes(admin_tokens(boot)),
+        name: gatehouse_hostd::control::SERVICE,
+    });
+    Ok(HostdRole { role, leases, ctx })
+}
+
+/// The admin tokens every role's control service accepts.
+fn admin_tokens(boot: &Bootstrap) -> gatehouse_runtime::grpc::TokenCheck {
+    gatehouse_api::grpc::token_check(vec![boot.admin_token.clone()])
 }
 
 /// Drains the log stream into the store.
-pub async fn start_ingest(cfg: &ServeConfig, store: Arc<dyn Store>) -> anyhow::Result<Role> {
+pub async fn start_ingest(
+    cfg: &ServeConfig,
+    boot: &Bootstrap,
+    store: Arc<dyn Store>,
+) -> anyhow::Result<Role> {
     let bus = nats(cfg, "ingest").await?;
+    let control = gatehouse_ingest::jetstream::Control {
+        js: async_nats::jetstream::new(bus.client().clone()),
+        cfg: ConsumerConfig::default(),
+    };
     let shutdown = Shutdown::new();
     let run = gatehouse_ingest::jetstream::run_consumer(
         bus.client().clone(),
@@ -167,7 +190,12 @@ pub async fn start_ingest(cfg: &ServeConfig, store: Arc<dyn Store>) -> anyhow::R
         let (r, ()) = tokio::join!(run, retention);
         r.map_err(|e| anyhow::anyhow!("ingest: {e}"))
     });
-    Ok(Role::new(shutdown, task))
+    let mut role = Role::new(shutdown, task);
+    role.control = Some(crate::serve::Control {
+        routes: control.routes(admin_tokens(boot)),
+        name: gatehouse_ingest::jetstream::CONTROL_SERVICE,
+    });
+    Ok(role)
 }
 
 /// The operator API.

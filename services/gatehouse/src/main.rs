@@ -159,7 +159,7 @@ fn role(kind: RoleKind, config: Option<PathBuf>, instance: Option<String>) -> Ex
     };
     exit(rt.block_on(async {
         let store = gatehouse::serve::open_store(&cfg, &boot).await?;
-        let role = match kind {
+        let mut role = match kind {
             RoleKind::Edge => {
                 let l = bind(cfg.listen, "listen").await?;
                 tracing::info!(listen = %cfg.listen, "edge serving agents");
@@ -170,7 +170,7 @@ fn role(kind: RoleKind, config: Option<PathBuf>, instance: Option<String>) -> Ex
                 tracing::info!(listen = %cfg.api_listen, "api serving operators");
                 gatehouse::cluster::start_api(&cfg, &boot, store, l).await?
             }
-            RoleKind::Ingest => gatehouse::cluster::start_ingest(&cfg, store).await?,
+            RoleKind::Ingest => gatehouse::cluster::start_ingest(&cfg, &boot, store).await?,
             RoleKind::Hostd => {
                 let name = instance
                     .or_else(|| std::env::var("HOSTNAME").ok())
@@ -188,7 +188,7 @@ fn role(kind: RoleKind, config: Option<PathBuf>, instance: Option<String>) -> Ex
         let done = gatehouse_runtime::Shutdown::new();
         let ops = bind_ops(&cfg)
             .await?
-            .map(|l| gatehouse::serve::spawn_ops(l, ready.clone(), done.clone()));
+            .map(|l| gatehouse::serve::spawn_ops(l, ready.clone(), done.clone(), role.control.take()));
         role.shutdown.trigger_on_signals();
         let r = role.wait().await;
         ready.store(false, std::sync::atomic::Ordering::Relaxed);

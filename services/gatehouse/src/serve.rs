@@ -24,16 +24,35 @@ use tokio::task::JoinHandle;
 use crate::bootstrap::Bootstrap;
 use crate::config::{ServeConfig, StoreKind};
 
+/// A role's control service, served on its ops port.
+pub struct Control {
+    pub routes: tonic::service::Routes,
+    /// The service's full name (`gatehouse.v1.HostdControl`).
+    pub name: &'static str,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control").field("name", &self.name).finish()
+    }
+}
+
 /// A running server or cluster role.
 #[derive(Debug)]
 pub struct Running {
     pub shutdown: Shutdown,
     task: JoinHandle<anyhow::Result<()>>,
+    /// The role's control service, if it has one (hostd, ingest).
+    pub control: Option<Control>,
 }
 
 impl Running {
     pub(crate) fn new(shutdown: Shutdown, task: JoinHandle<anyhow::Result<()>>) -> Self {
-        Self { shutdown, task }
+        Self {
+            shutdown,
+            task,
+            control: None,
+        }
     }
 
     /// Triggers shutdown and waits for the ordered drain.
@@ -179,7 +198,7 @@ pub fn start(
         front.clone(),
     ));
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let ops = ops.map(|l| spawn_ops(l, ready.clone(), back.clone()));
+    let ops = ops.map(|l| spawn_ops(l, ready.clone(), back.clone(), None));
     let shutdown = Shutdown::new();
     let trigger = shutdown.clone();
     let task = tokio::spawn(async move {
@@ -201,19 +220,31 @@ pub fn start(
         tracing::info!("shutdown complete");
         Ok(())
     });
-    Ok(Running { shutdown, task })
+    Ok(Running::new(shutdown, task))
 }
 
-/// Serves `/livez`, `/readyz` and `/metrics` (plain HTTP) until `shutdown`.
+/// Serves `/livez`, `/readyz`, `/metrics`, the gRPC health service and
+/// the role's `control` service (plain HTTP/1.1 and HTTP/2) until
+/// `shutdown`.
 pub fn spawn_ops(
     listener: TcpListener,
     ready: Arc<std::sync::atomic::AtomicBool>,
     shutdown: Shutdown,
+    control: Option<Control>,
 ) -> JoinHandle<anyhow::Result<()>> {
     tokio::spawn(async move {
-        let app = gatehouse_runtime::metrics::ops_router(ready);
+        use gatehouse_runtime::grpc::{HEALTH, health, mount};
+        let mut app = mount(
+            gatehouse_runtime::metrics::ops_router(ready),
+            tonic::service::Routes::new(health(&[], shutdown.clone())),
+            &[HEALTH],
+        );
+        if let Some(c) = control {
+            app = mount(app, c.routes, &[c.name]);
+        }
         let opts = ServeOptions {
             name: "ops",
+            http2: true,
             ..ServeOptions::default()
         };
         gatehouse_runtime::serve(listener, None, app, opts, shutdown).await?;

@@ -9,6 +9,7 @@
 
 pub mod actor;
 pub mod configs;
+pub mod control;
 pub mod leases;
 pub mod registry;
 pub mod service;

@@ -12,7 +12,9 @@
 //! Requests that arrive for a shard this instance no longer holds are
 //! answered "shard moved"; the client retries and reaches the new owner.
 //! Actors are rebuilt from the store on their first request, so nothing
-//! else moves. At shutdown every shard is handed over the same way.
+//! else moves. At shutdown every shard is handed over the same way; so on
+//! `drain` (the control service's Drain), after which the instance stays
+//! up but out of the ring (no heartbeat, no shards) until it stops.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -55,12 +57,14 @@ async fn subscribe(
 }
 
 /// Runs a sharded hostd until `shutdown`, then hands every shard over.
+/// `drain` hands every shard over early and leaves the ring.
 pub async fn run_sharded(
     cfg: HostdConfig,
     ctx: Arc<HostCtx>,
     bus: Arc<dyn Bus>,
     leases: Arc<Leases>,
     lease_cfg: LeaseConfig,
+    drain: Shutdown,
     shutdown: Shutdown,
 ) -> Result<(), HostdError> {
     let router = Router::new(ctx.clone(), cfg.call_timeout);
@@ -75,9 +79,19 @@ pub async fn run_sharded(
     let mut poll = tokio::time::interval(cfg.generation_poll);
     let mut round = tokio::time::interval(lease_cfg.renew_every);
     tracing::info!(me = leases.me(), shards, "hostd joining the shard ring");
+    let mut drained = false;
     loop {
         tokio::select! {
             _ = shutdown.wait() => break,
+            _ = drain.wait(), if !drained => {
+                drained = true;
+                subs.clear();
+                metrics().shards.set(0);
+                tracing::info!(actors = router.live_actors(), "draining: handing every shard over");
+                router.stop_all(cfg.drain_timeout).await;
+                leases.release_all().await;
+                tracing::info!("drained: out of the shard ring until stopped");
+            },
             m = requests.recv() => if let Some(m) = m {
                 let (router, leases) = (router.clone(), leases.clone());
                 tokio::spawn(async move {
@@ -95,7 +109,7 @@ pub async fn run_sharded(
                     tracing::warn!(error = %e, "config generation poll failed");
                 }
             },
-            _ = round.tick() => {
+            _ = round.tick(), if !drained => {
                 let m = metrics();
                 m.actors.set(i64::try_from(router.live_actors()).unwrap_or(i64::MAX));
                 let r = match leases.rebalance().await {

@@ -1,7 +1,7 @@
 //! Sharded hostd over a real nats-server: hosts spread over every hostd;
-//! a hostd that stops hands its shards over, one that joins takes its
-//! share, one that crashes has its shards served again after the lease
-//! TTL; callers keep being answered throughout (within their budget).
+//! one that joins takes its share, one that drains hands its shards over
+//! and stays out of the ring until it stops, one that crashes has its
+//! shards served again after the lease TTL; callers keep being answered throughout (within their budget).
 //! The instances share one store, as cluster processes share ScyllaDB.
 
 use std::sync::Arc;
@@ -15,8 +15,8 @@ use gatehouse_core::ports::{Bus, Store};
 use gatehouse_hostd::HostdConfig;
 use gatehouse_hostd::actor::HostCtx;
 use gatehouse_hostd::leases::{LeaseConfig, Leases};
-use gatehouse_hostd::service::context;
-use gatehouse_hostd::sharded::{run_sharded, served};
+use gatehouse_hostd::service::fenced_context;
+use gatehouse_hostd::sharded::{lease_fences, run_sharded, served};
 use gatehouse_proto::v1::{EnrollOp, TouchOp, host_reply, host_request};
 use gatehouse_runtime::Shutdown;
 use gatehouse_store::EmbeddedStore;
@@ -50,6 +50,7 @@ async fn bus(server: &NatsTestServer, name: &str) -> Arc<dyn Bus> {
 struct Hostd {
     ctx: Arc<HostCtx>,
     leases: Arc<Leases>,
+    drain: Shutdown,
     shutdown: Shutdown,
     task: tokio::task::JoinHandle<()>,
 }
@@ -57,24 +58,27 @@ struct Hostd {
 async fn hostd(server: &NatsTestServer, store: &Arc<dyn Store>, name: &str) -> Hostd {
     let client = ok(async_nats::connect(server.url()).await);
     let leases = Arc::new(ok(Leases::open(client, name, lease_cfg()).await));
-    let ctx = context(
+    let ctx = fenced_context(
         store.clone(),
         NodeKeys::new(b"0123456789abcdef0123456789abcdef"),
         Default::default(),
+        lease_fences(leases.clone(), SHARDS),
     );
-    let shutdown = Shutdown::new();
+    let (drain, shutdown) = (Shutdown::new(), Shutdown::new());
     let run = run_sharded(
         HostdConfig::default(),
         ctx.clone(),
         bus(server, name).await,
         leases.clone(),
         lease_cfg(),
+        drain.clone(),
         shutdown.clone(),
     );
     let task = tokio::spawn(async move { ok(run.await) });
     Hostd {
         ctx,
         leases,
+        drain,
         shutdown,
         task,
     }
@@ -155,15 +159,22 @@ async fn shards_spread_move_on_join_leave_and_crash_without_failed_calls() {
     let slowest = touch_all(&client, &hosts).await;
     println!("calls during the join: slowest {slowest:?}");
 
-    // a stops cleanly: hands its shards over.
-    a.shutdown.trigger();
-    ok(a.task.await);
+    // a drains: hands its shards over and stays up, out of the ring.
+    a.drain.trigger();
     wait_until("b and c serve every shard", || {
         served(&b.leases).len() + served(&c.leases).len() == SHARDS as usize
     })
     .await;
     let slowest = touch_all(&client, &hosts).await;
-    println!("calls after a left: slowest {slowest:?}");
+    println!("calls after a drained: slowest {slowest:?}");
+    assert!(served(&a.leases).is_empty());
+    assert_eq!(a.ctx.registry.len(), 0, "a drained its actors");
+    assert!(!a.task.is_finished(), "a drained hostd keeps running");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(served(&a.leases).is_empty(), "a drained hostd took shards back");
+    // Then it stops cleanly.
+    a.shutdown.trigger();
+    ok(a.task.await);
 
     // b crashes (no handover): its shards are served again after the TTL.
     let b_shards = served(&b.leases);

@@ -399,3 +399,56 @@ pub async fn run_consumer(
     tracing::info!("ingest consumer stopped");
     Ok(())
 }
+
+/// `gatehouse.v1.IngestControl` (served on ingest's ops port): the stream
+/// backlog and the consumer's lag, read from JetStream at each call.
+pub struct Control {
+    pub js: Context,
+    pub cfg: ConsumerConfig,
+}
+
+/// The full name of the ingest control service.
+pub const CONTROL_SERVICE: &str = "gatehouse.v1.IngestControl";
+
+impl Control {
+    /// The service, for callers `check` accepts (admin bearer tokens).
+    pub fn routes(self, check: gatehouse_runtime::grpc::TokenCheck) -> tonic::service::Routes {
+        tonic::service::Routes::new(
+            gatehouse_proto::v1::ingest_control_server::IngestControlServer::with_interceptor(
+                self,
+                gatehouse_runtime::grpc::bearer(check),
+            ),
+        )
+    }
+}
+
+#[tonic::async_trait]
+impl gatehouse_proto::v1::ingest_control_server::IngestControl for Control {
+    async fn status(
+        &self,
+        _: tonic::Request<gatehouse_proto::v1::StatusRequest>,
+    ) -> Result<tonic::Response<gatehouse_proto::v1::IngestStatus>, tonic::Status> {
+        let down = |e: &dyn std::fmt::Display| tonic::Status::unavailable(format!("JetStream: {e}"));
+        let mut stream = self.js.get_stream(STREAM).await.map_err(|e| down(&e))?;
+        let state = stream.info().await.map_err(|e| down(&e))?.state.clone();
+        let mut c = consumer(&self.js, &self.cfg).await.map_err(|e| down(&e))?;
+        let info = c.info().await.map_err(|e| down(&e))?;
+        let now_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
+        let oldest_ms = if state.messages == 0 {
+            0
+        } else {
+            u64::try_from((now_ns - state.first_timestamp.unix_timestamp_nanos()) / 1_000_000)
+                .unwrap_or(0)
+        };
+        Ok(tonic::Response::new(gatehouse_proto::v1::IngestStatus {
+            backlog_messages: state.messages,
+            backlog_bytes: state.bytes,
+            pending_acks: info.num_ack_pending as u64,
+            lag: info.num_pending,
+            oldest_unacked_ms: oldest_ms,
+            batches_written: metrics().written.get(),
+        }))
+    }
+}

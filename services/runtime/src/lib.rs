@@ -1,9 +1,11 @@
 //! Process plumbing every Gatehouse role shares: the one rustls crypto
-//! provider, TLS server configs from PEM files, an HTTP/1.1 serve loop over
-//! TLS with keep-alive idle timeouts and graceful shutdown, shutdown
-//! signals, and the process's Prometheus metrics with the ops endpoints.
+//! provider, TLS server configs from PEM files, an HTTP/1.1 (and HTTP/2 for
+//! gRPC) serve loop over TLS with keep-alive idle timeouts and graceful
+//! shutdown, shutdown signals, the process's Prometheus metrics with the ops
+//! endpoints, and gRPC health and metrics.
 //! Roles depend on this crate, never on each other.
 
+pub mod grpc;
 pub mod metrics;
 pub mod serve;
 pub mod shutdown;

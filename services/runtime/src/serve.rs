@@ -1,4 +1,6 @@
-//! The HTTP/1.1 serve loop shared by the agent edge and the operator API.
+//! The HTTP serve loop shared by the agent edge, the operator API and the
+//! ops port. HTTP/1.1 always; HTTP/2 too when `http2` is set (gRPC: by
+//! ALPN over TLS, by prior knowledge in plain text).
 //!
 //! Each accepted connection does its TLS handshake (bounded), then serves
 //! requests with keep-alive. An idle keep-alive connection is closed after
@@ -31,6 +33,8 @@ pub struct ServeOptions {
     pub grace: Duration,
     /// Name used in logs (`edge`, `api`).
     pub name: &'static str,
+    /// Serve HTTP/2 beside HTTP/1.1 (gRPC). Agents speak HTTP/1.1 only.
+    pub http2: bool,
 }
 
 impl Default for ServeOptions {
@@ -40,6 +44,7 @@ impl Default for ServeOptions {
             handshake_timeout: Duration::from_secs(10),
             grace: Duration::from_secs(20),
             name: "http",
+            http2: false,
         }
     }
 }
@@ -83,7 +88,16 @@ pub async fn serve(
             .timer(TokioTimer::new())
             .header_read_timeout(opts.idle_timeout)
             .keep_alive(true);
-        let builder = builder.http1_only();
+        let builder = if opts.http2 {
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Some(Duration::from_secs(30)))
+                .keep_alive_timeout(Duration::from_secs(20));
+            builder
+        } else {
+            builder.http1_only()
+        };
         match &acceptor {
             Some(acceptor) => {
                 let acceptor = acceptor.clone();

@@ -77,3 +77,10 @@ pub fn server_config(
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
+
+/// `cfg` also offering HTTP/2 by ALPN (for gRPC beside HTTP/1.1).
+pub fn with_h2(cfg: &Arc<ServerConfig>) -> Arc<ServerConfig> {
+    let mut c = ServerConfig::clone(cfg);
+    c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(c)
+}

@@ -1,0 +1,657 @@
+//! gRPC over [`AdminService`] (`gatehouse.v1.Admin`, see
+//! `proto/gatehouse/v1/admin.proto`): the same operations, validation and
+//! errors as REST, served on the API listener beside it (HTTP/2, selected
+//! by ALPN over TLS). Bearer-token auth from the `authorization` metadata;
+//! errors map once from [`ApiError`] to gRPC status codes.
+//!
+//! Agent JSON (host details, result rows, options) crosses as
+//! `google.protobuf.Struct`; the conversions below are lossless for every
+//! JSON value osquery produces (numbers become doubles, as in any Struct).
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use gatehouse_core::HostId;
+use gatehouse_core::model::{
+    CampaignResult, CarveSession, Decorators, LabelConfig, Query, ResultFilter, ResultLog,
+    Schedule, StatusLog,
+};
+use gatehouse_core::nodekey::secret_matches;
+use gatehouse_proto::v1 as pb;
+use gatehouse_proto::v1::admin_server::{Admin as AdminRpc, AdminServer};
+use prost_types::value::Kind;
+use serde_json::{Map, Value};
+use tonic::{Request, Response, Status};
+
+use crate::ApiError;
+use crate::service::{
+    AdminService, CampaignDetail, CampaignRequest, CampaignView, HostFilter, HostView, KeyChange,
+};
+
+/// Largest chunk of a carve block sent in one message.
+const CHUNK: usize = 1024 * 1024;
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Self {
+        let m = e.to_string();
+        match e {
+            ApiError::BadRequest(_) => Status::invalid_argument(m),
+            ApiError::Unprocessable(_) => Status::failed_precondition(m),
+            ApiError::NotFound(_) => Status::not_found(m),
+            ApiError::Unauthorized => Status::unauthenticated(m),
+            ApiError::Unavailable(_) => {
+                tracing::warn!(error = %m, "grpc request failed");
+                Status::unavailable(m)
+            }
+        }
+    }
+}
+
+/// Accepts any of the admin `tokens` (constant-time comparison).
+pub fn token_check(tokens: Vec<String>) -> gatehouse_runtime::grpc::TokenCheck {
+    Arc::new(move |t| tokens.iter().any(|k| secret_matches(t, k)))
+}
+
+/// The `gatehouse.v1.Admin` service with token auth, for a tonic router.
+pub fn service(
+    svc: Arc<dyn AdminService>,
+    tokens: Vec<String>,
+) -> tonic::service::interceptor::InterceptedService<
+    AdminServer<AdminGrpc>,
+    impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone,
+> {
+    AdminServer::with_interceptor(
+        AdminGrpc { svc },
+        gatehouse_runtime::grpc::bearer(token_check(tokens)),
+    )
+}
+
+/// [`AdminService`] as a tonic service.
+pub struct AdminGrpc {
+    svc: Arc<dyn AdminService>,
+}
+
+// ---- JSON <-> protobuf Struct ----
+
+pub fn to_pb_value(v: Value) -> prost_types::Value {
+    let kind = match v {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+        Value::String(s) => Kind::StringValue(s),
+        Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.into_iter().map(to_pb_value).collect(),
+        }),
+        Value::Object(o) => Kind::StructValue(to_pb_struct(o)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+pub fn to_pb_struct(m: Map<String, Value>) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: m.into_iter().map(|(k, v)| (k, to_pb_value(v))).collect(),
+    }
+}
+
+pub fn from_pb_value(v: prost_types::Value) -> Value {
+    match v.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::BoolValue(b)) => Value::Bool(b),
+        Some(Kind::NumberValue(n)) => {
+            // Whole numbers come back as integers (osquery's counters).
+            if n.fract() == 0.0 && n.abs() < 9.0e15 {
+                Value::from(n as i64)
+            } else {
+                serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number)
+            }
+        }
+        Some(Kind::StringValue(s)) => Value::String(s),
+        Some(Kind::ListValue(l)) => Value::Array(l.values.into_iter().map(from_pb_value).collect()),
+        Some(Kind::StructValue(s)) => Value::Object(from_pb_struct(s)),
+    }
+}
+
+pub fn from_pb_struct(s: prost_types::Struct) -> Map<String, Value> {
+    s.fields
+        .into_iter()
+        .map(|(k, v)| (k, from_pb_value(v)))
+        .collect()
+}
+
+fn object(v: Value) -> prost_types::Struct {
+    match v {
+        Value::Object(m) => to_pb_struct(m),
+        other => to_pb_struct(Map::from_iter([("value".to_owned(), other)])),
+    }
+}
+
+fn label(v: impl serde::Serialize) -> String {
+    match serde_json::to_value(v) {
+        Ok(Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+fn limit(n: u32, default: usize) -> usize {
+    if n == 0 { default } else { n as usize }
+}
+
+// ---- domain -> protobuf ----
+
+fn host_view(v: HostView) -> pb::HostView {
+    let h = v.host;
+    pb::HostView {
+        id: h.id.to_string(),
+        identity: h.identity,
+        host_identifier: h.host_identifier,
+        hostname: h.hostname,
+        platform: h.platform,
+        platform_type: h.platform_type,
+        os_name: h.os_name,
+        os_version: h.os_version,
+        osquery_version: h.osquery_version,
+        details: Some(to_pb_struct(h.details)),
+        labels: h.labels,
+        label_set: v.label_set,
+        enrolled_at: h.enrolled_at,
+        last_enrolled_at: h.last_enrolled_at,
+        enroll_count: h.enroll_count,
+        key_epoch: h.key_epoch,
+        key_revoked: h.key_revoked,
+        last_seen: h.last_seen,
+        last_ip: h.last_ip,
+        config_hash: h.config_hash,
+        config_generation: h.config_generation,
+        online: v.online,
+    }
+}
+
+fn key_change(k: KeyChange) -> pb::KeyChange {
+    pb::KeyChange {
+        host_id: k.host_id.to_string(),
+        epoch: k.epoch,
+        revoked: k.revoked,
+    }
+}
+
+fn status_log(l: StatusLog) -> pb::StatusLog {
+    pb::StatusLog {
+        host_id: l.host_id.to_string(),
+        unix_time: l.unix_time,
+        severity: l.severity,
+        message: l.message,
+        line_id: l.line_id,
+        received_at: l.received_at,
+        line: Some(object(l.line)),
+    }
+}
+
+fn query(q: Query) -> pb::Query {
+    pb::Query {
+        name: q.name,
+        sql: q.sql,
+        description: q.description,
+        updated_at: q.updated_at,
+    }
+}
+
+fn schedule(s: Schedule) -> pb::Schedule {
+    pb::Schedule {
+        name: s.name,
+        query: s.query,
+        interval: s.interval,
+        snapshot: s.snapshot,
+        removed: s.removed,
+        platform: s.platform,
+        version: s.version,
+        shard: s.shard.map(u32::from),
+        pack: s.pack,
+        labels: s.labels,
+        updated_at: s.updated_at,
+    }
+}
+
+fn string_lists(m: BTreeMap<String, Vec<String>>) -> BTreeMap<String, pb::StringList> {
+    m.into_iter()
+        .map(|(k, values)| (k, pb::StringList { values }))
+        .collect()
+}
+
+fn from_string_lists(m: BTreeMap<String, pb::StringList>) -> BTreeMap<String, Vec<String>> {
+    m.into_iter().map(|(k, l)| (k, l.values)).collect()
+}
+
+fn label_config(c: LabelConfig) -> pb::LabelConfig {
+    pb::LabelConfig {
+        label: c.label,
+        options: Some(to_pb_struct(c.options)),
+        decorators: Some(pb::Decorators {
+            load: c.decorators.load,
+            always: c.decorators.always,
+            interval: string_lists(c.decorators.interval),
+        }),
+        file_paths: string_lists(c.file_paths),
+        updated_at: c.updated_at,
+    }
+}
+
+fn result_log(r: ResultLog) -> pb::ResultLog {
+    pb::ResultLog {
+        host_id: r.host_id.to_string(),
+        name: r.name,
+        unix_time: r.unix_time,
+        kind: label(r.kind),
+        action: r.action,
+        rows: r.rows,
+        line_id: r.line_id,
+        received_at: r.received_at,
+        line: Some(object(r.line)),
+    }
+}
+
+fn campaign_view(v: CampaignView) -> pb::CampaignView {
+    let c = v.campaign;
+    pb::CampaignView {
+        id: c.id,
+        sql: c.sql,
+        targets: Some(pb::Targets {
+            hosts: c.targets.hosts.iter().map(ToString::to_string).collect(),
+            labels: c.targets.labels,
+            all: c.targets.all,
+        }),
+        target_count: c.target_count,
+        created_at: c.created_at,
+        expires_at: c.expires_at,
+        created_by: c.created_by,
+        expired: v.expired,
+        coverage: Some(pb::Coverage {
+            targeted: v.coverage.targeted,
+            queued: v.coverage.queued,
+            delivered: v.coverage.delivered,
+            answered: v.coverage.answered,
+            failed: v.coverage.failed,
+            expired: v.coverage.expired,
+        }),
+    }
+}
+
+fn campaign_detail(d: CampaignDetail) -> pb::CampaignDetail {
+    pb::CampaignDetail {
+        campaign: Some(campaign_view(d.view)),
+        hosts: d
+            .hosts
+            .into_iter()
+            .map(|h| pb::HostDelivery {
+                host_id: h.delivery.host_id.to_string(),
+                hostname: h.hostname,
+                state: label(h.delivery.state),
+                queued_at: h.delivery.queued_at,
+                delivered_at: h.delivery.delivered_at,
+                delivery_count: h.delivery.delivery_count,
+                finished_at: h.delivery.finished_at,
+            })
+            .collect(),
+        non_responders: d.non_responders.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn campaign_result(r: CampaignResult) -> pb::CampaignResult {
+    pb::CampaignResult {
+        campaign_id: r.campaign_id,
+        host_id: r.host_id.to_string(),
+        rows: r.rows.into_iter().map(object).collect(),
+        status: r.status,
+        message: r.message,
+        stats: Some(to_pb_struct(r.stats)),
+        received_at: r.received_at,
+    }
+}
+
+fn carve(c: CarveSession) -> pb::Carve {
+    pb::Carve {
+        session_id: c.session_id,
+        host_id: c.host_id.to_string(),
+        carve_id: c.carve_id,
+        request_id: c.request_id,
+        block_count: c.block_count,
+        block_size: c.block_size,
+        carve_size: c.carve_size,
+        blocks_received: c.blocks_received,
+        state: label(c.state),
+        created_at: c.created_at,
+        completed_at: c.completed_at,
+        sha256: c.sha256,
+        format: c.format,
+    }
+}
+
+fn host_id(s: &str) -> Result<HostId, Status> {
+    HostId::parse(s).ok_or_else(|| {
+        Status::invalid_argument(format!("{s:?} is not a host id (32 hex characters)"))
+    })
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::Chunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AdminRpc for AdminGrpc {
+    async fn list_hosts(
+        &self,
+        r: Request<pb::ListHostsRequest>,
+    ) -> Result<Response<pb::ListHostsResponse>, Status> {
+        let r = r.into_inner();
+        let page = self
+            .svc
+            .list_hosts(HostFilter {
+                label: r.label,
+                platform: r.platform,
+                online: r.online,
+                after: r.after,
+                limit: (r.limit > 0).then_some(r.limit as usize),
+            })
+            .await?;
+        Ok(Response::new(pb::ListHostsResponse {
+            hosts: page.items.into_iter().map(host_view).collect(),
+            next: page.next,
+        }))
+    }
+
+    async fn get_host(&self, r: Request<pb::HostRef>) -> Result<Response<pb::HostView>, Status> {
+        let v = self.svc.get_host(&r.into_inner().id).await?;
+        Ok(Response::new(host_view(v)))
+    }
+
+    async fn set_host_labels(
+        &self,
+        r: Request<pb::SetHostLabelsRequest>,
+    ) -> Result<Response<pb::HostView>, Status> {
+        let r = r.into_inner();
+        let v = self.svc.set_host_labels(&r.id, r.labels).await?;
+        Ok(Response::new(host_view(v)))
+    }
+
+    async fn rotate_key(
+        &self,
+        r: Request<pb::RotateKeyRequest>,
+    ) -> Result<Response<pb::KeyChange>, Status> {
+        let r = r.into_inner();
+        let k = self.svc.rotate_key(&r.id, r.revoke).await?;
+        Ok(Response::new(key_change(k)))
+    }
+
+    async fn host_config(
+        &self,
+        r: Request<pb::HostRef>,
+    ) -> Result<Response<prost_types::Struct>, Status> {
+        let c = self.svc.host_config(&r.into_inner().id).await?;
+        Ok(Response::new(object(c)))
+    }
+
+    async fn host_status_logs(
+        &self,
+        r: Request<pb::HostLogsRequest>,
+    ) -> Result<Response<pb::StatusLogs>, Status> {
+        let r = r.into_inner();
+        let until = if r.until == 0 { i64::MAX } else { r.until };
+        let logs = self
+            .svc
+            .host_status_logs(&r.id, r.since, until, limit(r.limit, 1000))
+            .await?;
+        Ok(Response::new(pb::StatusLogs {
+            logs: logs.into_iter().map(status_log).collect(),
+        }))
+    }
+
+    async fn put_query(&self, r: Request<pb::Query>) -> Result<Response<pb::Query>, Status> {
+        let q = r.into_inner();
+        let saved = self
+            .svc
+            .put_query(Query {
+                name: q.name,
+                sql: q.sql,
+                description: q.description,
+                updated_at: 0,
+            })
+            .await?;
+        Ok(Response::new(query(saved)))
+    }
+
+    async fn list_queries(&self, _: Request<pb::Empty>) -> Result<Response<pb::Queries>, Status> {
+        let qs = self.svc.list_queries().await?;
+        Ok(Response::new(pb::Queries {
+            queries: qs.into_iter().map(query).collect(),
+        }))
+    }
+
+    async fn delete_query(&self, r: Request<pb::NameRef>) -> Result<Response<pb::Empty>, Status> {
+        self.svc.delete_query(&r.into_inner().name).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn put_schedule(
+        &self,
+        r: Request<pb::Schedule>,
+    ) -> Result<Response<pb::Schedule>, Status> {
+        let s = r.into_inner();
+        let shard = match s.shard {
+            Some(p) => Some(u8::try_from(p).map_err(|_| {
+                Status::invalid_argument(format!("shard {p} is not a percentage (1-100)"))
+            })?),
+            None => None,
+        };
+        let saved = self
+            .svc
+            .put_schedule(Schedule {
+                name: s.name,
+                query: s.query,
+                interval: s.interval,
+                snapshot: s.snapshot,
+                removed: s.removed,
+                platform: s.platform,
+                version: s.version,
+                shard,
+                pack: s.pack,
+                labels: s.labels,
+                updated_at: 0,
+            })
+            .await?;
+        Ok(Response::new(schedule(saved)))
+    }
+
+    async fn list_schedules(
+        &self,
+        _: Request<pb::Empty>,
+    ) -> Result<Response<pb::Schedules>, Status> {
+        let s = self.svc.list_schedules().await?;
+        Ok(Response::new(pb::Schedules {
+            schedules: s.into_iter().map(schedule).collect(),
+        }))
+    }
+
+    async fn delete_schedule(
+        &self,
+        r: Request<pb::NameRef>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        self.svc.delete_schedule(&r.into_inner().name).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn put_label_config(
+        &self,
+        r: Request<pb::LabelConfig>,
+    ) -> Result<Response<pb::LabelConfig>, Status> {
+        let c = r.into_inner();
+        let d = c.decorators.unwrap_or_default();
+        let saved = self
+            .svc
+            .put_label_config(LabelConfig {
+                label: c.label,
+                options: c.options.map(from_pb_struct).unwrap_or_default(),
+                decorators: Decorators {
+                    load: d.load,
+                    always: d.always,
+                    interval: from_string_lists(d.interval),
+                },
+                file_paths: from_string_lists(c.file_paths),
+                updated_at: 0,
+            })
+            .await?;
+        Ok(Response::new(label_config(saved)))
+    }
+
+    async fn list_label_configs(
+        &self,
+        _: Request<pb::Empty>,
+    ) -> Result<Response<pb::LabelConfigs>, Status> {
+        let c = self.svc.list_label_configs().await?;
+        Ok(Response::new(pb::LabelConfigs {
+            configs: c.into_iter().map(label_config).collect(),
+        }))
+    }
+
+    async fn delete_label_config(
+        &self,
+        r: Request<pb::NameRef>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        self.svc.delete_label_config(&r.into_inner().name).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn search_results(
+        &self,
+        r: Request<pb::ResultSearch>,
+    ) -> Result<Response<pb::ResultLogs>, Status> {
+        let r = r.into_inner();
+        let host_id = r.host_id.as_deref().map(host_id).transpose()?;
+        let logs = self
+            .svc
+            .search_results(ResultFilter {
+                host_id,
+                name: r.name,
+                since: r.since,
+                until: r.until,
+                limit: r.limit as usize,
+            })
+            .await?;
+        Ok(Response::new(pb::ResultLogs {
+            logs: logs.into_iter().map(result_log).collect(),
+        }))
+    }
+
+    async fn create_campaign(
+        &self,
+        r: Request<pb::CreateCampaignRequest>,
+    ) -> Result<Response<pb::CampaignView>, Status> {
+        let r = r.into_inner();
+        let v = self
+            .svc
+            .create_campaign(
+                CampaignRequest {
+                    sql: r.sql,
+                    hosts: r.hosts,
+                    labels: r.labels,
+                    all: r.all,
+                    expires_in: r.expires_in,
+                },
+                "admin",
+            )
+            .await?;
+        Ok(Response::new(campaign_view(v)))
+    }
+
+    async fn list_campaigns(
+        &self,
+        r: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::Campaigns>, Status> {
+        let c = self
+            .svc
+            .list_campaigns(limit(r.into_inner().limit, 100))
+            .await?;
+        Ok(Response::new(pb::Campaigns {
+            campaigns: c.into_iter().map(campaign_view).collect(),
+        }))
+    }
+
+    async fn get_campaign(
+        &self,
+        r: Request<pb::CampaignRef>,
+    ) -> Result<Response<pb::CampaignDetail>, Status> {
+        let d = self.svc.get_campaign(&r.into_inner().id).await?;
+        Ok(Response::new(campaign_detail(d)))
+    }
+
+    async fn campaign_results(
+        &self,
+        r: Request<pb::CampaignRef>,
+    ) -> Result<Response<pb::CampaignResults>, Status> {
+        let rs = self.svc.campaign_results(&r.into_inner().id).await?;
+        Ok(Response::new(pb::CampaignResults {
+            results: rs.into_iter().map(campaign_result).collect(),
+        }))
+    }
+
+    async fn list_carves(&self, r: Request<pb::ListRequest>) -> Result<Response<pb::Carves>, Status> {
+        let c = self.svc.list_carves(limit(r.into_inner().limit, 100)).await?;
+        Ok(Response::new(pb::Carves {
+            carves: c.into_iter().map(carve).collect(),
+        }))
+    }
+
+    async fn get_carve(&self, r: Request<pb::CarveRef>) -> Result<Response<pb::Carve>, Status> {
+        let c = self.svc.get_carve(&r.into_inner().id).await?;
+        Ok(Response::new(carve(c)))
+    }
+
+    type CarveBlockStream = ChunkStream;
+
+    async fn carve_block(
+        &self,
+        r: Request<pb::CarveBlockRequest>,
+    ) -> Result<Response<Self::CarveBlockStream>, Status> {
+        let r = r.into_inner();
+        let block: Bytes = self.svc.carve_block(&r.id, r.block).await?;
+        let chunks: Vec<Result<pb::Chunk, Status>> = (0..block.len().div_ceil(CHUNK).max(1))
+            .map(|i| {
+                let end = ((i + 1) * CHUNK).min(block.len());
+                Ok(pb::Chunk {
+                    data: block.slice(i * CHUNK..end),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(futures_util::stream::iter(chunks))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn json_survives_a_round_trip_through_struct() {
+        let v = json!({
+            "name": "osqueryd", "pid": 4242, "ratio": 0.25, "ok": true,
+            "none": null, "list": [1, "two", {"three": 3}], "neg": -7
+        });
+        let Value::Object(m) = v.clone() else {
+            panic!("not an object")
+        };
+        assert_eq!(Value::Object(from_pb_struct(to_pb_struct(m))), v);
+    }
+
+    #[test]
+    fn errors_map_to_grpc_codes() {
+        let code = |e: ApiError| Status::from(e).code();
+        assert_eq!(code(ApiError::BadRequest("x".into())), tonic::Code::InvalidArgument);
+        assert_eq!(code(ApiError::NotFound("x".into())), tonic::Code::NotFound);
+        assert_eq!(code(ApiError::Unauthorized), tonic::Code::Unauthenticated);
+        assert_eq!(code(ApiError::Unavailable("x".into())), tonic::Code::Unavailable);
+        assert_eq!(
+            code(ApiError::Unprocessable("x".into())),
+            tonic::Code::FailedPrecondition
+        );
+    }
+}
