@@ -43,6 +43,11 @@ struct Args {
     /// Agent endpoint, `https://host:port` (the host is the TLS name).
     #[arg(long, default_value = "https://localhost:8443")]
     url: String,
+    /// More agent endpoints behind the same TLS name (`host:port`, several
+    /// cluster edges): connections are spread round-robin over `--url` and
+    /// these, as a load balancer in front of the edges would.
+    #[arg(long = "also-url", value_delimiter = ',')]
+    also_url: Vec<String>,
     /// A Gatehouse data directory: takes the CA, enroll secret and admin
     /// token from it (instead of --ca, --enroll-secret, --admin-token).
     #[arg(long)]
@@ -213,7 +218,20 @@ async fn run(a: Args, nofile: u64) -> anyhow::Result<()> {
             a.hosts
         );
     }
-    let target = Arc::new(Target::new(addr, host, tls.clone(), sources)?);
+    let mut more = Vec::new();
+    for u in &a.also_url {
+        let hp = u
+            .strip_prefix("https://")
+            .unwrap_or(u)
+            .trim_end_matches('/');
+        more.push(
+            tokio::net::lookup_host(hp)
+                .await?
+                .next()
+                .ok_or_else(|| anyhow::anyhow!("{hp} does not resolve"))?,
+        );
+    }
+    let target = Arc::new(Target::new(addr, host, tls.clone(), sources)?.with_more(more));
     let admin = match &token {
         Some(t) => {
             let admin_host = a

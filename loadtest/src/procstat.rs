@@ -15,8 +15,25 @@ pub struct Sample {
     pub at: Instant,
 }
 
-/// `pid` = "self" or a number.
+/// `pid` = "self", a number, or several numbers separated by commas (a
+/// cluster's processes: their CPU time and memory are added up).
 pub fn sample(pid: &str) -> Option<Sample> {
+    if pid.contains(',') {
+        let all: Vec<Sample> = pid
+            .split(',')
+            .map(|p| sample_one(p.trim()))
+            .collect::<Option<_>>()?;
+        return Some(Sample {
+            cpu_secs: all.iter().map(|s| s.cpu_secs).sum(),
+            rss_bytes: all.iter().map(|s| s.rss_bytes).sum(),
+            peak_rss_bytes: all.iter().map(|s| s.peak_rss_bytes).sum(),
+            at: Instant::now(),
+        });
+    }
+    sample_one(pid)
+}
+
+fn sample_one(pid: &str) -> Option<Sample> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised command name; utime and stime are
     // the 14th and 15th fields of the whole line.

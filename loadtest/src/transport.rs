@@ -55,6 +55,11 @@ pub struct HttpReply {
 /// Where and how to connect.
 pub struct Target {
     pub addr: SocketAddr,
+    /// Further endpoints behind the same TLS name (several edges): new
+    /// connections go round-robin over `addr` and these, as a TCP load
+    /// balancer in front of edges would spread them.
+    more: Vec<SocketAddr>,
+    next_addr: AtomicUsize,
     /// `Host` header and TLS server name (`--tls_hostname` without port).
     pub host_header: String,
     server_name: ServerName<'static>,
@@ -89,6 +94,8 @@ impl Target {
         };
         Ok(Self {
             addr,
+            more: Vec::new(),
+            next_addr: AtomicUsize::new(0),
             host_header,
             server_name,
             tls: tokio_rustls::TlsConnector::from(tls),
@@ -98,8 +105,25 @@ impl Target {
         })
     }
 
+    /// Spreads new connections over `more` endpoints too.
+    pub fn with_more(mut self, more: Vec<SocketAddr>) -> Self {
+        self.more = more;
+        self
+    }
+
+    fn pick(&self) -> SocketAddr {
+        if self.more.is_empty() {
+            return self.addr;
+        }
+        match self.next_addr.fetch_add(1, Ordering::Relaxed) % (self.more.len() + 1) {
+            0 => self.addr,
+            i => self.more[i - 1],
+        }
+    }
+
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, TransportError> {
-        let socket = match self.addr {
+        let addr = self.pick();
+        let socket = match addr {
             SocketAddr::V4(_) => TcpSocket::new_v4(),
             SocketAddr::V6(_) => TcpSocket::new_v6(),
         }
@@ -111,7 +135,7 @@ impl Target {
                 .map_err(|e| TransportError::Connect(format!("bind {}: {e}", self.sources[i])))?;
         }
         let tcp = socket
-            .connect(self.addr)
+            .connect(addr)
             .await
             .map_err(|e| TransportError::Connect(e.to_string()))?;
         let _ = tcp.set_nodelay(true);

@@ -380,7 +380,9 @@ async fn ops_channel(
     let url = format!("http://{}", l.local_addr()?);
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
     gatehouse::serve::spawn_ops(l, ready, done.clone(), control);
-    Ok(tonic::transport::Channel::from_shared(url)?.connect().await?)
+    Ok(tonic::transport::Channel::from_shared(url)?
+        .connect()
+        .await?)
 }
 
 fn with_token<T>(token: &str, msg: T) -> anyhow::Result<tonic::Request<T>> {
@@ -476,7 +478,11 @@ async fn control_services_report_and_drain_over_grpc() -> anyhow::Result<()> {
         Ok((st.batches_written >= 8 && st.backlog_messages == 0).then_some(st))
     })
     .await?;
-    assert_eq!((st.lag, st.pending_acks, st.oldest_unacked_ms), (0, 0, 0), "{st:?}");
+    assert_eq!(
+        (st.lag, st.pending_acks, st.oldest_unacked_ms),
+        (0, 0, 0),
+        "{st:?}"
+    );
     done.trigger();
     s.stop().await
 }

@@ -194,7 +194,10 @@ async fn the_admin_service_over_grpc_matches_rest() -> anyhow::Result<()> {
         .get_campaign(authed(&s, pb::CampaignRef { id: c.id.clone() })?)
         .await?
         .into_inner();
-    assert_eq!(detail.campaign.and_then(|c| c.coverage).map(|c| c.answered), Some(1));
+    assert_eq!(
+        detail.campaign.and_then(|c| c.coverage).map(|c| c.answered),
+        Some(1)
+    );
     assert!(detail.non_responders.is_empty());
     let results = admin
         .campaign_results(authed(&s, pb::CampaignRef { id: c.id.clone() })?)
@@ -221,7 +224,12 @@ async fn the_admin_service_over_grpc_matches_rest() -> anyhow::Result<()> {
 
     // Deleting over gRPC; REST sees it gone.
     admin
-        .delete_schedule(authed(&s, pb::NameRef { name: "users_hourly".into() })?)
+        .delete_schedule(authed(
+            &s,
+            pb::NameRef {
+                name: "users_hourly".into(),
+            },
+        )?)
         .await?;
     let (_, rest) = s.api(Method::GET, "/api/v1/schedules", None).await?;
     assert_eq!(rest, json!([]));

@@ -593,8 +593,14 @@ impl AdminRpc for AdminGrpc {
         }))
     }
 
-    async fn list_carves(&self, r: Request<pb::ListRequest>) -> Result<Response<pb::Carves>, Status> {
-        let c = self.svc.list_carves(limit(r.into_inner().limit, 100)).await?;
+    async fn list_carves(
+        &self,
+        r: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::Carves>, Status> {
+        let c = self
+            .svc
+            .list_carves(limit(r.into_inner().limit, 100))
+            .await?;
         Ok(Response::new(pb::Carves {
             carves: c.into_iter().map(carve).collect(),
         }))
@@ -645,10 +651,16 @@ mod tests {
     #[test]
     fn errors_map_to_grpc_codes() {
         let code = |e: ApiError| Status::from(e).code();
-        assert_eq!(code(ApiError::BadRequest("x".into())), tonic::Code::InvalidArgument);
+        assert_eq!(
+            code(ApiError::BadRequest("x".into())),
+            tonic::Code::InvalidArgument
+        );
         assert_eq!(code(ApiError::NotFound("x".into())), tonic::Code::NotFound);
         assert_eq!(code(ApiError::Unauthorized), tonic::Code::Unauthenticated);
-        assert_eq!(code(ApiError::Unavailable("x".into())), tonic::Code::Unavailable);
+        assert_eq!(
+            code(ApiError::Unavailable("x".into())),
+            tonic::Code::Unavailable
+        );
         assert_eq!(
             code(ApiError::Unprocessable("x".into())),
             tonic::Code::FailedPrecondition

@@ -44,7 +44,10 @@ pub async fn run(
         routes,
         &[GRPC_SERVICE, gatehouse_runtime::grpc::HEALTH],
     );
-    let opts = ServeOptions { http2: true, ..opts };
+    let opts = ServeOptions {
+        http2: true,
+        ..opts
+    };
     let tls = tls.map(|t| gatehouse_runtime::tls::with_h2(&t));
     gatehouse_runtime::serve(listener, tls, app, opts, shutdown).await
 }

@@ -65,6 +65,11 @@ fn spawn(dir: &Path, port: Option<u16>) -> std::io::Result<Child> {
 
 impl NatsTestServer {
     /// Starts a server and waits until it accepts connections.
+    /// The nats-server process id (to measure its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn start() -> std::io::Result<Self> {
         let dir = tempfile::tempdir()?;
         let child = spawn(dir.path(), None)?;

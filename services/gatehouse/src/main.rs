@@ -186,9 +186,9 @@ fn role(kind: RoleKind, config: Option<PathBuf>, instance: Option<String>) -> Ex
         // Probes and metrics; not ready once the role has drained.
         let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         let done = gatehouse_runtime::Shutdown::new();
-        let ops = bind_ops(&cfg)
-            .await?
-            .map(|l| gatehouse::serve::spawn_ops(l, ready.clone(), done.clone(), role.control.take()));
+        let ops = bind_ops(&cfg).await?.map(|l| {
+            gatehouse::serve::spawn_ops(l, ready.clone(), done.clone(), role.control.take())
+        });
         role.shutdown.trigger_on_signals();
         let r = role.wait().await;
         ready.store(false, std::sync::atomic::Ordering::Relaxed);

@@ -16,10 +16,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use gatehouse_bus::hostrpc::SHARD_MOVED;
 use gatehouse_core::HostId;
 use gatehouse_core::model::{Campaign, CampaignResult, Delivery, DeliveryState, Host};
 use gatehouse_core::nodekey::NodeKeys;
-use gatehouse_bus::hostrpc::SHARD_MOVED;
 use gatehouse_core::ports::{Fence, Store, StoreError};
 use gatehouse_core::time::now_ms;
 use gatehouse_core::wire::platform_family;

@@ -171,7 +171,10 @@ async fn shards_spread_move_on_join_leave_and_crash_without_failed_calls() {
     assert_eq!(a.ctx.registry.len(), 0, "a drained its actors");
     assert!(!a.task.is_finished(), "a drained hostd keeps running");
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert!(served(&a.leases).is_empty(), "a drained hostd took shards back");
+    assert!(
+        served(&a.leases).is_empty(),
+        "a drained hostd took shards back"
+    );
     // Then it stops cleanly.
     a.shutdown.trigger();
     ok(a.task.await);

@@ -428,7 +428,8 @@ impl gatehouse_proto::v1::ingest_control_server::IngestControl for Control {
         &self,
         _: tonic::Request<gatehouse_proto::v1::StatusRequest>,
     ) -> Result<tonic::Response<gatehouse_proto::v1::IngestStatus>, tonic::Status> {
-        let down = |e: &dyn std::fmt::Display| tonic::Status::unavailable(format!("JetStream: {e}"));
+        let down =
+            |e: &dyn std::fmt::Display| tonic::Status::unavailable(format!("JetStream: {e}"));
         let mut stream = self.js.get_stream(STREAM).await.map_err(|e| down(&e))?;
         let state = stream.info().await.map_err(|e| down(&e))?.state.clone();
         let mut c = consumer(&self.js, &self.cfg).await.map_err(|e| down(&e))?;

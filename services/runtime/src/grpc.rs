@@ -20,7 +20,9 @@ pub fn health(
     shutdown: Shutdown,
 ) -> HealthServer<impl tonic_health::pb::health_server::Health> {
     let (reporter, server) = tonic_health::server::health_reporter();
-    let names: Vec<&'static str> = std::iter::once("").chain(services.iter().copied()).collect();
+    let names: Vec<&'static str> = std::iter::once("")
+        .chain(services.iter().copied())
+        .collect();
     tokio::spawn(async move {
         set_all(&reporter, &names, ServingStatus::Serving).await;
         shutdown.wait().await;
@@ -64,7 +66,10 @@ fn metrics() -> &'static RequestMetrics {
 /// call by method and outcome. Failed calls answer "trailers only", so
 /// their `grpc-status` is in the response headers; a call that fails in
 /// mid-stream counts as ok.
-pub async fn track(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+pub async fn track(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
     let path = req.uri().path();
     // Known services only: a scanner's paths must not grow the label set.
     let method = if path.starts_with("/gatehouse.v1.") || path.starts_with("/grpc.health.v1.") {

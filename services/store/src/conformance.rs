@@ -555,9 +555,13 @@ async fn campaigns(store: &dyn Store) {
         rows: vec![],
         ..r.clone()
     };
-    ok(store.record_results(&[r.clone(), failed], Fence::NONE).await);
+    ok(store
+        .record_results(&[r.clone(), failed], Fence::NONE)
+        .await);
     // Recording twice (a duplicate write) is harmless.
-    ok(store.record_results(std::slice::from_ref(&r), Fence::NONE).await);
+    ok(store
+        .record_results(std::slice::from_ref(&r), Fence::NONE)
+        .await);
     assert!(ok(store.open_deliveries(&h1).await).is_empty());
     assert_eq!(ok(store.open_deliveries(&h2).await).len(), 1);
     assert_eq!(ok(store.list_results("camp1").await), vec![r]);
@@ -592,7 +596,12 @@ async fn fencing(store: &dyn Store, sem: Semantics, report: &mut Report) {
         return;
     }
     let stale_result = |r: Result<(), StoreError>, newer: u64| match (sem.fencing, r) {
-        (Fencing::Rejects, Err(StoreError::Fenced { presented, held, .. })) => {
+        (
+            Fencing::Rejects,
+            Err(StoreError::Fenced {
+                presented, held, ..
+            }),
+        ) => {
             assert_eq!((presented, held), (7, newer));
         }
         (Fencing::Supersedes, Ok(())) => {}

@@ -227,11 +227,9 @@ impl Inner {
     }
 
     fn host_lock(&self, host: &HostId) -> StoreResult<std::sync::MutexGuard<'_, ()>> {
-        let stripe = host
-            .as_str()
-            .bytes()
-            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(b)))
-            % HOST_LOCK_STRIPES;
+        let stripe = host.as_str().bytes().fold(0usize, |h, b| {
+            h.wrapping_mul(31).wrapping_add(usize::from(b))
+        }) % HOST_LOCK_STRIPES;
         self.host_locks[stripe]
             .lock()
             .map_err(|_| unavailable("host lock poisoned"))
@@ -245,10 +243,12 @@ impl Inner {
         }
         let k = host.as_str().as_bytes().to_vec();
         let held = match self.fences.get(&k).map_err(unavailable)? {
-            Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
-                key: host.to_string(),
-                reason: "fencing token is not 8 bytes".into(),
-            })?),
+            Some(v) => {
+                u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                    key: host.to_string(),
+                    reason: "fencing token is not 8 bytes".into(),
+                })?)
+            }
             None => 0,
         };
         if fence.0 < held {
