@@ -17,6 +17,9 @@
 #   writes, TTL expiry, concurrent migrations) are tested against a real
 #   node when GATEHOUSE_TEST_SCYLLA=host:port names one. Without it those
 #   tests are reported as NOT RUN, never as passed.
+# - The Helm chart is linted (--strict) and rendered offline with its
+#   default and HA values by Helm's Go SDK (helm-python-sdk from PyPI),
+#   with assertions on the manifests (tests/helm/test_chart.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +42,11 @@ fi
 echo "== disk before the build: $(df -h --output=avail . | tail -1 | tr -d ' ') free"
 echo "== building and running the workspace tests"
 cargo test --workspace --locked --no-fail-fast
+
+echo "== Helm chart: offline lint and rendering (helm-python-sdk 0.2.2), generated config checked by the binary"
+python3 -m pip install --quiet --disable-pip-version-check "helm-python-sdk==0.2.2" "pyyaml>=6,<7"
+cargo build --locked -p gatehouse
+python3 -m unittest discover -s tests/helm -v
 
 if [[ -n "${GATEHOUSE_TEST_SCYLLA:-}" ]]; then
     echo "== ScyllaDB semantics against the real node at ${GATEHOUSE_TEST_SCYLLA}"

@@ -268,6 +268,12 @@ impl ServeConfig {
         if let Some(v) = env("GATEHOUSE_SCYLLA_PASSWORD") {
             sc.password = Some(v);
         }
+        if let Some(v) = env("GATEHOUSE_NATS_USERNAME") {
+            cfg.cluster.nats.username = Some(v);
+        }
+        if let Some(v) = env("GATEHOUSE_NATS_PASSWORD") {
+            cfg.cluster.nats.password = Some(v);
+        }
         if let Some(v) = env("GATEHOUSE_NATS_URL") {
             cfg.cluster.nats.servers = v
                 .split(',')
@@ -278,6 +284,23 @@ impl ServeConfig {
         }
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// The TLS files exist (for the processes that serve TLS: the
+    /// all-in-one, edge and api; hostd and ingest never open them).
+    pub fn check_tls_files(&self) -> Result<(), ConfigError> {
+        for p in [&self.tls.cert, &self.tls.key, &self.tls.client_ca]
+            .into_iter()
+            .flatten()
+        {
+            if !p.is_file() {
+                return Err(ConfigError::Invalid(format!(
+                    "TLS file {} does not exist",
+                    p.display()
+                )));
+            }
+        }
+        Ok(())
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -302,14 +325,6 @@ impl ServeConfig {
                 return bad("tls.cert and tls.key must be given together".into());
             }
             _ => {}
-        }
-        for p in [&self.tls.cert, &self.tls.key, &self.tls.client_ca]
-            .into_iter()
-            .flatten()
-        {
-            if !p.is_file() {
-                return bad(format!("TLS file {} does not exist", p.display()));
-            }
         }
         self.paths.validate().map_err(ConfigError::Invalid)?;
         if !(1..=65_536).contains(&self.shards) {

@@ -56,6 +56,17 @@ enum Command {
         #[arg(short, long, env = "GATEHOUSE_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Validates a configuration (file plus GATEHOUSE_* variables) without
+    /// starting anything; with --cluster, also what the cluster roles need.
+    /// Prints the effective configuration as TOML.
+    Check {
+        #[arg(short, long, env = "GATEHOUSE_CONFIG")]
+        config: Option<PathBuf>,
+        /// The process the configuration is for: serve (the all-in-one),
+        /// edge, hostd, ingest or api.
+        #[arg(long, default_value = "serve")]
+        role: String,
+    },
 }
 
 #[derive(Clone, Copy)]
@@ -88,6 +99,63 @@ fn main() -> ExitCode {
         Command::Hostd { config, instance } => role(RoleKind::Hostd, config, instance),
         Command::Ingest { config } => role(RoleKind::Ingest, config, None),
         Command::Api { config } => role(RoleKind::Api, config, None),
+        Command::Check { config, role } => check(config, &role),
+    }
+}
+
+fn cluster_check(c: &ServeConfig) -> Result<(), String> {
+    if c.store.kind == gatehouse::config::StoreKind::Scylla {
+        Ok(())
+    } else {
+        Err("cluster roles share their store: set store.kind = \"scylla\" (or GATEHOUSE_STORE=scylla)".into())
+    }
+}
+
+/// What a process checks before it starts, beyond `ServeConfig::validate`.
+fn role_check(role: &str, c: &ServeConfig) -> Result<(), String> {
+    if role != "serve" {
+        cluster_check(c)?;
+    }
+    if matches!(role, "serve" | "edge" | "api") {
+        c.check_tls_files().map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn check(config: Option<PathBuf>, role: &str) -> ExitCode {
+    if !matches!(role, "serve" | "edge" | "hostd" | "ingest" | "api") {
+        eprintln!("gatehouse: --role {role:?}: expected serve, edge, hostd, ingest or api");
+        return ExitCode::from(64);
+    }
+    let cfg = match ServeConfig::load(config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("gatehouse: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    if let Err(e) = role_check(role, &cfg) {
+        eprintln!("gatehouse: {e}");
+        return ExitCode::from(64);
+    }
+    let mut shown = cfg.clone();
+    for secret in [
+        &mut shown.store.scylla.password,
+        &mut shown.cluster.nats.password,
+    ] {
+        if secret.is_some() {
+            *secret = Some("<redacted>".into());
+        }
+    }
+    match toml::to_string(&shown) {
+        Ok(t) => {
+            println!("{t}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("gatehouse: cannot print the configuration: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -147,13 +215,13 @@ async fn bind_ops(cfg: &ServeConfig) -> anyhow::Result<Option<tokio::net::TcpLis
 
 /// Runs one cluster role until SIGTERM/SIGINT, then drains it.
 fn role(kind: RoleKind, config: Option<PathBuf>, instance: Option<String>) -> ExitCode {
-    let (cfg, boot, rt) = match setup(config, |c| {
-        if c.store.kind == gatehouse::config::StoreKind::Scylla {
-            Ok(())
-        } else {
-            Err("cluster roles share their store: set store.kind = \"scylla\" (or GATEHOUSE_STORE=scylla)".into())
-        }
-    }) {
+    let name = match kind {
+        RoleKind::Edge => "edge",
+        RoleKind::Hostd => "hostd",
+        RoleKind::Ingest => "ingest",
+        RoleKind::Api => "api",
+    };
+    let (cfg, boot, rt) = match setup(config, |c| role_check(name, c)) {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -201,7 +269,7 @@ fn role(kind: RoleKind, config: Option<PathBuf>, instance: Option<String>) -> Ex
 }
 
 fn serve(config: Option<PathBuf>) -> ExitCode {
-    let (cfg, boot, rt) = match setup(config, |_| Ok(())) {
+    let (cfg, boot, rt) = match setup(config, |c| role_check("serve", c)) {
         Ok(s) => s,
         Err(code) => return code,
     };
