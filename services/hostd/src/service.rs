@@ -11,7 +11,7 @@ use gatehouse_core::HostId;
 use gatehouse_core::nodekey::NodeKeys;
 use gatehouse_core::ports::{Bus, BusError, BusMessage, Store};
 use gatehouse_proto::v1::{
-    CampaignCreated, ConfigChanged, Failure, HostReply, HostRequest, host_reply,
+    CampaignCreated, ConfigChanged, Failure, HostReply, HostRequest, host_reply, host_request,
 };
 use gatehouse_runtime::Shutdown;
 use prost::Message;
@@ -31,6 +31,9 @@ pub struct HostdConfig {
     pub generation_poll: Duration,
     /// Bound on stopping every actor at shutdown.
     pub drain_timeout: Duration,
+    /// A host that made an agent request within this counts as online
+    /// (`gatehouse_hostd_hosts_online`).
+    pub online_window: Duration,
 }
 
 impl Default for HostdConfig {
@@ -40,6 +43,7 @@ impl Default for HostdConfig {
             call_timeout: Duration::from_secs(10),
             generation_poll: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(15),
+            online_window: Duration::from_secs(180),
         }
     }
 }
@@ -55,6 +59,8 @@ pub enum HostdError {
 pub struct Router {
     ctx: Arc<HostCtx>,
     call_timeout: Duration,
+    /// When each host last made an agent request here (hosts online).
+    seen: Arc<std::sync::Mutex<std::collections::HashMap<HostId, std::time::Instant>>>,
 }
 
 fn failure(message: impl Into<String>) -> host_reply::Result {
@@ -65,11 +71,31 @@ fn failure(message: impl Into<String>) -> host_reply::Result {
 
 impl Router {
     pub fn new(ctx: Arc<HostCtx>, call_timeout: Duration) -> Self {
-        Self { ctx, call_timeout }
+        Self {
+            ctx,
+            call_timeout,
+            seen: Arc::default(),
+        }
     }
 
     pub fn live_actors(&self) -> usize {
         self.ctx.registry.len()
+    }
+
+    /// Hosts that made an agent request here within `window` (forgets
+    /// the others).
+    pub fn hosts_online(&self, window: Duration) -> usize {
+        let Ok(mut seen) = self.seen.lock() else {
+            return 0;
+        };
+        seen.retain(|_, t| t.elapsed() < window);
+        seen.len()
+    }
+
+    fn mark_seen(&self, host: &HostId) {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.insert(host.clone(), std::time::Instant::now());
+        }
     }
 
     async fn actor(&self, host: &HostId) -> Result<ActorRef<HostMsg>, String> {
@@ -107,6 +133,12 @@ impl Router {
         let Some(op) = req.op else {
             return failure("request without an operation");
         };
+        if !matches!(
+            op,
+            host_request::Op::SetLabels(_) | host_request::Op::RotateKey(_)
+        ) {
+            self.mark_seen(&host);
+        }
         for _attempt in 0..3 {
             let actor = match self.actor(&host).await {
                 Ok(a) => a,
@@ -294,9 +326,10 @@ pub async fn run(
                 on_config(&ctx, m);
             },
             _ = poll.tick() => {
-                crate::sharded::metrics()
-                    .actors
-                    .set(i64::try_from(router.live_actors()).unwrap_or(i64::MAX));
+                let m = crate::sharded::metrics();
+                m.actors.set(i64::try_from(router.live_actors()).unwrap_or(i64::MAX));
+                m.hosts_online
+                    .set(i64::try_from(router.hosts_online(cfg.online_window)).unwrap_or(i64::MAX));
                 if let Err(e) = ctx.configs.refresh_generation().await {
                     tracing::warn!(error = %e, "config generation poll failed");
                 }

@@ -112,6 +112,8 @@ pub async fn run_sharded(
             _ = round.tick(), if !drained => {
                 let m = metrics();
                 m.actors.set(i64::try_from(router.live_actors()).unwrap_or(i64::MAX));
+                m.hosts_online
+                    .set(i64::try_from(router.hosts_online(cfg.online_window)).unwrap_or(i64::MAX));
                 let r = match leases.rebalance().await {
                     Ok(r) => r,
                     Err(e) => {
@@ -161,6 +163,7 @@ pub async fn run_sharded(
 pub(crate) struct Metrics {
     shards: prometheus_client::metrics::gauge::Gauge,
     pub(crate) actors: prometheus_client::metrics::gauge::Gauge,
+    pub(crate) hosts_online: prometheus_client::metrics::gauge::Gauge,
     acquired: prometheus_client::metrics::counter::Counter,
     handed_over: prometheus_client::metrics::counter::Counter,
     lost: prometheus_client::metrics::counter::Counter,
@@ -172,6 +175,10 @@ pub(crate) fn metrics() -> &'static Metrics {
     M.get_or_init(|| Metrics {
         shards: gauge("hostd_shards", "Shards this hostd holds leases for"),
         actors: gauge("hostd_actors", "Host actors alive in this hostd"),
+        hosts_online: gauge(
+            "hostd_hosts_online",
+            "Hosts that made an agent request to this hostd within the online window",
+        ),
         acquired: counter("hostd_shards_acquired", "Shard leases acquired"),
         handed_over: counter(
             "hostd_shards_handed_over",

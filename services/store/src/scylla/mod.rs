@@ -179,6 +179,26 @@ struct Inner {
     fence_seq: std::sync::atomic::AtomicU64,
 }
 
+/// Latency and outcome of every statement (`gatehouse_store_requests_total`
+/// and `gatehouse_store_request_seconds`, by statement), waiting for an
+/// in-flight permit included: what an operator pages on when ScyllaDB
+/// slows down.
+async fn timed<T>(q: Q, f: impl std::future::Future<Output = StoreResult<T>>) -> StoreResult<T> {
+    static M: std::sync::OnceLock<gatehouse_runtime::metrics::RequestMetrics> =
+        std::sync::OnceLock::new();
+    let m = M.get_or_init(|| gatehouse_runtime::metrics::RequestMetrics::new("store", "ScyllaDB"));
+    let start = std::time::Instant::now();
+    let r = f.await;
+    let outcome = match &r {
+        Ok(_) => "ok",
+        Err(StoreError::Busy) => "busy",
+        Err(StoreError::Unavailable(_) | StoreError::Corrupt { .. }) => "unavailable",
+        Err(_) => "rejected",
+    };
+    m.observe(q.name(), outcome, start.elapsed().as_secs_f64());
+    r
+}
+
 /// Fenced writes (host-owned state written by the shard owner) carry an
 /// explicit write timestamp: above any wall-clock timestamp (microseconds
 /// since 1970 stay below 2^61 for 70,000 years), ordered by fencing token,
@@ -503,11 +523,14 @@ impl Inner {
         q: Q,
         values: impl SerializeRow,
     ) -> StoreResult<scylla::response::query_result::QueryResult> {
-        let _p = self.permit().await?;
-        self.session
-            .execute_unpaged(self.st(q), values)
-            .await
-            .map_err(unavailable)
+        timed(q, async {
+            let _p = self.permit().await?;
+            self.session
+                .execute_unpaged(self.st(q), values)
+                .await
+                .map_err(unavailable)
+        })
+        .await
     }
 
     /// A write of host-owned state, timestamped by its fence.
@@ -520,12 +543,15 @@ impl Inner {
         };
         let mut st = self.st(q).clone();
         st.set_timestamp(Some(ts));
-        let _p = self.permit().await?;
-        self.session
-            .execute_unpaged(&st, values)
-            .await
-            .map(|_| ())
-            .map_err(unavailable)
+        timed(q, async {
+            let _p = self.permit().await?;
+            self.session
+                .execute_unpaged(&st, values)
+                .await
+                .map(|_| ())
+                .map_err(unavailable)
+        })
+        .await
     }
 
     /// The first row, if any.
@@ -546,19 +572,22 @@ impl Inner {
     where
         R: for<'f, 'm> DeserializeRow<'f, 'm> + Send + 'static,
     {
-        let _p = self.permit().await?;
-        let pager = self
-            .session
-            .execute_iter(self.st(q).clone(), values)
-            .await
-            .map_err(unavailable)?;
-        pager
-            .rows_stream::<R>()
-            .map_err(unavailable)?
-            .take(limit)
-            .try_collect()
-            .await
-            .map_err(unavailable)
+        timed(q, async {
+            let _p = self.permit().await?;
+            let pager = self
+                .session
+                .execute_iter(self.st(q).clone(), values)
+                .await
+                .map_err(unavailable)?;
+            pager
+                .rows_stream::<R>()
+                .map_err(unavailable)?
+                .take(limit)
+                .try_collect()
+                .await
+                .map_err(unavailable)
+        })
+        .await
     }
 
     async fn docs<T: DeserializeOwned>(
@@ -583,8 +612,11 @@ impl Inner {
             }
             b.set_consistency(self.st(q).get_consistency().unwrap_or_default());
             b.set_is_idempotent(true);
-            let _p = self.permit().await?;
-            self.session.batch(&b, chunk).await.map_err(unavailable)?;
+            timed(q, async {
+                let _p = self.permit().await?;
+                self.session.batch(&b, chunk).await.map_err(unavailable)
+            })
+            .await?;
         }
         Ok(())
     }
@@ -973,12 +1005,14 @@ impl Store for ScyllaStore {
         };
         let mut st = i.st(Q::ListHosts).clone();
         st.set_page_size(i32::try_from(limit.clamp(1, 10_000)).unwrap_or(PAGE_ROWS));
-        let _p = i.permit().await?;
-        let (res, paging) = i
-            .session
-            .execute_single_page(&st, (), state)
-            .await
-            .map_err(unavailable)?;
+        let (res, paging) = timed(Q::ListHosts, async {
+            let _p = i.permit().await?;
+            i.session
+                .execute_single_page(&st, (), state)
+                .await
+                .map_err(unavailable)
+        })
+        .await?;
         let items = res
             .into_rows_result()
             .map_err(unavailable)?

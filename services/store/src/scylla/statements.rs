@@ -36,6 +36,11 @@ macro_rules! statements {
             pub fn class(self) -> Class {
                 match self { $(Q::$name => Class::$class),* }
             }
+
+            /// The statement's name (a metrics label).
+            pub fn name(self) -> &'static str {
+                match self { $(Q::$name => stringify!($name)),* }
+            }
         }
     };
 }
