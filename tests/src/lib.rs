@@ -235,6 +235,12 @@ impl Agent {
         )
     }
 
+    /// Points the agent at another edge (as a load balancer would after
+    /// its edge died); it keeps its node key.
+    pub fn set_base(&mut self, base: String) {
+        self.base = base;
+    }
+
     /// An agent of any edge at `base` (a cluster's edges).
     pub fn at(
         cfg: &ServeConfig,

@@ -55,18 +55,12 @@ pub fn token_check(tokens: Vec<String>) -> gatehouse_runtime::grpc::TokenCheck {
     Arc::new(move |t| tokens.iter().any(|k| secret_matches(t, k)))
 }
 
-/// The `gatehouse.v1.Admin` service with token auth, for a tonic router.
-pub fn service(
-    svc: Arc<dyn AdminService>,
-    tokens: Vec<String>,
-) -> tonic::service::interceptor::InterceptedService<
-    AdminServer<AdminGrpc>,
-    impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone,
-> {
-    AdminServer::with_interceptor(
+/// The `gatehouse.v1.Admin` service with token auth.
+pub fn routes(svc: Arc<dyn AdminService>, tokens: Vec<String>) -> tonic::service::Routes {
+    tonic::service::Routes::new(AdminServer::with_interceptor(
         AdminGrpc { svc },
         gatehouse_runtime::grpc::bearer(token_check(tokens)),
-    )
+    ))
 }
 
 /// [`AdminService`] as a tonic service.

@@ -36,9 +36,10 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let rest = rest::router(service.clone(), admin_tokens.clone(), shutdown.clone());
-    let routes = tonic::service::Routes::new(grpc::service(service, admin_tokens)).add_service(
-        gatehouse_runtime::grpc::health(&[GRPC_SERVICE], shutdown.clone()),
-    );
+    let routes = grpc::routes(service, admin_tokens).add_service(gatehouse_runtime::grpc::health(
+        &[GRPC_SERVICE],
+        shutdown.clone(),
+    ));
     let app = gatehouse_runtime::grpc::mount(
         rest,
         routes,

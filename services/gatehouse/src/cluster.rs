@@ -47,6 +47,13 @@ fn lease_cfg(cfg: &ServeConfig) -> LeaseConfig {
     }
 }
 
+fn consumer_cfg(cfg: &ServeConfig) -> ConsumerConfig {
+    ConsumerConfig {
+        ack_wait: Duration::from_millis(cfg.cluster.ingest_ack_wait_ms),
+        ..ConsumerConfig::default()
+    }
+}
+
 fn stream_cfg(cfg: &ServeConfig) -> LogStreamConfig {
     LogStreamConfig {
         replicas: cfg.cluster.replicas,
@@ -175,14 +182,14 @@ pub async fn start_ingest(
     let bus = nats(cfg, "ingest").await?;
     let control = gatehouse_ingest::jetstream::Control {
         js: async_nats::jetstream::new(bus.client().clone()),
-        cfg: ConsumerConfig::default(),
+        cfg: consumer_cfg(cfg),
     };
     let shutdown = Shutdown::new();
     let run = gatehouse_ingest::jetstream::run_consumer(
         bus.client().clone(),
         store.clone(),
         stream_cfg(cfg),
-        ConsumerConfig::default(),
+        consumer_cfg(cfg),
         shutdown.clone(),
     );
     let retention = gatehouse_ingest::run_retention(store, ingest_config(cfg), shutdown.clone());

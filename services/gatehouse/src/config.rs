@@ -69,6 +69,10 @@ pub struct ClusterConfig {
     pub max_log_backlog: u64,
     /// Bytes the log stream may hold (-1: the server's limit).
     pub max_log_stream_bytes: i64,
+    /// A batch an ingest process took and did not acknowledge within this
+    /// (it died) goes to another ingest. Set when the stream's consumer is
+    /// first created.
+    pub ingest_ack_wait_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -80,6 +84,7 @@ impl Default for ClusterConfig {
             lease_renew_ms: 5_000,
             max_log_backlog: 1_000_000,
             max_log_stream_bytes: -1,
+            ingest_ack_wait_ms: 60_000,
         }
     }
 }
