@@ -40,12 +40,13 @@ if [[ "${CI:-}" == "true" ]]; then
     export CARGO_INCREMENTAL=0
 fi
 echo "== disk before the build: $(df -h --output=avail . | tail -1 | tr -d ' ') free"
+echo "== building the gatehouse binary (the multi-process cluster test and the chart tests run it)"
+cargo build --locked -p gatehouse
 echo "== building and running the workspace tests"
 cargo test --workspace --locked --no-fail-fast
 
 echo "== Helm chart: offline lint and rendering (helm-python-sdk 0.2.2), generated config checked by the binary"
 python3 -m pip install --quiet --disable-pip-version-check "helm-python-sdk==0.2.2" "pyyaml>=6,<7"
-cargo build --locked -p gatehouse
 python3 -m unittest discover -s tests/helm -v
 
 if [[ -n "${GATEHOUSE_TEST_SCYLLA:-}" ]]; then
