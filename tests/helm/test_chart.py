@@ -173,7 +173,11 @@ class Manifests(unittest.TestCase):
                     ref = e.get("valueFrom", {}).get("secretKeyRef")
                     if ref:
                         self.assertIn(ref["name"], created | external, f"{role} env {e['name']}")
+            self.assertEqual(psc["fsGroup"], psc["runAsGroup"], role)
             for v in spec["volumes"]:
+                if "secret" in v and "defaultMode" in v["secret"]:
+                    # Readable by the pod's group, never by others.
+                    self.assertEqual(v["secret"]["defaultMode"] & 0o007, 0, role)
                 if "secret" in v:
                     self.assertIn(v["secret"]["secretName"], created | external, f"{role} volume {v['name']}")
                 if "configMap" in v:

@@ -214,10 +214,12 @@ spec:
           emptyDir: {sizeLimit: 64Mi}
         - name: tmp
           emptyDir: {sizeLimit: 64Mi}
+        # Secret files are readable by the pod's group (fsGroup), not the
+        # world: the process runs as that group's non-root user.
         - name: secrets
           secret:
             secretName: {{ include "gatehouse.secretsName" $root }}
-            defaultMode: 0400
+            defaultMode: 0440
             items:
               - {key: enroll_secret, path: enroll_secret}
               - {key: admin_token, path: admin_token}
@@ -226,7 +228,7 @@ spec:
         - name: tls
           secret:
             secretName: {{ required "tls.existingSecret: name the Secret with the agent TLS certificate (tls.crt, tls.key)" $root.Values.tls.existingSecret }}
-            defaultMode: 0400
+            defaultMode: 0440
         {{- if $root.Values.tls.clientCA.existingSecret }}
         - name: client-ca
           secret:
