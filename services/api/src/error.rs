@@ -16,6 +16,11 @@ pub enum ApiError {
     NotFound(String),
     #[error("missing or invalid API token")]
     Unauthorized,
+    /// Authenticated, but the caller's role does not allow it.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     Unavailable(String),
 }
@@ -25,6 +30,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(what) => ApiError::NotFound(what),
             StoreError::Invalid(what) => ApiError::BadRequest(what),
+            StoreError::Conflict(what) => ApiError::Conflict(what),
             other => ApiError::Unavailable(format!("storage: {other}")),
         }
     }
@@ -48,6 +54,8 @@ impl ApiError {
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

@@ -28,7 +28,8 @@ use tonic::{Request, Response, Status};
 
 use crate::ApiError;
 use crate::service::{
-    AdminService, CampaignDetail, CampaignRequest, CampaignView, HostFilter, HostView, KeyChange,
+    AdminService, Caller, CampaignDetail, CampaignRequest, CampaignView, HostFilter, HostView,
+    KeyChange,
 };
 
 /// Largest chunk of a carve block sent in one message.
@@ -42,6 +43,8 @@ impl From<ApiError> for Status {
             ApiError::Unprocessable(_) => Status::failed_precondition(m),
             ApiError::NotFound(_) => Status::not_found(m),
             ApiError::Unauthorized => Status::unauthenticated(m),
+            ApiError::Forbidden(_) => Status::permission_denied(m),
+            ApiError::Conflict(_) => Status::already_exists(m),
             ApiError::Unavailable(_) => {
                 tracing::warn!(error = %m, "grpc request failed");
                 Status::unavailable(m)
@@ -50,22 +53,35 @@ impl From<ApiError> for Status {
     }
 }
 
-/// Accepts any of the admin `tokens` (constant-time comparison).
-pub fn token_check(tokens: Vec<String>) -> gatehouse_runtime::grpc::TokenCheck {
-    Arc::new(move |t| tokens.iter().any(|k| secret_matches(t, k)))
+/// The `gatehouse.v1.Admin` service; each call authenticates its bearer
+/// token through [`AdminService::authenticate`] (the same callers, roles
+/// and audit log as REST).
+pub fn routes(svc: Arc<dyn AdminService>) -> tonic::service::Routes {
+    tonic::service::Routes::new(AdminServer::new(AdminGrpc { svc }))
 }
 
-/// The `gatehouse.v1.Admin` service with token auth.
-pub fn routes(svc: Arc<dyn AdminService>, tokens: Vec<String>) -> tonic::service::Routes {
-    tonic::service::Routes::new(AdminServer::with_interceptor(
-        AdminGrpc { svc },
-        gatehouse_runtime::grpc::bearer(token_check(tokens)),
-    ))
+/// Accepts any of `tokens` (constant-time comparison): the control
+/// services' check.
+pub fn token_check(tokens: Vec<String>) -> gatehouse_runtime::grpc::TokenCheck {
+    Arc::new(move |t| tokens.iter().any(|k| secret_matches(t, k)))
 }
 
 /// [`AdminService`] as a tonic service.
 pub struct AdminGrpc {
     svc: Arc<dyn AdminService>,
+}
+
+impl AdminGrpc {
+    /// The caller of `r`, from its `authorization: Bearer` metadata.
+    async fn caller<T>(&self, r: &Request<T>) -> Result<Caller, Status> {
+        let token = r
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        Ok(self.svc.authenticate(token).await?)
+    }
 }
 
 // ---- JSON <-> protobuf Struct ----
@@ -336,16 +352,20 @@ impl AdminRpc for AdminGrpc {
         &self,
         r: Request<pb::ListHostsRequest>,
     ) -> Result<Response<pb::ListHostsResponse>, Status> {
+        let c = self.caller(&r).await?;
         let r = r.into_inner();
         let page = self
             .svc
-            .list_hosts(HostFilter {
-                label: r.label,
-                platform: r.platform,
-                online: r.online,
-                after: r.after,
-                limit: (r.limit > 0).then_some(r.limit as usize),
-            })
+            .list_hosts(
+                &c,
+                HostFilter {
+                    label: r.label,
+                    platform: r.platform,
+                    online: r.online,
+                    after: r.after,
+                    limit: (r.limit > 0).then_some(r.limit as usize),
+                },
+            )
             .await?;
         Ok(Response::new(pb::ListHostsResponse {
             hosts: page.items.into_iter().map(host_view).collect(),
@@ -354,7 +374,8 @@ impl AdminRpc for AdminGrpc {
     }
 
     async fn get_host(&self, r: Request<pb::HostRef>) -> Result<Response<pb::HostView>, Status> {
-        let v = self.svc.get_host(&r.into_inner().id).await?;
+        let c = self.caller(&r).await?;
+        let v = self.svc.get_host(&c, &r.into_inner().id).await?;
         Ok(Response::new(host_view(v)))
     }
 
@@ -362,8 +383,9 @@ impl AdminRpc for AdminGrpc {
         &self,
         r: Request<pb::SetHostLabelsRequest>,
     ) -> Result<Response<pb::HostView>, Status> {
+        let c = self.caller(&r).await?;
         let r = r.into_inner();
-        let v = self.svc.set_host_labels(&r.id, r.labels).await?;
+        let v = self.svc.set_host_labels(&c, &r.id, r.labels).await?;
         Ok(Response::new(host_view(v)))
     }
 
@@ -371,8 +393,9 @@ impl AdminRpc for AdminGrpc {
         &self,
         r: Request<pb::RotateKeyRequest>,
     ) -> Result<Response<pb::KeyChange>, Status> {
+        let c = self.caller(&r).await?;
         let r = r.into_inner();
-        let k = self.svc.rotate_key(&r.id, r.revoke).await?;
+        let k = self.svc.rotate_key(&c, &r.id, r.revoke).await?;
         Ok(Response::new(key_change(k)))
     }
 
@@ -380,7 +403,8 @@ impl AdminRpc for AdminGrpc {
         &self,
         r: Request<pb::HostRef>,
     ) -> Result<Response<prost_types::Struct>, Status> {
-        let c = self.svc.host_config(&r.into_inner().id).await?;
+        let c = self.caller(&r).await?;
+        let c = self.svc.host_config(&c, &r.into_inner().id).await?;
         Ok(Response::new(object(c)))
     }
 
@@ -388,11 +412,12 @@ impl AdminRpc for AdminGrpc {
         &self,
         r: Request<pb::HostLogsRequest>,
     ) -> Result<Response<pb::StatusLogs>, Status> {
+        let c = self.caller(&r).await?;
         let r = r.into_inner();
         let until = if r.until == 0 { i64::MAX } else { r.until };
         let logs = self
             .svc
-            .host_status_logs(&r.id, r.since, until, limit(r.limit, 1000))
+            .host_status_logs(&c, &r.id, r.since, until, limit(r.limit, 1000))
             .await?;
         Ok(Response::new(pb::StatusLogs {
             logs: logs.into_iter().map(status_log).collect(),
@@ -400,28 +425,34 @@ impl AdminRpc for AdminGrpc {
     }
 
     async fn put_query(&self, r: Request<pb::Query>) -> Result<Response<pb::Query>, Status> {
+        let c = self.caller(&r).await?;
         let q = r.into_inner();
         let saved = self
             .svc
-            .put_query(Query {
-                name: q.name,
-                sql: q.sql,
-                description: q.description,
-                updated_at: 0,
-            })
+            .put_query(
+                &c,
+                Query {
+                    name: q.name,
+                    sql: q.sql,
+                    description: q.description,
+                    updated_at: 0,
+                },
+            )
             .await?;
         Ok(Response::new(query(saved)))
     }
 
-    async fn list_queries(&self, _: Request<pb::Empty>) -> Result<Response<pb::Queries>, Status> {
-        let qs = self.svc.list_queries().await?;
+    async fn list_queries(&self, r: Request<pb::Empty>) -> Result<Response<pb::Queries>, Status> {
+        let c = self.caller(&r).await?;
+        let qs = self.svc.list_queries(&c).await?;
         Ok(Response::new(pb::Queries {
             queries: qs.into_iter().map(query).collect(),
         }))
     }
 
     async fn delete_query(&self, r: Request<pb::NameRef>) -> Result<Response<pb::Empty>, Status> {
-        self.svc.delete_query(&r.into_inner().name).await?;
+        let c = self.caller(&r).await?;
+        self.svc.delete_query(&c, &r.into_inner().name).await?;
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -429,6 +460,7 @@ impl AdminRpc for AdminGrpc {
         &self,
         r: Request<pb::Schedule>,
     ) -> Result<Response<pb::Schedule>, Status> {
+        let c = self.caller(&r).await?;
         let s = r.into_inner();
         let shard = match s.shard {
             Some(p) => Some(u8::try_from(p).map_err(|_| {
@@ -438,28 +470,32 @@ impl AdminRpc for AdminGrpc {
         };
         let saved = self
             .svc
-            .put_schedule(Schedule {
-                name: s.name,
-                query: s.query,
-                interval: s.interval,
-                snapshot: s.snapshot,
-                removed: s.removed,
-                platform: s.platform,
-                version: s.version,
-                shard,
-                pack: s.pack,
-                labels: s.labels,
-                updated_at: 0,
-            })
+            .put_schedule(
+                &c,
+                Schedule {
+                    name: s.name,
+                    query: s.query,
+                    interval: s.interval,
+                    snapshot: s.snapshot,
+                    removed: s.removed,
+                    platform: s.platform,
+                    version: s.version,
+                    shard,
+                    pack: s.pack,
+                    labels: s.labels,
+                    updated_at: 0,
+                },
+            )
             .await?;
         Ok(Response::new(schedule(saved)))
     }
 
     async fn list_schedules(
         &self,
-        _: Request<pb::Empty>,
+        r: Request<pb::Empty>,
     ) -> Result<Response<pb::Schedules>, Status> {
-        let s = self.svc.list_schedules().await?;
+        let c = self.caller(&r).await?;
+        let s = self.svc.list_schedules(&c).await?;
         Ok(Response::new(pb::Schedules {
             schedules: s.into_iter().map(schedule).collect(),
         }))
@@ -469,7 +505,8 @@ impl AdminRpc for AdminGrpc {
         &self,
         r: Request<pb::NameRef>,
     ) -> Result<Response<pb::Empty>, Status> {
-        self.svc.delete_schedule(&r.into_inner().name).await?;
+        let c = self.caller(&r).await?;
+        self.svc.delete_schedule(&c, &r.into_inner().name).await?;
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -477,30 +514,35 @@ impl AdminRpc for AdminGrpc {
         &self,
         r: Request<pb::LabelConfig>,
     ) -> Result<Response<pb::LabelConfig>, Status> {
-        let c = r.into_inner();
-        let d = c.decorators.unwrap_or_default();
+        let c = self.caller(&r).await?;
+        let l = r.into_inner();
+        let d = l.decorators.unwrap_or_default();
         let saved = self
             .svc
-            .put_label_config(LabelConfig {
-                label: c.label,
-                options: c.options.map(from_pb_struct).unwrap_or_default(),
-                decorators: Decorators {
-                    load: d.load,
-                    always: d.always,
-                    interval: from_string_lists(d.interval),
+            .put_label_config(
+                &c,
+                LabelConfig {
+                    label: l.label,
+                    options: l.options.map(from_pb_struct).unwrap_or_default(),
+                    decorators: Decorators {
+                        load: d.load,
+                        always: d.always,
+                        interval: from_string_lists(d.interval),
+                    },
+                    file_paths: from_string_lists(l.file_paths),
+                    updated_at: 0,
                 },
-                file_paths: from_string_lists(c.file_paths),
-                updated_at: 0,
-            })
+            )
             .await?;
         Ok(Response::new(label_config(saved)))
     }
 
     async fn list_label_configs(
         &self,
-        _: Request<pb::Empty>,
+        r: Request<pb::Empty>,
     ) -> Result<Response<pb::LabelConfigs>, Status> {
-        let c = self.svc.list_label_configs().await?;
+        let c = self.caller(&r).await?;
+        let c = self.svc.list_label_configs(&c).await?;
         Ok(Response::new(pb::LabelConfigs {
             configs: c.into_iter().map(label_config).collect(),
         }))
@@ -510,7 +552,10 @@ impl AdminRpc for AdminGrpc {
         &self,
         r: Request<pb::NameRef>,
     ) -> Result<Response<pb::Empty>, Status> {
-        self.svc.delete_label_config(&r.into_inner().name).await?;
+        let c = self.caller(&r).await?;
+        self.svc
+            .delete_label_config(&c, &r.into_inner().name)
+            .await?;
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -518,17 +563,21 @@ impl AdminRpc for AdminGrpc {
         &self,
         r: Request<pb::ResultSearch>,
     ) -> Result<Response<pb::ResultLogs>, Status> {
+        let c = self.caller(&r).await?;
         let r = r.into_inner();
         let host_id = r.host_id.as_deref().map(host_id).transpose()?;
         let logs = self
             .svc
-            .search_results(ResultFilter {
-                host_id,
-                name: r.name,
-                since: r.since,
-                until: r.until,
-                limit: r.limit as usize,
-            })
+            .search_results(
+                &c,
+                ResultFilter {
+                    host_id,
+                    name: r.name,
+                    since: r.since,
+                    until: r.until,
+                    limit: r.limit as usize,
+                },
+            )
             .await?;
         Ok(Response::new(pb::ResultLogs {
             logs: logs.into_iter().map(result_log).collect(),
@@ -539,10 +588,12 @@ impl AdminRpc for AdminGrpc {
         &self,
         r: Request<pb::CreateCampaignRequest>,
     ) -> Result<Response<pb::CampaignView>, Status> {
+        let c = self.caller(&r).await?;
         let r = r.into_inner();
         let v = self
             .svc
             .create_campaign(
+                &c,
                 CampaignRequest {
                     sql: r.sql,
                     hosts: r.hosts,
@@ -550,7 +601,6 @@ impl AdminRpc for AdminGrpc {
                     all: r.all,
                     expires_in: r.expires_in,
                 },
-                "admin",
             )
             .await?;
         Ok(Response::new(campaign_view(v)))
@@ -560,9 +610,10 @@ impl AdminRpc for AdminGrpc {
         &self,
         r: Request<pb::ListRequest>,
     ) -> Result<Response<pb::Campaigns>, Status> {
+        let c = self.caller(&r).await?;
         let c = self
             .svc
-            .list_campaigns(limit(r.into_inner().limit, 100))
+            .list_campaigns(&c, limit(r.into_inner().limit, 100))
             .await?;
         Ok(Response::new(pb::Campaigns {
             campaigns: c.into_iter().map(campaign_view).collect(),
@@ -573,7 +624,8 @@ impl AdminRpc for AdminGrpc {
         &self,
         r: Request<pb::CampaignRef>,
     ) -> Result<Response<pb::CampaignDetail>, Status> {
-        let d = self.svc.get_campaign(&r.into_inner().id).await?;
+        let c = self.caller(&r).await?;
+        let d = self.svc.get_campaign(&c, &r.into_inner().id).await?;
         Ok(Response::new(campaign_detail(d)))
     }
 
@@ -581,7 +633,8 @@ impl AdminRpc for AdminGrpc {
         &self,
         r: Request<pb::CampaignRef>,
     ) -> Result<Response<pb::CampaignResults>, Status> {
-        let rs = self.svc.campaign_results(&r.into_inner().id).await?;
+        let c = self.caller(&r).await?;
+        let rs = self.svc.campaign_results(&c, &r.into_inner().id).await?;
         Ok(Response::new(pb::CampaignResults {
             results: rs.into_iter().map(campaign_result).collect(),
         }))
@@ -591,9 +644,10 @@ impl AdminRpc for AdminGrpc {
         &self,
         r: Request<pb::ListRequest>,
     ) -> Result<Response<pb::Carves>, Status> {
+        let c = self.caller(&r).await?;
         let c = self
             .svc
-            .list_carves(limit(r.into_inner().limit, 100))
+            .list_carves(&c, limit(r.into_inner().limit, 100))
             .await?;
         Ok(Response::new(pb::Carves {
             carves: c.into_iter().map(carve).collect(),
@@ -601,7 +655,8 @@ impl AdminRpc for AdminGrpc {
     }
 
     async fn get_carve(&self, r: Request<pb::CarveRef>) -> Result<Response<pb::Carve>, Status> {
-        let c = self.svc.get_carve(&r.into_inner().id).await?;
+        let c = self.caller(&r).await?;
+        let c = self.svc.get_carve(&c, &r.into_inner().id).await?;
         Ok(Response::new(carve(c)))
     }
 
@@ -611,8 +666,9 @@ impl AdminRpc for AdminGrpc {
         &self,
         r: Request<pb::CarveBlockRequest>,
     ) -> Result<Response<Self::CarveBlockStream>, Status> {
+        let c = self.caller(&r).await?;
         let r = r.into_inner();
-        let block: Bytes = self.svc.carve_block(&r.id, r.block).await?;
+        let block: Bytes = self.svc.carve_block(&c, &r.id, r.block).await?;
         let chunks: Vec<Result<pb::Chunk, Status>> = (0..block.len().div_ceil(CHUNK).max(1))
             .map(|i| {
                 let end = ((i + 1) * CHUNK).min(block.len());

@@ -29,14 +29,13 @@ pub const GRPC_SERVICE: &str = "gatehouse.v1.Admin";
 /// `listener` until `shutdown`.
 pub async fn run(
     service: Arc<dyn AdminService>,
-    admin_tokens: Vec<String>,
     opts: ServeOptions,
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    let rest = rest::router(service.clone(), admin_tokens.clone(), shutdown.clone());
-    let routes = grpc::routes(service, admin_tokens).add_service(gatehouse_runtime::grpc::health(
+    let rest = rest::router(service.clone(), shutdown.clone());
+    let routes = grpc::routes(service).add_service(gatehouse_runtime::grpc::health(
         &[GRPC_SERVICE],
         shutdown.clone(),
     ));

@@ -6,13 +6,12 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query as Q, Request, State};
+use axum::extract::{Extension, Path, Query as Q, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use gatehouse_core::model::{CarveState, LabelConfig, Query, ResultFilter, Schedule};
-use gatehouse_core::nodekey::secret_matches;
 use gatehouse_runtime::Shutdown;
 use http::{HeaderValue, StatusCode, header};
 use serde::Deserialize;
@@ -20,7 +19,9 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::ApiError;
-use crate::service::{AdminService, CampaignRequest, HostFilter};
+use crate::service::{
+    AdminService, Caller, CampaignRequest, HostFilter, TokenRequest, UserRequest, UserUpdate,
+};
 
 type Svc = State<Arc<dyn AdminService>>;
 type ApiResult = Result<Response, ApiError>;
@@ -34,21 +35,22 @@ fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))
 }
 
-#[derive(Clone)]
-struct Tokens(Arc<Vec<String>>);
-
-async fn authenticate(State(tokens): State<Tokens>, req: Request, next: Next) -> Response {
+/// Resolves the bearer token to a [`Caller`] for the handlers.
+async fn authenticate(State(svc): Svc, mut req: Request, next: Next) -> Response {
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match presented {
-        Some(t) if !t.is_empty() && tokens.0.iter().any(|k| secret_matches(t, k)) => {
+        .map(str::trim)
+        .unwrap_or("");
+    match svc.authenticate(presented).await {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
             next.run(req).await
         }
-        _ => {
+        Err(e @ ApiError::Unavailable(_)) => e.into_response(),
+        Err(_) => {
             tracing::info!(path = %req.uri().path(), "api request without a valid token");
             let mut r = ApiError::Unauthorized.into_response();
             r.headers_mut()
@@ -59,7 +61,7 @@ async fn authenticate(State(tokens): State<Tokens>, req: Request, next: Next) ->
 }
 
 /// The API routes; `/livez` and `/readyz` need no token.
-pub fn router(svc: Arc<dyn AdminService>, tokens: Vec<String>, shutdown: Shutdown) -> Router {
+pub fn router(svc: Arc<dyn AdminService>, shutdown: Shutdown) -> Router {
     let api = Router::new()
         .route("/api/v1/hosts", get(list_hosts))
         .route("/api/v1/hosts/{id}", get(get_host))
@@ -95,10 +97,20 @@ pub fn router(svc: Arc<dyn AdminService>, tokens: Vec<String>, shutdown: Shutdow
         .route("/api/v1/carves", get(list_carves))
         .route("/api/v1/carves/{id}", get(get_carve))
         .route("/api/v1/carves/{id}/download", get(download_carve))
-        .route_layer(middleware::from_fn_with_state(
-            Tokens(Arc::new(tokens)),
-            authenticate,
-        ))
+        .route("/api/v1/whoami", get(whoami))
+        .route("/api/v1/users", get(list_users).post(create_user))
+        .route("/api/v1/users/{name}", axum::routing::patch(update_user))
+        .route(
+            "/api/v1/users/{name}/tokens",
+            axum::routing::post(create_token),
+        )
+        .route("/api/v1/tokens", get(list_tokens))
+        .route(
+            "/api/v1/tokens/{id}/revoke",
+            axum::routing::post(revoke_token),
+        )
+        .route("/api/v1/audit", get(list_audit))
+        .route_layer(middleware::from_fn_with_state(svc.clone(), authenticate))
         .with_state(svc);
     let ready = move || {
         let s = shutdown.clone();
@@ -142,8 +154,12 @@ pub fn router(svc: Arc<dyn AdminService>, tokens: Vec<String>, shutdown: Shutdow
         })
 }
 
-async fn list_hosts(State(s): Svc, Q(f): Q<HostFilter>) -> ApiResult {
-    ok(s.list_hosts(f).await?.into_json())
+async fn list_hosts(
+    State(s): Svc,
+    Extension(c): Extension<Caller>,
+    Q(f): Q<HostFilter>,
+) -> ApiResult {
+    ok(s.list_hosts(&c, f).await?.into_json())
 }
 
 trait PageJson {
@@ -156,8 +172,12 @@ impl<T: serde::Serialize> PageJson for gatehouse_core::model::Page<T> {
     }
 }
 
-async fn get_host(State(s): Svc, Path(id): Path<String>) -> ApiResult {
-    ok(s.get_host(&id).await?)
+async fn get_host(
+    State(s): Svc,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    ok(s.get_host(&c, &id).await?)
 }
 
 #[derive(Deserialize)]
@@ -166,9 +186,14 @@ struct LabelsBody {
     labels: Vec<String>,
 }
 
-async fn set_labels(State(s): Svc, Path(id): Path<String>, body: Bytes) -> ApiResult {
+async fn set_labels(
+    State(s): Svc,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
     let b: LabelsBody = parse(&body)?;
-    ok(s.set_host_labels(&id, b.labels).await?)
+    ok(s.set_host_labels(&c, &id, b.labels).await?)
 }
 
 #[derive(Deserialize, Default)]
@@ -178,17 +203,26 @@ struct RotateBody {
     revoke: bool,
 }
 
-async fn rotate_key(State(s): Svc, Path(id): Path<String>, body: Bytes) -> ApiResult {
+async fn rotate_key(
+    State(s): Svc,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
     let b: RotateBody = if body.is_empty() {
         RotateBody::default()
     } else {
         parse(&body)?
     };
-    ok(s.rotate_key(&id, b.revoke).await?)
+    ok(s.rotate_key(&c, &id, b.revoke).await?)
 }
 
-async fn host_config(State(s): Svc, Path(id): Path<String>) -> ApiResult {
-    ok(s.host_config(&id).await?)
+async fn host_config(
+    State(s): Svc,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    ok(s.host_config(&c, &id).await?)
 }
 
 #[derive(Deserialize)]
@@ -200,8 +234,14 @@ struct Window {
     name: Option<String>,
 }
 
-async fn status_logs(State(s): Svc, Path(id): Path<String>, Q(w): Q<Window>) -> ApiResult {
+async fn status_logs(
+    State(s): Svc,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+    Q(w): Q<Window>,
+) -> ApiResult {
     ok(s.host_status_logs(
+        &c,
         &id,
         w.since.unwrap_or(0),
         w.until.unwrap_or(i64::MAX),
@@ -210,8 +250,8 @@ async fn status_logs(State(s): Svc, Path(id): Path<String>, Q(w): Q<Window>) -> 
     .await?)
 }
 
-async fn list_queries(State(s): Svc) -> ApiResult {
-    ok(s.list_queries().await?)
+async fn list_queries(State(s): Svc, Extension(c): Extension<Caller>) -> ApiResult {
+    ok(s.list_queries(&c).await?)
 }
 
 #[derive(Deserialize)]
@@ -222,24 +262,36 @@ struct QueryBody {
     description: String,
 }
 
-async fn put_query(State(s): Svc, Path(name): Path<String>, body: Bytes) -> ApiResult {
+async fn put_query(
+    State(s): Svc,
+    Extension(c): Extension<Caller>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult {
     let b: QueryBody = parse(&body)?;
-    ok(s.put_query(Query {
-        name,
-        sql: b.sql,
-        description: b.description,
-        updated_at: 0,
-    })
+    ok(s.put_query(
+        &c,
+        Query {
+            name,
+            sql: b.sql,
+            description: b.description,
+            updated_at: 0,
+        },
+    )
     .await?)
 }
 
-async fn delete_query(State(s): Svc, Path(name): Path<String>) -> ApiResult {
-    s.delete_query(&name).await?;
+async fn delete_query(
+    State(s): Svc,
+    Extension(c): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult {
+    s.delete_query(&c, &name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn list_schedules(State(s): Svc) -> ApiResult {
-    ok(s.list_schedules().await?)
+async fn list_schedules(State(s): Svc, Extension(c): Extension<Caller>) -> ApiResult {
+    ok(s.list_schedules(&c).await?)
 }
 
 #[derive(Deserialize)]
@@ -262,31 +314,43 @@ fn yes() -> bool {
     true
 }
 
-async fn put_schedule(State(s): Svc, Path(name): Path<String>, body: Bytes) -> ApiResult {
+async fn put_schedule(
+    State(s): Svc,
+    Extension(c): Extension<Caller>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult {
     let b: ScheduleBody = parse(&body)?;
-    ok(s.put_schedule(Schedule {
-        name,
-        query: b.query,
-        interval: b.interval,
-        snapshot: b.snapshot,
-        removed: b.removed,
-        platform: b.platform,
-        version: b.version,
-        shard: b.shard,
-        pack: b.pack,
-        labels: b.labels,
-        updated_at: 0,
-    })
+    ok(s.put_schedule(
+        &c,
+        Schedule {
+            name,
+            query: b.query,
+            interval: b.interval,
+            snapshot: b.snapshot,
+            removed: b.removed,
+            platform: b.platform,
+            version: b.version,
+            shard: b.shard,
+            pack: b.pack,
+            labels: b.labels,
+            updated_at: 0,
+        },
+    )
     .await?)
 }
 
-async fn delete_schedule(State(s): Svc, Path(name): Path<String>) -> ApiResult {
-    s.delete_schedule(&name).await?;
+async fn delete_schedule(
+    State(s): Svc,
+    Extension(c): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult {
+    s.delete_schedule(&c, &name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn list_label_configs(State(s): Svc) -> ApiResult {
-    ok(s.list_label_configs().await?)
+async fn list_label_configs(State(s): Svc, Extension(c): Extension<Caller>) -> ApiResult {
+    ok(s.list_label_configs(&c).await?)
 }
 
 #[derive(Deserialize)]
@@ -300,24 +364,40 @@ struct LabelConfigBody {
     file_paths: std::collections::BTreeMap<String, Vec<String>>,
 }
 
-async fn put_label_config(State(s): Svc, Path(label): Path<String>, body: Bytes) -> ApiResult {
+async fn put_label_config(
+    State(s): Svc,
+    Extension(c): Extension<Caller>,
+    Path(label): Path<String>,
+    body: Bytes,
+) -> ApiResult {
     let b: LabelConfigBody = parse(&body)?;
-    ok(s.put_label_config(LabelConfig {
-        label,
-        options: b.options,
-        decorators: b.decorators,
-        file_paths: b.file_paths,
-        updated_at: 0,
-    })
+    ok(s.put_label_config(
+        &c,
+        LabelConfig {
+            label,
+            options: b.options,
+            decorators: b.decorators,
+            file_paths: b.file_paths,
+            updated_at: 0,
+        },
+    )
     .await?)
 }
 
-async fn delete_label_config(State(s): Svc, Path(label): Path<String>) -> ApiResult {
-    s.delete_label_config(&label).await?;
+async fn delete_label_config(
+    State(s): Svc,
+    Extension(c): Extension<Caller>,
+    Path(label): Path<String>,
+) -> ApiResult {
+    s.delete_label_config(&c, &label).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn search_results(State(s): Svc, Q(w): Q<Window>) -> ApiResult {
+async fn search_results(
+    State(s): Svc,
+    Extension(c): Extension<Caller>,
+    Q(w): Q<Window>,
+) -> ApiResult {
     let host_id = match w.host.as_deref() {
         Some(h) => Some(
             gatehouse_core::HostId::parse(h)
@@ -325,13 +405,16 @@ async fn search_results(State(s): Svc, Q(w): Q<Window>) -> ApiResult {
         ),
         None => None,
     };
-    ok(s.search_results(ResultFilter {
-        host_id,
-        name: w.name,
-        since: w.since.unwrap_or(0),
-        until: w.until.unwrap_or(0),
-        limit: w.limit.unwrap_or(0),
-    })
+    ok(s.search_results(
+        &c,
+        ResultFilter {
+            host_id,
+            name: w.name,
+            since: w.since.unwrap_or(0),
+            until: w.until.unwrap_or(0),
+            limit: w.limit.unwrap_or(0),
+        },
+    )
     .await?)
 }
 
@@ -340,35 +423,55 @@ struct Limit {
     limit: Option<usize>,
 }
 
-async fn list_campaigns(State(s): Svc, Q(l): Q<Limit>) -> ApiResult {
-    ok(s.list_campaigns(l.limit.unwrap_or(100)).await?)
+async fn list_campaigns(
+    State(s): Svc,
+    Extension(c): Extension<Caller>,
+    Q(l): Q<Limit>,
+) -> ApiResult {
+    ok(s.list_campaigns(&c, l.limit.unwrap_or(100)).await?)
 }
 
-async fn create_campaign(State(s): Svc, body: Bytes) -> ApiResult {
+async fn create_campaign(State(s): Svc, Extension(c): Extension<Caller>, body: Bytes) -> ApiResult {
     let req: CampaignRequest = parse(&body)?;
-    let v = s.create_campaign(req, "admin").await?;
+    let v = s.create_campaign(&c, req).await?;
     Ok((StatusCode::CREATED, axum::Json(v)).into_response())
 }
 
-async fn get_campaign(State(s): Svc, Path(id): Path<String>) -> ApiResult {
-    ok(s.get_campaign(&id).await?)
+async fn get_campaign(
+    State(s): Svc,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    ok(s.get_campaign(&c, &id).await?)
 }
 
-async fn campaign_results(State(s): Svc, Path(id): Path<String>) -> ApiResult {
-    ok(s.campaign_results(&id).await?)
+async fn campaign_results(
+    State(s): Svc,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    ok(s.campaign_results(&c, &id).await?)
 }
 
-async fn list_carves(State(s): Svc, Q(l): Q<Limit>) -> ApiResult {
-    ok(s.list_carves(l.limit.unwrap_or(100)).await?)
+async fn list_carves(State(s): Svc, Extension(c): Extension<Caller>, Q(l): Q<Limit>) -> ApiResult {
+    ok(s.list_carves(&c, l.limit.unwrap_or(100)).await?)
 }
 
-async fn get_carve(State(s): Svc, Path(id): Path<String>) -> ApiResult {
-    ok(s.get_carve(&id).await?)
+async fn get_carve(
+    State(s): Svc,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    ok(s.get_carve(&c, &id).await?)
 }
 
 /// Streams the assembled archive block by block.
-async fn download_carve(State(s): Svc, Path(id): Path<String>) -> ApiResult {
-    let carve = s.get_carve(&id).await?;
+async fn download_carve(
+    State(s): Svc,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let carve = s.get_carve(&c, &id).await?;
     if carve.state != CarveState::Complete {
         return Err(ApiError::BadRequest(format!(
             "carve {id} is not complete ({} of {} blocks received)",
@@ -376,20 +479,30 @@ async fn download_carve(State(s): Svc, Path(id): Path<String>) -> ApiResult {
         )));
     }
     let count = carve.block_count;
-    let stream = futures_util::stream::unfold(0u64, move |i| {
-        let s = s.clone();
-        let id = id.clone();
+    // The first block before any byte goes out: it checks the caller's role
+    // and records the download, so a refusal is a clean 403.
+    let first = if count > 0 {
+        Some(s.carve_block(&c, &id, 0).await?)
+    } else {
+        None
+    };
+    let rest = futures_util::stream::unfold(1u64, move |i| {
+        let (s, c, id) = (s.clone(), c.clone(), id.clone());
         async move {
             if i >= count {
                 return None;
             }
             let r = s
-                .carve_block(&id, i)
+                .carve_block(&c, &id, i)
                 .await
                 .map_err(|e| std::io::Error::other(e.to_string()));
             Some((r, i + 1))
         }
     });
+    let stream = futures_util::StreamExt::chain(
+        futures_util::stream::iter(first.map(Ok::<Bytes, std::io::Error>)),
+        rest,
+    );
     let ext = if carve.format.as_deref() == Some("zstd") {
         "tar.zst"
     } else {
@@ -416,4 +529,82 @@ async fn download_carve(State(s): Svc, Path(id): Path<String>) -> ApiResult {
         h.insert("x-gatehouse-sha256", v);
     }
     Ok(r)
+}
+
+async fn whoami(Extension(c): Extension<Caller>) -> ApiResult {
+    ok(json!({"name": c.name, "role": c.role}))
+}
+
+async fn list_users(State(s): Svc, Extension(c): Extension<Caller>) -> ApiResult {
+    ok(s.list_users(&c).await?)
+}
+
+async fn create_user(State(s): Svc, Extension(c): Extension<Caller>, body: Bytes) -> ApiResult {
+    let u: UserRequest = parse(&body)?;
+    Ok((StatusCode::CREATED, axum::Json(s.create_user(&c, u).await?)).into_response())
+}
+
+async fn update_user(
+    State(s): Svc,
+    Extension(c): Extension<Caller>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let u: UserUpdate = parse(&body)?;
+    ok(s.update_user(&c, &name, u).await?)
+}
+
+async fn create_token(
+    State(s): Svc,
+    Extension(c): Extension<Caller>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let t: TokenRequest = if body.is_empty() {
+        TokenRequest::default()
+    } else {
+        parse(&body)?
+    };
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(s.create_token(&c, &name, t).await?),
+    )
+        .into_response())
+}
+
+async fn list_tokens(State(s): Svc, Extension(c): Extension<Caller>) -> ApiResult {
+    ok(s.list_tokens(&c).await?)
+}
+
+async fn revoke_token(
+    State(s): Svc,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    ok(s.revoke_token(&c, &id).await?)
+}
+
+#[derive(Deserialize)]
+struct AuditPage {
+    before_at: Option<i64>,
+    before_id: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_audit(
+    State(s): Svc,
+    Extension(c): Extension<Caller>,
+    Q(p): Q<AuditPage>,
+) -> ApiResult {
+    let before = match (p.before_at, p.before_id) {
+        (Some(at), Some(id)) => Some((at, id)),
+        (None, None) => None,
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give before_at and before_id together (the last event of the previous page)"
+                    .into(),
+            ));
+        }
+    };
+    ok(s.list_audit(&c, before, p.limit.unwrap_or(100)).await?)
 }

@@ -15,8 +15,9 @@ use gatehouse_core::config::{
     validate_schedule,
 };
 use gatehouse_core::model::{
-    Campaign, CampaignResult, CarveSession, CarveState, Delivery, DeliveryState, Host, LabelConfig,
-    Page, Query, ResultFilter, ResultLog, Schedule, StatusLog, Targets,
+    ApiToken, AuditEvent, Campaign, CampaignResult, CarveSession, CarveState, Delivery,
+    DeliveryState, Host, LabelConfig, Page, Query, ResultFilter, ResultLog, Role, Schedule,
+    StatusLog, Targets, User,
 };
 use gatehouse_core::ports::{Bus, Store};
 use gatehouse_core::time::now_ms;
@@ -121,46 +122,122 @@ pub struct CampaignDetail {
     pub non_responders: Vec<HostId>,
 }
 
-/// Everything operators can do. Served as REST (and later gRPC and CLI).
+/// Who is calling: the user a bearer token belongs to, and its role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub name: String,
+    pub role: Role,
+}
+
+/// A user as the API shows it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserRequest {
+    pub name: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserUpdate {
+    pub role: Option<Role>,
+    pub disabled: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    #[serde(default)]
+    pub description: String,
+    /// Seconds the token is valid; absent: until revoked.
+    pub expires_in: Option<u64>,
+}
+
+/// A new token: the secret is shown this once.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewToken {
+    #[serde(flatten)]
+    pub token: ApiToken,
+    pub secret: String,
+}
+
+/// Everything operators can do, each call made by a [`Caller`]: served as
+/// REST and gRPC. The implementation checks the caller's role and records
+/// every write and every query run in the audit log.
 #[async_trait]
 pub trait AdminService: Send + Sync + 'static {
-    async fn list_hosts(&self, filter: HostFilter) -> Result<Page<HostView>, ApiError>;
-    async fn get_host(&self, id: &str) -> Result<HostView, ApiError>;
-    async fn set_host_labels(&self, id: &str, labels: Vec<String>) -> Result<HostView, ApiError>;
-    async fn rotate_key(&self, id: &str, revoke: bool) -> Result<KeyChange, ApiError>;
-    async fn host_config(&self, id: &str) -> Result<serde_json::Value, ApiError>;
+    /// The caller a bearer token stands for (bootstrap admin tokens, then
+    /// users' API tokens); `Unauthorized` otherwise.
+    async fn authenticate(&self, bearer: &str) -> Result<Caller, ApiError>;
+
+    async fn list_hosts(&self, c: &Caller, filter: HostFilter) -> Result<Page<HostView>, ApiError>;
+    async fn get_host(&self, c: &Caller, id: &str) -> Result<HostView, ApiError>;
+    async fn set_host_labels(
+        &self,
+        c: &Caller,
+        id: &str,
+        labels: Vec<String>,
+    ) -> Result<HostView, ApiError>;
+    async fn rotate_key(&self, c: &Caller, id: &str, revoke: bool) -> Result<KeyChange, ApiError>;
+    async fn host_config(&self, c: &Caller, id: &str) -> Result<serde_json::Value, ApiError>;
     async fn host_status_logs(
         &self,
+        c: &Caller,
         id: &str,
         since: i64,
         until: i64,
         limit: usize,
     ) -> Result<Vec<StatusLog>, ApiError>;
 
-    async fn put_query(&self, q: Query) -> Result<Query, ApiError>;
-    async fn list_queries(&self) -> Result<Vec<Query>, ApiError>;
-    async fn delete_query(&self, name: &str) -> Result<(), ApiError>;
-    async fn put_schedule(&self, s: Schedule) -> Result<Schedule, ApiError>;
-    async fn list_schedules(&self) -> Result<Vec<Schedule>, ApiError>;
-    async fn delete_schedule(&self, name: &str) -> Result<(), ApiError>;
-    async fn put_label_config(&self, c: LabelConfig) -> Result<LabelConfig, ApiError>;
-    async fn list_label_configs(&self) -> Result<Vec<LabelConfig>, ApiError>;
-    async fn delete_label_config(&self, label: &str) -> Result<(), ApiError>;
+    async fn put_query(&self, c: &Caller, q: Query) -> Result<Query, ApiError>;
+    async fn list_queries(&self, c: &Caller) -> Result<Vec<Query>, ApiError>;
+    async fn delete_query(&self, c: &Caller, name: &str) -> Result<(), ApiError>;
+    async fn put_schedule(&self, c: &Caller, s: Schedule) -> Result<Schedule, ApiError>;
+    async fn list_schedules(&self, c: &Caller) -> Result<Vec<Schedule>, ApiError>;
+    async fn delete_schedule(&self, c: &Caller, name: &str) -> Result<(), ApiError>;
+    async fn put_label_config(&self, c: &Caller, l: LabelConfig) -> Result<LabelConfig, ApiError>;
+    async fn list_label_configs(&self, c: &Caller) -> Result<Vec<LabelConfig>, ApiError>;
+    async fn delete_label_config(&self, c: &Caller, label: &str) -> Result<(), ApiError>;
 
-    async fn search_results(&self, filter: ResultFilter) -> Result<Vec<ResultLog>, ApiError>;
+    async fn search_results(&self, c: &Caller, f: ResultFilter)
+    -> Result<Vec<ResultLog>, ApiError>;
 
     async fn create_campaign(
         &self,
+        c: &Caller,
         req: CampaignRequest,
-        by: &str,
     ) -> Result<CampaignView, ApiError>;
-    async fn list_campaigns(&self, limit: usize) -> Result<Vec<CampaignView>, ApiError>;
-    async fn get_campaign(&self, id: &str) -> Result<CampaignDetail, ApiError>;
-    async fn campaign_results(&self, id: &str) -> Result<Vec<CampaignResult>, ApiError>;
+    async fn list_campaigns(&self, c: &Caller, limit: usize)
+    -> Result<Vec<CampaignView>, ApiError>;
+    async fn get_campaign(&self, c: &Caller, id: &str) -> Result<CampaignDetail, ApiError>;
+    async fn campaign_results(&self, c: &Caller, id: &str)
+    -> Result<Vec<CampaignResult>, ApiError>;
 
-    async fn list_carves(&self, limit: usize) -> Result<Vec<CarveSession>, ApiError>;
-    async fn get_carve(&self, id: &str) -> Result<CarveSession, ApiError>;
-    async fn carve_block(&self, id: &str, block: u64) -> Result<Bytes, ApiError>;
+    async fn list_carves(&self, c: &Caller, limit: usize) -> Result<Vec<CarveSession>, ApiError>;
+    async fn get_carve(&self, c: &Caller, id: &str) -> Result<CarveSession, ApiError>;
+    /// One block of a carve's archive (operator: it is a host's file).
+    async fn carve_block(&self, c: &Caller, id: &str, block: u64) -> Result<Bytes, ApiError>;
+
+    // Users, tokens and the audit log: admin only.
+    async fn create_user(&self, c: &Caller, u: UserRequest) -> Result<User, ApiError>;
+    async fn update_user(&self, c: &Caller, name: &str, u: UserUpdate) -> Result<User, ApiError>;
+    async fn list_users(&self, c: &Caller) -> Result<Vec<User>, ApiError>;
+    async fn create_token(
+        &self,
+        c: &Caller,
+        user: &str,
+        t: TokenRequest,
+    ) -> Result<NewToken, ApiError>;
+    async fn list_tokens(&self, c: &Caller) -> Result<Vec<ApiToken>, ApiError>;
+    async fn revoke_token(&self, c: &Caller, id: &str) -> Result<ApiToken, ApiError>;
+    /// Newest first; `before` is the `(at, id)` of the last event of the
+    /// previous page.
+    async fn list_audit(
+        &self,
+        c: &Caller,
+        before: Option<(i64, String)>,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, ApiError>;
 }
 
 /// The implementation over a store and a bus.
@@ -169,6 +246,9 @@ pub struct Admin {
     bus: Arc<dyn Bus>,
     hosts: HostClient,
     cfg: ApiConfig,
+    /// The bootstrap admin tokens (`secrets/admin_token`): the `admin`
+    /// caller, also when the store cannot be read.
+    bootstrap_tokens: Vec<String>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -194,7 +274,97 @@ impl Admin {
             bus,
             hosts,
             cfg,
+            bootstrap_tokens: Vec::new(),
         }
+    }
+
+    /// Accepts these tokens as the built-in `admin` caller.
+    pub fn with_bootstrap_tokens(mut self, tokens: Vec<String>) -> Self {
+        self.bootstrap_tokens = tokens;
+        self
+    }
+
+    /// Refuses `c` unless its role is at least `need`; a refusal of an
+    /// action is recorded.
+    async fn require(
+        &self,
+        c: &Caller,
+        need: Role,
+        action: &str,
+        target: &str,
+    ) -> Result<(), ApiError> {
+        if c.role >= need {
+            return Ok(());
+        }
+        self.audit(
+            c,
+            action,
+            target,
+            "denied",
+            serde_json::json!({"needs": need.as_str(), "role": c.role.as_str()}),
+        )
+        .await?;
+        Err(ApiError::Forbidden(format!(
+            "{action} needs the {} role; {} has the {} role",
+            need.as_str(),
+            c.name,
+            c.role.as_str()
+        )))
+    }
+
+    async fn audit(
+        &self,
+        c: &Caller,
+        action: &str,
+        target: &str,
+        outcome: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), ApiError> {
+        let e = AuditEvent {
+            id: uuid::Uuid::new_v4().to_string(),
+            at: now_ms(),
+            actor: c.name.clone(),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            outcome: outcome.to_owned(),
+            detail,
+        };
+        self.store.append_audit(&e).await.map_err(|err| {
+            tracing::error!(error = %err, action, "audit log write failed");
+            ApiError::Unavailable(format!(
+                "the audit log cannot be written ({err}); nothing was done"
+            ))
+        })
+    }
+
+    /// Runs a write or a query run for `c`: checks the role, records the
+    /// request in the audit log before acting (nothing happens unrecorded:
+    /// when the record cannot be written the action is refused), and
+    /// records a failure too.
+    async fn recorded<T>(
+        &self,
+        c: &Caller,
+        need: Role,
+        action: &str,
+        target: &str,
+        detail: serde_json::Value,
+        op: impl std::future::Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        self.require(c, need, action, target).await?;
+        self.audit(c, action, target, "accepted", detail).await?;
+        let r = op.await;
+        if let Err(e) = &r {
+            let _ = self
+                .audit(
+                    c,
+                    action,
+                    target,
+                    "failed",
+                    serde_json::json!({"error": e.to_string()}),
+                )
+                .await;
+        }
+        r
     }
 
     fn view(&self, host: Host, now: i64) -> HostView {
@@ -379,9 +549,10 @@ impl Admin {
     }
 }
 
-#[async_trait]
-impl AdminService for Admin {
-    async fn list_hosts(&self, f: HostFilter) -> Result<Page<HostView>, ApiError> {
+/// The operations themselves; [`AdminService`] adds authorization and the
+/// audit log around them.
+impl Admin {
+    async fn op_list_hosts(&self, f: HostFilter) -> Result<Page<HostView>, ApiError> {
         let limit = f.limit.unwrap_or(100).clamp(1, 1000);
         // A label or platform names an index: list its members instead of
         // paging through every host.
@@ -431,7 +602,7 @@ impl AdminService for Admin {
         }
     }
 
-    async fn get_host(&self, id: &str) -> Result<HostView, ApiError> {
+    async fn op_get_host(&self, id: &str) -> Result<HostView, ApiError> {
         let id = host_id(id)?;
         let h = self
             .store
@@ -441,7 +612,11 @@ impl AdminService for Admin {
         Ok(self.view(h, now_ms()))
     }
 
-    async fn set_host_labels(&self, id: &str, labels: Vec<String>) -> Result<HostView, ApiError> {
+    async fn op_set_host_labels(
+        &self,
+        id: &str,
+        labels: Vec<String>,
+    ) -> Result<HostView, ApiError> {
         let hid = host_id(id)?;
         for l in &labels {
             validate_label(l)?;
@@ -464,10 +639,10 @@ impl AdminService for Admin {
         )?;
         self.host_call(&hid, host_request::Op::SetLabels(SetLabelsOp { labels }))
             .await?;
-        self.get_host(id).await
+        self.op_get_host(id).await
     }
 
-    async fn rotate_key(&self, id: &str, revoke: bool) -> Result<KeyChange, ApiError> {
+    async fn op_rotate_key(&self, id: &str, revoke: bool) -> Result<KeyChange, ApiError> {
         let hid = host_id(id)?;
         match self
             .host_call(&hid, host_request::Op::RotateKey(RotateKeyOp { revoke }))
@@ -484,14 +659,14 @@ impl AdminService for Admin {
         }
     }
 
-    async fn host_config(&self, id: &str) -> Result<serde_json::Value, ApiError> {
-        let h = self.get_host(id).await?;
+    async fn op_host_config(&self, id: &str) -> Result<serde_json::Value, ApiError> {
+        let h = self.op_get_host(id).await?;
         let defs = load_definitions(self.store.as_ref()).await?;
         let a = assemble(&h.label_set, &defs)?;
         serde_json::from_slice(&a.bytes).map_err(|e| ApiError::Unavailable(e.to_string()))
     }
 
-    async fn host_status_logs(
+    async fn op_host_status_logs(
         &self,
         id: &str,
         since: i64,
@@ -505,7 +680,7 @@ impl AdminService for Admin {
             .await?)
     }
 
-    async fn put_query(&self, mut q: Query) -> Result<Query, ApiError> {
+    async fn op_put_query(&self, mut q: Query) -> Result<Query, ApiError> {
         validate_query(&q)?;
         q.updated_at = now_ms();
         let stored = q.clone();
@@ -520,11 +695,11 @@ impl AdminService for Admin {
         Ok(q)
     }
 
-    async fn list_queries(&self) -> Result<Vec<Query>, ApiError> {
+    async fn op_list_queries(&self) -> Result<Vec<Query>, ApiError> {
         Ok(self.store.list_queries().await?)
     }
 
-    async fn delete_query(&self, name: &str) -> Result<(), ApiError> {
+    async fn op_delete_query(&self, name: &str) -> Result<(), ApiError> {
         let users: Vec<String> = self
             .store
             .list_schedules()
@@ -544,7 +719,7 @@ impl AdminService for Admin {
         )
     }
 
-    async fn put_schedule(&self, mut s: Schedule) -> Result<Schedule, ApiError> {
+    async fn op_put_schedule(&self, mut s: Schedule) -> Result<Schedule, ApiError> {
         s.updated_at = now_ms();
         let stored = s.clone();
         self.change_definitions(
@@ -559,11 +734,11 @@ impl AdminService for Admin {
         Ok(s)
     }
 
-    async fn list_schedules(&self) -> Result<Vec<Schedule>, ApiError> {
+    async fn op_list_schedules(&self) -> Result<Vec<Schedule>, ApiError> {
         Ok(self.store.list_schedules().await?)
     }
 
-    async fn delete_schedule(&self, name: &str) -> Result<(), ApiError> {
+    async fn op_delete_schedule(&self, name: &str) -> Result<(), ApiError> {
         self.delete_definition(
             format!("schedule {name}"),
             |d| d.schedules.remove(name).is_some(),
@@ -572,7 +747,7 @@ impl AdminService for Admin {
         .await
     }
 
-    async fn put_label_config(&self, mut c: LabelConfig) -> Result<LabelConfig, ApiError> {
+    async fn op_put_label_config(&self, mut c: LabelConfig) -> Result<LabelConfig, ApiError> {
         validate_label_config(&c)?;
         c.updated_at = now_ms();
         let stored = c.clone();
@@ -587,11 +762,11 @@ impl AdminService for Admin {
         Ok(c)
     }
 
-    async fn list_label_configs(&self) -> Result<Vec<LabelConfig>, ApiError> {
+    async fn op_list_label_configs(&self) -> Result<Vec<LabelConfig>, ApiError> {
         Ok(self.store.list_label_configs().await?)
     }
 
-    async fn delete_label_config(&self, label: &str) -> Result<(), ApiError> {
+    async fn op_delete_label_config(&self, label: &str) -> Result<(), ApiError> {
         self.delete_definition(
             format!("label config {label}"),
             |d| d.label_configs.remove(label).is_some(),
@@ -600,7 +775,7 @@ impl AdminService for Admin {
         .await
     }
 
-    async fn search_results(&self, mut f: ResultFilter) -> Result<Vec<ResultLog>, ApiError> {
+    async fn op_search_results(&self, mut f: ResultFilter) -> Result<Vec<ResultLog>, ApiError> {
         if f.until <= 0 {
             f.until = i64::MAX;
         }
@@ -620,7 +795,7 @@ impl AdminService for Admin {
         Ok(self.store.query_results(&f).await?)
     }
 
-    async fn create_campaign(
+    async fn op_create_campaign(
         &self,
         req: CampaignRequest,
         by: &str,
@@ -718,7 +893,7 @@ impl AdminService for Admin {
         })
     }
 
-    async fn list_campaigns(&self, limit: usize) -> Result<Vec<CampaignView>, ApiError> {
+    async fn op_list_campaigns(&self, limit: usize) -> Result<Vec<CampaignView>, ApiError> {
         let now = now_ms();
         let mut out = Vec::new();
         for c in self.store.list_campaigns(limit.clamp(1, 1000)).await? {
@@ -732,7 +907,7 @@ impl AdminService for Admin {
         Ok(out)
     }
 
-    async fn get_campaign(&self, id: &str) -> Result<CampaignDetail, ApiError> {
+    async fn op_get_campaign(&self, id: &str) -> Result<CampaignDetail, ApiError> {
         let c = self.campaign(id).await?;
         let now = now_ms();
         let ds = self.store.list_deliveries(id).await?;
@@ -766,16 +941,16 @@ impl AdminService for Admin {
         })
     }
 
-    async fn campaign_results(&self, id: &str) -> Result<Vec<CampaignResult>, ApiError> {
+    async fn op_campaign_results(&self, id: &str) -> Result<Vec<CampaignResult>, ApiError> {
         self.campaign(id).await?;
         Ok(self.store.list_results(id).await?)
     }
 
-    async fn list_carves(&self, limit: usize) -> Result<Vec<CarveSession>, ApiError> {
+    async fn op_list_carves(&self, limit: usize) -> Result<Vec<CarveSession>, ApiError> {
         Ok(self.store.list_carves(limit.clamp(1, 1000)).await?)
     }
 
-    async fn get_carve(&self, id: &str) -> Result<CarveSession, ApiError> {
+    async fn op_get_carve(&self, id: &str) -> Result<CarveSession, ApiError> {
         let s = self
             .store
             .get_carve(id)
@@ -788,10 +963,419 @@ impl AdminService for Admin {
         Ok(s)
     }
 
-    async fn carve_block(&self, id: &str, block: u64) -> Result<Bytes, ApiError> {
+    async fn op_carve_block(&self, id: &str, block: u64) -> Result<Bytes, ApiError> {
         self.store
             .get_carve_block(id, block)
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("carve {id} block {block}")))
+    }
+}
+
+fn name_ok(what: &str, n: &str) -> Result<(), ApiError> {
+    let ok = !n.is_empty()
+        && n.len() <= 64
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "{what} {n:?}: 1 to 64 letters, digits, '-', '_', '.' or '@'"
+        )))
+    }
+}
+
+#[async_trait]
+impl AdminService for Admin {
+    async fn authenticate(&self, bearer: &str) -> Result<Caller, ApiError> {
+        use gatehouse_core::nodekey::secret_matches;
+        let t = bearer.trim();
+        if t.is_empty() {
+            return Err(ApiError::Unauthorized);
+        }
+        if self.bootstrap_tokens.iter().any(|k| secret_matches(t, k)) {
+            return Ok(Caller {
+                name: "admin".into(),
+                role: Role::Admin,
+            });
+        }
+        let sha = gatehouse_core::ids::sha256_hex(t.as_bytes());
+        let Some(token) = self.store.token_by_hash(&sha).await? else {
+            return Err(ApiError::Unauthorized);
+        };
+        if !token.is_usable(now_ms()) {
+            return Err(ApiError::Unauthorized);
+        }
+        match self.store.get_user(&token.user).await? {
+            Some(u) if !u.disabled => Ok(Caller {
+                name: u.name,
+                role: u.role,
+            }),
+            _ => Err(ApiError::Unauthorized),
+        }
+    }
+
+    async fn list_hosts(&self, _: &Caller, f: HostFilter) -> Result<Page<HostView>, ApiError> {
+        self.op_list_hosts(f).await
+    }
+
+    async fn get_host(&self, _: &Caller, id: &str) -> Result<HostView, ApiError> {
+        self.op_get_host(id).await
+    }
+
+    async fn set_host_labels(
+        &self,
+        c: &Caller,
+        id: &str,
+        labels: Vec<String>,
+    ) -> Result<HostView, ApiError> {
+        let detail = serde_json::json!({ "labels": labels });
+        self.recorded(c, Role::Operator, "host.set_labels", id, detail, async {
+            self.op_set_host_labels(id, labels).await
+        })
+        .await
+    }
+
+    async fn rotate_key(&self, c: &Caller, id: &str, revoke: bool) -> Result<KeyChange, ApiError> {
+        let action = if revoke {
+            "host.revoke_key"
+        } else {
+            "host.rotate_key"
+        };
+        self.recorded(c, Role::Admin, action, id, serde_json::json!({}), async {
+            self.op_rotate_key(id, revoke).await
+        })
+        .await
+    }
+
+    async fn host_config(&self, _: &Caller, id: &str) -> Result<serde_json::Value, ApiError> {
+        self.op_host_config(id).await
+    }
+
+    async fn host_status_logs(
+        &self,
+        _: &Caller,
+        id: &str,
+        since: i64,
+        until: i64,
+        limit: usize,
+    ) -> Result<Vec<StatusLog>, ApiError> {
+        self.op_host_status_logs(id, since, until, limit).await
+    }
+
+    async fn put_query(&self, c: &Caller, q: Query) -> Result<Query, ApiError> {
+        let (name, detail) = (q.name.clone(), serde_json::json!({ "sql": q.sql }));
+        self.recorded(
+            c,
+            Role::Operator,
+            "query.put",
+            &name,
+            detail,
+            self.op_put_query(q),
+        )
+        .await
+    }
+
+    async fn list_queries(&self, _: &Caller) -> Result<Vec<Query>, ApiError> {
+        self.op_list_queries().await
+    }
+
+    async fn delete_query(&self, c: &Caller, name: &str) -> Result<(), ApiError> {
+        self.recorded(
+            c,
+            Role::Operator,
+            "query.delete",
+            name,
+            serde_json::json!({}),
+            self.op_delete_query(name),
+        )
+        .await
+    }
+
+    async fn put_schedule(&self, c: &Caller, s: Schedule) -> Result<Schedule, ApiError> {
+        let name = s.name.clone();
+        let detail = serde_json::to_value(&s).unwrap_or_default();
+        self.recorded(
+            c,
+            Role::Operator,
+            "schedule.put",
+            &name,
+            detail,
+            self.op_put_schedule(s),
+        )
+        .await
+    }
+
+    async fn list_schedules(&self, _: &Caller) -> Result<Vec<Schedule>, ApiError> {
+        self.op_list_schedules().await
+    }
+
+    async fn delete_schedule(&self, c: &Caller, name: &str) -> Result<(), ApiError> {
+        self.recorded(
+            c,
+            Role::Operator,
+            "schedule.delete",
+            name,
+            serde_json::json!({}),
+            self.op_delete_schedule(name),
+        )
+        .await
+    }
+
+    async fn put_label_config(&self, c: &Caller, l: LabelConfig) -> Result<LabelConfig, ApiError> {
+        let label = l.label.clone();
+        let detail = serde_json::to_value(&l).unwrap_or_default();
+        self.recorded(
+            c,
+            Role::Operator,
+            "label_config.put",
+            &label,
+            detail,
+            self.op_put_label_config(l),
+        )
+        .await
+    }
+
+    async fn list_label_configs(&self, _: &Caller) -> Result<Vec<LabelConfig>, ApiError> {
+        self.op_list_label_configs().await
+    }
+
+    async fn delete_label_config(&self, c: &Caller, label: &str) -> Result<(), ApiError> {
+        self.recorded(
+            c,
+            Role::Operator,
+            "label_config.delete",
+            label,
+            serde_json::json!({}),
+            self.op_delete_label_config(label),
+        )
+        .await
+    }
+
+    async fn search_results(
+        &self,
+        _: &Caller,
+        f: ResultFilter,
+    ) -> Result<Vec<ResultLog>, ApiError> {
+        self.op_search_results(f).await
+    }
+
+    async fn create_campaign(
+        &self,
+        c: &Caller,
+        req: CampaignRequest,
+    ) -> Result<CampaignView, ApiError> {
+        let detail = serde_json::json!({
+            "sql": req.sql, "hosts": req.hosts, "labels": req.labels, "all": req.all,
+            "expires_in": req.expires_in,
+        });
+        self.recorded(c, Role::Operator, "campaign.create", "", detail, async {
+            self.op_create_campaign(req, &c.name).await
+        })
+        .await
+    }
+
+    async fn list_campaigns(
+        &self,
+        _: &Caller,
+        limit: usize,
+    ) -> Result<Vec<CampaignView>, ApiError> {
+        self.op_list_campaigns(limit).await
+    }
+
+    async fn get_campaign(&self, _: &Caller, id: &str) -> Result<CampaignDetail, ApiError> {
+        self.op_get_campaign(id).await
+    }
+
+    async fn campaign_results(
+        &self,
+        _: &Caller,
+        id: &str,
+    ) -> Result<Vec<CampaignResult>, ApiError> {
+        self.op_campaign_results(id).await
+    }
+
+    async fn list_carves(&self, _: &Caller, limit: usize) -> Result<Vec<CarveSession>, ApiError> {
+        self.op_list_carves(limit).await
+    }
+
+    async fn get_carve(&self, _: &Caller, id: &str) -> Result<CarveSession, ApiError> {
+        self.op_get_carve(id).await
+    }
+
+    async fn carve_block(&self, c: &Caller, id: &str, block: u64) -> Result<Bytes, ApiError> {
+        let detail = serde_json::json!({ "block": block });
+        self.recorded(
+            c,
+            Role::Operator,
+            "carve.download",
+            id,
+            detail,
+            self.op_carve_block(id, block),
+        )
+        .await
+    }
+
+    async fn create_user(&self, c: &Caller, u: UserRequest) -> Result<User, ApiError> {
+        let detail = serde_json::json!({ "role": u.role.as_str() });
+        self.recorded(
+            c,
+            Role::Admin,
+            "user.create",
+            &u.name.clone(),
+            detail,
+            async {
+                name_ok("user name", &u.name)?;
+                if u.name == "admin" {
+                    return Err(ApiError::BadRequest(
+                        "\"admin\" is the bootstrap token's name; choose another".into(),
+                    ));
+                }
+                if self.store.get_user(&u.name).await?.is_some() {
+                    return Err(ApiError::Conflict(format!("user {} exists", u.name)));
+                }
+                let now = now_ms();
+                let user = User {
+                    name: u.name,
+                    role: u.role,
+                    created_at: now,
+                    created_by: c.name.clone(),
+                    disabled: false,
+                    updated_at: now,
+                };
+                self.store.put_user(&user).await?;
+                Ok(user)
+            },
+        )
+        .await
+    }
+
+    async fn update_user(&self, c: &Caller, name: &str, u: UserUpdate) -> Result<User, ApiError> {
+        let detail = serde_json::json!({
+            "role": u.role.map(Role::as_str), "disabled": u.disabled,
+        });
+        self.recorded(c, Role::Admin, "user.update", name, detail, async {
+            let mut user = self
+                .store
+                .get_user(name)
+                .await?
+                .ok_or_else(|| ApiError::NotFound(format!("user {name}")))?;
+            if let Some(r) = u.role {
+                user.role = r;
+            }
+            if let Some(d) = u.disabled {
+                user.disabled = d;
+            }
+            user.updated_at = now_ms();
+            self.store.put_user(&user).await?;
+            Ok(user)
+        })
+        .await
+    }
+
+    async fn list_users(&self, c: &Caller) -> Result<Vec<User>, ApiError> {
+        self.require(c, Role::Admin, "user.list", "").await?;
+        let mut u = self.store.list_users().await?;
+        u.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(u)
+    }
+
+    async fn create_token(
+        &self,
+        c: &Caller,
+        user: &str,
+        t: TokenRequest,
+    ) -> Result<NewToken, ApiError> {
+        let detail = serde_json::json!({
+            "description": t.description, "expires_in": t.expires_in,
+        });
+        self.recorded(c, Role::Admin, "token.create", user, detail, async {
+            let u = self
+                .store
+                .get_user(user)
+                .await?
+                .ok_or_else(|| ApiError::NotFound(format!("user {user}")))?;
+            if t.description.len() > 200 {
+                return Err(ApiError::BadRequest(
+                    "description is longer than 200 characters".into(),
+                ));
+            }
+            // Two random (v4, OS CSPRNG) UUIDs: 244 random bits.
+            let secret = format!(
+                "ght_{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            );
+            let now = now_ms();
+            let expires_at = match t.expires_in {
+                Some(0) => {
+                    return Err(ApiError::BadRequest(
+                        "expires_in must be at least 1 second".into(),
+                    ));
+                }
+                Some(s) => Some(
+                    now.saturating_add(
+                        i64::try_from(s)
+                            .unwrap_or(i64::MAX / 2)
+                            .saturating_mul(1000),
+                    ),
+                ),
+                None => None,
+            };
+            let token = ApiToken {
+                id: uuid::Uuid::new_v4().to_string(),
+                user: u.name,
+                secret_sha256: gatehouse_core::ids::sha256_hex(secret.as_bytes()),
+                description: t.description,
+                created_at: now,
+                created_by: c.name.clone(),
+                expires_at,
+                revoked: false,
+            };
+            self.store.put_token(&token).await?;
+            Ok(NewToken { token, secret })
+        })
+        .await
+    }
+
+    async fn list_tokens(&self, c: &Caller) -> Result<Vec<ApiToken>, ApiError> {
+        self.require(c, Role::Admin, "token.list", "").await?;
+        let mut t = self.store.list_tokens().await?;
+        t.sort_by(|a, b| (a.user.as_str(), a.created_at).cmp(&(b.user.as_str(), b.created_at)));
+        Ok(t)
+    }
+
+    async fn revoke_token(&self, c: &Caller, id: &str) -> Result<ApiToken, ApiError> {
+        self.recorded(
+            c,
+            Role::Admin,
+            "token.revoke",
+            id,
+            serde_json::json!({}),
+            async {
+                let mut t = self
+                    .store
+                    .list_tokens()
+                    .await?
+                    .into_iter()
+                    .find(|t| t.id == id)
+                    .ok_or_else(|| ApiError::NotFound(format!("token {id}")))?;
+                t.revoked = true;
+                self.store.put_token(&t).await?;
+                Ok(t)
+            },
+        )
+        .await
+    }
+
+    async fn list_audit(
+        &self,
+        c: &Caller,
+        before: Option<(i64, String)>,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, ApiError> {
+        self.require(c, Role::Admin, "audit.list", "").await?;
+        let before = before.as_ref().map(|(at, id)| (*at, id.as_str()));
+        Ok(self.store.list_audit(before, limit.clamp(1, 1000)).await?)
     }
 }

@@ -389,6 +389,77 @@ pub struct ResultFilter {
     pub limit: usize,
 }
 
+/// What an operator may do. Ordered by power: every role may do what the
+/// roles below it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads hosts, definitions, results, campaigns and carves.
+    Observer,
+    /// Also runs live queries and changes labels and definitions.
+    Operator,
+    /// Also manages users, tokens, enroll secrets and node keys, and reads
+    /// the audit log.
+    Admin,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "observer" => Some(Role::Observer),
+            "operator" => Some(Role::Operator),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Observer => "observer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// A person or service that uses the operator API through its tokens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub name: String,
+    pub role: Role,
+    pub created_at: i64,
+    pub created_by: String,
+    /// A disabled user's tokens stop working; the user stays for the audit
+    /// log's sake.
+    #[serde(default)]
+    pub disabled: bool,
+    #[serde(default)]
+    pub updated_at: i64,
+}
+
+/// A bearer token of a user. Only its SHA-256 is stored; the secret is
+/// shown once, when the token is created.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiToken {
+    pub id: String,
+    pub user: String,
+    pub secret_sha256: String,
+    #[serde(default)]
+    pub description: String,
+    pub created_at: i64,
+    pub created_by: String,
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+impl ApiToken {
+    pub fn is_usable(&self, now: i64) -> bool {
+        !self.revoked && self.expires_at.is_none_or(|e| now < e)
+    }
+}
+
 /// A secret agents present at enrollment. Only its SHA-256 is stored; the
 /// value of an id never changes (a new value is a new secret).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

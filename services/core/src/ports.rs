@@ -9,8 +9,8 @@ use bytes::Bytes;
 
 use crate::HostId;
 use crate::model::{
-    AuditEvent, Campaign, CampaignResult, CarveSession, Delivery, EnrollSecret, Host, LabelConfig,
-    LogRecords, Page, Query, ResultFilter, ResultLog, Schedule, StatusLog,
+    ApiToken, AuditEvent, Campaign, CampaignResult, CarveSession, Delivery, EnrollSecret, Host,
+    LabelConfig, LogRecords, Page, Query, ResultFilter, ResultLog, Schedule, StatusLog, User,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +170,15 @@ pub trait Store: Send + Sync + 'static {
     async fn put_enroll_secret(&self, s: &EnrollSecret) -> StoreResult<()>;
     async fn enroll_secret_by_hash(&self, sha256: &str) -> StoreResult<Option<EnrollSecret>>;
     async fn list_enroll_secrets(&self) -> StoreResult<Vec<EnrollSecret>>;
+
+    // Users and their API tokens (tokens found by the SHA-256 of their
+    // secret; a token's secret never changes, revocation is an update).
+    async fn put_user(&self, u: &User) -> StoreResult<()>;
+    async fn get_user(&self, name: &str) -> StoreResult<Option<User>>;
+    async fn list_users(&self) -> StoreResult<Vec<User>>;
+    async fn put_token(&self, t: &ApiToken) -> StoreResult<()>;
+    async fn token_by_hash(&self, sha256: &str) -> StoreResult<Option<ApiToken>>;
+    async fn list_tokens(&self) -> StoreResult<Vec<ApiToken>>;
 
     // Audit log: append-only, read newest first.
     async fn append_audit(&self, e: &AuditEvent) -> StoreResult<()>;

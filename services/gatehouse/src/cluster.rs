@@ -214,20 +214,14 @@ pub async fn start_api(
 ) -> anyhow::Result<Role> {
     let tls = gatehouse_runtime::tls::server_config(&boot.cert_path, &boot.key_path, None)?;
     let bus: Arc<dyn Bus> = Arc::new(nats(cfg, "api").await?);
-    let admin = Arc::new(Admin::new(
-        store,
-        bus.clone(),
-        host_client(cfg, bus),
-        api_config(cfg),
-    ));
-    let shutdown = Shutdown::new();
-    let (s, token, opts) = (
-        shutdown.clone(),
-        boot.admin_token.clone(),
-        serve_options(cfg, "api"),
+    let admin = Arc::new(
+        Admin::new(store, bus.clone(), host_client(cfg, bus), api_config(cfg))
+            .with_bootstrap_tokens(vec![boot.admin_token.clone()]),
     );
+    let shutdown = Shutdown::new();
+    let (s, opts) = (shutdown.clone(), serve_options(cfg, "api"));
     let task = tokio::spawn(async move {
-        gatehouse_api::run(admin, vec![token], opts, listener, Some(tls), s).await?;
+        gatehouse_api::run(admin, opts, listener, Some(tls), s).await?;
         Ok(())
     });
     Ok(Role::new(shutdown, task))

@@ -156,12 +156,10 @@ pub fn start(
     let ingest_cfg = ingest_config(cfg);
     let sink: Arc<dyn LogSink> = Arc::new(DirectSink::new(store.clone(), &ingest_cfg));
     let edge_cfg = edge_config(cfg, boot);
-    let admin = Arc::new(Admin::new(
-        store.clone(),
-        bus.clone(),
-        hosts.clone(),
-        api_config(cfg),
-    ));
+    let admin = Arc::new(
+        Admin::new(store.clone(), bus.clone(), hosts.clone(), api_config(cfg))
+            .with_bootstrap_tokens(vec![boot.admin_token.clone()]),
+    );
     let front = Shutdown::new();
     let back = Shutdown::new();
     let hostd_ctx =
@@ -191,7 +189,6 @@ pub fn start(
     ));
     let api = tokio::spawn(gatehouse_api::run(
         admin,
-        vec![boot.admin_token.clone()],
         serve_options(cfg, "api"),
         api,
         Some(api_tls),

@@ -86,6 +86,7 @@ pub async fn run_all(store: &dyn Store, sem: Semantics) -> Report {
     fencing(store, sem, &mut report).await;
     carves(store, sem, &mut report).await;
     enroll_secrets(store).await;
+    users_and_tokens(store).await;
     audit(store, sem, &mut report).await;
     meta(store).await;
     report
@@ -726,6 +727,86 @@ async fn carves(store: &dyn Store, sem: Semantics, report: &mut Report) {
     done.sha256 = Some("abc".into());
     ok(store.update_carve(&done).await);
     assert_eq!(ok(store.list_carves(10).await), vec![done]);
+}
+
+async fn users_and_tokens(store: &dyn Store) {
+    let alice = User {
+        name: "alice".into(),
+        role: Role::Operator,
+        created_at: 10,
+        created_by: "admin".into(),
+        disabled: false,
+        updated_at: 10,
+    };
+    let bob = User {
+        name: "bob".into(),
+        role: Role::Observer,
+        ..alice.clone()
+    };
+    ok(store.put_user(&alice).await);
+    ok(store.put_user(&bob).await);
+    assert_eq!(ok(store.get_user("alice").await), Some(alice.clone()));
+    assert_eq!(ok(store.get_user("carol").await), None);
+    let mut users = ok(store.list_users().await);
+    users.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(users, vec![alice.clone(), bob.clone()]);
+    // A role change is an update of the same user.
+    let promoted = User {
+        role: Role::Admin,
+        updated_at: 20,
+        ..bob.clone()
+    };
+    ok(store.put_user(&promoted).await);
+    assert_eq!(ok(store.get_user("bob").await), Some(promoted));
+    assert_eq!(ok(store.list_users().await).len(), 2);
+
+    let t1 = ApiToken {
+        id: "tok-1".into(),
+        user: "alice".into(),
+        secret_sha256: gatehouse_core::ids::sha256_hex(b"alice-secret"),
+        description: "laptop".into(),
+        created_at: 11,
+        created_by: "admin".into(),
+        expires_at: Some(1_000),
+        revoked: false,
+    };
+    let t2 = ApiToken {
+        id: "tok-2".into(),
+        secret_sha256: gatehouse_core::ids::sha256_hex(b"alice-ci"),
+        expires_at: None,
+        ..t1.clone()
+    };
+    ok(store.put_token(&t1).await);
+    ok(store.put_token(&t2).await);
+    assert_eq!(
+        ok(store.token_by_hash(&t1.secret_sha256).await),
+        Some(t1.clone())
+    );
+    assert_eq!(
+        ok(store
+            .token_by_hash(&gatehouse_core::ids::sha256_hex(b"guess"))
+            .await),
+        None
+    );
+    assert!(t1.is_usable(999) && !t1.is_usable(1_000) && t2.is_usable(i64::MAX));
+    let revoked = ApiToken {
+        revoked: true,
+        ..t1.clone()
+    };
+    ok(store.put_token(&revoked).await);
+    assert!(ok(store.token_by_hash(&t1.secret_sha256).await).is_some_and(|t| !t.is_usable(0)));
+    let mut listed = ok(store.list_tokens().await);
+    listed.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(listed, vec![revoked, t2.clone()]);
+    // A token id keeps its secret.
+    let other = ApiToken {
+        secret_sha256: gatehouse_core::ids::sha256_hex(b"other"),
+        ..t2
+    };
+    assert!(matches!(
+        store.put_token(&other).await,
+        Err(gatehouse_core::ports::StoreError::Conflict(_))
+    ));
 }
 
 async fn enroll_secrets(store: &dyn Store) {

@@ -5,7 +5,7 @@
 //! | keyspace     | key                                           | value            |
 //! |--------------|-----------------------------------------------|------------------|
 //! | `hosts`      | host id                                       | `Host` JSON      |
-//! | `defs`       | `q/<name>`, `s/<name>`, `l/<label>`           | JSON             |
+//! | `defs`       | `q/<name>`, `s/<name>`, `l/<label>`, `u/<user>`, `t/<token id>` | JSON |
 //! | `meta`       | name                                          | bytes            |
 //! | `blobs`      | config hash                                   | config bytes     |
 //! | `results`    | day u32 · host · name · 0 · unix u64 · line id | `ResultLog` JSON |
@@ -17,7 +17,7 @@
 //! | `carves`     | session id                                    | JSON             |
 //! | `blocks`     | session id · 0 · block u64                    | block bytes      |
 //! | `secrets`    | secret id                                     | `EnrollSecret` JSON |
-//! | `secret_hash`| SHA-256 hex                                   | secret id        |
+//! | `secret_hash`| SHA-256 hex (enroll secrets), `tok:<SHA-256>` (API tokens) | id |
 //! | `audit`      | (u64::MAX - at) · event id                    | `AuditEvent` JSON |
 //! | `fences`     | host id                                       | fencing token u64 |
 //!
@@ -39,8 +39,8 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use gatehouse_core::HostId;
 use gatehouse_core::logs::bucket_day;
 use gatehouse_core::model::{
-    AuditEvent, Campaign, CampaignResult, CarveSession, Delivery, EnrollSecret, Host, LabelConfig,
-    LogRecords, Page, Query, ResultFilter, ResultLog, Schedule, StatusLog,
+    ApiToken, AuditEvent, Campaign, CampaignResult, CarveSession, Delivery, EnrollSecret, Host,
+    LabelConfig, LogRecords, Page, Query, ResultFilter, ResultLog, Schedule, StatusLog, User,
 };
 use gatehouse_core::ports::{BlockOutcome, Fence, Store, StoreError, StoreResult};
 use serde::Serialize;
@@ -868,6 +868,62 @@ impl Store for EmbeddedStore {
 
     async fn list_enroll_secrets(&self) -> StoreResult<Vec<EnrollSecret>> {
         self.run(|i| i.scan_json(&i.secrets, b"")).await
+    }
+
+    async fn put_user(&self, u: &User) -> StoreResult<()> {
+        let (k, v) = (format!("u/{}", u.name).into_bytes(), enc(u)?);
+        self.run(move |i| i.commit(vec![(&i.defs, k, v)])).await
+    }
+
+    async fn get_user(&self, name: &str) -> StoreResult<Option<User>> {
+        let k = format!("u/{name}").into_bytes();
+        self.run(move |i| i.get_json(&i.defs, &k)).await
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        self.run(|i| i.scan_json(&i.defs, b"u/")).await
+    }
+
+    async fn put_token(&self, t: &ApiToken) -> StoreResult<()> {
+        let t = t.clone();
+        self.run(move |i| {
+            let _g = i.rmw.lock().map_err(|_| unavailable("lock poisoned"))?;
+            let k = format!("t/{}", t.id).into_bytes();
+            if let Some(old) = i.get_json::<ApiToken>(&i.defs, &k)?
+                && old.secret_sha256 != t.secret_sha256
+            {
+                return Err(StoreError::Conflict(format!(
+                    "token {} exists with another secret",
+                    t.id
+                )));
+            }
+            i.commit(vec![
+                (&i.defs, k, enc(&t)?),
+                (
+                    &i.secret_hash,
+                    format!("tok:{}", t.secret_sha256).into_bytes(),
+                    t.id.as_bytes().to_vec(),
+                ),
+            ])
+        })
+        .await
+    }
+
+    async fn token_by_hash(&self, sha256: &str) -> StoreResult<Option<ApiToken>> {
+        let k = format!("tok:{sha256}").into_bytes();
+        self.run(move |i| {
+            let Some(id) = i.secret_hash.get(&k).map_err(unavailable)? else {
+                return Ok(None);
+            };
+            let mut key = b"t/".to_vec();
+            key.extend_from_slice(&id);
+            i.get_json(&i.defs, &key)
+        })
+        .await
+    }
+
+    async fn list_tokens(&self) -> StoreResult<Vec<ApiToken>> {
+        self.run(|i| i.scan_json(&i.defs, b"t/")).await
     }
 
     async fn append_audit(&self, e: &AuditEvent) -> StoreResult<()> {

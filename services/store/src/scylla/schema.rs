@@ -50,38 +50,52 @@ pub const CARVE_TABLES: &[&str] = &[
 /// are read as ranges, so larger chunks cost little.
 const TWCS: &str = "compaction = {'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'DAYS', 'compaction_window_size': 1} AND compression = {'sstable_compression': 'LZ4Compressor', 'chunk_length_in_kb': 16}";
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "initial schema",
-    statements: &[
-        "CREATE TABLE IF NOT EXISTS {ks}.hosts (host_id text PRIMARY KEY, doc blob, last_seen bigint)",
-        "CREATE TABLE IF NOT EXISTS {ks}.hosts_by_label (label text, bucket int, host_id text, PRIMARY KEY ((label, bucket), host_id))",
-        "CREATE TABLE IF NOT EXISTS {ks}.label_sets (scope text, labels text, PRIMARY KEY ((scope), labels))",
-        "CREATE TABLE IF NOT EXISTS {ks}.definitions (kind text, name text, doc blob, PRIMARY KEY ((kind), name))",
-        "CREATE TABLE IF NOT EXISTS {ks}.meta (key text PRIMARY KEY, value blob)",
-        "CREATE TABLE IF NOT EXISTS {ks}.generations (name text PRIMARY KEY, value bigint)",
-        "CREATE TABLE IF NOT EXISTS {ks}.config_blobs (hash text PRIMARY KEY, body blob)",
-        "CREATE TABLE IF NOT EXISTS {ks}.result_logs (host_id text, day int, name text, unix_time bigint, line_id text, doc blob, PRIMARY KEY ((host_id, day), name, unix_time, line_id)) WITH default_time_to_live = {ttl_logs} AND {twcs}",
-        "CREATE TABLE IF NOT EXISTS {ks}.result_log_index (host_id text, day int, name text, skewed boolean, PRIMARY KEY ((host_id), day, name)) WITH default_time_to_live = {ttl_log_index}",
-        "CREATE TABLE IF NOT EXISTS {ks}.status_logs (host_id text, day int, unix_time bigint, line_id text, doc blob, PRIMARY KEY ((host_id, day), unix_time, line_id)) WITH default_time_to_live = {ttl_logs} AND {twcs}",
-        "CREATE TABLE IF NOT EXISTS {ks}.status_log_index (host_id text, day int, skewed boolean, PRIMARY KEY ((host_id), day)) WITH default_time_to_live = {ttl_log_index}",
-        "CREATE TABLE IF NOT EXISTS {ks}.campaigns (campaign_id text PRIMARY KEY, buckets int, doc blob) WITH default_time_to_live = {ttl_campaigns}",
-        "CREATE TABLE IF NOT EXISTS {ks}.campaigns_by_month (month int, inverted_time bigint, campaign_id text, PRIMARY KEY ((month), inverted_time, campaign_id)) WITH default_time_to_live = {ttl_campaigns}",
-        "CREATE TABLE IF NOT EXISTS {ks}.deliveries (campaign_id text, host_id text, doc blob, PRIMARY KEY ((campaign_id, host_id))) WITH default_time_to_live = {ttl_campaigns}",
-        "CREATE TABLE IF NOT EXISTS {ks}.campaign_deliveries (campaign_id text, bucket int, host_id text, doc blob, PRIMARY KEY ((campaign_id, bucket), host_id)) WITH default_time_to_live = {ttl_campaigns}",
-        "CREATE TABLE IF NOT EXISTS {ks}.open_deliveries (host_id text, campaign_id text, bucket int, PRIMARY KEY ((host_id), campaign_id)) WITH default_time_to_live = {ttl_campaigns}",
-        "CREATE TABLE IF NOT EXISTS {ks}.campaign_results (campaign_id text, bucket int, host_id text, doc blob, PRIMARY KEY ((campaign_id, bucket), host_id)) WITH default_time_to_live = {ttl_campaigns}",
-        "CREATE TABLE IF NOT EXISTS {ks}.recent_buckets (kind text, bucket int, PRIMARY KEY ((kind), bucket))",
-        "CREATE TABLE IF NOT EXISTS {ks}.enroll_secrets (scope text, id text, doc blob, PRIMARY KEY ((scope), id))",
-        "CREATE TABLE IF NOT EXISTS {ks}.enroll_secret_by_hash (sha256 text PRIMARY KEY, doc blob)",
-        "CREATE TABLE IF NOT EXISTS {ks}.audit_log (day int, inverted_time bigint, event_id text, doc blob, PRIMARY KEY ((day), inverted_time, event_id)) WITH default_time_to_live = {ttl_audit}",
-        "CREATE TABLE IF NOT EXISTS {ks}.carves (session_id text PRIMARY KEY, doc blob) WITH default_time_to_live = {ttl_carves}",
-        "CREATE TABLE IF NOT EXISTS {ks}.carves_by_month (month int, inverted_time bigint, session_id text, PRIMARY KEY ((month), inverted_time, session_id)) WITH default_time_to_live = {ttl_carves}",
-        "CREATE TABLE IF NOT EXISTS {ks}.carve_block_index (session_id text, block_id bigint, PRIMARY KEY ((session_id), block_id)) WITH default_time_to_live = {ttl_carves}",
-        "CREATE TABLE IF NOT EXISTS {ks}.carve_block_done (session_id text, block_id bigint, chunks int, PRIMARY KEY ((session_id, block_id))) WITH default_time_to_live = {ttl_carves}",
-        "CREATE TABLE IF NOT EXISTS {ks}.carve_blocks (session_id text, block_id bigint, chunk int, data blob, PRIMARY KEY ((session_id, block_id), chunk)) WITH default_time_to_live = {ttl_carves}",
-    ],
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "initial schema",
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS {ks}.hosts (host_id text PRIMARY KEY, doc blob, last_seen bigint)",
+            "CREATE TABLE IF NOT EXISTS {ks}.hosts_by_label (label text, bucket int, host_id text, PRIMARY KEY ((label, bucket), host_id))",
+            "CREATE TABLE IF NOT EXISTS {ks}.label_sets (scope text, labels text, PRIMARY KEY ((scope), labels))",
+            "CREATE TABLE IF NOT EXISTS {ks}.definitions (kind text, name text, doc blob, PRIMARY KEY ((kind), name))",
+            "CREATE TABLE IF NOT EXISTS {ks}.meta (key text PRIMARY KEY, value blob)",
+            "CREATE TABLE IF NOT EXISTS {ks}.generations (name text PRIMARY KEY, value bigint)",
+            "CREATE TABLE IF NOT EXISTS {ks}.config_blobs (hash text PRIMARY KEY, body blob)",
+            "CREATE TABLE IF NOT EXISTS {ks}.result_logs (host_id text, day int, name text, unix_time bigint, line_id text, doc blob, PRIMARY KEY ((host_id, day), name, unix_time, line_id)) WITH default_time_to_live = {ttl_logs} AND {twcs}",
+            "CREATE TABLE IF NOT EXISTS {ks}.result_log_index (host_id text, day int, name text, skewed boolean, PRIMARY KEY ((host_id), day, name)) WITH default_time_to_live = {ttl_log_index}",
+            "CREATE TABLE IF NOT EXISTS {ks}.status_logs (host_id text, day int, unix_time bigint, line_id text, doc blob, PRIMARY KEY ((host_id, day), unix_time, line_id)) WITH default_time_to_live = {ttl_logs} AND {twcs}",
+            "CREATE TABLE IF NOT EXISTS {ks}.status_log_index (host_id text, day int, skewed boolean, PRIMARY KEY ((host_id), day)) WITH default_time_to_live = {ttl_log_index}",
+            "CREATE TABLE IF NOT EXISTS {ks}.campaigns (campaign_id text PRIMARY KEY, buckets int, doc blob) WITH default_time_to_live = {ttl_campaigns}",
+            "CREATE TABLE IF NOT EXISTS {ks}.campaigns_by_month (month int, inverted_time bigint, campaign_id text, PRIMARY KEY ((month), inverted_time, campaign_id)) WITH default_time_to_live = {ttl_campaigns}",
+            "CREATE TABLE IF NOT EXISTS {ks}.deliveries (campaign_id text, host_id text, doc blob, PRIMARY KEY ((campaign_id, host_id))) WITH default_time_to_live = {ttl_campaigns}",
+            "CREATE TABLE IF NOT EXISTS {ks}.campaign_deliveries (campaign_id text, bucket int, host_id text, doc blob, PRIMARY KEY ((campaign_id, bucket), host_id)) WITH default_time_to_live = {ttl_campaigns}",
+            "CREATE TABLE IF NOT EXISTS {ks}.open_deliveries (host_id text, campaign_id text, bucket int, PRIMARY KEY ((host_id), campaign_id)) WITH default_time_to_live = {ttl_campaigns}",
+            "CREATE TABLE IF NOT EXISTS {ks}.campaign_results (campaign_id text, bucket int, host_id text, doc blob, PRIMARY KEY ((campaign_id, bucket), host_id)) WITH default_time_to_live = {ttl_campaigns}",
+            "CREATE TABLE IF NOT EXISTS {ks}.recent_buckets (kind text, bucket int, PRIMARY KEY ((kind), bucket))",
+            "CREATE TABLE IF NOT EXISTS {ks}.enroll_secrets (scope text, id text, doc blob, PRIMARY KEY ((scope), id))",
+            "CREATE TABLE IF NOT EXISTS {ks}.enroll_secret_by_hash (sha256 text PRIMARY KEY, doc blob)",
+            "CREATE TABLE IF NOT EXISTS {ks}.audit_log (day int, inverted_time bigint, event_id text, doc blob, PRIMARY KEY ((day), inverted_time, event_id)) WITH default_time_to_live = {ttl_audit}",
+            "CREATE TABLE IF NOT EXISTS {ks}.carves (session_id text PRIMARY KEY, doc blob) WITH default_time_to_live = {ttl_carves}",
+            "CREATE TABLE IF NOT EXISTS {ks}.carves_by_month (month int, inverted_time bigint, session_id text, PRIMARY KEY ((month), inverted_time, session_id)) WITH default_time_to_live = {ttl_carves}",
+            "CREATE TABLE IF NOT EXISTS {ks}.carve_block_index (session_id text, block_id bigint, PRIMARY KEY ((session_id), block_id)) WITH default_time_to_live = {ttl_carves}",
+            "CREATE TABLE IF NOT EXISTS {ks}.carve_block_done (session_id text, block_id bigint, chunks int, PRIMARY KEY ((session_id, block_id))) WITH default_time_to_live = {ttl_carves}",
+            "CREATE TABLE IF NOT EXISTS {ks}.carve_blocks (session_id text, block_id bigint, chunk int, data blob, PRIMARY KEY ((session_id, block_id), chunk)) WITH default_time_to_live = {ttl_carves}",
+        ],
+    },
+    Migration {
+        version: 2,
+        description: "users and API tokens",
+        statements: &[
+            // Point reads go to single-row partitions; listings to one small
+            // partition per kind (hundreds of rows, not hosts).
+            "CREATE TABLE IF NOT EXISTS {ks}.users (name text PRIMARY KEY, doc blob)",
+            "CREATE TABLE IF NOT EXISTS {ks}.user_list (scope text, name text, doc blob, PRIMARY KEY ((scope), name))",
+            "CREATE TABLE IF NOT EXISTS {ks}.api_tokens (scope text, id text, doc blob, PRIMARY KEY ((scope), id))",
+            "CREATE TABLE IF NOT EXISTS {ks}.api_token_by_hash (sha256 text PRIMARY KEY, doc blob)",
+        ],
+    },
+];
 
 /// Index rows outlive the lines they point to: a line may arrive up to
 /// 7 days after its agent day (`logs::CLOCK_TRUST_PAST_SECS`) and 1 day

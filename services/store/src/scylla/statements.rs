@@ -115,6 +115,15 @@ statements! {
     PutSecretByHash = Admin, "INSERT INTO {ks}.enroll_secret_by_hash (sha256, doc) VALUES (?, ?)";
     SecretByHash = Hosts, "SELECT doc FROM {ks}.enroll_secret_by_hash WHERE sha256 = ?";
 
+    PutUser = Admin, "INSERT INTO {ks}.users (name, doc) VALUES (?, ?)";
+    GetUser = Reads, "SELECT doc FROM {ks}.users WHERE name = ?";
+    PutUserListed = Admin, "INSERT INTO {ks}.user_list (scope, name, doc) VALUES (?, ?, ?)";
+    ListUsers = Admin, "SELECT doc FROM {ks}.user_list WHERE scope = ?";
+    PutToken = Admin, "INSERT INTO {ks}.api_tokens (scope, id, doc) VALUES (?, ?, ?)";
+    ListTokens = Admin, "SELECT doc FROM {ks}.api_tokens WHERE scope = ?";
+    PutTokenByHash = Admin, "INSERT INTO {ks}.api_token_by_hash (sha256, doc) VALUES (?, ?)";
+    TokenByHash = Reads, "SELECT doc FROM {ks}.api_token_by_hash WHERE sha256 = ?";
+
     PutAudit = Admin, "INSERT INTO {ks}.audit_log (day, inverted_time, event_id, doc) VALUES (?, ?, ?, ?)";
     AuditOfDay = Reads, "SELECT doc FROM {ks}.audit_log WHERE day = ?";
     AuditOfDayBefore = Reads, "SELECT doc FROM {ks}.audit_log WHERE day = ? AND (inverted_time, event_id) > (?, ?)";
