@@ -16,8 +16,8 @@ use bytes::Bytes;
 use futures_util::Stream;
 use gatehouse_core::HostId;
 use gatehouse_core::model::{
-    CampaignResult, CarveSession, Decorators, LabelConfig, Query, ResultFilter, ResultLog,
-    Schedule, StatusLog,
+    ApiToken, CampaignResult, CarveSession, Decorators, LabelConfig, Query, ResultFilter,
+    ResultLog, Role, Schedule, StatusLog, User,
 };
 use gatehouse_core::nodekey::secret_matches;
 use gatehouse_proto::v1 as pb;
@@ -29,7 +29,7 @@ use tonic::{Request, Response, Status};
 use crate::ApiError;
 use crate::service::{
     AdminService, Caller, CampaignDetail, CampaignRequest, CampaignView, HostFilter, HostView,
-    KeyChange,
+    KeyChange, TokenRequest, UserRequest, UserUpdate,
 };
 
 /// Largest chunk of a carve block sent in one message.
@@ -335,6 +335,35 @@ fn carve(c: CarveSession) -> pb::Carve {
         completed_at: c.completed_at,
         sha256: c.sha256,
         format: c.format,
+    }
+}
+
+fn role(s: &str) -> Result<Role, Status> {
+    Role::parse(s).ok_or_else(|| {
+        Status::invalid_argument(format!("role {s:?}: expected observer, operator or admin"))
+    })
+}
+
+fn user(u: User) -> pb::User {
+    pb::User {
+        name: u.name,
+        role: u.role.as_str().to_owned(),
+        created_at: u.created_at,
+        created_by: u.created_by,
+        disabled: u.disabled,
+        updated_at: u.updated_at,
+    }
+}
+
+fn token(t: ApiToken) -> pb::Token {
+    pb::Token {
+        id: t.id,
+        user: t.user,
+        description: t.description,
+        created_at: t.created_at,
+        created_by: t.created_by,
+        expires_at: t.expires_at,
+        revoked: t.revoked,
     }
 }
 
@@ -678,6 +707,124 @@ impl AdminRpc for AdminGrpc {
             })
             .collect();
         Ok(Response::new(Box::pin(futures_util::stream::iter(chunks))))
+    }
+
+    async fn whoami(&self, r: Request<pb::Empty>) -> Result<Response<pb::Principal>, Status> {
+        let c = self.caller(&r).await?;
+        Ok(Response::new(pb::Principal {
+            name: c.name,
+            role: c.role.as_str().to_owned(),
+        }))
+    }
+
+    async fn create_user(
+        &self,
+        r: Request<pb::CreateUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        let c = self.caller(&r).await?;
+        let r = r.into_inner();
+        let u = self
+            .svc
+            .create_user(
+                &c,
+                UserRequest {
+                    name: r.name,
+                    role: role(&r.role)?,
+                },
+            )
+            .await?;
+        Ok(Response::new(user(u)))
+    }
+
+    async fn update_user(
+        &self,
+        r: Request<pb::UpdateUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        let c = self.caller(&r).await?;
+        let r = r.into_inner();
+        let update = UserUpdate {
+            role: r.role.as_deref().map(role).transpose()?,
+            disabled: r.disabled,
+        };
+        let u = self.svc.update_user(&c, &r.name, update).await?;
+        Ok(Response::new(user(u)))
+    }
+
+    async fn list_users(&self, r: Request<pb::Empty>) -> Result<Response<pb::Users>, Status> {
+        let c = self.caller(&r).await?;
+        let users = self.svc.list_users(&c).await?;
+        Ok(Response::new(pb::Users {
+            users: users.into_iter().map(user).collect(),
+        }))
+    }
+
+    async fn create_token(
+        &self,
+        r: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::NewToken>, Status> {
+        let c = self.caller(&r).await?;
+        let r = r.into_inner();
+        let t = self
+            .svc
+            .create_token(
+                &c,
+                &r.user,
+                TokenRequest {
+                    description: r.description,
+                    expires_in: r.expires_in,
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::NewToken {
+            token: Some(token(t.token)),
+            secret: t.secret,
+        }))
+    }
+
+    async fn list_tokens(&self, r: Request<pb::Empty>) -> Result<Response<pb::Tokens>, Status> {
+        let c = self.caller(&r).await?;
+        let t = self.svc.list_tokens(&c).await?;
+        Ok(Response::new(pb::Tokens {
+            tokens: t.into_iter().map(token).collect(),
+        }))
+    }
+
+    async fn revoke_token(&self, r: Request<pb::TokenRef>) -> Result<Response<pb::Token>, Status> {
+        let c = self.caller(&r).await?;
+        let t = self.svc.revoke_token(&c, &r.into_inner().id).await?;
+        Ok(Response::new(token(t)))
+    }
+
+    async fn list_audit(
+        &self,
+        r: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::AuditEvents>, Status> {
+        let c = self.caller(&r).await?;
+        let r = r.into_inner();
+        let before = match (r.before_at, r.before_id) {
+            (Some(at), Some(id)) => Some((at, id)),
+            (None, None) => None,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "give before_at and before_id together (the last event of the previous page)",
+                ));
+            }
+        };
+        let events = self.svc.list_audit(&c, before, limit(r.limit, 100)).await?;
+        Ok(Response::new(pb::AuditEvents {
+            events: events
+                .into_iter()
+                .map(|e| pb::AuditEvent {
+                    id: e.id,
+                    at: e.at,
+                    actor: e.actor,
+                    action: e.action,
+                    target: e.target,
+                    outcome: e.outcome,
+                    detail: Some(to_pb_value(e.detail)),
+                })
+                .collect(),
+        }))
     }
 }
 
