@@ -235,6 +235,11 @@ impl Agent {
         )
     }
 
+    /// The enroll secret the agent presents (`--enroll_secret_path`).
+    pub fn set_enroll_secret(&mut self, secret: String) {
+        self.secret = secret;
+    }
+
     /// Points the agent at another edge (as a load balancer would after
     /// its edge died); it keeps its node key.
     pub fn set_base(&mut self, base: String) {

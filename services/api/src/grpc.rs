@@ -16,8 +16,8 @@ use bytes::Bytes;
 use futures_util::Stream;
 use gatehouse_core::HostId;
 use gatehouse_core::model::{
-    ApiToken, CampaignResult, CarveSession, Decorators, LabelConfig, Query, ResultFilter,
-    ResultLog, Role, Schedule, StatusLog, User,
+    ApiToken, CampaignResult, CarveSession, Decorators, EnrollSecret, LabelConfig, Query,
+    ResultFilter, ResultLog, Role, Schedule, StatusLog, User,
 };
 use gatehouse_core::nodekey::secret_matches;
 use gatehouse_proto::v1 as pb;
@@ -28,8 +28,8 @@ use tonic::{Request, Response, Status};
 
 use crate::ApiError;
 use crate::service::{
-    AdminService, Caller, CampaignDetail, CampaignRequest, CampaignView, HostFilter, HostView,
-    KeyChange, TokenRequest, UserRequest, UserUpdate,
+    AdminService, Caller, CampaignDetail, CampaignRequest, CampaignView, EnrollSecretRequest,
+    HostFilter, HostView, KeyChange, TokenRequest, UserRequest, UserUpdate,
 };
 
 /// Largest chunk of a carve block sent in one message.
@@ -352,6 +352,17 @@ fn user(u: User) -> pb::User {
         created_by: u.created_by,
         disabled: u.disabled,
         updated_at: u.updated_at,
+    }
+}
+
+fn enroll_secret(s: EnrollSecret) -> pb::EnrollSecret {
+    pb::EnrollSecret {
+        id: s.id,
+        labels: s.labels,
+        created_at: s.created_at,
+        created_by: s.created_by,
+        expires_at: s.expires_at,
+        revoked: s.revoked,
     }
 }
 
@@ -825,6 +836,53 @@ impl AdminRpc for AdminGrpc {
                 })
                 .collect(),
         }))
+    }
+
+    async fn create_enroll_secret(
+        &self,
+        r: Request<pb::CreateEnrollSecretRequest>,
+    ) -> Result<Response<pb::NewEnrollSecret>, Status> {
+        let c = self.caller(&r).await?;
+        let r = r.into_inner();
+        let n = self
+            .svc
+            .create_enroll_secret(
+                &c,
+                EnrollSecretRequest {
+                    id: r.id,
+                    labels: r.labels,
+                    expires_in: r.expires_in,
+                    secret: r.secret,
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::NewEnrollSecret {
+            enroll_secret: Some(enroll_secret(n.enroll_secret)),
+            secret: n.secret,
+        }))
+    }
+
+    async fn list_enroll_secrets(
+        &self,
+        r: Request<pb::Empty>,
+    ) -> Result<Response<pb::EnrollSecrets>, Status> {
+        let c = self.caller(&r).await?;
+        let s = self.svc.list_enroll_secrets(&c).await?;
+        Ok(Response::new(pb::EnrollSecrets {
+            secrets: s.into_iter().map(enroll_secret).collect(),
+        }))
+    }
+
+    async fn revoke_enroll_secret(
+        &self,
+        r: Request<pb::NameRef>,
+    ) -> Result<Response<pb::EnrollSecret>, Status> {
+        let c = self.caller(&r).await?;
+        let s = self
+            .svc
+            .revoke_enroll_secret(&c, &r.into_inner().name)
+            .await?;
+        Ok(Response::new(enroll_secret(s)))
     }
 }
 

@@ -20,7 +20,8 @@ use serde_json::json;
 
 use crate::ApiError;
 use crate::service::{
-    AdminService, Caller, CampaignRequest, HostFilter, TokenRequest, UserRequest, UserUpdate,
+    AdminService, Caller, CampaignRequest, EnrollSecretRequest, HostFilter, TokenRequest,
+    UserRequest, UserUpdate,
 };
 
 type Svc = State<Arc<dyn AdminService>>;
@@ -110,6 +111,14 @@ pub fn router(svc: Arc<dyn AdminService>, shutdown: Shutdown) -> Router {
             axum::routing::post(revoke_token),
         )
         .route("/api/v1/audit", get(list_audit))
+        .route(
+            "/api/v1/enroll_secrets",
+            get(list_enroll_secrets).post(create_enroll_secret),
+        )
+        .route(
+            "/api/v1/enroll_secrets/{id}/revoke",
+            axum::routing::post(revoke_enroll_secret),
+        )
         .route_layer(middleware::from_fn_with_state(svc.clone(), authenticate))
         .with_state(svc);
     let ready = move || {
@@ -607,4 +616,29 @@ async fn list_audit(
         }
     };
     ok(s.list_audit(&c, before, p.limit.unwrap_or(100)).await?)
+}
+
+async fn list_enroll_secrets(State(s): Svc, Extension(c): Extension<Caller>) -> ApiResult {
+    ok(s.list_enroll_secrets(&c).await?)
+}
+
+async fn create_enroll_secret(
+    State(s): Svc,
+    Extension(c): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult {
+    let r: EnrollSecretRequest = parse(&body)?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(s.create_enroll_secret(&c, r).await?),
+    )
+        .into_response())
+}
+
+async fn revoke_enroll_secret(
+    State(s): Svc,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    ok(s.revoke_enroll_secret(&c, &id).await?)
 }

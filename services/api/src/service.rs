@@ -16,8 +16,8 @@ use gatehouse_core::config::{
 };
 use gatehouse_core::model::{
     ApiToken, AuditEvent, Campaign, CampaignResult, CarveSession, CarveState, Delivery,
-    DeliveryState, Host, LabelConfig, Page, Query, ResultFilter, ResultLog, Role, Schedule,
-    StatusLog, Targets, User,
+    DeliveryState, EnrollSecret, Host, LabelConfig, Page, Query, ResultFilter, ResultLog, Role,
+    Schedule, StatusLog, Targets, User,
 };
 use gatehouse_core::ports::{Bus, Store};
 use gatehouse_core::time::now_ms;
@@ -153,6 +153,27 @@ pub struct TokenRequest {
     pub expires_in: Option<u64>,
 }
 
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollSecretRequest {
+    pub id: String,
+    /// Labels every host enrolling with it gets.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Seconds it is accepted; absent: until revoked.
+    pub expires_in: Option<u64>,
+    /// The value agents will present; absent: a random one is made.
+    pub secret: Option<String>,
+}
+
+/// A new enroll secret: its value is shown this once.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewEnrollSecret {
+    #[serde(flatten)]
+    pub enroll_secret: EnrollSecret,
+    pub secret: String,
+}
+
 /// A new token: the secret is shown this once.
 #[derive(Debug, Clone, Serialize)]
 pub struct NewToken {
@@ -230,6 +251,15 @@ pub trait AdminService: Send + Sync + 'static {
     ) -> Result<NewToken, ApiError>;
     async fn list_tokens(&self, c: &Caller) -> Result<Vec<ApiToken>, ApiError>;
     async fn revoke_token(&self, c: &Caller, id: &str) -> Result<ApiToken, ApiError>;
+    /// Enroll secrets (admin): several at once, each with default labels,
+    /// an optional expiry, revocable. Only hashes are stored.
+    async fn create_enroll_secret(
+        &self,
+        c: &Caller,
+        r: EnrollSecretRequest,
+    ) -> Result<NewEnrollSecret, ApiError>;
+    async fn list_enroll_secrets(&self, c: &Caller) -> Result<Vec<EnrollSecret>, ApiError>;
+    async fn revoke_enroll_secret(&self, c: &Caller, id: &str) -> Result<EnrollSecret, ApiError>;
     /// Newest first; `before` is the `(at, id)` of the last event of the
     /// previous page.
     async fn list_audit(
@@ -1363,6 +1393,117 @@ impl AdminService for Admin {
                 t.revoked = true;
                 self.store.put_token(&t).await?;
                 Ok(t)
+            },
+        )
+        .await
+    }
+
+    async fn create_enroll_secret(
+        &self,
+        c: &Caller,
+        r: EnrollSecretRequest,
+    ) -> Result<NewEnrollSecret, ApiError> {
+        let detail = serde_json::json!({
+            "labels": r.labels, "expires_in": r.expires_in, "chosen_value": r.secret.is_some(),
+        });
+        self.recorded(
+            c,
+            Role::Admin,
+            "enroll_secret.create",
+            &r.id.clone(),
+            detail,
+            async {
+                name_ok("enroll secret id", &r.id)?;
+                for l in &r.labels {
+                    validate_label(l)?;
+                }
+                let value = match r.secret {
+                    Some(v) if v.len() < 16 || v.len() > 256 || v.trim() != v => {
+                        return Err(ApiError::BadRequest(
+                            "secret: 16 to 256 characters, no surrounding spaces".into(),
+                        ));
+                    }
+                    Some(v) => v,
+                    None => format!(
+                        "{}{}",
+                        uuid::Uuid::new_v4().simple(),
+                        uuid::Uuid::new_v4().simple()
+                    ),
+                };
+                let sha = gatehouse_core::ids::sha256_hex(value.as_bytes());
+                let existing = self.store.list_enroll_secrets().await?;
+                if existing.iter().any(|s| s.id == r.id) {
+                    return Err(ApiError::Conflict(format!("enroll secret {} exists", r.id)));
+                }
+                if existing.iter().any(|s| s.secret_sha256 == sha) {
+                    return Err(ApiError::Conflict(
+                        "another enroll secret has this value".into(),
+                    ));
+                }
+                let now = now_ms();
+                let expires_at = match r.expires_in {
+                    Some(0) => {
+                        return Err(ApiError::BadRequest(
+                            "expires_in must be at least 1 second".into(),
+                        ));
+                    }
+                    Some(s) => Some(
+                        now.saturating_add(
+                            i64::try_from(s)
+                                .unwrap_or(i64::MAX / 2)
+                                .saturating_mul(1000),
+                        ),
+                    ),
+                    None => None,
+                };
+                let mut labels = r.labels;
+                labels.sort();
+                labels.dedup();
+                let secret = EnrollSecret {
+                    id: r.id,
+                    secret_sha256: sha,
+                    labels,
+                    created_at: now,
+                    expires_at,
+                    revoked: false,
+                    created_by: c.name.clone(),
+                };
+                self.store.put_enroll_secret(&secret).await?;
+                Ok(NewEnrollSecret {
+                    enroll_secret: secret,
+                    secret: value,
+                })
+            },
+        )
+        .await
+    }
+
+    async fn list_enroll_secrets(&self, c: &Caller) -> Result<Vec<EnrollSecret>, ApiError> {
+        self.require(c, Role::Admin, "enroll_secret.list", "")
+            .await?;
+        let mut s = self.store.list_enroll_secrets().await?;
+        s.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(s)
+    }
+
+    async fn revoke_enroll_secret(&self, c: &Caller, id: &str) -> Result<EnrollSecret, ApiError> {
+        self.recorded(
+            c,
+            Role::Admin,
+            "enroll_secret.revoke",
+            id,
+            serde_json::json!({}),
+            async {
+                let mut s = self
+                    .store
+                    .list_enroll_secrets()
+                    .await?
+                    .into_iter()
+                    .find(|s| s.id == id)
+                    .ok_or_else(|| ApiError::NotFound(format!("enroll secret {id}")))?;
+                s.revoked = true;
+                self.store.put_enroll_secret(&s).await?;
+                Ok(s)
             },
         )
         .await

@@ -121,15 +121,30 @@ pub(crate) async fn enroll(State(edge): EdgeState, req: Request) -> Response {
 async fn enroll_inner(edge: &Edge, req: Request) -> Result<Response, EdgeError> {
     let (_, addr, bytes) = edge.body(req).await?;
     let e = wire::parse_enroll(&bytes)?;
-    if !edge
+    let labels = if edge
         .cfg
         .enroll_secrets
         .iter()
         .any(|s| secret_matches(&e.enroll_secret, s))
     {
-        tracing::warn!(host_identifier = %e.host_identifier, remote = %addr, "enrollment with a wrong secret");
-        return Err(EdgeError::EnrollDenied("invalid enroll secret".into()));
-    }
+        Vec::new()
+    } else {
+        // Secrets operators created: found by the SHA-256 of the value.
+        let sha = gatehouse_core::ids::sha256_hex(e.enroll_secret.as_bytes());
+        match edge.deps.store.enroll_secret_by_hash(&sha).await {
+            Ok(Some(s)) if s.is_usable(gatehouse_core::time::now_ms()) => s.labels,
+            Ok(found) => {
+                let why = if found.is_some() {
+                    "enroll secret revoked or expired"
+                } else {
+                    "invalid enroll secret"
+                };
+                tracing::warn!(host_identifier = %e.host_identifier, remote = %addr, why, "enrollment refused");
+                return Err(EdgeError::EnrollDenied(why.into()));
+            }
+            Err(err) => return Err(EdgeError::Unavailable(format!("enroll secrets: {err}"))),
+        }
+    };
     let identity = identity_from_details(&e.host_details, &e.host_identifier);
     let host = HostId::from_identity(&identity);
     let op = host_request::Op::Enroll(EnrollOp {
@@ -140,6 +155,7 @@ async fn enroll_inner(edge: &Edge, req: Request) -> Result<Response, EdgeError> 
             .unwrap_or_default()
             .into(),
         remote_addr: addr,
+        labels,
     });
     match edge.call(&host, 0, op).await? {
         host_reply::Result::Enrolled(k) => Ok(ok_json(&json!({ "node_key": k.node_key }))),

@@ -272,6 +272,12 @@ impl HostActor {
             },
         };
         let mut host = host;
+        for l in op.labels {
+            if !host.labels.contains(&l) {
+                host.labels.push(l);
+            }
+        }
+        host.labels.sort();
         host.host_identifier = op.host_identifier;
         host.hostname = hostname;
         host.platform = platform;

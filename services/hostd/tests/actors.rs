@@ -48,6 +48,7 @@ async fn actors_spawn_once_passivate_and_rebuild_from_the_store() {
             .to_vec()
             .into(),
         remote_addr: "10.0.0.1".into(),
+        labels: vec![],
     });
     let epoch = match router.route(req(&host, 0, enroll)).await {
         host_reply::Result::Enrolled(k) => k.epoch,

@@ -90,6 +90,7 @@ async fn a_deposed_owner_racing_its_successor_never_overwrites_it() {
         platform_type: "9".into(),
         host_details_json: b"{}".to_vec().into(),
         remote_addr: "10.0.0.9".into(),
+        labels: vec![],
     });
     assert!(matches!(
         a.route(req(&host, 0, enroll)).await,

@@ -39,6 +39,7 @@ fn enroll(identity: &str) -> host_request::Op {
             .to_vec()
             .into(),
         remote_addr: "10.0.0.7".into(),
+        labels: vec![],
     })
 }
 

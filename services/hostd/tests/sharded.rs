@@ -91,6 +91,7 @@ fn enroll(n: usize) -> host_request::Op {
         platform_type: "9".into(),
         host_details_json: b"{}".to_vec().into(),
         remote_addr: "10.0.0.1".into(),
+        labels: vec![],
     })
 }
 

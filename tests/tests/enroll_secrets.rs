@@ -1,0 +1,214 @@
+//! Enroll secrets managed through the API (REST and gRPC): several at
+//! once, each with default labels an enrolling host gets, optional expiry,
+//! revocable; only admins see or manage them; agents enrolling with a
+//! revoked, expired or unknown secret are refused (and keep retrying, as
+//! osquery does), while hosts already enrolled keep working.
+
+use std::time::Duration;
+
+use gatehouse_proto::v1 as pb;
+use gatehouse_proto::v1::admin_client::AdminClient;
+use gatehouse_tests::TestServer;
+use reqwest::Method;
+use serde_json::{Value, json};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+
+async fn call(
+    s: &TestServer,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<(u16, Value)> {
+    let mut req = s
+        .http
+        .request(method, format!("{}{path}", s.api_url))
+        .bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.json().await.unwrap_or(Value::Null)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enroll_secrets_label_expire_and_revoke() -> anyhow::Result<()> {
+    let s = TestServer::start().await?;
+    let admin = s.boot.admin_token.clone();
+
+    let (code, created) = call(
+        &s,
+        &admin,
+        Method::POST,
+        "/api/v1/enroll_secrets",
+        Some(json!({"id": "laptops", "labels": ["laptops", "emea"]})),
+    )
+    .await?;
+    assert_eq!(code, 201, "{created}");
+    let laptops = created["secret"].as_str().unwrap_or_default().to_owned();
+    assert!(laptops.len() >= 32);
+    // Listed without the value.
+    let (_, listed) = call(&s, &admin, Method::GET, "/api/v1/enroll_secrets", None).await?;
+    assert_eq!(listed[0]["id"], "laptops");
+    assert!(listed[0].get("secret").is_none(), "{listed}");
+    assert!(!listed.to_string().contains(&laptops));
+    // Validation and uniqueness.
+    for (body, want) in [
+        (json!({"id": "laptops"}), 409),
+        (json!({"id": "bad id"}), 400),
+        (json!({"id": "x", "labels": ["no spaces allowed"]}), 400),
+        (json!({"id": "y", "secret": "short"}), 400),
+        (json!({"id": "z", "expires_in": 0}), 400),
+    ] {
+        let (code, e) = call(
+            &s,
+            &admin,
+            Method::POST,
+            "/api/v1/enroll_secrets",
+            Some(body.clone()),
+        )
+        .await?;
+        assert_eq!(code, want, "{body}: {e}");
+    }
+
+    // An agent enrolls with it and gets its labels.
+    let mut a = s.agent(1);
+    a.set_enroll_secret(laptops.clone());
+    let r = a.enroll().await?;
+    anyhow::ensure!(r.agent_success(), "enroll with a managed secret: {r:?}");
+    let (_, host) = call(
+        &s,
+        &admin,
+        Method::GET,
+        &format!("/api/v1/hosts/{}", a.host_id()),
+        None,
+    )
+    .await?;
+    assert_eq!(host["labels"], json!(["emea", "laptops"]), "{host}");
+    assert!(
+        host["label_set"]
+            .as_array()
+            .is_some_and(|l| l.contains(&json!("laptops")))
+    );
+
+    // Over gRPC: a chosen value that expires after a second.
+    let ca = std::fs::read(&s.boot.ca_path)?;
+    let ch = Channel::from_shared(s.api_url.clone())?
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(ca))
+                .domain_name("localhost"),
+        )?
+        .connect()
+        .await?;
+    let mut rpc = AdminClient::new(ch);
+    let mut req = tonic::Request::new(pb::CreateEnrollSecretRequest {
+        id: "burst".into(),
+        labels: vec!["burst".into()],
+        expires_in: Some(1),
+        secret: Some("a-chosen-secret-value".into()),
+    });
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {admin}").parse()?);
+    let burst = rpc.create_enroll_secret(req).await?.into_inner();
+    assert_eq!(burst.secret, "a-chosen-secret-value");
+    let mut b = s.agent(2);
+    b.set_enroll_secret(burst.secret.clone());
+    anyhow::ensure!(b.enroll().await?.agent_success());
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let mut late = s.agent(3);
+    late.set_enroll_secret(burst.secret.clone());
+    let r = late.enroll().await?;
+    assert!(
+        !r.agent_success(),
+        "an expired secret enrolled a host: {r:?}"
+    );
+
+    // Revoked: no new enrollments; enrolled hosts keep their node keys.
+    let (code, revoked) = call(
+        &s,
+        &admin,
+        Method::POST,
+        "/api/v1/enroll_secrets/laptops/revoke",
+        None,
+    )
+    .await?;
+    assert_eq!(code, 200);
+    assert_eq!(revoked["revoked"], true);
+    let mut c = s.agent(4);
+    c.set_enroll_secret(laptops.clone());
+    assert!(!c.enroll().await?.agent_success());
+    anyhow::ensure!(
+        a.config().await?.agent_success(),
+        "an enrolled host lost access"
+    );
+    // Unknown secrets are refused; the bootstrap secret still works.
+    let mut d = s.agent(5);
+    d.set_enroll_secret("never-issued-anywhere".into());
+    assert!(!d.enroll().await?.agent_success());
+    anyhow::ensure!(s.agent(6).enroll().await?.agent_success());
+
+    // Only admins see or manage enroll secrets, and every change is audited.
+    let (_, u) = call(
+        &s,
+        &admin,
+        Method::POST,
+        "/api/v1/users",
+        Some(json!({"name": "olga", "role": "operator"})),
+    )
+    .await?;
+    assert_eq!(u["role"], "operator");
+    let (_, t) = call(&s, &admin, Method::POST, "/api/v1/users/olga/tokens", None).await?;
+    let olga = t["secret"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(
+        call(&s, &olga, Method::GET, "/api/v1/enroll_secrets", None)
+            .await?
+            .0,
+        403
+    );
+    assert_eq!(
+        call(
+            &s,
+            &olga,
+            Method::POST,
+            "/api/v1/enroll_secrets",
+            Some(json!({"id": "mine"}))
+        )
+        .await?
+        .0,
+        403
+    );
+    let (_, audit) = call(&s, &admin, Method::GET, "/api/v1/audit?limit=100", None).await?;
+    let actions: Vec<(String, String, String)> = audit
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| {
+                    (
+                        e["actor"].as_str().unwrap_or_default().to_owned(),
+                        e["action"].as_str().unwrap_or_default().to_owned(),
+                        e["outcome"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    for want in [
+        ("admin", "enroll_secret.create", "accepted"),
+        ("admin", "enroll_secret.revoke", "accepted"),
+        ("olga", "enroll_secret.list", "denied"),
+        ("olga", "enroll_secret.create", "denied"),
+    ] {
+        assert!(
+            actions
+                .iter()
+                .any(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()) == want),
+            "{want:?} not in the audit log"
+        );
+    }
+    // The value never reaches the audit log.
+    assert!(!audit.to_string().contains("a-chosen-secret-value"));
+    s.stop().await?;
+    Ok(())
+}
