@@ -11,6 +11,7 @@
 
 pub mod error;
 pub mod grpc;
+pub mod openapi;
 pub mod rest;
 pub mod service;
 

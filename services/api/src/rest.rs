@@ -7,11 +7,16 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Extension, Path, Query as Q, Request, State};
+use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
 use axum::routing::get;
 use bytes::Bytes;
-use gatehouse_core::model::{CarveState, LabelConfig, Query, ResultFilter, Schedule};
+use gatehouse_core::model::{
+    ApiToken, AuditEvent, CampaignResult, CarveSession, CarveState, EnrollSecret, LabelConfig,
+    Query, ResultFilter, ResultLog, Role, Schedule, StatusLog, User,
+};
 use gatehouse_runtime::Shutdown;
 use http::{HeaderValue, StatusCode, header};
 use serde::Deserialize;
@@ -19,9 +24,11 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::ApiError;
+use crate::openapi::{Op, schema};
 use crate::service::{
-    AdminService, Caller, CampaignRequest, EnrollSecretRequest, HostFilter, TokenRequest,
-    UserRequest, UserUpdate,
+    AdminService, Caller, CampaignDetail, CampaignRequest, CampaignView, EnrollSecretRequest,
+    HostFilter, HostView, KeyChange, NewEnrollSecret, NewToken, TokenRequest, UserRequest,
+    UserUpdate,
 };
 
 type Svc = State<Arc<dyn AdminService>>;
@@ -61,64 +68,483 @@ async fn authenticate(State(svc): Svc, mut req: Request, next: Next) -> Response
     }
 }
 
-/// The API routes; `/livez` and `/readyz` need no token.
+/// Response shape of a page of hosts (documentation).
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub(crate) struct HostPage {
+    pub items: Vec<HostView>,
+    /// Pass as `after` for the next page; absent on the last page.
+    pub next: Option<String>,
+}
+
+/// The caller (documentation).
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub(crate) struct WhoAmI {
+    pub name: String,
+    pub role: Role,
+}
+
+/// Every REST operation with its handler: the router and the OpenAPI
+/// document are both built from this list.
+pub(crate) fn operations() -> Vec<(Op, MethodRouter<Arc<dyn AdminService>>)> {
+    use Role::{Admin, Observer, Operator};
+    use axum::routing::{delete, patch, post, put};
+    const WINDOW: &[(&str, &str)] = &[
+        ("since", "milliseconds since 1970, inclusive"),
+        ("until", "milliseconds since 1970, exclusive"),
+        ("limit", "most items"),
+    ];
+    let m = Method::GET;
+    vec![
+        (
+            Op::new(
+                m.clone(),
+                "/api/v1/hosts",
+                "listHosts",
+                "Hosts, filtered and paged",
+                Observer,
+            )
+            .query(&[
+                ("label", "only hosts with this label"),
+                (
+                    "platform",
+                    "only this platform (darwin, linux, windows, freebsd)",
+                ),
+                ("online", "true or false"),
+                ("after", "the `next` of the previous page"),
+                ("limit", "hosts per page"),
+            ])
+            .json(schema::<HostPage>),
+            get(list_hosts),
+        ),
+        (
+            Op::new(
+                m.clone(),
+                "/api/v1/hosts/{id}",
+                "getHost",
+                "One host with its details",
+                Observer,
+            )
+            .json(schema::<HostView>),
+            get(get_host),
+        ),
+        (
+            Op::new(
+                Method::PUT,
+                "/api/v1/hosts/{id}/labels",
+                "setHostLabels",
+                "Set a host's operator labels",
+                Operator,
+            )
+            .body(schema::<LabelsBody>)
+            .json(schema::<HostView>)
+            .audited(),
+            put(set_labels),
+        ),
+        (
+            Op::new(
+                Method::POST,
+                "/api/v1/hosts/{id}/rotate_key",
+                "rotateKey",
+                "Invalidate a host's node key (rotate, or revoke)",
+                Admin,
+            )
+            .body(schema::<RotateBody>)
+            .json(schema::<KeyChange>)
+            .audited(),
+            post(rotate_key),
+        ),
+        (
+            Op::new(
+                m.clone(),
+                "/api/v1/hosts/{id}/config",
+                "hostConfig",
+                "The config a host is served",
+                Observer,
+            )
+            .json(schema::<serde_json::Value>),
+            get(host_config),
+        ),
+        (
+            Op::new(
+                m.clone(),
+                "/api/v1/hosts/{id}/status_logs",
+                "hostStatusLogs",
+                "A host's status logs",
+                Observer,
+            )
+            .query(WINDOW)
+            .json(schema::<Vec<StatusLog>>),
+            get(status_logs),
+        ),
+        (
+            Op::new(
+                m.clone(),
+                "/api/v1/queries",
+                "listQueries",
+                "Saved queries",
+                Observer,
+            )
+            .json(schema::<Vec<Query>>),
+            get(list_queries),
+        ),
+        (
+            Op::new(
+                Method::PUT,
+                "/api/v1/queries/{name}",
+                "putQuery",
+                "Create or replace a saved query",
+                Operator,
+            )
+            .body(schema::<QueryBody>)
+            .json(schema::<Query>)
+            .audited(),
+            put(put_query),
+        ),
+        (
+            Op::new(
+                Method::DELETE,
+                "/api/v1/queries/{name}",
+                "deleteQuery",
+                "Delete a saved query",
+                Operator,
+            )
+            .audited(),
+            delete(delete_query),
+        ),
+        (
+            Op::new(
+                m.clone(),
+                "/api/v1/schedules",
+                "listSchedules",
+                "Scheduled queries",
+                Observer,
+            )
+            .json(schema::<Vec<Schedule>>),
+            get(list_schedules),
+        ),
+        (
+            Op::new(
+                Method::PUT,
+                "/api/v1/schedules/{name}",
+                "putSchedule",
+                "Create or replace a scheduled query",
+                Operator,
+            )
+            .body(schema::<ScheduleBody>)
+            .json(schema::<Schedule>)
+            .audited(),
+            put(put_schedule),
+        ),
+        (
+            Op::new(
+                Method::DELETE,
+                "/api/v1/schedules/{name}",
+                "deleteSchedule",
+                "Delete a scheduled query",
+                Operator,
+            )
+            .audited(),
+            delete(delete_schedule),
+        ),
+        (
+            Op::new(
+                m.clone(),
+                "/api/v1/label_configs",
+                "listLabelConfigs",
+                "Options, decorators and file paths by label",
+                Observer,
+            )
+            .json(schema::<Vec<LabelConfig>>),
+            get(list_label_configs),
+        ),
+        (
+            Op::new(
+                Method::PUT,
+                "/api/v1/label_configs/{label}",
+                "putLabelConfig",
+                "Create or replace a label's config",
+                Operator,
+            )
+            .body(schema::<LabelConfigBody>)
+            .json(schema::<LabelConfig>)
+            .audited(),
+            put(put_label_config),
+        ),
+        (
+            Op::new(
+                Method::DELETE,
+                "/api/v1/label_configs/{label}",
+                "deleteLabelConfig",
+                "Delete a label's config",
+                Operator,
+            )
+            .audited(),
+            delete(delete_label_config),
+        ),
+        (
+            Op::new(
+                m.clone(),
+                "/api/v1/results",
+                "searchResults",
+                "Stored result logs by host, query and time window",
+                Observer,
+            )
+            .query(&[
+                ("host", "host id"),
+                ("name", "scheduled query name"),
+                ("since", "milliseconds since 1970, inclusive"),
+                ("until", "milliseconds since 1970, exclusive"),
+                ("limit", "most lines"),
+            ])
+            .json(schema::<Vec<ResultLog>>),
+            get(search_results),
+        ),
+        (
+            Op::new(
+                m.clone(),
+                "/api/v1/campaigns",
+                "listCampaigns",
+                "Live queries, newest first",
+                Observer,
+            )
+            .query(&[("limit", "most campaigns")])
+            .json(schema::<Vec<CampaignView>>),
+            get(list_campaigns),
+        ),
+        (
+            Op::new(
+                Method::POST,
+                "/api/v1/campaigns",
+                "createCampaign",
+                "Run a live query on hosts, labels or all",
+                Operator,
+            )
+            .body(schema::<CampaignRequest>)
+            .created(schema::<CampaignView>)
+            .audited(),
+            post(create_campaign),
+        ),
+        (
+            Op::new(
+                m.clone(),
+                "/api/v1/campaigns/{id}",
+                "getCampaign",
+                "Coverage, per-host delivery state, non-responders",
+                Observer,
+            )
+            .json(schema::<CampaignDetail>),
+            get(get_campaign),
+        ),
+        (
+            Op::new(
+                m.clone(),
+                "/api/v1/campaigns/{id}/results",
+                "campaignResults",
+                "Answers per host",
+                Observer,
+            )
+            .json(schema::<Vec<CampaignResult>>),
+            get(campaign_results),
+        ),
+        (
+            Op::new(
+                m.clone(),
+                "/api/v1/carves",
+                "listCarves",
+                "File carves, newest first",
+                Observer,
+            )
+            .query(&[("limit", "most carves")])
+            .json(schema::<Vec<CarveSession>>),
+            get(list_carves),
+        ),
+        (
+            Op::new(
+                m.clone(),
+                "/api/v1/carves/{id}",
+                "getCarve",
+                "One carve's state",
+                Observer,
+            )
+            .json(schema::<CarveSession>),
+            get(get_carve),
+        ),
+        (
+            Op::new(
+                m.clone(),
+                "/api/v1/carves/{id}/download",
+                "downloadCarve",
+                "A finished carve's archive (tar or tar.zst)",
+                Operator,
+            )
+            .binary()
+            .audited(),
+            get(download_carve),
+        ),
+        (
+            Op::new(
+                m.clone(),
+                "/api/v1/whoami",
+                "whoami",
+                "The caller's name and role",
+                Observer,
+            )
+            .json(schema::<WhoAmI>),
+            get(whoami),
+        ),
+        (
+            Op::new(m.clone(), "/api/v1/users", "listUsers", "Users", Admin)
+                .json(schema::<Vec<User>>),
+            get(list_users),
+        ),
+        (
+            Op::new(
+                Method::POST,
+                "/api/v1/users",
+                "createUser",
+                "Create a user with a role",
+                Admin,
+            )
+            .body(schema::<UserRequest>)
+            .created(schema::<User>)
+            .audited(),
+            post(create_user),
+        ),
+        (
+            Op::new(
+                Method::PATCH,
+                "/api/v1/users/{name}",
+                "updateUser",
+                "Change a user's role, or disable it",
+                Admin,
+            )
+            .body(schema::<UserUpdate>)
+            .json(schema::<User>)
+            .audited(),
+            patch(update_user),
+        ),
+        (
+            Op::new(
+                Method::POST,
+                "/api/v1/users/{name}/tokens",
+                "createToken",
+                "A new API token for a user (its secret is in this answer only)",
+                Admin,
+            )
+            .body(schema::<TokenRequest>)
+            .created(schema::<NewToken>)
+            .audited(),
+            post(create_token),
+        ),
+        (
+            Op::new(
+                m.clone(),
+                "/api/v1/tokens",
+                "listTokens",
+                "API tokens (hashes only)",
+                Admin,
+            )
+            .json(schema::<Vec<ApiToken>>),
+            get(list_tokens),
+        ),
+        (
+            Op::new(
+                Method::POST,
+                "/api/v1/tokens/{id}/revoke",
+                "revokeToken",
+                "Revoke a token at once",
+                Admin,
+            )
+            .json(schema::<ApiToken>)
+            .audited(),
+            post(revoke_token),
+        ),
+        (
+            Op::new(
+                m.clone(),
+                "/api/v1/audit",
+                "listAudit",
+                "The audit log, newest first",
+                Admin,
+            )
+            .query(&[
+                ("limit", "most events (up to 1000)"),
+                ("before_at", "`at` of the last event of the previous page"),
+                ("before_id", "`id` of the last event of the previous page"),
+            ])
+            .json(schema::<Vec<AuditEvent>>),
+            get(list_audit),
+        ),
+        (
+            Op::new(
+                m.clone(),
+                "/api/v1/enroll_secrets",
+                "listEnrollSecrets",
+                "Enroll secrets (hashes only)",
+                Admin,
+            )
+            .json(schema::<Vec<EnrollSecret>>),
+            get(list_enroll_secrets),
+        ),
+        (
+            Op::new(
+                Method::POST,
+                "/api/v1/enroll_secrets",
+                "createEnrollSecret",
+                "A new enroll secret (its value is in this answer only)",
+                Admin,
+            )
+            .body(schema::<EnrollSecretRequest>)
+            .created(schema::<NewEnrollSecret>)
+            .audited(),
+            post(create_enroll_secret),
+        ),
+        (
+            Op::new(
+                Method::POST,
+                "/api/v1/enroll_secrets/{id}/revoke",
+                "revokeEnrollSecret",
+                "Refuse new enrollments with a secret",
+                Admin,
+            )
+            .json(schema::<EnrollSecret>)
+            .audited(),
+            post(revoke_enroll_secret),
+        ),
+    ]
+}
+
+/// The operations without their handlers (for the document and tests).
+pub(crate) fn operations_doc() -> Vec<Op> {
+    operations().into_iter().map(|(o, _)| o).collect()
+}
+
+/// The OpenAPI document of the REST API (also served at
+/// `/api/v1/openapi.json`).
+pub fn openapi() -> serde_json::Value {
+    crate::openapi::document(&operations_doc())
+}
+
+/// The API routes; `/livez`, `/readyz` and `/api/v1/openapi.json` need no
+/// token.
 pub fn router(svc: Arc<dyn AdminService>, shutdown: Shutdown) -> Router {
-    let api = Router::new()
-        .route("/api/v1/hosts", get(list_hosts))
-        .route("/api/v1/hosts/{id}", get(get_host))
-        .route("/api/v1/hosts/{id}/labels", axum::routing::put(set_labels))
-        .route(
-            "/api/v1/hosts/{id}/rotate_key",
-            axum::routing::post(rotate_key),
-        )
-        .route("/api/v1/hosts/{id}/config", get(host_config))
-        .route("/api/v1/hosts/{id}/status_logs", get(status_logs))
-        .route("/api/v1/queries", get(list_queries))
-        .route(
-            "/api/v1/queries/{name}",
-            axum::routing::put(put_query).delete(delete_query),
-        )
-        .route("/api/v1/schedules", get(list_schedules))
-        .route(
-            "/api/v1/schedules/{name}",
-            axum::routing::put(put_schedule).delete(delete_schedule),
-        )
-        .route("/api/v1/label_configs", get(list_label_configs))
-        .route(
-            "/api/v1/label_configs/{label}",
-            axum::routing::put(put_label_config).delete(delete_label_config),
-        )
-        .route("/api/v1/results", get(search_results))
-        .route(
-            "/api/v1/campaigns",
-            get(list_campaigns).post(create_campaign),
-        )
-        .route("/api/v1/campaigns/{id}", get(get_campaign))
-        .route("/api/v1/campaigns/{id}/results", get(campaign_results))
-        .route("/api/v1/carves", get(list_carves))
-        .route("/api/v1/carves/{id}", get(get_carve))
-        .route("/api/v1/carves/{id}/download", get(download_carve))
-        .route("/api/v1/whoami", get(whoami))
-        .route("/api/v1/users", get(list_users).post(create_user))
-        .route("/api/v1/users/{name}", axum::routing::patch(update_user))
-        .route(
-            "/api/v1/users/{name}/tokens",
-            axum::routing::post(create_token),
-        )
-        .route("/api/v1/tokens", get(list_tokens))
-        .route(
-            "/api/v1/tokens/{id}/revoke",
-            axum::routing::post(revoke_token),
-        )
-        .route("/api/v1/audit", get(list_audit))
-        .route(
-            "/api/v1/enroll_secrets",
-            get(list_enroll_secrets).post(create_enroll_secret),
-        )
-        .route(
-            "/api/v1/enroll_secrets/{id}/revoke",
-            axum::routing::post(revoke_enroll_secret),
-        )
+    let doc = Arc::new(openapi());
+    let ops = operations();
+    let mut by_path: Vec<(&'static str, MethodRouter<Arc<dyn AdminService>>)> = Vec::new();
+    for (op, handler) in ops {
+        match by_path.iter_mut().find(|(p, _)| *p == op.path) {
+            Some((_, existing)) => {
+                let merged = std::mem::take(existing).merge(handler);
+                *existing = merged;
+            }
+            None => by_path.push((op.path, handler)),
+        }
+    }
+    let mut api = Router::new();
+    for (path, handler) in by_path {
+        api = api.route(path, handler);
+    }
+    let api = api
         .route_layer(middleware::from_fn_with_state(svc.clone(), authenticate))
         .with_state(svc);
     let ready = move || {
@@ -150,6 +576,13 @@ pub fn router(svc: Arc<dyn AdminService>, shutdown: Shutdown) -> Router {
             get(|| async { axum::Json(json!({"status": "ok"})) }),
         )
         .route("/readyz", get(ready))
+        .route(
+            "/api/v1/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { axum::Json((*doc).clone()) }
+            }),
+        )
         .merge(api)
         .fallback(|req: Request| async move {
             ApiError::NotFound(format!("route {} {}", req.method(), req.uri().path()))
@@ -189,9 +622,9 @@ async fn get_host(
     ok(s.get_host(&c, &id).await?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct LabelsBody {
+pub(crate) struct LabelsBody {
     labels: Vec<String>,
 }
 
@@ -205,9 +638,9 @@ async fn set_labels(
     ok(s.set_host_labels(&c, &id, b.labels).await?)
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RotateBody {
+pub(crate) struct RotateBody {
     #[serde(default)]
     revoke: bool,
 }
@@ -263,9 +696,9 @@ async fn list_queries(State(s): Svc, Extension(c): Extension<Caller>) -> ApiResu
     ok(s.list_queries(&c).await?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct QueryBody {
+pub(crate) struct QueryBody {
     sql: String,
     #[serde(default)]
     description: String,
@@ -303,9 +736,9 @@ async fn list_schedules(State(s): Svc, Extension(c): Extension<Caller>) -> ApiRe
     ok(s.list_schedules(&c).await?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ScheduleBody {
+pub(crate) struct ScheduleBody {
     query: String,
     interval: u32,
     #[serde(default)]
@@ -362,9 +795,9 @@ async fn list_label_configs(State(s): Svc, Extension(c): Extension<Caller>) -> A
     ok(s.list_label_configs(&c).await?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct LabelConfigBody {
+pub(crate) struct LabelConfigBody {
     #[serde(default)]
     options: serde_json::Map<String, serde_json::Value>,
     #[serde(default)]

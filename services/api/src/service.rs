@@ -49,7 +49,7 @@ impl Default for ApiConfig {
 }
 
 /// A host as operators see it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct HostView {
     #[serde(flatten)]
     pub host: Host,
@@ -58,7 +58,7 @@ pub struct HostView {
     pub label_set: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 pub struct HostFilter {
     pub label: Option<String>,
     pub platform: Option<String>,
@@ -67,14 +67,14 @@ pub struct HostFilter {
     pub limit: Option<usize>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct KeyChange {
     pub host_id: HostId,
     pub epoch: u64,
     pub revoked: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CampaignRequest {
     pub sql: String,
@@ -88,7 +88,7 @@ pub struct CampaignRequest {
     pub expires_in: Option<u64>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct Coverage {
     pub targeted: u64,
     pub queued: u64,
@@ -98,14 +98,14 @@ pub struct Coverage {
     pub expired: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct HostDelivery {
     #[serde(flatten)]
     pub delivery: Delivery,
     pub hostname: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct CampaignView {
     #[serde(flatten)]
     pub campaign: Campaign,
@@ -113,7 +113,7 @@ pub struct CampaignView {
     pub coverage: Coverage,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct CampaignDetail {
     #[serde(flatten)]
     pub view: CampaignView,
@@ -130,21 +130,21 @@ pub struct Caller {
 }
 
 /// A user as the API shows it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserRequest {
     pub name: String,
     pub role: Role,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserUpdate {
     pub role: Option<Role>,
     pub disabled: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     #[serde(default)]
@@ -153,7 +153,7 @@ pub struct TokenRequest {
     pub expires_in: Option<u64>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollSecretRequest {
     pub id: String,
@@ -167,7 +167,7 @@ pub struct EnrollSecretRequest {
 }
 
 /// A new enroll secret: its value is shown this once.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct NewEnrollSecret {
     #[serde(flatten)]
     pub enroll_secret: EnrollSecret,
@@ -175,7 +175,7 @@ pub struct NewEnrollSecret {
 }
 
 /// A new token: the secret is shown this once.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct NewToken {
     #[serde(flatten)]
     pub token: ApiToken,

@@ -21,7 +21,9 @@ const BOGUS_UUIDS: &[&str] = &[
 ];
 
 /// Opaque host id: 32 lowercase hex characters.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(transparent)]
 pub struct HostId(String);
 

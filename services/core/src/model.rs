@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use crate::HostId;
 
 /// An enrolled host. Owned by its `HostActor`: only the actor writes it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Host {
     pub id: HostId,
     /// The identity the id was derived from (e.g. `hw:<uuid>`).
@@ -62,7 +62,7 @@ impl Host {
 }
 
 /// A saved query (SQL with a name).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Query {
     pub name: String,
     pub sql: String,
@@ -73,7 +73,7 @@ pub struct Query {
 }
 
 /// A query scheduled on every host carrying one of `labels`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Schedule {
     /// Name the agent logs under (inside `pack` when one is set).
     pub name: String,
@@ -103,7 +103,7 @@ fn default_true() -> bool {
 }
 
 /// Options, decorators and file paths for every host with `label`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LabelConfig {
     pub label: String,
     #[serde(default)]
@@ -117,7 +117,7 @@ pub struct LabelConfig {
     pub updated_at: i64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Decorators {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub load: Vec<String>,
@@ -135,7 +135,7 @@ impl Decorators {
 }
 
 /// Who a campaign targets, as the operator gave it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Targets {
     #[serde(default)]
     pub hosts: Vec<HostId>,
@@ -146,7 +146,7 @@ pub struct Targets {
 }
 
 /// A live (distributed) query against a resolved set of hosts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Campaign {
     /// Also the query id the agents see.
     pub id: String,
@@ -164,7 +164,7 @@ impl Campaign {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryState {
     Queued,
@@ -181,7 +181,7 @@ impl DeliveryState {
 }
 
 /// A campaign's delivery to one host.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Delivery {
     pub campaign_id: String,
     pub host_id: HostId,
@@ -232,7 +232,7 @@ impl Delivery {
 }
 
 /// One host's answer to a campaign.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CampaignResult {
     pub campaign_id: String,
     pub host_id: HostId,
@@ -243,7 +243,7 @@ pub struct CampaignResult {
     pub received_at: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CarveState {
     Receiving,
@@ -252,7 +252,7 @@ pub enum CarveState {
 }
 
 /// A file carve upload.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CarveSession {
     /// Random, unguessable: authenticates block uploads.
     pub session_id: String,
@@ -287,7 +287,7 @@ impl CarveSession {
 }
 
 /// Shape of a result line (§6.4–6.6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ResultKind {
     /// One row per line, `columns` + `action` added/removed/snapshot.
@@ -301,7 +301,7 @@ pub enum ResultKind {
 }
 
 /// A stored result log line.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ResultLog {
     pub host_id: HostId,
     pub name: String,
@@ -318,7 +318,7 @@ pub struct ResultLog {
 }
 
 /// A stored status log line.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StatusLog {
     pub host_id: HostId,
     pub unix_time: i64,
@@ -330,7 +330,7 @@ pub struct StatusLog {
 }
 
 /// What ingest persists from one agent log POST.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "log_type", content = "lines", rename_all = "lowercase")]
 pub enum LogRecords {
     Results(Vec<ResultLog>),
@@ -391,7 +391,19 @@ pub struct ResultFilter {
 
 /// What an operator may do. Ordered by power: every role may do what the
 /// roles below it may.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Reads hosts, definitions, results, campaigns and carves.
@@ -423,7 +435,7 @@ impl Role {
 }
 
 /// A person or service that uses the operator API through its tokens.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct User {
     pub name: String,
     pub role: Role,
@@ -439,7 +451,7 @@ pub struct User {
 
 /// A bearer token of a user. Only its SHA-256 is stored; the secret is
 /// shown once, when the token is created.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ApiToken {
     pub id: String,
     pub user: String,
@@ -462,7 +474,7 @@ impl ApiToken {
 
 /// A secret agents present at enrollment. Only its SHA-256 is stored; the
 /// value of an id never changes (a new value is a new secret).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EnrollSecret {
     pub id: String,
     /// Lowercase hex SHA-256 of the secret.
@@ -487,7 +499,7 @@ impl EnrollSecret {
 }
 
 /// One recorded operator action.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AuditEvent {
     /// Unique per event.
     pub id: String,

@@ -56,6 +56,9 @@ enum Command {
         #[arg(short, long, env = "GATEHOUSE_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Prints the operator REST API's OpenAPI 3.1 document (also served at
+    /// /api/v1/openapi.json).
+    Openapi,
     /// Validates a configuration (file plus GATEHOUSE_* variables) without
     /// starting anything; with --cluster, also what the cluster roles need.
     /// Prints the effective configuration as TOML.
@@ -100,6 +103,16 @@ fn main() -> ExitCode {
         Command::Ingest { config } => role(RoleKind::Ingest, config, None),
         Command::Api { config } => role(RoleKind::Api, config, None),
         Command::Check { config, role } => check(config, &role),
+        Command::Openapi => match serde_json::to_string_pretty(&gatehouse_api::rest::openapi()) {
+            Ok(doc) => {
+                println!("{doc}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("gatehouse: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
