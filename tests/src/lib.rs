@@ -124,10 +124,37 @@ impl TestServer {
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<(u16, Value)> {
+        self.call(&self.boot.admin_token, method, path, body).await
+    }
+
+    /// A TLS gRPC channel to the API port (HTTP/2 by ALPN), trusting the
+    /// server's CA.
+    pub async fn grpc_channel(&self) -> anyhow::Result<tonic::transport::Channel> {
+        let ca = std::fs::read(&self.boot.ca_path)?;
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+            .domain_name("localhost");
+        Ok(
+            tonic::transport::Channel::from_shared(self.api_url.clone())?
+                .tls_config(tls)?
+                .connect()
+                .await?,
+        )
+    }
+
+    /// An API request with `token`; the status and the JSON body (null when
+    /// empty).
+    pub async fn call(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.api_url))
-            .bearer_auth(&self.boot.admin_token);
+            .bearer_auth(token);
         if let Some(b) = body {
             req = req.json(&b);
         }

@@ -10,46 +10,28 @@ use gatehouse_proto::v1 as pb;
 use gatehouse_proto::v1::admin_client::AdminClient;
 use gatehouse_tests::TestServer;
 use reqwest::Method;
-use serde_json::{Value, json};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig};
-
-async fn call(
-    s: &TestServer,
-    token: &str,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> anyhow::Result<(u16, Value)> {
-    let mut req = s
-        .http
-        .request(method, format!("{}{path}", s.api_url))
-        .bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await?;
-    let status = resp.status().as_u16();
-    Ok((status, resp.json().await.unwrap_or(Value::Null)))
-}
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enroll_secrets_label_expire_and_revoke() -> anyhow::Result<()> {
     let s = TestServer::start().await?;
     let admin = s.boot.admin_token.clone();
 
-    let (code, created) = call(
-        &s,
-        &admin,
-        Method::POST,
-        "/api/v1/enroll_secrets",
-        Some(json!({"id": "laptops", "labels": ["laptops", "emea"]})),
-    )
-    .await?;
+    let (code, created) = s
+        .call(
+            &admin,
+            Method::POST,
+            "/api/v1/enroll_secrets",
+            Some(json!({"id": "laptops", "labels": ["laptops", "emea"]})),
+        )
+        .await?;
     assert_eq!(code, 201, "{created}");
     let laptops = created["secret"].as_str().unwrap_or_default().to_owned();
     assert!(laptops.len() >= 32);
     // Listed without the value.
-    let (_, listed) = call(&s, &admin, Method::GET, "/api/v1/enroll_secrets", None).await?;
+    let (_, listed) = s
+        .call(&admin, Method::GET, "/api/v1/enroll_secrets", None)
+        .await?;
     assert_eq!(listed[0]["id"], "laptops");
     assert!(listed[0].get("secret").is_none(), "{listed}");
     assert!(!listed.to_string().contains(&laptops));
@@ -61,14 +43,14 @@ async fn enroll_secrets_label_expire_and_revoke() -> anyhow::Result<()> {
         (json!({"id": "y", "secret": "short"}), 400),
         (json!({"id": "z", "expires_in": 0}), 400),
     ] {
-        let (code, e) = call(
-            &s,
-            &admin,
-            Method::POST,
-            "/api/v1/enroll_secrets",
-            Some(body.clone()),
-        )
-        .await?;
+        let (code, e) = s
+            .call(
+                &admin,
+                Method::POST,
+                "/api/v1/enroll_secrets",
+                Some(body.clone()),
+            )
+            .await?;
         assert_eq!(code, want, "{body}: {e}");
     }
 
@@ -77,14 +59,14 @@ async fn enroll_secrets_label_expire_and_revoke() -> anyhow::Result<()> {
     a.set_enroll_secret(laptops.clone());
     let r = a.enroll().await?;
     anyhow::ensure!(r.agent_success(), "enroll with a managed secret: {r:?}");
-    let (_, host) = call(
-        &s,
-        &admin,
-        Method::GET,
-        &format!("/api/v1/hosts/{}", a.host_id()),
-        None,
-    )
-    .await?;
+    let (_, host) = s
+        .call(
+            &admin,
+            Method::GET,
+            &format!("/api/v1/hosts/{}", a.host_id()),
+            None,
+        )
+        .await?;
     assert_eq!(host["labels"], json!(["emea", "laptops"]), "{host}");
     assert!(
         host["label_set"]
@@ -93,16 +75,7 @@ async fn enroll_secrets_label_expire_and_revoke() -> anyhow::Result<()> {
     );
 
     // Over gRPC: a chosen value that expires after a second.
-    let ca = std::fs::read(&s.boot.ca_path)?;
-    let ch = Channel::from_shared(s.api_url.clone())?
-        .tls_config(
-            ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(ca))
-                .domain_name("localhost"),
-        )?
-        .connect()
-        .await?;
-    let mut rpc = AdminClient::new(ch);
+    let mut rpc = AdminClient::new(s.grpc_channel().await?);
     let mut req = tonic::Request::new(pb::CreateEnrollSecretRequest {
         id: "burst".into(),
         labels: vec!["burst".into()],
@@ -126,14 +99,14 @@ async fn enroll_secrets_label_expire_and_revoke() -> anyhow::Result<()> {
     );
 
     // Revoked: no new enrollments; enrolled hosts keep their node keys.
-    let (code, revoked) = call(
-        &s,
-        &admin,
-        Method::POST,
-        "/api/v1/enroll_secrets/laptops/revoke",
-        None,
-    )
-    .await?;
+    let (code, revoked) = s
+        .call(
+            &admin,
+            Method::POST,
+            "/api/v1/enroll_secrets/laptops/revoke",
+            None,
+        )
+        .await?;
     assert_eq!(code, 200);
     assert_eq!(revoked["revoked"], true);
     let mut c = s.agent(4);
@@ -150,26 +123,27 @@ async fn enroll_secrets_label_expire_and_revoke() -> anyhow::Result<()> {
     anyhow::ensure!(s.agent(6).enroll().await?.agent_success());
 
     // Only admins see or manage enroll secrets, and every change is audited.
-    let (_, u) = call(
-        &s,
-        &admin,
-        Method::POST,
-        "/api/v1/users",
-        Some(json!({"name": "olga", "role": "operator"})),
-    )
-    .await?;
+    let (_, u) = s
+        .call(
+            &admin,
+            Method::POST,
+            "/api/v1/users",
+            Some(json!({"name": "olga", "role": "operator"})),
+        )
+        .await?;
     assert_eq!(u["role"], "operator");
-    let (_, t) = call(&s, &admin, Method::POST, "/api/v1/users/olga/tokens", None).await?;
+    let (_, t) = s
+        .call(&admin, Method::POST, "/api/v1/users/olga/tokens", None)
+        .await?;
     let olga = t["secret"].as_str().unwrap_or_default().to_owned();
     assert_eq!(
-        call(&s, &olga, Method::GET, "/api/v1/enroll_secrets", None)
+        s.call(&olga, Method::GET, "/api/v1/enroll_secrets", None)
             .await?
             .0,
         403
     );
     assert_eq!(
-        call(
-            &s,
+        s.call(
             &olga,
             Method::POST,
             "/api/v1/enroll_secrets",
@@ -179,7 +153,9 @@ async fn enroll_secrets_label_expire_and_revoke() -> anyhow::Result<()> {
         .0,
         403
     );
-    let (_, audit) = call(&s, &admin, Method::GET, "/api/v1/audit?limit=100", None).await?;
+    let (_, audit) = s
+        .call(&admin, Method::GET, "/api/v1/audit?limit=100", None)
+        .await?;
     let actions: Vec<(String, String, String)> = audit
         .as_array()
         .map(|a| {

@@ -11,18 +11,6 @@ use reqwest::Method;
 use serde_json::json;
 use tonic::Code;
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig};
-
-async fn channel(s: &TestServer) -> anyhow::Result<Channel> {
-    let ca = std::fs::read(&s.boot.ca_path)?;
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca))
-        .domain_name("localhost");
-    Ok(Channel::from_shared(s.api_url.clone())?
-        .tls_config(tls)?
-        .connect()
-        .await?)
-}
 
 fn authed<T>(s: &TestServer, msg: T) -> anyhow::Result<tonic::Request<T>> {
     let mut r = tonic::Request::new(msg);
@@ -36,7 +24,7 @@ async fn the_admin_service_over_grpc_matches_rest() -> anyhow::Result<()> {
     let s = TestServer::start().await?;
     let mut a = s.agent(1);
     anyhow::ensure!(a.enroll().await?.agent_success());
-    let mut admin = AdminClient::new(channel(&s).await?);
+    let mut admin = AdminClient::new(s.grpc_channel().await?);
 
     // No token, or a wrong one: UNAUTHENTICATED, nothing done.
     let e = admin
@@ -235,7 +223,7 @@ async fn the_admin_service_over_grpc_matches_rest() -> anyhow::Result<()> {
     assert_eq!(rest, json!([]));
 
     // The standard health service, on the same listener.
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel(&s).await?);
+    let mut health = tonic_health::pb::health_client::HealthClient::new(s.grpc_channel().await?);
     let st = health
         .check(tonic_health::pb::HealthCheckRequest {
             service: "gatehouse.v1.Admin".into(),

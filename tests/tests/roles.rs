@@ -11,40 +11,8 @@ use gatehouse_proto::v1 as pb;
 use gatehouse_proto::v1::admin_client::AdminClient;
 use gatehouse_tests::TestServer;
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 use tonic::Code;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig};
-
-async fn call(
-    s: &TestServer,
-    token: &str,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> anyhow::Result<(u16, Value)> {
-    let mut req = s
-        .http
-        .request(method, format!("{}{path}", s.api_url))
-        .bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await?;
-    let status = resp.status().as_u16();
-    Ok((status, resp.json().await.unwrap_or(Value::Null)))
-}
-
-async fn grpc(s: &TestServer) -> anyhow::Result<AdminClient<Channel>> {
-    let ca = std::fs::read(&s.boot.ca_path)?;
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca))
-        .domain_name("localhost");
-    let ch = Channel::from_shared(s.api_url.clone())?
-        .tls_config(tls)?
-        .connect()
-        .await?;
-    Ok(AdminClient::new(ch))
-}
 
 fn as_user<T>(token: &str, msg: T) -> anyhow::Result<tonic::Request<T>> {
     let mut r = tonic::Request::new(msg);
@@ -63,45 +31,45 @@ async fn roles_limit_what_each_caller_may_do_and_everything_is_audited() -> anyh
 
     // The admin creates an operator and an observer, with a token each.
     for (name, role) in [("alice", "operator"), ("bob", "observer")] {
-        let (code, u) = call(
-            &s,
-            &admin,
-            Method::POST,
-            "/api/v1/users",
-            Some(json!({"name": name, "role": role})),
-        )
-        .await?;
+        let (code, u) = s
+            .call(
+                &admin,
+                Method::POST,
+                "/api/v1/users",
+                Some(json!({"name": name, "role": role})),
+            )
+            .await?;
         assert_eq!(code, 201, "{u}");
         assert_eq!(u["role"], role);
     }
-    let (code, e) = call(
-        &s,
-        &admin,
-        Method::POST,
-        "/api/v1/users",
-        Some(json!({"name": "alice", "role": "observer"})),
-    )
-    .await?;
+    let (code, e) = s
+        .call(
+            &admin,
+            Method::POST,
+            "/api/v1/users",
+            Some(json!({"name": "alice", "role": "observer"})),
+        )
+        .await?;
     assert_eq!(code, 409, "{e}");
-    let (code, e) = call(
-        &s,
-        &admin,
-        Method::POST,
-        "/api/v1/users",
-        Some(json!({"name": "carol", "role": "superuser"})),
-    )
-    .await?;
+    let (code, e) = s
+        .call(
+            &admin,
+            Method::POST,
+            "/api/v1/users",
+            Some(json!({"name": "carol", "role": "superuser"})),
+        )
+        .await?;
     assert_eq!(code, 400, "{e}");
     let mut tokens = std::collections::HashMap::new();
     for name in ["alice", "bob"] {
-        let (code, t) = call(
-            &s,
-            &admin,
-            Method::POST,
-            &format!("/api/v1/users/{name}/tokens"),
-            Some(json!({"description": format!("{name}'s laptop")})),
-        )
-        .await?;
+        let (code, t) = s
+            .call(
+                &admin,
+                Method::POST,
+                &format!("/api/v1/users/{name}/tokens"),
+                Some(json!({"description": format!("{name}'s laptop")})),
+            )
+            .await?;
         assert_eq!(code, 201, "{t}");
         let secret = t["secret"].as_str().unwrap_or_default().to_owned();
         assert!(secret.starts_with("ght_") && secret.len() > 60);
@@ -113,17 +81,16 @@ async fn roles_limit_what_each_caller_may_do_and_everything_is_audited() -> anyh
     }
     let (alice, alice_id) = tokens["alice"].clone();
     let (bob, _) = tokens["bob"].clone();
-    let (_, me) = call(&s, &bob, Method::GET, "/api/v1/whoami", None).await?;
+    let (_, me) = s.call(&bob, Method::GET, "/api/v1/whoami", None).await?;
     assert_eq!(me, json!({"name": "bob", "role": "observer"}));
 
     // The observer reads, and nothing else.
     assert_eq!(
-        call(&s, &bob, Method::GET, "/api/v1/hosts", None).await?.0,
+        s.call(&bob, Method::GET, "/api/v1/hosts", None).await?.0,
         200
     );
     assert_eq!(
-        call(
-            &s,
+        s.call(
             &bob,
             Method::GET,
             &format!("/api/v1/hosts/{host}/config"),
@@ -133,36 +100,36 @@ async fn roles_limit_what_each_caller_may_do_and_everything_is_audited() -> anyh
         .0,
         200
     );
-    let (code, e) = call(
-        &s,
-        &bob,
-        Method::POST,
-        "/api/v1/campaigns",
-        Some(json!({"sql": "SELECT * FROM users", "all": true})),
-    )
-    .await?;
+    let (code, e) = s
+        .call(
+            &bob,
+            Method::POST,
+            "/api/v1/campaigns",
+            Some(json!({"sql": "SELECT * FROM users", "all": true})),
+        )
+        .await?;
     assert_eq!(code, 403, "{e}");
     assert!(
         e["error"].as_str().is_some_and(|m| m.contains("operator")),
         "{e}"
     );
-    let (code, _) = call(
-        &s,
-        &bob,
-        Method::PUT,
-        "/api/v1/queries/users",
-        Some(json!({"sql": "SELECT * FROM users"})),
-    )
-    .await?;
+    let (code, _) = s
+        .call(
+            &bob,
+            Method::PUT,
+            "/api/v1/queries/users",
+            Some(json!({"sql": "SELECT * FROM users"})),
+        )
+        .await?;
     assert_eq!(code, 403);
     for path in ["/api/v1/users", "/api/v1/tokens", "/api/v1/audit"] {
         assert_eq!(
-            call(&s, &bob, Method::GET, path, None).await?.0,
+            s.call(&bob, Method::GET, path, None).await?.0,
             403,
             "{path}"
         );
     }
-    let mut rpc = grpc(&s).await?;
+    let mut rpc = AdminClient::new(s.grpc_channel().await?);
     let denied = rpc
         .create_campaign(as_user(
             &bob,
@@ -191,14 +158,14 @@ async fn roles_limit_what_each_caller_may_do_and_everything_is_audited() -> anyh
 
     // The operator runs queries and changes definitions, but manages no one
     // and cannot touch node keys.
-    let (code, _) = call(
-        &s,
-        &alice,
-        Method::PUT,
-        "/api/v1/queries/users",
-        Some(json!({"sql": "SELECT * FROM users"})),
-    )
-    .await?;
+    let (code, _) = s
+        .call(
+            &alice,
+            Method::PUT,
+            "/api/v1/queries/users",
+            Some(json!({"sql": "SELECT * FROM users"})),
+        )
+        .await?;
     assert_eq!(code, 200);
     let campaign = rpc
         .create_campaign(as_user(
@@ -212,18 +179,17 @@ async fn roles_limit_what_each_caller_may_do_and_everything_is_audited() -> anyh
         .await?
         .into_inner();
     assert_eq!(campaign.created_by, "alice");
-    let (code, _) = call(
-        &s,
-        &alice,
-        Method::POST,
-        &format!("/api/v1/hosts/{host}/rotate_key"),
-        Some(json!({})),
-    )
-    .await?;
+    let (code, _) = s
+        .call(
+            &alice,
+            Method::POST,
+            &format!("/api/v1/hosts/{host}/rotate_key"),
+            Some(json!({})),
+        )
+        .await?;
     assert_eq!(code, 403);
     assert_eq!(
-        call(
-            &s,
+        s.call(
             &alice,
             Method::POST,
             "/api/v1/users",
@@ -234,14 +200,14 @@ async fn roles_limit_what_each_caller_may_do_and_everything_is_audited() -> anyh
         403
     );
     // A failing write is recorded as accepted, then failed.
-    let (code, _) = call(
-        &s,
-        &alice,
-        Method::PUT,
-        "/api/v1/schedules/broken",
-        Some(json!({"query": "missing", "interval": 60, "labels": ["all"]})),
-    )
-    .await?;
+    let (code, _) = s
+        .call(
+            &alice,
+            Method::PUT,
+            "/api/v1/schedules/broken",
+            Some(json!({"query": "missing", "interval": 60, "labels": ["all"]})),
+        )
+        .await?;
     assert_eq!(code, 400);
 
     // Users and tokens over gRPC too.
@@ -288,20 +254,18 @@ async fn roles_limit_what_each_caller_may_do_and_everything_is_audited() -> anyh
     );
 
     // Revoking a token and disabling a user take effect at once.
-    let (code, t) = call(
-        &s,
-        &admin,
-        Method::POST,
-        &format!("/api/v1/tokens/{alice_id}/revoke"),
-        None,
-    )
-    .await?;
+    let (code, t) = s
+        .call(
+            &admin,
+            Method::POST,
+            &format!("/api/v1/tokens/{alice_id}/revoke"),
+            None,
+        )
+        .await?;
     assert_eq!(code, 200, "{t}");
     assert_eq!(t["revoked"], true);
     assert_eq!(
-        call(&s, &alice, Method::GET, "/api/v1/hosts", None)
-            .await?
-            .0,
+        s.call(&alice, Method::GET, "/api/v1/hosts", None).await?.0,
         401
     );
     rpc.update_user(as_user(
@@ -314,7 +278,7 @@ async fn roles_limit_what_each_caller_may_do_and_everything_is_audited() -> anyh
     )?)
     .await?;
     assert_eq!(
-        call(&s, &bob, Method::GET, "/api/v1/hosts", None).await?.0,
+        s.call(&bob, Method::GET, "/api/v1/hosts", None).await?.0,
         401
     );
 
@@ -357,20 +321,22 @@ async fn roles_limit_what_each_caller_may_do_and_everything_is_audited() -> anyh
     );
     assert!(audit.windows(2).all(|w| w[0].at >= w[1].at), "newest first");
     // Pages: the REST listing continues where the previous page stopped.
-    let (_, first) = call(&s, &admin, Method::GET, "/api/v1/audit?limit=3", None).await?;
+    let (_, first) = s
+        .call(&admin, Method::GET, "/api/v1/audit?limit=3", None)
+        .await?;
     let last = &first[2];
-    let (_, next) = call(
-        &s,
-        &admin,
-        Method::GET,
-        &format!(
-            "/api/v1/audit?limit=3&before_at={}&before_id={}",
-            last["at"],
-            last["id"].as_str().unwrap_or_default()
-        ),
-        None,
-    )
-    .await?;
+    let (_, next) = s
+        .call(
+            &admin,
+            Method::GET,
+            &format!(
+                "/api/v1/audit?limit=3&before_at={}&before_id={}",
+                last["at"],
+                last["id"].as_str().unwrap_or_default()
+            ),
+            None,
+        )
+        .await?;
     assert_eq!(next[0]["id"], json!(audit[3].id));
     s.stop().await?;
     Ok(())

@@ -1001,6 +1001,32 @@ impl Admin {
     }
 }
 
+/// 244 random bits (two v4 UUIDs, from the OS CSPRNG) as 64 hex digits.
+fn random_secret() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// When something created `now` and valid for `expires_in` seconds ends.
+fn expiry(now: i64, expires_in: Option<u64>) -> Result<Option<i64>, ApiError> {
+    match expires_in {
+        Some(0) => Err(ApiError::BadRequest(
+            "expires_in must be at least 1 second".into(),
+        )),
+        Some(s) => Ok(Some(
+            now.saturating_add(
+                i64::try_from(s)
+                    .unwrap_or(i64::MAX / 2)
+                    .saturating_mul(1000),
+            ),
+        )),
+        None => Ok(None),
+    }
+}
+
 fn name_ok(what: &str, n: &str) -> Result<(), ApiError> {
     let ok = !n.is_empty()
         && n.len() <= 64
@@ -1330,28 +1356,9 @@ impl AdminService for Admin {
                     "description is longer than 200 characters".into(),
                 ));
             }
-            // Two random (v4, OS CSPRNG) UUIDs: 244 random bits.
-            let secret = format!(
-                "ght_{}{}",
-                uuid::Uuid::new_v4().simple(),
-                uuid::Uuid::new_v4().simple()
-            );
+            let secret = format!("ght_{}", random_secret());
             let now = now_ms();
-            let expires_at = match t.expires_in {
-                Some(0) => {
-                    return Err(ApiError::BadRequest(
-                        "expires_in must be at least 1 second".into(),
-                    ));
-                }
-                Some(s) => Some(
-                    now.saturating_add(
-                        i64::try_from(s)
-                            .unwrap_or(i64::MAX / 2)
-                            .saturating_mul(1000),
-                    ),
-                ),
-                None => None,
-            };
+            let expires_at = expiry(now, t.expires_in)?;
             let token = ApiToken {
                 id: uuid::Uuid::new_v4().to_string(),
                 user: u.name,
@@ -1424,11 +1431,7 @@ impl AdminService for Admin {
                         ));
                     }
                     Some(v) => v,
-                    None => format!(
-                        "{}{}",
-                        uuid::Uuid::new_v4().simple(),
-                        uuid::Uuid::new_v4().simple()
-                    ),
+                    None => random_secret(),
                 };
                 let sha = gatehouse_core::ids::sha256_hex(value.as_bytes());
                 let existing = self.store.list_enroll_secrets().await?;
@@ -1441,21 +1444,7 @@ impl AdminService for Admin {
                     ));
                 }
                 let now = now_ms();
-                let expires_at = match r.expires_in {
-                    Some(0) => {
-                        return Err(ApiError::BadRequest(
-                            "expires_in must be at least 1 second".into(),
-                        ));
-                    }
-                    Some(s) => Some(
-                        now.saturating_add(
-                            i64::try_from(s)
-                                .unwrap_or(i64::MAX / 2)
-                                .saturating_mul(1000),
-                        ),
-                    ),
-                    None => None,
-                };
+                let expires_at = expiry(now, r.expires_in)?;
                 let mut labels = r.labels;
                 labels.sort();
                 labels.dedup();

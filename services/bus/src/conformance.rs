@@ -6,7 +6,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use gatehouse_core::ports::{Bus, BusError};
 
-const T: Duration = Duration::from_secs(2);
+/// How long a check waits for a message it expects (only a failing check
+/// waits this long; two seconds proved too short on a loaded 2-core CI run).
+const T: Duration = Duration::from_secs(10);
 
 fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
     r.unwrap_or_else(|e| panic!("bus call failed: {e}"))
