@@ -37,6 +37,31 @@ fn init_tracing() {
     }
 }
 
+/// The `gatehouse` binary next to the running test's (scripts/test.sh
+/// builds it before the tests). When it is missing (a bare `cargo test`),
+/// it is built into a target directory of its own: the running
+/// `cargo test` holds the lock of this one.
+pub fn gatehouse_bin() -> anyhow::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow::anyhow!("no target directory"))?;
+    let bin = dir.join("gatehouse");
+    if bin.exists() {
+        return Ok(bin);
+    }
+    let own = dir.join("processes-test");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let ok = std::process::Command::new(cargo)
+        .args(["build", "--locked", "-p", "gatehouse", "--target-dir"])
+        .arg(&own)
+        .status()?
+        .success();
+    anyhow::ensure!(ok, "cargo build -p gatehouse failed");
+    Ok(own.join("debug").join("gatehouse"))
+}
+
 /// An HTTPS client trusting only `ca`.
 pub fn client_for(ca: &Path) -> anyhow::Result<reqwest::Client> {
     gatehouse_runtime_provider();

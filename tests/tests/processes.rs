@@ -6,7 +6,7 @@
 //! through the edge and operators through the api, hand shards over when a
 //! hostd gets SIGTERM, and all exit cleanly on SIGTERM.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,35 +15,10 @@ use gatehouse_bus::nats_test_server::NatsTestServer;
 use gatehouse_proto::v1::StatusRequest;
 use gatehouse_proto::v1::hostd_control_client::HostdControlClient;
 use gatehouse_store::cql_test_server::CqlTestServer;
-use gatehouse_tests::{Agent, client_for, eventually};
+use gatehouse_tests::{Agent, client_for, eventually, gatehouse_bin};
 use serde_json::json;
 
 const SHARDS: u32 = 16;
-
-/// The `gatehouse` binary next to this test's (scripts/test.sh builds it
-/// before the tests). When it is missing (a bare `cargo test`), it is built
-/// into a target directory of its own: the running `cargo test` holds the
-/// lock of this one.
-fn gatehouse_bin() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow::anyhow!("no target directory"))?;
-    let bin = dir.join("gatehouse");
-    if bin.exists() {
-        return Ok(bin);
-    }
-    let own = dir.join("processes-test");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let ok = Command::new(cargo)
-        .args(["build", "--locked", "-p", "gatehouse", "--target-dir"])
-        .arg(&own)
-        .status()?
-        .success();
-    anyhow::ensure!(ok, "cargo build -p gatehouse failed");
-    Ok(own.join("debug").join("gatehouse"))
-}
 
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?

@@ -7,4 +7,5 @@
 pub mod bootstrap;
 pub mod cluster;
 pub mod config;
+pub mod ctl;
 pub mod serve;

@@ -56,6 +56,8 @@ enum Command {
         #[arg(short, long, env = "GATEHOUSE_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// The operator API from the command line (tables, or --json).
+    Ctl(gatehouse::ctl::CtlArgs),
     /// Prints the operator REST API's OpenAPI 3.1 document (also served at
     /// /api/v1/openapi.json).
     Openapi,
@@ -103,6 +105,7 @@ fn main() -> ExitCode {
         Command::Ingest { config } => role(RoleKind::Ingest, config, None),
         Command::Api { config } => role(RoleKind::Api, config, None),
         Command::Check { config, role } => check(config, &role),
+        Command::Ctl(args) => ctl(args),
         Command::Openapi => match serde_json::to_string_pretty(&gatehouse_api::rest::openapi()) {
             Ok(doc) => {
                 println!("{doc}");
@@ -113,6 +116,29 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+fn ctl(args: gatehouse::ctl::CtlArgs) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gatehouse ctl: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(gatehouse::ctl::run(args)) {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("gatehouse ctl: {e}");
+            ExitCode::from(e.exit_code())
+        }
     }
 }
 

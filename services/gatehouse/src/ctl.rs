@@ -1,0 +1,696 @@
+//! `gatehouse ctl`: the operator API from the command line. Human tables by
+//! default, `--json` for scripts; errors are the API's own messages with a
+//! non-zero exit (2 for a refused request, 1 when the server cannot be
+//! reached). `ctl query run` starts a live query, prints a progress line
+//! (answered/targeted, failed, pending) while hosts answer, then the rows
+//! and the hosts that never answered.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use serde_json::{Value, json};
+
+#[derive(Args, Debug)]
+pub struct CtlArgs {
+    /// The API: `https://host:8444`.
+    #[arg(long, env = "GATEHOUSE_URL", default_value = "https://127.0.0.1:8444")]
+    pub url: String,
+    /// An API token (a user's, or the bootstrap admin token).
+    #[arg(long, env = "GATEHOUSE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Read the token from this file (e.g. gatehouse-data/secrets/admin_token).
+    #[arg(long, env = "GATEHOUSE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// CA bundle the API's certificate chains to (default: the system's
+    /// roots are not used; give the CA, e.g. gatehouse-data/tls/ca.pem).
+    #[arg(long, env = "GATEHOUSE_CA")]
+    pub ca: Option<PathBuf>,
+    /// Print the API's JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub what: What,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum What {
+    /// The caller's name and role.
+    Whoami,
+    #[command(subcommand)]
+    Hosts(Hosts),
+    #[command(subcommand)]
+    Queries(Queries),
+    #[command(subcommand)]
+    Schedules(Schedules),
+    /// Live queries.
+    #[command(subcommand)]
+    Query(LiveQuery),
+    #[command(subcommand)]
+    Campaigns(Campaigns),
+    #[command(subcommand)]
+    Users(Users),
+    #[command(subcommand)]
+    Tokens(Tokens),
+    #[command(subcommand, name = "enroll-secrets")]
+    EnrollSecrets(EnrollSecrets),
+    /// The audit log, newest first.
+    Audit {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Hosts {
+    List {
+        #[arg(long)]
+        label: Option<String>,
+        #[arg(long)]
+        platform: Option<String>,
+        #[arg(long)]
+        online: Option<bool>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    Get {
+        id: String,
+    },
+    /// The config the host is served.
+    Config {
+        id: String,
+    },
+    /// Replace the host's operator labels.
+    Label {
+        id: String,
+        labels: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Queries {
+    List,
+    Put {
+        name: String,
+        sql: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Schedules {
+    List,
+    Delete { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LiveQuery {
+    /// Runs SQL on the targets and follows the answers.
+    Run {
+        sql: String,
+        /// Targets: `all`, `label:NAME`, or host ids; comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        targets: Vec<String>,
+        /// Stop following after this many seconds (the campaign goes on
+        /// for offline hosts until it expires).
+        #[arg(long, default_value_t = 60)]
+        wait: u64,
+        /// Seconds the campaign waits for offline hosts.
+        #[arg(long)]
+        expires_in: Option<u64>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Campaigns {
+    List {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    Get {
+        id: String,
+    },
+    Results {
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Users {
+    List,
+    Create {
+        name: String,
+        role: String,
+    },
+    /// Change the role, or disable/enable.
+    Update {
+        name: String,
+        #[arg(long)]
+        role: Option<String>,
+        #[arg(long)]
+        disabled: Option<bool>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Tokens {
+    List,
+    /// Prints the secret once.
+    Create {
+        user: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[arg(long)]
+        expires_in: Option<u64>,
+    },
+    Revoke {
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EnrollSecrets {
+    List,
+    /// Prints the value once.
+    Create {
+        id: String,
+        #[arg(long, value_delimiter = ',')]
+        labels: Vec<String>,
+        #[arg(long)]
+        expires_in: Option<u64>,
+    },
+    Revoke {
+        id: String,
+    },
+}
+
+/// What went wrong, and the exit code it deserves.
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    /// The API refused the request (its message).
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CtlError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CtlError::Refused(_) => 2,
+            CtlError::Failed(_) => 1,
+        }
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> CtlError {
+    CtlError::Failed(e.to_string())
+}
+
+struct Api {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+impl Api {
+    fn new(a: &CtlArgs) -> Result<Self, CtlError> {
+        let token = match (&a.token, &a.token_file) {
+            (Some(t), _) => t.clone(),
+            (None, Some(f)) => std::fs::read_to_string(f)
+                .map_err(|e| failed(format!("{}: {e}", f.display())))?
+                .trim()
+                .to_owned(),
+            (None, None) => {
+                return Err(CtlError::Failed(
+                    "give --token, --token-file, GATEHOUSE_TOKEN or GATEHOUSE_TOKEN_FILE".into(),
+                ));
+            }
+        };
+        let ca = a.ca.as_ref().ok_or_else(|| {
+            failed("give --ca (or GATEHOUSE_CA): the CA of the API's certificate")
+        })?;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(ca)
+            .map_err(|e| failed(format!("{}: {e}", ca.display())))?
+        {
+            roots
+                .add(c.map_err(|e| failed(format!("{}: {e}", ca.display())))?)
+                .map_err(failed)?;
+        }
+        let tls = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(failed)?;
+        Ok(Self {
+            http,
+            url: a.url.trim_end_matches('/').to_owned(),
+            token,
+        })
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, CtlError> {
+        let mut req = self
+            .http
+            .request(method, format!("{}/api/v1{path}", self.url))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| failed(format!("{}: {e}", self.url)))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(failed)?;
+        let v: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .map_err(|e| failed(format!("answer is not JSON: {e}")))?
+        };
+        if status.is_success() {
+            Ok(v)
+        } else {
+            let msg = v["error"].as_str().unwrap_or("no message").to_owned();
+            Err(CtlError::Refused(format!("{} {}", status.as_u16(), msg)))
+        }
+    }
+
+    async fn get(&self, path: &str) -> Result<Value, CtlError> {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Array(a) => a.iter().map(cell).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
+/// A plain aligned table of `cols` of each row.
+pub fn table(rows: &[Value], cols: &[&str]) -> String {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| cols.iter().map(|c| cell(&r[*c])).collect())
+        .collect();
+    let widths: Vec<usize> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            cells
+                .iter()
+                .map(|r| r[i].chars().count())
+                .chain([c.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |vals: Vec<String>| {
+        vals.iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    let mut out = vec![line(cols.iter().map(|c| c.to_uppercase()).collect())];
+    out.extend(cells.into_iter().map(line));
+    out.join("\n")
+}
+
+fn show(json_out: bool, v: &Value, cols: &[&str]) -> String {
+    if json_out {
+        return serde_json::to_string_pretty(v).unwrap_or_default();
+    }
+    match v {
+        Value::Array(rows) => table(rows, cols),
+        Value::Object(_) => table(std::slice::from_ref(v), cols),
+        other => other.to_string(),
+    }
+}
+
+/// Runs one `ctl` command; what to print on success.
+pub async fn run(a: CtlArgs) -> Result<String, CtlError> {
+    use reqwest::Method;
+    let api = Api::new(&a)?;
+    let j = a.json;
+    const HOST_COLS: &[&str] = &[
+        "id",
+        "hostname",
+        "platform",
+        "online",
+        "last_seen",
+        "label_set",
+    ];
+    Ok(match a.what {
+        What::Whoami => show(j, &api.get("/whoami").await?, &["name", "role"]),
+        What::Hosts(Hosts::List {
+            label,
+            platform,
+            online,
+            limit,
+        }) => {
+            let mut q = vec![format!("limit={limit}")];
+            if let Some(l) = label {
+                q.push(format!("label={l}"));
+            }
+            if let Some(p) = platform {
+                q.push(format!("platform={p}"));
+            }
+            if let Some(o) = online {
+                q.push(format!("online={o}"));
+            }
+            let page = api.get(&format!("/hosts?{}", q.join("&"))).await?;
+            if j {
+                show(true, &page, &[])
+            } else {
+                show(false, &page["items"], HOST_COLS)
+            }
+        }
+        What::Hosts(Hosts::Get { id }) => {
+            show(j, &api.get(&format!("/hosts/{id}")).await?, HOST_COLS)
+        }
+        What::Hosts(Hosts::Config { id }) => {
+            serde_json::to_string_pretty(&api.get(&format!("/hosts/{id}/config")).await?)
+                .unwrap_or_default()
+        }
+        What::Hosts(Hosts::Label { id, labels }) => show(
+            j,
+            &api.call(
+                Method::PUT,
+                &format!("/hosts/{id}/labels"),
+                Some(json!({ "labels": labels })),
+            )
+            .await?,
+            HOST_COLS,
+        ),
+        What::Queries(Queries::List) => show(
+            j,
+            &api.get("/queries").await?,
+            &["name", "sql", "description"],
+        ),
+        What::Queries(Queries::Put {
+            name,
+            sql,
+            description,
+        }) => show(
+            j,
+            &api.call(
+                Method::PUT,
+                &format!("/queries/{name}"),
+                Some(json!({ "sql": sql, "description": description })),
+            )
+            .await?,
+            &["name", "sql", "description"],
+        ),
+        What::Queries(Queries::Delete { name }) => {
+            api.call(Method::DELETE, &format!("/queries/{name}"), None)
+                .await?;
+            format!("deleted query {name}")
+        }
+        What::Schedules(Schedules::List) => show(
+            j,
+            &api.get("/schedules").await?,
+            &[
+                "name", "query", "interval", "snapshot", "platform", "labels",
+            ],
+        ),
+        What::Schedules(Schedules::Delete { name }) => {
+            api.call(Method::DELETE, &format!("/schedules/{name}"), None)
+                .await?;
+            format!("deleted schedule {name}")
+        }
+        What::Campaigns(Campaigns::List { limit }) => show(
+            j,
+            &api.get(&format!("/campaigns?limit={limit}")).await?,
+            &["id", "sql", "target_count", "created_by", "expired"],
+        ),
+        What::Campaigns(Campaigns::Get { id }) => {
+            let d = api.get(&format!("/campaigns/{id}")).await?;
+            if j {
+                show(true, &d, &[])
+            } else {
+                let mut out = show(
+                    false,
+                    &d["coverage"],
+                    &[
+                        "targeted",
+                        "queued",
+                        "delivered",
+                        "answered",
+                        "failed",
+                        "expired",
+                    ],
+                );
+                out.push('\n');
+                out.push_str(&show(
+                    false,
+                    &d["hosts"],
+                    &["host_id", "hostname", "state", "delivery_count"],
+                ));
+                out
+            }
+        }
+        What::Campaigns(Campaigns::Results { id }) => {
+            serde_json::to_string_pretty(&api.get(&format!("/campaigns/{id}/results")).await?)
+                .unwrap_or_default()
+        }
+        What::Query(LiveQuery::Run {
+            sql,
+            targets,
+            wait,
+            expires_in,
+        }) => run_query(&api, j, sql, targets, wait, expires_in).await?,
+        What::Users(Users::List) => show(
+            j,
+            &api.get("/users").await?,
+            &["name", "role", "disabled", "created_by"],
+        ),
+        What::Users(Users::Create { name, role }) => show(
+            j,
+            &api.call(
+                Method::POST,
+                "/users",
+                Some(json!({ "name": name, "role": role })),
+            )
+            .await?,
+            &["name", "role"],
+        ),
+        What::Users(Users::Update {
+            name,
+            role,
+            disabled,
+        }) => {
+            let mut body = json!({});
+            if let Some(r) = role {
+                body["role"] = json!(r);
+            }
+            if let Some(d) = disabled {
+                body["disabled"] = json!(d);
+            }
+            show(
+                j,
+                &api.call(Method::PATCH, &format!("/users/{name}"), Some(body))
+                    .await?,
+                &["name", "role", "disabled"],
+            )
+        }
+        What::Tokens(Tokens::List) => show(
+            j,
+            &api.get("/tokens").await?,
+            &["id", "user", "description", "expires_at", "revoked"],
+        ),
+        What::Tokens(Tokens::Create {
+            user,
+            description,
+            expires_in,
+        }) => {
+            let t = api
+                .call(
+                    Method::POST,
+                    &format!("/users/{user}/tokens"),
+                    Some(json!({ "description": description, "expires_in": expires_in })),
+                )
+                .await?;
+            if j {
+                show(true, &t, &[])
+            } else {
+                format!(
+                    "token {} for {}\nsecret (shown once): {}",
+                    cell(&t["id"]),
+                    cell(&t["user"]),
+                    cell(&t["secret"])
+                )
+            }
+        }
+        What::Tokens(Tokens::Revoke { id }) => show(
+            j,
+            &api.call(Method::POST, &format!("/tokens/{id}/revoke"), None)
+                .await?,
+            &["id", "user", "revoked"],
+        ),
+        What::EnrollSecrets(EnrollSecrets::List) => show(
+            j,
+            &api.get("/enroll_secrets").await?,
+            &["id", "labels", "expires_at", "revoked", "created_by"],
+        ),
+        What::EnrollSecrets(EnrollSecrets::Create {
+            id,
+            labels,
+            expires_in,
+        }) => {
+            let s = api
+                .call(
+                    Method::POST,
+                    "/enroll_secrets",
+                    Some(json!({ "id": id, "labels": labels, "expires_in": expires_in })),
+                )
+                .await?;
+            if j {
+                show(true, &s, &[])
+            } else {
+                format!(
+                    "enroll secret {} (labels: {})\nvalue (shown once): {}",
+                    cell(&s["id"]),
+                    cell(&s["labels"]),
+                    cell(&s["secret"])
+                )
+            }
+        }
+        What::EnrollSecrets(EnrollSecrets::Revoke { id }) => show(
+            j,
+            &api.call(Method::POST, &format!("/enroll_secrets/{id}/revoke"), None)
+                .await?,
+            &["id", "revoked"],
+        ),
+        What::Audit { limit } => show(
+            j,
+            &api.get(&format!("/audit?limit={limit}")).await?,
+            &["at", "actor", "action", "target", "outcome"],
+        ),
+    })
+}
+
+/// `ctl query run`: create the campaign, follow it until every target has
+/// answered or `wait` runs out, print the rows and the non-responders.
+async fn run_query(
+    api: &Api,
+    j: bool,
+    sql: String,
+    targets: Vec<String>,
+    wait: u64,
+    expires_in: Option<u64>,
+) -> Result<String, CtlError> {
+    let (mut hosts, mut labels, mut all) = (Vec::new(), Vec::new(), false);
+    for t in targets {
+        if t == "all" {
+            all = true;
+        } else if let Some(l) = t.strip_prefix("label:") {
+            labels.push(l.to_owned());
+        } else {
+            hosts.push(t);
+        }
+    }
+    let mut body = json!({ "sql": sql, "hosts": hosts, "labels": labels, "all": all });
+    if let Some(e) = expires_in {
+        body["expires_in"] = json!(e);
+    }
+    let c = api
+        .call(reqwest::Method::POST, "/campaigns", Some(body))
+        .await?;
+    let id = cell(&c["id"]);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(wait);
+    let detail = loop {
+        let d = api.get(&format!("/campaigns/{id}")).await?;
+        let cov = &d["coverage"];
+        let n = |k: &str| cov[k].as_u64().unwrap_or(0);
+        let (targeted, answered, failed) = (n("targeted"), n("answered"), n("failed"));
+        let pending = targeted.saturating_sub(answered + failed + n("expired"));
+        if !j {
+            eprintln!(
+                "[{:>4.0}s] {id}: answered {answered}/{targeted}, failed {failed}, pending {pending}",
+                start.elapsed().as_secs_f64()
+            );
+        }
+        if pending == 0 || Instant::now() >= deadline {
+            break d;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let results = api.get(&format!("/campaigns/{id}/results")).await?;
+    let silent = detail["non_responders"].clone();
+    if j {
+        return Ok(serde_json::to_string_pretty(&json!({
+            "campaign": id, "coverage": detail["coverage"], "results": results, "non_responders": silent,
+        }))
+        .unwrap_or_default());
+    }
+    let mut rows = Vec::new();
+    let mut cols: Vec<String> = vec!["host_id".into()];
+    for r in results.as_array().into_iter().flatten() {
+        for row in r["rows"].as_array().into_iter().flatten() {
+            let mut o = row.as_object().cloned().unwrap_or_default();
+            for k in o.keys() {
+                if !cols.contains(k) {
+                    cols.push(k.clone());
+                }
+            }
+            o.insert("host_id".into(), r["host_id"].clone());
+            rows.push(Value::Object(o));
+        }
+        if r["status"].as_i64().unwrap_or(0) != 0 {
+            eprintln!("{}: failed: {}", cell(&r["host_id"]), cell(&r["message"]));
+        }
+    }
+    let col_refs: Vec<&str> = cols.iter().map(String::as_str).collect();
+    let mut out = table(&rows, &col_refs);
+    let silent: Vec<String> = silent.as_array().into_iter().flatten().map(cell).collect();
+    if silent.is_empty() {
+        out.push_str("\nevery targeted host answered");
+    } else {
+        out.push_str(&format!(
+            "\nno answer yet from {} host(s): {}",
+            silent.len(),
+            silent.join(", ")
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_and_show_missing_cells() {
+        let rows = vec![
+            json!({"name": "alice", "role": "operator"}),
+            json!({"name": "bo", "role": null}),
+        ];
+        assert_eq!(
+            table(&rows, &["name", "role"]),
+            "NAME   ROLE\nalice  operator\nbo     -"
+        );
+    }
+}

@@ -1,0 +1,179 @@
+//! `gatehouse ctl` (the real binary) against the all-in-one server:
+//! tables and --json, a user's token and its role's limits (exit code 2
+//! with the API's message), a live query followed to the end with its
+//! progress line, rows and non-responders, and exit code 1 when the API
+//! cannot be reached.
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use gatehouse_tests::{TestServer, gatehouse_bin};
+use serde_json::{Value, json};
+
+fn ctl(s: &TestServer, token: &str, args: &[&str]) -> anyhow::Result<Output> {
+    Ok(Command::new(gatehouse_bin()?)
+        .arg("ctl")
+        .args(args)
+        .env_clear()
+        .env("GATEHOUSE_URL", &s.api_url)
+        .env("GATEHOUSE_TOKEN", token)
+        .env("GATEHOUSE_CA", &s.boot.ca_path)
+        .stdin(Stdio::null())
+        .output()?)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_manages_the_fleet_from_the_command_line() -> anyhow::Result<()> {
+    let s = TestServer::start().await?;
+    let admin = s.boot.admin_token.clone();
+    let mut agent = s.agent(1);
+    anyhow::ensure!(agent.enroll().await?.agent_success());
+
+    let o = ctl(&s, &admin, &["whoami"])?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "NAME   ROLE\nadmin  admin");
+
+    let o = ctl(
+        &s,
+        &admin,
+        &[
+            "queries",
+            "put",
+            "users",
+            "SELECT * FROM users",
+            "--description",
+            "local users",
+        ],
+    )?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = ctl(&s, &admin, &["queries", "list", "--json"])?;
+    let v: Value = serde_json::from_slice(&o.stdout)?;
+    assert_eq!(v[0]["name"], "users");
+    let o = ctl(&s, &admin, &["hosts", "list"])?;
+    assert!(stdout(&o).contains(&agent.host_id()), "{}", stdout(&o));
+
+    // A user with a token, and what its role may not do.
+    assert!(
+        ctl(&s, &admin, &["users", "create", "olga", "operator"])?
+            .status
+            .success()
+    );
+    let o = ctl(
+        &s,
+        &admin,
+        &["tokens", "create", "olga", "--description", "ci"],
+    )?;
+    let out = stdout(&o);
+    let secret = out
+        .lines()
+        .find_map(|l| l.strip_prefix("secret (shown once): "))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(secret.starts_with("ght_"), "{out}");
+    let o = ctl(&s, &secret, &["users", "list"])?;
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("403") && stderr(&o).contains("admin"),
+        "{}",
+        stderr(&o)
+    );
+
+    // A live query, followed while the host answers.
+    let run = {
+        let bin = gatehouse_bin()?;
+        let (url, ca, token) = (s.api_url.clone(), s.boot.ca_path.clone(), secret.clone());
+        std::thread::spawn(move || {
+            Command::new(bin)
+                .args([
+                    "ctl",
+                    "query",
+                    "run",
+                    "--targets",
+                    "all",
+                    "--wait",
+                    "30",
+                    "SELECT 1 AS one",
+                ])
+                .env_clear()
+                .env("GATEHOUSE_URL", url)
+                .env("GATEHOUSE_TOKEN", token)
+                .env("GATEHOUSE_CA", ca)
+                .output()
+        })
+    };
+    let id = gatehouse_tests::eventually(Duration::from_secs(10), || async {
+        let r = agent.read().await?.json.unwrap_or_default();
+        Ok(r["queries"]
+            .as_object()
+            .and_then(|q| q.keys().next().cloned()))
+    })
+    .await?;
+    let w = agent
+        .write(json!({"queries": {id.clone(): [{"one": "1"}]}, "statuses": {id.clone(): 0}}))
+        .await?;
+    anyhow::ensure!(w.agent_success());
+    let o = run
+        .join()
+        .map_err(|_| anyhow::anyhow!("ctl thread panicked"))??;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("answered 1/1, failed 0, pending 0"),
+        "{}",
+        stderr(&o)
+    );
+    let out = stdout(&o);
+    assert!(out.contains("HOST_ID") && out.contains("ONE"), "{out}");
+    assert!(
+        out.contains(&agent.host_id()) && out.contains("every targeted host answered"),
+        "{out}"
+    );
+
+    // Enroll secrets, and the audit log of all of it.
+    let o = ctl(
+        &s,
+        &admin,
+        &[
+            "enroll-secrets",
+            "create",
+            "laptops",
+            "--labels",
+            "laptops,emea",
+        ],
+    )?;
+    assert!(
+        stdout(&o).contains("value (shown once): "),
+        "{}",
+        stdout(&o)
+    );
+    let o = ctl(&s, &admin, &["audit", "--limit", "100", "--json"])?;
+    let audit: Value = serde_json::from_slice(&o.stdout)?;
+    let seen = |actor: &str, action: &str, outcome: &str| {
+        audit
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["actor"] == actor && e["action"] == action && e["outcome"] == outcome)
+    };
+    assert!(seen("olga", "campaign.create", "accepted"));
+    assert!(seen("olga", "user.list", "denied"));
+    assert!(seen("admin", "enroll_secret.create", "accepted"));
+
+    // The API cannot be reached: exit 1 and the reason.
+    let o = Command::new(gatehouse_bin()?)
+        .args(["ctl", "--url", "https://127.0.0.1:9", "whoami"])
+        .env_clear()
+        .env("GATEHOUSE_TOKEN", &admin)
+        .env("GATEHOUSE_CA", &s.boot.ca_path)
+        .output()?;
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    s.stop().await?;
+    Ok(())
+}
