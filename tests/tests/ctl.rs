@@ -177,3 +177,103 @@ async fn ctl_manages_the_fleet_from_the_command_line() -> anyhow::Result<()> {
     s.stop().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_apply_is_idempotent_and_exports_round_trip() -> anyhow::Result<()> {
+    let s = TestServer::start().await?;
+    let admin = s.boot.admin_token.clone();
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    std::fs::write(
+        d.join("queries.yaml"),
+        "kind: query\nname: users\nspec:\n  sql: SELECT * FROM users\n  description: local users\n---\nkind: query\nname: procs\nspec:\n  sql: SELECT pid, name FROM processes\n",
+    )?;
+    let schedule = |interval: u32| {
+        format!(
+            "kind: schedule\nname: users_hourly\nspec:\n  query: users\n  interval: {interval}\n  labels: [all]\n"
+        )
+    };
+    std::fs::write(d.join("schedules.yml"), schedule(3600))?;
+    std::fs::write(
+        d.join("labels.yaml"),
+        "kind: label_config\nname: servers\nspec:\n  options:\n    distributed_interval: 30\n  file_paths:\n    etc: [\"/etc/%%\"]\n",
+    )?;
+    let dirs = d.to_string_lossy().into_owned();
+
+    // A dry run shows everything to create and changes nothing.
+    let o = ctl(&s, &admin, &["apply", "-f", &dirs, "--dry-run"])?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("+ query users") && out.contains("+ schedule users_hourly"),
+        "{out}"
+    );
+    assert!(
+        out.ends_with("4 to create, 0 to change, 0 unchanged (dry run: nothing changed)\n"),
+        "{out}"
+    );
+    assert_eq!(s.get("/api/v1/queries").await?, json!([]));
+
+    // Applied, then applied again: nothing to do, nothing recorded.
+    let o = ctl(&s, &admin, &["apply", "-f", &dirs])?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let audit_before = s
+        .get("/api/v1/audit?limit=1000")
+        .await?
+        .as_array()
+        .map_or(0, Vec::len);
+    let o = ctl(&s, &admin, &["apply", "-f", &dirs])?;
+    assert!(
+        stdout(&o).ends_with("0 to create, 0 to change, 4 unchanged\n"),
+        "{}",
+        stdout(&o)
+    );
+    let audit_after = s
+        .get("/api/v1/audit?limit=1000")
+        .await?
+        .as_array()
+        .map_or(0, Vec::len);
+    assert_eq!(audit_before, audit_after, "a no-op apply wrote");
+
+    // A changed field is shown and applied alone.
+    std::fs::write(d.join("schedules.yml"), schedule(60))?;
+    let o = ctl(&s, &admin, &["apply", "-f", &dirs])?;
+    let out = stdout(&o);
+    assert!(
+        out.contains("~ schedule users_hourly\n    interval: 3600 -> 60"),
+        "{out}"
+    );
+    assert!(
+        out.ends_with("0 to create, 1 to change, 3 unchanged\n"),
+        "{out}"
+    );
+    assert_eq!(s.get("/api/v1/schedules").await?[0]["interval"], 60);
+
+    // Exported and re-applied: a no-op.
+    let o = ctl(&s, &admin, &["get", "all", "-o", "yaml"])?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let export = tempfile::tempdir()?;
+    std::fs::write(export.path().join("all.yaml"), &o.stdout)?;
+    let o = ctl(
+        &s,
+        &admin,
+        &["apply", "-f", &export.path().to_string_lossy()],
+    )?;
+    assert!(
+        stdout(&o).ends_with("0 to create, 0 to change, 4 unchanged\n"),
+        "{}",
+        stdout(&o)
+    );
+
+    // A bad spec is refused with the file that holds it, before any change.
+    std::fs::write(d.join("zz-bad.yaml"), "kind: pack\nname: p\nspec: {}\n")?;
+    let o = ctl(&s, &admin, &["apply", "-f", &dirs])?;
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("zz-bad.yaml") && stderr(&o).contains("unknown kind"),
+        "{}",
+        stderr(&o)
+    );
+    s.stop().await?;
+    Ok(())
+}

@@ -61,6 +61,24 @@ pub enum What {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+    /// Makes the server's queries, schedules and label configs match the
+    /// YAML specs in DIR (`kind`, `name`, `spec` per document): shows the
+    /// difference and changes only what differs; nothing is deleted.
+    Apply {
+        #[arg(short = 'f', long = "filename")]
+        dir: PathBuf,
+        /// Show what would change, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Exports definitions as the specs `apply` reads.
+    Get {
+        /// queries, schedules, label-configs or all.
+        kind: String,
+        /// yaml or json.
+        #[arg(short = 'o', long = "output", default_value = "yaml")]
+        output: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -583,6 +601,8 @@ pub async fn run(a: CtlArgs) -> Result<String, CtlError> {
                 .await?,
             &["id", "revoked"],
         ),
+        What::Apply { dir, dry_run } => apply(&api, &dir, dry_run).await?,
+        What::Get { kind, output } => get_specs(&api, &kind, &output).await?,
         What::Audit { limit } => show(
             j,
             &api.get(&format!("/audit?limit={limit}")).await?,
@@ -678,9 +698,233 @@ async fn run_query(
     Ok(out)
 }
 
+/// One definition as a file holds it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    pub kind: String,
+    pub name: String,
+    #[serde(default)]
+    pub spec: Value,
+}
+
+/// Kinds in the order they are applied (schedules name queries).
+const KINDS: &[(&str, &str, &str)] = &[
+    ("query", "/queries", "name"),
+    ("schedule", "/schedules", "name"),
+    ("label_config", "/label_configs", "label"),
+];
+
+/// A definition's spec in one canonical form: parsed as the server's own
+/// type (defaults filled in), without its name and update time.
+fn canonical(kind: &str, name: &str, spec: &Value) -> Result<Value, String> {
+    use gatehouse_core::model::{LabelConfig, Query, Schedule};
+    let mut full = spec.as_object().cloned().unwrap_or_default();
+    let key = if kind == "label_config" {
+        "label"
+    } else {
+        "name"
+    };
+    full.insert(key.into(), json!(name));
+    full.remove("updated_at");
+    let full = Value::Object(full);
+    let typed = match kind {
+        "query" => serde_json::from_value::<Query>(full).and_then(serde_json::to_value),
+        "schedule" => serde_json::from_value::<Schedule>(full).and_then(serde_json::to_value),
+        "label_config" => {
+            serde_json::from_value::<LabelConfig>(full).and_then(serde_json::to_value)
+        }
+        other => {
+            return Err(format!(
+                "unknown kind {other:?}: query, schedule or label_config"
+            ));
+        }
+    }
+    .map_err(|e| format!("{kind} {name}: {e}"))?;
+    let mut o = typed.as_object().cloned().unwrap_or_default();
+    o.remove(key);
+    o.remove("updated_at");
+    Ok(Value::Object(o))
+}
+
+/// Every spec in `dir` (`*.yaml`, `*.yml`; several documents per file).
+pub fn load_specs(dir: &std::path::Path) -> Result<Vec<Spec>, String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    files.sort();
+    let mut out: Vec<Spec> = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+        for doc in serde_norway::Deserializer::from_str(&text) {
+            let v = serde_norway::Value::deserialize(doc)
+                .map_err(|e| format!("{}: {e}", f.display()))?;
+            if v.is_null() {
+                continue;
+            }
+            let s: Spec =
+                serde_norway::from_value(v).map_err(|e| format!("{}: {e}", f.display()))?;
+            canonical(&s.kind, &s.name, &s.spec).map_err(|e| format!("{}: {e}", f.display()))?;
+            if out.iter().any(|o| o.kind == s.kind && o.name == s.name) {
+                return Err(format!(
+                    "{}: {} {} is defined twice",
+                    f.display(),
+                    s.kind,
+                    s.name
+                ));
+            }
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
+use serde::Deserialize as _;
+
+/// The server's definitions as specs, in canonical form.
+async fn server_specs(api: &Api) -> Result<Vec<Spec>, CtlError> {
+    let mut out = Vec::new();
+    for (kind, path, key) in KINDS {
+        for item in api.get(path).await?.as_array().into_iter().flatten() {
+            let name = cell(&item[*key]);
+            let spec = canonical(kind, &name, item).map_err(CtlError::Failed)?;
+            out.push(Spec {
+                kind: (*kind).to_owned(),
+                name,
+                spec,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn changes(old: &Value, new: &Value) -> Vec<String> {
+    let (o, n) = (
+        old.as_object().cloned().unwrap_or_default(),
+        new.as_object().cloned().unwrap_or_default(),
+    );
+    let mut keys: Vec<&String> = o.keys().chain(n.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| o.get(*k) != n.get(*k))
+        .map(|k| {
+            let show = |v: Option<&Value>| v.map_or("-".to_owned(), Value::to_string);
+            format!("{k}: {} -> {}", show(o.get(k)), show(n.get(k)))
+        })
+        .collect()
+}
+
+async fn apply(api: &Api, dir: &std::path::Path, dry_run: bool) -> Result<String, CtlError> {
+    let desired = load_specs(dir).map_err(CtlError::Refused)?;
+    let current = server_specs(api).await?;
+    let mut lines = Vec::new();
+    let (mut created, mut changed, mut same) = (0, 0, 0);
+    for (kind, path, _) in KINDS {
+        for d in desired.iter().filter(|d| d.kind == *kind) {
+            let want = canonical(kind, &d.name, &d.spec).map_err(CtlError::Refused)?;
+            let have = current
+                .iter()
+                .find(|c| c.kind == d.kind && c.name == d.name);
+            match have {
+                Some(h) if h.spec == want => {
+                    same += 1;
+                    lines.push(format!("= {kind} {}", d.name));
+                    continue;
+                }
+                Some(h) => {
+                    changed += 1;
+                    lines.push(format!("~ {kind} {}", d.name));
+                    lines.extend(
+                        changes(&h.spec, &want)
+                            .into_iter()
+                            .map(|c| format!("    {c}")),
+                    );
+                }
+                None => {
+                    created += 1;
+                    lines.push(format!("+ {kind} {}", d.name));
+                }
+            }
+            if !dry_run {
+                api.call(
+                    reqwest::Method::PUT,
+                    &format!("{path}/{}", d.name),
+                    Some(want),
+                )
+                .await
+                .map_err(|e| CtlError::Refused(format!("{kind} {}: {e}", d.name)))?;
+            }
+        }
+    }
+    lines.push(format!(
+        "{created} to create, {changed} to change, {same} unchanged{}",
+        if dry_run {
+            " (dry run: nothing changed)"
+        } else {
+            ""
+        }
+    ));
+    Ok(lines.join("\n"))
+}
+
+async fn get_specs(api: &Api, kind: &str, output: &str) -> Result<String, CtlError> {
+    let want: &[&str] = match kind {
+        "queries" => &["query"],
+        "schedules" => &["schedule"],
+        "label-configs" => &["label_config"],
+        "all" => &["query", "schedule", "label_config"],
+        other => {
+            return Err(CtlError::Refused(format!(
+                "{other:?}: queries, schedules, label-configs or all"
+            )));
+        }
+    };
+    let specs: Vec<Spec> = server_specs(api)
+        .await?
+        .into_iter()
+        .filter(|s| want.contains(&s.kind.as_str()))
+        .collect();
+    match output {
+        "json" => Ok(serde_json::to_string_pretty(&specs).unwrap_or_default()),
+        "yaml" => {
+            let mut out = String::new();
+            for s in &specs {
+                out.push_str("---\n");
+                out.push_str(&serde_norway::to_string(s).map_err(failed)?);
+            }
+            Ok(out.trim_end().to_owned())
+        }
+        other => Err(CtlError::Refused(format!("-o {other:?}: yaml or json"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn specs_compare_in_canonical_form() {
+        // Defaults filled in: an omitted `removed` is the default `true`.
+        let a = canonical(
+            "schedule",
+            "s",
+            &json!({"query": "q", "interval": 60, "labels": ["all"]}),
+        );
+        let b = canonical(
+            "schedule",
+            "s",
+            &json!({"query": "q", "interval": 60, "labels": ["all"], "removed": true, "snapshot": false, "updated_at": 5}),
+        );
+        assert_eq!(a, b);
+        assert!(canonical("schedule", "s", &json!({"query": "q"})).is_err());
+        assert!(canonical("pack", "p", &json!({})).is_err());
+        let old = json!({"interval": 60, "query": "q"});
+        let new = json!({"interval": 30, "query": "q"});
+        assert_eq!(changes(&old, &new), vec!["interval: 60 -> 30".to_owned()]);
+    }
 
     #[test]
     fn tables_align_and_show_missing_cells() {
