@@ -130,6 +130,25 @@ impl Sandbox {
         Ok(())
     }
 
+    /// Once every shard is served: `AGENTS` agents enrolled through both
+    /// edges, and the time (seconds) their log lines use.
+    async fn enrolled_agents(&self) -> anyhow::Result<(Vec<Agent>, i64)> {
+        wait_until("three hostd split every shard", || {
+            self.served() == SHARDS as usize
+        })
+        .await?;
+        let mut agents = Vec::new();
+        for n in 0..AGENTS {
+            let mut a = self.agent(n);
+            anyhow::ensure!(a.enroll().await?.agent_success());
+            agents.push(a);
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs() as i64;
+        Ok((agents, now))
+    }
+
     fn served(&self) -> usize {
         self.hostd.iter().map(|h| h.leases.held().len()).sum()
     }
@@ -320,19 +339,7 @@ async fn a_cluster_serves_agents_through_any_edge_and_survives_a_hostd_crash() -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_lines_survive_a_nats_server_crash() -> anyhow::Result<()> {
     let mut s = Sandbox::start().await?;
-    wait_until("three hostd split every shard", || {
-        s.served() == SHARDS as usize
-    })
-    .await?;
-    let mut agents = Vec::new();
-    for n in 0..AGENTS {
-        let mut a = s.agent(n);
-        anyhow::ensure!(a.enroll().await?.agent_success());
-        agents.push(a);
-    }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs() as i64;
+    let (agents, now) = s.enrolled_agents().await?;
     // Ingest is down: acknowledged batches wait in the stream only.
     if let Some(i) = s.ingest.take() {
         i.stop().await?;
@@ -495,19 +502,7 @@ async fn control_services_report_and_drain_over_grpc() -> anyhow::Result<()> {
 async fn killing_an_edge_ingest_or_api_under_load_loses_no_acknowledged_line() -> anyhow::Result<()>
 {
     let mut s = Sandbox::start().await?;
-    wait_until("three hostd split every shard", || {
-        s.served() == SHARDS as usize
-    })
-    .await?;
-    let mut agents = Vec::new();
-    for n in 0..AGENTS {
-        let mut a = s.agent(n);
-        anyhow::ensure!(a.enroll().await?.agent_success());
-        agents.push(a);
-    }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs() as i64;
+    let (mut agents, now) = s.enrolled_agents().await?;
     let mut acked = vec![0usize; agents.len()];
     post_rounds(0..2, &agents, now, &mut acked).await?;
 
