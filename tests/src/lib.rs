@@ -18,6 +18,8 @@ use serde_json::{Value, json};
 
 pub use serde_json;
 
+pub mod webhook;
+
 /// A server plus clients for both of its ports.
 pub struct TestServer {
     pub cfg: ServeConfig,
@@ -192,6 +194,22 @@ impl TestServer {
             serde_json::from_slice(&bytes)?
         };
         Ok((status, v))
+    }
+
+    /// Creates a user with `role` and returns a bearer token of theirs.
+    pub async fn user_token(&self, name: &str, role: &str) -> anyhow::Result<String> {
+        let admin = self.boot.admin_token.clone();
+        let body = json!({"name": name, "role": role});
+        let (code, u) = self
+            .call(&admin, reqwest::Method::POST, "/api/v1/users", Some(body))
+            .await?;
+        anyhow::ensure!(code == 201, "creating user {name}: {code} {u}");
+        let path = format!("/api/v1/users/{name}/tokens");
+        let (code, t) = self
+            .call(&admin, reqwest::Method::POST, &path, Some(json!({})))
+            .await?;
+        anyhow::ensure!(code == 201, "creating a token for {name}: {code} {t}");
+        Ok(t["secret"].as_str().unwrap_or_default().to_owned())
     }
 
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {

@@ -23,6 +23,13 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A limit was reached (e.g. concurrent campaigns); retry later.
+    #[error("{0}")]
+    TooMany(String),
+    /// A system the API called for the operator (a webhook receiver)
+    /// failed.
+    #[error("{0}")]
+    Upstream(String),
 }
 
 impl From<StoreError> for ApiError {
@@ -57,6 +64,8 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
         }
     }
 }

@@ -45,6 +45,8 @@ impl From<ApiError> for Status {
             ApiError::Unauthorized => Status::unauthenticated(m),
             ApiError::Forbidden(_) => Status::permission_denied(m),
             ApiError::Conflict(_) => Status::already_exists(m),
+            ApiError::TooMany(_) => Status::resource_exhausted(m),
+            ApiError::Upstream(_) => Status::unavailable(m),
             ApiError::Unavailable(_) => {
                 tracing::warn!(error = %m, "grpc request failed");
                 Status::unavailable(m)
@@ -142,6 +144,17 @@ fn label(v: impl serde::Serialize) -> String {
     match serde_json::to_value(v) {
         Ok(Value::String(s)) => s,
         _ => String::new(),
+    }
+}
+
+/// A newest-first page cursor: both parts or neither.
+fn cursor(at: Option<i64>, id: Option<String>) -> Result<Option<(i64, String)>, Status> {
+    match (at, id) {
+        (Some(at), Some(id)) => Ok(Some((at, id))),
+        (None, None) => Ok(None),
+        _ => Err(Status::invalid_argument(
+            "give before_at and before_id together (the last item of the previous page)",
+        )),
     }
 }
 
@@ -812,15 +825,7 @@ impl AdminRpc for AdminGrpc {
     ) -> Result<Response<pb::AuditEvents>, Status> {
         let c = self.caller(&r).await?;
         let r = r.into_inner();
-        let before = match (r.before_at, r.before_id) {
-            (Some(at), Some(id)) => Some((at, id)),
-            (None, None) => None,
-            _ => {
-                return Err(Status::invalid_argument(
-                    "give before_at and before_id together (the last event of the previous page)",
-                ));
-            }
-        };
+        let before = cursor(r.before_at, r.before_id)?;
         let events = self.svc.list_audit(&c, before, limit(r.limit, 100)).await?;
         Ok(Response::new(pb::AuditEvents {
             events: events
@@ -836,6 +841,86 @@ impl AdminRpc for AdminGrpc {
                 })
                 .collect(),
         }))
+    }
+
+    async fn put_rule(&self, r: Request<pb::Rule>) -> Result<Response<pb::Rule>, Status> {
+        let c = self.caller(&r).await?;
+        let rule = crate::grpc_rules::rule_from_pb(r.into_inner())?;
+        let saved = self.svc.put_rule(&c, rule).await?;
+        Ok(Response::new(crate::grpc_rules::rule_to_pb(saved)))
+    }
+
+    async fn list_rules(&self, r: Request<pb::Empty>) -> Result<Response<pb::Rules>, Status> {
+        let c = self.caller(&r).await?;
+        let rules = self.svc.list_rules(&c).await?;
+        Ok(Response::new(pb::Rules {
+            rules: rules
+                .into_iter()
+                .map(crate::grpc_rules::rule_to_pb)
+                .collect(),
+        }))
+    }
+
+    async fn delete_rule(&self, r: Request<pb::NameRef>) -> Result<Response<pb::Empty>, Status> {
+        let c = self.caller(&r).await?;
+        self.svc.delete_rule(&c, &r.into_inner().name).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn list_alerts(
+        &self,
+        r: Request<pb::ListAlertsRequest>,
+    ) -> Result<Response<pb::Alerts>, Status> {
+        let c = self.caller(&r).await?;
+        let r = r.into_inner();
+        let before = cursor(r.before_at, r.before_id)?;
+        let alerts = self
+            .svc
+            .list_alerts(&c, before, limit(r.limit, 100))
+            .await?;
+        Ok(Response::new(pb::Alerts {
+            alerts: alerts
+                .into_iter()
+                .map(crate::grpc_rules::alert_to_pb)
+                .collect(),
+        }))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        r: Request<pb::Empty>,
+    ) -> Result<Response<pb::DeadLetters>, Status> {
+        let c = self.caller(&r).await?;
+        let d = self.svc.list_dead_letters(&c).await?;
+        Ok(Response::new(pb::DeadLetters {
+            dead_letters: d
+                .into_iter()
+                .map(crate::grpc_rules::dead_letter_to_pb)
+                .collect(),
+        }))
+    }
+
+    async fn redrive_dead_letter(
+        &self,
+        r: Request<pb::NameRef>,
+    ) -> Result<Response<pb::Alert>, Status> {
+        let c = self.caller(&r).await?;
+        let a = self
+            .svc
+            .redrive_dead_letter(&c, &r.into_inner().name)
+            .await?;
+        Ok(Response::new(crate::grpc_rules::alert_to_pb(a)))
+    }
+
+    async fn delete_dead_letter(
+        &self,
+        r: Request<pb::NameRef>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let c = self.caller(&r).await?;
+        self.svc
+            .delete_dead_letter(&c, &r.into_inner().name)
+            .await?;
+        Ok(Response::new(pb::Empty {}))
     }
 
     async fn create_enroll_secret(

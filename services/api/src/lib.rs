@@ -11,6 +11,7 @@
 
 pub mod error;
 pub mod grpc;
+mod grpc_rules;
 pub mod openapi;
 pub mod rest;
 pub mod service;

@@ -30,6 +30,7 @@ use crate::service::{
     HostFilter, HostView, KeyChange, NewEnrollSecret, NewToken, TokenRequest, UserRequest,
     UserUpdate,
 };
+use gatehouse_core::rules::{Action, Alert, DeadLetter, Rule, Trigger};
 
 type Svc = State<Arc<dyn AdminService>>;
 type ApiResult = Result<Response, ApiError>;
@@ -510,6 +511,91 @@ pub(crate) fn operations() -> Vec<(Op, MethodRouter<Arc<dyn AdminService>>)> {
             .json(schema::<EnrollSecret>)
             .audited(),
             post(revoke_enroll_secret),
+        ),
+        (
+            Op::new(
+                m.clone(),
+                "/api/v1/rules",
+                "listRules",
+                "Rules (webhook URLs redacted unless the caller is an admin)",
+                Observer,
+            )
+            .json(schema::<Vec<Rule>>),
+            get(list_rules),
+        ),
+        (
+            Op::new(
+                Method::PUT,
+                "/api/v1/rules/{name}",
+                "putRule",
+                "Create or replace a rule (rules with webhook actions need the admin role)",
+                Operator,
+            )
+            .body(schema::<RuleBody>)
+            .json(schema::<Rule>)
+            .audited(),
+            put(put_rule),
+        ),
+        (
+            Op::new(
+                Method::DELETE,
+                "/api/v1/rules/{name}",
+                "deleteRule",
+                "Delete a rule (its alerts stay in the history)",
+                Operator,
+            )
+            .audited(),
+            delete(delete_rule),
+        ),
+        (
+            Op::new(
+                m.clone(),
+                "/api/v1/alerts",
+                "listAlerts",
+                "Alert history, newest first, with each action's outcome",
+                Observer,
+            )
+            .query(&[
+                ("limit", "most alerts (up to 1000)"),
+                ("before_at", "`at` of the last alert of the previous page"),
+                ("before_id", "`id` of the last alert of the previous page"),
+            ])
+            .json(schema::<Vec<Alert>>),
+            get(list_alerts),
+        ),
+        (
+            Op::new(
+                m.clone(),
+                "/api/v1/dead_letters",
+                "listDeadLetters",
+                "Webhook deliveries that failed every attempt",
+                Admin,
+            )
+            .json(schema::<Vec<DeadLetter>>),
+            get(list_dead_letters),
+        ),
+        (
+            Op::new(
+                Method::POST,
+                "/api/v1/dead_letters/{id}/redrive",
+                "redriveDeadLetter",
+                "Send a dead letter's webhook again; 502 when the receiver still fails",
+                Admin,
+            )
+            .json(schema::<Alert>)
+            .audited(),
+            post(redrive_dead_letter),
+        ),
+        (
+            Op::new(
+                Method::DELETE,
+                "/api/v1/dead_letters/{id}",
+                "deleteDeadLetter",
+                "Drop a dead letter without sending it",
+                Admin,
+            )
+            .audited(),
+            delete(delete_dead_letter),
         ),
     ]
 }
@@ -1033,22 +1119,26 @@ struct AuditPage {
     limit: Option<usize>,
 }
 
+impl AuditPage {
+    /// The `(at, id)` cursor, given both or neither.
+    fn before(&self) -> Result<Option<(i64, String)>, ApiError> {
+        match (self.before_at, &self.before_id) {
+            (Some(at), Some(id)) => Ok(Some((at, id.clone()))),
+            (None, None) => Ok(None),
+            _ => Err(ApiError::BadRequest(
+                "give before_at and before_id together (the last item of the previous page)".into(),
+            )),
+        }
+    }
+}
+
 async fn list_audit(
     State(s): Svc,
     Extension(c): Extension<Caller>,
     Q(p): Q<AuditPage>,
 ) -> ApiResult {
-    let before = match (p.before_at, p.before_id) {
-        (Some(at), Some(id)) => Some((at, id)),
-        (None, None) => None,
-        _ => {
-            return Err(ApiError::BadRequest(
-                "give before_at and before_id together (the last event of the previous page)"
-                    .into(),
-            ));
-        }
-    };
-    ok(s.list_audit(&c, before, p.limit.unwrap_or(100)).await?)
+    ok(s.list_audit(&c, p.before()?, p.limit.unwrap_or(100))
+        .await?)
 }
 
 async fn list_enroll_secrets(State(s): Svc, Extension(c): Extension<Caller>) -> ApiResult {
@@ -1074,4 +1164,80 @@ async fn revoke_enroll_secret(
     Path(id): Path<String>,
 ) -> ApiResult {
     ok(s.revoke_enroll_secret(&c, &id).await?)
+}
+
+/// A rule as PUT to `/api/v1/rules/{name}` (the name is in the path).
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RuleBody {
+    #[serde(default)]
+    description: String,
+    #[serde(default = "yes")]
+    enabled: bool,
+    when: Trigger,
+    actions: Vec<Action>,
+}
+
+async fn list_rules(State(s): Svc, Extension(c): Extension<Caller>) -> ApiResult {
+    ok(s.list_rules(&c).await?)
+}
+
+async fn put_rule(
+    State(s): Svc,
+    Extension(c): Extension<Caller>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let b: RuleBody = parse(&body)?;
+    ok(s.put_rule(
+        &c,
+        Rule {
+            name,
+            description: b.description,
+            enabled: b.enabled,
+            when: b.when,
+            actions: b.actions,
+            updated_at: 0,
+        },
+    )
+    .await?)
+}
+
+async fn delete_rule(
+    State(s): Svc,
+    Extension(c): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult {
+    s.delete_rule(&c, &name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_alerts(
+    State(s): Svc,
+    Extension(c): Extension<Caller>,
+    Q(p): Q<AuditPage>,
+) -> ApiResult {
+    ok(s.list_alerts(&c, p.before()?, p.limit.unwrap_or(100))
+        .await?)
+}
+
+async fn list_dead_letters(State(s): Svc, Extension(c): Extension<Caller>) -> ApiResult {
+    ok(s.list_dead_letters(&c).await?)
+}
+
+async fn redrive_dead_letter(
+    State(s): Svc,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    ok(s.redrive_dead_letter(&c, &id).await?)
+}
+
+async fn delete_dead_letter(
+    State(s): Svc,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    s.delete_dead_letter(&c, &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -20,6 +20,7 @@ use gatehouse_core::model::{
     Schedule, StatusLog, Targets, User,
 };
 use gatehouse_core::ports::{Bus, Store};
+use gatehouse_core::rules::{Alert, DeadLetter, Rule};
 use gatehouse_core::time::now_ms;
 use gatehouse_proto::v1::{ConfigChanged, RotateKeyOp, SetLabelsOp, host_reply, host_request};
 use prost::Message;
@@ -268,7 +269,30 @@ pub trait AdminService: Send + Sync + 'static {
         before: Option<(i64, String)>,
         limit: usize,
     ) -> Result<Vec<AuditEvent>, ApiError>;
+
+    // Rules and alerts.
+    /// Creates or replaces a rule (operator; admin when it has webhooks,
+    /// which send fleet data out).
+    async fn put_rule(&self, c: &Caller, r: Rule) -> Result<Rule, ApiError>;
+    /// Every rule; webhook URLs are redacted for non-admins.
+    async fn list_rules(&self, c: &Caller) -> Result<Vec<Rule>, ApiError>;
+    async fn delete_rule(&self, c: &Caller, name: &str) -> Result<(), ApiError>;
+    /// Alert history, newest first; `before` is the `(at, id)` of the last
+    /// alert of the previous page.
+    async fn list_alerts(
+        &self,
+        c: &Caller,
+        before: Option<(i64, String)>,
+        limit: usize,
+    ) -> Result<Vec<Alert>, ApiError>;
+    async fn list_dead_letters(&self, c: &Caller) -> Result<Vec<DeadLetter>, ApiError>;
+    /// Sends a dead letter's webhook again (once); delivered, it leaves
+    /// the list and its alert records the delivery.
+    async fn redrive_dead_letter(&self, c: &Caller, id: &str) -> Result<Alert, ApiError>;
+    async fn delete_dead_letter(&self, c: &Caller, id: &str) -> Result<(), ApiError>;
 }
+
+mod rules;
 
 /// The implementation over a store and a bus.
 pub struct Admin {
@@ -279,6 +303,8 @@ pub struct Admin {
     /// The bootstrap admin tokens (`secrets/admin_token`): the `admin`
     /// caller, also when the store cannot be read.
     bootstrap_tokens: Vec<String>,
+    /// For redriving dead letters; made on first use.
+    webhooks: std::sync::OnceLock<gatehouse_rules::WebhookClient>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -305,6 +331,7 @@ impl Admin {
             hosts,
             cfg,
             bootstrap_tokens: Vec::new(),
+            webhooks: std::sync::OnceLock::new(),
         }
     }
 
@@ -1507,5 +1534,73 @@ impl AdminService for Admin {
         self.require(c, Role::Admin, "audit.list", "").await?;
         let before = before.as_ref().map(|(at, id)| (*at, id.as_str()));
         Ok(self.store.list_audit(before, limit.clamp(1, 1000)).await?)
+    }
+
+    async fn put_rule(&self, c: &Caller, r: Rule) -> Result<Rule, ApiError> {
+        let need = rules::role_to_write(&r);
+        let detail = serde_json::to_value(r.clone().redacted()).unwrap_or_default();
+        let name = r.name.clone();
+        self.recorded(c, need, "rule.put", &name, detail, self.op_put_rule(r))
+            .await
+    }
+
+    async fn list_rules(&self, c: &Caller) -> Result<Vec<Rule>, ApiError> {
+        self.op_list_rules(c.role >= Role::Admin).await
+    }
+
+    async fn delete_rule(&self, c: &Caller, name: &str) -> Result<(), ApiError> {
+        self.recorded(
+            c,
+            Role::Operator,
+            "rule.delete",
+            name,
+            serde_json::json!({}),
+            self.op_delete_rule(name),
+        )
+        .await
+    }
+
+    async fn list_alerts(
+        &self,
+        _: &Caller,
+        before: Option<(i64, String)>,
+        limit: usize,
+    ) -> Result<Vec<Alert>, ApiError> {
+        let before = before.as_ref().map(|(at, id)| (*at, id.as_str()));
+        Ok(self.store.list_alerts(before, limit.clamp(1, 1000)).await?)
+    }
+
+    async fn list_dead_letters(&self, c: &Caller) -> Result<Vec<DeadLetter>, ApiError> {
+        self.require(c, Role::Admin, "dead_letter.list", "").await?;
+        let mut d = self.store.list_dead_letters().await?;
+        d.sort_by(|a, b| b.dead_at.cmp(&a.dead_at).then_with(|| a.id.cmp(&b.id)));
+        Ok(d)
+    }
+
+    async fn redrive_dead_letter(&self, c: &Caller, id: &str) -> Result<Alert, ApiError> {
+        self.recorded(
+            c,
+            Role::Admin,
+            "dead_letter.redrive",
+            id,
+            serde_json::json!({}),
+            self.op_redrive(id),
+        )
+        .await
+    }
+
+    async fn delete_dead_letter(&self, c: &Caller, id: &str) -> Result<(), ApiError> {
+        self.recorded(
+            c,
+            Role::Admin,
+            "dead_letter.delete",
+            id,
+            serde_json::json!({}),
+            async {
+                let found = self.store.delete_dead_letter(id).await?;
+                not_found_if_false(found, format!("dead letter {id}"))
+            },
+        )
+        .await
     }
 }

@@ -52,6 +52,19 @@ pub const ALL_HOST_SUBJECTS: &str = "gatehouse.host.*";
 pub const CAMPAIGN_SUBJECT: &str = "gatehouse.events.campaign";
 /// Broadcast when the config generation changes.
 pub const CONFIG_SUBJECT: &str = "gatehouse.events.config";
+/// Published when a host enrolls (JSON `HostEnrolled`), consumed by the
+/// rule engine's queue group.
+pub const ENROLLED_SUBJECT: &str = "gatehouse.events.enrolled";
+/// Broadcast when rules change (the engines reload them).
+pub const RULES_SUBJECT: &str = "gatehouse.events.rules";
+
+/// The payload of [`ENROLLED_SUBJECT`].
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct HostEnrolled {
+    pub host: gatehouse_core::model::Host,
+    /// The host's first enrollment.
+    pub first: bool,
+}
 
 /// The failure message of a hostd that got a request for a shard it no
 /// longer owns (a handover is under way); the client retries it like

@@ -87,7 +87,7 @@ pub struct Assembled {
     pub bytes: bytes::Bytes,
 }
 
-fn valid_name(s: &str) -> bool {
+pub fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
         && s.bytes()

@@ -13,6 +13,7 @@ pub mod logs;
 pub mod model;
 pub mod nodekey;
 pub mod ports;
+pub mod rules;
 pub mod time;
 pub mod wire;
 

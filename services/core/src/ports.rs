@@ -12,6 +12,7 @@ use crate::model::{
     ApiToken, AuditEvent, Campaign, CampaignResult, CarveSession, Delivery, EnrollSecret, Host,
     LabelConfig, LogRecords, Page, Query, ResultFilter, ResultLog, Schedule, StatusLog, User,
 };
+use crate::rules::{Alert, DeadLetter, Rule};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -190,6 +191,26 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> StoreResult<Vec<AuditEvent>>;
 
+    // Rules, alerts and undeliverable webhook calls.
+    async fn put_rule(&self, r: &Rule) -> StoreResult<()>;
+    async fn delete_rule(&self, name: &str) -> StoreResult<bool>;
+    async fn list_rules(&self) -> StoreResult<Vec<Rule>>;
+    /// Creates or replaces the alert keyed by `(at, id)` (both
+    /// deterministic for one event, so a repeat overwrites itself).
+    async fn put_alert(&self, a: &Alert) -> StoreResult<()>;
+    async fn get_alert(&self, at: i64, id: &str) -> StoreResult<Option<Alert>>;
+    /// Up to `limit` alerts, newest first, strictly older than the
+    /// `(at, id)` of `before`.
+    async fn list_alerts(
+        &self,
+        before: Option<(i64, &str)>,
+        limit: usize,
+    ) -> StoreResult<Vec<Alert>>;
+    async fn put_dead_letter(&self, d: &DeadLetter) -> StoreResult<()>;
+    async fn get_dead_letter(&self, id: &str) -> StoreResult<Option<DeadLetter>>;
+    async fn list_dead_letters(&self) -> StoreResult<Vec<DeadLetter>>;
+    async fn delete_dead_letter(&self, id: &str) -> StoreResult<bool>;
+
     // Small named values (generation counters, bootstrap facts).
     async fn get_meta(&self, key: &str) -> StoreResult<Option<Bytes>>;
     async fn put_meta(&self, key: &str, value: &[u8]) -> StoreResult<()>;
@@ -282,4 +303,13 @@ pub enum SinkError {
 #[async_trait]
 pub trait LogSink: Send + Sync + 'static {
     async fn append(&self, records: LogRecords) -> Result<(), SinkError>;
+}
+
+/// Sees every log batch once it is durable (the rule engine). Called
+/// before the batch is acknowledged, so a batch written but not observed
+/// (a crash in between) is re-delivered and observed then: observers must
+/// be idempotent.
+#[async_trait]
+pub trait LogObserver: Send + Sync + 'static {
+    async fn observe(&self, records: &LogRecords);
 }

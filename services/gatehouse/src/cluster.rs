@@ -185,16 +185,20 @@ pub async fn start_ingest(
         cfg: consumer_cfg(cfg),
     };
     let shutdown = Shutdown::new();
+    let (rules, deliveries) =
+        gatehouse_rules::Engine::new(store.clone(), crate::serve::rules_config(cfg))?;
     let run = gatehouse_ingest::jetstream::run_consumer(
         bus.client().clone(),
         store.clone(),
         stream_cfg(cfg),
         consumer_cfg(cfg),
+        Some(Arc::new(rules.clone())),
         shutdown.clone(),
     );
+    let engine = gatehouse_rules::run(rules, deliveries, Arc::new(bus), shutdown.clone());
     let retention = gatehouse_ingest::run_retention(store, ingest_config(cfg), shutdown.clone());
     let task = tokio::spawn(async move {
-        let (r, ()) = tokio::join!(run, retention);
+        let (r, (), ()) = tokio::join!(run, retention, engine);
         r.map_err(|e| anyhow::anyhow!("ingest: {e}"))
     });
     let mut role = Role::new(shutdown, task);

@@ -53,6 +53,37 @@ pub struct ServeConfig {
     pub store: StoreConfig,
     /// Used by the cluster roles (`gatehouse edge|hostd|ingest|api`).
     pub cluster: ClusterConfig,
+    /// The rule engine (runs in `serve` and in each `ingest`).
+    pub rules: RulesSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RulesSection {
+    /// How often hosts are checked for silence and config drift.
+    pub sweep_interval_secs: u64,
+    /// Attempts per webhook before it goes to the dead letters.
+    pub webhook_attempts: u32,
+    /// Wait before the second attempt (doubles each time, at most 60 s).
+    pub webhook_backoff_ms: u64,
+    pub webhook_timeout_secs: u64,
+    /// Alerts stored per rule per minute; the rest are counted only.
+    pub max_alerts_per_rule_per_minute: u32,
+    /// Extra CA certificates (PEM) for webhook receivers.
+    pub webhook_ca: Option<PathBuf>,
+}
+
+impl Default for RulesSection {
+    fn default() -> Self {
+        Self {
+            sweep_interval_secs: 60,
+            webhook_attempts: 5,
+            webhook_backoff_ms: 2_000,
+            webhook_timeout_secs: 10,
+            max_alerts_per_rule_per_minute: 600,
+            webhook_ca: None,
+        }
+    }
 }
 
 /// What the cluster roles share: NATS, shard leases, the log stream.
@@ -162,6 +193,7 @@ impl Default for ServeConfig {
             shutdown_grace_secs: 20,
             store: StoreConfig::default(),
             cluster: ClusterConfig::default(),
+            rules: RulesSection::default(),
         }
     }
 }
@@ -332,6 +364,19 @@ impl ServeConfig {
             _ => {}
         }
         self.paths.validate().map_err(ConfigError::Invalid)?;
+        let r = &self.rules;
+        if r.sweep_interval_secs < 5 || r.webhook_attempts == 0 || r.webhook_timeout_secs == 0 {
+            return bad(
+                "rules.sweep_interval_secs must be at least 5, rules.webhook_attempts and rules.webhook_timeout_secs at least 1"
+                    .into(),
+            );
+        }
+        if !(1..=3_600_000).contains(&r.webhook_backoff_ms) {
+            return bad("rules.webhook_backoff_ms must be within 1..=3600000".into());
+        }
+        if r.max_alerts_per_rule_per_minute == 0 {
+            return bad("rules.max_alerts_per_rule_per_minute must be at least 1".into());
+        }
         if !(1..=65_536).contains(&self.shards) {
             return bad(format!("shards = {} must be within 1..=65536", self.shards));
         }

@@ -110,6 +110,20 @@ pub(crate) fn ingest_config(cfg: &ServeConfig) -> IngestConfig {
     }
 }
 
+pub(crate) fn rules_config(cfg: &ServeConfig) -> gatehouse_rules::RulesConfig {
+    let r = &cfg.rules;
+    gatehouse_rules::RulesConfig {
+        sweep_interval: Duration::from_secs(r.sweep_interval_secs),
+        online_window: Duration::from_secs(cfg.online_window_secs),
+        webhook_timeout: Duration::from_secs(r.webhook_timeout_secs),
+        webhook_attempts: r.webhook_attempts,
+        webhook_backoff: Duration::from_millis(r.webhook_backoff_ms),
+        max_alerts_per_rule_per_minute: r.max_alerts_per_rule_per_minute,
+        webhook_ca: r.webhook_ca.clone(),
+        ..gatehouse_rules::RulesConfig::default()
+    }
+}
+
 /// Opens the configured store: the embedded one in the data directory, or
 /// a ScyllaDB cluster (connecting and applying schema migrations).
 pub async fn open_store(cfg: &ServeConfig, boot: &Bootstrap) -> anyhow::Result<Arc<dyn Store>> {
@@ -154,7 +168,10 @@ pub fn start(
         Duration::from_secs(12),
     );
     let ingest_cfg = ingest_config(cfg);
-    let sink: Arc<dyn LogSink> = Arc::new(DirectSink::new(store.clone(), &ingest_cfg));
+    let (rules, deliveries) = gatehouse_rules::Engine::new(store.clone(), rules_config(cfg))?;
+    let sink: Arc<dyn LogSink> = Arc::new(
+        DirectSink::new(store.clone(), &ingest_cfg).with_observer(Arc::new(rules.clone())),
+    );
     let edge_cfg = edge_config(cfg, boot);
     let admin = Arc::new(
         Admin::new(store.clone(), bus.clone(), hosts.clone(), api_config(cfg))
@@ -167,6 +184,12 @@ pub fn start(
     let hostd = tokio::spawn(gatehouse_hostd::run(
         HostdConfig::default(),
         hostd_ctx,
+        bus.clone(),
+        back.clone(),
+    ));
+    let rule_engine = tokio::spawn(gatehouse_rules::run(
+        rules,
+        deliveries,
         bus.clone(),
         back.clone(),
     ));
@@ -210,6 +233,7 @@ pub fn start(
         back.trigger();
         hostd.await??;
         retention.await?;
+        rule_engine.await?;
         if let Some(o) = ops {
             o.await??;
         }

@@ -75,6 +75,9 @@ pub struct HostCtx {
     pub registry: Registry,
     pub settings: ActorSettings,
     pub fences: FenceFn,
+    /// Where enrollments are announced (the rule engine listens); set by
+    /// the hostd run loop.
+    pub events: std::sync::OnceLock<Arc<dyn gatehouse_core::ports::Bus>>,
 }
 
 impl std::fmt::Debug for HostCtx {
@@ -296,6 +299,24 @@ impl HostActor {
             return write_failure("enrollment could not be stored", e);
         }
         tracing::info!(host = %state.id, epoch, first, "host enrolled");
+        if let (Some(bus), Some(host)) = (self.ctx.events.get(), state.host.as_ref()) {
+            let ev = gatehouse_bus::hostrpc::HostEnrolled {
+                host: host.clone(),
+                first,
+            };
+            match serde_json::to_vec(&ev) {
+                Ok(payload) => {
+                    // Fire and forget: a lost event only loses an alert.
+                    if let Err(e) = bus
+                        .publish(gatehouse_bus::hostrpc::ENROLLED_SUBJECT, payload.into())
+                        .await
+                    {
+                        tracing::warn!(host = %state.id, error = %e, "enrollment event not published");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "enrollment event not encoded"),
+            }
+        }
         host_reply::Result::Enrolled(EnrollOk {
             node_key: self.ctx.keys.mint(&state.id, epoch),
             epoch,

@@ -243,6 +243,7 @@ pub fn fenced_context(
         registry: Registry::default(),
         settings,
         fences,
+        events: std::sync::OnceLock::new(),
     })
 }
 
@@ -300,6 +301,7 @@ pub async fn run(
     bus: Arc<dyn Bus>,
     shutdown: Shutdown,
 ) -> Result<(), HostdError> {
+    let _ = ctx.events.set(bus.clone());
     let router = Router::new(ctx.clone(), cfg.call_timeout);
     let mut requests = bus.subscribe(ALL_HOST_SUBJECTS, Some("hostd")).await?;
     let mut campaigns = bus.subscribe(CAMPAIGN_SUBJECT, None).await?;

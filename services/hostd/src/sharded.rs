@@ -67,6 +67,7 @@ pub async fn run_sharded(
     drain: Shutdown,
     shutdown: Shutdown,
 ) -> Result<(), HostdError> {
+    let _ = ctx.events.set(bus.clone());
     let router = Router::new(ctx.clone(), cfg.call_timeout);
     let shards = lease_cfg.shards;
     let (tx, mut requests) = mpsc::channel::<BusMessage>(4096);

@@ -97,6 +97,7 @@ fn main() {
             store,
             cfg.clone(),
             ConsumerConfig::default(),
+            None,
             shutdown.clone(),
         ));
         loop {

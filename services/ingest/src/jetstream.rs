@@ -326,6 +326,7 @@ pub async fn run_consumer(
     store: Arc<dyn Store>,
     stream_cfg: LogStreamConfig,
     cfg: ConsumerConfig,
+    observer: Option<Arc<dyn gatehouse_core::ports::LogObserver>>,
     shutdown: Shutdown,
 ) -> Result<(), SinkError> {
     let js = async_nats::jetstream::new(client);
@@ -359,6 +360,7 @@ pub async fn run_consumer(
         messages
             .for_each_concurrent(cfg.concurrency, |m| {
                 let store = store.clone();
+                let observer = observer.clone();
                 let retry = cfg.retry_delay;
                 async move {
                     let m = match m {
@@ -379,6 +381,9 @@ pub async fn run_consumer(
                     };
                     match store.append_logs(&records).await {
                         Ok(()) => {
+                            if let Some(o) = &observer {
+                                o.observe(&records).await;
+                            }
                             metrics().written.inc();
                             metrics().lines.inc_by(records.len() as u64);
                             if let Err(e) = m.ack().await {

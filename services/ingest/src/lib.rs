@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use gatehouse_core::model::LogRecords;
-use gatehouse_core::ports::{LogSink, SinkError, Store};
+use gatehouse_core::ports::{LogObserver, LogSink, SinkError, Store};
 use gatehouse_core::time::{now_ms, unix_day};
 use gatehouse_runtime::Shutdown;
 use tokio::sync::Semaphore;
@@ -48,6 +48,7 @@ impl Default for IngestConfig {
 /// Writes batches straight to the store.
 pub struct DirectSink {
     store: Arc<dyn Store>,
+    observer: Option<Arc<dyn LogObserver>>,
     slots: Semaphore,
     admission_wait: Duration,
 }
@@ -64,9 +65,17 @@ impl DirectSink {
     pub fn new(store: Arc<dyn Store>, cfg: &IngestConfig) -> Self {
         Self {
             store,
+            observer: None,
             slots: Semaphore::new(cfg.max_in_flight.max(1)),
             admission_wait: cfg.admission_wait,
         }
+    }
+
+    /// Shows every durable batch to `observer` (the rule engine) before
+    /// the agent is acknowledged.
+    pub fn with_observer(mut self, observer: Arc<dyn LogObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 }
 
@@ -81,7 +90,11 @@ impl LogSink for DirectSink {
         self.store
             .append_logs(&records)
             .await
-            .map_err(|e| SinkError::Unavailable(e.to_string()))
+            .map_err(|e| SinkError::Unavailable(e.to_string()))?;
+        if let Some(o) = &self.observer {
+            o.observe(&records).await;
+        }
+        Ok(())
     }
 }
 

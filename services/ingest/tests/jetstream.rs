@@ -79,6 +79,7 @@ fn start_consumer(r: &Rig, cfg: ConsumerConfig) -> (Shutdown, tokio::task::JoinH
         r.store.clone(),
         stream_cfg(),
         cfg,
+        None,
         shutdown.clone(),
     ));
     let join = tokio::spawn(async move {

@@ -88,6 +88,7 @@ pub async fn run_all(store: &dyn Store, sem: Semantics) -> Report {
     enroll_secrets(store).await;
     users_and_tokens(store).await;
     audit(store, sem, &mut report).await;
+    rules_and_alerts(store, sem, &mut report).await;
     meta(store).await;
     report
 }
@@ -902,6 +903,87 @@ async fn audit(store: &dyn Store, sem: Semantics, report: &mut Report) {
             .not_run
             .push("audit log pages after the first (clustering ranges)".into());
     }
+}
+
+async fn rules_and_alerts(store: &dyn Store, sem: Semantics, report: &mut Report) {
+    use gatehouse_core::rules::{Action, Alert, DeadLetter, Rule, Trigger, pending_outcomes};
+    let rule = |name: &str| Rule {
+        name: name.into(),
+        description: String::new(),
+        enabled: true,
+        when: Trigger::HostSilent {
+            after_secs: 600,
+            labels: vec!["prod".into()],
+        },
+        actions: vec![Action::Log],
+        updated_at: 1,
+    };
+    ok(store.put_rule(&rule("silent")).await);
+    ok(store.put_rule(&rule("drift")).await);
+    let changed = Rule {
+        enabled: false,
+        ..rule("silent")
+    };
+    ok(store.put_rule(&changed).await);
+    let mut rules = ok(store.list_rules().await);
+    rules.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(rules, vec![rule("drift"), changed]);
+    assert!(ok(store.delete_rule("drift").await));
+    assert_eq!(ok(store.list_rules().await).len(), 1);
+
+    let host = sample_host(7).id;
+    let alert = |id: &str, at: i64| Alert {
+        id: id.into(),
+        at,
+        rule: "silent".into(),
+        event: "host_silent".into(),
+        host_id: host.clone(),
+        hostname: "h".into(),
+        summary: format!("alert {id}"),
+        detail: json!({"last_seen": at}),
+        actions: pending_outcomes(&[Action::Log]),
+    };
+    let day = 86_400_000;
+    for a in [alert("a", 1_000), alert("b", 2_000), alert("c", day + 5)] {
+        ok(store.put_alert(&a).await);
+    }
+    // Re-putting the same event replaces it (outcomes are updated in place).
+    let mut delivered = alert("b", 2_000);
+    delivered.actions[0].state = "delivered".into();
+    ok(store.put_alert(&delivered).await);
+    assert_eq!(
+        ok(store.get_alert(2_000, "b").await),
+        Some(delivered.clone())
+    );
+    assert_eq!(ok(store.get_alert(2_001, "b").await), None);
+    let ids = |v: Vec<Alert>| v.into_iter().map(|a| a.id).collect::<Vec<_>>();
+    assert_eq!(ids(ok(store.list_alerts(None, 10).await)), ["c", "b", "a"]);
+    if sem.clustering_ranges {
+        assert_eq!(
+            ids(ok(store.list_alerts(Some((2_000, "b")), 10).await)),
+            ["a"]
+        );
+    } else {
+        report
+            .not_run
+            .push("alert history pages after the first (clustering ranges)".into());
+    }
+
+    let dead = DeadLetter {
+        id: DeadLetter::id_for("b", 0),
+        alert: delivered,
+        action_index: 0,
+        url: "https://hooks.example.com/x".into(),
+        attempts: 5,
+        last_error: "503".into(),
+        dead_at: 3_000,
+    };
+    ok(store.put_dead_letter(&dead).await);
+    assert_eq!(ok(store.get_dead_letter("b.0").await), Some(dead.clone()));
+    assert_eq!(ok(store.list_dead_letters().await), vec![dead]);
+    assert!(ok(store.delete_dead_letter("b.0").await));
+    assert!(ok(store.list_dead_letters().await).is_empty());
+    assert_eq!(ok(store.get_dead_letter("b.0").await), None);
 }
 
 async fn meta(store: &dyn Store) {

@@ -20,6 +20,10 @@
 //! | `secret_hash`| SHA-256 hex (enroll secrets), `tok:<SHA-256>` (API tokens) | id |
 //! | `audit`      | (u64::MAX - at) · event id                    | `AuditEvent` JSON |
 //! | `fences`     | host id                                       | fencing token u64 |
+//! | `alerts`     | (u64::MAX - at) · alert id                    | `Alert` JSON     |
+//! | `dead`       | dead letter id                                | `DeadLetter` JSON |
+//!
+//! Rules live in `defs` under `r/<name>`.
 //!
 //! Log keys start with a day bucket (`logs::bucket_day`: the agent's day
 //! when its clock is plausible, else the receive day) so retention drops
@@ -43,6 +47,7 @@ use gatehouse_core::model::{
     LabelConfig, LogRecords, Page, Query, ResultFilter, ResultLog, Schedule, StatusLog, User,
 };
 use gatehouse_core::ports::{BlockOutcome, Fence, Store, StoreError, StoreResult};
+use gatehouse_core::rules::{Alert, DeadLetter, Rule};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -64,6 +69,8 @@ struct Inner {
     secret_hash: Keyspace,
     audit: Keyspace,
     fences: Keyspace,
+    alerts: Keyspace,
+    dead: Keyspace,
     /// Serializes read-modify-write sequences (counters, carve accounting).
     rmw: Mutex<()>,
     /// Serialize the read-check-write of one host's state (fencing).
@@ -169,6 +176,8 @@ impl EmbeddedStore {
             secret_hash: ks("secret_hash")?,
             audit: ks("audit")?,
             fences: ks("fences")?,
+            alerts: ks("alerts")?,
+            dead: ks("dead")?,
             rmw: Mutex::new(()),
             host_locks: (0..HOST_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             db,
@@ -198,6 +207,29 @@ impl Inner {
             b.insert(ks, k, v);
         }
         b.commit().map_err(unavailable)
+    }
+
+    /// Up to `limit` values of a keyspace keyed by [`audit_key`], after
+    /// the key `from` (exclusive) when given.
+    fn newest_first<T: DeserializeOwned>(
+        &self,
+        ks: &Keyspace,
+        from: Option<Vec<u8>>,
+        limit: usize,
+    ) -> StoreResult<Vec<T>> {
+        let iter = match &from {
+            Some(f) => ks.range::<&[u8], _>((
+                std::ops::Bound::Excluded(f.as_slice()),
+                std::ops::Bound::Unbounded,
+            )),
+            None => ks.iter(),
+        };
+        let mut out = Vec::new();
+        for g in iter.take(limit) {
+            let (k, v) = g.into_inner().map_err(unavailable)?;
+            out.push(dec(&k, &v)?);
+        }
+        Ok(out)
     }
 
     fn get_json<T: DeserializeOwned>(&self, ks: &Keyspace, key: &[u8]) -> StoreResult<Option<T>> {
@@ -937,22 +969,61 @@ impl Store for EmbeddedStore {
         limit: usize,
     ) -> StoreResult<Vec<AuditEvent>> {
         let from = before.map(|(at, id)| audit_key(at, id));
-        self.run(move |i| {
-            let iter = match &from {
-                Some(f) => i.audit.range::<&[u8], _>((
-                    std::ops::Bound::Excluded(f.as_slice()),
-                    std::ops::Bound::Unbounded,
-                )),
-                None => i.audit.iter(),
-            };
-            let mut out = Vec::new();
-            for g in iter.take(limit) {
-                let (k, v) = g.into_inner().map_err(unavailable)?;
-                out.push(dec(&k, &v)?);
-            }
-            Ok(out)
-        })
-        .await
+        self.run(move |i| i.newest_first(&i.audit, from, limit))
+            .await
+    }
+
+    async fn put_rule(&self, r: &Rule) -> StoreResult<()> {
+        let (k, v) = (format!("r/{}", r.name).into_bytes(), enc(r)?);
+        self.run(move |i| i.commit(vec![(&i.defs, k, v)])).await
+    }
+
+    async fn delete_rule(&self, name: &str) -> StoreResult<bool> {
+        let k = format!("r/{name}").into_bytes();
+        self.run(move |i| i.delete(&i.defs, &k)).await
+    }
+
+    async fn list_rules(&self) -> StoreResult<Vec<Rule>> {
+        self.run(|i| i.scan_json(&i.defs, b"r/")).await
+    }
+
+    async fn put_alert(&self, a: &Alert) -> StoreResult<()> {
+        let (k, v) = (audit_key(a.at, &a.id), enc(a)?);
+        self.run(move |i| i.commit(vec![(&i.alerts, k, v)])).await
+    }
+
+    async fn get_alert(&self, at: i64, id: &str) -> StoreResult<Option<Alert>> {
+        let k = audit_key(at, id);
+        self.run(move |i| i.get_json(&i.alerts, &k)).await
+    }
+
+    async fn list_alerts(
+        &self,
+        before: Option<(i64, &str)>,
+        limit: usize,
+    ) -> StoreResult<Vec<Alert>> {
+        let from = before.map(|(at, id)| audit_key(at, id));
+        self.run(move |i| i.newest_first(&i.alerts, from, limit))
+            .await
+    }
+
+    async fn put_dead_letter(&self, d: &DeadLetter) -> StoreResult<()> {
+        let (k, v) = (d.id.clone().into_bytes(), enc(d)?);
+        self.run(move |i| i.commit(vec![(&i.dead, k, v)])).await
+    }
+
+    async fn get_dead_letter(&self, id: &str) -> StoreResult<Option<DeadLetter>> {
+        let k = id.as_bytes().to_vec();
+        self.run(move |i| i.get_json(&i.dead, &k)).await
+    }
+
+    async fn list_dead_letters(&self) -> StoreResult<Vec<DeadLetter>> {
+        self.run(|i| i.scan_json(&i.dead, b"")).await
+    }
+
+    async fn delete_dead_letter(&self, id: &str) -> StoreResult<bool> {
+        let k = id.as_bytes().to_vec();
+        self.run(move |i| i.delete(&i.dead, &k)).await
     }
 
     async fn get_meta(&self, key: &str) -> StoreResult<Option<Bytes>> {

@@ -32,6 +32,7 @@ use gatehouse_core::model::{
     LabelConfig, LogRecords, Page, Query, ResultFilter, ResultLog, Schedule, StatusLog, User,
 };
 use gatehouse_core::ports::{BlockOutcome, Fence, Store, StoreError, StoreResult};
+use gatehouse_core::rules::{Alert, DeadLetter, Rule};
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
@@ -780,6 +781,32 @@ fn status_order(a: &StatusLog, b: &StatusLog) -> std::cmp::Ordering {
 }
 
 impl ScyllaStore {
+    /// Up to `limit` documents of a day-partitioned, newest-first table
+    /// (audit log, alerts), walking the days noted under `days_kind` from
+    /// the newest, strictly older than `before`.
+    async fn newest_first<T: DeserializeOwned>(
+        &self,
+        days_kind: &str,
+        statement: statements::DayStatement,
+        before: Option<(i64, &str)>,
+        limit: usize,
+    ) -> StoreResult<Vec<T>> {
+        let start_day = before.map(|(at, _)| day_of(at / 1000));
+        let mut out: Vec<T> = Vec::new();
+        for day in self.recent_buckets(days_kind).await? {
+            if start_day.is_some_and(|d| day > d) {
+                continue;
+            }
+            let cursor = before.filter(|_| Some(day) == start_day);
+            let (q, v) = statement(day, cursor);
+            out.extend(self.inner.docs::<T>(q, v, limit - out.len()).await?);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     async fn put_def<T: Serialize>(&self, kind: &str, name: &str, v: &T) -> StoreResult<()> {
         self.inner
             .exec(Q::PutDefinition, (kind, name, enc(v)?))
@@ -1639,21 +1666,74 @@ impl Store for ScyllaStore {
         before: Option<(i64, &str)>,
         limit: usize,
     ) -> StoreResult<Vec<AuditEvent>> {
-        let i = &self.inner;
-        let start_day = before.map(|(at, _)| day_of(at / 1000));
-        let mut out: Vec<AuditEvent> = Vec::new();
-        for day in self.recent_buckets("audit_day").await? {
-            if start_day.is_some_and(|d| day > d) {
-                continue;
-            }
-            let cursor = before.filter(|_| Some(day) == start_day);
-            let (q, v) = statements::audit_of_day(day, cursor);
-            out.extend(i.docs::<AuditEvent>(q, v, limit - out.len()).await?);
-            if out.len() >= limit {
-                break;
-            }
+        self.newest_first("audit_day", statements::audit_of_day, before, limit)
+            .await
+    }
+
+    async fn put_rule(&self, r: &Rule) -> StoreResult<()> {
+        self.put_def("rule", &r.name, r).await
+    }
+
+    async fn delete_rule(&self, name: &str) -> StoreResult<bool> {
+        self.delete_def("rule", name).await
+    }
+
+    async fn list_rules(&self) -> StoreResult<Vec<Rule>> {
+        self.list_defs("rule").await
+    }
+
+    async fn put_alert(&self, a: &Alert) -> StoreResult<()> {
+        let day = day_of(a.at / 1000);
+        self.inner
+            .exec(Q::PutAlert, (day, i64::MAX - a.at, a.id.as_str(), enc(a)?))
+            .await?;
+        self.note_recent("alert_day", day).await
+    }
+
+    async fn get_alert(&self, at: i64, id: &str) -> StoreResult<Option<Alert>> {
+        let key = (day_of(at / 1000), i64::MAX - at, id);
+        match self.inner.one::<(Vec<u8>,)>(Q::GetAlert, key).await? {
+            Some((doc,)) => dec("get_alert", &doc).map(Some),
+            None => Ok(None),
         }
-        Ok(out)
+    }
+
+    async fn list_alerts(
+        &self,
+        before: Option<(i64, &str)>,
+        limit: usize,
+    ) -> StoreResult<Vec<Alert>> {
+        self.newest_first("alert_day", statements::alerts_of_day, before, limit)
+            .await
+    }
+
+    async fn put_dead_letter(&self, d: &DeadLetter) -> StoreResult<()> {
+        self.inner
+            .exec(Q::PutDeadLetter, ("all", d.id.as_str(), enc(d)?))
+            .await
+            .map(|_| ())
+    }
+
+    async fn get_dead_letter(&self, id: &str) -> StoreResult<Option<DeadLetter>> {
+        match self
+            .inner
+            .one::<(Vec<u8>,)>(Q::GetDeadLetter, ("all", id))
+            .await?
+        {
+            Some((doc,)) => dec("get_dead_letter", &doc).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_dead_letters(&self) -> StoreResult<Vec<DeadLetter>> {
+        self.inner
+            .docs(Q::ListDeadLetters, ("all",), usize::MAX)
+            .await
+    }
+
+    async fn delete_dead_letter(&self, id: &str) -> StoreResult<bool> {
+        let res = self.inner.exec(Q::DeleteDeadLetter, ("all", id)).await?;
+        Ok(lwt_applied(res)?.unwrap_or(true))
     }
 
     async fn get_meta(&self, key: &str) -> StoreResult<Option<Bytes>> {

@@ -34,7 +34,7 @@ pub const CAMPAIGN_TABLES: &[&str] = &[
     "open_deliveries",
     "campaign_results",
 ];
-pub const AUDIT_TABLES: &[&str] = &["audit_log"];
+pub const AUDIT_TABLES: &[&str] = &["audit_log", "alerts"];
 pub const CARVE_TABLES: &[&str] = &[
     "carves",
     "carves_by_month",
@@ -93,6 +93,18 @@ pub const MIGRATIONS: &[Migration] = &[
             "CREATE TABLE IF NOT EXISTS {ks}.user_list (scope text, name text, doc blob, PRIMARY KEY ((scope), name))",
             "CREATE TABLE IF NOT EXISTS {ks}.api_tokens (scope text, id text, doc blob, PRIMARY KEY ((scope), id))",
             "CREATE TABLE IF NOT EXISTS {ks}.api_token_by_hash (sha256 text PRIMARY KEY, doc blob)",
+        ],
+    },
+    Migration {
+        version: 3,
+        description: "alert history and webhook dead letters",
+        statements: &[
+            // Rules are definitions (kind `rule`). Alerts: one partition per
+            // day, newest first, kept as long as the audit log; the rule
+            // engine caps alerts per rule per minute, which bounds a day.
+            "CREATE TABLE IF NOT EXISTS {ks}.alerts (day int, inverted_time bigint, alert_id text, doc blob, PRIMARY KEY ((day), inverted_time, alert_id)) WITH default_time_to_live = {ttl_audit}",
+            // Operators empty it by redriving or deleting: small.
+            "CREATE TABLE IF NOT EXISTS {ks}.dead_letters (scope text, id text, doc blob, PRIMARY KEY ((scope), id))",
         ],
     },
 ];

@@ -128,6 +128,15 @@ statements! {
     AuditOfDay = Reads, "SELECT doc FROM {ks}.audit_log WHERE day = ?";
     AuditOfDayBefore = Reads, "SELECT doc FROM {ks}.audit_log WHERE day = ? AND (inverted_time, event_id) > (?, ?)";
 
+    PutAlert = Admin, "INSERT INTO {ks}.alerts (day, inverted_time, alert_id, doc) VALUES (?, ?, ?, ?)";
+    GetAlert = Reads, "SELECT doc FROM {ks}.alerts WHERE day = ? AND inverted_time = ? AND alert_id = ?";
+    AlertsOfDay = Reads, "SELECT doc FROM {ks}.alerts WHERE day = ?";
+    AlertsOfDayBefore = Reads, "SELECT doc FROM {ks}.alerts WHERE day = ? AND (inverted_time, alert_id) > (?, ?)";
+    PutDeadLetter = Admin, "INSERT INTO {ks}.dead_letters (scope, id, doc) VALUES (?, ?, ?)";
+    GetDeadLetter = Admin, "SELECT doc FROM {ks}.dead_letters WHERE scope = ? AND id = ?";
+    ListDeadLetters = Admin, "SELECT doc FROM {ks}.dead_letters WHERE scope = ?";
+    DeleteDeadLetter = Conditional, "DELETE FROM {ks}.dead_letters WHERE scope = ? AND id = ? IF EXISTS";
+
     GetMeta = Admin, "SELECT value FROM {ks}.meta WHERE key = ?";
     PutMeta = Admin, "INSERT INTO {ks}.meta (key, value) VALUES (?, ?)";
 }
@@ -174,6 +183,9 @@ pub fn status_of_host(host: &HostId, day: i32, w: Option<(i64, i64)>) -> (Q, Vec
     }
 }
 
+/// Builds the read of one day of a newest-first table, after a cursor.
+pub type DayStatement = fn(i32, Option<(i64, &str)>) -> (Q, Vec<CqlValue>);
+
 /// One day of the audit log, newest first; with `before`, only events
 /// older than that `(at, id)` (a multi-column clustering range).
 pub fn audit_of_day(day: i32, before: Option<(i64, &str)>) -> (Q, Vec<CqlValue>) {
@@ -187,6 +199,14 @@ pub fn audit_of_day(day: i32, before: Option<(i64, &str)>) -> (Q, Vec<CqlValue>)
             ],
         ),
         None => (Q::AuditOfDay, vec![CqlValue::Int(day)]),
+    }
+}
+
+/// One day of alerts, newest first, like [`audit_of_day`].
+pub fn alerts_of_day(day: i32, before: Option<(i64, &str)>) -> (Q, Vec<CqlValue>) {
+    match audit_of_day(day, before) {
+        (Q::AuditOfDayBefore, v) => (Q::AlertsOfDayBefore, v),
+        (_, v) => (Q::AlertsOfDay, v),
     }
 }
 

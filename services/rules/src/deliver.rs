@@ -1,0 +1,175 @@
+//! Webhook delivery: one POST of an alert as JSON, and the retry loop with
+//! exponential back-off around it. A 2xx answer is delivered; anything
+//! else (another status, a timeout, a refused connection) is retried
+//! until the attempts run out.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use gatehouse_core::rules::Alert;
+use gatehouse_runtime::Shutdown;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+use crate::metrics::metrics;
+use crate::{RulesConfig, RulesError, delivery};
+
+/// How a delivery ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivered {
+    Yes,
+    /// Every attempt failed.
+    GaveUp,
+    /// The process is stopping; the delivery stays pending.
+    Stopped,
+}
+
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub result: Delivered,
+    pub attempts: u32,
+    /// The last failure, if any.
+    pub error: Option<String>,
+}
+
+/// An HTTP client for webhook receivers: the system's CAs plus any given.
+#[derive(Debug, Clone)]
+pub struct WebhookClient {
+    http: reqwest::Client,
+}
+
+impl WebhookClient {
+    pub fn new(timeout: Duration, extra_ca: Option<&Path>) -> Result<Self, RulesError> {
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        for c in native.certs {
+            // A system certificate rustls cannot use is skipped, as curl does.
+            let _ = roots.add(c);
+        }
+        if let Some(path) = extra_ca {
+            let bad = |e: String| RulesError::Client(format!("{}: {e}", path.display()));
+            for c in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
+                roots
+                    .add(c.map_err(|e| bad(e.to_string()))?)
+                    .map_err(|e| bad(e.to_string()))?;
+            }
+        }
+        // The process installs ring as its provider; naming it here keeps
+        // the client usable where nothing was installed (tests, tools).
+        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| RulesError::Client(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("gatehouse/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| RulesError::Client(e.to_string()))?;
+        Ok(Self { http })
+    }
+
+    /// One POST of `alert` to `url`.
+    pub async fn post(&self, url: &str, alert: &Alert) -> Result<(), String> {
+        let started = Instant::now();
+        let r = self
+            .http
+            .post(url)
+            .header("x-gatehouse-alert-id", &alert.id)
+            .header("x-gatehouse-rule", &alert.rule)
+            .json(alert)
+            .send()
+            .await;
+        metrics()
+            .delivery_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match r {
+            Ok(resp) if resp.status().is_success() => Ok(()),
+            Ok(resp) => Err(format!("receiver answered {}", resp.status())),
+            // The error's chain without the URL (it may hold a secret).
+            Err(e) => Err(describe(&e)),
+        }
+    }
+
+    /// Posts with retries: `cfg.webhook_attempts` attempts, waiting
+    /// `webhook_backoff`, doubled after each failure (at most a minute).
+    pub async fn deliver_with_retries(
+        &self,
+        url: &str,
+        alert: &Alert,
+        cfg: &RulesConfig,
+        shutdown: &Shutdown,
+    ) -> Outcome {
+        let mut wait = cfg.webhook_backoff;
+        let mut error = None;
+        let attempts = cfg.webhook_attempts.max(1);
+        for attempt in 1..=attempts {
+            match self.post(url, alert).await {
+                Ok(()) => {
+                    metrics()
+                        .deliveries
+                        .get_or_create(&delivery("webhook", "delivered"))
+                        .inc();
+                    return Outcome {
+                        result: Delivered::Yes,
+                        attempts: attempt,
+                        error,
+                    };
+                }
+                Err(e) => {
+                    tracing::info!(alert = %alert.id, attempt, error = %e, "webhook attempt failed");
+                    error = Some(e);
+                }
+            }
+            if attempt == attempts {
+                break;
+            }
+            metrics()
+                .deliveries
+                .get_or_create(&delivery("webhook", "retried"))
+                .inc();
+            tokio::select! {
+                _ = shutdown.wait() => {
+                    return Outcome { result: Delivered::Stopped, attempts: attempt, error };
+                }
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(Duration::from_secs(60));
+        }
+        metrics()
+            .deliveries
+            .get_or_create(&delivery("webhook", "dead"))
+            .inc();
+        tracing::warn!(alert = %alert.id, rule = %alert.rule, attempts, "webhook gave up; moved to the dead letters");
+        Outcome {
+            result: Delivered::GaveUp,
+            attempts,
+            error,
+        }
+    }
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "request failed"
+    };
+    let mut detail = String::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    if detail.is_empty() {
+        what.to_owned()
+    } else {
+        format!("{what}: {detail}")
+    }
+}

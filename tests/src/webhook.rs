@@ -1,0 +1,84 @@
+//! A webhook receiver for tests: records every POST (path, alert id
+//! header, JSON body) and answers 200, or 503 while `failing` is set.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use serde_json::Value;
+
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub path: String,
+    pub alert_id: String,
+    pub body: Value,
+}
+
+#[derive(Default)]
+struct Inner {
+    hits: Mutex<Vec<Hit>>,
+    failing: AtomicBool,
+}
+
+/// Runs until dropped.
+pub struct WebhookReceiver {
+    pub url: String,
+    inner: Arc<Inner>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WebhookReceiver {
+    pub async fn start() -> anyhow::Result<Self> {
+        let inner = Arc::new(Inner::default());
+        let app = Router::new()
+            .fallback(
+                |State(s): State<Arc<Inner>>, uri: Uri, headers: HeaderMap, body: String| async move {
+                    let hit = Hit {
+                        path: uri.path().to_owned(),
+                        alert_id: headers
+                            .get("x-gatehouse-alert-id")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned(),
+                        body: serde_json::from_str(&body).unwrap_or(Value::Null),
+                    };
+                    if let Ok(mut h) = s.hits.lock() {
+                        h.push(hit);
+                    }
+                    if s.failing.load(Ordering::SeqCst) {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    } else {
+                        StatusCode::OK
+                    }
+                },
+            )
+            .with_state(inner.clone());
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://127.0.0.1:{}", l.local_addr()?.port());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(l, app).await;
+        });
+        Ok(Self { url, inner, task })
+    }
+
+    pub fn set_failing(&self, failing: bool) {
+        self.inner.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Requests received on `path` so far.
+    pub fn hits(&self, path: &str) -> Vec<Hit> {
+        self.inner
+            .hits
+            .lock()
+            .map(|h| h.iter().filter(|x| x.path == path).cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for WebhookReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

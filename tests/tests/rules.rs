@@ -1,0 +1,471 @@
+//! Rules and alerts end to end on the all-in-one: rules defined through
+//! REST and gRPC fire on matching result rows (and not on others), post
+//! webhooks to a real receiver, retry a failing one and dead-letter it,
+//! redrive it once the receiver recovers; a re-sent batch fires nothing
+//! twice; enrollments fire host-enrolled rules; roles decide who may add
+//! webhooks, read their URLs and manage dead letters; the audit log
+//! records each change.
+
+use std::time::Duration;
+
+use gatehouse_proto::v1 as pb;
+use gatehouse_proto::v1::admin_client::AdminClient;
+use gatehouse_tests::webhook::WebhookReceiver;
+use gatehouse_tests::{TestServer, eventually};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+fn as_user<T>(token: &str, msg: T) -> anyhow::Result<tonic::Request<T>> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse()?);
+    Ok(r)
+}
+
+fn event_line(host: &str, name: &str, columns: Value, t: i64) -> Value {
+    json!({
+        "name": name, "hostIdentifier": host, "calendarTime": "Mon Jun  3 10:00:00 2024 UTC",
+        "unixTime": t, "epoch": 0, "counter": 1, "numerics": false,
+        "decorations": {"hostname": host}, "columns": columns, "action": "added"
+    })
+}
+
+/// Alerts of `rule` currently in the history.
+async fn alerts_of(s: &TestServer, token: &str, rule: &str) -> anyhow::Result<Vec<Value>> {
+    let (code, all) = s
+        .call(token, Method::GET, "/api/v1/alerts?limit=1000", None)
+        .await?;
+    anyhow::ensure!(code == 200, "{all}");
+    Ok(all
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| a["rule"] == rule)
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_fire_on_matching_rows_and_webhooks_retry_dead_letter_and_redrive()
+-> anyhow::Result<()> {
+    let hook = WebhookReceiver::start().await?;
+    let dir = tempfile::tempdir()?;
+    let s = TestServer::start_in(&dir.path().join("data"), |c| {
+        c.rules.webhook_attempts = 3;
+        c.rules.webhook_backoff_ms = 50;
+    })
+    .await?;
+    let admin = s.boot.admin_token.clone();
+    let alice = s.user_token("alice", "operator").await?;
+    let bob = s.user_token("bob", "observer").await?;
+
+    let nc_rule = json!({
+        "description": "netcat listening on a high port",
+        "when": {"event": "results", "query": "listening", "condition": {"all": [
+            {"column": "name", "op": "eq", "value": "nc"},
+            {"any": [
+                {"column": "port", "op": "ge", "value": "30000"},
+                {"column": "port", "op": "eq", "value": "4444"}
+            ]}
+        ]}},
+        "actions": [{"type": "webhook", "url": format!("{}/ok/secret-token", hook.url)}, {"type": "log"}]
+    });
+    // Webhooks send fleet data out: operators may not add them.
+    let (code, e) = s
+        .call(
+            &alice,
+            Method::PUT,
+            "/api/v1/rules/nc",
+            Some(nc_rule.clone()),
+        )
+        .await?;
+    assert_eq!(code, 403, "{e}");
+    assert!(e["error"].as_str().unwrap_or("").contains("admin"), "{e}");
+    let (code, saved) = s
+        .call(&admin, Method::PUT, "/api/v1/rules/nc", Some(nc_rule))
+        .await?;
+    assert_eq!(code, 200, "{saved}");
+    assert!(saved["enabled"].as_bool().unwrap_or(false));
+    // A log-only rule is an operator's to add.
+    let (code, e) = s
+        .call(
+            &alice,
+            Method::PUT,
+            "/api/v1/rules/root-shell",
+            Some(json!({
+                "when": {"event": "results", "query": "listening",
+                         "condition": {"column": "path", "op": "regex", "value": "^/(tmp|dev/shm)/"}},
+                "actions": [{"type": "log"}]
+            })),
+        )
+        .await?;
+    assert_eq!(code, 200, "{e}");
+    // Bad rules are refused with what to fix.
+    for (body, want) in [
+        (
+            json!({"when": {"event": "results", "query": "q", "condition": {"column": "a", "op": "regex", "value": "(["}}, "actions": [{"type": "log"}]}),
+            "not a valid regex",
+        ),
+        (
+            json!({"when": {"event": "results", "query": "q", "condition": {"column": "a", "op": "like", "value": "x"}}, "actions": [{"type": "log"}]}),
+            "",
+        ),
+        (
+            json!({"when": {"event": "host_silent", "after_secs": 10}, "actions": [{"type": "log"}]}),
+            "at least 60",
+        ),
+        (
+            json!({"when": {"event": "host_enrolled"}, "actions": []}),
+            "at least one action",
+        ),
+    ] {
+        let (code, e) = s
+            .call(&alice, Method::PUT, "/api/v1/rules/bad", Some(body.clone()))
+            .await?;
+        assert_eq!(code, 400, "{body}: {e}");
+        assert!(e["error"].as_str().unwrap_or("").contains(want), "{e}");
+    }
+    // Observers read rules, without the webhook's secret path.
+    let (code, rules) = s.call(&bob, Method::GET, "/api/v1/rules", None).await?;
+    assert_eq!(code, 200);
+    assert_eq!(rules.as_array().map(Vec::len), Some(2));
+    assert!(!rules.to_string().contains("secret-token"), "{rules}");
+    assert!(rules.to_string().contains("/…"), "{rules}");
+    let (_, rules) = s.call(&admin, Method::GET, "/api/v1/rules", None).await?;
+    assert!(rules.to_string().contains("secret-token"));
+    let (code, _) = s
+        .call(&bob, Method::DELETE, "/api/v1/rules/nc", None)
+        .await?;
+    assert_eq!(code, 403);
+
+    // A failing receiver: retried, then dead-lettered.
+    hook.set_failing(true);
+    let (code, e) = s
+        .call(
+            &admin,
+            Method::PUT,
+            "/api/v1/rules/any-listener",
+            Some(json!({
+                "when": {"event": "results", "query": "listening", "row_actions": ["added"],
+                         "condition": {"column": "port", "op": "not_empty"}},
+                "actions": [{"type": "webhook", "url": format!("{}/flaky", hook.url)}]
+            })),
+        )
+        .await?;
+    assert_eq!(code, 200, "{e}");
+
+    let mut agent = s.agent(1);
+    anyhow::ensure!(agent.enroll().await?.agent_success());
+    let host = agent.host_id();
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
+    let batch = json!([
+        event_line(
+            "web-01",
+            "listening",
+            json!({"name": "nc", "port": "31337", "path": "/usr/bin/nc"}),
+            t
+        ),
+        event_line(
+            "web-01",
+            "listening",
+            json!({"name": "nc", "port": "22", "path": "/usr/bin/nc"}),
+            t
+        ),
+        event_line(
+            "web-01",
+            "listening",
+            json!({"name": "sshd", "port": "4444", "path": "/usr/sbin/sshd"}),
+            t
+        ),
+        event_line(
+            "web-01",
+            "processes",
+            json!({"name": "nc", "port": "4444"}),
+            t
+        ),
+    ]);
+    // The receiver fails while the first webhook is tried, so the second
+    // rule's retries run out; make the first rule's receiver path succeed.
+    let r = agent.log("result", batch.clone()).await?;
+    assert!(r.agent_success());
+
+    // The nc rule fired once: only the high-port nc row.
+    let nc = eventually(Duration::from_secs(20), || async {
+        let a = alerts_of(&s, &bob, "nc").await?;
+        Ok((!a.is_empty()).then_some(a))
+    })
+    .await?;
+    assert_eq!(nc.len(), 1, "{nc:?}");
+    let alert = &nc[0];
+    assert_eq!(alert["host_id"], host.as_str());
+    assert_eq!(alert["hostname"], "web-01");
+    assert_eq!(alert["detail"]["columns"]["port"], "31337");
+    assert_eq!(alert["actions"][1]["state"], "delivered", "log action");
+    assert!(!alert.to_string().contains("secret-token"), "{alert}");
+    // The receiver was failing: the nc webhook retried and died too.
+    let flaky = eventually(Duration::from_secs(20), || async {
+        let a = alerts_of(&s, &bob, "any-listener").await?;
+        let done = a.len() == 3 && a.iter().all(|x| x["actions"][0]["state"] == "dead");
+        Ok(done.then_some(a))
+    })
+    .await?;
+    assert!(
+        flaky.iter().all(|a| a["actions"][0]["attempts"] == 3),
+        "{flaky:?}"
+    );
+    assert!(
+        flaky[0]["actions"][0]["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("503")
+    );
+    assert_eq!(hook.hits("/flaky").len(), 9, "3 alerts x 3 attempts");
+    let nc = eventually(Duration::from_secs(20), || async {
+        let a = alerts_of(&s, &bob, "nc").await?;
+        Ok((a[0]["actions"][0]["state"] == "dead").then_some(a))
+    })
+    .await?;
+    let nc_id = nc[0]["id"].as_str().unwrap_or_default().to_owned();
+    let hits = hook.hits("/ok/secret-token");
+    assert_eq!(hits.len(), 3);
+    assert!(
+        hits.iter()
+            .all(|h| h.alert_id == nc_id && h.body["rule"] == "nc")
+    );
+
+    // Dead letters: admins only.
+    let (code, _) = s
+        .call(&bob, Method::GET, "/api/v1/dead_letters", None)
+        .await?;
+    assert_eq!(code, 403);
+    let (_, dead) = s
+        .call(&admin, Method::GET, "/api/v1/dead_letters", None)
+        .await?;
+    assert_eq!(dead.as_array().map(Vec::len), Some(4), "{dead}");
+    let nc_dead = format!("{nc_id}.0");
+    // Redriving while the receiver still fails: 502, the letter stays.
+    let path = format!("/api/v1/dead_letters/{nc_dead}/redrive");
+    let (code, e) = s.call(&admin, Method::POST, &path, None).await?;
+    assert_eq!(code, 502, "{e}");
+    hook.set_failing(false);
+    let (code, redriven) = s.call(&admin, Method::POST, &path, None).await?;
+    assert_eq!(code, 200, "{redriven}");
+    assert_eq!(redriven["actions"][0]["state"], "delivered");
+    assert_eq!(redriven["actions"][0]["attempts"], 5);
+    let (_, dead) = s
+        .call(&admin, Method::GET, "/api/v1/dead_letters", None)
+        .await?;
+    assert_eq!(dead.as_array().map(Vec::len), Some(3));
+    assert_eq!(
+        alerts_of(&s, &bob, "nc").await?[0]["actions"][0]["state"],
+        "delivered"
+    );
+    // A dead letter can also be dropped.
+    let drop_id = dead[0]["id"].as_str().unwrap_or_default().to_owned();
+    let (code, _) = s
+        .call(
+            &admin,
+            Method::DELETE,
+            &format!("/api/v1/dead_letters/{drop_id}"),
+            None,
+        )
+        .await?;
+    assert_eq!(code, 204);
+    let (code, _) = s
+        .call(
+            &admin,
+            Method::POST,
+            &format!("/api/v1/dead_letters/{drop_id}/redrive"),
+            None,
+        )
+        .await?;
+    assert_eq!(code, 404);
+
+    // The agent re-sends the same batch: nothing fires twice.
+    assert!(agent.log("result", batch).await?.agent_success());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(alerts_of(&s, &bob, "nc").await?.len(), 1);
+    assert_eq!(
+        hook.hits("/ok/secret-token").len(),
+        5,
+        "3 attempts and 2 redrives"
+    );
+
+    // Every change is in the audit log, webhook URLs without secrets.
+    let (_, audit) = s
+        .call(&admin, Method::GET, "/api/v1/audit?limit=200", None)
+        .await?;
+    let actions: Vec<String> = audit
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {}",
+                e["action"].as_str().unwrap_or(""),
+                e["target"].as_str().unwrap_or(""),
+                e["outcome"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    for want in [
+        "rule.put nc denied",
+        "rule.put nc accepted",
+        "rule.put root-shell accepted",
+        "rule.delete nc denied",
+        "dead_letter.redrive",
+        "dead_letter.delete",
+    ] {
+        assert!(
+            actions.iter().any(|a| a.starts_with(want)),
+            "{want} missing from {actions:?}"
+        );
+    }
+    assert!(!audit.to_string().contains("secret-token"));
+
+    // The engine's metrics.
+    let metrics = reqwest::get(format!("{}/metrics", s.ops_url))
+        .await?
+        .text()
+        .await?;
+    for m in [
+        "gatehouse_rule_evaluations_total{event=\"results\"}",
+        "gatehouse_alerts_total{rule=\"nc\",outcome=\"fired\"}",
+        "gatehouse_alert_deliveries_total{action=\"webhook\",outcome=\"dead\"}",
+        "gatehouse_alert_deliveries_total{action=\"webhook\",outcome=\"retried\"}",
+        "gatehouse_rules_loaded",
+    ] {
+        assert!(metrics.contains(m), "{m} missing");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrollments_fire_rules_and_grpc_manages_rules_and_reads_alerts() -> anyhow::Result<()> {
+    let s = TestServer::start().await?;
+    let admin = s.boot.admin_token.clone();
+    let bob = s.user_token("bob", "observer").await?;
+    let mut grpc = AdminClient::new(s.grpc_channel().await?);
+    let to_struct = |v: Value| -> prost_types::Struct {
+        match gatehouse_api::grpc::to_pb_value(v).kind {
+            Some(prost_types::value::Kind::StructValue(s)) => s,
+            _ => prost_types::Struct::default(),
+        }
+    };
+    let rule = pb::Rule {
+        name: "new-host".into(),
+        description: "every first enrollment".into(),
+        enabled: true,
+        when: Some(to_struct(
+            json!({"event": "host_enrolled", "first_only": true}),
+        )),
+        actions: vec![to_struct(json!({"type": "log"}))],
+        updated_at: 0,
+    };
+    // Observers may not write rules.
+    let e = grpc
+        .put_rule(as_user(&bob, rule.clone())?)
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("accepted"))?;
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    let saved = grpc.put_rule(as_user(&admin, rule)?).await?.into_inner();
+    assert!(saved.updated_at > 0);
+    // A bad trigger is INVALID_ARGUMENT with serde's reason.
+    let bad = pb::Rule {
+        name: "bad".into(),
+        when: Some(to_struct(json!({"event": "host_exploded"}))),
+        actions: vec![to_struct(json!({"type": "log"}))],
+        ..Default::default()
+    };
+    let e = grpc
+        .put_rule(as_user(&admin, bad)?)
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("accepted"))?;
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("host_exploded"), "{}", e.message());
+
+    let listed = grpc
+        .list_rules(as_user(&bob, pb::Empty {})?)
+        .await?
+        .into_inner();
+    assert_eq!(listed.rules.len(), 1);
+    assert_eq!(listed.rules[0].name, "new-host");
+
+    // The engine loads the rule from the change broadcast; enroll two hosts.
+    let mut a = s.agent(1);
+    let mut b = s.agent(2);
+    anyhow::ensure!(a.enroll().await?.agent_success());
+    anyhow::ensure!(b.enroll().await?.agent_success());
+    // A re-enrollment is not a first enrollment: it fires nothing.
+    anyhow::ensure!(a.enroll().await?.agent_success());
+    let alerts = eventually(Duration::from_secs(10), || async {
+        let r = grpc
+            .clone()
+            .list_alerts(as_user(
+                &bob,
+                pb::ListAlertsRequest {
+                    limit: 100,
+                    ..Default::default()
+                },
+            )?)
+            .await?
+            .into_inner();
+        Ok((r.alerts.len() >= 2).then_some(r.alerts))
+    })
+    .await?;
+    let mut hosts: Vec<&str> = alerts.iter().map(|a| a.host_id.as_str()).collect();
+    hosts.sort();
+    hosts.dedup();
+    assert_eq!(
+        alerts.len(),
+        2,
+        "one per host's first enrollment: {alerts:?}"
+    );
+    assert_eq!(hosts.len(), 2);
+    assert!(
+        alerts
+            .iter()
+            .all(|x| x.event == "host_enrolled" && x.actions[0].state == "delivered")
+    );
+
+    // Dead letters over gRPC are admin-only; deleting a rule is audited.
+    let e = grpc
+        .list_dead_letters(as_user(&bob, pb::Empty {})?)
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("accepted"))?;
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    assert!(
+        grpc.list_dead_letters(as_user(&admin, pb::Empty {})?)
+            .await?
+            .into_inner()
+            .dead_letters
+            .is_empty()
+    );
+    grpc.delete_rule(as_user(
+        &admin,
+        pb::NameRef {
+            name: "new-host".into(),
+        },
+    )?)
+    .await?;
+    let e = grpc
+        .delete_rule(as_user(
+            &admin,
+            pb::NameRef {
+                name: "new-host".into(),
+            },
+        )?)
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("accepted"))?;
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    let (_, audit) = s.call(&admin, Method::GET, "/api/v1/audit", None).await?;
+    assert!(audit.to_string().contains("rule.delete"));
+    Ok(())
+}
