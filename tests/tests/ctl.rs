@@ -198,6 +198,10 @@ async fn ctl_apply_is_idempotent_and_exports_round_trip() -> anyhow::Result<()> 
         d.join("labels.yaml"),
         "kind: label_config\nname: servers\nspec:\n  options:\n    distributed_interval: 30\n  file_paths:\n    etc: [\"/etc/%%\"]\n",
     )?;
+    std::fs::write(
+        d.join("rules.yaml"),
+        "kind: rule\nname: tmp-binaries\nspec:\n  description: processes run from /tmp\n  when:\n    event: results\n    query: processes\n    condition:\n      any:\n        - {column: path, op: begins_with, value: /tmp/}\n        - {column: path, op: regex, value: '^/dev/shm/'}\n  actions:\n    - type: log\n",
+    )?;
     let dirs = d.to_string_lossy().into_owned();
 
     // A dry run shows everything to create and changes nothing.
@@ -209,7 +213,7 @@ async fn ctl_apply_is_idempotent_and_exports_round_trip() -> anyhow::Result<()> 
         "{out}"
     );
     assert!(
-        out.ends_with("4 to create, 0 to change, 0 unchanged (dry run: nothing changed)\n"),
+        out.ends_with("5 to create, 0 to change, 0 unchanged (dry run: nothing changed)\n"),
         "{out}"
     );
     assert_eq!(s.get("/api/v1/queries").await?, json!([]));
@@ -224,7 +228,7 @@ async fn ctl_apply_is_idempotent_and_exports_round_trip() -> anyhow::Result<()> 
         .map_or(0, Vec::len);
     let o = ctl(&s, &admin, &["apply", "-f", &dirs])?;
     assert!(
-        stdout(&o).ends_with("0 to create, 0 to change, 4 unchanged\n"),
+        stdout(&o).ends_with("0 to create, 0 to change, 5 unchanged\n"),
         "{}",
         stdout(&o)
     );
@@ -244,10 +248,20 @@ async fn ctl_apply_is_idempotent_and_exports_round_trip() -> anyhow::Result<()> 
         "{out}"
     );
     assert!(
-        out.ends_with("0 to create, 1 to change, 3 unchanged\n"),
+        out.ends_with("0 to create, 1 to change, 4 unchanged\n"),
         "{out}"
     );
     assert_eq!(s.get("/api/v1/schedules").await?[0]["interval"], 60);
+
+    // The rule is live: listed by ctl, no alerts yet.
+    let o = ctl(&s, &admin, &["rules", "list"])?;
+    assert!(
+        stdout(&o).contains("tmp-binaries") && stdout(&o).contains("results"),
+        "{}",
+        stdout(&o)
+    );
+    let o = ctl(&s, &admin, &["alerts", "--json"])?;
+    assert_eq!(serde_json::from_slice::<Value>(&o.stdout)?, json!([]));
 
     // Exported and re-applied: a no-op.
     let o = ctl(&s, &admin, &["get", "all", "-o", "yaml"])?;
@@ -260,7 +274,7 @@ async fn ctl_apply_is_idempotent_and_exports_round_trip() -> anyhow::Result<()> 
         &["apply", "-f", &export.path().to_string_lossy()],
     )?;
     assert!(
-        stdout(&o).ends_with("0 to create, 0 to change, 4 unchanged\n"),
+        stdout(&o).ends_with("0 to create, 0 to change, 5 unchanged\n"),
         "{}",
         stdout(&o)
     );

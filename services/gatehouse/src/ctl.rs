@@ -56,12 +56,23 @@ pub enum What {
     Tokens(Tokens),
     #[command(subcommand, name = "enroll-secrets")]
     EnrollSecrets(EnrollSecrets),
+    /// Rules (define them with `apply`: kind `rule`).
+    #[command(subcommand)]
+    Rules(Rules),
+    /// Alert history, newest first.
+    Alerts {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Webhook deliveries that failed every attempt.
+    #[command(subcommand, name = "dead-letters")]
+    DeadLetters(DeadLetters),
     /// The audit log, newest first.
     Audit {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
-    /// Makes the server's queries, schedules and label configs match the
+    /// Makes the server's queries, schedules, label configs and rules match the
     /// YAML specs in DIR (`kind`, `name`, `spec` per document): shows the
     /// difference and changes only what differs; nothing is deleted.
     Apply {
@@ -73,7 +84,7 @@ pub enum What {
     },
     /// Exports definitions as the specs `apply` reads.
     Get {
-        /// queries, schedules, label-configs or all.
+        /// queries, schedules, label-configs, rules or all.
         kind: String,
         /// yaml or json.
         #[arg(short = 'o', long = "output", default_value = "yaml")]
@@ -188,6 +199,25 @@ pub enum Tokens {
         expires_in: Option<u64>,
     },
     Revoke {
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Rules {
+    List,
+    Delete { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DeadLetters {
+    List,
+    /// Send it again now; it leaves the list once delivered.
+    Redrive {
+        id: String,
+    },
+    /// Drop it without sending.
+    Delete {
         id: String,
     },
 }
@@ -601,6 +631,71 @@ pub async fn run(a: CtlArgs) -> Result<String, CtlError> {
                 .await?,
             &["id", "revoked"],
         ),
+        What::Rules(Rules::List) => {
+            let mut rules = api.get("/rules").await?;
+            for r in rules.as_array_mut().into_iter().flatten() {
+                let event = r["when"]["event"].clone();
+                let actions: Vec<Value> = r["actions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|a| a["type"].clone())
+                    .collect();
+                r["event"] = event;
+                r["action_types"] = json!(actions);
+            }
+            show(
+                j,
+                &rules,
+                &["name", "enabled", "event", "action_types", "description"],
+            )
+        }
+        What::Rules(Rules::Delete { name }) => {
+            api.call(reqwest::Method::DELETE, &format!("/rules/{name}"), None)
+                .await?;
+            format!("rule {name} deleted")
+        }
+        What::Alerts { limit } => {
+            let mut alerts = api.get(&format!("/alerts?limit={limit}")).await?;
+            for a in alerts.as_array_mut().into_iter().flatten() {
+                let states: Vec<Value> = a["actions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|o| json!(format!("{}:{}", cell(&o["action"]), cell(&o["state"]))))
+                    .collect();
+                a["delivery"] = json!(states);
+            }
+            show(
+                j,
+                &alerts,
+                &["at", "rule", "event", "hostname", "summary", "delivery"],
+            )
+        }
+        What::DeadLetters(DeadLetters::List) => show(
+            j,
+            &api.get("/dead_letters").await?,
+            &["id", "dead_at", "attempts", "last_error"],
+        ),
+        What::DeadLetters(DeadLetters::Redrive { id }) => show(
+            j,
+            &api.call(
+                reqwest::Method::POST,
+                &format!("/dead_letters/{id}/redrive"),
+                None,
+            )
+            .await?,
+            &["id", "rule", "summary"],
+        ),
+        What::DeadLetters(DeadLetters::Delete { id }) => {
+            api.call(
+                reqwest::Method::DELETE,
+                &format!("/dead_letters/{id}"),
+                None,
+            )
+            .await?;
+            format!("dead letter {id} deleted")
+        }
         What::Apply { dir, dry_run } => apply(&api, &dir, dry_run).await?,
         What::Get { kind, output } => get_specs(&api, &kind, &output).await?,
         What::Audit { limit } => show(
@@ -713,6 +808,7 @@ const KINDS: &[(&str, &str, &str)] = &[
     ("query", "/queries", "name"),
     ("schedule", "/schedules", "name"),
     ("label_config", "/label_configs", "label"),
+    ("rule", "/rules", "name"),
 ];
 
 /// A definition's spec in one canonical form: parsed as the server's own
@@ -734,9 +830,11 @@ fn canonical(kind: &str, name: &str, spec: &Value) -> Result<Value, String> {
         "label_config" => {
             serde_json::from_value::<LabelConfig>(full).and_then(serde_json::to_value)
         }
+        "rule" => serde_json::from_value::<gatehouse_core::rules::Rule>(full)
+            .and_then(serde_json::to_value),
         other => {
             return Err(format!(
-                "unknown kind {other:?}: query, schedule or label_config"
+                "unknown kind {other:?}: query, schedule, label_config or rule"
             ));
         }
     }
@@ -875,10 +973,11 @@ async fn get_specs(api: &Api, kind: &str, output: &str) -> Result<String, CtlErr
         "queries" => &["query"],
         "schedules" => &["schedule"],
         "label-configs" => &["label_config"],
-        "all" => &["query", "schedule", "label_config"],
+        "rules" => &["rule"],
+        "all" => &["query", "schedule", "label_config", "rule"],
         other => {
             return Err(CtlError::Refused(format!(
-                "{other:?}: queries, schedules, label-configs or all"
+                "{other:?}: queries, schedules, label-configs, rules or all"
             )));
         }
     };
