@@ -84,3 +84,97 @@ async fn host_listing_pages_and_filters_without_losing_hosts() -> anyhow::Result
     s.stop().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_are_searched_by_text_and_last_seen_and_deleted_by_admins() -> anyhow::Result<()> {
+    use gatehouse_proto::v1 as pb;
+    use gatehouse_proto::v1::admin_client::AdminClient;
+    let s = TestServer::start().await?;
+    let admin = s.boot.admin_token.clone();
+    let olga = s.user_token("olga", "operator").await?;
+    let mut agents = Vec::new();
+    for n in [1, 2, 12] {
+        let mut a = s.agent(n);
+        anyhow::ensure!(a.enroll().await?.agent_success());
+        agents.push(a);
+    }
+    let ids = |v: &Value| -> BTreeSet<String> {
+        v["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|h| h["hostname"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    // Text search, any case, over hostname, identifier, id and IP.
+    let found = s.get("/api/v1/hosts?search=WEB-1").await?;
+    assert_eq!(
+        ids(&found),
+        BTreeSet::from(["web-12.example.com".to_owned()])
+    );
+    let by_id = s
+        .get(&format!(
+            "/api/v1/hosts?search={}",
+            &agents[0].host_id()[..12]
+        ))
+        .await?;
+    assert_eq!(ids(&by_id).len(), 1);
+    // Last-seen windows: everyone was seen just now.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    let stale = s
+        .get(&format!("/api/v1/hosts?seen_before={}", now - 60_000))
+        .await?;
+    assert!(ids(&stale).is_empty(), "{stale}");
+    let fresh = s
+        .get(&format!(
+            "/api/v1/hosts?seen_after={}&platform=linux",
+            now - 60_000
+        ))
+        .await?;
+    assert_eq!(ids(&fresh).len(), 3);
+
+    // Deleting: admins only; the host is gone and its agent must enroll again.
+    let victim = agents[1].host_id();
+    let path = format!("/api/v1/hosts/{victim}");
+    assert_eq!(s.call(&olga, Method::DELETE, &path, None).await?.0, 403);
+    assert_eq!(s.call(&admin, Method::DELETE, &path, None).await?.0, 204);
+    assert_eq!(s.call(&admin, Method::GET, &path, None).await?.0, 404);
+    assert_eq!(s.call(&admin, Method::DELETE, &path, None).await?.0, 404);
+    assert_eq!(ids(&s.get("/api/v1/hosts").await?).len(), 2);
+    assert_eq!(ids(&s.get("/api/v1/hosts?label=all").await?).len(), 2);
+    let r = agents[1].config().await?;
+    assert!(r.node_invalid(), "a deleted host's key is refused");
+    assert!(agents[1].enroll().await?.agent_success());
+    assert_eq!(ids(&s.get("/api/v1/hosts").await?).len(), 3);
+
+    // gRPC: the same filters and the same delete.
+    let mut grpc = AdminClient::new(s.grpc_channel().await?);
+    let mut req = tonic::Request::new(pb::ListHostsRequest {
+        search: Some("web-02".into()),
+        ..Default::default()
+    });
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {admin}").parse()?);
+    let page = grpc.list_hosts(req).await?.into_inner();
+    assert_eq!(page.hosts.len(), 1);
+    let mut req = tonic::Request::new(pb::HostRef {
+        id: page.hosts[0].id.clone(),
+    });
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {admin}").parse()?);
+    grpc.delete_host(req).await?;
+    let (_, audit) = s.call(&admin, Method::GET, "/api/v1/audit", None).await?;
+    let deletes = audit
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["action"] == "host.delete" && e["outcome"] == "accepted")
+        .count();
+    assert_eq!(
+        deletes, 3,
+        "two REST deletes (one of a missing host) and one gRPC"
+    );
+    Ok(())
+}

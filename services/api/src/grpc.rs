@@ -415,6 +415,9 @@ impl AdminRpc for AdminGrpc {
                     label: r.label,
                     platform: r.platform,
                     online: r.online,
+                    seen_after: r.seen_after,
+                    seen_before: r.seen_before,
+                    search: r.search,
                     after: r.after,
                     limit: (r.limit > 0).then_some(r.limit as usize),
                 },
@@ -424,6 +427,12 @@ impl AdminRpc for AdminGrpc {
             hosts: page.items.into_iter().map(host_view).collect(),
             next: page.next,
         }))
+    }
+
+    async fn delete_host(&self, r: Request<pb::HostRef>) -> Result<Response<pb::Empty>, Status> {
+        let c = self.caller(&r).await?;
+        self.svc.delete_host(&c, &r.into_inner().id).await?;
+        Ok(Response::new(pb::Empty {}))
     }
 
     async fn get_host(&self, r: Request<pb::HostRef>) -> Result<Response<pb::HostView>, Status> {

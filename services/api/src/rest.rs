@@ -111,6 +111,15 @@ pub(crate) fn operations() -> Vec<(Op, MethodRouter<Arc<dyn AdminService>>)> {
                     "only this platform (darwin, linux, windows, freebsd)",
                 ),
                 ("online", "true or false"),
+                (
+                    "seen_after",
+                    "only hosts last seen at or after (ms since 1970)",
+                ),
+                ("seen_before", "only hosts last seen before (ms since 1970)"),
+                (
+                    "search",
+                    "text in the hostname, host identifier, id or last IP (any case)",
+                ),
                 ("after", "the `next` of the previous page"),
                 ("limit", "hosts per page"),
             ])
@@ -127,6 +136,17 @@ pub(crate) fn operations() -> Vec<(Op, MethodRouter<Arc<dyn AdminService>>)> {
             )
             .json(schema::<HostView>),
             get(get_host),
+        ),
+        (
+            Op::new(
+                Method::DELETE,
+                "/api/v1/hosts/{id}",
+                "deleteHost",
+                "Forget a host (its agent must enroll again; logs stay until retention)",
+                Admin,
+            )
+            .audited(),
+            delete(delete_host),
         ),
         (
             Op::new(
@@ -1239,5 +1259,14 @@ async fn delete_dead_letter(
     Path(id): Path<String>,
 ) -> ApiResult {
     s.delete_dead_letter(&c, &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn delete_host(
+    State(s): Svc,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    s.delete_host(&c, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

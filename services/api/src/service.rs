@@ -64,8 +64,37 @@ pub struct HostFilter {
     pub label: Option<String>,
     pub platform: Option<String>,
     pub online: Option<bool>,
+    /// Only hosts last seen at or after this time (ms).
+    pub seen_after: Option<i64>,
+    /// Only hosts last seen before this time (ms): the stale ones.
+    pub seen_before: Option<i64>,
+    /// Case-insensitive text in the hostname, host identifier, host id or
+    /// last IP.
+    pub search: Option<String>,
     pub after: Option<String>,
     pub limit: Option<usize>,
+}
+
+impl HostFilter {
+    fn keeps(&self, v: &HostView) -> bool {
+        let h = &v.host;
+        self.label.as_ref().is_none_or(|l| v.label_set.contains(l))
+            && self.platform.as_ref().is_none_or(|p| &h.platform == p)
+            && self.online.is_none_or(|o| v.online == o)
+            && self.seen_after.is_none_or(|t| h.last_seen >= t)
+            && self.seen_before.is_none_or(|t| h.last_seen < t)
+            && self.search.as_ref().is_none_or(|q| {
+                let q = q.to_lowercase();
+                [
+                    h.hostname.as_str(),
+                    h.host_identifier.as_str(),
+                    h.id.as_str(),
+                    h.last_ip.as_str(),
+                ]
+                .iter()
+                .any(|f| f.to_lowercase().contains(&q))
+            })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
@@ -201,6 +230,9 @@ pub trait AdminService: Send + Sync + 'static {
         labels: Vec<String>,
     ) -> Result<HostView, ApiError>;
     async fn rotate_key(&self, c: &Caller, id: &str, revoke: bool) -> Result<KeyChange, ApiError>;
+    /// Forgets a host (admin): record and labels go, logs stay until
+    /// retention; its agent must enroll again to come back.
+    async fn delete_host(&self, c: &Caller, id: &str) -> Result<(), ApiError>;
     async fn host_config(&self, c: &Caller, id: &str) -> Result<serde_json::Value, ApiError>;
     async fn host_status_logs(
         &self,
@@ -594,11 +626,7 @@ impl Admin {
                 continue;
             };
             let v = self.view(h, now);
-            let keep = v.label_set.iter().any(|l| l == label)
-                && f.label.as_ref().is_none_or(|l| v.label_set.contains(l))
-                && f.platform.as_ref().is_none_or(|p| &v.host.platform == p)
-                && f.online.is_none_or(|o| v.online == o);
-            if keep {
+            if v.label_set.iter().any(|l| l == label) && f.keeps(&v) {
                 items.push(v);
             }
         }
@@ -636,10 +664,7 @@ impl Admin {
             let count = page.items.len();
             for (i, h) in page.items.into_iter().enumerate().skip(skip) {
                 let v = self.view(h, now);
-                let keep = f.label.as_ref().is_none_or(|l| v.label_set.contains(l))
-                    && f.platform.as_ref().is_none_or(|p| &v.host.platform == p)
-                    && f.online.is_none_or(|o| v.online == o);
-                if keep {
+                if f.keeps(&v) {
                     items.push(v);
                     if items.len() == limit {
                         let next = if i + 1 < count {
@@ -1128,6 +1153,23 @@ impl AdminService for Admin {
         self.recorded(c, Role::Admin, action, id, serde_json::json!({}), async {
             self.op_rotate_key(id, revoke).await
         })
+        .await
+    }
+
+    async fn delete_host(&self, c: &Caller, id: &str) -> Result<(), ApiError> {
+        self.recorded(
+            c,
+            Role::Admin,
+            "host.delete",
+            id,
+            serde_json::json!({}),
+            async {
+                let hid = host_id(id)?;
+                self.host_call(&hid, host_request::Op::DeleteHost(Default::default()))
+                    .await
+                    .map(|_| ())
+            },
+        )
         .await
     }
 

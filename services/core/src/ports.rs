@@ -85,6 +85,9 @@ pub trait Store: Send + Sync + 'static {
     /// record's own `last_seen`. A host that does not exist is left alone.
     /// The host's one actor calls it with increasing times.
     async fn touch_host(&self, id: &HostId, last_seen: i64, fence: Fence) -> StoreResult<()>;
+    /// Removes the host's record and its label memberships (its logs and
+    /// answers stay until retention). False when there was no such host.
+    async fn delete_host(&self, id: &HostId, fence: Fence) -> StoreResult<bool>;
     /// Up to `limit` hosts in the store's own stable order, starting at
     /// `cursor` (an opaque `Page::next` from an earlier call). Every host
     /// is visited once by following `next` until it is `None`.

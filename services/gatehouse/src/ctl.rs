@@ -101,10 +101,20 @@ pub enum Hosts {
         platform: Option<String>,
         #[arg(long)]
         online: Option<bool>,
+        /// Text in the hostname, identifier, id or last IP.
+        #[arg(long)]
+        search: Option<String>,
+        /// Only hosts not seen for this many minutes (stale hosts).
+        #[arg(long)]
+        silent_for: Option<u64>,
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
     Get {
+        id: String,
+    },
+    /// Forget a host (its agent must enroll again to come back).
+    Delete {
         id: String,
     },
     /// The config the host is served.
@@ -236,6 +246,19 @@ pub enum EnrollSecrets {
     Revoke {
         id: String,
     },
+}
+
+/// Percent-encodes a query parameter value.
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// What went wrong, and the exit code it deserves.
@@ -416,9 +439,19 @@ pub async fn run(a: CtlArgs) -> Result<String, CtlError> {
             label,
             platform,
             online,
+            search,
+            silent_for,
             limit,
         }) => {
             let mut q = vec![format!("limit={limit}")];
+            if let Some(s) = search {
+                q.push(format!("search={}", urlencode(&s)));
+            }
+            if let Some(m) = silent_for {
+                let cutoff = gatehouse_core::time::now_ms()
+                    - i64::try_from(m.saturating_mul(60_000)).unwrap_or(i64::MAX);
+                q.push(format!("seen_before={cutoff}"));
+            }
             if let Some(l) = label {
                 q.push(format!("label={l}"));
             }
@@ -434,6 +467,11 @@ pub async fn run(a: CtlArgs) -> Result<String, CtlError> {
             } else {
                 show(false, &page["items"], HOST_COLS)
             }
+        }
+        What::Hosts(Hosts::Delete { id }) => {
+            api.call(Method::DELETE, &format!("/hosts/{id}"), None)
+                .await?;
+            format!("host {id} deleted")
         }
         What::Hosts(Hosts::Get { id }) => {
             show(j, &api.get(&format!("/hosts/{id}")).await?, HOST_COLS)

@@ -502,6 +502,29 @@ impl HostActor {
                     Err(e) => write_failure("key change could not be stored", e),
                 }
             }
+            Op::DeleteHost(_) => {
+                if state.host.is_none() {
+                    return failure("host not found");
+                }
+                let fence = match self.fence(state) {
+                    Ok(f) => f,
+                    Err(e) => return failure(e),
+                };
+                match self.ctx.store.delete_host(&state.id, fence).await {
+                    Ok(_) => {
+                        tracing::info!(host = %state.id, "host deleted");
+                        state.host = None;
+                        state.pending.clear();
+                        state.dirty = false;
+                        state.record_dirty = false;
+                        host_reply::Result::Ok(OkReply {})
+                    }
+                    Err(e) => {
+                        let e = self.store_error(state, e);
+                        write_failure("host could not be deleted", e)
+                    }
+                }
+            }
             agent_op => {
                 if let Err(reply) = self.authenticate(state, epoch).await {
                     return reply;
@@ -511,7 +534,7 @@ impl HostActor {
                     Op::Config(_) => self.config(state).await,
                     Op::Read(_) => self.read(state).await,
                     Op::Write(w) => self.write(state, w).await,
-                    Op::Enroll(_) | Op::SetLabels(_) | Op::RotateKey(_) => {
+                    Op::Enroll(_) | Op::SetLabels(_) | Op::RotateKey(_) | Op::DeleteHost(_) => {
                         failure("unreachable operation")
                     }
                 }

@@ -232,6 +232,19 @@ async fn hosts(store: &dyn Store) {
         sorted(vec![h.id.clone(), h2.id.clone()])
     );
     assert!(ok(store.hosts_with_label("nobody").await).is_empty());
+
+    // A deleted host is gone from reads, listings and label memberships.
+    let mut doomed = sample_host(99);
+    doomed.labels = vec!["doomed".into()];
+    ok(store.put_host(&doomed, Fence::NONE).await);
+    assert_eq!(ok(store.hosts_with_label("doomed").await).len(), 1);
+    assert!(ok(store.delete_host(&doomed.id, Fence::NONE).await));
+    assert!(ok(store.get_host(&doomed.id).await).is_none());
+    assert!(ok(store.hosts_with_label("doomed").await).is_empty());
+    assert!(!ok(store.hosts_with_label("all").await).contains(&doomed.id));
+    assert_eq!(ok(store.list_hosts(None, 100).await).items.len(), 25);
+    assert!(!ok(store.delete_host(&doomed.id, Fence::NONE).await));
+
     let sets = ok(store.label_sets().await);
     for want in [
         vec!["all", "platform:linux"],

@@ -328,6 +328,26 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn delete_host(&self, id: &HostId, fence: Fence) -> StoreResult<bool> {
+        let id = id.clone();
+        self.run(move |i| {
+            let _g = i.host_lock(&id)?;
+            let k = id.as_str().as_bytes().to_vec();
+            if i.hosts.get(&k).map_err(unavailable)?.is_none() {
+                return Ok(false);
+            }
+            let f = i.fenced(&id, fence)?;
+            let mut b = i.db.batch().durability(Some(PersistMode::SyncData));
+            b.remove(&i.hosts, k);
+            if let Some((k, f)) = f {
+                b.insert(&i.fences, k, f);
+            }
+            b.commit().map_err(unavailable)?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn touch_host(&self, id: &HostId, last_seen: i64, fence: Fence) -> StoreResult<()> {
         let id = id.clone();
         self.run(move |i| {

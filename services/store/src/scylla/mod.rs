@@ -963,6 +963,29 @@ impl Store for ScyllaStore {
         }
     }
 
+    async fn delete_host(&self, id: &HostId, fence: Fence) -> StoreResult<bool> {
+        let i = &self.inner;
+        let Some(host) = self.get_host(id).await? else {
+            return Ok(false);
+        };
+        // Memberships first: an index row never points at a missing host
+        // for long, and a retry after a failure finds the record to finish.
+        let bucket = bucket_of(id, LABEL_BUCKETS);
+        for l in host.label_set() {
+            i.exec_fenced(
+                Q::DeleteLabelMember,
+                (l.as_str(), bucket, id.as_str()),
+                fence,
+            )
+            .await?;
+        }
+        i.exec_fenced(Q::DeleteHost, (id.as_str(),), fence).await?;
+        if let Ok(mut cache) = i.host_labels.lock() {
+            cache.remove(id);
+        }
+        Ok(true)
+    }
+
     async fn put_host(&self, host: &Host, fence: Fence) -> StoreResult<()> {
         let i = &self.inner;
         let labels = host.label_set();

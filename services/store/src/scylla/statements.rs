@@ -48,6 +48,7 @@ macro_rules! statements {
 statements! {
     GetHost = Hosts, "SELECT doc, last_seen FROM {ks}.hosts WHERE host_id = ?";
     PutHost = Hosts, "INSERT INTO {ks}.hosts (host_id, doc, last_seen) VALUES (?, ?, ?)";
+    DeleteHost = Hosts, "DELETE FROM {ks}.hosts WHERE host_id = ?";
     TouchHost = Hosts, "UPDATE {ks}.hosts SET last_seen = ? WHERE host_id = ?";
     ListHosts = Reads, "SELECT doc, last_seen FROM {ks}.hosts";
     PutLabelMember = Hosts, "INSERT INTO {ks}.hosts_by_label (label, bucket, host_id) VALUES (?, ?, ?)";
