@@ -28,8 +28,8 @@ use tonic::{Request, Response, Status};
 
 use crate::ApiError;
 use crate::service::{
-    AdminService, Caller, CampaignDetail, CampaignRequest, CampaignView, EnrollSecretRequest,
-    HostFilter, HostView, KeyChange, TokenRequest, UserRequest, UserUpdate,
+    AdminService, Caller, CampaignDetail, CampaignEvent, CampaignRequest, CampaignView, Coverage,
+    EnrollSecretRequest, HostFilter, HostView, KeyChange, TokenRequest, UserRequest, UserUpdate,
 };
 
 /// Largest chunk of a carve block sent in one message.
@@ -290,15 +290,37 @@ fn campaign_view(v: CampaignView) -> pb::CampaignView {
         expires_at: c.expires_at,
         created_by: c.created_by,
         expired: v.expired,
-        coverage: Some(pb::Coverage {
-            targeted: v.coverage.targeted,
-            queued: v.coverage.queued,
-            delivered: v.coverage.delivered,
-            answered: v.coverage.answered,
-            failed: v.coverage.failed,
-            expired: v.coverage.expired,
-        }),
+        coverage: Some(coverage(v.coverage)),
     }
+}
+
+fn coverage(c: Coverage) -> pb::Coverage {
+    pb::Coverage {
+        targeted: c.targeted,
+        queued: c.queued,
+        delivered: c.delivered,
+        answered: c.answered,
+        failed: c.failed,
+        expired: c.expired,
+    }
+}
+
+fn campaign_event(e: CampaignEvent) -> pb::CampaignEvent {
+    use pb::campaign_event::Event;
+    let event = match e {
+        CampaignEvent::Result { result } => Event::Result(campaign_result(result)),
+        CampaignEvent::Progress { coverage: c } => Event::Progress(coverage(c)),
+        CampaignEvent::Done {
+            coverage: c,
+            expired,
+            non_responders,
+        } => Event::Done(pb::CampaignDone {
+            coverage: Some(coverage(c)),
+            expired,
+            non_responders: non_responders.into_iter().map(|h| h.to_string()).collect(),
+        }),
+    };
+    pb::CampaignEvent { event: Some(event) }
 }
 
 fn campaign_detail(d: CampaignDetail) -> pb::CampaignDetail {
@@ -661,6 +683,7 @@ impl AdminRpc for AdminGrpc {
                     hosts: r.hosts,
                     labels: r.labels,
                     all: r.all,
+                    platforms: r.platforms,
                     expires_in: r.expires_in,
                 },
             )
@@ -720,6 +743,22 @@ impl AdminRpc for AdminGrpc {
         let c = self.caller(&r).await?;
         let c = self.svc.get_carve(&c, &r.into_inner().id).await?;
         Ok(Response::new(carve(c)))
+    }
+
+    type WatchCampaignStream =
+        Pin<Box<dyn Stream<Item = Result<pb::CampaignEvent, Status>> + Send>>;
+
+    async fn watch_campaign(
+        &self,
+        r: Request<pb::CampaignRef>,
+    ) -> Result<Response<Self::WatchCampaignStream>, Status> {
+        let c = self.caller(&r).await?;
+        let rx = self.svc.watch_campaign(&c, &r.into_inner().id).await?;
+        let events = futures_util::stream::unfold(rx, |mut rx| async move {
+            let e = rx.recv().await?;
+            Some((Ok(campaign_event(e)), rx))
+        });
+        Ok(Response::new(Box::pin(events)))
     }
 
     type CarveBlockStream = ChunkStream;

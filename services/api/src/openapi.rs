@@ -24,6 +24,9 @@ pub enum Answer {
     Json(u16, SchemaFn),
     NoContent,
     Binary,
+    /// `text/event-stream`: one event per message of this schema, named by
+    /// its `type`.
+    Events(SchemaFn),
 }
 
 /// One operation of the REST API.
@@ -85,6 +88,11 @@ impl Op {
         self
     }
 
+    pub fn events(mut self, f: SchemaFn) -> Self {
+        self.answer = Answer::Events(f);
+        self
+    }
+
     pub fn binary(mut self) -> Self {
         self.answer = Answer::Binary;
         self
@@ -138,6 +146,12 @@ pub fn document(ops: &[Op]) -> Value {
             }
             Answer::NoContent => {
                 responses.insert("204".into(), json!({"description": "done"}));
+            }
+            Answer::Events(f) => {
+                responses.insert(
+                    "200".into(),
+                    json!({"description": "Server-Sent Events: `event` is the message's `type`, `data` its JSON", "content": {"text/event-stream": {"itemSchema": f(&mut g)}}}),
+                );
             }
             Answer::Binary => {
                 responses.insert(

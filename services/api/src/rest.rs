@@ -26,9 +26,9 @@ use serde_json::json;
 use crate::ApiError;
 use crate::openapi::{Op, schema};
 use crate::service::{
-    AdminService, Caller, CampaignDetail, CampaignRequest, CampaignView, EnrollSecretRequest,
-    HostFilter, HostView, KeyChange, NewEnrollSecret, NewToken, TokenRequest, UserRequest,
-    UserUpdate,
+    AdminService, Caller, CampaignDetail, CampaignEvent, CampaignRequest, CampaignView,
+    EnrollSecretRequest, HostFilter, HostView, KeyChange, NewEnrollSecret, NewToken, TokenRequest,
+    UserRequest, UserUpdate,
 };
 use gatehouse_core::rules::{Action, Alert, DeadLetter, Rule, Trigger};
 
@@ -366,6 +366,17 @@ pub(crate) fn operations() -> Vec<(Op, MethodRouter<Arc<dyn AdminService>>)> {
             )
             .json(schema::<Vec<CampaignResult>>),
             get(campaign_results),
+        ),
+        (
+            Op::new(
+                m.clone(),
+                "/api/v1/campaigns/{id}/events",
+                "watchCampaign",
+                "Answers as they arrive, progress, and a last `done` event with the hosts that never answered",
+                Observer,
+            )
+            .events(schema::<CampaignEvent>),
+            get(watch_campaign),
         ),
         (
             Op::new(
@@ -1269,4 +1280,24 @@ async fn delete_host(
 ) -> ApiResult {
     s.delete_host(&c, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn watch_campaign(
+    State(s): Svc,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let rx = s.watch_campaign(&c, &id).await?;
+    let events = futures_util::stream::unfold(rx, |mut rx| async move {
+        let ev = rx.recv().await?;
+        let e = Event::default()
+            .event(ev.kind())
+            .json_data(&ev)
+            .unwrap_or_else(|_| Event::default().event("error"));
+        Some((Ok::<_, std::convert::Infallible>(e), rx))
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }

@@ -34,6 +34,9 @@ pub struct ApiConfig {
     pub online_window: Duration,
     /// Most hosts one campaign may target.
     pub max_campaign_targets: usize,
+    /// Campaigns running at once, in all and per user.
+    pub max_active_campaigns: usize,
+    pub max_active_campaigns_per_user: usize,
     pub default_campaign_ttl: Duration,
     pub max_campaign_ttl: Duration,
 }
@@ -43,6 +46,8 @@ impl Default for ApiConfig {
         Self {
             online_window: Duration::from_secs(180),
             max_campaign_targets: 100_000,
+            max_active_campaigns: 50,
+            max_active_campaigns_per_user: 10,
             default_campaign_ttl: Duration::from_secs(3600),
             max_campaign_ttl: Duration::from_secs(7 * 86_400),
         }
@@ -114,6 +119,9 @@ pub struct CampaignRequest {
     pub labels: Vec<String>,
     #[serde(default)]
     pub all: bool,
+    /// Platform families (darwin, linux, windows, freebsd).
+    #[serde(default)]
+    pub platforms: Vec<String>,
     /// Seconds the campaign waits for offline hosts.
     pub expires_in: Option<u64>,
 }
@@ -264,6 +272,13 @@ pub trait AdminService: Send + Sync + 'static {
     async fn list_campaigns(&self, c: &Caller, limit: usize)
     -> Result<Vec<CampaignView>, ApiError>;
     async fn get_campaign(&self, c: &Caller, id: &str) -> Result<CampaignDetail, ApiError>;
+    /// The campaign's answers as they arrive, its progress, and a last
+    /// `done` event (see [`CampaignEvent`]).
+    async fn watch_campaign(
+        &self,
+        c: &Caller,
+        id: &str,
+    ) -> Result<tokio::sync::mpsc::Receiver<CampaignEvent>, ApiError>;
     async fn campaign_results(&self, c: &Caller, id: &str)
     -> Result<Vec<CampaignResult>, ApiError>;
 
@@ -325,6 +340,9 @@ pub trait AdminService: Send + Sync + 'static {
 }
 
 mod rules;
+mod watch;
+
+pub use watch::CampaignEvent;
 
 /// The implementation over a store and a bus.
 pub struct Admin {
@@ -337,6 +355,9 @@ pub struct Admin {
     bootstrap_tokens: Vec<String>,
     /// For redriving dead letters; made on first use.
     webhooks: std::sync::OnceLock<gatehouse_rules::WebhookClient>,
+    /// Campaigns seen with every target answered (they stay so): not
+    /// counted against the running-campaign limits.
+    complete: std::sync::Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -364,6 +385,7 @@ impl Admin {
             cfg,
             bootstrap_tokens: Vec::new(),
             webhooks: std::sync::OnceLock::new(),
+            complete: std::sync::Mutex::default(),
         }
     }
 
@@ -891,11 +913,21 @@ impl Admin {
                 "sql is longer than 100000 bytes".into(),
             ));
         }
-        if req.hosts.is_empty() && req.labels.is_empty() && !req.all {
+        if req.hosts.is_empty() && req.labels.is_empty() && req.platforms.is_empty() && !req.all {
             return Err(ApiError::BadRequest(
-                "give targets: hosts, labels, or all: true".into(),
+                "give targets: hosts, labels, platforms, or all: true".into(),
             ));
         }
+        let mut req = req;
+        for p in std::mem::take(&mut req.platforms) {
+            if !["darwin", "linux", "windows", "freebsd"].contains(&p.as_str()) {
+                return Err(ApiError::BadRequest(format!(
+                    "platform {p:?} is not one of darwin, linux, windows, freebsd"
+                )));
+            }
+            req.labels.push(format!("platform:{p}"));
+        }
+        self.check_campaign_limits(by).await?;
         let ttl = req
             .expires_in
             .map_or(self.cfg.default_campaign_ttl, Duration::from_secs);
@@ -973,6 +1005,41 @@ impl Admin {
             expired: false,
             campaign: c,
         })
+    }
+
+    /// Refuses a new campaign while too many run, in all or for `by`.
+    async fn check_campaign_limits(&self, by: &str) -> Result<(), ApiError> {
+        let now = now_ms();
+        let window = self.cfg.max_active_campaigns.saturating_mul(4).max(100);
+        let (mut running, mut mine) = (0usize, 0usize);
+        for c in self.store.list_campaigns(window).await? {
+            let known_complete = self.complete.lock().is_ok_and(|s| s.contains(&c.id));
+            if c.is_expired(now) || known_complete {
+                continue;
+            }
+            let cov = Self::coverage(&self.store.list_deliveries(&c.id).await?, &c, now);
+            if cov.answered + cov.failed >= c.target_count {
+                if let Ok(mut s) = self.complete.lock() {
+                    s.insert(c.id.clone());
+                }
+                continue;
+            }
+            running += 1;
+            mine += usize::from(c.created_by == by);
+        }
+        if running >= self.cfg.max_active_campaigns {
+            return Err(ApiError::TooMany(format!(
+                "{running} campaigns are running (the limit is {}); wait for one to finish or expire",
+                self.cfg.max_active_campaigns
+            )));
+        }
+        if mine >= self.cfg.max_active_campaigns_per_user {
+            return Err(ApiError::TooMany(format!(
+                "{by} has {mine} campaigns running (the limit per user is {}); wait for one to finish or expire",
+                self.cfg.max_active_campaigns_per_user
+            )));
+        }
+        Ok(())
     }
 
     async fn op_list_campaigns(&self, limit: usize) -> Result<Vec<CampaignView>, ApiError> {
@@ -1318,6 +1385,14 @@ impl AdminService for Admin {
         id: &str,
     ) -> Result<Vec<CampaignResult>, ApiError> {
         self.op_campaign_results(id).await
+    }
+
+    async fn watch_campaign(
+        &self,
+        _: &Caller,
+        id: &str,
+    ) -> Result<tokio::sync::mpsc::Receiver<CampaignEvent>, ApiError> {
+        self.op_watch_campaign(id).await
     }
 
     async fn list_carves(&self, _: &Caller, limit: usize) -> Result<Vec<CarveSession>, ApiError> {

@@ -55,6 +55,16 @@ pub const CONFIG_SUBJECT: &str = "gatehouse.events.config";
 /// Published when a host enrolls (JSON `HostEnrolled`), consumed by the
 /// rule engine's queue group.
 pub const ENROLLED_SUBJECT: &str = "gatehouse.events.enrolled";
+/// Prefix of the subjects answers to a campaign are announced on
+/// (`<prefix>.<campaign id>`, JSON `CampaignResult`) once stored, for
+/// operators watching the campaign.
+pub const CAMPAIGN_RESULTS_PREFIX: &str = "gatehouse.events.results";
+
+/// The subject of one campaign's answers.
+pub fn campaign_results_subject(campaign_id: &str) -> String {
+    format!("{CAMPAIGN_RESULTS_PREFIX}.{campaign_id}")
+}
+
 /// Broadcast when rules change (the engines reload them).
 pub const RULES_SUBJECT: &str = "gatehouse.events.rules";
 

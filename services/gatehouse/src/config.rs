@@ -158,6 +158,11 @@ pub struct Limits {
     /// Days of result/status logs kept; 0 keeps everything.
     pub retention_days: u32,
     pub max_campaign_targets: usize,
+    /// Campaigns running at once (not expired, not every target answered);
+    /// another is refused until one finishes or expires.
+    pub max_active_campaigns: usize,
+    /// The same, per user.
+    pub max_active_campaigns_per_user: usize,
     /// Agent requests the edge handles at once; beyond, it answers a busy
     /// error at once (the agent backs off and retries).
     pub max_in_flight_requests: usize,
@@ -171,6 +176,8 @@ impl Default for Limits {
             max_carve_bytes: 4 * 1024 * 1024 * 1024,
             retention_days: 30,
             max_campaign_targets: 100_000,
+            max_active_campaigns: 50,
+            max_active_campaigns_per_user: 10,
             max_in_flight_requests: 4096,
         }
     }
@@ -391,6 +398,12 @@ impl ServeConfig {
         }
         if self.limits.max_in_flight_requests == 0 {
             return bad("limits.max_in_flight_requests must be positive".into());
+        }
+        if self.limits.max_active_campaigns == 0 || self.limits.max_active_campaigns_per_user == 0 {
+            return bad(
+                "limits.max_active_campaigns and limits.max_active_campaigns_per_user must be positive"
+                    .into(),
+            );
         }
         if self.limits.max_campaign_targets == 0 {
             return bad("limits.max_campaign_targets must be positive".into());

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
+use futures_util::StreamExt;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use serde_json::{Value, json};
@@ -754,17 +755,22 @@ async fn run_query(
     wait: u64,
     expires_in: Option<u64>,
 ) -> Result<String, CtlError> {
-    let (mut hosts, mut labels, mut all) = (Vec::new(), Vec::new(), false);
+    let (mut hosts, mut labels, mut platforms, mut all) =
+        (Vec::new(), Vec::new(), Vec::new(), false);
     for t in targets {
         if t == "all" {
             all = true;
         } else if let Some(l) = t.strip_prefix("label:") {
             labels.push(l.to_owned());
+        } else if let Some(p) = t.strip_prefix("platform:") {
+            platforms.push(p.to_owned());
         } else {
             hosts.push(t);
         }
     }
-    let mut body = json!({ "sql": sql, "hosts": hosts, "labels": labels, "all": all });
+    let mut body = json!({
+        "sql": sql, "hosts": hosts, "labels": labels, "platforms": platforms, "all": all,
+    });
     if let Some(e) = expires_in {
         body["expires_in"] = json!(e);
     }
@@ -773,62 +779,126 @@ async fn run_query(
         .await?;
     let id = cell(&c["id"]);
     let start = Instant::now();
-    let deadline = start + Duration::from_secs(wait);
-    let detail = loop {
-        let d = api.get(&format!("/campaigns/{id}")).await?;
-        let cov = &d["coverage"];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    // Answers stream in as Server-Sent Events until `done` or the wait ends.
+    let resp = api
+        .http
+        .get(format!("{}/api/v1/campaigns/{id}/events", api.url))
+        .bearer_auth(&api.token)
+        .timeout(Duration::from_secs(wait.saturating_add(30)))
+        .send()
+        .await
+        .map_err(|e| failed(format!("{}: {e}", api.url)))?;
+    if !resp.status().is_success() {
+        return Err(CtlError::Refused(format!(
+            "watching campaign {id}: {}",
+            resp.status()
+        )));
+    }
+    let mut stream = resp.bytes_stream();
+    let mut buf = String::new();
+    let mut results: Vec<Value> = Vec::new();
+    let mut coverage = c["coverage"].clone();
+    let mut silent: Option<Value> = None;
+    let progress = |cov: &Value| {
         let n = |k: &str| cov[k].as_u64().unwrap_or(0);
         let (targeted, answered, failed) = (n("targeted"), n("answered"), n("failed"));
         let pending = targeted.saturating_sub(answered + failed + n("expired"));
-        if !j {
-            eprintln!(
-                "[{:>4.0}s] {id}: answered {answered}/{targeted}, failed {failed}, pending {pending}",
-                start.elapsed().as_secs_f64()
-            );
-        }
-        if pending == 0 || Instant::now() >= deadline {
-            break d;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        eprintln!(
+            "[{:>4.0}s] {id}: answered {answered}/{targeted}, failed {failed}, pending {pending}",
+            start.elapsed().as_secs_f64()
+        );
     };
-    let results = api.get(&format!("/campaigns/{id}/results")).await?;
-    let silent = detail["non_responders"].clone();
+    'read: loop {
+        let chunk = match tokio::time::timeout_at(deadline, stream.next()).await {
+            Err(_) | Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(failed(format!("campaign {id}: {e}"))),
+            Ok(Some(Ok(b))) => b,
+        };
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let frame: String = buf.drain(..end + 2).collect();
+            let (mut kind, mut data) = (String::new(), String::new());
+            for line in frame.lines() {
+                if let Some(k) = line.strip_prefix("event:") {
+                    kind = k.trim().to_owned();
+                } else if let Some(d) = line.strip_prefix("data:") {
+                    data.push_str(d.trim_start());
+                }
+            }
+            let Ok(ev) = serde_json::from_str::<Value>(&data) else {
+                continue;
+            };
+            match kind.as_str() {
+                "result" => {
+                    let r = ev["result"].clone();
+                    if !j {
+                        print_result(&r);
+                    }
+                    results.push(r);
+                }
+                "progress" => {
+                    coverage = ev["coverage"].clone();
+                    if !j {
+                        progress(&coverage);
+                    }
+                }
+                "done" => {
+                    coverage = ev["coverage"].clone();
+                    silent = Some(ev["non_responders"].clone());
+                    break 'read;
+                }
+                _ => {}
+            }
+        }
+    }
+    if !j {
+        progress(&coverage);
+    }
+    let silent = match silent {
+        Some(s) => s,
+        // Stopped waiting first: who has not answered so far.
+        None => api.get(&format!("/campaigns/{id}")).await?["non_responders"].clone(),
+    };
     if j {
         return Ok(serde_json::to_string_pretty(&json!({
-            "campaign": id, "coverage": detail["coverage"], "results": results, "non_responders": silent,
+            "campaign": id, "coverage": coverage, "results": results, "non_responders": silent,
         }))
         .unwrap_or_default());
     }
-    let mut rows = Vec::new();
-    let mut cols: Vec<String> = vec!["host_id".into()];
-    for r in results.as_array().into_iter().flatten() {
-        for row in r["rows"].as_array().into_iter().flatten() {
-            let mut o = row.as_object().cloned().unwrap_or_default();
-            for k in o.keys() {
-                if !cols.contains(k) {
-                    cols.push(k.clone());
-                }
-            }
-            o.insert("host_id".into(), r["host_id"].clone());
-            rows.push(Value::Object(o));
-        }
-        if r["status"].as_i64().unwrap_or(0) != 0 {
-            eprintln!("{}: failed: {}", cell(&r["host_id"]), cell(&r["message"]));
-        }
-    }
-    let col_refs: Vec<&str> = cols.iter().map(String::as_str).collect();
-    let mut out = table(&rows, &col_refs);
     let silent: Vec<String> = silent.as_array().into_iter().flatten().map(cell).collect();
-    if silent.is_empty() {
-        out.push_str("\nevery targeted host answered");
+    Ok(if silent.is_empty() {
+        format!("every targeted host answered ({} answers)", results.len())
     } else {
-        out.push_str(&format!(
-            "\nno answer yet from {} host(s): {}",
+        format!(
+            "no answer from {} host(s): {}",
             silent.len(),
             silent.join(", ")
-        ));
+        )
+    })
+}
+
+/// One host's answer as it arrives: a line per row (`host  col=value ...`),
+/// or the failure.
+fn print_result(r: &Value) {
+    let host = cell(&r["host_id"]);
+    if r["status"].as_i64().unwrap_or(0) != 0 {
+        println!("{host}  failed: {}", cell(&r["message"]));
+        return;
     }
-    Ok(out)
+    let rows = r["rows"].as_array().cloned().unwrap_or_default();
+    if rows.is_empty() {
+        println!("{host}  (no rows)");
+    }
+    for row in rows {
+        let cols: Vec<String> = row
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={}", cell(v)))
+            .collect();
+        println!("{host}  {}", cols.join(" "));
+    }
 }
 
 /// One definition as a file holds it.

@@ -99,6 +99,8 @@ pub(crate) fn api_config(cfg: &ServeConfig) -> ApiConfig {
     ApiConfig {
         online_window: Duration::from_secs(cfg.online_window_secs),
         max_campaign_targets: cfg.limits.max_campaign_targets,
+        max_active_campaigns: cfg.limits.max_active_campaigns,
+        max_active_campaigns_per_user: cfg.limits.max_active_campaigns_per_user,
         ..ApiConfig::default()
     }
 }

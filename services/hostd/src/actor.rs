@@ -456,6 +456,17 @@ impl HostActor {
             for r in &results {
                 state.pending.remove(&r.campaign_id);
             }
+            if let Some(bus) = self.ctx.events.get() {
+                // For operators watching the campaigns; stored already.
+                for r in &results {
+                    let subject = gatehouse_bus::hostrpc::campaign_results_subject(&r.campaign_id);
+                    if let Ok(payload) = serde_json::to_vec(r)
+                        && let Err(e) = bus.publish(&subject, payload.into()).await
+                    {
+                        tracing::debug!(campaign = %r.campaign_id, error = %e, "answer not announced");
+                    }
+                }
+            }
         }
         host_reply::Result::Ok(OkReply {})
     }

@@ -1,0 +1,176 @@
+//! Live campaign results for operators: the answers already stored, then
+//! each new one as its host's actor stores it (announced on the bus, so a
+//! watcher on any api process sees answers from every hostd), with the
+//! coverage re-read from the store every few seconds, until every target
+//! answered or failed, or the campaign expired, or the watcher left.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_bus::hostrpc::campaign_results_subject;
+use gatehouse_core::HostId;
+use gatehouse_core::model::{Campaign, CampaignResult, DeliveryState};
+use gatehouse_core::ports::Store;
+use gatehouse_core::time::now_ms;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::{Admin, Coverage};
+use crate::ApiError;
+
+/// One message of a campaign watch.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum CampaignEvent {
+    /// A host's answer (each host once).
+    Result { result: CampaignResult },
+    /// Where the campaign stands.
+    Progress { coverage: Coverage },
+    /// The last message: every target answered or failed, or the campaign
+    /// expired; the hosts that never answered.
+    Done {
+        coverage: Coverage,
+        expired: bool,
+        non_responders: Vec<HostId>,
+    },
+}
+
+impl CampaignEvent {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CampaignEvent::Result { .. } => "result",
+            CampaignEvent::Progress { .. } => "progress",
+            CampaignEvent::Done { .. } => "done",
+        }
+    }
+}
+
+impl Admin {
+    pub(super) async fn op_watch_campaign(
+        &self,
+        id: &str,
+    ) -> Result<mpsc::Receiver<CampaignEvent>, ApiError> {
+        let campaign = self.campaign(id).await?;
+        // Subscribed before the stored answers are read: none falls between.
+        let sub = self
+            .bus
+            .subscribe(&campaign_results_subject(id), None)
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("campaign events: {e}")))?;
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(watch(self.store.clone(), campaign, sub, tx));
+        Ok(rx)
+    }
+}
+
+/// Coverage and non-responders from the stored deliveries.
+async fn standing(
+    store: &Arc<dyn Store>,
+    c: &Campaign,
+) -> Result<(Coverage, Vec<HostId>), ApiError> {
+    let now = now_ms();
+    let ds = store.list_deliveries(&c.id).await?;
+    let coverage = Admin::coverage(&ds, c, now);
+    let non_responders = ds
+        .into_iter()
+        .filter(|d| {
+            !matches!(
+                d.effective_state(c.expires_at, now),
+                DeliveryState::Answered | DeliveryState::Failed
+            )
+        })
+        .map(|d| d.host_id)
+        .collect();
+    Ok((coverage, non_responders))
+}
+
+fn finished(c: &Campaign, cov: &Coverage) -> bool {
+    cov.answered + cov.failed >= c.target_count || c.is_expired(now_ms())
+}
+
+async fn watch(
+    store: Arc<dyn Store>,
+    c: Campaign,
+    mut sub: gatehouse_core::ports::Subscription,
+    tx: mpsc::Sender<CampaignEvent>,
+) {
+    let r = async {
+        let mut seen: HashSet<HostId> = HashSet::new();
+        for result in store.list_results(&c.id).await? {
+            if seen.insert(result.host_id.clone())
+                && tx.send(CampaignEvent::Result { result }).await.is_err()
+            {
+                return Ok(());
+            }
+        }
+        let (mut coverage, _) = standing(&store, &c).await?;
+        if tx
+            .send(CampaignEvent::Progress {
+                coverage: coverage.clone(),
+            })
+            .await
+            .is_err()
+        {
+            return Ok(());
+        }
+        // Big campaigns re-read their deliveries less often.
+        let every = if c.target_count > 10_000 {
+            Duration::from_secs(10)
+        } else {
+            Duration::from_secs(2)
+        };
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        let expiry = Duration::from_millis(u64::try_from(c.expires_at - now_ms()).unwrap_or(0));
+        let expired = tokio::time::sleep(expiry);
+        tokio::pin!(expired);
+        while !finished(&c, &coverage) {
+            tokio::select! {
+                _ = tx.closed() => return Ok(()),
+                _ = &mut expired => break,
+                m = sub.next() => {
+                    let Some(m) = m else { break };
+                    let Ok(result) = serde_json::from_slice::<CampaignResult>(&m.payload) else {
+                        continue;
+                    };
+                    if !seen.insert(result.host_id.clone()) {
+                        continue;
+                    }
+                    // Counted at once; the store's view follows on the tick.
+                    if result.status == 0 {
+                        coverage.answered += 1;
+                    } else {
+                        coverage.failed += 1;
+                    }
+                    coverage.delivered = coverage.delivered.saturating_sub(1);
+                    if tx.send(CampaignEvent::Result { result }).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                _ = tick.tick() => {
+                    let (now, _) = standing(&store, &c).await?;
+                    if now != coverage {
+                        coverage = now;
+                        if tx.send(CampaignEvent::Progress { coverage: coverage.clone() }).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+        let (coverage, non_responders) = standing(&store, &c).await?;
+        let _ = tx
+            .send(CampaignEvent::Done {
+                expired: c.is_expired(now_ms()),
+                coverage,
+                non_responders,
+            })
+            .await;
+        Ok::<(), ApiError>(())
+    }
+    .await;
+    if let Err(e) = r {
+        tracing::warn!(campaign = %c.id, error = %e, "campaign watch ended early");
+    }
+}
