@@ -197,7 +197,7 @@ async fn ctl_apply_is_idempotent_and_exports_round_trip() -> anyhow::Result<()> 
     std::fs::write(d.join("schedules.yml"), schedule(3600))?;
     std::fs::write(
         d.join("labels.yaml"),
-        "kind: label_config\nname: servers\nspec:\n  options:\n    distributed_interval: 30\n  file_paths:\n    etc: [\"/etc/%%\"]\n",
+        "kind: label_config\nname: servers\nspec:\n  options:\n    distributed_interval: 30\n  file_paths:\n    etc: [\"/etc/%%\"]\n---\nkind: label_query\nname: has-docker\nspec:\n  sql: SELECT 1 FROM processes WHERE name = 'dockerd'\n  interval: 600\n",
     )?;
     std::fs::write(
         d.join("rules.yaml"),
@@ -214,7 +214,7 @@ async fn ctl_apply_is_idempotent_and_exports_round_trip() -> anyhow::Result<()> 
         "{out}"
     );
     assert!(
-        out.ends_with("5 to create, 0 to change, 0 unchanged (dry run: nothing changed)\n"),
+        out.ends_with("6 to create, 0 to change, 0 unchanged (dry run: nothing changed)\n"),
         "{out}"
     );
     assert_eq!(s.get("/api/v1/queries").await?, json!([]));
@@ -229,7 +229,7 @@ async fn ctl_apply_is_idempotent_and_exports_round_trip() -> anyhow::Result<()> 
         .map_or(0, Vec::len);
     let o = ctl(&s, &admin, &["apply", "-f", &dirs])?;
     assert!(
-        stdout(&o).ends_with("0 to create, 0 to change, 5 unchanged\n"),
+        stdout(&o).ends_with("0 to create, 0 to change, 6 unchanged\n"),
         "{}",
         stdout(&o)
     );
@@ -249,7 +249,7 @@ async fn ctl_apply_is_idempotent_and_exports_round_trip() -> anyhow::Result<()> 
         "{out}"
     );
     assert!(
-        out.ends_with("0 to create, 1 to change, 4 unchanged\n"),
+        out.ends_with("0 to create, 1 to change, 5 unchanged\n"),
         "{out}"
     );
     assert_eq!(s.get("/api/v1/schedules").await?[0]["interval"], 60);
@@ -275,7 +275,7 @@ async fn ctl_apply_is_idempotent_and_exports_round_trip() -> anyhow::Result<()> 
         &["apply", "-f", &export.path().to_string_lossy()],
     )?;
     assert!(
-        stdout(&o).ends_with("0 to create, 0 to change, 5 unchanged\n"),
+        stdout(&o).ends_with("0 to create, 0 to change, 6 unchanged\n"),
         "{}",
         stdout(&o)
     );

@@ -16,8 +16,8 @@ use bytes::Bytes;
 use futures_util::Stream;
 use gatehouse_core::HostId;
 use gatehouse_core::model::{
-    ApiToken, CampaignResult, CarveSession, Decorators, EnrollSecret, LabelConfig, Query,
-    ResultFilter, ResultLog, Role, Schedule, StatusLog, User,
+    ApiToken, CampaignResult, CarveSession, Decorators, EnrollSecret, LabelConfig, LabelQuery,
+    Query, ResultFilter, ResultLog, Role, Schedule, StatusLog, User,
 };
 use gatehouse_core::nodekey::secret_matches;
 use gatehouse_proto::v1 as pb;
@@ -291,6 +291,17 @@ fn campaign_view(v: CampaignView) -> pb::CampaignView {
         created_by: c.created_by,
         expired: v.expired,
         coverage: Some(coverage(v.coverage)),
+    }
+}
+
+fn label_query(q: LabelQuery) -> pb::LabelQuery {
+    pb::LabelQuery {
+        label: q.label,
+        sql: q.sql,
+        interval: q.interval,
+        platforms: q.platforms,
+        description: q.description,
+        updated_at: q.updated_at,
     }
 }
 
@@ -639,6 +650,51 @@ impl AdminRpc for AdminGrpc {
         let c = self.caller(&r).await?;
         self.svc
             .delete_label_config(&c, &r.into_inner().name)
+            .await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn put_label_query(
+        &self,
+        r: Request<pb::LabelQuery>,
+    ) -> Result<Response<pb::LabelQuery>, Status> {
+        let c = self.caller(&r).await?;
+        let q = r.into_inner();
+        let saved = self
+            .svc
+            .put_label_query(
+                &c,
+                LabelQuery {
+                    label: q.label,
+                    sql: q.sql,
+                    interval: if q.interval == 0 { 3600 } else { q.interval },
+                    platforms: q.platforms,
+                    description: q.description,
+                    updated_at: 0,
+                },
+            )
+            .await?;
+        Ok(Response::new(label_query(saved)))
+    }
+
+    async fn list_label_queries(
+        &self,
+        r: Request<pb::Empty>,
+    ) -> Result<Response<pb::LabelQueries>, Status> {
+        let c = self.caller(&r).await?;
+        let qs = self.svc.list_label_queries(&c).await?;
+        Ok(Response::new(pb::LabelQueries {
+            label_queries: qs.into_iter().map(label_query).collect(),
+        }))
+    }
+
+    async fn delete_label_query(
+        &self,
+        r: Request<pb::NameRef>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let c = self.caller(&r).await?;
+        self.svc
+            .delete_label_query(&c, &r.into_inner().name)
             .await?;
         Ok(Response::new(pb::Empty {}))
     }

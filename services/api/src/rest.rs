@@ -15,7 +15,7 @@ use axum::routing::get;
 use bytes::Bytes;
 use gatehouse_core::model::{
     ApiToken, AuditEvent, CampaignResult, CarveSession, CarveState, EnrollSecret, LabelConfig,
-    Query, ResultFilter, ResultLog, Role, Schedule, StatusLog, User,
+    LabelQuery, Query, ResultFilter, ResultLog, Role, Schedule, StatusLog, User,
 };
 use gatehouse_runtime::Shutdown;
 use http::{HeaderValue, StatusCode, header};
@@ -301,6 +301,41 @@ pub(crate) fn operations() -> Vec<(Op, MethodRouter<Arc<dyn AdminService>>)> {
             )
             .audited(),
             delete(delete_label_config),
+        ),
+        (
+            Op::new(
+                m.clone(),
+                "/api/v1/label_queries",
+                "listLabelQueries",
+                "Dynamic labels: the queries hosts answer to join them",
+                Observer,
+            )
+            .json(schema::<Vec<LabelQuery>>),
+            get(list_label_queries),
+        ),
+        (
+            Op::new(
+                Method::PUT,
+                "/api/v1/label_queries/{label}",
+                "putLabelQuery",
+                "Create or replace a dynamic label (hosts whose answer has rows carry it)",
+                Operator,
+            )
+            .body(schema::<LabelQueryBody>)
+            .json(schema::<LabelQuery>)
+            .audited(),
+            put(put_label_query),
+        ),
+        (
+            Op::new(
+                Method::DELETE,
+                "/api/v1/label_queries/{label}",
+                "deleteLabelQuery",
+                "Delete a dynamic label (hosts leave it at their next poll)",
+                Operator,
+            )
+            .audited(),
+            delete(delete_label_query),
         ),
         (
             Op::new(
@@ -1300,4 +1335,51 @@ async fn watch_campaign(
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+/// A label query as PUT to `/api/v1/label_queries/{label}`.
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LabelQueryBody {
+    sql: String,
+    /// Seconds between evaluations on each host (default 3600, at least 60).
+    interval: Option<u32>,
+    #[serde(default)]
+    platforms: Vec<String>,
+    #[serde(default)]
+    description: String,
+}
+
+async fn list_label_queries(State(s): Svc, Extension(c): Extension<Caller>) -> ApiResult {
+    ok(s.list_label_queries(&c).await?)
+}
+
+async fn put_label_query(
+    State(s): Svc,
+    Extension(c): Extension<Caller>,
+    Path(label): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let b: LabelQueryBody = parse(&body)?;
+    ok(s.put_label_query(
+        &c,
+        LabelQuery {
+            label,
+            sql: b.sql,
+            interval: b.interval.unwrap_or(3600),
+            platforms: b.platforms,
+            description: b.description,
+            updated_at: 0,
+        },
+    )
+    .await?)
+}
+
+async fn delete_label_query(
+    State(s): Svc,
+    Extension(c): Extension<Caller>,
+    Path(label): Path<String>,
+) -> ApiResult {
+    s.delete_label_query(&c, &label).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

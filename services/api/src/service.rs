@@ -16,8 +16,8 @@ use gatehouse_core::config::{
 };
 use gatehouse_core::model::{
     ApiToken, AuditEvent, Campaign, CampaignResult, CarveSession, CarveState, Delivery,
-    DeliveryState, EnrollSecret, Host, LabelConfig, Page, Query, ResultFilter, ResultLog, Role,
-    Schedule, StatusLog, Targets, User,
+    DeliveryState, EnrollSecret, Host, LabelConfig, LabelQuery, Page, Query, ResultFilter,
+    ResultLog, Role, Schedule, StatusLog, Targets, User,
 };
 use gatehouse_core::ports::{Bus, Store};
 use gatehouse_core::rules::{Alert, DeadLetter, Rule};
@@ -260,6 +260,10 @@ pub trait AdminService: Send + Sync + 'static {
     async fn put_label_config(&self, c: &Caller, l: LabelConfig) -> Result<LabelConfig, ApiError>;
     async fn list_label_configs(&self, c: &Caller) -> Result<Vec<LabelConfig>, ApiError>;
     async fn delete_label_config(&self, c: &Caller, label: &str) -> Result<(), ApiError>;
+    /// Dynamic labels: hosts answering `sql` with rows carry the label.
+    async fn put_label_query(&self, c: &Caller, q: LabelQuery) -> Result<LabelQuery, ApiError>;
+    async fn list_label_queries(&self, c: &Caller) -> Result<Vec<LabelQuery>, ApiError>;
+    async fn delete_label_query(&self, c: &Caller, label: &str) -> Result<(), ApiError>;
 
     async fn search_results(&self, c: &Caller, f: ResultFilter)
     -> Result<Vec<ResultLog>, ApiError>;
@@ -339,6 +343,7 @@ pub trait AdminService: Send + Sync + 'static {
     async fn delete_dead_letter(&self, c: &Caller, id: &str) -> Result<(), ApiError>;
 }
 
+mod labels;
 mod rules;
 mod watch;
 
@@ -1324,6 +1329,36 @@ impl AdminService for Admin {
             &label,
             detail,
             self.op_put_label_config(l),
+        )
+        .await
+    }
+
+    async fn put_label_query(&self, c: &Caller, q: LabelQuery) -> Result<LabelQuery, ApiError> {
+        let label = q.label.clone();
+        let detail = serde_json::to_value(&q).unwrap_or_default();
+        self.recorded(
+            c,
+            Role::Operator,
+            "label_query.put",
+            &label,
+            detail,
+            self.op_put_label_query(q),
+        )
+        .await
+    }
+
+    async fn list_label_queries(&self, _: &Caller) -> Result<Vec<LabelQuery>, ApiError> {
+        self.op_list_label_queries().await
+    }
+
+    async fn delete_label_query(&self, c: &Caller, label: &str) -> Result<(), ApiError> {
+        self.recorded(
+            c,
+            Role::Operator,
+            "label_query.delete",
+            label,
+            serde_json::json!({}),
+            self.op_delete_label_query(label),
         )
         .await
     }

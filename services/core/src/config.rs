@@ -78,6 +78,8 @@ pub struct Definitions {
     pub queries: BTreeMap<String, Query>,
     pub schedules: BTreeMap<String, Schedule>,
     pub label_configs: BTreeMap<String, LabelConfig>,
+    /// Dynamic labels (served to hosts as live queries, not in configs).
+    pub label_queries: BTreeMap<String, crate::model::LabelQuery>,
 }
 
 /// A serialized config and its content address.
@@ -169,6 +171,36 @@ pub fn validate_label(l: &str) -> Result<(), ConfigError> {
             "label {l:?} is not a valid name"
         )))
     }
+}
+
+pub fn validate_label_query(q: &crate::model::LabelQuery) -> Result<(), ConfigError> {
+    validate_label(&q.label)?;
+    if q.label == "all" || q.label.starts_with("platform:") {
+        return Err(ConfigError::Invalid(format!(
+            "label {:?} is built in; a label query needs its own label",
+            q.label
+        )));
+    }
+    if q.sql.trim().is_empty() {
+        return Err(ConfigError::Invalid(
+            "label query sql must not be empty".into(),
+        ));
+    }
+    if q.interval < 60 {
+        return Err(ConfigError::Invalid(
+            "label query interval must be at least 60 seconds".into(),
+        ));
+    }
+    if let Some(p) = q
+        .platforms
+        .iter()
+        .find(|p| !["darwin", "linux", "windows", "freebsd"].contains(&p.as_str()))
+    {
+        return Err(ConfigError::Invalid(format!(
+            "platform {p:?} is not one of darwin, linux, windows, freebsd"
+        )));
+    }
+    Ok(())
 }
 
 pub fn validate_label_config(c: &LabelConfig) -> Result<(), ConfigError> {
@@ -324,6 +356,12 @@ pub async fn load_definitions(
             .await?
             .into_iter()
             .map(|c| (c.label.clone(), c))
+            .collect(),
+        label_queries: store
+            .list_label_queries()
+            .await?
+            .into_iter()
+            .map(|q| (q.label.clone(), q))
             .collect(),
     })
 }

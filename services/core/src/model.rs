@@ -38,14 +38,21 @@ pub struct Host {
     pub last_ip: String,
     pub config_hash: String,
     pub config_generation: u64,
+    /// Dynamic labels the host's answers to label queries put it in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dynamic_labels: Vec<String>,
+    /// When each label query was last answered (ms), by label.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub label_checks: std::collections::BTreeMap<String, i64>,
 }
 
 impl Host {
     /// Every label the host belongs to: `all`, `platform:<family>`, then the
-    /// operator's labels, sorted and deduplicated.
+    /// operator's and the dynamic labels, sorted and deduplicated.
     pub fn label_set(&self) -> Vec<String> {
         let mut labels = vec!["all".to_owned(), format!("platform:{}", self.platform)];
         let mut extra: Vec<String> = self.labels.clone();
+        extra.extend(self.dynamic_labels.iter().cloned());
         extra.sort();
         extra.dedup();
         labels.extend(
@@ -101,6 +108,32 @@ pub struct Schedule {
 fn default_true() -> bool {
     true
 }
+
+/// A dynamic label: hosts answer `sql` every `interval` seconds (as a
+/// live query) and belong to `label` while it returns at least one row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LabelQuery {
+    pub label: String,
+    pub sql: String,
+    /// Seconds between evaluations on each host (at least 60).
+    #[serde(default = "default_label_interval")]
+    pub interval: u32,
+    /// Only hosts of these platform families are asked (none: all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<String>,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub updated_at: i64,
+}
+
+fn default_label_interval() -> u32 {
+    3600
+}
+
+/// The live-query id under which hosts are asked a label query.
+pub const LABEL_QUERY_PREFIX: &str = "gatehouse-label:";
 
 /// Options, decorators and file paths for every host with `label`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

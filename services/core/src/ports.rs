@@ -10,7 +10,8 @@ use bytes::Bytes;
 use crate::HostId;
 use crate::model::{
     ApiToken, AuditEvent, Campaign, CampaignResult, CarveSession, Delivery, EnrollSecret, Host,
-    LabelConfig, LogRecords, Page, Query, ResultFilter, ResultLog, Schedule, StatusLog, User,
+    LabelConfig, LabelQuery, LogRecords, Page, Query, ResultFilter, ResultLog, Schedule, StatusLog,
+    User,
 };
 use crate::rules::{Alert, DeadLetter, Rule};
 
@@ -109,6 +110,9 @@ pub trait Store: Send + Sync + 'static {
     async fn put_label_config(&self, c: &LabelConfig) -> StoreResult<()>;
     async fn delete_label_config(&self, label: &str) -> StoreResult<bool>;
     async fn list_label_configs(&self) -> StoreResult<Vec<LabelConfig>>;
+    async fn put_label_query(&self, q: &LabelQuery) -> StoreResult<()>;
+    async fn delete_label_query(&self, label: &str) -> StoreResult<bool>;
+    async fn list_label_queries(&self) -> StoreResult<Vec<LabelQuery>>;
     /// Increments and returns the config generation.
     async fn bump_config_generation(&self) -> StoreResult<u64>;
     async fn config_generation(&self) -> StoreResult<u64>;

@@ -85,7 +85,7 @@ pub enum What {
     },
     /// Exports definitions as the specs `apply` reads.
     Get {
-        /// queries, schedules, label-configs, rules or all.
+        /// queries, schedules, label-configs, label-queries, rules or all.
         kind: String,
         /// yaml or json.
         #[arg(short = 'o', long = "output", default_value = "yaml")]
@@ -916,6 +916,7 @@ const KINDS: &[(&str, &str, &str)] = &[
     ("query", "/queries", "name"),
     ("schedule", "/schedules", "name"),
     ("label_config", "/label_configs", "label"),
+    ("label_query", "/label_queries", "label"),
     ("rule", "/rules", "name"),
 ];
 
@@ -924,7 +925,7 @@ const KINDS: &[(&str, &str, &str)] = &[
 fn canonical(kind: &str, name: &str, spec: &Value) -> Result<Value, String> {
     use gatehouse_core::model::{LabelConfig, Query, Schedule};
     let mut full = spec.as_object().cloned().unwrap_or_default();
-    let key = if kind == "label_config" {
+    let key = if kind == "label_config" || kind == "label_query" {
         "label"
     } else {
         "name"
@@ -938,11 +939,13 @@ fn canonical(kind: &str, name: &str, spec: &Value) -> Result<Value, String> {
         "label_config" => {
             serde_json::from_value::<LabelConfig>(full).and_then(serde_json::to_value)
         }
+        "label_query" => serde_json::from_value::<gatehouse_core::model::LabelQuery>(full)
+            .and_then(serde_json::to_value),
         "rule" => serde_json::from_value::<gatehouse_core::rules::Rule>(full)
             .and_then(serde_json::to_value),
         other => {
             return Err(format!(
-                "unknown kind {other:?}: query, schedule, label_config or rule"
+                "unknown kind {other:?}: query, schedule, label_config, label_query or rule"
             ));
         }
     }
@@ -1081,11 +1084,12 @@ async fn get_specs(api: &Api, kind: &str, output: &str) -> Result<String, CtlErr
         "queries" => &["query"],
         "schedules" => &["schedule"],
         "label-configs" => &["label_config"],
+        "label-queries" => &["label_query"],
         "rules" => &["rule"],
-        "all" => &["query", "schedule", "label_config", "rule"],
+        "all" => &["query", "schedule", "label_config", "label_query", "rule"],
         other => {
             return Err(CtlError::Refused(format!(
-                "{other:?}: queries, schedules, label-configs, rules or all"
+                "{other:?}: queries, schedules, label-configs, label-queries, rules or all"
             )));
         }
     };

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use gatehouse_bus::hostrpc::SHARD_MOVED;
 use gatehouse_core::HostId;
-use gatehouse_core::model::{Campaign, CampaignResult, Delivery, DeliveryState, Host};
+use gatehouse_core::model::{
+    Campaign, CampaignResult, Delivery, DeliveryState, Host, LABEL_QUERY_PREFIX,
+};
 use gatehouse_core::nodekey::NodeKeys;
 use gatehouse_core::ports::{Fence, Store, StoreError};
 use gatehouse_core::time::now_ms;
@@ -116,6 +118,8 @@ pub struct HostState {
     record_dirty: bool,
     /// The shard moved or a newer owner wrote the host: never write again.
     deposed: bool,
+    /// Label queries sent and not answered yet: label -> when (ms).
+    label_sent: BTreeMap<String, i64>,
 }
 
 /// A failed write as the reply says it: "shard moved" as is (the client
@@ -272,6 +276,8 @@ impl HostActor {
                 last_ip: String::new(),
                 config_hash: String::new(),
                 config_generation: 0,
+                dynamic_labels: Vec::new(),
+                label_checks: Default::default(),
             },
         };
         let mut host = host;
@@ -404,6 +410,8 @@ impl HostActor {
             state.deposed = true;
             return failure(SHARD_MOVED);
         }
+        self.due_label_queries(state, now, redeliver, &mut queries)
+            .await;
         if !queries.is_empty() {
             tracing::debug!(host = %state.id, queries = queries.len(), "live queries delivered");
         }
@@ -414,10 +422,111 @@ impl HostActor {
         })
     }
 
+    /// Adds the label queries due on this host (each every `interval`,
+    /// re-sent when unanswered after `redeliver`), and drops dynamic labels
+    /// whose query was deleted.
+    async fn due_label_queries(
+        &self,
+        state: &mut HostState,
+        now: i64,
+        redeliver: i64,
+        queries: &mut BTreeMap<String, String>,
+    ) {
+        let defs = match self.ctx.configs.definitions().await {
+            Ok((_, d)) => d,
+            Err(e) => {
+                tracing::debug!(host = %state.id, error = %e, "label queries not readable");
+                return;
+            }
+        };
+        let Some(h) = state.host.as_mut() else { return };
+        let before = h.dynamic_labels.len();
+        h.dynamic_labels
+            .retain(|l| defs.label_queries.contains_key(l));
+        h.label_checks
+            .retain(|l, _| defs.label_queries.contains_key(l));
+        if h.dynamic_labels.len() != before {
+            // Membership changes the host's config and listings: written
+            // through (a failed write is retried by the next flush).
+            state.dirty = true;
+            state.record_dirty = true;
+            if let Err(e) = self.persist(state).await {
+                tracing::warn!(host = %state.id, error = %e, "dynamic label removal not stored yet");
+            }
+        }
+        let Some(h) = state.host.as_ref() else { return };
+        for q in defs.label_queries.values() {
+            if !q.platforms.is_empty() && !q.platforms.contains(&h.platform) {
+                continue;
+            }
+            let last = h.label_checks.get(&q.label).copied().unwrap_or(0);
+            if now - last < i64::from(q.interval) * 1000
+                || state
+                    .label_sent
+                    .get(&q.label)
+                    .is_some_and(|t| now - t < redeliver)
+            {
+                continue;
+            }
+            queries.insert(format!("{LABEL_QUERY_PREFIX}{}", q.label), q.sql.clone());
+            state.label_sent.insert(q.label.clone(), now);
+        }
+    }
+
+    /// Applies answers to label queries: membership while the query
+    /// returns rows. A change of membership is written through (it changes
+    /// the host's config and label index); a bare check time is flushed
+    /// with the next write.
+    async fn label_answers(
+        &self,
+        state: &mut HostState,
+        answers: Vec<gatehouse_proto::v1::QueryResult>,
+        now: i64,
+    ) -> Result<(), String> {
+        let mut changed = false;
+        for r in answers {
+            let label = r.query_id[LABEL_QUERY_PREFIX.len()..].to_owned();
+            state.label_sent.remove(&label);
+            let rows: Vec<Value> = serde_json::from_slice(&r.rows_json).unwrap_or_default();
+            let member = r.status == 0 && !rows.is_empty();
+            let Some(h) = state.host.as_mut() else {
+                continue;
+            };
+            h.label_checks.insert(label.clone(), now);
+            state.dirty = true;
+            state.record_dirty = true;
+            let has = h.dynamic_labels.contains(&label);
+            if member && !has {
+                h.dynamic_labels.push(label.clone());
+                h.dynamic_labels.sort();
+                changed = true;
+            } else if !member && has {
+                h.dynamic_labels.retain(|l| l != &label);
+                changed = true;
+            }
+            if changed {
+                tracing::info!(host = %state.id, label, member, "dynamic label membership changed");
+            }
+        }
+        if changed {
+            self.persist(state).await?;
+        }
+        Ok(())
+    }
+
     async fn write(&self, state: &mut HostState, op: WriteOp) -> host_reply::Result {
         let now = now_ms();
-        let mut results = Vec::with_capacity(op.results.len());
-        for r in op.results {
+        let (labels, campaign_answers): (Vec<_>, Vec<_>) = op
+            .results
+            .into_iter()
+            .partition(|r| r.query_id.starts_with(LABEL_QUERY_PREFIX));
+        if !labels.is_empty()
+            && let Err(e) = self.label_answers(state, labels, now).await
+        {
+            return write_failure("label membership could not be stored", e);
+        }
+        let mut results = Vec::with_capacity(campaign_answers.len());
+        for r in campaign_answers {
             // The first answer wins: a repeat (an agent retry after a lost
             // response) is ignored. A late answer to an expired delivery is
             // still recorded.
@@ -581,6 +690,7 @@ impl Actor for HostActor {
             dirty: false,
             record_dirty: false,
             deposed: false,
+            label_sent: BTreeMap::new(),
         })
     }
 

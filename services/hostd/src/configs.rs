@@ -93,7 +93,9 @@ impl ConfigCache {
         Ok((assembled.hash, generation))
     }
 
-    async fn definitions(&self) -> Result<(u64, Arc<Definitions>), StoreError> {
+    /// The definitions of the newest generation known (loaded once per
+    /// generation).
+    pub async fn definitions(&self) -> Result<(u64, Arc<Definitions>), StoreError> {
         let known = self.known.load(Ordering::Acquire);
         let current = |known: u64| -> Option<(u64, Arc<Definitions>)> {
             let guard = self.loaded.lock().ok()?;

@@ -151,6 +151,8 @@ pub fn sample_host(n: u32) -> Host {
         last_ip: String::new(),
         config_hash: String::new(),
         config_generation: 0,
+        dynamic_labels: Vec::new(),
+        label_checks: Default::default(),
     }
 }
 
@@ -919,6 +921,20 @@ async fn audit(store: &dyn Store, sem: Semantics, report: &mut Report) {
 }
 
 async fn rules_and_alerts(store: &dyn Store, sem: Semantics, report: &mut Report) {
+    // Label queries are definitions like the others.
+    let lq = gatehouse_core::model::LabelQuery {
+        label: "has-docker".into(),
+        sql: "SELECT 1 FROM processes WHERE name = 'dockerd'".into(),
+        interval: 600,
+        platforms: vec!["linux".into()],
+        description: String::new(),
+        updated_at: 1,
+    };
+    ok(store.put_label_query(&lq).await);
+    assert_eq!(ok(store.list_label_queries().await), vec![lq.clone()]);
+    assert!(ok(store.delete_label_query(&lq.label).await));
+    assert!(ok(store.list_label_queries().await).is_empty());
+
     use gatehouse_core::rules::{Action, Alert, DeadLetter, Rule, Trigger, pending_outcomes};
     let rule = |name: &str| Rule {
         name: name.into(),

@@ -23,7 +23,7 @@
 //! | `alerts`     | (u64::MAX - at) · alert id                    | `Alert` JSON     |
 //! | `dead`       | dead letter id                                | `DeadLetter` JSON |
 //!
-//! Rules live in `defs` under `r/<name>`.
+//! Rules live in `defs` under `r/<name>`, label queries under `lq/<label>`.
 //!
 //! Log keys start with a day bucket (`logs::bucket_day`: the agent's day
 //! when its clock is plausible, else the receive day) so retention drops
@@ -44,7 +44,8 @@ use gatehouse_core::HostId;
 use gatehouse_core::logs::bucket_day;
 use gatehouse_core::model::{
     ApiToken, AuditEvent, Campaign, CampaignResult, CarveSession, Delivery, EnrollSecret, Host,
-    LabelConfig, LogRecords, Page, Query, ResultFilter, ResultLog, Schedule, StatusLog, User,
+    LabelConfig, LabelQuery, LogRecords, Page, Query, ResultFilter, ResultLog, Schedule, StatusLog,
+    User,
 };
 use gatehouse_core::ports::{BlockOutcome, Fence, Store, StoreError, StoreResult};
 use gatehouse_core::rules::{Alert, DeadLetter, Rule};
@@ -452,6 +453,20 @@ impl Store for EmbeddedStore {
 
     async fn list_queries(&self) -> StoreResult<Vec<Query>> {
         self.run(|i| i.scan_json(&i.defs, b"q/")).await
+    }
+
+    async fn put_label_query(&self, q: &LabelQuery) -> StoreResult<()> {
+        let (k, v) = (format!("lq/{}", q.label).into_bytes(), enc(q)?);
+        self.run(move |i| i.commit(vec![(&i.defs, k, v)])).await
+    }
+
+    async fn delete_label_query(&self, label: &str) -> StoreResult<bool> {
+        let k = format!("lq/{label}").into_bytes();
+        self.run(move |i| i.delete(&i.defs, &k)).await
+    }
+
+    async fn list_label_queries(&self) -> StoreResult<Vec<LabelQuery>> {
+        self.run(|i| i.scan_json(&i.defs, b"lq/")).await
     }
 
     async fn put_schedule(&self, s: &Schedule) -> StoreResult<()> {

@@ -29,7 +29,8 @@ use gatehouse_core::ids::shard_of;
 use gatehouse_core::logs::bucket_time;
 use gatehouse_core::model::{
     ApiToken, AuditEvent, Campaign, CampaignResult, CarveSession, Delivery, EnrollSecret, Host,
-    LabelConfig, LogRecords, Page, Query, ResultFilter, ResultLog, Schedule, StatusLog, User,
+    LabelConfig, LabelQuery, LogRecords, Page, Query, ResultFilter, ResultLog, Schedule, StatusLog,
+    User,
 };
 use gatehouse_core::ports::{BlockOutcome, Fence, Store, StoreError, StoreResult};
 use gatehouse_core::rules::{Alert, DeadLetter, Rule};
@@ -1117,6 +1118,18 @@ impl Store for ScyllaStore {
 
     async fn list_queries(&self) -> StoreResult<Vec<Query>> {
         self.list_defs("query").await
+    }
+
+    async fn put_label_query(&self, q: &LabelQuery) -> StoreResult<()> {
+        self.put_def("label_query", &q.label, q).await
+    }
+
+    async fn delete_label_query(&self, label: &str) -> StoreResult<bool> {
+        self.delete_def("label_query", label).await
+    }
+
+    async fn list_label_queries(&self) -> StoreResult<Vec<LabelQuery>> {
+        self.list_defs("label_query").await
     }
 
     async fn put_schedule(&self, s: &Schedule) -> StoreResult<()> {
