@@ -203,6 +203,10 @@ async fn ctl_apply_is_idempotent_and_exports_round_trip() -> anyhow::Result<()> 
         d.join("rules.yaml"),
         "kind: rule\nname: tmp-binaries\nspec:\n  description: processes run from /tmp\n  when:\n    event: results\n    query: processes\n    condition:\n      any:\n        - {column: path, op: begins_with, value: /tmp/}\n        - {column: path, op: regex, value: '^/dev/shm/'}\n  actions:\n    - type: log\n",
     )?;
+    std::fs::write(
+        d.join("users.yaml"),
+        "kind: user\nname: carol\nspec:\n  role: observer\n",
+    )?;
     let dirs = d.to_string_lossy().into_owned();
 
     // A dry run shows everything to create and changes nothing.
@@ -214,7 +218,7 @@ async fn ctl_apply_is_idempotent_and_exports_round_trip() -> anyhow::Result<()> 
         "{out}"
     );
     assert!(
-        out.ends_with("6 to create, 0 to change, 0 unchanged (dry run: nothing changed)\n"),
+        out.ends_with("7 to create, 0 to change, 0 unchanged (dry run: nothing changed)\n"),
         "{out}"
     );
     assert_eq!(s.get("/api/v1/queries").await?, json!([]));
@@ -229,7 +233,7 @@ async fn ctl_apply_is_idempotent_and_exports_round_trip() -> anyhow::Result<()> 
         .map_or(0, Vec::len);
     let o = ctl(&s, &admin, &["apply", "-f", &dirs])?;
     assert!(
-        stdout(&o).ends_with("0 to create, 0 to change, 6 unchanged\n"),
+        stdout(&o).ends_with("0 to create, 0 to change, 7 unchanged\n"),
         "{}",
         stdout(&o)
     );
@@ -249,10 +253,27 @@ async fn ctl_apply_is_idempotent_and_exports_round_trip() -> anyhow::Result<()> 
         "{out}"
     );
     assert!(
-        out.ends_with("0 to create, 1 to change, 5 unchanged\n"),
+        out.ends_with("0 to create, 1 to change, 6 unchanged\n"),
         "{out}"
     );
     assert_eq!(s.get("/api/v1/schedules").await?[0]["interval"], 60);
+
+    // The user exists with its role; users export on their own.
+    let users = s.get("/api/v1/users").await?;
+    assert!(
+        users
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|u| u["name"] == "carol" && u["role"] == "observer"),
+        "{users}"
+    );
+    let o = ctl(&s, &admin, &["get", "users", "-o", "yaml"])?;
+    assert!(
+        stdout(&o).contains("kind: user\nname: carol\nspec:\n  disabled: false\n  role: observer"),
+        "{}",
+        stdout(&o)
+    );
 
     // The rule is live: listed by ctl, no alerts yet.
     let o = ctl(&s, &admin, &["rules", "list"])?;

@@ -85,7 +85,8 @@ pub enum What {
     },
     /// Exports definitions as the specs `apply` reads.
     Get {
-        /// queries, schedules, label-configs, label-queries, rules or all.
+        /// queries, schedules, label-configs, label-queries, rules, users
+        /// (admin) or all (every kind but users).
         kind: String,
         /// yaml or json.
         #[arg(short = 'o', long = "output", default_value = "yaml")]
@@ -918,7 +919,18 @@ const KINDS: &[(&str, &str, &str)] = &[
     ("label_config", "/label_configs", "label"),
     ("label_query", "/label_queries", "label"),
     ("rule", "/rules", "name"),
+    ("user", "/users", "name"),
 ];
+
+/// A user as a spec: its role and whether it is disabled (tokens are made
+/// with `ctl tokens create`, never from files).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserSpec {
+    role: gatehouse_core::model::Role,
+    #[serde(default)]
+    disabled: bool,
+}
 
 /// A definition's spec in one canonical form: parsed as the server's own
 /// type (defaults filled in), without its name and update time.
@@ -941,11 +953,16 @@ fn canonical(kind: &str, name: &str, spec: &Value) -> Result<Value, String> {
         }
         "label_query" => serde_json::from_value::<gatehouse_core::model::LabelQuery>(full)
             .and_then(serde_json::to_value),
+        "user" => {
+            let mut o = full.as_object().cloned().unwrap_or_default();
+            o.retain(|k, _| !["name", "created_at", "created_by"].contains(&k.as_str()));
+            serde_json::from_value::<UserSpec>(Value::Object(o)).and_then(serde_json::to_value)
+        }
         "rule" => serde_json::from_value::<gatehouse_core::rules::Rule>(full)
             .and_then(serde_json::to_value),
         other => {
             return Err(format!(
-                "unknown kind {other:?}: query, schedule, label_config, label_query or rule"
+                "unknown kind {other:?}: query, schedule, label_config, label_query, rule or user"
             ));
         }
     }
@@ -993,9 +1010,9 @@ pub fn load_specs(dir: &std::path::Path) -> Result<Vec<Spec>, String> {
 use serde::Deserialize as _;
 
 /// The server's definitions as specs, in canonical form.
-async fn server_specs(api: &Api) -> Result<Vec<Spec>, CtlError> {
+async fn server_specs(api: &Api, kinds: &[&str]) -> Result<Vec<Spec>, CtlError> {
     let mut out = Vec::new();
-    for (kind, path, key) in KINDS {
+    for (kind, path, key) in KINDS.iter().filter(|k| kinds.contains(&k.0)) {
         for item in api.get(path).await?.as_array().into_iter().flatten() {
             let name = cell(&item[*key]);
             let spec = canonical(kind, &name, item).map_err(CtlError::Failed)?;
@@ -1028,7 +1045,12 @@ fn changes(old: &Value, new: &Value) -> Vec<String> {
 
 async fn apply(api: &Api, dir: &std::path::Path, dry_run: bool) -> Result<String, CtlError> {
     let desired = load_specs(dir).map_err(CtlError::Refused)?;
-    let current = server_specs(api).await?;
+    let kinds: Vec<&str> = KINDS
+        .iter()
+        .map(|k| k.0)
+        .filter(|k| desired.iter().any(|d| d.kind == *k))
+        .collect();
+    let current = server_specs(api, &kinds).await?;
     let mut lines = Vec::new();
     let (mut created, mut changed, mut same) = (0, 0, 0);
     for (kind, path, _) in KINDS {
@@ -1057,15 +1079,37 @@ async fn apply(api: &Api, dir: &std::path::Path, dry_run: bool) -> Result<String
                     lines.push(format!("+ {kind} {}", d.name));
                 }
             }
-            if !dry_run {
+            if dry_run {
+                continue;
+            }
+            let refused = |e: CtlError| CtlError::Refused(format!("{kind} {}: {e}", d.name));
+            if *kind == "user" {
+                // Users are created, then changed (role, disabled).
+                if have.is_none() {
+                    let body = json!({"name": d.name, "role": want["role"]});
+                    api.call(reqwest::Method::POST, path, Some(body))
+                        .await
+                        .map_err(refused)?;
+                    if want["disabled"] != json!(true) {
+                        continue;
+                    }
+                }
                 api.call(
-                    reqwest::Method::PUT,
+                    reqwest::Method::PATCH,
                     &format!("{path}/{}", d.name),
                     Some(want),
                 )
                 .await
-                .map_err(|e| CtlError::Refused(format!("{kind} {}: {e}", d.name)))?;
+                .map_err(refused)?;
+                continue;
             }
+            api.call(
+                reqwest::Method::PUT,
+                &format!("{path}/{}", d.name),
+                Some(want),
+            )
+            .await
+            .map_err(refused)?;
         }
     }
     lines.push(format!(
@@ -1086,18 +1130,15 @@ async fn get_specs(api: &Api, kind: &str, output: &str) -> Result<String, CtlErr
         "label-configs" => &["label_config"],
         "label-queries" => &["label_query"],
         "rules" => &["rule"],
+        "users" => &["user"],
         "all" => &["query", "schedule", "label_config", "label_query", "rule"],
         other => {
             return Err(CtlError::Refused(format!(
-                "{other:?}: queries, schedules, label-configs, label-queries, rules or all"
+                "{other:?}: queries, schedules, label-configs, label-queries, rules, users (admin) or all"
             )));
         }
     };
-    let specs: Vec<Spec> = server_specs(api)
-        .await?
-        .into_iter()
-        .filter(|s| want.contains(&s.kind.as_str()))
-        .collect();
+    let specs: Vec<Spec> = server_specs(api, want).await?;
     match output {
         "json" => Ok(serde_json::to_string_pretty(&specs).unwrap_or_default()),
         "yaml" => {
