@@ -472,6 +472,17 @@ impl Agent {
         .await
     }
 
+    /// Polls until a live query is delivered; its id.
+    pub async fn next_live_query(&self) -> anyhow::Result<String> {
+        eventually(Duration::from_secs(10), || async {
+            let r = self.read().await?.json.unwrap_or_default();
+            Ok(r["queries"]
+                .as_object()
+                .and_then(|q| q.keys().next().cloned()))
+        })
+        .await
+    }
+
     pub async fn write(&self, body: Value) -> anyhow::Result<Reply> {
         self.post(&self.paths.write.clone(), body).await
     }

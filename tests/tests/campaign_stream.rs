@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use gatehouse_proto::v1 as pb;
 use gatehouse_proto::v1::admin_client::AdminClient;
-use gatehouse_tests::{Agent, TestServer, eventually};
+use gatehouse_tests::{Agent, TestServer};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -22,19 +22,8 @@ fn sse_events(resp: reqwest::Response) -> tokio::sync::mpsc::Receiver<(String, V
         let mut buf = String::new();
         while let Some(Ok(chunk)) = stream.next().await {
             buf.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(end) = buf.find("\n\n") {
-                let frame: String = buf.drain(..end + 2).collect();
-                let (mut kind, mut data) = (String::new(), String::new());
-                for line in frame.lines() {
-                    if let Some(k) = line.strip_prefix("event:") {
-                        kind = k.trim().to_owned();
-                    } else if let Some(d) = line.strip_prefix("data:") {
-                        data.push_str(d.trim_start());
-                    }
-                }
-                if let Ok(v) = serde_json::from_str(&data)
-                    && tx.send((kind, v)).await.is_err()
-                {
+            for ev in gatehouse::ctl::sse_events(&mut buf) {
+                if tx.send(ev).await.is_err() {
                     return;
                 }
             }
@@ -58,13 +47,7 @@ async fn next_event(
 }
 
 async fn answer(agent: &Agent, value: &str) -> anyhow::Result<String> {
-    let id = eventually(Duration::from_secs(10), || async {
-        let r = agent.read().await?.json.unwrap_or_default();
-        Ok(r["queries"]
-            .as_object()
-            .and_then(|q| q.keys().next().cloned()))
-    })
-    .await?;
+    let id = agent.next_live_query().await?;
     let w = agent
         .write(json!({"queries": {id.clone(): [{"v": value}]}, "statuses": {id.clone(): 0}}))
         .await?;

@@ -109,13 +109,7 @@ async fn ctl_manages_the_fleet_from_the_command_line() -> anyhow::Result<()> {
                 .output()
         })
     };
-    let id = gatehouse_tests::eventually(Duration::from_secs(10), || async {
-        let r = agent.read().await?.json.unwrap_or_default();
-        Ok(r["queries"]
-            .as_object()
-            .and_then(|q| q.keys().next().cloned()))
-    })
-    .await?;
+    let id = agent.next_live_query().await?;
     let w = agent
         .write(json!({"queries": {id.clone(): [{"one": "1"}]}, "statuses": {id.clone(): 0}}))
         .await?;

@@ -817,19 +817,7 @@ async fn run_query(
             Ok(Some(Ok(b))) => b,
         };
         buf.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buf.find("\n\n") {
-            let frame: String = buf.drain(..end + 2).collect();
-            let (mut kind, mut data) = (String::new(), String::new());
-            for line in frame.lines() {
-                if let Some(k) = line.strip_prefix("event:") {
-                    kind = k.trim().to_owned();
-                } else if let Some(d) = line.strip_prefix("data:") {
-                    data.push_str(d.trim_start());
-                }
-            }
-            let Ok(ev) = serde_json::from_str::<Value>(&data) else {
-                continue;
-            };
+        for (kind, ev) in sse_events(&mut buf) {
             match kind.as_str() {
                 "result" => {
                     let r = ev["result"].clone();
@@ -877,6 +865,27 @@ async fn run_query(
             silent.join(", ")
         )
     })
+}
+
+/// Takes the complete Server-Sent Events out of `buf` (what is left is
+/// the start of the next one): each event's name and its JSON data.
+pub fn sse_events(buf: &mut String) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    while let Some(end) = buf.find("\n\n") {
+        let frame: String = buf.drain(..end + 2).collect();
+        let (mut kind, mut data) = (String::new(), String::new());
+        for line in frame.lines() {
+            if let Some(k) = line.strip_prefix("event:") {
+                kind = k.trim().to_owned();
+            } else if let Some(d) = line.strip_prefix("data:") {
+                data.push_str(d.trim_start());
+            }
+        }
+        if let Ok(v) = serde_json::from_str(&data) {
+            out.push((kind, v));
+        }
+    }
+    out
 }
 
 /// One host's answer as it arrives: a line per row (`host  col=value ...`),
