@@ -5,7 +5,6 @@
 //! cannot be reached.
 
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
 use gatehouse_tests::{TestServer, gatehouse_bin};
 use serde_json::{Value, json};
