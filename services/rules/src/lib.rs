@@ -216,6 +216,8 @@ impl Engine {
         if set.by_query.is_empty() {
             return;
         }
+        // Counted once per batch: the metric's label lookup is not free.
+        let mut evaluated = 0u64;
         for line in lines {
             let Some(idx) = set.by_query.get(&line.name) else {
                 continue;
@@ -223,8 +225,8 @@ impl Engine {
             let rows = rows_of(line);
             for &i in idx {
                 let rule = &set.rules[i];
+                evaluated += rows.len() as u64;
                 for (n, row) in rows.iter().enumerate() {
-                    metrics().evaluations.get_or_create(&kind("results")).inc();
                     if !rule.fires_on(&line.name, row) {
                         continue;
                     }
@@ -268,6 +270,10 @@ impl Engine {
                 }
             }
         }
+        metrics()
+            .evaluations
+            .get_or_create(&kind("results"))
+            .inc_by(evaluated);
     }
 
     /// Fires the host-enrolled rules that cover `host`.
@@ -332,14 +338,18 @@ impl Engine {
         let mut cursor: Option<String> = None;
         loop {
             let page = self.inner.store.list_hosts(cursor.as_deref(), 1000).await?;
+            metrics()
+                .evaluations
+                .get_or_create(&kind("host_silent"))
+                .inc_by((page.items.len() * silent.len()) as u64);
+            metrics()
+                .evaluations
+                .get_or_create(&kind("config_drift"))
+                .inc_by((page.items.len() * drift.len()) as u64);
             for host in &page.items {
                 report.hosts += 1;
                 let labels = host.label_set();
                 for rule in &silent {
-                    metrics()
-                        .evaluations
-                        .get_or_create(&kind("host_silent"))
-                        .inc();
                     let Trigger::HostSilent { after_secs, .. } = rule.rule.when else {
                         continue;
                     };
@@ -372,10 +382,6 @@ impl Engine {
                     continue;
                 };
                 for rule in &drift {
-                    metrics()
-                        .evaluations
-                        .get_or_create(&kind("config_drift"))
-                        .inc();
                     let Trigger::ConfigDrift { after_secs, .. } = rule.rule.when else {
                         continue;
                     };
