@@ -1016,21 +1016,37 @@ impl Admin {
     async fn check_campaign_limits(&self, by: &str) -> Result<(), ApiError> {
         let now = now_ms();
         let window = self.cfg.max_active_campaigns.saturating_mul(4).max(100);
-        let (mut running, mut mine) = (0usize, 0usize);
-        for c in self.store.list_campaigns(window).await? {
-            let known_complete = self.complete.lock().is_ok_and(|s| s.contains(&c.id));
-            if c.is_expired(now) || known_complete {
-                continue;
-            }
-            let cov = Self::coverage(&self.store.list_deliveries(&c.id).await?, &c, now);
-            if cov.answered + cov.failed >= c.target_count {
-                if let Ok(mut s) = self.complete.lock() {
-                    s.insert(c.id.clone());
+        let unexpired: Vec<Campaign> = self
+            .store
+            .list_campaigns(window)
+            .await?
+            .into_iter()
+            .filter(|c| {
+                !c.is_expired(now) && !self.complete.lock().is_ok_and(|s| s.contains(&c.id))
+            })
+            .collect();
+        let count = |cs: &[Campaign]| {
+            let mine = cs.iter().filter(|c| c.created_by == by).count();
+            (cs.len(), mine)
+        };
+        let (mut running, mut mine) = count(&unexpired);
+        if running >= self.cfg.max_active_campaigns
+            || mine >= self.cfg.max_active_campaigns_per_user
+        {
+            // At a limit: campaigns every target answered do not count.
+            // Their deliveries are read only now, and once per campaign.
+            let mut still = Vec::new();
+            for c in unexpired {
+                let cov = Self::coverage(&self.store.list_deliveries(&c.id).await?, &c, now);
+                if cov.answered + cov.failed >= c.target_count {
+                    if let Ok(mut s) = self.complete.lock() {
+                        s.insert(c.id.clone());
+                    }
+                } else {
+                    still.push(c);
                 }
-                continue;
             }
-            running += 1;
-            mine += usize::from(c.created_by == by);
+            (running, mine) = count(&still);
         }
         if running >= self.cfg.max_active_campaigns {
             return Err(ApiError::TooMany(format!(
