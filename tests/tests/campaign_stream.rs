@@ -132,9 +132,7 @@ async fn campaign_answers_stream_over_sse_and_grpc_and_running_campaigns_are_lim
     assert_eq!(first["coverage"]["targeted"], 2);
     assert_eq!(first["coverage"]["answered"], 0);
     let mut grpc = AdminClient::new(s.grpc_channel().await?);
-    let mut req = tonic::Request::new(pb::CampaignRef { id: id.clone() });
-    req.metadata_mut()
-        .insert("authorization", format!("Bearer {bob}").parse()?);
+    let req = gatehouse_tests::as_user(&bob, pb::CampaignRef { id: id.clone() })?;
     let mut watch = grpc.watch_campaign(req).await?.into_inner();
 
     // a answers: its row streams to both watchers.

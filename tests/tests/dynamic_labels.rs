@@ -132,9 +132,7 @@ async fn hosts_join_dynamic_labels_from_their_answers() -> anyhow::Result<()> {
 
     // gRPC lists it; deleting it takes a out of the label at its next poll.
     let mut grpc = AdminClient::new(s.grpc_channel().await?);
-    let mut req = tonic::Request::new(pb::Empty {});
-    req.metadata_mut()
-        .insert("authorization", format!("Bearer {bob}").parse()?);
+    let req = gatehouse_tests::as_user(&bob, pb::Empty {})?;
     let qs = grpc.list_label_queries(req).await?.into_inner();
     assert_eq!(qs.label_queries.len(), 1);
     assert_eq!(qs.label_queries[0].interval, 600);

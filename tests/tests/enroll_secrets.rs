@@ -76,14 +76,15 @@ async fn enroll_secrets_label_expire_and_revoke() -> anyhow::Result<()> {
 
     // Over gRPC: a chosen value that expires after a second.
     let mut rpc = AdminClient::new(s.grpc_channel().await?);
-    let mut req = tonic::Request::new(pb::CreateEnrollSecretRequest {
-        id: "burst".into(),
-        labels: vec!["burst".into()],
-        expires_in: Some(1),
-        secret: Some("a-chosen-secret-value".into()),
-    });
-    req.metadata_mut()
-        .insert("authorization", format!("Bearer {admin}").parse()?);
+    let req = gatehouse_tests::as_user(
+        &admin,
+        pb::CreateEnrollSecretRequest {
+            id: "burst".into(),
+            labels: vec!["burst".into()],
+            expires_in: Some(1),
+            secret: Some("a-chosen-secret-value".into()),
+        },
+    )?;
     let burst = rpc.create_enroll_secret(req).await?.into_inner();
     assert_eq!(burst.secret, "a-chosen-secret-value");
     let mut b = s.agent(2);

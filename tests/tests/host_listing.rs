@@ -151,19 +151,21 @@ async fn hosts_are_searched_by_text_and_last_seen_and_deleted_by_admins() -> any
 
     // gRPC: the same filters and the same delete.
     let mut grpc = AdminClient::new(s.grpc_channel().await?);
-    let mut req = tonic::Request::new(pb::ListHostsRequest {
-        search: Some("web-02".into()),
-        ..Default::default()
-    });
-    req.metadata_mut()
-        .insert("authorization", format!("Bearer {admin}").parse()?);
+    let req = gatehouse_tests::as_user(
+        &admin,
+        pb::ListHostsRequest {
+            search: Some("web-02".into()),
+            ..Default::default()
+        },
+    )?;
     let page = grpc.list_hosts(req).await?.into_inner();
     assert_eq!(page.hosts.len(), 1);
-    let mut req = tonic::Request::new(pb::HostRef {
-        id: page.hosts[0].id.clone(),
-    });
-    req.metadata_mut()
-        .insert("authorization", format!("Bearer {admin}").parse()?);
+    let req = gatehouse_tests::as_user(
+        &admin,
+        pb::HostRef {
+            id: page.hosts[0].id.clone(),
+        },
+    )?;
     grpc.delete_host(req).await?;
     let (_, audit) = s.call(&admin, Method::GET, "/api/v1/audit", None).await?;
     let deletes = audit

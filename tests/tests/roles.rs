@@ -9,17 +9,10 @@ use std::time::Duration;
 
 use gatehouse_proto::v1 as pb;
 use gatehouse_proto::v1::admin_client::AdminClient;
-use gatehouse_tests::TestServer;
+use gatehouse_tests::{TestServer, as_user};
 use reqwest::Method;
 use serde_json::json;
 use tonic::Code;
-
-fn as_user<T>(token: &str, msg: T) -> anyhow::Result<tonic::Request<T>> {
-    let mut r = tonic::Request::new(msg);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse()?);
-    Ok(r)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_limit_what_each_caller_may_do_and_everything_is_audited() -> anyhow::Result<()> {

@@ -11,16 +11,9 @@ use std::time::Duration;
 use gatehouse_proto::v1 as pb;
 use gatehouse_proto::v1::admin_client::AdminClient;
 use gatehouse_tests::webhook::WebhookReceiver;
-use gatehouse_tests::{TestServer, eventually};
+use gatehouse_tests::{TestServer, as_user, eventually};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-fn as_user<T>(token: &str, msg: T) -> anyhow::Result<tonic::Request<T>> {
-    let mut r = tonic::Request::new(msg);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse()?);
-    Ok(r)
-}
 
 fn event_line(host: &str, name: &str, columns: Value, t: i64) -> Value {
     json!({
