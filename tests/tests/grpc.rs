@@ -10,13 +10,9 @@ use gatehouse_tests::TestServer;
 use reqwest::Method;
 use serde_json::json;
 use tonic::Code;
-use tonic::metadata::MetadataValue;
 
 fn authed<T>(s: &TestServer, msg: T) -> anyhow::Result<tonic::Request<T>> {
-    let mut r = tonic::Request::new(msg);
-    let v: MetadataValue<_> = format!("Bearer {}", s.boot.admin_token).parse()?;
-    r.metadata_mut().insert("authorization", v);
-    Ok(r)
+    gatehouse_tests::as_user(&s.boot.admin_token, msg)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
