@@ -395,6 +395,14 @@ impl Admin {
     }
 
     /// Accepts these tokens as the built-in `admin` caller.
+    /// The client dead letters are redriven with (the rule engine's
+    /// timeout and extra CAs); without one, a default client is made on
+    /// first use.
+    pub fn with_webhook_client(self, client: gatehouse_rules::WebhookClient) -> Self {
+        let _ = self.webhooks.set(client);
+        self
+    }
+
     pub fn with_bootstrap_tokens(mut self, tokens: Vec<String>) -> Self {
         self.bootstrap_tokens = tokens;
         self

@@ -220,7 +220,8 @@ pub async fn start_api(
     let bus: Arc<dyn Bus> = Arc::new(nats(cfg, "api").await?);
     let admin = Arc::new(
         Admin::new(store, bus.clone(), host_client(cfg, bus), api_config(cfg))
-            .with_bootstrap_tokens(vec![boot.admin_token.clone()]),
+            .with_bootstrap_tokens(vec![boot.admin_token.clone()])
+            .with_webhook_client(crate::serve::webhook_client(cfg)?),
     );
     let shutdown = Shutdown::new();
     let (s, opts) = (shutdown.clone(), serve_options(cfg, "api"));

@@ -126,6 +126,14 @@ pub(crate) fn rules_config(cfg: &ServeConfig) -> gatehouse_rules::RulesConfig {
     }
 }
 
+/// The webhook client of the rule engine's settings, for the API's
+/// dead-letter redrive.
+pub(crate) fn webhook_client(cfg: &ServeConfig) -> anyhow::Result<gatehouse_rules::WebhookClient> {
+    let r = rules_config(cfg);
+    gatehouse_rules::WebhookClient::new(r.webhook_timeout, r.webhook_ca.as_deref())
+        .map_err(|e| anyhow::anyhow!("rules.webhook_ca: {e}"))
+}
+
 /// Opens the configured store: the embedded one in the data directory, or
 /// a ScyllaDB cluster (connecting and applying schema migrations).
 pub async fn open_store(cfg: &ServeConfig, boot: &Bootstrap) -> anyhow::Result<Arc<dyn Store>> {
@@ -177,7 +185,8 @@ pub fn start(
     let edge_cfg = edge_config(cfg, boot);
     let admin = Arc::new(
         Admin::new(store.clone(), bus.clone(), hosts.clone(), api_config(cfg))
-            .with_bootstrap_tokens(vec![boot.admin_token.clone()]),
+            .with_bootstrap_tokens(vec![boot.admin_token.clone()])
+            .with_webhook_client(webhook_client(cfg)?),
     );
     let front = Shutdown::new();
     let back = Shutdown::new();
