@@ -6,23 +6,27 @@
 #
 #   loadtest/bench.sh NAME [gatehouse-load arguments...]
 #   loadtest/bench.sh steady-5k --hosts 5000 --duration 300 --ramp 60
+#
+# PROFILE=profiling builds the same optimised code with symbols (for
+# `perf record -g -p <server pid>`); the default is the stripped release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name=${1:?usage: loadtest/bench.sh NAME [gatehouse-load args...]}
 shift
-cargo build --release --locked -p gatehouse -p gatehouse-loadtest
+profile=${PROFILE:-release}
+cargo build --profile "$profile" --locked -p gatehouse -p gatehouse-loadtest
 data=$(mktemp -d /tmp/gatehouse-bench.XXXXXX)
 out=docs/benchmarks/$name
 mkdir -p "$out"
 GATEHOUSE_DATA_DIR="$data/data" GATEHOUSE_LISTEN=127.0.0.1:8443 GATEHOUSE_API_LISTEN=127.0.0.1:8444 \
-  RUST_LOG=warn target/release/gatehouse serve > "$data/server.out" 2> "$data/server.err" &
+  RUST_LOG=warn target/$profile/gatehouse serve > "$data/server.out" 2> "$data/server.err" &
 server=$!
 trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$data"' EXIT
 for _ in $(seq 1 100); do
   [ -s "$data/server.out" ] && break
   sleep 0.1
 done
-target/release/gatehouse-load --gatehouse-data "$data/data" --server-pid "$server" \
+target/$profile/gatehouse-load --gatehouse-data "$data/data" --server-pid "$server" \
   --setup-schedule --out "$out" "$@" | tee "$data/harness.out" > /dev/null
 {
   echo

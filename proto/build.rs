@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "gatehouse/v1/hostd.proto",
         "gatehouse/v1/admin.proto",
         "gatehouse/v1/control.proto",
+        "gatehouse/v1/events.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

@@ -17,6 +17,9 @@
 #   writes, TTL expiry, concurrent migrations) are tested against a real
 #   node when GATEHOUSE_TEST_SCYLLA=host:port names one. Without it those
 #   tests are reported as NOT RUN, never as passed.
+# - Formatting (cargo fmt --check) and lints (clippy with -D warnings;
+#   clippy.toml lets tests unwrap) are checked first: either failing fails
+#   the run.
 # - The Helm chart is linted (--strict) and rendered offline with its
 #   default and HA values by Helm's Go SDK (helm-python-sdk from PyPI),
 #   with assertions on the manifests (tests/helm/test_chart.py).
@@ -39,6 +42,10 @@ echo "== using $("$GATEHOUSE_NATS_SERVER" --version) at $GATEHOUSE_NATS_SERVER"
 if [[ "${CI:-}" == "true" ]]; then
     export CARGO_INCREMENTAL=0
 fi
+echo "== formatting: cargo fmt --check"
+cargo fmt --all --check
+echo "== lints: cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "== disk before the build: $(df -h --output=avail . | tail -1 | tr -d ' ') free"
 echo "== building the gatehouse binary (the multi-process cluster test and the chart tests run it)"
 cargo build --locked -p gatehouse

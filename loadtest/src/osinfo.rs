@@ -262,7 +262,7 @@ mod tests {
     }
     impl OrDefault for Result<OsMix, String> {
         fn unwrap_or_default_mix(self) -> OsMix {
-            self.unwrap_or_else(|e| panic!("{e}"))
+            self.unwrap()
         }
     }
 

@@ -122,7 +122,7 @@ pub fn machine() -> String {
 mod tests {
     #[test]
     fn samples_self() {
-        let s = super::sample("self").unwrap_or_else(|| panic!("no /proc"));
+        let s = super::sample("self").expect("no /proc");
         assert!(s.rss_bytes > 0 && s.peak_rss_bytes >= s.rss_bytes);
     }
 }

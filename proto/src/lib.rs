@@ -9,3 +9,5 @@ pub mod v1 {
 }
 
 pub use prost::Message;
+
+pub mod topics;

@@ -142,8 +142,7 @@ async fn the_admin_service_over_grpc_matches_rest() -> anyhow::Result<()> {
             },
         )?)
         .await
-        .err()
-        .unwrap_or_else(|| panic!("a schedule of a missing query was accepted"));
+        .expect_err("a schedule of a missing query was accepted");
     assert_eq!(bad.code(), Code::InvalidArgument);
     assert!(bad.message().contains("no_such_query"), "{}", bad.message());
     let missing = admin

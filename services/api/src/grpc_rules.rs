@@ -55,9 +55,9 @@ pub fn rule_to_pb(r: Rule) -> pb::Rule {
 
 fn outcome_to_pb(o: ActionOutcome) -> pb::ActionOutcome {
     pb::ActionOutcome {
-        action: o.action,
+        action: o.action.as_str().to_owned(),
         target: o.target,
-        state: o.state,
+        state: o.state.as_str().to_owned(),
         attempts: o.attempts,
         last_error: o.last_error,
         finished_at: o.finished_at,

@@ -7,7 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use gatehouse_bus::HostClient;
-use gatehouse_bus::hostrpc::{CAMPAIGN_SUBJECT, CONFIG_SUBJECT, campaign_messages};
+use gatehouse_bus::events::publish;
+use gatehouse_bus::hostrpc::{campaign_messages, failure_kind};
 use gatehouse_core::HostId;
 use gatehouse_core::carves::finalize;
 use gatehouse_core::config::{
@@ -20,10 +21,12 @@ use gatehouse_core::model::{
     ResultLog, Role, Schedule, StatusLog, Targets, User,
 };
 use gatehouse_core::ports::{Bus, Store};
-use gatehouse_core::rules::{Alert, DeadLetter, Rule};
+use gatehouse_core::rules::{Alert, DeadLetter, Rule, WebhookSender};
 use gatehouse_core::time::now_ms;
-use gatehouse_proto::v1::{ConfigChanged, RotateKeyOp, SetLabelsOp, host_reply, host_request};
-use prost::Message;
+use gatehouse_proto::topics::{CAMPAIGN_CREATED, CONFIG_CHANGED};
+use gatehouse_proto::v1::{
+    ConfigChanged, FailureKind, RotateKeyOp, SetLabelsOp, host_reply, host_request,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::ApiError;
@@ -358,8 +361,8 @@ pub struct Admin {
     /// The bootstrap admin tokens (`secrets/admin_token`): the `admin`
     /// caller, also when the store cannot be read.
     bootstrap_tokens: Vec<String>,
-    /// For redriving dead letters; made on first use.
-    webhooks: std::sync::OnceLock<gatehouse_rules::WebhookClient>,
+    /// For redriving dead letters: the rule engine's webhook client.
+    webhooks: Arc<dyn WebhookSender>,
     /// Campaigns seen with every target answered (they stay so): not
     /// counted against the running-campaign limits.
     complete: std::sync::Mutex<HashSet<String>>,
@@ -381,6 +384,7 @@ impl Admin {
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
         hosts: HostClient,
+        webhooks: Arc<dyn WebhookSender>,
         cfg: ApiConfig,
     ) -> Self {
         Self {
@@ -389,20 +393,12 @@ impl Admin {
             hosts,
             cfg,
             bootstrap_tokens: Vec::new(),
-            webhooks: std::sync::OnceLock::new(),
+            webhooks,
             complete: std::sync::Mutex::default(),
         }
     }
 
     /// Accepts these tokens as the built-in `admin` caller.
-    /// The client dead letters are redriven with (the rule engine's
-    /// timeout and extra CAs); without one, a default client is made on
-    /// first use.
-    pub fn with_webhook_client(self, client: gatehouse_rules::WebhookClient) -> Self {
-        let _ = self.webhooks.set(client);
-        self
-    }
-
     pub fn with_bootstrap_tokens(mut self, tokens: Vec<String>) -> Self {
         self.bootstrap_tokens = tokens;
         self
@@ -506,7 +502,7 @@ impl Admin {
         op: host_request::Op,
     ) -> Result<host_reply::Result, ApiError> {
         match self.hosts.call(id, 0, op).await {
-            Ok(host_reply::Result::Failure(f)) if f.message == "host not found" => {
+            Ok(host_reply::Result::Failure(f)) if failure_kind(&f) == FailureKind::HostNotFound => {
                 Err(ApiError::NotFound(format!("host {id}")))
             }
             Ok(host_reply::Result::Failure(f)) => Err(ApiError::Unavailable(f.message)),
@@ -536,8 +532,8 @@ impl Admin {
         }
         save().await?;
         let generation = self.store.bump_config_generation().await?;
-        let msg = ConfigChanged { generation }.encode_to_vec();
-        if let Err(e) = self.bus.publish(CONFIG_SUBJECT, msg.into()).await {
+        let msg = ConfigChanged { generation };
+        if let Err(e) = publish(self.bus.as_ref(), &CONFIG_CHANGED, &msg).await {
             // hostd also polls the generation, so this only delays the change.
             tracing::warn!(error = %e, "config change broadcast failed");
         }
@@ -1000,11 +996,7 @@ impl Admin {
         let hosts: Vec<HostId> = targets.into_iter().collect();
         self.store.create_campaign(&c, &hosts).await?;
         for msg in campaign_messages(&c.id, &hosts, self.hosts.shards()) {
-            if let Err(e) = self
-                .bus
-                .publish(CAMPAIGN_SUBJECT, msg.encode_to_vec().into())
-                .await
-            {
+            if let Err(e) = publish(self.bus.as_ref(), &CAMPAIGN_CREATED, &msg).await {
                 tracing::warn!(campaign = %c.id, error = %e, "campaign broadcast failed; hosts pick it up when their actors restart");
             }
         }

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use gatehouse_core::ports::{Bus, BusError};
 use gatehouse_core::{HostId, shard_of};
-use gatehouse_proto::v1::{HostReply, HostRequest, host_reply, host_request};
+use gatehouse_proto::topics::HOST_REQUESTS;
+use gatehouse_proto::v1::{FailureKind, HostReply, HostRequest, host_reply, host_request};
 use prost::Message;
 
 /// The campaign broadcasts for `hosts`: one message per shard that has
@@ -44,45 +45,15 @@ pub fn campaign_messages(
         .collect()
 }
 
-/// Prefix of the per-shard subjects.
-pub const HOST_SUBJECT_PREFIX: &str = "gatehouse.host";
-/// Pattern matching every shard subject.
-pub const ALL_HOST_SUBJECTS: &str = "gatehouse.host.*";
-/// Broadcast when a campaign is created.
-pub const CAMPAIGN_SUBJECT: &str = "gatehouse.events.campaign";
-/// Broadcast when the config generation changes.
-pub const CONFIG_SUBJECT: &str = "gatehouse.events.config";
-/// Published when a host enrolls (JSON `HostEnrolled`), consumed by the
-/// rule engine's queue group.
-pub const ENROLLED_SUBJECT: &str = "gatehouse.events.enrolled";
-/// Prefix of the subjects answers to a campaign are announced on
-/// (`<prefix>.<campaign id>`, JSON `CampaignResult`) once stored, for
-/// operators watching the campaign.
-pub const CAMPAIGN_RESULTS_PREFIX: &str = "gatehouse.events.results";
-
-/// The subject of one campaign's answers.
-pub fn campaign_results_subject(campaign_id: &str) -> String {
-    format!("{CAMPAIGN_RESULTS_PREFIX}.{campaign_id}")
-}
-
-/// Broadcast when rules change (the engines reload them).
-pub const RULES_SUBJECT: &str = "gatehouse.events.rules";
-
-/// The payload of [`ENROLLED_SUBJECT`].
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct HostEnrolled {
-    pub host: gatehouse_core::model::Host,
-    /// The host's first enrollment.
-    pub first: bool,
-}
-
-/// The failure message of a hostd that got a request for a shard it no
-/// longer owns (a handover is under way); the client retries it like
-/// no-responders.
-pub const SHARD_MOVED: &str = "shard moved, retry";
-
+/// The subject of one shard's host requests.
 pub fn host_subject(shard: u32) -> String {
-    format!("{HOST_SUBJECT_PREFIX}.{shard}")
+    HOST_REQUESTS.subject(shard)
+}
+
+/// A failure reply's kind; an unset kind (an older hostd) counts as
+/// unavailable.
+pub fn failure_kind(f: &gatehouse_proto::v1::Failure) -> FailureKind {
+    FailureKind::try_from(f.kind).unwrap_or(FailureKind::Unspecified)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,7 +129,7 @@ impl HostClient {
                         HostReply::decode(bytes).map_err(|e| RpcError::Decode(e.to_string()))?;
                     match reply.result {
                         Some(host_reply::Result::Failure(f))
-                            if f.message == SHARD_MOVED
+                            if failure_kind(&f) == FailureKind::ShardMoved
                                 && start.elapsed() + backoff < self.budget =>
                         {
                             tracing::debug!(subject = %subject, "shard moving, retrying");

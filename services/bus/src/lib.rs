@@ -6,7 +6,10 @@
 //!   queue groups, request/reply, no-responders) inside one process, for
 //!   the all-in-one server.
 //! - [`nats::NatsBus`]: a real NATS connection, for the cluster.
+//! - [`events`]: typed publishing of the messages declared in
+//!   [`gatehouse_proto::topics`], and their domain conversions.
 
+pub mod events;
 pub mod hostrpc;
 pub mod inproc;
 pub mod nats;

@@ -235,7 +235,11 @@ mod tests {
     use crate::nats_test_server::NatsTestServer;
 
     fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
-        r.unwrap_or_else(|e| panic!("{e}"))
+        // Display, not Debug: the error says what failed in words.
+        match r {
+            Ok(v) => v,
+            Err(e) => panic!("call failed: {e}"),
+        }
     }
 
     async fn bus(server: &NatsTestServer, name: &str) -> NatsBus {

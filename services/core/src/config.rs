@@ -440,8 +440,7 @@ mod tests {
     #[test]
     fn assembles_by_label_and_is_deterministic() {
         let d = defs();
-        let plain = assemble(&["all".into(), "platform:linux".into()], &d)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let plain = assemble(&["all".into(), "platform:linux".into()], &d).unwrap();
         let v: Value = serde_json::from_slice(&plain.bytes).unwrap_or_default();
         assert!(v["schedule"]["users"].is_object());
         assert!(v.get("packs").is_none());
@@ -450,7 +449,7 @@ mod tests {
             &["all".into(), "platform:linux".into(), "servers".into()],
             &d,
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
         let v: Value = serde_json::from_slice(&srv.bytes).unwrap_or_default();
         assert_eq!(
             v["packs"]["inventory"]["queries"]["procs"]["query"],
@@ -459,8 +458,7 @@ mod tests {
         assert_eq!(v["options"]["logger_tls_period"], 10);
         assert_eq!(v["file_paths"]["etc"][0], "/etc/%%");
         assert_ne!(plain.hash, srv.hash);
-        let again = assemble(&["all".into(), "platform:linux".into()], &d)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let again = assemble(&["all".into(), "platform:linux".into()], &d).unwrap();
         assert_eq!(plain, again);
     }
 

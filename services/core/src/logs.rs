@@ -176,9 +176,7 @@ mod tests {
             {"name":"q","unixTime":5,"snapshot":[{"a":"1"},{"a":"2"}],"action":"snapshot"}]}"#)
             .unwrap_or_default();
         let host = HostId::from_identity("x");
-        let LogRecords::Results(r) =
-            records(&host, parse_log(a).unwrap_or_else(|e| panic!("{e}")), 1000)
-        else {
+        let LogRecords::Results(r) = records(&host, parse_log(a).unwrap(), 1000) else {
             panic!("expected results")
         };
         assert_eq!(r.len(), 3);

@@ -278,6 +278,15 @@ impl Subscription {
     }
 }
 
+/// Told the latency and outcome of each request an adapter makes to its
+/// backend (a statement, a publish), so adapters need no metrics library:
+/// the process wiring hands them one that feeds its registry.
+pub trait RequestObserver: Send + Sync + 'static {
+    /// `request` names what was asked (a statement), `outcome` how it
+    /// ended (`ok`, `busy`, `unavailable`, `rejected`).
+    fn observe(&self, request: &str, outcome: &str, seconds: f64);
+}
+
 /// Subject-addressed messaging with NATS semantics: `*` matches one token,
 /// `>` the rest; subscribers in the same queue group share messages, others
 /// each get a copy.

@@ -174,10 +174,10 @@ pub enum Action {
 }
 
 impl Action {
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> ActionKind {
         match self {
-            Action::Webhook { .. } => "webhook",
-            Action::Log => "log",
+            Action::Webhook { .. } => ActionKind::Webhook,
+            Action::Log => ActionKind::Log,
         }
     }
 
@@ -220,15 +220,60 @@ impl Rule {
     }
 }
 
+/// The kind of an alert action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    Webhook,
+    Log,
+}
+
+impl ActionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Webhook => "webhook",
+            ActionKind::Log => "log",
+        }
+    }
+}
+
+/// Where one action of an alert stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionState {
+    /// Not carried out yet (or being retried).
+    Pending,
+    Delivered,
+    /// Gave up after every attempt: see the dead letters.
+    Dead,
+}
+
+impl ActionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionState::Pending => "pending",
+            ActionState::Delivered => "delivered",
+            ActionState::Dead => "dead",
+        }
+    }
+}
+
+/// Sends an alert to a webhook receiver: the rule engine's client (its
+/// timeout and extra CAs), which the API also redrives dead letters with.
+#[async_trait::async_trait]
+pub trait WebhookSender: Send + Sync + 'static {
+    /// One POST of `alert` to `url`; the error says why it failed (for
+    /// the alert's outcome and the dead letter).
+    async fn send(&self, url: &str, alert: &Alert) -> Result<(), String>;
+}
+
 /// What happened to one action of an alert.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ActionOutcome {
-    /// `webhook` or `log`.
-    pub action: String,
+    pub action: ActionKind,
     /// The webhook URL (redacted) or `server log`.
     pub target: String,
-    /// `pending`, `delivered`, `dead` (gave up: see the dead letters).
-    pub state: String,
+    pub state: ActionState,
     #[serde(default)]
     pub attempts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -601,9 +646,9 @@ pub fn pending_outcomes(actions: &[Action]) -> Vec<ActionOutcome> {
     actions
         .iter()
         .map(|a| ActionOutcome {
-            action: a.kind().into(),
+            action: a.kind(),
             target: a.target_redacted(),
-            state: "pending".into(),
+            state: ActionState::Pending,
             attempts: 0,
             last_error: None,
             finished_at: None,
@@ -640,16 +685,13 @@ mod tests {
             "when": {"event": "results", "query": "processes", "condition": cond},
             "actions": [{"type": "log"}],
         }))
-        .unwrap_or_else(|e| panic!("{e:?}"));
-        validate_rule(&r).unwrap_or_else(|e| panic!("{e:?}"))
+        .unwrap();
+        validate_rule(&r).unwrap()
     }
 
     fn fires(cond: Value, row: Value) -> bool {
         let r = rule(cond);
-        let columns = row
-            .as_object()
-            .unwrap_or_else(|| panic!("not an object"))
-            .clone();
+        let columns = row.as_object().expect("not an object").clone();
         r.fires_on(
             "processes",
             &Row {
@@ -728,11 +770,8 @@ mod tests {
     #[test]
     fn invalid_rules_say_what_to_fix() {
         let bad = |v: Value| -> String {
-            let r: Rule = serde_json::from_value(v).unwrap_or_else(|e| panic!("{e:?}"));
-            validate_rule(&r)
-                .err()
-                .unwrap_or_else(|| panic!("accepted"))
-                .to_string()
+            let r: Rule = serde_json::from_value(v).unwrap();
+            validate_rule(&r).expect_err("accepted").to_string()
         };
         let base =
             |when: Value, actions: Value| json!({"name": "r", "when": when, "actions": actions});
@@ -781,8 +820,7 @@ mod tests {
     #[test]
     fn rows_come_from_every_line_shape() {
         let line = |kind: ResultKind, v: Value| ResultLog {
-            host_id: HostId::parse("0123456789abcdef0123456789abcdef")
-                .unwrap_or_else(|| panic!("bad id")),
+            host_id: HostId::parse("0123456789abcdef0123456789abcdef").expect("bad id"),
             name: "p".into(),
             unix_time: 1,
             kind,

@@ -263,21 +263,21 @@ mod tests {
 
     #[test]
     fn prepare_is_idempotent_and_reissues_for_new_host() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
         let mut cfg = ServeConfig {
             data_dir: dir.path().join("d"),
             ..ServeConfig::default()
         };
-        let a = prepare(&cfg).unwrap_or_else(|e| panic!("{e}"));
+        let a = prepare(&cfg).unwrap();
         assert!(a.created);
-        let b = prepare(&cfg).unwrap_or_else(|e| panic!("{e}"));
+        let b = prepare(&cfg).unwrap();
         assert!(!b.created);
         assert_eq!(a.enroll_secret, b.enroll_secret);
         assert_eq!(a.admin_token, b.admin_token);
         let ca = fs::read(&a.ca_path).unwrap_or_default();
         let cert1 = fs::read(&a.cert_path).unwrap_or_default();
         cfg.public_host = "fleet.example.com".into();
-        let c = prepare(&cfg).unwrap_or_else(|e| panic!("{e}"));
+        let c = prepare(&cfg).unwrap();
         assert_eq!(
             fs::read(&c.ca_path).unwrap_or_default(),
             ca,
@@ -293,7 +293,6 @@ mod tests {
             c.flagfile
                 .contains("--distributed_tls_write_endpoint=/api/v1/osquery/distributed/write")
         );
-        gatehouse_runtime::tls::server_config(&c.cert_path, &c.key_path, None)
-            .unwrap_or_else(|e| panic!("{e}"));
+        gatehouse_runtime::tls::server_config(&c.cert_path, &c.key_path, None).unwrap();
     }
 }

@@ -219,9 +219,14 @@ pub async fn start_api(
     let tls = gatehouse_runtime::tls::server_config(&boot.cert_path, &boot.key_path, None)?;
     let bus: Arc<dyn Bus> = Arc::new(nats(cfg, "api").await?);
     let admin = Arc::new(
-        Admin::new(store, bus.clone(), host_client(cfg, bus), api_config(cfg))
-            .with_bootstrap_tokens(vec![boot.admin_token.clone()])
-            .with_webhook_client(crate::serve::webhook_client(cfg)?),
+        Admin::new(
+            store,
+            bus.clone(),
+            host_client(cfg, bus),
+            Arc::new(crate::serve::webhook_client(cfg)?),
+            api_config(cfg),
+        )
+        .with_bootstrap_tokens(vec![boot.admin_token.clone()]),
     );
     let shutdown = Shutdown::new();
     let (s, opts) = (shutdown.clone(), serve_options(cfg, "api"));

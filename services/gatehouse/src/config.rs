@@ -443,7 +443,7 @@ mod tests {
             "GATEHOUSE_SHARDS" => Some("64".to_owned()),
             _ => None,
         };
-        let c = ServeConfig::load_with(None, &env).unwrap_or_else(|e| panic!("{e}"));
+        let c = ServeConfig::load_with(None, &env).unwrap();
         assert_eq!(c.listen.port(), 9443);
         assert_eq!(c.shards, 64);
     }
@@ -456,20 +456,17 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("GATEHOUSE_SHARDS"), "{e}");
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
-        std::fs::write(&f, "listen = \"127.0.0.1:1\"\nunknown_key = 1\n")
-            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&f, "listen = \"127.0.0.1:1\"\nunknown_key = 1\n").unwrap();
         let e = ServeConfig::load_with(Some(&f), &|_| None)
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("unknown_key"), "{e}");
-        std::fs::write(&f, "[paths]\nenroll = \"/same\"\nconfig = \"/same\"\n")
-            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&f, "[paths]\nenroll = \"/same\"\nconfig = \"/same\"\n").unwrap();
         assert!(ServeConfig::load_with(Some(&f), &|_| None).is_err());
-        std::fs::write(&f, "[tls]\ncert = \"/nonexistent.pem\"\n")
-            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&f, "[tls]\ncert = \"/nonexistent.pem\"\n").unwrap();
         assert!(ServeConfig::load_with(Some(&f), &|_| None).is_err());
     }
 
@@ -477,7 +474,7 @@ mod tests {
     fn the_example_file_loads_and_the_scylla_store_is_configurable() {
         let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../docs/gatehouse.example.toml");
-        let c = ServeConfig::load_with(Some(&example), &|_| None).unwrap_or_else(|e| panic!("{e}"));
+        let c = ServeConfig::load_with(Some(&example), &|_| None).unwrap();
         assert_eq!(c.store.kind, StoreKind::Embedded);
         let env = |k: &str| match k {
             "GATEHOUSE_STORE" => Some("scylla".to_owned()),
@@ -485,7 +482,7 @@ mod tests {
             "GATEHOUSE_SCYLLA_KEYSPACE" => Some("gh_prod".to_owned()),
             _ => None,
         };
-        let c = ServeConfig::load_with(Some(&example), &env).unwrap_or_else(|e| panic!("{e}"));
+        let c = ServeConfig::load_with(Some(&example), &env).unwrap();
         assert_eq!(c.store.kind, StoreKind::Scylla);
         assert_eq!(
             c.store.scylla.contact_points,

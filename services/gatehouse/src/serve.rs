@@ -134,6 +134,16 @@ pub(crate) fn webhook_client(cfg: &ServeConfig) -> anyhow::Result<gatehouse_rule
         .map_err(|e| anyhow::anyhow!("rules.webhook_ca: {e}"))
 }
 
+/// `gatehouse_store_requests_total` and `gatehouse_store_request_seconds`,
+/// fed by the ScyllaDB adapter.
+struct StoreMetrics(gatehouse_runtime::metrics::RequestMetrics);
+
+impl gatehouse_core::ports::RequestObserver for StoreMetrics {
+    fn observe(&self, request: &str, outcome: &str, seconds: f64) {
+        self.0.observe(request, outcome, seconds);
+    }
+}
+
 /// Opens the configured store: the embedded one in the data directory, or
 /// a ScyllaDB cluster (connecting and applying schema migrations).
 pub async fn open_store(cfg: &ServeConfig, boot: &Bootstrap) -> anyhow::Result<Arc<dyn Store>> {
@@ -144,11 +154,13 @@ pub async fn open_store(cfg: &ServeConfig, boot: &Bootstrap) -> anyhow::Result<A
         StoreKind::Scylla => {
             let mut sc = cfg.store.scylla.clone();
             sc.ttl.logs_days = cfg.limits.retention_days;
-            Arc::new(
-                ScyllaStore::connect(&sc)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("opening the ScyllaDB store: {e}"))?,
-            )
+            let store = ScyllaStore::connect(&sc)
+                .await
+                .map_err(|e| anyhow::anyhow!("opening the ScyllaDB store: {e}"))?;
+            store.observe_requests(Arc::new(StoreMetrics(
+                gatehouse_runtime::metrics::RequestMetrics::new("store", "ScyllaDB"),
+            )));
+            Arc::new(store)
         }
     })
 }
@@ -184,9 +196,14 @@ pub fn start(
     );
     let edge_cfg = edge_config(cfg, boot);
     let admin = Arc::new(
-        Admin::new(store.clone(), bus.clone(), hosts.clone(), api_config(cfg))
-            .with_bootstrap_tokens(vec![boot.admin_token.clone()])
-            .with_webhook_client(webhook_client(cfg)?),
+        Admin::new(
+            store.clone(),
+            bus.clone(),
+            hosts.clone(),
+            Arc::new(webhook_client(cfg)?),
+            api_config(cfg),
+        )
+        .with_bootstrap_tokens(vec![boot.admin_token.clone()]),
     );
     let front = Shutdown::new();
     let back = Shutdown::new();
@@ -233,26 +250,74 @@ pub fn start(
     let shutdown = Shutdown::new();
     let trigger = shutdown.clone();
     let task = tokio::spawn(async move {
-        trigger.wait().await;
+        let (mut edge, mut api) = (Some(edge), Some(api));
+        let mut drain = Drain::default();
+        // Until shutdown, or until the edge or the api ends by itself (a
+        // failed listener): either way the rest drains in order, and hostd
+        // always persists its actors before the store closes.
+        tokio::select! {
+            _ = trigger.wait() => {}
+            r = async { edge.as_mut()?.await.ok().map(io) }, if edge.is_some() => {
+                edge = None;
+                drain.note("edge", r);
+            }
+            r = async { api.as_mut()?.await.ok().map(io) }, if api.is_some() => {
+                api = None;
+                drain.note("api", r);
+            }
+        }
         ready.store(false, std::sync::atomic::Ordering::Relaxed);
         tracing::info!("shutting down: draining agent and operator requests");
         front.trigger();
-        let (e, a) = tokio::join!(edge, api);
-        e??;
-        a??;
+        if let Some(e) = edge {
+            drain.note("edge", e.await.ok().map(io));
+        }
+        if let Some(a) = api {
+            drain.note("api", a.await.ok().map(io));
+        }
         tracing::info!("stopping host actors and background work");
         back.trigger();
-        hostd.await??;
-        retention.await?;
-        rule_engine.await?;
+        drain.note("hostd", hostd.await.ok().map(|r| r.map_err(Into::into)));
+        drain.note("retention", retention.await.ok().map(Ok));
+        drain.note("rules", rule_engine.await.ok().map(Ok));
         if let Some(o) = ops {
-            o.await??;
+            drain.note("ops", o.await.ok());
         }
         drop(store);
         tracing::info!("shutdown complete");
-        Ok(())
+        drain.finish()
     });
     Ok(Running::new(shutdown, task))
+}
+
+fn io(r: std::io::Result<()>) -> anyhow::Result<()> {
+    r.map_err(Into::into)
+}
+
+/// What the roles of one process ended with, in drain order: every role is
+/// drained whatever an earlier one returned, and the first failure is the
+/// process's result.
+#[derive(Debug, Default)]
+pub(crate) struct Drain {
+    first: Option<anyhow::Error>,
+}
+
+impl Drain {
+    /// Records how `role` ended; `None` is a task that panicked or was
+    /// cancelled.
+    pub(crate) fn note(&mut self, role: &'static str, r: Option<anyhow::Result<()>>) {
+        let err = match r {
+            Some(Ok(())) => return,
+            Some(Err(e)) => e.context(role),
+            None => anyhow::anyhow!("{role}: task ended abnormally"),
+        };
+        tracing::error!(role, error = %format!("{err:#}"), "role failed");
+        self.first.get_or_insert(err);
+    }
+
+    pub(crate) fn finish(self) -> anyhow::Result<()> {
+        self.first.map_or(Ok(()), Err)
+    }
 }
 
 /// Serves `/livez`, `/readyz`, `/metrics`, the gRPC health service and

@@ -16,7 +16,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gatehouse_bus::hostrpc::SHARD_MOVED;
 use gatehouse_core::HostId;
 use gatehouse_core::model::{
     Campaign, CampaignResult, Delivery, DeliveryState, Host, LABEL_QUERY_PREFIX,
@@ -25,9 +24,10 @@ use gatehouse_core::nodekey::NodeKeys;
 use gatehouse_core::ports::{Fence, Store, StoreError};
 use gatehouse_core::time::now_ms;
 use gatehouse_core::wire::platform_family;
+use gatehouse_proto::topics::{CAMPAIGN_ANSWERS, HOST_ENROLLED};
 use gatehouse_proto::v1::{
-    ConfigOk, EnrollOk, EnrollOp, Failure, KeyOk, NodeInvalid, Ok as OkReply, ReadOk, WriteOp,
-    host_reply, host_request,
+    ConfigOk, EnrollOk, EnrollOp, Failure, FailureKind, KeyOk, NodeInvalid, Ok as OkReply, ReadOk,
+    WriteOp, host_reply, host_request,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::{Map, Value};
@@ -122,20 +122,52 @@ pub struct HostState {
     label_sent: BTreeMap<String, i64>,
 }
 
-/// A failed write as the reply says it: "shard moved" as is (the client
-/// retries it), anything else behind `what`.
-fn write_failure(what: &str, e: String) -> host_reply::Result {
-    if e == SHARD_MOVED {
-        failure(e)
-    } else {
-        failure(format!("{what}: {e}"))
+/// Why a host operation did not happen, as its reply carries it: callers
+/// act on the kind, the message is for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Fail {
+    kind: FailureKind,
+    message: String,
+}
+
+impl Fail {
+    pub(crate) fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// The shard moved or a newer owner fenced this actor off.
+    pub(crate) fn moved() -> Self {
+        Self::new(FailureKind::ShardMoved, "shard moved, retry")
+    }
+
+    fn not_found() -> Self {
+        Self::new(FailureKind::HostNotFound, "host not found")
+    }
+
+    /// The same failure with what was being done in front of its message
+    /// (a moved shard is said as is).
+    fn during(self, what: &str) -> Self {
+        if self.kind == FailureKind::ShardMoved {
+            return self;
+        }
+        Self::new(self.kind, format!("{what}: {}", self.message))
+    }
+
+    pub(crate) fn reply(self) -> host_reply::Result {
+        host_reply::Result::Failure(Failure {
+            message: self.message,
+            kind: self.kind as i32,
+        })
     }
 }
 
-fn failure(message: impl Into<String>) -> host_reply::Result {
-    host_reply::Result::Failure(Failure {
-        message: message.into(),
-    })
+impl std::fmt::Display for Fail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 fn invalid(reason: &str) -> host_reply::Result {
@@ -153,27 +185,27 @@ fn detail<'a>(d: &'a Map<String, Value>, table: &str, col: &str) -> &'a str {
 
 impl HostActor {
     /// This hostd's fencing token for the host, or "shard moved".
-    fn fence(&self, state: &mut HostState) -> Result<Fence, String> {
+    fn fence(&self, state: &mut HostState) -> Result<Fence, Fail> {
         match (self.ctx.fences)(&state.id) {
             Some(f) if !state.deposed => Ok(f),
             _ => {
                 state.deposed = true;
-                Err(SHARD_MOVED.to_owned())
+                Err(Fail::moved())
             }
         }
     }
 
     /// A store error as a write failure; a fenced write deposes the actor.
-    fn store_error(&self, state: &mut HostState, e: StoreError) -> String {
+    fn store_error(&self, state: &mut HostState, e: StoreError) -> Fail {
         if let StoreError::Fenced { .. } = e {
             tracing::warn!(host = %state.id, error = %e, "host written by a newer owner; this actor steps down");
             state.deposed = true;
-            return SHARD_MOVED.to_owned();
+            return Fail::moved();
         }
-        e.to_string()
+        Fail::new(FailureKind::Unavailable, e.to_string())
     }
 
-    async fn persist(&self, state: &mut HostState) -> Result<(), String> {
+    async fn persist(&self, state: &mut HostState) -> Result<(), Fail> {
         let fence = self.fence(state)?;
         let Some(h) = &state.host else { return Ok(()) };
         if let Err(e) = self.ctx.store.put_host(h, fence).await {
@@ -189,7 +221,7 @@ impl HostActor {
     /// Writes what changed since the last write: the whole record when
     /// more than `last_seen` changed, else only the time (a small column
     /// write instead of the record with its host details).
-    async fn flush(&self, state: &mut HostState) -> Result<(), String> {
+    async fn flush(&self, state: &mut HostState) -> Result<(), Fail> {
         if state.record_dirty {
             return self.persist(state).await;
         }
@@ -302,25 +334,18 @@ impl HostActor {
         if let Err(e) = self.persist(state).await {
             // Keep memory consistent with the store: reload on next use.
             state.host = self.ctx.store.get_host(&state.id).await.ok().flatten();
-            return write_failure("enrollment could not be stored", e);
+            return e.during("enrollment could not be stored").reply();
         }
         tracing::info!(host = %state.id, epoch, first, "host enrolled");
         if let (Some(bus), Some(host)) = (self.ctx.events.get(), state.host.as_ref()) {
-            let ev = gatehouse_bus::hostrpc::HostEnrolled {
-                host: host.clone(),
+            let ev = gatehouse_proto::v1::HostEnrolled {
+                host: Some(gatehouse_bus::events::host_record(host)),
                 first,
             };
-            match serde_json::to_vec(&ev) {
-                Ok(payload) => {
-                    // Fire and forget: a lost event only loses an alert.
-                    if let Err(e) = bus
-                        .publish(gatehouse_bus::hostrpc::ENROLLED_SUBJECT, payload.into())
-                        .await
-                    {
-                        tracing::warn!(host = %state.id, error = %e, "enrollment event not published");
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "enrollment event not encoded"),
+            // Fire and forget: a lost event only loses an alert.
+            if let Err(e) = gatehouse_bus::events::publish(bus.as_ref(), &HOST_ENROLLED, &ev).await
+            {
+                tracing::warn!(host = %state.id, error = %e, "enrollment event not published");
             }
         }
         host_reply::Result::Enrolled(EnrollOk {
@@ -351,7 +376,7 @@ impl HostActor {
             }
             Err(e) => {
                 tracing::error!(host = %state.id, error = %e, "config assembly failed");
-                failure(format!("config unavailable: {e}"))
+                Fail::new(FailureKind::Unavailable, format!("config unavailable: {e}")).reply()
             }
         }
     }
@@ -359,7 +384,7 @@ impl HostActor {
     async fn read(&self, state: &mut HostState) -> host_reply::Result {
         let fence = match self.fence(state) {
             Ok(f) => f,
-            Err(e) => return failure(e),
+            Err(e) => return e.reply(),
         };
         let mut fenced = false;
         let now = now_ms();
@@ -408,7 +433,7 @@ impl HostActor {
         if fenced {
             // A newer owner serves this host: the agent asks it instead.
             state.deposed = true;
-            return failure(SHARD_MOVED);
+            return Fail::moved().reply();
         }
         self.due_label_queries(state, now, redeliver, &mut queries)
             .await;
@@ -482,7 +507,7 @@ impl HostActor {
         state: &mut HostState,
         answers: Vec<gatehouse_proto::v1::QueryResult>,
         now: i64,
-    ) -> Result<(), String> {
+    ) -> Result<(), Fail> {
         let mut changed = false;
         for r in answers {
             let label = r.query_id[LABEL_QUERY_PREFIX.len()..].to_owned();
@@ -523,7 +548,7 @@ impl HostActor {
         if !labels.is_empty()
             && let Err(e) = self.label_answers(state, labels, now).await
         {
-            return write_failure("label membership could not be stored", e);
+            return e.during("label membership could not be stored").reply();
         }
         let mut results = Vec::with_capacity(campaign_answers.len());
         for r in campaign_answers {
@@ -555,12 +580,12 @@ impl HostActor {
         if !results.is_empty() {
             let fence = match self.fence(state) {
                 Ok(f) => f,
-                Err(e) => return failure(e),
+                Err(e) => return e.reply(),
             };
             if let Err(e) = self.ctx.store.record_results(&results, fence).await {
                 // The agent keeps its results and merges them into its next write.
                 let e = self.store_error(state, e);
-                return write_failure("results could not be stored", e);
+                return e.during("results could not be stored").reply();
             }
             for r in &results {
                 state.pending.remove(&r.campaign_id);
@@ -568,9 +593,14 @@ impl HostActor {
             if let Some(bus) = self.ctx.events.get() {
                 // For operators watching the campaigns; stored already.
                 for r in &results {
-                    let subject = gatehouse_bus::hostrpc::campaign_results_subject(&r.campaign_id);
-                    if let Ok(payload) = serde_json::to_vec(r)
-                        && let Err(e) = bus.publish(&subject, payload.into()).await
+                    let answer = gatehouse_bus::events::campaign_answer(r);
+                    if let Err(e) = gatehouse_bus::events::publish_to(
+                        bus.as_ref(),
+                        &CAMPAIGN_ANSWERS,
+                        &r.campaign_id,
+                        &answer,
+                    )
+                    .await
                     {
                         tracing::debug!(campaign = %r.campaign_id, error = %e, "answer not announced");
                     }
@@ -591,7 +621,7 @@ impl HostActor {
             Op::Enroll(e) => self.enroll(state, e).await,
             Op::SetLabels(l) => {
                 let Some(h) = state.host.as_mut() else {
-                    return failure("host not found");
+                    return Fail::not_found().reply();
                 };
                 let mut labels = l.labels;
                 labels.sort();
@@ -599,12 +629,12 @@ impl HostActor {
                 h.labels = labels;
                 match self.persist(state).await {
                     Ok(()) => host_reply::Result::Ok(OkReply {}),
-                    Err(e) => write_failure("labels could not be stored", e),
+                    Err(e) => e.during("labels could not be stored").reply(),
                 }
             }
             Op::RotateKey(r) => {
                 let Some(h) = state.host.as_mut() else {
-                    return failure("host not found");
+                    return Fail::not_found().reply();
                 };
                 h.key_epoch += 1;
                 h.key_revoked = r.revoke;
@@ -619,16 +649,16 @@ impl HostActor {
                         };
                         host_reply::Result::Key(KeyOk { node_key, epoch })
                     }
-                    Err(e) => write_failure("key change could not be stored", e),
+                    Err(e) => e.during("key change could not be stored").reply(),
                 }
             }
             Op::DeleteHost(_) => {
                 if state.host.is_none() {
-                    return failure("host not found");
+                    return Fail::not_found().reply();
                 }
                 let fence = match self.fence(state) {
                     Ok(f) => f,
-                    Err(e) => return failure(e),
+                    Err(e) => return e.reply(),
                 };
                 match self.ctx.store.delete_host(&state.id, fence).await {
                     Ok(_) => {
@@ -641,7 +671,7 @@ impl HostActor {
                     }
                     Err(e) => {
                         let e = self.store_error(state, e);
-                        write_failure("host could not be deleted", e)
+                        e.during("host could not be deleted").reply()
                     }
                 }
             }
@@ -655,7 +685,7 @@ impl HostActor {
                     Op::Read(_) => self.read(state).await,
                     Op::Write(w) => self.write(state, w).await,
                     Op::Enroll(_) | Op::SetLabels(_) | Op::RotateKey(_) | Op::DeleteHost(_) => {
-                        failure("unreachable operation")
+                        Fail::new(FailureKind::Unsupported, "unreachable operation").reply()
                     }
                 }
             }

@@ -6,19 +6,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use gatehouse_bus::hostrpc::{ALL_HOST_SUBJECTS, CAMPAIGN_SUBJECT, CONFIG_SUBJECT};
 use gatehouse_core::HostId;
 use gatehouse_core::nodekey::NodeKeys;
 use gatehouse_core::ports::{Bus, BusError, BusMessage, Store};
+use gatehouse_proto::topics::{CAMPAIGN_CREATED, CONFIG_CHANGED, HOST_REQUESTS};
 use gatehouse_proto::v1::{
-    CampaignCreated, ConfigChanged, Failure, HostReply, HostRequest, host_reply, host_request,
+    CampaignCreated, FailureKind, HostReply, HostRequest, host_reply, host_request,
 };
 use gatehouse_runtime::Shutdown;
 use prost::Message;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef, MessagingErr, SpawnErr};
 
-use crate::actor::{ActorSettings, HostActor, HostCtx, HostMsg};
+use crate::actor::{ActorSettings, Fail, HostActor, HostCtx, HostMsg};
 use crate::configs::ConfigCache;
 use crate::registry::Registry;
 
@@ -63,10 +63,8 @@ pub struct Router {
     seen: Arc<std::sync::Mutex<std::collections::HashMap<HostId, std::time::Instant>>>,
 }
 
-fn failure(message: impl Into<String>) -> host_reply::Result {
-    host_reply::Result::Failure(Failure {
-        message: message.into(),
-    })
+fn failure(kind: FailureKind, message: impl Into<String>) -> host_reply::Result {
+    Fail::new(kind, message).reply()
 }
 
 impl Router {
@@ -128,10 +126,10 @@ impl Router {
     /// never processed.
     pub async fn route(&self, req: HostRequest) -> host_reply::Result {
         let Some(host) = HostId::parse(&req.host_id) else {
-            return failure("malformed host id");
+            return failure(FailureKind::Unsupported, "malformed host id");
         };
         let Some(op) = req.op else {
-            return failure("request without an operation");
+            return failure(FailureKind::Unsupported, "request without an operation");
         };
         if !matches!(
             op,
@@ -142,7 +140,7 @@ impl Router {
         for _attempt in 0..3 {
             let actor = match self.actor(&host).await {
                 Ok(a) => a,
-                Err(e) => return failure(e),
+                Err(e) => return failure(FailureKind::Unavailable, e),
             };
             let op = op.clone();
             let call = actor
@@ -157,16 +155,26 @@ impl Router {
                 .await;
             match call {
                 Ok(CallResult::Success(r)) => return r,
-                Ok(CallResult::Timeout) => return failure("host actor timed out"),
+                Ok(CallResult::Timeout) => {
+                    return failure(FailureKind::Unavailable, "host actor timed out");
+                }
                 Ok(CallResult::SenderError)
                 | Err(MessagingErr::SendErr(_))
                 | Err(MessagingErr::ChannelClosed) => {
                     self.ctx.registry.remove(&host, Some(actor.get_id()));
                 }
-                Err(e) => return failure(format!("host actor unavailable: {e}")),
+                Err(e) => {
+                    return failure(
+                        FailureKind::Unavailable,
+                        format!("host actor unavailable: {e}"),
+                    );
+                }
             }
         }
-        failure("host actor kept stopping, retry later")
+        failure(
+            FailureKind::Unavailable,
+            "host actor kept stopping, retry later",
+        )
     }
 
     fn campaign_created(&self, msg: &CampaignCreated, campaign: &gatehouse_core::model::Campaign) {
@@ -256,10 +264,13 @@ async fn answer(router: Router, msg: BusMessage) {
 pub(crate) async fn answer_if(router: Router, msg: BusMessage, owns: impl Fn(&HostId) -> bool) {
     let result = match HostRequest::decode(msg.payload.clone()) {
         Ok(req) => match HostId::parse(&req.host_id) {
-            Some(h) if !owns(&h) => failure(gatehouse_bus::hostrpc::SHARD_MOVED),
+            Some(h) if !owns(&h) => Fail::moved().reply(),
             _ => router.route(req).await,
         },
-        Err(e) => failure(format!("undecodable host request: {e}")),
+        Err(e) => failure(
+            FailureKind::Unsupported,
+            format!("undecodable host request: {e}"),
+        ),
     };
     if let Some(reply) = msg.reply {
         let bytes = Bytes::from(
@@ -275,7 +286,7 @@ pub(crate) async fn answer_if(router: Router, msg: BusMessage, owns: impl Fn(&Ho
 }
 
 pub(crate) async fn on_campaign(ctx: &HostCtx, router: &Router, m: BusMessage) {
-    match CampaignCreated::decode(m.payload) {
+    match CAMPAIGN_CREATED.decode(m.payload) {
         Ok(c) => match ctx.store.get_campaign(&c.campaign_id).await {
             Ok(Some(campaign)) => router.campaign_created(&c, &campaign),
             Ok(None) => {
@@ -288,7 +299,7 @@ pub(crate) async fn on_campaign(ctx: &HostCtx, router: &Router, m: BusMessage) {
 }
 
 pub(crate) fn on_config(ctx: &HostCtx, m: BusMessage) {
-    match ConfigChanged::decode(m.payload) {
+    match CONFIG_CHANGED.decode(m.payload) {
         Ok(c) => ctx.configs.observe(c.generation),
         Err(e) => tracing::warn!(error = %e, "undecodable config broadcast"),
     }
@@ -303,9 +314,9 @@ pub async fn run(
 ) -> Result<(), HostdError> {
     let _ = ctx.events.set(bus.clone());
     let router = Router::new(ctx.clone(), cfg.call_timeout);
-    let mut requests = bus.subscribe(ALL_HOST_SUBJECTS, Some("hostd")).await?;
-    let mut campaigns = bus.subscribe(CAMPAIGN_SUBJECT, None).await?;
-    let mut configs = bus.subscribe(CONFIG_SUBJECT, None).await?;
+    let mut requests = bus.subscribe(&HOST_REQUESTS.every(), Some("hostd")).await?;
+    let mut campaigns = bus.subscribe(CAMPAIGN_CREATED.subject(), None).await?;
+    let mut configs = bus.subscribe(CONFIG_CHANGED.subject(), None).await?;
     if let Err(e) = ctx.configs.refresh_generation().await {
         tracing::warn!(error = %e, "config generation not readable yet");
     }

@@ -19,9 +19,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use gatehouse_bus::hostrpc::{CAMPAIGN_SUBJECT, CONFIG_SUBJECT, host_subject};
+use gatehouse_bus::hostrpc::host_subject;
 use gatehouse_core::ids::shard_of;
 use gatehouse_core::ports::{Bus, BusMessage};
+use gatehouse_proto::topics::{CAMPAIGN_CREATED, CONFIG_CHANGED};
 use gatehouse_runtime::Shutdown;
 use tokio::sync::mpsc;
 
@@ -72,8 +73,8 @@ pub async fn run_sharded(
     let shards = lease_cfg.shards;
     let (tx, mut requests) = mpsc::channel::<BusMessage>(4096);
     let mut subs: BTreeMap<u32, ShardSub> = BTreeMap::new();
-    let mut campaigns = bus.subscribe(CAMPAIGN_SUBJECT, None).await?;
-    let mut configs = bus.subscribe(CONFIG_SUBJECT, None).await?;
+    let mut campaigns = bus.subscribe(CAMPAIGN_CREATED.subject(), None).await?;
+    let mut configs = bus.subscribe(CONFIG_CHANGED.subject(), None).await?;
     if let Err(e) = ctx.configs.refresh_generation().await {
         tracing::warn!(error = %e, "config generation not readable yet");
     }

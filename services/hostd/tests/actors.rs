@@ -23,9 +23,8 @@ fn req(host: &HostId, epoch: u64, op: host_request::Op) -> HostRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actors_spawn_once_passivate_and_rebuild_from_the_store() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let store: Arc<dyn Store> =
-        Arc::new(EmbeddedStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}")));
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
     let settings = ActorSettings {
         passivate_after: Duration::from_millis(300),
         tick: Duration::from_millis(50),
@@ -93,7 +92,7 @@ async fn actors_spawn_once_passivate_and_rebuild_from_the_store() {
         .await
         .ok()
         .flatten()
-        .unwrap_or_else(|| panic!("host not stored"));
+        .expect("host not stored");
     assert_eq!(stored.platform, "darwin");
     assert_eq!(stored.hostname, "mac-1");
     assert_eq!(stored.config_hash.len(), 64);

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gatehouse_bus::hostrpc::SHARD_MOVED;
+use gatehouse_bus::hostrpc::failure_kind;
 use gatehouse_bus::nats_test_server::NatsTestServer;
 use gatehouse_core::HostId;
 use gatehouse_core::ids::shard_of;
@@ -20,14 +20,19 @@ use gatehouse_hostd::leases::{LeaseConfig, Leases};
 use gatehouse_hostd::service::{Router, fenced_context};
 use gatehouse_hostd::sharded::lease_fences;
 use gatehouse_proto::v1::{
-    ConfigOp, EnrollOp, HostRequest, RotateKeyOp, SetLabelsOp, TouchOp, host_reply, host_request,
+    ConfigOp, EnrollOp, FailureKind, HostRequest, RotateKeyOp, SetLabelsOp, TouchOp, host_reply,
+    host_request,
 };
 use gatehouse_store::EmbeddedStore;
 
 const SHARDS: u32 = 8;
 
 fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
-    r.unwrap_or_else(|e| panic!("{e}"))
+    // Display, not Debug: the error says what failed in words.
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("call failed: {e}"),
+    }
 }
 
 fn req(host: &HostId, epoch: u64, op: host_request::Op) -> HostRequest {
@@ -69,7 +74,7 @@ async fn hostd(
 }
 
 fn moved(r: &host_reply::Result) -> bool {
-    matches!(r, host_reply::Result::Failure(f) if f.message == SHARD_MOVED)
+    matches!(r, host_reply::Result::Failure(f) if failure_kind(f) == FailureKind::ShardMoved)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,7 +88,7 @@ async fn a_deposed_owner_racing_its_successor_never_overwrites_it() {
     let shard = shard_of(&host, SHARDS);
 
     // a owns the shard and serves the host: enrollment, labels.
-    let t_a = ok(a_leases.try_acquire(shard).await).unwrap_or_else(|| panic!("shard taken"));
+    let t_a = ok(a_leases.try_acquire(shard).await).expect("shard taken");
     let enroll = host_request::Op::Enroll(EnrollOp {
         identity: "hw:fenced-host".into(),
         host_identifier: "fenced".into(),
@@ -153,12 +158,12 @@ async fn a_deposed_owner_racing_its_successor_never_overwrites_it() {
         assert!(Instant::now() < deadline, "the deposed actor did not stop");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let stored = ok(store.get_host(&host).await).unwrap_or_else(|| panic!("host missing"));
+    let stored = ok(store.get_host(&host).await).expect("host missing");
     assert_eq!(stored.config_hash, "", "a's config version write landed");
     let late = a.route(req(&host, 0, set_labels(&["late-from-a"]))).await;
     assert!(moved(&late), "a's second stale write answered {late:?}");
 
-    let stored = ok(store.get_host(&host).await).unwrap_or_else(|| panic!("host missing"));
+    let stored = ok(store.get_host(&host).await).expect("host missing");
     assert_eq!(stored.key_epoch, 2, "b's key rotation was overwritten");
     assert_eq!(stored.labels, vec!["from-a".to_owned()]);
 
@@ -172,7 +177,7 @@ async fn a_deposed_owner_racing_its_successor_never_overwrites_it() {
         b.route(req(&host, 0, set_labels(&["from-b"]))).await,
         host_reply::Result::Ok(_)
     ));
-    let stored = ok(store.get_host(&host).await).unwrap_or_else(|| panic!("host missing"));
+    let stored = ok(store.get_host(&host).await).expect("host missing");
     assert_eq!(stored.labels, vec!["from-b".to_owned()]);
 
     // a finally renews and learns it lost the shard: without a token its
@@ -182,6 +187,6 @@ async fn a_deposed_owner_racing_its_successor_never_overwrites_it() {
     assert!(moved(
         &a.route(req(&host, 0, set_labels(&["after-renewal"]))).await
     ));
-    let stored = ok(store.get_host(&host).await).unwrap_or_else(|| panic!("host missing"));
+    let stored = ok(store.get_host(&host).await).expect("host missing");
     assert_eq!(stored.labels, vec!["from-b".to_owned()]);
 }

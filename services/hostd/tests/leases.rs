@@ -12,7 +12,11 @@ use gatehouse_hostd::leases::{LeaseConfig, Leases};
 const SHARDS: u32 = 64;
 
 fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
-    r.unwrap_or_else(|e| panic!("{e}"))
+    // Display, not Debug: the error says what failed in words.
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("call failed: {e}"),
+    }
 }
 
 fn cfg() -> LeaseConfig {
@@ -138,7 +142,7 @@ async fn a_deposed_holder_learns_it_and_tokens_only_grow() {
     let server = ok(NatsTestServer::start());
     let a = member(&server, "hostd-a").await;
     let b = member(&server, "hostd-b").await;
-    let t1 = ok(a.try_acquire(5).await).unwrap_or_else(|| panic!("shard 5 was free"));
+    let t1 = ok(a.try_acquire(5).await).expect("shard 5 was free");
     assert_eq!(ok(b.try_acquire(5).await), None, "one holder at a time");
     // Renewing moves the token forward.
     assert!(a.renew().await.is_empty());

@@ -18,7 +18,11 @@ use gatehouse_runtime::Shutdown;
 use gatehouse_store::EmbeddedStore;
 
 fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
-    r.unwrap_or_else(|e| panic!("{e}"))
+    // Display, not Debug: the error says what failed in words.
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("call failed: {e}"),
+    }
 }
 
 async fn connect(server: &NatsTestServer, name: &str) -> Arc<dyn Bus> {

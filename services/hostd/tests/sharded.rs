@@ -25,7 +25,11 @@ const SHARDS: u32 = 16;
 const HOSTS: usize = 40;
 
 fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
-    r.unwrap_or_else(|e| panic!("{e}"))
+    // Display, not Debug: the error says what failed in words.
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("call failed: {e}"),
+    }
 }
 
 fn lease_cfg() -> LeaseConfig {

@@ -9,6 +9,9 @@
 //! Run: `cargo bench -p gatehouse-ingest --bench log_stream`
 //! (needs `nats-server`; `scripts/test.sh` installs it). Writes JSON to
 //! `target/bench-log-stream.json`.
+//!
+//! A benchmark whose set-up fails has nothing to measure: it unwraps.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,21 +39,15 @@ fn main() {
         .worker_threads(2)
         .enable_all()
         .build()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     rt.block_on(async {
-        let server = NatsTestServer::start().unwrap_or_else(|e| panic!("{e}"));
-        let client = async_nats::connect(server.url())
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let server = NatsTestServer::start().unwrap();
+        let client = async_nats::connect(server.url()).await.unwrap();
         let cfg = LogStreamConfig {
             max_bytes: 4 * 1024 * 1024 * 1024,
             ..LogStreamConfig::default()
         };
-        let sink = Arc::new(
-            JetStreamSink::new(client.clone(), &cfg)
-                .await
-                .unwrap_or_else(|e| panic!("{e}")),
-        );
+        let sink = Arc::new(JetStreamSink::new(client.clone(), &cfg).await.unwrap());
         let now = gatehouse_core::time::now_ms();
 
         // 1. Edges append (publish + ack), 16 at a time.
@@ -64,7 +61,7 @@ fn main() {
                 for r in 0..BATCHES_PER_WRITER {
                     let b = processes_post(&host, r as u64, LINES, now);
                     let t = Instant::now();
-                    sink.append(b).await.unwrap_or_else(|e| panic!("{e}"));
+                    sink.append(b).await.unwrap();
                     lat.push(t.elapsed());
                 }
                 lat
@@ -86,9 +83,8 @@ fn main() {
         );
 
         // 2. Ingest drains the backlog into the embedded store (fsynced).
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let store: Arc<dyn Store> =
-            Arc::new(EmbeddedStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}")));
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
         let js = async_nats::jetstream::new(client.clone());
         let shutdown = Shutdown::new();
         let start = Instant::now();

@@ -17,7 +17,11 @@ use gatehouse_store::EmbeddedStore;
 use gatehouse_store::conformance::processes_post;
 
 fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
-    r.unwrap_or_else(|e| panic!("{e}"))
+    // Display, not Debug: the error says what failed in words.
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("call failed: {e}"),
+    }
 }
 
 struct Rig {

@@ -38,6 +38,13 @@ pub struct WebhookClient {
     http: reqwest::Client,
 }
 
+#[async_trait::async_trait]
+impl gatehouse_core::rules::WebhookSender for WebhookClient {
+    async fn send(&self, url: &str, alert: &Alert) -> Result<(), String> {
+        self.post(url, alert).await
+    }
+}
+
 impl WebhookClient {
     pub fn new(timeout: Duration, extra_ca: Option<&Path>) -> Result<Self, RulesError> {
         let mut roots = rustls::RootCertStore::empty();

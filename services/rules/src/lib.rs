@@ -5,7 +5,7 @@
 //! Where events come from:
 //! - result rows: every durable log batch ([`LogObserver`]: the all-in-one's
 //!   direct sink, the cluster's ingest consumer, before it acknowledges);
-//! - host enrolled: hostd publishes on `ENROLLED_SUBJECT`; the engines
+//! - host enrolled: hostd publishes on `topics::HOST_ENROLLED`; the engines
 //!   share it as a queue group, so one of them sees each enrollment;
 //! - host silent and config drift: a sweep over the host records every
 //!   `sweep_interval`.
@@ -30,14 +30,15 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use gatehouse_bus::hostrpc::{ENROLLED_SUBJECT, HostEnrolled, RULES_SUBJECT};
+use gatehouse_bus::events::host_from_record;
 use gatehouse_core::model::{Host, LogRecords, ResultLog};
 use gatehouse_core::ports::{Bus, LogObserver, Store, StoreError};
 use gatehouse_core::rules::{
-    Action, Alert, CompiledRule, Trigger, alert_id, pending_outcomes, row_detail, rows_of,
-    validate_rule,
+    Action, ActionState, Alert, CompiledRule, Trigger, alert_id, pending_outcomes, row_detail,
+    rows_of, validate_rule,
 };
 use gatehouse_core::time::now_ms;
+use gatehouse_proto::topics::{HOST_ENROLLED, RULES_CHANGED};
 use gatehouse_runtime::Shutdown;
 use serde_json::json;
 use tokio::sync::{Semaphore, mpsc};
@@ -470,7 +471,7 @@ impl Engine {
                     alert.summary
                 );
                 let o = &mut alert.actions[i];
-                o.state = "delivered".into();
+                o.state = ActionState::Delivered;
                 o.attempts = 1;
                 o.finished_at = Some(now);
                 metrics()
@@ -492,7 +493,11 @@ impl Engine {
             .alerts
             .get_or_create(&outcome(name, "fired"))
             .inc();
-        if alert.actions.iter().any(|o| o.state == "pending") {
+        if alert
+            .actions
+            .iter()
+            .any(|o| o.state == ActionState::Pending)
+        {
             metrics().pending.inc();
             if self.inner.jobs.send(alert).await.is_err() {
                 metrics().pending.dec();
@@ -540,14 +545,14 @@ impl Engine {
         let set = self.rule_set();
         let rule = set.get(&alert.rule);
         for i in 0..alert.actions.len() {
-            if alert.actions[i].state != "pending" {
+            if alert.actions[i].state != ActionState::Pending {
                 continue;
             }
             let url = match rule.and_then(|r| r.rule.actions.get(i)) {
                 Some(Action::Webhook { url }) => url.clone(),
                 _ => {
                     let o = &mut alert.actions[i];
-                    o.state = "dead".into();
+                    o.state = ActionState::Dead;
                     o.last_error =
                         Some("the rule or its action was removed before delivery".into());
                     o.finished_at = Some(now_ms());
@@ -564,14 +569,14 @@ impl Engine {
             o.last_error = outcome.error.clone();
             match outcome.result {
                 Delivered::Yes => {
-                    o.state = "delivered".into();
+                    o.state = ActionState::Delivered;
                     o.finished_at = Some(now_ms());
                 }
                 Delivered::Stopped => {
                     // Shutting down: left pending, resumed at the next start.
                 }
                 Delivered::GaveUp => {
-                    o.state = "dead".into();
+                    o.state = ActionState::Dead;
                     o.finished_at = Some(now_ms());
                     let (attempts, last_error) =
                         (o.attempts, o.last_error.clone().unwrap_or_default());
@@ -613,7 +618,7 @@ impl Engine {
                 if a.at < since {
                     break 'pages;
                 }
-                if a.actions.iter().any(|o| o.state == "pending") {
+                if a.actions.iter().any(|o| o.state == ActionState::Pending) {
                     resumed += 1;
                     metrics().pending.inc();
                     if self.inner.jobs.send(a).await.is_err() {
@@ -710,8 +715,8 @@ pub async fn run(engine: Engine, deliveries: Deliveries, bus: Arc<dyn Bus>, shut
         Ok(n) => tracing::info!(alerts = n, "resuming webhook deliveries left pending"),
         Err(e) => tracing::warn!(error = %e, "pending alerts not readable"),
     }
-    let mut enrolled = subscribe(&bus, ENROLLED_SUBJECT, Some("rules")).await;
-    let mut changed = subscribe(&bus, RULES_SUBJECT, None).await;
+    let mut enrolled = subscribe(&bus, HOST_ENROLLED.subject(), Some("rules")).await;
+    let mut changed = subscribe(&bus, RULES_CHANGED.subject(), None).await;
     let mut refresh = tokio::time::interval(engine.inner.cfg.refresh);
     let mut sweep = tokio::time::interval(engine.inner.cfg.sweep_interval);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -748,8 +753,15 @@ pub async fn run(engine: Engine, deliveries: Deliveries, bus: Arc<dyn Bus>, shut
                 });
             }
             m = next(&mut enrolled) => {
-                match serde_json::from_slice::<HostEnrolled>(&m.payload) {
-                    Ok(ev) => engine.on_enrolled(&ev.host, ev.first).await,
+                let event = HOST_ENROLLED.decode(m.payload).map_err(Into::into).and_then(|ev| {
+                    let first = ev.first;
+                    ev.host
+                        .ok_or(gatehouse_bus::events::EventError::Invalid { field: "host", reason: "missing".into() })
+                        .and_then(host_from_record)
+                        .map(|h| (h, first))
+                });
+                match event {
+                    Ok((host, first)) => engine.on_enrolled(&host, first).await,
                     Err(e) => tracing::warn!(error = %e, "undecodable enrollment event"),
                 }
             }

@@ -80,7 +80,11 @@ async fn silent_and_drifting_hosts_fire_once_each() -> anyhow::Result<()> {
         h1.last_seen + 600_000,
         "when it became silent"
     );
-    assert_eq!(alerts[0].actions[0].state, "delivered", "log action");
+    assert_eq!(
+        alerts[0].actions[0].state,
+        gatehouse_core::rules::ActionState::Delivered,
+        "log action"
+    );
     // The same silence does not fire again, from this engine or a fresh one.
     assert_eq!(engine.sweep(now + min).await?.fired, 0);
     let (other, _d) = Engine::new(store.clone(), RulesConfig::default())?;

@@ -5,6 +5,9 @@
 //! Run: `cargo bench -p gatehouse-store --bench append`
 //! Prints a Markdown table and writes JSON to
 //! `target/bench-store-append.json`.
+//!
+//! A benchmark whose set-up fails has nothing to measure: it unwraps.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,10 +36,7 @@ async fn appends(
             let host = HostId::from_identity(&format!("hw:bench-{w}"));
             for r in 0..batches_per_writer {
                 let b = batch(&host, r as u64, lines);
-                store
-                    .append_logs(&b)
-                    .await
-                    .unwrap_or_else(|e| panic!("{e}"));
+                store.append_logs(&b).await.unwrap();
             }
         }));
     }
@@ -53,25 +53,25 @@ fn main() {
         .worker_threads(2)
         .enable_all()
         .build()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     rt.block_on(async {
         let mut rows = Vec::new();
         for (writers, lines) in [(1usize, 10usize), (1, 100), (16, 10), (16, 100)] {
-            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-            let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}")));
+            let dir = tempfile::tempdir().unwrap();
+            let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
             let per_writer = (4000 / writers / (lines / 10)).max(20);
             let (posts, lines_s) = appends(store, writers, per_writer, lines).await;
             eprintln!("appends writers={writers} lines/post={lines}: {posts:.0} posts/s, {lines_s:.0} lines/s");
             rows.push(json!({"case": "append_logs", "writers": writers, "lines_per_post": lines, "posts_per_s": posts.round(), "lines_per_s": lines_s.round()}));
         }
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let store = EmbeddedStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
         let mut h = sample_host(1);
         let n = 3000;
         let start = Instant::now();
         for i in 0..n {
             h.id = HostId::from_identity(&format!("hw:h{i}"));
-            store.put_host(&h, Fence::NONE).await.unwrap_or_else(|e| panic!("{e}"));
+            store.put_host(&h, Fence::NONE).await.unwrap();
         }
         let hosts_s = n as f64 / start.elapsed().as_secs_f64();
         eprintln!("put_host sequential: {hosts_s:.0} writes/s");

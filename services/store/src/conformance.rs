@@ -1,6 +1,10 @@
 //! The store conformance suite. Every `Store` adapter runs [`run_all`]
 //! against a fresh, empty store; the embedded store in its unit tests, the
 //! ScyllaDB adapter against a real CQL server.
+//!
+//! Test code compiled into the library (feature `conformance`) so other
+//! crates' tests can run it: a failed unwrap is a failed check here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use gatehouse_core::HostId;
 use gatehouse_core::logs::records;
@@ -10,7 +14,11 @@ use gatehouse_core::wire::{parse_log, parse_object};
 use serde_json::{Map, Value, json};
 
 fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
-    r.unwrap_or_else(|e| panic!("store call failed: {e}"))
+    // Display, not Debug: the error says what failed in words.
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("call failed: {e}"),
+    }
 }
 
 /// What the server under the adapter can execute. An adapter always sends
@@ -190,7 +198,7 @@ async fn hosts(store: &dyn Store) {
 
     // A touch moves last_seen and keeps the record; it never creates a host.
     ok(store.touch_host(&h.id, 500, Fence::NONE).await);
-    let touched = ok(store.get_host(&h.id).await).unwrap_or_else(|| panic!("host missing"));
+    let touched = ok(store.get_host(&h.id).await).expect("host missing");
     assert_eq!(touched.last_seen, 500);
     assert_eq!(touched.labels, h.labels, "a touch keeps the record");
     let listed = ok(store.list_hosts(None, 100).await);
@@ -548,8 +556,7 @@ async fn campaigns(store: &dyn Store) {
     assert_eq!(open.len(), 2);
     assert!(open.iter().all(|(_, d)| d.state == DeliveryState::Queued));
 
-    let mut d =
-        ok(store.get_delivery("camp1", &h1).await).unwrap_or_else(|| panic!("delivery missing"));
+    let mut d = ok(store.get_delivery("camp1", &h1).await).expect("delivery missing");
     d.state = DeliveryState::Delivered;
     d.delivered_at = Some(50);
     d.delivery_count = 1;
@@ -593,8 +600,7 @@ async fn campaigns(store: &dyn Store) {
     );
 
     // Expiring a delivery closes it.
-    let mut d2 =
-        ok(store.get_delivery("camp1", &h2).await).unwrap_or_else(|| panic!("delivery missing"));
+    let mut d2 = ok(store.get_delivery("camp1", &h2).await).expect("delivery missing");
     d2.state = DeliveryState::Expired;
     d2.finished_at = Some(2_000);
     ok(store.put_delivery(&d2, Fence::NONE).await);
@@ -632,7 +638,7 @@ async fn fencing(store: &dyn Store, sem: Semantics, report: &mut Report) {
     stale.key_epoch = h.key_epoch + 5;
     stale_result(store.put_host(&stale, Fence(7)).await, 10);
     stale_result(store.touch_host(&h.id, 9_000, Fence(7)).await, 10);
-    let now = ok(store.get_host(&h.id).await).unwrap_or_else(|| panic!("host missing"));
+    let now = ok(store.get_host(&h.id).await).expect("host missing");
     assert_eq!(now.hostname, h.hostname, "stale record write won");
     assert_eq!(now.key_epoch, h.key_epoch);
     assert_eq!(now.last_seen, 1_000, "stale last-seen write won");
@@ -658,7 +664,7 @@ async fn fencing(store: &dyn Store, sem: Semantics, report: &mut Report) {
         created_by: "conformance".into(),
     };
     ok(store.create_campaign(&c, std::slice::from_ref(&h.id)).await);
-    let mut d = ok(store.get_delivery(&c.id, &h.id).await).unwrap_or_else(|| panic!("delivery"));
+    let mut d = ok(store.get_delivery(&c.id, &h.id).await).expect("delivery");
     d.state = DeliveryState::Delivered;
     d.delivered_at = Some(150);
     d.delivery_count = 1;
@@ -737,7 +743,7 @@ async fn carves(store: &dyn Store, sem: Semantics, report: &mut Report) {
             .extend_from_slice(&ok(store.get_carve_block("sess-1", i).await).unwrap_or_default());
     }
     assert_eq!(assembled, b"abcdefghij");
-    let mut done = ok(store.get_carve("sess-1").await).unwrap_or_else(|| panic!("carve missing"));
+    let mut done = ok(store.get_carve("sess-1").await).expect("carve missing");
     assert_eq!(done.blocks_received, 3);
     done.state = CarveState::Complete;
     done.sha256 = Some("abc".into());
@@ -978,7 +984,7 @@ async fn rules_and_alerts(store: &dyn Store, sem: Semantics, report: &mut Report
     }
     // Re-putting the same event replaces it (outcomes are updated in place).
     let mut delivered = alert("b", 2_000);
-    delivered.actions[0].state = "delivered".into();
+    delivered.actions[0].state = gatehouse_core::rules::ActionState::Delivered;
     ok(store.put_alert(&delivered).await);
     assert_eq!(
         ok(store.get_alert(2_000, "b").await),

@@ -1084,23 +1084,20 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn embedded_store_passes_conformance() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let store = EmbeddedStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
         let report = crate::conformance::run_all(&store, crate::conformance::Semantics::FULL).await;
         assert!(report.not_run.is_empty(), "{report}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn data_survives_reopen() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
         {
-            let store = EmbeddedStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
-            store
-                .put_meta("k", b"v")
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            store.put_meta("k", b"v").await.unwrap();
         }
-        let store = EmbeddedStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let store = EmbeddedStore::open(dir.path()).unwrap();
         assert_eq!(
             store.get_meta("k").await.ok().flatten().as_deref(),
             Some(&b"v"[..])
@@ -1116,10 +1113,10 @@ mod reopen_tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_acknowledged_log_line_survives_reopen() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
         let host = HostId::from_identity("hw:reopen");
         {
-            let store = EmbeddedStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+            let store = EmbeddedStore::open(dir.path()).unwrap();
             for round in 0..200i64 {
                 let data: Vec<_> = (0..5)
                     .map(|i| serde_json::json!({"name": "users", "unixTime": 1_717_496_431 + round, "columns": {"uid": format!("{round}-{i}")}, "action": "added"}))
@@ -1127,15 +1124,11 @@ mod reopen_tests {
                 let body =
                     serde_json::to_vec(&serde_json::json!({"log_type": "result", "data": data}))
                         .unwrap_or_default();
-                let req = parse_log(parse_object(&body).unwrap_or_default())
-                    .unwrap_or_else(|e| panic!("{e}"));
-                store
-                    .append_logs(&records(&host, req, 1))
-                    .await
-                    .unwrap_or_else(|e| panic!("{e}"));
+                let req = parse_log(parse_object(&body).unwrap_or_default()).unwrap();
+                store.append_logs(&records(&host, req, 1)).await.unwrap();
             }
         }
-        let store = EmbeddedStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let store = EmbeddedStore::open(dir.path()).unwrap();
         let f = ResultFilter {
             host_id: Some(host),
             name: None,

@@ -3,10 +3,11 @@
 //! rule engine), and the redrive of dead-lettered webhooks, which the API
 //! sends itself so the operator sees at once whether it went through.
 
-use gatehouse_bus::hostrpc::RULES_SUBJECT;
+use gatehouse_bus::events::publish;
 use gatehouse_core::model::Role;
-use gatehouse_core::rules::{Action, Alert, Rule, validate_rule};
+use gatehouse_core::rules::{Action, ActionState, Alert, Rule, validate_rule};
 use gatehouse_core::time::now_ms;
+use gatehouse_proto::topics::RULES_CHANGED;
 
 use super::{Admin, not_found_if_false};
 use crate::ApiError;
@@ -26,7 +27,7 @@ pub(super) fn role_to_write(r: &Rule) -> Role {
 
 impl Admin {
     async fn announce_rules(&self) {
-        if let Err(e) = self.bus.publish(RULES_SUBJECT, Vec::new().into()).await {
+        if let Err(e) = publish(self.bus.as_ref(), &RULES_CHANGED, &Default::default()).await {
             // The engines also re-read rules periodically.
             tracing::warn!(error = %e, "rule change broadcast failed");
         }
@@ -62,27 +63,18 @@ impl Admin {
             .get_dead_letter(id)
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("dead letter {id}")))?;
-        let client = match self.webhooks.get() {
-            Some(c) => c,
-            None => {
-                let c =
-                    gatehouse_rules::WebhookClient::new(std::time::Duration::from_secs(10), None)
-                        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-                self.webhooks.get_or_init(|| c)
-            }
-        };
         let mut alert = self
             .store
             .get_alert(dead.alert.at, &dead.alert.id)
             .await?
             .unwrap_or_else(|| dead.alert.clone());
         let i = dead.action_index;
-        let result = client.post(&dead.url, &alert).await;
+        let result = self.webhooks.send(&dead.url, &alert).await;
         if let Some(o) = alert.actions.get_mut(i) {
             o.attempts += 1;
             match &result {
                 Ok(()) => {
-                    o.state = "delivered".into();
+                    o.state = ActionState::Delivered;
                     o.finished_at = Some(now_ms());
                     o.last_error = None;
                 }

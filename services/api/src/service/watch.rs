@@ -8,11 +8,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gatehouse_bus::hostrpc::campaign_results_subject;
+use gatehouse_bus::events::campaign_result;
 use gatehouse_core::HostId;
 use gatehouse_core::model::{Campaign, CampaignResult, DeliveryState};
 use gatehouse_core::ports::Store;
 use gatehouse_core::time::now_ms;
+use gatehouse_proto::topics::CAMPAIGN_ANSWERS;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -55,7 +56,7 @@ impl Admin {
         // Subscribed before the stored answers are read: none falls between.
         let sub = self
             .bus
-            .subscribe(&campaign_results_subject(id), None)
+            .subscribe(&CAMPAIGN_ANSWERS.subject(id), None)
             .await
             .map_err(|e| ApiError::Unavailable(format!("campaign events: {e}")))?;
         let (tx, rx) = mpsc::channel(256);
@@ -131,8 +132,12 @@ async fn watch(
                 _ = &mut expired => break,
                 m = sub.next() => {
                     let Some(m) = m else { break };
-                    let Ok(result) = serde_json::from_slice::<CampaignResult>(&m.payload) else {
-                        continue;
+                    let result = match CAMPAIGN_ANSWERS.decode(m.payload).map_err(Into::into).and_then(campaign_result) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::warn!(campaign = %c.id, error = %e, "undecodable campaign answer");
+                            continue;
+                        }
                     };
                     if !seen.insert(result.host_id.clone()) {
                         continue;

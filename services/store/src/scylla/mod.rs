@@ -179,26 +179,41 @@ struct Inner {
     host_labels: Mutex<HashMap<HostId, Vec<String>>>,
     /// Orders this process's fenced writes that share a token.
     fence_seq: std::sync::atomic::AtomicU64,
+    /// Where statement latencies and outcomes go (metrics), once set.
+    observer: std::sync::OnceLock<Arc<dyn gatehouse_core::ports::RequestObserver>>,
 }
 
-/// Latency and outcome of every statement (`gatehouse_store_requests_total`
-/// and `gatehouse_store_request_seconds`, by statement), waiting for an
-/// in-flight permit included: what an operator pages on when ScyllaDB
-/// slows down.
-async fn timed<T>(q: Q, f: impl std::future::Future<Output = StoreResult<T>>) -> StoreResult<T> {
-    static M: std::sync::OnceLock<gatehouse_runtime::metrics::RequestMetrics> =
-        std::sync::OnceLock::new();
-    let m = M.get_or_init(|| gatehouse_runtime::metrics::RequestMetrics::new("store", "ScyllaDB"));
-    let start = std::time::Instant::now();
-    let r = f.await;
-    let outcome = match &r {
-        Ok(_) => "ok",
-        Err(StoreError::Busy) => "busy",
-        Err(StoreError::Unavailable(_) | StoreError::Corrupt { .. }) => "unavailable",
-        Err(_) => "rejected",
-    };
-    m.observe(q.name(), outcome, start.elapsed().as_secs_f64());
-    r
+/// Latency and outcome of every statement (fed to
+/// `gatehouse_store_requests_total` and `gatehouse_store_request_seconds`,
+/// by statement, by the process wiring), waiting for an in-flight permit
+/// included: what an operator pages on when ScyllaDB slows down.
+impl Inner {
+    async fn timed<T>(
+        &self,
+        q: Q,
+        f: impl std::future::Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
+        let start = std::time::Instant::now();
+        let r = f.await;
+        if let Some(o) = self.observer.get() {
+            let outcome = match &r {
+                Ok(_) => "ok",
+                Err(StoreError::Busy) => "busy",
+                Err(StoreError::Unavailable(_) | StoreError::Corrupt { .. }) => "unavailable",
+                Err(_) => "rejected",
+            };
+            o.observe(q.name(), outcome, start.elapsed().as_secs_f64());
+        }
+        r
+    }
+}
+
+impl ScyllaStore {
+    /// Reports every statement's latency and outcome to `observer` (the
+    /// process's metrics); the first one given stays.
+    pub fn observe_requests(&self, observer: Arc<dyn gatehouse_core::ports::RequestObserver>) {
+        let _ = self.inner.observer.set(observer);
+    }
 }
 
 /// Fenced writes (host-owned state written by the shard owner) carry an
@@ -285,6 +300,7 @@ impl ScyllaStore {
                 written_index: Mutex::new(HashSet::new()),
                 host_labels: Mutex::new(HashMap::new()),
                 fence_seq: std::sync::atomic::AtomicU64::new(0),
+                observer: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -525,7 +541,7 @@ impl Inner {
         q: Q,
         values: impl SerializeRow,
     ) -> StoreResult<scylla::response::query_result::QueryResult> {
-        timed(q, async {
+        self.timed(q, async {
             let _p = self.permit().await?;
             self.session
                 .execute_unpaged(self.st(q), values)
@@ -545,7 +561,7 @@ impl Inner {
         };
         let mut st = self.st(q).clone();
         st.set_timestamp(Some(ts));
-        timed(q, async {
+        self.timed(q, async {
             let _p = self.permit().await?;
             self.session
                 .execute_unpaged(&st, values)
@@ -574,7 +590,7 @@ impl Inner {
     where
         R: for<'f, 'm> DeserializeRow<'f, 'm> + Send + 'static,
     {
-        timed(q, async {
+        self.timed(q, async {
             let _p = self.permit().await?;
             let pager = self
                 .session
@@ -614,7 +630,7 @@ impl Inner {
             }
             b.set_consistency(self.st(q).get_consistency().unwrap_or_default());
             b.set_is_idempotent(true);
-            timed(q, async {
+            self.timed(q, async {
                 let _p = self.permit().await?;
                 self.session.batch(&b, chunk).await.map_err(unavailable)
             })
@@ -1056,14 +1072,15 @@ impl Store for ScyllaStore {
         };
         let mut st = i.st(Q::ListHosts).clone();
         st.set_page_size(i32::try_from(limit.clamp(1, 10_000)).unwrap_or(PAGE_ROWS));
-        let (res, paging) = timed(Q::ListHosts, async {
-            let _p = i.permit().await?;
-            i.session
-                .execute_single_page(&st, (), state)
-                .await
-                .map_err(unavailable)
-        })
-        .await?;
+        let (res, paging) = i
+            .timed(Q::ListHosts, async {
+                let _p = i.permit().await?;
+                i.session
+                    .execute_single_page(&st, (), state)
+                    .await
+                    .map_err(unavailable)
+            })
+            .await?;
         let items = res
             .into_rows_result()
             .map_err(unavailable)?

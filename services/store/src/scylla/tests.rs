@@ -13,7 +13,11 @@ use crate::conformance::{Fencing, Semantics, run_all};
 use crate::cql_test_server::CqlTestServer;
 
 fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
-    r.unwrap_or_else(|e| panic!("{e}"))
+    // Display, not Debug: the error says what failed in words.
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("call failed: {e}"),
+    }
 }
 
 /// kassandra executes neither clustering ranges nor conditional writes,
@@ -193,7 +197,7 @@ fn test_pki(dir: &std::path::Path) -> (std::path::PathBuf, Arc<rustls::ServerCon
     node.distinguished_name
         .push(DnType::CommonName, "scylla-node-1");
     let node = ok(node.signed_by(&node_key, &issuer));
-    let key = PrivateKeyDer::try_from(node_key.serialize_der()).unwrap_or_else(|e| panic!("{e}"));
+    let key = PrivateKeyDer::try_from(node_key.serialize_der()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let server =
         ok(ok(rustls::ServerConfig::builder_with_provider(provider)
