@@ -248,50 +248,75 @@ pub fn start(
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let ops = ops.map(|l| spawn_ops(l, ready.clone(), back.clone(), None));
     let shutdown = Shutdown::new();
-    let trigger = shutdown.clone();
+    let front_tasks: Vec<Task> = vec![
+        ("edge", tokio::spawn(async move { Ok(edge.await??) })),
+        ("api", tokio::spawn(async move { Ok(api.await??) })),
+    ];
+    let mut back_tasks: Vec<Task> = vec![
+        ("hostd", tokio::spawn(async move { Ok(hostd.await??) })),
+        (
+            "retention",
+            tokio::spawn(async move { Ok(retention.await?) }),
+        ),
+        ("rules", tokio::spawn(async move { Ok(rule_engine.await?) })),
+    ];
+    if let Some(o) = ops {
+        back_tasks.push(("ops", o));
+    }
+    let stop = shutdown.clone();
     let task = tokio::spawn(async move {
-        let (mut edge, mut api) = (Some(edge), Some(api));
-        let mut drain = Drain::default();
-        // Until shutdown, or until the edge or the api ends by itself (a
-        // failed listener): either way the rest drains in order, and hostd
-        // always persists its actors before the store closes.
-        tokio::select! {
-            _ = trigger.wait() => {}
-            r = async { edge.as_mut()?.await.ok().map(io) }, if edge.is_some() => {
-                edge = None;
-                drain.note("edge", r);
-            }
-            r = async { api.as_mut()?.await.ok().map(io) }, if api.is_some() => {
-                api = None;
-                drain.note("api", r);
-            }
-        }
-        ready.store(false, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!("shutting down: draining agent and operator requests");
-        front.trigger();
-        if let Some(e) = edge {
-            drain.note("edge", e.await.ok().map(io));
-        }
-        if let Some(a) = api {
-            drain.note("api", a.await.ok().map(io));
-        }
-        tracing::info!("stopping host actors and background work");
-        back.trigger();
-        drain.note("hostd", hostd.await.ok().map(|r| r.map_err(Into::into)));
-        drain.note("retention", retention.await.ok().map(Ok));
-        drain.note("rules", rule_engine.await.ok().map(Ok));
-        if let Some(o) = ops {
-            drain.note("ops", o.await.ok());
-        }
+        let r = supervise(stop, ready, (front, front_tasks), (back, back_tasks)).await;
         drop(store);
         tracing::info!("shutdown complete");
-        drain.finish()
+        r
     });
     Ok(Running::new(shutdown, task))
 }
 
-fn io(r: std::io::Result<()>) -> anyhow::Result<()> {
-    r.map_err(Into::into)
+/// A role's task and its name.
+pub(crate) type Task = (&'static str, JoinHandle<anyhow::Result<()>>);
+
+/// Runs one process's roles until `stop`, or until a front role (edge,
+/// api) ends by itself (a failed listener), then drains in order whatever
+/// happened: readiness fails, the front roles stop accepting and drain
+/// their requests, then the back roles (hostd persisting its actors,
+/// background work) stop. Every role is drained even after another
+/// failed; the first failure is the result.
+pub(crate) async fn supervise(
+    stop: Shutdown,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+    (front, mut front_tasks): (Shutdown, Vec<Task>),
+    (back, back_tasks): (Shutdown, Vec<Task>),
+) -> anyhow::Result<()> {
+    let mut drain = Drain::default();
+    if !front_tasks.is_empty() {
+        let names: Vec<&'static str> = front_tasks.iter().map(|t| t.0).collect();
+        let first_end = futures_util::future::select_all(front_tasks.iter_mut().map(|(_, h)| h));
+        let ended = tokio::select! {
+            _ = stop.wait() => None,
+            (r, i, _) = first_end => Some((i, r)),
+        };
+        if let Some((i, r)) = ended {
+            tracing::warn!(
+                role = names[i],
+                "role ended before shutdown; draining the others"
+            );
+            drain.note(names[i], r.ok());
+            front_tasks.remove(i);
+        }
+    }
+    ready.store(false, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!("shutting down: draining agent and operator requests");
+    front.trigger();
+    for (name, t) in front_tasks {
+        drain.note(name, t.await.ok());
+    }
+    tracing::info!("stopping host actors and background work");
+    back.trigger();
+    for (name, t) in back_tasks {
+        drain.note(name, t.await.ok());
+    }
+    drain.finish()
 }
 
 /// What the roles of one process ended with, in drain order: every role is
@@ -386,4 +411,119 @@ pub fn banner(
         ff = boot.flagfile_path.display(),
         flags = boot.flagfile,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    /// A role that runs until `s` and then records that it drained.
+    fn until_stopped(s: &Shutdown, drained: &Arc<AtomicBool>) -> JoinHandle<anyhow::Result<()>> {
+        let (s, d) = (s.clone(), drained.clone());
+        tokio::spawn(async move {
+            s.wait().await;
+            d.store(true, Ordering::SeqCst);
+            Ok(())
+        })
+    }
+
+    #[tokio::test]
+    async fn a_failed_front_role_still_drains_the_others_and_hostd() {
+        let (stop, front, back) = (Shutdown::new(), Shutdown::new(), Shutdown::new());
+        let ready = Arc::new(AtomicBool::new(true));
+        let api_drained = Arc::new(AtomicBool::new(false));
+        let hostd_drained = Arc::new(AtomicBool::new(false));
+        let edge: JoinHandle<anyhow::Result<()>> =
+            tokio::spawn(async { Err(anyhow::anyhow!("listener failed")) });
+        let r = supervise(
+            stop,
+            ready.clone(),
+            (
+                front.clone(),
+                vec![("edge", edge), ("api", until_stopped(&front, &api_drained))],
+            ),
+            (
+                back.clone(),
+                vec![("hostd", until_stopped(&back, &hostd_drained))],
+            ),
+        )
+        .await;
+        let e = r.expect_err("the edge's failure is the result");
+        assert_eq!(format!("{e:#}"), "edge: listener failed");
+        assert!(api_drained.load(Ordering::SeqCst), "the api was drained");
+        assert!(
+            hostd_drained.load(Ordering::SeqCst),
+            "hostd persisted its actors"
+        );
+        assert!(!ready.load(Ordering::SeqCst), "readiness fails");
+    }
+
+    #[tokio::test]
+    async fn a_failing_back_role_does_not_stop_the_rest_draining() {
+        let (stop, front, back) = (Shutdown::new(), Shutdown::new(), Shutdown::new());
+        let rules_drained = Arc::new(AtomicBool::new(false));
+        let edge_drained = Arc::new(AtomicBool::new(false));
+        stop.trigger();
+        let hostd: JoinHandle<anyhow::Result<()>> = {
+            let b = back.clone();
+            tokio::spawn(async move {
+                b.wait().await;
+                Err(anyhow::anyhow!("a write failed"))
+            })
+        };
+        let r = supervise(
+            stop,
+            Arc::new(AtomicBool::new(true)),
+            (
+                front.clone(),
+                vec![("edge", until_stopped(&front, &edge_drained))],
+            ),
+            (
+                back.clone(),
+                vec![
+                    ("hostd", hostd),
+                    ("rules", until_stopped(&back, &rules_drained)),
+                ],
+            ),
+        )
+        .await;
+        assert_eq!(
+            format!("{:#}", r.expect_err("hostd failed")),
+            "hostd: a write failed"
+        );
+        assert!(edge_drained.load(Ordering::SeqCst));
+        assert!(rules_drained.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn a_clean_shutdown_drains_front_before_back() {
+        let (stop, front, back) = (Shutdown::new(), Shutdown::new(), Shutdown::new());
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let role = |s: &Shutdown, name: &'static str| {
+            let (s, o) = (s.clone(), order.clone());
+            tokio::spawn(async move {
+                s.wait().await;
+                if let Ok(mut o) = o.lock() {
+                    o.push(name);
+                }
+                Ok(())
+            })
+        };
+        let tasks = (
+            vec![("edge", role(&front, "edge"))],
+            vec![("hostd", role(&back, "hostd"))],
+        );
+        stop.trigger();
+        supervise(
+            stop,
+            Arc::new(AtomicBool::new(true)),
+            (front, tasks.0),
+            (back, tasks.1),
+        )
+        .await
+        .unwrap();
+        assert_eq!(*order.lock().unwrap(), vec!["edge", "hostd"]);
+    }
 }
