@@ -221,6 +221,18 @@ async fn operators_get_4xx_with_messages() -> R {
     // Health needs no token.
     let r = s.http.get(format!("{}/readyz", s.api_url)).send().await?;
     assert_eq!(r.status().as_u16(), 200);
+    // Query-string errors answer the JSON error body and name the field.
+    for (query, needle) in [("limit=abc", "invalid"), ("lable=x", "lable")] {
+        let (st, v) = s
+            .api(Method::GET, &format!("/api/v1/hosts?{query}"), None)
+            .await?;
+        assert_eq!(st, 400, "{query}: {v}");
+        let e = v["error"].as_str().unwrap_or("");
+        assert!(
+            e.starts_with("invalid query string") && e.contains(needle),
+            "{e}"
+        );
+    }
     // Malformed and mistyped bodies name the problem.
     let r = s
         .http

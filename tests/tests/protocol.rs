@@ -486,6 +486,47 @@ async fn carve_with_out_of_order_and_repeated_blocks_is_assembled_and_hashed() -
         .await?;
     assert_eq!(resp.status().as_u16(), 200);
     assert_eq!(resp.bytes().await?.to_vec(), data);
+    // One block at a time (to resume a download), over REST and gRPC; the
+    // whole archive over gRPC.
+    let resp = s
+        .http
+        .get(format!("{}/api/v1/carves/{session}/blocks/1", s.api_url))
+        .bearer_auth(&s.boot.admin_token)
+        .send()
+        .await?;
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.bytes().await?.to_vec(), blocks[1]);
+    let mut rpc = gatehouse_proto::v1::admin_client::AdminClient::new(s.grpc_channel().await?);
+    let token = &s.boot.admin_token;
+    let mut stream = rpc
+        .download_carve(gatehouse_tests::as_user(
+            token,
+            gatehouse_proto::v1::CarveRef {
+                id: session.clone(),
+            },
+        )?)
+        .await?
+        .into_inner();
+    let mut archive = Vec::new();
+    while let Some(chunk) = stream.message().await? {
+        archive.extend_from_slice(&chunk.data);
+    }
+    assert_eq!(archive, data);
+    let mut stream = rpc
+        .carve_block(gatehouse_tests::as_user(
+            token,
+            gatehouse_proto::v1::CarveBlockRequest {
+                id: session.clone(),
+                block: 2,
+            },
+        )?)
+        .await?
+        .into_inner();
+    let mut block = Vec::new();
+    while let Some(chunk) = stream.message().await? {
+        block.extend_from_slice(&chunk.data);
+    }
+    assert_eq!(block, blocks[2]);
     assert_eq!(
         s.get("/api/v1/carves").await?.as_array().map(Vec::len),
         Some(1)

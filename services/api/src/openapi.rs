@@ -1,107 +1,19 @@
-//! The REST API's one route table: [`crate::rest::router`] mounts it and
-//! [`document`] turns it into the OpenAPI 3.1 document served at
-//! `/api/v1/openapi.json`, with JSON schemas derived (schemars) from the
-//! very types the handlers parse and return. A route cannot exist without
-//! its documentation, nor the reverse.
+//! The OpenAPI 3.1 document served at `/api/v1/openapi.json`, derived
+//! from the operation registry ([`crate::registry`]): paths, methods,
+//! roles and audit from each operation's declaration; path and query
+//! parameters and request bodies from its request type's JSON schema
+//! (schemars, doc comments as descriptions); answers from its reply type.
+//! A route cannot exist without its documentation, nor the reverse.
 
-use axum::http::Method;
-use gatehouse_core::model::Role;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use schemars::{JsonSchema, Schema};
 use serde_json::{Map, Value, json};
 
-/// Builds the schema of one request or response body.
-pub type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
+use crate::registry::{Answer, Audit, Entry};
 
 /// The schema of `T`, registered under `components/schemas`.
 pub fn schema<T: JsonSchema>(g: &mut SchemaGenerator) -> Schema {
     g.subschema_for::<T>()
-}
-
-/// What a successful call answers.
-#[derive(Clone, Copy)]
-pub enum Answer {
-    Json(u16, SchemaFn),
-    NoContent,
-    Binary,
-    /// `text/event-stream`: one event per message of this schema, named by
-    /// its `type`.
-    Events(SchemaFn),
-}
-
-/// One operation of the REST API.
-#[derive(Clone)]
-pub struct Op {
-    pub method: Method,
-    /// axum's path syntax, which is OpenAPI's (`/api/v1/hosts/{id}`).
-    pub path: &'static str,
-    pub id: &'static str,
-    pub summary: &'static str,
-    /// The least role that may call it.
-    pub role: Role,
-    /// Query parameters: name and meaning.
-    pub query: &'static [(&'static str, &'static str)],
-    pub body: Option<SchemaFn>,
-    pub answer: Answer,
-    /// A write or query run (recorded in the audit log).
-    pub audited: bool,
-}
-
-impl Op {
-    pub fn new(
-        method: Method,
-        path: &'static str,
-        id: &'static str,
-        summary: &'static str,
-        role: Role,
-    ) -> Self {
-        Self {
-            method,
-            path,
-            id,
-            summary,
-            role,
-            query: &[],
-            body: None,
-            answer: Answer::NoContent,
-            audited: false,
-        }
-    }
-
-    pub fn query(mut self, q: &'static [(&'static str, &'static str)]) -> Self {
-        self.query = q;
-        self
-    }
-
-    pub fn body(mut self, f: SchemaFn) -> Self {
-        self.body = Some(f);
-        self
-    }
-
-    pub fn json(mut self, f: SchemaFn) -> Self {
-        self.answer = Answer::Json(200, f);
-        self
-    }
-
-    pub fn created(mut self, f: SchemaFn) -> Self {
-        self.answer = Answer::Json(201, f);
-        self
-    }
-
-    pub fn events(mut self, f: SchemaFn) -> Self {
-        self.answer = Answer::Events(f);
-        self
-    }
-
-    pub fn binary(mut self) -> Self {
-        self.answer = Answer::Binary;
-        self
-    }
-
-    pub fn audited(mut self) -> Self {
-        self.audited = true;
-        self
-    }
 }
 
 /// `{"error": "..."}`, the body of every 4xx and 5xx answer.
@@ -125,22 +37,57 @@ fn error_response(g: &mut SchemaGenerator, what: &str) -> Value {
 }
 
 /// The OpenAPI 3.1 document of `ops`.
-pub fn document(ops: &[Op]) -> Value {
+pub fn document(ops: &[Entry]) -> Value {
     let mut g = SchemaSettings::openapi3().into_generator();
     let mut paths: Map<String, Value> = Map::new();
-    for op in ops {
-        let mut params: Vec<Value> = path_params(op.path)
+    for entry in ops {
+        let op = entry.spec;
+        let in_path = path_params(op.path);
+        let input = (entry.input)(&mut g).to_value();
+        let mut properties = input["properties"].as_object().cloned().unwrap_or_default();
+        let required: Vec<String> = input["required"]
+            .as_array()
             .into_iter()
-            .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_owned))
             .collect();
-        params.extend(op.query.iter().map(|(name, what)| {
-            json!({"name": name, "in": "query", "required": false, "description": what, "schema": {"type": "string"}})
-        }));
+        let mut params: Vec<Value> = in_path
+            .iter()
+            .map(|p| {
+                let schema = properties
+                    .remove(*p)
+                    .unwrap_or_else(|| json!({"type": "string"}));
+                json!({"name": p, "in": "path", "required": true, "schema": schema})
+            })
+            .collect();
+        let mut body = None;
+        if op.verb.has_body() {
+            if !properties.is_empty() {
+                let mut b = input.clone();
+                b["properties"] = Value::Object(properties);
+                b["required"] = json!(
+                    required
+                        .iter()
+                        .filter(|r| !in_path.contains(&r.as_str()))
+                        .collect::<Vec<_>>()
+                );
+                body = Some(b);
+            }
+        } else {
+            for (name, schema) in properties {
+                let description = schema["description"].clone();
+                params.push(json!({
+                    "name": name, "in": "query", "required": required.contains(&name),
+                    "description": description, "schema": schema,
+                }));
+            }
+        }
+        let audited = op.audit == Audit::Calls;
         let mut responses = Map::new();
-        match op.answer {
-            Answer::Json(code, f) => {
+        match (entry.answer)() {
+            Answer::Json(f) => {
                 responses.insert(
-                    code.to_string(),
+                    if op.created { "201" } else { "200" }.to_string(),
                     json!({"description": "success", "content": {"application/json": {"schema": f(&mut g)}}}),
                 );
             }
@@ -184,21 +131,23 @@ pub fn document(ops: &[Op]) -> Value {
             "description": format!(
                 "Needs the {} role.{}",
                 op.role.as_str(),
-                if op.audited { " Recorded in the audit log." } else { "" }
+                if audited { " Recorded in the audit log." } else { "" }
             ),
             "x-gatehouse-role": op.role.as_str(),
-            "x-gatehouse-audited": op.audited,
+            "x-gatehouse-audited": audited,
+            "x-gatehouse-action": op.action,
+            "x-gatehouse-grpc": format!("{}/{}", crate::GRPC_SERVICE, op.grpc),
             "parameters": params,
             "responses": responses,
         });
-        if let Some(f) = op.body {
+        if let Some(schema) = body {
             o["requestBody"] = json!({
                 "required": true,
-                "content": {"application/json": {"schema": f(&mut g)}}
+                "content": {"application/json": {"schema": schema}}
             });
         }
-        let entry = paths.entry(op.path.to_owned()).or_insert_with(|| json!({}));
-        entry[op.method.as_str().to_ascii_lowercase()] = o;
+        let item = paths.entry(op.path.to_owned()).or_insert_with(|| json!({}));
+        item[op.verb.method().as_str().to_ascii_lowercase()] = o;
     }
     let schemas = g.take_definitions(true);
     json!({
@@ -223,7 +172,7 @@ mod tests {
 
     #[test]
     fn every_reference_resolves_and_every_operation_is_unique() {
-        let doc = document(&crate::rest::operations_doc());
+        let doc = document(&crate::registry::operations());
         let schemas = doc["components"]["schemas"]
             .as_object()
             .cloned()
@@ -250,6 +199,6 @@ mod tests {
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), n, "operationIds are unique");
-        assert!(schemas.contains_key("HostView") && schemas.contains_key("CampaignRequest"));
+        assert!(schemas.contains_key("HostView") && schemas.contains_key("Coverage"));
     }
 }

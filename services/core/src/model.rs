@@ -151,6 +151,7 @@ pub struct LabelConfig {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Decorators {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub load: Vec<String>,

@@ -17,8 +17,9 @@ use gatehouse_proto::topics::CAMPAIGN_ANSWERS;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::{Admin, Coverage};
+use super::Coverage;
 use crate::ApiError;
+use crate::admin::Admin;
 
 /// One message of a campaign watch.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
@@ -48,7 +49,7 @@ impl CampaignEvent {
 }
 
 impl Admin {
-    pub(super) async fn op_watch_campaign(
+    pub(super) async fn watch_campaign(
         &self,
         id: &str,
     ) -> Result<mpsc::Receiver<CampaignEvent>, ApiError> {
@@ -72,7 +73,7 @@ async fn standing(
 ) -> Result<(Coverage, Vec<HostId>), ApiError> {
     let now = now_ms();
     let ds = store.list_deliveries(&c.id).await?;
-    let coverage = Admin::coverage(&ds, c, now);
+    let coverage = super::coverage(&ds, c, now);
     let non_responders = ds
         .into_iter()
         .filter(|d| {

@@ -1,0 +1,342 @@
+//! The operator service's state and the checks every operation goes
+//! through: [`Admin`] holds the store, the bus, the host-RPC client and the
+//! API's limits; it resolves bearer tokens to a [`Caller`], checks roles,
+//! writes the audit log, and offers the helpers operations share (host
+//! calls, validated definition changes). The operations themselves are in
+//! [`crate::ops`], one module per resource, declared in
+//! [`crate::registry`].
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_bus::HostClient;
+use gatehouse_bus::events::publish;
+use gatehouse_bus::hostrpc::failure_kind;
+use gatehouse_core::HostId;
+use gatehouse_core::config::{Definitions, assemble, load_definitions};
+use gatehouse_core::model::{AuditEvent, Role};
+use gatehouse_core::ports::{Bus, Store};
+use gatehouse_core::rules::WebhookSender;
+use gatehouse_core::time::now_ms;
+use gatehouse_proto::topics::CONFIG_CHANGED;
+use gatehouse_proto::v1::{ConfigChanged, FailureKind, host_reply, host_request};
+
+use crate::ApiError;
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// A host seen within this window counts as online.
+    pub online_window: Duration,
+    /// Most hosts one campaign may target.
+    pub max_campaign_targets: usize,
+    /// Campaigns running at once, in all and per user.
+    pub max_active_campaigns: usize,
+    pub max_active_campaigns_per_user: usize,
+    pub default_campaign_ttl: Duration,
+    pub max_campaign_ttl: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            online_window: Duration::from_secs(180),
+            max_campaign_targets: 100_000,
+            max_active_campaigns: 50,
+            max_active_campaigns_per_user: 10,
+            default_campaign_ttl: Duration::from_secs(3600),
+            max_campaign_ttl: Duration::from_secs(7 * 86_400),
+        }
+    }
+}
+
+/// Who is calling: the user a bearer token belongs to, and its role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub name: String,
+    pub role: Role,
+}
+
+/// The implementation over a store and a bus.
+pub struct Admin {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) bus: Arc<dyn Bus>,
+    pub(crate) hosts: HostClient,
+    pub(crate) cfg: ApiConfig,
+    /// The bootstrap admin tokens (`secrets/admin_token`): the `admin`
+    /// caller, also when the store cannot be read.
+    bootstrap_tokens: Vec<String>,
+    /// For redriving dead letters: the rule engine's webhook client.
+    pub(crate) webhooks: Arc<dyn WebhookSender>,
+    /// Campaigns seen with every target answered (they stay so): not
+    /// counted against the running-campaign limits.
+    pub(crate) complete: std::sync::Mutex<HashSet<String>>,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin").finish()
+    }
+}
+
+pub(crate) fn host_id(id: &str) -> Result<HostId, ApiError> {
+    HostId::parse(id)
+        .ok_or_else(|| ApiError::BadRequest(format!("{id:?} is not a host id (32 hex characters)")))
+}
+
+impl Admin {
+    pub fn new(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        hosts: HostClient,
+        webhooks: Arc<dyn WebhookSender>,
+        cfg: ApiConfig,
+    ) -> Self {
+        Self {
+            store,
+            bus,
+            hosts,
+            cfg,
+            bootstrap_tokens: Vec::new(),
+            webhooks,
+            complete: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Accepts these tokens as the built-in `admin` caller.
+    pub fn with_bootstrap_tokens(mut self, tokens: Vec<String>) -> Self {
+        self.bootstrap_tokens = tokens;
+        self
+    }
+
+    /// Refuses `c` unless its role is at least `need`; a refusal of an
+    /// action is recorded.
+    pub(crate) async fn require(
+        &self,
+        c: &Caller,
+        need: Role,
+        action: &str,
+        target: &str,
+    ) -> Result<(), ApiError> {
+        if c.role >= need {
+            return Ok(());
+        }
+        self.audit(
+            c,
+            action,
+            target,
+            "denied",
+            serde_json::json!({"needs": need.as_str(), "role": c.role.as_str()}),
+        )
+        .await?;
+        Err(ApiError::Forbidden(format!(
+            "{action} needs the {} role; {} has the {} role",
+            need.as_str(),
+            c.name,
+            c.role.as_str()
+        )))
+    }
+
+    pub(crate) async fn audit(
+        &self,
+        c: &Caller,
+        action: &str,
+        target: &str,
+        outcome: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), ApiError> {
+        let e = AuditEvent {
+            id: uuid::Uuid::new_v4().to_string(),
+            at: now_ms(),
+            actor: c.name.clone(),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            outcome: outcome.to_owned(),
+            detail,
+        };
+        self.store.append_audit(&e).await.map_err(|err| {
+            tracing::error!(error = %err, action, "audit log write failed");
+            ApiError::Unavailable(format!(
+                "the audit log cannot be written ({err}); nothing was done"
+            ))
+        })
+    }
+
+    /// Runs a write or a query run for `c`: checks the role, records the
+    /// request in the audit log before acting (nothing happens unrecorded:
+    /// when the record cannot be written the action is refused), and
+    /// records a failure too.
+    pub(crate) async fn recorded<T>(
+        &self,
+        c: &Caller,
+        need: Role,
+        action: &str,
+        target: &str,
+        detail: serde_json::Value,
+        op: impl std::future::Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        self.require(c, need, action, target).await?;
+        self.audit(c, action, target, "accepted", detail).await?;
+        let r = op.await;
+        if let Err(e) = &r {
+            let _ = self
+                .audit(
+                    c,
+                    action,
+                    target,
+                    "failed",
+                    serde_json::json!({"error": e.to_string()}),
+                )
+                .await;
+        }
+        r
+    }
+
+    pub(crate) async fn host_call(
+        &self,
+        id: &HostId,
+        op: host_request::Op,
+    ) -> Result<host_reply::Result, ApiError> {
+        match self.hosts.call(id, 0, op).await {
+            Ok(host_reply::Result::Failure(f)) if failure_kind(&f) == FailureKind::HostNotFound => {
+                Err(ApiError::NotFound(format!("host {id}")))
+            }
+            Ok(host_reply::Result::Failure(f)) => Err(ApiError::Unavailable(f.message)),
+            Ok(r) => Ok(r),
+            Err(e) => Err(ApiError::Unavailable(format!("host service: {e}"))),
+        }
+    }
+
+    /// Validates a definition change against every label set in the fleet,
+    /// then lets `save` persist it and announces the new generation.
+    pub(crate) async fn change_definitions<F, Fut>(
+        &self,
+        edit: impl FnOnce(&mut Definitions) -> Result<(), ApiError>,
+        save: F,
+    ) -> Result<(), ApiError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<(), ApiError>>,
+    {
+        let mut defs = load_definitions(self.store.as_ref()).await?;
+        edit(&mut defs)?;
+        let mut label_sets: HashSet<Vec<String>> = HashSet::new();
+        label_sets.insert(vec!["all".into()]);
+        label_sets.extend(self.store.label_sets().await?);
+        for labels in &label_sets {
+            assemble(labels, &defs)?;
+        }
+        save().await?;
+        let generation = self.store.bump_config_generation().await?;
+        let msg = ConfigChanged { generation };
+        if let Err(e) = publish(self.bus.as_ref(), &CONFIG_CHANGED, &msg).await {
+            // hostd also polls the generation, so this only delays the change.
+            tracing::warn!(error = %e, "config change broadcast failed");
+        }
+        tracing::info!(generation, "config definitions changed");
+        Ok(())
+    }
+
+    /// Deletes one definition; when it does not exist nothing is saved and
+    /// no new generation is announced.
+    pub(crate) async fn delete_definition<F, Fut>(
+        &self,
+        what: String,
+        remove: impl FnOnce(&mut Definitions) -> bool,
+        delete: F,
+    ) -> Result<(), ApiError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<bool, gatehouse_core::ports::StoreError>>,
+    {
+        self.change_definitions(
+            |d| {
+                if remove(d) {
+                    Ok(())
+                } else {
+                    Err(ApiError::NotFound(what))
+                }
+            },
+            || async { delete().await.map(|_| ()).map_err(Into::into) },
+        )
+        .await
+    }
+}
+
+pub(crate) fn not_found_if_false(found: bool, what: String) -> Result<(), ApiError> {
+    if found {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound(what))
+    }
+}
+
+/// 244 random bits (two v4 UUIDs, from the OS CSPRNG) as 64 hex digits.
+pub(crate) fn random_secret() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// When something created `now` and valid for `expires_in` seconds ends.
+pub(crate) fn expiry(now: i64, expires_in: Option<u64>) -> Result<Option<i64>, ApiError> {
+    match expires_in {
+        Some(0) => Err(ApiError::BadRequest(
+            "expires_in must be at least 1 second".into(),
+        )),
+        Some(s) => Ok(Some(
+            now.saturating_add(
+                i64::try_from(s)
+                    .unwrap_or(i64::MAX / 2)
+                    .saturating_mul(1000),
+            ),
+        )),
+        None => Ok(None),
+    }
+}
+
+pub(crate) fn name_ok(what: &str, n: &str) -> Result<(), ApiError> {
+    let ok = !n.is_empty()
+        && n.len() <= 64
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "{what} {n:?}: 1 to 64 letters, digits, '-', '_', '.' or '@'"
+        )))
+    }
+}
+
+impl Admin {
+    pub async fn authenticate(&self, bearer: &str) -> Result<Caller, ApiError> {
+        use gatehouse_core::nodekey::secret_matches;
+        let t = bearer.trim();
+        if t.is_empty() {
+            return Err(ApiError::Unauthorized);
+        }
+        if self.bootstrap_tokens.iter().any(|k| secret_matches(t, k)) {
+            return Ok(Caller {
+                name: "admin".into(),
+                role: Role::Admin,
+            });
+        }
+        let sha = gatehouse_core::ids::sha256_hex(t.as_bytes());
+        let Some(token) = self.store.token_by_hash(&sha).await? else {
+            return Err(ApiError::Unauthorized);
+        };
+        if !token.is_usable(now_ms()) {
+            return Err(ApiError::Unauthorized);
+        }
+        match self.store.get_user(&token.user).await? {
+            Some(u) if !u.disabled => Ok(Caller {
+                name: u.name,
+                role: u.role,
+            }),
+            _ => Err(ApiError::Unauthorized),
+        }
+    }
+}

@@ -1,0 +1,635 @@
+//! Live queries (campaigns): creation (targets resolved to hosts, limits
+//! on size and on campaigns running at once, one delivery per host that
+//! waits for offline hosts until the campaign expires), listing with
+//! coverage, details with non-responders, stored answers, and the live
+//! watch (see [`watch`]).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use axum::response::{IntoResponse, Response};
+use gatehouse_bus::events::publish;
+use gatehouse_bus::hostrpc::campaign_messages;
+use gatehouse_core::HostId;
+use gatehouse_core::config::validate_label;
+use gatehouse_core::model::Role::{Observer, Operator};
+use gatehouse_core::model::{Campaign, CampaignResult, Delivery, DeliveryState, Targets};
+use gatehouse_core::time::now_ms;
+use gatehouse_proto::topics::CAMPAIGN_CREATED;
+use gatehouse_proto::v1 as pb;
+use http::StatusCode;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::{page_size, pb_limit};
+use crate::ApiError;
+use crate::admin::{Admin, Caller, host_id};
+use crate::grpc::{label, object, to_pb_struct};
+use crate::registry::{
+    Answer, Audit, Entry, GrpcReply, Input, IntoPb, Operation, Reply, Spec, Verb, entry,
+};
+
+mod watch;
+
+pub use watch::CampaignEvent;
+
+pub(super) fn entries() -> Vec<Entry> {
+    vec![
+        entry::<ListCampaigns>(),
+        entry::<CreateCampaign>(),
+        entry::<GetCampaign>(),
+        entry::<CampaignResults>(),
+        entry::<WatchCampaign>(),
+    ]
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, JsonSchema)]
+pub struct Coverage {
+    pub targeted: u64,
+    pub queued: u64,
+    pub delivered: u64,
+    pub answered: u64,
+    pub failed: u64,
+    pub expired: u64,
+}
+
+impl IntoPb for Coverage {
+    type Pb = pb::Coverage;
+    fn into_pb(self) -> pb::Coverage {
+        pb::Coverage {
+            targeted: self.targeted,
+            queued: self.queued,
+            delivered: self.delivered,
+            answered: self.answered,
+            failed: self.failed,
+            expired: self.expired,
+        }
+    }
+}
+
+/// Where each delivery of `c` stands at `now`.
+pub(crate) fn coverage(deliveries: &[Delivery], c: &Campaign, now: i64) -> Coverage {
+    let mut cov = Coverage {
+        targeted: c.target_count,
+        ..Default::default()
+    };
+    for d in deliveries {
+        match d.effective_state(c.expires_at, now) {
+            DeliveryState::Queued => cov.queued += 1,
+            DeliveryState::Delivered => cov.delivered += 1,
+            DeliveryState::Answered => cov.answered += 1,
+            DeliveryState::Failed => cov.failed += 1,
+            DeliveryState::Expired => cov.expired += 1,
+        }
+    }
+    cov
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct CampaignView {
+    #[serde(flatten)]
+    pub campaign: Campaign,
+    pub expired: bool,
+    pub coverage: Coverage,
+}
+
+impl IntoPb for CampaignView {
+    type Pb = pb::CampaignView;
+    fn into_pb(self) -> pb::CampaignView {
+        let c = self.campaign;
+        pb::CampaignView {
+            id: c.id,
+            sql: c.sql,
+            targets: Some(pb::Targets {
+                hosts: c.targets.hosts.iter().map(ToString::to_string).collect(),
+                labels: c.targets.labels,
+                all: c.targets.all,
+            }),
+            target_count: c.target_count,
+            created_at: c.created_at,
+            expires_at: c.expires_at,
+            created_by: c.created_by,
+            expired: self.expired,
+            coverage: Some(self.coverage.into_pb()),
+        }
+    }
+}
+
+impl IntoPb for Vec<CampaignView> {
+    type Pb = pb::Campaigns;
+    fn into_pb(self) -> pb::Campaigns {
+        pb::Campaigns {
+            campaigns: self.into_iter().map(IntoPb::into_pb).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct HostDelivery {
+    #[serde(flatten)]
+    pub delivery: Delivery,
+    pub hostname: String,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct CampaignDetail {
+    #[serde(flatten)]
+    pub view: CampaignView,
+    pub hosts: Vec<HostDelivery>,
+    /// Hosts that have not answered (still waiting, or expired).
+    pub non_responders: Vec<HostId>,
+}
+
+impl IntoPb for CampaignDetail {
+    type Pb = pb::CampaignDetail;
+    fn into_pb(self) -> pb::CampaignDetail {
+        pb::CampaignDetail {
+            campaign: Some(self.view.into_pb()),
+            hosts: self
+                .hosts
+                .into_iter()
+                .map(|h| pb::HostDelivery {
+                    host_id: h.delivery.host_id.to_string(),
+                    hostname: h.hostname,
+                    state: label(h.delivery.state),
+                    queued_at: h.delivery.queued_at,
+                    delivered_at: h.delivery.delivered_at,
+                    delivery_count: h.delivery.delivery_count,
+                    finished_at: h.delivery.finished_at,
+                })
+                .collect(),
+            non_responders: self
+                .non_responders
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+        }
+    }
+}
+
+fn campaign_result(r: CampaignResult) -> pb::CampaignResult {
+    pb::CampaignResult {
+        campaign_id: r.campaign_id,
+        host_id: r.host_id.to_string(),
+        rows: r.rows.into_iter().map(object).collect(),
+        status: r.status,
+        message: r.message,
+        stats: Some(to_pb_struct(r.stats)),
+        received_at: r.received_at,
+    }
+}
+
+impl IntoPb for Vec<CampaignResult> {
+    type Pb = pb::CampaignResults;
+    fn into_pb(self) -> pb::CampaignResults {
+        pb::CampaignResults {
+            results: self.into_iter().map(campaign_result).collect(),
+        }
+    }
+}
+
+/// A campaign by id.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignRef {
+    pub id: String,
+}
+
+impl Input for CampaignRef {
+    type Pb = pb::CampaignRef;
+    fn from_pb(r: pb::CampaignRef) -> Result<Self, ApiError> {
+        Ok(CampaignRef { id: r.id })
+    }
+    fn target(&self) -> String {
+        self.id.clone()
+    }
+}
+
+/// How many items of a newest-first list.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListLimit {
+    /// Most items (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+impl Input for ListLimit {
+    type Pb = pb::ListRequest;
+    fn from_pb(r: pb::ListRequest) -> Result<Self, ApiError> {
+        Ok(ListLimit {
+            limit: pb_limit(r.limit),
+        })
+    }
+}
+
+impl Admin {
+    pub(crate) async fn campaign(&self, id: &str) -> Result<Campaign, ApiError> {
+        self.store
+            .get_campaign(id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("campaign {id}")))
+    }
+}
+
+/// A live query to run.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignRequest {
+    pub sql: String,
+    /// Host ids.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub labels: Vec<String>,
+    #[serde(default)]
+    pub all: bool,
+    /// Platform families (darwin, linux, windows, freebsd).
+    #[serde(default)]
+    pub platforms: Vec<String>,
+    /// Seconds the campaign waits for offline hosts.
+    pub expires_in: Option<u64>,
+}
+
+impl Input for CampaignRequest {
+    type Pb = pb::CreateCampaignRequest;
+    fn from_pb(r: pb::CreateCampaignRequest) -> Result<Self, ApiError> {
+        Ok(CampaignRequest {
+            sql: r.sql,
+            hosts: r.hosts,
+            labels: r.labels,
+            all: r.all,
+            platforms: r.platforms,
+            expires_in: r.expires_in,
+        })
+    }
+    fn detail(&self) -> serde_json::Value {
+        serde_json::json!({
+            "sql": self.sql, "hosts": self.hosts, "labels": self.labels, "all": self.all,
+            "expires_in": self.expires_in,
+        })
+    }
+}
+
+pub struct CreateCampaign;
+
+impl Operation for CreateCampaign {
+    const SPEC: Spec = Spec {
+        id: "createCampaign",
+        verb: Verb::Post,
+        path: "/api/v1/campaigns",
+        grpc: "CreateCampaign",
+        summary: "Run a live query on hosts, labels or all",
+        role: Operator,
+        action: "campaign.create",
+        audit: Audit::Calls,
+        created: true,
+    };
+    type Req = CampaignRequest;
+    type Resp = CampaignView;
+
+    async fn run(a: &Admin, c: &Caller, req: CampaignRequest) -> Result<CampaignView, ApiError> {
+        let by = c.name.as_str();
+        let sql = req.sql.trim().to_owned();
+        if sql.is_empty() {
+            return Err(ApiError::BadRequest("sql must not be empty".into()));
+        }
+        if sql.len() > 100_000 {
+            return Err(ApiError::BadRequest(
+                "sql is longer than 100000 bytes".into(),
+            ));
+        }
+        if req.hosts.is_empty() && req.labels.is_empty() && req.platforms.is_empty() && !req.all {
+            return Err(ApiError::BadRequest(
+                "give targets: hosts, labels, platforms, or all: true".into(),
+            ));
+        }
+        let mut req = req;
+        for p in std::mem::take(&mut req.platforms) {
+            if !["darwin", "linux", "windows", "freebsd"].contains(&p.as_str()) {
+                return Err(ApiError::BadRequest(format!(
+                    "platform {p:?} is not one of darwin, linux, windows, freebsd"
+                )));
+            }
+            req.labels.push(format!("platform:{p}"));
+        }
+        a.check_campaign_limits(by).await?;
+        let ttl = req
+            .expires_in
+            .map_or(a.cfg.default_campaign_ttl, Duration::from_secs);
+        if ttl < Duration::from_secs(1) || ttl > a.cfg.max_campaign_ttl {
+            return Err(ApiError::BadRequest(format!(
+                "expires_in must be between 1 and {} seconds",
+                a.cfg.max_campaign_ttl.as_secs()
+            )));
+        }
+        let mut targets: BTreeSet<HostId> = BTreeSet::new();
+        let mut wanted = Vec::new();
+        for h in &req.hosts {
+            let id = host_id(h)?;
+            if a.store.get_host(&id).await?.is_none() {
+                return Err(ApiError::BadRequest(format!("host {id} is not enrolled")));
+            }
+            wanted.push(id.clone());
+            targets.insert(id);
+        }
+        for l in &req.labels {
+            validate_label(l)?;
+        }
+        let labels: Vec<&str> = if req.all {
+            vec!["all"]
+        } else {
+            req.labels.iter().map(String::as_str).collect()
+        };
+        for l in labels {
+            targets.extend(a.store.hosts_with_label(l).await?);
+        }
+        if targets.is_empty() {
+            return Err(ApiError::BadRequest(
+                "no enrolled host matches the targets".into(),
+            ));
+        }
+        if targets.len() > a.cfg.max_campaign_targets {
+            return Err(ApiError::BadRequest(format!(
+                "campaign targets {} hosts, more than the limit of {}",
+                targets.len(),
+                a.cfg.max_campaign_targets
+            )));
+        }
+        let now = now_ms();
+        let campaign = Campaign {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            sql,
+            targets: Targets {
+                hosts: wanted,
+                labels: req.labels,
+                all: req.all,
+            },
+            target_count: targets.len() as u64,
+            created_at: now,
+            expires_at: now + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2),
+            created_by: by.to_owned(),
+        };
+        let hosts: Vec<HostId> = targets.into_iter().collect();
+        a.store.create_campaign(&campaign, &hosts).await?;
+        for msg in campaign_messages(&campaign.id, &hosts, a.hosts.shards()) {
+            if let Err(e) = publish(a.bus.as_ref(), &CAMPAIGN_CREATED, &msg).await {
+                tracing::warn!(campaign = %campaign.id, error = %e, "campaign broadcast failed; hosts pick it up when their actors restart");
+            }
+        }
+        tracing::info!(campaign = %campaign.id, targets = campaign.target_count, by, "campaign created");
+        Ok(CampaignView {
+            coverage: Coverage {
+                targeted: campaign.target_count,
+                queued: campaign.target_count,
+                ..Default::default()
+            },
+            expired: false,
+            campaign,
+        })
+    }
+}
+
+impl Admin {
+    /// Refuses a new campaign while too many run, in all or for `by`.
+    async fn check_campaign_limits(&self, by: &str) -> Result<(), ApiError> {
+        let now = now_ms();
+        let window = self.cfg.max_active_campaigns.saturating_mul(4).max(100);
+        let unexpired: Vec<Campaign> = self
+            .store
+            .list_campaigns(window)
+            .await?
+            .into_iter()
+            .filter(|c| {
+                !c.is_expired(now) && !self.complete.lock().is_ok_and(|s| s.contains(&c.id))
+            })
+            .collect();
+        let count = |cs: &[Campaign]| {
+            let mine = cs.iter().filter(|c| c.created_by == by).count();
+            (cs.len(), mine)
+        };
+        let (mut running, mut mine) = count(&unexpired);
+        if running >= self.cfg.max_active_campaigns
+            || mine >= self.cfg.max_active_campaigns_per_user
+        {
+            // At a limit: campaigns every target answered do not count.
+            // Their deliveries are read only now, and once per campaign.
+            let mut still = Vec::new();
+            for c in unexpired {
+                let cov = coverage(&self.store.list_deliveries(&c.id).await?, &c, now);
+                if cov.answered + cov.failed >= c.target_count {
+                    if let Ok(mut s) = self.complete.lock() {
+                        s.insert(c.id.clone());
+                    }
+                } else {
+                    still.push(c);
+                }
+            }
+            (running, mine) = count(&still);
+        }
+        if running >= self.cfg.max_active_campaigns {
+            return Err(ApiError::TooMany(format!(
+                "{running} campaigns are running (the limit is {}); wait for one to finish or expire",
+                self.cfg.max_active_campaigns
+            )));
+        }
+        if mine >= self.cfg.max_active_campaigns_per_user {
+            return Err(ApiError::TooMany(format!(
+                "{by} has {mine} campaigns running (the limit per user is {}); wait for one to finish or expire",
+                self.cfg.max_active_campaigns_per_user
+            )));
+        }
+        Ok(())
+    }
+}
+
+pub struct ListCampaigns;
+
+impl Operation for ListCampaigns {
+    const SPEC: Spec = Spec {
+        id: "listCampaigns",
+        verb: Verb::Get,
+        path: "/api/v1/campaigns",
+        grpc: "ListCampaigns",
+        summary: "Live queries, newest first",
+        role: Observer,
+        action: "campaign.list",
+        audit: Audit::Refusals,
+        created: false,
+    };
+    type Req = ListLimit;
+    type Resp = Vec<CampaignView>;
+
+    async fn run(a: &Admin, _: &Caller, r: ListLimit) -> Result<Vec<CampaignView>, ApiError> {
+        let now = now_ms();
+        let mut out = Vec::new();
+        for c in a
+            .store
+            .list_campaigns(page_size(r.limit, 100, 1000))
+            .await?
+        {
+            let ds = a.store.list_deliveries(&c.id).await?;
+            out.push(CampaignView {
+                coverage: coverage(&ds, &c, now),
+                expired: c.is_expired(now),
+                campaign: c,
+            });
+        }
+        Ok(out)
+    }
+}
+
+pub struct GetCampaign;
+
+impl Operation for GetCampaign {
+    const SPEC: Spec = Spec {
+        id: "getCampaign",
+        verb: Verb::Get,
+        path: "/api/v1/campaigns/{id}",
+        grpc: "GetCampaign",
+        summary: "Coverage, per-host delivery state, non-responders",
+        role: Observer,
+        action: "campaign.get",
+        audit: Audit::Refusals,
+        created: false,
+    };
+    type Req = CampaignRef;
+    type Resp = CampaignDetail;
+
+    async fn run(a: &Admin, _: &Caller, r: CampaignRef) -> Result<CampaignDetail, ApiError> {
+        let c = a.campaign(&r.id).await?;
+        let now = now_ms();
+        let ds = a.store.list_deliveries(&r.id).await?;
+        let cov = coverage(&ds, &c, now);
+        let mut hosts = Vec::with_capacity(ds.len());
+        let mut non_responders = Vec::new();
+        for mut d in ds {
+            d.state = d.effective_state(c.expires_at, now);
+            if !matches!(d.state, DeliveryState::Answered | DeliveryState::Failed) {
+                non_responders.push(d.host_id.clone());
+            }
+            let hostname = a
+                .store
+                .get_host(&d.host_id)
+                .await?
+                .map(|h| h.hostname)
+                .unwrap_or_default();
+            hosts.push(HostDelivery {
+                delivery: d,
+                hostname,
+            });
+        }
+        Ok(CampaignDetail {
+            view: CampaignView {
+                expired: c.is_expired(now),
+                coverage: cov,
+                campaign: c,
+            },
+            hosts,
+            non_responders,
+        })
+    }
+}
+
+pub struct CampaignResults;
+
+impl Operation for CampaignResults {
+    const SPEC: Spec = Spec {
+        id: "campaignResults",
+        verb: Verb::Get,
+        path: "/api/v1/campaigns/{id}/results",
+        grpc: "CampaignResults",
+        summary: "Answers per host",
+        role: Observer,
+        action: "campaign.results",
+        audit: Audit::Refusals,
+        created: false,
+    };
+    type Req = CampaignRef;
+    type Resp = Vec<CampaignResult>;
+
+    async fn run(a: &Admin, _: &Caller, r: CampaignRef) -> Result<Vec<CampaignResult>, ApiError> {
+        a.campaign(&r.id).await?;
+        Ok(a.store.list_results(&r.id).await?)
+    }
+}
+
+/// A campaign's live events: Server-Sent Events over REST, a server stream
+/// over gRPC.
+pub struct CampaignWatch(mpsc::Receiver<CampaignEvent>);
+
+fn event_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    g.subschema_for::<CampaignEvent>()
+}
+
+impl IntoPb for CampaignEvent {
+    type Pb = pb::CampaignEvent;
+    fn into_pb(self) -> pb::CampaignEvent {
+        use pb::campaign_event::Event;
+        let event = match self {
+            CampaignEvent::Result { result } => Event::Result(campaign_result(result)),
+            CampaignEvent::Progress { coverage: c } => Event::Progress(c.into_pb()),
+            CampaignEvent::Done {
+                coverage: c,
+                expired,
+                non_responders,
+            } => Event::Done(pb::CampaignDone {
+                coverage: Some(c.into_pb()),
+                expired,
+                non_responders: non_responders.into_iter().map(|h| h.to_string()).collect(),
+            }),
+        };
+        pb::CampaignEvent { event: Some(event) }
+    }
+}
+
+impl Reply for CampaignWatch {
+    type Pb = pb::CampaignEvent;
+    const STREAMS: bool = true;
+    fn answer() -> Answer {
+        Answer::Events(event_schema)
+    }
+    fn into_rest(self, _: StatusCode) -> Response {
+        use axum::response::sse::{Event, KeepAlive, Sse};
+        let events = futures_util::stream::unfold(self.0, |mut rx| async move {
+            let ev = rx.recv().await?;
+            let e = Event::default()
+                .event(ev.kind())
+                .json_data(&ev)
+                .unwrap_or_else(|_| Event::default().event("error"));
+            Some((Ok::<_, std::convert::Infallible>(e), rx))
+        });
+        Sse::new(events)
+            .keep_alive(KeepAlive::default())
+            .into_response()
+    }
+    fn into_grpc(self) -> GrpcReply<pb::CampaignEvent> {
+        let events = futures_util::stream::unfold(self.0, |mut rx| async move {
+            let e = rx.recv().await?;
+            Some((Ok(e.into_pb()), rx))
+        });
+        GrpcReply::Stream(Box::pin(events))
+    }
+}
+
+pub struct WatchCampaign;
+
+impl Operation for WatchCampaign {
+    const SPEC: Spec = Spec {
+        id: "watchCampaign",
+        verb: Verb::Get,
+        path: "/api/v1/campaigns/{id}/events",
+        grpc: "WatchCampaign",
+        summary: "Answers as they arrive, progress, and a last `done` event with the hosts that never answered",
+        role: Observer,
+        action: "campaign.watch",
+        audit: Audit::Refusals,
+        created: false,
+    };
+    type Req = CampaignRef;
+    type Resp = CampaignWatch;
+
+    async fn run(a: &Admin, _: &Caller, r: CampaignRef) -> Result<CampaignWatch, ApiError> {
+        Ok(CampaignWatch(a.watch_campaign(&r.id).await?))
+    }
+}
