@@ -11,6 +11,7 @@ use std::time::Duration;
 use gatehouse::bootstrap::Bootstrap;
 use gatehouse::config::ServeConfig;
 use gatehouse::serve::Running;
+use gatehouse_core::time::ShiftedClock;
 use reqwest::header::{HeaderMap, HeaderValue};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -30,6 +31,9 @@ pub struct TestServer {
     pub api_url: String,
     pub http: reqwest::Client,
     running: Option<Running>,
+    /// The server's clock: real time, moved ahead with `advance` to check
+    /// expiry without waiting for it.
+    pub clock: Arc<ShiftedClock>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -118,7 +122,9 @@ impl TestServer {
         let ops = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let ops_url = format!("http://127.0.0.1:{}", ops.local_addr()?.port());
         let store = gatehouse::serve::open_store(&cfg, &boot).await?;
-        let running = gatehouse::serve::start(&cfg, &boot, store, agents, api, Some(ops))?;
+        let clock = Arc::new(ShiftedClock::new());
+        let running =
+            gatehouse::serve::start(&cfg, &boot, store, clock.clone(), agents, api, Some(ops))?;
         let http = client_for(&boot.ca_path)?;
         Ok(Self {
             cfg,
@@ -128,6 +134,7 @@ impl TestServer {
             api_url,
             http,
             running: Some(running),
+            clock,
             _dir: None,
         })
     }

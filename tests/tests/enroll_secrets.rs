@@ -90,7 +90,8 @@ async fn enroll_secrets_label_expire_and_revoke() -> anyhow::Result<()> {
     let mut b = s.agent(2);
     b.set_enroll_secret(burst.secret.clone());
     anyhow::ensure!(b.enroll().await?.agent_success());
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    // Its second passes on the server's clock, not the test's.
+    s.clock.advance(Duration::from_millis(1_100));
     let mut late = s.agent(3);
     late.set_enroll_secret(burst.secret.clone());
     let r = late.enroll().await?;

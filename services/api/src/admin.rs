@@ -18,7 +18,7 @@ use gatehouse_core::config::{Definitions, assemble, load_definitions};
 use gatehouse_core::model::{AuditEvent, Role};
 use gatehouse_core::ports::{Bus, Store};
 use gatehouse_core::rules::WebhookSender;
-use gatehouse_core::time::now_ms;
+use gatehouse_core::time::Clock;
 use gatehouse_proto::topics::CONFIG_CHANGED;
 use gatehouse_proto::v1::{ConfigChanged, FailureKind, host_reply, host_request};
 
@@ -70,6 +70,8 @@ pub struct Admin {
     pub(crate) webhooks: Arc<dyn WebhookSender>,
     /// Campaigns seen with every target answered (they stay so): not
     /// counted against the running-campaign limits.
+    /// Where "now" comes from (expiry of tokens, campaigns, secrets).
+    pub(crate) clock: Arc<dyn Clock>,
     pub(crate) complete: std::sync::Mutex<HashSet<String>>,
 }
 
@@ -99,8 +101,20 @@ impl Admin {
             cfg,
             bootstrap_tokens: Vec::new(),
             webhooks,
+            clock: gatehouse_core::time::system_clock(),
             complete: std::sync::Mutex::default(),
         }
+    }
+
+    /// Reads time from `clock` (tests move it to check expiry).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Unix milliseconds, from the clock.
+    pub(crate) fn now(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     /// Accepts these tokens as the built-in `admin` caller.
@@ -147,7 +161,7 @@ impl Admin {
     ) -> Result<(), ApiError> {
         let e = AuditEvent {
             id: uuid::Uuid::new_v4().to_string(),
-            at: now_ms(),
+            at: self.now(),
             actor: c.name.clone(),
             action: action.to_owned(),
             target: target.to_owned(),
@@ -328,7 +342,7 @@ impl Admin {
         let Some(token) = self.store.token_by_hash(&sha).await? else {
             return Err(ApiError::Unauthorized);
         };
-        if !token.is_usable(now_ms()) {
+        if !token.is_usable(self.now()) {
             return Err(ApiError::Unauthorized);
         }
         match self.store.get_user(&token.user).await? {

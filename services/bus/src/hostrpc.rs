@@ -73,6 +73,8 @@ pub struct HostClient {
     shards: u32,
     timeout: Duration,
     budget: Duration,
+    /// Calls repeated so far (see [`HostClient::retries`]).
+    retries: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for HostClient {
@@ -91,7 +93,19 @@ impl HostClient {
             shards,
             timeout,
             budget,
+            retries: Arc::default(),
         }
+    }
+
+    /// How many times this client (and its clones) repeated a call: no
+    /// hostd serving the shard yet, a shard moving, or an owner too slow.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn retrying(&self) {
+        self.retries
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn shards(&self) -> u32 {
@@ -133,6 +147,7 @@ impl HostClient {
                                 && start.elapsed() + backoff < self.budget =>
                         {
                             tracing::debug!(subject = %subject, "shard moving, retrying");
+                            self.retrying();
                             tokio::time::sleep(backoff).await;
                             backoff = (backoff * 2).min(Duration::from_secs(1));
                         }
@@ -141,6 +156,7 @@ impl HostClient {
                 }
                 Err(BusError::NoResponders(s)) if start.elapsed() + backoff < self.budget => {
                     tracing::debug!(subject = %s, "no responders, retrying");
+                    self.retrying();
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
@@ -150,6 +166,7 @@ impl HostClient {
                 // enrollment only moves the key epoch once more).
                 Err(BusError::Timeout(s)) if start.elapsed() + backoff < self.budget => {
                     tracing::debug!(subject = %s, "host request timed out, retrying");
+                    self.retrying();
                 }
                 Err(e) => return Err(e.into()),
             }

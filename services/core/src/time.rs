@@ -14,3 +14,64 @@ pub fn now_ms() -> i64 {
 pub fn unix_day(unix_secs: i64) -> u32 {
     u32::try_from(unix_secs.max(0) / 86_400).unwrap_or(u32::MAX)
 }
+
+/// Where "now" comes from: the system clock in production, a
+/// [`ShiftedClock`] in tests that check expiry without waiting for it.
+pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
+    /// Current unix time in milliseconds.
+    fn now_ms(&self) -> i64;
+}
+
+/// The system's wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        now_ms()
+    }
+}
+
+/// The system clock, shared.
+pub fn system_clock() -> std::sync::Arc<dyn Clock> {
+    std::sync::Arc::new(SystemClock)
+}
+
+/// The system clock moved forward on demand (tests): time passes as
+/// usual, and [`ShiftedClock::advance`] jumps ahead, so expiry is checked
+/// without waiting for it while everything else keeps real time.
+#[derive(Debug, Default)]
+pub struct ShiftedClock(std::sync::atomic::AtomicI64);
+
+impl ShiftedClock {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: std::time::Duration) {
+        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        self.0.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ShiftedClock {
+    fn now_ms(&self) -> i64 {
+        now_ms().saturating_add(self.0.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+
+    #[test]
+    fn a_shifted_clock_jumps_ahead_when_advanced() {
+        let c = ShiftedClock::new();
+        let before = now_ms();
+        c.advance(std::time::Duration::from_secs(3_600));
+        let t = c.now_ms();
+        let after = now_ms();
+        assert!(t >= before + 3_600_000 && t <= after + 3_600_000, "{t}");
+    }
+}

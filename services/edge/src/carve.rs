@@ -15,7 +15,6 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use gatehouse_core::carves::finalize;
 use gatehouse_core::model::{CarveSession, CarveState};
-use gatehouse_core::time::now_ms;
 use gatehouse_core::wire::{self, header_node_key, parse_object};
 use gatehouse_proto::v1::{TouchOp, host_request};
 use http::StatusCode;
@@ -70,7 +69,7 @@ async fn begin_inner(edge: &Edge, req: Request) -> Result<Response, EdgeError> {
         carve_size: b.carve_size,
         blocks_received: 0,
         state: CarveState::Receiving,
-        created_at: now_ms(),
+        created_at: edge.deps.clock.now_ms(),
         completed_at: None,
         sha256: None,
         format: None,

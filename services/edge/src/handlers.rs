@@ -10,7 +10,6 @@ use gatehouse_core::ids::identity_from_details;
 use gatehouse_core::logs::records;
 use gatehouse_core::nodekey::secret_matches;
 use gatehouse_core::ports::SinkError;
-use gatehouse_core::time::now_ms;
 use gatehouse_core::wire::{self, parse_object};
 use gatehouse_proto::v1::{
     ConfigOp, EnrollOp, QueryResult, ReadOp, TouchOp, WriteOp, host_reply, host_request,
@@ -132,7 +131,7 @@ async fn enroll_inner(edge: &Edge, req: Request) -> Result<Response, EdgeError> 
         // Secrets operators created: found by the SHA-256 of the value.
         let sha = gatehouse_core::ids::sha256_hex(e.enroll_secret.as_bytes());
         match edge.deps.store.enroll_secret_by_hash(&sha).await {
-            Ok(Some(s)) if s.is_usable(gatehouse_core::time::now_ms()) => s.labels,
+            Ok(Some(s)) if s.is_usable(edge.deps.clock.now_ms()) => s.labels,
             Ok(found) => {
                 let why = if found.is_some() {
                     "enroll secret revoked or expired"
@@ -200,7 +199,7 @@ async fn log_inner(edge: &Edge, req: Request) -> Result<Response, EdgeError> {
     if lines > 0 {
         edge.deps
             .sink
-            .append(records(&host, batch, now_ms()))
+            .append(records(&host, batch, edge.deps.clock.now_ms()))
             .await
             .map_err(|e| match e {
                 SinkError::Backpressure => EdgeError::Backpressure,

@@ -135,6 +135,8 @@ pub struct EdgeDeps {
     pub hosts: HostClient,
     pub store: Arc<dyn Store>,
     pub sink: Arc<dyn LogSink>,
+    /// Where "now" comes from (enroll-secret expiry, receive times).
+    pub clock: Arc<dyn gatehouse_core::time::Clock>,
 }
 
 const CONFIG_CACHE_ENTRIES: usize = 512;

@@ -108,6 +108,7 @@ pub async fn start_edge(
         hosts: host_client(cfg, bus),
         store,
         sink,
+        clock: gatehouse_core::time::system_clock(),
     };
     let shutdown = Shutdown::new();
     let s = shutdown.clone();

@@ -318,7 +318,15 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
         let banner = gatehouse::serve::banner(&cfg, &boot, agents.local_addr()?, api.local_addr()?);
         let ops = bind_ops(&cfg).await?;
         let store = gatehouse::serve::open_store(&cfg, &boot).await?;
-        let running = gatehouse::serve::start(&cfg, &boot, store, agents, api, ops)?;
+        let running = gatehouse::serve::start(
+            &cfg,
+            &boot,
+            store,
+            gatehouse_core::time::system_clock(),
+            agents,
+            api,
+            ops,
+        )?;
         println!("{banner}");
         running.shutdown.trigger_on_signals();
         running.wait().await

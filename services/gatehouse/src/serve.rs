@@ -165,12 +165,14 @@ pub async fn open_store(cfg: &ServeConfig, boot: &Bootstrap) -> anyhow::Result<A
     })
 }
 
-/// Starts every role on the given listeners over `store`. Returns once
-/// serving.
+/// Starts every role on the given listeners over `store`, reading time
+/// from `clock` (the system clock; tests move a manual one to check
+/// expiry). Returns once serving.
 pub fn start(
     cfg: &ServeConfig,
     boot: &Bootstrap,
     store: Arc<dyn Store>,
+    clock: Arc<dyn gatehouse_core::time::Clock>,
     agents: TcpListener,
     api: TcpListener,
     ops: Option<TcpListener>,
@@ -203,7 +205,8 @@ pub fn start(
             Arc::new(webhook_client(cfg)?),
             api_config(cfg),
         )
-        .with_bootstrap_tokens(vec![boot.admin_token.clone()]),
+        .with_bootstrap_tokens(vec![boot.admin_token.clone()])
+        .with_clock(clock.clone()),
     );
     let front = Shutdown::new();
     let back = Shutdown::new();
@@ -233,6 +236,7 @@ pub fn start(
             hosts,
             store: store.clone(),
             sink,
+            clock,
         },
         agents,
         Some(tls),

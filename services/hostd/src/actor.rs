@@ -22,7 +22,7 @@ use gatehouse_core::model::{
 };
 use gatehouse_core::nodekey::NodeKeys;
 use gatehouse_core::ports::{Fence, Store, StoreError};
-use gatehouse_core::time::now_ms;
+use gatehouse_core::time::Clock;
 use gatehouse_core::wire::platform_family;
 use gatehouse_proto::topics::{CAMPAIGN_ANSWERS, HOST_ENROLLED};
 use gatehouse_proto::v1::{
@@ -47,6 +47,9 @@ pub struct ActorSettings {
     pub redeliver_after: Duration,
     /// How often an actor checks for idleness.
     pub tick: Duration,
+    /// Where "now" comes from (enrollment and last-seen times, delivery
+    /// deadlines).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for ActorSettings {
@@ -56,6 +59,7 @@ impl Default for ActorSettings {
             last_seen_flush: Duration::from_secs(15),
             redeliver_after: Duration::from_secs(180),
             tick: Duration::from_secs(30),
+            clock: gatehouse_core::time::system_clock(),
         }
     }
 }
@@ -251,7 +255,7 @@ impl HostActor {
         if h.key_epoch != epoch {
             return Err(invalid("node key superseded"));
         }
-        let now = now_ms();
+        let now = self.ctx.settings.clock.now_ms();
         h.last_seen = now;
         state.dirty = true;
         let flush =
@@ -268,7 +272,7 @@ impl HostActor {
     async fn enroll(&self, state: &mut HostState, op: EnrollOp) -> host_reply::Result {
         let details: Map<String, Value> =
             serde_json::from_slice(&op.host_details_json).unwrap_or_default();
-        let now = now_ms();
+        let now = self.ctx.settings.clock.now_ms();
         let platform = platform_family(&op.platform_type, &details).to_owned();
         let hostname = {
             let h = detail(&details, "system_info", "hostname");
@@ -387,7 +391,7 @@ impl HostActor {
             Err(e) => return e.reply(),
         };
         let mut fenced = false;
-        let now = now_ms();
+        let now = self.ctx.settings.clock.now_ms();
         let redeliver =
             i64::try_from(self.ctx.settings.redeliver_after.as_millis()).unwrap_or(i64::MAX);
         let mut queries = BTreeMap::new();
@@ -540,7 +544,7 @@ impl HostActor {
     }
 
     async fn write(&self, state: &mut HostState, op: WriteOp) -> host_reply::Result {
-        let now = now_ms();
+        let now = self.ctx.settings.clock.now_ms();
         let (labels, campaign_answers): (Vec<_>, Vec<_>) = op
             .results
             .into_iter()

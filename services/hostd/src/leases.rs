@@ -79,6 +79,8 @@ pub struct Leases {
     me: String,
     cfg: LeaseConfig,
     held: Mutex<BTreeMap<u32, u64>>,
+    /// Lease rounds run (see [`Leases::rounds`]).
+    rounds: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Leases {
@@ -144,7 +146,14 @@ impl Leases {
             me: me.into(),
             cfg,
             held: Mutex::new(BTreeMap::new()),
+            rounds: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// How many lease rounds this instance started: lets an observer wait
+    /// for the ring to have moved on instead of waiting for time.
+    pub fn rounds(&self) -> u64 {
+        self.rounds.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn me(&self) -> &str {
@@ -263,6 +272,8 @@ impl Leases {
     /// One round: heartbeat, renew, acquire preferred free shards, and
     /// list held shards another live member prefers.
     pub async fn rebalance(&self) -> Result<Rebalance, LeaseError> {
+        self.rounds
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.heartbeat().await?;
         let mut out = Rebalance {
             lost: self.renew().await,

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use gatehouse_core::HostId;
 use gatehouse_core::nodekey::NodeKeys;
 use gatehouse_core::ports::Store;
+use gatehouse_core::time::ShiftedClock;
 use gatehouse_hostd::actor::ActorSettings;
 use gatehouse_hostd::service::{Router, context};
 use gatehouse_proto::v1::{ConfigOp, EnrollOp, HostRequest, TouchOp, host_reply, host_request};
@@ -25,10 +26,12 @@ fn req(host: &HostId, epoch: u64, op: host_request::Op) -> HostRequest {
 async fn actors_spawn_once_passivate_and_rebuild_from_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    let clock = Arc::new(ShiftedClock::new());
     let settings = ActorSettings {
         passivate_after: Duration::from_millis(300),
         tick: Duration::from_millis(50),
         last_seen_flush: Duration::from_secs(3600),
+        clock: clock.clone(),
         ..ActorSettings::default()
     };
     let ctx = context(
@@ -56,7 +59,7 @@ async fn actors_spawn_once_passivate_and_rebuild_from_the_store() {
     assert_eq!(epoch, 1);
 
     // Later requests move last_seen past the enrollment time.
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    clock.advance(Duration::from_millis(30));
     // Fifty concurrent requests: one actor serves them all, in order.
     let mut tasks = Vec::new();
     for _ in 0..50 {

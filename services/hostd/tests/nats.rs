@@ -61,13 +61,22 @@ async fn host_actors_are_reached_over_nats_from_another_process() {
     );
     let host = HostId::from_identity("hw:nats-1");
 
-    // The edge calls before any hostd is up; hostd starts 500 ms later.
+    // The edge calls before any hostd is up; hostd starts once the call
+    // has found nobody serving its shard twice.
     let call = {
         let client = client.clone();
         let host = host.clone();
         tokio::spawn(async move { client.call(&host, 0, enroll("hw:nats-1")).await })
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while client.retries() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call never retried"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!call.is_finished(), "the call gave up before hostd started");
     let hostd_bus = connect(&server, "hostd").await;
     let shutdown = Shutdown::new();
     let ctx = context(

@@ -175,10 +175,21 @@ async fn shards_spread_move_on_join_leave_and_crash_without_failed_calls() {
     assert!(served(&a.leases).is_empty());
     assert_eq!(a.ctx.registry.len(), 0, "a drained its actors");
     assert!(!a.task.is_finished(), "a drained hostd keeps running");
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Several lease rounds later on b and c, a still serves nothing and ran
+    // no round of its own: it left the ring.
+    let (a_rounds, b_rounds, c_rounds) = (a.leases.rounds(), b.leases.rounds(), c.leases.rounds());
+    wait_until("b and c ran three more lease rounds", || {
+        b.leases.rounds() >= b_rounds + 3 && c.leases.rounds() >= c_rounds + 3
+    })
+    .await;
     assert!(
         served(&a.leases).is_empty(),
         "a drained hostd took shards back"
+    );
+    assert_eq!(
+        a.leases.rounds(),
+        a_rounds,
+        "a drained hostd runs lease rounds"
     );
     // Then it stops cleanly.
     a.shutdown.trigger();

@@ -11,7 +11,6 @@ use gatehouse_core::config::{
 };
 use gatehouse_core::model::Role::{Observer, Operator};
 use gatehouse_core::model::{Decorators, LabelConfig, LabelQuery, Query, Schedule};
-use gatehouse_core::time::now_ms;
 use gatehouse_proto::v1 as pb;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -167,7 +166,7 @@ impl Operation for PutQuery {
             name: d.name,
             sql: d.sql,
             description: d.description,
-            updated_at: now_ms(),
+            updated_at: a.now(),
         };
         validate_query(&q)?;
         let stored = q.clone();
@@ -359,7 +358,7 @@ impl Operation for PutSchedule {
             shard: d.shard,
             pack: d.pack,
             labels: d.labels,
-            updated_at: now_ms(),
+            updated_at: a.now(),
         };
         let stored = s.clone();
         a.change_definitions(
@@ -525,7 +524,7 @@ impl Operation for PutLabelConfig {
             options: d.options,
             decorators: d.decorators,
             file_paths: d.file_paths,
-            updated_at: now_ms(),
+            updated_at: a.now(),
         };
         validate_label_config(&c)?;
         let stored = c.clone();
@@ -676,7 +675,7 @@ impl Operation for PutLabelQuery {
             interval: d.interval.unwrap_or(3600),
             platforms: d.platforms,
             description: d.description,
-            updated_at: now_ms(),
+            updated_at: a.now(),
         };
         validate_label_query(&q)?;
         q.platforms.sort();

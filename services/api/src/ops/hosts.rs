@@ -6,7 +6,6 @@
 use gatehouse_core::HostId;
 use gatehouse_core::config::{assemble, load_definitions, validate_label};
 use gatehouse_core::model::{Host, ResultFilter, ResultLog, StatusLog};
-use gatehouse_core::time::now_ms;
 use gatehouse_proto::v1 as pb;
 use gatehouse_proto::v1::{RotateKeyOp, SetLabelsOp, host_reply, host_request};
 use schemars::JsonSchema;
@@ -217,7 +216,7 @@ impl Operation for ListHosts {
             Some(c) => parse_host_cursor(c)?,
             None => (None, 0),
         };
-        let now = now_ms();
+        let now = a.now();
         let mut items = Vec::new();
         // Filters apply while paging, so a page is full unless hosts ran out.
         loop {
@@ -284,7 +283,7 @@ impl Admin {
         let mut ids = self.store.hosts_with_label(label).await?;
         ids.sort();
         ids.dedup();
-        let now = now_ms();
+        let now = self.now();
         let mut items = Vec::new();
         let mut last: Option<HostId> = None;
         for id in ids
@@ -316,7 +315,7 @@ impl Admin {
             .get_host(&id)
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("host {id}")))?;
-        Ok(self.view(h, now_ms()))
+        Ok(self.view(h, self.now()))
     }
 }
 

@@ -5,7 +5,6 @@
 use gatehouse_core::config::validate_label;
 use gatehouse_core::model::Role::{Admin as AdminRole, Observer};
 use gatehouse_core::model::{ApiToken, EnrollSecret, Role, User};
-use gatehouse_core::time::now_ms;
 use gatehouse_proto::v1 as pb;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -178,7 +177,7 @@ impl Operation for CreateUser {
         if a.store.get_user(&u.name).await?.is_some() {
             return Err(ApiError::Conflict(format!("user {} exists", u.name)));
         }
-        let now = now_ms();
+        let now = a.now();
         let user = User {
             name: u.name,
             role: u.role,
@@ -247,7 +246,7 @@ impl Operation for UpdateUser {
         if let Some(d) = u.disabled {
             user.disabled = d;
         }
-        user.updated_at = now_ms();
+        user.updated_at = a.now();
         a.store.put_user(&user).await?;
         Ok(user)
     }
@@ -355,7 +354,7 @@ impl Operation for CreateToken {
             ));
         }
         let secret = format!("ght_{}", random_secret());
-        let now = now_ms();
+        let now = a.now();
         let expires_at = expiry(now, t.expires_in)?;
         let token = ApiToken {
             id: uuid::Uuid::new_v4().to_string(),
@@ -591,7 +590,7 @@ impl Operation for CreateEnrollSecret {
                 "another enroll secret has this value".into(),
             ));
         }
-        let now = now_ms();
+        let now = a.now();
         let expires_at = expiry(now, r.expires_in)?;
         let mut labels = r.labels;
         labels.sort();

@@ -13,7 +13,6 @@ use gatehouse_core::model::Role::{Admin as AdminRole, Observer, Operator};
 use gatehouse_core::rules::{
     Action, ActionOutcome, ActionState, Alert, DeadLetter, Rule, Trigger, validate_rule,
 };
-use gatehouse_core::time::now_ms;
 use gatehouse_proto::topics::RULES_CHANGED;
 use gatehouse_proto::v1 as pb;
 use schemars::JsonSchema;
@@ -260,7 +259,7 @@ impl Operation for PutRule {
 
     async fn run(a: &Admin, _: &Caller, d: RuleDef) -> Result<Rule, ApiError> {
         let mut r = d.rule();
-        r.updated_at = now_ms();
+        r.updated_at = a.now();
         validate_rule(&r)?;
         a.store.put_rule(&r).await?;
         a.announce_rules().await;
@@ -424,7 +423,7 @@ impl Operation for RedriveDeadLetter {
             match &result {
                 Ok(()) => {
                     o.state = ActionState::Delivered;
-                    o.finished_at = Some(now_ms());
+                    o.finished_at = Some(a.now());
                     o.last_error = None;
                 }
                 Err(e) => o.last_error = Some(e.clone()),

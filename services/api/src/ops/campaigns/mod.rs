@@ -14,7 +14,6 @@ use gatehouse_core::HostId;
 use gatehouse_core::config::validate_label;
 use gatehouse_core::model::Role::{Observer, Operator};
 use gatehouse_core::model::{Campaign, CampaignResult, Delivery, DeliveryState, Targets};
-use gatehouse_core::time::now_ms;
 use gatehouse_proto::topics::CAMPAIGN_CREATED;
 use gatehouse_proto::v1 as pb;
 use http::StatusCode;
@@ -356,7 +355,7 @@ impl Operation for CreateCampaign {
                 a.cfg.max_campaign_targets
             )));
         }
-        let now = now_ms();
+        let now = a.now();
         let campaign = Campaign {
             id: uuid::Uuid::new_v4().simple().to_string(),
             sql,
@@ -393,7 +392,7 @@ impl Operation for CreateCampaign {
 impl Admin {
     /// Refuses a new campaign while too many run, in all or for `by`.
     async fn check_campaign_limits(&self, by: &str) -> Result<(), ApiError> {
-        let now = now_ms();
+        let now = self.now();
         let window = self.cfg.max_active_campaigns.saturating_mul(4).max(100);
         let unexpired: Vec<Campaign> = self
             .store
@@ -461,7 +460,7 @@ impl Operation for ListCampaigns {
     type Resp = Vec<CampaignView>;
 
     async fn run(a: &Admin, _: &Caller, r: ListLimit) -> Result<Vec<CampaignView>, ApiError> {
-        let now = now_ms();
+        let now = a.now();
         let mut out = Vec::new();
         for c in a
             .store
@@ -498,7 +497,7 @@ impl Operation for GetCampaign {
 
     async fn run(a: &Admin, _: &Caller, r: CampaignRef) -> Result<CampaignDetail, ApiError> {
         let c = a.campaign(&r.id).await?;
-        let now = now_ms();
+        let now = a.now();
         let ds = a.store.list_deliveries(&r.id).await?;
         let cov = coverage(&ds, &c, now);
         let mut hosts = Vec::with_capacity(ds.len());

@@ -12,7 +12,7 @@ use gatehouse_bus::events::campaign_result;
 use gatehouse_core::HostId;
 use gatehouse_core::model::{Campaign, CampaignResult, DeliveryState};
 use gatehouse_core::ports::Store;
-use gatehouse_core::time::now_ms;
+use gatehouse_core::time::Clock;
 use gatehouse_proto::topics::CAMPAIGN_ANSWERS;
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -61,7 +61,13 @@ impl Admin {
             .await
             .map_err(|e| ApiError::Unavailable(format!("campaign events: {e}")))?;
         let (tx, rx) = mpsc::channel(256);
-        tokio::spawn(watch(self.store.clone(), campaign, sub, tx));
+        tokio::spawn(watch(
+            self.store.clone(),
+            self.clock.clone(),
+            campaign,
+            sub,
+            tx,
+        ));
         Ok(rx)
     }
 }
@@ -69,9 +75,9 @@ impl Admin {
 /// Coverage and non-responders from the stored deliveries.
 async fn standing(
     store: &Arc<dyn Store>,
+    now: i64,
     c: &Campaign,
 ) -> Result<(Coverage, Vec<HostId>), ApiError> {
-    let now = now_ms();
     let ds = store.list_deliveries(&c.id).await?;
     let coverage = super::coverage(&ds, c, now);
     let non_responders = ds
@@ -87,12 +93,13 @@ async fn standing(
     Ok((coverage, non_responders))
 }
 
-fn finished(c: &Campaign, cov: &Coverage) -> bool {
-    cov.answered + cov.failed >= c.target_count || c.is_expired(now_ms())
+fn finished(c: &Campaign, cov: &Coverage, now: i64) -> bool {
+    cov.answered + cov.failed >= c.target_count || c.is_expired(now)
 }
 
 async fn watch(
     store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
     c: Campaign,
     mut sub: gatehouse_core::ports::Subscription,
     tx: mpsc::Sender<CampaignEvent>,
@@ -106,7 +113,7 @@ async fn watch(
                 return Ok(());
             }
         }
-        let (mut coverage, _) = standing(&store, &c).await?;
+        let (mut coverage, _) = standing(&store, clock.now_ms(), &c).await?;
         if tx
             .send(CampaignEvent::Progress {
                 coverage: coverage.clone(),
@@ -124,10 +131,10 @@ async fn watch(
         };
         let mut tick = tokio::time::interval(every);
         tick.tick().await;
-        let expiry = Duration::from_millis(u64::try_from(c.expires_at - now_ms()).unwrap_or(0));
+        let expiry = Duration::from_millis(u64::try_from(c.expires_at - clock.now_ms()).unwrap_or(0));
         let expired = tokio::time::sleep(expiry);
         tokio::pin!(expired);
-        while !finished(&c, &coverage) {
+        while !finished(&c, &coverage, clock.now_ms()) {
             tokio::select! {
                 _ = tx.closed() => return Ok(()),
                 _ = &mut expired => break,
@@ -155,7 +162,7 @@ async fn watch(
                     }
                 }
                 _ = tick.tick() => {
-                    let (now, _) = standing(&store, &c).await?;
+                    let (now, _) = standing(&store, clock.now_ms(), &c).await?;
                     if now != coverage {
                         coverage = now;
                         if tx.send(CampaignEvent::Progress { coverage: coverage.clone() }).await.is_err() {
@@ -165,10 +172,10 @@ async fn watch(
                 }
             }
         }
-        let (coverage, non_responders) = standing(&store, &c).await?;
+        let (coverage, non_responders) = standing(&store, clock.now_ms(), &c).await?;
         let _ = tx
             .send(CampaignEvent::Done {
-                expired: c.is_expired(now_ms()),
+                expired: c.is_expired(clock.now_ms()),
                 coverage,
                 non_responders,
             })
