@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use gatehouse_tests::TestServer;
+use gatehouse_tests::{TestServer, eventually};
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,21 +38,26 @@ async fn requests_past_the_in_flight_bound_are_refused_at_once() -> anyhow::Resu
             .send();
         holds.push((tx, tokio::spawn(req)));
     }
-    // Once both uploads hold their slots, the next request is refused at
-    // once: a queued one would wait for the uploads, which finish only
-    // below, and run into the bound on each attempt.
-    let mut attempts = 0;
-    let r = loop {
-        let r = tokio::time::timeout(Duration::from_secs(10), a.config())
-            .await
-            .map_err(|_| anyhow::anyhow!("a request past the bound was queued, not refused"))??;
-        if !r.agent_success() {
-            break r;
-        }
-        attempts += 1;
-        anyhow::ensure!(attempts < 400, "the uploads never took both slots");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    // Both uploads hold their slots once the edge counts them in flight
+    // (the probe port is not subject to admission).
+    eventually(Duration::from_secs(20), || async {
+        let m = s
+            .http
+            .get(format!("{}/metrics", s.ops_url))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(m.lines()
+            .any(|l| l == "gatehouse_edge_requests_in_flight 2")
+            .then_some(()))
+    })
+    .await?;
+    // The next request is refused at once: a queued one would wait for the
+    // uploads, which finish only below, and run into this bound.
+    let r = tokio::time::timeout(Duration::from_secs(10), a.config())
+        .await
+        .map_err(|_| anyhow::anyhow!("a request past the bound was queued, not refused"))??;
     assert!(r.is_error_body() && !r.node_invalid(), "{r:?}");
     assert_eq!(r.status, 429);
     // Health checks are not subject to admission.

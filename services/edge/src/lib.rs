@@ -186,6 +186,39 @@ fn metrics() -> gatehouse_runtime::metrics::RequestMetrics {
         .clone()
 }
 
+/// `gatehouse_edge_requests_in_flight`: agent requests admitted and not
+/// yet answered (refusals start at `max_in_flight`).
+fn in_flight_gauge() -> &'static prometheus_client::metrics::gauge::Gauge {
+    static G: std::sync::OnceLock<prometheus_client::metrics::gauge::Gauge> =
+        std::sync::OnceLock::new();
+    G.get_or_init(|| {
+        gatehouse_runtime::metrics::gauge(
+            "edge_requests_in_flight",
+            "Agent requests admitted and not yet answered",
+        )
+    })
+}
+
+/// Counts one admitted request while it lives (also when the client goes
+/// away mid-request and the handler is dropped).
+struct Admitted {
+    /// Held for the request's life: the slot it takes.
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Admitted {
+    fn new(permit: tokio::sync::OwnedSemaphorePermit) -> Self {
+        in_flight_gauge().inc();
+        Self { _slot: permit }
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        in_flight_gauge().dec();
+    }
+}
+
 /// The edge's HTTP routes (exposed for tests that serve it themselves).
 pub fn router(cfg: EdgeConfig, deps: EdgeDeps, shutdown: Shutdown) -> Router {
     let p = cfg.paths.clone();
@@ -249,8 +282,9 @@ async fn admit(
 ) -> axum::response::Response {
     match edge.in_flight.clone().try_acquire_owned() {
         Ok(permit) => {
+            let admitted = Admitted::new(permit);
             let resp = next.run(req).await;
-            drop(permit);
+            drop(admitted);
             resp
         }
         Err(_) => {
