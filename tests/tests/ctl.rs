@@ -303,6 +303,33 @@ async fn ctl_apply_is_idempotent_and_exports_round_trip() -> anyhow::Result<()> 
         "{}",
         stderr(&o)
     );
+    std::fs::remove_file(d.join("zz-bad.yaml"))?;
+
+    // A typo in a label config's field is refused, naming the file, the
+    // definition and the field, and the options stay as they were.
+    std::fs::write(
+        d.join("zz-typo.yaml"),
+        "kind: label_config\nname: servers\nspec:\n  optons:\n    distributed_interval: 60\n",
+    )?;
+    for args in [
+        &["apply", "-f", &dirs, "--dry-run"][..],
+        &["apply", "-f", &dirs],
+    ] {
+        let o = ctl(&s, &admin, args)?;
+        assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+        let e = stderr(&o);
+        assert!(
+            e.contains("zz-typo.yaml")
+                && e.contains("label_config servers")
+                && e.contains("optons"),
+            "{e}"
+        );
+    }
+    let configs = s.get("/api/v1/label_configs").await?;
+    assert_eq!(
+        configs[0]["options"]["distributed_interval"], 30,
+        "{configs}"
+    );
     s.stop().await?;
     Ok(())
 }

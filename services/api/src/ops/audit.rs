@@ -5,7 +5,7 @@ use gatehouse_core::model::AuditEvent;
 use gatehouse_core::model::Role::Admin as AdminRole;
 use gatehouse_proto::v1 as pb;
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{before, page_size, pb_limit};
 use crate::ApiError;
@@ -18,7 +18,7 @@ pub(super) fn entries() -> Vec<Entry> {
 }
 
 /// A newest-first page: the cursor is the last item of the previous page.
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewestFirst {
     /// `at` of the last item of the previous page.

@@ -14,7 +14,7 @@ use gatehouse_core::ports::Store;
 use gatehouse_proto::v1 as pb;
 use http::{HeaderValue, StatusCode, header};
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tonic::Status;
 
 use super::campaigns::ListLimit;
@@ -69,7 +69,7 @@ impl IntoPb for Vec<CarveSession> {
 }
 
 /// A carve by session id.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CarveRef {
     pub id: String,
@@ -266,7 +266,7 @@ impl Operation for DownloadCarve {
 }
 
 /// One block of a carve.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BlockRef {
     pub id: String,

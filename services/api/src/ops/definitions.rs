@@ -39,7 +39,7 @@ pub(super) fn entries() -> Vec<Entry> {
 }
 
 /// A definition by name.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NameRef {
     pub name: String,
@@ -56,7 +56,7 @@ impl Input for NameRef {
 }
 
 /// A definition by label.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LabelRef {
     pub label: String,

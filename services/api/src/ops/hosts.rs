@@ -32,7 +32,7 @@ pub(super) fn entries() -> Vec<Entry> {
 }
 
 /// A host as operators see it.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct HostView {
     #[serde(flatten)]
     pub host: Host,
@@ -84,7 +84,7 @@ impl Admin {
 }
 
 /// One page of hosts.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct HostPage {
     pub items: Vec<HostView>,
     /// Pass as `after` for the next page; absent on the last page.
@@ -102,7 +102,7 @@ impl IntoPb for HostPage {
 }
 
 /// Which hosts to list.
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HostFilter {
     /// Only hosts with this label.
@@ -163,7 +163,7 @@ impl HostFilter {
 }
 
 /// A host, by id.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HostRef {
     /// The host id (32 hex characters).
@@ -342,7 +342,7 @@ impl Operation for GetHost {
 }
 
 /// A host's operator labels, replacing the ones it has.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetLabels {
     pub id: String,
@@ -413,7 +413,7 @@ impl Operation for SetHostLabels {
 }
 
 /// Invalidate a host's node key.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateKeyRequest {
     pub id: String,
@@ -442,7 +442,7 @@ impl Input for RotateKeyRequest {
     }
 }
 
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct KeyChange {
     pub host_id: HostId,
     pub epoch: u64,
@@ -551,7 +551,7 @@ impl Operation for HostConfig {
 }
 
 /// A host's status logs in a time window.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HostLogs {
     pub id: String,
@@ -624,7 +624,7 @@ impl Operation for HostStatusLogs {
 }
 
 /// Stored result logs by host, query and time window.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResultSearch {
     /// Host id.

@@ -36,7 +36,7 @@ fn role(s: &str) -> Result<Role, ApiError> {
 }
 
 /// The caller.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct WhoAmI {
     pub name: String,
     pub role: Role,
@@ -127,7 +127,7 @@ impl Operation for ListUsers {
 }
 
 /// A new user.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserRequest {
     pub name: String,
@@ -192,7 +192,7 @@ impl Operation for CreateUser {
 }
 
 /// A change to a user: its role, or whether it is disabled.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserUpdate {
     pub name: String,
@@ -279,7 +279,7 @@ impl IntoPb for Vec<ApiToken> {
 }
 
 /// A new API token for a user.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     /// The user the token acts as.
@@ -308,7 +308,7 @@ impl Input for TokenRequest {
 }
 
 /// A new token: the secret is shown this once.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct NewToken {
     #[serde(flatten)]
     pub token: ApiToken,
@@ -396,7 +396,7 @@ impl Operation for ListTokens {
 }
 
 /// A token or an enroll secret, by id.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IdRef {
     pub id: String,
@@ -493,7 +493,7 @@ impl Operation for ListEnrollSecrets {
 }
 
 /// A new enroll secret.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollSecretRequest {
     pub id: String,
@@ -528,7 +528,7 @@ impl Input for EnrollSecretRequest {
 }
 
 /// A new enroll secret: its value is shown this once.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct NewEnrollSecret {
     #[serde(flatten)]
     pub enroll_secret: EnrollSecret,
@@ -613,7 +613,7 @@ impl Operation for CreateEnrollSecret {
 }
 
 /// An enroll secret by id.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecretRef {
     pub id: String,

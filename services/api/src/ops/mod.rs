@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use gatehouse_proto::v1 as pb;
 use http::StatusCode;
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::ApiError;
 use crate::registry::{Answer, Entry, GrpcReply, Input, Reply};
@@ -34,7 +34,7 @@ pub fn entries() -> Vec<Entry> {
 }
 
 /// A request without parameters (unknown ones are refused).
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoInput {}
 

@@ -175,7 +175,7 @@ fn yes() -> bool {
 }
 
 /// A rule as PUT to `/api/v1/rules/{name}`.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleDef {
     pub name: String,
@@ -293,7 +293,7 @@ impl Operation for DeleteRule {
 }
 
 /// Alerts: a newest-first page.
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlertPage {
     /// `at` of the last alert of the previous page.
@@ -371,7 +371,7 @@ impl Operation for ListDeadLetters {
 }
 
 /// A dead letter by id.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterRef {
     pub id: String,

@@ -43,7 +43,7 @@ pub(super) fn entries() -> Vec<Entry> {
     ]
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, JsonSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct Coverage {
     pub targeted: u64,
     pub queued: u64,
@@ -85,7 +85,7 @@ pub(crate) fn coverage(deliveries: &[Delivery], c: &Campaign, now: i64) -> Cover
     cov
 }
 
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct CampaignView {
     #[serde(flatten)]
     pub campaign: Campaign,
@@ -124,14 +124,14 @@ impl IntoPb for Vec<CampaignView> {
     }
 }
 
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct HostDelivery {
     #[serde(flatten)]
     pub delivery: Delivery,
     pub hostname: String,
 }
 
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct CampaignDetail {
     #[serde(flatten)]
     pub view: CampaignView,
@@ -189,7 +189,7 @@ impl IntoPb for Vec<CampaignResult> {
 }
 
 /// A campaign by id.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CampaignRef {
     pub id: String,
@@ -206,7 +206,7 @@ impl Input for CampaignRef {
 }
 
 /// How many items of a newest-first list.
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListLimit {
     /// Most items (default 100, at most 1000).

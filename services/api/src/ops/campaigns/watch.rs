@@ -22,7 +22,7 @@ use crate::ApiError;
 use crate::admin::Admin;
 
 /// One message of a campaign watch.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum CampaignEvent {
     /// A host's answer (each host once).

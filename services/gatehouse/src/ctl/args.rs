@@ -1,0 +1,241 @@
+//! `gatehouse ctl`'s command line: the commands and their arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+#[derive(Args, Debug)]
+pub struct CtlArgs {
+    /// The API: `https://host:8444`.
+    #[arg(long, env = "GATEHOUSE_URL", default_value = "https://127.0.0.1:8444")]
+    pub url: String,
+    /// An API token (a user's, or the bootstrap admin token).
+    #[arg(long, env = "GATEHOUSE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Read the token from this file (e.g. gatehouse-data/secrets/admin_token).
+    #[arg(long, env = "GATEHOUSE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// CA bundle the API's certificate chains to (default: the system's
+    /// roots are not used; give the CA, e.g. gatehouse-data/tls/ca.pem).
+    #[arg(long, env = "GATEHOUSE_CA")]
+    pub ca: Option<PathBuf>,
+    /// Print the API's JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub what: What,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum What {
+    /// The caller's name and role.
+    Whoami,
+    #[command(subcommand)]
+    Hosts(Hosts),
+    #[command(subcommand)]
+    Queries(Queries),
+    #[command(subcommand)]
+    Schedules(Schedules),
+    /// Live queries.
+    #[command(subcommand)]
+    Query(LiveQuery),
+    #[command(subcommand)]
+    Campaigns(Campaigns),
+    #[command(subcommand)]
+    Users(Users),
+    #[command(subcommand)]
+    Tokens(Tokens),
+    #[command(subcommand, name = "enroll-secrets")]
+    EnrollSecrets(EnrollSecrets),
+    /// Rules (define them with `apply`: kind `rule`).
+    #[command(subcommand)]
+    Rules(Rules),
+    /// Alert history, newest first.
+    Alerts {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Webhook deliveries that failed every attempt.
+    #[command(subcommand, name = "dead-letters")]
+    DeadLetters(DeadLetters),
+    /// The audit log, newest first.
+    Audit {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Makes the server's queries, schedules, label configs and rules match the
+    /// YAML specs in DIR (`kind`, `name`, `spec` per document): shows the
+    /// difference and changes only what differs; nothing is deleted.
+    Apply {
+        #[arg(short = 'f', long = "filename")]
+        dir: PathBuf,
+        /// Show what would change, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Exports definitions as the specs `apply` reads.
+    Get {
+        /// queries, schedules, label-configs, label-queries, rules, users
+        /// (admin) or all (every kind but users).
+        kind: String,
+        /// yaml or json.
+        #[arg(short = 'o', long = "output", default_value = "yaml")]
+        output: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Hosts {
+    List {
+        #[arg(long)]
+        label: Option<String>,
+        #[arg(long)]
+        platform: Option<String>,
+        #[arg(long)]
+        online: Option<bool>,
+        /// Text in the hostname, identifier, id or last IP.
+        #[arg(long)]
+        search: Option<String>,
+        /// Only hosts not seen for this many minutes (stale hosts).
+        #[arg(long)]
+        silent_for: Option<u64>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    Get {
+        id: String,
+    },
+    /// Forget a host (its agent must enroll again to come back).
+    Delete {
+        id: String,
+    },
+    /// The config the host is served.
+    Config {
+        id: String,
+    },
+    /// Replace the host's operator labels.
+    Label {
+        id: String,
+        labels: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Queries {
+    List,
+    Put {
+        name: String,
+        sql: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Schedules {
+    List,
+    Delete { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LiveQuery {
+    /// Runs SQL on the targets and follows the answers.
+    Run {
+        sql: String,
+        /// Targets: `all`, `label:NAME`, or host ids; comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        targets: Vec<String>,
+        /// Stop following after this many seconds (the campaign goes on
+        /// for offline hosts until it expires).
+        #[arg(long, default_value_t = 60)]
+        wait: u64,
+        /// Seconds the campaign waits for offline hosts.
+        #[arg(long)]
+        expires_in: Option<u64>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Campaigns {
+    List {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    Get {
+        id: String,
+    },
+    Results {
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Users {
+    List,
+    Create {
+        name: String,
+        role: String,
+    },
+    /// Change the role, or disable/enable.
+    Update {
+        name: String,
+        #[arg(long)]
+        role: Option<String>,
+        #[arg(long)]
+        disabled: Option<bool>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Tokens {
+    List,
+    /// Prints the secret once.
+    Create {
+        user: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[arg(long)]
+        expires_in: Option<u64>,
+    },
+    Revoke {
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Rules {
+    List,
+    Delete { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DeadLetters {
+    List,
+    /// Send it again now; it leaves the list once delivered.
+    Redrive {
+        id: String,
+    },
+    /// Drop it without sending.
+    Delete {
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EnrollSecrets {
+    List,
+    /// Prints the value once.
+    Create {
+        id: String,
+        #[arg(long, value_delimiter = ',')]
+        labels: Vec<String>,
+        #[arg(long)]
+        expires_in: Option<u64>,
+    },
+    Revoke {
+        id: String,
+    },
+}

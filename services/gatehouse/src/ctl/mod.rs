@@ -1,0 +1,394 @@
+//! `gatehouse ctl`: the operator API from the command line. Human tables by
+//! default, `--json` for scripts; errors are the API's own messages with a
+//! non-zero exit (2 for a refused request, 1 when the server cannot be
+//! reached).
+//!
+//! Split by concern: [`args`] (the command line), [`client`] (typed calls
+//! of the API's declared operations), [`render`] (tables and JSON), the
+//! commands here, [`query`] (`ctl query run`) and [`gitops`] (`apply`,
+//! `get`).
+
+pub mod args;
+pub mod client;
+pub mod gitops;
+pub mod query;
+pub mod render;
+
+use gatehouse_api::ops::NoInput;
+use gatehouse_api::ops::audit::{ListAudit, NewestFirst};
+use gatehouse_api::ops::campaigns::{
+    CampaignRef, CampaignResults, GetCampaign, ListCampaigns, ListLimit,
+};
+use gatehouse_api::ops::definitions::{
+    DeleteQuery, DeleteSchedule, ListQueries, ListSchedules, NameRef, PutQuery, QueryDef,
+};
+use gatehouse_api::ops::hosts::{
+    DeleteHost, GetHost, HostConfig, HostFilter, HostRef, ListHosts, SetHostLabels, SetLabels,
+};
+use gatehouse_api::ops::identity::{
+    CreateEnrollSecret, CreateToken, CreateUser, EnrollSecretRequest, IdRef, ListEnrollSecrets,
+    ListTokens, ListUsers, RevokeEnrollSecret, RevokeToken, SecretRef, TokenRequest, UpdateUser,
+    UserRequest, UserUpdate, Whoami,
+};
+use gatehouse_api::ops::rules::{
+    AlertPage, DeadLetterRef, DeleteDeadLetter, DeleteRule, ListAlerts, ListDeadLetters, ListRules,
+    RedriveDeadLetter,
+};
+use gatehouse_core::model::Role;
+use serde_json::{Value, json};
+
+pub use args::*;
+use client::Api;
+pub use query::sse_events;
+use render::{cell, json, show};
+
+/// What went wrong, and the exit code it deserves.
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    /// The API refused the request (its message).
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CtlError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CtlError::Refused(_) => 2,
+            CtlError::Failed(_) => 1,
+        }
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> CtlError {
+    CtlError::Failed(e.to_string())
+}
+
+fn role(s: &str) -> Result<Role, CtlError> {
+    Role::parse(s).ok_or_else(|| {
+        CtlError::Refused(format!("role {s:?}: expected observer, operator or admin"))
+    })
+}
+
+const HOST_COLS: &[&str] = &[
+    "id",
+    "hostname",
+    "platform",
+    "online",
+    "last_seen",
+    "label_set",
+];
+
+/// Runs one `ctl` command; what to print on success.
+pub async fn run(a: CtlArgs) -> Result<String, CtlError> {
+    let api = Api::new(&a)?;
+    let j = a.json;
+    let none = NoInput {};
+    Ok(match a.what {
+        What::Whoami => show(
+            j,
+            &json(&api.call::<Whoami>(&none).await?),
+            &["name", "role"],
+        ),
+        What::Hosts(Hosts::List {
+            label,
+            platform,
+            online,
+            search,
+            silent_for,
+            limit,
+        }) => {
+            let seen_before = silent_for.map(|m| {
+                gatehouse_core::time::now_ms()
+                    - i64::try_from(m.saturating_mul(60_000)).unwrap_or(i64::MAX)
+            });
+            let page = api
+                .call::<ListHosts>(&HostFilter {
+                    label,
+                    platform,
+                    online,
+                    search,
+                    seen_before,
+                    limit: Some(limit),
+                    ..HostFilter::default()
+                })
+                .await?;
+            if j {
+                show(true, &json(&page), &[])
+            } else {
+                show(false, &json(&page.items), HOST_COLS)
+            }
+        }
+        What::Hosts(Hosts::Delete { id }) => {
+            api.send::<DeleteHost>(&HostRef { id: id.clone() }).await?;
+            format!("host {id} deleted")
+        }
+        What::Hosts(Hosts::Get { id }) => show(
+            j,
+            &json(&api.call::<GetHost>(&HostRef { id }).await?),
+            HOST_COLS,
+        ),
+        What::Hosts(Hosts::Config { id }) => {
+            serde_json::to_string_pretty(&api.call::<HostConfig>(&HostRef { id }).await?)
+                .unwrap_or_default()
+        }
+        What::Hosts(Hosts::Label { id, labels }) => show(
+            j,
+            &json(&api.call::<SetHostLabels>(&SetLabels { id, labels }).await?),
+            HOST_COLS,
+        ),
+        What::Queries(Queries::List) => show(
+            j,
+            &json(&api.call::<ListQueries>(&none).await?),
+            &["name", "sql", "description"],
+        ),
+        What::Queries(Queries::Put {
+            name,
+            sql,
+            description,
+        }) => show(
+            j,
+            &json(
+                &api.call::<PutQuery>(&QueryDef {
+                    name,
+                    sql,
+                    description,
+                })
+                .await?,
+            ),
+            &["name", "sql", "description"],
+        ),
+        What::Queries(Queries::Delete { name }) => {
+            api.send::<DeleteQuery>(&NameRef { name: name.clone() })
+                .await?;
+            format!("deleted query {name}")
+        }
+        What::Schedules(Schedules::List) => show(
+            j,
+            &json(&api.call::<ListSchedules>(&none).await?),
+            &[
+                "name", "query", "interval", "snapshot", "platform", "labels",
+            ],
+        ),
+        What::Schedules(Schedules::Delete { name }) => {
+            api.send::<DeleteSchedule>(&NameRef { name: name.clone() })
+                .await?;
+            format!("deleted schedule {name}")
+        }
+        What::Campaigns(Campaigns::List { limit }) => show(
+            j,
+            &json(
+                &api.call::<ListCampaigns>(&ListLimit { limit: Some(limit) })
+                    .await?,
+            ),
+            &["id", "sql", "target_count", "created_by", "expired"],
+        ),
+        What::Campaigns(Campaigns::Get { id }) => {
+            let d = json(&api.call::<GetCampaign>(&CampaignRef { id }).await?);
+            if j {
+                show(true, &d, &[])
+            } else {
+                let mut out = show(
+                    false,
+                    &d["coverage"],
+                    &[
+                        "targeted",
+                        "queued",
+                        "delivered",
+                        "answered",
+                        "failed",
+                        "expired",
+                    ],
+                );
+                out.push('\n');
+                out.push_str(&show(
+                    false,
+                    &d["hosts"],
+                    &["host_id", "hostname", "state", "delivery_count"],
+                ));
+                out
+            }
+        }
+        What::Campaigns(Campaigns::Results { id }) => {
+            serde_json::to_string_pretty(&api.call::<CampaignResults>(&CampaignRef { id }).await?)
+                .unwrap_or_default()
+        }
+        What::Query(LiveQuery::Run {
+            sql,
+            targets,
+            wait,
+            expires_in,
+        }) => query::run_query(&api, j, sql, targets, wait, expires_in).await?,
+        What::Users(Users::List) => show(
+            j,
+            &json(&api.call::<ListUsers>(&none).await?),
+            &["name", "role", "disabled", "created_by"],
+        ),
+        What::Users(Users::Create { name, role: r }) => show(
+            j,
+            &json(
+                &api.call::<CreateUser>(&UserRequest {
+                    name,
+                    role: role(&r)?,
+                })
+                .await?,
+            ),
+            &["name", "role"],
+        ),
+        What::Users(Users::Update {
+            name,
+            role: r,
+            disabled,
+        }) => show(
+            j,
+            &json(
+                &api.call::<UpdateUser>(&UserUpdate {
+                    name,
+                    role: r.as_deref().map(role).transpose()?,
+                    disabled,
+                })
+                .await?,
+            ),
+            &["name", "role", "disabled"],
+        ),
+        What::Tokens(Tokens::List) => show(
+            j,
+            &json(&api.call::<ListTokens>(&none).await?),
+            &["id", "user", "description", "expires_at", "revoked"],
+        ),
+        What::Tokens(Tokens::Create {
+            user,
+            description,
+            expires_in,
+        }) => {
+            let t = api
+                .call::<CreateToken>(&TokenRequest {
+                    name: user,
+                    description,
+                    expires_in,
+                })
+                .await?;
+            if j {
+                show(true, &json(&t), &[])
+            } else {
+                format!(
+                    "token {} for {}\nsecret (shown once): {}",
+                    t.token.id, t.token.user, t.secret
+                )
+            }
+        }
+        What::Tokens(Tokens::Revoke { id }) => show(
+            j,
+            &json(&api.call::<RevokeToken>(&IdRef { id }).await?),
+            &["id", "user", "revoked"],
+        ),
+        What::EnrollSecrets(EnrollSecrets::List) => show(
+            j,
+            &json(&api.call::<ListEnrollSecrets>(&none).await?),
+            &["id", "labels", "expires_at", "revoked", "created_by"],
+        ),
+        What::EnrollSecrets(EnrollSecrets::Create {
+            id,
+            labels,
+            expires_in,
+        }) => {
+            let s = api
+                .call::<CreateEnrollSecret>(&EnrollSecretRequest {
+                    id,
+                    labels,
+                    expires_in,
+                    secret: None,
+                })
+                .await?;
+            if j {
+                show(true, &json(&s), &[])
+            } else {
+                format!(
+                    "enroll secret {} (labels: {})\nvalue (shown once): {}",
+                    s.enroll_secret.id,
+                    cell(&json(&s.enroll_secret.labels)),
+                    s.secret
+                )
+            }
+        }
+        What::EnrollSecrets(EnrollSecrets::Revoke { id }) => show(
+            j,
+            &json(&api.call::<RevokeEnrollSecret>(&SecretRef { id }).await?),
+            &["id", "revoked"],
+        ),
+        What::Rules(Rules::List) => {
+            let mut rules = json(&api.call::<ListRules>(&none).await?);
+            for r in rules.as_array_mut().into_iter().flatten() {
+                let event = r["when"]["event"].clone();
+                let actions: Vec<Value> = r["actions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|a| a["type"].clone())
+                    .collect();
+                r["event"] = event;
+                r["action_types"] = json!(actions);
+            }
+            show(
+                j,
+                &rules,
+                &["name", "enabled", "event", "action_types", "description"],
+            )
+        }
+        What::Rules(Rules::Delete { name }) => {
+            api.send::<DeleteRule>(&NameRef { name: name.clone() })
+                .await?;
+            format!("rule {name} deleted")
+        }
+        What::Alerts { limit } => {
+            let page = AlertPage {
+                limit: Some(limit),
+                ..AlertPage::default()
+            };
+            let mut alerts = json(&api.call::<ListAlerts>(&page).await?);
+            for a in alerts.as_array_mut().into_iter().flatten() {
+                let states: Vec<Value> = a["actions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|o| json!(format!("{}:{}", cell(&o["action"]), cell(&o["state"]))))
+                    .collect();
+                a["delivery"] = json!(states);
+            }
+            show(
+                j,
+                &alerts,
+                &["at", "rule", "event", "hostname", "summary", "delivery"],
+            )
+        }
+        What::DeadLetters(DeadLetters::List) => show(
+            j,
+            &json(&api.call::<ListDeadLetters>(&none).await?),
+            &["id", "dead_at", "attempts", "last_error"],
+        ),
+        What::DeadLetters(DeadLetters::Redrive { id }) => show(
+            j,
+            &json(&api.call::<RedriveDeadLetter>(&DeadLetterRef { id }).await?),
+            &["id", "rule", "summary"],
+        ),
+        What::DeadLetters(DeadLetters::Delete { id }) => {
+            api.send::<DeleteDeadLetter>(&DeadLetterRef { id: id.clone() })
+                .await?;
+            format!("dead letter {id} deleted")
+        }
+        What::Apply { dir, dry_run } => gitops::apply(&api, &dir, dry_run).await?,
+        What::Get { kind, output } => gitops::get_specs(&api, &kind, &output).await?,
+        What::Audit { limit } => {
+            let page = NewestFirst {
+                limit: Some(limit),
+                ..NewestFirst::default()
+            };
+            show(
+                j,
+                &json(&api.call::<ListAudit>(&page).await?),
+                &["at", "actor", "action", "target", "outcome"],
+            )
+        }
+    })
+}

@@ -1,0 +1,79 @@
+//! How `ctl` prints answers: aligned tables of chosen columns for people,
+//! the API's JSON with `--json`.
+
+use serde_json::Value;
+
+pub fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Array(a) => a.iter().map(cell).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
+/// A plain aligned table of `cols` of each row.
+pub fn table(rows: &[Value], cols: &[&str]) -> String {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| cols.iter().map(|c| cell(&r[*c])).collect())
+        .collect();
+    let widths: Vec<usize> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            cells
+                .iter()
+                .map(|r| r[i].chars().count())
+                .chain([c.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |vals: Vec<String>| {
+        vals.iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    let mut out = vec![line(cols.iter().map(|c| c.to_uppercase()).collect())];
+    out.extend(cells.into_iter().map(line));
+    out.join("\n")
+}
+
+pub fn show(json_out: bool, v: &Value, cols: &[&str]) -> String {
+    if json_out {
+        return serde_json::to_string_pretty(v).unwrap_or_default();
+    }
+    match v {
+        Value::Array(rows) => table(rows, cols),
+        Value::Object(_) => table(std::slice::from_ref(v), cols),
+        other => other.to_string(),
+    }
+}
+
+/// `v` (any answer) as JSON, for the table printer.
+pub fn json(v: &impl serde::Serialize) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn tables_align_and_show_missing_cells() {
+        let rows = vec![
+            json!({"name": "alice", "role": "operator"}),
+            json!({"name": "bo", "role": null}),
+        ];
+        assert_eq!(
+            table(&rows, &["name", "role"]),
+            "NAME   ROLE\nalice  operator\nbo     -"
+        );
+    }
+}
