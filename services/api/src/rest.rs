@@ -118,8 +118,9 @@ fn decode<T: Input>(
         pairs.extend(path);
         let encoded = serde_urlencoded::to_string(&pairs)
             .map_err(|e| ApiError::BadRequest(format!("invalid query string: {e}")))?;
-        return serde_urlencoded::from_str(&encoded)
-            .map_err(|e| ApiError::BadRequest(format!("invalid query string: {e}")));
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(encoded.as_bytes()));
+        return serde_path_to_error::deserialize(de)
+            .map_err(|e| ApiError::BadRequest(format!("invalid query string: {}", named(&e))));
     }
     if !query.is_empty() {
         return Err(ApiError::BadRequest(
@@ -147,8 +148,20 @@ fn decode<T: Input>(
         }
         object.insert(k, Value::String(v));
     }
-    serde_json::from_value(Value::Object(object))
-        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))
+    serde_path_to_error::deserialize(Value::Object(object))
+        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {}", named(&e))))
+}
+
+/// A decoding error with the field it is about (`interval: invalid type:
+/// string "often", expected u32`); unknown and missing fields name
+/// themselves.
+fn named<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>) -> String {
+    let path = e.path().to_string();
+    if path.is_empty() || path == "." {
+        e.inner().to_string()
+    } else {
+        format!("{path}: {}", e.inner())
+    }
 }
 
 /// The OpenAPI document of the REST API (also served at
@@ -265,7 +278,7 @@ mod tests {
             Some("limit=abc"),
             &Bytes::new(),
         ));
-        assert!(m.starts_with("invalid query string"), "{m}");
+        assert!(m.starts_with("invalid query string: limit: "), "{m}");
         let m = error(decode::<HostFilter>(
             Verb::Get,
             vec![],
@@ -309,6 +322,7 @@ mod tests {
             (br#"{"sql": "SELECT 1", "name": "q2"}"#, "path"),
             (br#"["SELECT 1"]"#, "JSON object"),
             (br#"{"sql": "#, "invalid request body"),
+            (br#"{"sql": 5}"#, "invalid request body: sql: invalid type"),
         ] {
             let m = error(decode::<QueryDef>(
                 Verb::Put,
