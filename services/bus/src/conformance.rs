@@ -192,3 +192,124 @@ pub async fn run_pair(a: &dyn Bus, b: &dyn Bus) {
         assert!(m.is_some(), "a broadcast missed a process");
     }
 }
+
+/// The checks every [`crate::leases::LeaseStore`] adapter passes: leases
+/// are exclusive, renewals and releases need the current token, tokens only
+/// grow (fencing), memberships come and go, and leases and memberships
+/// expire once their TTL passes without renewal.
+pub mod leases {
+    use crate::leases::{LeaseStore, Renewal};
+
+    fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
+        match r {
+            Ok(v) => v,
+            Err(e) => panic!("lease store failed: {e}"),
+        }
+    }
+
+    /// Runs every check; `past_ttl` makes more than the lease and member
+    /// TTLs pass (moves a clock, or waits on a real server).
+    pub async fn run_all<F, Fut>(store: &dyn LeaseStore, past_ttl: F)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        a_lease_is_exclusive(store).await;
+        renewals_need_the_current_token_and_tokens_grow(store).await;
+        releases_need_the_current_token(store).await;
+        members_come_and_go(store).await;
+        leases_and_members_expire_without_renewal(store, past_ttl).await;
+    }
+
+    async fn a_lease_is_exclusive(store: &dyn LeaseStore) {
+        let t = ok(store.acquire(1, "a").await);
+        assert!(t.is_some(), "a free shard is acquired");
+        assert_eq!(ok(store.acquire(1, "b").await), None, "a held shard is not");
+        assert_eq!(
+            ok(store.acquire(1, "a").await),
+            None,
+            "not even by its holder"
+        );
+    }
+
+    async fn renewals_need_the_current_token_and_tokens_grow(store: &dyn LeaseStore) {
+        let Some(t1) = ok(store.acquire(2, "a").await) else {
+            panic!("shard 2 is free")
+        };
+        let Renewal::Renewed(t2) = ok(store.renew(2, "a", t1).await) else {
+            panic!("the holder renews with its token")
+        };
+        assert!(t2 > t1, "a renewal moves the token forward");
+        assert_eq!(
+            ok(store.renew(2, "a", t1).await),
+            Renewal::Lost,
+            "a stale token means the lease is lost"
+        );
+    }
+
+    async fn releases_need_the_current_token(store: &dyn LeaseStore) {
+        let Some(t1) = ok(store.acquire(3, "a").await) else {
+            panic!("shard 3 is free")
+        };
+        let Renewal::Renewed(t2) = ok(store.renew(3, "a", t1).await) else {
+            panic!("renewed")
+        };
+        assert!(
+            !ok(store.release(3, t1).await),
+            "a stale token releases nothing"
+        );
+        assert!(ok(store.release(3, t2).await), "the current token releases");
+        let Some(t3) = ok(store.acquire(3, "b").await) else {
+            panic!("a released shard is free")
+        };
+        assert!(t3 > t2, "the next holder's token is larger (fencing)");
+        assert!(
+            !ok(store.release(3, t2).await),
+            "the old holder cannot release it"
+        );
+    }
+
+    async fn members_come_and_go(store: &dyn LeaseStore) {
+        ok(store.heartbeat("m-b").await);
+        ok(store.heartbeat("m-a").await);
+        ok(store.heartbeat("m-a").await);
+        let members = ok(store.members().await);
+        assert_eq!(
+            members
+                .iter()
+                .filter(|m| m.starts_with("m-"))
+                .collect::<Vec<_>>(),
+            ["m-a", "m-b"],
+            "live members, sorted, once each"
+        );
+        ok(store.leave("m-a").await);
+        let members = ok(store.members().await);
+        assert!(!members.iter().any(|m| m == "m-a") && members.iter().any(|m| m == "m-b"));
+        ok(store.leave("m-b").await);
+    }
+
+    async fn leases_and_members_expire_without_renewal<F, Fut>(store: &dyn LeaseStore, past_ttl: F)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let Some(old) = ok(store.acquire(9, "a").await) else {
+            panic!("shard 9 is free")
+        };
+        ok(store.heartbeat("gone").await);
+        past_ttl().await;
+        assert!(
+            !ok(store.members().await).iter().any(|m| m == "gone"),
+            "a member that stopped heartbeating is gone"
+        );
+        let Some(new) = ok(store.acquire(9, "b").await) else {
+            panic!("an expired lease is free")
+        };
+        assert!(new > old, "the new holder's token is larger (fencing)");
+        assert_eq!(
+            ok(store.renew(9, "a", old).await),
+            Renewal::Lost,
+            "the deposed holder learns it lost the shard"
+        );
+    }
+}

@@ -6,12 +6,16 @@
 //!   queue groups, request/reply, no-responders) inside one process, for
 //!   the all-in-one server.
 //! - [`nats::NatsBus`]: a real NATS connection, for the cluster.
+//! - [`leases`]: the shard-lease port (which hostd serves which shard,
+//!   with fencing tokens): JetStream KV for the cluster, in memory for one
+//!   process, one conformance suite for both.
 //! - [`events`]: typed publishing of the messages declared in
 //!   [`gatehouse_proto::topics`], and their domain conversions.
 
 pub mod events;
 pub mod hostrpc;
 pub mod inproc;
+pub mod leases;
 pub mod nats;
 
 #[cfg(feature = "nats-test-server")]

@@ -261,6 +261,32 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jetstream_kv_leases_pass_the_lease_conformance_suite() {
+        use crate::leases::{LeaseStore, LeaseTtls, NatsLeases};
+        let server = ok(NatsTestServer::start());
+        let b = bus(&server, "leases").await;
+        let ttls = LeaseTtls {
+            lease: std::time::Duration::from_secs(1),
+            member: std::time::Duration::from_secs(1),
+        };
+        let leases = ok(NatsLeases::open(b.client().clone(), ttls, 1).await);
+        // The server drops entries past the buckets' max age on its own
+        // timer: wait (bounded) until the member written last has gone,
+        // which also puts the lease written before it past its age.
+        let past_ttl = || async {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while ok(leases.members().await).iter().any(|m| m == "gone") {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "entries never expired"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        };
+        crate::conformance::leases::run_all(&leases, past_ttl).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn unreachable_servers_and_bad_urls_are_named() {
         let e = NatsBus::connect(&NatsConfig {
             servers: vec!["nats://127.0.0.1:1".into()],

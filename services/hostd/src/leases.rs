@@ -1,4 +1,6 @@
-//! Shard ownership for hostd instances, kept in NATS JetStream KV.
+//! Shard ownership for hostd instances, over the lease port
+//! ([`gatehouse_bus::leases`]: JetStream KV in the cluster, in memory for
+//! one process and for tests).
 //!
 //! - **Members**: each instance heartbeats its id into the members bucket,
 //!   whose entries expire after `member_ttl` without a heartbeat.
@@ -18,16 +20,14 @@
 //!   those over (persists and stops their actors) and then
 //!   [`Leases::release`]s them.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::jetstream::kv;
-use futures_util::TryStreamExt;
+use gatehouse_bus::leases::{LeaseStore, LeaseTtls, NatsLeases, Renewal};
 use gatehouse_core::ids::sha256_hex;
 
-pub const LEASE_BUCKET: &str = "gatehouse_shard_leases";
-pub const MEMBER_BUCKET: &str = "gatehouse_hostd_members";
+pub use gatehouse_bus::leases::{LEASE_BUCKET, LeaseError, MEMBER_BUCKET};
 
 #[derive(Debug, Clone)]
 pub struct LeaseConfig {
@@ -53,14 +53,6 @@ impl Default for LeaseConfig {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("shard leases: {0}")]
-pub struct LeaseError(String);
-
-fn err(e: impl std::fmt::Display) -> LeaseError {
-    LeaseError(e.to_string())
-}
-
 /// What one rebalance round changed or asks for.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Rebalance {
@@ -74,8 +66,7 @@ pub struct Rebalance {
 
 /// This instance's view of shard ownership.
 pub struct Leases {
-    leases: kv::Store,
-    members: kv::Store,
+    store: Arc<dyn LeaseStore>,
     me: String,
     cfg: LeaseConfig,
     held: Mutex<BTreeMap<u32, u64>>,
@@ -92,10 +83,6 @@ impl std::fmt::Debug for Leases {
     }
 }
 
-fn key(shard: u32) -> String {
-    format!("s{shard}")
-}
-
 /// The rendezvous (highest random weight) score of `member` for `shard`.
 fn score(shard: u32, member: &str) -> String {
     sha256_hex(format!("{shard}/{member}").as_bytes())
@@ -109,45 +96,31 @@ pub fn preferred(shard: u32, members: &[String]) -> Option<&str> {
         .map(String::as_str)
 }
 
-async fn bucket(
-    js: &async_nats::jetstream::Context,
-    name: &str,
-    max_age: Duration,
-    replicas: usize,
-) -> Result<kv::Store, LeaseError> {
-    if let Ok(s) = js.get_key_value(name).await {
-        return Ok(s);
-    }
-    js.create_key_value(kv::Config {
-        bucket: name.into(),
-        history: 1,
-        max_age,
-        num_replicas: replicas,
-        ..Default::default()
-    })
-    .await
-    .map_err(err)
-}
-
 impl Leases {
-    /// Opens (creating if needed) the buckets; `me` must be unique per
-    /// running instance (pod name plus a start nonce).
+    /// Shard ownership for instance `me` (unique per running instance:
+    /// pod name plus a start nonce) over `store`.
+    pub fn new(store: Arc<dyn LeaseStore>, me: impl Into<String>, cfg: LeaseConfig) -> Self {
+        Self {
+            store,
+            me: me.into(),
+            cfg,
+            held: Mutex::new(BTreeMap::new()),
+            rounds: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Over JetStream KV (the buckets are created if needed).
     pub async fn open(
         client: async_nats::Client,
         me: impl Into<String>,
         cfg: LeaseConfig,
     ) -> Result<Self, LeaseError> {
-        let js = async_nats::jetstream::new(client);
-        let leases = bucket(&js, LEASE_BUCKET, cfg.ttl, cfg.replicas).await?;
-        let members = bucket(&js, MEMBER_BUCKET, cfg.member_ttl, cfg.replicas).await?;
-        Ok(Self {
-            leases,
-            members,
-            me: me.into(),
-            cfg,
-            held: Mutex::new(BTreeMap::new()),
-            rounds: std::sync::atomic::AtomicU64::new(0),
-        })
+        let ttls = LeaseTtls {
+            lease: cfg.ttl,
+            member: cfg.member_ttl,
+        };
+        let store = NatsLeases::open(client, ttls, cfg.replicas).await?;
+        Ok(Self::new(Arc::new(store), me, cfg))
     }
 
     /// How many lease rounds this instance started: lets an observer wait
@@ -181,54 +154,31 @@ impl Leases {
 
     /// Announces this instance as live.
     pub async fn heartbeat(&self) -> Result<(), LeaseError> {
-        self.members
-            .put(&self.me, bytes::Bytes::from(self.me.clone()))
-            .await
-            .map(|_| ())
-            .map_err(err)
+        self.store.heartbeat(&self.me).await
     }
 
     /// Live members, sorted.
     pub async fn members(&self) -> Result<Vec<String>, LeaseError> {
-        let keys: BTreeSet<String> = self
-            .members
-            .keys()
-            .await
-            .map_err(err)?
-            .try_collect()
-            .await
-            .map_err(err)?;
-        Ok(keys.into_iter().collect())
+        self.store.members().await
     }
 
     /// Takes `shard` if nobody holds it; returns its fencing token.
     pub async fn try_acquire(&self, shard: u32) -> Result<Option<u64>, LeaseError> {
-        match self
-            .leases
-            .create(key(shard), bytes::Bytes::from(self.me.clone()))
-            .await
-        {
-            Ok(rev) => {
-                self.set(shard, Some(rev));
-                Ok(Some(rev))
-            }
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
-            Err(e) => Err(err(e)),
+        let token = self.store.acquire(shard, &self.me).await?;
+        if let Some(t) = token {
+            self.set(shard, Some(t));
         }
+        Ok(token)
     }
 
     /// Renews every held lease; returns the shards found taken by others
     /// (this instance was deposed: it must stop serving them at once).
     pub async fn renew(&self) -> Vec<u32> {
         let mut lost = Vec::new();
-        for (shard, rev) in self.held() {
-            match self
-                .leases
-                .update(key(shard), bytes::Bytes::from(self.me.clone()), rev)
-                .await
-            {
-                Ok(new_rev) => self.set(shard, Some(new_rev)),
-                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+        for (shard, token) in self.held() {
+            match self.store.renew(shard, &self.me, token).await {
+                Ok(Renewal::Renewed(next)) => self.set(shard, Some(next)),
+                Ok(Renewal::Lost) => {
                     tracing::warn!(shard, "shard lease lost to another instance");
                     self.set(shard, None);
                     lost.push(shard);
@@ -243,20 +193,12 @@ impl Leases {
 
     /// Gives `shard` up (after its actors were persisted and stopped).
     pub async fn release(&self, shard: u32) -> Result<(), LeaseError> {
-        let Some(rev) = self.token(shard) else {
+        let Some(token) = self.token(shard) else {
             return Ok(());
         };
         self.set(shard, None);
-        match self
-            .leases
-            .delete_expect_revision(key(shard), Some(rev))
-            .await
-        {
-            Ok(()) => Ok(()),
-            // Someone else holds it already: nothing of ours to release.
-            Err(e) if e.to_string().contains("wrong last sequence") => Ok(()),
-            Err(e) => Err(err(e)),
-        }
+        // False: someone else holds it already, nothing of ours to release.
+        self.store.release(shard, token).await.map(|_| ())
     }
 
     /// Releases every held shard (shutdown, after persisting).
@@ -266,7 +208,9 @@ impl Leases {
                 tracing::warn!(shard, error = %e, "shard release failed; it expires instead");
             }
         }
-        let _ = self.members.delete(&self.me).await;
+        if let Err(e) = self.store.leave(&self.me).await {
+            tracing::warn!(error = %e, "leaving the member list failed; it expires instead");
+        }
     }
 
     /// One round: heartbeat, renew, acquire preferred free shards, and

@@ -1,12 +1,17 @@
-//! Shard leases in JetStream KV against a real nats-server: members split
-//! every shard exactly once, a joining member takes its share, a leaving
-//! one hands over, a crashed one's shards are taken after expiry, and
-//! fencing tokens grow so a deposed holder learns it lost the shard.
+//! Shard leases: members split every shard exactly once, a joining member
+//! takes its share, a leaving one hands over, a crashed one's shards are
+//! taken after expiry, and fencing tokens grow so a deposed holder learns
+//! it lost the shard. The expiry scenarios run over both lease adapters:
+//! JetStream KV against a real nats-server (its own expiry sweep), and the
+//! in-process store with a clock the test moves past the TTL.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use gatehouse_bus::leases::{InProcLeases, LeaseTtls};
 use gatehouse_bus::nats_test_server::NatsTestServer;
+use gatehouse_core::time::ShiftedClock;
 use gatehouse_hostd::leases::{LeaseConfig, Leases};
 
 const SHARDS: u32 = 64;
@@ -32,6 +37,24 @@ fn cfg() -> LeaseConfig {
 async fn member(server: &NatsTestServer, name: &str) -> Leases {
     let client = ok(async_nats::connect(server.url()).await);
     ok(Leases::open(client, name, cfg()).await)
+}
+
+/// Two members over one in-process store, and the clock it reads.
+fn in_process_pair() -> (Leases, Leases, Arc<ShiftedClock>) {
+    let clock = Arc::new(ShiftedClock::new());
+    let c = cfg();
+    let store = Arc::new(InProcLeases::new(
+        LeaseTtls {
+            lease: c.ttl,
+            member: c.member_ttl,
+        },
+        clock.clone(),
+    ));
+    (
+        Leases::new(store.clone(), "hostd-a", c.clone()),
+        Leases::new(store, "hostd-b", c),
+        clock,
+    )
 }
 
 /// Runs rebalance rounds (handing over at once) until nothing changes.
@@ -98,35 +121,31 @@ async fn members_split_shards_join_and_leave() {
     assert_partition(&[&a, &b]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crashed_members_shards_are_taken_after_expiry() {
-    let server = ok(NatsTestServer::start());
-    let a = member(&server, "hostd-a").await;
-    let b = member(&server, "hostd-b").await;
+/// b crashes (no renewals, no release, no goodbye); once `past_ttl` ran,
+/// a takes every orphaned shard with a larger token than b held.
+async fn crashed_members_shards_are_taken<F, Fut>(a: Leases, b: Leases, past_ttl: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     settle(&[&a, &b]).await;
     let b_shards = b.held();
     assert!(!b_shards.is_empty());
-    // b crashes: no renewals, no release, no goodbye.
     drop(b);
-    let crashed = Instant::now();
-    let deadline = crashed + Duration::from_secs(20);
-    while a.held().len() < SHARDS as usize {
+    past_ttl().await;
+    // Rounds until a holds everything, bounded by the shard count (each
+    // round takes every free shard a prefers; a is now the only member).
+    for _ in 0..3 {
         let r = ok(a.rebalance().await);
         for shard in &r.to_release {
             ok(a.release(*shard).await);
         }
-        assert!(
-            Instant::now() < deadline,
-            "orphaned shards were not taken over"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let took = crashed.elapsed();
-    // Bound: the member entry and the leases expire (2 s each, enforced by
-    // the server's expiry sweep), plus one round.
-    assert!(took < Duration::from_secs(8), "takeover took {took:?}");
-    println!("takeover of {} shards took {took:?}", b_shards.len());
-    // Every taken shard has a larger token than b ever held for it.
+    assert_eq!(
+        a.held().len(),
+        SHARDS as usize,
+        "orphaned shards taken over"
+    );
     let held = a.held();
     for (shard, old) in b_shards {
         assert!(
@@ -138,24 +157,48 @@ async fn a_crashed_members_shards_are_taken_after_expiry() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deposed_holder_learns_it_and_tokens_only_grow() {
+async fn a_crashed_members_shards_are_taken_after_expiry_in_jetstream() {
     let server = ok(NatsTestServer::start());
     let a = member(&server, "hostd-a").await;
     let b = member(&server, "hostd-b").await;
-    let t1 = ok(a.try_acquire(5).await).expect("shard 5 was free");
+    let probe = member(&server, "probe").await;
+    // The server expires entries on its own sweep: wait (bounded) until
+    // b's membership is gone; its leases, older, are gone too.
+    let past_ttl = || async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while ok(probe.members().await).iter().any(|m| m == "hostd-b") {
+            assert!(Instant::now() < deadline, "b's membership never expired");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    crashed_members_shards_are_taken(a, b, past_ttl).await;
+}
+
+#[tokio::test]
+async fn a_crashed_members_shards_are_taken_after_expiry_in_process() {
+    let (a, b, clock) = in_process_pair();
+    let past_ttl = || async { clock.advance(Duration::from_secs(3)) };
+    crashed_members_shards_are_taken(a, b, past_ttl).await;
+}
+
+/// a stalls past the lease TTL (`past_ttl`); b takes the shard with a
+/// larger token; a learns on its next renewal and cannot release b's lease.
+async fn a_deposed_holder_learns_it<F, Fut>(a: Leases, b: Leases, past_ttl: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let Some(t1) = ok(a.try_acquire(5).await) else {
+        panic!("shard 5 was free")
+    };
     assert_eq!(ok(b.try_acquire(5).await), None, "one holder at a time");
     // Renewing moves the token forward.
     assert!(a.renew().await.is_empty());
     let t1b = a.token(5).unwrap_or_default();
     assert!(t1b > t1);
-    // a stalls (a long pause) past the lease TTL; b takes the shard.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let t2 = loop {
-        if let Some(t) = ok(b.try_acquire(5).await) {
-            break t;
-        }
-        assert!(Instant::now() < deadline, "the stalled lease never expired");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    past_ttl().await;
+    let Some(t2) = ok(b.try_acquire(5).await) else {
+        panic!("the stalled lease expired")
     };
     assert!(
         t2 > t1b,
@@ -168,4 +211,35 @@ async fn a_deposed_holder_learns_it_and_tokens_only_grow() {
     ok(a.release(5).await);
     assert!(b.renew().await.is_empty());
     assert!(b.token(5).is_some_and(|t| t > t2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_holder_learns_it_and_tokens_only_grow_in_jetstream() {
+    let server = ok(NatsTestServer::start());
+    let a = member(&server, "hostd-a").await;
+    let b = member(&server, "hostd-b").await;
+    let probe = member(&server, "probe").await;
+    // Bounded wait until the server's sweep dropped a's lease on shard 5.
+    let past_ttl = || async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match ok(probe.try_acquire(5).await) {
+                Some(_) => break,
+                None => {
+                    assert!(Instant::now() < deadline, "the stalled lease never expired");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        // The probe held it only to see it free: give it back.
+        ok(probe.release(5).await);
+    };
+    a_deposed_holder_learns_it(a, b, past_ttl).await;
+}
+
+#[tokio::test]
+async fn a_deposed_holder_learns_it_and_tokens_only_grow_in_process() {
+    let (a, b, clock) = in_process_pair();
+    let past_ttl = || async { clock.advance(Duration::from_secs(3)) };
+    a_deposed_holder_learns_it(a, b, past_ttl).await;
 }

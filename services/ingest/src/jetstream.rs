@@ -252,11 +252,12 @@ impl LogSink for JetStreamSink {
                 Ok(())
             }
             // JetStream refuses new messages when the stream is full
-            // (discard new): the agent keeps its buffer and retries. The
-            // server says so only in its message (async-nats files it as
-            // `Other`); `a_full_stream_pushes_back_instead_of_dropping`
-            // pins it against the server version the tests run.
-            Err(e) if e.to_string().contains("maximum bytes exceeded") => {
+            // (discard new: "maximum bytes exceeded", API error 10077, which
+            // async-nats files as `Other` with the API error as source): the
+            // agent keeps its buffer and retries.
+            // `a_full_stream_pushes_back_instead_of_dropping` pins it against
+            // the server version the tests run.
+            Err(e) if stream_cannot_store(&e) => {
                 count_append("stream_full");
                 Err(SinkError::Backpressure)
             }
@@ -266,6 +267,21 @@ impl LogSink for JetStreamSink {
             }
         }
     }
+}
+
+/// The stream refused to store a message (full, or its store failed): by
+/// the server's error code, never by its words.
+fn stream_cannot_store(e: &async_nats::jetstream::context::PublishError) -> bool {
+    use async_nats::jetstream::ErrorCode;
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>())
+        .is_some_and(|api| {
+            [
+                ErrorCode::STREAM_STORE_FAILED,
+                ErrorCode::STORAGE_RESOURCES_EXCEEDED,
+            ]
+            .contains(&api.error_code())
+        })
 }
 
 /// How ingest pulls from the stream.
