@@ -503,23 +503,18 @@ pub fn as_user<T>(token: &str, msg: T) -> anyhow::Result<tonic::Request<T>> {
     Ok(r)
 }
 
-/// Polls `f` until it returns `Some`, for at most `timeout`.
-pub async fn eventually<T, F, Fut>(timeout: Duration, mut f: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
-{
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(v) = f().await? {
-            return Ok(v);
-        }
-        anyhow::ensure!(
-            start.elapsed() < timeout,
-            "condition not met within {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Polls `f` until it returns `Some`, for at most `timeout`
+/// ([`gatehouse_testkit::eventually`], the one wait every test uses).
+pub async fn eventually<T>(
+    timeout: Duration,
+    f: impl AsyncFnMut() -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<T> {
+    gatehouse_testkit::eventually("the condition", timeout, f)
+        .await
+        .map_err(|e| match e {
+            gatehouse_testkit::Unmet::Failed(e) => e,
+            timed_out => anyhow::anyhow!("{timed_out}"),
+        })
 }
 
 /// Shared handle type for tests that need the server in several tasks.

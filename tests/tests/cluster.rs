@@ -228,12 +228,11 @@ async fn post_rounds(
 }
 
 async fn wait_until(what: &str, f: impl Fn() -> bool) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        anyhow::ensure!(Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
+    gatehouse_testkit::eventually(what, Duration::from_secs(20), async || {
+        Ok::<_, std::convert::Infallible>(f().then_some(()))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

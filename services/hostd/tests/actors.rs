@@ -3,7 +3,7 @@
 //! idle with its state persisted, rebuilt from the store afterwards.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gatehouse_core::HostId;
 use gatehouse_core::nodekey::NodeKeys;
@@ -82,14 +82,12 @@ async fn actors_spawn_once_passivate_and_rebuild_from_the_store() {
     ));
 
     // Idle: the actor passivates and writes its lazy state (last_seen).
-    let start = Instant::now();
-    while router.live_actors() > 0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "actor never passivated"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    gatehouse_testkit::until(
+        "the idle actor passivates",
+        Duration::from_secs(5),
+        async || router.live_actors() == 0,
+    )
+    .await;
     let stored = store
         .get_host(&host)
         .await

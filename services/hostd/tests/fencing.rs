@@ -7,7 +7,7 @@
 //! the store keeps `b`'s state.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gatehouse_bus::hostrpc::failure_kind;
 use gatehouse_bus::nats_test_server::NatsTestServer;
@@ -112,14 +112,12 @@ async fn a_deposed_owner_racing_its_successor_never_overwrites_it() {
     ));
 
     // a stalls (no renewals); its lease expires and b takes the shard.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let t_b = loop {
-        if let Some(t) = ok(b_leases.try_acquire(shard).await) {
-            break t;
-        }
-        assert!(Instant::now() < deadline, "a's lease never expired");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let t_b = ok(gatehouse_testkit::eventually(
+        "a's lease expires and b takes the shard",
+        Duration::from_secs(20),
+        async || b_leases.try_acquire(shard).await,
+    )
+    .await);
     assert!(t_b > t_a);
     // The race: both believe they own the shard.
     assert_eq!(a_leases.token(shard), Some(t_a));
@@ -137,11 +135,12 @@ async fn a_deposed_owner_racing_its_successor_never_overwrites_it() {
     // fenced off; a tells the client the shard moved and steps down.
     let stale = a.route(req(&host, 0, set_labels(&["stale-from-a"]))).await;
     assert!(moved(&stale), "stale label write answered {stale:?}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while a.live_actors() > 0 {
-        assert!(Instant::now() < deadline, "the deposed actor did not stop");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    gatehouse_testkit::until(
+        "the deposed actor stops",
+        Duration::from_secs(5),
+        async || a.live_actors() == 0,
+    )
+    .await;
     // A new actor in a is rebuilt from the store (epoch 2, b's state); its
     // writes are fenced too. An agent's config poll is answered (the config
     // is the fleet's, not a's), but the config version it would record is
@@ -153,11 +152,12 @@ async fn a_deposed_owner_racing_its_successor_never_overwrites_it() {
         matches!(config, host_reply::Result::Config(_)),
         "config poll answered {config:?}"
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while a.live_actors() > 0 {
-        assert!(Instant::now() < deadline, "the deposed actor did not stop");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    gatehouse_testkit::until(
+        "the deposed actor stops",
+        Duration::from_secs(5),
+        async || a.live_actors() == 0,
+    )
+    .await;
     let stored = ok(store.get_host(&host).await).expect("host missing");
     assert_eq!(stored.config_hash, "", "a's config version write landed");
     let late = a.route(req(&host, 0, set_labels(&["late-from-a"]))).await;

@@ -164,12 +164,12 @@ async fn a_crashed_members_shards_are_taken_after_expiry_in_jetstream() {
     let probe = member(&server, "probe").await;
     // The server expires entries on its own sweep: wait (bounded) until
     // b's membership is gone; its leases, older, are gone too.
-    let past_ttl = || async {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while ok(probe.members().await).iter().any(|m| m == "hostd-b") {
-            assert!(Instant::now() < deadline, "b's membership never expired");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    let past_ttl = || {
+        gatehouse_testkit::until(
+            "b's membership expires",
+            Duration::from_secs(20),
+            async || !ok(probe.members().await).iter().any(|m| m == "hostd-b"),
+        )
     };
     crashed_members_shards_are_taken(a, b, past_ttl).await;
 }
@@ -221,16 +221,12 @@ async fn a_deposed_holder_learns_it_and_tokens_only_grow_in_jetstream() {
     let probe = member(&server, "probe").await;
     // Bounded wait until the server's sweep dropped a's lease on shard 5.
     let past_ttl = || async {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            match ok(probe.try_acquire(5).await) {
-                Some(_) => break,
-                None => {
-                    assert!(Instant::now() < deadline, "the stalled lease never expired");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
+        ok(gatehouse_testkit::eventually(
+            "the stalled lease expires",
+            Duration::from_secs(20),
+            async || probe.try_acquire(5).await,
+        )
+        .await);
         // The probe held it only to see it free: give it back.
         ok(probe.release(5).await);
     };

@@ -68,14 +68,12 @@ async fn host_actors_are_reached_over_nats_from_another_process() {
         let host = host.clone();
         tokio::spawn(async move { client.call(&host, 0, enroll("hw:nats-1")).await })
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while client.retries() < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the call never retried"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    gatehouse_testkit::until(
+        "the call finds no hostd twice",
+        Duration::from_secs(10),
+        async || client.retries() >= 2,
+    )
+    .await;
     assert!(!call.is_finished(), "the call gave up before hostd started");
     let hostd_bus = connect(&server, "hostd").await;
     let shutdown = Shutdown::new();

@@ -114,11 +114,7 @@ async fn touch_all(client: &HostClient, hosts: &[HostId]) -> Duration {
 }
 
 async fn wait_until(what: &str, f: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    gatehouse_testkit::until(what, Duration::from_secs(20), async || f()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -65,15 +65,8 @@ async fn lines_of(store: &Arc<dyn Store>, host: &HostId) -> usize {
     .len()
 }
 
-async fn wait_for(what: &str, mut f: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !f().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn wait_for(what: &str, f: impl AsyncFnMut() -> bool) {
+    gatehouse_testkit::until(what, Duration::from_secs(15), f).await;
 }
 
 fn start_consumer(r: &Rig, cfg: ConsumerConfig) -> (Shutdown, tokio::task::JoinHandle<()>) {
