@@ -313,3 +313,208 @@ pub mod leases {
         );
     }
 }
+
+/// The checks every [`crate::logstream::LogStream`] adapter passes, on a
+/// stream opened with [`logstream::config`]: batches come out in order and
+/// leave once acknowledged, a re-sent id is dropped, a nak'd or unsettled
+/// batch comes again, a terminated one never does, and a full stream
+/// refuses appends (storing nothing) until it drains.
+pub mod logstream {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use crate::logstream::{Appended, Entry, LogKind, LogStream, StreamConfig, StreamError};
+
+    /// The stream shape the checks expect (64 KiB, 1 s ack wait).
+    pub fn config() -> StreamConfig {
+        StreamConfig {
+            max_bytes: 64 * 1024,
+            ack_wait: Duration::from_secs(1),
+            duplicate_window: Duration::from_secs(60),
+            ..StreamConfig::default()
+        }
+    }
+
+    fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
+        match r {
+            Ok(v) => v,
+            Err(e) => panic!("log stream failed: {e}"),
+        }
+    }
+
+    /// Fetches until `n` batches came (each fetch waits up to 5 s).
+    async fn take(log: &dyn LogStream, n: usize) -> Vec<Entry> {
+        let mut out = Vec::new();
+        for _ in 0..10 {
+            if out.len() >= n {
+                break;
+            }
+            out.extend(ok(log.fetch(n - out.len(), Duration::from_secs(5)).await));
+        }
+        assert_eq!(out.len(), n, "{n} batches delivered");
+        out
+    }
+
+    async fn drained(log: &dyn LogStream) {
+        for _ in 0..50 {
+            if ok(log.backlog().await) == 0 {
+                return;
+            }
+            let _ = log.fetch(1, Duration::from_millis(100)).await;
+        }
+        panic!("the stream never drained");
+    }
+
+    /// Runs every check; `past_ack_wait` makes the ack wait pass (moves a
+    /// clock, or waits on a real server).
+    pub async fn run_all<F, Fut>(log: &dyn LogStream, past_ack_wait: F)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        in_order_and_gone_once_acknowledged(log).await;
+        a_resent_id_is_dropped(log).await;
+        a_naked_batch_comes_again(log).await;
+        an_unsettled_batch_comes_again_after_the_ack_wait(log, &past_ack_wait).await;
+        a_terminated_batch_never_comes_again(log, &past_ack_wait).await;
+        a_full_stream_refuses_until_it_drains(log).await;
+    }
+
+    async fn in_order_and_gone_once_acknowledged(log: &dyn LogStream) {
+        for (i, kind) in [LogKind::Results, LogKind::Status, LogKind::Results]
+            .into_iter()
+            .enumerate()
+        {
+            let r = log
+                .append(kind, &format!("order-{i}"), Bytes::from(format!("b{i}")))
+                .await;
+            assert_eq!(ok(r), Appended::Stored);
+        }
+        assert_eq!(ok(log.backlog().await), 3);
+        let got = take(log, 3).await;
+        let seen: Vec<(LogKind, Bytes)> = got.iter().map(|e| (e.kind, e.payload.clone())).collect();
+        assert_eq!(
+            seen,
+            [
+                (LogKind::Results, Bytes::from("b0")),
+                (LogKind::Status, Bytes::from("b1")),
+                (LogKind::Results, Bytes::from("b2")),
+            ],
+            "oldest first, with their kinds"
+        );
+        for e in got {
+            ok(e.ack().await);
+        }
+        drained(log).await;
+    }
+
+    async fn a_resent_id_is_dropped(log: &dyn LogStream) {
+        let p = Bytes::from_static(b"once");
+        assert_eq!(
+            ok(log.append(LogKind::Results, "dup", p.clone()).await),
+            Appended::Stored
+        );
+        assert_eq!(
+            ok(log.append(LogKind::Results, "dup", p).await),
+            Appended::Duplicate
+        );
+        assert_eq!(ok(log.backlog().await), 1, "stored once");
+        for e in take(log, 1).await {
+            ok(e.ack().await);
+        }
+        drained(log).await;
+    }
+
+    async fn a_naked_batch_comes_again(log: &dyn LogStream) {
+        ok(log
+            .append(LogKind::Results, "nak", Bytes::from_static(b"again"))
+            .await);
+        let first = take(log, 1).await;
+        for e in first {
+            ok(e.nak(Duration::from_millis(10)).await);
+        }
+        let again = take(log, 1).await;
+        assert_eq!(again[0].payload, Bytes::from_static(b"again"));
+        for e in again {
+            ok(e.ack().await);
+        }
+        drained(log).await;
+    }
+
+    async fn an_unsettled_batch_comes_again_after_the_ack_wait<F, Fut>(
+        log: &dyn LogStream,
+        past_ack_wait: &F,
+    ) where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        ok(log
+            .append(LogKind::Results, "crash", Bytes::from_static(b"held"))
+            .await);
+        // Its consumer dies holding it: no ack, no nak.
+        drop(take(log, 1).await);
+        past_ack_wait().await;
+        let again = take(log, 1).await;
+        assert_eq!(again[0].payload, Bytes::from_static(b"held"));
+        for e in again {
+            ok(e.ack().await);
+        }
+        drained(log).await;
+    }
+
+    async fn a_terminated_batch_never_comes_again<F, Fut>(log: &dyn LogStream, past_ack_wait: &F)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        ok(log
+            .append(LogKind::Results, "poison", Bytes::from_static(b"poison"))
+            .await);
+        for e in take(log, 1).await {
+            ok(e.term().await);
+        }
+        past_ack_wait().await;
+        let later = ok(log.fetch(10, Duration::from_millis(300)).await);
+        assert!(later.is_empty(), "a terminated batch came again");
+        drained(log).await;
+    }
+
+    async fn a_full_stream_refuses_until_it_drains(log: &dyn LogStream) {
+        let chunk = Bytes::from(vec![b'x'; 8 * 1024]);
+        let mut stored = 0;
+        let mut refused = false;
+        for i in 0..20 {
+            match log
+                .append(LogKind::Results, &format!("full-{i}"), chunk.clone())
+                .await
+            {
+                Ok(Appended::Stored) => stored += 1,
+                Err(StreamError::Full) => {
+                    refused = true;
+                    break;
+                }
+                other => panic!("append {i}: {other:?}"),
+            }
+        }
+        assert!(refused, "a 64 KiB stream took {stored} batches of 8 KiB");
+        assert_eq!(
+            ok(log.backlog().await),
+            stored,
+            "a refused batch is not stored"
+        );
+        for e in take(log, stored as usize).await {
+            ok(e.ack().await);
+        }
+        drained(log).await;
+        assert_eq!(
+            ok(log.append(LogKind::Results, "after-full", chunk).await),
+            Appended::Stored,
+            "a drained stream takes batches again"
+        );
+        for e in take(log, 1).await {
+            ok(e.ack().await);
+        }
+        drained(log).await;
+    }
+}

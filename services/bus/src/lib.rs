@@ -9,6 +9,9 @@
 //! - [`leases`]: the shard-lease port (which hostd serves which shard,
 //!   with fencing tokens): JetStream KV for the cluster, in memory for one
 //!   process, one conformance suite for both.
+//! - [`logstream`]: the durable log stream port (edges append agent log
+//!   batches, ingest consumes them): JetStream for the cluster, in memory
+//!   for one process, one conformance suite for both.
 //! - [`events`]: typed publishing of the messages declared in
 //!   [`gatehouse_proto::topics`], and their domain conversions.
 
@@ -16,6 +19,7 @@ pub mod events;
 pub mod hostrpc;
 pub mod inproc;
 pub mod leases;
+pub mod logstream;
 pub mod nats;
 
 #[cfg(feature = "nats-test-server")]

@@ -284,6 +284,21 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_jetstream_log_passes_the_log_stream_conformance_suite() {
+        use crate::logstream::JetStreamLog;
+        let server = ok(NatsTestServer::start());
+        let b = bus(&server, "logstream").await;
+        let cfg = crate::conformance::logstream::config();
+        let log = ok(JetStreamLog::open(b.client().clone(), &cfg).await);
+        // The server's ack-wait timer runs in real time: the checks need it
+        // to have passed (a terminated batch must stay gone after it; an
+        // unsettled one comes back, which their fetch also waits for).
+        let wait = cfg.ack_wait + std::time::Duration::from_millis(200);
+        let past_ack_wait = || tokio::time::sleep(wait);
+        crate::conformance::logstream::run_all(&log, past_ack_wait).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn unreachable_servers_and_bad_urls_are_named() {
         let e = NatsBus::connect(&NatsConfig {
             servers: vec!["nats://127.0.0.1:1".into()],

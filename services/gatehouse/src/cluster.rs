@@ -17,7 +17,7 @@ use gatehouse_edge::EdgeDeps;
 use gatehouse_hostd::HostdConfig;
 use gatehouse_hostd::actor::HostCtx;
 use gatehouse_hostd::leases::{LeaseConfig, Leases};
-use gatehouse_ingest::jetstream::{ConsumerConfig, JetStreamSink, LogStreamConfig};
+use gatehouse_ingest::jetstream::{ConsumerConfig, LogStreamConfig, StreamSink};
 use gatehouse_runtime::Shutdown;
 use tokio::net::TcpListener;
 
@@ -97,7 +97,7 @@ pub async fn start_edge(
     )?;
     let bus = nats(cfg, "edge").await?;
     let sink: Arc<dyn LogSink> = Arc::new(
-        JetStreamSink::new(bus.client().clone(), &stream_cfg(cfg))
+        StreamSink::jetstream(bus.client().clone(), &stream_cfg(cfg))
             .await
             .map_err(|e| anyhow::anyhow!("edge: {e}"))?,
     );
@@ -181,17 +181,28 @@ pub async fn start_ingest(
     store: Arc<dyn Store>,
 ) -> anyhow::Result<Role> {
     let bus = nats(cfg, "ingest").await?;
+    let log = gatehouse_ingest::jetstream::open_jetstream(
+        bus.client().clone(),
+        &stream_cfg(cfg),
+        &consumer_cfg(cfg),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("ingest: {e}"))?;
     let control = gatehouse_ingest::jetstream::Control {
-        js: async_nats::jetstream::new(bus.client().clone()),
-        cfg: consumer_cfg(cfg),
+        log: log.clone(),
+        clock: gatehouse_core::time::system_clock(),
     };
     let shutdown = Shutdown::new();
     let (rules, deliveries) =
         gatehouse_rules::Engine::new(store.clone(), crate::serve::rules_config(cfg))?;
-    let run = gatehouse_ingest::jetstream::run_consumer(
-        bus.client().clone(),
+    tracing::info!(
+        stream = gatehouse_ingest::jetstream::STREAM,
+        consumer = gatehouse_ingest::jetstream::DURABLE,
+        "ingest consuming"
+    );
+    let run = gatehouse_ingest::jetstream::consume(
+        Arc::new(log),
         store.clone(),
-        stream_cfg(cfg),
         consumer_cfg(cfg),
         Some(Arc::new(rules.clone())),
         shutdown.clone(),

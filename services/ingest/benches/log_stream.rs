@@ -16,10 +16,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use gatehouse_bus::logstream::LogStream;
 use gatehouse_bus::nats_test_server::NatsTestServer;
 use gatehouse_core::HostId;
 use gatehouse_core::ports::{LogSink, Store};
-use gatehouse_ingest::jetstream::{self, ConsumerConfig, JetStreamSink, LogStreamConfig};
+use gatehouse_ingest::jetstream::{self, ConsumerConfig, LogStreamConfig, StreamSink};
 use gatehouse_runtime::Shutdown;
 use gatehouse_store::EmbeddedStore;
 use gatehouse_store::conformance::processes_post;
@@ -47,7 +48,7 @@ fn main() {
             max_bytes: 4 * 1024 * 1024 * 1024,
             ..LogStreamConfig::default()
         };
-        let sink = Arc::new(JetStreamSink::new(client.clone(), &cfg).await.unwrap());
+        let sink = Arc::new(StreamSink::jetstream(client.clone(), &cfg).await.unwrap());
         let now = gatehouse_core::time::now_ms();
 
         // 1. Edges append (publish + ack), 16 at a time.
@@ -85,7 +86,9 @@ fn main() {
         // 2. Ingest drains the backlog into the embedded store (fsynced).
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-        let js = async_nats::jetstream::new(client.clone());
+        let log = jetstream::open_jetstream(client.clone(), &cfg, &ConsumerConfig::default())
+            .await
+            .unwrap();
         let shutdown = Shutdown::new();
         let start = Instant::now();
         let consumer = tokio::spawn(jetstream::run_consumer(
@@ -97,7 +100,7 @@ fn main() {
             shutdown.clone(),
         ));
         loop {
-            let left = jetstream::backlog(&js).await.unwrap_or(u64::MAX);
+            let left = log.backlog().await.unwrap_or(u64::MAX);
             if left == 0 {
                 break;
             }

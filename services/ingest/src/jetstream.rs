@@ -1,37 +1,36 @@
-//! The cluster's durable log path over NATS JetStream.
+//! The durable log path over the log stream port
+//! ([`gatehouse_bus::logstream`]: JetStream in the cluster, in memory for
+//! one process and for tests).
 //!
-//! - [`JetStreamSink`] (in edges): appends each agent log batch to the
-//!   `GATEHOUSE_LOGS` stream with a deterministic message id
-//!   ([`LogRecords::batch_id`]), and returns only after the stream's publish
-//!   ack, so the edge acknowledges the agent only once the batch is stored
-//!   (replicated, with `replicas` > 1). A re-sent batch inside the
-//!   duplicate window is dropped by JetStream. Past `max_backlog` unconsumed
-//!   batches, or when the stream is full, it answers `Backpressure`: the
-//!   agent keeps its buffer and retries.
-//! - [`run_consumer`] (in ingest): pulls batches through the durable
-//!   consumer `ingest` (every ingest process shares it), writes each to the
-//!   store (idempotent by line id) and acknowledges only after the write.
-//!   A batch whose write fails is redelivered; one that cannot be decoded
-//!   is terminated and logged, never retried forever.
+//! - [`StreamSink`] (in edges): appends each agent log batch with a
+//!   deterministic id ([`LogRecords::batch_id`]) and returns only once the
+//!   stream stored it, so the edge acknowledges the agent only then. A
+//!   re-sent batch inside the duplicate window is dropped by the stream.
+//!   Past `max_backlog` unconsumed batches, or when the stream is full, it
+//!   answers `Backpressure`: the agent keeps its buffer and retries.
+//! - [`consume`] (in ingest): takes batches through the stream's shared
+//!   consumer, writes each to the store (idempotent by line id) and
+//!   acknowledges only after the write. A batch whose write fails is
+//!   delivered again; one that cannot be decoded is terminated and logged,
+//!   never retried forever.
+//! - [`open_jetstream`] and [`run_consumer`] are both over JetStream, for
+//!   the cluster roles.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
-use async_nats::jetstream::message::PublishMessage;
-use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
-use async_nats::jetstream::{AckKind, Context};
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures_util::StreamExt;
+use gatehouse_bus::logstream::{
+    Appended, JetStreamLog, LogKind, LogStream, StreamConfig, StreamError,
+};
 use gatehouse_core::model::LogRecords;
 use gatehouse_core::ports::{LogSink, SinkError, Store};
 use gatehouse_runtime::Shutdown;
 
-pub const STREAM: &str = "GATEHOUSE_LOGS";
-pub const SUBJECT_RESULTS: &str = "gatehouse.logs.result";
-pub const SUBJECT_STATUS: &str = "gatehouse.logs.status";
-pub const DURABLE: &str = "ingest";
+pub use gatehouse_bus::logstream::{DURABLE, STREAM, SUBJECT_RESULTS, SUBJECT_STATUS};
 
 /// The stream's shape and the edge's backlog limit.
 #[derive(Debug, Clone)]
@@ -129,69 +128,65 @@ fn unavailable(e: impl std::fmt::Display) -> SinkError {
     SinkError::Unavailable(format!("log stream: {e}"))
 }
 
-/// Creates the stream if it does not exist (every edge and ingest does
-/// this at start; the first one wins, the others find it).
-pub async fn ensure_stream(
-    js: &Context,
-    cfg: &LogStreamConfig,
-) -> Result<stream::Stream, SinkError> {
-    js.get_or_create_stream(stream::Config {
-        name: STREAM.into(),
-        subjects: vec![SUBJECT_RESULTS.into(), SUBJECT_STATUS.into()],
-        // A batch leaves the stream once ingest acknowledged it.
-        retention: RetentionPolicy::WorkQueue,
-        // Full means refuse (the agent keeps the batch), never drop old ones.
-        discard: DiscardPolicy::New,
-        storage: StorageType::File,
-        num_replicas: cfg.replicas,
-        max_bytes: cfg.max_bytes,
-        duplicate_window: cfg.duplicate_window,
-        ..Default::default()
-    })
-    .await
-    .map_err(unavailable)
+impl LogStreamConfig {
+    /// The stream's shape, for consumers whose batches are redelivered
+    /// after `ack_wait`.
+    pub fn stream(&self, ack_wait: Duration, max_in_hand: usize) -> StreamConfig {
+        StreamConfig {
+            replicas: self.replicas,
+            max_bytes: self.max_bytes,
+            duplicate_window: self.duplicate_window,
+            ack_wait,
+            max_in_hand,
+        }
+    }
 }
 
-/// Unconsumed batches: everything still in the (work-queue) stream.
-pub async fn backlog(js: &Context) -> Result<u64, SinkError> {
-    let mut s = js.get_stream(STREAM).await.map_err(unavailable)?;
-    Ok(s.info().await.map_err(unavailable)?.state.messages)
+/// The log stream in JetStream, with the consumer shape `cfg` gives.
+pub async fn open_jetstream(
+    client: async_nats::Client,
+    stream_cfg: &LogStreamConfig,
+    cfg: &ConsumerConfig,
+) -> Result<JetStreamLog, SinkError> {
+    JetStreamLog::open(client, &stream_cfg.stream(cfg.ack_wait, cfg.fetch * 4))
+        .await
+        .map_err(unavailable)
 }
 
 /// Appends batches to the log stream (the edge's `LogSink` in a cluster).
-pub struct JetStreamSink {
-    js: Context,
+pub struct StreamSink {
+    stream: Arc<dyn LogStream>,
     backlog: Arc<AtomicU64>,
     max_backlog: u64,
     refresher: tokio::task::JoinHandle<()>,
 }
 
-impl std::fmt::Debug for JetStreamSink {
+impl std::fmt::Debug for StreamSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JetStreamSink")
+        f.debug_struct("StreamSink")
             .field("backlog", &self.backlog.load(Ordering::Relaxed))
             .finish()
     }
 }
 
-impl Drop for JetStreamSink {
+impl Drop for StreamSink {
     fn drop(&mut self) {
         self.refresher.abort();
     }
 }
 
-impl JetStreamSink {
-    pub async fn new(client: async_nats::Client, cfg: &LogStreamConfig) -> Result<Self, SinkError> {
-        let js = async_nats::jetstream::new(client);
-        ensure_stream(&js, cfg).await?;
+impl StreamSink {
+    /// Appends to `stream`, re-reading its backlog every
+    /// `cfg.backlog_refresh`.
+    pub fn new(stream: Arc<dyn LogStream>, cfg: &LogStreamConfig) -> Self {
         let backlog = Arc::new(AtomicU64::new(0));
         let refresher = {
-            let (js, backlog, every) = (js.clone(), backlog.clone(), cfg.backlog_refresh);
+            let (stream, backlog, every) = (stream.clone(), backlog.clone(), cfg.backlog_refresh);
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
                 loop {
                     tick.tick().await;
-                    match self::backlog(&js).await {
+                    match stream.backlog().await {
                         Ok(n) => {
                             backlog.store(n, Ordering::Relaxed);
                             metrics().backlog.set(i64::try_from(n).unwrap_or(i64::MAX));
@@ -201,12 +196,21 @@ impl JetStreamSink {
                 }
             })
         };
-        Ok(Self {
-            js,
+        Self {
+            stream,
             backlog,
             max_backlog: cfg.max_backlog,
             refresher,
-        })
+        }
+    }
+
+    /// Over JetStream (the stream and consumer are created if needed).
+    pub async fn jetstream(
+        client: async_nats::Client,
+        cfg: &LogStreamConfig,
+    ) -> Result<Self, SinkError> {
+        let log = open_jetstream(client, cfg, &ConsumerConfig::default()).await?;
+        Ok(Self::new(Arc::new(log), cfg))
     }
 
     /// The backlog as last read.
@@ -216,7 +220,7 @@ impl JetStreamSink {
 }
 
 #[async_trait]
-impl LogSink for JetStreamSink {
+impl LogSink for StreamSink {
     async fn append(&self, records: LogRecords) -> Result<(), SinkError> {
         if records.is_empty() {
             return Ok(());
@@ -225,39 +229,25 @@ impl LogSink for JetStreamSink {
             count_append("backlog_full");
             return Err(SinkError::Backpressure);
         }
-        let subject = match records {
-            LogRecords::Results(_) => SUBJECT_RESULTS,
-            LogRecords::Status(_) => SUBJECT_STATUS,
+        let kind = match records {
+            LogRecords::Results(_) => LogKind::Results,
+            LogRecords::Status(_) => LogKind::Status,
         };
         let id = records.batch_id();
         let payload = serde_json::to_vec(&records).map_err(unavailable)?;
-        let ack = self
-            .js
-            .send_publish(
-                subject,
-                PublishMessage::build()
-                    .payload(payload.into())
-                    .message_id(&id),
-            )
-            .await
-            .map_err(unavailable)?;
-        match ack.await {
-            Ok(a) => {
-                if a.duplicate {
-                    tracing::debug!(batch = %id, "re-sent log batch dropped by the stream");
-                    count_append("duplicate");
-                } else {
-                    count_append("ok");
-                }
+        match self.stream.append(kind, &id, Bytes::from(payload)).await {
+            Ok(Appended::Stored) => {
+                count_append("ok");
                 Ok(())
             }
-            // JetStream refuses new messages when the stream is full
-            // (discard new: "maximum bytes exceeded", API error 10077, which
-            // async-nats files as `Other` with the API error as source): the
-            // agent keeps its buffer and retries.
-            // `a_full_stream_pushes_back_instead_of_dropping` pins it against
-            // the server version the tests run.
-            Err(e) if stream_cannot_store(&e) => {
+            Ok(Appended::Duplicate) => {
+                tracing::debug!(batch = %id, "re-sent log batch dropped by the stream");
+                count_append("duplicate");
+                Ok(())
+            }
+            // The stream refuses new batches when full: the agent keeps its
+            // buffer and retries.
+            Err(StreamError::Full) => {
                 count_append("stream_full");
                 Err(SinkError::Backpressure)
             }
@@ -267,21 +257,6 @@ impl LogSink for JetStreamSink {
             }
         }
     }
-}
-
-/// The stream refused to store a message (full, or its store failed): by
-/// the server's error code, never by its words.
-fn stream_cannot_store(e: &async_nats::jetstream::context::PublishError) -> bool {
-    use async_nats::jetstream::ErrorCode;
-    std::error::Error::source(e)
-        .and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>())
-        .is_some_and(|api| {
-            [
-                ErrorCode::STREAM_STORE_FAILED,
-                ErrorCode::STORAGE_RESOURCES_EXCEEDED,
-            ]
-            .contains(&api.error_code())
-        })
 }
 
 /// How ingest pulls from the stream.
@@ -309,34 +284,8 @@ impl Default for ConsumerConfig {
     }
 }
 
-/// The shared durable consumer (created on first use).
-pub async fn consumer(js: &Context, cfg: &ConsumerConfig) -> Result<PullConsumer, SinkError> {
-    let stream = js.get_stream(STREAM).await.map_err(unavailable)?;
-    stream
-        .get_or_create_consumer(
-            DURABLE,
-            pull::Config {
-                durable_name: Some(DURABLE.into()),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: cfg.ack_wait,
-                max_ack_pending: i64::try_from(cfg.fetch * 4).unwrap_or(1024),
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(unavailable)
-}
-
-/// Batches waiting for ingest: not yet delivered plus delivered and not
-/// acknowledged. The number to scale ingest on.
-pub async fn lag(js: &Context, cfg: &ConsumerConfig) -> Result<u64, SinkError> {
-    let mut c = consumer(js, cfg).await?;
-    let info = c.info().await.map_err(unavailable)?;
-    Ok(info.num_pending + info.num_ack_pending as u64)
-}
-
-/// Pulls batches and writes them to `store` until `shutdown`; batches in
-/// hand at shutdown are finished (written and acknowledged) first.
+/// Pulls batches from JetStream and writes them to `store` until
+/// `shutdown` (see [`consume`]).
 pub async fn run_consumer(
     client: async_nats::Client,
     store: Arc<dyn Store>,
@@ -345,53 +294,57 @@ pub async fn run_consumer(
     observer: Option<Arc<dyn gatehouse_core::ports::LogObserver>>,
     shutdown: Shutdown,
 ) -> Result<(), SinkError> {
-    let js = async_nats::jetstream::new(client);
-    ensure_stream(&js, &stream_cfg).await?;
-    let consumer = consumer(&js, &cfg).await?;
+    let log = open_jetstream(client, &stream_cfg, &cfg).await?;
     tracing::info!(stream = STREAM, consumer = DURABLE, "ingest consuming");
-    let mut lag_tick = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        let batch = tokio::select! {
-            _ = shutdown.wait() => break,
-            _ = lag_tick.tick() => {
-                if let Ok(n) = lag(&js, &cfg).await {
-                    metrics().lag.set(i64::try_from(n).unwrap_or(i64::MAX));
-                }
-                continue;
+    consume(Arc::new(log), store, cfg, observer, shutdown).await
+}
+
+/// Takes batches from `log` and writes them to `store` until `shutdown`;
+/// batches in hand at shutdown are finished (written and acknowledged)
+/// first.
+pub async fn consume(
+    log: Arc<dyn LogStream>,
+    store: Arc<dyn Store>,
+    cfg: ConsumerConfig,
+    observer: Option<Arc<dyn gatehouse_core::ports::LogObserver>>,
+    shutdown: Shutdown,
+) -> Result<(), SinkError> {
+    // A fetch is never raced against anything (batches delivered to a
+    // dropped fetch would wait out the ack wait): it returns within a
+    // second, and shutdown and the lag figure are looked at between
+    // fetches.
+    let mut lag_at: Option<tokio::time::Instant> = None;
+    while !shutdown.is_triggered() {
+        if lag_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(5)) {
+            if let Ok(n) = log.backlog().await {
+                metrics().lag.set(i64::try_from(n).unwrap_or(i64::MAX));
             }
-            b = consumer
-                .fetch()
-                .max_messages(cfg.fetch)
-                .expires(Duration::from_secs(1))
-                .messages() => b,
-        };
-        let messages = match batch {
+            lag_at = Some(tokio::time::Instant::now());
+        }
+        let entries = match log.fetch(cfg.fetch, Duration::from_secs(1)).await {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "log stream fetch failed; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
+                tokio::select! {
+                    _ = shutdown.wait() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                }
             }
         };
-        messages
-            .for_each_concurrent(cfg.concurrency, |m| {
+        futures_util::stream::iter(entries)
+            .for_each_concurrent(cfg.concurrency, |entry| {
                 let store = store.clone();
                 let observer = observer.clone();
                 let retry = cfg.retry_delay;
                 async move {
-                    let m = match m {
-                        Ok(m) => m,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "log stream message error");
-                            return;
-                        }
-                    };
-                    let records: LogRecords = match serde_json::from_slice(&m.payload) {
+                    let records: LogRecords = match serde_json::from_slice(&entry.payload) {
                         Ok(r) => r,
                         Err(e) => {
-                            tracing::error!(error = %e, subject = %m.subject, "undecodable log batch terminated");
+                            tracing::error!(error = %e, kind = ?entry.kind, "undecodable log batch terminated");
                             metrics().poisoned.inc();
-                            let _ = m.ack_with(AckKind::Term).await;
+                            if let Err(e) = entry.term().await {
+                                tracing::warn!(error = %e, "terminating a log batch failed");
+                            }
                             return;
                         }
                     };
@@ -402,15 +355,18 @@ pub async fn run_consumer(
                             }
                             metrics().written.inc();
                             metrics().lines.inc_by(records.len() as u64);
-                            if let Err(e) = m.ack().await {
-                                // Redelivered after ack_wait; the write is idempotent.
+                            if let Err(e) = entry.ack().await {
+                                // Delivered again after the ack wait; the
+                                // write is idempotent.
                                 tracing::warn!(error = %e, "log batch ack failed");
                             }
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, lines = records.len(), "log batch write failed; will be redelivered");
                             metrics().retried.inc();
-                            let _ = m.ack_with(AckKind::Nak(Some(retry))).await;
+                            if let Err(e) = entry.nak(retry).await {
+                                tracing::warn!(error = %e, "log batch nak failed; redelivered after the ack wait");
+                            }
                         }
                     }
                 }
@@ -424,8 +380,8 @@ pub async fn run_consumer(
 /// `gatehouse.v1.IngestControl` (served on ingest's ops port): the stream
 /// backlog and the consumer's lag, read from JetStream at each call.
 pub struct Control {
-    pub js: Context,
-    pub cfg: ConsumerConfig,
+    pub log: JetStreamLog,
+    pub clock: Arc<dyn gatehouse_core::time::Clock>,
 }
 
 /// The full name of the ingest control service.
@@ -449,27 +405,20 @@ impl gatehouse_proto::v1::ingest_control_server::IngestControl for Control {
         &self,
         _: tonic::Request<gatehouse_proto::v1::StatusRequest>,
     ) -> Result<tonic::Response<gatehouse_proto::v1::IngestStatus>, tonic::Status> {
-        let down =
-            |e: &dyn std::fmt::Display| tonic::Status::unavailable(format!("JetStream: {e}"));
-        let mut stream = self.js.get_stream(STREAM).await.map_err(|e| down(&e))?;
-        let state = stream.info().await.map_err(|e| down(&e))?.state.clone();
-        let mut c = consumer(&self.js, &self.cfg).await.map_err(|e| down(&e))?;
-        let info = c.info().await.map_err(|e| down(&e))?;
-        let now_ns = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i128);
-        let oldest_ms = if state.messages == 0 {
-            0
-        } else {
-            u64::try_from((now_ns - state.first_timestamp.unix_timestamp_nanos()) / 1_000_000)
-                .unwrap_or(0)
-        };
+        let s = self
+            .log
+            .status()
+            .await
+            .map_err(|e| tonic::Status::unavailable(format!("JetStream: {e}")))?;
+        let now = self.clock.now_ms();
         Ok(tonic::Response::new(gatehouse_proto::v1::IngestStatus {
-            backlog_messages: state.messages,
-            backlog_bytes: state.bytes,
-            pending_acks: info.num_ack_pending as u64,
-            lag: info.num_pending,
-            oldest_unacked_ms: oldest_ms,
+            backlog_messages: s.messages,
+            backlog_bytes: s.bytes,
+            pending_acks: s.in_hand,
+            lag: s.undelivered,
+            oldest_unacked_ms: s
+                .oldest_ms
+                .map_or(0, |at| u64::try_from(now.saturating_sub(at)).unwrap_or(0)),
             batches_written: metrics().written.get(),
         }))
     }

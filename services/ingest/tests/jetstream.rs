@@ -5,12 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use gatehouse_bus::logstream::LogStream;
 use gatehouse_bus::nats_test_server::NatsTestServer;
 use gatehouse_core::HostId;
 use gatehouse_core::model::ResultFilter;
 use gatehouse_core::ports::{LogSink, SinkError, Store};
 use gatehouse_ingest::jetstream::{
-    self, ConsumerConfig, JetStreamSink, LogStreamConfig, STREAM, SUBJECT_RESULTS,
+    self, ConsumerConfig, LogStreamConfig, STREAM, SUBJECT_RESULTS, StreamSink,
 };
 use gatehouse_runtime::Shutdown;
 use gatehouse_store::EmbeddedStore;
@@ -65,6 +66,14 @@ async fn lines_of(store: &Arc<dyn Store>, host: &HostId) -> usize {
     .len()
 }
 
+/// The log stream as ingest sees it.
+async fn log_of(r: &Rig) -> gatehouse_bus::logstream::JetStreamLog {
+    ok(
+        jetstream::open_jetstream(r.client.clone(), &stream_cfg(), &ConsumerConfig::default())
+            .await,
+    )
+}
+
 async fn wait_for(what: &str, f: impl AsyncFnMut() -> bool) {
     gatehouse_testkit::until(what, Duration::from_secs(15), f).await;
 }
@@ -88,7 +97,7 @@ fn start_consumer(r: &Rig, cfg: ConsumerConfig) -> (Shutdown, tokio::task::JoinH
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_flow_from_the_edge_sink_to_the_store_once() {
     let r = rig().await;
-    let sink = ok(JetStreamSink::new(r.client.clone(), &stream_cfg()).await);
+    let sink = ok(StreamSink::jetstream(r.client.clone(), &stream_cfg()).await);
     let hosts: Vec<HostId> = (0..3)
         .map(|n| HostId::from_identity(&format!("hw:js-{n}")))
         .collect();
@@ -118,10 +127,10 @@ async fn batches_flow_from_the_edge_sink_to_the_store_once() {
         .await;
     }
     wait_for("an empty backlog", async || {
-        ok(jetstream::backlog(&js).await) == 0
+        ok(log_of(&r).await.backlog().await) == 0
     })
     .await;
-    assert_eq!(ok(jetstream::lag(&js, &ConsumerConfig::default()).await), 0);
+    assert_eq!(ok(log_of(&r).await.lag().await), 0);
     shutdown.trigger();
     ok(join.await);
 }
@@ -133,7 +142,7 @@ async fn edges_push_back_past_the_backlog_limit() {
         max_backlog: 2,
         ..stream_cfg()
     };
-    let sink = ok(JetStreamSink::new(r.client.clone(), &cfg).await);
+    let sink = ok(StreamSink::jetstream(r.client.clone(), &cfg).await);
     let host = HostId::from_identity("hw:js-bp");
     let now = gatehouse_core::time::now_ms();
     ok(sink.append(processes_post(&host, 1, 5, now)).await);
@@ -159,7 +168,7 @@ async fn edges_push_back_past_the_backlog_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_held_by_a_crashed_ingest_is_redelivered() {
     let r = rig().await;
-    let sink = ok(JetStreamSink::new(r.client.clone(), &stream_cfg()).await);
+    let sink = ok(StreamSink::jetstream(r.client.clone(), &stream_cfg()).await);
     let host = HostId::from_identity("hw:js-crash");
     ok(sink
         .append(processes_post(&host, 1, 7, gatehouse_core::time::now_ms()))
@@ -169,13 +178,10 @@ async fn a_batch_held_by_a_crashed_ingest_is_redelivered() {
         ..ConsumerConfig::default()
     };
     // An ingest process takes the batch and dies before acknowledging it.
-    let js = async_nats::jetstream::new(r.client.clone());
-    let c = ok(jetstream::consumer(&js, &cfg).await);
-    let mut taken = ok(c.fetch().max_messages(1).messages().await);
-    use futures_util::StreamExt;
-    let held = taken.next().await;
-    assert!(held.is_some_and(|m| m.is_ok()), "the batch was delivered");
-    drop(taken);
+    let log = ok(jetstream::open_jetstream(r.client.clone(), &stream_cfg(), &cfg).await);
+    let held = ok(log.fetch(1, Duration::from_secs(5)).await);
+    assert_eq!(held.len(), 1, "the batch was delivered");
+    drop(held);
     assert_eq!(lines_of(&r.store, &host).await, 0);
     // Another ingest gets it once the ack wait has passed.
     let (shutdown, join) = start_consumer(&r, cfg);
@@ -190,7 +196,7 @@ async fn a_batch_held_by_a_crashed_ingest_is_redelivered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undecodable_batch_is_terminated_and_the_rest_flows() {
     let r = rig().await;
-    let sink = ok(JetStreamSink::new(r.client.clone(), &stream_cfg()).await);
+    let sink = ok(StreamSink::jetstream(r.client.clone(), &stream_cfg()).await);
     let js = async_nats::jetstream::new(r.client.clone());
     ok(ok(js.publish(SUBJECT_RESULTS, "not a batch".into()).await).await);
     let host = HostId::from_identity("hw:js-poison");
@@ -203,7 +209,7 @@ async fn an_undecodable_batch_is_terminated_and_the_rest_flows() {
     })
     .await;
     wait_for("the stream to empty", async || {
-        ok(jetstream::backlog(&js).await) == 0
+        ok(log_of(&r).await.backlog().await) == 0
     })
     .await;
     shutdown.trigger();
@@ -217,7 +223,7 @@ async fn a_full_stream_pushes_back_instead_of_dropping() {
         max_bytes: 16 * 1024,
         ..stream_cfg()
     };
-    let sink = ok(JetStreamSink::new(r.client.clone(), &cfg).await);
+    let sink = ok(StreamSink::jetstream(r.client.clone(), &cfg).await);
     let host = HostId::from_identity("hw:js-full");
     let now = gatehouse_core::time::now_ms();
     let mut accepted = 0;

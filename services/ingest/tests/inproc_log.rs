@@ -1,0 +1,153 @@
+//! The durable log path over the in-process log stream: the same sink and
+//! consumer as the cluster's, with redelivery driven by a moved clock
+//! instead of a real ack wait.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_bus::logstream::{InProcLog, LogStream, StreamConfig};
+use gatehouse_core::HostId;
+use gatehouse_core::model::ResultFilter;
+use gatehouse_core::ports::{LogSink, SinkError, Store};
+use gatehouse_core::time::{Clock, ShiftedClock};
+use gatehouse_ingest::jetstream::{ConsumerConfig, LogStreamConfig, StreamSink, consume};
+use gatehouse_runtime::Shutdown;
+use gatehouse_store::EmbeddedStore;
+use gatehouse_store::conformance::processes_post;
+
+async fn lines_of(store: &Arc<dyn Store>, host: &HostId) -> usize {
+    ok(store
+        .query_results(&ResultFilter {
+            host_id: Some(host.clone()),
+            name: None,
+            since: 0,
+            until: i64::MAX,
+            limit: 10_000,
+        })
+        .await)
+    .len()
+}
+
+struct Rig {
+    log: Arc<InProcLog>,
+    clock: Arc<ShiftedClock>,
+    store: Arc<dyn Store>,
+    _dir: tempfile::TempDir,
+}
+
+fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
+    // Display, not Debug: the error says what failed in words.
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("call failed: {e}"),
+    }
+}
+
+fn rig(stream: StreamConfig) -> Rig {
+    let clock = Arc::new(ShiftedClock::new());
+    let dir = ok(tempfile::tempdir());
+    Rig {
+        log: Arc::new(InProcLog::new(stream, clock.clone())),
+        clock,
+        store: Arc::new(ok(EmbeddedStore::open(dir.path()))),
+        _dir: dir,
+    }
+}
+
+fn sink_cfg() -> LogStreamConfig {
+    LogStreamConfig {
+        backlog_refresh: Duration::from_millis(20),
+        ..LogStreamConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn batches_flow_once_and_a_crashed_consumers_batch_comes_back_after_the_ack_wait() {
+    let r = rig(StreamConfig {
+        ack_wait: Duration::from_secs(30),
+        ..StreamConfig::default()
+    });
+    let sink = StreamSink::new(r.log.clone(), &sink_cfg());
+    let host = HostId::from_identity("hw:inproc-1");
+    let now = r.clock.now_ms();
+    let batch = processes_post(&host, 1, 10, now);
+    sink.append(batch.clone()).await.unwrap();
+    // The agent re-sends it (its acknowledgement was lost): dropped.
+    sink.append(batch).await.unwrap();
+    assert_eq!(r.log.backlog().await.unwrap(), 1);
+
+    // An ingest takes the batch and dies before acknowledging it.
+    let held = r.log.fetch(10, Duration::ZERO).await.unwrap();
+    assert_eq!(held.len(), 1);
+    drop(held);
+    assert!(r.log.fetch(10, Duration::ZERO).await.unwrap().is_empty());
+
+    // Past the ack wait another ingest gets it and writes it once.
+    r.clock.advance(Duration::from_secs(31));
+    let shutdown = Shutdown::new();
+    let task = tokio::spawn(consume(
+        r.log.clone(),
+        r.store.clone(),
+        ConsumerConfig::default(),
+        None,
+        shutdown.clone(),
+    ));
+    gatehouse_testkit::until("the batch stored", Duration::from_secs(10), async || {
+        r.log.backlog().await.unwrap() == 0
+    })
+    .await;
+    assert_eq!(lines_of(&r.store, &host).await, 10);
+    shutdown.trigger();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_full_log_pushes_back_and_an_undecodable_batch_is_terminated() {
+    let r = rig(StreamConfig {
+        max_bytes: 4 * 1024,
+        ..StreamConfig::default()
+    });
+    // A batch no ingest can decode sits first in the log.
+    let poison = r
+        .log
+        .append(
+            gatehouse_bus::logstream::LogKind::Results,
+            "poison",
+            bytes::Bytes::from_static(b"not a batch"),
+        )
+        .await;
+    assert!(poison.is_ok());
+    let sink = StreamSink::new(r.log.clone(), &sink_cfg());
+    let host = HostId::from_identity("hw:inproc-full");
+    let now = r.clock.now_ms();
+    let mut accepted = 0;
+    let mut refused = false;
+    for n in 0..50 {
+        match sink.append(processes_post(&host, n, 5, now)).await {
+            Ok(()) => accepted += 1,
+            Err(SinkError::Backpressure) => {
+                refused = true;
+                break;
+            }
+            Err(e) => panic!("unexpected: {e}"),
+        }
+    }
+    assert!(refused, "the full log refused a batch");
+    assert!(accepted > 0);
+
+    let shutdown = Shutdown::new();
+    let task = tokio::spawn(consume(
+        r.log.clone(),
+        r.store.clone(),
+        ConsumerConfig::default(),
+        None,
+        shutdown.clone(),
+    ));
+    gatehouse_testkit::until("the log drained", Duration::from_secs(10), async || {
+        r.log.backlog().await.unwrap() == 0
+    })
+    .await;
+    assert_eq!(lines_of(&r.store, &host).await, accepted * 5);
+    shutdown.trigger();
+    task.await.unwrap().unwrap();
+}
