@@ -186,7 +186,7 @@ impl Sandbox {
             )
             .await?;
         anyhow::ensure!(code == 200, "results: {code} {v}");
-        Ok(v.as_array().map_or(0, Vec::len))
+        Ok(v["items"].as_array().map_or(0, Vec::len))
     }
 }
 

@@ -333,3 +333,131 @@ async fn ctl_apply_is_idempotent_and_exports_round_trip() -> anyhow::Result<()> 
     s.stop().await?;
     Ok(())
 }
+
+/// Runs `ctl query run` in a thread (it follows the campaign while the
+/// test's agents answer).
+fn query_run(
+    s: &TestServer,
+    token: &str,
+    targets: &str,
+    wait: &str,
+) -> anyhow::Result<std::thread::JoinHandle<std::io::Result<Output>>> {
+    let bin = gatehouse_bin()?;
+    let (url, ca, token) = (s.api_url.clone(), s.boot.ca_path.clone(), token.to_owned());
+    let targets = targets.to_owned();
+    let wait = wait.to_owned();
+    Ok(std::thread::spawn(move || {
+        Command::new(bin)
+            .args([
+                "ctl",
+                "query",
+                "run",
+                "--targets",
+                &targets,
+                "--wait",
+                &wait,
+                "SELECT * FROM no_such_table",
+            ])
+            .env_clear()
+            .env("GATEHOUSE_URL", url)
+            .env("GATEHOUSE_TOKEN", token)
+            .env("GATEHOUSE_CA", ca)
+            .output()
+    }))
+}
+
+/// `ctl query run` exits non-zero when hosts failed (3) or never answered
+/// (4), saying which; it once said every host answered when each had
+/// failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_query_that_fails_or_goes_unanswered_exits_non_zero() -> anyhow::Result<()> {
+    let s = TestServer::start().await?;
+    let admin = s.boot.admin_token.clone();
+    let mut ok_host = s.agent(1);
+    let mut bad_host = s.agent(2);
+    let mut silent_host = s.agent(3);
+    for a in [&mut ok_host, &mut bad_host, &mut silent_host] {
+        anyhow::ensure!(a.enroll().await?.agent_success());
+    }
+    let answer = |id: &str, status: i64| {
+        json!({"queries": {id: []}, "statuses": {id: status},
+               "messages": {id: "no such table: no_such_table"}})
+    };
+
+    // Every targeted host answered, one with an error: exit 3.
+    let targets = format!("{},{}", ok_host.host_id(), bad_host.host_id());
+    let run = query_run(&s, &admin, &targets, "30")?;
+    let id = ok_host.next_live_query().await?;
+    anyhow::ensure!(ok_host.write(answer(&id, 0)).await?.agent_success());
+    let id = bad_host.next_live_query().await?;
+    anyhow::ensure!(bad_host.write(answer(&id, 1)).await?.agent_success());
+    let o = run.join().map_err(|_| anyhow::anyhow!("ctl panicked"))??;
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "1 host(s) answered with an error: {}",
+            bad_host.host_id()
+        )),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stdout(&o).contains("every targeted host answered"));
+
+    // One host never answers within the wait: exit 4, naming it.
+    let targets = format!("{},{}", ok_host.host_id(), silent_host.host_id());
+    let run = query_run(&s, &admin, &targets, "3")?;
+    let id = ok_host.next_live_query().await?;
+    anyhow::ensure!(ok_host.write(answer(&id, 0)).await?.agent_success());
+    let o = run.join().map_err(|_| anyhow::anyhow!("ctl panicked"))??;
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "no answer from 1 host(s): {}",
+            silent_host.host_id()
+        )),
+        "{}",
+        stderr(&o)
+    );
+    s.stop().await?;
+    Ok(())
+}
+
+/// Client commands print no server log lines, no colour codes, and end
+/// quietly when their reader goes away (`| head`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_commands_are_quiet_and_survive_a_closed_pipe() -> anyhow::Result<()> {
+    let s = TestServer::start().await?;
+    let o = ctl(&s, &s.boot.admin_token, &["whoami"])?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "", "ctl printed log lines");
+    let o = Command::new(gatehouse_bin()?)
+        .args(["ctl", "--help"])
+        .env_clear()
+        .output()?;
+    assert!(o.status.success());
+    assert_eq!(stderr(&o), "");
+    assert!(
+        !stdout(&o).contains('\u{1b}'),
+        "colour codes off a terminal"
+    );
+
+    // A reader that stops after the first bytes: no panic, no backtrace.
+    for args in [vec!["openapi"], vec!["ctl", "audit", "--limit", "500"]] {
+        let mut child = Command::new(gatehouse_bin()?)
+            .args(&args)
+            .env_clear()
+            .env("GATEHOUSE_URL", &s.api_url)
+            .env("GATEHOUSE_TOKEN", &s.boot.admin_token)
+            .env("GATEHOUSE_CA", &s.boot.ca_path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        // Closing our end at once is `| head -c0`.
+        drop(child.stdout.take());
+        let o = child.wait_with_output()?;
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"), "{args:?}: {}", stderr(&o));
+    }
+    s.stop().await?;
+    Ok(())
+}

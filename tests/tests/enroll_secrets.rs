@@ -32,8 +32,14 @@ async fn enroll_secrets_label_expire_and_revoke() -> anyhow::Result<()> {
     let (_, listed) = s
         .call(&admin, Method::GET, "/api/v1/enroll_secrets", None)
         .await?;
-    assert_eq!(listed[0]["id"], "laptops");
-    assert!(listed[0].get("secret").is_none(), "{listed}");
+    let ids: Vec<&str> = listed
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["bootstrap", "laptops"], "{listed}");
+    assert!(listed[1].get("secret").is_none(), "{listed}");
     assert!(!listed.to_string().contains(&laptops));
     // Validation and uniqueness.
     for (body, want) in [
@@ -187,6 +193,51 @@ async fn enroll_secrets_label_expire_and_revoke() -> anyhow::Result<()> {
     }
     // The value never reaches the audit log.
     assert!(!audit.to_string().contains("a-chosen-secret-value"));
+    s.stop().await?;
+    Ok(())
+}
+
+/// The enroll secret of the first start is listed as `bootstrap` (by hash
+/// only), can be revoked like any other, and stays revoked across a
+/// restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bootstrap_secret_is_listed_and_revocable() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let s = TestServer::start_in(&data, |_| {}).await?;
+    let admin = s.boot.admin_token.clone();
+    let (code, listed) = s
+        .call(&admin, Method::GET, "/api/v1/enroll_secrets", None)
+        .await?;
+    assert_eq!(code, 200);
+    let boot = &listed[0];
+    assert_eq!(boot["id"], "bootstrap", "{listed}");
+    assert_eq!(boot["revoked"], false);
+    assert!(!listed.to_string().contains(&s.boot.enroll_secret));
+    anyhow::ensure!(s.agent(1).enroll().await?.agent_success());
+
+    let (code, revoked) = s
+        .call(
+            &admin,
+            Method::POST,
+            "/api/v1/enroll_secrets/bootstrap/revoke",
+            None,
+        )
+        .await?;
+    assert_eq!(code, 200, "{revoked}");
+    assert!(!s.agent(2).enroll().await?.agent_success());
+    s.stop().await?;
+
+    let s = TestServer::start_in(&data, |_| {}).await?;
+    let (_, listed) = s
+        .call(&admin, Method::GET, "/api/v1/enroll_secrets", None)
+        .await?;
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed[0]["revoked"], true, "{listed}");
+    assert!(
+        !s.agent(3).enroll().await?.agent_success(),
+        "a revoked bootstrap secret came back after a restart"
+    );
     s.stop().await?;
     Ok(())
 }

@@ -112,7 +112,7 @@ async fn harness_drives_the_all_in_one() -> anyhow::Result<()> {
         let id = h["id"].as_str().unwrap_or_default();
         stored += s
             .get(&format!("/api/v1/results?host={id}&limit=10000"))
-            .await?
+            .await?["items"]
             .as_array()
             .map_or(0, Vec::len);
         stored += s

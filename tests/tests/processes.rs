@@ -218,7 +218,7 @@ ingest_ack_wait_ms = 2000
                 .await?
                 .json()
                 .await?;
-            Ok((v.as_array().map_or(0, Vec::len) == 3).then_some(()))
+            Ok((v["items"].as_array().map_or(0, Vec::len) == 3).then_some(()))
         })
         .await?;
     }

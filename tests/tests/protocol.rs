@@ -247,7 +247,7 @@ async fn logs_in_every_format_gzip_and_resends_are_stored_once() -> R {
 
     let host = a.host_id();
     let rows = s.get(&format!("/api/v1/results?host={host}")).await?;
-    let rows = rows.as_array().cloned().unwrap_or_default();
+    let rows = rows["items"].as_array().cloned().unwrap_or_default();
     assert_eq!(rows.len(), 4, "re-sent batch stored twice: {rows:?}");
     let kinds: Vec<&str> = rows.iter().filter_map(|r| r["kind"].as_str()).collect();
     assert!(
@@ -271,11 +271,12 @@ async fn logs_in_every_format_gzip_and_resends_are_stored_once() -> R {
     );
     let users = s
         .get(&format!(
-            "/api/v1/results?host={host}&name=pack_inventory_users&since={t}&until={}",
-            t + 1
+            "/api/v1/results?host={host}&name=pack_inventory_users&since={}&until={}",
+            t * 1000,
+            (t + 1) * 1000
         ))
         .await?;
-    assert_eq!(users.as_array().map(Vec::len), Some(2));
+    assert_eq!(users["items"].as_array().map(Vec::len), Some(2), "{users}");
     let status = s.get(&format!("/api/v1/hosts/{host}/status_logs")).await?;
     assert_eq!(status[0]["severity"], 2);
     assert!(
@@ -311,8 +312,7 @@ async fn node_invalid_then_reenroll_then_the_batch_gets_through() -> R {
     assert_eq!(a.host_id(), host);
     assert!(a.log("result", line).await?.agent_success());
     assert_eq!(
-        s.get(&format!("/api/v1/results?host={host}"))
-            .await?
+        s.get(&format!("/api/v1/results?host={host}")).await?["items"]
             .as_array()
             .map(Vec::len),
         Some(1)

@@ -59,7 +59,7 @@ async fn acknowledged_logs_and_state_survive_a_restart() -> anyhow::Result<()> {
     for a in &agents {
         before += s
             .get(&format!("/api/v1/results?host={}&limit=10000", a.host_id()))
-            .await?
+            .await?["items"]
             .as_array()
             .map(Vec::len)
             .unwrap_or(0);
@@ -76,7 +76,7 @@ async fn acknowledged_logs_and_state_survive_a_restart() -> anyhow::Result<()> {
         let rows = s
             .get(&format!("/api/v1/results?host={}&limit=10000", a.host_id()))
             .await?;
-        total += rows.as_array().map(Vec::len).unwrap_or(0);
+        total += rows["items"].as_array().map(Vec::len).unwrap_or(0);
         assert!(
             a.config().await?.agent_success(),
             "node key still valid after restart"

@@ -72,7 +72,10 @@ async fn agents_are_served_from_a_cql_store_across_a_restart() -> anyhow::Result
                 a.host_id()
             ))
             .await?;
-        assert_eq!(one.as_array().map(Vec::len), Some(acked / agents.len()));
+        assert_eq!(
+            one["items"].as_array().map(Vec::len),
+            Some(acked / agents.len())
+        );
         total += acked / agents.len();
     }
     assert_eq!(total, acked);
@@ -118,7 +121,7 @@ async fn agents_are_served_from_a_cql_store_across_a_restart() -> anyhow::Result
     for a in &agents {
         after += s
             .get(&format!("/api/v1/results?host={}&limit=10000", a.host_id()))
-            .await?
+            .await?["items"]
             .as_array()
             .map_or(0, Vec::len);
     }

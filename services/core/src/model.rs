@@ -421,6 +421,115 @@ pub struct ResultFilter {
     /// Exclusive upper bound, unix seconds.
     pub until: i64,
     pub limit: usize,
+    pub order: LogOrder,
+    /// Only lines after this one in `order` (the last line of the
+    /// previous page).
+    pub after: Option<ResultCursor>,
+}
+
+/// Which lines come first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogOrder {
+    #[default]
+    OldestFirst,
+    NewestFirst,
+}
+
+/// A result line's place in the order (agent time, host, query, line id):
+/// a page's cursor.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ResultCursor {
+    pub unix_time: i64,
+    pub host_id: HostId,
+    pub name: String,
+    pub line_id: String,
+}
+
+impl ResultCursor {
+    pub fn of(r: &ResultLog) -> Self {
+        Self {
+            unix_time: r.unix_time,
+            host_id: r.host_id.clone(),
+            name: r.name.clone(),
+            line_id: r.line_id.clone(),
+        }
+    }
+
+    /// An opaque token: the fields, each percent-free, joined by `~`
+    /// (host ids, query names and line ids never hold `~`; a name that
+    /// does is escaped).
+    pub fn encode(&self) -> String {
+        let esc = |s: &str| s.replace('%', "%25").replace('~', "%7E");
+        format!(
+            "{}~{}~{}~{}",
+            self.unix_time,
+            esc(self.host_id.as_str()),
+            esc(&self.name),
+            esc(&self.line_id)
+        )
+    }
+
+    pub fn decode(s: &str) -> Option<Self> {
+        let unesc = |s: &str| s.replace("%7E", "~").replace("%25", "%");
+        let mut parts = s.split('~');
+        let unix_time = parts.next()?.parse().ok()?;
+        let host_id = HostId::parse(&unesc(parts.next()?))?;
+        let name = unesc(parts.next()?);
+        let line_id = unesc(parts.next()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(Self {
+            unix_time,
+            host_id,
+            name,
+            line_id,
+        })
+    }
+}
+
+impl ResultFilter {
+    /// Whether `r` (already in the window) belongs on this page: after
+    /// the cursor in the filter's order.
+    pub fn after_cursor(&self, r: &ResultLog) -> bool {
+        let Some(c) = &self.after else {
+            return true;
+        };
+        let key = (r.unix_time, &r.host_id, &r.name, &r.line_id);
+        let at = (c.unix_time, &c.host_id, &c.name, &c.line_id);
+        match self.order {
+            LogOrder::OldestFirst => key > at,
+            LogOrder::NewestFirst => key < at,
+        }
+    }
+
+    /// Sorts lines in the filter's order.
+    pub fn sort(&self, lines: &mut [ResultLog]) {
+        lines.sort_by(|a, b| {
+            let o = (a.unix_time, &a.host_id, &a.name, &a.line_id).cmp(&(
+                b.unix_time,
+                &b.host_id,
+                &b.name,
+                &b.line_id,
+            ));
+            match self.order {
+                LogOrder::OldestFirst => o,
+                LogOrder::NewestFirst => o.reverse(),
+            }
+        });
+    }
+
+    /// The window narrowed by the cursor (lines in the cursor's second
+    /// stay in it: `after_cursor` separates them).
+    pub fn window(&self) -> (i64, i64) {
+        match (&self.after, self.order) {
+            (None, _) => (self.since, self.until),
+            (Some(c), LogOrder::OldestFirst) => (self.since.max(c.unix_time), self.until),
+            (Some(c), LogOrder::NewestFirst) => {
+                (self.since, self.until.min(c.unix_time.saturating_add(1)))
+            }
+        }
+    }
 }
 
 /// What an operator may do. Ordered by power: every role may do what the

@@ -8,7 +8,6 @@ use axum::response::Response;
 use gatehouse_core::HostId;
 use gatehouse_core::ids::identity_from_details;
 use gatehouse_core::logs::records;
-use gatehouse_core::nodekey::secret_matches;
 use gatehouse_core::ports::SinkError;
 use gatehouse_core::wire::{self, parse_object};
 use gatehouse_proto::v1::{
@@ -120,29 +119,21 @@ pub(crate) async fn enroll(State(edge): EdgeState, req: Request) -> Response {
 async fn enroll_inner(edge: &Edge, req: Request) -> Result<Response, EdgeError> {
     let (_, addr, bytes) = edge.body(req).await?;
     let e = wire::parse_enroll(&bytes)?;
-    let labels = if edge
-        .cfg
-        .enroll_secrets
-        .iter()
-        .any(|s| secret_matches(&e.enroll_secret, s))
-    {
-        Vec::new()
-    } else {
-        // Secrets operators created: found by the SHA-256 of the value.
-        let sha = gatehouse_core::ids::sha256_hex(e.enroll_secret.as_bytes());
-        match edge.deps.store.enroll_secret_by_hash(&sha).await {
-            Ok(Some(s)) if s.is_usable(edge.deps.clock.now_ms()) => s.labels,
-            Ok(found) => {
-                let why = if found.is_some() {
-                    "enroll secret revoked or expired"
-                } else {
-                    "invalid enroll secret"
-                };
-                tracing::warn!(host_identifier = %e.host_identifier, remote = %addr, why, "enrollment refused");
-                return Err(EdgeError::EnrollDenied(why.into()));
-            }
-            Err(err) => return Err(EdgeError::Unavailable(format!("enroll secrets: {err}"))),
+    // Every enroll secret, the first start's included, is in the store,
+    // found by the SHA-256 of its value (so each can be listed and revoked).
+    let sha = gatehouse_core::ids::sha256_hex(e.enroll_secret.as_bytes());
+    let labels = match edge.deps.store.enroll_secret_by_hash(&sha).await {
+        Ok(Some(s)) if s.is_usable(edge.deps.clock.now_ms()) => s.labels,
+        Ok(found) => {
+            let why = if found.is_some() {
+                "enroll secret revoked or expired"
+            } else {
+                "invalid enroll secret"
+            };
+            tracing::warn!(host_identifier = %e.host_identifier, remote = %addr, why, "enrollment refused");
+            return Err(EdgeError::EnrollDenied(why.into()));
         }
+        Err(err) => return Err(EdgeError::Unavailable(format!("enroll secrets: {err}"))),
     };
     let identity = identity_from_details(&e.host_details, &e.host_identifier);
     let host = HostId::from_identity(&identity);

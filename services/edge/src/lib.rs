@@ -103,8 +103,6 @@ pub struct EdgeConfig {
     pub max_inflated_bytes: usize,
     /// Largest carve accepted; larger ones are refused at carve begin.
     pub max_carve_bytes: u64,
-    /// Enroll secrets accepted (any of them).
-    pub enroll_secrets: Vec<String>,
     /// Agent requests handled at once; past this the edge answers
     /// `{"error": ...}` at once, so agents back off instead of timing out.
     pub max_in_flight: usize,
@@ -118,7 +116,6 @@ impl Default for EdgeConfig {
             max_body_bytes: 32 * 1024 * 1024,
             max_inflated_bytes: 128 * 1024 * 1024,
             max_carve_bytes: 4 * 1024 * 1024 * 1024,
-            enroll_secrets: Vec::new(),
             max_in_flight: 4096,
             serve: ServeOptions {
                 name: "edge",

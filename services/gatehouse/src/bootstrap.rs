@@ -223,6 +223,54 @@ pub fn flagfile(cfg: &ServeConfig, ca: &Path, secret: &Path) -> String {
     )
 }
 
+/// The id the first start's enroll secret is listed under.
+pub const BOOTSTRAP_SECRET_ID: &str = "bootstrap";
+
+/// Records the data directory's enroll secret in the store (as
+/// `bootstrap`, by its hash only) unless a secret with its value is there
+/// already, so it is listed, expires and is revoked like any other; a
+/// revoked one stays revoked. Idempotent: every role of a cluster calls it.
+pub async fn register_enroll_secret(
+    store: &dyn gatehouse_core::ports::Store,
+    boot: &Bootstrap,
+    now_ms: i64,
+) -> anyhow::Result<()> {
+    let sha = gatehouse_core::ids::sha256_hex(boot.enroll_secret.as_bytes());
+    let unreadable = |e| anyhow::anyhow!("reading the enroll secrets: {e}");
+    if store
+        .enroll_secret_by_hash(&sha)
+        .await
+        .map_err(unreadable)?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let taken = store
+        .list_enroll_secrets()
+        .await
+        .map_err(unreadable)?
+        .iter()
+        .any(|s| s.id == BOOTSTRAP_SECRET_ID);
+    // An operator's own secret named `bootstrap` keeps its name.
+    let id = if taken {
+        format!("{BOOTSTRAP_SECRET_ID}-{}", &sha[..8])
+    } else {
+        BOOTSTRAP_SECRET_ID.to_owned()
+    };
+    store
+        .put_enroll_secret(&gatehouse_core::model::EnrollSecret {
+            id,
+            secret_sha256: sha,
+            labels: Vec::new(),
+            created_at: now_ms,
+            expires_at: None,
+            revoked: false,
+            created_by: format!("first start ({})", boot.enroll_secret_path.display()),
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("recording the enroll secret: {e}"))
+}
+
 /// Prepares the data directory (idempotent).
 pub fn prepare(cfg: &ServeConfig) -> Result<Bootstrap, BootstrapError> {
     let dir = &cfg.data_dir;

@@ -95,6 +95,10 @@ pub async fn start_edge(
         &boot.key_path,
         cfg.tls.client_ca.as_deref(),
     )?;
+    // The shared data directory's enroll secret, listed and revocable
+    // like any other (idempotent across edges).
+    crate::bootstrap::register_enroll_secret(store.as_ref(), boot, gatehouse_core::time::now_ms())
+        .await?;
     let bus = nats(cfg, "edge").await?;
     let sink: Arc<dyn LogSink> = Arc::new(
         StreamSink::jetstream(bus.client().clone(), &stream_cfg(cfg))
@@ -102,7 +106,7 @@ pub async fn start_edge(
             .map_err(|e| anyhow::anyhow!("edge: {e}"))?,
     );
     let bus: Arc<dyn Bus> = Arc::new(bus);
-    let edge_cfg = edge_config(cfg, boot);
+    let edge_cfg = edge_config(cfg);
     let deps = EdgeDeps {
         keys: NodeKeys::new(&boot.node_key_secret),
         hosts: host_client(cfg, bus),

@@ -55,6 +55,17 @@ pub struct ServeConfig {
     pub cluster: ClusterConfig,
     /// The rule engine (runs in `serve` and in each `ingest`).
     pub rules: RulesSection,
+    /// Server log lines on stderr: `text` (coloured only on a terminal) or
+    /// `json` (one object per line, for log collectors).
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -201,6 +212,7 @@ impl Default for ServeConfig {
             store: StoreConfig::default(),
             cluster: ClusterConfig::default(),
             rules: RulesSection::default(),
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -277,6 +289,19 @@ impl ServeConfig {
         }
         if let Some(v) = env_parse("GATEHOUSE_SHARDS", env)? {
             cfg.shards = v;
+        }
+        if let Some(v) = env("GATEHOUSE_LOG_FORMAT") {
+            cfg.log_format = match v.as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => {
+                    return Err(ConfigError::Env {
+                        name: "GATEHOUSE_LOG_FORMAT",
+                        value: v,
+                        reason: "expected text or json".into(),
+                    });
+                }
+            };
         }
         if let Some(v) = env("GATEHOUSE_STORE") {
             cfg.store.kind = match v.as_str() {

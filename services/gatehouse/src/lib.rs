@@ -8,4 +8,5 @@ pub mod bootstrap;
 pub mod cluster;
 pub mod config;
 pub mod ctl;
+pub mod output;
 pub mod serve;

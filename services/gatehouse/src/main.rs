@@ -1,6 +1,7 @@
 //! `gatehouse`: parse the command line, set up logging and the crypto
 //! provider, validate configuration (exit 64 when it is wrong), then run.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -62,8 +63,9 @@ enum Command {
     /// /api/v1/openapi.json).
     Openapi,
     /// Validates a configuration (file plus GATEHOUSE_* variables) without
-    /// starting anything; with --cluster, also what the cluster roles need.
-    /// Prints the effective configuration as TOML.
+    /// starting anything, for the process named by --role (a cluster role
+    /// also needs a shared store). Prints the effective configuration as
+    /// TOML.
     Check {
         #[arg(short, long, env = "GATEHOUSE_CONFIG")]
         config: Option<PathBuf>,
@@ -84,31 +86,25 @@ enum RoleKind {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn")
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     gatehouse_runtime::tls::install_crypto_provider();
-    // Every agent holds 2-4 keep-alive connections: use the whole hard limit.
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(n) => tracing::info!(open_files = n, "open-file limit"),
-        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
-    }
     match cli.command {
         Command::Serve { config } => serve(config),
         Command::Edge { config } => role(RoleKind::Edge, config, None),
         Command::Hostd { config, instance } => role(RoleKind::Hostd, config, instance),
         Command::Ingest { config } => role(RoleKind::Ingest, config, None),
         Command::Api { config } => role(RoleKind::Api, config, None),
-        Command::Check { config, role } => check(config, &role),
-        Command::Ctl(args) => ctl(args),
+        // Client commands: only warnings reach stderr, never server lines.
+        Command::Check { config, role } => {
+            client_logging();
+            check(config, &role)
+        }
+        Command::Ctl(args) => {
+            client_logging();
+            ctl(args)
+        }
         Command::Openapi => match serde_json::to_string_pretty(&gatehouse_api::rest::openapi()) {
             Ok(doc) => {
-                println!("{doc}");
+                gatehouse::output::line(&doc);
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -116,6 +112,41 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// Colours only when stderr is a terminal.
+fn ansi() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal()
+}
+
+/// A client command's logging: warnings and errors, no colour off a
+/// terminal.
+fn client_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .with_ansi(ansi())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// A server's logging, as configured (`log_format`; `RUST_LOG` sets the
+/// level), then the process setup every server does.
+fn server_setup(cfg: &ServeConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn"));
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cfg.log_format {
+        gatehouse::config::LogFormat::Json => fmt.json().with_current_span(false).init(),
+        gatehouse::config::LogFormat::Text => fmt.with_ansi(ansi()).init(),
+    }
+    // Every agent holds 2-4 keep-alive connections: use the whole hard limit.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::info!(open_files = n, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
 }
 
@@ -132,10 +163,15 @@ fn ctl(args: gatehouse::ctl::CtlArgs) -> ExitCode {
     };
     match rt.block_on(gatehouse::ctl::run(args)) {
         Ok(out) => {
-            println!("{out}");
+            gatehouse::output::line(&out);
             ExitCode::SUCCESS
         }
         Err(e) => {
+            if let gatehouse::ctl::CtlError::Incomplete { output, .. } = &e
+                && !output.is_empty()
+            {
+                gatehouse::output::line(output);
+            }
             eprintln!("gatehouse ctl: {e}");
             ExitCode::from(e.exit_code())
         }
@@ -188,7 +224,7 @@ fn check(config: Option<PathBuf>, role: &str) -> ExitCode {
     }
     match toml::to_string(&shown) {
         Ok(t) => {
-            println!("{t}");
+            gatehouse::output::line(&t);
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -212,6 +248,7 @@ fn setup(
         eprintln!("gatehouse: {e}");
         ExitCode::from(64)
     })?;
+    server_setup(&cfg);
     // The data directory holds the secrets and certificates (shared by
     // every role of a cluster).
     let boot = gatehouse::bootstrap::prepare(&cfg).map_err(|e| {
@@ -313,11 +350,13 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
         Err(code) => return code,
     };
     exit(rt.block_on(async {
+        // The store first: a second server on the same data directory is
+        // told that, not that a port is taken.
+        let store = gatehouse::serve::open_store(&cfg, &boot).await?;
         let agents = bind(cfg.listen, "listen").await?;
         let api = bind(cfg.api_listen, "api_listen").await?;
         let banner = gatehouse::serve::banner(&cfg, &boot, agents.local_addr()?, api.local_addr()?);
         let ops = bind_ops(&cfg).await?;
-        let store = gatehouse::serve::open_store(&cfg, &boot).await?;
         let running = gatehouse::serve::start(
             &cfg,
             &boot,
@@ -327,8 +366,62 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
             api,
             ops,
         )?;
-        println!("{banner}");
+        // The banner goes to stdout; a closed stdout must not stop a server.
+        let _ = writeln!(std::io::stdout(), "{banner}");
         running.shutdown.trigger_on_signals();
         running.wait().await
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every `--flag` a command's help text mentions is one it accepts
+    /// (`check --help` once advertised a `--cluster` that did not exist).
+    #[test]
+    fn help_texts_mention_only_flags_that_exist() {
+        fn walk(cmd: &clap::Command, path: &str, bad: &mut Vec<String>) {
+            let mut text = String::new();
+            for t in [cmd.get_about(), cmd.get_long_about()]
+                .into_iter()
+                .flatten()
+            {
+                text.push_str(&t.to_string());
+            }
+            for a in cmd.get_arguments() {
+                for t in [a.get_help(), a.get_long_help()].into_iter().flatten() {
+                    text.push_str(&t.to_string());
+                }
+            }
+            let known: Vec<String> = cmd
+                .get_arguments()
+                .filter_map(|a| a.get_long().map(String::from))
+                .chain(["help".to_owned(), "version".to_owned()])
+                .collect();
+            for word in text.split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ',')
+            {
+                if let Some(flag) = word.strip_prefix("--") {
+                    let flag: String = flag
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                        .collect();
+                    // osquery's own flags (`--tls_hostname`) are not ours.
+                    if !flag.is_empty() && !flag.contains('_') && !known.contains(&flag) {
+                        bad.push(format!("{path}: --{flag}"));
+                    }
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), bad);
+            }
+        }
+        let mut bad = Vec::new();
+        walk(&Cli::command(), "gatehouse", &mut bad);
+        assert!(
+            bad.is_empty(),
+            "help mentions flags that do not exist: {bad:?}"
+        );
+    }
 }

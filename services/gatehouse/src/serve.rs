@@ -83,13 +83,12 @@ pub(crate) fn serve_options(cfg: &ServeConfig, name: &'static str) -> ServeOptio
 }
 
 /// The edge's settings from the configuration and the bootstrap secrets.
-pub(crate) fn edge_config(cfg: &ServeConfig, boot: &Bootstrap) -> EdgeConfig {
+pub(crate) fn edge_config(cfg: &ServeConfig) -> EdgeConfig {
     EdgeConfig {
         paths: cfg.paths.clone(),
         max_body_bytes: cfg.limits.max_body_bytes,
         max_inflated_bytes: cfg.limits.max_inflated_bytes,
         max_carve_bytes: cfg.limits.max_carve_bytes,
-        enroll_secrets: vec![boot.enroll_secret.clone()],
         max_in_flight: cfg.limits.max_in_flight_requests,
         serve: serve_options(cfg, "edge"),
     }
@@ -147,10 +146,12 @@ impl gatehouse_core::ports::RequestObserver for StoreMetrics {
 /// Opens the configured store: the embedded one in the data directory, or
 /// a ScyllaDB cluster (connecting and applying schema migrations).
 pub async fn open_store(cfg: &ServeConfig, boot: &Bootstrap) -> anyhow::Result<Arc<dyn Store>> {
-    Ok(match cfg.store.kind {
-        StoreKind::Embedded => Arc::new(EmbeddedStore::open(&boot.store_dir).map_err(|e| {
-            anyhow::anyhow!("opening the store in {}: {e}", boot.store_dir.display())
-        })?),
+    let store: Arc<dyn Store> = match cfg.store.kind {
+        // The error names the directory (and says when another process
+        // holds it).
+        StoreKind::Embedded => {
+            Arc::new(EmbeddedStore::open(&boot.store_dir).map_err(|e| anyhow::anyhow!("{e}"))?)
+        }
         StoreKind::Scylla => {
             let mut sc = cfg.store.scylla.clone();
             sc.ttl.logs_days = cfg.limits.retention_days;
@@ -162,7 +163,10 @@ pub async fn open_store(cfg: &ServeConfig, boot: &Bootstrap) -> anyhow::Result<A
             )));
             Arc::new(store)
         }
-    })
+    };
+    crate::bootstrap::register_enroll_secret(store.as_ref(), boot, gatehouse_core::time::now_ms())
+        .await?;
+    Ok(store)
 }
 
 /// Starts every role on the given listeners over `store`, reading time
@@ -196,7 +200,7 @@ pub fn start(
     let sink: Arc<dyn LogSink> = Arc::new(
         DirectSink::new(store.clone(), &ingest_cfg).with_observer(Arc::new(rules.clone())),
     );
-    let edge_cfg = edge_config(cfg, boot);
+    let edge_cfg = edge_config(cfg);
     let admin = Arc::new(
         Admin::new(
             store.clone(),

@@ -23,6 +23,7 @@ async fn lines_of(store: &Arc<dyn Store>, host: &HostId) -> usize {
             since: 0,
             until: i64::MAX,
             limit: 10_000,
+            ..Default::default()
         })
         .await)
     .len()

@@ -211,6 +211,28 @@ impl Engine {
         Ok(n)
     }
 
+    /// The host's name for an alert on one of its lines: the line's
+    /// `hostname` decoration, else the enrolled host's name, else the
+    /// agent's `hostIdentifier` (osquery's defaults carry no decorations).
+    async fn hostname_of(&self, line: &ResultLog) -> String {
+        let field = |p: &str| {
+            line.line
+                .pointer(p)
+                .and_then(|v| v.as_str())
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        if let Some(h) = field("/decorations/hostname") {
+            return h;
+        }
+        match self.inner.store.get_host(&line.host_id).await {
+            Ok(Some(h)) if !h.hostname.is_empty() => return h.hostname,
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "host unreadable for an alert's hostname"),
+        }
+        field("/hostIdentifier").unwrap_or_default()
+    }
+
     /// Evaluates result rules against a durable batch of result lines.
     pub async fn on_results(&self, lines: &[ResultLog]) {
         let set = self.rule_set();
@@ -231,12 +253,7 @@ impl Engine {
                     if !rule.fires_on(&line.name, row) {
                         continue;
                     }
-                    let hostname = line
-                        .line
-                        .pointer("/decorations/hostname")
-                        .and_then(|v| v.as_str())
-                        .unwrap_or_default()
-                        .to_owned();
+                    let hostname = self.hostname_of(line).await;
                     let alert = Alert {
                         id: alert_id(&[&rule.rule.name, &line.line_id, &n.to_string()]),
                         // Agent time when plausible, so a re-sent line (a

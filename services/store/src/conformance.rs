@@ -114,6 +114,21 @@ fn filter(
         since,
         until,
         limit,
+        ..ResultFilter::default()
+    }
+}
+
+/// Walks every page of `f` (pages of `f.limit` lines) by cursor.
+async fn all_pages(store: &dyn Store, mut f: ResultFilter) -> Vec<ResultLog> {
+    let mut out = Vec::new();
+    loop {
+        let page = ok(store.query_results(&f).await);
+        let Some(last) = page.last() else {
+            return out;
+        };
+        f.after = Some(gatehouse_core::model::ResultCursor::of(last));
+        out.extend(page);
+        assert!(out.len() <= 1000, "paging does not end");
     }
 }
 
@@ -392,6 +407,27 @@ async fn logs(store: &dyn Store, sem: Semantics, report: &mut Report) {
         all_a.windows(2).all(|w| w[0].unix_time <= w[1].unix_time),
         "results come in time order"
     );
+    // Newest first, and every line once when paged by cursor either way.
+    let newest = ok(store
+        .query_results(&ResultFilter {
+            order: LogOrder::NewestFirst,
+            ..filter(Some(&a), None, 0, i64::MAX, 2)
+        })
+        .await);
+    let mut reversed = all_a.clone();
+    reversed.reverse();
+    assert_eq!(newest[..], reversed[..2], "the newest lines first");
+    let paged = all_pages(store, filter(Some(&a), None, 0, i64::MAX, 1)).await;
+    assert_eq!(paged, all_a, "oldest-first pages of one");
+    let paged = all_pages(
+        store,
+        ResultFilter {
+            order: LogOrder::NewestFirst,
+            ..filter(Some(&a), None, 0, i64::MAX, 3)
+        },
+    )
+    .await;
+    assert_eq!(paged, reversed, "newest-first pages of three");
     if sem.clustering_ranges {
         let users_a = ok(store
             .query_results(&filter(Some(&a), Some("users"), day, day + 1, 100))

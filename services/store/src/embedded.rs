@@ -155,7 +155,13 @@ fn first_day(ks: &Keyspace) -> Option<(u32, u32)> {
 impl EmbeddedStore {
     /// Opens (or creates) the database under `dir`.
     pub fn open(dir: &Path) -> StoreResult<Self> {
-        let db = Database::builder(dir).open().map_err(unavailable)?;
+        let db = Database::builder(dir).open().map_err(|e| match e {
+            fjall::Error::Locked => StoreError::Unavailable(format!(
+                "{} is in use by another Gatehouse process (its store is locked); stop that process or give this one another data_dir",
+                dir.display()
+            )),
+            e => StoreError::Unavailable(format!("opening the store in {}: {e}", dir.display())),
+        })?;
         let ks = |name: &str| {
             db.keyspace(name, KeyspaceCreateOptions::default)
                 .map_err(unavailable)
@@ -569,6 +575,7 @@ impl Store for EmbeddedStore {
             ));
         }
         let f = f.clone();
+        let (since, until) = f.window();
         self.run(move |i| {
             let Some((lo, hi)) = first_day(&i.results) else {
                 return Ok(Vec::new());
@@ -588,7 +595,7 @@ impl Store for EmbeddedStore {
                 for g in i.results.prefix(&prefix) {
                     let (k, v) = g.into_inner().map_err(unavailable)?;
                     let r: ResultLog = dec(&k, &v)?;
-                    if r.unix_time < f.since || r.unix_time >= f.until {
+                    if r.unix_time < since || r.unix_time >= until || !f.after_cursor(&r) {
                         continue;
                     }
                     if f.name.as_ref().is_some_and(|n| *n != r.name) {
@@ -597,14 +604,7 @@ impl Store for EmbeddedStore {
                     out.push(r);
                 }
             }
-            out.sort_by(|a, b| {
-                (a.unix_time, &a.host_id, &a.name, &a.line_id).cmp(&(
-                    b.unix_time,
-                    &b.host_id,
-                    &b.name,
-                    &b.line_id,
-                ))
-            });
+            f.sort(&mut out);
             out.truncate(f.limit);
             Ok(out)
         })
@@ -1090,6 +1090,15 @@ mod tests {
         assert!(report.not_run.is_empty(), "{report}");
     }
 
+    #[test]
+    fn a_store_in_use_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = EmbeddedStore::open(dir.path()).unwrap();
+        let e = EmbeddedStore::open(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("in use by another Gatehouse process"), "{e}");
+        assert!(e.contains(&dir.path().display().to_string()), "{e}");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn data_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
@@ -1135,6 +1144,7 @@ mod reopen_tests {
             since: 0,
             until: i64::MAX,
             limit: 100_000,
+            ..Default::default()
         };
         assert_eq!(
             store.query_results(&f).await.unwrap_or_default().len(),

@@ -5,7 +5,7 @@
 
 use gatehouse_core::HostId;
 use gatehouse_core::config::{assemble, load_definitions, validate_label};
-use gatehouse_core::model::{Host, ResultFilter, ResultLog, StatusLog};
+use gatehouse_core::model::{Host, LogOrder, ResultCursor, ResultFilter, ResultLog, StatusLog};
 use gatehouse_proto::v1 as pb;
 use gatehouse_proto::v1::{RotateKeyOp, SetLabelsOp, host_reply, host_request};
 use schemars::JsonSchema;
@@ -619,7 +619,13 @@ impl Operation for HostStatusLogs {
         let hid = host_id(&r.id)?;
         let limit = page_size(r.limit, 1000, 10_000);
         let (since, until) = (r.since.unwrap_or(0), r.until.unwrap_or(i64::MAX));
-        Ok(a.store.query_status(&hid, since, until, limit).await?)
+        if since > until {
+            return Err(ApiError::BadRequest("since must not be after until".into()));
+        }
+        // Lines carry whole seconds of agent time.
+        Ok(a.store
+            .query_status(&hid, ms_to_secs(since), ms_to_secs(until), limit)
+            .await?)
     }
 }
 
@@ -631,46 +637,92 @@ pub struct ResultSearch {
     pub host: Option<String>,
     /// Scheduled query name.
     pub name: Option<String>,
-    /// Milliseconds since 1970, inclusive.
+    /// Milliseconds since 1970, inclusive (compared with the line's agent
+    /// time, which osquery gives in whole seconds).
     pub since: Option<i64>,
     /// Milliseconds since 1970, exclusive.
     pub until: Option<i64>,
     /// Most lines (default 1000, at most 10000).
     pub limit: Option<usize>,
+    /// `oldest` (default) or `newest` first.
+    pub order: Option<ResultOrder>,
+    /// The previous page's `next`.
+    pub after: Option<String>,
+}
+
+/// Which result lines come first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ResultOrder {
+    Oldest,
+    Newest,
 }
 
 impl Input for ResultSearch {
     type Pb = pb::ResultSearch;
     fn from_pb(r: pb::ResultSearch) -> Result<Self, ApiError> {
+        let order = match r.order.as_deref() {
+            None | Some("") => None,
+            Some("oldest") => Some(ResultOrder::Oldest),
+            Some("newest") => Some(ResultOrder::Newest),
+            Some(o) => {
+                return Err(ApiError::BadRequest(format!(
+                    "order: {o:?}: expected oldest or newest"
+                )));
+            }
+        };
         Ok(ResultSearch {
             host: r.host_id,
             name: r.name,
             since: Some(r.since),
             until: (r.until != 0).then_some(r.until),
             limit: pb_limit(r.limit),
+            order,
+            after: r.after,
         })
     }
 }
 
-impl IntoPb for Vec<ResultLog> {
+/// One page of result lines.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ResultPage {
+    pub items: Vec<ResultLog>,
+    /// Pass as `after` for the next page; absent on the last page.
+    pub next: Option<String>,
+}
+
+impl IntoPb for ResultPage {
     type Pb = pb::ResultLogs;
     fn into_pb(self) -> pb::ResultLogs {
         pb::ResultLogs {
-            logs: self
-                .into_iter()
-                .map(|r| pb::ResultLog {
-                    host_id: r.host_id.to_string(),
-                    name: r.name,
-                    unix_time: r.unix_time,
-                    kind: label(r.kind),
-                    action: r.action,
-                    rows: r.rows,
-                    line_id: r.line_id,
-                    received_at: r.received_at,
-                    line: Some(object(r.line)),
-                })
-                .collect(),
+            logs: self.items.into_iter().map(result_pb).collect(),
+            next: self.next,
         }
+    }
+}
+
+fn result_pb(r: ResultLog) -> pb::ResultLog {
+    pb::ResultLog {
+        host_id: r.host_id.to_string(),
+        name: r.name,
+        unix_time: r.unix_time,
+        kind: label(r.kind),
+        action: r.action,
+        rows: r.rows,
+        line_id: r.line_id,
+        received_at: r.received_at,
+        line: Some(object(r.line)),
+    }
+}
+
+/// A millisecond bound as the first whole second at or after it (lines
+/// carry whole seconds: a line at second `s` is at `s * 1000` ms).
+fn ms_to_secs(ms: i64) -> i64 {
+    if ms == i64::MAX {
+        i64::MAX
+    } else {
+        let ms = ms.max(0);
+        ms / 1000 + i64::from(ms % 1000 != 0)
     }
 }
 
@@ -689,9 +741,9 @@ impl Operation for SearchResults {
         created: false,
     };
     type Req = ResultSearch;
-    type Resp = Vec<ResultLog>;
+    type Resp = ResultPage;
 
-    async fn run(a: &Admin, _: &Caller, r: ResultSearch) -> Result<Vec<ResultLog>, ApiError> {
+    async fn run(a: &Admin, _: &Caller, r: ResultSearch) -> Result<ResultPage, ApiError> {
         let host_id = match r.host.as_deref() {
             Some(h) => Some(host_id(h)?),
             None => None,
@@ -706,13 +758,34 @@ impl Operation for SearchResults {
                 "give a host_id, a query name, or both".into(),
             ));
         }
+        let after = match r.after.as_deref() {
+            Some(c) => Some(ResultCursor::decode(c).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "after: {c:?} is not a cursor (pass a page's `next` as it came)"
+                ))
+            })?),
+            None => None,
+        };
+        let limit = page_size(r.limit, 1000, 10_000);
         let f = ResultFilter {
             host_id,
             name: r.name,
-            since,
-            until,
-            limit: page_size(r.limit, 1000, 10_000),
+            since: ms_to_secs(since),
+            until: ms_to_secs(until),
+            // One more than asked: whether there is a next page.
+            limit: limit + 1,
+            order: match r.order {
+                Some(ResultOrder::Newest) => LogOrder::NewestFirst,
+                Some(ResultOrder::Oldest) | None => LogOrder::OldestFirst,
+            },
+            after,
         };
-        Ok(a.store.query_results(&f).await?)
+        let mut items = a.store.query_results(&f).await?;
+        let more = items.len() > limit;
+        items.truncate(limit);
+        let next = more
+            .then(|| items.last().map(|l| ResultCursor::of(l).encode()))
+            .flatten();
+        Ok(ResultPage { items, next })
     }
 }

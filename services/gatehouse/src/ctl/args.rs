@@ -142,7 +142,10 @@ pub enum Schedules {
 
 #[derive(Subcommand, Debug)]
 pub enum LiveQuery {
-    /// Runs SQL on the targets and follows the answers.
+    /// Runs SQL on the targets and follows the answers. Exit status: 0
+    /// when every targeted host answered with rows (or none), 3 when some
+    /// hosts answered with an error, 4 when some never answered within
+    /// the wait, 5 for both (the answers are printed in every case).
     Run {
         sql: String,
         /// Targets: `all`, `label:NAME`, or host ids; comma-separated.

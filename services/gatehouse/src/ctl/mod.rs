@@ -50,13 +50,38 @@ pub enum CtlError {
     Refused(String),
     #[error("{0}")]
     Failed(String),
+    /// A live query ran, but not every target answered with rows: the
+    /// answers (`output`, for stdout) and what is missing.
+    #[error("{why}")]
+    Incomplete {
+        output: String,
+        why: String,
+        outcome: Incomplete,
+    },
+}
+
+/// How a live query fell short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Incomplete {
+    /// Some hosts answered with an error (e.g. the SQL failed there).
+    SomeFailed,
+    /// Some hosts never answered within the wait.
+    SomeSilent,
+    Both,
 }
 
 impl CtlError {
+    /// 1: the command could not be carried out; 2: the API refused it;
+    /// 3: some hosts failed; 4: some never answered; 5: both.
     pub fn exit_code(&self) -> u8 {
         match self {
             CtlError::Refused(_) => 2,
             CtlError::Failed(_) => 1,
+            CtlError::Incomplete { outcome, .. } => match outcome {
+                Incomplete::SomeFailed => 3,
+                Incomplete::SomeSilent => 4,
+                Incomplete::Both => 5,
+            },
         }
     }
 }

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::client::Api;
 use super::render::{cell, json};
-use super::{CtlError, failed};
+use super::{CtlError, Incomplete, failed};
 
 /// `ctl query run`: create the campaign, follow it until every target has
 /// answered or `wait` runs out, print the rows and the non-responders.
@@ -122,21 +122,52 @@ pub async fn run_query(
                 .non_responders,
         ),
     };
-    if j {
-        return Ok(serde_json::to_string_pretty(&json!({
+    let failed_hosts: Vec<String> = results
+        .iter()
+        .filter(|r| r["status"].as_i64().unwrap_or(0) != 0)
+        .map(|r| cell(&r["host_id"]))
+        .collect();
+    let silent_hosts: Vec<String> = silent.as_array().into_iter().flatten().map(cell).collect();
+    let output = if j {
+        serde_json::to_string_pretty(&json!({
             "campaign": id, "coverage": coverage, "results": results, "non_responders": silent,
+            "failed": failed_hosts,
         }))
-        .unwrap_or_default());
-    }
-    let silent: Vec<String> = silent.as_array().into_iter().flatten().map(cell).collect();
-    Ok(if silent.is_empty() {
-        format!("every targeted host answered ({} answers)", results.len())
+        .unwrap_or_default()
     } else {
-        format!(
+        String::new()
+    };
+    let mut why = Vec::new();
+    if !failed_hosts.is_empty() {
+        why.push(format!(
+            "{} host(s) answered with an error: {}",
+            failed_hosts.len(),
+            failed_hosts.join(", ")
+        ));
+    }
+    if !silent_hosts.is_empty() {
+        why.push(format!(
             "no answer from {} host(s): {}",
-            silent.len(),
-            silent.join(", ")
-        )
+            silent_hosts.len(),
+            silent_hosts.join(", ")
+        ));
+    }
+    let outcome = match (failed_hosts.is_empty(), silent_hosts.is_empty()) {
+        (true, true) => {
+            return Ok(if j {
+                output
+            } else {
+                format!("every targeted host answered ({} answers)", results.len())
+            });
+        }
+        (false, true) => Incomplete::SomeFailed,
+        (true, false) => Incomplete::SomeSilent,
+        (false, false) => Incomplete::Both,
+    };
+    Err(CtlError::Incomplete {
+        output,
+        why: format!("campaign {id}: {}", why.join("; ")),
+        outcome,
     })
 }
 
@@ -166,12 +197,12 @@ pub fn sse_events(buf: &mut String) -> Vec<(String, Value)> {
 fn print_result(r: &Value) {
     let host = cell(&r["host_id"]);
     if r["status"].as_i64().unwrap_or(0) != 0 {
-        println!("{host}  failed: {}", cell(&r["message"]));
+        crate::output::line(&format!("{host}  failed: {}", cell(&r["message"])));
         return;
     }
     let rows = r["rows"].as_array().cloned().unwrap_or_default();
     if rows.is_empty() {
-        println!("{host}  (no rows)");
+        crate::output::line(&format!("{host}  (no rows)"));
     }
     for row in rows {
         let cols: Vec<String> = row
@@ -180,6 +211,6 @@ fn print_result(r: &Value) {
             .flatten()
             .map(|(k, v)| format!("{k}={}", cell(v)))
             .collect();
-        println!("{host}  {}", cols.join(" "));
+        crate::output::line(&format!("{host}  {}", cols.join(" ")));
     }
 }

@@ -29,8 +29,8 @@ use gatehouse_core::ids::shard_of;
 use gatehouse_core::logs::bucket_time;
 use gatehouse_core::model::{
     ApiToken, AuditEvent, Campaign, CampaignResult, CarveSession, Delivery, EnrollSecret, Host,
-    LabelConfig, LabelQuery, LogRecords, Page, Query, ResultFilter, ResultLog, Schedule, StatusLog,
-    User,
+    LabelConfig, LabelQuery, LogOrder, LogRecords, Page, Query, ResultFilter, ResultLog, Schedule,
+    StatusLog, User,
 };
 use gatehouse_core::ports::{BlockOutcome, Fence, Store, StoreError, StoreResult};
 use gatehouse_core::rules::{Alert, DeadLetter, Rule};
@@ -719,7 +719,7 @@ impl Inner {
         limit: usize,
         read: F,
         time: fn(&T) -> i64,
-        order: fn(&T, &T) -> std::cmp::Ordering,
+        order: Gathered<T>,
     ) -> StoreResult<Vec<T>>
     where
         K: Send,
@@ -735,16 +735,34 @@ impl Inner {
                 .try_collect()
                 .await?;
             out.extend(found.into_iter().flatten());
-            if let Some(next) = starts.get(i + 1)
-                && can_stop(out.iter().map(time), *next, limit)
-            {
-                break;
+            if let Some(next) = starts.get(i + 1) {
+                let done = match order {
+                    Gathered::Ascending(_) => can_stop(out.iter().map(time), *next, limit),
+                    // Groups come newest first: stop once `limit` rows are
+                    // at or after the end of the next (older) group.
+                    Gathered::Descending(_, unit) => {
+                        let end = next.saturating_add(unit);
+                        out.iter().filter(|r| time(r) >= end).count() >= limit
+                    }
+                };
+                if done {
+                    break;
+                }
             }
         }
-        out.sort_by(order);
+        match order {
+            Gathered::Ascending(o) | Gathered::Descending(o, _) => out.sort_by(o),
+        }
         out.truncate(limit);
         Ok(out)
     }
+}
+
+/// How gathered rows are ordered: ascending, or descending with the
+/// groups' time span (seconds) for knowing when to stop.
+enum Gathered<T> {
+    Ascending(fn(&T, &T) -> std::cmp::Ordering),
+    Descending(fn(&T, &T) -> std::cmp::Ordering, i64),
 }
 
 /// The `[applied]` column of a conditional write's answer. Its other
@@ -782,6 +800,10 @@ fn host_from_row((doc, seen): HostRowRead) -> StoreResult<Option<Host>> {
     let mut h: Host = dec("hosts", &doc)?;
     h.last_seen = h.last_seen.max(seen.unwrap_or(0));
     Ok(Some(h))
+}
+
+fn result_order_desc(a: &ResultLog, b: &ResultLog) -> std::cmp::Ordering {
+    result_order(a, b).reverse()
 }
 
 fn result_order(a: &ResultLog, b: &ResultLog) -> std::cmp::Ordering {
@@ -1229,8 +1251,20 @@ impl Store for ScyllaStore {
 
     async fn query_results(&self, f: &ResultFilter) -> StoreResult<Vec<ResultLog>> {
         let i = &self.inner;
+        // The cursor narrows the days read; rows are cut to it in memory
+        // (the partition read keeps the caller's window only).
+        let (since, until) = f.window();
         let w = statements::window(f.since, f.until);
         let limit = f.limit;
+        let newest = f.order == LogOrder::NewestFirst;
+        // A partition's first `limit` lines (ascending) are the ones
+        // wanted only oldest first and without a cursor; otherwise the
+        // partition's whole window is read (one host's query on one day).
+        let per_part = if newest || f.after.is_some() {
+            usize::MAX
+        } else {
+            limit
+        };
         match (&f.host_id, &f.name) {
             (None, None) => Err(StoreError::Invalid(
                 "a result search needs a host, a query name, or both".into(),
@@ -1247,16 +1281,30 @@ impl Store for ScyllaStore {
                         skewed: skewed.unwrap_or(false),
                     })
                     .collect();
-                let groups = plan(parts, DAY_SECS, f.since, f.until);
+                let mut groups = plan(parts, DAY_SECS, since, until);
+                let order = if newest {
+                    // Skewed lines (any time) first, then the days newest
+                    // first.
+                    let first_dated =
+                        usize::from(groups.first().is_some_and(|g| g.start == i64::MIN));
+                    groups[first_dated..].reverse();
+                    Gathered::Descending(result_order_desc, DAY_SECS)
+                } else {
+                    Gathered::Ascending(result_order)
+                };
                 i.gather(
                     groups,
                     limit,
                     |p: Part<(i32, String)>| async move {
                         let (q, v) = statements::results_of_host(host, p.key.0, &p.key.1, w);
-                        i.docs::<ResultLog>(q, v, limit).await
+                        let mut lines = i.docs::<ResultLog>(q, v, per_part).await?;
+                        lines.retain(|r| {
+                            r.unix_time >= since && r.unix_time < until && f.after_cursor(r)
+                        });
+                        Ok(lines)
                     },
                     |r| r.unix_time,
-                    result_order,
+                    order,
                 )
                 .await
             }
@@ -1297,7 +1345,7 @@ impl Store for ScyllaStore {
                 i.docs::<StatusLog>(q, v, limit).await
             },
             |s| s.unix_time,
-            status_order,
+            Gathered::Ascending(status_order),
         )
         .await
     }

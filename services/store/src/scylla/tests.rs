@@ -382,6 +382,7 @@ async fn real_log_lines_expire_by_table_ttl() {
         since: 0,
         until: i64::MAX,
         limit: 10,
+        ..Default::default()
     };
     assert_eq!(ok(store.query_results(&f).await).len(), 1);
     tokio::time::sleep(Duration::from_secs(4)).await;
