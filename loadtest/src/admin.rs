@@ -8,6 +8,24 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
+/// The URLs a running all-in-one server wrote into its data directory
+/// (`endpoints.json`, see `gatehouse::bootstrap::Endpoints`).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Endpoints {
+    /// The osquery TLS API, `https://host:port`.
+    pub agents: String,
+    /// The operator API, `https://host:port`.
+    pub api: String,
+}
+
+impl Endpoints {
+    /// `dir/endpoints.json`, when a server wrote one.
+    pub fn read(dir: &std::path::Path) -> Option<Self> {
+        let bytes = std::fs::read(dir.join("endpoints.json")).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+}
+
 /// A minimal HTTPS JSON client for the operator API.
 pub struct AdminClient {
     addr: std::net::SocketAddr,
@@ -45,9 +63,17 @@ impl AdminClient {
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<(u16, Value)> {
-        let tcp = tokio::net::TcpStream::connect(self.addr).await?;
+        let url = format!("https://{}", self.addr);
+        let tcp = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot reach the operator API at {url}: {e}"))?;
         let name = rustls_pki_types::ServerName::try_from(self.host.clone())?;
-        let tls = self.tls.connect(name, tcp).await?;
+        let tls = self.tls.connect(name, tcp).await.map_err(|e| {
+            anyhow::anyhow!(
+                "TLS with the operator API at {url} (name {}): {e}",
+                self.host
+            )
+        })?;
         let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
         tokio::spawn(async move {
             let _ = conn.await;
@@ -132,9 +158,46 @@ pub const TYPICAL_SCHEDULE: [(&str, &str, u32, bool); 12] = [
     ("usb_devices", "SELECT * FROM usb_devices", 600, false),
 ];
 
-/// Installs the typical schedule on every host (label `all`).
-pub async fn install_typical_schedule(admin: &AdminClient) -> anyhow::Result<()> {
+/// What [`install_typical_schedule`] did with each of the typical queries.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Installed {
+    /// Queries and schedules it created (or replaced, with `force`).
+    pub written: Vec<String>,
+    /// Names whose query or schedule the operator already had: left as
+    /// they were.
+    pub kept: Vec<String>,
+}
+
+/// Names of the definitions at `path` (`/api/v1/queries` or
+/// `/api/v1/schedules`).
+async fn names(admin: &AdminClient, path: &str) -> anyhow::Result<Vec<String>> {
+    let (st, v) = admin.call("GET", path, None).await?;
+    anyhow::ensure!((200..300).contains(&st), "GET {path} answered {st}: {v}");
+    Ok(v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|d| d["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// Installs the typical schedule on every host (label `all`). A query or
+/// schedule of the same name the operator already has is left alone (its
+/// SQL, interval, labels, pack, platform are theirs) unless `force`.
+pub async fn install_typical_schedule(
+    admin: &AdminClient,
+    force: bool,
+) -> anyhow::Result<Installed> {
+    let queries = names(admin, "/api/v1/queries").await?;
+    let schedules = names(admin, "/api/v1/schedules").await?;
+    let mut done = Installed::default();
     for (name, sql, interval, snapshot) in TYPICAL_SCHEDULE {
+        let exists = queries.iter().any(|q| q == name) || schedules.iter().any(|s| s == name);
+        if exists && !force {
+            done.kept.push(name.to_owned());
+            continue;
+        }
         admin
             .ok(
                 "PUT",
@@ -149,6 +212,7 @@ pub async fn install_typical_schedule(admin: &AdminClient) -> anyhow::Result<()>
                 &serde_json::json!({"query": name, "interval": interval, "snapshot": snapshot, "labels": ["all"]}),
             )
             .await?;
+        done.written.push(name.to_owned());
     }
-    Ok(())
+    Ok(done)
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use gatehouse_loadtest::admin::{AdminClient, install_typical_schedule};
+use gatehouse_loadtest::admin::{AdminClient, Endpoints, install_typical_schedule};
 use gatehouse_loadtest::agent::{Answers, Fleet, Paths};
 use gatehouse_loadtest::metrics::Metrics;
 use gatehouse_loadtest::modes::{self, Mode, RunCfg, SweepCfg};
@@ -41,15 +41,18 @@ struct Args {
     #[arg(long, value_enum, default_value = "steady")]
     mode: ModeArg,
     /// Agent endpoint, `https://host:port` (the host is the TLS name).
-    #[arg(long, default_value = "https://localhost:8443")]
-    url: String,
+    /// Default: the one `--gatehouse-data`'s server listens on (its
+    /// `endpoints.json`), else `https://localhost:8443`.
+    #[arg(long)]
+    url: Option<String>,
     /// More agent endpoints behind the same TLS name (`host:port`, several
     /// cluster edges): connections are spread round-robin over `--url` and
     /// these, as a load balancer in front of the edges would.
     #[arg(long = "also-url", value_delimiter = ',')]
     also_url: Vec<String>,
-    /// A Gatehouse data directory: takes the CA, enroll secret and admin
-    /// token from it (instead of --ca, --enroll-secret, --admin-token).
+    /// A Gatehouse data directory: takes the CA, enroll secret, admin
+    /// token and both URLs from it (instead of --ca, --enroll-secret,
+    /// --admin-token, --url, --admin-url; each given flag wins).
     #[arg(long)]
     gatehouse_data: Option<PathBuf>,
     /// CA bundle the agents trust (`--tls_server_certs`).
@@ -111,14 +114,21 @@ struct Args {
     /// Server process to measure (pid); default: a process named `gatehouse`.
     #[arg(long)]
     server_pid: Option<String>,
-    /// Operator API for live-query mode and --setup-schedule.
-    #[arg(long, default_value = "https://127.0.0.1:8444")]
-    admin_url: String,
+    /// Operator API for live-query mode and --setup-schedule. Default: the
+    /// one `--gatehouse-data`'s server listens on, else
+    /// `https://127.0.0.1:8444`.
+    #[arg(long)]
+    admin_url: Option<String>,
     #[arg(long, env = "GATEHOUSE_ADMIN_TOKEN")]
     admin_token: Option<String>,
-    /// Install a dozen typical scheduled queries before the run.
+    /// Install a dozen typical scheduled queries before the run; queries
+    /// and schedules the server already has by those names are kept.
     #[arg(long)]
     setup_schedule: bool,
+    /// With --setup-schedule: replace existing definitions of the same
+    /// names too.
+    #[arg(long, requires = "setup_schedule")]
+    force: bool,
     /// Where to write result.json, report.md and chart.html.
     #[arg(long, default_value = "loadtest-report")]
     out: PathBuf,
@@ -184,9 +194,21 @@ async fn run(a: Args, nofile: u64) -> anyhow::Result<()> {
         data.as_ref()
             .and_then(|d| read(d.join("secrets/admin_token")).ok())
     });
-    let tls = client_tls(&std::fs::read(&ca_path)?)?;
-    let host = a
+    let tls = client_tls(
+        &std::fs::read(&ca_path).map_err(|e| anyhow::anyhow!("{}: {e}", ca_path.display()))?,
+    )?;
+    let written = data.as_deref().and_then(Endpoints::read);
+    let url = a
         .url
+        .clone()
+        .or_else(|| written.as_ref().map(|e| e.agents.clone()))
+        .unwrap_or_else(|| "https://localhost:8443".to_owned());
+    let admin_url = a
+        .admin_url
+        .clone()
+        .or_else(|| written.as_ref().map(|e| e.api.clone()))
+        .unwrap_or_else(|| "https://127.0.0.1:8444".to_owned());
+    let host = url
         .strip_prefix("https://")
         .ok_or_else(|| {
             anyhow::anyhow!("--url must start with https:// (osquery refuses anything else)")
@@ -232,12 +254,12 @@ async fn run(a: Args, nofile: u64) -> anyhow::Result<()> {
         );
     }
     let target = Arc::new(Target::new(addr, host, tls.clone(), sources)?.with_more(more));
+    target.preflight().await?;
     let admin = match &token {
         Some(t) => {
-            let admin_host = a
-                .admin_url
+            let admin_host = admin_url
                 .strip_prefix("https://")
-                .unwrap_or(&a.admin_url)
+                .unwrap_or(&admin_url)
                 .trim_end_matches('/');
             let admin_addr = tokio::net::lookup_host(admin_host)
                 .await?
@@ -252,8 +274,20 @@ async fn run(a: Args, nofile: u64) -> anyhow::Result<()> {
         let admin = admin
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("--setup-schedule needs an admin token"))?;
-        install_typical_schedule(admin).await?;
-        eprintln!("installed the typical schedule (12 queries)");
+        let done = install_typical_schedule(admin, a.force).await?;
+        eprintln!(
+            "typical schedule: {} installed{}",
+            done.written.len(),
+            if done.kept.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; kept {} the server already has, as they are ({}; --force replaces them)",
+                    done.kept.len(),
+                    done.kept.join(", ")
+                )
+            }
+        );
     }
     let mut paths = Paths::with_prefix(&a.path_prefix);
     for (slot, over) in [

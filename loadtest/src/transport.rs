@@ -111,6 +111,27 @@ impl Target {
         self
     }
 
+    /// Connects once to every endpoint (TCP and the TLS handshake) so a
+    /// run against a wrong or stopped server fails at once, naming the URL
+    /// and the cause, instead of counting transport errors.
+    pub async fn preflight(&self) -> anyhow::Result<()> {
+        for addr in std::iter::once(self.addr).chain(self.more.iter().copied()) {
+            let url = if self.host_header == addr.to_string() {
+                format!("https://{addr}")
+            } else {
+                format!("https://{addr} (as {})", self.host_header)
+            };
+            let tcp = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot reach the agent endpoint {url}: {e}"))?;
+            self.tls
+                .connect(self.server_name.clone(), tcp)
+                .await
+                .map_err(|e| anyhow::anyhow!("TLS with the agent endpoint {url}: {e}"))?;
+        }
+        Ok(())
+    }
+
     fn pick(&self) -> SocketAddr {
         if self.more.is_empty() {
             return self.addr;

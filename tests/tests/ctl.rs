@@ -461,3 +461,38 @@ async fn client_commands_are_quiet_and_survive_a_closed_pipe() -> anyhow::Result
     s.stop().await?;
     Ok(())
 }
+
+/// `--data` is enough for a local server (URL, token and CA from its data
+/// directory); an unreachable or untrusted server is named with the cause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_errors_name_the_url_and_the_cause() -> anyhow::Result<()> {
+    let s = TestServer::start().await?;
+    let run = |args: &[&str]| -> anyhow::Result<Output> {
+        Ok(Command::new(gatehouse_bin()?)
+            .arg("ctl")
+            .args(args)
+            .env_clear()
+            .stdin(Stdio::null())
+            .output()?)
+    };
+    let data = s.boot.data_dir.display().to_string();
+    let o = run(&["--data", &data, "whoami"])?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "NAME   ROLE\nadmin  admin");
+
+    let o = run(&["--url", "https://127.0.0.1:9", "--token", "t", "whoami"])?;
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("https://127.0.0.1:9"), "{err}");
+    assert!(err.contains("connection refused"), "{err}");
+
+    // No --ca: the system's roots do not include this server's own CA.
+    let o = run(&["--url", &s.api_url, "--token", "t", "whoami"])?;
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains(&s.api_url), "{err}");
+    assert!(err.contains("certificate not trusted"), "{err}");
+    assert!(err.contains("--ca"), "{err}");
+    s.stop().await?;
+    Ok(())
+}

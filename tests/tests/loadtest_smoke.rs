@@ -57,7 +57,7 @@ async fn harness_drives_the_all_in_one() -> anyhow::Result<()> {
         &s.boot.admin_token,
         tls.clone(),
     ));
-    install_typical_schedule(&admin).await?;
+    install_typical_schedule(&admin, false).await?;
     let metrics = Arc::new(Metrics::default());
     let fleet = Fleet {
         target: Arc::new(Target::new(
@@ -145,5 +145,100 @@ async fn harness_drives_the_all_in_one() -> anyhow::Result<()> {
             .is_some_and(|t| t < 10.0),
         "{result}"
     );
+    Ok(())
+}
+
+/// `--setup-schedule` leaves the operator's own definitions of the same
+/// names alone unless forced, and a server that is not there is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedule_setup_keeps_the_operators_definitions() -> anyhow::Result<()> {
+    let s = TestServer::start().await?;
+    let tls = client_tls(&std::fs::read(&s.boot.ca_path)?)?;
+    let port = |u: &str| {
+        u.rsplit(':')
+            .next()
+            .and_then(|p| p.parse::<u16>().ok())
+            .unwrap_or(0)
+    };
+    let admin = AdminClient::new(
+        ([127, 0, 0, 1], port(&s.api_url)).into(),
+        "localhost",
+        &s.boot.admin_token,
+        tls.clone(),
+    );
+    let mine = "SELECT pid, name FROM processes WHERE on_disk = 0";
+    admin
+        .ok(
+            "PUT",
+            "/api/v1/queries/processes",
+            &serde_json::json!({"sql": mine}),
+        )
+        .await?;
+    admin
+        .ok(
+            "PUT",
+            "/api/v1/schedules/processes",
+            &serde_json::json!({"query": "processes", "interval": 7200, "snapshot": true, "labels": ["all"]}),
+        )
+        .await?;
+    let schedule = |name: &'static str| {
+        let admin = &admin;
+        async move {
+            let (_, all) = admin.call("GET", "/api/v1/schedules", None).await?;
+            anyhow::Ok(
+                all.as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|d| d["name"] == name)
+                    .cloned()
+                    .unwrap_or_default(),
+            )
+        }
+    };
+
+    let done = install_typical_schedule(&admin, false).await?;
+    assert_eq!(done.kept, ["processes"]);
+    assert_eq!(done.written.len(), 11);
+    assert_eq!(schedule("processes").await?["interval"], 7200);
+    let (_, queries) = admin.call("GET", "/api/v1/queries", None).await?;
+    assert!(
+        queries
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|q| q["name"] == "processes" && q["sql"] == mine),
+        "{queries}"
+    );
+    // Run again: everything is the server's now, nothing is written.
+    let again = install_typical_schedule(&admin, false).await?;
+    assert!(again.written.is_empty(), "{again:?}");
+
+    let forced = install_typical_schedule(&admin, true).await?;
+    assert_eq!(forced.written.len(), 12);
+    assert_eq!(schedule("processes").await?["interval"], 60);
+
+    // Nothing listens: the error names the endpoint and the cause.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let err = Target::new(
+        dead,
+        &format!("localhost:{}", dead.port()),
+        tls.clone(),
+        vec![],
+    )?
+    .preflight()
+    .await
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(err.contains(&format!("https://{dead}")), "{err}");
+    assert!(err.to_lowercase().contains("refused"), "{err}");
+    let err = AdminClient::new(dead, "localhost", "t", tls)
+        .call("GET", "/api/v1/hosts", None)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains(&format!("https://{dead}")), "{err}");
+    s.stop().await?;
     Ok(())
 }

@@ -223,6 +223,56 @@ pub fn flagfile(cfg: &ServeConfig, ca: &Path, secret: &Path) -> String {
     )
 }
 
+/// The URLs a running all-in-one server answers on, written to
+/// `endpoints.json` in its data directory once it listens, so local tools
+/// (`ctl --data`, the harness's `--gatehouse-data`) need no URL flags. An
+/// address bound to every interface is written as loopback (the generated
+/// certificate names `127.0.0.1` and `::1`); any other as the public host.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Endpoints {
+    /// The osquery TLS API.
+    pub agents: String,
+    /// The operator API (REST under `/api/v1`).
+    pub api: String,
+}
+
+impl Endpoints {
+    pub const FILE: &str = "endpoints.json";
+
+    pub fn local(
+        public_host: &str,
+        agents: std::net::SocketAddr,
+        api: std::net::SocketAddr,
+    ) -> Self {
+        let url = |a: std::net::SocketAddr| {
+            let host = match a.ip() {
+                std::net::IpAddr::V4(v4) if v4.is_loopback() => v4.to_string(),
+                std::net::IpAddr::V4(v4) if v4.is_unspecified() => "127.0.0.1".to_owned(),
+                std::net::IpAddr::V6(v6) if v6.is_loopback() || v6.is_unspecified() => {
+                    "[::1]".to_owned()
+                }
+                _ => public_host.to_owned(),
+            };
+            format!("https://{host}:{}", a.port())
+        };
+        Self {
+            agents: url(agents),
+            api: url(api),
+        }
+    }
+
+    pub fn write(&self, dir: &Path) -> Result<(), BootstrapError> {
+        let path = dir.join(Self::FILE);
+        let body = serde_json::to_vec_pretty(self).unwrap_or_default();
+        fs::write(&path, body).map_err(io(&path))
+    }
+
+    /// `dir/endpoints.json`, when a server wrote one.
+    pub fn read(dir: &Path) -> Option<Self> {
+        serde_json::from_slice(&fs::read(dir.join(Self::FILE)).ok()?).ok()
+    }
+}
+
 /// The id the first start's enroll secret is listed under.
 pub const BOOTSTRAP_SECRET_ID: &str = "bootstrap";
 

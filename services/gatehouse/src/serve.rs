@@ -181,6 +181,8 @@ pub fn start(
     api: TcpListener,
     ops: Option<TcpListener>,
 ) -> anyhow::Result<Running> {
+    crate::bootstrap::Endpoints::local(&cfg.public_host, agents.local_addr()?, api.local_addr()?)
+        .write(&boot.data_dir)?;
     let tls = gatehouse_runtime::tls::server_config(
         &boot.cert_path,
         &boot.key_path,

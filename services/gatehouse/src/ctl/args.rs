@@ -6,17 +6,24 @@ use clap::{Args, Subcommand};
 
 #[derive(Args, Debug)]
 pub struct CtlArgs {
-    /// The API: `https://host:8444`.
-    #[arg(long, env = "GATEHOUSE_URL", default_value = "https://127.0.0.1:8444")]
-    pub url: String,
+    /// The API: `https://host:8444` (default: the one `--data`'s server
+    /// listens on, else `https://127.0.0.1:8444`).
+    #[arg(long, env = "GATEHOUSE_URL")]
+    pub url: Option<String>,
+    /// A local server's data directory: the API URL, the admin token and
+    /// the CA come from it unless given (`endpoints.json`,
+    /// `secrets/admin_token`, `tls/ca.pem`).
+    #[arg(long, env = "GATEHOUSE_DATA")]
+    pub data: Option<PathBuf>,
     /// An API token (a user's, or the bootstrap admin token).
     #[arg(long, env = "GATEHOUSE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Read the token from this file (e.g. gatehouse-data/secrets/admin_token).
     #[arg(long, env = "GATEHOUSE_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
-    /// CA bundle the API's certificate chains to (default: the system's
-    /// roots are not used; give the CA, e.g. gatehouse-data/tls/ca.pem).
+    /// CA bundle the API's certificate chains to, e.g.
+    /// gatehouse-data/tls/ca.pem (default: `--data`'s CA, else the
+    /// system's roots).
     #[arg(long, env = "GATEHOUSE_CA")]
     pub ca: Option<PathBuf>,
     /// Print the API's JSON instead of tables.

@@ -22,32 +22,63 @@ pub struct Api {
     pub(super) http: reqwest::Client,
     pub(super) url: String,
     pub(super) token: String,
+    /// A CA was given (or found in `--data`); else the system's roots.
+    custom_ca: bool,
 }
 
 impl Api {
     pub fn new(a: &CtlArgs) -> Result<Self, CtlError> {
-        let token = match (&a.token, &a.token_file) {
-            (Some(t), _) => t.clone(),
-            (None, Some(f)) => std::fs::read_to_string(f)
-                .map_err(|e| failed(format!("{}: {e}", f.display())))?
-                .trim()
-                .to_owned(),
-            (None, None) => {
+        let data = a.data.as_deref();
+        let read_token = |f: &std::path::Path| {
+            std::fs::read_to_string(f)
+                .map(|t| t.trim().to_owned())
+                .map_err(|e| failed(format!("{}: {e}", f.display())))
+        };
+        let token = match (&a.token, &a.token_file, data) {
+            (Some(t), _, _) => t.clone(),
+            (None, Some(f), _) => read_token(f)?,
+            (None, None, Some(d)) => read_token(&d.join("secrets/admin_token"))?,
+            (None, None, None) => {
                 return Err(CtlError::Failed(
-                    "give --token, --token-file, GATEHOUSE_TOKEN or GATEHOUSE_TOKEN_FILE".into(),
+                    "give --token, --token-file or --data (or GATEHOUSE_TOKEN, GATEHOUSE_TOKEN_FILE, GATEHOUSE_DATA)".into(),
                 ));
             }
         };
-        let ca = a.ca.as_ref().ok_or_else(|| {
-            failed("give --ca (or GATEHOUSE_CA): the CA of the API's certificate")
-        })?;
+        let url = match (&a.url, data) {
+            (Some(u), _) => u.clone(),
+            (None, Some(d)) => crate::bootstrap::Endpoints::read(d)
+                .map(|e| e.api)
+                .ok_or_else(|| {
+                    failed(format!(
+                        "{} has no {}: start `gatehouse serve` on it, or give --url",
+                        d.display(),
+                        crate::bootstrap::Endpoints::FILE
+                    ))
+                })?,
+            (None, None) => "https://127.0.0.1:8444".to_owned(),
+        };
+        let ca =
+            a.ca.clone()
+                .or_else(|| data.map(|d| d.join("tls/ca.pem")).filter(|p| p.exists()));
         let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_file_iter(ca)
-            .map_err(|e| failed(format!("{}: {e}", ca.display())))?
-        {
-            roots
-                .add(c.map_err(|e| failed(format!("{}: {e}", ca.display())))?)
-                .map_err(failed)?;
+        match &ca {
+            Some(ca) => {
+                for c in CertificateDer::pem_file_iter(ca)
+                    .map_err(|e| failed(format!("{}: {e}", ca.display())))?
+                {
+                    roots
+                        .add(c.map_err(|e| failed(format!("{}: {e}", ca.display())))?)
+                        .map_err(failed)?;
+                }
+            }
+            None => {
+                // A certificate from a public or company CA the system
+                // trusts needs no --ca; one the system cannot use is
+                // skipped, as curl does.
+                for c in rustls_native_certs::load_native_certs().certs {
+                    let _ = roots.add(c);
+                }
+            }
         }
         let tls = rustls::ClientConfig::builder()
             .with_root_certificates(roots)
@@ -59,9 +90,47 @@ impl Api {
             .map_err(failed)?;
         Ok(Self {
             http,
-            url: a.url.trim_end_matches('/').to_owned(),
+            url: url.trim_end_matches('/').to_owned(),
             token,
+            custom_ca: ca.is_some(),
         })
+    }
+
+    /// A request that never got an answer, in words: the URL, the cause
+    /// at the bottom of the error chain, and what to do about the usual
+    /// ones.
+    pub fn unreachable(&self, e: &reqwest::Error) -> CtlError {
+        let mut causes = Vec::new();
+        let mut next: Option<&dyn std::error::Error> = Some(e);
+        while let Some(err) = next {
+            let text = err.to_string();
+            if !causes.iter().any(|c: &String| c.contains(&text)) {
+                causes.push(text);
+            }
+            next = err.source();
+        }
+        let chain = causes.join(": ");
+        let lower = chain.to_lowercase();
+        let hint = if lower.contains("connection refused") {
+            " (connection refused: is `gatehouse serve` running, and is this its api_listen address?)"
+                .to_owned()
+        } else if lower.contains("unknownissuer")
+            || lower.contains("invalid peer certificate")
+            || lower.contains("certificate")
+        {
+            if self.custom_ca {
+                " (certificate not trusted: the server's certificate does not chain to the given CA)"
+                    .to_owned()
+            } else {
+                " (certificate not trusted: give --ca with the CA it chains to, e.g. gatehouse-data/tls/ca.pem, or --data)"
+                    .to_owned()
+            }
+        } else if e.is_timeout() {
+            " (timed out)".to_owned()
+        } else {
+            String::new()
+        };
+        failed(format!("cannot reach {}: {chain}{hint}", self.url))
     }
 
     /// Calls `O` with `req`; its answer, decoded as `O`'s reply.
@@ -87,10 +156,7 @@ impl Api {
         O::Req: Serialize + Input,
     {
         let request = self.request(O::SPEC, req)?;
-        let resp = request
-            .send()
-            .await
-            .map_err(|e| failed(format!("{}: {e}", self.url)))?;
+        let resp = request.send().await.map_err(|e| self.unreachable(&e))?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(failed)?;
         let v: Value = if bytes.is_empty() {
@@ -184,6 +250,7 @@ mod tests {
             http: reqwest::Client::new(),
             url: "https://gh.example:8444".into(),
             token: "t".into(),
+            custom_ca: true,
         }
     }
 

@@ -58,7 +58,7 @@ pub async fn run_query(
         .timeout(Duration::from_secs(wait.saturating_add(30)))
         .send()
         .await
-        .map_err(|e| failed(format!("{}: {e}", api.url)))?;
+        .map_err(|e| api.unreachable(&e))?;
     if !resp.status().is_success() {
         return Err(CtlError::Refused(format!(
             "watching campaign {id}: {}",
