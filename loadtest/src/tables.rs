@@ -35,6 +35,16 @@ pub fn shape(table: &str) -> Option<TableShape> {
         "process_open_sockets" => (120, 60),
         "time" => (1, 1000),
         "carves" => (1, 0),
+        // The starter packs' tables (examples/packs).
+        "interface_details" => (6, 5),
+        "process_events" | "process_etw_events" => (40, 1000),
+        "disk_encryption" | "bitlocker_info" => (2, 0),
+        "sip_config" => (10, 0),
+        "gatekeeper" | "alf" | "secureboot" | "windows_security_center" | "selinux_settings" => {
+            (1, 0)
+        }
+        "scheduled_tasks" => (150, 2),
+        "services" => (250, 2),
         _ => return None,
     };
     Some(TableShape {

@@ -40,29 +40,25 @@ fn cfg(mode: Mode, hosts: usize) -> RunCfg {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn harness_drives_the_all_in_one() -> anyhow::Result<()> {
-    let s = TestServer::start().await?;
-    let tls = client_tls(&std::fs::read(&s.boot.ca_path)?)?;
-    let port = |u: &str| {
-        u.rsplit(':')
-            .next()
-            .and_then(|p| p.parse::<u16>().ok())
-            .unwrap_or(0)
-    };
-    let agent_addr = ([127, 0, 0, 1], port(&s.agent_url)).into();
-    let admin = Arc::new(AdminClient::new(
-        ([127, 0, 0, 1], port(&s.api_url)).into(),
-        "localhost",
-        &s.boot.admin_token,
-        tls.clone(),
-    ));
-    install_typical_schedule(&admin, false).await?;
-    let metrics = Arc::new(Metrics::default());
-    let fleet = Fleet {
+fn port(url: &str) -> u16 {
+    url.rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or(0)
+}
+
+/// Simulated agents against `s`, fast intervals, an hour of buffered
+/// output so lines flow at once.
+fn fleet(
+    s: &TestServer,
+    tls: Arc<rustls::ClientConfig>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Fleet> {
+    let agents = port(&s.agent_url);
+    Ok(Fleet {
         target: Arc::new(Target::new(
-            agent_addr,
-            &format!("localhost:{}", port(&s.agent_url)),
+            ([127, 0, 0, 1], agents).into(),
+            &format!("localhost:{agents}"),
             tls,
             vec![],
         )?),
@@ -84,13 +80,27 @@ async fn harness_drives_the_all_in_one() -> anyhow::Result<()> {
         carve_size: 0,
         send_status_logs: true,
         pool: None,
-        metrics: metrics.clone(),
+        metrics,
         answers: Arc::new(Answers::default()),
         release: None,
-        // Start with an hour of buffered output so lines flow at once.
         backlog_secs: 3600,
         second: Duration::from_secs(1),
-    };
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn harness_drives_the_all_in_one() -> anyhow::Result<()> {
+    let s = TestServer::start().await?;
+    let tls = client_tls(&std::fs::read(&s.boot.ca_path)?)?;
+    let admin = Arc::new(AdminClient::new(
+        ([127, 0, 0, 1], port(&s.api_url)).into(),
+        "localhost",
+        &s.boot.admin_token,
+        tls.clone(),
+    ));
+    install_typical_schedule(&admin, false).await?;
+    let metrics = Arc::new(Metrics::default());
+    let fleet = fleet(&s, tls, metrics.clone())?;
     let (_, cost, timeline) = modes::run(fleet.clone(), cfg(Mode::Steady, 20), None).await?;
     assert!(!timeline.is_empty());
     assert_eq!(cost["enrolled"], 20);
@@ -154,12 +164,6 @@ async fn harness_drives_the_all_in_one() -> anyhow::Result<()> {
 async fn schedule_setup_keeps_the_operators_definitions() -> anyhow::Result<()> {
     let s = TestServer::start().await?;
     let tls = client_tls(&std::fs::read(&s.boot.ca_path)?)?;
-    let port = |u: &str| {
-        u.rsplit(':')
-            .next()
-            .and_then(|p| p.parse::<u16>().ok())
-            .unwrap_or(0)
-    };
     let admin = AdminClient::new(
         ([127, 0, 0, 1], port(&s.api_url)).into(),
         "localhost",
@@ -239,6 +243,102 @@ async fn schedule_setup_keeps_the_operators_definitions() -> anyhow::Result<()> 
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(err.contains(&format!("https://{dead}")), "{err}");
+    s.stop().await?;
+    Ok(())
+}
+
+/// The starter packs (`examples/packs`) apply cleanly with `ctl apply`,
+/// twice without a change, and every simulated agent runs its platform's
+/// pack (and the privacy pack on macOS and Linux), nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starter_packs_apply_and_agents_run_them() -> anyhow::Result<()> {
+    let s = TestServer::start().await?;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/packs");
+    let apply = || -> anyhow::Result<std::process::Output> {
+        Ok(
+            std::process::Command::new(gatehouse_tests::gatehouse_bin()?)
+                .args(["ctl", "--data"])
+                .arg(&s.boot.data_dir)
+                .args(["--url", &s.api_url, "apply", "-f"])
+                .arg(&root)
+                .arg("-f")
+                .arg(root.join("privacy"))
+                .env_clear()
+                .output()?,
+        )
+    };
+    let first = apply()?;
+    let out = String::from_utf8_lossy(&first.stdout).into_owned();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let schedules: Vec<(String, String)> = s
+        .get("/api/v1/schedules")
+        .await?
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            (
+                d["name"].as_str().unwrap_or_default().to_owned(),
+                d["pack"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(schedules.len(), 34, "{out}");
+    assert!(out.contains("68 to create"), "{out}");
+    let again = String::from_utf8_lossy(&apply()?.stdout).into_owned();
+    assert!(
+        again.contains("0 to create, 0 to change, 68 unchanged"),
+        "{again}"
+    );
+
+    let tls = client_tls(&std::fs::read(&s.boot.ca_path)?)?;
+    let mut fleet = fleet(&s, tls, Arc::new(Metrics::default()))?;
+    // Two days of buffered output: every query fired at least once (a
+    // daily interval is splayed up to 10 % longer).
+    fleet.backlog_secs = 2 * 86_400;
+    let mut c = cfg(Mode::Steady, 6);
+    c.os_mix = "macos=1,ubuntu=1,windows=1"
+        .parse()
+        .map_err(anyhow::Error::msg)?;
+    let (_, cost, _) = modes::run(fleet, c, None).await?;
+    assert_eq!(cost["enrolled"], 6, "{cost}");
+
+    let hosts = s.get("/api/v1/hosts?limit=100").await?;
+    let mut seen_platforms = std::collections::BTreeSet::new();
+    for h in hosts["items"].as_array().cloned().unwrap_or_default() {
+        let id = h["id"].as_str().unwrap_or_default();
+        let platform = h["platform"].as_str().unwrap_or_default().to_owned();
+        let lines = s
+            .get(&format!("/api/v1/results?host={id}&limit=10000"))
+            .await?;
+        let names: std::collections::BTreeSet<String> = lines["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l["name"].as_str().map(str::to_owned))
+            .collect();
+        let prefix = match platform.as_str() {
+            "darwin" => "macos_",
+            "linux" => "linux_",
+            "windows" => "windows_",
+            other => panic!("unexpected platform {other}"),
+        };
+        let mut expected: std::collections::BTreeSet<String> = schedules
+            .iter()
+            .filter(|(n, _)| n.starts_with(prefix))
+            .map(|(n, p)| format!("pack_{p}_{n}"))
+            .collect();
+        if platform != "windows" {
+            expected.insert("pack_privacy_sensitive_shell_history".into());
+        }
+        assert_eq!(names, expected, "{platform} host {id}");
+        seen_platforms.insert(platform);
+    }
+    assert_eq!(seen_platforms.len(), 3, "{seen_platforms:?}");
     s.stop().await?;
     Ok(())
 }

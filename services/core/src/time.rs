@@ -75,3 +75,40 @@ mod clock_tests {
         assert!(t >= before + 3_600_000 && t <= after + 3_600_000, "{t}");
     }
 }
+
+/// `ms` since the Unix epoch as `YYYY-MM-DD HH:MM:SSZ` (UTC), for people:
+/// tables, logs, reports. Proleptic Gregorian, any `i64` in range.
+pub fn utc_string(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod utc_tests {
+    use super::utc_string;
+
+    #[test]
+    fn utc_strings_match_known_instants() {
+        assert_eq!(utc_string(0), "1970-01-01 00:00:00Z");
+        assert_eq!(utc_string(951_782_400_000), "2000-02-29 00:00:00Z");
+        assert_eq!(utc_string(1_796_386_496_789), "2026-12-04 12:14:56Z");
+        assert_eq!(utc_string(-1000), "1969-12-31 23:59:59Z");
+        assert_eq!(utc_string(4_102_444_800_000), "2100-01-01 00:00:00Z");
+    }
+}

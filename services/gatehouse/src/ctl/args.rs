@@ -74,8 +74,10 @@ pub enum What {
     /// YAML specs in DIR (`kind`, `name`, `spec` per document): shows the
     /// difference and changes only what differs; nothing is deleted.
     Apply {
-        #[arg(short = 'f', long = "filename")]
-        dir: PathBuf,
+        /// A spec file or a directory of them (`*.yaml`, `*.yml`; not its
+        /// subdirectories); repeat for more.
+        #[arg(short = 'f', long = "filename", required = true)]
+        paths: Vec<PathBuf>,
         /// Show what would change, change nothing.
         #[arg(long)]
         dry_run: bool,

@@ -108,14 +108,28 @@ fn strict<T: serde::de::DeserializeOwned>(v: &Value) -> Result<(), serde_json::E
     serde_json::from_value::<T>(v.clone()).map(|_| ())
 }
 
-/// Every spec in `dir` (`*.yaml`, `*.yml`; several documents per file).
-pub fn load_specs(dir: &std::path::Path) -> Result<Vec<Spec>, String> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-        .collect();
-    files.sort();
+/// Every spec in `paths`: files as given, directories' `*.yaml` and
+/// `*.yml` files (not their subdirectories); several documents per file.
+/// A name defined twice, in one file or across them, is an error.
+pub fn load_specs(paths: &[PathBuf]) -> Result<Vec<Spec>, String> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    for path in paths {
+        let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if !meta.is_dir() {
+            files.push(path.clone());
+            continue;
+        }
+        let mut in_dir: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .collect();
+        in_dir.sort();
+        if in_dir.is_empty() {
+            return Err(format!("{}: no *.yaml or *.yml files", path.display()));
+        }
+        files.extend(in_dir);
+    }
     let mut out: Vec<Spec> = Vec::new();
     for f in files {
         let text = std::fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?;
@@ -250,8 +264,8 @@ fn changes(old: &Value, new: &Value) -> Vec<String> {
         .collect()
 }
 
-pub async fn apply(api: &Api, dir: &std::path::Path, dry_run: bool) -> Result<String, CtlError> {
-    let desired = load_specs(dir).map_err(CtlError::Refused)?;
+pub async fn apply(api: &Api, paths: &[PathBuf], dry_run: bool) -> Result<String, CtlError> {
+    let desired = load_specs(paths).map_err(CtlError::Refused)?;
     let kinds: Vec<&str> = KINDS
         .iter()
         .map(|k| k.0)

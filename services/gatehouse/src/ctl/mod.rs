@@ -193,7 +193,7 @@ pub async fn run(a: CtlArgs) -> Result<String, CtlError> {
             j,
             &json(&api.call::<ListSchedules>(&none).await?),
             &[
-                "name", "query", "interval", "snapshot", "platform", "labels",
+                "name", "query", "interval", "snapshot", "pack", "platform", "labels",
             ],
         ),
         What::Schedules(Schedules::Delete { name }) => {
@@ -402,7 +402,7 @@ pub async fn run(a: CtlArgs) -> Result<String, CtlError> {
                 .await?;
             format!("dead letter {id} deleted")
         }
-        What::Apply { dir, dry_run } => gitops::apply(&api, &dir, dry_run).await?,
+        What::Apply { paths, dry_run } => gitops::apply(&api, &paths, dry_run).await?,
         What::Get { kind, output } => gitops::get_specs(&api, &kind, &output).await?,
         What::Audit { limit } => {
             let page = NewestFirst {

@@ -12,11 +12,24 @@ pub fn cell(v: &Value) -> String {
     }
 }
 
+/// Columns holding a time in Unix milliseconds (`last_seen`, `at`,
+/// `*_at`): tables show them as UTC; `--json` keeps the number.
+fn is_time(col: &str) -> bool {
+    col == "at" || col == "last_seen" || col.ends_with("_at")
+}
+
+fn column_cell(col: &str, v: &Value) -> String {
+    match v.as_i64() {
+        Some(ms) if is_time(col) => gatehouse_core::time::utc_string(ms),
+        _ => cell(v),
+    }
+}
+
 /// A plain aligned table of `cols` of each row.
 pub fn table(rows: &[Value], cols: &[&str]) -> String {
     let cells: Vec<Vec<String>> = rows
         .iter()
-        .map(|r| cols.iter().map(|c| cell(&r[*c])).collect())
+        .map(|r| cols.iter().map(|c| column_cell(c, &r[*c])).collect())
         .collect();
     let widths: Vec<usize> = cols
         .iter()
@@ -74,6 +87,15 @@ mod tests {
         assert_eq!(
             table(&rows, &["name", "role"]),
             "NAME   ROLE\nalice  operator\nbo     -"
+        );
+    }
+
+    #[test]
+    fn times_are_shown_in_utc_and_other_numbers_as_they_are() {
+        let rows = vec![json!({"id": 7, "last_seen": 1_796_386_496_789_i64, "expires_at": null})];
+        assert_eq!(
+            table(&rows, &["id", "last_seen", "expires_at"]),
+            "ID  LAST_SEEN             EXPIRES_AT\n7   2026-12-04 12:14:56Z  -"
         );
     }
 }
