@@ -9,6 +9,7 @@ Run by scripts/test.sh; by hand:
     cargo build -p gatehouse && python3 -m unittest discover -s tests/helm -v
 """
 
+import base64
 import os
 import re
 import subprocess
@@ -114,10 +115,8 @@ class Lint(unittest.TestCase):
     def test_bundled_dependencies_lint_strict(self):
         self.lint(merge(TLS, {"nats": {"enabled": True}, "scylla": {"enabled": True}}))
 
-    def test_the_certificate_secret_is_required(self):
-        with self.assertRaises(helm.HelmError) as e:
-            render({})
-        self.assertIn("tls.existingSecret", str(e.exception))
+    def test_only_public_host_lints_strict(self):
+        self.lint({"publicHost": "fleet.corp.example"})
 
     def test_the_schema_rejects_bad_values(self):
         chart = helm.Chart.load(CHART)
@@ -201,6 +200,50 @@ class Manifests(unittest.TestCase):
         (secret,) = by_kind(docs, "Secret")
         self.assertEqual(sorted(secret["data"]), ["admin_token", "enroll_secret", "node_key_secret"])
         self.assertEqual(secret["metadata"]["annotations"]["helm.sh/resource-policy"], "keep")
+
+    def test_only_public_host_generates_a_ca_and_certificate(self):
+        docs = self.check_workloads({"publicHost": "fleet.corp.example"})
+        (tls,) = [d for d in by_kind(docs, "Secret") if d["type"] == "kubernetes.io/tls"]
+        self.assertEqual(tls["metadata"]["name"], "gh-gatehouse-tls")
+        self.assertEqual(sorted(tls["data"]), ["ca.crt", "tls.crt", "tls.key"])
+        # Agents trust the CA: it must survive upgrades and uninstall.
+        self.assertEqual(tls["metadata"]["annotations"]["helm.sh/resource-policy"], "keep")
+        # The edge and api mount it.
+        for role in ("edge", "api"):
+            vols = deployments(docs)[role]["spec"]["template"]["spec"]["volumes"]
+            self.assertIn("gh-gatehouse-tls", [v.get("secret", {}).get("secretName") for v in vols], role)
+        with tempfile.TemporaryDirectory() as d:
+            paths = {}
+            for key in ("ca.crt", "tls.crt"):
+                paths[key] = os.path.join(d, key)
+                with open(paths[key], "wb") as f:
+                    f.write(base64.b64decode(tls["data"][key]))
+            # The certificate names publicHost and chains to the CA.
+            text = subprocess.run(
+                ["openssl", "x509", "-in", paths["tls.crt"], "-noout", "-ext", "subjectAltName"],
+                check=True, capture_output=True, text=True,
+            ).stdout
+            self.assertIn("DNS:fleet.corp.example", text)
+            verify = subprocess.run(
+                ["openssl", "verify", "-CAfile", paths["ca.crt"], paths["tls.crt"]],
+                capture_output=True, text=True,
+            )
+            self.assertEqual(verify.returncode, 0, verify.stdout + verify.stderr)
+
+    def test_cert_manager_issues_the_certificate_when_asked(self):
+        docs = render({"publicHost": "fleet.corp.example", "tls": {"certManager": {"issuerRef": {"name": "corp-ca"}}}})
+        self.assertEqual([d for d in by_kind(docs, "Secret") if d["type"] == "kubernetes.io/tls"], [])
+        (cert,) = by_kind(docs, "Certificate")
+        self.assertEqual(cert["spec"]["secretName"], "gh-gatehouse-tls")
+        self.assertEqual(cert["spec"]["dnsNames"], ["fleet.corp.example"])
+        self.assertEqual(cert["spec"]["issuerRef"], {"name": "corp-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"})
+
+    def test_an_existing_certificate_secret_is_used_as_is(self):
+        docs = render(TLS)
+        self.assertEqual([d for d in by_kind(docs, "Secret") if d["type"] == "kubernetes.io/tls"], [])
+        self.assertEqual(by_kind(docs, "Certificate"), [])
+        vols = deployments(docs)["edge"]["spec"]["template"]["spec"]["volumes"]
+        self.assertIn("gh-tls", [v.get("secret", {}).get("secretName") for v in vols])
 
     def test_ha_values(self):
         docs = self.check_workloads(ha_values())

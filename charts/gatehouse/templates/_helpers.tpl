@@ -26,6 +26,12 @@ app.kubernetes.io/part-of: gatehouse
 {{- .Values.secrets.existingSecret | default (printf "%s-secrets" (include "gatehouse.fullname" .)) -}}
 {{- end -}}
 
+{{/* The agent/operator certificate: the named Secret, else the chart's
+     own (generated, or issued by cert-manager; templates/tls.yaml). */}}
+{{- define "gatehouse.tlsSecretName" -}}
+{{- .Values.tls.existingSecret | default (printf "%s-tls" (include "gatehouse.fullname" .)) -}}
+{{- end -}}
+
 {{- define "gatehouse.natsUrl" -}}
 {{- if .Values.nats.enabled -}}
 {{- printf "nats://%s-nats:4222" .Release.Name -}}
@@ -227,7 +233,7 @@ spec:
         {{- if .tls }}
         - name: tls
           secret:
-            secretName: {{ required "tls.existingSecret: name the Secret with the agent TLS certificate (tls.crt, tls.key)" $root.Values.tls.existingSecret }}
+            secretName: {{ include "gatehouse.tlsSecretName" $root }}
             defaultMode: 0440
         {{- if $root.Values.tls.clientCA.existingSecret }}
         - name: client-ca
