@@ -384,19 +384,39 @@ pub fn spawn_ops(
     })
 }
 
-/// Prints what a new user needs: URLs, secrets, files, the flagfile.
+/// Prints what a new user needs: URLs, secrets, files, the flagfile. The
+/// enroll secret and admin token appear in clear on the first start only
+/// (when they were generated); later starts say where they are, so logs
+/// that keep stdout do not collect them on every restart.
 pub fn banner(
     cfg: &ServeConfig,
     boot: &Bootstrap,
     agent_addr: std::net::SocketAddr,
     api_addr: std::net::SocketAddr,
 ) -> String {
+    let token_file = boot.data_dir.join("secrets/admin_token");
+    let (secret, token, try_token) = if boot.created {
+        (
+            boot.enroll_secret.clone(),
+            boot.admin_token.clone(),
+            boot.admin_token.clone(),
+        )
+    } else {
+        (
+            format!(
+                "in {} (shown on the first start only)",
+                boot.enroll_secret_path.display()
+            ),
+            format!("in {}", token_file.display()),
+            format!("$(cat {})", token_file.display()),
+        )
+    };
     format!(
         "\nGatehouse is running{}.\n\
 \n  agents (osquery TLS API): https://{host}:{ap}\n  operator REST API:        https://{api}  (Authorization: Bearer <admin token>)\n\
 \n  enroll secret:   {secret}\n  admin token:     {token}\n  CA certificate:  {ca}\n  data directory:  {dir}\n  store:           {store}\n  osquery flagfile: {ff}\n\
 \nStart an agent with:\n  osqueryd --flagfile={ff}\n\
-\nTry the API:\n  curl --cacert {ca} -H 'Authorization: Bearer {token}' https://{api}/api/v1/hosts\n\
+\nTry the API:\n  curl --cacert {ca} -H \"Authorization: Bearer {try_token}\" https://{api}/api/v1/hosts\n  gatehouse ctl --data {dir} hosts list\n\
 \n--- {ff} ---\n{flags}",
         if boot.created {
             " (first start: secrets and certificates were generated)"
@@ -406,8 +426,6 @@ pub fn banner(
         host = cfg.public_host,
         ap = agent_addr.port(),
         api = api_addr,
-        secret = boot.enroll_secret,
-        token = boot.admin_token,
         ca = boot.ca_path.display(),
         dir = boot.data_dir.display(),
         store = match cfg.store.kind {
@@ -428,6 +446,26 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
+
+    /// Secrets are printed when they were generated, and only then.
+    #[test]
+    fn secrets_are_printed_on_the_first_start_only() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let cfg = ServeConfig {
+            data_dir: dir.path().join("data"),
+            ..ServeConfig::default()
+        };
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], 8443).into();
+        let first = crate::bootstrap::prepare(&cfg).unwrap_or_else(|e| panic!("{e}"));
+        let text = banner(&cfg, &first, addr, addr);
+        assert!(text.contains(&first.admin_token) && text.contains(&first.enroll_secret));
+        let again = crate::bootstrap::prepare(&cfg).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!again.created);
+        let text = banner(&cfg, &again, addr, addr);
+        assert!(!text.contains(&again.admin_token), "{text}");
+        assert!(!text.contains(&again.enroll_secret), "{text}");
+        assert!(text.contains("secrets/admin_token") && text.contains("secrets/enroll_secret"));
+    }
 
     /// A role that runs until `s` and then records that it drained.
     fn until_stopped(s: &Shutdown, drained: &Arc<AtomicBool>) -> JoinHandle<anyhow::Result<()>> {

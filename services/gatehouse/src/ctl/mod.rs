@@ -149,11 +149,9 @@ pub async fn run(a: CtlArgs) -> Result<String, CtlError> {
             api.send::<DeleteHost>(&HostRef { id: id.clone() }).await?;
             format!("host {id} deleted")
         }
-        What::Hosts(Hosts::Get { id }) => show(
-            j,
-            &json(&api.call::<GetHost>(&HostRef { id }).await?),
-            HOST_COLS,
-        ),
+        What::Hosts(Hosts::Get { id }) => {
+            render::details(j, &json(&api.call::<GetHost>(&HostRef { id }).await?))
+        }
         What::Hosts(Hosts::Config { id }) => {
             serde_json::to_string_pretty(&api.call::<HostConfig>(&HostRef { id }).await?)
                 .unwrap_or_default()

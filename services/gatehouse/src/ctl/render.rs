@@ -68,6 +68,43 @@ pub fn show(json_out: bool, v: &Value, cols: &[&str]) -> String {
     }
 }
 
+/// One object, every field on its own line (`hosts get`): nested objects
+/// as dotted names (`details.os_version.name`), times in UTC as in tables.
+pub fn details(json_out: bool, v: &Value) -> String {
+    fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
+        match v {
+            Value::Object(m) if !m.is_empty() => {
+                for (k, x) in m {
+                    let name = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    flatten(&name, x, out);
+                }
+            }
+            other => {
+                let last = prefix.rsplit('.').next().unwrap_or(prefix);
+                out.push((prefix.to_owned(), column_cell(last, other)));
+            }
+        }
+    }
+    if json_out {
+        return serde_json::to_string_pretty(v).unwrap_or_default();
+    }
+    let mut rows = Vec::new();
+    flatten("", v, &mut rows);
+    let width = rows
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
+    rows.iter()
+        .map(|(k, x)| format!("{k:<width$}  {x}").trim_end().to_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// `v` (any answer) as JSON, for the table printer.
 pub fn json(v: &impl serde::Serialize) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
@@ -87,6 +124,16 @@ mod tests {
         assert_eq!(
             table(&rows, &["name", "role"]),
             "NAME   ROLE\nalice  operator\nbo     -"
+        );
+    }
+
+    #[test]
+    fn details_list_every_field() {
+        let v =
+            json!({"id": "ab", "last_seen": 0, "labels": ["all", "x"], "details": {"os": "linux"}});
+        assert_eq!(
+            details(false, &v),
+            "details.os  linux\nid          ab\nlabels      all,x\nlast_seen   1970-01-01 00:00:00Z"
         );
     }
 
