@@ -496,3 +496,57 @@ async fn client_errors_name_the_url_and_the_cause() -> anyhow::Result<()> {
     s.stop().await?;
     Ok(())
 }
+
+/// Capped lists say when there is more, and `--after` takes the page after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capped_lists_page_with_after() -> anyhow::Result<()> {
+    let s = TestServer::start().await?;
+    let admin = s.boot.admin_token.clone();
+    for i in 0..2 {
+        let mut agent = s.agent(i);
+        anyhow::ensure!(agent.enroll().await?.agent_success());
+    }
+    for name in ["a", "b", "c"] {
+        let o = ctl(&s, &admin, &["queries", "put", name, "SELECT 1"])?;
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let cursor = |o: &Output| {
+        stderr(o)
+            .lines()
+            .find_map(|l| l.strip_prefix("more: --after "))
+            .map(str::to_owned)
+    };
+    for list in [vec!["hosts", "list"], vec!["audit"]] {
+        let mut seen = Vec::new();
+        let mut args: Vec<String> = list.iter().map(|a| (*a).to_owned()).collect();
+        args.extend(["--limit".into(), "1".into(), "--json".into()]);
+        let mut after: Option<String> = None;
+        // Two pages of one, each different from the last.
+        for page in 0..2 {
+            let mut a = args.clone();
+            if let Some(c) = &after {
+                a.extend(["--after".into(), c.clone()]);
+            }
+            let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+            let o = ctl(&s, &admin, &refs)?;
+            assert!(o.status.success(), "{list:?}: {}", stderr(&o));
+            let v: Value = serde_json::from_slice(&o.stdout)?;
+            let item = if v["items"].is_array() {
+                v["items"][0].clone()
+            } else {
+                v[0].clone()
+            };
+            assert!(!seen.contains(&item), "{list:?}: page repeated {item}");
+            seen.push(item);
+            after = cursor(&o);
+            if page == 0 {
+                assert!(after.is_some(), "{list:?}: no cursor: {}", stderr(&o));
+            }
+        }
+    }
+    let o = ctl(&s, &admin, &["audit", "--after", "yesterday"])?;
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--after"), "{}", stderr(&o));
+    s.stop().await?;
+    Ok(())
+}

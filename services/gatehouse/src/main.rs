@@ -58,7 +58,7 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// The operator API from the command line (tables, or --json).
-    Ctl(gatehouse::ctl::CtlArgs),
+    Ctl(Box<gatehouse::ctl::CtlArgs>),
     /// Prints the operator REST API's OpenAPI 3.1 document (also served at
     /// /api/v1/openapi.json).
     Openapi,
@@ -100,7 +100,7 @@ fn main() -> ExitCode {
         }
         Command::Ctl(args) => {
             client_logging();
-            ctl(args)
+            ctl(*args)
         }
         Command::Openapi => match serde_json::to_string_pretty(&gatehouse_api::rest::openapi()) {
             Ok(doc) => {

@@ -61,6 +61,9 @@ pub enum What {
     Alerts {
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Continue after a previous page (the cursor it printed).
+        #[arg(long)]
+        after: Option<String>,
     },
     /// Webhook deliveries that failed every attempt.
     #[command(subcommand, name = "dead-letters")]
@@ -69,6 +72,9 @@ pub enum What {
     Audit {
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Continue after a previous page (the cursor it printed).
+        #[arg(long)]
+        after: Option<String>,
     },
     /// Makes the server's queries, schedules, label configs and rules match the
     /// YAML specs in DIR (`kind`, `name`, `spec` per document): shows the
@@ -110,6 +116,9 @@ pub enum Hosts {
         silent_for: Option<u64>,
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// Continue after a previous page (the cursor it printed).
+        #[arg(long)]
+        after: Option<String>,
     },
     Get {
         id: String,

@@ -123,6 +123,7 @@ pub async fn run(a: CtlArgs) -> Result<String, CtlError> {
             search,
             silent_for,
             limit,
+            after,
         }) => {
             let seen_before = silent_for.map(|m| {
                 gatehouse_core::time::now_ms()
@@ -136,9 +137,11 @@ pub async fn run(a: CtlArgs) -> Result<String, CtlError> {
                     search,
                     seen_before,
                     limit: Some(limit),
+                    after,
                     ..HostFilter::default()
                 })
                 .await?;
+            more(page.next.as_deref());
             if j {
                 show(true, &json(&page), &[])
             } else {
@@ -364,12 +367,15 @@ pub async fn run(a: CtlArgs) -> Result<String, CtlError> {
                 .await?;
             format!("rule {name} deleted")
         }
-        What::Alerts { limit } => {
+        What::Alerts { limit, after } => {
+            let (before_at, before_id) = newest_first_cursor(after.as_deref())?;
             let page = AlertPage {
                 limit: Some(limit),
-                ..AlertPage::default()
+                before_at,
+                before_id,
             };
             let mut alerts = json(&api.call::<ListAlerts>(&page).await?);
+            more_newest_first(&alerts, limit);
             for a in alerts.as_array_mut().into_iter().flatten() {
                 let states: Vec<Value> = a["actions"]
                     .as_array()
@@ -402,16 +408,52 @@ pub async fn run(a: CtlArgs) -> Result<String, CtlError> {
         }
         What::Apply { paths, dry_run } => gitops::apply(&api, &paths, dry_run).await?,
         What::Get { kind, output } => gitops::get_specs(&api, &kind, &output).await?,
-        What::Audit { limit } => {
+        What::Audit { limit, after } => {
+            let (before_at, before_id) = newest_first_cursor(after.as_deref())?;
             let page = NewestFirst {
                 limit: Some(limit),
-                ..NewestFirst::default()
+                before_at,
+                before_id,
             };
-            show(
-                j,
-                &json(&api.call::<ListAudit>(&page).await?),
-                &["at", "actor", "action", "target", "outcome"],
-            )
+            let rows = json(&api.call::<ListAudit>(&page).await?);
+            more_newest_first(&rows, limit);
+            show(j, &rows, &["at", "actor", "action", "target", "outcome"])
         }
     })
+}
+
+/// Says on stderr how to get the next page, when there is one (stdout
+/// keeps only the page, for pipes).
+fn more(next: Option<&str>) {
+    if let Some(n) = next {
+        eprintln!("more: --after {n}");
+    }
+}
+
+/// Newest-first lists (audit, alerts) page by the last item's time and
+/// id: `--after AT:ID`, as [`more_newest_first`] prints it.
+fn newest_first_cursor(after: Option<&str>) -> Result<(Option<i64>, Option<String>), CtlError> {
+    let Some(a) = after else {
+        return Ok((None, None));
+    };
+    let (at, id) = a
+        .split_once(':')
+        .and_then(|(at, id)| Some((at.parse::<i64>().ok()?, id)))
+        .ok_or_else(|| {
+            CtlError::Refused(format!(
+                "--after {a:?}: expected the AT:ID cursor a previous page printed"
+            ))
+        })?;
+    Ok((Some(at), Some(id.to_owned())))
+}
+
+/// A full page may have more after it: its last item is the cursor.
+fn more_newest_first(rows: &Value, limit: usize) {
+    if let Some(items) = rows.as_array()
+        && items.len() >= limit
+        && let Some(last) = items.last()
+        && let (Some(at), Some(id)) = (last["at"].as_i64(), last["id"].as_str())
+    {
+        more(Some(&format!("{at}:{id}")));
+    }
 }
