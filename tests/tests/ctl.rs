@@ -550,3 +550,51 @@ async fn capped_lists_page_with_after() -> anyhow::Result<()> {
     s.stop().await?;
     Ok(())
 }
+
+/// Schedules are created and replaced from the command line; a bad one is
+/// refused with the API's message and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_are_put_from_the_command_line() -> anyhow::Result<()> {
+    let s = TestServer::start().await?;
+    let admin = s.boot.admin_token.clone();
+    let o = ctl(
+        &s,
+        &admin,
+        &["queries", "put", "users", "SELECT * FROM users"],
+    )?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let put = |interval: &str| {
+        ctl(
+            &s,
+            &admin,
+            &[
+                "schedules",
+                "put",
+                "users_daily",
+                "--query",
+                "users",
+                "--interval",
+                interval,
+                "--snapshot",
+                "--pack",
+                "inventory",
+                "--labels",
+                "all,platform:linux",
+            ],
+        )
+    };
+    let o = put("86400")?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("inventory"), "{}", stdout(&o));
+    let o = put("0")?;
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("interval"), "{}", stderr(&o));
+    let o = ctl(&s, &admin, &["schedules", "list", "--json"])?;
+    let v: Value = serde_json::from_slice(&o.stdout)?;
+    assert_eq!(v[0]["interval"], 86400, "{v}");
+    assert_eq!(v[0]["pack"], "inventory");
+    assert_eq!(v[0]["snapshot"], true);
+    assert_eq!(v[0]["labels"], json!(["all", "platform:linux"]));
+    s.stop().await?;
+    Ok(())
+}

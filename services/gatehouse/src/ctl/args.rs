@@ -155,7 +155,40 @@ pub enum Queries {
 #[derive(Subcommand, Debug)]
 pub enum Schedules {
     List,
-    Delete { name: String },
+    /// Create or replace a scheduled query.
+    Put {
+        name: String,
+        /// The saved query it runs.
+        #[arg(long)]
+        query: String,
+        /// Seconds between runs (1 to 604800).
+        #[arg(long)]
+        interval: u32,
+        /// Log every run's full result instead of what changed.
+        #[arg(long)]
+        snapshot: bool,
+        /// Do not log rows that disappeared (differential only).
+        #[arg(long)]
+        no_removed: bool,
+        /// Hosts with any of these labels run it (comma-separated).
+        #[arg(long, value_delimiter = ',', required = true)]
+        labels: Vec<String>,
+        /// Deliver it inside this pack (logged as `pack_<pack>_<name>`).
+        #[arg(long)]
+        pack: Option<String>,
+        /// osquery's platform filter, e.g. `darwin,linux`.
+        #[arg(long)]
+        platform: Option<String>,
+        /// Minimum osquery version.
+        #[arg(long)]
+        version: Option<String>,
+        /// Percentage of hosts that run it (1-100).
+        #[arg(long)]
+        shard: Option<u8>,
+    },
+    Delete {
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -20,7 +20,8 @@ use gatehouse_api::ops::campaigns::{
     CampaignRef, CampaignResults, GetCampaign, ListCampaigns, ListLimit,
 };
 use gatehouse_api::ops::definitions::{
-    DeleteQuery, DeleteSchedule, ListQueries, ListSchedules, NameRef, PutQuery, QueryDef,
+    DeleteQuery, DeleteSchedule, ListQueries, ListSchedules, NameRef, PutQuery, PutSchedule,
+    QueryDef, ScheduleDef,
 };
 use gatehouse_api::ops::hosts::{
     DeleteHost, GetHost, HostConfig, HostFilter, HostRef, ListHosts, SetHostLabels, SetLabels,
@@ -193,6 +194,38 @@ pub async fn run(a: CtlArgs) -> Result<String, CtlError> {
         What::Schedules(Schedules::List) => show(
             j,
             &json(&api.call::<ListSchedules>(&none).await?),
+            &[
+                "name", "query", "interval", "snapshot", "pack", "platform", "labels",
+            ],
+        ),
+        What::Schedules(Schedules::Put {
+            name,
+            query,
+            interval,
+            snapshot,
+            no_removed,
+            labels,
+            pack,
+            platform,
+            version,
+            shard,
+        }) => show(
+            j,
+            &json(
+                &api.call::<PutSchedule>(&ScheduleDef {
+                    name,
+                    query,
+                    interval,
+                    snapshot,
+                    removed: !no_removed,
+                    platform,
+                    version,
+                    shard,
+                    pack,
+                    labels,
+                })
+                .await?,
+            ),
             &[
                 "name", "query", "interval", "snapshot", "pack", "platform", "labels",
             ],
