@@ -598,3 +598,78 @@ async fn schedules_are_put_from_the_command_line() -> anyhow::Result<()> {
     s.stop().await?;
     Ok(())
 }
+
+/// Label configs, label queries and result lines from the command line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn label_definitions_and_results_from_the_command_line() -> anyhow::Result<()> {
+    let s = TestServer::start().await?;
+    let admin = s.boot.admin_token.clone();
+    let dir = tempfile::tempdir()?;
+    std::fs::write(
+        dir.path().join("labels.yaml"),
+        "kind: label_config\nname: servers\nspec:\n  options:\n    distributed_interval: 30\n---\nkind: label_query\nname: has-docker\nspec:\n  sql: SELECT 1 FROM processes WHERE name = 'dockerd'\n  interval: 600\n",
+    )?;
+    let file = dir.path().join("labels.yaml").display().to_string();
+    let o = ctl(&s, &admin, &["apply", "-f", &file])?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = ctl(&s, &admin, &["label-configs", "list"])?;
+    assert!(stdout(&o).contains("servers"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("distributed_interval"),
+        "{}",
+        stdout(&o)
+    );
+    let o = ctl(&s, &admin, &["label-queries", "list"])?;
+    assert!(
+        stdout(&o).contains("has-docker") && stdout(&o).contains("600"),
+        "{}",
+        stdout(&o)
+    );
+    for (kind, label) in [
+        ("label-configs", "servers"),
+        ("label-queries", "has-docker"),
+    ] {
+        let o = ctl(&s, &admin, &[kind, "delete", label])?;
+        assert!(o.status.success(), "{}", stderr(&o));
+        let o = ctl(&s, &admin, &[kind, "list", "--json"])?;
+        assert_eq!(
+            serde_json::from_slice::<Value>(&o.stdout)?,
+            json!([]),
+            "{kind}"
+        );
+    }
+
+    let mut a = s.agent(1);
+    anyhow::ensure!(a.enroll().await?.agent_success());
+    let now = gatehouse_core::time::now_ms() / 1000;
+    let lines: Vec<Value> = (0..3)
+        .map(|n| {
+            json!({"name": "users", "hostIdentifier": "h", "calendarTime": "", "unixTime": now - 60 * (3 - n),
+                   "epoch": 0, "counter": n, "numerics": false, "columns": {"n": n.to_string()}, "action": "added"})
+        })
+        .collect();
+    anyhow::ensure!(a.log("result", json!(lines)).await?.agent_success());
+    let host = a.host_id();
+    let o = ctl(
+        &s,
+        &admin,
+        &[
+            "results",
+            "--host",
+            &host,
+            "--newest",
+            "--limit",
+            "2",
+            "--since-minutes",
+            "10",
+        ],
+    )?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let rows: Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    assert!(rows[0].contains(r#"{"n":"2"}"#), "newest first: {out}");
+    assert!(stderr(&o).contains("more: --after"), "{}", stderr(&o));
+    s.stop().await?;
+    Ok(())
+}

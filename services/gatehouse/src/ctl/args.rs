@@ -43,6 +43,33 @@ pub enum What {
     Queries(Queries),
     #[command(subcommand)]
     Schedules(Schedules),
+    /// Options, decorators and file paths by label (define them with
+    /// `apply`: kind `label_config`).
+    #[command(subcommand, name = "label-configs")]
+    LabelConfigs(ByLabel),
+    /// Dynamic labels (define them with `apply`: kind `label_query`).
+    #[command(subcommand, name = "label-queries")]
+    LabelQueries(ByLabel),
+    /// Stored result lines of scheduled queries, by host and/or query.
+    Results {
+        /// Host id.
+        #[arg(long)]
+        host: Option<String>,
+        /// Scheduled query name as the agent logs it (e.g. `pack_inventory_users`).
+        #[arg(long)]
+        query: Option<String>,
+        /// Only lines of the last this many minutes.
+        #[arg(long)]
+        since_minutes: Option<u64>,
+        /// Newest lines first.
+        #[arg(long)]
+        newest: bool,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Continue after a previous page (the cursor it printed).
+        #[arg(long)]
+        after: Option<String>,
+    },
     /// Live queries.
     #[command(subcommand)]
     Query(LiveQuery),
@@ -150,6 +177,12 @@ pub enum Queries {
     Delete {
         name: String,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ByLabel {
+    List,
+    Delete { label: String },
 }
 
 #[derive(Subcommand, Debug)]

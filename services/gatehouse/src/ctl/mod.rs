@@ -20,11 +20,13 @@ use gatehouse_api::ops::campaigns::{
     CampaignRef, CampaignResults, GetCampaign, ListCampaigns, ListLimit,
 };
 use gatehouse_api::ops::definitions::{
-    DeleteQuery, DeleteSchedule, ListQueries, ListSchedules, NameRef, PutQuery, PutSchedule,
-    QueryDef, ScheduleDef,
+    DeleteLabelConfig, DeleteLabelQuery, DeleteQuery, DeleteSchedule, LabelRef, ListLabelConfigs,
+    ListLabelQueries, ListQueries, ListSchedules, NameRef, PutQuery, PutSchedule, QueryDef,
+    ScheduleDef,
 };
 use gatehouse_api::ops::hosts::{
-    DeleteHost, GetHost, HostConfig, HostFilter, HostRef, ListHosts, SetHostLabels, SetLabels,
+    DeleteHost, GetHost, HostConfig, HostFilter, HostRef, ListHosts, ResultOrder, ResultSearch,
+    SearchResults, SetHostLabels, SetLabels,
 };
 use gatehouse_api::ops::identity::{
     CreateEnrollSecret, CreateToken, CreateUser, EnrollSecretRequest, IdRef, ListEnrollSecrets,
@@ -230,6 +232,73 @@ pub async fn run(a: CtlArgs) -> Result<String, CtlError> {
                 "name", "query", "interval", "snapshot", "pack", "platform", "labels",
             ],
         ),
+        What::LabelConfigs(ByLabel::List) => show(
+            j,
+            &json(&api.call::<ListLabelConfigs>(&none).await?),
+            &["label", "options", "updated_at"],
+        ),
+        What::LabelConfigs(ByLabel::Delete { label }) => {
+            api.send::<DeleteLabelConfig>(&LabelRef {
+                label: label.clone(),
+            })
+            .await?;
+            format!("deleted label config {label}")
+        }
+        What::LabelQueries(ByLabel::List) => show(
+            j,
+            &json(&api.call::<ListLabelQueries>(&none).await?),
+            &["label", "interval", "platforms", "sql"],
+        ),
+        What::LabelQueries(ByLabel::Delete { label }) => {
+            api.send::<DeleteLabelQuery>(&LabelRef {
+                label: label.clone(),
+            })
+            .await?;
+            format!("deleted label query {label}")
+        }
+        What::Results {
+            host,
+            query,
+            since_minutes,
+            newest,
+            limit,
+            after,
+        } => {
+            let since = since_minutes.map(|m| {
+                gatehouse_core::time::now_ms()
+                    - i64::try_from(m.saturating_mul(60_000)).unwrap_or(i64::MAX)
+            });
+            let page = api
+                .call::<SearchResults>(&ResultSearch {
+                    host,
+                    name: query,
+                    since,
+                    until: None,
+                    limit: Some(limit),
+                    order: newest.then_some(ResultOrder::Newest),
+                    after,
+                })
+                .await?;
+            more(page.next.as_deref());
+            if j {
+                show(true, &json(&page), &[])
+            } else {
+                let mut rows = json(&page.items);
+                for r in rows.as_array_mut().into_iter().flatten() {
+                    // The agent's time is in seconds; tables show UTC.
+                    r["at"] = json!(r["unix_time"].as_i64().map(|t| t * 1000));
+                    r["columns"] = r["line"]
+                        .get("columns")
+                        .or_else(|| r["line"].get("snapshot"))
+                        .map_or(Value::Null, |c| json!(c.to_string()));
+                }
+                show(
+                    false,
+                    &rows,
+                    &["at", "host_id", "name", "action", "columns"],
+                )
+            }
+        }
         What::Schedules(Schedules::Delete { name }) => {
             api.send::<DeleteSchedule>(&NameRef { name: name.clone() })
                 .await?;
