@@ -610,6 +610,20 @@ async fn label_definitions_and_results_from_the_command_line() -> anyhow::Result
         "kind: label_config\nname: servers\nspec:\n  options:\n    distributed_interval: 30\n---\nkind: label_query\nname: has-docker\nspec:\n  sql: SELECT 1 FROM processes WHERE name = 'dockerd'\n  interval: 600\n",
     )?;
     let file = dir.path().join("labels.yaml").display().to_string();
+    // A value osquery cannot use for the flag is refused before anything changes.
+    let bad = dir.path().join("bad.yml");
+    std::fs::write(
+        &bad,
+        "kind: label_config\nname: laptops\nspec:\n  options:\n    logger_tls_period: ten\n",
+    )?;
+    let o = ctl(&s, &admin, &["apply", "-f", &bad.display().to_string()])?;
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("logger_tls_period") && stderr(&o).contains("whole number"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::remove_file(&bad)?;
     let o = ctl(&s, &admin, &["apply", "-f", &file])?;
     assert!(o.status.success(), "{}", stderr(&o));
     let o = ctl(&s, &admin, &["label-configs", "list"])?;

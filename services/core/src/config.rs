@@ -203,6 +203,79 @@ pub fn validate_label_query(q: &crate::model::LabelQuery) -> Result<(), ConfigEr
     Ok(())
 }
 
+/// The type of a runtime flag the agent accepts in `options`, as osquery
+/// declares it (`FLAG(bool, ...)`, `FLAG(uint64, ...)`, `FLAG(string, ...)`).
+#[derive(Debug, Clone, Copy)]
+enum OptionType {
+    Bool,
+    Unsigned,
+    Text,
+    OneOf(&'static [&'static str]),
+}
+
+/// Config-settable flags of the agent's remote API and logging
+/// (osquery-protocol.md §10), with their types. Other names pass through:
+/// `custom_*` and flags of other subsystems are the operator's business,
+/// and the agent itself warns about unknown ones.
+const OPTION_TYPES: &[(&str, OptionType)] = &[
+    ("logger_tls_period", OptionType::Unsigned),
+    ("logger_tls_max_lines", OptionType::Unsigned),
+    ("logger_tls_max_linesize", OptionType::Unsigned),
+    ("logger_tls_max", OptionType::Unsigned),
+    ("logger_tls_backoff_max", OptionType::Unsigned),
+    ("logger_tls_compress", OptionType::Bool),
+    ("logger_tls_endpoint", OptionType::Text),
+    ("tls_disable_status_log", OptionType::Bool),
+    ("buffered_log_max", OptionType::Unsigned),
+    ("logger_event_type", OptionType::Bool),
+    ("logger_snapshot_event_type", OptionType::Bool),
+    ("logger_numerics", OptionType::Bool),
+    ("log_numerics_as_numbers", OptionType::Bool),
+    ("logger_min_status", OptionType::Unsigned),
+    ("decorations_top_level", OptionType::Bool),
+    ("disable_distributed", OptionType::Bool),
+    ("distributed_plugin", OptionType::Text),
+    ("distributed_interval", OptionType::Unsigned),
+    ("distributed_tls_max_attempts", OptionType::Unsigned),
+    ("distributed_denylist_duration", OptionType::Unsigned),
+    ("distributed_tls_read_endpoint", OptionType::Text),
+    ("distributed_tls_write_endpoint", OptionType::Text),
+    ("read_max", OptionType::Unsigned),
+    (
+        "host_identifier",
+        OptionType::OneOf(&["hostname", "uuid", "instance", "ephemeral", "specified"]),
+    ),
+    ("schedule_splay_percent", OptionType::Unsigned),
+    ("schedule_default_interval", OptionType::Unsigned),
+    ("schedule_epoch", OptionType::Unsigned),
+];
+
+/// Whether `v` is a value the agent can turn into a flag of type `t`
+/// (a string is parsed by the flag, as gflags parses command lines).
+fn option_fits(t: OptionType, v: &Value) -> bool {
+    match (t, v) {
+        (OptionType::Bool, Value::Bool(_)) => true,
+        (OptionType::Bool, Value::String(s)) => matches!(
+            s.to_ascii_lowercase().as_str(),
+            "true" | "false" | "1" | "0" | "yes" | "no" | "t" | "f" | "y" | "n"
+        ),
+        (OptionType::Unsigned, Value::Number(n)) => n.is_u64(),
+        (OptionType::Unsigned, Value::String(s)) => s.parse::<u64>().is_ok(),
+        (OptionType::Text, Value::String(_) | Value::Number(_) | Value::Bool(_)) => true,
+        (OptionType::OneOf(allowed), Value::String(s)) => allowed.contains(&s.as_str()),
+        _ => false,
+    }
+}
+
+fn option_expects(t: OptionType) -> String {
+    match t {
+        OptionType::Bool => "true or false".into(),
+        OptionType::Unsigned => "a whole number of 0 or more".into(),
+        OptionType::Text => "a string".into(),
+        OptionType::OneOf(allowed) => format!("one of {}", allowed.join(", ")),
+    }
+}
+
 pub fn validate_label_config(c: &LabelConfig) -> Result<(), ConfigError> {
     validate_label(&c.label)?;
     for (k, v) in &c.options {
@@ -214,6 +287,14 @@ pub fn validate_label_config(c: &LabelConfig) -> Result<(), ConfigError> {
         if v.is_object() || v.is_array() {
             return Err(ConfigError::Invalid(format!(
                 "option {k:?} must be a string, number or boolean"
+            )));
+        }
+        if let Some((_, t)) = OPTION_TYPES.iter().find(|(name, _)| name == k)
+            && !option_fits(*t, v)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "option {k:?} must be {} (osquery's flag type), not {v}",
+                option_expects(*t)
             )));
         }
     }
@@ -376,6 +457,65 @@ fn push_unique(into: &mut Vec<String>, from: &[String]) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn label_config_options_are_checked_against_osquerys_flag_types() {
+        let with = |k: &str, v: serde_json::Value| {
+            let mut c = LabelConfig {
+                label: "servers".into(),
+                options: Map::new(),
+                decorators: Default::default(),
+                file_paths: Default::default(),
+                updated_at: 0,
+            };
+            c.options.insert(k.into(), v);
+            validate_label_config(&c)
+        };
+        for (k, v) in [
+            ("logger_tls_period", serde_json::json!(10)),
+            ("logger_tls_period", serde_json::json!("10")),
+            ("logger_tls_compress", serde_json::json!(true)),
+            ("logger_tls_compress", serde_json::json!("false")),
+            ("host_identifier", serde_json::json!("uuid")),
+            ("custom_team", serde_json::json!("{\"a\": 1}")),
+            ("watchdog_memory_limit", serde_json::json!(500)),
+        ] {
+            assert!(with(k, v.clone()).is_ok(), "{k} = {v}");
+        }
+        for (k, v, says) in [
+            (
+                "logger_tls_period",
+                serde_json::json!("ten"),
+                "whole number",
+            ),
+            (
+                "distributed_interval",
+                serde_json::json!(-5),
+                "whole number",
+            ),
+            (
+                "distributed_interval",
+                serde_json::json!(1.5),
+                "whole number",
+            ),
+            (
+                "logger_numerics",
+                serde_json::json!("maybe"),
+                "true or false",
+            ),
+            (
+                "host_identifier",
+                serde_json::json!("mac"),
+                "one of hostname",
+            ),
+        ] {
+            let e = with(k, v.clone())
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.contains(k) && e.contains(says), "{k} = {v}: {e}");
+        }
+    }
+
     use super::*;
 
     fn defs() -> Definitions {
