@@ -111,7 +111,10 @@ impl Trigger {
 }
 
 /// A condition over one row: a group of conditions, or one comparison.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+/// Written untagged; read by the key it has (`all`, `any`, else a
+/// comparison), so a mistake is named ("unknown field `colum`") instead of
+/// "data did not match any variant".
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum Condition {
     /// Every condition holds.
@@ -123,6 +126,39 @@ pub enum Condition {
         any: Vec<Condition>,
     },
     Match(Match),
+}
+
+impl<'de> Deserialize<'de> for Condition {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        const FORMS: &str = "{all: [...]}, {any: [...]} or {column, op, value}";
+        let v = Value::deserialize(d)?;
+        let Value::Object(m) = v else {
+            return Err(D::Error::custom(format!(
+                "a condition is an object, {FORMS}; not {v}"
+            )));
+        };
+        for group in ["all", "any"] {
+            let Some(items) = m.get(group) else {
+                continue;
+            };
+            if let Some(other) = m.keys().find(|k| *k != group) {
+                return Err(D::Error::custom(format!(
+                    "a condition with `{group}` has no other field (found `{other}`): {FORMS}"
+                )));
+            }
+            let items: Vec<Condition> = serde_json::from_value(items.clone())
+                .map_err(|e| D::Error::custom(format!("{group}: {e}")))?;
+            return Ok(if group == "all" {
+                Condition::All { all: items }
+            } else {
+                Condition::Any { any: items }
+            });
+        }
+        serde_json::from_value::<Match>(Value::Object(m))
+            .map(Condition::Match)
+            .map_err(|e| D::Error::custom(format!("a comparison ({FORMS}): {e}")))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -676,6 +712,38 @@ pub fn row_detail(columns: &Map<String, Value>) -> BTreeMap<String, Value> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_wrong_condition_is_named_not_an_untagged_mismatch() {
+        let err = |v: serde_json::Value| {
+            serde_json::from_value::<Condition>(v)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        let e = err(serde_json::json!({"colum": "path", "op": "eq", "value": "/tmp"}));
+        assert!(e.contains("unknown field `colum`"), "{e}");
+        let e = err(serde_json::json!({"any": [{"column": "path", "op": "equals", "value": "x"}]}));
+        assert!(
+            e.contains("any") && e.contains("unknown variant `equals`"),
+            "{e}"
+        );
+        let e = err(serde_json::json!({"all": [], "column": "x"}));
+        assert!(e.contains("no other field"), "{e}");
+        let e = err(serde_json::json!("path = /tmp"));
+        assert!(e.contains("a condition is an object"), "{e}");
+        assert!(!e.contains("did not match any variant"), "{e}");
+        let ok: Condition = serde_json::from_value(serde_json::json!(
+            {"all": [{"column": "path", "op": "begins_with", "value": "/tmp/"}, {"any": []}]}
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            serde_json::to_value(&ok).ok(),
+            Some(
+                serde_json::json!({"all": [{"column": "path", "op": "begins_with", "value": "/tmp/"}, {"any": []}]})
+            )
+        );
+    }
+
     use super::*;
     use serde_json::json;
 
