@@ -76,21 +76,26 @@ mod clock_tests {
     }
 }
 
-/// `ms` since the Unix epoch as `YYYY-MM-DD HH:MM:SSZ` (UTC), for people:
-/// tables, logs, reports. Proleptic Gregorian, any `i64` in range.
-pub fn utc_string(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+/// The civil (proleptic Gregorian) date of `days` since 1970-01-01, as
+/// (year, month 1-12, day 1-31); H. Hinnant's algorithm.
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let day = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
+    let month = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
+/// `ms` since the Unix epoch as `YYYY-MM-DD HH:MM:SSZ` (UTC), for people:
+/// tables, logs, reports.
+pub fn utc_string(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (year, month, day) = civil_from_days(days);
     format!(
         "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
         rem / 3600,

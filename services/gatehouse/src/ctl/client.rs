@@ -96,39 +96,32 @@ impl Api {
         })
     }
 
-    /// A request that never got an answer, in words: the URL, the cause
-    /// at the bottom of the error chain, and what to do about the usual
-    /// ones.
+    /// A request that never got an answer, in words: the URL, the error
+    /// chain, and what to do about the usual causes, recognised by type
+    /// (an I/O error's kind, a rustls certificate error), not by text.
     pub fn unreachable(&self, e: &reqwest::Error) -> CtlError {
-        let mut causes = Vec::new();
+        let mut causes: Vec<String> = Vec::new();
+        let (mut refused, mut untrusted) = (false, false);
         let mut next: Option<&dyn std::error::Error> = Some(e);
         while let Some(err) = next {
             let text = err.to_string();
-            if !causes.iter().any(|c: &String| c.contains(&text)) {
+            if !causes.iter().any(|c| c.contains(&text)) {
                 causes.push(text);
             }
+            refused |= classify(err, &mut untrusted);
             next = err.source();
         }
         let chain = causes.join(": ");
-        let lower = chain.to_lowercase();
-        let hint = if lower.contains("connection refused") {
+        let hint = if refused {
             " (connection refused: is `gatehouse serve` running, and is this its api_listen address?)"
-                .to_owned()
-        } else if lower.contains("unknownissuer")
-            || lower.contains("invalid peer certificate")
-            || lower.contains("certificate")
-        {
-            if self.custom_ca {
-                " (certificate not trusted: the server's certificate does not chain to the given CA)"
-                    .to_owned()
-            } else {
-                " (certificate not trusted: give --ca with the CA it chains to, e.g. gatehouse-data/tls/ca.pem, or --data)"
-                    .to_owned()
-            }
+        } else if untrusted && self.custom_ca {
+            " (certificate not trusted: the server's certificate does not chain to the given CA)"
+        } else if untrusted {
+            " (certificate not trusted: give --ca with the CA it chains to, e.g. gatehouse-data/tls/ca.pem, or --data)"
         } else if e.is_timeout() {
-            " (timed out)".to_owned()
+            " (timed out)"
         } else {
-            String::new()
+            ""
         };
         failed(format!("cannot reach {}: {chain}{hint}", self.url))
     }
@@ -236,6 +229,24 @@ fn scalar(v: &Value) -> Option<String> {
         Value::String(s) => Some(s.clone()),
         other => Some(other.to_string()),
     }
+}
+
+/// Whether `err` is a refused connection; sets `untrusted` when it is (or
+/// wraps) a rustls certificate error. An `io::Error`'s `source()` skips
+/// the error it carries (TLS errors come as io errors in io errors), so
+/// those are looked into.
+fn classify(err: &(dyn std::error::Error + 'static), untrusted: &mut bool) -> bool {
+    if matches!(
+        err.downcast_ref::<rustls::Error>(),
+        Some(rustls::Error::InvalidCertificate(_))
+    ) {
+        *untrusted = true;
+    }
+    if let Some(io) = err.downcast_ref::<std::io::Error>() {
+        let inner = io.get_ref().is_some_and(|i| classify(i, untrusted));
+        return io.kind() == std::io::ErrorKind::ConnectionRefused || inner;
+    }
+    false
 }
 
 #[cfg(test)]

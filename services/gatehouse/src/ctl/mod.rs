@@ -128,10 +128,7 @@ pub async fn run(a: CtlArgs) -> Result<String, CtlError> {
             limit,
             after,
         }) => {
-            let seen_before = silent_for.map(|m| {
-                gatehouse_core::time::now_ms()
-                    - i64::try_from(m.saturating_mul(60_000)).unwrap_or(i64::MAX)
-            });
+            let seen_before = silent_for.map(minutes_ago);
             let page = api
                 .call::<ListHosts>(&HostFilter {
                     label,
@@ -264,10 +261,7 @@ pub async fn run(a: CtlArgs) -> Result<String, CtlError> {
             limit,
             after,
         } => {
-            let since = since_minutes.map(|m| {
-                gatehouse_core::time::now_ms()
-                    - i64::try_from(m.saturating_mul(60_000)).unwrap_or(i64::MAX)
-            });
+            let since = since_minutes.map(minutes_ago);
             let page = api
                 .call::<SearchResults>(&ResultSearch {
                     host,
@@ -522,6 +516,11 @@ pub async fn run(a: CtlArgs) -> Result<String, CtlError> {
             show(j, &rows, &["at", "actor", "action", "target", "outcome"])
         }
     })
+}
+
+/// `m` minutes before now, in Unix milliseconds.
+fn minutes_ago(m: u64) -> i64 {
+    gatehouse_core::time::now_ms() - i64::try_from(m.saturating_mul(60_000)).unwrap_or(i64::MAX)
 }
 
 /// Says on stderr how to get the next page, when there is one (stdout
