@@ -10,6 +10,7 @@
 //!   tls/ca.pem, ca.key     generated CA (agents trust ca.pem)
 //!   tls/server.pem, .key   server certificate for public_host
 //!   osquery.flags          a ready flagfile
+//!   endpoints.json         URLs of the running all-in-one ([`Endpoints`])
 //! ```
 //!
 //! Everything is created once and reused; a server certificate is re-issued
