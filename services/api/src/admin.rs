@@ -35,6 +35,8 @@ pub struct ApiConfig {
     pub max_active_campaigns_per_user: usize,
     pub default_campaign_ttl: Duration,
     pub max_campaign_ttl: Duration,
+    /// The operator listener's HTTP settings.
+    pub serve: gatehouse_runtime::ServeOptions,
 }
 
 impl Default for ApiConfig {
@@ -46,6 +48,10 @@ impl Default for ApiConfig {
             max_active_campaigns_per_user: 10,
             default_campaign_ttl: Duration::from_secs(3600),
             max_campaign_ttl: Duration::from_secs(7 * 86_400),
+            serve: gatehouse_runtime::ServeOptions {
+                name: "api",
+                ..gatehouse_runtime::ServeOptions::default()
+            },
         }
     }
 }
@@ -86,41 +92,46 @@ pub(crate) fn host_id(id: &str) -> Result<HostId, ApiError> {
         .ok_or_else(|| ApiError::BadRequest(format!("{id:?} is not a host id (32 hex characters)")))
 }
 
+/// What the operator API runs over.
+pub struct ApiDeps {
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn Bus>,
+    pub hosts: HostClient,
+    /// Redrives dead-lettered alert deliveries (the rule engine's client).
+    pub webhooks: Arc<dyn WebhookSender>,
+    /// Tokens accepted as the built-in `admin` caller, also when the store
+    /// cannot be read (`secrets/admin_token`).
+    pub bootstrap_tokens: Vec<String>,
+    /// Where "now" comes from (expiry of tokens, campaigns, secrets; tests
+    /// move it).
+    pub clock: Arc<dyn Clock>,
+}
+
 impl Admin {
-    pub fn new(
-        store: Arc<dyn Store>,
-        bus: Arc<dyn Bus>,
-        hosts: HostClient,
-        webhooks: Arc<dyn WebhookSender>,
-        cfg: ApiConfig,
-    ) -> Self {
+    pub fn new(cfg: ApiConfig, deps: ApiDeps) -> Self {
+        let ApiDeps {
+            store,
+            bus,
+            hosts,
+            webhooks,
+            bootstrap_tokens,
+            clock,
+        } = deps;
         Self {
             store,
             bus,
             hosts,
             cfg,
-            bootstrap_tokens: Vec::new(),
+            bootstrap_tokens,
             webhooks,
-            clock: gatehouse_core::time::system_clock(),
+            clock,
             complete: std::sync::Mutex::default(),
         }
-    }
-
-    /// Reads time from `clock` (tests move it to check expiry).
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
-        self
     }
 
     /// Unix milliseconds, from the clock.
     pub(crate) fn now(&self) -> i64 {
         self.clock.now_ms()
-    }
-
-    /// Accepts these tokens as the built-in `admin` caller.
-    pub fn with_bootstrap_tokens(mut self, tokens: Vec<String>) -> Self {
-        self.bootstrap_tokens = tokens;
-        self
     }
 
     /// Refuses `c` unless its role is at least `need`; a refusal of an

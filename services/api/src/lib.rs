@@ -21,10 +21,9 @@ pub mod rest;
 
 use std::sync::Arc;
 
-use gatehouse_runtime::{ServeOptions, Shutdown};
-use tokio::net::TcpListener;
+use gatehouse_runtime::{Listener, ServeOptions, Shutdown};
 
-pub use admin::{Admin, ApiConfig, Caller};
+pub use admin::{Admin, ApiConfig, ApiDeps, Caller};
 pub use error::ApiError;
 
 /// The full name of the gRPC admin service.
@@ -33,12 +32,16 @@ pub const GRPC_SERVICE: &str = "gatehouse.v1.Admin";
 /// Serves the REST API and the gRPC admin service (with health) on
 /// `listener` until `shutdown`.
 pub async fn run(
-    admin: Arc<Admin>,
-    opts: ServeOptions,
-    listener: TcpListener,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    cfg: ApiConfig,
+    deps: ApiDeps,
+    listener: Listener,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
+    let opts = ServeOptions {
+        http2: true,
+        ..cfg.serve.clone()
+    };
+    let admin = Arc::new(Admin::new(cfg, deps));
     let rest = rest::router(admin.clone(), shutdown.clone());
     let routes = grpc::routes(admin).add_service(gatehouse_runtime::grpc::health(
         &[GRPC_SERVICE],
@@ -49,10 +52,6 @@ pub async fn run(
         routes,
         &[GRPC_SERVICE, gatehouse_runtime::grpc::HEALTH],
     );
-    let opts = ServeOptions {
-        http2: true,
-        ..opts
-    };
-    let tls = tls.map(|t| gatehouse_runtime::tls::with_h2(&t));
-    gatehouse_runtime::serve(listener, tls, app, opts, shutdown).await
+    let tls = listener.tls.map(|t| gatehouse_runtime::tls::with_h2(&t));
+    gatehouse_runtime::serve(listener.tcp, tls, app, opts, shutdown).await
 }

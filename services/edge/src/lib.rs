@@ -22,9 +22,8 @@ use bytes::Bytes;
 use gatehouse_bus::HostClient;
 use gatehouse_core::nodekey::NodeKeys;
 use gatehouse_core::ports::{LogSink, Store};
-use gatehouse_runtime::{ServeOptions, Shutdown};
+use gatehouse_runtime::{Listener, ServeOptions, Shutdown};
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
 
 pub use error::EdgeError;
 
@@ -295,11 +294,10 @@ async fn admit(
 pub async fn run(
     cfg: EdgeConfig,
     deps: EdgeDeps,
-    listener: TcpListener,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    listener: Listener,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let opts = cfg.serve.clone();
     let app = router(cfg, deps, shutdown.clone());
-    gatehouse_runtime::serve(listener, tls, app, opts, shutdown).await
+    gatehouse_runtime::serve(listener.tcp, listener.tls, app, opts, shutdown).await
 }

@@ -9,4 +9,5 @@ pub mod cluster;
 pub mod config;
 pub mod ctl;
 pub mod output;
+pub mod roles;
 pub mod serve;

@@ -1,5 +1,6 @@
-//! `gatehouse serve`: every role in one process, over the in-process bus
-//! and the embedded store (or a ScyllaDB cluster, `store.kind = "scylla"`).
+//! `gatehouse serve`: every role in one process, the cluster's roles
+//! ([`crate::roles`]) over in-process ports and the embedded store (or a
+//! ScyllaDB cluster, `store.kind = "scylla"`).
 //!
 //! Shutdown is ordered: readiness fails and the edge and api stop
 //! accepting and drain their requests first; then hostd stops every actor
@@ -7,15 +8,8 @@
 //! closed last.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use gatehouse_api::{Admin, ApiConfig};
-use gatehouse_bus::{HostClient, InProcBus};
-use gatehouse_core::nodekey::NodeKeys;
-use gatehouse_core::ports::{Bus, LogSink, Store};
-use gatehouse_edge::{EdgeConfig, EdgeDeps};
-use gatehouse_hostd::HostdConfig;
-use gatehouse_ingest::{DirectSink, IngestConfig};
+use gatehouse_core::ports::Store;
 use gatehouse_runtime::{ServeOptions, Shutdown};
 use gatehouse_store::{EmbeddedStore, ScyllaStore};
 use tokio::net::TcpListener;
@@ -23,115 +17,9 @@ use tokio::task::JoinHandle;
 
 use crate::bootstrap::Bootstrap;
 use crate::config::{ServeConfig, StoreKind};
+use crate::roles::{self, Ports};
 
-/// A role's control service, served on its ops port.
-pub struct Control {
-    pub routes: tonic::service::Routes,
-    /// The service's full name (`gatehouse.v1.HostdControl`).
-    pub name: &'static str,
-}
-
-impl std::fmt::Debug for Control {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Control").field("name", &self.name).finish()
-    }
-}
-
-/// A running server or cluster role.
-#[derive(Debug)]
-pub struct Running {
-    pub shutdown: Shutdown,
-    task: JoinHandle<anyhow::Result<()>>,
-    /// The role's control service, if it has one (hostd, ingest).
-    pub control: Option<Control>,
-}
-
-impl Running {
-    pub(crate) fn new(shutdown: Shutdown, task: JoinHandle<anyhow::Result<()>>) -> Self {
-        Self {
-            shutdown,
-            task,
-            control: None,
-        }
-    }
-
-    /// Triggers shutdown and waits for the ordered drain.
-    pub async fn stop(self) -> anyhow::Result<()> {
-        self.shutdown.trigger();
-        self.task.await?
-    }
-
-    /// Waits until it stops by itself (signal).
-    pub async fn wait(self) -> anyhow::Result<()> {
-        self.task.await?
-    }
-
-    /// Ends it at once, as a crash would: no drain, no handover.
-    pub fn kill(self) {
-        self.task.abort();
-    }
-}
-
-/// HTTP serving options of a role's listener.
-pub(crate) fn serve_options(cfg: &ServeConfig, name: &'static str) -> ServeOptions {
-    ServeOptions {
-        idle_timeout: Duration::from_secs(cfg.idle_timeout_secs),
-        grace: Duration::from_secs(cfg.shutdown_grace_secs),
-        name,
-        ..ServeOptions::default()
-    }
-}
-
-/// The edge's settings from the configuration and the bootstrap secrets.
-pub(crate) fn edge_config(cfg: &ServeConfig) -> EdgeConfig {
-    EdgeConfig {
-        paths: cfg.paths.clone(),
-        max_body_bytes: cfg.limits.max_body_bytes,
-        max_inflated_bytes: cfg.limits.max_inflated_bytes,
-        max_carve_bytes: cfg.limits.max_carve_bytes,
-        max_in_flight: cfg.limits.max_in_flight_requests,
-        serve: serve_options(cfg, "edge"),
-    }
-}
-
-pub(crate) fn api_config(cfg: &ServeConfig) -> ApiConfig {
-    ApiConfig {
-        online_window: Duration::from_secs(cfg.online_window_secs),
-        max_campaign_targets: cfg.limits.max_campaign_targets,
-        max_active_campaigns: cfg.limits.max_active_campaigns,
-        max_active_campaigns_per_user: cfg.limits.max_active_campaigns_per_user,
-        ..ApiConfig::default()
-    }
-}
-
-pub(crate) fn ingest_config(cfg: &ServeConfig) -> IngestConfig {
-    IngestConfig {
-        retention_days: cfg.limits.retention_days,
-        ..IngestConfig::default()
-    }
-}
-
-pub(crate) fn rules_config(cfg: &ServeConfig) -> gatehouse_rules::RulesConfig {
-    let r = &cfg.rules;
-    gatehouse_rules::RulesConfig {
-        sweep_interval: Duration::from_secs(r.sweep_interval_secs),
-        online_window: Duration::from_secs(cfg.online_window_secs),
-        webhook_timeout: Duration::from_secs(r.webhook_timeout_secs),
-        webhook_attempts: r.webhook_attempts,
-        webhook_backoff: Duration::from_millis(r.webhook_backoff_ms),
-        max_alerts_per_rule_per_minute: r.max_alerts_per_rule_per_minute,
-        webhook_ca: r.webhook_ca.clone(),
-        ..gatehouse_rules::RulesConfig::default()
-    }
-}
-
-/// The webhook client of the rule engine's settings, for the API's
-/// dead-letter redrive.
-pub(crate) fn webhook_client(cfg: &ServeConfig) -> anyhow::Result<gatehouse_rules::WebhookClient> {
-    let r = rules_config(cfg);
-    gatehouse_rules::WebhookClient::new(r.webhook_timeout, r.webhook_ca.as_deref())
-        .map_err(|e| anyhow::anyhow!("rules.webhook_ca: {e}"))
-}
+pub use crate::roles::{Control, Running};
 
 /// `gatehouse_store_requests_total` and `gatehouse_store_request_seconds`,
 /// fed by the ScyllaDB adapter.
@@ -169,9 +57,9 @@ pub async fn open_store(cfg: &ServeConfig, boot: &Bootstrap) -> anyhow::Result<A
     Ok(store)
 }
 
-/// Starts every role on the given listeners over `store`, reading time
-/// from `clock` (the system clock; tests move a manual one to check
-/// expiry). Returns once serving.
+/// Starts every role on the given listeners over `store` and in-process
+/// ports, reading time from `clock` (the system clock; tests move a manual
+/// one to check expiry). Returns once serving.
 pub fn start(
     cfg: &ServeConfig,
     boot: &Bootstrap,
@@ -183,99 +71,25 @@ pub fn start(
 ) -> anyhow::Result<Running> {
     crate::bootstrap::Endpoints::local(&cfg.public_host, agents.local_addr()?, api.local_addr()?)
         .write(&boot.data_dir)?;
-    let tls = gatehouse_runtime::tls::server_config(
-        &boot.cert_path,
-        &boot.key_path,
-        cfg.tls.client_ca.as_deref(),
-    )?;
-    let api_tls = gatehouse_runtime::tls::server_config(&boot.cert_path, &boot.key_path, None)?;
-    let bus: Arc<dyn Bus> = Arc::new(InProcBus::new());
-    let keys = NodeKeys::new(&boot.node_key_secret);
-    let hosts = HostClient::new(
-        bus.clone(),
-        cfg.shards,
-        Duration::from_secs(10),
-        Duration::from_secs(12),
-    );
-    let ingest_cfg = ingest_config(cfg);
-    let (rules, deliveries) = gatehouse_rules::Engine::new(store.clone(), rules_config(cfg))?;
-    let sink: Arc<dyn LogSink> = Arc::new(
-        DirectSink::new(store.clone(), &ingest_cfg).with_observer(Arc::new(rules.clone())),
-    );
-    let edge_cfg = edge_config(cfg);
-    let admin = Arc::new(
-        Admin::new(
-            store.clone(),
-            bus.clone(),
-            hosts.clone(),
-            Arc::new(webhook_client(cfg)?),
-            api_config(cfg),
-        )
-        .with_bootstrap_tokens(vec![boot.admin_token.clone()])
-        .with_clock(clock.clone()),
-    );
-    let front = Shutdown::new();
-    let back = Shutdown::new();
-    let hostd_ctx =
-        gatehouse_hostd::service::context(store.clone(), keys.clone(), Default::default());
-    let hostd = tokio::spawn(gatehouse_hostd::run(
-        HostdConfig::default(),
-        hostd_ctx,
-        bus.clone(),
-        back.clone(),
-    ));
-    let rule_engine = tokio::spawn(gatehouse_rules::run(
-        rules,
-        deliveries,
-        bus.clone(),
-        back.clone(),
-    ));
-    let retention = tokio::spawn(gatehouse_ingest::run_retention(
-        store.clone(),
-        ingest_cfg,
-        back.clone(),
-    ));
-    let edge = tokio::spawn(gatehouse_edge::run(
-        edge_cfg,
-        EdgeDeps {
-            keys,
-            hosts,
-            store: store.clone(),
-            sink,
-            clock,
-        },
-        agents,
-        Some(tls),
-        front.clone(),
-    ));
-    let api = tokio::spawn(gatehouse_api::run(
-        admin,
-        serve_options(cfg, "api"),
-        api,
-        Some(api_tls),
-        front.clone(),
-    ));
+    let ports = Ports::in_process(store.clone(), clock);
+    // The edge stores log batches itself here, so it reports them to the
+    // rule engine that ingest runs.
+    let hostd = roles::hostd(cfg, boot, &ports, "hostd");
+    let ingest = roles::ingest(cfg, boot, &ports)?;
+    let edge = roles::edge(cfg, boot, &ports, Some(ingest.observer.clone()), agents)?;
+    let api = roles::api(cfg, boot, &ports, api)?;
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let ops = ops.map(|l| spawn_ops(l, ready.clone(), back.clone(), None));
-    let shutdown = Shutdown::new();
-    let front_tasks: Vec<Task> = vec![
-        ("edge", tokio::spawn(async move { Ok(edge.await??) })),
-        ("api", tokio::spawn(async move { Ok(api.await??) })),
-    ];
-    let mut back_tasks: Vec<Task> = vec![
-        ("hostd", tokio::spawn(async move { Ok(hostd.await??) })),
-        (
-            "retention",
-            tokio::spawn(async move { Ok(retention.await?) }),
-        ),
-        ("rules", tokio::spawn(async move { Ok(rule_engine.await?) })),
-    ];
-    if let Some(o) = ops {
-        back_tasks.push(("ops", o));
+    let mut back = vec![("hostd", hostd.running), ("ingest", ingest.running)];
+    if let Some(l) = ops {
+        let done = Shutdown::new();
+        let task = spawn_ops(l, ready.clone(), done.clone(), None);
+        back.push(("ops", Running::new(done, task)));
     }
+    let shutdown = Shutdown::new();
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
-        let r = supervise(stop, ready, (front, front_tasks), (back, back_tasks)).await;
+        let front = vec![("edge", edge), ("api", api)];
+        let r = supervise(stop, ready, front, back).await;
         drop(store);
         tracing::info!("shutdown complete");
         r
@@ -283,8 +97,8 @@ pub fn start(
     Ok(Running::new(shutdown, task))
 }
 
-/// A role's task and its name.
-pub(crate) type Task = (&'static str, JoinHandle<anyhow::Result<()>>);
+/// A role and its name.
+pub(crate) type Task = (&'static str, Running);
 
 /// Runs one process's roles until `stop`, or until a front role (edge,
 /// api) ends by itself (a failed listener), then drains in order whatever
@@ -295,13 +109,14 @@ pub(crate) type Task = (&'static str, JoinHandle<anyhow::Result<()>>);
 pub(crate) async fn supervise(
     stop: Shutdown,
     ready: Arc<std::sync::atomic::AtomicBool>,
-    (front, mut front_tasks): (Shutdown, Vec<Task>),
-    (back, back_tasks): (Shutdown, Vec<Task>),
+    mut front_tasks: Vec<Task>,
+    back_tasks: Vec<Task>,
 ) -> anyhow::Result<()> {
     let mut drain = Drain::default();
     if !front_tasks.is_empty() {
         let names: Vec<&'static str> = front_tasks.iter().map(|t| t.0).collect();
-        let first_end = futures_util::future::select_all(front_tasks.iter_mut().map(|(_, h)| h));
+        let first_end =
+            futures_util::future::select_all(front_tasks.iter_mut().map(|(_, r)| r.task_mut()));
         let ended = tokio::select! {
             _ = stop.wait() => None,
             (r, i, _) = first_end => Some((i, r)),
@@ -317,14 +132,18 @@ pub(crate) async fn supervise(
     }
     ready.store(false, std::sync::atomic::Ordering::Relaxed);
     tracing::info!("shutting down: draining agent and operator requests");
-    front.trigger();
-    for (name, t) in front_tasks {
-        drain.note(name, t.await.ok());
+    for (_, r) in &front_tasks {
+        r.shutdown.trigger();
+    }
+    for (name, r) in front_tasks {
+        drain.note(name, r.stop_result().await);
     }
     tracing::info!("stopping host actors and background work");
-    back.trigger();
-    for (name, t) in back_tasks {
-        drain.note(name, t.await.ok());
+    for (_, r) in &back_tasks {
+        r.shutdown.trigger();
+    }
+    for (name, r) in back_tasks {
+        drain.note(name, r.stop_result().await);
     }
     drain.finish()
 }
@@ -467,35 +286,36 @@ mod tests {
         assert!(text.contains("secrets/admin_token") && text.contains("secrets/enroll_secret"));
     }
 
-    /// A role that runs until `s` and then records that it drained.
-    fn until_stopped(s: &Shutdown, drained: &Arc<AtomicBool>) -> JoinHandle<anyhow::Result<()>> {
-        let (s, d) = (s.clone(), drained.clone());
-        tokio::spawn(async move {
-            s.wait().await;
-            d.store(true, Ordering::SeqCst);
-            Ok(())
-        })
+    /// A role that runs until its shutdown and then records that it
+    /// drained.
+    fn until_stopped(drained: &Arc<AtomicBool>) -> Running {
+        let (s, d) = (Shutdown::new(), drained.clone());
+        let wait = s.clone();
+        Running::new(
+            s,
+            tokio::spawn(async move {
+                wait.wait().await;
+                d.store(true, Ordering::SeqCst);
+                Ok(())
+            }),
+        )
     }
 
     #[tokio::test]
     async fn a_failed_front_role_still_drains_the_others_and_hostd() {
-        let (stop, front, back) = (Shutdown::new(), Shutdown::new(), Shutdown::new());
+        let stop = Shutdown::new();
         let ready = Arc::new(AtomicBool::new(true));
         let api_drained = Arc::new(AtomicBool::new(false));
         let hostd_drained = Arc::new(AtomicBool::new(false));
-        let edge: JoinHandle<anyhow::Result<()>> =
-            tokio::spawn(async { Err(anyhow::anyhow!("listener failed")) });
+        let edge = Running::new(
+            Shutdown::new(),
+            tokio::spawn(async { Err(anyhow::anyhow!("listener failed")) }),
+        );
         let r = supervise(
             stop,
             ready.clone(),
-            (
-                front.clone(),
-                vec![("edge", edge), ("api", until_stopped(&front, &api_drained))],
-            ),
-            (
-                back.clone(),
-                vec![("hostd", until_stopped(&back, &hostd_drained))],
-            ),
+            vec![("edge", edge), ("api", until_stopped(&api_drained))],
+            vec![("hostd", until_stopped(&hostd_drained))],
         )
         .await;
         let e = r.expect_err("the edge's failure is the result");
@@ -510,31 +330,26 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_back_role_does_not_stop_the_rest_draining() {
-        let (stop, front, back) = (Shutdown::new(), Shutdown::new(), Shutdown::new());
+        let stop = Shutdown::new();
         let rules_drained = Arc::new(AtomicBool::new(false));
         let edge_drained = Arc::new(AtomicBool::new(false));
         stop.trigger();
-        let hostd: JoinHandle<anyhow::Result<()>> = {
-            let b = back.clone();
-            tokio::spawn(async move {
-                b.wait().await;
-                Err(anyhow::anyhow!("a write failed"))
-            })
+        let hostd = {
+            let s = Shutdown::new();
+            let wait = s.clone();
+            Running::new(
+                s,
+                tokio::spawn(async move {
+                    wait.wait().await;
+                    Err(anyhow::anyhow!("a write failed"))
+                }),
+            )
         };
         let r = supervise(
             stop,
             Arc::new(AtomicBool::new(true)),
-            (
-                front.clone(),
-                vec![("edge", until_stopped(&front, &edge_drained))],
-            ),
-            (
-                back.clone(),
-                vec![
-                    ("hostd", hostd),
-                    ("rules", until_stopped(&back, &rules_drained)),
-                ],
-            ),
+            vec![("edge", until_stopped(&edge_drained))],
+            vec![("hostd", hostd), ("rules", until_stopped(&rules_drained))],
         )
         .await;
         assert_eq!(
@@ -547,31 +362,27 @@ mod tests {
 
     #[tokio::test]
     async fn a_clean_shutdown_drains_front_before_back() {
-        let (stop, front, back) = (Shutdown::new(), Shutdown::new(), Shutdown::new());
+        let stop = Shutdown::new();
         let order = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let role = |s: &Shutdown, name: &'static str| {
-            let (s, o) = (s.clone(), order.clone());
-            tokio::spawn(async move {
-                s.wait().await;
-                if let Ok(mut o) = o.lock() {
-                    o.push(name);
-                }
-                Ok(())
-            })
+        let role = |name: &'static str| {
+            let (s, o) = (Shutdown::new(), order.clone());
+            let wait = s.clone();
+            Running::new(
+                s,
+                tokio::spawn(async move {
+                    wait.wait().await;
+                    if let Ok(mut o) = o.lock() {
+                        o.push(name);
+                    }
+                    Ok(())
+                }),
+            )
         };
-        let tasks = (
-            vec![("edge", role(&front, "edge"))],
-            vec![("hostd", role(&back, "hostd"))],
-        );
+        let (front, back) = (vec![("edge", role("edge"))], vec![("hostd", role("hostd"))]);
         stop.trigger();
-        supervise(
-            stop,
-            Arc::new(AtomicBool::new(true)),
-            (front, tasks.0),
-            (back, tasks.1),
-        )
-        .await
-        .unwrap();
+        supervise(stop, Arc::new(AtomicBool::new(true)), front, back)
+            .await
+            .unwrap();
         assert_eq!(*order.lock().unwrap(), vec!["edge", "hostd"]);
     }
 }

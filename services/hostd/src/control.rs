@@ -20,7 +20,7 @@ pub struct Control {
     pub leases: Arc<Leases>,
     pub ctx: Arc<HostCtx>,
     pub shards: u32,
-    /// Triggers [`crate::sharded::run_sharded`]'s drain.
+    /// Triggers [`crate::run`]'s drain (hands every shard over).
     pub drain: Shutdown,
     /// How long Drain waits for the handover before answering.
     pub drain_wait: Duration,

@@ -123,6 +123,11 @@ impl Leases {
         Ok(Self::new(Arc::new(store), me, cfg))
     }
 
+    /// The shard count and lease timing this instance runs with.
+    pub fn config(&self) -> &LeaseConfig {
+        &self.cfg
+    }
+
     /// How many lease rounds this instance started: lets an observer wait
     /// for the ring to have moved on instead of waiting for time.
     pub fn rounds(&self) -> u64 {

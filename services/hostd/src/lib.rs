@@ -15,4 +15,5 @@ pub mod registry;
 pub mod service;
 pub mod sharded;
 
-pub use service::{HostdConfig, run};
+pub use service::{HostdConfig, HostdDeps, run};
+pub use sharded::Ownership;

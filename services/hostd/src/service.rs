@@ -9,7 +9,7 @@ use bytes::Bytes;
 use gatehouse_core::HostId;
 use gatehouse_core::nodekey::NodeKeys;
 use gatehouse_core::ports::{Bus, BusError, BusMessage, Store};
-use gatehouse_proto::topics::{CAMPAIGN_CREATED, CONFIG_CHANGED, HOST_REQUESTS};
+use gatehouse_proto::topics::{CAMPAIGN_CREATED, CONFIG_CHANGED};
 use gatehouse_proto::v1::{
     CampaignCreated, FailureKind, HostReply, HostRequest, host_reply, host_request,
 };
@@ -21,6 +21,7 @@ use ractor::{Actor, ActorRef, MessagingErr, SpawnErr};
 use crate::actor::{ActorSettings, Fail, HostActor, HostCtx, HostMsg};
 use crate::configs::ConfigCache;
 use crate::registry::Registry;
+use crate::sharded::{Ownership, Serving};
 
 #[derive(Debug, Clone)]
 pub struct HostdConfig {
@@ -255,10 +256,6 @@ pub fn fenced_context(
     })
 }
 
-async fn answer(router: Router, msg: BusMessage) {
-    answer_if(router, msg, |_| true).await
-}
-
 /// Answers a request if `owns` its host; otherwise tells the client the
 /// shard moved (it retries, reaching the new owner).
 pub(crate) async fn answer_if(router: Router, msg: BusMessage, owns: impl Fn(&HostId) -> bool) {
@@ -305,30 +302,78 @@ pub(crate) fn on_config(ctx: &HostCtx, m: BusMessage) {
     }
 }
 
-/// Runs hostd until `shutdown`; then stops every actor (persisting state).
-pub async fn run(
-    cfg: HostdConfig,
-    ctx: Arc<HostCtx>,
-    bus: Arc<dyn Bus>,
-    shutdown: Shutdown,
-) -> Result<(), HostdError> {
+/// What a hostd runs over: its actors' context, the bus it answers on and
+/// which shards it serves.
+pub struct HostdDeps {
+    pub ctx: Arc<HostCtx>,
+    pub bus: Arc<dyn Bus>,
+    pub ownership: Ownership,
+    /// Hands every shard over early and leaves the ring while the process
+    /// stays up (the control service's Drain; a leased hostd only).
+    pub drain: Shutdown,
+}
+
+impl HostdDeps {
+    /// The context's fences follow `ownership`: unfenced when serving every
+    /// shard, the lease tokens when leased.
+    pub fn new(
+        store: Arc<dyn Store>,
+        keys: NodeKeys,
+        settings: ActorSettings,
+        bus: Arc<dyn Bus>,
+        ownership: Ownership,
+    ) -> Self {
+        Self {
+            ctx: fenced_context(store, keys, settings, ownership.fences()),
+            bus,
+            ownership,
+            drain: Shutdown::new(),
+        }
+    }
+}
+
+/// Runs hostd until `shutdown`: answers host RPCs for the shards it serves
+/// and applies campaign and config broadcasts; then stops every actor
+/// (each persists its state) and hands its shards over.
+pub async fn run(cfg: HostdConfig, deps: HostdDeps, shutdown: Shutdown) -> Result<(), HostdError> {
+    let HostdDeps {
+        ctx,
+        bus,
+        ownership,
+        drain,
+    } = deps;
     let _ = ctx.events.set(bus.clone());
     let router = Router::new(ctx.clone(), cfg.call_timeout);
-    let mut requests = bus.subscribe(&HOST_REQUESTS.every(), Some("hostd")).await?;
     let mut campaigns = bus.subscribe(CAMPAIGN_CREATED.subject(), None).await?;
     let mut configs = bus.subscribe(CONFIG_CHANGED.subject(), None).await?;
+    let (mut serving, mut requests) = Serving::start(ownership, bus, cfg.drain_timeout).await?;
     if let Err(e) = ctx.configs.refresh_generation().await {
         tracing::warn!(error = %e, "config generation not readable yet");
     }
     let mut poll = tokio::time::interval(cfg.generation_poll);
-    tracing::info!("hostd serving every shard");
+    let leased = serving.round_every();
+    let mut round = tokio::time::interval(leased.unwrap_or(cfg.generation_poll));
+    let mut drained = false;
+    let gauges = |router: &Router| {
+        let m = crate::sharded::metrics();
+        m.actors
+            .set(i64::try_from(router.live_actors()).unwrap_or(i64::MAX));
+        m.hosts_online
+            .set(i64::try_from(router.hosts_online(cfg.online_window)).unwrap_or(i64::MAX));
+    };
     loop {
         tokio::select! {
             _ = shutdown.wait() => break,
-            m = requests.next() => match m {
+            _ = drain.wait(), if leased.is_some() && !drained => {
+                drained = true;
+                tracing::info!("draining: handing every shard over");
+                serving.hand_over_all(&router).await;
+                tracing::info!("drained: out of the shard ring until stopped");
+            },
+            m = requests.recv() => match m {
                 Some(m) => {
-                    let router = router.clone();
-                    tokio::spawn(answer(router, m));
+                    let (router, owner) = (router.clone(), serving.ownership().clone());
+                    tokio::spawn(async move { answer_if(router, m, |h| owner.owns(h)).await });
                 }
                 None => break,
             },
@@ -339,18 +384,17 @@ pub async fn run(
                 on_config(&ctx, m);
             },
             _ = poll.tick() => {
-                let m = crate::sharded::metrics();
-                m.actors.set(i64::try_from(router.live_actors()).unwrap_or(i64::MAX));
-                m.hosts_online
-                    .set(i64::try_from(router.hosts_online(cfg.online_window)).unwrap_or(i64::MAX));
+                gauges(&router);
                 if let Err(e) = ctx.configs.refresh_generation().await {
                     tracing::warn!(error = %e, "config generation poll failed");
                 }
+            },
+            _ = round.tick(), if leased.is_some() && !drained => {
+                gauges(&router);
+                serving.round(&router).await;
             }
         }
     }
-    drop(requests);
-    tracing::info!(actors = router.live_actors(), "hostd draining");
-    router.stop_all(cfg.drain_timeout).await;
+    serving.hand_over_all(&router).await;
     Ok(())
 }

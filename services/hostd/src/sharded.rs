@@ -1,6 +1,9 @@
-//! hostd in a cluster: serves only the shards it holds leases for.
+//! Which shards a hostd serves ([`Ownership`]): every shard (the
+//! all-in-one, one queue-group subscription to every shard subject), or in
+//! a cluster only the shards it holds leases for.
 //!
-//! Every `renew_every` it runs one lease round ([`Leases::rebalance`]):
+//! A leased hostd runs one lease round ([`Leases::rebalance`]) every
+//! `renew_every`:
 //! - a newly acquired shard gets its own subscription (`gatehouse.host.<n>`,
 //!   no queue group: the lease makes this instance its only server);
 //! - a shard another live member prefers is handed over: its subscription is
@@ -18,17 +21,16 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use gatehouse_bus::hostrpc::host_subject;
 use gatehouse_core::ids::shard_of;
-use gatehouse_core::ports::{Bus, BusMessage};
-use gatehouse_proto::topics::{CAMPAIGN_CREATED, CONFIG_CHANGED};
-use gatehouse_runtime::Shutdown;
+use gatehouse_core::ports::{Bus, BusMessage, Subscription};
+use gatehouse_proto::topics::HOST_REQUESTS;
 use tokio::sync::mpsc;
 
-use crate::actor::HostCtx;
-use crate::leases::{LeaseConfig, Leases};
-use crate::service::{HostdConfig, HostdError, Router, answer_if, on_campaign, on_config};
+use crate::leases::Leases;
+use crate::service::{HostdError, Router};
 
 /// Forwards one shard's requests into hostd's request channel.
 struct ShardSub {
@@ -41,12 +43,8 @@ impl Drop for ShardSub {
     }
 }
 
-async fn subscribe(
-    bus: &dyn Bus,
-    shard: u32,
-    tx: mpsc::Sender<BusMessage>,
-) -> Result<ShardSub, HostdError> {
-    let mut sub = bus.subscribe(&host_subject(shard), None).await?;
+/// Forwards a subscription's requests into hostd's request channel.
+fn forward(mut sub: Subscription, tx: mpsc::Sender<BusMessage>) -> ShardSub {
     let task = tokio::spawn(async move {
         while let Some(m) = sub.next().await {
             if tx.send(m).await.is_err() {
@@ -54,112 +52,152 @@ async fn subscribe(
             }
         }
     });
-    Ok(ShardSub { task })
+    ShardSub { task }
 }
 
-/// Runs a sharded hostd until `shutdown`, then hands every shard over.
-/// `drain` hands every shard over early and leaves the ring.
-pub async fn run_sharded(
-    cfg: HostdConfig,
-    ctx: Arc<HostCtx>,
-    bus: Arc<dyn Bus>,
-    leases: Arc<Leases>,
-    lease_cfg: LeaseConfig,
-    drain: Shutdown,
-    shutdown: Shutdown,
-) -> Result<(), HostdError> {
-    let _ = ctx.events.set(bus.clone());
-    let router = Router::new(ctx.clone(), cfg.call_timeout);
-    let shards = lease_cfg.shards;
-    let (tx, mut requests) = mpsc::channel::<BusMessage>(4096);
-    let mut subs: BTreeMap<u32, ShardSub> = BTreeMap::new();
-    let mut campaigns = bus.subscribe(CAMPAIGN_CREATED.subject(), None).await?;
-    let mut configs = bus.subscribe(CONFIG_CHANGED.subject(), None).await?;
-    if let Err(e) = ctx.configs.refresh_generation().await {
-        tracing::warn!(error = %e, "config generation not readable yet");
-    }
-    let mut poll = tokio::time::interval(cfg.generation_poll);
-    let mut round = tokio::time::interval(lease_cfg.renew_every);
-    tracing::info!(me = leases.me(), shards, "hostd joining the shard ring");
-    let mut drained = false;
-    loop {
-        tokio::select! {
-            _ = shutdown.wait() => break,
-            _ = drain.wait(), if !drained => {
-                drained = true;
-                subs.clear();
-                metrics().shards.set(0);
-                tracing::info!(actors = router.live_actors(), "draining: handing every shard over");
-                router.stop_all(cfg.drain_timeout).await;
-                leases.release_all().await;
-                tracing::info!("drained: out of the shard ring until stopped");
-            },
-            m = requests.recv() => if let Some(m) = m {
-                let (router, leases) = (router.clone(), leases.clone());
-                tokio::spawn(async move {
-                    answer_if(router, m, |h| leases.token(shard_of(h, shards)).is_some()).await
-                });
-            },
-            m = campaigns.next() => if let Some(m) = m {
-                on_campaign(&ctx, &router, m).await;
-            },
-            m = configs.next() => if let Some(m) = m {
-                on_config(&ctx, m);
-            },
-            _ = poll.tick() => {
-                if let Err(e) = ctx.configs.refresh_generation().await {
-                    tracing::warn!(error = %e, "config generation poll failed");
-                }
-            },
-            _ = round.tick(), if !drained => {
-                let m = metrics();
-                m.actors.set(i64::try_from(router.live_actors()).unwrap_or(i64::MAX));
-                m.hosts_online
-                    .set(i64::try_from(router.hosts_online(cfg.online_window)).unwrap_or(i64::MAX));
-                let r = match leases.rebalance().await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "shard lease round failed");
-                        continue;
-                    }
-                };
-                m.lost.inc_by(r.lost.len() as u64);
-                m.handed_over.inc_by(r.to_release.len() as u64);
-                for shard in r.lost {
-                    subs.remove(&shard);
-                    router.stop_shard(shard, shards, cfg.drain_timeout).await;
-                }
-                for shard in r.to_release {
-                    subs.remove(&shard);
-                    let n = router.stop_shard(shard, shards, cfg.drain_timeout).await;
-                    if let Err(e) = leases.release(shard).await {
-                        tracing::warn!(shard, error = %e, "shard release failed; it expires instead");
-                    }
-                    tracing::info!(shard, actors = n, "shard handed over");
-                }
-                m.acquired.inc_by(r.acquired.len() as u64);
-                for (shard, token) in r.acquired {
-                    match subscribe(bus.as_ref(), shard, tx.clone()).await {
-                        Ok(s) => {
-                            subs.insert(shard, s);
-                            tracing::debug!(shard, token, "shard acquired");
-                        }
-                        Err(e) => {
-                            tracing::warn!(shard, error = %e, "shard subscription failed; releasing it");
-                            let _ = leases.release(shard).await;
-                        }
-                    }
-                }
-                m.shards.set(i64::try_from(subs.len()).unwrap_or(i64::MAX));
-            }
+/// Which shards a hostd serves.
+#[derive(Debug, Clone)]
+pub enum Ownership {
+    /// Every shard, unfenced: the one hostd of a process holding the data
+    /// directory's lock (the all-in-one); the lock is its fence.
+    Every,
+    /// The shards whose leases it holds (a cluster member); its writes
+    /// carry the leases' fencing tokens.
+    Leased(Arc<Leases>),
+}
+
+impl Ownership {
+    /// The actors' fences for this ownership.
+    pub fn fences(&self) -> crate::actor::FenceFn {
+        match self {
+            Self::Every => crate::actor::unfenced(),
+            Self::Leased(l) => lease_fences(l.clone(), l.config().shards),
         }
     }
-    subs.clear();
-    metrics().shards.set(0);
-    tracing::info!(actors = router.live_actors(), "hostd draining");
-    router.stop_all(cfg.drain_timeout).await;
-    leases.release_all().await;
-    Ok(())
+
+    /// Whether this hostd serves `host` right now.
+    pub(crate) fn owns(&self, host: &gatehouse_core::HostId) -> bool {
+        match self {
+            Self::Every => true,
+            Self::Leased(l) => l.token(shard_of(host, l.config().shards)).is_some(),
+        }
+    }
+}
+
+/// The request subscriptions of one hostd: one queue-group subscription to
+/// every shard (`Every`), or one per held shard, moved by lease rounds.
+pub(crate) struct Serving {
+    ownership: Ownership,
+    bus: Arc<dyn Bus>,
+    tx: mpsc::Sender<BusMessage>,
+    subs: BTreeMap<u32, ShardSub>,
+    drain_timeout: Duration,
+}
+
+impl Serving {
+    /// Starts serving: `Every` subscribes at once; `Leased` waits for its
+    /// first lease round. Requests arrive on the returned channel.
+    pub(crate) async fn start(
+        ownership: Ownership,
+        bus: Arc<dyn Bus>,
+        drain_timeout: Duration,
+    ) -> Result<(Self, mpsc::Receiver<BusMessage>), HostdError> {
+        let (tx, rx) = mpsc::channel::<BusMessage>(4096);
+        let mut subs = BTreeMap::new();
+        match &ownership {
+            Ownership::Every => {
+                let sub = bus.subscribe(&HOST_REQUESTS.every(), Some("hostd")).await?;
+                subs.insert(0, forward(sub, tx.clone()));
+                tracing::info!("hostd serving every shard");
+            }
+            Ownership::Leased(l) => {
+                tracing::info!(
+                    me = l.me(),
+                    shards = l.config().shards,
+                    "hostd joining the shard ring"
+                );
+            }
+        }
+        let serving = Self {
+            ownership,
+            bus,
+            tx,
+            subs,
+            drain_timeout,
+        };
+        Ok((serving, rx))
+    }
+
+    pub(crate) fn ownership(&self) -> &Ownership {
+        &self.ownership
+    }
+
+    /// How often lease rounds run (`None`: never, every shard is served).
+    pub(crate) fn round_every(&self) -> Option<Duration> {
+        match &self.ownership {
+            Ownership::Every => None,
+            Ownership::Leased(l) => Some(l.config().renew_every),
+        }
+    }
+
+    /// One lease round: takes the shards this instance prefers, hands over
+    /// those another member prefers, drops those found taken.
+    pub(crate) async fn round(&mut self, router: &Router) {
+        let Ownership::Leased(leases) = &self.ownership else {
+            return;
+        };
+        let leases = leases.clone();
+        let shards = leases.config().shards;
+        let m = metrics();
+        let r = match leases.rebalance().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "shard lease round failed");
+                return;
+            }
+        };
+        m.lost.inc_by(r.lost.len() as u64);
+        m.handed_over.inc_by(r.to_release.len() as u64);
+        for shard in r.lost {
+            self.subs.remove(&shard);
+            router.stop_shard(shard, shards, self.drain_timeout).await;
+        }
+        for shard in r.to_release {
+            self.subs.remove(&shard);
+            let n = router.stop_shard(shard, shards, self.drain_timeout).await;
+            if let Err(e) = leases.release(shard).await {
+                tracing::warn!(shard, error = %e, "shard release failed; it expires instead");
+            }
+            tracing::info!(shard, actors = n, "shard handed over");
+        }
+        m.acquired.inc_by(r.acquired.len() as u64);
+        for (shard, token) in r.acquired {
+            match self.bus.subscribe(&host_subject(shard), None).await {
+                Ok(sub) => {
+                    self.subs.insert(shard, forward(sub, self.tx.clone()));
+                    tracing::debug!(shard, token, "shard acquired");
+                }
+                Err(e) => {
+                    tracing::warn!(shard, error = %e, "shard subscription failed; releasing it");
+                    let _ = leases.release(shard).await;
+                }
+            }
+        }
+        m.shards
+            .set(i64::try_from(self.subs.len()).unwrap_or(i64::MAX));
+    }
+
+    /// Stops serving: drops every subscription, stops every actor (each
+    /// persists its state) and releases every lease.
+    pub(crate) async fn hand_over_all(&mut self, router: &Router) {
+        self.subs.clear();
+        tracing::info!(actors = router.live_actors(), "hostd draining");
+        router.stop_all(self.drain_timeout).await;
+        if let Ownership::Leased(leases) = &self.ownership {
+            metrics().shards.set(0);
+            leases.release_all().await;
+        }
+    }
 }
 
 pub(crate) struct Metrics {

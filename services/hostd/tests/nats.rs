@@ -11,8 +11,8 @@ use gatehouse_bus::{HostClient, NatsBus, NatsConfig, RpcError};
 use gatehouse_core::HostId;
 use gatehouse_core::nodekey::NodeKeys;
 use gatehouse_core::ports::{Bus, BusError, Store};
-use gatehouse_hostd::HostdConfig;
-use gatehouse_hostd::service::{context, run};
+use gatehouse_hostd::service::run;
+use gatehouse_hostd::{HostdConfig, HostdDeps, Ownership};
 use gatehouse_proto::v1::{EnrollOp, TouchOp, host_reply, host_request};
 use gatehouse_runtime::Shutdown;
 use gatehouse_store::EmbeddedStore;
@@ -77,17 +77,14 @@ async fn host_actors_are_reached_over_nats_from_another_process() {
     assert!(!call.is_finished(), "the call gave up before hostd started");
     let hostd_bus = connect(&server, "hostd").await;
     let shutdown = Shutdown::new();
-    let ctx = context(
+    let deps = HostdDeps::new(
         store.clone(),
         NodeKeys::new(b"0123456789abcdef0123456789abcdef"),
         Default::default(),
-    );
-    let hostd = tokio::spawn(run(
-        HostdConfig::default(),
-        ctx,
         hostd_bus,
-        shutdown.clone(),
-    ));
+        Ownership::Every,
+    );
+    let hostd = tokio::spawn(run(HostdConfig::default(), deps, shutdown.clone()));
     let epoch = match ok(ok(call.await)) {
         host_reply::Result::Enrolled(k) => k.epoch,
         other => panic!("enroll over NATS: {other:?}"),

@@ -12,11 +12,10 @@ use gatehouse_bus::{HostClient, NatsBus, NatsConfig};
 use gatehouse_core::HostId;
 use gatehouse_core::nodekey::NodeKeys;
 use gatehouse_core::ports::{Bus, Store};
-use gatehouse_hostd::HostdConfig;
 use gatehouse_hostd::actor::HostCtx;
 use gatehouse_hostd::leases::{LeaseConfig, Leases};
-use gatehouse_hostd::service::fenced_context;
-use gatehouse_hostd::sharded::{lease_fences, run_sharded, served};
+use gatehouse_hostd::sharded::served;
+use gatehouse_hostd::{HostdConfig, HostdDeps, Ownership, run};
 use gatehouse_proto::v1::{EnrollOp, TouchOp, host_reply, host_request};
 use gatehouse_runtime::Shutdown;
 use gatehouse_store::EmbeddedStore;
@@ -62,22 +61,15 @@ struct Hostd {
 async fn hostd(server: &NatsTestServer, store: &Arc<dyn Store>, name: &str) -> Hostd {
     let client = ok(async_nats::connect(server.url()).await);
     let leases = Arc::new(ok(Leases::open(client, name, lease_cfg()).await));
-    let ctx = fenced_context(
+    let deps = HostdDeps::new(
         store.clone(),
         NodeKeys::new(b"0123456789abcdef0123456789abcdef"),
         Default::default(),
-        lease_fences(leases.clone(), SHARDS),
-    );
-    let (drain, shutdown) = (Shutdown::new(), Shutdown::new());
-    let run = run_sharded(
-        HostdConfig::default(),
-        ctx.clone(),
         bus(server, name).await,
-        leases.clone(),
-        lease_cfg(),
-        drain.clone(),
-        shutdown.clone(),
+        Ownership::Leased(leases.clone()),
     );
+    let (ctx, drain, shutdown) = (deps.ctx.clone(), deps.drain.clone(), Shutdown::new());
+    let run = run(HostdConfig::default(), deps, shutdown.clone());
     let task = tokio::spawn(async move { ok(run.await) });
     Hostd {
         ctx,

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use gatehouse_bus::logstream::LogStream;
 use gatehouse_core::model::LogRecords;
 use gatehouse_core::ports::{LogObserver, LogSink, SinkError, Store};
 use gatehouse_core::time::{now_ms, unix_day};
@@ -32,6 +33,8 @@ pub struct IngestConfig {
     /// Days of result and status logs kept (by agent time); 0 keeps all.
     pub retention_days: u32,
     pub retention_interval: Duration,
+    /// How ingest reads the log stream, when there is one.
+    pub consumer: jetstream::ConsumerConfig,
 }
 
 impl Default for IngestConfig {
@@ -41,6 +44,7 @@ impl Default for IngestConfig {
             admission_wait: Duration::from_secs(5),
             retention_days: 30,
             retention_interval: Duration::from_secs(3600),
+            consumer: jetstream::ConsumerConfig::default(),
         }
     }
 }
@@ -95,6 +99,45 @@ impl LogSink for DirectSink {
             o.observe(&records).await;
         }
         Ok(())
+    }
+}
+
+/// What ingest runs over.
+pub struct IngestDeps {
+    pub store: Arc<dyn Store>,
+    /// The durable log stream to drain into the store (a cluster); `None`
+    /// when the edge stores batches itself ([`DirectSink`], the all-in-one).
+    pub log: Option<Arc<dyn LogStream>>,
+    /// Sees every batch ingest stores (the rule engine).
+    pub observer: Option<Arc<dyn LogObserver>>,
+}
+
+/// Runs ingest until `shutdown`: keeps the log store within its retention
+/// and, given a stream, drains it into the store (batches in hand at
+/// shutdown are finished first).
+pub async fn run(cfg: IngestConfig, deps: IngestDeps, shutdown: Shutdown) -> Result<(), SinkError> {
+    let IngestDeps {
+        store,
+        log,
+        observer,
+    } = deps;
+    let consumer = cfg.consumer.clone();
+    let retention = run_retention(store.clone(), cfg, shutdown.clone());
+    match log {
+        Some(log) => {
+            tracing::info!(
+                stream = jetstream::STREAM,
+                consumer = jetstream::DURABLE,
+                "ingest consuming"
+            );
+            let drain = jetstream::consume(log, store, consumer, observer, shutdown);
+            let (r, ()) = tokio::join!(drain, retention);
+            r
+        }
+        None => {
+            retention.await;
+            Ok(())
+        }
     }
 }
 

@@ -11,5 +11,5 @@ pub mod serve;
 pub mod shutdown;
 pub mod tls;
 
-pub use serve::{RemoteAddr, ServeOptions, serve};
+pub use serve::{Listener, RemoteAddr, ServeOptions, serve};
 pub use shutdown::Shutdown;

@@ -26,6 +26,14 @@ use crate::Shutdown;
 #[derive(Clone, Copy, Debug)]
 pub struct RemoteAddr(pub SocketAddr);
 
+/// A role's bound listener and the TLS it serves with (`None`: plain
+/// HTTP, for tests and a TLS-terminating proxy in front).
+#[derive(Debug)]
+pub struct Listener {
+    pub tcp: TcpListener,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
     pub idle_timeout: Duration,

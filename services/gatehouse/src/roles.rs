@@ -1,0 +1,434 @@
+//! The one wiring: each role (edge, hostd, ingest with the rule engine,
+//! api) is started here from the configuration over the [`Ports`] it is
+//! given, through that role's `run(config, deps, listeners, shutdown)`.
+//!
+//! The all-in-one ([`crate::serve`]) starts every role in one process over
+//! in-process ports: the in-process bus, hostd serving every shard, and the
+//! edge writing log batches straight into the store. A cluster process
+//! ([`crate::cluster`]) starts one role over NATS ports: the NATS bus, shard
+//! leases in JetStream KV, the JetStream log stream. Nothing else differs.
+//!
+//! Two in-process ports are deliberately not the cluster's: the all-in-one
+//! hostd takes no shard leases (the data directory's lock already makes it
+//! the only writer, and lease tokens kept in memory would restart below the
+//! fences the store keeps), and the all-in-one edge stores each batch
+//! before it answers the agent rather than appending to an in-memory
+//! stream that a kill -9 would lose (ADR 0015).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_bus::HostClient;
+use gatehouse_bus::leases::LeaseStore;
+use gatehouse_bus::logstream::JetStreamLog;
+use gatehouse_core::nodekey::NodeKeys;
+use gatehouse_core::ports::{Bus, LogObserver, LogSink, Store};
+use gatehouse_core::time::Clock;
+use gatehouse_edge::{EdgeConfig, EdgeDeps};
+use gatehouse_hostd::actor::HostCtx;
+use gatehouse_hostd::leases::{LeaseConfig, Leases};
+use gatehouse_hostd::{HostdConfig, HostdDeps, Ownership};
+use gatehouse_ingest::jetstream::{ConsumerConfig, LogStreamConfig, StreamSink};
+use gatehouse_ingest::{DirectSink, IngestConfig, IngestDeps};
+use gatehouse_runtime::{Listener, ServeOptions, Shutdown};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::bootstrap::Bootstrap;
+use crate::config::ServeConfig;
+
+/// What a process's roles run over.
+pub struct Ports {
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn Bus>,
+    pub logs: Logs,
+    /// Shard leases; `None`: this process's hostd serves every shard.
+    pub leases: Option<Arc<dyn LeaseStore>>,
+    pub clock: Arc<dyn Clock>,
+    /// Bound on one host-RPC attempt (a retry inside the overall budget
+    /// reaches a shard's next owner).
+    pub rpc_attempt: Duration,
+}
+
+impl std::fmt::Debug for Ports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ports")
+            .field("logs", &self.logs)
+            .field("leased", &self.leases.is_some())
+            .finish()
+    }
+}
+
+/// Where the edge puts agents' log batches.
+#[derive(Debug)]
+pub enum Logs {
+    /// Into the store, before the agent is answered; nothing to drain.
+    Direct,
+    /// Appended to the durable log stream; ingest drains it into the store.
+    Stream(Arc<JetStreamLog>),
+}
+
+impl Ports {
+    /// The all-in-one's: the in-process bus, every shard served here, log
+    /// batches stored directly.
+    pub fn in_process(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            store,
+            bus: Arc::new(gatehouse_bus::InProcBus::new()),
+            logs: Logs::Direct,
+            leases: None,
+            clock,
+            rpc_attempt: Duration::from_secs(10),
+        }
+    }
+
+    fn host_client(&self, cfg: &ServeConfig) -> HostClient {
+        HostClient::new(
+            self.bus.clone(),
+            cfg.shards,
+            self.rpc_attempt,
+            Duration::from_secs(12),
+        )
+    }
+}
+
+/// A role's control service, served on its ops port.
+pub struct Control {
+    pub routes: tonic::service::Routes,
+    /// The service's full name (`gatehouse.v1.HostdControl`).
+    pub name: &'static str,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control").field("name", &self.name).finish()
+    }
+}
+
+/// A running role, or the all-in-one server.
+#[derive(Debug)]
+pub struct Running {
+    pub shutdown: Shutdown,
+    task: JoinHandle<anyhow::Result<()>>,
+    /// The role's control service, if it has one (a leased hostd, ingest
+    /// over a stream).
+    pub control: Option<Control>,
+}
+
+impl Running {
+    pub(crate) fn new(shutdown: Shutdown, task: JoinHandle<anyhow::Result<()>>) -> Self {
+        Self {
+            shutdown,
+            task,
+            control: None,
+        }
+    }
+
+    /// Runs `f(shutdown)` as a role's task.
+    fn spawn<F, E>(f: impl FnOnce(Shutdown) -> F) -> Self
+    where
+        F: std::future::Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<anyhow::Error>,
+    {
+        let shutdown = Shutdown::new();
+        let run = f(shutdown.clone());
+        Self::new(
+            shutdown,
+            tokio::spawn(async move { run.await.map_err(Into::into) }),
+        )
+    }
+
+    /// The task, for a supervisor that triggers `shutdown` itself.
+    pub(crate) fn task_mut(&mut self) -> &mut JoinHandle<anyhow::Result<()>> {
+        &mut self.task
+    }
+
+    /// Triggers shutdown and waits for the ordered drain.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.trigger();
+        self.task.await?
+    }
+
+    /// Waits until it stops by itself (signal).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await?
+    }
+
+    /// Waits for the task after its shutdown was triggered: its result, or
+    /// `None` if it panicked or was cancelled.
+    pub(crate) async fn stop_result(self) -> Option<anyhow::Result<()>> {
+        self.task.await.ok()
+    }
+
+    /// Ends it at once, as a crash would: no drain, no handover.
+    pub fn kill(self) {
+        self.task.abort();
+    }
+}
+
+/// HTTP serving options of a role's listener.
+pub(crate) fn serve_options(cfg: &ServeConfig, name: &'static str) -> ServeOptions {
+    ServeOptions {
+        idle_timeout: Duration::from_secs(cfg.idle_timeout_secs),
+        grace: Duration::from_secs(cfg.shutdown_grace_secs),
+        name,
+        ..ServeOptions::default()
+    }
+}
+
+fn edge_config(cfg: &ServeConfig) -> EdgeConfig {
+    EdgeConfig {
+        paths: cfg.paths.clone(),
+        max_body_bytes: cfg.limits.max_body_bytes,
+        max_inflated_bytes: cfg.limits.max_inflated_bytes,
+        max_carve_bytes: cfg.limits.max_carve_bytes,
+        max_in_flight: cfg.limits.max_in_flight_requests,
+        serve: serve_options(cfg, "edge"),
+    }
+}
+
+fn api_config(cfg: &ServeConfig) -> gatehouse_api::ApiConfig {
+    gatehouse_api::ApiConfig {
+        online_window: Duration::from_secs(cfg.online_window_secs),
+        max_campaign_targets: cfg.limits.max_campaign_targets,
+        max_active_campaigns: cfg.limits.max_active_campaigns,
+        max_active_campaigns_per_user: cfg.limits.max_active_campaigns_per_user,
+        serve: serve_options(cfg, "api"),
+        ..gatehouse_api::ApiConfig::default()
+    }
+}
+
+fn ingest_config(cfg: &ServeConfig) -> IngestConfig {
+    IngestConfig {
+        retention_days: cfg.limits.retention_days,
+        consumer: ConsumerConfig {
+            ack_wait: Duration::from_millis(cfg.cluster.ingest_ack_wait_ms),
+            ..ConsumerConfig::default()
+        },
+        ..IngestConfig::default()
+    }
+}
+
+fn rules_config(cfg: &ServeConfig) -> gatehouse_rules::RulesConfig {
+    let r = &cfg.rules;
+    gatehouse_rules::RulesConfig {
+        sweep_interval: Duration::from_secs(r.sweep_interval_secs),
+        online_window: Duration::from_secs(cfg.online_window_secs),
+        webhook_timeout: Duration::from_secs(r.webhook_timeout_secs),
+        webhook_attempts: r.webhook_attempts,
+        webhook_backoff: Duration::from_millis(r.webhook_backoff_ms),
+        max_alerts_per_rule_per_minute: r.max_alerts_per_rule_per_minute,
+        webhook_ca: r.webhook_ca.clone(),
+        ..gatehouse_rules::RulesConfig::default()
+    }
+}
+
+/// The JetStream log stream's shape from the configuration.
+pub(crate) fn stream_config(cfg: &ServeConfig) -> LogStreamConfig {
+    LogStreamConfig {
+        replicas: cfg.cluster.replicas,
+        max_backlog: cfg.cluster.max_log_backlog,
+        max_bytes: cfg.cluster.max_log_stream_bytes,
+        ..LogStreamConfig::default()
+    }
+}
+
+/// The consumer shape ingest reads the log stream with.
+pub(crate) fn consumer_config(cfg: &ServeConfig) -> ConsumerConfig {
+    ingest_config(cfg).consumer
+}
+
+/// Shard lease timing from the configuration.
+pub(crate) fn lease_config(cfg: &ServeConfig) -> LeaseConfig {
+    let c = &cfg.cluster;
+    LeaseConfig {
+        shards: cfg.shards,
+        ttl: Duration::from_millis(c.lease_ttl_ms),
+        renew_every: Duration::from_millis(c.lease_renew_ms),
+        member_ttl: Duration::from_millis(c.lease_ttl_ms),
+        replicas: c.replicas,
+    }
+}
+
+/// The admin tokens every role's control service accepts.
+fn admin_tokens(boot: &Bootstrap) -> gatehouse_runtime::grpc::TokenCheck {
+    gatehouse_api::grpc::token_check(vec![boot.admin_token.clone()])
+}
+
+/// The agent-facing edge: verifies node keys, routes host requests to
+/// their hostd, puts log batches where `ports.logs` says; `observer` sees
+/// each batch the edge stores itself (the rule engine, all-in-one).
+pub fn edge(
+    cfg: &ServeConfig,
+    boot: &Bootstrap,
+    ports: &Ports,
+    observer: Option<Arc<dyn LogObserver>>,
+    tcp: TcpListener,
+) -> anyhow::Result<Running> {
+    let tls = gatehouse_runtime::tls::server_config(
+        &boot.cert_path,
+        &boot.key_path,
+        cfg.tls.client_ca.as_deref(),
+    )?;
+    let sink: Arc<dyn LogSink> = match &ports.logs {
+        Logs::Direct => {
+            let sink = DirectSink::new(ports.store.clone(), &ingest_config(cfg));
+            Arc::new(match observer {
+                Some(o) => sink.with_observer(o),
+                None => sink,
+            })
+        }
+        Logs::Stream(log) => Arc::new(StreamSink::new(log.clone(), &stream_config(cfg))),
+    };
+    let deps = EdgeDeps {
+        keys: NodeKeys::new(&boot.node_key_secret),
+        hosts: ports.host_client(cfg),
+        store: ports.store.clone(),
+        sink,
+        clock: ports.clock.clone(),
+    };
+    let (edge_cfg, listener) = (
+        edge_config(cfg),
+        Listener {
+            tcp,
+            tls: Some(tls),
+        },
+    );
+    Ok(Running::spawn(|s| {
+        gatehouse_edge::run(edge_cfg, deps, listener, s)
+    }))
+}
+
+/// A started hostd, with what tests and probes look at.
+#[derive(Debug)]
+pub struct HostdRole {
+    pub running: Running,
+    pub ctx: Arc<HostCtx>,
+    /// Its shard leases (`None`: it serves every shard).
+    pub leases: Option<Arc<Leases>>,
+}
+
+/// Host actors: for every shard, or for the shards `instance` holds leases
+/// for when `ports.leases` is set (`instance` must then be unique among
+/// running hostd: pod name plus a start nonce).
+pub fn hostd(cfg: &ServeConfig, boot: &Bootstrap, ports: &Ports, instance: &str) -> HostdRole {
+    let leases = ports
+        .leases
+        .as_ref()
+        .map(|store| Arc::new(Leases::new(store.clone(), instance, lease_config(cfg))));
+    let ownership = match &leases {
+        Some(l) => Ownership::Leased(l.clone()),
+        None => Ownership::Every,
+    };
+    let deps = HostdDeps::new(
+        ports.store.clone(),
+        NodeKeys::new(&boot.node_key_secret),
+        Default::default(),
+        ports.bus.clone(),
+        ownership,
+    );
+    let (ctx, drain) = (deps.ctx.clone(), deps.drain.clone());
+    let hostd_cfg = HostdConfig::default();
+    let drain_wait = hostd_cfg.drain_timeout + Duration::from_secs(10);
+    let mut running = Running::spawn(|s| gatehouse_hostd::run(hostd_cfg, deps, s));
+    if let Some(leases) = &leases {
+        let control = gatehouse_hostd::control::Control {
+            leases: leases.clone(),
+            ctx: ctx.clone(),
+            shards: cfg.shards,
+            drain,
+            drain_wait,
+        };
+        running.control = Some(Control {
+            routes: control.routes(admin_tokens(boot)),
+            name: gatehouse_hostd::control::SERVICE,
+        });
+    }
+    HostdRole {
+        running,
+        ctx,
+        leases,
+    }
+}
+
+/// A started ingest.
+pub struct IngestRole {
+    pub running: Running,
+    /// The rule engine, which sees every stored batch: ingest reports to it
+    /// from the stream; an edge that stores batches itself must too.
+    pub observer: Arc<dyn LogObserver>,
+}
+
+impl std::fmt::Debug for IngestRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestRole")
+            .field("running", &self.running)
+            .finish()
+    }
+}
+
+/// Log retention, the rule engine, and (over a stream) the drain of the
+/// log stream into the store.
+pub fn ingest(cfg: &ServeConfig, boot: &Bootstrap, ports: &Ports) -> anyhow::Result<IngestRole> {
+    let (rules, deliveries) = gatehouse_rules::Engine::new(ports.store.clone(), rules_config(cfg))?;
+    let observer: Arc<dyn LogObserver> = Arc::new(rules.clone());
+    let log = match &ports.logs {
+        Logs::Direct => None,
+        Logs::Stream(log) => Some(log.clone()),
+    };
+    let deps = IngestDeps {
+        store: ports.store.clone(),
+        log: log
+            .clone()
+            .map(|l| l as Arc<dyn gatehouse_bus::logstream::LogStream>),
+        observer: Some(observer.clone()),
+    };
+    let (ingest_cfg, bus) = (ingest_config(cfg), ports.bus.clone());
+    let mut running = Running::spawn(|s| async move {
+        let engine = gatehouse_rules::run(rules, deliveries, bus, s.clone());
+        let (r, ()) = tokio::join!(gatehouse_ingest::run(ingest_cfg, deps, s), engine);
+        r.map_err(|e| anyhow::anyhow!("ingest: {e}"))
+    });
+    if let Some(log) = log {
+        let control = gatehouse_ingest::jetstream::Control {
+            log: (*log).clone(),
+            clock: ports.clock.clone(),
+        };
+        running.control = Some(Control {
+            routes: control.routes(admin_tokens(boot)),
+            name: gatehouse_ingest::jetstream::CONTROL_SERVICE,
+        });
+    }
+    Ok(IngestRole { running, observer })
+}
+
+/// The operator API (REST and gRPC on one listener).
+pub fn api(
+    cfg: &ServeConfig,
+    boot: &Bootstrap,
+    ports: &Ports,
+    tcp: TcpListener,
+) -> anyhow::Result<Running> {
+    let tls = gatehouse_runtime::tls::server_config(&boot.cert_path, &boot.key_path, None)?;
+    let r = rules_config(cfg);
+    let webhooks = gatehouse_rules::WebhookClient::new(r.webhook_timeout, r.webhook_ca.as_deref())
+        .map_err(|e| anyhow::anyhow!("rules.webhook_ca: {e}"))?;
+    let deps = gatehouse_api::ApiDeps {
+        store: ports.store.clone(),
+        bus: ports.bus.clone(),
+        hosts: ports.host_client(cfg),
+        webhooks: Arc::new(webhooks),
+        bootstrap_tokens: vec![boot.admin_token.clone()],
+        clock: ports.clock.clone(),
+    };
+    let (api_cfg, listener) = (
+        api_config(cfg),
+        Listener {
+            tcp,
+            tls: Some(tls),
+        },
+    );
+    Ok(Running::spawn(|s| {
+        gatehouse_api::run(api_cfg, deps, listener, s)
+    }))
+}
