@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 pub use serde_json;
 
+pub mod sandbox;
 pub mod webhook;
 
 /// A server plus clients for both of its ports.

@@ -12,182 +12,78 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gatehouse::cluster::{self, HostdRole, Role};
-use gatehouse::config::{ServeConfig, StoreKind};
-use gatehouse_bus::nats_test_server::NatsTestServer;
 use gatehouse_core::ports::Store;
 use gatehouse_store::cql_test_server::CqlTestServer;
 use gatehouse_store::{ScyllaConfig, ScyllaStore};
-use gatehouse_tests::{Agent, client_for, eventually};
+use gatehouse_tests::sandbox::{Sandbox, SandboxConfig, StoreFactory};
+use gatehouse_tests::{Agent, eventually};
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const AGENTS: u32 = 12;
 const SHARDS: u32 = 32;
 
-struct Sandbox {
-    cfg: ServeConfig,
-    boot: gatehouse::bootstrap::Bootstrap,
-    cql: CqlTestServer,
-    nats: NatsTestServer,
-    _dir: tempfile::TempDir,
-    http: reqwest::Client,
-    edges: Vec<(String, Role)>,
-    hostd: Vec<HostdRole>,
-    ingest: Option<Role>,
-    api: Option<(String, Role)>,
-    admin_token: String,
-}
-
-async fn store(cql: &CqlTestServer) -> anyhow::Result<Arc<dyn Store>> {
-    Ok(Arc::new(
-        ScyllaStore::connect(&ScyllaConfig {
-            contact_points: vec![cql.addr().to_string()],
-            keyspace: "sandbox".into(),
-            await_schema_agreement: false,
-            ..ScyllaConfig::default()
-        })
-        .await?,
-    ))
-}
-
-async fn listener() -> anyhow::Result<(tokio::net::TcpListener, String)> {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("https://localhost:{}", l.local_addr()?.port());
-    Ok((l, url))
-}
-
-impl Sandbox {
-    async fn start() -> anyhow::Result<Self> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let nats = NatsTestServer::start()?;
-        let cql = CqlTestServer::start().await?;
-        let dir = tempfile::tempdir()?;
-        let mut cfg = ServeConfig {
-            data_dir: dir.path().join("secrets"),
-            shards: SHARDS,
-            ..ServeConfig::default()
-        };
-        cfg.store.kind = StoreKind::Scylla;
-        cfg.cluster.nats.servers = vec![nats.url()];
-        cfg.cluster.lease_ttl_ms = 2_000;
-        cfg.cluster.lease_renew_ms = 250;
-        cfg.cluster.max_log_stream_bytes = 256 * 1024 * 1024;
-        cfg.cluster.ingest_ack_wait_ms = 2_000;
-        cfg.validate()?;
-        // One bootstrap directory: every role shares its secrets and
-        // certificates (a mounted Secret in Kubernetes).
-        let boot = gatehouse::bootstrap::prepare(&cfg)?;
-        let http = client_for(&boot.ca_path)?;
-        let mut s = Self {
-            admin_token: boot.admin_token.clone(),
-            cfg,
-            boot,
-            cql,
-            nats,
-            _dir: dir,
-            http,
-            edges: Vec::new(),
-            hostd: Vec::new(),
-            ingest: None,
-            api: None,
-        };
-        for n in 0..3 {
-            s.add_hostd(&format!("hostd-{n}")).await?;
-        }
-        s.ingest = Some(cluster::start_ingest(&s.cfg, &s.boot, store(&s.cql).await?).await?);
-        for _ in 0..2 {
-            let (l, url) = listener().await?;
-            let role = cluster::start_edge(&s.cfg, &s.boot, store(&s.cql).await?, l).await?;
-            s.edges.push((url, role));
-        }
-        let (l, url) = listener().await?;
-        let role = cluster::start_api(&s.cfg, &s.boot, store(&s.cql).await?, l).await?;
-        s.api = Some((url, role));
-        Ok(s)
-    }
-
-    async fn add_hostd(&mut self, name: &str) -> anyhow::Result<()> {
-        let h = cluster::start_hostd(&self.cfg, &self.boot, store(&self.cql).await?, name).await?;
-        self.hostd.push(h);
-        Ok(())
-    }
-
-    /// Drains every role: edges and api first, then hostd, then ingest.
-    async fn stop(mut self) -> anyhow::Result<()> {
-        for (_, e) in self.edges.drain(..) {
-            e.stop().await?;
-        }
-        if let Some((_, a)) = self.api.take() {
-            a.stop().await?;
-        }
-        for h in self.hostd.drain(..) {
-            h.role.stop().await?;
-        }
-        if let Some(i) = self.ingest.take() {
-            i.stop().await?;
-        }
-        Ok(())
-    }
-
-    /// Once every shard is served: `AGENTS` agents enrolled through both
-    /// edges, and the time (seconds) their log lines use.
-    async fn enrolled_agents(&self) -> anyhow::Result<(Vec<Agent>, i64)> {
-        wait_until("three hostd split every shard", || {
-            self.served() == SHARDS as usize
-        })
-        .await?;
-        let mut agents = Vec::new();
-        for n in 0..AGENTS {
-            let mut a = self.agent(n);
-            anyhow::ensure!(a.enroll().await?.agent_success());
-            agents.push(a);
-        }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_secs() as i64;
-        Ok((agents, now))
-    }
-
-    fn served(&self) -> usize {
-        self.hostd.iter().map(|h| h.leases.held().len()).sum()
-    }
-
-    fn agent(&self, n: u32) -> Agent {
-        let base = self.edges[(n % 2) as usize].0.clone();
-        Agent::at(&self.cfg, &self.boot, self.http.clone(), base, n)
-    }
-
-    async fn api(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<(u16, Value)> {
-        let base = &self.api.as_ref().map(|a| a.0.clone()).unwrap_or_default();
-        let mut req = self
-            .http
-            .request(method, format!("{base}{path}"))
-            .bearer_auth(&self.admin_token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await?;
-        let status = resp.status().as_u16();
-        Ok((status, resp.json().await.unwrap_or(Value::Null)))
-    }
-
-    async fn lines_of(&self, host: &str) -> anyhow::Result<usize> {
-        let (code, v) = self
-            .api(
-                Method::GET,
-                &format!("/api/v1/results?host={host}&limit=10000"),
-                None,
-            )
+/// The sandbox over the in-process CQL server (a session per role).
+async fn start() -> anyhow::Result<Sandbox> {
+    let cql = Arc::new(CqlTestServer::start().await?);
+    let stores: StoreFactory = Arc::new(move || {
+        let cql = cql.clone();
+        Box::pin(async move {
+            let store = ScyllaStore::connect(&ScyllaConfig {
+                contact_points: vec![cql.addr().to_string()],
+                keyspace: "sandbox".into(),
+                await_schema_agreement: false,
+                ..ScyllaConfig::default()
+            })
             .await?;
-        anyhow::ensure!(code == 200, "results: {code} {v}");
-        Ok(v["items"].as_array().map_or(0, Vec::len))
+            Ok(Arc::new(store) as Arc<dyn Store>)
+        })
+    });
+    let cfg = SandboxConfig {
+        edges: 2,
+        hostd: 3,
+        shards: SHARDS,
+        lease_ttl_ms: 2_000,
+        lease_renew_ms: 250,
+        max_log_stream_bytes: 256 * 1024 * 1024,
+        ingest_ack_wait_ms: 2_000,
+        data_dir: None,
+        edge_port: None,
+        api_port: None,
+    };
+    Sandbox::start(cfg, stores).await
+}
+
+/// Once every shard is served: `AGENTS` agents enrolled through both
+/// edges, and the time (seconds) their log lines use.
+async fn enrolled_agents(s: &Sandbox) -> anyhow::Result<(Vec<Agent>, i64)> {
+    wait_until("three hostd split every shard", || {
+        s.served() == SHARDS as usize
+    })
+    .await?;
+    let mut agents = Vec::new();
+    for n in 0..AGENTS {
+        let mut a = s.agent(n);
+        anyhow::ensure!(a.enroll().await?.agent_success());
+        agents.push(a);
     }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
+    Ok((agents, now))
+}
+
+/// Result lines stored for `host`.
+async fn lines_of(s: &Sandbox, host: &str) -> anyhow::Result<usize> {
+    let (code, v) = s
+        .api(
+            Method::GET,
+            &format!("/api/v1/results?host={host}&limit=10000"),
+            None,
+        )
+        .await?;
+    anyhow::ensure!(code == 200, "results: {code} {v}");
+    Ok(v["items"].as_array().map_or(0, Vec::len))
 }
 
 /// One log POST of 5 lines per agent; the lines each got acknowledged.
@@ -238,7 +134,7 @@ async fn wait_until(what: &str, f: impl Fn() -> bool) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_serves_agents_through_any_edge_and_survives_a_hostd_crash() -> anyhow::Result<()>
 {
-    let mut s = Sandbox::start().await?;
+    let mut s = start().await?;
     wait_until("three hostd split every shard", || {
         s.served() == SHARDS as usize && s.hostd.iter().all(|h| !h.leases.held().is_empty())
     })
@@ -303,7 +199,7 @@ async fn a_cluster_serves_agents_through_any_edge_and_survives_a_hostd_crash() -
     for (a, want) in agents.iter().zip(&acked) {
         let host = a.host_id();
         eventually(Duration::from_secs(20), || async {
-            Ok((s.lines_of(&host).await? == *want).then_some(()))
+            Ok((lines_of(&s, &host).await? == *want).then_some(()))
         })
         .await?;
     }
@@ -337,8 +233,8 @@ async fn a_cluster_serves_agents_through_any_edge_and_survives_a_hostd_crash() -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_lines_survive_a_nats_server_crash() -> anyhow::Result<()> {
-    let mut s = Sandbox::start().await?;
-    let (agents, now) = s.enrolled_agents().await?;
+    let mut s = start().await?;
+    let (agents, now) = enrolled_agents(&s).await?;
     // Ingest is down: acknowledged batches wait in the stream only.
     if let Some(i) = s.ingest.take() {
         i.stop().await?;
@@ -346,7 +242,7 @@ async fn acknowledged_lines_survive_a_nats_server_crash() -> anyhow::Result<()> 
     let mut acked = vec![0usize; agents.len()];
     post_rounds(0..3, &agents, now, &mut acked).await?;
     assert_eq!(
-        s.lines_of(&agents[0].host_id()).await?,
+        lines_of(&s, &agents[0].host_id()).await?,
         0,
         "nothing ingested yet"
     );
@@ -364,11 +260,11 @@ async fn acknowledged_lines_survive_a_nats_server_crash() -> anyhow::Result<()> 
         restarted.elapsed()
     );
     // Ingest comes back and drains everything that was acknowledged.
-    s.ingest = Some(cluster::start_ingest(&s.cfg, &s.boot, store(&s.cql).await?).await?);
+    s.start_ingest().await?;
     for (a, want) in agents.iter().zip(&acked) {
         let host = a.host_id();
         eventually(Duration::from_secs(30), || async {
-            Ok((s.lines_of(&host).await? == *want).then_some(()))
+            Ok((lines_of(&s, &host).await? == *want).then_some(()))
         })
         .await?;
     }
@@ -408,7 +304,7 @@ async fn control_services_report_and_drain_over_grpc() -> anyhow::Result<()> {
     use gatehouse_proto::v1::ingest_control_client::IngestControlClient;
     use gatehouse_proto::v1::{DrainRequest, StatusRequest};
 
-    let mut s = Sandbox::start().await?;
+    let mut s = start().await?;
     wait_until("three hostd split every shard", || {
         s.served() == SHARDS as usize && s.hostd.iter().all(|h| !h.leases.held().is_empty())
     })
@@ -421,7 +317,7 @@ async fn control_services_report_and_drain_over_grpc() -> anyhow::Result<()> {
     let e = hostd.status(StatusRequest {}).await.err().map(|e| e.code());
     assert_eq!(e, Some(tonic::Code::Unauthenticated));
     let st = hostd
-        .status(with_token(&s.admin_token, StatusRequest {})?)
+        .status(with_token(&s.boot.admin_token, StatusRequest {})?)
         .await?
         .into_inner();
     let held: Vec<u32> = s.hostd[0].leases.held().into_keys().collect();
@@ -450,12 +346,12 @@ async fn control_services_report_and_drain_over_grpc() -> anyhow::Result<()> {
         agents.push(a);
     }
     let r = hostd
-        .drain(with_token(&s.admin_token, DrainRequest {})?)
+        .drain(with_token(&s.boot.admin_token, DrainRequest {})?)
         .await?
         .into_inner();
     assert_eq!(r.released as usize, held.len());
     let st = hostd
-        .status(with_token(&s.admin_token, StatusRequest {})?)
+        .status(with_token(&s.boot.admin_token, StatusRequest {})?)
         .await?
         .into_inner();
     assert!(st.draining && st.shards.is_empty(), "{st:?}");
@@ -482,7 +378,7 @@ async fn control_services_report_and_drain_over_grpc() -> anyhow::Result<()> {
     let st = eventually(Duration::from_secs(20), || async {
         let st = ingest
             .clone()
-            .status(with_token(&s.admin_token, StatusRequest {})?)
+            .status(with_token(&s.boot.admin_token, StatusRequest {})?)
             .await?
             .into_inner();
         Ok((st.batches_written >= 8 && st.backlog_messages == 0).then_some(st))
@@ -500,8 +396,8 @@ async fn control_services_report_and_drain_over_grpc() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_an_edge_ingest_or_api_under_load_loses_no_acknowledged_line() -> anyhow::Result<()>
 {
-    let mut s = Sandbox::start().await?;
-    let (mut agents, now) = s.enrolled_agents().await?;
+    let mut s = start().await?;
+    let (mut agents, now) = enrolled_agents(&s).await?;
     let mut acked = vec![0usize; agents.len()];
     post_rounds(0..2, &agents, now, &mut acked).await?;
 
@@ -524,15 +420,13 @@ async fn killing_an_edge_ingest_or_api_under_load_loses_no_acknowledged_line() -
         i.kill();
     }
     post_rounds(5..7, &agents, now, &mut acked).await?;
-    s.ingest = Some(cluster::start_ingest(&s.cfg, &s.boot, store(&s.cql).await?).await?);
+    s.start_ingest().await?;
 
     // The api crashes; a new one serves operators at once (it holds nothing).
     if let Some((_, a)) = s.api.take() {
         a.kill();
     }
-    let (l, url) = listener().await?;
-    let role = cluster::start_api(&s.cfg, &s.boot, store(&s.cql).await?, l).await?;
-    s.api = Some((url, role));
+    s.start_api().await?;
     post_rounds(7..8, &agents, now, &mut acked).await?;
 
     let total: usize = acked.iter().sum();
@@ -551,7 +445,7 @@ async fn killing_an_edge_ingest_or_api_under_load_loses_no_acknowledged_line() -
     for (a, want) in agents.iter().zip(&acked) {
         let host = a.host_id();
         let stored = eventually(Duration::from_secs(30), || async {
-            let n = s.lines_of(&host).await?;
+            let n = lines_of(&s, &host).await?;
             Ok((n >= *want).then_some(n))
         })
         .await?;

@@ -1,7 +1,8 @@
 //! `gatehouse-cluster-sandbox`: a whole cluster in one process for load
-//! tests on one machine: a real nats-server (JetStream, started here on a
-//! random port), N edges, M hostd, one ingest and the api, every role with
-//! its own NATS connection, sharing one embedded store (the stand-in for
+//! tests on one machine, the same sandbox the cluster tests run
+//! ([`gatehouse_tests::sandbox`]): a real nats-server (JetStream, started
+//! here on a random port), N edges, M hostd, one ingest and the api, every
+//! role with its own NATS connection, sharing one embedded store (the stand-in for
 //! ScyllaDB: no CQL server on this machine is fast enough to measure the
 //! cluster rather than itself).
 //!
@@ -12,11 +13,9 @@
 use std::sync::Arc;
 
 use clap::Parser;
-use gatehouse::cluster;
-use gatehouse::config::{ServeConfig, StoreKind};
-use gatehouse_bus::nats_test_server::NatsTestServer;
 use gatehouse_core::ports::Store;
 use gatehouse_store::EmbeddedStore;
+use gatehouse_tests::sandbox::{Sandbox, SandboxConfig, StoreFactory};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -47,63 +46,49 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let nats = NatsTestServer::start()?;
-    let mut cfg = ServeConfig {
-        data_dir: a.data.clone(),
-        ..ServeConfig::default()
-    };
-    cfg.store.kind = StoreKind::Scylla;
-    cfg.cluster.nats.servers = vec![nats.url()];
-    cfg.cluster.lease_ttl_ms = 4_000;
-    cfg.cluster.lease_renew_ms = 1_000;
-    cfg.cluster.max_log_stream_bytes = 2 * 1024 * 1024 * 1024;
-    cfg.validate()?;
-    let boot = gatehouse::bootstrap::prepare(&cfg)?;
+    // The stand-in for ScyllaDB: one embedded store every role shares.
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&a.data.join("store"))?);
-
-    let mut hostd = Vec::new();
-    for n in 0..a.hostd {
-        hostd.push(cluster::start_hostd(&cfg, &boot, store.clone(), &format!("hostd-{n}")).await?);
-    }
-    let ingest = cluster::start_ingest(&cfg, &boot, store.clone()).await?;
-    let mut edges = Vec::new();
-    let mut urls = Vec::new();
-    for n in 0..a.edges {
-        let port = a.port + n * 10;
-        let l = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-        edges.push(cluster::start_edge(&cfg, &boot, store.clone(), l).await?);
-        urls.push(format!("https://localhost:{port}"));
-    }
-    let l = tokio::net::TcpListener::bind(("127.0.0.1", a.api_port)).await?;
-    let api = cluster::start_api(&cfg, &boot, store.clone(), l).await?;
+    let stores: StoreFactory = Arc::new(move || {
+        let store = store.clone();
+        Box::pin(async move { Ok(store) })
+    });
+    let cfg = SandboxConfig {
+        edges: a.edges,
+        hostd: a.hostd,
+        shards: gatehouse::config::ServeConfig::default().shards,
+        lease_ttl_ms: 4_000,
+        lease_renew_ms: 1_000,
+        max_log_stream_bytes: 2 * 1024 * 1024 * 1024,
+        ingest_ack_wait_ms: gatehouse::config::ServeConfig::default()
+            .cluster
+            .ingest_ack_wait_ms,
+        data_dir: Some(a.data.clone()),
+        edge_port: Some(a.port),
+        api_port: Some(a.api_port),
+    };
+    let s = Sandbox::start(cfg, stores).await?;
     // Every shard owned before agents arrive.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while hostd.iter().map(|h| h.leases.held().len()).sum::<usize>() < cfg.shards as usize {
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "shards not all owned after 30 s"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    gatehouse_testkit::eventually(
+        "every shard owned",
+        std::time::Duration::from_secs(30),
+        async || {
+            Ok::<_, std::convert::Infallible>((s.served() == s.cfg.shards as usize).then_some(()))
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let urls: Vec<&str> = s.edges.iter().map(|e| e.0.as_str()).collect();
+    let api = s.api.as_ref().map_or("", |a| a.0.as_str());
     println!(
-        "ready edges={} api=https://localhost:{} pids={},{} data={}",
+        "ready edges={} api={api} pids={},{} data={}",
         urls.join(","),
-        a.api_port,
         std::process::id(),
-        nats.pid(),
+        s.nats.pid(),
         a.data.display()
     );
     let stop = gatehouse_runtime::Shutdown::new();
     stop.trigger_on_signals();
     stop.wait().await;
     eprintln!("draining the sandbox");
-    for e in edges {
-        e.stop().await?;
-    }
-    api.stop().await?;
-    for h in hostd {
-        h.role.stop().await?;
-    }
-    ingest.stop().await?;
-    Ok(())
+    s.stop().await
 }
