@@ -122,10 +122,21 @@ impl TestServer {
         let api_url = format!("https://localhost:{}", api.local_addr()?.port());
         let ops = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let ops_url = format!("http://127.0.0.1:{}", ops.local_addr()?.port());
-        let store = gatehouse::serve::open_store(&cfg, &boot).await?;
+        // Its own metrics: counts in a test are this server's alone.
+        let metrics = gatehouse_runtime::metrics::Metrics::new();
+        let store = gatehouse::serve::open_store(&cfg, &boot, &metrics).await?;
         let clock = Arc::new(ShiftedClock::new());
-        let running =
-            gatehouse::serve::start(&cfg, &boot, store, clock.clone(), agents, api, Some(ops))?;
+        let deps = gatehouse::serve::ServeDeps {
+            store,
+            clock: clock.clone(),
+            metrics,
+        };
+        let listeners = gatehouse::serve::ServeListeners {
+            agents,
+            api,
+            ops: Some(ops),
+        };
+        let running = gatehouse::serve::start(&cfg, &boot, deps, listeners)?;
         let http = client_for(&boot.ca_path)?;
         Ok(Self {
             cfg,

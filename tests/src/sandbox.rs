@@ -4,7 +4,8 @@
 //! and the api in this process, every role with its own NATS connection and
 //! the store its caller supplies (a session of the in-process CQL server
 //! per role in tests; one embedded store for load tests), all sharing one
-//! bootstrap directory (a mounted Secret in Kubernetes).
+//! bootstrap directory (a mounted Secret in Kubernetes). Each role counts
+//! in a metrics registry of its own, as in its own process.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use gatehouse::cluster::{self, HostdRole, Role};
 use gatehouse::config::{ServeConfig, StoreKind};
 use gatehouse_bus::nats_test_server::NatsTestServer;
 use gatehouse_core::ports::Store;
+use gatehouse_runtime::metrics::Metrics;
 use reqwest::Method;
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -129,7 +131,14 @@ impl Sandbox {
     }
 
     pub async fn add_hostd(&mut self, name: &str) -> anyhow::Result<()> {
-        let h = cluster::start_hostd(&self.cfg, &self.boot, self.store().await?, name).await?;
+        let h = cluster::start_hostd(
+            &self.cfg,
+            &self.boot,
+            self.store().await?,
+            Metrics::new(),
+            name,
+        )
+        .await?;
         self.hostd.push(h);
         Ok(())
     }
@@ -137,15 +146,24 @@ impl Sandbox {
     /// Starts an edge on `port` (`None`: a random one).
     pub async fn add_edge(&mut self, port: Option<u16>) -> anyhow::Result<()> {
         let (l, url) = listener(port).await?;
-        let role = cluster::start_edge(&self.cfg, &self.boot, self.store().await?, l).await?;
+        let role = cluster::start_edge(
+            &self.cfg,
+            &self.boot,
+            self.store().await?,
+            Metrics::new(),
+            l,
+        )
+        .await?;
         self.edges.push((url, role));
         Ok(())
     }
 
     /// Starts ingest (again, after the last one stopped or crashed).
     pub async fn start_ingest(&mut self) -> anyhow::Result<()> {
-        self.ingest =
-            Some(cluster::start_ingest(&self.cfg, &self.boot, self.store().await?).await?);
+        self.ingest = Some(
+            cluster::start_ingest(&self.cfg, &self.boot, self.store().await?, Metrics::new())
+                .await?,
+        );
         Ok(())
     }
 
@@ -158,7 +176,14 @@ impl Sandbox {
             self.api_port
         };
         let (l, url) = listener(port).await?;
-        let role = cluster::start_api(&self.cfg, &self.boot, self.store().await?, l).await?;
+        let role = cluster::start_api(
+            &self.cfg,
+            &self.boot,
+            self.store().await?,
+            Metrics::new(),
+            l,
+        )
+        .await?;
         self.api = Some((url, role));
         Ok(())
     }

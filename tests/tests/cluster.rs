@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gatehouse_core::ports::Store;
+use gatehouse_runtime::metrics::Metrics;
 use gatehouse_store::cql_test_server::CqlTestServer;
 use gatehouse_store::{ScyllaConfig, ScyllaStore};
 use gatehouse_tests::sandbox::{Sandbox, SandboxConfig, StoreFactory};
@@ -285,7 +286,7 @@ async fn ops_channel(
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", l.local_addr()?);
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    gatehouse::serve::spawn_ops(l, ready, done.clone(), control);
+    gatehouse::serve::spawn_ops(l, ready, done.clone(), control, Metrics::new());
     Ok(tonic::transport::Channel::from_shared(url)?
         .connect()
         .await?)

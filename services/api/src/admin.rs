@@ -78,6 +78,8 @@ pub struct Admin {
     /// counted against the running-campaign limits.
     /// Where "now" comes from (expiry of tokens, campaigns, secrets).
     pub(crate) clock: Arc<dyn Clock>,
+    /// The instance's metrics (request counts and latency).
+    pub(crate) metrics: gatehouse_runtime::metrics::Metrics,
     pub(crate) complete: std::sync::Mutex<HashSet<String>>,
 }
 
@@ -105,6 +107,7 @@ pub struct ApiDeps {
     /// Where "now" comes from (expiry of tokens, campaigns, secrets; tests
     /// move it).
     pub clock: Arc<dyn Clock>,
+    pub metrics: gatehouse_runtime::metrics::Metrics,
 }
 
 impl Admin {
@@ -116,6 +119,7 @@ impl Admin {
             webhooks,
             bootstrap_tokens,
             clock,
+            metrics,
         } = deps;
         Self {
             store,
@@ -125,6 +129,7 @@ impl Admin {
             bootstrap_tokens,
             webhooks,
             clock,
+            metrics,
             complete: std::sync::Mutex::default(),
         }
     }

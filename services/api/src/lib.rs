@@ -41,6 +41,7 @@ pub async fn run(
         http2: true,
         ..cfg.serve.clone()
     };
+    let metrics = deps.metrics.clone();
     let admin = Arc::new(Admin::new(cfg, deps));
     let rest = rest::router(admin.clone(), shutdown.clone());
     let routes = grpc::routes(admin).add_service(gatehouse_runtime::grpc::health(
@@ -51,6 +52,7 @@ pub async fn run(
         rest,
         routes,
         &[GRPC_SERVICE, gatehouse_runtime::grpc::HEALTH],
+        &metrics,
     );
     let tls = listener.tls.map(|t| gatehouse_runtime::tls::with_h2(&t));
     gatehouse_runtime::serve(listener.tcp, tls, app, opts, shutdown).await

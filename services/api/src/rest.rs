@@ -189,6 +189,8 @@ pub fn router(admin: Arc<Admin>, shutdown: Shutdown) -> Router {
     for (path, handler) in by_path {
         api = api.route(path, handler);
     }
+    let metrics =
+        gatehouse_runtime::metrics::RequestMetrics::new(&admin.metrics, "api", "Operator API");
     let api = api
         .route_layer(middleware::from_fn_with_state(admin.clone(), authenticate))
         .with_state(admin);
@@ -206,11 +208,6 @@ pub fn router(admin: Arc<Admin>, shutdown: Shutdown) -> Router {
             }
         }
     };
-    static METRICS: std::sync::OnceLock<gatehouse_runtime::metrics::RequestMetrics> =
-        std::sync::OnceLock::new();
-    let metrics = METRICS
-        .get_or_init(|| gatehouse_runtime::metrics::RequestMetrics::new("api", "Operator API"))
-        .clone();
     let api = api.route_layer(axum::middleware::from_fn_with_state(
         metrics,
         gatehouse_runtime::metrics::track,

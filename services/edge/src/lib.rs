@@ -133,6 +133,7 @@ pub struct EdgeDeps {
     pub sink: Arc<dyn LogSink>,
     /// Where "now" comes from (enroll-secret expiry, receive times).
     pub clock: Arc<dyn gatehouse_core::time::Clock>,
+    pub metrics: gatehouse_runtime::metrics::Metrics,
 }
 
 const CONFIG_CACHE_ENTRIES: usize = 512;
@@ -143,6 +144,9 @@ pub(crate) struct Edge {
     config_blobs: Mutex<HashMap<String, Bytes>>,
     shutdown: Shutdown,
     in_flight: Arc<tokio::sync::Semaphore>,
+    /// `gatehouse_edge_requests_in_flight`: agent requests admitted and
+    /// not yet answered (refusals start at `max_in_flight`).
+    in_flight_gauge: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Edge {
@@ -173,52 +177,44 @@ impl Edge {
     }
 }
 
-/// `gatehouse_edge_requests_total{endpoint,outcome}` and
-/// `gatehouse_edge_request_seconds{endpoint}`, one set per process.
-fn metrics() -> gatehouse_runtime::metrics::RequestMetrics {
-    static M: std::sync::OnceLock<gatehouse_runtime::metrics::RequestMetrics> =
-        std::sync::OnceLock::new();
-    M.get_or_init(|| gatehouse_runtime::metrics::RequestMetrics::new("edge", "Agent"))
-        .clone()
-}
-
-/// `gatehouse_edge_requests_in_flight`: agent requests admitted and not
-/// yet answered (refusals start at `max_in_flight`).
-fn in_flight_gauge() -> &'static prometheus_client::metrics::gauge::Gauge {
-    static G: std::sync::OnceLock<prometheus_client::metrics::gauge::Gauge> =
-        std::sync::OnceLock::new();
-    G.get_or_init(|| {
-        gatehouse_runtime::metrics::gauge(
-            "edge_requests_in_flight",
-            "Agent requests admitted and not yet answered",
-        )
-    })
-}
-
 /// Counts one admitted request while it lives (also when the client goes
 /// away mid-request and the handler is dropped).
 struct Admitted {
     /// Held for the request's life: the slot it takes.
     _slot: tokio::sync::OwnedSemaphorePermit,
+    gauge: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Admitted {
-    fn new(permit: tokio::sync::OwnedSemaphorePermit) -> Self {
-        in_flight_gauge().inc();
-        Self { _slot: permit }
+    fn new(
+        permit: tokio::sync::OwnedSemaphorePermit,
+        gauge: &prometheus_client::metrics::gauge::Gauge,
+    ) -> Self {
+        gauge.inc();
+        Self {
+            _slot: permit,
+            gauge: gauge.clone(),
+        }
     }
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        in_flight_gauge().dec();
+        self.gauge.dec();
     }
 }
 
 /// The edge's HTTP routes (exposed for tests that serve it themselves).
 pub fn router(cfg: EdgeConfig, deps: EdgeDeps, shutdown: Shutdown) -> Router {
     let p = cfg.paths.clone();
+    // `gatehouse_edge_requests_total{endpoint,outcome}` and
+    // `gatehouse_edge_request_seconds{endpoint}`.
+    let requests = gatehouse_runtime::metrics::RequestMetrics::new(&deps.metrics, "edge", "Agent");
     let edge = Arc::new(Edge {
+        in_flight_gauge: deps.metrics.gauge(
+            "edge_requests_in_flight",
+            "Agent requests admitted and not yet answered",
+        ),
         in_flight: Arc::new(tokio::sync::Semaphore::new(cfg.max_in_flight.max(1))),
         cfg,
         deps,
@@ -258,7 +254,7 @@ pub fn router(cfg: EdgeConfig, deps: EdgeDeps, shutdown: Shutdown) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(edge.clone(), admit))
         // Outermost: counts admission refusals too.
         .route_layer(axum::middleware::from_fn_with_state(
-            metrics(),
+            requests,
             gatehouse_runtime::metrics::track,
         ))
         .route("/livez", get(handlers::livez))
@@ -278,7 +274,7 @@ async fn admit(
 ) -> axum::response::Response {
     match edge.in_flight.clone().try_acquire_owned() {
         Ok(permit) => {
-            let admitted = Admitted::new(permit);
+            let admitted = Admitted::new(permit, &edge.in_flight_gauge);
             let resp = next.run(req).await;
             drop(admitted);
             resp

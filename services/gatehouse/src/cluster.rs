@@ -5,6 +5,9 @@
 //! starts the same role the all-in-one runs ([`crate::roles`]); they share
 //! the store (ScyllaDB in production).
 //!
+//! Each role counts in the metrics registry it is given (its process's,
+//! served on its ops port; its own, in the test sandbox).
+//!
 //! Every role shares the secrets and certificates of one [`Bootstrap`]
 //! directory (a mounted Kubernetes Secret in production).
 
@@ -16,6 +19,7 @@ use gatehouse_bus::leases::{LeaseTtls, NatsLeases};
 use gatehouse_core::ports::Store;
 use gatehouse_hostd::actor::HostCtx;
 use gatehouse_hostd::leases::Leases;
+use gatehouse_runtime::metrics::Metrics;
 use tokio::net::TcpListener;
 
 use crate::bootstrap::Bootstrap;
@@ -44,7 +48,12 @@ enum Member {
 
 /// The NATS ports of one role's process: the bus always, the log stream
 /// for the roles that append to it or drain it, the shard leases for hostd.
-async fn ports(cfg: &ServeConfig, store: Arc<dyn Store>, member: Member) -> anyhow::Result<Ports> {
+async fn ports(
+    cfg: &ServeConfig,
+    store: Arc<dyn Store>,
+    metrics: Metrics,
+    member: Member,
+) -> anyhow::Result<Ports> {
     let role = match member {
         Member::Edge => "edge",
         Member::Hostd => "hostd",
@@ -87,6 +96,7 @@ async fn ports(cfg: &ServeConfig, store: Arc<dyn Store>, member: Member) -> anyh
         logs,
         leases,
         clock: gatehouse_core::time::system_clock(),
+        metrics,
         // Short attempts inside the budget: a retry reaches a shard's next
         // owner before the agent's 16 s timeout.
         rpc_attempt: Duration::from_secs(4),
@@ -99,13 +109,14 @@ pub async fn start_edge(
     cfg: &ServeConfig,
     boot: &Bootstrap,
     store: Arc<dyn Store>,
+    metrics: Metrics,
     listener: TcpListener,
 ) -> anyhow::Result<Role> {
     // The shared data directory's enroll secret, listed and revocable
     // like any other (idempotent across edges).
     crate::bootstrap::register_enroll_secret(store.as_ref(), boot, gatehouse_core::time::now_ms())
         .await?;
-    let ports = ports(cfg, store, Member::Edge).await?;
+    let ports = ports(cfg, store, metrics, Member::Edge).await?;
     roles::edge(cfg, boot, &ports, None, listener)
 }
 
@@ -115,9 +126,10 @@ pub async fn start_hostd(
     cfg: &ServeConfig,
     boot: &Bootstrap,
     store: Arc<dyn Store>,
+    metrics: Metrics,
     instance: &str,
 ) -> anyhow::Result<HostdRole> {
-    let ports = ports(cfg, store, Member::Hostd).await?;
+    let ports = ports(cfg, store, metrics, Member::Hostd).await?;
     let h = roles::hostd(cfg, boot, &ports, instance);
     let leases = h
         .leases
@@ -135,8 +147,9 @@ pub async fn start_ingest(
     cfg: &ServeConfig,
     boot: &Bootstrap,
     store: Arc<dyn Store>,
+    metrics: Metrics,
 ) -> anyhow::Result<Role> {
-    let ports = ports(cfg, store, Member::Ingest).await?;
+    let ports = ports(cfg, store, metrics, Member::Ingest).await?;
     Ok(roles::ingest(cfg, boot, &ports)?.running)
 }
 
@@ -145,8 +158,9 @@ pub async fn start_api(
     cfg: &ServeConfig,
     boot: &Bootstrap,
     store: Arc<dyn Store>,
+    metrics: Metrics,
     listener: TcpListener,
 ) -> anyhow::Result<Role> {
-    let ports = ports(cfg, store, Member::Api).await?;
+    let ports = ports(cfg, store, metrics, Member::Api).await?;
     roles::api(cfg, boot, &ports, listener)
 }

@@ -302,19 +302,21 @@ fn role(kind: RoleKind, config: Option<PathBuf>, instance: Option<String>) -> Ex
         Err(code) => return code,
     };
     exit(rt.block_on(async {
-        let store = gatehouse::serve::open_store(&cfg, &boot).await?;
+        let metrics = gatehouse_runtime::metrics::Metrics::new();
+        let store = gatehouse::serve::open_store(&cfg, &boot, &metrics).await?;
+        let m = metrics.clone();
         let mut role = match kind {
             RoleKind::Edge => {
                 let l = bind(cfg.listen, "listen").await?;
                 tracing::info!(listen = %cfg.listen, "edge serving agents");
-                gatehouse::cluster::start_edge(&cfg, &boot, store, l).await?
+                gatehouse::cluster::start_edge(&cfg, &boot, store, m, l).await?
             }
             RoleKind::Api => {
                 let l = bind(cfg.api_listen, "api_listen").await?;
                 tracing::info!(listen = %cfg.api_listen, "api serving operators");
-                gatehouse::cluster::start_api(&cfg, &boot, store, l).await?
+                gatehouse::cluster::start_api(&cfg, &boot, store, m, l).await?
             }
-            RoleKind::Ingest => gatehouse::cluster::start_ingest(&cfg, &boot, store).await?,
+            RoleKind::Ingest => gatehouse::cluster::start_ingest(&cfg, &boot, store, m).await?,
             RoleKind::Hostd => {
                 let name = instance
                     .or_else(|| std::env::var("HOSTNAME").ok())
@@ -322,7 +324,7 @@ fn role(kind: RoleKind, config: Option<PathBuf>, instance: Option<String>) -> Ex
                 // A restarted pod keeps its name; the nonce makes it a new member.
                 let me = format!("{name}-{:08x}", fastrand::u32(..));
                 tracing::info!(instance = %me, "hostd joining");
-                gatehouse::cluster::start_hostd(&cfg, &boot, store, &me)
+                gatehouse::cluster::start_hostd(&cfg, &boot, store, m, &me)
                     .await?
                     .role
             }
@@ -331,7 +333,13 @@ fn role(kind: RoleKind, config: Option<PathBuf>, instance: Option<String>) -> Ex
         let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         let done = gatehouse_runtime::Shutdown::new();
         let ops = bind_ops(&cfg).await?.map(|l| {
-            gatehouse::serve::spawn_ops(l, ready.clone(), done.clone(), role.control.take())
+            gatehouse::serve::spawn_ops(
+                l,
+                ready.clone(),
+                done.clone(),
+                role.control.take(),
+                metrics.clone(),
+            )
         });
         role.shutdown.trigger_on_signals();
         let r = role.wait().await;
@@ -352,20 +360,19 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
     exit(rt.block_on(async {
         // The store first: a second server on the same data directory is
         // told that, not that a port is taken.
-        let store = gatehouse::serve::open_store(&cfg, &boot).await?;
+        let metrics = gatehouse_runtime::metrics::Metrics::new();
+        let store = gatehouse::serve::open_store(&cfg, &boot, &metrics).await?;
         let agents = bind(cfg.listen, "listen").await?;
         let api = bind(cfg.api_listen, "api_listen").await?;
         let banner = gatehouse::serve::banner(&cfg, &boot, agents.local_addr()?, api.local_addr()?);
         let ops = bind_ops(&cfg).await?;
-        let running = gatehouse::serve::start(
-            &cfg,
-            &boot,
+        let deps = gatehouse::serve::ServeDeps {
             store,
-            gatehouse_core::time::system_clock(),
-            agents,
-            api,
-            ops,
-        )?;
+            clock: gatehouse_core::time::system_clock(),
+            metrics,
+        };
+        let listeners = gatehouse::serve::ServeListeners { agents, api, ops };
+        let running = gatehouse::serve::start(&cfg, &boot, deps, listeners)?;
         // The banner goes to stdout; a closed stdout must not stop a server.
         let _ = writeln!(std::io::stdout(), "{banner}");
         running.shutdown.trigger_on_signals();

@@ -30,6 +30,7 @@ use gatehouse_hostd::leases::{LeaseConfig, Leases};
 use gatehouse_hostd::{HostdConfig, HostdDeps, Ownership};
 use gatehouse_ingest::jetstream::{ConsumerConfig, LogStreamConfig, StreamSink};
 use gatehouse_ingest::{DirectSink, IngestConfig, IngestDeps};
+use gatehouse_runtime::metrics::Metrics;
 use gatehouse_runtime::{Listener, ServeOptions, Shutdown};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -45,6 +46,8 @@ pub struct Ports {
     /// Shard leases; `None`: this process's hostd serves every shard.
     pub leases: Option<Arc<dyn LeaseStore>>,
     pub clock: Arc<dyn Clock>,
+    /// The instance's metrics registry, served at its ops port's `/metrics`.
+    pub metrics: Metrics,
     /// Bound on one host-RPC attempt (a retry inside the overall budget
     /// reaches a shard's next owner).
     pub rpc_attempt: Duration,
@@ -71,13 +74,14 @@ pub enum Logs {
 impl Ports {
     /// The all-in-one's: the in-process bus, every shard served here, log
     /// batches stored directly.
-    pub fn in_process(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+    pub fn in_process(store: Arc<dyn Store>, clock: Arc<dyn Clock>, metrics: Metrics) -> Self {
         Self {
             store,
             bus: Arc::new(gatehouse_bus::InProcBus::new()),
             logs: Logs::Direct,
             leases: None,
             clock,
+            metrics,
             rpc_attempt: Duration::from_secs(10),
         }
     }
@@ -278,7 +282,11 @@ pub fn edge(
                 None => sink,
             })
         }
-        Logs::Stream(log) => Arc::new(StreamSink::new(log.clone(), &stream_config(cfg))),
+        Logs::Stream(log) => Arc::new(StreamSink::new(
+            log.clone(),
+            &stream_config(cfg),
+            &ports.metrics,
+        )),
     };
     let deps = EdgeDeps {
         keys: NodeKeys::new(&boot.node_key_secret),
@@ -286,6 +294,7 @@ pub fn edge(
         store: ports.store.clone(),
         sink,
         clock: ports.clock.clone(),
+        metrics: ports.metrics.clone(),
     };
     let (edge_cfg, listener) = (
         edge_config(cfg),
@@ -326,6 +335,7 @@ pub fn hostd(cfg: &ServeConfig, boot: &Bootstrap, ports: &Ports, instance: &str)
         Default::default(),
         ports.bus.clone(),
         ownership,
+        ports.metrics.clone(),
     );
     let (ctx, drain) = (deps.ctx.clone(), deps.drain.clone());
     let hostd_cfg = HostdConfig::default();
@@ -370,7 +380,8 @@ impl std::fmt::Debug for IngestRole {
 /// Log retention, the rule engine, and (over a stream) the drain of the
 /// log stream into the store.
 pub fn ingest(cfg: &ServeConfig, boot: &Bootstrap, ports: &Ports) -> anyhow::Result<IngestRole> {
-    let (rules, deliveries) = gatehouse_rules::Engine::new(ports.store.clone(), rules_config(cfg))?;
+    let (rules, deliveries) =
+        gatehouse_rules::Engine::new(ports.store.clone(), rules_config(cfg), &ports.metrics)?;
     let observer: Arc<dyn LogObserver> = Arc::new(rules.clone());
     let log = match &ports.logs {
         Logs::Direct => None,
@@ -382,6 +393,7 @@ pub fn ingest(cfg: &ServeConfig, boot: &Bootstrap, ports: &Ports) -> anyhow::Res
             .clone()
             .map(|l| l as Arc<dyn gatehouse_bus::logstream::LogStream>),
         observer: Some(observer.clone()),
+        metrics: ports.metrics.clone(),
     };
     let (ingest_cfg, bus) = (ingest_config(cfg), ports.bus.clone());
     let mut running = Running::spawn(|s| async move {
@@ -393,6 +405,7 @@ pub fn ingest(cfg: &ServeConfig, boot: &Bootstrap, ports: &Ports) -> anyhow::Res
         let control = gatehouse_ingest::jetstream::Control {
             log: (*log).clone(),
             clock: ports.clock.clone(),
+            metrics: ports.metrics.clone(),
         };
         running.control = Some(Control {
             routes: control.routes(admin_tokens(boot)),
@@ -411,8 +424,12 @@ pub fn api(
 ) -> anyhow::Result<Running> {
     let tls = gatehouse_runtime::tls::server_config(&boot.cert_path, &boot.key_path, None)?;
     let r = rules_config(cfg);
-    let webhooks = gatehouse_rules::WebhookClient::new(r.webhook_timeout, r.webhook_ca.as_deref())
-        .map_err(|e| anyhow::anyhow!("rules.webhook_ca: {e}"))?;
+    let webhooks = gatehouse_rules::WebhookClient::new(
+        r.webhook_timeout,
+        r.webhook_ca.as_deref(),
+        &ports.metrics,
+    )
+    .map_err(|e| anyhow::anyhow!("rules.webhook_ca: {e}"))?;
     let deps = gatehouse_api::ApiDeps {
         store: ports.store.clone(),
         bus: ports.bus.clone(),
@@ -420,6 +437,7 @@ pub fn api(
         webhooks: Arc::new(webhooks),
         bootstrap_tokens: vec![boot.admin_token.clone()],
         clock: ports.clock.clone(),
+        metrics: ports.metrics.clone(),
     };
     let (api_cfg, listener) = (
         api_config(cfg),

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use gatehouse_core::ports::Store;
+use gatehouse_runtime::metrics::Metrics;
 use gatehouse_runtime::{ServeOptions, Shutdown};
 use gatehouse_store::{EmbeddedStore, ScyllaStore};
 use tokio::net::TcpListener;
@@ -33,7 +34,12 @@ impl gatehouse_core::ports::RequestObserver for StoreMetrics {
 
 /// Opens the configured store: the embedded one in the data directory, or
 /// a ScyllaDB cluster (connecting and applying schema migrations).
-pub async fn open_store(cfg: &ServeConfig, boot: &Bootstrap) -> anyhow::Result<Arc<dyn Store>> {
+/// Its request metrics go to `metrics`.
+pub async fn open_store(
+    cfg: &ServeConfig,
+    boot: &Bootstrap,
+    metrics: &Metrics,
+) -> anyhow::Result<Arc<dyn Store>> {
     let store: Arc<dyn Store> = match cfg.store.kind {
         // The error names the directory (and says when another process
         // holds it).
@@ -47,7 +53,7 @@ pub async fn open_store(cfg: &ServeConfig, boot: &Bootstrap) -> anyhow::Result<A
                 .await
                 .map_err(|e| anyhow::anyhow!("opening the ScyllaDB store: {e}"))?;
             store.observe_requests(Arc::new(StoreMetrics(
-                gatehouse_runtime::metrics::RequestMetrics::new("store", "ScyllaDB"),
+                gatehouse_runtime::metrics::RequestMetrics::new(metrics, "store", "ScyllaDB"),
             )));
             Arc::new(store)
         }
@@ -57,21 +63,44 @@ pub async fn open_store(cfg: &ServeConfig, boot: &Bootstrap) -> anyhow::Result<A
     Ok(store)
 }
 
-/// Starts every role on the given listeners over `store` and in-process
-/// ports, reading time from `clock` (the system clock; tests move a manual
-/// one to check expiry). Returns once serving.
+/// What the all-in-one runs over.
+pub struct ServeDeps {
+    /// The opened store ([`open_store`]).
+    pub store: Arc<dyn Store>,
+    /// Where "now" comes from: the system clock; tests move a manual one
+    /// to check expiry.
+    pub clock: Arc<dyn gatehouse_core::time::Clock>,
+    /// The server's metrics (the store's request metrics are already in
+    /// it), served at the ops listener's `/metrics`.
+    pub metrics: Metrics,
+}
+
+/// The all-in-one's listeners.
+#[derive(Debug)]
+pub struct ServeListeners {
+    pub agents: TcpListener,
+    pub api: TcpListener,
+    /// `/livez`, `/readyz`, `/metrics` (optional).
+    pub ops: Option<TcpListener>,
+}
+
+/// Starts every role on `listeners` over `deps` and in-process ports.
+/// Returns once serving; the returned handle's shutdown drains in order.
 pub fn start(
     cfg: &ServeConfig,
     boot: &Bootstrap,
-    store: Arc<dyn Store>,
-    clock: Arc<dyn gatehouse_core::time::Clock>,
-    agents: TcpListener,
-    api: TcpListener,
-    ops: Option<TcpListener>,
+    deps: ServeDeps,
+    listeners: ServeListeners,
 ) -> anyhow::Result<Running> {
+    let ServeDeps {
+        store,
+        clock,
+        metrics,
+    } = deps;
+    let ServeListeners { agents, api, ops } = listeners;
     crate::bootstrap::Endpoints::local(&cfg.public_host, agents.local_addr()?, api.local_addr()?)
         .write(&boot.data_dir)?;
-    let ports = Ports::in_process(store.clone(), clock);
+    let ports = Ports::in_process(store.clone(), clock, metrics.clone());
     // The edge stores log batches itself here, so it reports them to the
     // rule engine that ingest runs.
     let hostd = roles::hostd(cfg, boot, &ports, "hostd");
@@ -82,7 +111,7 @@ pub fn start(
     let mut back = vec![("hostd", hostd.running), ("ingest", ingest.running)];
     if let Some(l) = ops {
         let done = Shutdown::new();
-        let task = spawn_ops(l, ready.clone(), done.clone(), None);
+        let task = spawn_ops(l, ready.clone(), done.clone(), None, metrics);
         back.push(("ops", Running::new(done, task)));
     }
     let shutdown = Shutdown::new();
@@ -174,7 +203,7 @@ impl Drain {
     }
 }
 
-/// Serves `/livez`, `/readyz`, `/metrics`, the gRPC health service and
+/// Serves `/livez`, `/readyz`, `/metrics` (of `metrics`), the gRPC health service and
 /// the role's `control` service (plain HTTP/1.1 and HTTP/2) until
 /// `shutdown`.
 pub fn spawn_ops(
@@ -182,16 +211,18 @@ pub fn spawn_ops(
     ready: Arc<std::sync::atomic::AtomicBool>,
     shutdown: Shutdown,
     control: Option<Control>,
+    metrics: Metrics,
 ) -> JoinHandle<anyhow::Result<()>> {
     tokio::spawn(async move {
         use gatehouse_runtime::grpc::{HEALTH, health, mount};
         let mut app = mount(
-            gatehouse_runtime::metrics::ops_router(ready),
+            gatehouse_runtime::metrics::ops_router(ready, metrics.clone()),
             tonic::service::Routes::new(health(&[], shutdown.clone())),
             &[HEALTH],
+            &metrics,
         );
         if let Some(c) = control {
-            app = mount(app, c.routes, &[c.name]);
+            app = mount(app, c.routes, &[c.name], &metrics);
         }
         let opts = ServeOptions {
             name: "ops",

@@ -311,6 +311,7 @@ pub struct HostdDeps {
     /// Hands every shard over early and leaves the ring while the process
     /// stays up (the control service's Drain; a leased hostd only).
     pub drain: Shutdown,
+    pub metrics: gatehouse_runtime::metrics::Metrics,
 }
 
 impl HostdDeps {
@@ -322,12 +323,14 @@ impl HostdDeps {
         settings: ActorSettings,
         bus: Arc<dyn Bus>,
         ownership: Ownership,
+        metrics: gatehouse_runtime::metrics::Metrics,
     ) -> Self {
         Self {
             ctx: fenced_context(store, keys, settings, ownership.fences()),
             bus,
             ownership,
             drain: Shutdown::new(),
+            metrics,
         }
     }
 }
@@ -341,12 +344,15 @@ pub async fn run(cfg: HostdConfig, deps: HostdDeps, shutdown: Shutdown) -> Resul
         bus,
         ownership,
         drain,
+        metrics,
     } = deps;
+    let metrics = Arc::new(crate::sharded::Metrics::new(&metrics));
     let _ = ctx.events.set(bus.clone());
     let router = Router::new(ctx.clone(), cfg.call_timeout);
     let mut campaigns = bus.subscribe(CAMPAIGN_CREATED.subject(), None).await?;
     let mut configs = bus.subscribe(CONFIG_CHANGED.subject(), None).await?;
-    let (mut serving, mut requests) = Serving::start(ownership, bus, cfg.drain_timeout).await?;
+    let (mut serving, mut requests) =
+        Serving::start(ownership, bus, cfg.drain_timeout, metrics.clone()).await?;
     if let Err(e) = ctx.configs.refresh_generation().await {
         tracing::warn!(error = %e, "config generation not readable yet");
     }
@@ -355,7 +361,7 @@ pub async fn run(cfg: HostdConfig, deps: HostdDeps, shutdown: Shutdown) -> Resul
     let mut round = tokio::time::interval(leased.unwrap_or(cfg.generation_poll));
     let mut drained = false;
     let gauges = |router: &Router| {
-        let m = crate::sharded::metrics();
+        let m = &metrics;
         m.actors
             .set(i64::try_from(router.live_actors()).unwrap_or(i64::MAX));
         m.hosts_online

@@ -92,6 +92,7 @@ pub(crate) struct Serving {
     tx: mpsc::Sender<BusMessage>,
     subs: BTreeMap<u32, ShardSub>,
     drain_timeout: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl Serving {
@@ -101,6 +102,7 @@ impl Serving {
         ownership: Ownership,
         bus: Arc<dyn Bus>,
         drain_timeout: Duration,
+        metrics: Arc<Metrics>,
     ) -> Result<(Self, mpsc::Receiver<BusMessage>), HostdError> {
         let (tx, rx) = mpsc::channel::<BusMessage>(4096);
         let mut subs = BTreeMap::new();
@@ -124,6 +126,7 @@ impl Serving {
             tx,
             subs,
             drain_timeout,
+            metrics,
         };
         Ok((serving, rx))
     }
@@ -148,7 +151,7 @@ impl Serving {
         };
         let leases = leases.clone();
         let shards = leases.config().shards;
-        let m = metrics();
+        let m = self.metrics.clone();
         let r = match leases.rebalance().await {
             Ok(r) => r,
             Err(e) => {
@@ -194,7 +197,7 @@ impl Serving {
         tracing::info!(actors = router.live_actors(), "hostd draining");
         router.stop_all(self.drain_timeout).await;
         if let Ownership::Leased(leases) = &self.ownership {
-            metrics().shards.set(0);
+            self.metrics.shards.set(0);
             leases.release_all().await;
         }
     }
@@ -209,26 +212,26 @@ pub(crate) struct Metrics {
     lost: prometheus_client::metrics::counter::Counter,
 }
 
-pub(crate) fn metrics() -> &'static Metrics {
-    use gatehouse_runtime::metrics::{counter, gauge};
-    static M: std::sync::OnceLock<Metrics> = std::sync::OnceLock::new();
-    M.get_or_init(|| Metrics {
-        shards: gauge("hostd_shards", "Shards this hostd holds leases for"),
-        actors: gauge("hostd_actors", "Host actors alive in this hostd"),
-        hosts_online: gauge(
-            "hostd_hosts_online",
-            "Hosts that made an agent request to this hostd within the online window",
-        ),
-        acquired: counter("hostd_shards_acquired", "Shard leases acquired"),
-        handed_over: counter(
-            "hostd_shards_handed_over",
-            "Shards handed over to another hostd",
-        ),
-        lost: counter(
-            "hostd_shards_lost",
-            "Shards found taken by another hostd (this one stalled past the lease TTL)",
-        ),
-    })
+impl Metrics {
+    pub(crate) fn new(m: &gatehouse_runtime::metrics::Metrics) -> Self {
+        Self {
+            shards: m.gauge("hostd_shards", "Shards this hostd holds leases for"),
+            actors: m.gauge("hostd_actors", "Host actors alive in this hostd"),
+            hosts_online: m.gauge(
+                "hostd_hosts_online",
+                "Hosts that made an agent request to this hostd within the online window",
+            ),
+            acquired: m.counter("hostd_shards_acquired", "Shard leases acquired"),
+            handed_over: m.counter(
+                "hostd_shards_handed_over",
+                "Shards handed over to another hostd",
+            ),
+            lost: m.counter(
+                "hostd_shards_lost",
+                "Shards found taken by another hostd (this one stalled past the lease TTL)",
+            ),
+        }
+    }
 }
 
 /// Fencing tokens from this instance's shard leases: a host's writes carry

@@ -15,6 +15,7 @@ use gatehouse_hostd::service::run;
 use gatehouse_hostd::{HostdConfig, HostdDeps, Ownership};
 use gatehouse_proto::v1::{EnrollOp, TouchOp, host_reply, host_request};
 use gatehouse_runtime::Shutdown;
+use gatehouse_runtime::metrics::Metrics;
 use gatehouse_store::EmbeddedStore;
 
 fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
@@ -83,6 +84,7 @@ async fn host_actors_are_reached_over_nats_from_another_process() {
         Default::default(),
         hostd_bus,
         Ownership::Every,
+        Metrics::new(),
     );
     let hostd = tokio::spawn(run(HostdConfig::default(), deps, shutdown.clone()));
     let epoch = match ok(ok(call.await)) {

@@ -18,6 +18,7 @@ use gatehouse_hostd::sharded::served;
 use gatehouse_hostd::{HostdConfig, HostdDeps, Ownership, run};
 use gatehouse_proto::v1::{EnrollOp, TouchOp, host_reply, host_request};
 use gatehouse_runtime::Shutdown;
+use gatehouse_runtime::metrics::Metrics;
 use gatehouse_store::EmbeddedStore;
 
 const SHARDS: u32 = 16;
@@ -67,6 +68,7 @@ async fn hostd(server: &NatsTestServer, store: &Arc<dyn Store>, name: &str) -> H
         Default::default(),
         bus(server, name).await,
         Ownership::Leased(leases.clone()),
+        Metrics::new(),
     );
     let (ctx, drain, shutdown) = (deps.ctx.clone(), deps.drain.clone(), Shutdown::new());
     let run = run(HostdConfig::default(), deps, shutdown.clone());

@@ -22,6 +22,7 @@ use gatehouse_core::HostId;
 use gatehouse_core::ports::{LogSink, Store};
 use gatehouse_ingest::jetstream::{self, ConsumerConfig, LogStreamConfig, StreamSink};
 use gatehouse_runtime::Shutdown;
+use gatehouse_runtime::metrics::Metrics;
 use gatehouse_store::EmbeddedStore;
 use gatehouse_store::conformance::processes_post;
 use serde_json::json;
@@ -48,7 +49,11 @@ fn main() {
             max_bytes: 4 * 1024 * 1024 * 1024,
             ..LogStreamConfig::default()
         };
-        let sink = Arc::new(StreamSink::jetstream(client.clone(), &cfg).await.unwrap());
+        let sink = Arc::new(
+            StreamSink::jetstream(client.clone(), &cfg, &Metrics::new())
+                .await
+                .unwrap(),
+        );
         let now = gatehouse_core::time::now_ms();
 
         // 1. Edges append (publish + ack), 16 at a time.
@@ -97,6 +102,7 @@ fn main() {
             cfg.clone(),
             ConsumerConfig::default(),
             None,
+            Metrics::new(),
             shutdown.clone(),
         ));
         loop {

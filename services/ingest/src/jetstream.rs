@@ -61,6 +61,8 @@ impl Default for LogStreamConfig {
     }
 }
 
+/// The log stream's and ingest's metrics.
+#[derive(Clone)]
 struct Metrics {
     appends: prometheus_client::metrics::family::Family<
         gatehouse_runtime::metrics::RequestLabels,
@@ -74,54 +76,49 @@ struct Metrics {
     lag: prometheus_client::metrics::gauge::Gauge,
 }
 
-fn metrics() -> &'static Metrics {
-    use gatehouse_runtime::metrics::{counter, gauge, register};
-    static M: std::sync::OnceLock<Metrics> = std::sync::OnceLock::new();
-    M.get_or_init(|| {
-        let appends = prometheus_client::metrics::family::Family::default();
-        register(
-            "log_stream_appends",
-            "Log batches edges appended to the stream, by outcome",
-            &appends,
-        );
-        Metrics {
-            appends,
-            backlog: gauge(
+impl Metrics {
+    fn new(m: &gatehouse_runtime::metrics::Metrics) -> Self {
+        Self {
+            appends: m.get_or_register(
+                "log_stream_appends",
+                "Log batches edges appended to the stream, by outcome",
+                prometheus_client::metrics::family::Family::default,
+            ),
+            backlog: m.gauge(
                 "log_stream_backlog",
                 "Unconsumed log batches, as an edge last read it",
             ),
-            written: counter(
+            written: m.counter(
                 "ingest_batches_written",
                 "Log batches ingest wrote to the store",
             ),
-            lines: counter(
+            lines: m.counter(
                 "ingest_lines_written",
                 "Log lines ingest wrote to the store",
             ),
-            retried: counter(
+            retried: m.counter(
                 "ingest_batches_retried",
                 "Log batches whose store write failed (redelivered)",
             ),
-            poisoned: counter(
+            poisoned: m.counter(
                 "ingest_batches_terminated",
                 "Undecodable log batches dropped",
             ),
-            lag: gauge(
+            lag: m.gauge(
                 "ingest_lag_batches",
                 "Batches waiting for ingest (pending plus unacknowledged)",
             ),
         }
-    })
-}
+    }
 
-fn count_append(outcome: &str) {
-    metrics()
-        .appends
-        .get_or_create(&gatehouse_runtime::metrics::RequestLabels {
-            endpoint: "log_stream".into(),
-            outcome: outcome.into(),
-        })
-        .inc();
+    fn count_append(&self, outcome: &str) {
+        self.appends
+            .get_or_create(&gatehouse_runtime::metrics::RequestLabels {
+                endpoint: "log_stream".into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
 }
 
 fn unavailable(e: impl std::fmt::Display) -> SinkError {
@@ -159,6 +156,7 @@ pub struct StreamSink {
     backlog: Arc<AtomicU64>,
     max_backlog: u64,
     refresher: tokio::task::JoinHandle<()>,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for StreamSink {
@@ -178,10 +176,16 @@ impl Drop for StreamSink {
 impl StreamSink {
     /// Appends to `stream`, re-reading its backlog every
     /// `cfg.backlog_refresh`.
-    pub fn new(stream: Arc<dyn LogStream>, cfg: &LogStreamConfig) -> Self {
+    pub fn new(
+        stream: Arc<dyn LogStream>,
+        cfg: &LogStreamConfig,
+        metrics: &gatehouse_runtime::metrics::Metrics,
+    ) -> Self {
+        let metrics = Metrics::new(metrics);
         let backlog = Arc::new(AtomicU64::new(0));
         let refresher = {
             let (stream, backlog, every) = (stream.clone(), backlog.clone(), cfg.backlog_refresh);
+            let gauge = metrics.backlog.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
                 loop {
@@ -189,7 +193,7 @@ impl StreamSink {
                     match stream.backlog().await {
                         Ok(n) => {
                             backlog.store(n, Ordering::Relaxed);
-                            metrics().backlog.set(i64::try_from(n).unwrap_or(i64::MAX));
+                            gauge.set(i64::try_from(n).unwrap_or(i64::MAX));
                         }
                         Err(e) => tracing::warn!(error = %e, "log stream backlog unknown"),
                     }
@@ -201,6 +205,7 @@ impl StreamSink {
             backlog,
             max_backlog: cfg.max_backlog,
             refresher,
+            metrics,
         }
     }
 
@@ -208,9 +213,10 @@ impl StreamSink {
     pub async fn jetstream(
         client: async_nats::Client,
         cfg: &LogStreamConfig,
+        metrics: &gatehouse_runtime::metrics::Metrics,
     ) -> Result<Self, SinkError> {
         let log = open_jetstream(client, cfg, &ConsumerConfig::default()).await?;
-        Ok(Self::new(Arc::new(log), cfg))
+        Ok(Self::new(Arc::new(log), cfg, metrics))
     }
 
     /// The backlog as last read.
@@ -226,7 +232,7 @@ impl LogSink for StreamSink {
             return Ok(());
         }
         if self.backlog() >= self.max_backlog {
-            count_append("backlog_full");
+            self.metrics.count_append("backlog_full");
             return Err(SinkError::Backpressure);
         }
         let kind = match records {
@@ -237,22 +243,22 @@ impl LogSink for StreamSink {
         let payload = serde_json::to_vec(&records).map_err(unavailable)?;
         match self.stream.append(kind, &id, Bytes::from(payload)).await {
             Ok(Appended::Stored) => {
-                count_append("ok");
+                self.metrics.count_append("ok");
                 Ok(())
             }
             Ok(Appended::Duplicate) => {
                 tracing::debug!(batch = %id, "re-sent log batch dropped by the stream");
-                count_append("duplicate");
+                self.metrics.count_append("duplicate");
                 Ok(())
             }
             // The stream refuses new batches when full: the agent keeps its
             // buffer and retries.
             Err(StreamError::Full) => {
-                count_append("stream_full");
+                self.metrics.count_append("stream_full");
                 Err(SinkError::Backpressure)
             }
             Err(e) => {
-                count_append("unavailable");
+                self.metrics.count_append("unavailable");
                 Err(unavailable(e))
             }
         }
@@ -292,11 +298,12 @@ pub async fn run_consumer(
     stream_cfg: LogStreamConfig,
     cfg: ConsumerConfig,
     observer: Option<Arc<dyn gatehouse_core::ports::LogObserver>>,
+    metrics: gatehouse_runtime::metrics::Metrics,
     shutdown: Shutdown,
 ) -> Result<(), SinkError> {
     let log = open_jetstream(client, &stream_cfg, &cfg).await?;
     tracing::info!(stream = STREAM, consumer = DURABLE, "ingest consuming");
-    consume(Arc::new(log), store, cfg, observer, shutdown).await
+    consume(Arc::new(log), store, cfg, observer, metrics, shutdown).await
 }
 
 /// Takes batches from `log` and writes them to `store` until `shutdown`;
@@ -307,8 +314,10 @@ pub async fn consume(
     store: Arc<dyn Store>,
     cfg: ConsumerConfig,
     observer: Option<Arc<dyn gatehouse_core::ports::LogObserver>>,
+    metrics: gatehouse_runtime::metrics::Metrics,
     shutdown: Shutdown,
 ) -> Result<(), SinkError> {
+    let metrics = Metrics::new(&metrics);
     // A fetch is never raced against anything (batches delivered to a
     // dropped fetch would wait out the ack wait): it returns within a
     // second, and shutdown and the lag figure are looked at between
@@ -317,7 +326,7 @@ pub async fn consume(
     while !shutdown.is_triggered() {
         if lag_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(5)) {
             if let Ok(n) = log.backlog().await {
-                metrics().lag.set(i64::try_from(n).unwrap_or(i64::MAX));
+                metrics.lag.set(i64::try_from(n).unwrap_or(i64::MAX));
             }
             lag_at = Some(tokio::time::Instant::now());
         }
@@ -335,13 +344,14 @@ pub async fn consume(
             .for_each_concurrent(cfg.concurrency, |entry| {
                 let store = store.clone();
                 let observer = observer.clone();
+                let metrics = metrics.clone();
                 let retry = cfg.retry_delay;
                 async move {
                     let records: LogRecords = match serde_json::from_slice(&entry.payload) {
                         Ok(r) => r,
                         Err(e) => {
                             tracing::error!(error = %e, kind = ?entry.kind, "undecodable log batch terminated");
-                            metrics().poisoned.inc();
+                            metrics.poisoned.inc();
                             if let Err(e) = entry.term().await {
                                 tracing::warn!(error = %e, "terminating a log batch failed");
                             }
@@ -353,8 +363,8 @@ pub async fn consume(
                             if let Some(o) = &observer {
                                 o.observe(&records).await;
                             }
-                            metrics().written.inc();
-                            metrics().lines.inc_by(records.len() as u64);
+                            metrics.written.inc();
+                            metrics.lines.inc_by(records.len() as u64);
                             if let Err(e) = entry.ack().await {
                                 // Delivered again after the ack wait; the
                                 // write is idempotent.
@@ -363,7 +373,7 @@ pub async fn consume(
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, lines = records.len(), "log batch write failed; will be redelivered");
-                            metrics().retried.inc();
+                            metrics.retried.inc();
                             if let Err(e) = entry.nak(retry).await {
                                 tracing::warn!(error = %e, "log batch nak failed; redelivered after the ack wait");
                             }
@@ -382,6 +392,8 @@ pub async fn consume(
 pub struct Control {
     pub log: JetStreamLog,
     pub clock: Arc<dyn gatehouse_core::time::Clock>,
+    /// The ingest instance's metrics (batches written).
+    pub metrics: gatehouse_runtime::metrics::Metrics,
 }
 
 /// The full name of the ingest control service.
@@ -419,7 +431,7 @@ impl gatehouse_proto::v1::ingest_control_server::IngestControl for Control {
             oldest_unacked_ms: s
                 .oldest_ms
                 .map_or(0, |at| u64::try_from(now.saturating_sub(at)).unwrap_or(0)),
-            batches_written: metrics().written.get(),
+            batches_written: Metrics::new(&self.metrics).written.get(),
         }))
     }
 }

@@ -110,6 +110,7 @@ pub struct IngestDeps {
     pub log: Option<Arc<dyn LogStream>>,
     /// Sees every batch ingest stores (the rule engine).
     pub observer: Option<Arc<dyn LogObserver>>,
+    pub metrics: gatehouse_runtime::metrics::Metrics,
 }
 
 /// Runs ingest until `shutdown`: keeps the log store within its retention
@@ -120,6 +121,7 @@ pub async fn run(cfg: IngestConfig, deps: IngestDeps, shutdown: Shutdown) -> Res
         store,
         log,
         observer,
+        metrics,
     } = deps;
     let consumer = cfg.consumer.clone();
     let retention = run_retention(store.clone(), cfg, shutdown.clone());
@@ -130,7 +132,7 @@ pub async fn run(cfg: IngestConfig, deps: IngestDeps, shutdown: Shutdown) -> Res
                 consumer = jetstream::DURABLE,
                 "ingest consuming"
             );
-            let drain = jetstream::consume(log, store, consumer, observer, shutdown);
+            let drain = jetstream::consume(log, store, consumer, observer, metrics, shutdown);
             let (r, ()) = tokio::join!(drain, retention);
             r
         }

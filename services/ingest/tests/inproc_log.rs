@@ -12,6 +12,7 @@ use gatehouse_core::ports::{LogSink, SinkError, Store};
 use gatehouse_core::time::{Clock, ShiftedClock};
 use gatehouse_ingest::jetstream::{ConsumerConfig, LogStreamConfig, StreamSink, consume};
 use gatehouse_runtime::Shutdown;
+use gatehouse_runtime::metrics::Metrics;
 use gatehouse_store::EmbeddedStore;
 use gatehouse_store::conformance::processes_post;
 
@@ -68,7 +69,8 @@ async fn batches_flow_once_and_a_crashed_consumers_batch_comes_back_after_the_ac
         ack_wait: Duration::from_secs(30),
         ..StreamConfig::default()
     });
-    let sink = StreamSink::new(r.log.clone(), &sink_cfg());
+    let metrics = Metrics::new();
+    let sink = StreamSink::new(r.log.clone(), &sink_cfg(), &metrics);
     let host = HostId::from_identity("hw:inproc-1");
     let now = r.clock.now_ms();
     let batch = processes_post(&host, 1, 10, now);
@@ -91,6 +93,7 @@ async fn batches_flow_once_and_a_crashed_consumers_batch_comes_back_after_the_ac
         r.store.clone(),
         ConsumerConfig::default(),
         None,
+        metrics.clone(),
         shutdown.clone(),
     ));
     gatehouse_testkit::until("the batch stored", Duration::from_secs(10), async || {
@@ -98,6 +101,17 @@ async fn batches_flow_once_and_a_crashed_consumers_batch_comes_back_after_the_ac
     })
     .await;
     assert_eq!(lines_of(&r.store, &host).await, 10);
+    // This instance's counts, exactly: one batch stored, its re-send
+    // dropped, one batch of ten lines written.
+    let text = metrics.render();
+    for line in [
+        "gatehouse_log_stream_appends_total{endpoint=\"log_stream\",outcome=\"ok\"} 1",
+        "gatehouse_log_stream_appends_total{endpoint=\"log_stream\",outcome=\"duplicate\"} 1",
+        "gatehouse_ingest_batches_written_total 1",
+        "gatehouse_ingest_lines_written_total 10",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    }
     shutdown.trigger();
     task.await.unwrap().unwrap();
 }
@@ -118,7 +132,8 @@ async fn a_full_log_pushes_back_and_an_undecodable_batch_is_terminated() {
         )
         .await;
     assert!(poison.is_ok());
-    let sink = StreamSink::new(r.log.clone(), &sink_cfg());
+    let metrics = Metrics::new();
+    let sink = StreamSink::new(r.log.clone(), &sink_cfg(), &metrics);
     let host = HostId::from_identity("hw:inproc-full");
     let now = r.clock.now_ms();
     let mut accepted = 0;
@@ -142,6 +157,7 @@ async fn a_full_log_pushes_back_and_an_undecodable_batch_is_terminated() {
         r.store.clone(),
         ConsumerConfig::default(),
         None,
+        metrics.clone(),
         shutdown.clone(),
     ));
     gatehouse_testkit::until("the log drained", Duration::from_secs(10), async || {

@@ -14,6 +14,7 @@ use gatehouse_ingest::jetstream::{
     self, ConsumerConfig, LogStreamConfig, STREAM, SUBJECT_RESULTS, StreamSink,
 };
 use gatehouse_runtime::Shutdown;
+use gatehouse_runtime::metrics::Metrics;
 use gatehouse_store::EmbeddedStore;
 use gatehouse_store::conformance::processes_post;
 
@@ -87,6 +88,7 @@ fn start_consumer(r: &Rig, cfg: ConsumerConfig) -> (Shutdown, tokio::task::JoinH
         stream_cfg(),
         cfg,
         None,
+        Metrics::new(),
         shutdown.clone(),
     ));
     let join = tokio::spawn(async move {
@@ -98,7 +100,7 @@ fn start_consumer(r: &Rig, cfg: ConsumerConfig) -> (Shutdown, tokio::task::JoinH
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_flow_from_the_edge_sink_to_the_store_once() {
     let r = rig().await;
-    let sink = ok(StreamSink::jetstream(r.client.clone(), &stream_cfg()).await);
+    let sink = ok(StreamSink::jetstream(r.client.clone(), &stream_cfg(), &Metrics::new()).await);
     let hosts: Vec<HostId> = (0..3)
         .map(|n| HostId::from_identity(&format!("hw:js-{n}")))
         .collect();
@@ -143,7 +145,7 @@ async fn edges_push_back_past_the_backlog_limit() {
         max_backlog: 2,
         ..stream_cfg()
     };
-    let sink = ok(StreamSink::jetstream(r.client.clone(), &cfg).await);
+    let sink = ok(StreamSink::jetstream(r.client.clone(), &cfg, &Metrics::new()).await);
     let host = HostId::from_identity("hw:js-bp");
     let now = gatehouse_core::time::now_ms();
     ok(sink.append(processes_post(&host, 1, 5, now)).await);
@@ -169,7 +171,7 @@ async fn edges_push_back_past_the_backlog_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_held_by_a_crashed_ingest_is_redelivered() {
     let r = rig().await;
-    let sink = ok(StreamSink::jetstream(r.client.clone(), &stream_cfg()).await);
+    let sink = ok(StreamSink::jetstream(r.client.clone(), &stream_cfg(), &Metrics::new()).await);
     let host = HostId::from_identity("hw:js-crash");
     ok(sink
         .append(processes_post(&host, 1, 7, gatehouse_core::time::now_ms()))
@@ -197,7 +199,7 @@ async fn a_batch_held_by_a_crashed_ingest_is_redelivered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undecodable_batch_is_terminated_and_the_rest_flows() {
     let r = rig().await;
-    let sink = ok(StreamSink::jetstream(r.client.clone(), &stream_cfg()).await);
+    let sink = ok(StreamSink::jetstream(r.client.clone(), &stream_cfg(), &Metrics::new()).await);
     let js = async_nats::jetstream::new(r.client.clone());
     ok(ok(js.publish(SUBJECT_RESULTS, "not a batch".into()).await).await);
     let host = HostId::from_identity("hw:js-poison");
@@ -224,7 +226,7 @@ async fn a_full_stream_pushes_back_instead_of_dropping() {
         max_bytes: 16 * 1024,
         ..stream_cfg()
     };
-    let sink = ok(StreamSink::jetstream(r.client.clone(), &cfg).await);
+    let sink = ok(StreamSink::jetstream(r.client.clone(), &cfg, &Metrics::new()).await);
     let host = HostId::from_identity("hw:js-full");
     let now = gatehouse_core::time::now_ms();
     let mut accepted = 0;

@@ -18,6 +18,7 @@ use gatehouse_core::model::LogRecords;
 use gatehouse_core::ports::Store;
 use gatehouse_core::rules::Rule;
 use gatehouse_rules::{Engine, RulesConfig};
+use gatehouse_runtime::metrics::Metrics;
 use gatehouse_store::EmbeddedStore;
 use gatehouse_store::conformance::processes_post;
 use serde_json::json;
@@ -59,7 +60,8 @@ fn main() {
             for n in 0..rules {
                 store.put_rule(&rule(n)).await.unwrap();
             }
-            let (engine, _d) = Engine::new(store.clone(), RulesConfig::default()).unwrap();
+            let (engine, _d) =
+                Engine::new(store.clone(), RulesConfig::default(), &Metrics::new()).unwrap();
             engine.reload().await.unwrap();
             let mut best = f64::MAX;
             for _ in 0..3 {

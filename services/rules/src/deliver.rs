@@ -11,7 +11,6 @@ use gatehouse_runtime::Shutdown;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
-use crate::metrics::metrics;
 use crate::{RulesConfig, RulesError, delivery};
 
 /// How a delivery ended.
@@ -36,6 +35,7 @@ pub struct Outcome {
 #[derive(Debug, Clone)]
 pub struct WebhookClient {
     http: reqwest::Client,
+    metrics: crate::metrics::Metrics,
 }
 
 #[async_trait::async_trait]
@@ -46,7 +46,11 @@ impl gatehouse_core::rules::WebhookSender for WebhookClient {
 }
 
 impl WebhookClient {
-    pub fn new(timeout: Duration, extra_ca: Option<&Path>) -> Result<Self, RulesError> {
+    pub fn new(
+        timeout: Duration,
+        extra_ca: Option<&Path>,
+        metrics: &gatehouse_runtime::metrics::Metrics,
+    ) -> Result<Self, RulesError> {
         let mut roots = rustls::RootCertStore::empty();
         let native = rustls_native_certs::load_native_certs();
         for c in native.certs {
@@ -77,7 +81,10 @@ impl WebhookClient {
             .user_agent(concat!("gatehouse/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| RulesError::Client(e.to_string()))?;
-        Ok(Self { http })
+        Ok(Self {
+            http,
+            metrics: crate::metrics::Metrics::new(metrics),
+        })
     }
 
     /// One POST of `alert` to `url`.
@@ -91,7 +98,7 @@ impl WebhookClient {
             .json(alert)
             .send()
             .await;
-        metrics()
+        self.metrics
             .delivery_seconds
             .observe(started.elapsed().as_secs_f64());
         match r {
@@ -117,7 +124,7 @@ impl WebhookClient {
         for attempt in 1..=attempts {
             match self.post(url, alert).await {
                 Ok(()) => {
-                    metrics()
+                    self.metrics
                         .deliveries
                         .get_or_create(&delivery("webhook", "delivered"))
                         .inc();
@@ -135,7 +142,7 @@ impl WebhookClient {
             if attempt == attempts {
                 break;
             }
-            metrics()
+            self.metrics
                 .deliveries
                 .get_or_create(&delivery("webhook", "retried"))
                 .inc();
@@ -147,7 +154,7 @@ impl WebhookClient {
             }
             wait = (wait * 2).min(Duration::from_secs(60));
         }
-        metrics()
+        self.metrics
             .deliveries
             .get_or_create(&delivery("webhook", "dead"))
             .inc();

@@ -44,7 +44,6 @@ use serde_json::json;
 use tokio::sync::{Semaphore, mpsc};
 
 pub use deliver::{Delivered, WebhookClient};
-use metrics::metrics;
 
 #[derive(Debug, Clone)]
 pub struct RulesConfig {
@@ -135,6 +134,7 @@ struct Inner {
     /// The newest config generation seen and when this engine first saw it.
     generation: Mutex<Option<(u64, i64)>>,
     webhooks: WebhookClient,
+    metrics: metrics::Metrics,
 }
 
 /// The rule engine; cheap to clone.
@@ -163,10 +163,14 @@ pub struct SweepReport {
 }
 
 impl Engine {
-    pub fn new(store: Arc<dyn Store>, cfg: RulesConfig) -> Result<(Self, Deliveries), RulesError> {
-        let webhooks = WebhookClient::new(cfg.webhook_timeout, cfg.webhook_ca.as_deref())?;
+    /// An engine over `store`, counting in `metrics`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        cfg: RulesConfig,
+        metrics: &gatehouse_runtime::metrics::Metrics,
+    ) -> Result<(Self, Deliveries), RulesError> {
+        let webhooks = WebhookClient::new(cfg.webhook_timeout, cfg.webhook_ca.as_deref(), metrics)?;
         let (tx, rx) = mpsc::channel(4096);
-        metrics();
         Ok((
             Self {
                 inner: Arc::new(Inner {
@@ -178,6 +182,7 @@ impl Engine {
                     known: Mutex::default(),
                     generation: Mutex::default(),
                     webhooks,
+                    metrics: metrics::Metrics::new(metrics),
                 }),
             },
             Deliveries(rx),
@@ -204,7 +209,10 @@ impl Engine {
             }
         }
         let n = compiled.len();
-        metrics().loaded.set(i64::try_from(n).unwrap_or(i64::MAX));
+        self.inner
+            .metrics
+            .loaded
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
         if let Ok(mut w) = self.inner.rules.write() {
             *w = Arc::new(RuleSet::new(compiled));
         }
@@ -288,7 +296,8 @@ impl Engine {
                 }
             }
         }
-        metrics()
+        self.inner
+            .metrics
             .evaluations
             .get_or_create(&kind("results"))
             .inc_by(evaluated);
@@ -299,7 +308,8 @@ impl Engine {
         let set = self.rule_set();
         let labels = host.label_set();
         for rule in set.host_rules("host_enrolled") {
-            metrics()
+            self.inner
+                .metrics
                 .evaluations
                 .get_or_create(&kind("host_enrolled"))
                 .inc();
@@ -356,11 +366,13 @@ impl Engine {
         let mut cursor: Option<String> = None;
         loop {
             let page = self.inner.store.list_hosts(cursor.as_deref(), 1000).await?;
-            metrics()
+            self.inner
+                .metrics
                 .evaluations
                 .get_or_create(&kind("host_silent"))
                 .inc_by((page.items.len() * silent.len()) as u64);
-            metrics()
+            self.inner
+                .metrics
                 .evaluations
                 .get_or_create(&kind("config_drift"))
                 .inc_by((page.items.len() * drift.len()) as u64);
@@ -454,7 +466,8 @@ impl Engine {
         match self.inner.store.get_alert(alert.at, &alert.id).await {
             Ok(Some(_)) => {
                 self.remember(key);
-                metrics()
+                self.inner
+                    .metrics
                     .alerts
                     .get_or_create(&outcome(name, "duplicate"))
                     .inc();
@@ -467,7 +480,8 @@ impl Engine {
             }
         }
         if !self.within_budget(name, alert.at.max(now_ms())) {
-            metrics()
+            self.inner
+                .metrics
                 .alerts
                 .get_or_create(&outcome(name, "suppressed"))
                 .inc();
@@ -491,7 +505,8 @@ impl Engine {
                 o.state = ActionState::Delivered;
                 o.attempts = 1;
                 o.finished_at = Some(now);
-                metrics()
+                self.inner
+                    .metrics
                     .deliveries
                     .get_or_create(&delivery("log", "delivered"))
                     .inc();
@@ -499,14 +514,16 @@ impl Engine {
         }
         if let Err(e) = self.inner.store.put_alert(&alert).await {
             tracing::error!(rule = name, alert = %alert.id, error = %e, "alert could not be stored");
-            metrics()
+            self.inner
+                .metrics
                 .alerts
                 .get_or_create(&outcome(name, "store_failed"))
                 .inc();
             return false;
         }
         self.remember(key);
-        metrics()
+        self.inner
+            .metrics
             .alerts
             .get_or_create(&outcome(name, "fired"))
             .inc();
@@ -515,9 +532,9 @@ impl Engine {
             .iter()
             .any(|o| o.state == ActionState::Pending)
         {
-            metrics().pending.inc();
+            self.inner.metrics.pending.inc();
             if self.inner.jobs.send(alert).await.is_err() {
-                metrics().pending.dec();
+                self.inner.metrics.pending.dec();
                 tracing::warn!(
                     rule = name,
                     "delivery queue closed; the alert is resumed at the next start"
@@ -637,9 +654,9 @@ impl Engine {
                 }
                 if a.actions.iter().any(|o| o.state == ActionState::Pending) {
                     resumed += 1;
-                    metrics().pending.inc();
+                    self.inner.metrics.pending.inc();
                     if self.inner.jobs.send(a).await.is_err() {
-                        metrics().pending.dec();
+                        self.inner.metrics.pending.dec();
                         break 'pages;
                     }
                 }
@@ -787,7 +804,7 @@ pub async fn run(engine: Engine, deliveries: Deliveries, bus: Arc<dyn Bus>, shut
                 let (e, s) = (engine.clone(), shutdown.clone());
                 tasks.spawn(async move {
                     e.deliver(alert, &s).await;
-                    metrics().pending.dec();
+                    e.inner.metrics.pending.dec();
                     drop(slot);
                 });
             }

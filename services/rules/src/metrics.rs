@@ -1,8 +1,5 @@
-//! The rule engine's metrics (one set per process).
+//! The rule engine's metrics (one set per instance).
 
-use std::sync::OnceLock;
-
-use gatehouse_runtime::metrics::register;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -36,45 +33,42 @@ pub struct Metrics {
     pub loaded: Gauge,
 }
 
-pub fn metrics() -> &'static Metrics {
-    static M: OnceLock<Metrics> = OnceLock::new();
-    M.get_or_init(|| {
-        let m = Metrics {
-            evaluations: Family::default(),
-            alerts: Family::default(),
-            deliveries: Family::default(),
-            delivery_seconds: Histogram::new([
-                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            ]),
-            pending: Gauge::default(),
-            loaded: Gauge::default(),
-        };
-        register(
-            "rule_evaluations",
-            "Rule evaluations by event (results: one per rule and row)",
-            &m.evaluations,
-        );
-        register(
-            "alerts",
-            "Alerts by rule and outcome (fired, duplicate, suppressed, store_failed)",
-            &m.alerts,
-        );
-        register(
-            "alert_deliveries",
-            "Alert action deliveries by action and outcome (delivered, retried, dead)",
-            &m.deliveries,
-        );
-        register(
-            "alert_delivery_seconds",
-            "Duration of one webhook attempt",
-            &m.delivery_seconds,
-        );
-        register(
-            "alert_deliveries_pending",
-            "Alerts with webhooks waiting to be delivered",
-            &m.pending,
-        );
-        register("rules_loaded", "Rules loaded by the engine", &m.loaded);
-        m
-    })
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("rules::Metrics")
+    }
+}
+
+impl Metrics {
+    /// The rule engine's families in `m` (shared by every engine and
+    /// webhook client of that instance).
+    pub fn new(m: &gatehouse_runtime::metrics::Metrics) -> Self {
+        Self {
+            evaluations: m.get_or_register(
+                "rule_evaluations",
+                "Rule evaluations by event (results: one per rule and row)",
+                Family::default,
+            ),
+            alerts: m.get_or_register(
+                "alerts",
+                "Alerts by rule and outcome (fired, duplicate, suppressed, store_failed)",
+                Family::default,
+            ),
+            deliveries: m.get_or_register(
+                "alert_deliveries",
+                "Alert action deliveries by action and outcome (delivered, retried, dead)",
+                Family::default,
+            ),
+            delivery_seconds: m.get_or_register(
+                "alert_delivery_seconds",
+                "Duration of one webhook attempt",
+                || Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            ),
+            pending: m.gauge(
+                "alert_deliveries_pending",
+                "Alerts with webhooks waiting to be delivered",
+            ),
+            loaded: m.gauge("rules_loaded", "Rules loaded by the engine"),
+        }
+    }
 }

@@ -10,6 +10,7 @@ use gatehouse_core::ports::{Fence, Store};
 use gatehouse_core::rules::{Action, Rule, Trigger};
 use gatehouse_core::wire::{LogRequest, LogType};
 use gatehouse_rules::{Engine, RulesConfig};
+use gatehouse_runtime::metrics::Metrics;
 use gatehouse_store::EmbeddedStore;
 use gatehouse_store::conformance::sample_host;
 use serde_json::json;
@@ -51,7 +52,8 @@ async fn result_alerts_name_the_host_without_decorations() -> anyhow::Result<()>
             updated_at: 1,
         })
         .await?;
-    let (engine, _deliveries) = Engine::new(store.clone(), RulesConfig::default())?;
+    let (engine, _deliveries) =
+        Engine::new(store.clone(), RulesConfig::default(), &Metrics::new())?;
     assert_eq!(engine.reload().await?, 1);
 
     // An enrolled host: its enrolled name.

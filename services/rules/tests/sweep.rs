@@ -9,6 +9,7 @@ use std::sync::Arc;
 use gatehouse_core::ports::{Fence, Store};
 use gatehouse_core::rules::{Action, Rule, Trigger};
 use gatehouse_rules::{Engine, RulesConfig};
+use gatehouse_runtime::metrics::Metrics;
 use gatehouse_store::EmbeddedStore;
 use gatehouse_store::conformance::sample_host;
 
@@ -65,7 +66,8 @@ async fn silent_and_drifting_hosts_fire_once_each() -> anyhow::Result<()> {
         ))
         .await?;
 
-    let (engine, _deliveries) = Engine::new(store.clone(), RulesConfig::default())?;
+    let (engine, _deliveries) =
+        Engine::new(store.clone(), RulesConfig::default(), &Metrics::new())?;
     assert_eq!(engine.reload().await?, 4);
 
     // Generation 0 everywhere: no drift; only h1 is silent for prod-silent.
@@ -87,7 +89,7 @@ async fn silent_and_drifting_hosts_fire_once_each() -> anyhow::Result<()> {
     );
     // The same silence does not fire again, from this engine or a fresh one.
     assert_eq!(engine.sweep(now + min).await?.fired, 0);
-    let (other, _d) = Engine::new(store.clone(), RulesConfig::default())?;
+    let (other, _d) = Engine::new(store.clone(), RulesConfig::default(), &Metrics::new())?;
     other.reload().await?;
     assert_eq!(other.sweep(now + 2 * min).await?.fired, 0);
     // h1 checks in, then goes silent again: a new silence, a new alert.

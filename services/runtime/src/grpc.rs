@@ -2,7 +2,7 @@
 //! (`grpc.health.v1.Health`, serving until shutdown, then not serving so
 //! balancers stop sending) and request metrics by method and status code.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use tonic::{Request, Status};
 
@@ -11,7 +11,7 @@ use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::HealthReporter;
 
 use crate::Shutdown;
-use crate::metrics::RequestMetrics;
+use crate::metrics::{Metrics, RequestMetrics};
 
 /// The health service: `""` (the whole process) and each of `services`
 /// report SERVING until `shutdown` triggers, NOT_SERVING afterwards.
@@ -57,16 +57,12 @@ pub fn bearer(check: TokenCheck) -> impl Fn(Request<()>) -> Result<Request<()>, 
     }
 }
 
-fn metrics() -> &'static RequestMetrics {
-    static M: OnceLock<RequestMetrics> = OnceLock::new();
-    M.get_or_init(|| RequestMetrics::new("grpc", "gRPC"))
-}
-
 /// Middleware (as an axum layer on the gRPC routes): counts and times each
 /// call by method and outcome. Failed calls answer "trailers only", so
 /// their `grpc-status` is in the response headers; a call that fails in
 /// mid-stream counts as ok.
 pub async fn track(
+    axum::extract::State(m): axum::extract::State<RequestMetrics>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
@@ -99,20 +95,28 @@ pub async fn track(
         ) => "rejected",
         Some(_) => "unavailable",
     };
-    metrics().observe(&method, outcome, start.elapsed().as_secs_f64());
+    m.observe(&method, outcome, start.elapsed().as_secs_f64());
     resp
 }
 
 /// The health service's full name.
 pub const HEALTH: &str = "grpc.health.v1.Health";
 
-/// Mounts `routes` (with request metrics) on `app` under each of the gRPC
+/// Mounts `routes` (with request metrics in `metrics`) on `app` under each of the gRPC
 /// `services` they hold (full names, such as `gatehouse.v1.Admin` or
 /// [`HEALTH`]); every other path stays `app`'s.
-pub fn mount(app: axum::Router, routes: tonic::service::Routes, services: &[&str]) -> axum::Router {
+pub fn mount(
+    app: axum::Router,
+    routes: tonic::service::Routes,
+    services: &[&str],
+    metrics: &Metrics,
+) -> axum::Router {
     let grpc = routes
         .into_axum_router()
-        .layer(axum::middleware::from_fn(track));
+        .layer(axum::middleware::from_fn_with_state(
+            RequestMetrics::new(metrics, "grpc", "gRPC"),
+            track,
+        ));
     // axum refuses a Router as a route's service: hand it over as a plain
     // service (the path stays whole, so tonic's own routing still works).
     let svc = tower::service_fn(move |req: axum::extract::Request| {

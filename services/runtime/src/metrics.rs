@@ -1,11 +1,14 @@
-//! Prometheus metrics of one process: a single registry that each role adds
-//! its families to when it starts, rendered in the OpenMetrics text format
+//! Prometheus metrics of one instance ([`Metrics`]): a registry that each
+//! role adds its families to when it starts (a process has one; tests give
+//! every instance its own), rendered in the OpenMetrics text format
 //! at `/metrics` of the ops listener ([`ops_router`]), next to `/livez` and
 //! `/readyz`. The names and what to alert on are in
 //! `docs/operations/metrics.md`.
 
+use std::any::Any;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::http::{StatusCode, header};
@@ -18,32 +21,85 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry};
 
-fn registry() -> &'static Mutex<Registry> {
-    static R: OnceLock<Mutex<Registry>> = OnceLock::new();
-    R.get_or_init(|| Mutex::new(Registry::with_prefix("gatehouse")))
+/// One instance's metrics: a process serves one at `/metrics`; tests run
+/// several instances in one process, each with its own, so their counts
+/// are exact. Clones share the registry.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
 }
 
-/// Adds a metric (a handle: clones share the value) under `gatehouse_<name>`.
-/// Registering one name twice (two roles in one process) keeps the first.
-pub fn register<M: Metric + Clone>(name: &str, help: &str, metric: &M) {
-    static NAMES: OnceLock<Mutex<std::collections::HashSet<String>>> = OnceLock::new();
-    let names = NAMES.get_or_init(Default::default);
-    let Ok(mut names) = names.lock() else { return };
-    if !names.insert(name.to_owned()) {
-        return;
-    }
-    if let Ok(mut r) = registry().lock() {
-        r.register(name, help, metric.clone());
+struct Inner {
+    registry: Mutex<Registry>,
+    /// The handle registered under each name, so asking for a name again
+    /// (two parts of a role, a role restarted) shares it.
+    handles: Mutex<HashMap<String, Box<dyn Any + Send + Sync>>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
-/// The registry in the text exposition format.
-pub fn render() -> String {
-    let mut out = String::new();
-    if let Ok(r) = registry().lock() {
-        let _ = prometheus_client::encoding::text::encode(&mut out, &r);
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
     }
-    out
+}
+
+impl Metrics {
+    /// An empty registry; names get the `gatehouse_` prefix.
+    pub fn new() -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                registry: Mutex::new(Registry::with_prefix("gatehouse")),
+                handles: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The metric under `gatehouse_<name>`: the one already registered
+    /// under that name (a handle: clones share the value), or `make()`'s,
+    /// registered now.
+    pub fn get_or_register<M>(&self, name: &str, help: &str, make: impl FnOnce() -> M) -> M
+    where
+        M: Metric + Clone + Send + Sync + 'static,
+    {
+        let Ok(mut handles) = self.inner.handles.lock() else {
+            return make();
+        };
+        if let Some(m) = handles.get(name).and_then(|h| h.downcast_ref::<M>()) {
+            return m.clone();
+        }
+        let m = make();
+        if !handles.contains_key(name)
+            && let Ok(mut r) = self.inner.registry.lock()
+        {
+            r.register(name, help, m.clone());
+            handles.insert(name.to_owned(), Box::new(m.clone()));
+        }
+        m
+    }
+
+    /// A gauge under `gatehouse_<name>`.
+    pub fn gauge(&self, name: &str, help: &str) -> Gauge {
+        self.get_or_register(name, help, Gauge::default)
+    }
+
+    /// A counter under `gatehouse_<name>` (exposed as `<name>_total`).
+    pub fn counter(&self, name: &str, help: &str) -> Counter {
+        self.get_or_register(name, help, Counter::default)
+    }
+
+    /// The registry in the text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Ok(r) = self.inner.registry.lock() {
+            let _ = prometheus_client::encoding::text::encode(&mut out, &r);
+        }
+        out
+    }
 }
 
 /// Labels of a request counter or histogram.
@@ -62,7 +118,7 @@ pub struct EndpointLabel {
 #[derive(Clone)]
 pub struct RequestMetrics {
     pub total: Family<RequestLabels, Counter>,
-    pub seconds: Family<EndpointLabel, Histogram>,
+    pub seconds: Seconds,
 }
 
 impl std::fmt::Debug for RequestMetrics {
@@ -71,29 +127,29 @@ impl std::fmt::Debug for RequestMetrics {
     }
 }
 
+type Seconds = Family<EndpointLabel, Histogram, fn() -> Histogram>;
+
+fn latency_buckets() -> Histogram {
+    Histogram::new([
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 16.0,
+    ])
+}
+
 impl RequestMetrics {
-    /// Registers `<prefix>_requests` and `<prefix>_request_seconds`.
-    pub fn new(prefix: &str, what: &str) -> Self {
-        let m = Self {
-            total: Family::default(),
-            seconds: Family::new_with_constructor(|| {
-                Histogram::new([
-                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                    16.0,
-                ])
-            }),
-        };
-        register(
-            &format!("{prefix}_requests"),
-            &format!("{what} requests by endpoint and outcome"),
-            &m.total,
-        );
-        register(
-            &format!("{prefix}_request_seconds"),
-            &format!("{what} request latency by endpoint"),
-            &m.seconds,
-        );
-        m
+    /// `<prefix>_requests` and `<prefix>_request_seconds` in `metrics`.
+    pub fn new(metrics: &Metrics, prefix: &str, what: &str) -> Self {
+        Self {
+            total: metrics.get_or_register(
+                &format!("{prefix}_requests"),
+                &format!("{what} requests by endpoint and outcome"),
+                Family::default,
+            ),
+            seconds: metrics.get_or_register(
+                &format!("{prefix}_request_seconds"),
+                &format!("{what} request latency by endpoint"),
+                || Seconds::new_with_constructor(latency_buckets),
+            ),
+        }
     }
 
     pub fn observe(&self, endpoint: &str, outcome: &str, seconds: f64) {
@@ -143,22 +199,8 @@ pub fn outcome(status: StatusCode) -> &'static str {
     }
 }
 
-/// A gauge under `gatehouse_<name>`.
-pub fn gauge(name: &str, help: &str) -> Gauge {
-    let g = Gauge::default();
-    register(name, help, &g);
-    g
-}
-
-/// A counter under `gatehouse_<name>` (exposed as `<name>_total`).
-pub fn counter(name: &str, help: &str) -> Counter {
-    let c = Counter::default();
-    register(name, help, &c);
-    c
-}
-
 /// `/livez` (the process runs), `/readyz` (it serves), `/metrics`.
-pub fn ops_router(ready: Arc<AtomicBool>) -> Router {
+pub fn ops_router(ready: Arc<AtomicBool>, metrics: Metrics) -> Router {
     Router::new()
         .route("/livez", get(|| async { "ok" }))
         .route(
@@ -176,13 +218,13 @@ pub fn ops_router(ready: Arc<AtomicBool>) -> Router {
         )
         .route(
             "/metrics",
-            get(|| async {
+            get(move || async move {
                 (
                     [(
                         header::CONTENT_TYPE,
                         "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     )],
-                    render(),
+                    metrics.render(),
                 )
             }),
         )
