@@ -75,10 +75,50 @@ pub struct BlockOutcome {
     pub new_block: bool,
 }
 
-/// Durable storage. Every write is durable when the call returns.
+/// Durable storage, one port per area; every write is durable when the
+/// call returns. [`Store`] is all of them: an adapter implements each area
+/// (one file per area), and callers hold an `Arc<dyn Store>`.
+pub trait Store:
+    HostStore
+    + DefinitionStore
+    + LogStore
+    + CampaignStore
+    + CarveStore
+    + IdentityStore
+    + AuditStore
+    + RuleStore
+    + MetaStore
+    + 'static
+{
+}
+
+impl<T> Store for T where
+    T: HostStore
+        + DefinitionStore
+        + LogStore
+        + CampaignStore
+        + CarveStore
+        + IdentityStore
+        + AuditStore
+        + RuleStore
+        + MetaStore
+        + 'static
+{
+}
+
+/// Every store port, for code that calls a concrete store's methods (an
+/// `Arc<dyn Store>` needs only [`Store`] in scope):
+/// `use gatehouse_core::ports::stores::*;`.
+pub mod stores {
+    pub use super::{
+        AuditStore, CampaignStore, CarveStore, DefinitionStore, HostStore, IdentityStore, LogStore,
+        MetaStore, RuleStore, Store,
+    };
+}
+
+/// Hosts (written only by the host's actor).
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    // Hosts (written only by the host's actor).
+pub trait HostStore: Send + Sync {
     async fn get_host(&self, id: &HostId) -> StoreResult<Option<Host>>;
     async fn put_host(&self, host: &Host, fence: Fence) -> StoreResult<()>;
     /// Records when a host was last seen without rewriting its record: the
@@ -99,8 +139,12 @@ pub trait Store: Send + Sync + 'static {
     /// Every distinct label set hosts have had (a set no host has any
     /// more may linger). Config changes are checked against each.
     async fn label_sets(&self) -> StoreResult<Vec<Vec<String>>>;
+}
 
-    // Config definitions.
+/// Config definitions: queries, schedules, label configs and label queries,
+/// the config generation and content-addressed config blobs.
+#[async_trait]
+pub trait DefinitionStore: Send + Sync {
     async fn put_query(&self, q: &Query) -> StoreResult<()>;
     async fn delete_query(&self, name: &str) -> StoreResult<bool>;
     async fn list_queries(&self) -> StoreResult<Vec<Query>>;
@@ -119,8 +163,11 @@ pub trait Store: Send + Sync + 'static {
     /// Content-addressed config blobs (immutable once written).
     async fn put_config_blob(&self, hash: &str, bytes: &[u8]) -> StoreResult<()>;
     async fn get_config_blob(&self, hash: &str) -> StoreResult<Option<Bytes>>;
+}
 
-    // Logs: idempotent on `line_id`.
+/// Result and status logs, idempotent on `line_id`.
+#[async_trait]
+pub trait LogStore: Send + Sync {
     async fn append_logs(&self, records: &LogRecords) -> StoreResult<()>;
     /// Lines in agent-time order. The filter names a host, a query name,
     /// or both; neither is `StoreError::Invalid`.
@@ -141,8 +188,11 @@ pub trait Store: Send + Sync + 'static {
     fn expires_by_ttl(&self) -> bool {
         false
     }
+}
 
-    // Live-query campaigns.
+/// Live-query campaigns, their per-host deliveries and answers.
+#[async_trait]
+pub trait CampaignStore: Send + Sync {
     /// Stores the campaign and a queued delivery for each target.
     async fn create_campaign(&self, c: &Campaign, targets: &[HostId]) -> StoreResult<()>;
     async fn get_campaign(&self, id: &str) -> StoreResult<Option<Campaign>>;
@@ -158,8 +208,11 @@ pub trait Store: Send + Sync + 'static {
     async fn record_results(&self, results: &[CampaignResult], fence: Fence) -> StoreResult<()>;
     async fn list_deliveries(&self, campaign: &str) -> StoreResult<Vec<Delivery>>;
     async fn list_results(&self, campaign: &str) -> StoreResult<Vec<CampaignResult>>;
+}
 
-    // Carves.
+/// File carves: sessions and their blocks.
+#[async_trait]
+pub trait CarveStore: Send + Sync {
     async fn create_carve(&self, s: &CarveSession) -> StoreResult<()>;
     async fn get_carve(&self, session_id: &str) -> StoreResult<Option<CarveSession>>;
     async fn update_carve(&self, s: &CarveSession) -> StoreResult<()>;
@@ -171,8 +224,13 @@ pub trait Store: Send + Sync + 'static {
         data: &[u8],
     ) -> StoreResult<BlockOutcome>;
     async fn get_carve_block(&self, session_id: &str, block_id: u64) -> StoreResult<Option<Bytes>>;
+}
 
-    // Enroll secrets.
+/// Who may enroll and who may operate: enroll secrets, users and their API
+/// tokens (tokens found by the SHA-256 of their secret; a token's secret
+/// never changes, revocation is an update).
+#[async_trait]
+pub trait IdentityStore: Send + Sync {
     /// Creates or updates (labels, expiry, revocation) a secret. Changing
     /// the hash of an existing id is `StoreError::Conflict`.
     async fn put_enroll_secret(&self, s: &EnrollSecret) -> StoreResult<()>;
@@ -187,8 +245,11 @@ pub trait Store: Send + Sync + 'static {
     async fn put_token(&self, t: &ApiToken) -> StoreResult<()>;
     async fn token_by_hash(&self, sha256: &str) -> StoreResult<Option<ApiToken>>;
     async fn list_tokens(&self) -> StoreResult<Vec<ApiToken>>;
+}
 
-    // Audit log: append-only, read newest first.
+/// The audit log: append-only, read newest first.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
     async fn append_audit(&self, e: &AuditEvent) -> StoreResult<()>;
     /// Up to `limit` events, newest first, strictly older than the
     /// `(at, id)` of `before` (the last event of the previous page).
@@ -197,8 +258,11 @@ pub trait Store: Send + Sync + 'static {
         before: Option<(i64, &str)>,
         limit: usize,
     ) -> StoreResult<Vec<AuditEvent>>;
+}
 
-    // Rules, alerts and undeliverable webhook calls.
+/// Rules, alerts and undeliverable webhook calls.
+#[async_trait]
+pub trait RuleStore: Send + Sync {
     async fn put_rule(&self, r: &Rule) -> StoreResult<()>;
     async fn delete_rule(&self, name: &str) -> StoreResult<bool>;
     async fn list_rules(&self) -> StoreResult<Vec<Rule>>;
@@ -217,8 +281,11 @@ pub trait Store: Send + Sync + 'static {
     async fn get_dead_letter(&self, id: &str) -> StoreResult<Option<DeadLetter>>;
     async fn list_dead_letters(&self) -> StoreResult<Vec<DeadLetter>>;
     async fn delete_dead_letter(&self, id: &str) -> StoreResult<bool>;
+}
 
-    // Small named values (generation counters, bootstrap facts).
+/// Small named values (generation counters, bootstrap facts).
+#[async_trait]
+pub trait MetaStore: Send + Sync {
     async fn get_meta(&self, key: &str) -> StoreResult<Option<Bytes>>;
     async fn put_meta(&self, key: &str, value: &[u8]) -> StoreResult<()>;
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use gatehouse_core::HostId;
+use gatehouse_core::ports::stores::*;
 use gatehouse_core::ports::{Fence, Store};
 use gatehouse_store::EmbeddedStore;
 use gatehouse_store::conformance::{processes_post, sample_host};

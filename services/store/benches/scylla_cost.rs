@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use gatehouse_core::HostId;
 use gatehouse_core::model::{LogRecords, ResultLog};
-use gatehouse_core::ports::Store;
+use gatehouse_core::ports::stores::*;
 use gatehouse_store::conformance::{processes_post, sample_host};
 use gatehouse_store::cql_test_server::CqlTestServer;
 use gatehouse_store::scylla::statements::Q;

@@ -1,6 +1,7 @@
-//! The store conformance suite. Every `Store` adapter runs [`run_all`]
-//! against a fresh, empty store; the embedded store in its unit tests, the
-//! ScyllaDB adapter against a real CQL server.
+//! The store conformance suite. Every `Store` adapter runs each check as
+//! its own test against a fresh, empty store ([`conformance_tests!`](crate::conformance_tests)):
+//! the embedded store in its unit tests, the ScyllaDB adapter against a
+//! real CQL server.
 //!
 //! Test code compiled into the library (feature `conformance`) so other
 //! crates' tests can run it: a failed unwrap is a failed check here.
@@ -83,7 +84,109 @@ impl std::fmt::Display for Report {
     }
 }
 
-/// Runs every check in order against an empty store.
+/// Each check on its own, with one signature, so an adapter's tests run
+/// one test per check against a fresh store ([`crate::conformance_tests`]):
+/// the first failure no longer hides the rest.
+pub mod checks {
+    use super::{Report, Semantics, Store};
+
+    pub async fn hosts(store: &dyn Store, _: Semantics) -> Report {
+        super::hosts(store).await;
+        Report::default()
+    }
+
+    pub async fn definitions(store: &dyn Store, sem: Semantics) -> Report {
+        let mut r = Report::default();
+        super::definitions(store, sem, &mut r).await;
+        r
+    }
+
+    pub async fn config_blobs_and_generation(store: &dyn Store, sem: Semantics) -> Report {
+        let mut r = Report::default();
+        super::config_blobs_and_generation(store, sem, &mut r).await;
+        r
+    }
+
+    pub async fn logs(store: &dyn Store, sem: Semantics) -> Report {
+        let mut r = Report::default();
+        super::logs(store, sem, &mut r).await;
+        r
+    }
+
+    pub async fn campaigns(store: &dyn Store, _: Semantics) -> Report {
+        super::campaigns(store).await;
+        Report::default()
+    }
+
+    pub async fn fencing(store: &dyn Store, sem: Semantics) -> Report {
+        let mut r = Report::default();
+        super::fencing(store, sem, &mut r).await;
+        r
+    }
+
+    pub async fn carves(store: &dyn Store, sem: Semantics) -> Report {
+        let mut r = Report::default();
+        super::carves(store, sem, &mut r).await;
+        r
+    }
+
+    pub async fn enroll_secrets(store: &dyn Store, _: Semantics) -> Report {
+        super::enroll_secrets(store).await;
+        Report::default()
+    }
+
+    pub async fn users_and_tokens(store: &dyn Store, _: Semantics) -> Report {
+        super::users_and_tokens(store).await;
+        Report::default()
+    }
+
+    pub async fn audit(store: &dyn Store, sem: Semantics) -> Report {
+        let mut r = Report::default();
+        super::audit(store, sem, &mut r).await;
+        r
+    }
+
+    pub async fn rules_and_alerts(store: &dyn Store, sem: Semantics) -> Report {
+        let mut r = Report::default();
+        super::rules_and_alerts(store, sem, &mut r).await;
+        r
+    }
+
+    pub async fn meta(store: &dyn Store, _: Semantics) -> Report {
+        super::meta(store).await;
+        Report::default()
+    }
+}
+
+/// One `#[tokio::test]` per conformance check, named after it, each
+/// against a fresh store from `$fresh` (an async fn returning a guard,
+/// which keeps what the store needs alive, and the store). Checks the
+/// server cannot run (`$sem`) pass and print what was not run; with
+/// `Semantics::FULL` nothing may be skipped.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($fresh:path, $sem:expr) => {
+        $crate::conformance_tests!(@each $fresh, $sem;
+            hosts definitions config_blobs_and_generation logs campaigns fencing carves
+            enroll_secrets users_and_tokens audit rules_and_alerts meta);
+    };
+    (@each $fresh:path, $sem:expr; $($check:ident)*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let (_guard, store) = $fresh().await;
+                let report = $crate::conformance::checks::$check(&*store, $sem).await;
+                println!("{}: {report}", stringify!($check));
+                if $sem == $crate::conformance::Semantics::FULL {
+                    assert!(report.not_run.is_empty(), "a full store skipped: {report}");
+                }
+            }
+        )*
+    };
+}
+
+/// Runs every check in order against one empty store (for a summary of
+/// what a server cannot run; adapters' tests run each check on its own).
 pub async fn run_all(store: &dyn Store, sem: Semantics) -> Report {
     let mut report = Report::default();
     hosts(store).await;

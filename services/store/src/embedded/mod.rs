@@ -1,0 +1,410 @@
+//! The embedded store: fjall keyspaces in one database directory.
+//!
+//! Key layout (all integers big-endian so byte order is numeric order):
+//!
+//! | keyspace     | key                                           | value            |
+//! |--------------|-----------------------------------------------|------------------|
+//! | `hosts`      | host id                                       | `Host` JSON      |
+//! | `defs`       | `q/<name>`, `s/<name>`, `l/<label>`, `u/<user>`, `t/<token id>` | JSON |
+//! | `meta`       | name                                          | bytes            |
+//! | `blobs`      | config hash                                   | config bytes     |
+//! | `results`    | day u32 · host · name · 0 · unix u64 · line id | `ResultLog` JSON |
+//! | `status`     | day u32 · host · unix u64 · line id           | `StatusLog` JSON |
+//! | `campaigns`  | campaign id                                   | JSON             |
+//! | `deliveries` | campaign · 0 · host                           | `Delivery` JSON  |
+//! | `open`       | host · 0 · campaign                           | empty (index)    |
+//! | `cresults`   | campaign · 0 · host                           | JSON             |
+//! | `carves`     | session id                                    | JSON             |
+//! | `blocks`     | session id · 0 · block u64                    | block bytes      |
+//! | `secrets`    | secret id                                     | `EnrollSecret` JSON |
+//! | `secret_hash`| SHA-256 hex (enroll secrets), `tok:<SHA-256>` (API tokens) | id |
+//! | `audit`      | (u64::MAX - at) · event id                    | `AuditEvent` JSON |
+//! | `fences`     | host id                                       | fencing token u64 |
+//! | `alerts`     | (u64::MAX - at) · alert id                    | `Alert` JSON     |
+//! | `dead`       | dead letter id                                | `DeadLetter` JSON |
+//!
+//! Rules live in `defs` under `r/<name>`, label queries under `lq/<label>`.
+//!
+//! Log keys start with a day bucket (`logs::bucket_day`: the agent's day
+//! when its clock is plausible, else the receive day) so retention drops
+//! whole days and a re-sent line lands on the same key.
+//!
+//! Fencing: a fenced write of host-owned state (record, last seen,
+//! deliveries) checks the host's last token in `fences` and commits its own
+//! in the same batch, under the host's stripe lock, so a deposed writer's
+//! write is rejected even when it races the new owner's.
+
+// The `Store` ports, one file per area.
+mod audit;
+mod campaigns;
+mod carves;
+mod definitions;
+mod hosts;
+mod identity;
+mod logs;
+mod meta;
+mod rules;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use gatehouse_core::HostId;
+use gatehouse_core::logs::bucket_day;
+use gatehouse_core::model::{
+    ApiToken, AuditEvent, Campaign, CampaignResult, CarveSession, Delivery, EnrollSecret, Host,
+    LabelConfig, LabelQuery, LogRecords, Page, Query, ResultFilter, ResultLog, Schedule, StatusLog,
+    User,
+};
+use gatehouse_core::ports::{BlockOutcome, Fence, StoreError, StoreResult};
+use gatehouse_core::rules::{Alert, DeadLetter, Rule};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+struct Inner {
+    db: Database,
+    hosts: Keyspace,
+    defs: Keyspace,
+    meta: Keyspace,
+    blobs: Keyspace,
+    results: Keyspace,
+    status: Keyspace,
+    campaigns: Keyspace,
+    deliveries: Keyspace,
+    open: Keyspace,
+    cresults: Keyspace,
+    carves: Keyspace,
+    blocks: Keyspace,
+    secrets: Keyspace,
+    secret_hash: Keyspace,
+    audit: Keyspace,
+    fences: Keyspace,
+    alerts: Keyspace,
+    dead: Keyspace,
+    /// Serializes read-modify-write sequences (counters, carve accounting).
+    rmw: Mutex<()>,
+    /// Serialize the read-check-write of one host's state (fencing).
+    host_locks: Vec<Mutex<()>>,
+}
+
+const HOST_LOCK_STRIPES: usize = 64;
+
+/// fjall-backed store; cheap to clone.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EmbeddedStore")
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn enc<T: Serialize>(v: &T) -> StoreResult<Vec<u8>> {
+    serde_json::to_vec(v).map_err(unavailable)
+}
+
+fn dec<T: DeserializeOwned>(key: &[u8], v: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn join(parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            k.push(0);
+        }
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+fn result_key(r: &ResultLog) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + 32 + r.name.len() + 1 + 8 + r.line_id.len());
+    k.extend_from_slice(&bucket_day(r.unix_time, r.received_at).to_be_bytes());
+    k.extend_from_slice(r.host_id.as_str().as_bytes());
+    k.extend_from_slice(r.name.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&(r.unix_time.max(0) as u64).to_be_bytes());
+    k.extend_from_slice(r.line_id.as_bytes());
+    k
+}
+
+fn status_key(s: &StatusLog) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + 32 + 8 + s.line_id.len());
+    k.extend_from_slice(&bucket_day(s.unix_time, s.received_at).to_be_bytes());
+    k.extend_from_slice(s.host_id.as_str().as_bytes());
+    k.extend_from_slice(&(s.unix_time.max(0) as u64).to_be_bytes());
+    k.extend_from_slice(s.line_id.as_bytes());
+    k
+}
+
+/// Newest first: byte order of `u64::MAX - at` is descending time.
+fn audit_key(at: i64, id: &str) -> Vec<u8> {
+    let mut k = (u64::MAX - at.max(0) as u64).to_be_bytes().to_vec();
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn first_day(ks: &Keyspace) -> Option<(u32, u32)> {
+    let day = |k: &[u8]| -> Option<u32> { Some(u32::from_be_bytes(k.get(..4)?.try_into().ok()?)) };
+    let lo = ks.first_key_value()?.key().ok()?;
+    let hi = ks.last_key_value()?.key().ok()?;
+    Some((day(&lo)?, day(&hi)?))
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the database under `dir`.
+    pub fn open(dir: &Path) -> StoreResult<Self> {
+        let db = Database::builder(dir).open().map_err(|e| match e {
+            fjall::Error::Locked => StoreError::Unavailable(format!(
+                "{} is in use by another Gatehouse process (its store is locked); stop that process or give this one another data_dir",
+                dir.display()
+            )),
+            e => StoreError::Unavailable(format!("opening the store in {}: {e}", dir.display())),
+        })?;
+        let ks = |name: &str| {
+            db.keyspace(name, KeyspaceCreateOptions::default)
+                .map_err(unavailable)
+        };
+        let inner = Inner {
+            hosts: ks("hosts")?,
+            defs: ks("defs")?,
+            meta: ks("meta")?,
+            blobs: ks("blobs")?,
+            results: ks("results")?,
+            status: ks("status")?,
+            campaigns: ks("campaigns")?,
+            deliveries: ks("deliveries")?,
+            open: ks("open")?,
+            cresults: ks("cresults")?,
+            carves: ks("carves")?,
+            blocks: ks("blocks")?,
+            secrets: ks("secrets")?,
+            secret_hash: ks("secret_hash")?,
+            audit: ks("audit")?,
+            fences: ks("fences")?,
+            alerts: ks("alerts")?,
+            dead: ks("dead")?,
+            rmw: Mutex::new(()),
+            host_locks: (0..HOST_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            db,
+        };
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Runs blocking fjall work off the async threads.
+    async fn run<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> StoreResult<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+    }
+}
+
+impl Inner {
+    fn commit(&self, items: Vec<(&Keyspace, Vec<u8>, Vec<u8>)>) -> StoreResult<()> {
+        let mut b = self.db.batch().durability(Some(PersistMode::SyncData));
+        for (ks, k, v) in items {
+            b.insert(ks, k, v);
+        }
+        b.commit().map_err(unavailable)
+    }
+
+    /// Up to `limit` values of a keyspace keyed by [`audit_key`], after
+    /// the key `from` (exclusive) when given.
+    fn newest_first<T: DeserializeOwned>(
+        &self,
+        ks: &Keyspace,
+        from: Option<Vec<u8>>,
+        limit: usize,
+    ) -> StoreResult<Vec<T>> {
+        let iter = match &from {
+            Some(f) => ks.range::<&[u8], _>((
+                std::ops::Bound::Excluded(f.as_slice()),
+                std::ops::Bound::Unbounded,
+            )),
+            None => ks.iter(),
+        };
+        let mut out = Vec::new();
+        for g in iter.take(limit) {
+            let (k, v) = g.into_inner().map_err(unavailable)?;
+            out.push(dec(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    fn get_json<T: DeserializeOwned>(&self, ks: &Keyspace, key: &[u8]) -> StoreResult<Option<T>> {
+        match ks.get(key).map_err(unavailable)? {
+            Some(v) => dec(key, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn scan_json<T: DeserializeOwned>(&self, ks: &Keyspace, prefix: &[u8]) -> StoreResult<Vec<T>> {
+        let mut out = Vec::new();
+        for g in ks.prefix(prefix) {
+            let (k, v) = g.into_inner().map_err(unavailable)?;
+            out.push(dec(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    fn delete(&self, ks: &Keyspace, key: &[u8]) -> StoreResult<bool> {
+        if !ks.contains_key(key).map_err(unavailable)? {
+            return Ok(false);
+        }
+        let mut b = self.db.batch().durability(Some(PersistMode::SyncData));
+        b.remove(ks, key.to_vec());
+        b.commit().map_err(unavailable)?;
+        Ok(true)
+    }
+
+    fn host_lock(&self, host: &HostId) -> StoreResult<std::sync::MutexGuard<'_, ()>> {
+        let stripe = host.as_str().bytes().fold(0usize, |h, b| {
+            h.wrapping_mul(31).wrapping_add(usize::from(b))
+        }) % HOST_LOCK_STRIPES;
+        self.host_locks[stripe]
+            .lock()
+            .map_err(|_| unavailable("host lock poisoned"))
+    }
+
+    /// Checks `fence` against the host's last fenced write; returns the
+    /// fence row to commit with the write. Call under the host's lock.
+    fn fenced(&self, host: &HostId, fence: Fence) -> StoreResult<Option<(Vec<u8>, Vec<u8>)>> {
+        if fence.is_none() {
+            return Ok(None);
+        }
+        let k = host.as_str().as_bytes().to_vec();
+        let held = match self.fences.get(&k).map_err(unavailable)? {
+            Some(v) => {
+                u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                    key: host.to_string(),
+                    reason: "fencing token is not 8 bytes".into(),
+                })?)
+            }
+            None => 0,
+        };
+        if fence.0 < held {
+            return Err(StoreError::Fenced {
+                host: host.to_string(),
+                presented: fence.0,
+                held,
+            });
+        }
+        Ok(Some((k, fence.0.to_be_bytes().to_vec())))
+    }
+
+    fn counter(&self, key: &str) -> StoreResult<u64> {
+        Ok(match self.meta.get(key).map_err(unavailable)? {
+            Some(v) => {
+                u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                    key: key.to_owned(),
+                    reason: "counter is not 8 bytes".into(),
+                })?)
+            }
+            None => 0,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatehouse_core::ports::stores::*;
+
+    /// Each conformance check against its own fresh store; every check
+    /// runs (the embedded store has every semantic the port describes:
+    /// `Semantics::FULL`).
+    mod conformance {
+        async fn fresh() -> (
+            tempfile::TempDir,
+            std::sync::Arc<dyn gatehouse_core::ports::Store>,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let store = super::EmbeddedStore::open(dir.path()).unwrap();
+            (dir, std::sync::Arc::new(store))
+        }
+
+        crate::conformance_tests!(fresh, crate::conformance::Semantics::FULL);
+    }
+
+    #[test]
+    fn a_store_in_use_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = EmbeddedStore::open(dir.path()).unwrap();
+        let e = EmbeddedStore::open(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("in use by another Gatehouse process"), "{e}");
+        assert!(e.contains(&dir.path().display().to_string()), "{e}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn data_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            store.put_meta("k", b"v").await.unwrap();
+        }
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.get_meta("k").await.ok().flatten().as_deref(),
+            Some(&b"v"[..])
+        );
+    }
+}
+
+#[cfg(test)]
+mod reopen_tests {
+    use super::*;
+    use gatehouse_core::logs::records;
+    use gatehouse_core::ports::stores::*;
+    use gatehouse_core::wire::{parse_log, parse_object};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_acknowledged_log_line_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = HostId::from_identity("hw:reopen");
+        {
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            for round in 0..200i64 {
+                let data: Vec<_> = (0..5)
+                    .map(|i| serde_json::json!({"name": "users", "unixTime": 1_717_496_431 + round, "columns": {"uid": format!("{round}-{i}")}, "action": "added"}))
+                    .collect();
+                let body =
+                    serde_json::to_vec(&serde_json::json!({"log_type": "result", "data": data}))
+                        .unwrap_or_default();
+                let req = parse_log(parse_object(&body).unwrap_or_default()).unwrap();
+                store.append_logs(&records(&host, req, 1)).await.unwrap();
+            }
+        }
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let f = ResultFilter {
+            host_id: Some(host),
+            name: None,
+            since: 0,
+            until: i64::MAX,
+            limit: 100_000,
+            ..Default::default()
+        };
+        assert_eq!(
+            store.query_results(&f).await.unwrap_or_default().len(),
+            1000
+        );
+    }
+}
