@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "gatehouse/v1/admin.proto",
         "gatehouse/v1/control.proto",
         "gatehouse/v1/events.proto",
+        "gatehouse/v1/logs.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

@@ -30,7 +30,7 @@ impl<M: Message + Default> Topic<M> {
         }
     }
 
-    pub fn subject(&self) -> &'static str {
+    pub const fn subject(&self) -> &'static str {
         self.subject
     }
 
@@ -99,6 +99,13 @@ pub const CAMPAIGN_ANSWERS: TopicFamily<v1::CampaignAnswer> =
 /// The rule definitions changed.
 pub const RULES_CHANGED: Topic<v1::RulesChanged> = Topic::new("gatehouse.events.rules");
 
+/// Result log batches on the durable log stream (JetStream), appended by
+/// edges and drained by ingest.
+pub const LOG_RESULTS: Topic<v1::LogBatch> = Topic::new("gatehouse.logs.result");
+
+/// Status log batches on the durable log stream.
+pub const LOG_STATUS: Topic<v1::LogBatch> = Topic::new("gatehouse.logs.status");
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +131,8 @@ mod tests {
             HOST_ENROLLED.subject().to_owned(),
             CAMPAIGN_ANSWERS.every(),
             RULES_CHANGED.subject().to_owned(),
+            LOG_RESULTS.subject().to_owned(),
+            LOG_STATUS.subject().to_owned(),
         ];
         let n = all.len();
         all.sort();

@@ -5,8 +5,9 @@
 //! [`gatehouse_proto::topics`]; this module only moves them over the port,
 //! so no role hand-builds a subject or encodes a payload itself.
 
+use bytes::Bytes;
 use gatehouse_core::HostId;
-use gatehouse_core::model::{CampaignResult, Host};
+use gatehouse_core::model::{CampaignResult, Host, LogRecords, ResultKind, ResultLog, StatusLog};
 use gatehouse_core::ports::{Bus, BusError};
 use gatehouse_proto::topics::{Topic, TopicFamily};
 use gatehouse_proto::v1 as pb;
@@ -144,6 +145,129 @@ pub fn campaign_result(a: pb::CampaignAnswer) -> Result<CampaignResult, EventErr
     })
 }
 
+fn result_kind(k: ResultKind) -> pb::ResultKind {
+    match k {
+        ResultKind::Event => pb::ResultKind::Event,
+        ResultKind::Snapshot => pb::ResultKind::Snapshot,
+        ResultKind::Batched => pb::ResultKind::Batched,
+        ResultKind::Other => pb::ResultKind::Other,
+    }
+}
+
+fn result_kind_from(k: i32) -> Result<ResultKind, EventError> {
+    match pb::ResultKind::try_from(k) {
+        Ok(pb::ResultKind::Event) => Ok(ResultKind::Event),
+        Ok(pb::ResultKind::Snapshot) => Ok(ResultKind::Snapshot),
+        Ok(pb::ResultKind::Batched) => Ok(ResultKind::Batched),
+        Ok(pb::ResultKind::Other) => Ok(ResultKind::Other),
+        Ok(pb::ResultKind::Unspecified) | Err(_) => Err(EventError::Invalid {
+            field: "result.kind",
+            reason: format!("{k} is not a result kind"),
+        }),
+    }
+}
+
+fn json_line(field: &'static str, b: &[u8]) -> Result<Value, EventError> {
+    serde_json::from_slice(b).map_err(|e| EventError::Invalid {
+        field,
+        reason: e.to_string(),
+    })
+}
+
+/// One agent log POST as the log stream carries it.
+pub fn log_batch(records: &LogRecords) -> pb::LogBatch {
+    let lines = match records {
+        LogRecords::Results(rs) => pb::log_batch::Lines::Results(pb::ResultLines {
+            lines: rs
+                .iter()
+                .map(|r| pb::ResultLine {
+                    host_id: r.host_id.to_string(),
+                    name: r.name.clone(),
+                    unix_time: r.unix_time,
+                    kind: result_kind(r.kind).into(),
+                    action: r.action.clone(),
+                    rows: r.rows,
+                    line_id: r.line_id.clone(),
+                    received_at: r.received_at,
+                    line_json: serde_json::to_vec(&r.line).unwrap_or_default().into(),
+                })
+                .collect(),
+        }),
+        LogRecords::Status(ss) => pb::log_batch::Lines::Status(pb::StatusLines {
+            lines: ss
+                .iter()
+                .map(|s| pb::StatusLine {
+                    host_id: s.host_id.to_string(),
+                    unix_time: s.unix_time,
+                    severity: s.severity,
+                    message: s.message.clone(),
+                    line_id: s.line_id.clone(),
+                    received_at: s.received_at,
+                    line_json: serde_json::to_vec(&s.line).unwrap_or_default().into(),
+                })
+                .collect(),
+        }),
+    };
+    pb::LogBatch { lines: Some(lines) }
+}
+
+/// The lines of a log stream batch.
+pub fn log_records(b: pb::LogBatch) -> Result<LogRecords, EventError> {
+    match b.lines {
+        Some(pb::log_batch::Lines::Results(rs)) => rs
+            .lines
+            .into_iter()
+            .map(|r| {
+                Ok(ResultLog {
+                    host_id: host_id("result.host_id", &r.host_id)?,
+                    kind: result_kind_from(r.kind)?,
+                    line: json_line("result.line_json", &r.line_json)?,
+                    name: r.name,
+                    unix_time: r.unix_time,
+                    action: r.action,
+                    rows: r.rows,
+                    line_id: r.line_id,
+                    received_at: r.received_at,
+                })
+            })
+            .collect::<Result<_, _>>()
+            .map(LogRecords::Results),
+        Some(pb::log_batch::Lines::Status(ss)) => ss
+            .lines
+            .into_iter()
+            .map(|s| {
+                Ok(StatusLog {
+                    host_id: host_id("status.host_id", &s.host_id)?,
+                    line: json_line("status.line_json", &s.line_json)?,
+                    unix_time: s.unix_time,
+                    severity: s.severity,
+                    message: s.message,
+                    line_id: s.line_id,
+                    received_at: s.received_at,
+                })
+            })
+            .collect::<Result<_, _>>()
+            .map(LogRecords::Status),
+        None => Err(EventError::Invalid {
+            field: "batch.lines",
+            reason: "neither result nor status lines".into(),
+        }),
+    }
+}
+
+/// Decodes a log stream payload: a `LogBatch`, or the JSON `LogRecords`
+/// that edges before the protobuf payload appended (still in a stream
+/// during a rolling upgrade; a protobuf `LogBatch` never starts with `{`).
+pub fn decode_log_batch(payload: Bytes) -> Result<LogRecords, EventError> {
+    if payload.first() == Some(&b'{') {
+        return serde_json::from_slice(&payload).map_err(|e| EventError::Invalid {
+            field: "batch",
+            reason: format!("legacy JSON batch: {e}"),
+        });
+    }
+    log_records(<pb::LogBatch as prost::Message>::decode(payload)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,5 +333,63 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    fn sample_batches() -> Vec<LogRecords> {
+        let host = HostId::from_identity("hw:log-batch");
+        let results = LogRecords::Results(vec![ResultLog {
+            host_id: host.clone(),
+            name: "pack/it/users".into(),
+            unix_time: 1_717_496_431,
+            kind: ResultKind::Batched,
+            action: "added".into(),
+            rows: 2,
+            line_id: "abc.0".into(),
+            received_at: 1_717_496_432_000,
+            line: serde_json::json!({"name": "users", "diffResults": {"added": [{"u": "1"}, {"u": "2"}]}}),
+        }]);
+        let status = LogRecords::Status(vec![StatusLog {
+            host_id: host,
+            unix_time: 1_717_496_431,
+            severity: 2,
+            message: "query failed".into(),
+            line_id: "def.0".into(),
+            received_at: 1_717_496_432_000,
+            line: serde_json::json!({"s": 2, "m": "query failed"}),
+        }]);
+        vec![results, status]
+    }
+
+    /// A batch crosses the log stream unchanged, and a JSON batch appended
+    /// by an older edge still reads.
+    #[test]
+    fn log_batches_round_trip_and_legacy_json_reads() {
+        for records in sample_batches() {
+            let bytes = gatehouse_proto::topics::LOG_RESULTS.encode(&log_batch(&records));
+            assert_ne!(bytes.first(), Some(&b'{'));
+            assert_eq!(decode_log_batch(bytes).unwrap(), records);
+            let legacy = Bytes::from(serde_json::to_vec(&records).unwrap());
+            assert_eq!(decode_log_batch(legacy).unwrap(), records);
+        }
+    }
+
+    #[test]
+    fn an_invalid_log_batch_names_what_is_wrong() {
+        let e = decode_log_batch(Bytes::from_static(b"not a batch")).unwrap_err();
+        assert!(matches!(e, EventError::Decode(_)), "{e}");
+        let empty = gatehouse_proto::topics::LOG_RESULTS.encode(&pb::LogBatch { lines: None });
+        assert_eq!(
+            decode_log_batch(empty).unwrap_err().to_string(),
+            "batch.lines is not valid: neither result nor status lines"
+        );
+        let mut bad = log_batch(&sample_batches()[0]);
+        if let Some(pb::log_batch::Lines::Results(r)) = &mut bad.lines {
+            r.lines[0].kind = 0;
+        }
+        let e = decode_log_batch(gatehouse_proto::topics::LOG_RESULTS.encode(&bad)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "result.kind is not valid: 0 is not a result kind"
+        );
     }
 }

@@ -25,8 +25,8 @@ use futures_util::StreamExt;
 use gatehouse_core::time::Clock;
 
 pub const STREAM: &str = "GATEHOUSE_LOGS";
-pub const SUBJECT_RESULTS: &str = "gatehouse.logs.result";
-pub const SUBJECT_STATUS: &str = "gatehouse.logs.status";
+pub const SUBJECT_RESULTS: &str = gatehouse_proto::topics::LOG_RESULTS.subject();
+pub const SUBJECT_STATUS: &str = gatehouse_proto::topics::LOG_STATUS.subject();
 pub const DURABLE: &str = "ingest";
 
 /// Which log a batch belongs to.

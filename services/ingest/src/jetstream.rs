@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use futures_util::StreamExt;
 use gatehouse_bus::logstream::{
     Appended, JetStreamLog, LogKind, LogStream, StreamConfig, StreamError,
@@ -240,8 +239,12 @@ impl LogSink for StreamSink {
             LogRecords::Status(_) => LogKind::Status,
         };
         let id = records.batch_id();
-        let payload = serde_json::to_vec(&records).map_err(unavailable)?;
-        match self.stream.append(kind, &id, Bytes::from(payload)).await {
+        let topic = match kind {
+            LogKind::Results => &gatehouse_proto::topics::LOG_RESULTS,
+            LogKind::Status => &gatehouse_proto::topics::LOG_STATUS,
+        };
+        let payload = topic.encode(&gatehouse_bus::events::log_batch(&records));
+        match self.stream.append(kind, &id, payload).await {
             Ok(Appended::Stored) => {
                 self.metrics.count_append("ok");
                 Ok(())
@@ -347,7 +350,7 @@ pub async fn consume(
                 let metrics = metrics.clone();
                 let retry = cfg.retry_delay;
                 async move {
-                    let records: LogRecords = match serde_json::from_slice(&entry.payload) {
+                    let records = match gatehouse_bus::events::decode_log_batch(entry.payload.clone()) {
                         Ok(r) => r,
                         Err(e) => {
                             tracing::error!(error = %e, kind = ?entry.kind, "undecodable log batch terminated");

@@ -168,3 +168,45 @@ async fn a_full_log_pushes_back_and_an_undecodable_batch_is_terminated() {
     shutdown.trigger();
     task.await.unwrap().unwrap();
 }
+
+/// A batch an edge of the previous release appended as JSON (still in the
+/// stream during a rolling upgrade) is stored like a protobuf one.
+#[tokio::test]
+async fn a_json_batch_from_an_older_edge_is_still_ingested() {
+    let r = rig(StreamConfig::default());
+    let host = HostId::from_identity("hw:legacy-edge");
+    let batch = processes_post(&host, 1, 4, r.clock.now_ms());
+    let legacy = bytes::Bytes::from(ok(serde_json::to_vec(&batch)));
+    ok(r.log
+        .append(
+            gatehouse_bus::logstream::LogKind::Results,
+            &batch.batch_id(),
+            legacy,
+        )
+        .await);
+    let metrics = Metrics::new();
+    let shutdown = Shutdown::new();
+    let task = tokio::spawn(consume(
+        r.log.clone(),
+        r.store.clone(),
+        ConsumerConfig::default(),
+        None,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    gatehouse_testkit::until("the batch stored", Duration::from_secs(10), async || {
+        r.log.backlog().await.unwrap() == 0
+    })
+    .await;
+    assert_eq!(lines_of(&r.store, &host).await, 4);
+    assert!(
+        metrics
+            .render()
+            .lines()
+            .any(|l| l == "gatehouse_ingest_batches_terminated_total 0"),
+        "{}",
+        metrics.render()
+    );
+    shutdown.trigger();
+    ok(ok(task.await));
+}
