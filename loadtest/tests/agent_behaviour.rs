@@ -172,17 +172,6 @@ fn count(seen: &Arc<Mutex<Vec<Seen>>>, path: &str) -> usize {
         .unwrap_or(0)
 }
 
-async fn until(timeout: Duration, f: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < timeout,
-            "condition not met in {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 fn log_type(s: &Seen) -> &str {
     s.body["log_type"].as_str().unwrap_or("")
 }
@@ -229,7 +218,7 @@ async fn logger_backs_off_k_squared_periods_and_resends_the_same_lines() {
     f2.backlog_secs = 3600;
     let agent = Agent::new(agent.machine.clone(), f2);
     let task = tokio::spawn(agent.clone().run(stop_rx));
-    until(Duration::from_secs(15), || {
+    gatehouse_testkit::until("six log POSTs", Duration::from_secs(15), async || {
         count(&server.seen, "/o/log") >= 6
     })
     .await;
@@ -266,18 +255,22 @@ async fn logger_backs_off_k_squared_periods_and_resends_the_same_lines() {
         assert_eq!(r.body["node_key"], "k1");
     }
     // After the success the next result POST carries the rest (1620 - 1024).
-    until(Duration::from_secs(20), || {
-        server
-            .seen
-            .lock()
-            .map(|s| {
-                s.iter()
-                    .filter(|x| x.path == "/o/log" && log_type(x) == "result")
-                    .count()
-                    >= 5
-            })
-            .unwrap_or(false)
-    })
+    gatehouse_testkit::until(
+        "the rest of the results posted",
+        Duration::from_secs(20),
+        async || {
+            server
+                .seen
+                .lock()
+                .map(|s| {
+                    s.iter()
+                        .filter(|x| x.path == "/o/log" && log_type(x) == "result")
+                        .count()
+                        >= 5
+                })
+                .unwrap_or(false)
+        },
+    )
     .await;
     let fifth = server
         .seen
@@ -339,16 +332,20 @@ async fn node_invalid_wipes_the_key_and_the_agent_reenrolls_then_resends() {
     let agent = Agent::new(Machine::new(2, &OsMix::default(), 1), f.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(agent.clone().run(stop_rx));
-    until(Duration::from_secs(20), || {
-        server
-            .seen
-            .lock()
-            .map(|s| {
-                s.iter()
-                    .any(|x| x.path == "/o/log" && x.body["node_key"] == "k2")
-            })
-            .unwrap_or(false)
-    })
+    gatehouse_testkit::until(
+        "a log POST with the new key",
+        Duration::from_secs(20),
+        async || {
+            server
+                .seen
+                .lock()
+                .map(|s| {
+                    s.iter()
+                        .any(|x| x.path == "/o/log" && x.body["node_key"] == "k2")
+                })
+                .unwrap_or(false)
+        },
+    )
     .await;
     let seen = server.seen.lock().map(|s| s.clone()).unwrap_or_default();
     let enrolls: Vec<&Seen> = seen.iter().filter(|x| x.path == "/o/enroll").collect();
@@ -405,7 +402,7 @@ async fn a_dropped_connection_is_retried_once_and_an_empty_body_counts_as_succes
     let agent = Agent::new(Machine::new(3, &OsMix::default(), 1), f.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(agent.clone().run(stop_rx));
-    until(Duration::from_secs(20), || {
+    gatehouse_testkit::until("two log POSTs", Duration::from_secs(20), async || {
         count(&server.seen, "/o/log") >= 2
     })
     .await;
@@ -431,7 +428,10 @@ async fn a_dropped_connection_is_retried_once_and_an_empty_body_counts_as_succes
         (1, 1, 0),
         "re-sent by the transport, not retried by the plugin"
     );
-    until(Duration::from_secs(20), || agent.buffered() == 0).await;
+    gatehouse_testkit::until("the buffer emptied", Duration::from_secs(20), async || {
+        agent.buffered() == 0
+    })
+    .await;
     let _ = stop_tx.send(true);
     let _ = task.await;
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use gatehouse_proto::v1 as pb;
 use gatehouse_proto::v1::admin_client::AdminClient;
-use gatehouse_tests::{Agent, TestServer};
+use gatehouse_tests::{Agent, TestServer, eventually};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -191,16 +191,14 @@ async fn campaign_answers_stream_over_sse_and_grpc_and_running_campaigns_are_lim
 
     // b was offline; it polls now, gets the query and answers: the
     // watchers see it and the stream ends with nobody left out.
-    let mut seen_ids = Vec::new();
-    while seen_ids.is_empty() {
+    eventually(Duration::from_secs(20), || async {
         let r = b.read().await?.json.unwrap_or_default();
-        if let Some(q) = r["queries"].as_object()
-            && q.contains_key(&id)
-        {
-            seen_ids.push(id.clone());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        Ok(r["queries"]
+            .as_object()
+            .is_some_and(|q| q.contains_key(&id))
+            .then_some(()))
+    })
+    .await?;
     let w = b
         .write(json!({"queries": {id.clone(): [{"v": "from-b"}]}, "statuses": {id.clone(): 0}}))
         .await?;

@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gatehouse::config::ServeConfig;
 use gatehouse_bus::nats_test_server::NatsTestServer;
@@ -44,19 +44,11 @@ impl Proc {
     }
 
     /// Waits for the process to exit; its exit status.
-    fn wait_exit(&mut self, within: Duration) -> anyhow::Result<std::process::ExitStatus> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(s) = self.child.try_wait()? {
-                return Ok(s);
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "{} did not exit within {within:?}",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    async fn wait_exit(&mut self, within: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let what = format!("{} exited", self.name);
+        gatehouse_testkit::eventually(&what, within, async || self.child.try_wait())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
     }
 }
 
@@ -106,24 +98,20 @@ impl Cluster {
 
 async fn ready(http: &reqwest::Client, p: &mut Proc, c: &Cluster) -> anyhow::Result<()> {
     let url = format!("http://127.0.0.1:{}/readyz", p.ops);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let what = format!("{} ready", p.name);
+    gatehouse_testkit::eventually(&what, Duration::from_secs(30), async || {
         if let Ok(r) = http.get(&url).send().await
             && r.status().is_success()
         {
-            return Ok(());
+            return Ok(Some(()));
         }
-        if let Some(s) = p.child.try_wait()? {
-            anyhow::bail!("{} exited ({s}):\n{}", p.name, c.log_of(&p.name));
+        match p.child.try_wait()? {
+            Some(s) => anyhow::bail!("{} exited ({s}):\n{}", p.name, c.log_of(&p.name)),
+            None => Ok(None),
         }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "{} not ready after 30 s:\n{}",
-            p.name,
-            c.log_of(&p.name)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}:\n{}", c.log_of(&p.name)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,7 +231,7 @@ ingest_ack_wait_ms = 2000
     let before = status(h0.ops).await?;
     assert!(!before.shards.is_empty(), "{before:?}");
     h0.sigterm()?;
-    let code = h0.wait_exit(Duration::from_secs(30))?;
+    let code = h0.wait_exit(Duration::from_secs(30)).await?;
     assert!(
         code.success(),
         "hostd-0 exited {code}:\n{}",
@@ -260,7 +248,7 @@ ingest_ack_wait_ms = 2000
     // Every role drains and exits 0 on SIGTERM.
     for p in [&mut edge, &mut api, &mut h1, &mut ingest] {
         p.sigterm()?;
-        let code = p.wait_exit(Duration::from_secs(40))?;
+        let code = p.wait_exit(Duration::from_secs(40)).await?;
         assert!(
             code.success(),
             "{} exited {code}:\n{}",

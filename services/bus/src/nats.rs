@@ -3,8 +3,8 @@
 //! Subjects, wildcards, queue groups, request/reply and no-responders are
 //! NATS's own; this adapter only maps errors and turns each subscription
 //! into the port's channel. `subscribe` returns once the server has the
-//! subscription (a flush), so a message published by any process after it
-//! returns is delivered.
+//! subscription (a round trip through the server, not only a flush), so a
+//! message published by any process after it returns is delivered.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -89,6 +89,32 @@ fn unavailable(e: impl std::fmt::Display) -> BusError {
 }
 
 impl NatsBus {
+    /// Returns once the server has processed everything this connection
+    /// sent before (a flush only hands the bytes to the socket): a probe
+    /// published to this connection's own inbox comes back only after the
+    /// server handled the commands ahead of it, such as a new
+    /// subscription.
+    async fn barrier(&self) -> Result<(), BusError> {
+        let inbox = self.client.new_inbox();
+        let mut probe = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(unavailable)?;
+        self.client
+            .publish(inbox, Bytes::new())
+            .await
+            .map_err(unavailable)?;
+        self.client.flush().await.map_err(unavailable)?;
+        match tokio::time::timeout(Duration::from_secs(10), probe.next()).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(BusError::Closed),
+            Err(_) => Err(BusError::Unavailable(
+                "the server did not confirm a subscription within 10 s".into(),
+            )),
+        }
+    }
+
     /// Connects; reconnects by itself afterwards (async-nats retries
     /// forever and buffers publishes while disconnected).
     pub async fn connect(cfg: &NatsConfig) -> Result<Self, BusError> {
@@ -199,8 +225,7 @@ impl Bus for NatsBus {
                 .await
                 .map_err(unavailable)?,
         };
-        // The server has the subscription once the flush returns.
-        self.client.flush().await.map_err(unavailable)?;
+        self.barrier().await?;
         let (tx, rx) = mpsc::channel(SUBSCRIPTION_BUFFER);
         let client = self.client.clone();
         let task = tokio::spawn(async move {

@@ -735,7 +735,7 @@ mod tests {
         let ok: Condition = serde_json::from_value(serde_json::json!(
             {"all": [{"column": "path", "op": "begins_with", "value": "/tmp/"}, {"any": []}]}
         ))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
         assert_eq!(
             serde_json::to_value(&ok).ok(),
             Some(

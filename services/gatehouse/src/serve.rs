@@ -300,16 +300,16 @@ mod tests {
     /// Secrets are printed when they were generated, and only then.
     #[test]
     fn secrets_are_printed_on_the_first_start_only() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
         let cfg = ServeConfig {
             data_dir: dir.path().join("data"),
             ..ServeConfig::default()
         };
         let addr: std::net::SocketAddr = ([127, 0, 0, 1], 8443).into();
-        let first = crate::bootstrap::prepare(&cfg).unwrap_or_else(|e| panic!("{e}"));
+        let first = crate::bootstrap::prepare(&cfg).unwrap();
         let text = banner(&cfg, &first, addr, addr);
         assert!(text.contains(&first.admin_token) && text.contains(&first.enroll_secret));
-        let again = crate::bootstrap::prepare(&cfg).unwrap_or_else(|e| panic!("{e}"));
+        let again = crate::bootstrap::prepare(&cfg).unwrap();
         assert!(!again.created);
         let text = banner(&cfg, &again, addr, addr);
         assert!(!text.contains(&again.admin_token), "{text}");

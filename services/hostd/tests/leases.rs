@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gatehouse_bus::leases::{InProcLeases, LeaseTtls};
 use gatehouse_bus::nats_test_server::NatsTestServer;
@@ -59,10 +59,11 @@ fn in_process_pair() -> (Leases, Leases, Arc<ShiftedClock>) {
 
 /// Runs rebalance rounds (handing over at once) until nothing changes.
 async fn settle(members: &[&Leases]) {
-    let deadline = Instant::now() + Duration::from_secs(20);
     // The first round only announces members; later rounds see them all.
-    for round in 0.. {
+    let mut round = 0;
+    gatehouse_testkit::until("the shards settled", Duration::from_secs(20), async || {
         let mut changed = round == 0;
+        round += 1;
         for m in members {
             let r = ok(m.rebalance().await);
             for shard in &r.to_release {
@@ -71,12 +72,9 @@ async fn settle(members: &[&Leases]) {
             changed |= !r.acquired.is_empty() || !r.to_release.is_empty() || !r.lost.is_empty();
         }
         let covered: usize = members.iter().map(|m| m.held().len()).sum();
-        if !changed && covered == SHARDS as usize {
-            return;
-        }
-        assert!(Instant::now() < deadline, "shards did not settle");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        !changed && covered == SHARDS as usize
+    })
+    .await;
 }
 
 fn assert_partition(members: &[&Leases]) {
