@@ -176,6 +176,18 @@ fn log_type(s: &Seen) -> &str {
     s.body["log_type"].as_str().unwrap_or("")
 }
 
+/// The log POSTs of `log_type` seen so far, in order.
+fn logs_of(seen: &Arc<Mutex<Vec<Seen>>>, log_type_: &str) -> Vec<Seen> {
+    seen.lock()
+        .map(|s| {
+            s.iter()
+                .filter(|x| x.path == "/o/log" && log_type(x) == log_type_)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A config with many differential queries: the first run of each adds
 /// every row, so the first flush finds more than 1024 result lines.
 fn big_config() -> Value {
@@ -222,16 +234,7 @@ async fn logger_backs_off_k_squared_periods_and_resends_the_same_lines() {
         count(&server.seen, "/o/log") >= 6
     })
     .await;
-    let results: Vec<Seen> = server
-        .seen
-        .lock()
-        .map(|s| {
-            s.iter()
-                .filter(|x| x.path == "/o/log" && log_type(x) == "result")
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_default();
+    let results = logs_of(&server.seen, "result");
     assert!(results.len() >= 4, "{}", results.len());
     // Pauses of k² periods after the k-th failure: 1, 4, 9 periods skipped.
     let gaps: Vec<f64> = results
@@ -258,31 +261,10 @@ async fn logger_backs_off_k_squared_periods_and_resends_the_same_lines() {
     gatehouse_testkit::until(
         "the rest of the results posted",
         Duration::from_secs(20),
-        async || {
-            server
-                .seen
-                .lock()
-                .map(|s| {
-                    s.iter()
-                        .filter(|x| x.path == "/o/log" && log_type(x) == "result")
-                        .count()
-                        >= 5
-                })
-                .unwrap_or(false)
-        },
+        async || logs_of(&server.seen, "result").len() >= 5,
     )
     .await;
-    let fifth = server
-        .seen
-        .lock()
-        .map(|s| {
-            s.iter()
-                .filter(|x| x.path == "/o/log" && log_type(x) == "result")
-                .nth(4)
-                .cloned()
-        })
-        .ok()
-        .flatten();
+    let fifth = logs_of(&server.seen, "result").into_iter().nth(4);
     // The first run's remaining 596 lines, plus whatever later scheduled
     // runs added meanwhile (simulated time runs at 100x, so a slow machine
     // sees more of it); none repeats the acknowledged batch.
@@ -297,16 +279,7 @@ async fn logger_backs_off_k_squared_periods_and_resends_the_same_lines() {
     );
     // Status lines waited while results filled the cap, and went out
     // separately even while results were failing.
-    let statuses: Vec<Seen> = server
-        .seen
-        .lock()
-        .map(|s| {
-            s.iter()
-                .filter(|x| x.path == "/o/log" && log_type(x) == "status")
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_default();
+    let statuses = logs_of(&server.seen, "status");
     assert!(!statuses.is_empty());
     assert!(
         statuses[0].at > results[3].at,
@@ -336,14 +309,10 @@ async fn node_invalid_wipes_the_key_and_the_agent_reenrolls_then_resends() {
         "a log POST with the new key",
         Duration::from_secs(20),
         async || {
-            server
-                .seen
-                .lock()
-                .map(|s| {
-                    s.iter()
-                        .any(|x| x.path == "/o/log" && x.body["node_key"] == "k2")
-                })
-                .unwrap_or(false)
+            ["result", "status"]
+                .iter()
+                .flat_map(|t| logs_of(&server.seen, t))
+                .any(|x| x.body["node_key"] == "k2")
         },
     )
     .await;

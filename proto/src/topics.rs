@@ -96,6 +96,10 @@ pub const HOST_ENROLLED: Topic<v1::HostEnrolled> = Topic::new("gatehouse.events.
 pub const CAMPAIGN_ANSWERS: TopicFamily<v1::CampaignAnswer> =
     TopicFamily::new("gatehouse.events.results");
 
+/// A campaign was cancelled (every hostd listens).
+pub const CAMPAIGN_CANCELLED: Topic<v1::CampaignCancelled> =
+    Topic::new("gatehouse.events.campaign.cancelled");
+
 /// The rule definitions changed.
 pub const RULES_CHANGED: Topic<v1::RulesChanged> = Topic::new("gatehouse.events.rules");
 
@@ -131,6 +135,7 @@ mod tests {
             HOST_ENROLLED.subject().to_owned(),
             CAMPAIGN_ANSWERS.every(),
             RULES_CHANGED.subject().to_owned(),
+            CAMPAIGN_CANCELLED.subject().to_owned(),
             LOG_RESULTS.subject().to_owned(),
             LOG_STATUS.subject().to_owned(),
         ];

@@ -240,3 +240,156 @@ async fn campaign_answers_stream_over_sse_and_grpc_and_running_campaigns_are_lim
     assert_eq!(code, 404);
     Ok(())
 }
+
+/// Cancelling a campaign: only its creator or an admin may; hosts that
+/// have not answered are no longer asked (their deliveries expire); an
+/// answer already given stays; the watch ends; a second cancel changes
+/// nothing; the audit log records it; `ctl campaigns cancel` does the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_campaign_stops_asking_hosts_and_ends_its_watch() -> anyhow::Result<()> {
+    let s = TestServer::start().await?;
+    let olga = s.user_token("olga", "operator").await?;
+    let otto = s.user_token("otto", "operator").await?;
+    let mut a = s.agent(1);
+    let mut b = s.agent(2);
+    anyhow::ensure!(a.enroll().await?.agent_success());
+    anyhow::ensure!(b.enroll().await?.agent_success());
+    let (code, c) = s
+        .call(
+            &olga,
+            Method::POST,
+            "/api/v1/campaigns",
+            Some(json!({"sql": "SELECT 1 AS v", "all": true})),
+        )
+        .await?;
+    assert_eq!(code, 201, "{c}");
+    let id = c["id"].as_str().unwrap_or_default().to_owned();
+    let resp = s
+        .http
+        .get(format!("{}/api/v1/campaigns/{id}/events", s.api_url))
+        .bearer_auth(&olga)
+        .send()
+        .await?;
+    let mut sse = sse_events(resp);
+    next_event(&mut sse, "progress").await?;
+    // a answers; b never polls before the cancellation.
+    assert_eq!(answer(&a, "from-a").await?, id);
+
+    let (code, e) = s
+        .call(
+            &otto,
+            Method::DELETE,
+            &format!("/api/v1/campaigns/{id}"),
+            None,
+        )
+        .await?;
+    assert_eq!(code, 403, "{e}");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("started by olga"),
+        "{e}"
+    );
+    let (code, cancelled) = s
+        .call(
+            &olga,
+            Method::DELETE,
+            &format!("/api/v1/campaigns/{id}"),
+            None,
+        )
+        .await?;
+    assert_eq!(code, 200, "{cancelled}");
+    assert_eq!(cancelled["cancelled_by"], "olga");
+    assert!(cancelled["cancelled_at"].as_i64().is_some_and(|t| t > 0));
+    assert_eq!(cancelled["expired"], true);
+
+    // The watch ends, naming b as the host that never answered.
+    let done = next_event(&mut sse, "done").await?;
+    assert_eq!(done["expired"], true, "{done}");
+    assert_eq!(done["non_responders"], json!([b.host_id()]), "{done}");
+    // b polls now and is not asked.
+    let r = b.read().await?.json.unwrap_or_default();
+    assert!(
+        r["queries"]
+            .as_object()
+            .is_none_or(|q| !q.contains_key(&id)),
+        "a cancelled campaign was still delivered: {r}"
+    );
+    let (_, d) = s
+        .api(Method::GET, &format!("/api/v1/campaigns/{id}"), None)
+        .await?;
+    assert_eq!(d["coverage"]["answered"], 1, "{d}");
+    assert_eq!(d["coverage"]["expired"], 1, "{d}");
+    let (_, results) = s
+        .api(
+            Method::GET,
+            &format!("/api/v1/campaigns/{id}/results"),
+            None,
+        )
+        .await?;
+    assert_eq!(results.as_array().map(Vec::len), Some(1), "{results}");
+
+    // Again: nothing changes. An admin may cancel anyone's campaign.
+    let (code, again) = s
+        .api(Method::DELETE, &format!("/api/v1/campaigns/{id}"), None)
+        .await?;
+    assert_eq!(code, 200, "{again}");
+    assert_eq!(again["cancelled_at"], cancelled["cancelled_at"]);
+    assert_eq!(again["cancelled_by"], "olga");
+    let (code, _) = s
+        .api(Method::DELETE, "/api/v1/campaigns/nope", None)
+        .await?;
+    assert_eq!(code, 404);
+    let (_, audit) = s.api(Method::GET, "/api/v1/audit?limit=50", None).await?;
+    let actions: Vec<String> = audit
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            format!(
+                "{} {} {} {}",
+                e["action"], e["actor"], e["target"], e["outcome"]
+            )
+        })
+        .collect();
+    assert!(
+        actions
+            .iter()
+            .any(|a| a.contains("campaign.cancel") && a.contains("otto")),
+        "the refusal is audited: {actions:?}"
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|a| a.contains("campaign.cancel") && a.contains("olga")),
+        "{actions:?}"
+    );
+
+    // The same from ctl, as the admin.
+    let (_, c2) = s
+        .api(
+            Method::POST,
+            "/api/v1/campaigns",
+            Some(json!({"sql": "SELECT 2", "all": true})),
+        )
+        .await?;
+    let id2 = c2["id"].as_str().unwrap_or_default().to_owned();
+    let out = std::process::Command::new(gatehouse_tests::gatehouse_bin()?)
+        .args(["ctl", "campaigns", "cancel", &id2])
+        .env_clear()
+        .env("GATEHOUSE_URL", &s.api_url)
+        .env("GATEHOUSE_TOKEN", &s.boot.admin_token)
+        .env("GATEHOUSE_CA", &s.boot.ca_path)
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&id2) && text.contains("admin"), "{text}");
+    s.stop().await?;
+    Ok(())
+}

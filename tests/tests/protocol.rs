@@ -443,11 +443,20 @@ async fn carve_with_out_of_order_and_repeated_blocks_is_assembled_and_hashed() -
     let data: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
     let block_size = 8192usize;
     let blocks: Vec<&[u8]> = data.chunks(block_size).collect();
+    // The carve answers a live query that names the path.
+    let (_, campaign) = s
+        .api(
+            reqwest::Method::POST,
+            "/api/v1/campaigns",
+            Some(json!({"sql": "SELECT * FROM carves WHERE path = '/etc/hosts' AND carve = 1", "all": true})),
+        )
+        .await?;
+    let request_id = campaign["id"].as_str().unwrap_or_default().to_owned();
     let begin = a
         .post(
             &a.paths.carve_begin.clone(),
             json!({"block_count": blocks.len(), "block_size": block_size, "carve_size": data.len(),
-                   "carve_id": "e6e12098-40fc-4ef7-837d-e0ed42cee879", "request_id": "8336d164-7f61-424c-8eee-24bd0c6202d8"}),
+                   "carve_id": "e6e12098-40fc-4ef7-837d-e0ed42cee879", "request_id": request_id}),
         )
         .await?;
     let session = begin
@@ -458,7 +467,7 @@ async fn carve_with_out_of_order_and_repeated_blocks_is_assembled_and_hashed() -
         .to_owned();
     assert!(!session.is_empty(), "{begin:?}");
     for id in [2usize, 0, 0, 1, 2] {
-        let body = json!({"block_id": id, "session_id": session, "request_id": "8336d164-7f61-424c-8eee-24bd0c6202d8",
+        let body = json!({"block_id": id, "session_id": session, "request_id": request_id,
                           "data": base64::engine::general_purpose::STANDARD.encode(blocks[id])});
         // Carve blocks carry no node_key in the body; the header has it.
         let r = a
@@ -527,9 +536,56 @@ async fn carve_with_out_of_order_and_repeated_blocks_is_assembled_and_hashed() -
         block.extend_from_slice(&chunk.data);
     }
     assert_eq!(block, blocks[2]);
-    assert_eq!(
-        s.get("/api/v1/carves").await?.as_array().map(Vec::len),
-        Some(1)
+    let listed = s.get("/api/v1/carves").await?;
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+    assert_eq!(listed[0]["path"], "/etc/hosts", "{listed}");
+    assert_eq!(listed[0]["hostname"], "web-01.example.com", "{listed}");
+
+    // ctl lists it by host name and path, and downloads it (checked).
+    let ctl = |args: &[&str]| {
+        std::process::Command::new(gatehouse_tests::gatehouse_bin()?)
+            .arg("ctl")
+            .args(args)
+            .env_clear()
+            .env("GATEHOUSE_URL", &s.api_url)
+            .env("GATEHOUSE_TOKEN", &s.boot.admin_token)
+            .env("GATEHOUSE_CA", &s.boot.ca_path)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(anyhow::Error::from)
+    };
+    let out = ctl(&["carves", "list"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("/etc/hosts") && text.contains("web-01.example.com"),
+        "{text}"
+    );
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("hosts.tar");
+    let out = ctl(&[
+        "carves",
+        "download",
+        &session,
+        "-o",
+        &file.display().to_string(),
+    ])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&file)?, data);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&gatehouse_core::ids::sha256_hex(&data)),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = ctl(&["carves", "download", "no-such-carve"])?;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("404"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 
     // A block of the wrong size, an unknown session, a wrong block count,

@@ -432,6 +432,92 @@ async fn enrollments_fire_rules_and_grpc_manages_rules_and_reads_alerts() -> any
             .all(|x| x.event == "host_enrolled" && x.actions[0].state == "delivered")
     );
 
+    // Turned off (gRPC), a rule fires nothing; turned on again (REST), it
+    // fires. The engine's gauge says when it has the change.
+    let enabled_rules = |want: &'static str| {
+        let url = format!("{}/metrics", s.ops_url);
+        async move {
+            eventually(Duration::from_secs(10), || async {
+                let m = reqwest::get(&url).await?.text().await?;
+                Ok(m.lines()
+                    .any(|l| l == format!("gatehouse_rules_enabled {want}"))
+                    .then_some(()))
+            })
+            .await
+        }
+    };
+    let e = grpc
+        .set_rule_enabled(as_user(
+            &bob,
+            pb::RuleSwitch {
+                name: "new-host".into(),
+                enabled: false,
+            },
+        )?)
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("accepted"))?;
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    let off = grpc
+        .set_rule_enabled(as_user(
+            &admin,
+            pb::RuleSwitch {
+                name: "new-host".into(),
+                enabled: false,
+            },
+        )?)
+        .await?
+        .into_inner();
+    assert!(!off.enabled);
+    enabled_rules("0").await?;
+    let mut c = s.agent(3);
+    anyhow::ensure!(c.enroll().await?.agent_success());
+    let (code, on) = s
+        .api(
+            Method::PUT,
+            "/api/v1/rules/new-host/enabled",
+            Some(json!({"enabled": true})),
+        )
+        .await?;
+    assert_eq!(code, 200, "{on}");
+    assert_eq!(on["enabled"], true);
+    let (code, e) = s
+        .api(
+            Method::PUT,
+            "/api/v1/rules/nope/enabled",
+            Some(json!({"enabled": true})),
+        )
+        .await?;
+    assert_eq!(code, 404, "{e}");
+    enabled_rules("1").await?;
+    let mut d = s.agent(4);
+    anyhow::ensure!(d.enroll().await?.agent_success());
+    // Enrollments are evaluated in order: once d's alert is in, c's
+    // enrollment was evaluated (while the rule was off).
+    let alerts = eventually(Duration::from_secs(10), || async {
+        let r = grpc
+            .clone()
+            .list_alerts(as_user(
+                &bob,
+                pb::ListAlertsRequest {
+                    limit: 100,
+                    ..Default::default()
+                },
+            )?)
+            .await?
+            .into_inner();
+        Ok(r.alerts
+            .iter()
+            .any(|x| x.host_id == d.host_id())
+            .then_some(r.alerts))
+    })
+    .await?;
+    assert!(
+        alerts.iter().all(|x| x.host_id != c.host_id()),
+        "a disabled rule fired: {alerts:?}"
+    );
+    assert_eq!(alerts.len(), 3);
+
     // Dead letters over gRPC are admin-only; deleting a rule is audited.
     let e = grpc
         .list_dead_letters(as_user(&bob, pb::Empty {})?)

@@ -188,13 +188,27 @@ pub struct Campaign {
     pub targets: Targets,
     pub target_count: u64,
     pub created_at: i64,
+    /// When it ends: its deadline, or the time it was cancelled.
     pub expires_at: i64,
     pub created_by: String,
+    /// When an operator cancelled it (ms); `expires_at` is then no later,
+    /// so its unanswered deliveries expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_by: Option<String>,
 }
 
 impl Campaign {
     pub fn is_expired(&self, now: i64) -> bool {
         now >= self.expires_at
+    }
+
+    /// Ends it now on `by`'s word: unanswered hosts are no longer asked.
+    pub fn cancel(&mut self, by: &str, now: i64) {
+        self.cancelled_at = Some(now);
+        self.cancelled_by = Some(by.to_owned());
+        self.expires_at = self.expires_at.min(now);
     }
 }
 

@@ -196,6 +196,9 @@ pub trait CampaignStore: Send + Sync {
     /// Stores the campaign and a queued delivery for each target.
     async fn create_campaign(&self, c: &Campaign, targets: &[HostId]) -> StoreResult<()>;
     async fn get_campaign(&self, id: &str) -> StoreResult<Option<Campaign>>;
+    /// Rewrites an existing campaign's record (its deliveries are left as
+    /// they are); false when there is no such campaign.
+    async fn update_campaign(&self, c: &Campaign) -> StoreResult<bool>;
     async fn list_campaigns(&self, limit: usize) -> StoreResult<Vec<Campaign>>;
     /// Deliveries for `host` that are not final yet, with their campaigns.
     async fn open_deliveries(&self, host: &HostId) -> StoreResult<Vec<(Campaign, Delivery)>>;

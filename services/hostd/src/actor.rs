@@ -103,6 +103,9 @@ pub enum HostMsg {
     },
     /// A campaign now targets this host.
     CampaignQueued(Box<Campaign>),
+    /// A campaign was cancelled: it ended at `ended_at` (ms), so an
+    /// unanswered delivery expires instead of being sent again.
+    CampaignEnded { campaign_id: String, ended_at: i64 },
     /// Periodic housekeeping (last-seen flush, passivation).
     Tick,
 }
@@ -760,6 +763,14 @@ impl Actor for HostActor {
                             tracing::warn!(host = %state.id, error = %e, "campaign delivery lookup failed")
                         }
                     }
+                }
+            }
+            HostMsg::CampaignEnded {
+                campaign_id,
+                ended_at,
+            } => {
+                if let Some((c, _)) = state.pending.get_mut(&campaign_id) {
+                    c.expires_at = c.expires_at.min(ended_at);
                 }
             }
             HostMsg::Tick => {

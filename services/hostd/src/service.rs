@@ -9,7 +9,7 @@ use bytes::Bytes;
 use gatehouse_core::HostId;
 use gatehouse_core::nodekey::NodeKeys;
 use gatehouse_core::ports::{Bus, BusError, BusMessage, Store};
-use gatehouse_proto::topics::{CAMPAIGN_CREATED, CONFIG_CHANGED};
+use gatehouse_proto::topics::{CAMPAIGN_CANCELLED, CAMPAIGN_CREATED, CONFIG_CHANGED};
 use gatehouse_proto::v1::{
     CampaignCreated, FailureKind, HostReply, HostRequest, host_reply, host_request,
 };
@@ -187,6 +187,17 @@ impl Router {
         }
     }
 
+    /// Tells every live actor that a campaign ended (those holding it
+    /// stop asking their host).
+    pub(crate) fn campaign_cancelled(&self, campaign_id: &str, ended_at: i64) {
+        for (_, actor) in self.ctx.registry.hosts() {
+            let _ = actor.send_message(HostMsg::CampaignEnded {
+                campaign_id: campaign_id.to_owned(),
+                ended_at,
+            });
+        }
+    }
+
     /// Stops (persisting) the actors whose host is in `shard`.
     pub(crate) async fn stop_shard(&self, shard: u32, shards: u32, timeout: Duration) -> usize {
         let actors: Vec<_> = self
@@ -351,6 +362,7 @@ pub async fn run(cfg: HostdConfig, deps: HostdDeps, shutdown: Shutdown) -> Resul
     let router = Router::new(ctx.clone(), cfg.call_timeout);
     let mut campaigns = bus.subscribe(CAMPAIGN_CREATED.subject(), None).await?;
     let mut configs = bus.subscribe(CONFIG_CHANGED.subject(), None).await?;
+    let mut cancelled = bus.subscribe(CAMPAIGN_CANCELLED.subject(), None).await?;
     let (mut serving, mut requests) =
         Serving::start(ownership, bus, cfg.drain_timeout, metrics.clone()).await?;
     if let Err(e) = ctx.configs.refresh_generation().await {
@@ -388,6 +400,12 @@ pub async fn run(cfg: HostdConfig, deps: HostdDeps, shutdown: Shutdown) -> Resul
             },
             m = configs.next() => if let Some(m) = m {
                 on_config(&ctx, m);
+            },
+            m = cancelled.next() => if let Some(m) = m {
+                match CAMPAIGN_CANCELLED.decode(m.payload) {
+                    Ok(c) => router.campaign_cancelled(&c.campaign_id, c.ended_at),
+                    Err(e) => tracing::warn!(error = %e, "undecodable cancellation broadcast"),
+                }
             },
             _ = poll.tick() => {
                 gauges(&router);

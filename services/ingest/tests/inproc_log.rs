@@ -45,6 +45,33 @@ fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
     }
 }
 
+/// An ingest draining the rig's log into its store.
+struct Ingest {
+    shutdown: Shutdown,
+    task: tokio::task::JoinHandle<Result<(), gatehouse_core::ports::SinkError>>,
+}
+
+impl Ingest {
+    fn start(r: &Rig, metrics: &Metrics) -> Self {
+        let shutdown = Shutdown::new();
+        let task = tokio::spawn(consume(
+            r.log.clone(),
+            r.store.clone(),
+            ConsumerConfig::default(),
+            None,
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+        Self { shutdown, task }
+    }
+
+    /// Stops it (batches in hand are finished first).
+    async fn stop(self) {
+        self.shutdown.trigger();
+        ok(ok(self.task.await));
+    }
+}
+
 fn rig(stream: StreamConfig) -> Rig {
     let clock = Arc::new(ShiftedClock::new());
     let dir = ok(tempfile::tempdir());
@@ -87,15 +114,7 @@ async fn batches_flow_once_and_a_crashed_consumers_batch_comes_back_after_the_ac
 
     // Past the ack wait another ingest gets it and writes it once.
     r.clock.advance(Duration::from_secs(31));
-    let shutdown = Shutdown::new();
-    let task = tokio::spawn(consume(
-        r.log.clone(),
-        r.store.clone(),
-        ConsumerConfig::default(),
-        None,
-        metrics.clone(),
-        shutdown.clone(),
-    ));
+    let ingest = Ingest::start(&r, &metrics);
     gatehouse_testkit::until("the batch stored", Duration::from_secs(10), async || {
         r.log.backlog().await.unwrap() == 0
     })
@@ -112,8 +131,7 @@ async fn batches_flow_once_and_a_crashed_consumers_batch_comes_back_after_the_ac
     ] {
         assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
     }
-    shutdown.trigger();
-    task.await.unwrap().unwrap();
+    ingest.stop().await;
 }
 
 #[tokio::test]
@@ -151,22 +169,13 @@ async fn a_full_log_pushes_back_and_an_undecodable_batch_is_terminated() {
     assert!(refused, "the full log refused a batch");
     assert!(accepted > 0);
 
-    let shutdown = Shutdown::new();
-    let task = tokio::spawn(consume(
-        r.log.clone(),
-        r.store.clone(),
-        ConsumerConfig::default(),
-        None,
-        metrics.clone(),
-        shutdown.clone(),
-    ));
+    let ingest = Ingest::start(&r, &metrics);
     gatehouse_testkit::until("the log drained", Duration::from_secs(10), async || {
         r.log.backlog().await.unwrap() == 0
     })
     .await;
     assert_eq!(lines_of(&r.store, &host).await, accepted * 5);
-    shutdown.trigger();
-    task.await.unwrap().unwrap();
+    ingest.stop().await;
 }
 
 /// A batch an edge of the previous release appended as JSON (still in the
@@ -185,15 +194,7 @@ async fn a_json_batch_from_an_older_edge_is_still_ingested() {
         )
         .await);
     let metrics = Metrics::new();
-    let shutdown = Shutdown::new();
-    let task = tokio::spawn(consume(
-        r.log.clone(),
-        r.store.clone(),
-        ConsumerConfig::default(),
-        None,
-        metrics.clone(),
-        shutdown.clone(),
-    ));
+    let ingest = Ingest::start(&r, &metrics);
     gatehouse_testkit::until("the batch stored", Duration::from_secs(10), async || {
         r.log.backlog().await.unwrap() == 0
     })
@@ -207,6 +208,5 @@ async fn a_json_batch_from_an_older_edge_is_still_ingested() {
         "{}",
         metrics.render()
     );
-    shutdown.trigger();
-    ok(ok(task.await));
+    ingest.stop().await;
 }

@@ -209,10 +209,15 @@ impl Engine {
             }
         }
         let n = compiled.len();
+        let enabled = compiled.iter().filter(|c| c.rule.enabled).count();
         self.inner
             .metrics
             .loaded
             .set(i64::try_from(n).unwrap_or(i64::MAX));
+        self.inner
+            .metrics
+            .enabled
+            .set(i64::try_from(enabled).unwrap_or(i64::MAX));
         if let Ok(mut w) = self.inner.rules.write() {
             *w = Arc::new(RuleSet::new(compiled));
         }

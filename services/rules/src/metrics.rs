@@ -31,6 +31,7 @@ pub struct Metrics {
     pub delivery_seconds: Histogram,
     pub pending: Gauge,
     pub loaded: Gauge,
+    pub enabled: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -69,6 +70,7 @@ impl Metrics {
                 "Alerts with webhooks waiting to be delivered",
             ),
             loaded: m.gauge("rules_loaded", "Rules loaded by the engine"),
+            enabled: m.gauge("rules_enabled", "Loaded rules that are enabled (evaluated)"),
         }
     }
 }

@@ -674,6 +674,8 @@ async fn campaigns(store: &dyn Store) {
         created_at: 10,
         expires_at: 1_000,
         created_by: "admin".into(),
+        cancelled_at: None,
+        cancelled_by: None,
     };
     ok(store.create_campaign(&c, &[h1.clone(), h2.clone()]).await);
     let c2 = Campaign {
@@ -744,6 +746,24 @@ async fn campaigns(store: &dyn Store) {
     d2.finished_at = Some(2_000);
     ok(store.put_delivery(&d2, Fence::NONE).await);
     assert!(ok(store.open_deliveries(&h2).await).is_empty());
+
+    // A cancelled campaign's record is rewritten; its deliveries stay.
+    let mut cancelled = c2.clone();
+    cancelled.cancel("alice", 30);
+    assert!(ok(store.update_campaign(&cancelled).await));
+    assert_eq!(
+        ok(store.get_campaign("camp2").await),
+        Some(cancelled.clone())
+    );
+    let listed = ok(store.list_campaigns(10).await);
+    assert_eq!(listed.first(), Some(&cancelled), "listed as rewritten");
+    assert_eq!(ok(store.list_deliveries("camp2").await).len(), 1);
+    let ghost = Campaign {
+        id: "never-created".into(),
+        ..cancelled
+    };
+    assert!(!ok(store.update_campaign(&ghost).await));
+    assert_eq!(ok(store.get_campaign("never-created").await), None);
 }
 
 /// A deposed owner (smaller token) writing after its successor: its record,
@@ -801,6 +821,8 @@ async fn fencing(store: &dyn Store, sem: Semantics, report: &mut Report) {
         created_at: 100,
         expires_at: i64::MAX,
         created_by: "conformance".into(),
+        cancelled_at: None,
+        cancelled_by: None,
     };
     ok(store.create_campaign(&c, std::slice::from_ref(&h.id)).await);
     let mut d = ok(store.get_delivery(&c.id, &h.id).await).expect("delivery");

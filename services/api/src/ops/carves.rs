@@ -38,10 +38,58 @@ pub(super) fn entries() -> Vec<Entry> {
     ]
 }
 
+/// A carve with what an operator recognises it by: the host's name and
+/// the path its live query asked for.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct CarveView {
+    #[serde(flatten)]
+    pub session: CarveSession,
+    pub hostname: String,
+    /// From the requesting campaign's SQL (`path = '...'` or
+    /// `path LIKE '...'`); absent when it names none or is gone.
+    pub path: Option<String>,
+}
+
+impl Admin {
+    async fn carve_view(&self, session: CarveSession) -> Result<CarveView, ApiError> {
+        let hostname = self
+            .store
+            .get_host(&session.host_id)
+            .await?
+            .map(|h| h.hostname)
+            .unwrap_or_default();
+        let path = match session.request_id.as_str() {
+            "" => None,
+            id => self
+                .store
+                .get_campaign(id)
+                .await?
+                .and_then(|c| gatehouse_core::carves::requested_path(&c.sql)),
+        };
+        Ok(CarveView {
+            session,
+            hostname,
+            path,
+        })
+    }
+}
+
+impl IntoPb for CarveView {
+    type Pb = pb::Carve;
+    fn into_pb(self) -> pb::Carve {
+        let mut c = self.session.into_pb();
+        c.hostname = self.hostname;
+        c.path = self.path;
+        c
+    }
+}
+
 impl IntoPb for CarveSession {
     type Pb = pb::Carve;
     fn into_pb(self) -> pb::Carve {
         pb::Carve {
+            hostname: String::new(),
+            path: None,
             session_id: self.session_id,
             host_id: self.host_id.to_string(),
             carve_id: self.carve_id,
@@ -59,7 +107,7 @@ impl IntoPb for CarveSession {
     }
 }
 
-impl IntoPb for Vec<CarveSession> {
+impl IntoPb for Vec<CarveView> {
     type Pb = pb::Carves;
     fn into_pb(self) -> pb::Carves {
         pb::Carves {
@@ -100,10 +148,14 @@ impl Operation for ListCarves {
         created: false,
     };
     type Req = ListLimit;
-    type Resp = Vec<CarveSession>;
+    type Resp = Vec<CarveView>;
 
-    async fn run(a: &Admin, _: &Caller, r: ListLimit) -> Result<Vec<CarveSession>, ApiError> {
-        Ok(a.store.list_carves(page_size(r.limit, 100, 1000)).await?)
+    async fn run(a: &Admin, _: &Caller, r: ListLimit) -> Result<Vec<CarveView>, ApiError> {
+        let mut out = Vec::new();
+        for s in a.store.list_carves(page_size(r.limit, 100, 1000)).await? {
+            out.push(a.carve_view(s).await?);
+        }
+        Ok(out)
     }
 }
 
@@ -137,10 +189,11 @@ impl Operation for GetCarve {
         created: false,
     };
     type Req = CarveRef;
-    type Resp = CarveSession;
+    type Resp = CarveView;
 
-    async fn run(a: &Admin, _: &Caller, r: CarveRef) -> Result<CarveSession, ApiError> {
-        a.carve(&r.id).await
+    async fn run(a: &Admin, _: &Caller, r: CarveRef) -> Result<CarveView, ApiError> {
+        let s = a.carve(&r.id).await?;
+        a.carve_view(s).await
     }
 }
 

@@ -32,6 +32,7 @@ pub(super) fn entries() -> Vec<Entry> {
         entry::<ListRules>(),
         entry::<PutRule>(),
         entry::<DeleteRule>(),
+        entry::<SetRuleEnabled>(),
         entry::<ListAlerts>(),
         entry::<ListDeadLetters>(),
         entry::<RedriveDeadLetter>(),
@@ -289,6 +290,65 @@ impl Operation for DeleteRule {
         not_found_if_false(found, format!("rule {}", r.name))?;
         a.announce_rules().await;
         Ok(Deleted)
+    }
+}
+
+/// A rule turned on or off.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSwitch {
+    pub name: String,
+    pub enabled: bool,
+}
+
+impl Input for RuleSwitch {
+    type Pb = pb::RuleSwitch;
+    fn from_pb(r: pb::RuleSwitch) -> Result<Self, ApiError> {
+        Ok(RuleSwitch {
+            name: r.name,
+            enabled: r.enabled,
+        })
+    }
+    fn target(&self) -> String {
+        self.name.clone()
+    }
+    fn detail(&self) -> Value {
+        serde_json::json!({"enabled": self.enabled})
+    }
+}
+
+pub struct SetRuleEnabled;
+
+impl Operation for SetRuleEnabled {
+    const SPEC: Spec = Spec {
+        id: "setRuleEnabled",
+        verb: Verb::Put,
+        path: "/api/v1/rules/{name}/enabled",
+        grpc: "SetRuleEnabled",
+        summary: "Turn a rule on or off (`{\"enabled\": false}`) without resending it",
+        role: Operator,
+        action: "rule.enable",
+        audit: Audit::Calls,
+        created: false,
+    };
+    type Req = RuleSwitch;
+    type Resp = Rule;
+
+    async fn run(a: &Admin, _: &Caller, r: RuleSwitch) -> Result<Rule, ApiError> {
+        let mut rule = a
+            .store
+            .list_rules()
+            .await?
+            .into_iter()
+            .find(|x| x.name == r.name)
+            .ok_or_else(|| ApiError::NotFound(format!("rule {}", r.name)))?;
+        if rule.enabled != r.enabled {
+            rule.enabled = r.enabled;
+            rule.updated_at = a.now();
+            a.store.put_rule(&rule).await?;
+            a.announce_rules().await;
+        }
+        Ok(rule)
     }
 }
 

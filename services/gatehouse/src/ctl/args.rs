@@ -75,6 +75,9 @@ pub enum What {
     Query(LiveQuery),
     #[command(subcommand)]
     Campaigns(Campaigns),
+    /// File carves: list (with host name and path), one carve, download.
+    #[command(subcommand)]
+    Carves(Carves),
     #[command(subcommand)]
     Users(Users),
     #[command(subcommand)]
@@ -257,6 +260,31 @@ pub enum Campaigns {
     Results {
         id: String,
     },
+    /// Stop a running campaign: hosts that have not answered are no
+    /// longer asked (its creator or an admin).
+    Cancel {
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Carves {
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    Get {
+        /// The carve's session id (from `carves list`).
+        id: String,
+    },
+    /// Save a complete carve's archive (checked against its SHA-256).
+    Download {
+        id: String,
+        /// Where to write it (default: `<carve id>.tar`, or `.tar.zst`
+        /// when the agent compressed it).
+        #[arg(long, short = 'o')]
+        output: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -295,7 +323,17 @@ pub enum Tokens {
 #[derive(Subcommand, Debug)]
 pub enum Rules {
     List,
-    Delete { name: String },
+    Delete {
+        name: String,
+    },
+    /// Turn a rule on.
+    Enable {
+        name: String,
+    },
+    /// Turn a rule off (it stays defined; no alerts until enabled).
+    Disable {
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

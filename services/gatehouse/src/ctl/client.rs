@@ -166,6 +166,37 @@ impl Api {
         }
     }
 
+    /// Calls `O`, whose answer is a byte stream, writing it to `out` as it
+    /// arrives; returns the bytes written and their SHA-256 (hex).
+    pub async fn download<O>(
+        &self,
+        req: &O::Req,
+        out: &mut impl std::io::Write,
+    ) -> Result<(u64, String), CtlError>
+    where
+        O: Operation,
+        O::Req: Serialize + Input,
+    {
+        let request = self.request(O::SPEC, req)?;
+        let mut resp = request.send().await.map_err(|e| self.unreachable(&e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let bytes = resp.bytes().await.map_err(failed)?;
+            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let msg = v["error"].as_str().unwrap_or("no message").to_owned();
+            return Err(CtlError::Refused(format!("{} {}", status.as_u16(), msg)));
+        }
+        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut n = 0u64;
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.unreachable(&e))? {
+            digest.update(&chunk);
+            out.write_all(&chunk)
+                .map_err(|e| failed(format!("writing the download: {e}")))?;
+            n += chunk.len() as u64;
+        }
+        Ok((n, gatehouse_core::ids::hex(digest.finish().as_ref())))
+    }
+
     /// The HTTP request for `spec` with `req`'s fields in the path, the
     /// query string or the body.
     pub(super) fn request(

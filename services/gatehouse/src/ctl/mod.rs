@@ -17,8 +17,9 @@ pub mod render;
 use gatehouse_api::ops::NoInput;
 use gatehouse_api::ops::audit::{ListAudit, NewestFirst};
 use gatehouse_api::ops::campaigns::{
-    CampaignRef, CampaignResults, GetCampaign, ListCampaigns, ListLimit,
+    CampaignRef, CampaignResults, CancelCampaign, GetCampaign, ListCampaigns, ListLimit,
 };
+use gatehouse_api::ops::carves::{CarveRef, DownloadCarve, GetCarve, ListCarves};
 use gatehouse_api::ops::definitions::{
     DeleteLabelConfig, DeleteLabelQuery, DeleteQuery, DeleteSchedule, LabelRef, ListLabelConfigs,
     ListLabelQueries, ListQueries, ListSchedules, NameRef, PutQuery, PutSchedule, QueryDef,
@@ -35,7 +36,7 @@ use gatehouse_api::ops::identity::{
 };
 use gatehouse_api::ops::rules::{
     AlertPage, DeadLetterRef, DeleteDeadLetter, DeleteRule, ListAlerts, ListDeadLetters, ListRules,
-    RedriveDeadLetter,
+    RedriveDeadLetter, RuleSwitch, SetRuleEnabled,
 };
 use gatehouse_core::model::Role;
 use serde_json::{Value, json};
@@ -332,6 +333,34 @@ pub async fn run(a: CtlArgs) -> Result<String, CtlError> {
                 out
             }
         }
+        What::Carves(Carves::List { limit }) => show(
+            j,
+            &json(
+                &api.call::<ListCarves>(&ListLimit { limit: Some(limit) })
+                    .await?,
+            ),
+            &[
+                "session_id",
+                "hostname",
+                "path",
+                "state",
+                "blocks_received",
+                "block_count",
+                "carve_size",
+                "created_at",
+            ],
+        ),
+        What::Carves(Carves::Get { id }) => show(
+            j,
+            &json(&api.call::<GetCarve>(&CarveRef { id }).await?),
+            &[],
+        ),
+        What::Carves(Carves::Download { id, output }) => download_carve(&api, id, output).await?,
+        What::Campaigns(Campaigns::Cancel { id }) => show(
+            j,
+            &json(&api.call::<CancelCampaign>(&CampaignRef { id }).await?),
+            &["id", "cancelled_by", "cancelled_at", "target_count"],
+        ),
         What::Campaigns(Campaigns::Results { id }) => {
             serde_json::to_string_pretty(&api.call::<CampaignResults>(&CampaignRef { id }).await?)
                 .unwrap_or_default()
@@ -458,6 +487,8 @@ pub async fn run(a: CtlArgs) -> Result<String, CtlError> {
                 &["name", "enabled", "event", "action_types", "description"],
             )
         }
+        What::Rules(Rules::Enable { name }) => switch_rule(&api, j, name, true).await?,
+        What::Rules(Rules::Disable { name }) => switch_rule(&api, j, name, false).await?,
         What::Rules(Rules::Delete { name }) => {
             api.send::<DeleteRule>(&NameRef { name: name.clone() })
                 .await?;
@@ -557,4 +588,88 @@ fn more_newest_first(rows: &Value, limit: usize) {
     {
         more(Some(&format!("{at}:{id}")));
     }
+}
+
+/// `rules enable|disable NAME`.
+async fn switch_rule(api: &Api, j: bool, name: String, enabled: bool) -> Result<String, CtlError> {
+    let r = api
+        .call::<SetRuleEnabled>(&RuleSwitch {
+            name: name.clone(),
+            enabled,
+        })
+        .await?;
+    Ok(if j {
+        show(true, &json(&r), &[])
+    } else {
+        format!(
+            "rule {name} {}",
+            if enabled { "enabled" } else { "disabled" }
+        )
+    })
+}
+
+/// `carves download ID [-o FILE]`: the archive streamed to a temporary file
+/// beside the target, checked against the carve's SHA-256, then renamed.
+async fn download_carve(
+    api: &Api,
+    id: String,
+    output: Option<std::path::PathBuf>,
+) -> Result<String, CtlError> {
+    use std::io::Write;
+    let carve = api.call::<GetCarve>(&CarveRef { id: id.clone() }).await?;
+    let s = &carve.session;
+    if s.state != gatehouse_core::model::CarveState::Complete {
+        return Err(failed(format!(
+            "carve {id} is not complete ({} of {} blocks received)",
+            s.blocks_received, s.block_count
+        )));
+    }
+    let ext = if s.format.as_deref() == Some("zstd") {
+        "tar.zst"
+    } else {
+        "tar"
+    };
+    let name = if s.carve_id.is_empty() {
+        &id
+    } else {
+        &s.carve_id
+    };
+    let path = output.unwrap_or_else(|| format!("{name}.{ext}").into());
+    let tmp = path.with_extension("part");
+    let mut file = std::io::BufWriter::new(
+        std::fs::File::create(&tmp)
+            .map_err(|e| failed(format!("cannot write {}: {e}", tmp.display())))?,
+    );
+    let got = api
+        .download::<DownloadCarve>(&CarveRef { id: id.clone() }, &mut file)
+        .await;
+    let flushed = file
+        .flush()
+        .map_err(|e| failed(format!("writing {}: {e}", tmp.display())));
+    let (bytes, sha) = match got.and_then(|r| flushed.map(|()| r)) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    if s.sha256.as_deref().is_some_and(|want| want != sha) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(failed(format!(
+            "carve {id}: the download's SHA-256 {sha} is not the carve's {}",
+            s.sha256.as_deref().unwrap_or_default()
+        )));
+    }
+    std::fs::rename(&tmp, &path)
+        .map_err(|e| failed(format!("cannot write {}: {e}", path.display())))?;
+    Ok(format!(
+        "saved {bytes} bytes to {} (sha256 {sha}, {} from {})",
+        path.display(),
+        carve.path.as_deref().unwrap_or("the carve"),
+        if carve.hostname.is_empty() {
+            s.host_id.to_string()
+        } else {
+            carve.hostname.clone()
+        }
+    ))
 }

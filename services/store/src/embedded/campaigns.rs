@@ -45,6 +45,18 @@ impl CampaignStore for EmbeddedStore {
         self.run(move |i| i.get_json(&i.campaigns, &k)).await
     }
 
+    async fn update_campaign(&self, c: &Campaign) -> StoreResult<bool> {
+        let (k, v) = (c.id.as_bytes().to_vec(), enc(c)?);
+        self.run(move |i| {
+            if i.get_json::<Campaign>(&i.campaigns, &k)?.is_none() {
+                return Ok(false);
+            }
+            i.commit(vec![(&i.campaigns, k, v)])?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn list_campaigns(&self, limit: usize) -> StoreResult<Vec<Campaign>> {
         self.run(move |i| {
             let mut all: Vec<Campaign> = i.scan_json(&i.campaigns, b"")?;

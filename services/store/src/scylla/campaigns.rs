@@ -47,6 +47,20 @@ impl CampaignStore for ScyllaStore {
         self.note_recent("campaign", month).await
     }
 
+    async fn update_campaign(&self, c: &Campaign) -> StoreResult<bool> {
+        let i = &self.inner;
+        // The record keeps the bucket count its deliveries were spread over.
+        let Some((buckets, _)) = i
+            .one::<(i32, Vec<u8>)>(Q::GetCampaign, (c.id.as_str(),))
+            .await?
+        else {
+            return Ok(false);
+        };
+        i.exec(Q::PutCampaign, (c.id.as_str(), buckets, enc(c)?))
+            .await?;
+        Ok(true)
+    }
+
     async fn get_campaign(&self, id: &str) -> StoreResult<Option<Campaign>> {
         match self
             .inner

@@ -169,6 +169,8 @@ async fn a_large_campaign_spreads_over_bounded_partitions() {
         created_at: 1,
         expires_at: i64::MAX,
         created_by: "t".into(),
+        cancelled_at: None,
+        cancelled_by: None,
     };
     ok(store.create_campaign(&c, &targets).await);
     assert_eq!(campaign_buckets(5_000), 4);

@@ -14,7 +14,7 @@ use gatehouse_core::HostId;
 use gatehouse_core::config::validate_label;
 use gatehouse_core::model::Role::{Observer, Operator};
 use gatehouse_core::model::{Campaign, CampaignResult, Delivery, DeliveryState, Targets};
-use gatehouse_proto::topics::CAMPAIGN_CREATED;
+use gatehouse_proto::topics::{CAMPAIGN_CANCELLED, CAMPAIGN_CREATED};
 use gatehouse_proto::v1 as pb;
 use http::StatusCode;
 use schemars::JsonSchema;
@@ -38,6 +38,7 @@ pub(super) fn entries() -> Vec<Entry> {
         entry::<ListCampaigns>(),
         entry::<CreateCampaign>(),
         entry::<GetCampaign>(),
+        entry::<CancelCampaign>(),
         entry::<CampaignResults>(),
         entry::<WatchCampaign>(),
     ]
@@ -111,6 +112,8 @@ impl IntoPb for CampaignView {
             created_by: c.created_by,
             expired: self.expired,
             coverage: Some(self.coverage.into_pb()),
+            cancelled_at: c.cancelled_at.unwrap_or(0),
+            cancelled_by: c.cancelled_by.unwrap_or_default(),
         }
     }
 }
@@ -368,6 +371,8 @@ impl Operation for CreateCampaign {
             created_at: now,
             expires_at: now + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2),
             created_by: by.to_owned(),
+            cancelled_at: None,
+            cancelled_by: None,
         };
         let hosts: Vec<HostId> = targets.into_iter().collect();
         a.store.create_campaign(&campaign, &hosts).await?;
@@ -475,6 +480,67 @@ impl Operation for ListCampaigns {
             });
         }
         Ok(out)
+    }
+}
+
+pub struct CancelCampaign;
+
+impl Operation for CancelCampaign {
+    const SPEC: Spec = Spec {
+        id: "cancelCampaign",
+        verb: Verb::Delete,
+        path: "/api/v1/campaigns/{id}",
+        grpc: "CancelCampaign",
+        summary: "Cancel a running campaign: hosts that have not answered are no longer asked (its creator or an admin)",
+        role: Operator,
+        action: "campaign.cancel",
+        audit: Audit::Calls,
+        created: false,
+    };
+    type Req = CampaignRef;
+    type Resp = CampaignView;
+
+    async fn run(a: &Admin, c: &Caller, r: CampaignRef) -> Result<CampaignView, ApiError> {
+        let mut campaign = a.campaign(&r.id).await?;
+        let now = a.now();
+        if campaign.cancelled_at.is_none() {
+            if c.role < gatehouse_core::model::Role::Admin && campaign.created_by != c.name {
+                return Err(ApiError::Forbidden(format!(
+                    "campaign {} was started by {}: only its creator or an admin may cancel it",
+                    campaign.id, campaign.created_by
+                )));
+            }
+            if campaign.is_expired(now) {
+                return Err(ApiError::Conflict(format!(
+                    "campaign {} has already ended (it expired)",
+                    campaign.id
+                )));
+            }
+            campaign.cancel(&c.name, now);
+            if !a.store.update_campaign(&campaign).await? {
+                return Err(ApiError::NotFound(format!("campaign {}", campaign.id)));
+            }
+            let msg = pb::CampaignCancelled {
+                campaign_id: campaign.id.clone(),
+                ended_at: now,
+            };
+            if let Err(e) = publish(a.bus.as_ref(), &CAMPAIGN_CANCELLED, &msg).await {
+                // The hosts' actors read the campaign again when they
+                // restart; until then a host may still be asked once.
+                tracing::warn!(campaign = %campaign.id, error = %e, "cancellation broadcast failed");
+            }
+            tracing::info!(campaign = %campaign.id, by = %c.name, "campaign cancelled");
+        }
+        let cov = coverage(
+            &a.store.list_deliveries(&campaign.id).await?,
+            &campaign,
+            now,
+        );
+        Ok(CampaignView {
+            expired: true,
+            coverage: cov,
+            campaign,
+        })
     }
 }
 

@@ -30,7 +30,7 @@ pub enum CampaignEvent {
     /// Where the campaign stands.
     Progress { coverage: Coverage },
     /// The last message: every target answered or failed, or the campaign
-    /// expired; the hosts that never answered.
+    /// expired or was cancelled; the hosts that never answered.
     Done {
         coverage: Coverage,
         expired: bool,
@@ -100,7 +100,7 @@ fn finished(c: &Campaign, cov: &Coverage, now: i64) -> bool {
 async fn watch(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    c: Campaign,
+    mut c: Campaign,
     mut sub: gatehouse_core::ports::Subscription,
     tx: mpsc::Sender<CampaignEvent>,
 ) {
@@ -162,6 +162,13 @@ async fn watch(
                     }
                 }
                 _ = tick.tick() => {
+                    // A cancelled campaign ends the watch at once.
+                    if let Some(fresh) = store.get_campaign(&c.id).await?
+                        && fresh.cancelled_at.is_some()
+                    {
+                        c = fresh;
+                        break;
+                    }
                     let (now, _) = standing(&store, clock.now_ms(), &c).await?;
                     if now != coverage {
                         coverage = now;
