@@ -273,8 +273,17 @@ async fn operators_get_4xx_with_messages() -> R {
         )
         .await?;
     assert_eq!(st, 400);
-    let (st, _) = s.api(Method::GET, "/api/v1/hosts/not-a-host", None).await?;
-    assert_eq!(st, 400);
+    // Not an id: looked up as a hostname or host identifier (hosts are
+    // addressable by name), and no host has it.
+    let (st, e) = s.api(Method::GET, "/api/v1/hosts/not-a-host", None).await?;
+    assert_eq!(st, 404, "{e}");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no host has this id, hostname or host identifier"),
+        "{e}"
+    );
     let (st, _) = s
         .api(
             Method::GET,

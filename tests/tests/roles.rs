@@ -192,7 +192,7 @@ async fn roles_limit_what_each_caller_may_do_and_everything_is_audited() -> anyh
         .0,
         403
     );
-    // A failing write is recorded as accepted, then failed.
+    // A failing write is one audit row, its outcome `failed` (ADR 0019).
     let (code, _) = s
         .call(
             &alice,
@@ -301,7 +301,16 @@ async fn roles_limit_what_each_caller_may_do_and_everything_is_audited() -> anyh
     assert!(has("alice", "query.put", "accepted"));
     assert!(has("alice", "campaign.create", "accepted"));
     assert!(has("alice", "host.rotate_key", "denied"));
-    assert!(has("alice", "schedule.put", "accepted") && has("alice", "schedule.put", "failed"));
+    let broken: Vec<_> = audit
+        .iter()
+        .filter(|e| e.action == "schedule.put" && e.target == "broken")
+        .collect();
+    assert_eq!(broken.len(), 1, "one row per call: {broken:?}");
+    assert_eq!(broken[0].outcome, "failed");
+    assert!(
+        !audit.iter().any(|e| e.outcome == "pending"),
+        "every finished call has its outcome"
+    );
     assert!(has("admin", "token.revoke", "accepted"));
     assert!(has("admin", "user.update", "accepted"));
     let run = audit
@@ -313,6 +322,22 @@ async fn roles_limit_what_each_caller_may_do_and_everything_is_audited() -> anyh
         run.as_ref().map(|d| d["sql"].clone()),
         Some(json!("SELECT 1 AS one"))
     );
+    // The row names the campaign the call made.
+    let made = audit
+        .iter()
+        .find(|e| e.action == "campaign.create" && e.actor == "alice")
+        .ok_or_else(|| anyhow::anyhow!("no campaign.create row"))?;
+    let detail = made
+        .detail
+        .clone()
+        .map(gatehouse_api::grpc::from_pb_value)
+        .unwrap_or_default();
+    assert_eq!(detail["campaign_id"], json!(made.target), "{detail}");
+    assert!(
+        detail["target_count"].as_u64().is_some_and(|n| n >= 1),
+        "{detail}"
+    );
+    assert_eq!(made.target.len(), 32, "the campaign id is the target");
     assert!(audit.windows(2).all(|w| w[0].at >= w[1].at), "newest first");
     // Pages: the REST listing continues where the previous page stopped.
     let (_, first) = s

@@ -89,9 +89,45 @@ impl std::fmt::Debug for Admin {
     }
 }
 
-pub(crate) fn host_id(id: &str) -> Result<HostId, ApiError> {
-    HostId::parse(id)
-        .ok_or_else(|| ApiError::BadRequest(format!("{id:?} is not a host id (32 hex characters)")))
+impl Admin {
+    /// A host by id, hostname or host identifier (names in any case). A
+    /// name several hosts share is refused, listing them; an unknown one
+    /// is not found.
+    pub(crate) async fn resolve_host(&self, s: &str) -> Result<HostId, ApiError> {
+        if let Some(id) = HostId::parse(s) {
+            return Ok(id);
+        }
+        let ids = self.store.hosts_named(s).await?;
+        match ids.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(ApiError::NotFound(format!(
+                "host {s:?} (no host has this id, hostname or host identifier)"
+            ))),
+            many => {
+                let mut shown = Vec::new();
+                for id in many.iter().take(10) {
+                    let name = self
+                        .store
+                        .get_host(id)
+                        .await?
+                        .map(|h| h.hostname)
+                        .unwrap_or_default();
+                    shown.push(format!("{id} ({name})"));
+                }
+                let more = many.len().saturating_sub(shown.len());
+                Err(ApiError::BadRequest(format!(
+                    "{s:?} names {} hosts: {}{}; give a host id",
+                    many.len(),
+                    shown.join(", "),
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
+                )))
+            }
+        }
+    }
 }
 
 /// What the operator API runs over.
@@ -192,34 +228,66 @@ impl Admin {
         })
     }
 
-    /// Runs a write or a query run for `c`: checks the role, records the
-    /// request in the audit log before acting (nothing happens unrecorded:
-    /// when the record cannot be written the action is refused), and
-    /// records a failure too.
-    pub(crate) async fn recorded<T>(
+    /// Records a call before it acts (outcome `pending`): nothing happens
+    /// unrecorded, so when the row cannot be written the call is refused.
+    /// [`Admin::audit_outcome`] rewrites the same row once it ended.
+    pub(crate) async fn audit_pending(
         &self,
         c: &Caller,
-        need: Role,
         action: &str,
         target: &str,
         detail: serde_json::Value,
-        op: impl std::future::Future<Output = Result<T, ApiError>>,
-    ) -> Result<T, ApiError> {
-        self.require(c, need, action, target).await?;
-        self.audit(c, action, target, "accepted", detail).await?;
-        let r = op.await;
-        if let Err(e) = &r {
-            let _ = self
-                .audit(
-                    c,
-                    action,
-                    target,
-                    "failed",
-                    serde_json::json!({"error": e.to_string()}),
-                )
-                .await;
+    ) -> Result<AuditEvent, ApiError> {
+        let e = AuditEvent {
+            id: uuid::Uuid::new_v4().to_string(),
+            at: self.now(),
+            actor: c.name.clone(),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            outcome: "pending".to_owned(),
+            detail,
+        };
+        self.store.append_audit(&e).await.map_err(|err| {
+            tracing::error!(error = %err, action, "audit log write failed");
+            ApiError::Unavailable(format!(
+                "the audit log cannot be written ({err}); nothing was done"
+            ))
+        })?;
+        Ok(e)
+    }
+
+    /// Rewrites a pending row with how the call ended: `accepted` with what
+    /// the answer adds, or `failed` with the error. A failed rewrite leaves
+    /// the row `pending` (logged): the call is not undone.
+    pub(crate) async fn audit_outcome(
+        &self,
+        mut row: AuditEvent,
+        outcome: Result<Option<crate::registry::Audited>, String>,
+    ) {
+        let mut detail = match std::mem::take(&mut row.detail) {
+            serde_json::Value::Object(m) => m,
+            serde_json::Value::Null => serde_json::Map::new(),
+            other => serde_json::Map::from_iter([("request".to_owned(), other)]),
+        };
+        match outcome {
+            Ok(added) => {
+                row.outcome = "accepted".into();
+                if let Some(a) = added {
+                    if let Some(t) = a.target {
+                        row.target = t;
+                    }
+                    detail.extend(a.detail);
+                }
+            }
+            Err(error) => {
+                row.outcome = "failed".into();
+                detail.insert("error".into(), serde_json::Value::String(error));
+            }
         }
-        r
+        row.detail = serde_json::Value::Object(detail);
+        if let Err(err) = self.store.append_audit(&row).await {
+            tracing::error!(error = %err, action = %row.action, id = %row.id, "audit outcome write failed; the row stays pending");
+        }
     }
 
     pub(crate) async fn host_call(

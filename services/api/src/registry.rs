@@ -183,6 +183,20 @@ pub trait Operation: Send + Sync + 'static {
         caller: &Caller,
         req: Self::Req,
     ) -> impl Future<Output = Result<Self::Resp, ApiError>> + Send;
+    /// What the answer adds to the call's audit row (ADR 0019): a target
+    /// the request could not name (a new campaign's id) and details.
+    fn audited(_resp: &Self::Resp) -> Option<Audited> {
+        None
+    }
+}
+
+/// An answer's addition to its audit row.
+#[derive(Debug, Clone, Default)]
+pub struct Audited {
+    /// Replaces the row's target.
+    pub target: Option<String>,
+    /// Merged into the row's detail.
+    pub detail: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Serves one gRPC call of an operation (see [`crate::grpc`]).
@@ -234,8 +248,15 @@ impl Admin {
             }
             Audit::Calls => {
                 let detail = req.detail();
-                self.recorded(c, role, action, &target, detail, O::run(self, c, req))
-                    .await
+                self.require(c, role, action, &target).await?;
+                let row = self.audit_pending(c, action, &target, detail).await?;
+                let r = O::run(self, c, req).await;
+                let outcome = match &r {
+                    Ok(v) => Ok(O::audited(v)),
+                    Err(e) => Err(e.to_string()),
+                };
+                self.audit_outcome(row, outcome).await;
+                r
             }
         }
     }

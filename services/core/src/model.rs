@@ -47,6 +47,19 @@ pub struct Host {
 }
 
 impl Host {
+    /// The names an operator may address the host by besides its id: its
+    /// hostname and its host identifier, in lower case, each once.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = [&self.hostname, &self.host_identifier]
+            .into_iter()
+            .map(|n| n.trim().to_lowercase())
+            .filter(|n| !n.is_empty())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// Every label the host belongs to: `all`, `platform:<family>`, then the
     /// operator's and the dynamic labels, sorted and deduplicated.
     pub fn label_set(&self) -> Vec<String> {

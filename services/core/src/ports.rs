@@ -136,6 +136,9 @@ pub trait HostStore: Send + Sync {
     /// Ids of the hosts whose label set ([`Host::label_set`]) holds
     /// `label` (`all` and `platform:<family>` included).
     async fn hosts_with_label(&self, label: &str) -> StoreResult<Vec<HostId>>;
+    /// Ids of the hosts one of whose [`Host::names`] (hostname, host
+    /// identifier; lower case) is `name` lower-cased.
+    async fn hosts_named(&self, name: &str) -> StoreResult<Vec<HostId>>;
     /// Every distinct label set hosts have had (a set no host has any
     /// more may linger). Config changes are checked against each.
     async fn label_sets(&self) -> StoreResult<Vec<Vec<String>>>;

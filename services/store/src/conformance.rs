@@ -282,6 +282,10 @@ pub fn sample_host(n: u32) -> Host {
     }
 }
 
+async fn named_of(store: &dyn Store, name: &str) -> Vec<HostId> {
+    ok(store.hosts_named(name).await)
+}
+
 async fn hosts(store: &dyn Store) {
     let mut hs: Vec<Host> = (0..25).map(sample_host).collect();
     for h in &hs {
@@ -335,6 +339,43 @@ async fn hosts(store: &dyn Store) {
     assert_eq!(ok(store.list_hosts(None, 100).await).items.len(), 25);
     h.last_seen = 500;
 
+    // Hosts by name: hostname or host identifier, any case; a rename
+    // moves the name; two hosts may share one.
+    let named = |n: &'static str| async move { ok(store.hosts_named(n).await) };
+    let first = hs[0].clone();
+    assert_eq!(
+        named_of(store, &first.hostname).await,
+        vec![first.id.clone()]
+    );
+    assert_eq!(
+        named_of(store, &first.host_identifier.to_uppercase()).await,
+        vec![first.id.clone()]
+    );
+    assert!(named("no-such-host.example.com").await.is_empty());
+    let mut renamed = ok(store.get_host(&first.id).await).expect("host missing");
+    renamed.hostname = "Renamed.Example.COM".into();
+    ok(store.put_host(&renamed, Fence::NONE).await);
+    assert!(
+        named_of(store, &first.hostname).await.is_empty(),
+        "the old name left"
+    );
+    assert_eq!(named("renamed.example.com").await, vec![first.id.clone()]);
+    let mut twin = ok(store.get_host(&hs[1].id).await).expect("host missing");
+    twin.hostname = "renamed.example.com".into();
+    ok(store.put_host(&twin, Fence::NONE).await);
+    let mut both = named("renamed.example.com").await;
+    both.sort();
+    let mut want = vec![first.id.clone(), twin.id.clone()];
+    want.sort();
+    assert_eq!(both, want);
+    ok(store.put_host(&hs[1], Fence::NONE).await);
+    ok(store.put_host(&h, Fence::NONE).await);
+    assert_eq!(named("renamed.example.com").await, Vec::<HostId>::new());
+    assert_eq!(
+        named_of(store, &first.hostname).await,
+        vec![first.id.clone()]
+    );
+
     // Label membership follows the host record.
     let sorted = |mut v: Vec<HostId>| {
         v.sort();
@@ -361,7 +402,8 @@ async fn hosts(store: &dyn Store) {
     );
     assert!(ok(store.hosts_with_label("nobody").await).is_empty());
 
-    // A deleted host is gone from reads, listings and label memberships.
+    // A deleted host is gone from reads, listings, label memberships and
+    // names.
     let mut doomed = sample_host(99);
     doomed.labels = vec!["doomed".into()];
     ok(store.put_host(&doomed, Fence::NONE).await);
@@ -370,6 +412,10 @@ async fn hosts(store: &dyn Store) {
     assert!(ok(store.get_host(&doomed.id).await).is_none());
     assert!(ok(store.hosts_with_label("doomed").await).is_empty());
     assert!(!ok(store.hosts_with_label("all").await).contains(&doomed.id));
+    assert!(
+        named_of(store, &doomed.hostname).await.is_empty(),
+        "its name left"
+    );
     assert_eq!(ok(store.list_hosts(None, 100).await).items.len(), 25);
     assert!(!ok(store.delete_host(&doomed.id, Fence::NONE).await));
 

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Deleted, page_size, pb_limit};
 use crate::ApiError;
-use crate::admin::{Admin, Caller, host_id};
+use crate::admin::{Admin, Caller};
 use crate::grpc::{label, object, to_pb_struct};
 use crate::registry::{Audit, Entry, Input, IntoPb, Operation, Spec, Verb, entry};
 use gatehouse_core::model::Role::{Admin as AdminRole, Observer, Operator};
@@ -309,7 +309,7 @@ impl Admin {
     }
 
     pub(crate) async fn host_view(&self, id: &str) -> Result<HostView, ApiError> {
-        let id = host_id(id)?;
+        let id = self.resolve_host(id).await?;
         let h = self
             .store
             .get_host(&id)
@@ -383,7 +383,7 @@ impl Operation for SetHostLabels {
     type Resp = HostView;
 
     async fn run(a: &Admin, _: &Caller, r: SetLabels) -> Result<HostView, ApiError> {
-        let hid = host_id(&r.id)?;
+        let hid = a.resolve_host(&r.id).await?;
         for l in &r.labels {
             validate_label(l)?;
             if l == "all" || l.starts_with("platform:") {
@@ -478,7 +478,7 @@ impl Operation for RotateKey {
     type Resp = KeyChange;
 
     async fn run(a: &Admin, _: &Caller, r: RotateKeyRequest) -> Result<KeyChange, ApiError> {
-        let hid = host_id(&r.id)?;
+        let hid = a.resolve_host(&r.id).await?;
         let op = host_request::Op::RotateKey(RotateKeyOp { revoke: r.revoke });
         match a.host_call(&hid, op).await? {
             host_reply::Result::Key(k) => Ok(KeyChange {
@@ -511,7 +511,7 @@ impl Operation for DeleteHost {
     type Resp = Deleted;
 
     async fn run(a: &Admin, _: &Caller, r: HostRef) -> Result<Deleted, ApiError> {
-        let hid = host_id(&r.id)?;
+        let hid = a.resolve_host(&r.id).await?;
         a.host_call(&hid, host_request::Op::DeleteHost(Default::default()))
             .await?;
         Ok(Deleted)
@@ -616,7 +616,7 @@ impl Operation for HostStatusLogs {
     type Resp = Vec<StatusLog>;
 
     async fn run(a: &Admin, _: &Caller, r: HostLogs) -> Result<Vec<StatusLog>, ApiError> {
-        let hid = host_id(&r.id)?;
+        let hid = a.resolve_host(&r.id).await?;
         let limit = page_size(r.limit, 1000, 10_000);
         let (since, until) = (r.since.unwrap_or(0), r.until.unwrap_or(i64::MAX));
         if since > until {
@@ -745,7 +745,7 @@ impl Operation for SearchResults {
 
     async fn run(a: &Admin, _: &Caller, r: ResultSearch) -> Result<ResultPage, ApiError> {
         let host_id = match r.host.as_deref() {
-            Some(h) => Some(host_id(h)?),
+            Some(h) => Some(a.resolve_host(h).await?),
             None => None,
         };
         let since = r.since.unwrap_or(0);

@@ -235,7 +235,9 @@ pub enum LiveQuery {
     /// the wait, 5 for both (the answers are printed in every case).
     Run {
         sql: String,
-        /// Targets: `all`, `label:NAME`, or host ids; comma-separated.
+        /// Targets, comma-separated: `all`, `label:NAME`, `platform:linux`,
+        /// `host:ID-OR-NAME`, or a bare name (a label, or a host by id,
+        /// hostname or host identifier; one that could be either is refused).
         #[arg(long, value_delimiter = ',', required = true)]
         targets: Vec<String>,
         /// Stop following after this many seconds (the campaign goes on

@@ -25,8 +25,8 @@ pub async fn run_query(
     wait: u64,
     expires_in: Option<u64>,
 ) -> Result<String, CtlError> {
-    let (mut hosts, mut labels, mut platforms, mut all) =
-        (Vec::new(), Vec::new(), Vec::new(), false);
+    let (mut hosts, mut labels, mut platforms, mut names, mut all) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), false);
     for t in targets {
         if t == "all" {
             all = true;
@@ -34,8 +34,12 @@ pub async fn run_query(
             labels.push(l.to_owned());
         } else if let Some(p) = t.strip_prefix("platform:") {
             platforms.push(p.to_owned());
+        } else if let Some(h) = t.strip_prefix("host:") {
+            hosts.push(h.to_owned());
         } else {
-            hosts.push(t);
+            // A label or a host (id, hostname, host identifier): the
+            // server says which, or that it could be either.
+            names.push(t);
         }
     }
     let c = api
@@ -46,6 +50,7 @@ pub async fn run_query(
             all,
             platforms,
             expires_in,
+            names,
         })
         .await?;
     let c = json(&c);

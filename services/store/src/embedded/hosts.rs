@@ -128,6 +128,23 @@ impl HostStore for EmbeddedStore {
         .await
     }
 
+    async fn hosts_named(&self, name: &str) -> StoreResult<Vec<HostId>> {
+        // A scan, as for labels: the all-in-one's fleet fits one.
+        let name = name.trim().to_lowercase();
+        self.run(move |i| {
+            let mut out = Vec::new();
+            for g in i.hosts.iter() {
+                let (k, v) = g.into_inner().map_err(unavailable)?;
+                let h: Host = dec(&k, &v)?;
+                if h.names().contains(&name) {
+                    out.push(h.id);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn label_sets(&self) -> StoreResult<Vec<Vec<String>>> {
         self.run(|i| {
             let mut sets = std::collections::BTreeSet::new();

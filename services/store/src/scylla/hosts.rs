@@ -14,7 +14,7 @@ impl HostStore for ScyllaStore {
             .await?;
         match row.map(host_from_row).transpose()?.flatten() {
             Some(h) => {
-                self.remember_labels(&h.id, h.label_set())?;
+                self.remember_labels(&h)?;
                 Ok(Some(h))
             }
             None => Ok(None),
@@ -37,6 +37,10 @@ impl HostStore for ScyllaStore {
             )
             .await?;
         }
+        for n in host.names() {
+            i.exec_fenced(Q::DeleteHostName, (n.as_str(), id.as_str()), fence)
+                .await?;
+        }
         i.exec_fenced(Q::DeleteHost, (id.as_str(),), fence).await?;
         if let Ok(mut cache) = i.host_labels.lock() {
             cache.remove(id);
@@ -46,17 +50,20 @@ impl HostStore for ScyllaStore {
 
     async fn put_host(&self, host: &Host, fence: Fence) -> StoreResult<()> {
         let i = &self.inner;
-        let labels = host.label_set();
+        let now = Indexed::of(host);
+        let labels = now.labels.clone();
         let cached = i
             .host_labels
             .lock()
             .map_err(|_| unavailable("label cache poisoned"))?
             .get(&host.id)
             .cloned();
-        let before = match cached {
+        let was = match cached {
             Some(l) => Some(l),
-            None => self.get_host(&host.id).await?.map(|h| h.label_set()),
+            None => self.get_host(&host.id).await?.map(|h| Indexed::of(&h)),
         };
+        let before = was.as_ref().map(|w| w.labels.clone());
+        let names_before = was.map(|w| w.names).unwrap_or_default();
         // The record first; membership follows (an index row may briefly
         // lag the record, never point at a host that does not exist).
         i.exec_fenced(
@@ -92,7 +99,27 @@ impl HostStore for ScyllaStore {
             )
             .await?;
         }
-        self.remember_labels(&host.id, labels)
+        for n in now.names.iter().filter(|n| !names_before.contains(n)) {
+            i.exec_fenced(Q::PutHostName, (n.as_str(), host.id.as_str()), fence)
+                .await?;
+        }
+        for n in names_before.iter().filter(|n| !now.names.contains(n)) {
+            i.exec_fenced(Q::DeleteHostName, (n.as_str(), host.id.as_str()), fence)
+                .await?;
+        }
+        self.remember_labels(host)
+    }
+
+    async fn hosts_named(&self, name: &str) -> StoreResult<Vec<HostId>> {
+        let name = name.trim().to_lowercase();
+        let rows: Vec<(String,)> = self
+            .inner
+            .rows(Q::HostsNamed, (name.as_str(),), usize::MAX)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id,)| HostId::parse(&id))
+            .collect())
     }
 
     async fn touch_host(&self, id: &HostId, last_seen: i64, fence: Fence) -> StoreResult<()> {

@@ -185,9 +185,9 @@ struct Inner {
     /// Index rows this process has written already (write-once per
     /// process: keeps hot index partitions cold).
     written_index: Mutex<HashSet<(String, i32, i32, bool)>>,
-    /// Label set last read or written per host, so `put_host` writes
-    /// label membership only when it changes.
-    host_labels: Mutex<HashMap<HostId, Vec<String>>>,
+    /// Label set and names last read or written per host, so `put_host`
+    /// writes label membership and name rows only when they change.
+    host_labels: Mutex<HashMap<HostId, Indexed>>,
     /// Orders this process's fenced writes that share a token.
     fence_seq: std::sync::atomic::AtomicU64,
     /// Where statement latencies and outcomes go (metrics), once set.
@@ -259,6 +259,22 @@ pub struct ScyllaStore {
     inner: Arc<Inner>,
 }
 
+/// What a host is indexed by: its label set and its names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Indexed {
+    labels: Vec<String>,
+    names: Vec<String>,
+}
+
+impl Indexed {
+    fn of(h: &Host) -> Self {
+        Self {
+            labels: h.label_set(),
+            names: h.names(),
+        }
+    }
+}
+
 impl std::fmt::Debug for ScyllaStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ScyllaStore")
@@ -300,7 +316,7 @@ impl ScyllaStore {
             .map_err(|e| unavailable(format!("connect to {:?}: {e}", cfg.contact_points)))?;
         migrate(&session, cfg).await?;
         let prepared = prepare_all(&session, cfg).await?;
-        Ok(Self {
+        let store = Self {
             inner: Arc::new(Inner {
                 session,
                 prepared,
@@ -313,7 +329,49 @@ impl ScyllaStore {
                 fence_seq: std::sync::atomic::AtomicU64::new(0),
                 observer: std::sync::OnceLock::new(),
             }),
-        })
+        };
+        // Hosts stored before the name index existed are indexed once, in
+        // the background (idempotent writes: processes that race repeat
+        // some of the same rows).
+        let indexer = store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = indexer.index_host_names_once().await {
+                tracing::warn!(error = %e, "indexing host names failed; the next start retries");
+            }
+        });
+        Ok(store)
+    }
+
+    /// Writes `hosts_by_name` rows for every stored host, unless a process
+    /// did already (`meta.index.hosts_by_name`).
+    async fn index_host_names_once(&self) -> StoreResult<()> {
+        use gatehouse_core::ports::{HostStore, MetaStore};
+        const DONE: &str = "index.hosts_by_name";
+        if self.get_meta(DONE).await?.is_some() {
+            return Ok(());
+        }
+        let (mut cursor, mut hosts) = (None::<String>, 0u64);
+        loop {
+            let page = self.list_hosts(cursor.as_deref(), 1000).await?;
+            for h in &page.items {
+                for n in h.names() {
+                    self.inner
+                        .exec(Q::PutHostName, (n.as_str(), h.id.as_str()))
+                        .await?;
+                }
+            }
+            hosts += page.items.len() as u64;
+            if hosts % 50_000 < 1000 && hosts >= 50_000 {
+                tracing::info!(hosts, "indexing host names");
+            }
+            match page.next {
+                Some(n) => cursor = Some(n),
+                None => break,
+            }
+        }
+        self.put_meta(DONE, b"1").await?;
+        tracing::info!(hosts, "host names indexed");
+        Ok(())
     }
 }
 
@@ -970,7 +1028,7 @@ impl ScyllaStore {
             .await
     }
 
-    fn remember_labels(&self, id: &HostId, labels: Vec<String>) -> StoreResult<()> {
+    fn remember_labels(&self, host: &Host) -> StoreResult<()> {
         let mut m = self
             .inner
             .host_labels
@@ -979,7 +1037,7 @@ impl ScyllaStore {
         if m.len() > 2_000_000 {
             m.clear();
         }
-        m.insert(id.clone(), labels);
+        m.insert(host.id.clone(), Indexed::of(host));
         Ok(())
     }
 

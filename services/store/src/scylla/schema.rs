@@ -107,6 +107,17 @@ pub const MIGRATIONS: &[Migration] = &[
             "CREATE TABLE IF NOT EXISTS {ks}.dead_letters (scope text, id text, doc blob, PRIMARY KEY ((scope), id))",
         ],
     },
+    Migration {
+        version: 4,
+        description: "hosts by name (hostname, host identifier)",
+        statements: &[
+            // One partition per name: a name belongs to one host, or to a
+            // few (clones, reused hostnames), never to the fleet. Hosts
+            // stored before this version are indexed once by the first
+            // process that finds `meta.hosts_by_name` unset.
+            "CREATE TABLE IF NOT EXISTS {ks}.hosts_by_name (name text, host_id text, PRIMARY KEY ((name), host_id))",
+        ],
+    },
 ];
 
 /// Index rows outlive the lines they point to: a line may arrive up to

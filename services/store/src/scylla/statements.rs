@@ -54,6 +54,9 @@ statements! {
     PutLabelMember = Hosts, "INSERT INTO {ks}.hosts_by_label (label, bucket, host_id) VALUES (?, ?, ?)";
     DeleteLabelMember = Hosts, "DELETE FROM {ks}.hosts_by_label WHERE label = ? AND bucket = ? AND host_id = ?";
     LabelMembers = Reads, "SELECT host_id FROM {ks}.hosts_by_label WHERE label = ? AND bucket = ?";
+    PutHostName = Hosts, "INSERT INTO {ks}.hosts_by_name (name, host_id) VALUES (?, ?)";
+    DeleteHostName = Hosts, "DELETE FROM {ks}.hosts_by_name WHERE name = ? AND host_id = ?";
+    HostsNamed = Reads, "SELECT host_id FROM {ks}.hosts_by_name WHERE name = ?";
     PutLabelSet = Hosts, "INSERT INTO {ks}.label_sets (scope, labels) VALUES (?, ?)";
     LabelSets = Reads, "SELECT labels FROM {ks}.label_sets WHERE scope = ?";
 

@@ -23,10 +23,10 @@ use tokio::sync::mpsc;
 
 use super::{page_size, pb_limit};
 use crate::ApiError;
-use crate::admin::{Admin, Caller, host_id};
+use crate::admin::{Admin, Caller};
 use crate::grpc::{label, object, to_pb_struct};
 use crate::registry::{
-    Answer, Audit, Entry, GrpcReply, Input, IntoPb, Operation, Reply, Spec, Verb, entry,
+    Answer, Audit, Audited, Entry, GrpcReply, Input, IntoPb, Operation, Reply, Spec, Verb, entry,
 };
 
 mod watch;
@@ -239,7 +239,7 @@ impl Admin {
 #[serde(deny_unknown_fields)]
 pub struct CampaignRequest {
     pub sql: String,
-    /// Host ids.
+    /// Hosts by id, hostname or host identifier.
     #[serde(default)]
     pub hosts: Vec<String>,
     #[serde(default)]
@@ -251,6 +251,10 @@ pub struct CampaignRequest {
     pub platforms: Vec<String>,
     /// Seconds the campaign waits for offline hosts.
     pub expires_in: Option<u64>,
+    /// Bare names: each a label, or a host by hostname or host identifier
+    /// (a name that could be either is refused, saying what it matches).
+    #[serde(default)]
+    pub names: Vec<String>,
 }
 
 impl Input for CampaignRequest {
@@ -263,12 +267,13 @@ impl Input for CampaignRequest {
             all: r.all,
             platforms: r.platforms,
             expires_in: r.expires_in,
+            names: r.names,
         })
     }
     fn detail(&self) -> serde_json::Value {
         serde_json::json!({
             "sql": self.sql, "hosts": self.hosts, "labels": self.labels, "all": self.all,
-            "expires_in": self.expires_in,
+            "platforms": self.platforms, "names": self.names, "expires_in": self.expires_in,
         })
     }
 }
@@ -301,12 +306,23 @@ impl Operation for CreateCampaign {
                 "sql is longer than 100000 bytes".into(),
             ));
         }
-        if req.hosts.is_empty() && req.labels.is_empty() && req.platforms.is_empty() && !req.all {
+        if req.hosts.is_empty()
+            && req.labels.is_empty()
+            && req.platforms.is_empty()
+            && req.names.is_empty()
+            && !req.all
+        {
             return Err(ApiError::BadRequest(
-                "give targets: hosts, labels, platforms, or all: true".into(),
+                "give targets: hosts, labels, platforms, names, or all: true".into(),
             ));
         }
         let mut req = req;
+        for n in std::mem::take(&mut req.names) {
+            match a.label_or_host(&n).await? {
+                Named::Label => req.labels.push(n),
+                Named::Host(id) => req.hosts.push(id.to_string()),
+            }
+        }
         for p in std::mem::take(&mut req.platforms) {
             if !["darwin", "linux", "windows", "freebsd"].contains(&p.as_str()) {
                 return Err(ApiError::BadRequest(format!(
@@ -328,7 +344,10 @@ impl Operation for CreateCampaign {
         let mut targets: BTreeSet<HostId> = BTreeSet::new();
         let mut wanted = Vec::new();
         for h in &req.hosts {
-            let id = host_id(h)?;
+            let id = a.resolve_host(h).await.map_err(|e| match e {
+                ApiError::NotFound(what) => ApiError::BadRequest(format!("{what} is not enrolled")),
+                other => other,
+            })?;
             if a.store.get_host(&id).await?.is_none() {
                 return Err(ApiError::BadRequest(format!("host {id} is not enrolled")));
             }
@@ -392,9 +411,51 @@ impl Operation for CreateCampaign {
             campaign,
         })
     }
+
+    /// The campaign the call made: its id becomes the row's target.
+    fn audited(v: &CampaignView) -> Option<Audited> {
+        Some(Audited {
+            target: Some(v.campaign.id.clone()),
+            detail: serde_json::Map::from_iter([
+                ("campaign_id".to_owned(), v.campaign.id.clone().into()),
+                ("target_count".to_owned(), v.campaign.target_count.into()),
+            ]),
+        })
+    }
+}
+
+/// What a bare target name is.
+enum Named {
+    Label,
+    Host(HostId),
 }
 
 impl Admin {
+    /// A bare target: a label some host has, or one host by id, hostname
+    /// or host identifier. Both, neither, or several hosts: refused, with
+    /// what the name matches.
+    async fn label_or_host(&self, name: &str) -> Result<Named, ApiError> {
+        let label_hosts = match validate_label(name) {
+            Ok(()) => self.store.hosts_with_label(name).await?.len(),
+            Err(_) => 0,
+        };
+        let host = match self.resolve_host(name).await {
+            Ok(id) if self.store.get_host(&id).await?.is_some() => Some(id),
+            Ok(_) | Err(ApiError::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        match (label_hosts, host) {
+            (0, Some(id)) => Ok(Named::Host(id)),
+            (n, None) if n > 0 => Ok(Named::Label),
+            (n, Some(id)) => Err(ApiError::BadRequest(format!(
+                "{name:?} is both a label ({n} hosts) and host {id}: give labels: [{name:?}] or hosts: [\"{id}\"]"
+            ))),
+            (_, None) => Err(ApiError::BadRequest(format!(
+                "{name:?} is neither a label any host has nor a host id, hostname or host identifier"
+            ))),
+        }
+    }
+
     /// Refuses a new campaign while too many run, in all or for `by`.
     async fn check_campaign_limits(&self, by: &str) -> Result<(), ApiError> {
         let now = self.now();
