@@ -1,5 +1,5 @@
-//! A webhook receiver for tests: records every POST (path, alert id
-//! header, JSON body) and answers 200, or 503 while `failing` is set.
+//! A webhook receiver for tests: records every POST (path, headers, body)
+//! and answers 200, or 503 while `failing` is set.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,6 +14,20 @@ pub struct Hit {
     pub path: String,
     pub alert_id: String,
     pub body: Value,
+    /// The body's bytes as received (what a signature covers).
+    pub raw: String,
+    /// Every request header, names in lower case.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Hit {
+    /// The value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 #[derive(Default)]
@@ -43,6 +57,13 @@ impl WebhookReceiver {
                             .unwrap_or_default()
                             .to_owned(),
                         body: serde_json::from_str(&body).unwrap_or(Value::Null),
+                        headers: headers
+                            .iter()
+                            .map(|(k, v)| {
+                                (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned())
+                            })
+                            .collect(),
+                        raw: body,
                     };
                     if let Ok(mut h) = s.hits.lock() {
                         h.push(hit);

@@ -197,13 +197,27 @@ async fn rules_fire_on_matching_rows_and_webhooks_retry_dead_letter_and_redrive(
     assert_eq!(alert["detail"]["columns"]["port"], "31337");
     assert_eq!(alert["actions"][1]["state"], "delivered", "log action");
     assert!(!alert.to_string().contains("secret-token"), "{alert}");
-    // The receiver was failing: the nc webhook retried and died too.
+    // The receiver was failing: the nc webhook retried and died too. The
+    // three listening rows of one run make one alert (ADR 0020).
     let flaky = eventually(Duration::from_secs(20), || async {
         let a = alerts_of(&s, &bob, "any-listener").await?;
-        let done = a.len() == 3 && a.iter().all(|x| x["actions"][0]["state"] == "dead");
+        let done = a.len() == 1 && a.iter().all(|x| x["actions"][0]["state"] == "dead");
         Ok(done.then_some(a))
     })
     .await?;
+    assert_eq!(flaky[0]["detail"]["matched"], 3, "{flaky:?}");
+    assert_eq!(
+        flaky[0]["detail"]["rows"].as_array().map(Vec::len),
+        Some(3),
+        "{flaky:?}"
+    );
+    assert!(
+        flaky[0]["summary"]
+            .as_str()
+            .unwrap_or("")
+            .contains("3 rows of listening"),
+        "{flaky:?}"
+    );
     assert!(
         flaky.iter().all(|a| a["actions"][0]["attempts"] == 3),
         "{flaky:?}"
@@ -214,7 +228,7 @@ async fn rules_fire_on_matching_rows_and_webhooks_retry_dead_letter_and_redrive(
             .unwrap_or("")
             .contains("503")
     );
-    assert_eq!(hook.hits("/flaky").len(), 9, "3 alerts x 3 attempts");
+    assert_eq!(hook.hits("/flaky").len(), 3, "1 alert x 3 attempts");
     let nc = eventually(Duration::from_secs(20), || async {
         let a = alerts_of(&s, &bob, "nc").await?;
         Ok((a[0]["actions"][0]["state"] == "dead").then_some(a))
@@ -236,7 +250,7 @@ async fn rules_fire_on_matching_rows_and_webhooks_retry_dead_letter_and_redrive(
     let (_, dead) = s
         .call(&admin, Method::GET, "/api/v1/dead_letters", None)
         .await?;
-    assert_eq!(dead.as_array().map(Vec::len), Some(4), "{dead}");
+    assert_eq!(dead.as_array().map(Vec::len), Some(2), "{dead}");
     let nc_dead = format!("{nc_id}.0");
     // Redriving while the receiver still fails: 502, the letter stays.
     let path = format!("/api/v1/dead_letters/{nc_dead}/redrive");
@@ -250,7 +264,7 @@ async fn rules_fire_on_matching_rows_and_webhooks_retry_dead_letter_and_redrive(
     let (_, dead) = s
         .call(&admin, Method::GET, "/api/v1/dead_letters", None)
         .await?;
-    assert_eq!(dead.as_array().map(Vec::len), Some(3));
+    assert_eq!(dead.as_array().map(Vec::len), Some(1));
     assert_eq!(
         alerts_of(&s, &bob, "nc").await?[0]["actions"][0]["state"],
         "delivered"
@@ -325,12 +339,12 @@ async fn rules_fire_on_matching_rows_and_webhooks_retry_dead_letter_and_redrive(
         .await?
         .text()
         .await?;
-    // This server's own registry: exact counts. Four alerts died (three
+    // This server's own registry: exact counts. Two alerts died (one
     // any-listener, one nc) after two retries each; one nc alert fired.
     for line in [
         "gatehouse_alerts_total{rule=\"nc\",outcome=\"fired\"} 1",
-        "gatehouse_alert_deliveries_total{action=\"webhook\",outcome=\"dead\"} 4",
-        "gatehouse_alert_deliveries_total{action=\"webhook\",outcome=\"retried\"} 8",
+        "gatehouse_alert_deliveries_total{action=\"webhook\",outcome=\"dead\"} 2",
+        "gatehouse_alert_deliveries_total{action=\"webhook\",outcome=\"retried\"} 4",
         "gatehouse_rules_loaded 3",
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
@@ -363,6 +377,7 @@ async fn enrollments_fire_rules_and_grpc_manages_rules_and_reads_alerts() -> any
         )),
         actions: vec![to_struct(json!({"type": "log"}))],
         updated_at: 0,
+        throttle_secs: 0,
     };
     // Observers may not write rules.
     let e = grpc
@@ -552,5 +567,121 @@ async fn enrollments_fire_rules_and_grpc_manages_rules_and_reads_alerts() -> any
     assert_eq!(e.code(), tonic::Code::NotFound);
     let (_, audit) = s.call(&admin, Method::GET, "/api/v1/audit", None).await?;
     assert!(audit.to_string().contains("rule.delete"));
+    Ok(())
+}
+
+/// A throttled rule alerts once per host and window, however many runs
+/// match; a webhook sends its custom headers and an HMAC-SHA256 signature
+/// of the exact body; secrets and header values never leave in listings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_rules_alert_once_per_host_and_webhooks_are_signed() -> anyhow::Result<()> {
+    let s = TestServer::start().await?;
+    let admin = s.boot.admin_token.clone();
+    let hook = WebhookReceiver::start().await?;
+    let secret = "0123456789abcdef-signing";
+    let (code, e) = s
+        .api(
+            Method::PUT,
+            "/api/v1/rules/shells",
+            Some(json!({
+                "when": {"event": "results", "query": "shells", "row_actions": ["added", "snapshot"]},
+                "throttle_secs": 3600,
+                "actions": [{"type": "webhook", "url": format!("{}/signed", hook.url),
+                             "headers": {"Authorization": "Splunk abc-123", "X-Route": "secops"},
+                             "secret": secret}]
+            })),
+        )
+        .await?;
+    assert_eq!(code, 200, "{e}");
+    // Headers Gatehouse sets itself, and short secrets, are refused.
+    for (action, want) in [
+        (
+            json!({"type": "webhook", "url": "https://x.example/h", "headers": {"Content-Type": "text/plain"}}),
+            "set by Gatehouse",
+        ),
+        (
+            json!({"type": "webhook", "url": "https://x.example/h", "headers": {"bad name": "v"}}),
+            "not an HTTP header name",
+        ),
+        (
+            json!({"type": "webhook", "url": "https://x.example/h", "secret": "short"}),
+            "at least 16 characters",
+        ),
+    ] {
+        let (code, e) = s
+            .api(
+                Method::PUT,
+                "/api/v1/rules/bad",
+                Some(json!({"when": {"event": "host_enrolled"}, "actions": [action]})),
+            )
+            .await?;
+        assert_eq!(code, 400, "{e}");
+        assert!(e["error"].as_str().unwrap_or("").contains(want), "{e}");
+    }
+    let (_, rules) = s.api(Method::GET, "/api/v1/rules", None).await?;
+    assert_eq!(rules[0]["throttle_secs"], 3600, "{rules}");
+    let bob = s.user_token("bob", "observer").await?;
+    let (_, seen_by_bob) = s.call(&bob, Method::GET, "/api/v1/rules", None).await?;
+    let text = seen_by_bob.to_string();
+    assert!(
+        !text.contains(secret) && !text.contains("abc-123"),
+        "{text}"
+    );
+
+    let mut a = s.agent(1);
+    let mut b = s.agent(2);
+    anyhow::ensure!(a.enroll().await?.agent_success());
+    anyhow::ensure!(b.enroll().await?.agent_success());
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
+    // Three runs on a, ten minutes apart, each matching; one run on b.
+    for (agent, at) in [(&a, t - 1200), (&a, t - 600), (&a, t), (&b, t)] {
+        let batch = json!([
+            event_line("h", "shells", json!({"shell": "/bin/bash", "pid": "1"}), at),
+            event_line("h", "shells", json!({"shell": "/bin/zsh", "pid": "2"}), at),
+        ]);
+        anyhow::ensure!(agent.log("result", batch).await?.agent_success());
+    }
+    let hits = eventually(Duration::from_secs(20), || async {
+        let h = hook.hits("/signed");
+        Ok((h.len() >= 2).then_some(h))
+    })
+    .await?;
+    let alerts = alerts_of(&s, &admin, "shells").await?;
+    assert_eq!(alerts.len(), 2, "one per host in the window: {alerts:?}");
+    let mut hosts: Vec<&str> = alerts
+        .iter()
+        .filter_map(|x| x["host_id"].as_str())
+        .collect();
+    hosts.sort();
+    let mut want = vec![a.host_id(), b.host_id()];
+    want.sort();
+    assert_eq!(hosts, want);
+    assert!(
+        alerts.iter().all(|x| x["detail"]["matched"] == 2),
+        "{alerts:?}"
+    );
+    for h in &hits {
+        assert_eq!(h.header("authorization"), Some("Splunk abc-123"));
+        assert_eq!(h.header("x-route"), Some("secops"));
+        assert_eq!(
+            h.header("x-gatehouse-signature"),
+            Some(gatehouse_rules::signature(secret, h.raw.as_bytes()).as_str()),
+            "the signature covers the exact body"
+        );
+    }
+    // The throttled runs are counted.
+    let metrics = reqwest::get(format!("{}/metrics", s.ops_url))
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "gatehouse_alerts_total{rule=\"shells\",outcome=\"throttled\"} 2"),
+        "{metrics}"
+    );
+    s.stop().await?;
     Ok(())
 }

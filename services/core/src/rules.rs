@@ -35,6 +35,10 @@ pub struct Rule {
     pub enabled: bool,
     pub when: Trigger,
     pub actions: Vec<Action>,
+    /// At most one alert per host and this rule in this many seconds
+    /// (the rest are counted as throttled); 0 alerts on every event.
+    #[serde(default)]
+    pub throttle_secs: u64,
     #[serde(default)]
     pub updated_at: i64,
 }
@@ -204,12 +208,60 @@ impl Op {
 pub enum Action {
     /// POST the alert as JSON to `url` (retried with back-off; after the
     /// last attempt it goes to the dead-letter list).
-    Webhook { url: String },
+    Webhook {
+        url: String,
+        /// Extra request headers (the receiver's token, a routing key).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        headers: BTreeMap<String, String>,
+        /// Signs every POST: `x-gatehouse-signature: sha256=<hex>`, the
+        /// HMAC-SHA256 of the exact body under this secret.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        secret: Option<String>,
+    },
     /// Write the alert to the server log (target `gatehouse::alert`).
     Log,
 }
 
+/// Where and how a webhook action posts, borrowed from its rule.
+#[derive(Debug, Clone, Copy)]
+pub struct Hook<'a> {
+    pub url: &'a str,
+    pub headers: &'a BTreeMap<String, String>,
+    pub secret: Option<&'a str>,
+}
+
+impl<'a> Hook<'a> {
+    /// A bare URL: no extra headers, unsigned.
+    pub fn url(url: &'a str) -> Self {
+        static NONE: BTreeMap<String, String> = BTreeMap::new();
+        Self {
+            url,
+            headers: &NONE,
+            secret: None,
+        }
+    }
+}
+
+/// Headers a webhook action may not set: the ones the client writes.
+const RESERVED_HEADERS: &[&str] = &["content-type", "content-length", "host", "user-agent"];
+
 impl Action {
+    /// The webhook this action posts to, if it is one.
+    pub fn hook(&self) -> Option<Hook<'_>> {
+        match self {
+            Action::Webhook {
+                url,
+                headers,
+                secret,
+            } => Some(Hook {
+                url,
+                headers,
+                secret: secret.as_deref(),
+            }),
+            Action::Log => None,
+        }
+    }
+
     pub fn kind(&self) -> ActionKind {
         match self {
             Action::Webhook { .. } => ActionKind::Webhook,
@@ -221,7 +273,7 @@ impl Action {
     /// often carry the receiver's secret).
     pub fn target_redacted(&self) -> String {
         match self {
-            Action::Webhook { url } => redact_url(url),
+            Action::Webhook { url, .. } => redact_url(url),
             Action::Log => "server log".into(),
         }
     }
@@ -248,8 +300,19 @@ impl Rule {
     /// redacted.
     pub fn redacted(mut self) -> Self {
         for a in &mut self.actions {
-            if let Action::Webhook { url } = a {
+            if let Action::Webhook {
+                url,
+                headers,
+                secret,
+            } = a
+            {
                 *url = redact_url(url);
+                for v in headers.values_mut() {
+                    *v = "<redacted>".into();
+                }
+                if secret.is_some() {
+                    *secret = Some("<redacted>".into());
+                }
             }
         }
         self
@@ -298,9 +361,9 @@ impl ActionState {
 /// timeout and extra CAs), which the API also redrives dead letters with.
 #[async_trait::async_trait]
 pub trait WebhookSender: Send + Sync + 'static {
-    /// One POST of `alert` to `url`; the error says why it failed (for
+    /// One POST of `alert` to `hook`; the error says why it failed (for
     /// the alert's outcome and the dead letter).
-    async fn send(&self, url: &str, alert: &Alert) -> Result<(), String>;
+    async fn send(&self, hook: Hook<'_>, alert: &Alert) -> Result<(), String>;
 }
 
 /// What happened to one action of an alert.
@@ -380,7 +443,39 @@ pub fn validate_rule(r: &Rule) -> Result<CompiledRule, ConfigError> {
         return bad(format!("has more than {MAX_ACTIONS} actions"));
     }
     for a in &r.actions {
-        if let Action::Webhook { url } = a {
+        if let Action::Webhook {
+            url,
+            headers,
+            secret,
+        } = a
+        {
+            if headers.len() > 20 {
+                return bad("a webhook sets at most 20 headers".into());
+            }
+            for (k, v) in headers {
+                let name_ok = !k.is_empty()
+                    && k.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_!#$%&'*+.^`|~".contains(&b));
+                if !name_ok {
+                    return bad(format!(
+                        "webhook header name {k:?} is not an HTTP header name"
+                    ));
+                }
+                let lower = k.to_ascii_lowercase();
+                if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("x-gatehouse-") {
+                    return bad(format!(
+                        "webhook header {k:?} is set by Gatehouse (content-type, content-length, host, user-agent, x-gatehouse-*)"
+                    ));
+                }
+                if v.bytes().any(|b| b < 0x20 || b == 0x7f) {
+                    return bad(format!(
+                        "webhook header {k:?}: its value holds control characters"
+                    ));
+                }
+            }
+            if secret.as_deref().is_some_and(|s| s.len() < 16) {
+                return bad("a webhook secret has at least 16 characters".into());
+            }
             let ok = (url.starts_with("https://") || url.starts_with("http://"))
                 && url.split_once("://").is_some_and(|(_, h)| {
                     !h.is_empty() && !h.starts_with('/') && !h.contains(char::is_whitespace)

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use gatehouse_core::rules::Alert;
+use gatehouse_core::rules::{Alert, Hook};
 use gatehouse_runtime::Shutdown;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -31,6 +31,16 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
+/// `sha256=<hex>`: the HMAC-SHA256 of `body` under `secret`, as receivers
+/// check it (`x-gatehouse-signature`).
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    format!(
+        "sha256={}",
+        gatehouse_core::ids::hex(ring::hmac::sign(&key, body).as_ref())
+    )
+}
+
 /// An HTTP client for webhook receivers: the system's CAs plus any given.
 #[derive(Debug, Clone)]
 pub struct WebhookClient {
@@ -40,8 +50,8 @@ pub struct WebhookClient {
 
 #[async_trait::async_trait]
 impl gatehouse_core::rules::WebhookSender for WebhookClient {
-    async fn send(&self, url: &str, alert: &Alert) -> Result<(), String> {
-        self.post(url, alert).await
+    async fn send(&self, hook: Hook<'_>, alert: &Alert) -> Result<(), String> {
+        self.post(hook, alert).await
     }
 }
 
@@ -87,17 +97,24 @@ impl WebhookClient {
         })
     }
 
-    /// One POST of `alert` to `url`.
-    pub async fn post(&self, url: &str, alert: &Alert) -> Result<(), String> {
+    /// One POST of `alert` to `hook`: its extra headers, and its
+    /// signature when it has a secret.
+    pub async fn post(&self, hook: Hook<'_>, alert: &Alert) -> Result<(), String> {
         let started = Instant::now();
-        let r = self
+        let body = serde_json::to_vec(alert).map_err(|e| e.to_string())?;
+        let mut req = self
             .http
-            .post(url)
+            .post(hook.url)
+            .header("content-type", "application/json")
             .header("x-gatehouse-alert-id", &alert.id)
-            .header("x-gatehouse-rule", &alert.rule)
-            .json(alert)
-            .send()
-            .await;
+            .header("x-gatehouse-rule", &alert.rule);
+        for (k, v) in hook.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        if let Some(secret) = hook.secret {
+            req = req.header("x-gatehouse-signature", signature(secret, &body));
+        }
+        let r = req.body(body).send().await;
         self.metrics
             .delivery_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -113,7 +130,7 @@ impl WebhookClient {
     /// `webhook_backoff`, doubled after each failure (at most a minute).
     pub async fn deliver_with_retries(
         &self,
-        url: &str,
+        hook: Hook<'_>,
         alert: &Alert,
         cfg: &RulesConfig,
         shutdown: &Shutdown,
@@ -122,7 +139,7 @@ impl WebhookClient {
         let mut error = None;
         let attempts = cfg.webhook_attempts.max(1);
         for attempt in 1..=attempts {
-            match self.post(url, alert).await {
+            match self.post(hook, alert).await {
                 Ok(()) => {
                     self.metrics
                         .deliveries

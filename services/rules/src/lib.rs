@@ -25,7 +25,7 @@
 pub mod deliver;
 mod metrics;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -40,10 +40,17 @@ use gatehouse_core::rules::{
 use gatehouse_core::time::now_ms;
 use gatehouse_proto::topics::{HOST_ENROLLED, RULES_CHANGED};
 use gatehouse_runtime::Shutdown;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc};
 
-pub use deliver::{Delivered, WebhookClient};
+pub use deliver::{Delivered, WebhookClient, signature};
+
+/// One query run of one host under one rule: (rule index, host, query,
+/// agent time).
+type RunKey<'a> = (usize, &'a str, &'a str, i64);
+
+/// Rows an alert lists (its `matched` count says how many there were).
+const MAX_ROWS_PER_ALERT: usize = 100;
 
 #[derive(Debug, Clone)]
 pub struct RulesConfig {
@@ -128,6 +135,8 @@ struct Inner {
     jobs: mpsc::Sender<Alert>,
     /// Alerts per rule in the current minute.
     budget: Mutex<HashMap<String, (i64, u32)>>,
+    /// When each rule last alerted for each host (its throttle window).
+    throttle: Mutex<HashMap<(String, gatehouse_core::HostId), i64>>,
     /// Ids this engine fired or found stored (skips store reads on the
     /// next sweep); cleared when it grows past a million.
     known: Mutex<HashSet<String>>,
@@ -179,6 +188,7 @@ impl Engine {
                     rules: RwLock::new(Arc::default()),
                     jobs: tx,
                     budget: Mutex::default(),
+                    throttle: Mutex::default(),
                     known: Mutex::default(),
                     generation: Mutex::default(),
                     webhooks,
@@ -247,6 +257,9 @@ impl Engine {
     }
 
     /// Evaluates result rules against a durable batch of result lines.
+    /// The rows one query run of one host matched (the lines of one batch
+    /// that share host, query and agent time) make one alert: a snapshot
+    /// of 40 matching rows is one alert, not 40.
     pub async fn on_results(&self, lines: &[ResultLog]) {
         let set = self.rule_set();
         if set.by_query.is_empty() {
@@ -254,6 +267,9 @@ impl Engine {
         }
         // Counted once per batch: the metric's label lookup is not free.
         let mut evaluated = 0u64;
+        // (rule, host, query, agent time) -> the first matching line and
+        // the matched rows, in batch order.
+        let mut groups: BTreeMap<RunKey<'_>, (&ResultLog, Vec<Value>)> = BTreeMap::new();
         for line in lines {
             let Some(idx) = set.by_query.get(&line.name) else {
                 continue;
@@ -262,44 +278,57 @@ impl Engine {
             for &i in idx {
                 let rule = &set.rules[i];
                 evaluated += rows.len() as u64;
-                for (n, row) in rows.iter().enumerate() {
-                    if !rule.fires_on(&line.name, row) {
-                        continue;
-                    }
-                    let hostname = self.hostname_of(line).await;
-                    let alert = Alert {
-                        id: alert_id(&[&rule.rule.name, &line.line_id, &n.to_string()]),
-                        // Agent time when plausible, so a re-sent line (a
-                        // new receive time) maps to the same alert.
-                        at: gatehouse_core::logs::bucket_time(line.unix_time, line.received_at).0
-                            * 1000,
-                        rule: rule.rule.name.clone(),
-                        event: "results".into(),
-                        host_id: line.host_id.clone(),
-                        summary: format!(
-                            "{}: {} row of {} on {}",
-                            rule.rule.name,
-                            row.action,
-                            line.name,
-                            if hostname.is_empty() {
-                                line.host_id.as_str()
-                            } else {
-                                &hostname
-                            }
-                        ),
-                        hostname,
-                        detail: json!({
-                            "query": line.name,
-                            "row_action": row.action,
-                            "columns": row_detail(row.columns),
-                            "unix_time": line.unix_time,
-                            "line_id": line.line_id,
-                        }),
-                        actions: pending_outcomes(&rule.rule.actions),
-                    };
-                    self.fire(rule, alert).await;
+                for row in rows.iter().filter(|r| rule.fires_on(&line.name, r)) {
+                    let g = groups
+                        .entry((i, line.host_id.as_str(), line.name.as_str(), line.unix_time))
+                        .or_insert((line, Vec::new()));
+                    g.1.push(json!({"row_action": row.action, "columns": row_detail(row.columns)}));
                 }
             }
+        }
+        for ((i, _, _, _), (line, rows)) in groups {
+            let rule = &set.rules[i];
+            let hostname = self.hostname_of(line).await;
+            let host = if hostname.is_empty() {
+                line.host_id.as_str().to_owned()
+            } else {
+                hostname.clone()
+            };
+            let first = rows.first().cloned().unwrap_or_default();
+            let summary = match rows.len() {
+                1 => format!(
+                    "{}: {} row of {} on {host}",
+                    rule.rule.name,
+                    first["row_action"].as_str().unwrap_or_default(),
+                    line.name
+                ),
+                n => format!("{}: {n} rows of {} on {host}", rule.rule.name, line.name),
+            };
+            let matched = rows.len();
+            let mut shown = rows;
+            shown.truncate(MAX_ROWS_PER_ALERT);
+            let alert = Alert {
+                id: alert_id(&[&rule.rule.name, &line.line_id]),
+                // Agent time when plausible, so a re-sent line (a new
+                // receive time) maps to the same alert.
+                at: gatehouse_core::logs::bucket_time(line.unix_time, line.received_at).0 * 1000,
+                rule: rule.rule.name.clone(),
+                event: "results".into(),
+                host_id: line.host_id.clone(),
+                summary,
+                hostname,
+                detail: json!({
+                    "query": line.name,
+                    "row_action": first["row_action"],
+                    "columns": first["columns"],
+                    "matched": matched,
+                    "rows": shown,
+                    "unix_time": line.unix_time,
+                    "line_id": line.line_id,
+                }),
+                actions: pending_outcomes(&rule.rule.actions),
+            };
+            self.fire(rule, alert).await;
         }
         self.inner
             .metrics
@@ -484,6 +513,14 @@ impl Engine {
                 tracing::warn!(rule = name, error = %e, "alert lookup failed");
             }
         }
+        if rule.rule.throttle_secs > 0 && self.throttled(rule, &alert) {
+            self.inner
+                .metrics
+                .alerts
+                .get_or_create(&outcome(name, "throttled"))
+                .inc();
+            return false;
+        }
         if !self.within_budget(name, alert.at.max(now_ms())) {
             self.inner
                 .metrics
@@ -558,6 +595,28 @@ impl Engine {
         }
     }
 
+    /// Whether `rule` alerted for the alert's host less than its throttle
+    /// window before the alert's time; if not, this alert opens a window.
+    fn throttled(&self, rule: &CompiledRule, alert: &Alert) -> bool {
+        let window = i64::try_from(rule.rule.throttle_secs)
+            .unwrap_or(i64::MAX / 1000)
+            .saturating_mul(1000);
+        let Ok(mut last) = self.inner.throttle.lock() else {
+            return false;
+        };
+        if last.len() > 1_000_000 {
+            last.clear();
+        }
+        let key = (rule.rule.name.clone(), alert.host_id.clone());
+        match last.get(&key) {
+            Some(&at) if alert.at >= at && alert.at - at < window => true,
+            _ => {
+                last.insert(key, alert.at);
+                false
+            }
+        }
+    }
+
     fn within_budget(&self, rule: &str, at: i64) -> bool {
         let minute = at / 60_000;
         let Ok(mut b) = self.inner.budget.lock() else {
@@ -587,21 +646,20 @@ impl Engine {
             if alert.actions[i].state != ActionState::Pending {
                 continue;
             }
-            let url = match rule.and_then(|r| r.rule.actions.get(i)) {
-                Some(Action::Webhook { url }) => url.clone(),
-                _ => {
-                    let o = &mut alert.actions[i];
-                    o.state = ActionState::Dead;
-                    o.last_error =
-                        Some("the rule or its action was removed before delivery".into());
-                    o.finished_at = Some(now_ms());
-                    continue;
-                }
+            let Some(hook) = rule
+                .and_then(|r| r.rule.actions.get(i))
+                .and_then(Action::hook)
+            else {
+                let o = &mut alert.actions[i];
+                o.state = ActionState::Dead;
+                o.last_error = Some("the rule or its action was removed before delivery".into());
+                o.finished_at = Some(now_ms());
+                continue;
             };
             let outcome = self
                 .inner
                 .webhooks
-                .deliver_with_retries(&url, &alert, &self.inner.cfg, shutdown)
+                .deliver_with_retries(hook, &alert, &self.inner.cfg, shutdown)
                 .await;
             let o = &mut alert.actions[i];
             o.attempts += outcome.attempts;
@@ -623,7 +681,7 @@ impl Engine {
                         id: gatehouse_core::rules::DeadLetter::id_for(&alert.id, i),
                         alert: alert.clone(),
                         action_index: i,
-                        url: url.clone(),
+                        url: hook.url.to_owned(),
                         attempts,
                         last_error,
                         dead_at: now_ms(),

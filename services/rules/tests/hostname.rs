@@ -49,6 +49,7 @@ async fn result_alerts_name_the_host_without_decorations() -> anyhow::Result<()>
                 condition: None,
             },
             actions: vec![Action::Log],
+            throttle_secs: 0,
             updated_at: 1,
         })
         .await?;

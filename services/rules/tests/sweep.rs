@@ -20,6 +20,7 @@ fn rule(name: &str, when: Trigger) -> Rule {
         enabled: true,
         when,
         actions: vec![Action::Log],
+        throttle_secs: 0,
         updated_at: 1,
     }
 }

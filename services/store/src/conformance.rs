@@ -1158,6 +1158,7 @@ async fn rules_and_alerts(store: &dyn Store, sem: Semantics, report: &mut Report
             labels: vec!["prod".into()],
         },
         actions: vec![Action::Log],
+        throttle_secs: 0,
         updated_at: 1,
     };
     ok(store.put_rule(&rule("silent")).await);

@@ -11,7 +11,7 @@ use gatehouse_bus::events::publish;
 use gatehouse_core::model::Role;
 use gatehouse_core::model::Role::{Admin as AdminRole, Observer, Operator};
 use gatehouse_core::rules::{
-    Action, ActionOutcome, ActionState, Alert, DeadLetter, Rule, Trigger, validate_rule,
+    Action, ActionOutcome, ActionState, Alert, DeadLetter, Hook, Rule, Trigger, validate_rule,
 };
 use gatehouse_proto::topics::RULES_CHANGED;
 use gatehouse_proto::v1 as pb;
@@ -65,6 +65,7 @@ impl IntoPb for Rule {
             when: Some(to_struct(&self.when)),
             actions: self.actions.iter().map(to_struct).collect(),
             updated_at: self.updated_at,
+            throttle_secs: self.throttle_secs,
         }
     }
 }
@@ -186,6 +187,9 @@ pub struct RuleDef {
     pub enabled: bool,
     pub when: Trigger,
     pub actions: Vec<Action>,
+    /// At most one alert per host and this rule in this many seconds.
+    #[serde(default)]
+    pub throttle_secs: u64,
 }
 
 impl RuleDef {
@@ -196,6 +200,7 @@ impl RuleDef {
             enabled: self.enabled,
             when: self.when,
             actions: self.actions,
+            throttle_secs: self.throttle_secs,
             updated_at: 0,
         }
     }
@@ -217,6 +222,7 @@ impl Input for RuleDef {
             enabled: r.enabled,
             when,
             actions,
+            throttle_secs: r.throttle_secs,
         })
     }
     fn target(&self) -> String {
@@ -477,7 +483,16 @@ impl Operation for RedriveDeadLetter {
             .await?
             .unwrap_or_else(|| dead.alert.clone());
         let i = dead.action_index;
-        let result = a.webhooks.send(&dead.url, &alert).await;
+        // The rule's webhook as it is now (a fixed URL, new headers or
+        // secret); the dead letter's URL when the rule or action is gone.
+        let rules = a.store.list_rules().await?;
+        let current = rules
+            .iter()
+            .find(|r| r.name == dead.alert.rule)
+            .and_then(|r| r.actions.get(i))
+            .and_then(Action::hook);
+        let hook = current.unwrap_or_else(|| Hook::url(&dead.url));
+        let result = a.webhooks.send(hook, &alert).await;
         if let Some(o) = alert.actions.get_mut(i) {
             o.attempts += 1;
             match &result {
