@@ -510,13 +510,27 @@ async fn capped_lists_page_with_after() -> anyhow::Result<()> {
         let o = ctl(&s, &admin, &["queries", "put", name, "SELECT 1"])?;
         assert!(o.status.success(), "{}", stderr(&o));
     }
+    for sql in ["SELECT 1", "SELECT 2"] {
+        let (code, c) = s
+            .api(
+                reqwest::Method::POST,
+                "/api/v1/campaigns",
+                Some(json!({"sql": sql, "all": true})),
+            )
+            .await?;
+        assert_eq!(code, 201, "{c}");
+    }
     let cursor = |o: &Output| {
         stderr(o)
             .lines()
             .find_map(|l| l.strip_prefix("more: --after "))
             .map(str::to_owned)
     };
-    for list in [vec!["hosts", "list"], vec!["audit"]] {
+    for list in [
+        vec!["hosts", "list"],
+        vec!["audit"],
+        vec!["campaigns", "list"],
+    ] {
         let mut seen = Vec::new();
         let mut args: Vec<String> = list.iter().map(|a| (*a).to_owned()).collect();
         args.extend(["--limit".into(), "1".into(), "--json".into()]);

@@ -202,7 +202,14 @@ pub trait CampaignStore: Send + Sync {
     /// Rewrites an existing campaign's record (its deliveries are left as
     /// they are); false when there is no such campaign.
     async fn update_campaign(&self, c: &Campaign) -> StoreResult<bool>;
-    async fn list_campaigns(&self, limit: usize) -> StoreResult<Vec<Campaign>>;
+    /// Up to `limit` campaigns, newest first (by creation, then id),
+    /// strictly after the `(created_at, id)` of `before` (the last of the
+    /// previous page).
+    async fn list_campaigns(
+        &self,
+        before: Option<(i64, &str)>,
+        limit: usize,
+    ) -> StoreResult<Vec<Campaign>>;
     /// Deliveries for `host` that are not final yet, with their campaigns.
     async fn open_deliveries(&self, host: &HostId) -> StoreResult<Vec<(Campaign, Delivery)>>;
     /// Written by the host's actor; `create_campaign` writes the queued
@@ -222,7 +229,13 @@ pub trait CarveStore: Send + Sync {
     async fn create_carve(&self, s: &CarveSession) -> StoreResult<()>;
     async fn get_carve(&self, session_id: &str) -> StoreResult<Option<CarveSession>>;
     async fn update_carve(&self, s: &CarveSession) -> StoreResult<()>;
-    async fn list_carves(&self, limit: usize) -> StoreResult<Vec<CarveSession>>;
+    /// Up to `limit` carves, newest first (by creation, then session id),
+    /// strictly after the `(created_at, session_id)` of `before`.
+    async fn list_carves(
+        &self,
+        before: Option<(i64, &str)>,
+        limit: usize,
+    ) -> StoreResult<Vec<CarveSession>>;
     async fn put_carve_block(
         &self,
         session_id: &str,

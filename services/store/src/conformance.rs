@@ -732,12 +732,32 @@ async fn campaigns(store: &dyn Store) {
     };
     ok(store.create_campaign(&c2, std::slice::from_ref(&h1)).await);
     assert_eq!(ok(store.get_campaign("camp1").await).as_ref(), Some(&c));
-    let listed = ok(store.list_campaigns(10).await);
+    // Same time as camp2: ties are ordered by id.
+    let c0 = Campaign {
+        id: "camp0".into(),
+        ..c2.clone()
+    };
+    ok(store
+        .create_campaign(&c0, &[HostId::from_identity("hw:c0")])
+        .await);
+    let listed = ok(store.list_campaigns(None, 10).await);
     assert_eq!(
         listed.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
-        vec!["camp2", "camp1"],
+        vec!["camp0", "camp2", "camp1"],
         "newest first"
     );
+    // Pages continue after the last item of the previous one.
+    let ids = |v: Vec<Campaign>| v.into_iter().map(|c| c.id).collect::<Vec<_>>();
+    assert_eq!(ids(ok(store.list_campaigns(None, 1).await)), vec!["camp0"]);
+    assert_eq!(
+        ids(ok(store.list_campaigns(Some((20, "camp0")), 1).await)),
+        vec!["camp2"]
+    );
+    assert_eq!(
+        ids(ok(store.list_campaigns(Some((20, "camp2")), 5).await)),
+        vec!["camp1"]
+    );
+    assert!(ok(store.list_campaigns(Some((10, "camp1")), 5).await).is_empty());
 
     let open = ok(store.open_deliveries(&h1).await);
     assert_eq!(open.len(), 2);
@@ -801,8 +821,8 @@ async fn campaigns(store: &dyn Store) {
         ok(store.get_campaign("camp2").await),
         Some(cancelled.clone())
     );
-    let listed = ok(store.list_campaigns(10).await);
-    assert_eq!(listed.first(), Some(&cancelled), "listed as rewritten");
+    let listed = ok(store.list_campaigns(None, 10).await);
+    assert!(listed.contains(&cancelled), "listed as rewritten");
     assert_eq!(ok(store.list_deliveries("camp2").await).len(), 1);
     let ghost = Campaign {
         id: "never-created".into(),
@@ -955,7 +975,14 @@ async fn carves(store: &dyn Store, sem: Semantics, report: &mut Report) {
     done.state = CarveState::Complete;
     done.sha256 = Some("abc".into());
     ok(store.update_carve(&done).await);
-    assert_eq!(ok(store.list_carves(10).await), vec![done]);
+    assert_eq!(ok(store.list_carves(None, 10).await), vec![done.clone()]);
+    assert!(
+        ok(store
+            .list_carves(Some((done.created_at, &done.session_id)), 10)
+            .await)
+        .is_empty(),
+        "nothing after the last carve"
+    );
 }
 
 async fn users_and_tokens(store: &dyn Store) {

@@ -152,7 +152,15 @@ impl Operation for ListCarves {
 
     async fn run(a: &Admin, _: &Caller, r: ListLimit) -> Result<Vec<CarveView>, ApiError> {
         let mut out = Vec::new();
-        for s in a.store.list_carves(page_size(r.limit, 100, 1000)).await? {
+        let cursor = r.cursor()?;
+        let page = a
+            .store
+            .list_carves(
+                cursor.as_ref().map(|(at, id)| (*at, id.as_str())),
+                page_size(r.limit, 100, 1000),
+            )
+            .await?;
+        for s in page {
             out.push(a.carve_view(s).await?);
         }
         Ok(out)

@@ -255,6 +255,9 @@ pub enum Campaigns {
     List {
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Continue after a previous page (the cursor it printed).
+        #[arg(long)]
+        after: Option<String>,
     },
     Get {
         id: String,
@@ -274,6 +277,9 @@ pub enum Carves {
     List {
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Continue after a previous page (the cursor it printed).
+        #[arg(long)]
+        after: Option<String>,
     },
     Get {
         /// The carve's session id (from `carves list`).

@@ -299,14 +299,23 @@ pub async fn run(a: CtlArgs) -> Result<String, CtlError> {
                 .await?;
             format!("deleted schedule {name}")
         }
-        What::Campaigns(Campaigns::List { limit }) => show(
-            j,
-            &json(
-                &api.call::<ListCampaigns>(&ListLimit { limit: Some(limit) })
-                    .await?,
-            ),
-            &["id", "sql", "target_count", "created_by", "expired"],
-        ),
+        What::Campaigns(Campaigns::List { limit, after }) => {
+            let page = created_page(limit, after.as_deref())?;
+            let rows = json(&api.call::<ListCampaigns>(&page).await?);
+            more_created(&rows, limit, "id");
+            show(
+                j,
+                &rows,
+                &[
+                    "id",
+                    "sql",
+                    "target_count",
+                    "created_by",
+                    "created_at",
+                    "expired",
+                ],
+            )
+        }
         What::Campaigns(Campaigns::Get { id }) => {
             let d = json(&api.call::<GetCampaign>(&CampaignRef { id }).await?);
             if j {
@@ -333,23 +342,25 @@ pub async fn run(a: CtlArgs) -> Result<String, CtlError> {
                 out
             }
         }
-        What::Carves(Carves::List { limit }) => show(
-            j,
-            &json(
-                &api.call::<ListCarves>(&ListLimit { limit: Some(limit) })
-                    .await?,
-            ),
-            &[
-                "session_id",
-                "hostname",
-                "path",
-                "state",
-                "blocks_received",
-                "block_count",
-                "carve_size",
-                "created_at",
-            ],
-        ),
+        What::Carves(Carves::List { limit, after }) => {
+            let page = created_page(limit, after.as_deref())?;
+            let rows = json(&api.call::<ListCarves>(&page).await?);
+            more_created(&rows, limit, "session_id");
+            show(
+                j,
+                &rows,
+                &[
+                    "session_id",
+                    "hostname",
+                    "path",
+                    "state",
+                    "blocks_received",
+                    "block_count",
+                    "carve_size",
+                    "created_at",
+                ],
+            )
+        }
         What::Carves(Carves::Get { id }) => show(
             j,
             &json(&api.call::<GetCarve>(&CarveRef { id }).await?),
@@ -579,12 +590,33 @@ fn newest_first_cursor(after: Option<&str>) -> Result<(Option<i64>, Option<Strin
     Ok((Some(at), Some(id.to_owned())))
 }
 
+/// A page of a list ordered by creation, newest first, after `--after`.
+fn created_page(limit: usize, after: Option<&str>) -> Result<ListLimit, CtlError> {
+    let (before_at, before_id) = newest_first_cursor(after)?;
+    Ok(ListLimit {
+        limit: Some(limit),
+        before_at,
+        before_id,
+    })
+}
+
 /// A full page may have more after it: its last item is the cursor.
 fn more_newest_first(rows: &Value, limit: usize) {
+    more_after(rows, limit, "at", "id");
+}
+
+/// A full page ordered by creation may have more.
+fn more_created(rows: &Value, limit: usize, id_field: &str) {
+    more_after(rows, limit, "created_at", id_field);
+}
+
+/// Prints the `--after AT:ID` cursor (the last item's `at_field` and
+/// `id_field`) when a page is full.
+fn more_after(rows: &Value, limit: usize, at_field: &str, id_field: &str) {
     if let Some(items) = rows.as_array()
         && items.len() >= limit
         && let Some(last) = items.last()
-        && let (Some(at), Some(id)) = (last["at"].as_i64(), last["id"].as_str())
+        && let (Some(at), Some(id)) = (last[at_field].as_i64(), last[id_field].as_str())
     {
         more(Some(&format!("{at}:{id}")));
     }

@@ -57,12 +57,18 @@ impl CampaignStore for EmbeddedStore {
         .await
     }
 
-    async fn list_campaigns(&self, limit: usize) -> StoreResult<Vec<Campaign>> {
+    async fn list_campaigns(
+        &self,
+        before: Option<(i64, &str)>,
+        limit: usize,
+    ) -> StoreResult<Vec<Campaign>> {
+        let before = before.map(|(at, id)| (at, id.to_owned()));
         self.run(move |i| {
             let mut all: Vec<Campaign> = i.scan_json(&i.campaigns, b"")?;
             all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
-            all.truncate(limit);
-            Ok(all)
+            Ok(newest_first_after(all, before, limit, |c| {
+                (c.created_at, &c.id)
+            }))
         })
         .await
     }

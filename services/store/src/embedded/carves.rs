@@ -31,7 +31,12 @@ impl CarveStore for EmbeddedStore {
         .await
     }
 
-    async fn list_carves(&self, limit: usize) -> StoreResult<Vec<CarveSession>> {
+    async fn list_carves(
+        &self,
+        before: Option<(i64, &str)>,
+        limit: usize,
+    ) -> StoreResult<Vec<CarveSession>> {
+        let before = before.map(|(at, id)| (at, id.to_owned()));
         self.run(move |i| {
             let mut all: Vec<CarveSession> = i.scan_json(&i.carves, b"")?;
             all.sort_by(|a, b| {
@@ -39,8 +44,9 @@ impl CarveStore for EmbeddedStore {
                     .cmp(&a.created_at)
                     .then(a.session_id.cmp(&b.session_id))
             });
-            all.truncate(limit);
-            Ok(all)
+            Ok(newest_first_after(all, before, limit, |c| {
+                (c.created_at, &c.session_id)
+            }))
         })
         .await
     }

@@ -324,6 +324,26 @@ impl Inner {
     }
 }
 
+/// The items of a newest-first list (`(time, id)` descending by time,
+/// ascending by id) strictly after `before`, at most `limit` of them.
+fn newest_first_after<T>(
+    sorted: Vec<T>,
+    before: Option<(i64, String)>,
+    limit: usize,
+    key: impl Fn(&T) -> (i64, &String),
+) -> Vec<T> {
+    sorted
+        .into_iter()
+        .filter(|x| {
+            before.as_ref().is_none_or(|(at, id)| {
+                let (t, i) = key(x);
+                t < *at || (t == *at && i > id)
+            })
+        })
+        .take(limit)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -72,9 +72,13 @@ impl CampaignStore for ScyllaStore {
         }
     }
 
-    async fn list_campaigns(&self, limit: usize) -> StoreResult<Vec<Campaign>> {
+    async fn list_campaigns(
+        &self,
+        before: Option<(i64, &str)>,
+        limit: usize,
+    ) -> StoreResult<Vec<Campaign>> {
         let ids = self
-            .recent_ids("campaign", Q::CampaignsInMonth, limit)
+            .recent_ids("campaign", Q::CampaignsInMonth, before, limit)
             .await?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {

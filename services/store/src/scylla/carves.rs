@@ -39,8 +39,14 @@ impl CarveStore for ScyllaStore {
             .map(|_| ())
     }
 
-    async fn list_carves(&self, limit: usize) -> StoreResult<Vec<CarveSession>> {
-        let ids = self.recent_ids("carve", Q::CarvesInMonth, limit).await?;
+    async fn list_carves(
+        &self,
+        before: Option<(i64, &str)>,
+        limit: usize,
+    ) -> StoreResult<Vec<CarveSession>> {
+        let ids = self
+            .recent_ids("carve", Q::CarvesInMonth, before, limit)
+            .await?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(c) = self.get_carve(&id).await? {

@@ -1004,14 +1004,47 @@ impl ScyllaStore {
         Ok(rows.into_iter().map(|(inv,)| i32::MAX - inv).collect())
     }
 
-    async fn recent_ids(&self, kind: &str, in_month: Q, limit: usize) -> StoreResult<Vec<String>> {
+    /// Ids of a month-bucketed, newest-first listing (rows ordered by
+    /// inverted time, then id), strictly after `before` (its creation time
+    /// and id), at most `limit`.
+    async fn recent_ids(
+        &self,
+        kind: &str,
+        in_month: Q,
+        before: Option<(i64, &str)>,
+        limit: usize,
+    ) -> StoreResult<Vec<String>> {
         let i = &self.inner;
+        let cursor = before.map(|(at, id)| {
+            let (month, inv) = recent_keys(at);
+            (month, inv, id)
+        });
         let mut out = Vec::new();
         for month in self.recent_buckets(kind).await? {
-            let ids: Vec<(String,)> = i.rows(in_month, (month,), limit - out.len()).await?;
-            out.extend(ids.into_iter().map(|(id,)| id));
             if out.len() >= limit {
                 break;
+            }
+            // Months newer than the cursor's were read by earlier pages.
+            if cursor.is_some_and(|(m, _, _)| month > m) {
+                continue;
+            }
+            let (rows, skip) = match cursor {
+                // The cursor's month is read whole and skipped past it (no
+                // clustering-range read: every CQL server answers this).
+                Some((m, inv, id)) if m == month => {
+                    let rows: Vec<(i64, String)> = i.rows(in_month, (month,), usize::MAX).await?;
+                    (rows, Some((inv, id)))
+                }
+                _ => (i.rows(in_month, (month,), limit - out.len()).await?, None),
+            };
+            for (inv, id) in rows {
+                if skip.is_some_and(|(ci, cid)| (inv, id.as_str()) <= (ci, cid)) {
+                    continue;
+                }
+                out.push(id);
+                if out.len() >= limit {
+                    break;
+                }
             }
         }
         Ok(out)

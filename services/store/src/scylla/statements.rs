@@ -88,7 +88,7 @@ statements! {
     PutCampaign = Admin, "INSERT INTO {ks}.campaigns (campaign_id, buckets, doc) VALUES (?, ?, ?)";
     GetCampaign = Hosts, "SELECT buckets, doc FROM {ks}.campaigns WHERE campaign_id = ?";
     PutCampaignByMonth = Admin, "INSERT INTO {ks}.campaigns_by_month (month, inverted_time, campaign_id) VALUES (?, ?, ?)";
-    CampaignsInMonth = Reads, "SELECT campaign_id FROM {ks}.campaigns_by_month WHERE month = ?";
+    CampaignsInMonth = Reads, "SELECT inverted_time, campaign_id FROM {ks}.campaigns_by_month WHERE month = ?";
     PutRecentBucket = Admin, "INSERT INTO {ks}.recent_buckets (kind, bucket) VALUES (?, ?)";
     RecentBuckets = Reads, "SELECT bucket FROM {ks}.recent_buckets WHERE kind = ?";
 
@@ -106,7 +106,7 @@ statements! {
     PutCarve = Admin, "INSERT INTO {ks}.carves (session_id, doc) VALUES (?, ?)";
     GetCarve = Admin, "SELECT doc FROM {ks}.carves WHERE session_id = ?";
     PutCarveByMonth = Admin, "INSERT INTO {ks}.carves_by_month (month, inverted_time, session_id) VALUES (?, ?, ?)";
-    CarvesInMonth = Reads, "SELECT session_id FROM {ks}.carves_by_month WHERE month = ?";
+    CarvesInMonth = Reads, "SELECT inverted_time, session_id FROM {ks}.carves_by_month WHERE month = ?";
     GetBlockDone = Admin, "SELECT chunks FROM {ks}.carve_block_done WHERE session_id = ? AND block_id = ?";
     PutBlockDone = Admin, "INSERT INTO {ks}.carve_block_done (session_id, block_id, chunks) VALUES (?, ?, ?)";
     BlockIndex = Admin, "SELECT block_id FROM {ks}.carve_block_index WHERE session_id = ?";

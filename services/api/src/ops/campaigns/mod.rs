@@ -208,12 +208,23 @@ impl Input for CampaignRef {
     }
 }
 
-/// How many items of a newest-first list.
+/// A page of a newest-first list (campaigns, carves): how many items, and
+/// after which.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListLimit {
     /// Most items (default 100, at most 1000).
     pub limit: Option<usize>,
+    /// `created_at` of the last item of the previous page.
+    pub before_at: Option<i64>,
+    /// Its id (a campaign's `id`, a carve's `session_id`).
+    pub before_id: Option<String>,
+}
+
+impl ListLimit {
+    pub(crate) fn cursor(&self) -> Result<Option<(i64, String)>, ApiError> {
+        super::before(self.before_at, self.before_id.clone())
+    }
 }
 
 impl Input for ListLimit {
@@ -221,6 +232,8 @@ impl Input for ListLimit {
     fn from_pb(r: pb::ListRequest) -> Result<Self, ApiError> {
         Ok(ListLimit {
             limit: pb_limit(r.limit),
+            before_at: r.before_at,
+            before_id: r.before_id,
         })
     }
 }
@@ -462,7 +475,7 @@ impl Admin {
         let window = self.cfg.max_active_campaigns.saturating_mul(4).max(100);
         let unexpired: Vec<Campaign> = self
             .store
-            .list_campaigns(window)
+            .list_campaigns(None, window)
             .await?
             .into_iter()
             .filter(|c| {
@@ -528,9 +541,13 @@ impl Operation for ListCampaigns {
     async fn run(a: &Admin, _: &Caller, r: ListLimit) -> Result<Vec<CampaignView>, ApiError> {
         let now = a.now();
         let mut out = Vec::new();
+        let cursor = r.cursor()?;
         for c in a
             .store
-            .list_campaigns(page_size(r.limit, 100, 1000))
+            .list_campaigns(
+                cursor.as_ref().map(|(at, id)| (*at, id.as_str())),
+                page_size(r.limit, 100, 1000),
+            )
             .await?
         {
             let ds = a.store.list_deliveries(&c.id).await?;
