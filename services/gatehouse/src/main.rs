@@ -164,6 +164,9 @@ fn ctl(args: gatehouse::ctl::CtlArgs) -> ExitCode {
     match rt.block_on(gatehouse::ctl::run(args)) {
         Ok(out) => {
             gatehouse::output::line(&out);
+            if let Some(hint) = gatehouse::ctl::more_hint() {
+                eprintln!("{hint}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

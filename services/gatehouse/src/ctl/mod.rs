@@ -568,9 +568,23 @@ fn minutes_ago(m: u64) -> i64 {
 /// Says on stderr how to get the next page, when there is one (stdout
 /// keeps only the page, for pipes).
 fn more(next: Option<&str>) {
-    if let Some(n) = next {
-        eprintln!("more: --after {n}");
+    if let Some(n) = next
+        && let Ok(mut m) = MORE.lock()
+    {
+        *m = Some(n.to_owned());
     }
+}
+
+/// The cursor of the page after the one just listed, said once the list
+/// is printed (stderr after stdout, so a terminal shows it below).
+static MORE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// The `more: --after CURSOR` hint of the last listing, if it was full.
+pub fn more_hint() -> Option<String> {
+    MORE.lock()
+        .ok()
+        .and_then(|mut m| m.take())
+        .map(|n| format!("more: --after {n}"))
 }
 
 /// Newest-first lists (audit, alerts) page by the last item's time and
