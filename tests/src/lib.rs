@@ -216,6 +216,20 @@ impl TestServer {
     }
 
     /// Creates a user with `role` and returns a bearer token of theirs.
+    /// Runs `gatehouse ctl ARGS` against this server as `token`'s holder
+    /// (a clean environment: only the URL, token and CA are set).
+    pub fn ctl(&self, token: &str, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        Ok(std::process::Command::new(gatehouse_bin()?)
+            .arg("ctl")
+            .args(args)
+            .env_clear()
+            .env("GATEHOUSE_URL", &self.api_url)
+            .env("GATEHOUSE_TOKEN", token)
+            .env("GATEHOUSE_CA", &self.boot.ca_path)
+            .stdin(std::process::Stdio::null())
+            .output()?)
+    }
+
     pub async fn user_token(&self, name: &str, role: &str) -> anyhow::Result<String> {
         let admin = self.boot.admin_token.clone();
         let body = json!({"name": name, "role": role});

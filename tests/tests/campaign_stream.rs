@@ -375,14 +375,7 @@ async fn a_cancelled_campaign_stops_asking_hosts_and_ends_its_watch() -> anyhow:
         )
         .await?;
     let id2 = c2["id"].as_str().unwrap_or_default().to_owned();
-    let out = std::process::Command::new(gatehouse_tests::gatehouse_bin()?)
-        .args(["ctl", "campaigns", "cancel", &id2])
-        .env_clear()
-        .env("GATEHOUSE_URL", &s.api_url)
-        .env("GATEHOUSE_TOKEN", &s.boot.admin_token)
-        .env("GATEHOUSE_CA", &s.boot.ca_path)
-        .stdin(std::process::Stdio::null())
-        .output()?;
+    let out = s.ctl(&s.boot.admin_token, &["campaigns", "cancel", &id2])?;
     assert!(
         out.status.success(),
         "{}",

@@ -10,15 +10,7 @@ use gatehouse_tests::{TestServer, gatehouse_bin};
 use serde_json::{Value, json};
 
 fn ctl(s: &TestServer, token: &str, args: &[&str]) -> anyhow::Result<Output> {
-    Ok(Command::new(gatehouse_bin()?)
-        .arg("ctl")
-        .args(args)
-        .env_clear()
-        .env("GATEHOUSE_URL", &s.api_url)
-        .env("GATEHOUSE_TOKEN", token)
-        .env("GATEHOUSE_CA", &s.boot.ca_path)
-        .stdin(Stdio::null())
-        .output()?)
+    s.ctl(token, args)
 }
 
 fn stdout(o: &Output) -> String {

@@ -4,7 +4,7 @@
 //! target name is a label or a host, and one that could be either is
 //! refused saying so.
 
-use gatehouse_tests::{TestServer, gatehouse_bin};
+use gatehouse_tests::TestServer;
 use reqwest::Method;
 use serde_json::json;
 
@@ -121,14 +121,7 @@ async fn hosts_are_addressable_by_hostname_and_targets_by_bare_names() -> anyhow
     assert_eq!((code, c["target_count"].clone()), (201, json!(1)), "{c}");
 
     // ctl takes the name too.
-    let out = std::process::Command::new(gatehouse_bin()?)
-        .args(["ctl", "hosts", "get", "web-01.example.com"])
-        .env_clear()
-        .env("GATEHOUSE_URL", &s.api_url)
-        .env("GATEHOUSE_TOKEN", &s.boot.admin_token)
-        .env("GATEHOUSE_CA", &s.boot.ca_path)
-        .stdin(std::process::Stdio::null())
-        .output()?;
+    let out = s.ctl(&s.boot.admin_token, &["hosts", "get", "web-01.example.com"])?;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && text.contains(&a1.host_id()),

@@ -542,18 +542,7 @@ async fn carve_with_out_of_order_and_repeated_blocks_is_assembled_and_hashed() -
     assert_eq!(listed[0]["hostname"], "web-01.example.com", "{listed}");
 
     // ctl lists it by host name and path, and downloads it (checked).
-    let ctl = |args: &[&str]| {
-        std::process::Command::new(gatehouse_tests::gatehouse_bin()?)
-            .arg("ctl")
-            .args(args)
-            .env_clear()
-            .env("GATEHOUSE_URL", &s.api_url)
-            .env("GATEHOUSE_TOKEN", &s.boot.admin_token)
-            .env("GATEHOUSE_CA", &s.boot.ca_path)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(anyhow::Error::from)
-    };
+    let ctl = |args: &[&str]| s.ctl(&s.boot.admin_token, args);
     let out = ctl(&["carves", "list"])?;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(

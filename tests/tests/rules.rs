@@ -23,6 +23,24 @@ fn event_line(host: &str, name: &str, columns: Value, t: i64) -> Value {
     })
 }
 
+/// The alert history over gRPC, as `token`'s holder sees it.
+async fn alerts_over_grpc(
+    grpc: &AdminClient<tonic::transport::Channel>,
+    token: &str,
+) -> anyhow::Result<pb::Alerts> {
+    Ok(grpc
+        .clone()
+        .list_alerts(as_user(
+            token,
+            pb::ListAlertsRequest {
+                limit: 100,
+                ..Default::default()
+            },
+        )?)
+        .await?
+        .into_inner())
+}
+
 /// Alerts of `rule` currently in the history.
 async fn alerts_of(s: &TestServer, token: &str, rule: &str) -> anyhow::Result<Vec<Value>> {
     let (code, all) = s
@@ -418,17 +436,7 @@ async fn enrollments_fire_rules_and_grpc_manages_rules_and_reads_alerts() -> any
     // A re-enrollment is not a first enrollment: it fires nothing.
     anyhow::ensure!(a.enroll().await?.agent_success());
     let alerts = eventually(Duration::from_secs(10), || async {
-        let r = grpc
-            .clone()
-            .list_alerts(as_user(
-                &bob,
-                pb::ListAlertsRequest {
-                    limit: 100,
-                    ..Default::default()
-                },
-            )?)
-            .await?
-            .into_inner();
+        let r = alerts_over_grpc(&grpc, &bob).await?;
         Ok((r.alerts.len() >= 2).then_some(r.alerts))
     })
     .await?;
@@ -510,17 +518,7 @@ async fn enrollments_fire_rules_and_grpc_manages_rules_and_reads_alerts() -> any
     // Enrollments are evaluated in order: once d's alert is in, c's
     // enrollment was evaluated (while the rule was off).
     let alerts = eventually(Duration::from_secs(10), || async {
-        let r = grpc
-            .clone()
-            .list_alerts(as_user(
-                &bob,
-                pb::ListAlertsRequest {
-                    limit: 100,
-                    ..Default::default()
-                },
-            )?)
-            .await?
-            .into_inner();
+        let r = alerts_over_grpc(&grpc, &bob).await?;
         Ok(r.alerts
             .iter()
             .any(|x| x.host_id == d.host_id())

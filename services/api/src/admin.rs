@@ -203,6 +203,36 @@ impl Admin {
         )))
     }
 
+    /// A new audit row for `c`'s call, at the clock's now.
+    fn audit_row(
+        &self,
+        c: &Caller,
+        action: &str,
+        target: &str,
+        outcome: &str,
+        detail: serde_json::Value,
+    ) -> AuditEvent {
+        AuditEvent {
+            id: uuid::Uuid::new_v4().to_string(),
+            at: self.now(),
+            actor: c.name.clone(),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            outcome: outcome.to_owned(),
+            detail,
+        }
+    }
+
+    /// Writes a row; a failed write refuses the call that needed it.
+    async fn write_audit(&self, e: &AuditEvent) -> Result<(), ApiError> {
+        self.store.append_audit(e).await.map_err(|err| {
+            tracing::error!(error = %err, action = %e.action, "audit log write failed");
+            ApiError::Unavailable(format!(
+                "the audit log cannot be written ({err}); nothing was done"
+            ))
+        })
+    }
+
     pub(crate) async fn audit(
         &self,
         c: &Caller,
@@ -211,21 +241,8 @@ impl Admin {
         outcome: &str,
         detail: serde_json::Value,
     ) -> Result<(), ApiError> {
-        let e = AuditEvent {
-            id: uuid::Uuid::new_v4().to_string(),
-            at: self.now(),
-            actor: c.name.clone(),
-            action: action.to_owned(),
-            target: target.to_owned(),
-            outcome: outcome.to_owned(),
-            detail,
-        };
-        self.store.append_audit(&e).await.map_err(|err| {
-            tracing::error!(error = %err, action, "audit log write failed");
-            ApiError::Unavailable(format!(
-                "the audit log cannot be written ({err}); nothing was done"
-            ))
-        })
+        self.write_audit(&self.audit_row(c, action, target, outcome, detail))
+            .await
     }
 
     /// Records a call before it acts (outcome `pending`): nothing happens
@@ -238,21 +255,8 @@ impl Admin {
         target: &str,
         detail: serde_json::Value,
     ) -> Result<AuditEvent, ApiError> {
-        let e = AuditEvent {
-            id: uuid::Uuid::new_v4().to_string(),
-            at: self.now(),
-            actor: c.name.clone(),
-            action: action.to_owned(),
-            target: target.to_owned(),
-            outcome: "pending".to_owned(),
-            detail,
-        };
-        self.store.append_audit(&e).await.map_err(|err| {
-            tracing::error!(error = %err, action, "audit log write failed");
-            ApiError::Unavailable(format!(
-                "the audit log cannot be written ({err}); nothing was done"
-            ))
-        })?;
+        let e = self.audit_row(c, action, target, "pending", detail);
+        self.write_audit(&e).await?;
         Ok(e)
     }
 
