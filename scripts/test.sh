@@ -62,4 +62,7 @@ if [[ -n "${GATEHOUSE_TEST_SCYLLA:-}" ]]; then
 else
     echo "== NOT RUN: ScyllaDB semantics tests (scylla::tests::real_*): set GATEHOUSE_TEST_SCYLLA=host:port to run them against a real node"
 fi
+if [[ "$(id -u)" != "0" ]]; then
+    echo "== NOT RUN: full-filesystem tests (embedded::tests::a_filling_filesystem_*): mounting a tmpfs needs root; they passed as no-ops"
+fi
 echo "== build size: $(du -sh target 2>/dev/null | cut -f1)"

@@ -31,6 +31,12 @@ pub enum StoreError {
     /// Too many requests in flight; retry later.
     #[error("storage is over capacity, retry later")]
     Busy,
+    /// Free space is below the watermark: log batches are refused (the
+    /// agent keeps them) so metadata writes still find room.
+    #[error(
+        "disk nearly full at {path}: {free} bytes free, log batches need {min} (limits.min_free_disk_bytes)"
+    )]
+    DiskLow { path: String, free: u64, min: u64 },
     /// A write carried an older fencing token than one already stored for
     /// the host: its writer was deposed (another hostd owns the shard).
     #[error("host {host} is owned by a newer writer (fencing token {held} > {presented})")]

@@ -177,6 +177,10 @@ pub struct Limits {
     /// Agent requests the edge handles at once; beyond, it answers a busy
     /// error at once (the agent backs off and retries).
     pub max_in_flight_requests: usize,
+    /// The embedded store refuses log batches (agents keep them and retry)
+    /// while its filesystem has less free space than this, so enrollment,
+    /// last-seen and campaign writes still find room; 0 turns it off.
+    pub min_free_disk_bytes: u64,
 }
 
 impl Default for Limits {
@@ -190,6 +194,7 @@ impl Default for Limits {
             max_active_campaigns: 50,
             max_active_campaigns_per_user: 10,
             max_in_flight_requests: 4096,
+            min_free_disk_bytes: 256 * 1024 * 1024,
         }
     }
 }

@@ -43,9 +43,15 @@ pub async fn open_store(
     let store: Arc<dyn Store> = match cfg.store.kind {
         // The error names the directory (and says when another process
         // holds it).
-        StoreKind::Embedded => {
-            Arc::new(EmbeddedStore::open(&boot.store_dir).map_err(|e| anyhow::anyhow!("{e}"))?)
-        }
+        StoreKind::Embedded => Arc::new(
+            EmbeddedStore::open_with(
+                &boot.store_dir,
+                gatehouse_store::embedded::StoreOptions {
+                    min_free_disk_bytes: cfg.limits.min_free_disk_bytes,
+                },
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+        ),
         StoreKind::Scylla => {
             let mut sc = cfg.store.scylla.clone();
             sc.ttl.logs_days = cfg.limits.retention_days;

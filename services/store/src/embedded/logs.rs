@@ -22,6 +22,7 @@ impl LogStore for EmbeddedStore {
             return Ok(());
         }
         self.run(move |i| {
+            i.room_for_logs()?;
             i.commit(
                 items
                     .into_iter()

@@ -87,6 +87,11 @@ struct Inner {
     rmw: Mutex<()>,
     /// Serialize the read-check-write of one host's state (fencing).
     host_locks: Vec<Mutex<()>>,
+    /// The database directory (its filesystem's free space is watched).
+    dir: std::path::PathBuf,
+    options: StoreOptions,
+    /// Below the free-space watermark at the last log write.
+    disk_low: std::sync::atomic::AtomicBool,
 }
 
 const HOST_LOCK_STRIPES: usize = 64;
@@ -163,9 +168,30 @@ fn first_day(ks: &Keyspace) -> Option<(u32, u32)> {
     Some((day(&lo)?, day(&hi)?))
 }
 
+/// How the embedded store guards its disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Log batches are refused ([`StoreError::DiskLow`]) while the store's
+    /// filesystem has less free space than this; 0: never.
+    pub min_free_disk_bytes: u64,
+}
+
+/// Free bytes (for unprivileged writers) on the filesystem holding `dir`.
+fn free_bytes(dir: &Path) -> StoreResult<u64> {
+    let s = rustix::fs::statvfs(dir)
+        .map_err(|e| unavailable(format!("free space of {}: {e}", dir.display())))?;
+    Ok(s.f_bavail.saturating_mul(s.f_frsize))
+}
+
 impl EmbeddedStore {
-    /// Opens (or creates) the database under `dir`.
+    /// Opens (or creates) the database under `dir`, with no free-space
+    /// watermark.
     pub fn open(dir: &Path) -> StoreResult<Self> {
+        Self::open_with(dir, StoreOptions::default())
+    }
+
+    /// Opens (or creates) the database under `dir`.
+    pub fn open_with(dir: &Path, options: StoreOptions) -> StoreResult<Self> {
         let db = Database::builder(dir).open().map_err(|e| match e {
             fjall::Error::Locked => StoreError::Unavailable(format!(
                 "{} is in use by another Gatehouse process (its store is locked); stop that process or give this one another data_dir",
@@ -199,6 +225,9 @@ impl EmbeddedStore {
             rmw: Mutex::new(()),
             host_locks: (0..HOST_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             db,
+            dir: dir.to_path_buf(),
+            options,
+            disk_low: std::sync::atomic::AtomicBool::new(false),
         };
         Ok(Self {
             inner: Arc::new(inner),
@@ -219,6 +248,34 @@ impl EmbeddedStore {
 }
 
 impl Inner {
+    /// Refuses a log write while free space is below the watermark; says
+    /// so in the log when the disk goes low and when it has room again.
+    fn room_for_logs(&self) -> StoreResult<()> {
+        use std::sync::atomic::Ordering;
+        let min = self.options.min_free_disk_bytes;
+        if min == 0 {
+            return Ok(());
+        }
+        let free = free_bytes(&self.dir)?;
+        let low = free < min;
+        let was = self.disk_low.swap(low, Ordering::Relaxed);
+        let path = self.dir.display().to_string();
+        match (was, low) {
+            (false, true) => tracing::warn!(
+                path = %path, free, min,
+                "disk nearly full: log batches are refused (agents keep them) until space is freed"
+            ),
+            (true, false) => {
+                tracing::info!(path = %path, free, "disk has room again: log batches accepted")
+            }
+            _ => {}
+        }
+        if low {
+            return Err(StoreError::DiskLow { path, free, min });
+        }
+        Ok(())
+    }
+
     fn commit(&self, items: Vec<(&Keyspace, Vec<u8>, Vec<u8>)>) -> StoreResult<()> {
         let mut b = self.db.batch().durability(Some(PersistMode::SyncData));
         for (ks, k, v) in items {
@@ -363,6 +420,103 @@ mod tests {
         }
 
         crate::conformance_tests!(fresh, crate::conformance::Semantics::FULL);
+    }
+
+    /// Below the watermark log batches are refused with where and how
+    /// much is free; host and campaign writes go on.
+    #[tokio::test]
+    async fn log_batches_are_refused_below_the_free_space_watermark() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open_with(
+            dir.path(),
+            StoreOptions {
+                min_free_disk_bytes: u64::MAX,
+            },
+        )
+        .unwrap();
+        let host = crate::conformance::sample_host(1);
+        store.put_host(&host, Fence::NONE).await.unwrap();
+        let batch = crate::conformance::processes_post(&host.id, 1, 3, 1_000);
+        match store.append_logs(&batch).await {
+            Err(StoreError::DiskLow { path, min, .. }) => {
+                assert_eq!(min, u64::MAX);
+                assert_eq!(path, dir.path().display().to_string());
+            }
+            other => panic!("a log batch below the watermark: {other:?}"),
+        }
+        store
+            .touch_host(&host.id, 5_000, Fence::NONE)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get_host(&host.id).await.unwrap().unwrap().last_seen,
+            5_000
+        );
+    }
+
+    /// On a real small filesystem (a tmpfs, when this runs as root): log
+    /// batches stop at the watermark, metadata writes go on, and batches
+    /// are accepted again once space is freed, without reopening.
+    #[tokio::test]
+    async fn a_filling_filesystem_refuses_logs_at_the_watermark_and_recovers() {
+        let mnt = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
+            .arg(mnt.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            println!("NOT RUN: mounting a tmpfs needs root (the free-space watermark test)");
+            return;
+        }
+        struct Unmount(std::path::PathBuf);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount").arg(&self.0).status();
+            }
+        }
+        let _unmount = Unmount(mnt.path().to_path_buf());
+        let min = 8 * 1024 * 1024;
+        let store = EmbeddedStore::open_with(
+            &mnt.path().join("store"),
+            StoreOptions {
+                min_free_disk_bytes: min,
+            },
+        )
+        .unwrap();
+        let host = crate::conformance::sample_host(2);
+        store.put_host(&host, Fence::NONE).await.unwrap();
+        let batch = |n| crate::conformance::processes_post(&host.id, n, 5, 1_000);
+        store.append_logs(&batch(1)).await.unwrap();
+        // Another tenant of the filesystem leaves less than the watermark.
+        let free = free_bytes(mnt.path()).unwrap();
+        let ballast = mnt.path().join("ballast");
+        std::fs::write(&ballast, vec![0u8; (free - min / 2) as usize]).unwrap();
+        let refused = store.append_logs(&batch(2)).await;
+        assert!(
+            matches!(refused, Err(StoreError::DiskLow { free, .. }) if free < min),
+            "{refused:?}"
+        );
+        store
+            .touch_host(&host.id, 9_000, Fence::NONE)
+            .await
+            .unwrap();
+        let mut renamed = host.clone();
+        renamed.hostname = "still-writable".into();
+        store.put_host(&renamed, Fence::NONE).await.unwrap();
+        // Space comes back: the same store takes batches again.
+        std::fs::remove_file(&ballast).unwrap();
+        store.append_logs(&batch(2)).await.unwrap();
+        let stored = store
+            .query_results(&gatehouse_core::model::ResultFilter {
+                host_id: Some(host.id.clone()),
+                until: i64::MAX,
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(stored.len(), 10, "both batches, once each");
     }
 
     #[test]
