@@ -99,7 +99,18 @@ const HOST_LOCK_STRIPES: usize = 64;
 /// fjall-backed store; cheap to clone.
 #[derive(Clone)]
 pub struct EmbeddedStore {
-    inner: Arc<Inner>,
+    shared: Arc<Shared>,
+}
+
+/// The open database, and what reopens it after a failed write.
+struct Shared {
+    dir: std::path::PathBuf,
+    options: StoreOptions,
+    /// `None` while the database is being reopened.
+    current: std::sync::RwLock<Option<Arc<Inner>>>,
+    /// Why it is being reopened.
+    failure: Mutex<Option<String>>,
+    recovering: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -192,62 +203,161 @@ impl EmbeddedStore {
 
     /// Opens (or creates) the database under `dir`.
     pub fn open_with(dir: &Path, options: StoreOptions) -> StoreResult<Self> {
-        let db = Database::builder(dir).open().map_err(|e| match e {
+        let inner = open_inner(dir, options)?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                dir: dir.to_path_buf(),
+                options,
+                current: std::sync::RwLock::new(Some(Arc::new(inner))),
+                failure: Mutex::new(None),
+                recovering: std::sync::atomic::AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The open database, or why there is none right now.
+    fn current(&self) -> StoreResult<Arc<Inner>> {
+        let cur = self
+            .shared
+            .current
+            .read()
+            .ok()
+            .and_then(|c| c.as_ref().cloned());
+        cur.ok_or_else(|| {
+            let why = self
+                .shared
+                .failure
+                .lock()
+                .ok()
+                .and_then(|f| f.clone())
+                .unwrap_or_default();
+            StoreError::Unavailable(format!(
+                "the store in {} failed a write and is being reopened ({why}); retry",
+                self.shared.dir.display()
+            ))
+        })
+    }
+
+    /// After a failed call: if the database can no longer write (fjall
+    /// poisons itself at a failed write; a full disk), takes it out of
+    /// service and reopens it in the background once it can write again
+    /// (the journal is replayed), so service resumes without a restart.
+    fn check_writable(&self, inner: &Arc<Inner>) {
+        use std::sync::atomic::Ordering;
+        let Err(e) = inner.probe() else {
+            return;
+        };
+        if self.shared.recovering.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let cause = e.to_string();
+        let old = self.shared.current.write().ok().and_then(|mut c| c.take());
+        if let Ok(mut f) = self.shared.failure.lock() {
+            *f = Some(cause.clone());
+        }
+        let dir = self.shared.dir.display().to_string();
+        tracing::error!(dir = %dir, cause = %cause, "the store cannot write; reopening it once it can");
+        let shared = self.shared.clone();
+        drop(old);
+        std::thread::spawn(move || {
+            let mut wait = std::time::Duration::from_millis(200);
+            loop {
+                // Back-off between attempts on a blocking thread of its own.
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(std::time::Duration::from_secs(5));
+                let Ok(inner) = open_inner(&shared.dir, shared.options) else {
+                    continue;
+                };
+                if inner.probe().is_err() {
+                    continue;
+                }
+                if let Ok(mut c) = shared.current.write() {
+                    *c = Some(Arc::new(inner));
+                }
+                if let Ok(mut f) = shared.failure.lock() {
+                    *f = None;
+                }
+                shared.recovering.store(false, Ordering::SeqCst);
+                tracing::info!(dir = %shared.dir.display(), "the store is writable again: reopened");
+                return;
+            }
+        });
+    }
+}
+
+/// Opens (or creates) the database under `dir`.
+fn open_inner(dir: &Path, options: StoreOptions) -> StoreResult<Inner> {
+    let db = Database::builder(dir).open().map_err(|e| match e {
             fjall::Error::Locked => StoreError::Unavailable(format!(
                 "{} is in use by another Gatehouse process (its store is locked); stop that process or give this one another data_dir",
                 dir.display()
             )),
             e => StoreError::Unavailable(format!("opening the store in {}: {e}", dir.display())),
         })?;
-        let ks = |name: &str| {
-            db.keyspace(name, KeyspaceCreateOptions::default)
-                .map_err(unavailable)
-        };
-        let inner = Inner {
-            hosts: ks("hosts")?,
-            defs: ks("defs")?,
-            meta: ks("meta")?,
-            blobs: ks("blobs")?,
-            results: ks("results")?,
-            status: ks("status")?,
-            campaigns: ks("campaigns")?,
-            deliveries: ks("deliveries")?,
-            open: ks("open")?,
-            cresults: ks("cresults")?,
-            carves: ks("carves")?,
-            blocks: ks("blocks")?,
-            secrets: ks("secrets")?,
-            secret_hash: ks("secret_hash")?,
-            audit: ks("audit")?,
-            fences: ks("fences")?,
-            alerts: ks("alerts")?,
-            dead: ks("dead")?,
-            rmw: Mutex::new(()),
-            host_locks: (0..HOST_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
-            db,
-            dir: dir.to_path_buf(),
-            options,
-            disk_low: std::sync::atomic::AtomicBool::new(false),
-        };
-        Ok(Self {
-            inner: Arc::new(inner),
-        })
-    }
+    let ks = |name: &str| {
+        db.keyspace(name, KeyspaceCreateOptions::default)
+            .map_err(unavailable)
+    };
+    let inner = Inner {
+        hosts: ks("hosts")?,
+        defs: ks("defs")?,
+        meta: ks("meta")?,
+        blobs: ks("blobs")?,
+        results: ks("results")?,
+        status: ks("status")?,
+        campaigns: ks("campaigns")?,
+        deliveries: ks("deliveries")?,
+        open: ks("open")?,
+        cresults: ks("cresults")?,
+        carves: ks("carves")?,
+        blocks: ks("blocks")?,
+        secrets: ks("secrets")?,
+        secret_hash: ks("secret_hash")?,
+        audit: ks("audit")?,
+        fences: ks("fences")?,
+        alerts: ks("alerts")?,
+        dead: ks("dead")?,
+        rmw: Mutex::new(()),
+        host_locks: (0..HOST_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+        db,
+        dir: dir.to_path_buf(),
+        options,
+        disk_low: std::sync::atomic::AtomicBool::new(false),
+    };
+    Ok(inner)
+}
 
+impl EmbeddedStore {
     /// Runs blocking fjall work off the async threads.
     async fn run<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Inner) -> StoreResult<T> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || f(&inner))
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+        let inner = self.current()?;
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let r = f(&inner);
+            if let Err(StoreError::Unavailable(_)) = &r {
+                store.check_writable(&inner);
+            }
+            r
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
     }
 }
 
 impl Inner {
+    /// A small durable write: fails when the database cannot write.
+    fn probe(&self) -> StoreResult<()> {
+        self.commit(vec![(
+            &self.meta,
+            b"\0writable".to_vec(),
+            gatehouse_core::time::now_ms().to_be_bytes().to_vec(),
+        )])
+    }
+
     /// Refuses a log write while free space is below the watermark; says
     /// so in the log when the disk goes low and when it has room again.
     fn room_for_logs(&self) -> StoreResult<()> {
@@ -517,6 +627,108 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(stored.len(), 10, "both batches, once each");
+    }
+
+    /// A disk filled to the last byte (by someone else: no watermark)
+    /// makes writes fail; once space is freed the same store handle writes
+    /// again by itself (reopened, journal replayed), with everything it
+    /// had acknowledged before still there.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_disk_is_recovered_from_without_a_restart() {
+        let mnt = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
+            .arg(mnt.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            println!("NOT RUN: mounting a tmpfs needs root (the full-disk recovery test)");
+            return;
+        }
+        struct Unmount(std::path::PathBuf);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount").arg(&self.0).status();
+            }
+        }
+        let _unmount = Unmount(mnt.path().to_path_buf());
+        let store = EmbeddedStore::open(&mnt.path().join("store")).unwrap();
+        let host = crate::conformance::sample_host(3);
+        store.put_host(&host, Fence::NONE).await.unwrap();
+        let batch = |n| crate::conformance::processes_post(&host.id, n, 5, 1_000);
+        store.append_logs(&batch(1)).await.unwrap();
+        // Fill the filesystem to the last byte.
+        let ballast = mnt.path().join("ballast");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&ballast).unwrap();
+            let chunk = vec![0u8; 64 * 1024];
+            while f.write_all(&chunk).is_ok() {}
+            let _ = f.write_all(&[0u8; 1]);
+        }
+        let mut failed = false;
+        for n in 2..40 {
+            if store.append_logs(&batch(n)).await.is_err() {
+                failed = true;
+                break;
+            }
+        }
+        assert!(failed, "a write failed on the full disk");
+        assert!(
+            store
+                .shared
+                .recovering
+                .load(std::sync::atomic::Ordering::SeqCst),
+            "the failed write took the database out of service"
+        );
+        let e = store
+            .touch_host(&host.id, 9, Fence::NONE)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("being reopened"), "{e}");
+        std::fs::remove_file(&ballast).unwrap();
+        // Without a restart: the same handle writes again, bounded wait.
+        gatehouse_testkit::until(
+            "the store writes again",
+            std::time::Duration::from_secs(30),
+            async || store.append_logs(&batch(100)).await.is_ok(),
+        )
+        .await;
+        store
+            .touch_host(&host.id, 10_000, Fence::NONE)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get_host(&host.id).await.unwrap().unwrap().last_seen,
+            10_000
+        );
+        assert!(
+            !store
+                .shared
+                .recovering
+                .load(std::sync::atomic::Ordering::SeqCst)
+        );
+        let lines = store
+            .query_results(&gatehouse_core::model::ResultFilter {
+                host_id: Some(host.id.clone()),
+                until: i64::MAX,
+                limit: 10_000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let ids: std::collections::HashSet<&str> =
+            lines.iter().map(|l| l.line_id.as_str()).collect();
+        for r in match batch(1) {
+            LogRecords::Results(rs) => rs,
+            LogRecords::Status(_) => Vec::new(),
+        } {
+            assert!(
+                ids.contains(r.line_id.as_str()),
+                "acknowledged line {} kept",
+                r.line_id
+            );
+        }
     }
 
     #[test]
