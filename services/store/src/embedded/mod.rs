@@ -96,6 +96,9 @@ struct Inner {
 
 const HOST_LOCK_STRIPES: usize = 64;
 
+/// Free space a store that failed a write waits for before it reopens.
+const REOPEN_HEADROOM: u64 = 4 * 1024 * 1024;
+
 /// fjall-backed store; cheap to clone.
 #[derive(Clone)]
 pub struct EmbeddedStore {
@@ -250,7 +253,10 @@ impl EmbeddedStore {
         if self.shared.recovering.swap(true, Ordering::SeqCst) {
             return;
         }
-        let cause = e.to_string();
+        let cause = match free_bytes(&self.shared.dir) {
+            Ok(free) => format!("{e}; {free} bytes free"),
+            Err(_) => e.to_string(),
+        };
         let old = self.shared.current.write().ok().and_then(|mut c| c.take());
         if let Ok(mut f) = self.shared.failure.lock() {
             *f = Some(cause.clone());
@@ -265,6 +271,11 @@ impl EmbeddedStore {
                 // Back-off between attempts on a blocking thread of its own.
                 std::thread::sleep(wait);
                 wait = (wait * 2).min(std::time::Duration::from_secs(5));
+                // Not on a disk still (nearly) full: a reopened journal
+                // takes a probe write, then fails the next batch again.
+                if free_bytes(&shared.dir).is_ok_and(|f| f < REOPEN_HEADROOM) {
+                    continue;
+                }
                 let Ok(inner) = open_inner(&shared.dir, shared.options) else {
                     continue;
                 };
