@@ -296,16 +296,22 @@ async fn starter_packs_apply_and_agents_run_them() -> anyhow::Result<()> {
     );
 
     let tls = client_tls(&std::fs::read(&s.boot.ca_path)?)?;
-    let mut fleet = fleet(&s, tls, Arc::new(Metrics::default()))?;
-    // Two days of buffered output: every query fired at least once (a
-    // daily interval is splayed up to 10 % longer).
-    fleet.backlog_secs = 2 * 86_400;
-    let mut c = cfg(Mode::Steady, 6);
+    let fleet = fleet(&s, tls, Arc::new(Metrics::default()))?;
+    // Two days of buffered output (every query fired at least once: a
+    // daily interval is splayed up to 10 % longer), sent once the
+    // "outage" ends; the run waits, bounded, until every agent drained it.
+    let mut c = cfg(Mode::Storm, 6);
+    c.outage = Duration::from_secs(2 * 86_400);
+    c.storm_timeout = Duration::from_secs(60);
     c.os_mix = "macos=1,ubuntu=1,windows=1"
         .parse()
         .map_err(anyhow::Error::msg)?;
-    let (_, cost, _) = modes::run(fleet, c, None).await?;
+    let (result, cost, _) = modes::run(fleet, c, None).await?;
     assert_eq!(cost["enrolled"], 6, "{cost}");
+    assert_eq!(
+        result["drained"], true,
+        "every agent sent its backlog: {result}"
+    );
 
     let hosts = s.get("/api/v1/hosts?limit=100").await?;
     let mut seen_platforms = std::collections::BTreeSet::new();

@@ -20,10 +20,22 @@ use serde_json::json;
 
 const SHARDS: u32 = 16;
 
+/// A port free right now and not handed out before in this process (the
+/// kernel may give a just-closed port again: two roles once got the same).
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut given = GIVEN
+            .lock()
+            .map_err(|_| anyhow::anyhow!("port list poisoned"))?;
+        if !given.contains(&port) {
+            given.push(port);
+            return Ok(port);
+        }
+    }
 }
 
 /// A role process; SIGKILLed if still running when dropped.
