@@ -114,6 +114,17 @@ async fn watch(
             }
         }
         let (mut coverage, _) = standing(&store, clock.now_ms(), &c).await?;
+        // Answers stored between the first read and `standing` were
+        // counted there: send them now and mark them seen, so their
+        // broadcast is not counted again (which once ended a watch with a
+        // host still pending).
+        for result in store.list_results(&c.id).await? {
+            if seen.insert(result.host_id.clone())
+                && tx.send(CampaignEvent::Result { result }).await.is_err()
+            {
+                return Ok(());
+            }
+        }
         if tx
             .send(CampaignEvent::Progress {
                 coverage: coverage.clone(),
