@@ -543,6 +543,39 @@ mod tests {
         crate::conformance_tests!(fresh, crate::conformance::Semantics::FULL);
     }
 
+    /// A 24 MiB tmpfs on a temporary directory, unmounted when dropped;
+    /// `None` (with a NOT RUN line naming `what`) where mounting needs a
+    /// root this run does not have.
+    struct Tmpfs(tempfile::TempDir);
+
+    impl Tmpfs {
+        fn mount(what: &str) -> Option<Self> {
+            let dir = tempfile::tempdir().ok()?;
+            let mounted = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
+                .arg(dir.path())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !mounted {
+                println!("NOT RUN: mounting a tmpfs needs root ({what})");
+                return None;
+            }
+            Some(Self(dir))
+        }
+
+        fn path(&self) -> &std::path::Path {
+            self.0.path()
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg(self.0.path())
+                .status();
+        }
+    }
+
     /// Below the watermark log batches are refused with where and how
     /// much is free; host and campaign writes go on.
     #[tokio::test]
@@ -580,23 +613,9 @@ mod tests {
     /// are accepted again once space is freed, without reopening.
     #[tokio::test]
     async fn a_filling_filesystem_refuses_logs_at_the_watermark_and_recovers() {
-        let mnt = tempfile::tempdir().unwrap();
-        let mounted = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
-            .arg(mnt.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !mounted {
-            println!("NOT RUN: mounting a tmpfs needs root (the free-space watermark test)");
+        let Some(mnt) = Tmpfs::mount("the free-space watermark test") else {
             return;
-        }
-        struct Unmount(std::path::PathBuf);
-        impl Drop for Unmount {
-            fn drop(&mut self) {
-                let _ = std::process::Command::new("umount").arg(&self.0).status();
-            }
-        }
-        let _unmount = Unmount(mnt.path().to_path_buf());
+        };
         let min = 8 * 1024 * 1024;
         let store = EmbeddedStore::open_with(
             &mnt.path().join("store"),
@@ -646,23 +665,9 @@ mod tests {
     /// had acknowledged before still there.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_disk_is_recovered_from_without_a_restart() {
-        let mnt = tempfile::tempdir().unwrap();
-        let mounted = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
-            .arg(mnt.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !mounted {
-            println!("NOT RUN: mounting a tmpfs needs root (the full-disk recovery test)");
+        let Some(mnt) = Tmpfs::mount("the full-disk recovery test") else {
             return;
-        }
-        struct Unmount(std::path::PathBuf);
-        impl Drop for Unmount {
-            fn drop(&mut self) {
-                let _ = std::process::Command::new("umount").arg(&self.0).status();
-            }
-        }
-        let _unmount = Unmount(mnt.path().to_path_buf());
+        };
         let store = EmbeddedStore::open(&mnt.path().join("store")).unwrap();
         let host = crate::conformance::sample_host(3);
         store.put_host(&host, Fence::NONE).await.unwrap();
