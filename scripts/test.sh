@@ -63,6 +63,6 @@ else
     echo "== NOT RUN: ScyllaDB semantics tests (scylla::tests::real_*): set GATEHOUSE_TEST_SCYLLA=host:port to run them against a real node"
 fi
 if [[ "$(id -u)" != "0" ]]; then
-    echo "== NOT RUN: full-filesystem tests (embedded::tests::a_filling_filesystem_*, a_full_disk_*): mounting a tmpfs needs root; they passed as no-ops"
+    echo "== NOT RUN: full-filesystem tests (embedded::tests::a_filling_filesystem_*, a_full_disk_*; disk_low::a_full_disk_makes_the_server_unready_*): mounting a tmpfs needs root; they passed as no-ops"
 fi
 echo "== build size: $(du -sh target 2>/dev/null | cut -f1)"

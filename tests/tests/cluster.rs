@@ -7,12 +7,17 @@
 //! loses no acknowledged log line and no live-query answer, and its shards
 //! are served again within the lease TTL; a live query reaches hosts on
 //! every shard; a nats-server crash and restart loses no acknowledged log
-//! line either.
+//! line either. Store faults: the CQL server stopped under load and
+//! started again (edges go on acknowledging log batches, which reach the
+//! store once it is back; the roles that need it are unready meanwhile and
+//! recover by themselves), and a log stream at its byte limit (edges
+//! refuse batches with error bodies until ingest drains it).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gatehouse_core::ports::Store;
+use gatehouse_runtime::health::Check;
 use gatehouse_runtime::metrics::Metrics;
 use gatehouse_store::cql_test_server::CqlTestServer;
 use gatehouse_store::{ScyllaConfig, ScyllaStore};
@@ -26,7 +31,16 @@ const SHARDS: u32 = 32;
 
 /// The sandbox over the in-process CQL server (a session per role).
 async fn start() -> anyhow::Result<Sandbox> {
+    Ok(start_with(|_| {}).await?.0)
+}
+
+/// [`start`] with its shape adjusted; also returns the CQL server (to take
+/// it down and bring it back).
+async fn start_with(
+    adjust: impl FnOnce(&mut SandboxConfig),
+) -> anyhow::Result<(Sandbox, Arc<CqlTestServer>)> {
     let cql = Arc::new(CqlTestServer::start().await?);
+    let server = cql.clone();
     let stores: StoreFactory = Arc::new(move || {
         let cql = cql.clone();
         Box::pin(async move {
@@ -40,7 +54,7 @@ async fn start() -> anyhow::Result<Sandbox> {
             Ok(Arc::new(store) as Arc<dyn Store>)
         })
     });
-    let cfg = SandboxConfig {
+    let mut cfg = SandboxConfig {
         edges: 2,
         hostd: 3,
         shards: SHARDS,
@@ -52,7 +66,8 @@ async fn start() -> anyhow::Result<Sandbox> {
         edge_port: None,
         api_port: None,
     };
-    Sandbox::start(cfg, stores).await
+    adjust(&mut cfg);
+    Ok((Sandbox::start(cfg, stores).await?, server))
 }
 
 /// Once every shard is served: `AGENTS` agents enrolled through both
@@ -285,8 +300,9 @@ async fn ops_channel(
 ) -> anyhow::Result<tonic::transport::Channel> {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", l.local_addr()?);
-    let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    gatehouse::serve::spawn_ops(l, ready, done.clone(), control, Metrics::new());
+    let metrics = Metrics::new();
+    let ready = gatehouse_runtime::health::Readiness::new(&metrics);
+    gatehouse::serve::spawn_ops(l, ready, done.clone(), control, metrics);
     Ok(tonic::transport::Channel::from_shared(url)?
         .connect()
         .await?)
@@ -451,6 +467,189 @@ async fn killing_an_edge_ingest_or_api_under_load_loses_no_acknowledged_line() -
         })
         .await?;
         assert!(stored <= 8 * 5, "{host}: {stored} lines stored of 40 sent");
+    }
+    s.stop().await
+}
+
+/// Whether each role is ready: (edges, hostd, ingest, api).
+fn readiness(s: &Sandbox) -> (Vec<bool>, Vec<bool>, bool, bool) {
+    let ready = |r: &gatehouse::cluster::Role| r.readiness.as_ref().is_some_and(|r| r.is_ready());
+    (
+        s.edges.iter().map(|(_, r)| ready(r)).collect(),
+        s.hostd.iter().map(|h| ready(&h.role)).collect(),
+        s.ingest.as_ref().is_some_and(ready),
+        s.api.as_ref().is_some_and(|(_, r)| ready(r)),
+    )
+}
+
+/// A role's readiness check `name`, as its `/readyz` shows it.
+fn check(r: &gatehouse::cluster::Role, name: &str) -> Option<Check> {
+    r.readiness
+        .as_ref()
+        .and_then(|r| r.report().checks.get(name).cloned())
+}
+
+/// ScyllaDB (here the CQL server) goes down for a while under load and
+/// comes back on the same address with its data: edges go on
+/// acknowledging log batches (the stream holds them); hostd, ingest and the
+/// api are unready naming the store, the api answers 503, enrollment gets
+/// the osquery error body; afterwards every role is ready again without a
+/// restart, and every acknowledged line is stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outage_is_ridden_out_and_recovered_from_without_a_restart() -> anyhow::Result<()> {
+    let (s, cql) = start_with(|_| {}).await?;
+    let (agents, now) = enrolled_agents(&s).await?;
+    let mut acked = vec![0usize; agents.len()];
+    post_rounds(0..2, &agents, now, &mut acked).await?;
+    wait_until("every role ready", || {
+        let (e, h, i, a) = readiness(&s);
+        e.iter().chain(&h).all(|r| *r) && i && a
+    })
+    .await?;
+
+    cql.stop().await;
+    let down = Instant::now();
+    gatehouse_testkit::eventually(
+        "hostd, ingest and the api unready",
+        Duration::from_secs(30),
+        async || {
+            let (_, h, i, a) = readiness(&s);
+            Ok::<_, std::convert::Infallible>((h.iter().all(|r| !r) && !i && !a).then_some(()))
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (edges, ..) = readiness(&s);
+    assert!(edges.iter().all(|r| *r), "edges stay ready: {edges:?}");
+    let why = check(&s.api.as_ref().expect("api").1, "store");
+    assert!(
+        matches!(&why, Some(Check::Failing(m)) if m.contains("ScyllaDB")),
+        "the api names the store: {why:?}"
+    );
+    let (code, body) = s.api(Method::GET, "/api/v1/hosts", None).await?;
+    assert_eq!(
+        code, 503,
+        "operators are told the store is unavailable: {body}"
+    );
+
+    // Agents keep logging: the edges acknowledge what the stream holds.
+    let before: usize = acked.iter().sum();
+    post_rounds(2..6, &agents, now, &mut acked).await?;
+    let during: usize = acked.iter().sum::<usize>() - before;
+    assert_eq!(
+        during,
+        AGENTS as usize * 4 * 5,
+        "every batch acknowledged during the outage: {acked:?}"
+    );
+    // Enrollment needs the store: an error body, never a success it did
+    // not store.
+    let r = s.agent(AGENTS).enroll().await?;
+    assert!(r.is_error_body() && !r.agent_success(), "{r:?}");
+
+    cql.restart().await?;
+    println!("CQL server down for {:?}", down.elapsed());
+    gatehouse_testkit::eventually(
+        "every role ready again",
+        Duration::from_secs(60),
+        async || {
+            let (e, h, i, a) = readiness(&s);
+            Ok::<_, std::convert::Infallible>(
+                (e.iter().chain(&h).all(|r| *r) && i && a).then_some(()),
+            )
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    eventually(Duration::from_secs(30), || async {
+        let mut newcomer = s.agent(AGENTS);
+        Ok(newcomer.enroll().await?.agent_success().then_some(()))
+    })
+    .await?;
+    post_rounds(6..7, &agents, now, &mut acked).await?;
+    // Exactly once: the stored count equals what was acknowledged (each
+    // round's lines are distinct, a re-sent batch is stored once).
+    for (a, want) in agents.iter().zip(&acked) {
+        let host = a.host_id();
+        eventually(Duration::from_secs(60), || async {
+            Ok((lines_of(&s, &host).await? == *want).then_some(()))
+        })
+        .await?;
+    }
+    assert_eq!(acked.iter().sum::<usize>(), AGENTS as usize * 7 * 5);
+    s.stop().await
+}
+
+/// The log stream at its byte limit (ingest is down): edges refuse log
+/// batches with the osquery error body (the agent keeps them), stay ready
+/// and say why; once ingest drains the stream, batches are acknowledged
+/// again, and every acknowledged line is stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_log_stream_refuses_batches_until_ingest_drains_it() -> anyhow::Result<()> {
+    let (mut s, _cql) = start_with(|c| c.max_log_stream_bytes = 48 * 1024).await?;
+    let (agents, now) = enrolled_agents(&s).await?;
+    if let Some(i) = s.ingest.take() {
+        i.stop().await?;
+    }
+    let mut acked = vec![0usize; agents.len()];
+    let mut round = 0;
+    let refused = loop {
+        anyhow::ensure!(round < 400, "the stream never filled: {acked:?}");
+        let a = &agents[round as usize % agents.len()];
+        let data: Vec<_> = (0..5)
+            .map(|i| json!({"name": "users", "unixTime": now - 600, "columns": {"uid": format!("{round}-{i}")}, "action": "added"}))
+            .collect();
+        let r = a.log("result", json!(data)).await?;
+        if r.agent_success() {
+            acked[round as usize % agents.len()] += 5;
+        } else {
+            break r;
+        }
+        round += 1;
+    };
+    assert!(
+        refused.is_error_body() && !refused.node_invalid(),
+        "a refusal is the error body (the agent keeps its batch): {refused:?}"
+    );
+    let e = (round as usize % agents.len()) % s.edges.len();
+    eventually(Duration::from_secs(10), || async {
+        Ok(matches!(check(&s.edges[e].1, "log_stream"), Some(Check::Degraded(m)) if m.contains("log stream full")).then_some(()))
+    })
+    .await?;
+    assert!(
+        s.edges[e]
+            .1
+            .readiness
+            .as_ref()
+            .is_some_and(|r| r.is_ready()),
+        "a full stream does not take the edge out of service"
+    );
+    println!(
+        "log stream full after {} acknowledged lines",
+        acked.iter().sum::<usize>()
+    );
+
+    s.start_ingest().await?;
+    // The agents' next posts are acknowledged once ingest made room.
+    for (n, a) in agents.iter().enumerate() {
+        eventually(Duration::from_secs(30), || async {
+            let data: Vec<_> = (0..5)
+                .map(|i| json!({"name": "users", "unixTime": now - 600, "columns": {"uid": format!("after-{n}-{i}")}, "action": "added"}))
+                .collect();
+            Ok(a.log("result", json!(data)).await?.agent_success().then_some(()))
+        })
+        .await?;
+        acked[n] += 5;
+    }
+    eventually(Duration::from_secs(10), || async {
+        Ok((check(&s.edges[e].1, "log_stream") == Some(Check::Ok)).then_some(()))
+    })
+    .await?;
+    for (a, want) in agents.iter().zip(&acked) {
+        let host = a.host_id();
+        eventually(Duration::from_secs(30), || async {
+            Ok((lines_of(&s, &host).await? == *want).then_some(()))
+        })
+        .await?;
     }
     s.stop().await
 }

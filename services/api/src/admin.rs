@@ -74,12 +74,14 @@ pub struct Admin {
     bootstrap_tokens: Vec<String>,
     /// For redriving dead letters: the rule engine's webhook client.
     pub(crate) webhooks: Arc<dyn WebhookSender>,
-    /// Campaigns seen with every target answered (they stay so): not
-    /// counted against the running-campaign limits.
     /// Where "now" comes from (expiry of tokens, campaigns, secrets).
     pub(crate) clock: Arc<dyn Clock>,
     /// The instance's metrics (request counts and latency).
     pub(crate) metrics: gatehouse_runtime::metrics::Metrics,
+    /// The instance's readiness (`/readyz`, gRPC health).
+    pub(crate) readiness: gatehouse_runtime::health::Readiness,
+    /// Campaigns seen with every target answered (they stay so): not
+    /// counted against the running-campaign limits.
     pub(crate) complete: std::sync::Mutex<HashSet<String>>,
 }
 
@@ -144,6 +146,8 @@ pub struct ApiDeps {
     /// move it).
     pub clock: Arc<dyn Clock>,
     pub metrics: gatehouse_runtime::metrics::Metrics,
+    /// The instance's readiness (`/readyz`, gRPC health).
+    pub readiness: gatehouse_runtime::health::Readiness,
 }
 
 impl Admin {
@@ -156,6 +160,7 @@ impl Admin {
             bootstrap_tokens,
             clock,
             metrics,
+            readiness,
         } = deps;
         Self {
             store,
@@ -166,6 +171,7 @@ impl Admin {
             webhooks,
             clock,
             metrics,
+            readiness,
             complete: std::sync::Mutex::default(),
         }
     }

@@ -44,8 +44,9 @@ pub async fn run(
     let metrics = deps.metrics.clone();
     let admin = Arc::new(Admin::new(cfg, deps));
     let rest = rest::router(admin.clone(), shutdown.clone());
-    let routes = grpc::routes(admin).add_service(gatehouse_runtime::grpc::health(
+    let routes = grpc::routes(admin.clone()).add_service(gatehouse_runtime::grpc::health(
         &[GRPC_SERVICE],
+        admin.readiness.clone(),
         shutdown.clone(),
     ));
     let app = gatehouse_runtime::grpc::mount(

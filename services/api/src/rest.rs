@@ -174,6 +174,7 @@ pub fn openapi() -> Value {
 /// token.
 pub fn router(admin: Arc<Admin>, shutdown: Shutdown) -> Router {
     let doc = Arc::new(openapi());
+    let readiness = admin.readiness.clone();
     let mut by_path: Vec<(&'static str, MethodRouter<Arc<Admin>>)> = Vec::new();
     for op in crate::registry::operations() {
         let handler = (op.rest)();
@@ -195,7 +196,7 @@ pub fn router(admin: Arc<Admin>, shutdown: Shutdown) -> Router {
         .route_layer(middleware::from_fn_with_state(admin.clone(), authenticate))
         .with_state(admin);
     let ready = move || {
-        let s = shutdown.clone();
+        let (s, readiness) = (shutdown.clone(), readiness.clone());
         async move {
             if s.is_triggered() {
                 (
@@ -204,7 +205,7 @@ pub fn router(admin: Arc<Admin>, shutdown: Shutdown) -> Router {
                 )
                     .into_response()
             } else {
-                axum::Json(json!({"status": "ready"})).into_response()
+                readiness.response()
             }
         }
     };

@@ -308,11 +308,29 @@ pub trait RuleStore: Send + Sync {
     async fn delete_dead_letter(&self, id: &str) -> StoreResult<bool>;
 }
 
-/// Small named values (generation counters, bootstrap facts).
+/// Small named values (generation counters, bootstrap facts), and the
+/// store's own health.
 #[async_trait]
 pub trait MetaStore: Send + Sync {
     async fn get_meta(&self, key: &str) -> StoreResult<Option<Bytes>>;
     async fn put_meta(&self, key: &str, value: &[u8]) -> StoreResult<()>;
+    /// Whether the store takes writes right now (readiness, metrics); an
+    /// error is a store that cannot be reached. Cheap enough to call
+    /// every few seconds.
+    async fn health(&self) -> StoreResult<StoreHealth>;
+}
+
+/// What a store says about its writes ([`MetaStore::health`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreHealth {
+    /// Free bytes on the filesystem it writes to (an embedded store).
+    pub free_bytes: Option<u64>,
+    /// Set while every write fails or is refused (a full disk, a store
+    /// being reopened after a failed write), saying why and where.
+    pub writes_refused: Option<String>,
+    /// Set while log batches are refused (free space below the watermark),
+    /// saying why; other writes still succeed.
+    pub logs_refused: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]

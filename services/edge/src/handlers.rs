@@ -264,7 +264,7 @@ pub(crate) async fn readyz(State(edge): EdgeState) -> Response {
     if edge.shutdown.is_triggered() {
         json_response(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"draining"}"#)
     } else {
-        ok_json(&json!({"status": "ready"}))
+        edge.deps.readiness.response()
     }
 }
 

@@ -134,6 +134,8 @@ pub struct EdgeDeps {
     /// Where "now" comes from (enroll-secret expiry, receive times).
     pub clock: Arc<dyn gatehouse_core::time::Clock>,
     pub metrics: gatehouse_runtime::metrics::Metrics,
+    /// The instance's readiness, answered at `/readyz` on the agent port.
+    pub readiness: gatehouse_runtime::health::Readiness,
 }
 
 const CONFIG_CACHE_ENTRIES: usize = 512;

@@ -6,7 +6,9 @@
 //! the store (ScyllaDB in production).
 //!
 //! Each role counts in the metrics registry it is given (its process's,
-//! served on its ops port; its own, in the test sandbox).
+//! served on its ops port; its own, in the test sandbox), and reports its
+//! readiness ([`Role::readiness`]): hostd, ingest and the api check the
+//! store, ingest and the edge the log stream.
 //!
 //! Every role shares the secrets and certificates of one [`Bootstrap`]
 //! directory (a mounted Kubernetes Secret in production).
@@ -90,17 +92,27 @@ async fn ports(
     } else {
         None
     };
-    Ok(Ports {
+    let ports = Ports {
         store,
         bus: Arc::new(bus),
         logs,
         leases,
         clock: gatehouse_core::time::system_clock(),
+        readiness: gatehouse_runtime::health::Readiness::new(&metrics),
         metrics,
         // Short attempts inside the budget: a retry reaches a shard's next
         // owner before the agent's 16 s timeout.
         rpc_attempt: Duration::from_secs(4),
-    })
+    };
+    // An edge needs no store to take log batches (they go to the stream):
+    // it stays ready through a store outage; the others need it.
+    if member != Member::Edge {
+        ports.watch_store();
+    }
+    if member == Member::Ingest {
+        ports.watch_stream(None);
+    }
+    Ok(ports)
 }
 
 /// Agent-facing edge: verifies node keys, routes host requests to the

@@ -332,8 +332,11 @@ fn role(kind: RoleKind, config: Option<PathBuf>, instance: Option<String>) -> Ex
                     .role
             }
         };
-        // Probes and metrics; not ready once the role has drained.
-        let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        // Probes and metrics; not ready from the moment the role drains.
+        let ready = role
+            .readiness
+            .clone()
+            .unwrap_or_else(|| gatehouse_runtime::health::Readiness::new(&metrics));
         let done = gatehouse_runtime::Shutdown::new();
         let ops = bind_ops(&cfg).await?.map(|l| {
             gatehouse::serve::spawn_ops(
@@ -345,8 +348,15 @@ fn role(kind: RoleKind, config: Option<PathBuf>, instance: Option<String>) -> Ex
             )
         });
         role.shutdown.trigger_on_signals();
+        {
+            let (stopping, ready) = (role.shutdown.clone(), ready.clone());
+            tokio::spawn(async move {
+                stopping.wait().await;
+                ready.drain();
+            });
+        }
         let r = role.wait().await;
-        ready.store(false, std::sync::atomic::Ordering::Relaxed);
+        ready.drain();
         done.trigger();
         if let Some(task) = ops {
             let _ = task.await;

@@ -30,6 +30,7 @@ use gatehouse_hostd::leases::{LeaseConfig, Leases};
 use gatehouse_hostd::{HostdConfig, HostdDeps, Ownership};
 use gatehouse_ingest::jetstream::{ConsumerConfig, LogStreamConfig, StreamSink};
 use gatehouse_ingest::{DirectSink, IngestConfig, IngestDeps};
+use gatehouse_runtime::health::{Check, Readiness};
 use gatehouse_runtime::metrics::Metrics;
 use gatehouse_runtime::{Listener, ServeOptions, Shutdown};
 use tokio::net::TcpListener;
@@ -51,6 +52,9 @@ pub struct Ports {
     /// Bound on one host-RPC attempt (a retry inside the overall budget
     /// reaches a shard's next owner).
     pub rpc_attempt: Duration,
+    /// The instance's readiness: its roles add their dependency checks
+    /// ([`watch_store`], [`watch_stream`]).
+    pub readiness: Readiness,
 }
 
 impl std::fmt::Debug for Ports {
@@ -81,9 +85,63 @@ impl Ports {
             logs: Logs::Direct,
             leases: None,
             clock,
+            readiness: Readiness::new(&metrics),
             metrics,
             rpc_attempt: Duration::from_secs(10),
         }
+    }
+
+    /// Checks the store every [`CHECK_EVERY`] for readiness: failing while
+    /// it cannot be reached or cannot write (a full disk), degraded while
+    /// it refuses log batches (the free-space watermark);
+    /// `gatehouse_store_free_bytes` follows an embedded store's free space.
+    pub fn watch_store(&self) {
+        let store = self.store.clone();
+        let free = self.metrics.gauge(
+            "store_free_bytes",
+            "Free bytes on the filesystem of the embedded store",
+        );
+        self.readiness.watch("store", CHECK_EVERY, move || {
+            let (store, free) = (store.clone(), free.clone());
+            async move {
+                match store.health().await {
+                    Ok(h) => {
+                        if let Some(f) = h.free_bytes {
+                            free.set(i64::try_from(f).unwrap_or(i64::MAX));
+                        }
+                        match (h.writes_refused, h.logs_refused) {
+                            (Some(why), _) => Check::Failing(why),
+                            (None, Some(why)) => Check::Degraded(why),
+                            (None, None) => Check::Ok,
+                        }
+                    }
+                    Err(e) => Check::Failing(e.to_string()),
+                }
+            }
+        });
+    }
+
+    /// Checks the log stream every [`CHECK_EVERY`] for readiness: failing
+    /// while JetStream cannot be reached, degraded while `sink` (an
+    /// edge's) refuses log batches (the stream full, the backlog limit).
+    pub fn watch_stream(&self, sink: Option<Arc<StreamSink>>) {
+        let Logs::Stream(log) = &self.logs else {
+            return;
+        };
+        let log = log.clone();
+        self.readiness.watch("log_stream", CHECK_EVERY, move || {
+            let (log, sink) = (log.clone(), sink.clone());
+            async move {
+                use gatehouse_bus::logstream::LogStream;
+                if let Err(e) = log.backlog().await {
+                    return Check::Failing(format!("JetStream log stream: {e}"));
+                }
+                match sink.and_then(|s| s.refusing()) {
+                    Some(why) => Check::Degraded(why),
+                    None => Check::Ok,
+                }
+            }
+        });
     }
 
     fn host_client(&self, cfg: &ServeConfig) -> HostClient {
@@ -95,6 +153,9 @@ impl Ports {
         )
     }
 }
+
+/// How often readiness checks run.
+pub const CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// A role's control service, served on its ops port.
 pub struct Control {
@@ -117,6 +178,8 @@ pub struct Running {
     /// The role's control service, if it has one (a leased hostd, ingest
     /// over a stream).
     pub control: Option<Control>,
+    /// The instance's readiness (served on its ops port).
+    pub readiness: Option<Readiness>,
 }
 
 impl Running {
@@ -125,6 +188,7 @@ impl Running {
             shutdown,
             task,
             control: None,
+            readiness: None,
         }
     }
 
@@ -282,11 +346,15 @@ pub fn edge(
                 None => sink,
             })
         }
-        Logs::Stream(log) => Arc::new(StreamSink::new(
-            log.clone(),
-            &stream_config(cfg),
-            &ports.metrics,
-        )),
+        Logs::Stream(log) => {
+            let sink = Arc::new(StreamSink::new(
+                log.clone(),
+                &stream_config(cfg),
+                &ports.metrics,
+            ));
+            ports.watch_stream(Some(sink.clone()));
+            sink
+        }
     };
     let deps = EdgeDeps {
         keys: NodeKeys::new(&boot.node_key_secret),
@@ -295,6 +363,7 @@ pub fn edge(
         sink,
         clock: ports.clock.clone(),
         metrics: ports.metrics.clone(),
+        readiness: ports.readiness.clone(),
     };
     let (edge_cfg, listener) = (
         edge_config(cfg),
@@ -303,9 +372,9 @@ pub fn edge(
             tls: Some(tls),
         },
     );
-    Ok(Running::spawn(|s| {
-        gatehouse_edge::run(edge_cfg, deps, listener, s)
-    }))
+    let mut running = Running::spawn(|s| gatehouse_edge::run(edge_cfg, deps, listener, s));
+    running.readiness = Some(ports.readiness.clone());
+    Ok(running)
 }
 
 /// A started hostd, with what tests and probes look at.
@@ -341,6 +410,7 @@ pub fn hostd(cfg: &ServeConfig, boot: &Bootstrap, ports: &Ports, instance: &str)
     let hostd_cfg = HostdConfig::default();
     let drain_wait = hostd_cfg.drain_timeout + Duration::from_secs(10);
     let mut running = Running::spawn(|s| gatehouse_hostd::run(hostd_cfg, deps, s));
+    running.readiness = Some(ports.readiness.clone());
     if let Some(leases) = &leases {
         let control = gatehouse_hostd::control::Control {
             leases: leases.clone(),
@@ -401,6 +471,7 @@ pub fn ingest(cfg: &ServeConfig, boot: &Bootstrap, ports: &Ports) -> anyhow::Res
         let (r, ()) = tokio::join!(gatehouse_ingest::run(ingest_cfg, deps, s), engine);
         r.map_err(|e| anyhow::anyhow!("ingest: {e}"))
     });
+    running.readiness = Some(ports.readiness.clone());
     if let Some(log) = log {
         let control = gatehouse_ingest::jetstream::Control {
             log: (*log).clone(),
@@ -438,6 +509,7 @@ pub fn api(
         bootstrap_tokens: vec![boot.admin_token.clone()],
         clock: ports.clock.clone(),
         metrics: ports.metrics.clone(),
+        readiness: ports.readiness.clone(),
     };
     let (api_cfg, listener) = (
         api_config(cfg),
@@ -446,7 +518,7 @@ pub fn api(
             tls: Some(tls),
         },
     );
-    Ok(Running::spawn(|s| {
-        gatehouse_api::run(api_cfg, deps, listener, s)
-    }))
+    let mut running = Running::spawn(|s| gatehouse_api::run(api_cfg, deps, listener, s));
+    running.readiness = Some(ports.readiness.clone());
+    Ok(running)
 }

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use gatehouse_core::ports::Store;
+use gatehouse_runtime::health::Readiness;
 use gatehouse_runtime::metrics::Metrics;
 use gatehouse_runtime::{ServeOptions, Shutdown};
 use gatehouse_store::{EmbeddedStore, ScyllaStore};
@@ -113,7 +114,8 @@ pub fn start(
     let ingest = roles::ingest(cfg, boot, &ports)?;
     let edge = roles::edge(cfg, boot, &ports, Some(ingest.observer.clone()), agents)?;
     let api = roles::api(cfg, boot, &ports, api)?;
-    let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    ports.watch_store();
+    let ready = ports.readiness.clone();
     let mut back = vec![("hostd", hostd.running), ("ingest", ingest.running)];
     if let Some(l) = ops {
         let done = Shutdown::new();
@@ -143,7 +145,7 @@ pub(crate) type Task = (&'static str, Running);
 /// failed; the first failure is the result.
 pub(crate) async fn supervise(
     stop: Shutdown,
-    ready: Arc<std::sync::atomic::AtomicBool>,
+    ready: Readiness,
     mut front_tasks: Vec<Task>,
     back_tasks: Vec<Task>,
 ) -> anyhow::Result<()> {
@@ -165,7 +167,7 @@ pub(crate) async fn supervise(
             front_tasks.remove(i);
         }
     }
-    ready.store(false, std::sync::atomic::Ordering::Relaxed);
+    ready.drain();
     tracing::info!("shutting down: draining agent and operator requests");
     for (_, r) in &front_tasks {
         r.shutdown.trigger();
@@ -214,7 +216,7 @@ impl Drain {
 /// `shutdown`.
 pub fn spawn_ops(
     listener: TcpListener,
-    ready: Arc<std::sync::atomic::AtomicBool>,
+    ready: Readiness,
     shutdown: Shutdown,
     control: Option<Control>,
     metrics: Metrics,
@@ -222,8 +224,8 @@ pub fn spawn_ops(
     tokio::spawn(async move {
         use gatehouse_runtime::grpc::{HEALTH, health, mount};
         let mut app = mount(
-            gatehouse_runtime::metrics::ops_router(ready, metrics.clone()),
-            tonic::service::Routes::new(health(&[], shutdown.clone())),
+            gatehouse_runtime::metrics::ops_router(ready.clone(), metrics.clone()),
+            tonic::service::Routes::new(health(&[], ready, shutdown.clone())),
             &[HEALTH],
             &metrics,
         );
@@ -341,7 +343,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_front_role_still_drains_the_others_and_hostd() {
         let stop = Shutdown::new();
-        let ready = Arc::new(AtomicBool::new(true));
+        let ready = Readiness::new(&Metrics::new());
         let api_drained = Arc::new(AtomicBool::new(false));
         let hostd_drained = Arc::new(AtomicBool::new(false));
         let edge = Running::new(
@@ -362,7 +364,7 @@ mod tests {
             hostd_drained.load(Ordering::SeqCst),
             "hostd persisted its actors"
         );
-        assert!(!ready.load(Ordering::SeqCst), "readiness fails");
+        assert!(!ready.is_ready(), "readiness fails");
     }
 
     #[tokio::test]
@@ -384,7 +386,7 @@ mod tests {
         };
         let r = supervise(
             stop,
-            Arc::new(AtomicBool::new(true)),
+            Readiness::new(&Metrics::new()),
             vec![("edge", until_stopped(&edge_drained))],
             vec![("hostd", hostd), ("rules", until_stopped(&rules_drained))],
         )
@@ -417,7 +419,7 @@ mod tests {
         };
         let (front, back) = (vec![("edge", role("edge"))], vec![("hostd", role("hostd"))]);
         stop.trigger();
-        supervise(stop, Arc::new(AtomicBool::new(true)), front, back)
+        supervise(stop, Readiness::new(&Metrics::new()), front, back)
             .await
             .unwrap();
         assert_eq!(*order.lock().unwrap(), vec!["edge", "hostd"]);

@@ -12,7 +12,9 @@
 //!   consumer, writes each to the store (idempotent by line id) and
 //!   acknowledges only after the write. A batch whose write fails is
 //!   delivered again; one that cannot be decoded is terminated and logged,
-//!   never retried forever.
+//!   never retried forever. While the store cannot write (an outage, a
+//!   full disk), ingest stops trying: it hands its batches back and pauses
+//!   with back-off (up to 30 s), then catches up once a write succeeds.
 //! - [`open_jetstream`] and [`run_consumer`] are both over JetStream, for
 //!   the cluster roles.
 
@@ -26,7 +28,7 @@ use gatehouse_bus::logstream::{
     Appended, JetStreamLog, LogKind, LogStream, StreamConfig, StreamError,
 };
 use gatehouse_core::model::LogRecords;
-use gatehouse_core::ports::{LogSink, SinkError, Store};
+use gatehouse_core::ports::{LogSink, SinkError, Store, StoreError};
 use gatehouse_runtime::Shutdown;
 
 pub use gatehouse_bus::logstream::{DURABLE, STREAM, SUBJECT_RESULTS, SUBJECT_STATUS};
@@ -73,6 +75,7 @@ struct Metrics {
     retried: prometheus_client::metrics::counter::Counter,
     poisoned: prometheus_client::metrics::counter::Counter,
     lag: prometheus_client::metrics::gauge::Gauge,
+    backing_off: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Metrics {
@@ -106,6 +109,10 @@ impl Metrics {
             lag: m.gauge(
                 "ingest_lag_batches",
                 "Batches waiting for ingest (pending plus unacknowledged)",
+            ),
+            backing_off: m.gauge(
+                "ingest_backing_off",
+                "1 while ingest pauses because the store cannot take log batches",
             ),
         }
     }
@@ -156,6 +163,8 @@ pub struct StreamSink {
     max_backlog: u64,
     refresher: tokio::task::JoinHandle<()>,
     metrics: Metrics,
+    /// Why the last append was refused, until one is stored again.
+    refusing: std::sync::Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for StreamSink {
@@ -205,6 +214,7 @@ impl StreamSink {
             max_backlog: cfg.max_backlog,
             refresher,
             metrics,
+            refusing: std::sync::Mutex::new(None),
         }
     }
 
@@ -222,6 +232,18 @@ impl StreamSink {
     pub fn backlog(&self) -> u64 {
         self.backlog.load(Ordering::Relaxed)
     }
+
+    /// Why log batches are refused, from the last append until one is
+    /// stored again (readiness shows it).
+    pub fn refusing(&self) -> Option<String> {
+        self.refusing.lock().ok().and_then(|r| r.clone())
+    }
+
+    fn refused(&self, why: Option<String>) {
+        if let Ok(mut r) = self.refusing.lock() {
+            *r = why;
+        }
+    }
 }
 
 #[async_trait]
@@ -230,8 +252,13 @@ impl LogSink for StreamSink {
         if records.is_empty() {
             return Ok(());
         }
-        if self.backlog() >= self.max_backlog {
+        let backlog = self.backlog();
+        if backlog >= self.max_backlog {
             self.metrics.count_append("backlog_full");
+            self.refused(Some(format!(
+                "log stream backlog of {backlog} batches reached cluster.max_log_backlog ({}): log batches refused until ingest catches up",
+                self.max_backlog
+            )));
             return Err(SinkError::Backpressure);
         }
         let kind = match records {
@@ -247,6 +274,7 @@ impl LogSink for StreamSink {
         match self.stream.append(kind, &id, payload).await {
             Ok(Appended::Stored) => {
                 self.metrics.count_append("ok");
+                self.refused(None);
                 Ok(())
             }
             Ok(Appended::Duplicate) => {
@@ -258,6 +286,9 @@ impl LogSink for StreamSink {
             // buffer and retries.
             Err(StreamError::Full) => {
                 self.metrics.count_append("stream_full");
+                self.refused(Some(
+                    "log stream full (cluster.max_log_stream_bytes or JetStream storage): log batches refused until ingest drains it".into(),
+                ));
                 Err(SinkError::Backpressure)
             }
             Err(e) => {
@@ -267,6 +298,9 @@ impl LogSink for StreamSink {
         }
     }
 }
+
+/// The longest pause between attempts while the store cannot write.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// How ingest pulls from the stream.
 #[derive(Debug, Clone)]
@@ -326,6 +360,11 @@ pub async fn consume(
     // second, and shutdown and the lag figure are looked at between
     // fetches.
     let mut lag_at: Option<tokio::time::Instant> = None;
+    // While the store cannot write (an outage), batches go back to the
+    // stream untried and fetching pauses, doubling up to MAX_BACKOFF; the
+    // first write that succeeds resumes full speed.
+    let mut backoff = cfg.retry_delay;
+    let mut down_since: Option<tokio::time::Instant> = None;
     while !shutdown.is_triggered() {
         if lag_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(5)) {
             if let Ok(n) = log.backlog().await {
@@ -343,12 +382,15 @@ pub async fn consume(
                 }
             }
         };
+        let store_down = std::sync::atomic::AtomicBool::new(false);
+        let wrote = std::sync::atomic::AtomicBool::new(false);
         futures_util::stream::iter(entries)
             .for_each_concurrent(cfg.concurrency, |entry| {
                 let store = store.clone();
                 let observer = observer.clone();
                 let metrics = metrics.clone();
                 let retry = cfg.retry_delay;
+                let (store_down, wrote) = (&store_down, &wrote);
                 async move {
                     let records = match gatehouse_bus::events::decode_log_batch(entry.payload.clone()) {
                         Ok(r) => r,
@@ -361,8 +403,14 @@ pub async fn consume(
                             return;
                         }
                     };
-                    match store.append_logs(&records).await {
+                    let result = if store_down.load(Ordering::Relaxed) {
+                        Err(None)
+                    } else {
+                        store.append_logs(&records).await.map_err(Some)
+                    };
+                    match result {
                         Ok(()) => {
+                            wrote.store(true, Ordering::Relaxed);
                             if let Some(o) = &observer {
                                 o.observe(&records).await;
                             }
@@ -375,7 +423,12 @@ pub async fn consume(
                             }
                         }
                         Err(e) => {
-                            tracing::warn!(error = %e, lines = records.len(), "log batch write failed; will be redelivered");
+                            if let Some(e) = e {
+                                tracing::debug!(error = %e, lines = records.len(), "log batch write failed; will be redelivered");
+                                if matches!(e, StoreError::Unavailable(_) | StoreError::Busy | StoreError::DiskLow { .. }) {
+                                    store_down.store(true, Ordering::Relaxed);
+                                }
+                            }
                             metrics.retried.inc();
                             if let Err(e) = entry.nak(retry).await {
                                 tracing::warn!(error = %e, "log batch nak failed; redelivered after the ack wait");
@@ -385,6 +438,29 @@ pub async fn consume(
                 }
             })
             .await;
+        if store_down.into_inner() && !wrote.into_inner() {
+            if down_since.is_none() {
+                tracing::warn!(
+                    "the store cannot take log batches; ingest backs off (they wait in the log stream)"
+                );
+                down_since = Some(tokio::time::Instant::now());
+            }
+            metrics.backing_off.set(1);
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        } else {
+            if let Some(since) = down_since.take() {
+                tracing::info!(
+                    after_secs = since.elapsed().as_secs(),
+                    "the store takes log batches again; ingest catching up"
+                );
+            }
+            metrics.backing_off.set(0);
+            backoff = cfg.retry_delay;
+        }
     }
     tracing::info!("ingest consumer stopped");
     Ok(())

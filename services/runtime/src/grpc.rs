@@ -1,6 +1,6 @@
 //! gRPC plumbing shared by the roles: the standard health service
-//! (`grpc.health.v1.Health`, serving until shutdown, then not serving so
-//! balancers stop sending) and request metrics by method and status code.
+//! (`grpc.health.v1.Health`, serving while the instance is ready, not
+//! serving while it is not and after shutdown, so balancers stop sending) and request metrics by method and status code.
 
 use std::sync::Arc;
 
@@ -14,18 +14,31 @@ use crate::Shutdown;
 use crate::metrics::{Metrics, RequestMetrics};
 
 /// The health service: `""` (the whole process) and each of `services`
-/// report SERVING until `shutdown` triggers, NOT_SERVING afterwards.
+/// report SERVING while `readiness` is ready and until `shutdown`
+/// triggers, NOT_SERVING otherwise.
 pub fn health(
     services: &[&'static str],
+    readiness: crate::health::Readiness,
     shutdown: Shutdown,
 ) -> HealthServer<impl tonic_health::pb::health_server::Health> {
     let (reporter, server) = tonic_health::server::health_reporter();
     let names: Vec<&'static str> = std::iter::once("")
         .chain(services.iter().copied())
         .collect();
+    let mut ready = readiness.subscribe();
     tokio::spawn(async move {
-        set_all(&reporter, &names, ServingStatus::Serving).await;
-        shutdown.wait().await;
+        loop {
+            let status = if *ready.borrow_and_update() {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            set_all(&reporter, &names, status).await;
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                changed = ready.changed() => if changed.is_err() { break },
+            }
+        }
         set_all(&reporter, &names, ServingStatus::NotServing).await;
     });
     server

@@ -6,6 +6,7 @@
 //! Roles depend on this crate, never on each other.
 
 pub mod grpc;
+pub mod health;
 pub mod metrics;
 pub mod serve;
 pub mod shutdown;

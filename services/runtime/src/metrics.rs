@@ -7,12 +7,10 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -20,6 +18,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry};
+
+use crate::health::Readiness;
 
 /// One instance's metrics: a process serves one at `/metrics`; tests run
 /// several instances in one process, each with its own, so their counts
@@ -199,21 +199,16 @@ pub fn outcome(status: StatusCode) -> &'static str {
     }
 }
 
-/// `/livez` (the process runs), `/readyz` (it serves), `/metrics`.
-pub fn ops_router(ready: Arc<AtomicBool>, metrics: Metrics) -> Router {
+/// `/livez` (the process runs), `/readyz` (it serves: [`Readiness`]),
+/// `/metrics`.
+pub fn ops_router(ready: Readiness, metrics: Metrics) -> Router {
     Router::new()
         .route("/livez", get(|| async { "ok" }))
         .route(
             "/readyz",
             get(move || {
                 let ready = ready.clone();
-                async move {
-                    if ready.load(Ordering::Relaxed) {
-                        (StatusCode::OK, "ready").into_response()
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
-                    }
-                }
+                async move { ready.response() }
             }),
         )
         .route(

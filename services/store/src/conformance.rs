@@ -1261,4 +1261,8 @@ async fn meta(store: &dyn Store) {
     ok(store.put_meta("k", b"v1").await);
     ok(store.put_meta("k", b"v2").await);
     assert_eq!(ok(store.get_meta("k").await).as_deref(), Some(&b"v2"[..]));
+    // A healthy store takes every write.
+    let h = ok(store.health().await);
+    assert_eq!(h.writes_refused, None, "{h:?}");
+    assert_eq!(h.logs_refused, None, "{h:?}");
 }

@@ -24,10 +24,15 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 
-/// A running test server; stops when dropped.
+/// A running test server; stops when dropped. [`CqlTestServer::stop`] and
+/// [`CqlTestServer::restart`] take it down and bring it back on the same
+/// address with its data, as a node that is stopped and started again.
 pub struct CqlTestServer {
     addr: SocketAddr,
-    accept: JoinHandle<()>,
+    engine: Arc<Mutex<KassandraSession>>,
+    acceptor: Option<TlsAcceptor>,
+    /// Accepts connections and owns them: aborting it closes them all.
+    accept: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for CqlTestServer {
@@ -48,20 +53,31 @@ impl CqlTestServer {
     /// ScyllaDB node with `client_encryption_options` enabled).
     pub async fn start_with(tls: Option<Arc<ServerConfig>>) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let engine = Arc::new(Mutex::new(KassandraSession::new()));
-        let acceptor = tls.map(TlsAcceptor::from);
-        let accept = tokio::spawn(async move {
+        let s = Self {
+            addr: listener.local_addr()?,
+            engine: Arc::new(Mutex::new(KassandraSession::new())),
+            acceptor: tls.map(TlsAcceptor::from),
+            accept: Mutex::new(None),
+        };
+        s.serve(listener);
+        Ok(s)
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let (engine, acceptor) = (self.engine.clone(), self.acceptor.clone());
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
             while let Ok((stream, _)) = listener.accept().await {
+                while connections.try_join_next().is_some() {}
                 let _ = stream.set_nodelay(true);
                 let engine = engine.clone();
                 match &acceptor {
                     None => {
-                        tokio::spawn(serve_connection(stream, engine));
+                        connections.spawn(serve_connection(stream, engine));
                     }
                     Some(a) => {
                         let a = a.clone();
-                        tokio::spawn(async move {
+                        connections.spawn(async move {
                             // A failed handshake just closes the connection.
                             if let Ok(s) = a.accept(stream).await {
                                 serve_connection(s, engine).await;
@@ -71,18 +87,46 @@ impl CqlTestServer {
                 }
             }
         });
-        Ok(Self { addr, accept })
+        if let Ok(mut a) = self.accept.lock()
+            && let Some(old) = a.replace(task)
+        {
+            old.abort();
+        }
     }
 
     /// `host:port` for the driver's contact points.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
+
+    /// Takes the server down: the port refuses connections and every open
+    /// connection is closed (both done when this returns). Its data is
+    /// kept for [`CqlTestServer::restart`].
+    pub async fn stop(&self) {
+        let task = self.accept.lock().ok().and_then(|mut a| a.take());
+        if let Some(task) = task {
+            task.abort();
+            // Cancelled: the listener and the connections are closed.
+            let _ = task.await;
+        }
+    }
+
+    /// Serves again on the same address, with the data it had.
+    pub async fn restart(&self) -> std::io::Result<()> {
+        self.stop().await;
+        let listener = TcpListener::bind(self.addr).await?;
+        self.serve(listener);
+        Ok(())
+    }
 }
 
 impl Drop for CqlTestServer {
     fn drop(&mut self) {
-        self.accept.abort();
+        if let Ok(mut a) = self.accept.lock()
+            && let Some(task) = a.take()
+        {
+            task.abort();
+        }
     }
 }
 

@@ -543,38 +543,7 @@ mod tests {
         crate::conformance_tests!(fresh, crate::conformance::Semantics::FULL);
     }
 
-    /// A 24 MiB tmpfs on a temporary directory, unmounted when dropped;
-    /// `None` (with a NOT RUN line naming `what`) where mounting needs a
-    /// root this run does not have.
-    struct Tmpfs(tempfile::TempDir);
-
-    impl Tmpfs {
-        fn mount(what: &str) -> Option<Self> {
-            let dir = tempfile::tempdir().ok()?;
-            let mounted = std::process::Command::new("mount")
-                .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
-                .arg(dir.path())
-                .status()
-                .is_ok_and(|s| s.success());
-            if !mounted {
-                println!("NOT RUN: mounting a tmpfs needs root ({what})");
-                return None;
-            }
-            Some(Self(dir))
-        }
-
-        fn path(&self) -> &std::path::Path {
-            self.0.path()
-        }
-    }
-
-    impl Drop for Tmpfs {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg(self.0.path())
-                .status();
-        }
-    }
+    use gatehouse_testkit::tmpfs::Tmpfs;
 
     /// Below the watermark log batches are refused with where and how
     /// much is free; host and campaign writes go on.
@@ -613,7 +582,7 @@ mod tests {
     /// are accepted again once space is freed, without reopening.
     #[tokio::test]
     async fn a_filling_filesystem_refuses_logs_at_the_watermark_and_recovers() {
-        let Some(mnt) = Tmpfs::mount("the free-space watermark test") else {
+        let Some(mnt) = Tmpfs::mount(24, "the free-space watermark test") else {
             return;
         };
         let min = 8 * 1024 * 1024;
@@ -637,6 +606,13 @@ mod tests {
             matches!(refused, Err(StoreError::DiskLow { free, .. }) if free < min),
             "{refused:?}"
         );
+        let h = store.health().await.unwrap();
+        assert_eq!(h.writes_refused, None, "metadata writes go on");
+        assert!(
+            h.logs_refused
+                .is_some_and(|why| why.starts_with("disk nearly full at")),
+            "log batches refused, and it says so"
+        );
         store
             .touch_host(&host.id, 9_000, Fence::NONE)
             .await
@@ -647,6 +623,7 @@ mod tests {
         // Space comes back: the same store takes batches again.
         std::fs::remove_file(&ballast).unwrap();
         store.append_logs(&batch(2)).await.unwrap();
+        assert_eq!(store.health().await.unwrap().logs_refused, None);
         let stored = store
             .query_results(&gatehouse_core::model::ResultFilter {
                 host_id: Some(host.id.clone()),
@@ -665,7 +642,7 @@ mod tests {
     /// had acknowledged before still there.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_disk_is_recovered_from_without_a_restart() {
-        let Some(mnt) = Tmpfs::mount("the full-disk recovery test") else {
+        let Some(mnt) = Tmpfs::mount(24, "the full-disk recovery test") else {
             return;
         };
         let store = EmbeddedStore::open(&mnt.path().join("store")).unwrap();
@@ -674,14 +651,7 @@ mod tests {
         let batch = |n| crate::conformance::processes_post(&host.id, n, 5, 1_000);
         store.append_logs(&batch(1)).await.unwrap();
         // Fill the filesystem to the last byte.
-        let ballast = mnt.path().join("ballast");
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&ballast).unwrap();
-            let chunk = vec![0u8; 64 * 1024];
-            while f.write_all(&chunk).is_ok() {}
-            let _ = f.write_all(&[0u8; 1]);
-        }
+        let ballast = mnt.fill_up().unwrap();
         let mut failed = false;
         for n in 2..40 {
             if store.append_logs(&batch(n)).await.is_err() {
@@ -702,6 +672,12 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.to_string().contains("being reopened"), "{e}");
+        // Its health says so, and where (readiness fails on it).
+        let h = store.health().await.unwrap();
+        let why = h.writes_refused.unwrap_or_default();
+        let at = format!("disk full at {}", mnt.path().join("store").display());
+        assert!(why.starts_with(&at), "{why}");
+        assert!(h.free_bytes.is_some_and(|f| f < REOPEN_HEADROOM));
         std::fs::remove_file(&ballast).unwrap();
         // Without a restart: the same handle writes again, bounded wait.
         gatehouse_testkit::until(
@@ -714,6 +690,7 @@ mod tests {
             .touch_host(&host.id, 10_000, Fence::NONE)
             .await
             .unwrap();
+        assert_eq!(store.health().await.unwrap().writes_refused, None);
         assert_eq!(
             store.get_host(&host.id).await.unwrap().unwrap().last_seen,
             10_000
