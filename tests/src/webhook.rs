@@ -18,6 +18,8 @@ pub struct Hit {
     pub raw: String,
     /// Every request header, names in lower case.
     pub headers: Vec<(String, String)>,
+    /// Answered 200 (not 503 while failing).
+    pub accepted: bool,
 }
 
 impl Hit {
@@ -64,14 +66,16 @@ impl WebhookReceiver {
                             })
                             .collect(),
                         raw: body,
+                        accepted: !s.failing.load(Ordering::SeqCst),
                     };
+                    let accepted = hit.accepted;
                     if let Ok(mut h) = s.hits.lock() {
                         h.push(hit);
                     }
-                    if s.failing.load(Ordering::SeqCst) {
-                        StatusCode::SERVICE_UNAVAILABLE
-                    } else {
+                    if accepted {
                         StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
                     }
                 },
             )

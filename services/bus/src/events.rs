@@ -255,6 +255,15 @@ pub fn log_records(b: pb::LogBatch) -> Result<LogRecords, EventError> {
     }
 }
 
+/// A log batch's payload on the stream and in the forward log: the
+/// `gatehouse.v1.LogBatch` of its topic.
+pub fn encode_log_batch(records: &LogRecords) -> Bytes {
+    match records {
+        LogRecords::Results(_) => gatehouse_proto::topics::LOG_RESULTS.encode(&log_batch(records)),
+        LogRecords::Status(_) => gatehouse_proto::topics::LOG_STATUS.encode(&log_batch(records)),
+    }
+}
+
 /// Decodes a log stream payload: a `LogBatch`, or the JSON `LogRecords`
 /// that edges before the protobuf payload appended (still in a stream
 /// during a rolling upgrade; a protobuf `LogBatch` never starts with `{`).

@@ -75,6 +75,13 @@ fn hex_val(c: u8) -> u8 {
 }
 
 /// Lowercase hex of bytes.
+/// `sha256=<hex HMAC-SHA256 of body under secret>`: the signature header
+/// webhook receivers check (alerts, log destinations).
+pub fn hmac_sha256(secret: &str, body: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    format!("sha256={}", hex(ring::hmac::sign(&key, body).as_ref()))
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);

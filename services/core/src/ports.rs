@@ -439,3 +439,77 @@ pub trait LogSink: Send + Sync + 'static {
 pub trait LogObserver: Send + Sync + 'static {
     async fn observe(&self, records: &LogRecords);
 }
+
+/// Why the forward log could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("forward log unavailable: {0}")]
+    Unavailable(String),
+    /// The forward log holds all it may and could not make room.
+    #[error("forward log full")]
+    Full,
+}
+
+/// One stored log batch in the forward log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardEntry {
+    /// Its position: gapless, from 1, in append order.
+    pub seq: u64,
+    /// Lines appended before it (so a reader that missed entries trimmed
+    /// by retention knows how many lines it missed).
+    pub first_line: u64,
+    /// Lines in the batch.
+    pub lines: u32,
+    /// When it was appended (ms since the epoch).
+    pub at_ms: i64,
+    /// The batch (`gatehouse.v1.LogBatch`).
+    pub payload: Bytes,
+}
+
+/// What the forward log holds: entries `first..next`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ForwardBounds {
+    /// The oldest retained entry (`== next` when empty).
+    pub first: u64,
+    /// Lines appended before `first`.
+    pub first_line: u64,
+    /// The next entry's sequence number.
+    pub next: u64,
+    /// Lines appended before `next`.
+    pub next_line: u64,
+    /// When the oldest retained entry was appended (ms), if any.
+    pub first_at_ms: Option<i64>,
+}
+
+/// Where a reader of the forward log stands: the next entry it reads and
+/// the lines before it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ForwardCursor {
+    pub seq: u64,
+    pub line: u64,
+}
+
+/// The ordered, retained log of stored log batches that log destinations
+/// read, each from a cursor of its own (an equivalent of the cluster's
+/// stream for one process). A batch is appended once it is stored and
+/// before the agent is acknowledged; retention (by bytes and age) drops
+/// the oldest entries whether or not every reader has read them, so a
+/// dead destination never holds agents up.
+#[async_trait]
+pub trait ForwardLog: Send + Sync + 'static {
+    /// Appends a batch of `lines` lines; the same `id` within the
+    /// duplicate window is not appended again (its sequence number is
+    /// returned). Durable when it returns.
+    async fn append(&self, id: &str, lines: u32, payload: Bytes) -> Result<u64, ForwardError>;
+    /// Up to `max` entries from `from` on (entries trimmed by retention
+    /// are skipped), oldest first.
+    async fn read(&self, from: u64, max: usize) -> Result<Vec<ForwardEntry>, ForwardError>;
+    async fn bounds(&self) -> Result<ForwardBounds, ForwardError>;
+    /// Resolves once an entry at or past `seq` may exist (an append
+    /// happened), or after `within`.
+    async fn wait_for(&self, seq: u64, within: Duration);
+    /// A reader's saved cursor (`None`: it never saved one).
+    async fn cursor(&self, reader: &str) -> Result<Option<ForwardCursor>, ForwardError>;
+    /// Saves a reader's cursor (durably).
+    async fn set_cursor(&self, reader: &str, cursor: ForwardCursor) -> Result<(), ForwardError>;
+}

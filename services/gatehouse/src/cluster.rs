@@ -103,6 +103,8 @@ async fn ports(
         // Short attempts inside the budget: a retry reaches a shard's next
         // owner before the agent's 16 s timeout.
         rpc_attempt: Duration::from_secs(4),
+        // Log destinations run in the all-in-one only, for now.
+        forward: None,
     };
     // An edge needs no store to take log batches (they go to the stream):
     // it stays ready through a store outage; the others need it.

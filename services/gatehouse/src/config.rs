@@ -58,6 +58,30 @@ pub struct ServeConfig {
     /// Server log lines on stderr: `text` (coloured only on a terminal) or
     /// `json` (one object per line, for log collectors).
     pub log_format: LogFormat,
+    /// Where stored result and status lines are forwarded
+    /// (`[[destinations]]`, `docs/operations/destinations.md`); run by
+    /// `gatehouse serve`.
+    pub destinations: Vec<gatehouse_forward::DestinationConfig>,
+    /// What the forward log keeps for destinations that fall behind.
+    pub forward: ForwardSection,
+}
+
+/// `[forward]`: the forward log's retention. A destination further behind
+/// than this misses lines (counted, logged).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ForwardSection {
+    pub max_bytes: u64,
+    pub max_age_secs: u64,
+}
+
+impl Default for ForwardSection {
+    fn default() -> Self {
+        Self {
+            max_bytes: 1 << 30,
+            max_age_secs: 7 * 24 * 3600,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,6 +242,8 @@ impl Default for ServeConfig {
             cluster: ClusterConfig::default(),
             rules: RulesSection::default(),
             log_format: LogFormat::Text,
+            destinations: Vec::new(),
+            forward: ForwardSection::default(),
         }
     }
 }
@@ -413,6 +439,13 @@ impl ServeConfig {
         }
         if r.max_alerts_per_rule_per_minute == 0 {
             return bad("rules.max_alerts_per_rule_per_minute must be at least 1".into());
+        }
+        gatehouse_forward::validate(&self.destinations).map_err(ConfigError::Invalid)?;
+        if self.forward.max_bytes < 1024 * 1024 || self.forward.max_age_secs < 60 {
+            return bad(
+                "forward.max_bytes must be at least 1048576 and forward.max_age_secs at least 60"
+                    .into(),
+            );
         }
         if !(1..=65_536).contains(&self.shards) {
             return bad(format!("shards = {} must be within 1..=65536", self.shards));

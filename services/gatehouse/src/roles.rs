@@ -22,7 +22,7 @@ use gatehouse_bus::HostClient;
 use gatehouse_bus::leases::LeaseStore;
 use gatehouse_bus::logstream::JetStreamLog;
 use gatehouse_core::nodekey::NodeKeys;
-use gatehouse_core::ports::{Bus, LogObserver, LogSink, Store};
+use gatehouse_core::ports::{Bus, ForwardLog, LogObserver, LogSink, Store};
 use gatehouse_core::time::Clock;
 use gatehouse_edge::{EdgeConfig, EdgeDeps};
 use gatehouse_hostd::actor::HostCtx;
@@ -53,8 +53,12 @@ pub struct Ports {
     /// reaches a shard's next owner).
     pub rpc_attempt: Duration,
     /// The instance's readiness: its roles add their dependency checks
-    /// ([`watch_store`], [`watch_stream`]).
+    /// ([`Ports::watch_store`], [`Ports::watch_stream`]).
     pub readiness: Readiness,
+    /// The forward log the log destinations read (when any is
+    /// configured): the edge appends each stored batch, ingest runs the
+    /// destinations.
+    pub forward: Option<Arc<dyn ForwardLog>>,
 }
 
 impl std::fmt::Debug for Ports {
@@ -88,7 +92,30 @@ impl Ports {
             readiness: Readiness::new(&metrics),
             metrics,
             rpc_attempt: Duration::from_secs(10),
+            forward: None,
         }
+    }
+
+    /// Opens the forward log under the data directory when destinations
+    /// are configured (one more synced write per log batch; none
+    /// otherwise).
+    pub fn open_forward(&mut self, cfg: &ServeConfig, boot: &Bootstrap) -> anyhow::Result<()> {
+        if cfg.destinations.is_empty() {
+            return Ok(());
+        }
+        let retention = gatehouse_forward::log::Retention {
+            max_bytes: cfg.forward.max_bytes,
+            max_age: Duration::from_secs(cfg.forward.max_age_secs),
+            ..Default::default()
+        };
+        let log = gatehouse_forward::log::EmbeddedForwardLog::open(
+            &boot.data_dir.join("forward"),
+            retention,
+            self.clock.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.forward = Some(Arc::new(log));
+        Ok(())
     }
 
     /// Checks the store every [`CHECK_EVERY`] for readiness: failing while
@@ -340,11 +367,14 @@ pub fn edge(
     )?;
     let sink: Arc<dyn LogSink> = match &ports.logs {
         Logs::Direct => {
-            let sink = DirectSink::new(ports.store.clone(), &ingest_config(cfg));
-            Arc::new(match observer {
-                Some(o) => sink.with_observer(o),
-                None => sink,
-            })
+            let mut sink = DirectSink::new(ports.store.clone(), &ingest_config(cfg));
+            if let Some(o) = observer {
+                sink = sink.with_observer(o);
+            }
+            if let Some(f) = &ports.forward {
+                sink = sink.with_forward(f.clone());
+            }
+            Arc::new(sink)
         }
         Logs::Stream(log) => {
             let sink = Arc::new(StreamSink::new(
@@ -437,6 +467,8 @@ pub struct IngestRole {
     /// The rule engine, which sees every stored batch: ingest reports to it
     /// from the stream; an edge that stores batches itself must too.
     pub observer: Arc<dyn LogObserver>,
+    /// The log destinations' states.
+    pub destinations: gatehouse_forward::Statuses,
 }
 
 impl std::fmt::Debug for IngestRole {
@@ -466,9 +498,24 @@ pub fn ingest(cfg: &ServeConfig, boot: &Bootstrap, ports: &Ports) -> anyhow::Res
         metrics: ports.metrics.clone(),
     };
     let (ingest_cfg, bus) = (ingest_config(cfg), ports.bus.clone());
+    let (forwarders, destinations) = match &ports.forward {
+        Some(log) => gatehouse_forward::forwarders(
+            &cfg.destinations,
+            log.clone(),
+            ports.clock.clone(),
+            &ports.metrics,
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => (Vec::new(), gatehouse_forward::Statuses::default()),
+    };
     let mut running = Running::spawn(|s| async move {
         let engine = gatehouse_rules::run(rules, deliveries, bus, s.clone());
-        let (r, ()) = tokio::join!(gatehouse_ingest::run(ingest_cfg, deps, s), engine);
+        let forwarding = gatehouse_forward::run(forwarders, s.clone());
+        let (r, (), ()) = tokio::join!(
+            gatehouse_ingest::run(ingest_cfg, deps, s),
+            engine,
+            forwarding
+        );
         r.map_err(|e| anyhow::anyhow!("ingest: {e}"))
     });
     running.readiness = Some(ports.readiness.clone());
@@ -483,7 +530,11 @@ pub fn ingest(cfg: &ServeConfig, boot: &Bootstrap, ports: &Ports) -> anyhow::Res
             name: gatehouse_ingest::jetstream::CONTROL_SERVICE,
         });
     }
-    Ok(IngestRole { running, observer })
+    Ok(IngestRole {
+        running,
+        observer,
+        destinations,
+    })
 }
 
 /// The operator API (REST and gRPC on one listener).

@@ -107,7 +107,8 @@ pub fn start(
     let ServeListeners { agents, api, ops } = listeners;
     crate::bootstrap::Endpoints::local(&cfg.public_host, agents.local_addr()?, api.local_addr()?)
         .write(&boot.data_dir)?;
-    let ports = Ports::in_process(store.clone(), clock, metrics.clone());
+    let mut ports = Ports::in_process(store.clone(), clock, metrics.clone());
+    ports.open_forward(cfg, boot)?;
     // The edge stores log batches itself here, so it reports them to the
     // rule engine that ingest runs.
     let hostd = roles::hostd(cfg, boot, &ports, "hostd");

@@ -266,11 +266,7 @@ impl LogSink for StreamSink {
             LogRecords::Status(_) => LogKind::Status,
         };
         let id = records.batch_id();
-        let topic = match kind {
-            LogKind::Results => &gatehouse_proto::topics::LOG_RESULTS,
-            LogKind::Status => &gatehouse_proto::topics::LOG_STATUS,
-        };
-        let payload = topic.encode(&gatehouse_bus::events::log_batch(&records));
+        let payload = gatehouse_bus::events::encode_log_batch(&records);
         match self.stream.append(kind, &id, payload).await {
             Ok(Appended::Stored) => {
                 self.metrics.count_append("ok");

@@ -3,8 +3,9 @@
 //!
 //! In the all-in-one server the edge hands each batch straight to
 //! [`DirectSink`], which writes it to the store idempotently (line ids are
-//! content hashes, so a re-sent batch overwrites itself) and returns only
-//! once the write is durable. A bounded number of batches may be in flight;
+//! content hashes, so a re-sent batch overwrites itself), appends it to the
+//! forward log when log destinations are configured, and returns only
+//! once both are durable. A bounded number of batches may be in flight;
 //! past that the sink answers `Backpressure` and the edge tells the agent
 //! to keep its buffer and retry, so overload never loses a line.
 //!
@@ -19,7 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use gatehouse_bus::logstream::LogStream;
 use gatehouse_core::model::LogRecords;
-use gatehouse_core::ports::{LogObserver, LogSink, SinkError, Store};
+use gatehouse_core::ports::{ForwardLog, LogObserver, LogSink, SinkError, Store};
 use gatehouse_core::time::{now_ms, unix_day};
 use gatehouse_runtime::Shutdown;
 use tokio::sync::Semaphore;
@@ -53,6 +54,7 @@ impl Default for IngestConfig {
 pub struct DirectSink {
     store: Arc<dyn Store>,
     observer: Option<Arc<dyn LogObserver>>,
+    forward: Option<Arc<dyn ForwardLog>>,
     slots: Semaphore,
     admission_wait: Duration,
 }
@@ -70,6 +72,7 @@ impl DirectSink {
         Self {
             store,
             observer: None,
+            forward: None,
             slots: Semaphore::new(cfg.max_in_flight.max(1)),
             admission_wait: cfg.admission_wait,
         }
@@ -79,6 +82,13 @@ impl DirectSink {
     /// the agent is acknowledged.
     pub fn with_observer(mut self, observer: Arc<dyn LogObserver>) -> Self {
         self.observer = Some(observer);
+        self
+    }
+
+    /// Appends every stored batch to `forward` (for the log destinations)
+    /// before the agent is acknowledged.
+    pub fn with_forward(mut self, forward: Arc<dyn ForwardLog>) -> Self {
+        self.forward = Some(forward);
         self
     }
 }
@@ -95,6 +105,18 @@ impl LogSink for DirectSink {
             .append_logs(&records)
             .await
             .map_err(|e| SinkError::Unavailable(e.to_string()))?;
+        if let Some(f) = &self.forward {
+            // Stored already: a re-sent batch after a failure here is
+            // stored once and appended once (same id).
+            let lines = u32::try_from(records.len()).unwrap_or(u32::MAX);
+            f.append(
+                &records.batch_id(),
+                lines,
+                gatehouse_bus::events::encode_log_batch(&records),
+            )
+            .await
+            .map_err(|e| SinkError::Unavailable(e.to_string()))?;
+        }
         if let Some(o) = &self.observer {
             o.observe(&records).await;
         }

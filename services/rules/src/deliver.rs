@@ -8,8 +8,6 @@ use std::time::{Duration, Instant};
 
 use gatehouse_core::rules::{Alert, Hook};
 use gatehouse_runtime::Shutdown;
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 
 use crate::{RulesConfig, RulesError, delivery};
 
@@ -33,13 +31,7 @@ pub struct Outcome {
 
 /// `sha256=<hex>`: the HMAC-SHA256 of `body` under `secret`, as receivers
 /// check it (`x-gatehouse-signature`).
-pub fn signature(secret: &str, body: &[u8]) -> String {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-    format!(
-        "sha256={}",
-        gatehouse_core::ids::hex(ring::hmac::sign(&key, body).as_ref())
-    )
-}
+pub use gatehouse_core::ids::hmac_sha256 as signature;
 
 /// An HTTP client for webhook receivers: the system's CAs plus any given.
 #[derive(Debug, Clone)]
@@ -61,29 +53,7 @@ impl WebhookClient {
         extra_ca: Option<&Path>,
         metrics: &gatehouse_runtime::metrics::Metrics,
     ) -> Result<Self, RulesError> {
-        let mut roots = rustls::RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        for c in native.certs {
-            // A system certificate rustls cannot use is skipped, as curl does.
-            let _ = roots.add(c);
-        }
-        if let Some(path) = extra_ca {
-            let bad = |e: String| RulesError::Client(format!("{}: {e}", path.display()));
-            for c in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
-                roots
-                    .add(c.map_err(|e| bad(e.to_string()))?)
-                    .map_err(|e| bad(e.to_string()))?;
-            }
-        }
-        // The process installs ring as its provider; naming it here keeps
-        // the client usable where nothing was installed (tests, tools).
-        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| RulesError::Client(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let tls = gatehouse_runtime::tls::client_config(extra_ca).map_err(RulesError::Client)?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .timeout(timeout)

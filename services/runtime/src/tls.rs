@@ -84,3 +84,30 @@ pub fn with_h2(cfg: &Arc<ServerConfig>) -> Arc<ServerConfig> {
     c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Arc::new(c)
 }
+
+/// A TLS client configuration for outgoing HTTPS (webhooks, log
+/// destinations): the system's CAs (a certificate rustls cannot use is
+/// skipped, as curl does) plus those in the PEM bundle `extra_ca`.
+pub fn client_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(c);
+    }
+    if let Some(path) = extra_ca {
+        let bad = |e: String| format!("{}: {e}", path.display());
+        for c in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
+            roots
+                .add(c.map_err(|e| bad(e.to_string()))?)
+                .map_err(|e| bad(e.to_string()))?;
+        }
+    }
+    // The process installs ring as its provider; naming it here keeps the
+    // client usable where nothing was installed (tests, tools).
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth())
+}

@@ -1,0 +1,219 @@
+//! forward: log destinations. Every stored result and status line is
+//! forwarded, at least once, to each configured destination, each reading
+//! the forward log ([`gatehouse_core::ports::ForwardLog`]) from a cursor
+//! of its own, advanced only after the destination acknowledged: a slow or
+//! dead destination falls behind and catches up, and agents never wait
+//! for it.
+//!
+//! - [`log`]: the forward log of one process (fjall); `conformance`: the
+//!   port's checks (feature `conformance`);
+//! - [`line`]: the lines, their filters and reshaping;
+//! - [`destination`]: the destination port;
+//! - [`file`], [`http`]: the destinations;
+//! - [`runner`]: one destination's delivery loop, its status and metrics.
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+pub mod destination;
+pub mod file;
+pub mod http;
+pub mod line;
+pub mod log;
+pub mod runner;
+
+use std::sync::{Arc, Mutex};
+
+use gatehouse_core::ports::ForwardLog;
+use gatehouse_core::time::Clock;
+use gatehouse_runtime::Shutdown;
+use serde::{Deserialize, Serialize};
+
+use crate::destination::Destination;
+use crate::line::{Filter, Shape};
+use crate::runner::{Forwarder, Pacing, Route, Start, Status};
+
+/// One `[[destinations]]` entry: a name, exactly one kind's table, and
+/// what it takes and how it is paced.
+///
+/// ```toml
+/// [[destinations]]
+/// name = "siem"
+/// start = "oldest"
+/// [destinations.splunk_hec]
+/// url = "https://splunk.example.com:8088"
+/// token_file = "/etc/gatehouse/hec_token"
+/// [destinations.filter]
+/// logs = ["results"]
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationConfig {
+    /// Unique; `[a-z0-9_-]`, up to 64 characters (its cursor is kept
+    /// under this name: renaming one starts it afresh).
+    pub name: String,
+    /// Where it starts the first time: `now` or `oldest` (retained).
+    #[serde(default)]
+    pub start: Start,
+    #[serde(default)]
+    pub filter: Filter,
+    #[serde(default)]
+    pub shape: Shape,
+    #[serde(default)]
+    pub pacing: Pacing,
+    #[serde(default)]
+    pub file: Option<file::FileConfig>,
+    #[serde(default)]
+    pub splunk_hec: Option<http::HecConfig>,
+    #[serde(default)]
+    pub elasticsearch: Option<http::BulkConfig>,
+    #[serde(default)]
+    pub webhook: Option<http::WebhookConfig>,
+}
+
+impl DestinationConfig {
+    /// Its kind's name, when exactly one kind is given.
+    pub fn kind(&self) -> Result<&'static str, String> {
+        let kinds: Vec<&'static str> = [
+            ("file", self.file.is_some()),
+            ("splunk_hec", self.splunk_hec.is_some()),
+            ("elasticsearch", self.elasticsearch.is_some()),
+            ("webhook", self.webhook.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, set)| set.then_some(k))
+        .collect();
+        match kinds.as_slice() {
+            [k] => Ok(k),
+            [] => Err(format!(
+                "destination {:?}: give one of file, splunk_hec, elasticsearch, webhook",
+                self.name
+            )),
+            many => Err(format!(
+                "destination {:?}: one kind per destination, got {}",
+                self.name,
+                many.join(" and ")
+            )),
+        }
+    }
+
+    /// Checks every field; the error names the destination and the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let ok_name = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if !ok_name {
+            return Err(format!(
+                "destinations.name {:?}: 1 to 64 of a-z, 0-9, _ and -",
+                self.name
+            ));
+        }
+        self.kind()?;
+        let p = &self.pacing;
+        if p.max_lines == 0 || p.max_bytes == 0 {
+            return Err(format!(
+                "destination {:?}: pacing.max_lines and pacing.max_bytes must be positive",
+                self.name
+            ));
+        }
+        if let Some(f) = &self.file {
+            f.validate()
+                .map_err(|e| format!("destination {:?}: file.{e}", self.name))?;
+        }
+        Ok(())
+    }
+
+    /// The destination itself (files opened, clients built).
+    pub fn build(&self, clock: Arc<dyn Clock>) -> Result<Arc<dyn Destination>, String> {
+        self.validate()?;
+        let named = |e: String| format!("destination {:?}: {e}", self.name);
+        let d: Arc<dyn Destination> = if let Some(c) = &self.file {
+            Arc::new(file::FileDestination::new(c.clone(), clock).map_err(named)?)
+        } else if let Some(c) = &self.splunk_hec {
+            Arc::new(http::HttpDestination::hec(c).map_err(named)?)
+        } else if let Some(c) = &self.elasticsearch {
+            Arc::new(http::HttpDestination::bulk(c).map_err(named)?)
+        } else if let Some(c) = &self.webhook {
+            Arc::new(http::HttpDestination::webhook(c).map_err(named)?)
+        } else {
+            return Err(named("no kind".into()));
+        };
+        Ok(d)
+    }
+}
+
+/// Checks a set of destinations (each valid, names unique).
+pub fn validate(all: &[DestinationConfig]) -> Result<(), String> {
+    let mut names = std::collections::HashSet::new();
+    for d in all {
+        d.validate()?;
+        if !names.insert(&d.name) {
+            return Err(format!("destinations: {:?} is named twice", d.name));
+        }
+    }
+    Ok(())
+}
+
+/// The running destinations' states, by name.
+#[derive(Clone, Default)]
+pub struct Statuses(Vec<Arc<Mutex<Status>>>);
+
+impl std::fmt::Debug for Statuses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.snapshot()).finish()
+    }
+}
+
+impl Statuses {
+    pub fn snapshot(&self) -> Vec<Status> {
+        self.0
+            .iter()
+            .filter_map(|s| s.lock().ok().map(|s| s.clone()))
+            .collect()
+    }
+}
+
+/// Builds a forwarder per destination over `log`.
+pub fn forwarders(
+    all: &[DestinationConfig],
+    log: Arc<dyn ForwardLog>,
+    clock: Arc<dyn Clock>,
+    metrics: &gatehouse_runtime::metrics::Metrics,
+) -> Result<(Vec<Forwarder>, Statuses), String> {
+    validate(all)?;
+    let mut out = Vec::new();
+    let mut statuses = Vec::new();
+    for d in all {
+        let dest = d.build(clock.clone())?;
+        let f = Forwarder::new(
+            &d.name,
+            d.kind()?,
+            log.clone(),
+            dest,
+            Route {
+                filter: d.filter.clone(),
+                shape: d.shape.clone(),
+                pacing: d.pacing.clone(),
+                start: d.start,
+            },
+            clock.clone(),
+            metrics,
+        );
+        statuses.push(f.status());
+        out.push(f);
+    }
+    Ok((out, Statuses(statuses)))
+}
+
+/// Runs every forwarder until `shutdown`.
+pub async fn run(forwarders: Vec<Forwarder>, shutdown: Shutdown) {
+    let tasks: Vec<_> = forwarders
+        .into_iter()
+        .map(|f| tokio::spawn(f.run(shutdown.clone())))
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+}

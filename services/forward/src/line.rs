@@ -1,0 +1,222 @@
+//! The lines a destination sends: each agent line as osquery wrote it,
+//! with what routing needs ([`Line`]), chosen by a [`Filter`] and reshaped
+//! by a [`Shape`] (field selection, renaming, decorations flattened).
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use gatehouse_core::model::LogRecords;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Which log a line comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogType {
+    Results,
+    Status,
+}
+
+impl LogType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogType::Results => "results",
+            LogType::Status => "status",
+        }
+    }
+}
+
+/// One agent log line and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Line {
+    pub log_type: LogType,
+    /// Gatehouse's host id.
+    pub host_id: String,
+    /// The scheduled query's name (result lines).
+    pub name: Option<String>,
+    /// Agent time (seconds).
+    pub unix_time: i64,
+    /// Content hash plus occurrence: the same line always has the same id.
+    pub line_id: String,
+    /// The line as the agent sent it, reshaped for the destination.
+    pub body: Map<String, Value>,
+}
+
+impl Line {
+    /// The agent's `hostIdentifier` (the host id when it sent none).
+    pub fn host_identifier(&self) -> &str {
+        self.body
+            .get("hostIdentifier")
+            .and_then(Value::as_str)
+            .unwrap_or(&self.host_id)
+    }
+
+    /// The line as one JSON object (no newline).
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.body).unwrap_or_default()
+    }
+}
+
+/// The lines of one forward-log entry (a `gatehouse.v1.LogBatch`).
+pub fn lines_of(payload: Bytes) -> Result<Vec<Line>, String> {
+    let records = gatehouse_bus::events::decode_log_batch(payload).map_err(|e| e.to_string())?;
+    let obj = |v: Value| match v {
+        Value::Object(m) => m,
+        other => {
+            let mut m = Map::new();
+            m.insert("line".into(), other);
+            m
+        }
+    };
+    Ok(match records {
+        LogRecords::Results(rs) => rs
+            .into_iter()
+            .map(|r| Line {
+                log_type: LogType::Results,
+                host_id: r.host_id.to_string(),
+                name: Some(r.name),
+                unix_time: r.unix_time,
+                line_id: r.line_id,
+                body: obj(r.line),
+            })
+            .collect(),
+        LogRecords::Status(ss) => ss
+            .into_iter()
+            .map(|s| Line {
+                log_type: LogType::Status,
+                host_id: s.host_id.to_string(),
+                name: None,
+                unix_time: s.unix_time,
+                line_id: s.line_id,
+                body: obj(s.line),
+            })
+            .collect(),
+    })
+}
+
+/// Which lines a destination takes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    /// Log types taken (empty: both).
+    #[serde(default)]
+    pub logs: Vec<LogType>,
+    /// Scheduled query names of the result lines taken (empty: all); a
+    /// trailing `*` matches a prefix (`pack_*`).
+    #[serde(default)]
+    pub queries: Vec<String>,
+}
+
+impl Filter {
+    pub fn takes(&self, line: &Line) -> bool {
+        if !self.logs.is_empty() && !self.logs.contains(&line.log_type) {
+            return false;
+        }
+        if self.queries.is_empty() || line.log_type == LogType::Status {
+            return true;
+        }
+        let name = line.name.as_deref().unwrap_or("");
+        self.queries.iter().any(|q| match q.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => name == q,
+        })
+    }
+}
+
+/// How a destination reshapes each line.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shape {
+    /// Top-level fields kept (empty: all), after flattening.
+    #[serde(default)]
+    pub fields: Vec<String>,
+    /// Top-level fields renamed (`{"hostIdentifier" = "host"}`).
+    #[serde(default)]
+    pub rename: BTreeMap<String, String>,
+    /// `decorations.x` becomes top-level `x` (an existing `x` wins).
+    #[serde(default)]
+    pub flatten_decorations: bool,
+}
+
+impl Shape {
+    pub fn is_identity(&self) -> bool {
+        self.fields.is_empty() && self.rename.is_empty() && !self.flatten_decorations
+    }
+
+    pub fn apply(&self, body: &mut Map<String, Value>) {
+        if self.flatten_decorations
+            && let Some(Value::Object(decorations)) = body.remove("decorations")
+        {
+            for (k, v) in decorations {
+                body.entry(k).or_insert(v);
+            }
+        }
+        if !self.fields.is_empty() {
+            body.retain(|k, _| self.fields.iter().any(|f| f == k));
+        }
+        for (from, to) in &self.rename {
+            if let Some(v) = body.remove(from) {
+                body.insert(to.clone(), v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn line(name: &str, body: Value) -> Line {
+        Line {
+            log_type: LogType::Results,
+            host_id: "h1".into(),
+            name: Some(name.into()),
+            unix_time: 1,
+            line_id: "l1".into(),
+            body: body.as_object().cloned().unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn filters_take_log_types_and_query_names_or_prefixes() {
+        let f = Filter {
+            logs: vec![LogType::Results],
+            queries: vec!["pack_net_*".into(), "users".into()],
+        };
+        assert!(f.takes(&line("users", json!({}))));
+        assert!(f.takes(&line("pack_net_listening", json!({}))));
+        assert!(!f.takes(&line("processes", json!({}))));
+        let mut status = line("", json!({}));
+        status.log_type = LogType::Status;
+        status.name = None;
+        assert!(!f.takes(&status));
+        assert!(Filter::default().takes(&status));
+    }
+
+    #[test]
+    fn shapes_flatten_select_and_rename() {
+        let mut body = json!({
+            "name": "users", "hostIdentifier": "web-01", "columns": {"uid": "0"},
+            "decorations": {"env": "prod", "name": "not-this"}, "unixTime": 5
+        })
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+        let shape = Shape {
+            fields: vec![
+                "name".into(),
+                "hostIdentifier".into(),
+                "columns".into(),
+                "env".into(),
+            ],
+            rename: BTreeMap::from([("hostIdentifier".into(), "host".into())]),
+            flatten_decorations: true,
+        };
+        shape.apply(&mut body);
+        assert_eq!(
+            Value::Object(body),
+            json!({"name": "users", "host": "web-01", "columns": {"uid": "0"}, "env": "prod"})
+        );
+    }
+}

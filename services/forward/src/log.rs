@@ -1,0 +1,434 @@
+//! The forward log of one process ([`EmbeddedForwardLog`]): a fjall
+//! database of its own (`DATA_DIR/forward`), so it works whatever the
+//! store is. Entries are keyed by their sequence number (big-endian, so
+//! key order is append order); each value is a small header (lines
+//! before it, its lines, when it was appended) and the batch. Readers'
+//! cursors sit in a second keyspace. Retention drops the oldest entries
+//! past `max_bytes` or `max_age`, whether read or not.
+//!
+//! It is written only when some destination is configured: the log costs
+//! one more synced write per log batch, nothing otherwise.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use gatehouse_core::ports::{ForwardBounds, ForwardCursor, ForwardEntry, ForwardError, ForwardLog};
+use gatehouse_core::time::Clock;
+
+/// How much the forward log keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Bytes of batches kept; the oldest go first past it.
+    pub max_bytes: u64,
+    /// Entries older than this are dropped.
+    pub max_age: Duration,
+    /// A batch appended again (same id) within this is not appended twice.
+    pub duplicate_window: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            max_bytes: 1 << 30,
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            duplicate_window: Duration::from_secs(120),
+        }
+    }
+}
+
+const HEADER: usize = 8 + 4 + 8;
+
+/// The forward log in a fjall database.
+#[derive(Clone)]
+pub struct EmbeddedForwardLog {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for EmbeddedForwardLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EmbeddedForwardLog")
+    }
+}
+
+struct Inner {
+    db: Database,
+    entries: Keyspace,
+    cursors: Keyspace,
+    retention: Retention,
+    clock: Arc<dyn Clock>,
+    state: Mutex<State>,
+    appended: tokio::sync::watch::Sender<u64>,
+}
+
+/// What the log holds, kept in memory (rebuilt at open).
+struct State {
+    first: u64,
+    first_line: u64,
+    next: u64,
+    next_line: u64,
+    bytes: u64,
+    /// Recent batch ids and the sequence number they got.
+    recent: HashMap<String, (u64, Instant)>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> ForwardError {
+    ForwardError::Unavailable(e.to_string())
+}
+
+fn header(v: &[u8]) -> Option<(u64, u32, i64)> {
+    Some((
+        u64::from_be_bytes(v.get(0..8)?.try_into().ok()?),
+        u32::from_be_bytes(v.get(8..12)?.try_into().ok()?),
+        i64::from_be_bytes(v.get(12..20)?.try_into().ok()?),
+    ))
+}
+
+fn seq_of(k: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(k.get(0..8)?.try_into().ok()?))
+}
+
+impl EmbeddedForwardLog {
+    /// Opens (or creates) the log under `dir`.
+    pub fn open(
+        dir: &Path,
+        retention: Retention,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ForwardError> {
+        let db = Database::builder(dir).open().map_err(|e| {
+            ForwardError::Unavailable(format!("opening the forward log in {}: {e}", dir.display()))
+        })?;
+        let entries = db
+            .keyspace("entries", KeyspaceCreateOptions::default)
+            .map_err(unavailable)?;
+        let cursors = db
+            .keyspace("cursors", KeyspaceCreateOptions::default)
+            .map_err(unavailable)?;
+        // Rebuild the figures from what is there (one pass at start).
+        let mut state = State {
+            first: 1,
+            first_line: 0,
+            next: 1,
+            next_line: 0,
+            bytes: 0,
+            recent: HashMap::new(),
+        };
+        let mut seen_first = false;
+        for g in entries.iter() {
+            let (k, v) = g.into_inner().map_err(unavailable)?;
+            let (Some(seq), Some((first_line, lines, _))) = (seq_of(&k), header(&v)) else {
+                continue;
+            };
+            if !seen_first {
+                state.first = seq;
+                state.first_line = first_line;
+                seen_first = true;
+            }
+            state.next = seq + 1;
+            state.next_line = first_line + u64::from(lines);
+            state.bytes += v.len() as u64;
+        }
+        if !seen_first {
+            // Empty: continue after the last cursor anyone saved, so a
+            // log emptied by retention does not restart at 1 under them.
+            for g in cursors.iter() {
+                let (_, v) = g.into_inner().map_err(unavailable)?;
+                if let Some((seq, line)) = decode_cursor(&v)
+                    && seq > state.next
+                {
+                    state.next = seq;
+                    state.next_line = line;
+                }
+            }
+            state.first = state.next;
+            state.first_line = state.next_line;
+        }
+        let next = state.next;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                entries,
+                cursors,
+                retention,
+                clock,
+                state: Mutex::new(state),
+                appended: tokio::sync::watch::Sender::new(next),
+            }),
+        })
+    }
+
+    fn state(&self) -> Result<std::sync::MutexGuard<'_, State>, ForwardError> {
+        self.inner
+            .state
+            .lock()
+            .map_err(|_| unavailable("forward log state poisoned"))
+    }
+
+    /// Drops entries past the retention limits; runs under the state lock.
+    fn trim(&self, state: &mut State) -> Result<(), ForwardError> {
+        let now = self.inner.clock.now_ms();
+        let max_age = i64::try_from(self.inner.retention.max_age.as_millis()).unwrap_or(i64::MAX);
+        let mut drop = Vec::new();
+        let mut bytes = state.bytes;
+        let (mut first, mut first_line) = (state.first, state.first_line);
+        for g in self.inner.entries.iter() {
+            let (k, v) = g.into_inner().map_err(unavailable)?;
+            let Some((seq, (line, lines, at))) = seq_of(&k).zip(header(&v)) else {
+                continue;
+            };
+            let old = now.saturating_sub(at) > max_age;
+            if !old && bytes <= self.inner.retention.max_bytes {
+                break;
+            }
+            bytes = bytes.saturating_sub(v.len() as u64);
+            drop.push(k);
+            first = seq + 1;
+            first_line = line + u64::from(lines);
+        }
+        if drop.is_empty() {
+            return Ok(());
+        }
+        let mut b = self
+            .inner
+            .db
+            .batch()
+            .durability(Some(PersistMode::SyncData));
+        for k in &drop {
+            b.remove(&self.inner.entries, k.clone());
+        }
+        b.commit().map_err(unavailable)?;
+        tracing::debug!(
+            entries = drop.len(),
+            first,
+            "forward log trimmed by retention"
+        );
+        state.bytes = bytes;
+        state.first = first;
+        state.first_line = first_line;
+        Ok(())
+    }
+
+    /// Runs blocking fjall work off the async threads.
+    async fn blocking<T, F>(&self, f: F) -> Result<T, ForwardError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Self) -> Result<T, ForwardError> + Send + 'static,
+    {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || f(&this))
+            .await
+            .map_err(|e| unavailable(format!("forward log task failed: {e}")))?
+    }
+}
+
+fn encode_cursor(c: ForwardCursor) -> Vec<u8> {
+    let mut v = c.seq.to_be_bytes().to_vec();
+    v.extend_from_slice(&c.line.to_be_bytes());
+    v
+}
+
+fn decode_cursor(v: &[u8]) -> Option<(u64, u64)> {
+    Some((
+        u64::from_be_bytes(v.get(0..8)?.try_into().ok()?),
+        u64::from_be_bytes(v.get(8..16)?.try_into().ok()?),
+    ))
+}
+
+#[async_trait]
+impl ForwardLog for EmbeddedForwardLog {
+    async fn append(&self, id: &str, lines: u32, payload: Bytes) -> Result<u64, ForwardError> {
+        let id = id.to_owned();
+        let seq = self
+            .blocking(move |this| {
+                let mut state = this.state()?;
+                let window = this.inner.retention.duplicate_window;
+                if let Some((seq, at)) = state.recent.get(&id)
+                    && at.elapsed() < window
+                {
+                    return Ok(*seq);
+                }
+                let (seq, line) = (state.next, state.next_line);
+                let mut v = Vec::with_capacity(HEADER + payload.len());
+                v.extend_from_slice(&line.to_be_bytes());
+                v.extend_from_slice(&lines.to_be_bytes());
+                v.extend_from_slice(&this.inner.clock.now_ms().to_be_bytes());
+                v.extend_from_slice(&payload);
+                let len = v.len() as u64;
+                let mut b = this
+                    .inner
+                    .db
+                    .batch()
+                    .durability(Some(PersistMode::SyncData));
+                b.insert(&this.inner.entries, seq.to_be_bytes(), v);
+                b.commit().map_err(unavailable)?;
+                state.next = seq + 1;
+                state.next_line = line + u64::from(lines);
+                state.bytes += len;
+                if state.recent.len() >= 4096 {
+                    state.recent.retain(|_, (_, at)| at.elapsed() < window);
+                }
+                state.recent.insert(id, (seq, Instant::now()));
+                this.trim(&mut state)?;
+                Ok(seq)
+            })
+            .await?;
+        self.inner.appended.send_replace(seq + 1);
+        Ok(seq)
+    }
+
+    async fn read(&self, from: u64, max: usize) -> Result<Vec<ForwardEntry>, ForwardError> {
+        self.blocking(move |this| {
+            let mut out = Vec::new();
+            for g in this.inner.entries.range(from.to_be_bytes()..) {
+                if out.len() >= max {
+                    break;
+                }
+                let (k, v) = g.into_inner().map_err(unavailable)?;
+                let (Some(seq), Some((first_line, lines, at_ms))) = (seq_of(&k), header(&v)) else {
+                    continue;
+                };
+                out.push(ForwardEntry {
+                    seq,
+                    first_line,
+                    lines,
+                    at_ms,
+                    payload: Bytes::copy_from_slice(&v[HEADER..]),
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn bounds(&self) -> Result<ForwardBounds, ForwardError> {
+        self.blocking(|this| {
+            let mut state = this.state()?;
+            this.trim(&mut state)?;
+            let first_at_ms = if state.first < state.next {
+                this.inner
+                    .entries
+                    .get(state.first.to_be_bytes())
+                    .map_err(unavailable)?
+                    .and_then(|v| header(&v))
+                    .map(|(_, _, at)| at)
+            } else {
+                None
+            };
+            Ok(ForwardBounds {
+                first: state.first,
+                first_line: state.first_line,
+                next: state.next,
+                next_line: state.next_line,
+                first_at_ms,
+            })
+        })
+        .await
+    }
+
+    async fn wait_for(&self, seq: u64, within: Duration) {
+        let mut rx = self.inner.appended.subscribe();
+        let _ = tokio::time::timeout(within, rx.wait_for(|next| *next > seq)).await;
+    }
+
+    async fn cursor(&self, reader: &str) -> Result<Option<ForwardCursor>, ForwardError> {
+        let key = reader.as_bytes().to_vec();
+        self.blocking(move |this| {
+            Ok(this
+                .inner
+                .cursors
+                .get(&key)
+                .map_err(unavailable)?
+                .and_then(|v| decode_cursor(&v))
+                .map(|(seq, line)| ForwardCursor { seq, line }))
+        })
+        .await
+    }
+
+    async fn set_cursor(&self, reader: &str, cursor: ForwardCursor) -> Result<(), ForwardError> {
+        let key = reader.as_bytes().to_vec();
+        self.blocking(move |this| {
+            let mut b = this
+                .inner
+                .db
+                .batch()
+                .durability(Some(PersistMode::SyncData));
+            b.insert(&this.inner.cursors, key, encode_cursor(cursor));
+            b.commit().map_err(unavailable)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatehouse_core::time::ShiftedClock;
+
+    fn open(dir: &Path, retention: Retention, clock: Arc<ShiftedClock>) -> EmbeddedForwardLog {
+        EmbeddedForwardLog::open(dir, retention, clock).expect("open")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn passes_conformance() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = Arc::new(ShiftedClock::new());
+        let log = open(dir.path(), Retention::default(), clock);
+        crate::conformance::order_dedup_and_cursors(&log).await;
+        crate::conformance::waiting_readers_wake(Arc::new(log)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_drops_the_oldest_and_counts_their_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = Arc::new(ShiftedClock::new());
+        let retention = Retention {
+            max_bytes: 10 * (HEADER as u64 + 100),
+            max_age: Duration::from_secs(60),
+            ..Retention::default()
+        };
+        let log = open(dir.path(), retention, clock.clone());
+        for n in 0..15u32 {
+            log.append(&format!("b{n}"), 2, Bytes::from(vec![b'x'; 100]))
+                .await
+                .expect("append");
+        }
+        let b = log.bounds().await.expect("bounds");
+        assert_eq!((b.first, b.next), (6, 16), "ten newest kept by size");
+        assert_eq!(b.first_line, 10, "the lines before the oldest kept");
+        assert_eq!(b.next_line, 30);
+        clock.advance(Duration::from_secs(61));
+        let b = log.bounds().await.expect("bounds");
+        assert_eq!(b.first, b.next, "all past the age limit");
+        assert_eq!(b.first_line, 30);
+        assert!(log.read(1, 100).await.expect("read").is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_log_and_cursors_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = Arc::new(ShiftedClock::new());
+        {
+            let log = open(dir.path(), Retention::default(), clock.clone());
+            for n in 0..3u32 {
+                log.append(&format!("b{n}"), 4, Bytes::from_static(b"x"))
+                    .await
+                    .expect("append");
+            }
+            log.set_cursor("file", ForwardCursor { seq: 2, line: 4 })
+                .await
+                .expect("cursor");
+        }
+        let log = open(dir.path(), Retention::default(), clock);
+        let b = log.bounds().await.expect("bounds");
+        assert_eq!((b.first, b.next, b.next_line), (1, 4, 12));
+        assert_eq!(
+            log.cursor("file").await.expect("cursor"),
+            Some(ForwardCursor { seq: 2, line: 4 })
+        );
+        assert_eq!(log.append("b3", 1, Bytes::new()).await.expect("append"), 4);
+    }
+}

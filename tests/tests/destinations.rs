@@ -1,0 +1,212 @@
+//! Log destinations in the all-in-one: agents log, and every line reaches
+//! a file (read the way a file shipper reads it, across rotations) and a
+//! Splunk HEC collector, as the agent sent it. The collector is down at
+//! first: agents never notice, and it catches up once back. After a
+//! restart each destination goes on from its cursor without sending a
+//! line twice.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use gatehouse_forward::DestinationConfig;
+use gatehouse_tests::TestServer;
+use gatehouse_tests::webhook::WebhookReceiver;
+use serde_json::{Value, json};
+
+fn destinations(files: &Path, hec: &str) -> anyhow::Result<Vec<DestinationConfig>> {
+    let toml = format!(
+        r#"
+[[destinations]]
+name = "shipper"
+[destinations.file]
+dir = "{}"
+rotate_bytes = 4096
+keep = 1000
+[destinations.pacing]
+linger_ms = 0
+
+[[destinations]]
+name = "siem"
+[destinations.splunk_hec]
+url = "{hec}"
+token = "hec-token"
+index = "osquery"
+[destinations.filter]
+logs = ["results"]
+[destinations.pacing]
+linger_ms = 0
+"#,
+        files.display()
+    );
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        destinations: Vec<DestinationConfig>,
+    }
+    Ok(toml::from_str::<Doc>(&toml)?.destinations)
+}
+
+/// Every JSON line of the file destination, rotated files (gzipped)
+/// first, the way a shipper reads them.
+fn file_lines(dir: &Path) -> anyhow::Result<Vec<Value>> {
+    use std::io::Read;
+    let mut rotated: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "gz"))
+        .collect();
+    rotated.sort();
+    let mut out = Vec::new();
+    for p in rotated.iter().chain([&dir.join("osqueryd.results.log")]) {
+        let raw = std::fs::read(p).unwrap_or_default();
+        let mut text = String::new();
+        if p.extension().is_some_and(|e| e == "gz") {
+            flate2::read::GzDecoder::new(&raw[..]).read_to_string(&mut text)?;
+        } else {
+            text = String::from_utf8(raw)?;
+        }
+        anyhow::ensure!(
+            text.is_empty() || text.ends_with('\n'),
+            "{p:?} ends mid-line"
+        );
+        for l in text.lines() {
+            out.push(serde_json::from_str(l)?);
+        }
+    }
+    Ok(out)
+}
+
+/// The events the collector accepted.
+fn hec_events(hec: &WebhookReceiver) -> anyhow::Result<Vec<Value>> {
+    let mut out = Vec::new();
+    for h in hec.hits("/services/collector/event") {
+        if !h.accepted {
+            continue;
+        }
+        anyhow::ensure!(h.header("authorization") == Some("Splunk hec-token"));
+        for l in h.raw.lines() {
+            out.push(serde_json::from_str(l)?);
+        }
+    }
+    Ok(out)
+}
+
+fn uid(v: &Value) -> String {
+    v["columns"]["uid"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_line_reaches_each_destination_once_and_a_dead_one_catches_up() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let (data, files) = (dir.path().join("data"), dir.path().join("files"));
+    let hec = WebhookReceiver::start().await?;
+    hec.set_failing(true);
+    let dests = destinations(&files, &hec.url)?;
+    let s = TestServer::start_in(&data, |c| c.destinations = dests.clone()).await?;
+    let mut agents = Vec::new();
+    for n in 0..4 {
+        let mut a = s.agent(n);
+        assert!(a.enroll().await?.agent_success());
+        agents.push(a);
+    }
+    let mut sent = Vec::new();
+    let post = async |round: usize, sent: &mut Vec<Value>| -> anyhow::Result<()> {
+        for (n, a) in agents.iter().enumerate() {
+            let lines: Vec<Value> = (0..5)
+                .map(|i| json!({"name": "users", "hostIdentifier": format!("host-{n}"), "unixTime": 1_717_496_431, "columns": {"uid": format!("{n}-{round}-{i}")}, "action": "added", "decorations": {"env": "test"}}))
+                .collect();
+            // Agents never notice a destination: every batch is acknowledged.
+            anyhow::ensure!(a.log("result", json!(lines.clone())).await?.agent_success());
+            sent.extend(lines);
+        }
+        Ok(())
+    };
+    for round in 0..5 {
+        post(round, &mut sent).await?;
+    }
+    // The file gets every line, exactly as the agent sent it, once.
+    let want: BTreeSet<String> = sent.iter().map(|v| v.to_string()).collect();
+    gatehouse_testkit::eventually(
+        "the file has every line",
+        Duration::from_secs(30),
+        async || {
+            let got = file_lines(&files)?;
+            Ok::<_, anyhow::Error>((got.len() >= sent.len()).then_some(got))
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))
+    .and_then(|got| {
+        let got_set: BTreeSet<String> = got.iter().map(|v| v.to_string()).collect();
+        anyhow::ensure!(
+            got.len() == sent.len(),
+            "no line twice: {} of {}",
+            got.len(),
+            sent.len()
+        );
+        anyhow::ensure!(got_set == want, "the lines as sent");
+        Ok(())
+    })?;
+    assert!(
+        std::fs::read_dir(&files)?.count() > 2,
+        "the file was rotated (4 KiB) and the rotations compressed"
+    );
+    assert!(hec_events(&hec)?.is_empty(), "the collector is down");
+
+    // The collector comes back: the destination catches up by itself.
+    hec.set_failing(false);
+    let events = gatehouse_testkit::eventually(
+        "the collector caught up",
+        Duration::from_secs(60),
+        async || {
+            let ev = hec_events(&hec)?;
+            Ok::<_, anyhow::Error>((ev.len() >= sent.len()).then_some(ev))
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    assert_eq!(events.len(), sent.len(), "each line once");
+    let got: BTreeSet<String> = events.iter().map(|e| e["event"].to_string()).collect();
+    assert_eq!(got, want, "each event is the line as sent");
+    let e = &events[0];
+    assert_eq!(e["index"], "osquery");
+    assert_eq!(e["sourcetype"], "osquery:results");
+    assert_eq!(e["time"], 1_717_496_431);
+    assert!(e["host"].as_str().is_some_and(|h| h.starts_with("host-")));
+
+    // A clean restart: each destination resumes at its cursor.
+    let (data, _) = s.stop().await?;
+    let s = TestServer::start_in(&data, |c| c.destinations = dests.clone()).await?;
+    let mut more = Vec::new();
+    for (n, a) in agents.iter_mut().enumerate() {
+        a.set_base(s.agent_url.clone());
+        let lines: Vec<Value> = (0..3)
+            .map(|i| json!({"name": "users", "hostIdentifier": format!("host-{n}"), "unixTime": 1_717_496_500, "columns": {"uid": format!("{n}-after-{i}")}, "action": "added"}))
+            .collect();
+        anyhow::ensure!(a.log("result", json!(lines.clone())).await?.agent_success());
+        more.extend(lines);
+    }
+    let total = sent.len() + more.len();
+    gatehouse_testkit::until(
+        "both caught up after the restart",
+        Duration::from_secs(30),
+        async || {
+            file_lines(&files).is_ok_and(|l| l.len() >= total)
+                && hec_events(&hec).is_ok_and(|e| e.len() >= total)
+        },
+    )
+    .await;
+    let file_uids: Vec<String> = file_lines(&files)?.iter().map(uid).collect();
+    let hec_uids: Vec<String> = hec_events(&hec)?.iter().map(|e| uid(&e["event"])).collect();
+    for (what, uids) in [("file", file_uids), ("collector", hec_uids)] {
+        let distinct: BTreeSet<&String> = uids.iter().collect();
+        assert_eq!(
+            uids.len(),
+            total,
+            "{what}: nothing sent twice after a clean restart"
+        );
+        assert_eq!(distinct.len(), total, "{what}");
+    }
+    s.stop().await?;
+    Ok(())
+}
