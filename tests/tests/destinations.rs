@@ -174,6 +174,72 @@ async fn every_line_reaches_each_destination_once_and_a_dead_one_catches_up() ->
     assert_eq!(e["time"], 1_717_496_431);
     assert!(e["host"].as_str().is_some_and(|h| h.starts_with("host-")));
 
+    // Operators see each destination's state.
+    let (code, list) = s
+        .api(reqwest::Method::GET, "/api/v1/destinations", None)
+        .await?;
+    assert_eq!(code, 200, "{list}");
+    let state = |list: &Value, name: &str| {
+        list.as_array()
+            .and_then(|a| a.iter().find(|d| d["name"] == name))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let siem = state(&list, "siem");
+    assert_eq!(siem["kind"], "splunk_hec");
+    assert_eq!(siem["delivered"], sent.len());
+    assert_eq!(siem["lag_lines"], 0);
+    assert_eq!(state(&list, "shipper")["delivered"], sent.len());
+
+    // Paused from the command line: it falls behind, agents do not notice;
+    // resumed, it catches up. An observer may look but not pause.
+    let observer = s.user_token("watcher", "observer").await?;
+    let refused = s.ctl(&observer, &["destinations", "pause", "siem"])?;
+    assert!(!refused.status.success(), "an observer cannot pause");
+    let out = s.ctl(&s.boot.admin_token, &["destinations", "pause", "siem"])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    post(5, &mut sent).await?;
+    gatehouse_testkit::until(
+        "the paused destination falls behind",
+        Duration::from_secs(20),
+        async || {
+            let (_, list) = s
+                .api(reqwest::Method::GET, "/api/v1/destinations", None)
+                .await
+                .unwrap_or_default();
+            let d = state(&list, "siem");
+            d["paused"] == true && d["lag_lines"].as_u64() == Some(20)
+        },
+    )
+    .await;
+    assert_eq!(
+        hec_events(&hec)?.len(),
+        sent.len() - 20,
+        "nothing delivered while paused"
+    );
+    let out = s.ctl(&s.boot.admin_token, &["destinations", "resume", "siem"])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    gatehouse_testkit::until(
+        "resumed and caught up",
+        Duration::from_secs(30),
+        async || hec_events(&hec).is_ok_and(|e| e.len() == sent.len()),
+    )
+    .await;
+    let listed = s.ctl(&s.boot.admin_token, &["destinations", "list"])?;
+    let table = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        table.contains("siem") && table.contains("splunk_hec"),
+        "{table}"
+    );
+
     // A clean restart: each destination resumes at its cursor.
     let (data, _) = s.stop().await?;
     let s = TestServer::start_in(&data, |c| c.destinations = dests.clone()).await?;
@@ -207,6 +273,20 @@ async fn every_line_reaches_each_destination_once_and_a_dead_one_catches_up() ->
         );
         assert_eq!(distinct.len(), total, "{what}");
     }
+    // Replay from the oldest retained line: the collector gets all again.
+    let out = s.ctl(
+        &s.boot.admin_token,
+        &["destinations", "replay", "siem", "--oldest"],
+    )?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    gatehouse_testkit::until("replayed", Duration::from_secs(30), async || {
+        hec_events(&hec).is_ok_and(|e| e.len() == 2 * total)
+    })
+    .await;
     s.stop().await?;
     Ok(())
 }

@@ -80,6 +80,8 @@ pub struct Admin {
     pub(crate) metrics: gatehouse_runtime::metrics::Metrics,
     /// The instance's readiness (`/readyz`, gRPC health).
     pub(crate) readiness: gatehouse_runtime::health::Readiness,
+    /// The log destinations this process runs, if any.
+    pub(crate) destinations: Option<Arc<dyn gatehouse_core::ports::Destinations>>,
     /// Campaigns seen with every target answered (they stay so): not
     /// counted against the running-campaign limits.
     pub(crate) complete: std::sync::Mutex<HashSet<String>>,
@@ -148,6 +150,8 @@ pub struct ApiDeps {
     pub metrics: gatehouse_runtime::metrics::Metrics,
     /// The instance's readiness (`/readyz`, gRPC health).
     pub readiness: gatehouse_runtime::health::Readiness,
+    /// The log destinations this process runs, if any.
+    pub destinations: Option<Arc<dyn gatehouse_core::ports::Destinations>>,
 }
 
 impl Admin {
@@ -161,6 +165,7 @@ impl Admin {
             clock,
             metrics,
             readiness,
+            destinations,
         } = deps;
         Self {
             store,
@@ -172,6 +177,7 @@ impl Admin {
             clock,
             metrics,
             readiness,
+            destinations,
             complete: std::sync::Mutex::default(),
         }
     }

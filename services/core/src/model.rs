@@ -693,3 +693,40 @@ pub struct Page<T> {
     pub items: Vec<T>,
     pub next: Option<String>,
 }
+
+/// A log destination's state: where it reads, how far behind it is, what
+/// it delivered and what went wrong (`GET /api/v1/destinations`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct DestinationState {
+    pub name: String,
+    /// `file`, `splunk_hec`, `elasticsearch`, `webhook`, `syslog`.
+    pub kind: String,
+    /// Paused by an operator (until resumed or restarted).
+    pub paused: bool,
+    /// The next forward-log entry it reads.
+    pub cursor: u64,
+    /// Lines stored and not yet handled (delivered, filtered, dropped).
+    pub lag_lines: u64,
+    /// Age of the oldest entry not yet delivered (0: caught up).
+    pub lag_seconds: u64,
+    /// Lines delivered since the process started.
+    pub delivered: u64,
+    /// Lines refused for good by the receiver (dead-lettered).
+    pub failed: u64,
+    /// Lines dropped by the throttle (`over_limit = "drop"`).
+    pub dropped: u64,
+    /// Lines retention removed before this destination read them.
+    pub missed: u64,
+    pub last_error: Option<String>,
+    /// The last batch the receiver refused for good.
+    pub last_dead_letter: Option<DestinationDeadLetter>,
+}
+
+/// A batch a receiver refused for good.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct DestinationDeadLetter {
+    pub at_ms: i64,
+    pub lines: u64,
+    /// The receiver's answer.
+    pub response: String,
+}

@@ -508,8 +508,36 @@ pub trait ForwardLog: Send + Sync + 'static {
     /// Resolves once an entry at or past `seq` may exist (an append
     /// happened), or after `within`.
     async fn wait_for(&self, seq: u64, within: Duration);
+    /// The cursor of the first entry appended at or after `at_ms` (the
+    /// next one when there is none; the oldest retained when all are
+    /// later).
+    async fn seek(&self, at_ms: i64) -> Result<ForwardCursor, ForwardError>;
     /// A reader's saved cursor (`None`: it never saved one).
     async fn cursor(&self, reader: &str) -> Result<Option<ForwardCursor>, ForwardError>;
     /// Saves a reader's cursor (durably).
     async fn set_cursor(&self, reader: &str, cursor: ForwardCursor) -> Result<(), ForwardError>;
+}
+
+/// Where a destination replays from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayFrom {
+    /// The oldest entry retained.
+    Oldest,
+    /// The first entry stored at or after this time (ms).
+    Time(i64),
+}
+
+/// The running log destinations, for operators.
+#[async_trait]
+pub trait Destinations: Send + Sync + 'static {
+    fn list(&self) -> Vec<crate::model::DestinationState>;
+    /// Pauses or resumes one; `None`: no destination has that name.
+    async fn set_paused(&self, name: &str, paused: bool) -> Option<crate::model::DestinationState>;
+    /// Moves one's cursor back (or forward) to `from`; lines from there
+    /// are delivered again. `Ok(None)`: no destination has that name.
+    async fn replay(
+        &self,
+        name: &str,
+        from: ReplayFrom,
+    ) -> Result<Option<crate::model::DestinationState>, ForwardError>;
 }

@@ -61,3 +61,28 @@ pub async fn waiting_readers_wake(log: Arc<dyn ForwardLog>) {
     log.append("w", 1, batch(9)).await.expect("append");
     assert_eq!(waiter.await.expect("waiter"), 1);
 }
+
+/// Seeking by time finds the first entry appended at or after it.
+pub async fn seek_by_time(log: &dyn ForwardLog, clock: &gatehouse_core::time::ShiftedClock) {
+    let s1 = log.append("t1", 2, batch(1)).await.unwrap();
+    let at1 = log.read(s1, 1).await.unwrap()[0].at_ms;
+    clock.advance(Duration::from_secs(10));
+    let s2 = log.append("t2", 3, batch(2)).await.unwrap();
+    let e2 = log.read(s2, 1).await.unwrap()[0].clone();
+    assert_eq!(log.seek(at1).await.unwrap().seq, s1);
+    let c = log.seek(at1 + 1).await.unwrap();
+    assert_eq!(
+        c,
+        ForwardCursor {
+            seq: s2,
+            line: e2.first_line
+        }
+    );
+    let after = log.seek(e2.at_ms + 1).await.unwrap();
+    assert_eq!(after.seq, s2 + 1, "past the newest: the next entry");
+    assert_eq!(after.line, e2.first_line + 3);
+    assert_eq!(
+        log.seek(0).await.unwrap().seq,
+        log.bounds().await.unwrap().first
+    );
+}

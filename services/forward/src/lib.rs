@@ -21,16 +21,17 @@ pub mod line;
 pub mod log;
 pub mod runner;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use gatehouse_core::ports::ForwardLog;
+use gatehouse_core::model::DestinationState;
+use gatehouse_core::ports::{Destinations, ForwardCursor, ForwardError, ForwardLog, ReplayFrom};
 use gatehouse_core::time::Clock;
 use gatehouse_runtime::Shutdown;
 use serde::{Deserialize, Serialize};
 
 use crate::destination::Destination;
 use crate::line::{Filter, Shape};
-use crate::runner::{Forwarder, Pacing, Route, Start, Status};
+use crate::runner::{Control, Forwarder, Pacing, Route, Start};
 
 /// One `[[destinations]]` entry: a name, exactly one kind's table, and
 /// what it takes and how it is paced.
@@ -156,22 +157,63 @@ pub fn validate(all: &[DestinationConfig]) -> Result<(), String> {
     Ok(())
 }
 
-/// The running destinations' states, by name.
+/// The running destinations, for operators (the API's
+/// [`gatehouse_core::ports::Destinations`]).
 #[derive(Clone, Default)]
-pub struct Statuses(Vec<Arc<Mutex<Status>>>);
+pub struct Handle {
+    log: Option<Arc<dyn ForwardLog>>,
+    controls: Vec<(String, Arc<Control>)>,
+}
 
-impl std::fmt::Debug for Statuses {
+impl std::fmt::Debug for Handle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.snapshot()).finish()
+        f.debug_list()
+            .entries(self.controls.iter().map(|(n, _)| n))
+            .finish()
     }
 }
 
-impl Statuses {
-    pub fn snapshot(&self) -> Vec<Status> {
-        self.0
+impl Handle {
+    fn control(&self, name: &str) -> Option<&Arc<Control>> {
+        self.controls
             .iter()
-            .filter_map(|s| s.lock().ok().map(|s| s.clone()))
-            .collect()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c)
+    }
+}
+
+#[async_trait::async_trait]
+impl Destinations for Handle {
+    fn list(&self) -> Vec<DestinationState> {
+        self.controls.iter().map(|(_, c)| c.state()).collect()
+    }
+
+    async fn set_paused(&self, name: &str, paused: bool) -> Option<DestinationState> {
+        let c = self.control(name)?;
+        c.set_paused(paused);
+        Some(c.state())
+    }
+
+    async fn replay(
+        &self,
+        name: &str,
+        from: ReplayFrom,
+    ) -> Result<Option<DestinationState>, ForwardError> {
+        let (Some(c), Some(log)) = (self.control(name), &self.log) else {
+            return Ok(None);
+        };
+        let cursor = match from {
+            ReplayFrom::Oldest => {
+                let b = log.bounds().await?;
+                ForwardCursor {
+                    seq: b.first,
+                    line: b.first_line,
+                }
+            }
+            ReplayFrom::Time(at) => log.seek(at).await?,
+        };
+        c.replay(cursor);
+        Ok(Some(c.state()))
     }
 }
 
@@ -181,10 +223,10 @@ pub fn forwarders(
     log: Arc<dyn ForwardLog>,
     clock: Arc<dyn Clock>,
     metrics: &gatehouse_runtime::metrics::Metrics,
-) -> Result<(Vec<Forwarder>, Statuses), String> {
+) -> Result<(Vec<Forwarder>, Handle), String> {
     validate(all)?;
     let mut out = Vec::new();
-    let mut statuses = Vec::new();
+    let mut controls = Vec::new();
     for d in all {
         let dest = d.build(clock.clone())?;
         let f = Forwarder::new(
@@ -201,10 +243,16 @@ pub fn forwarders(
             clock.clone(),
             metrics,
         );
-        statuses.push(f.status());
+        controls.push((d.name.clone(), f.control()));
         out.push(f);
     }
-    Ok((out, Statuses(statuses)))
+    Ok((
+        out,
+        Handle {
+            log: Some(log),
+            controls,
+        },
+    ))
 }
 
 /// Runs every forwarder until `shutdown`.

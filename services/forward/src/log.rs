@@ -334,6 +334,40 @@ impl ForwardLog for EmbeddedForwardLog {
         let _ = tokio::time::timeout(within, rx.wait_for(|next| *next > seq)).await;
     }
 
+    async fn seek(&self, at_ms: i64) -> Result<ForwardCursor, ForwardError> {
+        self.blocking(move |this| {
+            let (mut lo, mut hi, next_line) = {
+                let mut state = this.state()?;
+                this.trim(&mut state)?;
+                (state.first, state.next, state.next_line)
+            };
+            // Entries are in append order, so in time order: the first
+            // with `at >= at_ms` by bisection.
+            let header_of = |seq: u64| -> Result<Option<(u64, u32, i64)>, ForwardError> {
+                Ok(this
+                    .inner
+                    .entries
+                    .get(seq.to_be_bytes())
+                    .map_err(unavailable)?
+                    .and_then(|v| header(&v)))
+            };
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                match header_of(mid)? {
+                    Some((_, _, at)) if at < at_ms => lo = mid + 1,
+                    // At or after, or trimmed meanwhile: look left.
+                    _ => hi = mid,
+                }
+            }
+            let line = match header_of(lo)? {
+                Some((line, _, _)) => line,
+                None => next_line,
+            };
+            Ok(ForwardCursor { seq: lo, line })
+        })
+        .await
+    }
+
     async fn cursor(&self, reader: &str) -> Result<Option<ForwardCursor>, ForwardError> {
         let key = reader.as_bytes().to_vec();
         self.blocking(move |this| {
@@ -376,8 +410,9 @@ mod tests {
     async fn passes_conformance() {
         let dir = tempfile::tempdir().expect("tempdir");
         let clock = Arc::new(ShiftedClock::new());
-        let log = open(dir.path(), Retention::default(), clock);
+        let log = open(dir.path(), Retention::default(), clock.clone());
         crate::conformance::order_dedup_and_cursors(&log).await;
+        crate::conformance::seek_by_time(&log, &clock).await;
         crate::conformance::waiting_readers_wake(Arc::new(log)).await;
     }
 

@@ -13,6 +13,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use gatehouse_core::model::{DestinationDeadLetter, DestinationState};
 use gatehouse_core::ports::{ForwardCursor, ForwardEntry, ForwardLog};
 use gatehouse_core::time::Clock;
 use gatehouse_runtime::Shutdown;
@@ -96,35 +97,6 @@ impl Default for Pacing {
     }
 }
 
-/// A destination's state, as the API and `ctl` show it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Status {
-    pub name: String,
-    pub kind: String,
-    /// The next entry it reads.
-    pub cursor: u64,
-    /// Lines stored and not yet delivered (nor filtered, dropped, missed).
-    pub lag_lines: u64,
-    /// Age of the oldest entry not yet delivered (0: caught up).
-    pub lag_seconds: u64,
-    pub delivered: u64,
-    pub failed: u64,
-    pub dropped: u64,
-    /// Lines retention removed before this destination read them.
-    pub missed: u64,
-    pub last_error: Option<String>,
-    /// The last batch refused for good: when, why, how many lines.
-    pub last_dead_letter: Option<DeadLetter>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DeadLetter {
-    pub at_ms: i64,
-    pub lines: usize,
-    /// The receiver's answer.
-    pub response: String,
-}
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LineLabels {
     destination: String,
@@ -178,7 +150,47 @@ pub struct Forwarder {
     start: Start,
     clock: Arc<dyn Clock>,
     metrics: Metrics,
-    status: Arc<Mutex<Status>>,
+    control: Arc<Control>,
+}
+
+/// What operators see and steer of one forwarder: its state, pause, and a
+/// pending replay.
+#[derive(Debug)]
+pub struct Control {
+    status: Mutex<DestinationState>,
+    paused: tokio::sync::watch::Sender<bool>,
+    replay: Mutex<Option<ForwardCursor>>,
+}
+
+impl Control {
+    pub fn state(&self) -> DestinationState {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.send_replace(paused);
+        if let Ok(mut s) = self.status.lock() {
+            s.paused = paused;
+        }
+    }
+
+    /// Asks the forwarder to go on from `c` (applied between batches).
+    pub fn replay(&self, c: ForwardCursor) {
+        if let Ok(mut r) = self.replay.lock() {
+            *r = Some(c);
+        }
+        if let Ok(mut s) = self.status.lock() {
+            s.cursor = c.seq;
+        }
+    }
+
+    fn take_replay(&self) -> Option<ForwardCursor> {
+        self.replay.lock().ok().and_then(|mut r| r.take())
+    }
+
+    fn replay_pending(&self) -> bool {
+        self.replay.lock().is_ok_and(|r| r.is_some())
+    }
 }
 
 impl std::fmt::Debug for Forwarder {
@@ -264,21 +276,25 @@ impl Forwarder {
             start: route.start,
             clock,
             metrics: Metrics::new(metrics),
-            status: Arc::new(Mutex::new(Status {
-                name: name.to_owned(),
-                kind: kind.to_owned(),
-                ..Status::default()
-            })),
+            control: Arc::new(Control {
+                status: Mutex::new(DestinationState {
+                    name: name.to_owned(),
+                    kind: kind.to_owned(),
+                    ..DestinationState::default()
+                }),
+                paused: tokio::sync::watch::Sender::new(false),
+                replay: Mutex::new(None),
+            }),
         }
     }
 
-    /// The destination's state, updated as it runs.
-    pub fn status(&self) -> Arc<Mutex<Status>> {
-        self.status.clone()
+    /// Its state and controls, updated as it runs.
+    pub fn control(&self) -> Arc<Control> {
+        self.control.clone()
     }
 
-    fn update(&self, f: impl FnOnce(&mut Status)) {
-        if let Ok(mut s) = self.status.lock() {
+    fn update(&self, f: impl FnOnce(&mut DestinationState)) {
+        if let Ok(mut s) = self.control.status.lock() {
             f(&mut s);
         }
     }
@@ -395,7 +411,40 @@ impl Forwarder {
         let mut bytes_bucket = Bucket::new(self.pacing.bytes_per_sec);
         let mut backoff = FIRST_BACKOFF;
         tracing::info!(destination = %self.name, kind = %self.kind, "forwarding");
+        let mut paused = self.control.paused.subscribe();
+        let mut was_paused = false;
         while !shutdown.is_triggered() {
+            if *paused.borrow_and_update() {
+                if !was_paused {
+                    tracing::info!(destination = %self.name, "paused");
+                    was_paused = true;
+                }
+                // The lag goes on growing while paused: keep showing it.
+                if let Ok(Some(c)) = self.log.cursor(&self.name).await {
+                    self.report_lag(c).await;
+                }
+                tokio::select! {
+                    _ = shutdown.wait() => return,
+                    _ = paused.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                continue;
+            }
+            if was_paused {
+                tracing::info!(destination = %self.name, "resumed");
+                was_paused = false;
+            }
+            if let Some(c) = self.control.take_replay() {
+                tracing::info!(destination = %self.name, seq = c.seq, "replaying from an operator's cursor");
+                if let Err(e) = self.log.set_cursor(&self.name, c).await {
+                    tracing::warn!(destination = %self.name, error = %e, "saving the replay cursor failed");
+                    self.control.replay(c);
+                    if sleep_or_stop(&shutdown, backoff).await {
+                        return;
+                    }
+                }
+                continue;
+            }
             let mut cursor = match self.cursor().await {
                 Ok(c) => c,
                 Err(e) => {
@@ -467,10 +516,10 @@ impl Forwarder {
                             tracing::error!(destination = %self.name, error = %e, lines = lines.len(), "batch refused by the receiver: dead-lettered and skipped");
                             self.count("failed", lines.len() as u64);
                             let at_ms = self.clock.now_ms();
-                            let n = lines.len();
+                            let n = lines.len() as u64;
                             self.update(|s| {
                                 s.last_error = Some(e.clone());
-                                s.last_dead_letter = Some(DeadLetter {
+                                s.last_dead_letter = Some(DestinationDeadLetter {
                                     at_ms,
                                     lines: n,
                                     response: e,
@@ -482,6 +531,10 @@ impl Forwarder {
                 }
             }
             cursor = next;
+            if self.control.replay_pending() {
+                // An operator moved the cursor meanwhile: theirs wins.
+                continue;
+            }
             if let Err(e) = self.log.set_cursor(&self.name, cursor).await {
                 // The batch goes again (at least once).
                 tracing::warn!(destination = %self.name, error = %e, "saving the cursor failed");
@@ -711,7 +764,7 @@ mod tests {
         }
         let dest = Arc::new(Recorder::default());
         let (f, m) = forwarder(&log, dest.clone(), route());
-        let status = f.status();
+        let status = f.control();
         let stop = Shutdown::new();
         let task = tokio::spawn(f.run(stop.clone()));
         until("20 lines delivered", || dest.names().len() == 20).await;
@@ -721,7 +774,7 @@ mod tests {
             *dest.calls.lock().unwrap() >= 2,
             "batches of at most 10 lines"
         );
-        until("caught up", || status.lock().unwrap().lag_lines == 0).await;
+        until("caught up", || status.state().lag_lines == 0).await;
         stop.trigger();
         task.await.unwrap();
         assert!(m.render().contains(
@@ -757,15 +810,12 @@ mod tests {
             .unwrap()
             .push_back(DeliveryError::Retry("503 busy".into()));
         let (f, m) = forwarder(&log, dest.clone(), route());
-        let status = f.status();
+        let status = f.control();
         let stop = Shutdown::new();
         let task = tokio::spawn(f.run(stop.clone()));
         until("delivered after a retry", || dest.names().len() == 2).await;
         assert_eq!(*dest.calls.lock().unwrap(), 2);
-        until("the error cleared", || {
-            status.lock().unwrap().last_error.is_none()
-        })
-        .await;
+        until("the error cleared", || status.state().last_error.is_none()).await;
 
         // A refusal: counted, kept as the dead letter, skipped.
         dest.script
@@ -773,8 +823,8 @@ mod tests {
             .unwrap()
             .push_back(DeliveryError::Reject("400 bad index".into()));
         append(&log, "users", 2, 3).await;
-        until("refused", || status.lock().unwrap().failed == 3).await;
-        let dl = status.lock().unwrap().last_dead_letter.clone().unwrap();
+        until("refused", || status.state().failed == 3).await;
+        let dl = status.state().last_dead_letter.unwrap();
         assert_eq!((dl.lines, dl.response.as_str()), (3, "400 bad index"));
         append(&log, "users", 5, 1).await;
         until("the next batch goes", || dest.names().len() == 3).await;
@@ -812,17 +862,17 @@ mod tests {
             queries: vec!["users".into()],
         };
         let (f, _) = forwarder(&log, dest.clone(), r);
-        let status = f.status();
+        let status = f.control();
         let stop = Shutdown::new();
         let task = tokio::spawn(f.run(stop.clone()));
         until("caught up", || {
-            let s = status.lock().unwrap();
+            let s = status.state();
             s.cursor == bounds.next && s.lag_lines == 0
         })
         .await;
         stop.trigger();
         task.await.unwrap();
-        let s = status.lock().unwrap().clone();
+        let s = status.state();
         assert_eq!(s.missed, bounds.first_line, "what retention dropped");
         let kept_users = dest.names().len() as u64;
         assert_eq!(s.delivered, kept_users);
@@ -857,18 +907,60 @@ mod tests {
         r.pacing.lines_per_sec = 10;
         r.pacing.over_limit = OverLimit::Drop;
         let (f, _) = forwarder(&log, dest.clone(), r);
-        let status = f.status();
+        let status = f.control();
         let stop = Shutdown::new();
         let task = tokio::spawn(f.run(stop.clone()));
         until("all handled", || {
-            let s = status.lock().unwrap();
+            let s = status.state();
             s.delivered + s.dropped == 40
         })
         .await;
         stop.trigger();
         task.await.unwrap();
-        let s = status.lock().unwrap().clone();
+        let s = status.state();
         assert!(s.dropped > 0 && s.delivered >= 10, "{s:?}");
         assert_eq!(dest.names().len() as u64, s.delivered);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_paused_destination_waits_and_a_replay_delivers_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EmbeddedForwardLog::open(
+            dir.path(),
+            Retention::default(),
+            Arc::new(ShiftedClock::new()),
+        )
+        .unwrap();
+        append(&log, "users", 0, 2).await;
+        let dest = Arc::new(Recorder::default());
+        let (f, _) = forwarder(&log, dest.clone(), route());
+        let control = f.control();
+        let stop = Shutdown::new();
+        let task = tokio::spawn(f.run(stop.clone()));
+        until("first lines", || dest.names().len() == 2).await;
+        control.set_paused(true);
+        assert!(control.state().paused);
+        // Whatever batch was in hand when it paused goes out; then nothing.
+        append(&log, "users", 2, 2).await;
+        until("lag shows the waiting lines", || {
+            let n = dest.names().len();
+            n == 4 || control.state().lag_lines == 2
+        })
+        .await;
+        let held = dest.names().len();
+        append(&log, "users", 4, 2).await;
+        until("lag grows while paused", || {
+            control.state().lag_lines >= 2 + (4 - held as u64).min(2)
+        })
+        .await;
+        assert_eq!(dest.names().len(), held, "nothing delivered while paused");
+        control.set_paused(false);
+        until("resumed and caught up", || dest.names().len() == 6).await;
+        // Replay from the oldest retained entry: everything again.
+        control.replay(ForwardCursor { seq: 1, line: 0 });
+        until("replayed", || dest.names().len() == 12).await;
+        assert_eq!(dest.names()[6..], dest.names()[..6]);
+        stop.trigger();
+        task.await.unwrap();
     }
 }

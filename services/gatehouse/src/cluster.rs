@@ -176,5 +176,5 @@ pub async fn start_api(
     listener: TcpListener,
 ) -> anyhow::Result<Role> {
     let ports = ports(cfg, store, metrics, Member::Api).await?;
-    roles::api(cfg, boot, &ports, listener)
+    roles::api(cfg, boot, &ports, None, listener)
 }

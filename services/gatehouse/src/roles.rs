@@ -467,8 +467,8 @@ pub struct IngestRole {
     /// The rule engine, which sees every stored batch: ingest reports to it
     /// from the stream; an edge that stores batches itself must too.
     pub observer: Arc<dyn LogObserver>,
-    /// The log destinations' states.
-    pub destinations: gatehouse_forward::Statuses,
+    /// The log destinations, for operators.
+    pub destinations: gatehouse_forward::Handle,
 }
 
 impl std::fmt::Debug for IngestRole {
@@ -506,7 +506,7 @@ pub fn ingest(cfg: &ServeConfig, boot: &Bootstrap, ports: &Ports) -> anyhow::Res
             &ports.metrics,
         )
         .map_err(|e| anyhow::anyhow!("{e}"))?,
-        None => (Vec::new(), gatehouse_forward::Statuses::default()),
+        None => (Vec::new(), gatehouse_forward::Handle::default()),
     };
     let mut running = Running::spawn(|s| async move {
         let engine = gatehouse_rules::run(rules, deliveries, bus, s.clone());
@@ -542,6 +542,7 @@ pub fn api(
     cfg: &ServeConfig,
     boot: &Bootstrap,
     ports: &Ports,
+    destinations: Option<Arc<dyn gatehouse_core::ports::Destinations>>,
     tcp: TcpListener,
 ) -> anyhow::Result<Running> {
     let tls = gatehouse_runtime::tls::server_config(&boot.cert_path, &boot.key_path, None)?;
@@ -561,6 +562,7 @@ pub fn api(
         clock: ports.clock.clone(),
         metrics: ports.metrics.clone(),
         readiness: ports.readiness.clone(),
+        destinations,
     };
     let (api_cfg, listener) = (
         api_config(cfg),

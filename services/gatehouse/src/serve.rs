@@ -114,7 +114,9 @@ pub fn start(
     let hostd = roles::hostd(cfg, boot, &ports, "hostd");
     let ingest = roles::ingest(cfg, boot, &ports)?;
     let edge = roles::edge(cfg, boot, &ports, Some(ingest.observer.clone()), agents)?;
-    let api = roles::api(cfg, boot, &ports, api)?;
+    let destinations: Arc<dyn gatehouse_core::ports::Destinations> =
+        Arc::new(ingest.destinations.clone());
+    let api = roles::api(cfg, boot, &ports, Some(destinations), api)?;
     ports.watch_store();
     let ready = ports.readiness.clone();
     let mut back = vec![("hostd", hostd.running), ("ingest", ingest.running)];

@@ -15,6 +15,7 @@ pub mod audit;
 pub mod campaigns;
 pub mod carves;
 pub mod definitions;
+pub mod destinations;
 pub mod hosts;
 pub mod identity;
 pub mod rules;
@@ -29,6 +30,7 @@ pub fn entries() -> Vec<Entry> {
         identity::entries(),
         audit::entries(),
         rules::entries(),
+        destinations::entries(),
     ]
     .concat()
 }

@@ -98,6 +98,9 @@ pub enum What {
     /// Webhook deliveries that failed every attempt.
     #[command(subcommand, name = "dead-letters")]
     DeadLetters(DeadLetters),
+    /// Log destinations (configured in `[[destinations]]`).
+    #[command(subcommand)]
+    Destinations(Destinations),
     /// The audit log, newest first.
     Audit {
         #[arg(long, default_value_t = 50)]
@@ -341,6 +344,27 @@ pub enum Rules {
     /// Turn a rule off (it stays defined; no alerts until enabled).
     Disable {
         name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Destinations {
+    /// Each one's cursor, lag, delivered, failed, dropped, missed lines
+    /// and last error.
+    List,
+    /// Stop delivering (it falls behind) until resumed or restarted.
+    Pause { name: String },
+    /// Deliver again; it catches up.
+    Resume { name: String },
+    /// Deliver again from the oldest retained line, or from a time.
+    Replay {
+        name: String,
+        /// From the oldest line the forward log retains.
+        #[arg(long, conflicts_with = "since_minutes")]
+        oldest: bool,
+        /// From the lines stored in the last this many minutes.
+        #[arg(long, required_unless_present = "oldest")]
+        since_minutes: Option<u64>,
     },
 }
 

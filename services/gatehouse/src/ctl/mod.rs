@@ -498,6 +498,7 @@ pub async fn run(a: CtlArgs) -> Result<String, CtlError> {
                 &["name", "enabled", "event", "action_types", "description"],
             )
         }
+        What::Destinations(d) => destinations(&api, j, d).await?,
         What::Rules(Rules::Enable { name }) => switch_rule(&api, j, name, true).await?,
         What::Rules(Rules::Disable { name }) => switch_rule(&api, j, name, false).await?,
         What::Rules(Rules::Delete { name }) => {
@@ -634,6 +635,52 @@ fn more_after(rows: &Value, limit: usize, at_field: &str, id_field: &str) {
     {
         more(Some(&format!("{at}:{id}")));
     }
+}
+
+/// `destinations list|pause|resume|replay`.
+async fn destinations(api: &Api, j: bool, d: Destinations) -> Result<String, CtlError> {
+    use gatehouse_api::ops::destinations::{
+        ListDestinations, PauseDestination, ReplayDestination, ReplayRequest, ResumeDestination,
+    };
+    const COLUMNS: &[&str] = &[
+        "name",
+        "kind",
+        "paused",
+        "cursor",
+        "lag_lines",
+        "lag_seconds",
+        "delivered",
+        "failed",
+        "dropped",
+        "missed",
+        "last_error",
+    ];
+    let one = |v: Value| show(j, &json!([v]), COLUMNS);
+    Ok(match d {
+        Destinations::List => show(
+            j,
+            &json(&api.call::<ListDestinations>(&NoInput {}).await?),
+            COLUMNS,
+        ),
+        Destinations::Pause { name } => one(json(
+            &api.call::<PauseDestination>(&NameRef { name }).await?,
+        )),
+        Destinations::Resume { name } => one(json(
+            &api.call::<ResumeDestination>(&NameRef { name }).await?,
+        )),
+        Destinations::Replay {
+            name,
+            oldest,
+            since_minutes,
+        } => one(json(
+            &api.call::<ReplayDestination>(&ReplayRequest {
+                name,
+                oldest,
+                since_ms: since_minutes.map(minutes_ago),
+            })
+            .await?,
+        )),
+    })
 }
 
 /// `rules enable|disable NAME`.
