@@ -20,6 +20,10 @@
 # - Formatting (cargo fmt --check) and lints (clippy with -D warnings;
 #   clippy.toml lets tests unwrap) are checked first: either failing fails
 #   the run.
+# - Log destinations are tested against real receivers: rsyslog (Debian's
+#   rsyslog and rsyslog-gnutls, installed here when missing) for syslog
+#   over TCP and TLS; HTTP receivers in the tests for Splunk HEC,
+#   Elasticsearch _bulk and webhooks; files read back as a shipper reads.
 # - The Helm chart is linted (--strict) and rendered offline with its
 #   default and HA values by Helm's Go SDK (helm-python-sdk from PyPI),
 #   with assertions on the manifests (tests/helm/test_chart.py).
@@ -36,6 +40,19 @@ if [[ ! -x "$nats_bin" ]]; then
 fi
 export GATEHOUSE_NATS_SERVER="$nats_bin"
 echo "== using $("$GATEHOUSE_NATS_SERVER" --version) at $GATEHOUSE_NATS_SERVER"
+
+# The syslog destination is tested against a real rsyslog (TCP and TLS).
+if [[ ! -x /usr/sbin/rsyslogd ]] || ! ls /usr/lib/*/rsyslog/lmnsd_gtls.so /usr/lib/rsyslog/lmnsd_gtls.so >/dev/null 2>&1; then
+    if [[ "$(id -u)" == "0" ]] && command -v apt-get >/dev/null; then
+        echo "== installing rsyslog and rsyslog-gnutls (Debian) for the syslog destination tests"
+        apt-get install -y -q rsyslog rsyslog-gnutls >/dev/null 2>&1 \
+            || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q rsyslog rsyslog-gnutls >/dev/null 2>&1; } \
+            || echo "== could not install rsyslog: the rsyslog tests will say NOT RUN"
+    fi
+fi
+if [[ ! -x /usr/sbin/rsyslogd ]]; then
+    echo "== NOT RUN: syslog destination tests against rsyslog (install rsyslog and rsyslog-gnutls as root)"
+fi
 
 # CI builds once from scratch: incremental-compilation caches would only
 # cost disk (a clean-checkout CI run once failed with "No space left").

@@ -44,6 +44,24 @@ fn init_tracing() {
     }
 }
 
+/// A port free right now and not handed out before in this process (the
+/// kernel may give a just-closed port again: two roles once got the same).
+pub fn free_port() -> anyhow::Result<u16> {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut given = GIVEN
+            .lock()
+            .map_err(|_| anyhow::anyhow!("port list poisoned"))?;
+        if !given.contains(&port) {
+            given.push(port);
+            return Ok(port);
+        }
+    }
+}
+
 /// The `gatehouse` binary next to the running test's (scripts/test.sh
 /// builds it before the tests). When it is missing (a bare `cargo test`),
 /// it is built into a target directory of its own: the running

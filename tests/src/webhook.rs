@@ -1,5 +1,6 @@
 //! A webhook receiver for tests: records every POST (path, headers, body)
-//! and answers 200, or 503 while `failing` is set.
+//! and answers 200, or 503 while `failing` is set, after a delay if one is
+//! set (a slow receiver).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,6 +37,8 @@ impl Hit {
 struct Inner {
     hits: Mutex<Vec<Hit>>,
     failing: AtomicBool,
+    /// How long each answer takes (a slow receiver), ms.
+    delay_ms: std::sync::atomic::AtomicU64,
 }
 
 /// Runs until dropped.
@@ -72,6 +75,11 @@ impl WebhookReceiver {
                     if let Ok(mut h) = s.hits.lock() {
                         h.push(hit);
                     }
+                    let delay = s.delay_ms.load(Ordering::SeqCst);
+                    if delay > 0 {
+                        // A slow receiver: the answer takes this long.
+                        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                    }
                     if accepted {
                         StatusCode::OK
                     } else {
@@ -86,6 +94,11 @@ impl WebhookReceiver {
             let _ = axum::serve(l, app).await;
         });
         Ok(Self { url, inner, task })
+    }
+
+    /// Makes every answer take `ms` milliseconds.
+    pub fn set_delay_ms(&self, ms: u64) {
+        self.inner.delay_ms.store(ms, Ordering::SeqCst);
     }
 
     pub fn set_failing(&self, failing: bool) {

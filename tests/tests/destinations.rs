@@ -290,3 +290,140 @@ async fn every_line_reaches_each_destination_once_and_a_dead_one_catches_up() ->
     s.stop().await?;
     Ok(())
 }
+
+/// `gatehouse serve` as a process, its output in `log`.
+fn spawn_serve(config: &Path, log: &Path) -> anyhow::Result<std::process::Child> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    Ok(
+        std::process::Command::new(gatehouse_tests::gatehouse_bin()?)
+            .args(["serve", "--config"])
+            .arg(config)
+            .env_clear()
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()?,
+    )
+}
+
+async fn ready(ops: u16) -> anyhow::Result<()> {
+    let url = format!("http://127.0.0.1:{ops}/readyz");
+    gatehouse_testkit::eventually("the server ready", Duration::from_secs(60), async || {
+        Ok::<_, anyhow::Error>(
+            reqwest::get(&url)
+                .await
+                .is_ok_and(|r| r.status().is_success())
+                .then_some(()),
+        )
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The server is killed with SIGKILL while a slow receiver is taking its
+/// batches; after a restart every acknowledged line reaches the receiver,
+/// and no more than one batch (10 lines) arrives twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_mid_delivery_delivers_every_line_with_at_most_one_batch_twice()
+-> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir()?;
+    let hook = WebhookReceiver::start().await?;
+    hook.set_delay_ms(150);
+    let (listen, api, ops) = (
+        gatehouse_tests::free_port()?,
+        gatehouse_tests::free_port()?,
+        gatehouse_tests::free_port()?,
+    );
+    let config = dir.path().join("gatehouse.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"listen = "127.0.0.1:{listen}"
+api_listen = "127.0.0.1:{api}"
+ops_listen = "127.0.0.1:{ops}"
+data_dir = "{data}"
+
+[limits]
+min_free_disk_bytes = 0
+
+[[destinations]]
+name = "siem"
+[destinations.webhook]
+url = "{url}/logs"
+[destinations.pacing]
+max_lines = 10
+linger_ms = 0
+"#,
+            data = dir.path().join("data").display(),
+            url = hook.url,
+        ),
+    )?;
+    let log = dir.path().join("serve.log");
+    let mut server = spawn_serve(&config, &log)?;
+    ready(ops).await?;
+    let cfg = gatehouse::config::ServeConfig::load(Some(&config))?;
+    let boot = gatehouse::bootstrap::prepare(&cfg)?;
+    let http = gatehouse_tests::client_for(&boot.ca_path)?;
+    let base = format!("https://localhost:{listen}");
+    let mut sent = BTreeSet::new();
+    for n in 0..4 {
+        let mut a = gatehouse_tests::Agent::at(&cfg, &boot, http.clone(), base.clone(), n);
+        anyhow::ensure!(a.enroll().await?.agent_success());
+        for round in 0..10 {
+            let lines: Vec<Value> = (0..5)
+                .map(|i| json!({"name": "users", "hostIdentifier": format!("host-{n}"), "unixTime": 1_717_496_431, "columns": {"uid": format!("{n}-{round}-{i}")}, "action": "added"}))
+                .collect();
+            anyhow::ensure!(a.log("result", json!(lines)).await?.agent_success());
+            sent.extend((0..5).map(|i| format!("{n}-{round}-{i}")));
+        }
+    }
+    let received = |hook: &WebhookReceiver| -> Vec<String> {
+        hook.hits("/logs")
+            .iter()
+            .filter(|h| h.accepted)
+            .flat_map(|h| h.body.as_array().cloned().unwrap_or_default())
+            .map(|l| uid(&l))
+            .collect()
+    };
+    // Mid-delivery: some batches are in, most are not.
+    gatehouse_testkit::until("delivery under way", Duration::from_secs(30), async || {
+        received(&hook).len() >= 30
+    })
+    .await;
+    server.kill()?;
+    server.wait()?;
+    let before = received(&hook).len();
+    assert!(
+        before < sent.len(),
+        "killed mid-delivery ({before} of {})",
+        sent.len()
+    );
+
+    let mut server = spawn_serve(&config, &log)?;
+    ready(ops).await?;
+    hook.set_delay_ms(0);
+    gatehouse_testkit::until(
+        "every line delivered",
+        Duration::from_secs(60),
+        async || {
+            let got: BTreeSet<String> = received(&hook).into_iter().collect();
+            sent.is_subset(&got)
+        },
+    )
+    .await;
+    let got = received(&hook);
+    let distinct: BTreeSet<&String> = got.iter().collect();
+    assert_eq!(distinct.len(), sent.len(), "nothing but what was sent");
+    let twice = got.len() - distinct.len();
+    println!(
+        "killed after {before} of {} lines delivered; {twice} delivered twice",
+        sent.len()
+    );
+    assert!(twice <= 10, "at most one batch twice: {twice}");
+    server.kill()?;
+    server.wait()?;
+    Ok(())
+}

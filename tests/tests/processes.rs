@@ -15,28 +15,10 @@ use gatehouse_bus::nats_test_server::NatsTestServer;
 use gatehouse_proto::v1::StatusRequest;
 use gatehouse_proto::v1::hostd_control_client::HostdControlClient;
 use gatehouse_store::cql_test_server::CqlTestServer;
-use gatehouse_tests::{Agent, client_for, eventually, gatehouse_bin};
+use gatehouse_tests::{Agent, client_for, eventually, free_port, gatehouse_bin};
 use serde_json::json;
 
 const SHARDS: u32 = 16;
-
-/// A port free right now and not handed out before in this process (the
-/// kernel may give a just-closed port again: two roles once got the same).
-fn free_port() -> anyhow::Result<u16> {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let mut given = GIVEN
-            .lock()
-            .map_err(|_| anyhow::anyhow!("port list poisoned"))?;
-        if !given.contains(&port) {
-            given.push(port);
-            return Ok(port);
-        }
-    }
-}
 
 /// A role process; SIGKILLed if still running when dropped.
 struct Proc {

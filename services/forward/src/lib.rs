@@ -9,7 +9,7 @@
 //!   port's checks (feature `conformance`);
 //! - [`line`]: the lines, their filters and reshaping;
 //! - [`destination`]: the destination port;
-//! - [`file`], [`http`]: the destinations;
+//! - [`file`], [`http`], [`syslog`]: the destinations;
 //! - [`runner`]: one destination's delivery loop, its status and metrics.
 
 #[cfg(any(test, feature = "conformance"))]
@@ -20,6 +20,7 @@ pub mod http;
 pub mod line;
 pub mod log;
 pub mod runner;
+pub mod syslog;
 
 use std::sync::Arc;
 
@@ -69,6 +70,8 @@ pub struct DestinationConfig {
     pub elasticsearch: Option<http::BulkConfig>,
     #[serde(default)]
     pub webhook: Option<http::WebhookConfig>,
+    #[serde(default)]
+    pub syslog: Option<syslog::SyslogConfig>,
 }
 
 impl DestinationConfig {
@@ -79,6 +82,7 @@ impl DestinationConfig {
             ("splunk_hec", self.splunk_hec.is_some()),
             ("elasticsearch", self.elasticsearch.is_some()),
             ("webhook", self.webhook.is_some()),
+            ("syslog", self.syslog.is_some()),
         ]
         .into_iter()
         .filter_map(|(k, set)| set.then_some(k))
@@ -86,7 +90,7 @@ impl DestinationConfig {
         match kinds.as_slice() {
             [k] => Ok(k),
             [] => Err(format!(
-                "destination {:?}: give one of file, splunk_hec, elasticsearch, webhook",
+                "destination {:?}: give one of file, splunk_hec, elasticsearch, webhook, syslog",
                 self.name
             )),
             many => Err(format!(
@@ -123,6 +127,10 @@ impl DestinationConfig {
             f.validate()
                 .map_err(|e| format!("destination {:?}: file.{e}", self.name))?;
         }
+        if let Some(s) = &self.syslog {
+            s.validate()
+                .map_err(|e| format!("destination {:?}: syslog.{e}", self.name))?;
+        }
         Ok(())
     }
 
@@ -138,6 +146,8 @@ impl DestinationConfig {
             Arc::new(http::HttpDestination::bulk(c).map_err(named)?)
         } else if let Some(c) = &self.webhook {
             Arc::new(http::HttpDestination::webhook(c).map_err(named)?)
+        } else if let Some(c) = &self.syslog {
+            Arc::new(syslog::SyslogDestination::new(c.clone()).map_err(named)?)
         } else {
             return Err(named("no kind".into()));
         };
