@@ -141,7 +141,7 @@ fn secret(
     }
 }
 
-fn check_url(url: &str) -> Result<reqwest::Url, String> {
+pub(crate) fn check_url(url: &str) -> Result<reqwest::Url, String> {
     let u = reqwest::Url::parse(url).map_err(|e| format!("url {url:?}: {e}"))?;
     if !matches!(u.scheme(), "http" | "https") {
         return Err(format!("url {url:?}: http or https"));

@@ -127,6 +127,19 @@ impl DestinationConfig {
             f.validate()
                 .map_err(|e| format!("destination {:?}: file.{e}", self.name))?;
         }
+        let at = |kind: &str, e: String| format!("destination {:?}: {kind}.{e}", self.name);
+        if let Some(c) = &self.splunk_hec {
+            http::check_url(&c.url).map_err(|e| at("splunk_hec", e))?;
+            if c.token.is_some() == c.token_file.is_some() {
+                return Err(at("splunk_hec", "token or token_file: give one".into()));
+            }
+        }
+        if let Some(c) = &self.elasticsearch {
+            http::check_url(&c.url).map_err(|e| at("elasticsearch", e))?;
+        }
+        if let Some(c) = &self.webhook {
+            http::check_url(&c.url).map_err(|e| at("webhook", e))?;
+        }
         if let Some(s) = &self.syslog {
             s.validate()
                 .map_err(|e| format!("destination {:?}: syslog.{e}", self.name))?;

@@ -534,6 +534,35 @@ mod tests {
     }
 
     #[test]
+    fn the_destinations_guide_configuration_loads() {
+        let guide = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../docs/operations/destinations.md"),
+        )
+        .unwrap();
+        let start = guide.find("```toml\n").unwrap() + "```toml\n".len();
+        let block = &guide[start..start + guide[start..].find("```").unwrap()];
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("gatehouse.toml");
+        std::fs::write(&f, block).unwrap();
+        let c = ServeConfig::load_with(Some(&f), &|_| None).unwrap();
+        let kinds: Vec<&str> = c.destinations.iter().map(|d| d.kind().unwrap()).collect();
+        assert_eq!(
+            kinds,
+            vec!["file", "splunk_hec", "elasticsearch", "webhook", "syslog"]
+        );
+        // Two destinations of one name, or one with two kinds, are refused.
+        let twice = format!(
+            "{block}\n[[destinations]]\nname = \"hook\"\n[destinations.webhook]\nurl = \"http://x\"\n"
+        );
+        std::fs::write(&f, twice).unwrap();
+        let e = ServeConfig::load_with(Some(&f), &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"hook\" is named twice"), "{e}");
+    }
+
+    #[test]
     fn the_example_file_loads_and_the_scylla_store_is_configurable() {
         let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../docs/gatehouse.example.toml");
