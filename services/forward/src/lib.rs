@@ -9,7 +9,7 @@
 //!   port's checks (feature `conformance`);
 //! - [`line`]: the lines, their filters and reshaping;
 //! - [`destination`]: the destination port;
-//! - [`file`], [`http`], [`syslog`]: the destinations;
+//! - [`file`], [`http`], [`syslog`], [`nats`]: the destinations;
 //! - [`runner`]: one destination's delivery loop, its status and metrics.
 
 #[cfg(any(test, feature = "conformance"))]
@@ -19,6 +19,7 @@ pub mod file;
 pub mod http;
 pub mod line;
 pub mod log;
+pub mod nats;
 pub mod runner;
 pub mod syslog;
 
@@ -47,7 +48,7 @@ use crate::runner::{Control, Forwarder, Pacing, Route, Start};
 /// [destinations.filter]
 /// logs = ["results"]
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationConfig {
     /// Unique; `[a-z0-9_-]`, up to 64 characters (its cursor is kept
@@ -72,6 +73,8 @@ pub struct DestinationConfig {
     pub webhook: Option<http::WebhookConfig>,
     #[serde(default)]
     pub syslog: Option<syslog::SyslogConfig>,
+    #[serde(default)]
+    pub nats: Option<nats::NatsDestConfig>,
 }
 
 impl DestinationConfig {
@@ -83,6 +86,7 @@ impl DestinationConfig {
             ("elasticsearch", self.elasticsearch.is_some()),
             ("webhook", self.webhook.is_some()),
             ("syslog", self.syslog.is_some()),
+            ("nats", self.nats.is_some()),
         ]
         .into_iter()
         .filter_map(|(k, set)| set.then_some(k))
@@ -90,7 +94,7 @@ impl DestinationConfig {
         match kinds.as_slice() {
             [k] => Ok(k),
             [] => Err(format!(
-                "destination {:?}: give one of file, splunk_hec, elasticsearch, webhook, syslog",
+                "destination {:?}: give one of file, splunk_hec, elasticsearch, webhook, syslog, nats",
                 self.name
             )),
             many => Err(format!(
@@ -140,6 +144,9 @@ impl DestinationConfig {
         if let Some(c) = &self.webhook {
             http::check_url(&c.url).map_err(|e| at("webhook", e))?;
         }
+        if let Some(n) = &self.nats {
+            n.validate().map_err(|e| at("nats", e))?;
+        }
         if let Some(s) = &self.syslog {
             s.validate()
                 .map_err(|e| format!("destination {:?}: syslog.{e}", self.name))?;
@@ -161,6 +168,8 @@ impl DestinationConfig {
             Arc::new(http::HttpDestination::webhook(c).map_err(named)?)
         } else if let Some(c) = &self.syslog {
             Arc::new(syslog::SyslogDestination::new(c.clone()).map_err(named)?)
+        } else if let Some(c) = &self.nats {
+            Arc::new(nats::NatsDestination::new(c.clone()).map_err(named)?)
         } else {
             return Err(named("no kind".into()));
         };

@@ -549,7 +549,14 @@ mod tests {
         let kinds: Vec<&str> = c.destinations.iter().map(|d| d.kind().unwrap()).collect();
         assert_eq!(
             kinds,
-            vec!["file", "splunk_hec", "elasticsearch", "webhook", "syslog"]
+            vec![
+                "file",
+                "splunk_hec",
+                "elasticsearch",
+                "webhook",
+                "syslog",
+                "nats"
+            ]
         );
         // Two destinations of one name, or one with two kinds, are refused.
         let twice = format!(
