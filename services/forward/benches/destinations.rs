@@ -140,17 +140,19 @@ fn rsyslog(dir: &Path) -> Option<(Killed, u16)> {
         ),
     )
     .unwrap();
-    let child = Command::new(bin)
-        .args(["-n", "-i"])
-        .arg(dir.join("pid"))
-        .arg("-f")
-        .arg(conf)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = Killed(
+        Command::new(bin)
+            .args(["-n", "-i"])
+            .arg(dir.join("pid"))
+            .arg("-f")
+            .arg(conf)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     for _ in 0..200 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some((Killed(child), port));
+            return Some((child, port));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
