@@ -27,6 +27,16 @@ keep = 1000
 linger_ms = 0
 
 [[destinations]]
+name = "pci"
+[destinations.file]
+dir = "{pci}"
+[destinations.filter]
+labels = ["pci"]
+platforms = ["linux"]
+[destinations.pacing]
+linger_ms = 0
+
+[[destinations]]
 name = "siem"
 [destinations.splunk_hec]
 url = "{hec}"
@@ -37,7 +47,8 @@ logs = ["results"]
 [destinations.pacing]
 linger_ms = 0
 "#,
-        files.display()
+        files.display(),
+        pci = files.with_extension("pci").display()
     );
     #[derive(serde::Deserialize)]
     struct Doc {
@@ -109,6 +120,15 @@ async fn every_line_reaches_each_destination_once_and_a_dead_one_catches_up() ->
         assert!(a.enroll().await?.agent_success());
         agents.push(a);
     }
+    // Host 0 is labelled pci: only its lines reach the "pci" destination.
+    let (code, v) = s
+        .api(
+            reqwest::Method::PUT,
+            &format!("/api/v1/hosts/{}/labels", agents[0].host_id()),
+            Some(json!({"labels": ["pci"]})),
+        )
+        .await?;
+    assert_eq!(code, 200, "{v}");
     let mut sent = Vec::new();
     let post = async |round: usize, sent: &mut Vec<Value>| -> anyhow::Result<()> {
         for (n, a) in agents.iter().enumerate() {
@@ -152,6 +172,17 @@ async fn every_line_reaches_each_destination_once_and_a_dead_one_catches_up() ->
         "the file was rotated (4 KiB) and the rotations compressed"
     );
     assert!(hec_events(&hec)?.is_empty(), "the collector is down");
+    let pci = gatehouse_testkit::eventually("the pci file", Duration::from_secs(30), async || {
+        let got = file_lines(&files.with_extension("pci"))?;
+        Ok::<_, anyhow::Error>((got.len() >= 25).then_some(got))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    assert_eq!(pci.len(), 25, "host 0's five rounds of five lines");
+    assert!(
+        pci.iter().all(|l| l["hostIdentifier"] == "host-0"),
+        "only the pci host's lines"
+    );
 
     // The collector comes back: the destination catches up by itself.
     hec.set_failing(false);

@@ -179,9 +179,14 @@ struct Row {
 
 async fn drain(log: &Arc<dyn ForwardLog>, d: DestinationConfig, total: u64) -> (f64, f64) {
     let m = Metrics::new();
-    let (mut fwd, handle) =
-        gatehouse_forward::forwarders(std::slice::from_ref(&d), log.clone(), system_clock(), &m)
-            .unwrap();
+    let (mut fwd, handle) = gatehouse_forward::forwarders(
+        std::slice::from_ref(&d),
+        log.clone(),
+        None,
+        system_clock(),
+        &m,
+    )
+    .unwrap();
     let stop = Shutdown::new();
     let (c0, t0) = (cpu(), Instant::now());
     let task = tokio::spawn(fwd.remove(0).run(stop.clone()));

@@ -249,10 +249,12 @@ impl Destinations for Handle {
     }
 }
 
-/// Builds a forwarder per destination over `log`.
+/// Builds a forwarder per destination over `log`; `hosts` answers
+/// filters by label and platform.
 pub fn forwarders(
     all: &[DestinationConfig],
     log: Arc<dyn ForwardLog>,
+    hosts: Option<Arc<dyn line::HostDirectory>>,
     clock: Arc<dyn Clock>,
     metrics: &gatehouse_runtime::metrics::Metrics,
 ) -> Result<(Vec<Forwarder>, Handle), String> {
@@ -271,6 +273,7 @@ pub fn forwarders(
                 shape: d.shape.clone(),
                 pacing: d.pacing.clone(),
                 start: d.start,
+                hosts: hosts.clone(),
             },
             clock.clone(),
             metrics,

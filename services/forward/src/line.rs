@@ -105,9 +105,33 @@ pub struct Filter {
     /// trailing `*` matches a prefix (`pack_*`).
     #[serde(default)]
     pub queries: Vec<String>,
+    /// Lines of hosts carrying any of these labels (empty: any host);
+    /// `platform:linux` and `all` work too.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Lines of hosts on any of these platforms (`linux`, `darwin`,
+    /// `windows`, ...; empty: any).
+    #[serde(default)]
+    pub platforms: Vec<String>,
 }
 
 impl Filter {
+    /// Whether deciding needs the host's labels or platform.
+    pub fn needs_host(&self) -> bool {
+        !self.labels.is_empty() || !self.platforms.is_empty()
+    }
+
+    /// The host part of the filter (`None`: the host is unknown).
+    pub fn takes_host(&self, host: Option<&HostFacts>) -> bool {
+        if !self.needs_host() {
+            return true;
+        }
+        let Some(h) = host else { return false };
+        (self.platforms.is_empty() || self.platforms.contains(&h.platform))
+            && (self.labels.is_empty() || self.labels.iter().any(|l| h.labels.contains(l)))
+    }
+
+    /// The line part of the filter (log type, query name).
     pub fn takes(&self, line: &Line) -> bool {
         if !self.logs.is_empty() && !self.logs.contains(&line.log_type) {
             return false;
@@ -120,6 +144,83 @@ impl Filter {
             Some(prefix) => name.starts_with(prefix),
             None => name == q,
         })
+    }
+}
+
+/// What a filter knows of a host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostFacts {
+    pub platform: String,
+    /// Every label, `all` and `platform:<p>` included.
+    pub labels: Vec<String>,
+}
+
+/// Where a forwarder learns a line's host's labels and platform.
+#[async_trait::async_trait]
+pub trait HostDirectory: Send + Sync + 'static {
+    /// `Ok(None)`: no such host (deleted). An error is retried.
+    async fn facts(&self, host_id: &str) -> Result<Option<HostFacts>, String>;
+}
+
+/// Host facts from the store, each kept for a minute (labels change
+/// rarely; a minute-old label set routes a line).
+pub struct StoreDirectory {
+    store: std::sync::Arc<dyn gatehouse_core::ports::Store>,
+    cache: std::sync::Mutex<
+        std::collections::HashMap<String, (Option<HostFacts>, std::time::Instant)>,
+    >,
+}
+
+impl std::fmt::Debug for StoreDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreDirectory")
+    }
+}
+
+/// Entries kept before the cache starts afresh.
+const DIRECTORY_ENTRIES: usize = 200_000;
+const DIRECTORY_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl StoreDirectory {
+    pub fn new(store: std::sync::Arc<dyn gatehouse_core::ports::Store>) -> Self {
+        Self {
+            store,
+            cache: std::sync::Mutex::default(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl HostDirectory for StoreDirectory {
+    async fn facts(&self, host_id: &str) -> Result<Option<HostFacts>, String> {
+        if let Ok(c) = self.cache.lock()
+            && let Some((f, at)) = c.get(host_id)
+            && at.elapsed() < DIRECTORY_TTL
+        {
+            return Ok(f.clone());
+        }
+        let Some(id) = gatehouse_core::HostId::parse(host_id) else {
+            return Ok(None);
+        };
+        let facts = self
+            .store
+            .get_host(&id)
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|h| HostFacts {
+                labels: h.label_set(),
+                platform: h.platform,
+            });
+        if let Ok(mut c) = self.cache.lock() {
+            if c.len() >= DIRECTORY_ENTRIES {
+                c.clear();
+            }
+            c.insert(
+                host_id.to_owned(),
+                (facts.clone(), std::time::Instant::now()),
+            );
+        }
+        Ok(facts)
     }
 }
 
@@ -183,6 +284,7 @@ mod tests {
         let f = Filter {
             logs: vec![LogType::Results],
             queries: vec!["pack_net_*".into(), "users".into()],
+            ..Filter::default()
         };
         assert!(f.takes(&line("users", json!({}))));
         assert!(f.takes(&line("pack_net_listening", json!({}))));
@@ -192,6 +294,26 @@ mod tests {
         status.name = None;
         assert!(!f.takes(&status));
         assert!(Filter::default().takes(&status));
+    }
+
+    #[test]
+    fn host_filters_take_labels_or_platforms() {
+        let linux = HostFacts {
+            platform: "linux".into(),
+            labels: vec!["all".into(), "platform:linux".into(), "pci".into()],
+        };
+        let f = Filter {
+            labels: vec!["pci".into()],
+            ..Filter::default()
+        };
+        assert!(f.needs_host() && f.takes_host(Some(&linux)));
+        assert!(!f.takes_host(None), "an unknown host is not taken");
+        let f = Filter {
+            platforms: vec!["darwin".into()],
+            ..Filter::default()
+        };
+        assert!(!f.takes_host(Some(&linux)));
+        assert!(Filter::default().takes_host(None));
     }
 
     #[test]

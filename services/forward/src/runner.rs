@@ -24,7 +24,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use serde::{Deserialize, Serialize};
 
 use crate::destination::{DeliveryError, Destination};
-use crate::line::{Filter, Line, Shape, lines_of};
+use crate::line::{Filter, HostDirectory, Line, Shape, lines_of};
 
 /// Where a destination starts the first time (no saved cursor).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,6 +151,8 @@ pub struct Forwarder {
     clock: Arc<dyn Clock>,
     metrics: Metrics,
     control: Arc<Control>,
+    /// Labels and platforms of hosts, for filters that route by them.
+    hosts: Option<Arc<dyn HostDirectory>>,
 }
 
 /// What operators see and steer of one forwarder: its state, pause, and a
@@ -207,6 +209,9 @@ pub struct Route {
     pub shape: Shape,
     pub pacing: Pacing,
     pub start: Start,
+    /// Where the filter learns hosts' labels and platforms (needed when it
+    /// routes by them).
+    pub hosts: Option<Arc<dyn HostDirectory>>,
 }
 
 /// Back-off after a failed delivery.
@@ -274,6 +279,7 @@ impl Forwarder {
             shape: route.shape,
             pacing: route.pacing,
             start: route.start,
+            hosts: route.hosts,
             clock,
             metrics: Metrics::new(metrics),
             control: Arc::new(Control {
@@ -577,7 +583,7 @@ impl Forwarder {
                     full = true;
                     break;
                 }
-                let (taken, left_out) = self.take(&e);
+                let (taken, left_out) = self.take(&e).await?;
                 filtered += left_out;
                 bytes += taken.iter().map(|l| l.to_json().len() + 1).sum::<usize>();
                 lines.extend(taken);
@@ -613,24 +619,40 @@ impl Forwarder {
 
     /// The lines of `e` this destination takes, reshaped, and how many it
     /// leaves out. An entry that cannot be decoded is left out whole (and
-    /// logged): it can never be delivered.
-    fn take(&self, e: &ForwardEntry) -> (Vec<Line>, u64) {
+    /// logged): it can never be delivered. A host directory that cannot
+    /// answer is an error (the batch is tried again).
+    async fn take(&self, e: &ForwardEntry) -> Result<(Vec<Line>, u64), String> {
         let all = match lines_of(e.payload.clone()) {
             Ok(l) => l,
             Err(err) => {
                 tracing::error!(destination = %self.name, seq = e.seq, error = %err, "undecodable forward-log entry skipped");
-                return (Vec::new(), u64::from(e.lines));
+                return Ok((Vec::new(), u64::from(e.lines)));
             }
         };
         let total = all.len() as u64;
-        let mut taken: Vec<Line> = all.into_iter().filter(|l| self.filter.takes(l)).collect();
+        let mut taken = Vec::with_capacity(all.len());
+        for l in all {
+            if !self.filter.takes(&l) {
+                continue;
+            }
+            if self.filter.needs_host() {
+                let facts = match &self.hosts {
+                    Some(d) => d.facts(&l.host_id).await?,
+                    None => None,
+                };
+                if !self.filter.takes_host(facts.as_ref()) {
+                    continue;
+                }
+            }
+            taken.push(l);
+        }
         if !self.shape.is_identity() {
             for l in &mut taken {
                 self.shape.apply(&mut l.body);
             }
         }
         let left_out = total - taken.len() as u64;
-        (taken, left_out)
+        Ok((taken, left_out))
     }
 }
 
@@ -743,6 +765,7 @@ mod tests {
                 ..Pacing::default()
             },
             start: Start::Oldest,
+            hosts: None,
         }
     }
 
@@ -860,6 +883,7 @@ mod tests {
         r.filter = Filter {
             logs: vec![LogType::Results],
             queries: vec!["users".into()],
+            ..Filter::default()
         };
         let (f, _) = forwarder(&log, dest.clone(), r);
         let status = f.control();

@@ -502,6 +502,9 @@ pub fn ingest(cfg: &ServeConfig, boot: &Bootstrap, ports: &Ports) -> anyhow::Res
         Some(log) => gatehouse_forward::forwarders(
             &cfg.destinations,
             log.clone(),
+            Some(Arc::new(gatehouse_forward::line::StoreDirectory::new(
+                ports.store.clone(),
+            ))),
             ports.clock.clone(),
             &ports.metrics,
         )
