@@ -14,7 +14,7 @@ use gatehouse_tests::TestServer;
 use gatehouse_tests::webhook::WebhookReceiver;
 use serde_json::{Value, json};
 
-fn destinations(files: &Path, hec: &str) -> anyhow::Result<Vec<DestinationConfig>> {
+fn destinations(files: &Path, hec: &str, ops: &str) -> anyhow::Result<Vec<DestinationConfig>> {
     let toml = format!(
         r#"
 [[destinations]]
@@ -23,6 +23,15 @@ name = "shipper"
 dir = "{}"
 rotate_bytes = 4096
 keep = 1000
+[destinations.pacing]
+linger_ms = 0
+
+[[destinations]]
+name = "operators"
+[destinations.webhook]
+url = "{ops}/events"
+[destinations.filter]
+logs = ["audit", "alerts"]
 [destinations.pacing]
 linger_ms = 0
 
@@ -112,7 +121,8 @@ async fn every_line_reaches_each_destination_once_and_a_dead_one_catches_up() ->
     let (data, files) = (dir.path().join("data"), dir.path().join("files"));
     let hec = WebhookReceiver::start().await?;
     hec.set_failing(true);
-    let dests = destinations(&files, &hec.url)?;
+    let ops = WebhookReceiver::start().await?;
+    let dests = destinations(&files, &hec.url, &ops.url)?;
     let s = TestServer::start_in(&data, |c| c.destinations = dests.clone()).await?;
     let mut agents = Vec::new();
     for n in 0..4 {
@@ -126,6 +136,19 @@ async fn every_line_reaches_each_destination_once_and_a_dead_one_catches_up() ->
             reqwest::Method::PUT,
             &format!("/api/v1/hosts/{}/labels", agents[0].host_id()),
             Some(json!({"labels": ["pci"]})),
+        )
+        .await?;
+    assert_eq!(code, 200, "{v}");
+    // A rule that alerts on every users line of host 1 (the log action).
+    let (code, v) = s
+        .api(
+            reqwest::Method::PUT,
+            "/api/v1/rules/uid-watch",
+            Some(json!({
+                "when": {"event": "results", "query": "users",
+                         "condition": {"column": "uid", "op": "regex", "value": "^1-0-0$"}},
+                "actions": [{"type": "log"}]
+            })),
         )
         .await?;
     assert_eq!(code, 200, "{v}");
@@ -205,6 +228,35 @@ async fn every_line_reaches_each_destination_once_and_a_dead_one_catches_up() ->
     assert_eq!(e["time"], 1_717_496_431);
     assert!(e["host"].as_str().is_some_and(|h| h.starts_with("host-")));
 
+    // The operators' destination got the audit records (final state) and
+    // the alert; no agent line.
+    let events = gatehouse_testkit::eventually(
+        "operator events forwarded",
+        Duration::from_secs(30),
+        async || {
+            let ev: Vec<Value> = ops
+                .hits("/events")
+                .iter()
+                .flat_map(|h| h.body.as_array().cloned().unwrap_or_default())
+                .collect();
+            let has_alert = ev.iter().any(|e| e["rule"] == "uid-watch");
+            let has_audit = ev
+                .iter()
+                .any(|e| e["action"] == "host.set_labels" && e["outcome"] == "accepted");
+            Ok::<_, anyhow::Error>((has_alert && has_audit).then_some(ev))
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    assert!(
+        events.iter().all(|e| e["columns"].is_null()),
+        "no agent lines"
+    );
+    assert!(
+        events.iter().all(|e| e["outcome"] != "pending"),
+        "final audit records only"
+    );
+
     // Operators see each destination's state.
     let (code, list) = s
         .api(reqwest::Method::GET, "/api/v1/destinations", None)
@@ -243,7 +295,9 @@ async fn every_line_reaches_each_destination_once_and_a_dead_one_catches_up() ->
                 .await
                 .unwrap_or_default();
             let d = state(&list, "siem");
-            d["paused"] == true && d["lag_lines"].as_u64() == Some(20)
+            // The 20 new lines (and the audit records of the pause, which the
+            // forward log holds too).
+            d["paused"] == true && d["lag_lines"].as_u64().is_some_and(|l| l >= 20)
         },
     )
     .await;

@@ -82,6 +82,7 @@ pub struct Admin {
     pub(crate) readiness: gatehouse_runtime::health::Readiness,
     /// The log destinations this process runs, if any.
     pub(crate) destinations: Option<Arc<dyn gatehouse_core::ports::Destinations>>,
+    pub(crate) forward: Option<Arc<dyn gatehouse_core::ports::ForwardLog>>,
     /// Campaigns seen with every target answered (they stay so): not
     /// counted against the running-campaign limits.
     pub(crate) complete: std::sync::Mutex<HashSet<String>>,
@@ -152,6 +153,9 @@ pub struct ApiDeps {
     pub readiness: gatehouse_runtime::health::Readiness,
     /// The log destinations this process runs, if any.
     pub destinations: Option<Arc<dyn gatehouse_core::ports::Destinations>>,
+    /// The forward log the destinations read: each call's final audit
+    /// record is appended to it (destinations that take `audit`).
+    pub forward: Option<Arc<dyn gatehouse_core::ports::ForwardLog>>,
 }
 
 impl Admin {
@@ -166,6 +170,7 @@ impl Admin {
             metrics,
             readiness,
             destinations,
+            forward,
         } = deps;
         Self {
             store,
@@ -178,6 +183,7 @@ impl Admin {
             metrics,
             readiness,
             destinations,
+            forward,
             complete: std::sync::Mutex::default(),
         }
     }
@@ -253,8 +259,21 @@ impl Admin {
         outcome: &str,
         detail: serde_json::Value,
     ) -> Result<(), ApiError> {
-        self.write_audit(&self.audit_row(c, action, target, outcome, detail))
-            .await
+        let row = self.audit_row(c, action, target, outcome, detail);
+        self.write_audit(&row).await?;
+        self.forward_audit(&row).await;
+        Ok(())
+    }
+
+    /// Hands a final audit record to the log destinations (once stored).
+    /// A failure is logged: the record is in the store regardless.
+    async fn forward_audit(&self, row: &AuditEvent) {
+        let Some(f) = &self.forward else { return };
+        let payload =
+            gatehouse_bus::events::encode_forward_events("audit", std::slice::from_ref(row));
+        if let Err(e) = f.append(&format!("audit:{}", row.id), 1, payload).await {
+            tracing::error!(error = %e, id = %row.id, action = %row.action, "audit record not forwarded");
+        }
     }
 
     /// Records a call before it acts (outcome `pending`): nothing happens
@@ -303,7 +322,9 @@ impl Admin {
         row.detail = serde_json::Value::Object(detail);
         if let Err(err) = self.store.append_audit(&row).await {
             tracing::error!(error = %err, action = %row.action, id = %row.id, "audit outcome write failed; the row stays pending");
+            return;
         }
+        self.forward_audit(&row).await;
     }
 
     pub(crate) async fn host_call(

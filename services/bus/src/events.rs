@@ -264,6 +264,62 @@ pub fn encode_log_batch(records: &LogRecords) -> Bytes {
     }
 }
 
+/// What a forward-log entry holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Forwarded {
+    Logs(LogRecords),
+    /// Operator events (`audit`, `alert`), each as its JSON.
+    Events {
+        kind: String,
+        events: Vec<serde_json::Value>,
+    },
+}
+
+/// A stored log batch as a forward-log entry.
+pub fn encode_forward_logs(records: &LogRecords) -> Bytes {
+    Bytes::from(prost::Message::encode_to_vec(&pb::ForwardPayload {
+        body: Some(pb::forward_payload::Body::Logs(log_batch(records))),
+    }))
+}
+
+/// Operator events (`kind`: `audit` or `alert`) as a forward-log entry.
+pub fn encode_forward_events<T: serde::Serialize>(kind: &str, events: &[T]) -> Bytes {
+    Bytes::from(prost::Message::encode_to_vec(&pb::ForwardPayload {
+        body: Some(pb::forward_payload::Body::Events(pb::OperatorEvents {
+            kind: kind.to_owned(),
+            events_json: events
+                .iter()
+                .map(|e| serde_json::to_vec(e).unwrap_or_default().into())
+                .collect(),
+        })),
+    }))
+}
+
+/// Decodes a forward-log entry.
+pub fn decode_forward(payload: Bytes) -> Result<Forwarded, EventError> {
+    let p = <pb::ForwardPayload as prost::Message>::decode(payload)?;
+    match p.body {
+        Some(pb::forward_payload::Body::Logs(b)) => log_records(b).map(Forwarded::Logs),
+        Some(pb::forward_payload::Body::Events(e)) => Ok(Forwarded::Events {
+            kind: e.kind,
+            events: e
+                .events_json
+                .iter()
+                .map(|j| {
+                    serde_json::from_slice(j).map_err(|err| EventError::Invalid {
+                        field: "events_json",
+                        reason: err.to_string(),
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        }),
+        None => Err(EventError::Invalid {
+            field: "body",
+            reason: "neither logs nor events".into(),
+        }),
+    }
+}
+
 /// Decodes a log stream payload: a `LogBatch`, or the JSON `LogRecords`
 /// that edges before the protobuf payload appended (still in a stream
 /// during a rolling upgrade; a protobuf `LogBatch` never starts with `{`).

@@ -238,7 +238,7 @@ fn main() {
         let payloads: Vec<(String, bytes::Bytes)> = (0..batches)
             .map(|n| {
                 let r = batch(n % 1000, n);
-                (r.batch_id(), gatehouse_bus::events::encode_log_batch(&r))
+                (r.batch_id(), gatehouse_bus::events::encode_forward_logs(&r))
             })
             .collect();
         let bytes: usize = payloads.iter().map(|(_, p)| p.len()).sum();

@@ -1,7 +1,7 @@
 //! The file destination: JSON lines, one agent line per line, as osquery's
 //! filesystem logger writes them, for file shippers (Splunk forwarder,
 //! Vector, file.d, Filebeat). Results and status lines go to files of
-//! their own (or one). A file is rotated by size and age between lines,
+//! their own (or one), and so do audit records and alerts when taken. A file is rotated by size and age between lines,
 //! never inside one: renamed to `NAME.<UTC time>` (a shipper following the
 //! name reopens it; one following the inode reads the rest), then gzipped
 //! to `NAME.<UTC time>.gz` when asked; the newest `keep` rotated files are
@@ -26,6 +26,14 @@ fn default_results() -> String {
 
 fn default_status() -> String {
     "osqueryd.status.log".into()
+}
+
+fn default_audit() -> String {
+    "gatehouse.audit.log".into()
+}
+
+fn default_alerts() -> String {
+    "gatehouse.alerts.log".into()
 }
 
 fn default_rotate_bytes() -> u64 {
@@ -56,6 +64,12 @@ pub struct FileConfig {
     /// Status lines' file name (the same name as `results_file`: one file).
     #[serde(default = "default_status")]
     pub status_file: String,
+    /// The audit log's file name (when the filter takes `audit`).
+    #[serde(default = "default_audit")]
+    pub audit_file: String,
+    /// Alerts' file name (when the filter takes `alerts`).
+    #[serde(default = "default_alerts")]
+    pub alerts_file: String,
     /// Rotate a file before it would pass this size (0: never).
     #[serde(default = "default_rotate_bytes")]
     pub rotate_bytes: u64,
@@ -75,6 +89,8 @@ impl FileConfig {
         for (field, name) in [
             ("results_file", &self.results_file),
             ("status_file", &self.status_file),
+            ("audit_file", &self.audit_file),
+            ("alerts_file", &self.alerts_file),
         ] {
             if name.is_empty() || name.contains('/') || name.starts_with('.') {
                 return Err(format!(
@@ -146,9 +162,12 @@ impl FileDestination {
     }
 
     fn file_for(&self, t: LogType) -> &str {
+        let c = &self.inner.cfg;
         match t {
-            LogType::Results => &self.inner.cfg.results_file,
-            LogType::Status => &self.inner.cfg.status_file,
+            LogType::Results => &c.results_file,
+            LogType::Status => &c.status_file,
+            LogType::Audit => &c.audit_file,
+            LogType::Alerts => &c.alerts_file,
         }
     }
 }
@@ -351,6 +370,8 @@ mod tests {
             dir: dir.path().to_path_buf(),
             results_file: default_results(),
             status_file: default_status(),
+            audit_file: default_audit(),
+            alerts_file: default_alerts(),
             rotate_bytes: 1000,
             rotate_secs: 0,
             keep: 100,
@@ -395,6 +416,8 @@ mod tests {
             dir: dir.path().to_path_buf(),
             results_file: "all.log".into(),
             status_file: "all.log".into(),
+            audit_file: default_audit(),
+            alerts_file: default_alerts(),
             rotate_bytes: 0,
             rotate_secs: 60,
             keep: 2,
@@ -423,6 +446,8 @@ mod tests {
             dir: "/tmp".into(),
             results_file: "../x".into(),
             status_file: default_status(),
+            audit_file: default_audit(),
+            alerts_file: default_alerts(),
             rotate_bytes: 0,
             rotate_secs: 0,
             keep: 1,

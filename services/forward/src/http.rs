@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::destination::{DeliveryError, Destination};
-use crate::line::Line;
+use crate::line::{Line, LogType};
 
 fn default_timeout() -> u64 {
     30
@@ -194,6 +194,15 @@ impl std::fmt::Debug for HttpDestination {
     }
 }
 
+/// `osquery:results` / `osquery:status`; `gatehouse:audit` /
+/// `gatehouse:alerts` for operator events.
+fn default_sourcetype(t: LogType) -> String {
+    match t {
+        LogType::Results | LogType::Status => format!("osquery:{}", t.as_str()),
+        LogType::Audit | LogType::Alerts => format!("gatehouse:{}", t.as_str()),
+    }
+}
+
 /// `YYYY.MM.DD` of a unix time (seconds), UTC.
 fn date(unix: i64) -> String {
     let (y, m, d) = gatehouse_core::time::civil_from_days(unix.div_euclid(86_400));
@@ -294,7 +303,7 @@ impl HttpDestination {
                         "time": l.unix_time,
                         "host": l.host_identifier(),
                         "source": source,
-                        "sourcetype": sourcetype.clone().unwrap_or_else(|| format!("osquery:{}", l.log_type.as_str())),
+                        "sourcetype": sourcetype.clone().unwrap_or_else(|| default_sourcetype(l.log_type)),
                         "event": Value::Object(l.body.clone()),
                     });
                     if let Some(i) = index {

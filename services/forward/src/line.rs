@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use gatehouse_bus::events::Forwarded;
 use gatehouse_core::model::LogRecords;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -15,6 +16,10 @@ use serde_json::{Map, Value};
 pub enum LogType {
     Results,
     Status,
+    /// The operator audit log (each call's final record).
+    Audit,
+    /// Alerts the rule engine raised.
+    Alerts,
 }
 
 impl LogType {
@@ -22,6 +27,8 @@ impl LogType {
         match self {
             LogType::Results => "results",
             LogType::Status => "status",
+            LogType::Audit => "audit",
+            LogType::Alerts => "alerts",
         }
     }
 }
@@ -57,9 +64,24 @@ impl Line {
     }
 }
 
-/// The lines of one forward-log entry (a `gatehouse.v1.LogBatch`).
+/// The lines of one forward-log entry (a `gatehouse.v1.ForwardPayload`):
+/// agent lines, or operator events (an audit record: `name` its action,
+/// `line_id` its id; an alert: `name` its rule, `host_id` its host).
 pub fn lines_of(payload: Bytes) -> Result<Vec<Line>, String> {
-    let records = gatehouse_bus::events::decode_log_batch(payload).map_err(|e| e.to_string())?;
+    let records = match gatehouse_bus::events::decode_forward(payload).map_err(|e| e.to_string())? {
+        Forwarded::Logs(r) => r,
+        Forwarded::Events { kind, events } => {
+            let log_type = match kind.as_str() {
+                "audit" => LogType::Audit,
+                "alert" => LogType::Alerts,
+                other => return Err(format!("unknown operator event kind {other:?}")),
+            };
+            return Ok(events
+                .into_iter()
+                .map(|e| event_line(log_type, e))
+                .collect());
+        }
+    };
     let obj = |v: Value| match v {
         Value::Object(m) => m,
         other => {
@@ -94,11 +116,46 @@ pub fn lines_of(payload: Bytes) -> Result<Vec<Line>, String> {
     })
 }
 
+/// An audit record or an alert as a line.
+fn event_line(log_type: LogType, e: Value) -> Line {
+    let text = |k: &str| {
+        e.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (name, host_id, at_ms) = match log_type {
+        LogType::Audit => (
+            text("action"),
+            String::new(),
+            e.get("at").and_then(Value::as_i64),
+        ),
+        _ => (
+            text("rule"),
+            text("host_id"),
+            e.get("at").and_then(Value::as_i64),
+        ),
+    };
+    let line_id = format!("{}-{}", log_type.as_str(), text("id"));
+    Line {
+        log_type,
+        host_id,
+        name: Some(name),
+        unix_time: at_ms.unwrap_or(0) / 1000,
+        line_id,
+        body: match e {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        },
+    }
+}
+
 /// Which lines a destination takes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Filter {
-    /// Log types taken (empty: both).
+    /// What is taken: `results`, `status`, `audit`, `alerts` (empty: the
+    /// agents' results and status; operator events only when listed).
     #[serde(default)]
     pub logs: Vec<LogType>,
     /// Scheduled query names of the result lines taken (empty: all); a
@@ -133,10 +190,15 @@ impl Filter {
 
     /// The line part of the filter (log type, query name).
     pub fn takes(&self, line: &Line) -> bool {
-        if !self.logs.is_empty() && !self.logs.contains(&line.log_type) {
+        let listed = if self.logs.is_empty() {
+            matches!(line.log_type, LogType::Results | LogType::Status)
+        } else {
+            self.logs.contains(&line.log_type)
+        };
+        if !listed {
             return false;
         }
-        if self.queries.is_empty() || line.log_type == LogType::Status {
+        if self.queries.is_empty() || line.log_type != LogType::Results {
             return true;
         }
         let name = line.name.as_deref().unwrap_or("");

@@ -89,8 +89,8 @@ impl NatsDestination {
 
     fn subject(&self, l: &Line) -> String {
         let (log, query) = match l.log_type {
-            LogType::Results => ("results", token(l.name.as_deref().unwrap_or(""))),
             LogType::Status => ("status", "status".to_owned()),
+            t => (t.as_str(), token(l.name.as_deref().unwrap_or(""))),
         };
         self.cfg
             .subject

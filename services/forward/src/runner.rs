@@ -731,7 +731,7 @@ mod tests {
         log.append(
             &r.batch_id(),
             n as u32,
-            gatehouse_bus::events::encode_log_batch(&r),
+            gatehouse_bus::events::encode_forward_logs(&r),
         )
         .await
         .unwrap();

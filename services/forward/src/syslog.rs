@@ -169,11 +169,16 @@ impl SyslogDestination {
                 Some(s) if s >= 3 => 2,
                 _ => 6,
             },
+            // notice, warning
+            LogType::Audit => 5,
+            LogType::Alerts => 4,
         };
         let pri = u16::from(self.cfg.facility) * 8 + u16::from(severity);
         let msgid = match l.log_type {
             LogType::Results => "result",
             LogType::Status => "status",
+            LogType::Audit => "audit",
+            LogType::Alerts => "alert",
         };
         let mut msg = format!(
             "<{pri}>1 {} {} {} - {msgid} - ",

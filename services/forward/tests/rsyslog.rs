@@ -152,7 +152,7 @@ fn line(n: usize, t: LogType) -> Line {
         LogType::Results => {
             json!({"name": "users", "hostIdentifier": "web-01", "unixTime": 1_717_496_431, "columns": {"uid": format!("{n}"), "note": "a | pipe and é"}, "action": "added"})
         }
-        LogType::Status => {
+        _ => {
             json!({"hostIdentifier": "web-01", "severity": 1, "message": format!("warning {n}"), "unixTime": 1_717_496_431})
         }
     };

@@ -484,6 +484,9 @@ impl std::fmt::Debug for IngestRole {
 pub fn ingest(cfg: &ServeConfig, boot: &Bootstrap, ports: &Ports) -> anyhow::Result<IngestRole> {
     let (rules, deliveries) =
         gatehouse_rules::Engine::new(ports.store.clone(), rules_config(cfg), &ports.metrics)?;
+    if let Some(f) = &ports.forward {
+        rules.forward_to(f.clone());
+    }
     let observer: Arc<dyn LogObserver> = Arc::new(rules.clone());
     let log = match &ports.logs {
         Logs::Direct => None,
@@ -566,6 +569,7 @@ pub fn api(
         metrics: ports.metrics.clone(),
         readiness: ports.readiness.clone(),
         destinations,
+        forward: ports.forward.clone(),
     };
     let (api_cfg, listener) = (
         api_config(cfg),

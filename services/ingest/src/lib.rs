@@ -112,7 +112,7 @@ impl LogSink for DirectSink {
             f.append(
                 &records.batch_id(),
                 lines,
-                gatehouse_bus::events::encode_log_batch(&records),
+                gatehouse_bus::events::encode_forward_logs(&records),
             )
             .await
             .map_err(|e| SinkError::Unavailable(e.to_string()))?;

@@ -144,6 +144,8 @@ struct Inner {
     generation: Mutex<Option<(u64, i64)>>,
     webhooks: WebhookClient,
     metrics: metrics::Metrics,
+    /// Where new alerts go for the log destinations, once set.
+    forward: std::sync::OnceLock<Arc<dyn gatehouse_core::ports::ForwardLog>>,
 }
 
 /// The rule engine; cheap to clone.
@@ -193,10 +195,17 @@ impl Engine {
                     generation: Mutex::default(),
                     webhooks,
                     metrics: metrics::Metrics::new(metrics),
+                    forward: std::sync::OnceLock::new(),
                 }),
             },
             Deliveries(rx),
         ))
+    }
+
+    /// Hands each new alert, once stored, to the log destinations
+    /// (those that take `alerts`); the first log given stays.
+    pub fn forward_to(&self, log: Arc<dyn gatehouse_core::ports::ForwardLog>) {
+        let _ = self.inner.forward.set(log);
     }
 
     fn rule_set(&self) -> Arc<RuleSet> {
@@ -562,6 +571,13 @@ impl Engine {
                 .get_or_create(&outcome(name, "store_failed"))
                 .inc();
             return false;
+        }
+        if let Some(f) = self.inner.forward.get() {
+            let payload =
+                gatehouse_bus::events::encode_forward_events("alert", std::slice::from_ref(&alert));
+            if let Err(e) = f.append(&format!("alert:{}", alert.id), 1, payload).await {
+                tracing::error!(rule = name, alert = %alert.id, error = %e, "alert not forwarded");
+            }
         }
         self.remember(key);
         self.inner
