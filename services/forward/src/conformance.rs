@@ -64,6 +64,9 @@ pub async fn waiting_readers_wake(log: Arc<dyn ForwardLog>) {
 
 /// Seeking by time finds the first entry appended at or after it.
 pub async fn seek_by_time(log: &dyn ForwardLog, clock: &gatehouse_core::time::ShiftedClock) {
+    // Entries appended before are strictly older (a fast machine appends
+    // several in one millisecond).
+    clock.advance(Duration::from_secs(10));
     let s1 = log.append("t1", 2, batch(1)).await.unwrap();
     let at1 = log.read(s1, 1).await.unwrap()[0].at_ms;
     clock.advance(Duration::from_secs(10));

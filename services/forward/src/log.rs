@@ -72,6 +72,9 @@ struct State {
     next: u64,
     next_line: u64,
     bytes: u64,
+    /// The newest entry's time: entry times never go back (seek bisects
+    /// them), even when the clock does.
+    last_at: i64,
     /// Recent batch ids and the sequence number they got.
     recent: HashMap<String, (u64, Instant)>,
 }
@@ -115,14 +118,16 @@ impl EmbeddedForwardLog {
             next: 1,
             next_line: 0,
             bytes: 0,
+            last_at: 0,
             recent: HashMap::new(),
         };
         let mut seen_first = false;
         for g in entries.iter() {
             let (k, v) = g.into_inner().map_err(unavailable)?;
-            let (Some(seq), Some((first_line, lines, _))) = (seq_of(&k), header(&v)) else {
+            let (Some(seq), Some((first_line, lines, at))) = (seq_of(&k), header(&v)) else {
                 continue;
             };
+            state.last_at = state.last_at.max(at);
             if !seen_first {
                 state.first = seq;
                 state.first_line = first_line;
@@ -252,10 +257,11 @@ impl ForwardLog for EmbeddedForwardLog {
                     return Ok(*seq);
                 }
                 let (seq, line) = (state.next, state.next_line);
+                let at = this.inner.clock.now_ms().max(state.last_at);
                 let mut v = Vec::with_capacity(HEADER + payload.len());
                 v.extend_from_slice(&line.to_be_bytes());
                 v.extend_from_slice(&lines.to_be_bytes());
-                v.extend_from_slice(&this.inner.clock.now_ms().to_be_bytes());
+                v.extend_from_slice(&at.to_be_bytes());
                 v.extend_from_slice(&payload);
                 let len = v.len() as u64;
                 let mut b = this
@@ -268,6 +274,7 @@ impl ForwardLog for EmbeddedForwardLog {
                 state.next = seq + 1;
                 state.next_line = line + u64::from(lines);
                 state.bytes += len;
+                state.last_at = at;
                 if state.recent.len() >= 4096 {
                     state.recent.retain(|_, (_, at)| at.elapsed() < window);
                 }
