@@ -4,7 +4,8 @@
 //! by this test process, reached over TCP like ScyllaDB). It shows that the
 //! processes start, report ready on their own ops ports, serve agents
 //! through the edge and operators through the api, hand shards over when a
-//! hostd gets SIGTERM, and all exit cleanly on SIGTERM.
+//! hostd gets SIGTERM, ride out a store outage (unready while it lasts,
+//! ready again by themselves), and all exit cleanly on SIGTERM.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -237,6 +238,80 @@ ingest_ack_wait_ms = 2000
     .await?;
     for a in &agents {
         anyhow::ensure!(a.config().await?.agent_success(), "after the handover");
+    }
+
+    // ScyllaDB (here the CQL server) goes away: a supervisor sees hostd,
+    // ingest and the api unready, naming the store, and the edge ready;
+    // agents' log batches are still acknowledged (the stream holds them)
+    // and operators get 503. Once it is back every role is ready again
+    // without a restart, and the lines logged meanwhile are stored.
+    cql.stop().await;
+    let readyz = |port: u16| {
+        let plain = plain.clone();
+        async move {
+            let r = plain
+                .get(format!("http://127.0.0.1:{port}/readyz"))
+                .send()
+                .await?;
+            anyhow::Ok((r.status().as_u16(), r.text().await?))
+        }
+    };
+    for p in [&h1, &ingest, &api] {
+        let body = eventually(Duration::from_secs(30), || async {
+            let (code, body) = readyz(p.ops).await?;
+            Ok((code == 503).then_some(body))
+        })
+        .await?;
+        assert!(
+            body.contains("store") && body.contains("ScyllaDB"),
+            "{}: {body}",
+            p.name
+        );
+    }
+    assert_eq!(readyz(edge.ops).await?.0, 200, "the edge stays ready");
+    let code = http
+        .get(format!("{api_url}/api/v1/hosts"))
+        .bearer_auth(&boot.admin_token)
+        .send()
+        .await?
+        .status();
+    assert_eq!(
+        code.as_u16(),
+        503,
+        "operators are told the store is unavailable"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    for a in &agents {
+        let lines: Vec<_> = (3..6)
+            .map(|i| json!({"name": "users", "unixTime": now, "columns": {"uid": i.to_string()}, "action": "added"}))
+            .collect();
+        anyhow::ensure!(
+            a.log("result", json!(lines)).await?.agent_success(),
+            "log batches are acknowledged during the outage"
+        );
+    }
+    cql.restart().await?;
+    for p in [&h1, &ingest, &api, &edge] {
+        eventually(Duration::from_secs(60), || async {
+            Ok((readyz(p.ops).await?.0 == 200).then_some(()))
+        })
+        .await?;
+    }
+    for a in &agents {
+        let host = a.host_id();
+        eventually(Duration::from_secs(60), || async {
+            let v: serde_json::Value = http
+                .get(format!("{api_url}/api/v1/results?host={host}&limit=100"))
+                .bearer_auth(&boot.admin_token)
+                .send()
+                .await?
+                .json()
+                .await?;
+            Ok((v["items"].as_array().map_or(0, Vec::len) == 6).then_some(()))
+        })
+        .await?;
     }
 
     // Every role drains and exits 0 on SIGTERM.
