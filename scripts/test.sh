@@ -42,7 +42,7 @@ export GATEHOUSE_NATS_SERVER="$nats_bin"
 echo "== using $("$GATEHOUSE_NATS_SERVER" --version) at $GATEHOUSE_NATS_SERVER"
 
 # The syslog destination is tested against a real rsyslog (TCP and TLS).
-if [[ ! -x /usr/sbin/rsyslogd ]] || ! ls /usr/lib/*/rsyslog/lmnsd_gtls.so /usr/lib/rsyslog/lmnsd_gtls.so >/dev/null 2>&1; then
+if [[ ! -x /usr/sbin/rsyslogd ]] || [[ -z "$(ls /usr/lib/*/rsyslog/lmnsd_gtls.so /usr/lib/rsyslog/lmnsd_gtls.so 2>/dev/null)" ]]; then
     if [[ "$(id -u)" == "0" ]] && command -v apt-get >/dev/null; then
         echo "== installing rsyslog and rsyslog-gnutls (Debian) for the syslog destination tests"
         apt-get install -y -q rsyslog rsyslog-gnutls >/dev/null 2>&1 \

@@ -191,17 +191,23 @@ ingest_ack_wait_ms = 2000
         agents.push(a);
     }
     let api_url = format!("https://localhost:{api_port}");
-    for a in &agents {
-        let host = a.host_id();
-        eventually(Duration::from_secs(20), || async {
+    // Result lines the api has for a host.
+    let stored = |host: String| {
+        let (http, url, token) = (http.clone(), api_url.clone(), boot.admin_token.clone());
+        async move {
             let v: serde_json::Value = http
-                .get(format!("{api_url}/api/v1/results?host={host}&limit=100"))
-                .bearer_auth(&boot.admin_token)
+                .get(format!("{url}/api/v1/results?host={host}&limit=100"))
+                .bearer_auth(token)
                 .send()
                 .await?
                 .json()
                 .await?;
-            Ok((v["items"].as_array().map_or(0, Vec::len) == 3).then_some(()))
+            anyhow::Ok(v["items"].as_array().map_or(0, Vec::len))
+        }
+    };
+    for a in &agents {
+        eventually(Duration::from_secs(20), || async {
+            Ok((stored(a.host_id()).await? == 3).then_some(()))
         })
         .await?;
     }
@@ -300,16 +306,8 @@ ingest_ack_wait_ms = 2000
         .await?;
     }
     for a in &agents {
-        let host = a.host_id();
         eventually(Duration::from_secs(60), || async {
-            let v: serde_json::Value = http
-                .get(format!("{api_url}/api/v1/results?host={host}&limit=100"))
-                .bearer_auth(&boot.admin_token)
-                .send()
-                .await?
-                .json()
-                .await?;
-            Ok((v["items"].as_array().map_or(0, Vec::len) == 6).then_some(()))
+            Ok((stored(a.host_id()).await? == 6).then_some(()))
         })
         .await?;
     }

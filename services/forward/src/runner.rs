@@ -769,6 +769,10 @@ mod tests {
         }
     }
 
+    fn open_log(dir: &std::path::Path, retention: Retention) -> EmbeddedForwardLog {
+        EmbeddedForwardLog::open(dir, retention, Arc::new(ShiftedClock::new())).unwrap()
+    }
+
     async fn until(what: &str, f: impl Fn() -> bool) {
         gatehouse_testkit::until(what, Duration::from_secs(20), async || f()).await;
     }
@@ -776,12 +780,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_line_is_delivered_in_order_and_a_restart_resumes_at_the_cursor() {
         let dir = tempfile::tempdir().unwrap();
-        let log = EmbeddedForwardLog::open(
-            dir.path(),
-            Retention::default(),
-            Arc::new(ShiftedClock::new()),
-        )
-        .unwrap();
+        let log = open_log(dir.path(), Retention::default());
         for b in 0..5 {
             append(&log, "users", b * 4, 4).await;
         }
@@ -820,12 +819,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failing_destination_is_retried_and_a_refused_batch_is_dead_lettered() {
         let dir = tempfile::tempdir().unwrap();
-        let log = EmbeddedForwardLog::open(
-            dir.path(),
-            Retention::default(),
-            Arc::new(ShiftedClock::new()),
-        )
-        .unwrap();
+        let log = open_log(dir.path(), Retention::default());
         append(&log, "users", 0, 2).await;
         let dest = Arc::new(Recorder::default());
         dest.script
@@ -865,8 +859,7 @@ mod tests {
             max_bytes: 2_000,
             ..Retention::default()
         };
-        let log =
-            EmbeddedForwardLog::open(dir.path(), retention, Arc::new(ShiftedClock::new())).unwrap();
+        let log = open_log(dir.path(), retention);
         // A destination that saved its cursor at the start, then was away
         // while retention dropped the oldest batches.
         log.set_cursor("test", ForwardCursor { seq: 1, line: 0 })
@@ -917,12 +910,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_throttle_with_the_drop_policy_counts_what_it_drops() {
         let dir = tempfile::tempdir().unwrap();
-        let log = EmbeddedForwardLog::open(
-            dir.path(),
-            Retention::default(),
-            Arc::new(ShiftedClock::new()),
-        )
-        .unwrap();
+        let log = open_log(dir.path(), Retention::default());
         for b in 0..4 {
             append(&log, "users", b * 10, 10).await;
         }
@@ -949,12 +937,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_paused_destination_waits_and_a_replay_delivers_again() {
         let dir = tempfile::tempdir().unwrap();
-        let log = EmbeddedForwardLog::open(
-            dir.path(),
-            Retention::default(),
-            Arc::new(ShiftedClock::new()),
-        )
-        .unwrap();
+        let log = open_log(dir.path(), Retention::default());
         append(&log, "users", 0, 2).await;
         let dest = Arc::new(Recorder::default());
         let (f, _) = forwarder(&log, dest.clone(), route());
