@@ -205,6 +205,22 @@ fn default_sourcetype(t: LogType) -> String {
     }
 }
 
+/// An error with its causes (`error sending request: connection refused`):
+/// reqwest's own message leaves out why.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(c) = next {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = c.source();
+    }
+    out
+}
+
 /// `YYYY.MM.DD` of a unix time (seconds), UTC.
 fn date(unix: i64) -> String {
     let (y, m, d) = gatehouse_core::time::civil_from_days(unix.div_euclid(86_400));
@@ -436,7 +452,7 @@ impl Destination for HttpDestination {
             .body(body)
             .send()
             .await
-            .map_err(|e| DeliveryError::Retry(format!("{}: {e}", self.url)))?;
+            .map_err(|e| DeliveryError::Retry(format!("{}: {}", self.url, causes(&e))))?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         if !status.is_success() {
@@ -643,12 +659,13 @@ mod tests {
             matches!(&e, DeliveryError::Reject(m) if m.contains("Invalid data format")),
             "the receiver's answer is kept: {e:?}"
         );
-        // Nobody listening: a transport error, retried.
+        // Nobody listening: a transport error, retried, saying why.
         let d = HttpDestination::hec(&hec("http://127.0.0.1:9")).unwrap();
-        assert!(matches!(
-            d.deliver(&[line(1, LogType::Results)]).await,
-            Err(DeliveryError::Retry(_))
-        ));
+        let e = d.deliver(&[line(1, LogType::Results)]).await.unwrap_err();
+        assert!(
+            matches!(&e, DeliveryError::Retry(m) if m.to_lowercase().contains("refused")),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -511,6 +511,8 @@ impl Forwarder {
                         Err(DeliveryError::Retry(e)) => {
                             tracing::warn!(destination = %self.name, error = %e, lines = lines.len(), retry_in = ?backoff, "delivery failed; retrying");
                             self.update(|s| s.last_error = Some(e));
+                            // The lag goes on growing while it retries.
+                            self.report_lag(cursor).await;
                             if sleep_or_stop(&shutdown, backoff).await {
                                 // Not delivered: the cursor stays, the
                                 // batch goes again after a restart.
@@ -822,16 +824,24 @@ mod tests {
         let log = open_log(dir.path(), Retention::default());
         append(&log, "users", 0, 2).await;
         let dest = Arc::new(Recorder::default());
-        dest.script
-            .lock()
-            .unwrap()
-            .push_back(DeliveryError::Retry("503 busy".into()));
+        for _ in 0..2 {
+            dest.script
+                .lock()
+                .unwrap()
+                .push_back(DeliveryError::Retry("503 busy".into()));
+        }
         let (f, m) = forwarder(&log, dest.clone(), route());
         let status = f.control();
         let stop = Shutdown::new();
         let task = tokio::spawn(f.run(stop.clone()));
-        until("delivered after a retry", || dest.names().len() == 2).await;
-        assert_eq!(*dest.calls.lock().unwrap(), 2);
+        // While it retries, its lag shows what waits.
+        until("the lag shows while retrying", || {
+            let s = status.state();
+            s.last_error.as_deref() == Some("503 busy") && s.lag_lines == 2
+        })
+        .await;
+        until("delivered after retries", || dest.names().len() == 2).await;
+        assert_eq!(*dest.calls.lock().unwrap(), 3);
         until("the error cleared", || status.state().last_error.is_none()).await;
 
         // A refusal: counted, kept as the dead letter, skipped.
