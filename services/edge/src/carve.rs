@@ -32,7 +32,7 @@ fn ok(v: serde_json::Value) -> Response {
 }
 
 pub(crate) async fn begin(State(edge): EdgeState, req: Request) -> Response {
-    finish("carve_begin", begin_inner(&edge, req).await)
+    finish(&edge, "carve_begin", begin_inner(&edge, req).await)
 }
 
 async fn begin_inner(edge: &Edge, req: Request) -> Result<Response, EdgeError> {
@@ -102,7 +102,7 @@ async fn complete(edge: &Edge, session: CarveSession) {
 }
 
 pub(crate) async fn block(State(edge): EdgeState, req: Request) -> Response {
-    finish("carve_block", block_inner(&edge, req).await)
+    finish(&edge, "carve_block", block_inner(&edge, req).await)
 }
 
 async fn block_inner(edge: &Arc<crate::Edge>, req: Request) -> Result<Response, EdgeError> {

@@ -88,7 +88,9 @@ impl Edge {
             Ok(host_reply::Result::Failure(f)) => Err(EdgeError::Unavailable(f.message)),
             Ok(other) => Ok(other),
             Err(e) => {
-                tracing::warn!(host = %host, error = %e, "host service unreachable");
+                if let Some(like_it) = self.log_throttle.admit("host_service") {
+                    tracing::warn!(host = %host, error = %e, left_out_since_last = like_it, "host service unreachable");
+                }
                 Err(EdgeError::Unavailable(
                     "host service unavailable, retry later".into(),
                 ))
@@ -97,13 +99,27 @@ impl Edge {
     }
 }
 
-pub(crate) fn finish(endpoint: &'static str, r: Result<Response, EdgeError>) -> Response {
+/// The agent's answer; a failure is logged (failures of one kind on one
+/// endpoint at most once per interval, with how many were left out: an
+/// outage fails every request alike).
+pub(crate) fn finish(
+    edge: &Edge,
+    endpoint: &'static str,
+    r: Result<Response, EdgeError>,
+) -> Response {
     match r {
         Ok(resp) => resp,
         Err(e) => {
             match &e {
                 EdgeError::Unavailable(_) | EdgeError::Backpressure => {
-                    tracing::warn!(endpoint, error = %e, "agent request failed")
+                    let kind = if matches!(e, EdgeError::Backpressure) {
+                        "busy"
+                    } else {
+                        "unavailable"
+                    };
+                    if let Some(like_it) = edge.log_throttle.admit(&format!("{endpoint}/{kind}")) {
+                        tracing::warn!(endpoint, error = %e, left_out_since_last = like_it, "agent request failed")
+                    }
                 }
                 _ => tracing::info!(endpoint, error = %e, "agent request rejected"),
             }
@@ -113,7 +129,7 @@ pub(crate) fn finish(endpoint: &'static str, r: Result<Response, EdgeError>) -> 
 }
 
 pub(crate) async fn enroll(State(edge): EdgeState, req: Request) -> Response {
-    finish("enroll", enroll_inner(&edge, req).await)
+    finish(&edge, "enroll", enroll_inner(&edge, req).await)
 }
 
 async fn enroll_inner(edge: &Edge, req: Request) -> Result<Response, EdgeError> {
@@ -154,7 +170,7 @@ async fn enroll_inner(edge: &Edge, req: Request) -> Result<Response, EdgeError> 
 }
 
 pub(crate) async fn config(State(edge): EdgeState, req: Request) -> Response {
-    finish("config", config_inner(&edge, req).await)
+    finish(&edge, "config", config_inner(&edge, req).await)
 }
 
 async fn config_inner(edge: &Edge, req: Request) -> Result<Response, EdgeError> {
@@ -174,7 +190,7 @@ async fn config_inner(edge: &Edge, req: Request) -> Result<Response, EdgeError> 
 }
 
 pub(crate) async fn log(State(edge): EdgeState, req: Request) -> Response {
-    finish("log", log_inner(&edge, req).await)
+    finish(&edge, "log", log_inner(&edge, req).await)
 }
 
 async fn log_inner(edge: &Edge, req: Request) -> Result<Response, EdgeError> {
@@ -204,7 +220,7 @@ async fn log_inner(edge: &Edge, req: Request) -> Result<Response, EdgeError> {
 }
 
 pub(crate) async fn distributed_read(State(edge): EdgeState, req: Request) -> Response {
-    finish("distributed_read", read_inner(&edge, req).await)
+    finish(&edge, "distributed_read", read_inner(&edge, req).await)
 }
 
 async fn read_inner(edge: &Edge, req: Request) -> Result<Response, EdgeError> {
@@ -233,7 +249,7 @@ async fn read_inner(edge: &Edge, req: Request) -> Result<Response, EdgeError> {
 }
 
 pub(crate) async fn distributed_write(State(edge): EdgeState, req: Request) -> Response {
-    finish("distributed_write", write_inner(&edge, req).await)
+    finish(&edge, "distributed_write", write_inner(&edge, req).await)
 }
 
 async fn write_inner(edge: &Edge, req: Request) -> Result<Response, EdgeError> {

@@ -140,6 +140,9 @@ pub struct EdgeDeps {
 
 const CONFIG_CACHE_ENTRIES: usize = 512;
 
+/// Failed agent requests of one kind are logged at most this often.
+const FAILURE_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub(crate) struct Edge {
     cfg: EdgeConfig,
     deps: EdgeDeps,
@@ -149,6 +152,8 @@ pub(crate) struct Edge {
     /// `gatehouse_edge_requests_in_flight`: agent requests admitted and
     /// not yet answered (refusals start at `max_in_flight`).
     in_flight_gauge: prometheus_client::metrics::gauge::Gauge,
+    /// Failed agent requests are logged once per kind and interval.
+    pub(crate) log_throttle: gatehouse_runtime::throttle::LogThrottle,
 }
 
 impl Edge {
@@ -222,6 +227,7 @@ pub fn router(cfg: EdgeConfig, deps: EdgeDeps, shutdown: Shutdown) -> Router {
         deps,
         config_blobs: Mutex::new(HashMap::new()),
         shutdown,
+        log_throttle: gatehouse_runtime::throttle::LogThrottle::new(FAILURE_LOG_INTERVAL),
     });
     Router::new()
         .route(

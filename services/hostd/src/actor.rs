@@ -84,6 +84,9 @@ pub struct HostCtx {
     /// Where enrollments are announced (the rule engine listens); set by
     /// the hostd run loop.
     pub events: std::sync::OnceLock<Arc<dyn gatehouse_core::ports::Bus>>,
+    /// Failed background writes (last seen) are logged once per kind and
+    /// interval: a store outage fails every actor's alike.
+    pub log_throttle: gatehouse_runtime::throttle::LogThrottle,
 }
 
 impl std::fmt::Debug for HostCtx {
@@ -267,7 +270,9 @@ impl HostActor {
             && let Err(e) = self.flush(state).await
         {
             // Not fatal for the request: last_seen is best effort.
-            tracing::warn!(host = %state.id, error = %e, "last_seen write failed");
+            if let Some(like_it) = self.ctx.log_throttle.admit("last_seen") {
+                tracing::warn!(host = %state.id, error = %e, left_out_since_last = like_it, "last_seen write failed");
+            }
         }
         Ok(())
     }
@@ -782,8 +787,9 @@ impl Actor for HostActor {
                         .as_ref()
                         .is_some_and(|h| h.last_seen - state.persisted_last_seen >= flush)
                     && let Err(e) = self.flush(state).await
+                    && let Some(like_it) = self.ctx.log_throttle.admit("host_write")
                 {
-                    tracing::warn!(host = %state.id, error = %e, "host write failed");
+                    tracing::warn!(host = %state.id, error = %e, left_out_since_last = like_it, "host write failed");
                 }
                 if state.last_activity.elapsed() >= self.ctx.settings.passivate_after {
                     tracing::debug!(host = %state.id, "passivating idle host actor");

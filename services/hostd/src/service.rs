@@ -264,6 +264,9 @@ pub fn fenced_context(
         settings,
         fences,
         events: std::sync::OnceLock::new(),
+        log_throttle: gatehouse_runtime::throttle::LogThrottle::new(
+            std::time::Duration::from_secs(10),
+        ),
     })
 }
 

@@ -10,6 +10,7 @@ pub mod health;
 pub mod metrics;
 pub mod serve;
 pub mod shutdown;
+pub mod throttle;
 pub mod tls;
 
 pub use serve::{Listener, RemoteAddr, ServeOptions, serve};
