@@ -182,7 +182,7 @@ async fn drain(log: &Arc<dyn ForwardLog>, d: DestinationConfig, total: u64) -> (
     let (mut fwd, handle) = gatehouse_forward::forwarders(
         std::slice::from_ref(&d),
         log.clone(),
-        None,
+        gatehouse_forward::Services::default(),
         system_clock(),
         &m,
     )

@@ -10,8 +10,10 @@
 //! - [`line`]: the lines, their filters and reshaping;
 //! - [`destination`]: the destination port;
 //! - [`file`], [`http`], [`syslog`], [`nats`]: the destinations;
-//! - [`runner`]: one destination's delivery loop, its status and metrics.
+//! - [`runner`]: one destination's delivery loop, its status and metrics;
+//! - [`alerts`]: lines a destination missed, raised as an alert.
 
+pub mod alerts;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod destination;
@@ -249,12 +251,20 @@ impl Destinations for Handle {
     }
 }
 
-/// Builds a forwarder per destination over `log`; `hosts` answers
-/// filters by label and platform.
+/// What forwarders use besides the log.
+#[derive(Clone, Default)]
+pub struct Services {
+    /// Answers filters by label and platform.
+    pub hosts: Option<Arc<dyn line::HostDirectory>>,
+    /// Raises an alert when a destination missed lines.
+    pub alerts: Option<Arc<dyn runner::MissedLines>>,
+}
+
+/// Builds a forwarder per destination over `log`.
 pub fn forwarders(
     all: &[DestinationConfig],
     log: Arc<dyn ForwardLog>,
-    hosts: Option<Arc<dyn line::HostDirectory>>,
+    services: Services,
     clock: Arc<dyn Clock>,
     metrics: &gatehouse_runtime::metrics::Metrics,
 ) -> Result<(Vec<Forwarder>, Handle), String> {
@@ -273,7 +283,8 @@ pub fn forwarders(
                 shape: d.shape.clone(),
                 pacing: d.pacing.clone(),
                 start: d.start,
-                hosts: hosts.clone(),
+                hosts: services.hosts.clone(),
+                alerts: services.alerts.clone(),
             },
             clock.clone(),
             metrics,

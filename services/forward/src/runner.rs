@@ -153,6 +153,18 @@ pub struct Forwarder {
     control: Arc<Control>,
     /// Labels and platforms of hosts, for filters that route by them.
     hosts: Option<Arc<dyn HostDirectory>>,
+    /// Where lines missed behind retention are raised as an alert.
+    alerts: Option<Arc<dyn MissedLines>>,
+}
+
+/// Raises an alert when a destination missed lines (they fell out of the
+/// forward log's retention before it read them).
+#[async_trait::async_trait]
+pub trait MissedLines: Send + Sync + 'static {
+    /// `destination` skipped from entry `range.0` to `range.1` (exclusive),
+    /// `lines` lines; `at_ms` is fixed for the range (the first kept
+    /// entry's time), so raising it again stores one alert.
+    async fn missed(&self, destination: &str, lines: u64, range: (u64, u64), at_ms: i64);
 }
 
 /// What operators see and steer of one forwarder: its state, pause, and a
@@ -212,6 +224,8 @@ pub struct Route {
     /// Where the filter learns hosts' labels and platforms (needed when it
     /// routes by them).
     pub hosts: Option<Arc<dyn HostDirectory>>,
+    /// Where missed lines are raised as an alert.
+    pub alerts: Option<Arc<dyn MissedLines>>,
 }
 
 /// Back-off after a failed delivery.
@@ -280,6 +294,7 @@ impl Forwarder {
             pacing: route.pacing,
             start: route.start,
             hosts: route.hosts,
+            alerts: route.alerts,
             clock,
             metrics: Metrics::new(metrics),
             control: Arc::new(Control {
@@ -399,6 +414,16 @@ impl Forwarder {
             "destination fell behind the forward log's retention: lines missed"
         );
         self.count("missed", missed);
+        if let Some(alerts) = &self.alerts {
+            // Raised before the cursor moves: a crash in between raises
+            // the same alert (same id) again, never none.
+            // Its time is the first kept entry's: fixed for the range,
+            // so the alert (keyed by time and id) is stored once.
+            let at = b.first_at_ms.unwrap_or_else(|| self.clock.now_ms());
+            alerts
+                .missed(&self.name, missed, (c.seq, b.first), at)
+                .await;
+        }
         let c = ForwardCursor {
             seq: b.first,
             line: b.first_line,
@@ -698,6 +723,23 @@ mod tests {
         }
     }
 
+    /// A missed-lines alert: destination, lines, entries skipped.
+    type Missed = (String, u64, (u64, u64));
+
+    /// Missed-lines alerts raised.
+    #[derive(Default)]
+    struct Raised(Mutex<Vec<Missed>>);
+
+    #[async_trait::async_trait]
+    impl MissedLines for Raised {
+        async fn missed(&self, destination: &str, lines: u64, range: (u64, u64), _: i64) {
+            self.0
+                .lock()
+                .unwrap()
+                .push((destination.to_owned(), lines, range));
+        }
+    }
+
     impl Recorder {
         fn names(&self) -> Vec<String> {
             self.got
@@ -768,6 +810,7 @@ mod tests {
             },
             start: Start::Oldest,
             hosts: None,
+            alerts: None,
         }
     }
 
@@ -882,12 +925,14 @@ mod tests {
         let bounds = log.bounds().await.unwrap();
         assert!(bounds.first > 1, "retention dropped some: {bounds:?}");
         let dest = Arc::new(Recorder::default());
+        let raised = Arc::new(Raised::default());
         let mut r = route();
         r.filter = Filter {
             logs: vec![LogType::Results],
             queries: vec!["users".into()],
             ..Filter::default()
         };
+        r.alerts = Some(raised.clone());
         let (f, _) = forwarder(&log, dest.clone(), r);
         let status = f.control();
         let stop = Shutdown::new();
@@ -901,6 +946,11 @@ mod tests {
         task.await.unwrap();
         let s = status.state();
         assert_eq!(s.missed, bounds.first_line, "what retention dropped");
+        assert_eq!(
+            *raised.0.lock().unwrap(),
+            vec![("test".to_owned(), bounds.first_line, (1, bounds.first))],
+            "and it was raised as an alert, once"
+        );
         let kept_users = dest.names().len() as u64;
         assert_eq!(s.delivered, kept_users);
         assert_eq!(

@@ -505,9 +505,15 @@ pub fn ingest(cfg: &ServeConfig, boot: &Bootstrap, ports: &Ports) -> anyhow::Res
         Some(log) => gatehouse_forward::forwarders(
             &cfg.destinations,
             log.clone(),
-            Some(Arc::new(gatehouse_forward::line::StoreDirectory::new(
-                ports.store.clone(),
-            ))),
+            gatehouse_forward::Services {
+                hosts: Some(Arc::new(gatehouse_forward::line::StoreDirectory::new(
+                    ports.store.clone(),
+                ))),
+                alerts: Some(Arc::new(gatehouse_forward::alerts::StoreAlerts::new(
+                    ports.store.clone(),
+                    log.clone(),
+                ))),
+            },
             ports.clock.clone(),
             &ports.metrics,
         )
