@@ -66,8 +66,9 @@ async fn below_the_watermark_logs_get_error_bodies_and_the_rest_goes_on() -> any
 /// NOT RUN without root): log batches get the osquery error body, the
 /// server is unready and says "disk full at PATH: N bytes free" at
 /// `/readyz` and in its metrics; once space is freed it is ready again and
-/// takes batches without a restart, and every acknowledged line is stored
-/// exactly once.
+/// takes batches without a restart, every acknowledged line is stored
+/// exactly once, and a file destination gets each of them once (the
+/// forward log on the same disk recovers too).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_makes_the_server_unready_until_space_is_freed() -> anyhow::Result<()> {
     let Some(fs) = gatehouse_testkit::tmpfs::Tmpfs::mount(64, "the all-in-one full-disk test")
@@ -75,7 +76,18 @@ async fn a_full_disk_makes_the_server_unready_until_space_is_freed() -> anyhow::
         return Ok(());
     };
     let data = fs.path().join("data");
-    let s = TestServer::start_in(&data, |c| c.limits.min_free_disk_bytes = 8 << 20).await?;
+    // A file destination (off the full disk) forwards every stored line.
+    let shipped = tempfile::tempdir()?;
+    let dest: gatehouse_forward::DestinationConfig = serde_json::from_value(json!({
+        "name": "shipper",
+        "file": {"dir": shipped.path()},
+        "pacing": {"linger_ms": 0}
+    }))?;
+    let s = TestServer::start_in(&data, |c| {
+        c.limits.min_free_disk_bytes = 8 << 20;
+        c.destinations = vec![dest];
+    })
+    .await?;
     let mut agents = Vec::new();
     for n in 0..4 {
         let mut a = s.agent(n);
@@ -182,6 +194,22 @@ async fn a_full_disk_makes_the_server_unready_until_space_is_freed() -> anyhow::
         let stored = v["items"].as_array().map_or(0, Vec::len);
         assert_eq!(stored, *want, "exactly the acknowledged lines");
     }
+    // The forward log recovered with the store: the destination has every
+    // acknowledged line, once.
+    let total: usize = acked.iter().sum();
+    let file = shipped.path().join("osqueryd.results.log");
+    gatehouse_testkit::until(
+        "every line forwarded",
+        std::time::Duration::from_secs(30),
+        async || std::fs::read_to_string(&file).is_ok_and(|t| t.lines().count() >= total),
+    )
+    .await;
+    let text = std::fs::read_to_string(&file)?;
+    assert_eq!(text.lines().count(), total, "each acknowledged line once");
+    assert!(
+        text.lines().all(|l| l.contains("\"name\":\"users\"")),
+        "the lines as sent"
+    );
     s.stop().await?;
     Ok(())
 }

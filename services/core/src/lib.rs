@@ -8,6 +8,7 @@
 
 pub mod carves;
 pub mod config;
+pub mod disk;
 pub mod ids;
 pub mod logs;
 pub mod model;

@@ -56,13 +56,49 @@ impl std::fmt::Debug for EmbeddedForwardLog {
 }
 
 struct Inner {
-    db: Database,
-    entries: Keyspace,
-    cursors: Keyspace,
+    dir: std::path::PathBuf,
+    /// `None` after a failed write (fjall refuses every write after one):
+    /// reopened at the next call once it can write again.
+    db: std::sync::RwLock<Option<Arc<Db>>>,
+    /// When a reopen was last tried (at most one a second).
+    reopen_at: Mutex<Option<Instant>>,
     retention: Retention,
     clock: Arc<dyn Clock>,
     state: Mutex<State>,
     appended: tokio::sync::watch::Sender<u64>,
+}
+
+/// The open database and its keyspaces.
+struct Db {
+    db: Database,
+    entries: Keyspace,
+    cursors: Keyspace,
+}
+
+/// Opens (or creates) the database under `dir`.
+fn open_db(dir: &Path) -> Result<Db, ForwardError> {
+    let db = Database::builder(dir).open().map_err(|e| {
+        ForwardError::Unavailable(format!("opening the forward log in {}: {e}", dir.display()))
+    })?;
+    let entries = db
+        .keyspace("entries", KeyspaceCreateOptions::default)
+        .map_err(unavailable)?;
+    let cursors = db
+        .keyspace("cursors", KeyspaceCreateOptions::default)
+        .map_err(unavailable)?;
+    Ok(Db {
+        db,
+        entries,
+        cursors,
+    })
+}
+
+impl Db {
+    fn commit(&self, f: impl FnOnce(&mut fjall::OwnedWriteBatch)) -> Result<(), ForwardError> {
+        let mut b = self.db.batch().durability(Some(PersistMode::SyncData));
+        f(&mut b);
+        b.commit().map_err(unavailable)
+    }
 }
 
 /// What the log holds, kept in memory (rebuilt at open).
@@ -102,15 +138,8 @@ impl EmbeddedForwardLog {
         retention: Retention,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ForwardError> {
-        let db = Database::builder(dir).open().map_err(|e| {
-            ForwardError::Unavailable(format!("opening the forward log in {}: {e}", dir.display()))
-        })?;
-        let entries = db
-            .keyspace("entries", KeyspaceCreateOptions::default)
-            .map_err(unavailable)?;
-        let cursors = db
-            .keyspace("cursors", KeyspaceCreateOptions::default)
-            .map_err(unavailable)?;
+        let db = open_db(dir)?;
+        let (entries, cursors) = (&db.entries, &db.cursors);
         // Rebuild the figures from what is there (one pass at start).
         let mut state = State {
             first: 1,
@@ -155,9 +184,9 @@ impl EmbeddedForwardLog {
         let next = state.next;
         Ok(Self {
             inner: Arc::new(Inner {
-                db,
-                entries,
-                cursors,
+                dir: dir.to_path_buf(),
+                db: std::sync::RwLock::new(Some(Arc::new(db))),
+                reopen_at: Mutex::new(None),
                 retention,
                 clock,
                 state: Mutex::new(state),
@@ -173,6 +202,61 @@ impl EmbeddedForwardLog {
             .map_err(|_| unavailable("forward log state poisoned"))
     }
 
+    /// The open database; after a failed write, a reopened one once it
+    /// can write again (the journal replayed: nothing acknowledged lost).
+    fn db(&self) -> Result<Arc<Db>, ForwardError> {
+        if let Some(d) = self.inner.db.read().ok().and_then(|d| d.clone()) {
+            return Ok(d);
+        }
+        let dir = self.inner.dir.display().to_string();
+        let refused = || {
+            ForwardError::Unavailable(format!(
+                "the forward log in {dir} failed a write and is being reopened; retry"
+            ))
+        };
+        let mut at = self.inner.reopen_at.lock().map_err(|_| refused())?;
+        if at.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return Err(refused());
+        }
+        *at = Some(Instant::now());
+        // Not on a disk still (nearly) full: a reopened journal takes a
+        // probe write, then fails the next append again.
+        if gatehouse_core::disk::free_bytes(&self.inner.dir)
+            .is_ok_and(|f| f < gatehouse_core::disk::REOPEN_HEADROOM)
+        {
+            return Err(refused());
+        }
+        let d = open_db(&self.inner.dir)?;
+        d.commit(|b| b.insert(&d.cursors, b"\0writable".to_vec(), b"1".to_vec()))?;
+        let d = Arc::new(d);
+        if let Ok(mut cur) = self.inner.db.write() {
+            *cur = Some(d.clone());
+        }
+        tracing::info!(dir = %dir, "the forward log is writable again: reopened");
+        Ok(d)
+    }
+
+    /// A write on `d` failed: it is taken out of service (and reopened at
+    /// a later call).
+    fn broke(&self, d: &Arc<Db>, e: &ForwardError) {
+        if let Ok(mut cur) = self.inner.db.write()
+            && cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, d))
+        {
+            *cur = None;
+            tracing::error!(dir = %self.inner.dir.display(), error = %e, "the forward log cannot write; reopening it once it can");
+        }
+    }
+
+    /// Commits on the open database; a failure takes it out of service.
+    fn commit(&self, f: impl FnOnce(&Db, &mut fjall::OwnedWriteBatch)) -> Result<(), ForwardError> {
+        let d = self.db()?;
+        let r = d.commit(|b| f(&d, b));
+        if let Err(e) = &r {
+            self.broke(&d, e);
+        }
+        r
+    }
+
     /// Drops entries past the retention limits; runs under the state lock.
     fn trim(&self, state: &mut State) -> Result<(), ForwardError> {
         let now = self.inner.clock.now_ms();
@@ -180,7 +264,8 @@ impl EmbeddedForwardLog {
         let mut drop = Vec::new();
         let mut bytes = state.bytes;
         let (mut first, mut first_line) = (state.first, state.first_line);
-        for g in self.inner.entries.iter() {
+        let d = self.db()?;
+        for g in d.entries.iter() {
             let (k, v) = g.into_inner().map_err(unavailable)?;
             let Some((seq, (line, lines, at))) = seq_of(&k).zip(header(&v)) else {
                 continue;
@@ -197,15 +282,11 @@ impl EmbeddedForwardLog {
         if drop.is_empty() {
             return Ok(());
         }
-        let mut b = self
-            .inner
-            .db
-            .batch()
-            .durability(Some(PersistMode::SyncData));
-        for k in &drop {
-            b.remove(&self.inner.entries, k.clone());
-        }
-        b.commit().map_err(unavailable)?;
+        self.commit(|d, b| {
+            for k in &drop {
+                b.remove(&d.entries, k.clone());
+            }
+        })?;
         tracing::debug!(
             entries = drop.len(),
             first,
@@ -264,13 +345,7 @@ impl ForwardLog for EmbeddedForwardLog {
                 v.extend_from_slice(&at.to_be_bytes());
                 v.extend_from_slice(&payload);
                 let len = v.len() as u64;
-                let mut b = this
-                    .inner
-                    .db
-                    .batch()
-                    .durability(Some(PersistMode::SyncData));
-                b.insert(&this.inner.entries, seq.to_be_bytes(), v);
-                b.commit().map_err(unavailable)?;
+                this.commit(|d, b| b.insert(&d.entries, seq.to_be_bytes(), v))?;
                 state.next = seq + 1;
                 state.next_line = line + u64::from(lines);
                 state.bytes += len;
@@ -290,7 +365,8 @@ impl ForwardLog for EmbeddedForwardLog {
     async fn read(&self, from: u64, max: usize) -> Result<Vec<ForwardEntry>, ForwardError> {
         self.blocking(move |this| {
             let mut out = Vec::new();
-            for g in this.inner.entries.range(from.to_be_bytes()..) {
+            let d = this.db()?;
+            for g in d.entries.range(from.to_be_bytes()..) {
                 if out.len() >= max {
                     break;
                 }
@@ -316,7 +392,7 @@ impl ForwardLog for EmbeddedForwardLog {
             let mut state = this.state()?;
             this.trim(&mut state)?;
             let first_at_ms = if state.first < state.next {
-                this.inner
+                this.db()?
                     .entries
                     .get(state.first.to_be_bytes())
                     .map_err(unavailable)?
@@ -350,10 +426,9 @@ impl ForwardLog for EmbeddedForwardLog {
             };
             // Entries are in append order, so in time order: the first
             // with `at >= at_ms` by bisection.
+            let d = this.db()?;
             let header_of = |seq: u64| -> Result<Option<(u64, u32, i64)>, ForwardError> {
-                Ok(this
-                    .inner
-                    .entries
+                Ok(d.entries
                     .get(seq.to_be_bytes())
                     .map_err(unavailable)?
                     .and_then(|v| header(&v)))
@@ -379,7 +454,7 @@ impl ForwardLog for EmbeddedForwardLog {
         let key = reader.as_bytes().to_vec();
         self.blocking(move |this| {
             Ok(this
-                .inner
+                .db()?
                 .cursors
                 .get(&key)
                 .map_err(unavailable)?
@@ -392,13 +467,7 @@ impl ForwardLog for EmbeddedForwardLog {
     async fn set_cursor(&self, reader: &str, cursor: ForwardCursor) -> Result<(), ForwardError> {
         let key = reader.as_bytes().to_vec();
         self.blocking(move |this| {
-            let mut b = this
-                .inner
-                .db
-                .batch()
-                .durability(Some(PersistMode::SyncData));
-            b.insert(&this.inner.cursors, key, encode_cursor(cursor));
-            b.commit().map_err(unavailable)
+            this.commit(|d, b| b.insert(&d.cursors, key, encode_cursor(cursor)))
         })
         .await
     }
@@ -472,5 +541,64 @@ mod tests {
             Some(ForwardCursor { seq: 2, line: 4 })
         );
         assert_eq!(log.append("b3", 1, Bytes::new()).await.expect("append"), 4);
+    }
+
+    /// A disk filled to the last byte makes appends fail; once space is
+    /// freed the same handle appends again (reopened, journal replayed),
+    /// with every entry appended before still there. Root only (a tmpfs);
+    /// NOT RUN otherwise.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_disk_is_recovered_from_without_a_restart() {
+        let Some(mnt) =
+            gatehouse_testkit::tmpfs::Tmpfs::mount(24, "the forward log's full-disk test")
+        else {
+            return;
+        };
+        let log = open(
+            &mnt.path().join("forward"),
+            Retention::default(),
+            Arc::new(ShiftedClock::new()),
+        );
+        let payload = Bytes::from(vec![b'x'; 4096]);
+        let mut kept = Vec::new();
+        for n in 0..3u32 {
+            kept.push(
+                log.append(&format!("b{n}"), 1, payload.clone())
+                    .await
+                    .unwrap(),
+            );
+        }
+        let ballast = mnt.fill_up().unwrap();
+        let mut failed = None;
+        for n in 3..2000u32 {
+            match log.append(&format!("b{n}"), 1, payload.clone()).await {
+                Ok(seq) => kept.push(seq),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        assert!(failed.is_some(), "an append failed on the full disk");
+        let again = log.append("after", 1, payload.clone()).await;
+        assert!(
+            again
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("reopened")),
+            "{again:?}"
+        );
+        std::fs::remove_file(&ballast).unwrap();
+        gatehouse_testkit::until(
+            "the forward log appends again",
+            Duration::from_secs(30),
+            async || log.append("after", 1, payload.clone()).await.is_ok(),
+        )
+        .await;
+        let read = log.read(1, 100_000).await.unwrap();
+        let seqs: Vec<u64> = read.iter().map(|e| e.seq).collect();
+        for k in &kept {
+            assert!(seqs.contains(k), "acknowledged entry {k} kept");
+        }
+        assert_eq!(seqs.len(), kept.len() + 1, "and the one after");
     }
 }

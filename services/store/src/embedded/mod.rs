@@ -52,6 +52,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use gatehouse_core::HostId;
+use gatehouse_core::disk::REOPEN_HEADROOM;
 use gatehouse_core::logs::bucket_day;
 use gatehouse_core::model::{
     ApiToken, AuditEvent, Campaign, CampaignResult, CarveSession, Delivery, EnrollSecret, Host,
@@ -95,9 +96,6 @@ struct Inner {
 }
 
 const HOST_LOCK_STRIPES: usize = 64;
-
-/// Free space a store that failed a write waits for before it reopens.
-const REOPEN_HEADROOM: u64 = 4 * 1024 * 1024;
 
 /// fjall-backed store; cheap to clone.
 #[derive(Clone)]
@@ -190,11 +188,10 @@ pub struct StoreOptions {
     pub min_free_disk_bytes: u64,
 }
 
-/// Free bytes (for unprivileged writers) on the filesystem holding `dir`.
+/// Free bytes on the filesystem holding `dir`.
 fn free_bytes(dir: &Path) -> StoreResult<u64> {
-    let s = rustix::fs::statvfs(dir)
-        .map_err(|e| unavailable(format!("free space of {}: {e}", dir.display())))?;
-    Ok(s.f_bavail.saturating_mul(s.f_frsize))
+    gatehouse_core::disk::free_bytes(dir)
+        .map_err(|e| unavailable(format!("free space of {}: {e}", dir.display())))
 }
 
 impl EmbeddedStore {
