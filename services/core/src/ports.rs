@@ -516,6 +516,8 @@ pub trait ForwardLog: Send + Sync + 'static {
     async fn cursor(&self, reader: &str) -> Result<Option<ForwardCursor>, ForwardError>;
     /// Saves a reader's cursor (durably).
     async fn set_cursor(&self, reader: &str, cursor: ForwardCursor) -> Result<(), ForwardError>;
+    /// Whether appends can succeed now (readiness): an error says why not.
+    async fn health(&self) -> Result<(), ForwardError>;
 }
 
 /// Where a destination replays from.

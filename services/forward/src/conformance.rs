@@ -17,6 +17,7 @@ fn batch(n: u32) -> Bytes {
 pub async fn order_dedup_and_cursors(log: &dyn ForwardLog) {
     let b0 = log.bounds().await.expect("bounds");
     assert_eq!(b0.first, b0.next, "empty");
+    log.health().await.expect("a fresh log takes appends");
     let s1 = log.append("a", 3, batch(1)).await.expect("append");
     let s2 = log.append("b", 2, batch(2)).await.expect("append");
     assert_eq!(s2, s1 + 1);

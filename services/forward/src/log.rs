@@ -464,6 +464,21 @@ impl ForwardLog for EmbeddedForwardLog {
         .await
     }
 
+    /// Failing while its filesystem is full or it is being reopened
+    /// after a failed write.
+    async fn health(&self) -> Result<(), ForwardError> {
+        let dir = &self.inner.dir;
+        if let Ok(free) = gatehouse_core::disk::free_bytes(dir)
+            && free < gatehouse_core::disk::REOPEN_HEADROOM
+        {
+            return Err(ForwardError::Unavailable(format!(
+                "disk full at {}: {free} bytes free",
+                dir.display()
+            )));
+        }
+        self.blocking(|this| this.db().map(|_| ())).await
+    }
+
     async fn set_cursor(&self, reader: &str, cursor: ForwardCursor) -> Result<(), ForwardError> {
         let key = reader.as_bytes().to_vec();
         self.blocking(move |this| {
@@ -580,6 +595,8 @@ mod tests {
             }
         }
         assert!(failed.is_some(), "an append failed on the full disk");
+        let health = log.health().await.unwrap_err().to_string();
+        assert!(health.contains("disk full at"), "{health}");
         let again = log.append("after", 1, payload.clone()).await;
         assert!(
             again
@@ -594,6 +611,7 @@ mod tests {
             async || log.append("after", 1, payload.clone()).await.is_ok(),
         )
         .await;
+        log.health().await.unwrap();
         let read = log.read(1, 100_000).await.unwrap();
         let seqs: Vec<u64> = read.iter().map(|e| e.seq).collect();
         for k in &kept {

@@ -148,6 +148,24 @@ impl Ports {
         });
     }
 
+    /// Checks the forward log (when destinations are configured) every
+    /// [`CHECK_EVERY`]: failing while it cannot take appends (log batches
+    /// are refused then).
+    pub fn watch_forward(&self) {
+        let Some(log) = self.forward.clone() else {
+            return;
+        };
+        self.readiness.watch("forward_log", CHECK_EVERY, move || {
+            let log = log.clone();
+            async move {
+                match log.health().await {
+                    Ok(()) => Check::Ok,
+                    Err(e) => Check::Failing(e.to_string()),
+                }
+            }
+        });
+    }
+
     /// Checks the log stream every [`CHECK_EVERY`] for readiness: failing
     /// while JetStream cannot be reached, degraded while `sink` (an
     /// edge's) refuses log batches (the stream full, the backlog limit).

@@ -118,6 +118,7 @@ pub fn start(
         Arc::new(ingest.destinations.clone());
     let api = roles::api(cfg, boot, &ports, Some(destinations), api)?;
     ports.watch_store();
+    ports.watch_forward();
     let ready = ports.readiness.clone();
     let mut back = vec![("hostd", hostd.running), ("ingest", ingest.running)];
     if let Some(l) = ops {
