@@ -481,6 +481,24 @@ pub struct ForwardBounds {
     pub first_at_ms: Option<i64>,
 }
 
+impl ForwardBounds {
+    /// The cursor at the oldest retained entry.
+    pub fn oldest(&self) -> ForwardCursor {
+        ForwardCursor {
+            seq: self.first,
+            line: self.first_line,
+        }
+    }
+
+    /// The cursor past the newest entry.
+    pub fn newest(&self) -> ForwardCursor {
+        ForwardCursor {
+            seq: self.next,
+            line: self.next_line,
+        }
+    }
+}
+
 /// Where a reader of the forward log stands: the next entry it reads and
 /// the lines before it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -28,7 +28,7 @@ pub mod syslog;
 use std::sync::Arc;
 
 use gatehouse_core::model::DestinationState;
-use gatehouse_core::ports::{Destinations, ForwardCursor, ForwardError, ForwardLog, ReplayFrom};
+use gatehouse_core::ports::{Destinations, ForwardError, ForwardLog, ReplayFrom};
 use gatehouse_core::time::Clock;
 use gatehouse_runtime::Shutdown;
 use serde::{Deserialize, Serialize};
@@ -237,13 +237,7 @@ impl Destinations for Handle {
             return Ok(None);
         };
         let cursor = match from {
-            ReplayFrom::Oldest => {
-                let b = log.bounds().await?;
-                ForwardCursor {
-                    seq: b.first,
-                    line: b.first_line,
-                }
-            }
+            ReplayFrom::Oldest => log.bounds().await?.oldest(),
             ReplayFrom::Time(at) => log.seek(at).await?,
         };
         c.replay(cursor);

@@ -388,14 +388,8 @@ impl Forwarder {
             Some(c) => c,
             None => {
                 let c = match self.start {
-                    Start::Now => ForwardCursor {
-                        seq: b.next,
-                        line: b.next_line,
-                    },
-                    Start::Oldest => ForwardCursor {
-                        seq: b.first,
-                        line: b.first_line,
-                    },
+                    Start::Now => b.newest(),
+                    Start::Oldest => b.oldest(),
                 };
                 self.log
                     .set_cursor(&self.name, c)
@@ -424,10 +418,7 @@ impl Forwarder {
                 .missed(&self.name, missed, (c.seq, b.first), at)
                 .await;
         }
-        let c = ForwardCursor {
-            seq: b.first,
-            line: b.first_line,
-        };
+        let c = b.oldest();
         self.log
             .set_cursor(&self.name, c)
             .await
