@@ -46,6 +46,8 @@ pub struct SandboxConfig {
     pub edge_port: Option<u16>,
     /// The api's port; `None`: random.
     pub api_port: Option<u16>,
+    /// `[[destinations]]` of every role's configuration (ingest runs them).
+    pub destinations: Vec<gatehouse_forward::DestinationConfig>,
 }
 
 /// A running cluster in this process.
@@ -98,6 +100,7 @@ impl Sandbox {
         cfg.cluster.lease_renew_ms = c.lease_renew_ms;
         cfg.cluster.max_log_stream_bytes = c.max_log_stream_bytes;
         cfg.cluster.ingest_ack_wait_ms = c.ingest_ack_wait_ms;
+        cfg.destinations = c.destinations.clone();
         cfg.validate()?;
         let boot = gatehouse::bootstrap::prepare(&cfg)?;
         let http = client_for(&boot.ca_path)?;
@@ -160,11 +163,15 @@ impl Sandbox {
 
     /// Starts ingest (again, after the last one stopped or crashed).
     pub async fn start_ingest(&mut self) -> anyhow::Result<()> {
-        self.ingest = Some(
-            cluster::start_ingest(&self.cfg, &self.boot, self.store().await?, Metrics::new())
-                .await?,
-        );
+        self.ingest = Some(self.another_ingest().await?);
         Ok(())
+    }
+
+    /// Starts one more ingest process, which the caller runs and stops
+    /// (ingests share the log stream's work and compete for the forward
+    /// lease).
+    pub async fn another_ingest(&self) -> anyhow::Result<Role> {
+        cluster::start_ingest(&self.cfg, &self.boot, self.store().await?, Metrics::new()).await
     }
 
     /// Starts the api (again, after the last one stopped or crashed: on a

@@ -473,6 +473,48 @@ linger_ms = 0
             .map(|l| uid(&l))
             .collect()
     };
+    // An operator defines a second destination with `ctl` (a file under
+    // the data directory, from the oldest line), waits for it to catch up
+    // and pauses it: it stays paused across the crash.
+    let ctl = |args: &[&str]| -> anyhow::Result<Value> {
+        let o = std::process::Command::new(gatehouse_tests::gatehouse_bin()?)
+            .arg("ctl")
+            .arg("--json")
+            .args(args)
+            .env_clear()
+            .env("GATEHOUSE_URL", format!("https://localhost:{api}"))
+            .env("GATEHOUSE_TOKEN", &boot.admin_token)
+            .env("GATEHOUSE_CA", &boot.ca_path)
+            .output()?;
+        anyhow::ensure!(
+            o.status.success(),
+            "ctl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        Ok(serde_json::from_slice(&o.stdout).unwrap_or(Value::Null))
+    };
+    let def = dir.path().join("archive.toml");
+    std::fs::write(
+        &def,
+        "start = \"oldest\"\n[file]\ndir = \"archive\"\n[pacing]\nlinger_ms = 0\n",
+    )?;
+    let put = ctl(&[
+        "destinations",
+        "put",
+        "archive",
+        "-f",
+        &def.display().to_string(),
+    ])?;
+    assert_eq!(put[0]["source"], "api", "{put}");
+    let archive = dir.path().join("data/destinations/archive");
+    gatehouse_testkit::until(
+        "the archive caught up",
+        Duration::from_secs(30),
+        async || file_lines(&archive).is_ok_and(|l| l.len() == sent.len()),
+    )
+    .await;
+    let paused = ctl(&["destinations", "pause", "archive"])?;
+    assert_eq!(paused[0]["paused"], true, "{paused}");
     // Mid-delivery: some batches are in, most are not.
     gatehouse_testkit::until("delivery under way", Duration::from_secs(30), async || {
         received(&hook).len() >= 30
@@ -508,6 +550,18 @@ linger_ms = 0
         sent.len()
     );
     assert!(twice <= 10, "at most one batch twice: {twice}");
+    // The destination defined with ctl came back paused, then goes away.
+    let listed = ctl(&["destinations", "list"])?;
+    let archive_state = listed
+        .as_array()
+        .and_then(|a| a.iter().find(|d| d["name"] == "archive"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(archive_state["paused"], true, "{listed}");
+    assert_eq!(archive_state["source"], "api", "{listed}");
+    ctl(&["destinations", "delete", "archive"])?;
+    let listed = ctl(&["destinations", "list"])?;
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
     server.kill()?;
     server.wait()?;
     Ok(())

@@ -699,7 +699,8 @@ pub struct Page<T> {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DestinationState {
     pub name: String,
-    /// `file`, `splunk_hec`, `elasticsearch`, `webhook`, `syslog`.
+    /// `file`, `splunk_hec`, `elasticsearch`, `webhook`, `syslog`, `nats`,
+    /// `kafka`.
     pub kind: String,
     /// Paused by an operator (until resumed or restarted).
     pub paused: bool,
@@ -720,6 +721,12 @@ pub struct DestinationState {
     pub last_error: Option<String>,
     /// The last batch the receiver refused for good.
     pub last_dead_letter: Option<DestinationDeadLetter>,
+    /// Where it is defined: `config` (the configuration file) or `api`.
+    #[serde(default)]
+    pub source: String,
+    /// Its definition, secrets redacted.
+    #[serde(default)]
+    pub config: Option<serde_json::Value>,
 }
 
 /// A batch a receiver refused for good.

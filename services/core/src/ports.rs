@@ -536,6 +536,14 @@ pub trait ForwardLog: Send + Sync + 'static {
     async fn set_cursor(&self, reader: &str, cursor: ForwardCursor) -> Result<(), ForwardError>;
     /// Whether appends can succeed now (readiness): an error says why not.
     async fn health(&self) -> Result<(), ForwardError>;
+    /// A setting kept beside the log (destinations defined through the
+    /// API, pause flags, pending replays, states published for other
+    /// processes), shared by every process that opens the same log.
+    async fn setting(&self, key: &str) -> Result<Option<Bytes>, ForwardError>;
+    /// Every setting whose key starts with `prefix`, sorted by key.
+    async fn settings(&self, prefix: &str) -> Result<Vec<(String, Bytes)>, ForwardError>;
+    /// Sets (`Some`) or removes (`None`) a setting, durably.
+    async fn put_setting(&self, key: &str, value: Option<Bytes>) -> Result<(), ForwardError>;
 }
 
 /// Where a destination replays from.
@@ -547,17 +555,51 @@ pub enum ReplayFrom {
     Time(i64),
 }
 
-/// The running log destinations, for operators.
+/// Why an operation on a log destination was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DestinationError {
+    /// The definition is invalid; the message names the field.
+    #[error("{0}")]
+    Invalid(String),
+    /// No destination has that name.
+    #[error("destination {0}")]
+    NotFound(String),
+    /// Defined in the configuration file: changed there, not through the
+    /// API.
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Forward(#[from] ForwardError),
+}
+
+/// The log destinations, for operators: their states, pause and resume
+/// (kept across restarts), replay, and destinations defined through the
+/// API (kept with the forward log, started and stopped without a
+/// restart).
 #[async_trait]
 pub trait Destinations: Send + Sync + 'static {
-    fn list(&self) -> Vec<crate::model::DestinationState>;
-    /// Pauses or resumes one; `None`: no destination has that name.
-    async fn set_paused(&self, name: &str, paused: bool) -> Option<crate::model::DestinationState>;
+    async fn list(&self) -> Result<Vec<crate::model::DestinationState>, ForwardError>;
+    /// Pauses or resumes one.
+    async fn set_paused(
+        &self,
+        name: &str,
+        paused: bool,
+    ) -> Result<crate::model::DestinationState, DestinationError>;
     /// Moves one's cursor back (or forward) to `from`; lines from there
-    /// are delivered again. `Ok(None)`: no destination has that name.
+    /// are delivered again.
     async fn replay(
         &self,
         name: &str,
         from: ReplayFrom,
-    ) -> Result<Option<crate::model::DestinationState>, ForwardError>;
+    ) -> Result<crate::model::DestinationState, DestinationError>;
+    /// Defines (or redefines) a destination through the API: `config` is
+    /// a `[[destinations]]` entry as JSON, without its name. The answer
+    /// shows it with secrets redacted.
+    async fn put(
+        &self,
+        name: &str,
+        config: serde_json::Value,
+    ) -> Result<crate::model::DestinationState, DestinationError>;
+    /// Removes a destination defined through the API.
+    async fn delete(&self, name: &str) -> Result<(), DestinationError>;
 }

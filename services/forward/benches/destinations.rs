@@ -179,20 +179,21 @@ struct Row {
 
 async fn drain(log: &Arc<dyn ForwardLog>, d: DestinationConfig, total: u64) -> (f64, f64) {
     let m = Metrics::new();
-    let (mut fwd, handle) = gatehouse_forward::forwarders(
-        std::slice::from_ref(&d),
-        log.clone(),
-        gatehouse_forward::Services::default(),
-        system_clock(),
-        &m,
-    )
-    .unwrap();
+    let fwd = d
+        .forwarder(
+            log.clone(),
+            gatehouse_forward::Services::default(),
+            system_clock(),
+            &m,
+            None,
+        )
+        .unwrap();
+    let control = fwd.control();
     let stop = Shutdown::new();
     let (c0, t0) = (cpu(), Instant::now());
-    let task = tokio::spawn(fwd.remove(0).run(stop.clone()));
+    let task = tokio::spawn(fwd.run(stop.clone()));
     loop {
-        use gatehouse_core::ports::Destinations;
-        let s = &handle.list()[0];
+        let s = &control.state();
         if s.delivered >= total {
             break;
         }

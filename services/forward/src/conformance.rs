@@ -1,5 +1,5 @@
 //! What every forward log must do: the checks each adapter runs
-//! ([`crate::log::EmbeddedForwardLog`] now; JetStream's next).
+//! ([`crate::log::EmbeddedForwardLog`], [`crate::jetstream::JetStreamForwardLog`]).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -89,4 +89,38 @@ pub async fn seek_by_time(log: &dyn ForwardLog, clock: &gatehouse_core::time::Sh
         log.seek(0).await.unwrap().seq,
         log.bounds().await.unwrap().first
     );
+}
+
+/// Settings are kept, listed by prefix in key order, and removed.
+pub async fn settings_are_kept(log: &dyn ForwardLog) {
+    assert!(log.setting("dest/a").await.unwrap().is_none());
+    log.put_setting("dest/b", Some(Bytes::from("2")))
+        .await
+        .unwrap();
+    log.put_setting("dest/a", Some(Bytes::from("1")))
+        .await
+        .unwrap();
+    log.put_setting("paused/a", Some(Bytes::from("x")))
+        .await
+        .unwrap();
+    log.put_setting("dest/a", Some(Bytes::from("one")))
+        .await
+        .unwrap();
+    assert_eq!(
+        log.setting("dest/a").await.unwrap(),
+        Some(Bytes::from("one"))
+    );
+    let listed = log.settings("dest/").await.unwrap();
+    assert_eq!(
+        listed,
+        vec![
+            ("dest/a".to_owned(), Bytes::from("one")),
+            ("dest/b".to_owned(), Bytes::from("2"))
+        ]
+    );
+    log.put_setting("dest/a", None).await.unwrap();
+    assert!(log.setting("dest/a").await.unwrap().is_none());
+    assert_eq!(log.settings("dest/").await.unwrap().len(), 1);
+    // Removing what is not there is no error.
+    log.put_setting("dest/zz", None).await.unwrap();
 }

@@ -5,12 +5,16 @@
 //! dead destination falls behind and catches up, and agents never wait
 //! for it.
 //!
-//! - [`log`]: the forward log of one process (fjall); `conformance`: the
+//! - [`log`]: the forward log of one process (fjall); [`jetstream`]: a
+//!   cluster's (a JetStream stream); `conformance`: the
 //!   port's checks (feature `conformance`);
 //! - [`line`]: the lines, their filters and reshaping;
 //! - [`destination`]: the destination port;
 //! - [`file`], [`http`], [`syslog`], [`nats`]: the destinations;
 //! - [`runner`]: one destination's delivery loop, its status and metrics;
+//! - [`supervisor`]: the running set (the configuration file's and the
+//!   API's destinations, started and stopped as they change) and the
+//!   operators' handle on it;
 //! - [`alerts`]: lines a destination missed, raised as an alert.
 
 pub mod alerts;
@@ -19,23 +23,25 @@ pub mod conformance;
 pub mod destination;
 pub mod file;
 pub mod http;
+pub mod jetstream;
 pub mod line;
 pub mod log;
 pub mod nats;
 pub mod runner;
+pub mod supervisor;
 pub mod syslog;
+
+pub use supervisor::{Handle, Supervisor};
 
 use std::sync::Arc;
 
-use gatehouse_core::model::DestinationState;
-use gatehouse_core::ports::{Destinations, ForwardError, ForwardLog, ReplayFrom};
+use gatehouse_core::ports::ForwardLog;
 use gatehouse_core::time::Clock;
-use gatehouse_runtime::Shutdown;
 use serde::{Deserialize, Serialize};
 
 use crate::destination::Destination;
 use crate::line::{Filter, Shape};
-use crate::runner::{Control, Forwarder, Pacing, Route, Start};
+use crate::runner::{Forwarder, Pacing, Route, Start};
 
 /// One `[[destinations]]` entry: a name, exactly one kind's table, and
 /// what it takes and how it is paced.
@@ -179,6 +185,77 @@ impl DestinationConfig {
     }
 }
 
+impl DestinationConfig {
+    /// Checks what only the configuration file may give: secrets read
+    /// from files on the server (an API caller could otherwise send any
+    /// file the server can read to a receiver of their choosing).
+    pub fn for_api(&self) -> Result<(), String> {
+        let files = [
+            (
+                "splunk_hec.token_file",
+                self.splunk_hec
+                    .as_ref()
+                    .is_some_and(|c| c.token_file.is_some()),
+            ),
+            (
+                "elasticsearch.api_key_file",
+                self.elasticsearch
+                    .as_ref()
+                    .is_some_and(|c| c.api_key_file.is_some()),
+            ),
+            (
+                "webhook.secret_file",
+                self.webhook
+                    .as_ref()
+                    .is_some_and(|c| c.secret_file.is_some()),
+            ),
+            (
+                "nats.connection.credentials_file",
+                self.nats
+                    .as_ref()
+                    .is_some_and(|c| c.connection.credentials_file.is_some()),
+            ),
+        ];
+        match files.iter().find(|(_, set)| *set) {
+            Some((field, _)) => Err(format!(
+                "destination {:?}: {field}: secrets read from the server's files are for the configuration file; give the secret itself through the API",
+                self.name
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Its forwarder over `log` (the destination built); `since_ms`: when
+    /// it was defined (see [`Route::since_ms`]).
+    pub fn forwarder(
+        &self,
+        log: Arc<dyn ForwardLog>,
+        services: Services,
+        clock: Arc<dyn Clock>,
+        metrics: &gatehouse_runtime::metrics::Metrics,
+        since_ms: Option<i64>,
+    ) -> Result<Forwarder, String> {
+        let dest = self.build(clock.clone())?;
+        Ok(Forwarder::new(
+            &self.name,
+            self.kind()?,
+            log,
+            dest,
+            Route {
+                filter: self.filter.clone(),
+                shape: self.shape.clone(),
+                pacing: self.pacing.clone(),
+                start: self.start,
+                hosts: services.hosts,
+                alerts: services.alerts,
+                since_ms,
+            },
+            clock,
+            metrics,
+        ))
+    }
+}
+
 /// Checks a set of destinations (each valid, names unique).
 pub fn validate(all: &[DestinationConfig]) -> Result<(), String> {
     let mut names = std::collections::HashSet::new();
@@ -191,60 +268,6 @@ pub fn validate(all: &[DestinationConfig]) -> Result<(), String> {
     Ok(())
 }
 
-/// The running destinations, for operators (the API's
-/// [`gatehouse_core::ports::Destinations`]).
-#[derive(Clone, Default)]
-pub struct Handle {
-    log: Option<Arc<dyn ForwardLog>>,
-    controls: Vec<(String, Arc<Control>)>,
-}
-
-impl std::fmt::Debug for Handle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list()
-            .entries(self.controls.iter().map(|(n, _)| n))
-            .finish()
-    }
-}
-
-impl Handle {
-    fn control(&self, name: &str) -> Option<&Arc<Control>> {
-        self.controls
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, c)| c)
-    }
-}
-
-#[async_trait::async_trait]
-impl Destinations for Handle {
-    fn list(&self) -> Vec<DestinationState> {
-        self.controls.iter().map(|(_, c)| c.state()).collect()
-    }
-
-    async fn set_paused(&self, name: &str, paused: bool) -> Option<DestinationState> {
-        let c = self.control(name)?;
-        c.set_paused(paused);
-        Some(c.state())
-    }
-
-    async fn replay(
-        &self,
-        name: &str,
-        from: ReplayFrom,
-    ) -> Result<Option<DestinationState>, ForwardError> {
-        let (Some(c), Some(log)) = (self.control(name), &self.log) else {
-            return Ok(None);
-        };
-        let cursor = match from {
-            ReplayFrom::Oldest => log.bounds().await?.oldest(),
-            ReplayFrom::Time(at) => log.seek(at).await?,
-        };
-        c.replay(cursor);
-        Ok(Some(c.state()))
-    }
-}
-
 /// What forwarders use besides the log.
 #[derive(Clone, Default)]
 pub struct Services {
@@ -252,56 +275,4 @@ pub struct Services {
     pub hosts: Option<Arc<dyn line::HostDirectory>>,
     /// Raises an alert when a destination missed lines.
     pub alerts: Option<Arc<dyn runner::MissedLines>>,
-}
-
-/// Builds a forwarder per destination over `log`.
-pub fn forwarders(
-    all: &[DestinationConfig],
-    log: Arc<dyn ForwardLog>,
-    services: Services,
-    clock: Arc<dyn Clock>,
-    metrics: &gatehouse_runtime::metrics::Metrics,
-) -> Result<(Vec<Forwarder>, Handle), String> {
-    validate(all)?;
-    let mut out = Vec::new();
-    let mut controls = Vec::new();
-    for d in all {
-        let dest = d.build(clock.clone())?;
-        let f = Forwarder::new(
-            &d.name,
-            d.kind()?,
-            log.clone(),
-            dest,
-            Route {
-                filter: d.filter.clone(),
-                shape: d.shape.clone(),
-                pacing: d.pacing.clone(),
-                start: d.start,
-                hosts: services.hosts.clone(),
-                alerts: services.alerts.clone(),
-            },
-            clock.clone(),
-            metrics,
-        );
-        controls.push((d.name.clone(), f.control()));
-        out.push(f);
-    }
-    Ok((
-        out,
-        Handle {
-            log: Some(log),
-            controls,
-        },
-    ))
-}
-
-/// Runs every forwarder until `shutdown`.
-pub async fn run(forwarders: Vec<Forwarder>, shutdown: Shutdown) {
-    let tasks: Vec<_> = forwarders
-        .into_iter()
-        .map(|f| tokio::spawn(f.run(shutdown.clone())))
-        .collect();
-    for t in tasks {
-        let _ = t.await;
-    }
 }

@@ -73,6 +73,7 @@ struct Db {
     db: Database,
     entries: Keyspace,
     cursors: Keyspace,
+    settings: Keyspace,
 }
 
 /// Opens (or creates) the database under `dir`.
@@ -86,10 +87,14 @@ fn open_db(dir: &Path) -> Result<Db, ForwardError> {
     let cursors = db
         .keyspace("cursors", KeyspaceCreateOptions::default)
         .map_err(unavailable)?;
+    let settings = db
+        .keyspace("settings", KeyspaceCreateOptions::default)
+        .map_err(unavailable)?;
     Ok(Db {
         db,
         entries,
         cursors,
+        settings,
     })
 }
 
@@ -486,6 +491,47 @@ impl ForwardLog for EmbeddedForwardLog {
         })
         .await
     }
+
+    async fn setting(&self, key: &str) -> Result<Option<Bytes>, ForwardError> {
+        let key = key.as_bytes().to_vec();
+        self.blocking(move |this| {
+            Ok(this
+                .db()?
+                .settings
+                .get(&key)
+                .map_err(unavailable)?
+                .map(|v| Bytes::copy_from_slice(&v)))
+        })
+        .await
+    }
+
+    async fn settings(&self, prefix: &str) -> Result<Vec<(String, Bytes)>, ForwardError> {
+        let prefix = prefix.as_bytes().to_vec();
+        self.blocking(move |this| {
+            let db = this.db()?;
+            let mut out = Vec::new();
+            for kv in db.settings.prefix(&prefix) {
+                let (k, v) = kv.into_inner().map_err(unavailable)?;
+                out.push((
+                    String::from_utf8_lossy(&k).into_owned(),
+                    Bytes::copy_from_slice(&v),
+                ));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn put_setting(&self, key: &str, value: Option<Bytes>) -> Result<(), ForwardError> {
+        let key = key.as_bytes().to_vec();
+        self.blocking(move |this| {
+            this.commit(|d, b| match value {
+                Some(v) => b.insert(&d.settings, key, v.to_vec()),
+                None => b.remove(&d.settings, key),
+            })
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -504,6 +550,7 @@ mod tests {
         let log = open(dir.path(), Retention::default(), clock.clone());
         crate::conformance::order_dedup_and_cursors(&log).await;
         crate::conformance::seek_by_time(&log, &clock).await;
+        crate::conformance::settings_are_kept(&log).await;
         crate::conformance::waiting_readers_wake(Arc::new(log)).await;
     }
 

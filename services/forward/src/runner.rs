@@ -155,6 +155,7 @@ pub struct Forwarder {
     hosts: Option<Arc<dyn HostDirectory>>,
     /// Where lines missed behind retention are raised as an alert.
     alerts: Option<Arc<dyn MissedLines>>,
+    since_ms: Option<i64>,
 }
 
 /// Raises an alert when a destination missed lines (they fell out of the
@@ -226,6 +227,10 @@ pub struct Route {
     pub hosts: Option<Arc<dyn HostDirectory>>,
     /// Where missed lines are raised as an alert.
     pub alerts: Option<Arc<dyn MissedLines>>,
+    /// When it was defined (ms): `start = "now"` means the first entry
+    /// appended since then, however late the forwarder first runs; `None`:
+    /// the newest when it first runs.
+    pub since_ms: Option<i64>,
 }
 
 /// Back-off after a failed delivery.
@@ -295,6 +300,7 @@ impl Forwarder {
             start: route.start,
             hosts: route.hosts,
             alerts: route.alerts,
+            since_ms: route.since_ms,
             clock,
             metrics: Metrics::new(metrics),
             control: Arc::new(Control {
@@ -388,7 +394,10 @@ impl Forwarder {
             Some(c) => c,
             None => {
                 let c = match self.start {
-                    Start::Now => b.newest(),
+                    Start::Now => match self.since_ms {
+                        Some(t) => self.log.seek(t).await.map_err(|e| e.to_string())?,
+                        None => b.newest(),
+                    },
                     Start::Oldest => b.oldest(),
                 };
                 self.log
@@ -802,6 +811,7 @@ mod tests {
             start: Start::Oldest,
             hosts: None,
             alerts: None,
+            since_ms: None,
         }
     }
 

@@ -14,6 +14,7 @@
 //! directory (a mounted Kubernetes Secret in production).
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use gatehouse_bus::NatsBus;
@@ -79,7 +80,8 @@ async fn ports(
     } else {
         Logs::Direct
     };
-    let leases = if member == Member::Hostd {
+    // hostd's shard leases; ingest's forward lease (one bucket).
+    let leases = if matches!(member, Member::Hostd | Member::Ingest) {
         let l = roles::lease_config(cfg);
         let ttls = LeaseTtls {
             lease: l.ttl,
@@ -92,6 +94,7 @@ async fn ports(
     } else {
         None
     };
+    let ports_client = bus.client().clone();
     let ports = Ports {
         store,
         bus: Arc::new(bus),
@@ -103,9 +106,29 @@ async fn ports(
         // Short attempts inside the budget: a retry reaches a shard's next
         // owner before the agent's 16 s timeout.
         rpc_attempt: Duration::from_secs(4),
-        // Log destinations run in the all-in-one only, for now.
         forward: None,
     };
+    let mut ports = ports;
+    // Ingest appends what it stores to the forward log and runs the
+    // destinations; the api steers them and forwards the audit log.
+    if matches!(member, Member::Ingest | Member::Api) {
+        let f = gatehouse_forward::jetstream::JetStreamForwardLog::open(
+            ports_client.clone(),
+            gatehouse_forward::jetstream::JetStreamForwardConfig {
+                max_bytes: cfg.forward.max_bytes,
+                max_age: Duration::from_secs(cfg.forward.max_age_secs),
+                replicas: roles::stream_config(cfg).replicas,
+                duplicate_window: Duration::from_secs(120),
+            },
+            ports.clock.clone(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{role}: {e}"))?;
+        ports.forward = Some(gatehouse_ingest::Forwarding {
+            log: Arc::new(f),
+            active: Arc::new(AtomicBool::new(!cfg.destinations.is_empty())),
+        });
+    }
     // An edge needs no store to take log batches (they go to the stream):
     // it stays ready through a store outage; the others need it.
     if member != Member::Edge {
@@ -113,6 +136,7 @@ async fn ports(
     }
     if member == Member::Ingest {
         ports.watch_stream(None);
+        ports.watch_forward();
     }
     Ok(ports)
 }
@@ -176,5 +200,11 @@ pub async fn start_api(
     listener: TcpListener,
 ) -> anyhow::Result<Role> {
     let ports = ports(cfg, store, metrics, Member::Api).await?;
-    roles::api(cfg, boot, &ports, None, listener)
+    // The destinations run in the ingest holding the forward lease: the
+    // api reaches them through the forward log's settings.
+    let destinations = ports.forward.as_ref().map(|f| {
+        Arc::new(gatehouse_forward::Handle::remote(f.log.clone()))
+            as Arc<dyn gatehouse_core::ports::Destinations>
+    });
+    roles::api(cfg, boot, &ports, destinations, listener)
 }

@@ -193,11 +193,6 @@ fn cluster_check(c: &ServeConfig) -> Result<(), String> {
 fn role_check(role: &str, c: &ServeConfig) -> Result<(), String> {
     if role != "serve" {
         cluster_check(c)?;
-        if !c.destinations.is_empty() {
-            return Err(format!(
-                "destinations are forwarded by `gatehouse serve` in this release; the cluster roles do not forward yet (remove [[destinations]] from the {role} configuration)"
-            ));
-        }
     }
     if matches!(role, "serve" | "edge" | "api") {
         c.check_tls_files().map_err(|e| e.to_string())?;

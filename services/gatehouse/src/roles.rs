@@ -16,13 +16,14 @@
 //! stream that a kill -9 would lose (ADR 0015).
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use gatehouse_bus::HostClient;
 use gatehouse_bus::leases::LeaseStore;
 use gatehouse_bus::logstream::JetStreamLog;
 use gatehouse_core::nodekey::NodeKeys;
-use gatehouse_core::ports::{Bus, ForwardLog, LogObserver, LogSink, Store};
+use gatehouse_core::ports::{Bus, LogObserver, LogSink, Store};
 use gatehouse_core::time::Clock;
 use gatehouse_edge::{EdgeConfig, EdgeDeps};
 use gatehouse_hostd::actor::HostCtx;
@@ -55,10 +56,11 @@ pub struct Ports {
     /// The instance's readiness: its roles add their dependency checks
     /// ([`Ports::watch_store`], [`Ports::watch_stream`]).
     pub readiness: Readiness,
-    /// The forward log the log destinations read (when any is
-    /// configured): the edge appends each stored batch, ingest runs the
-    /// destinations.
-    pub forward: Option<Arc<dyn ForwardLog>>,
+    /// The forward log the log destinations read, and whether any is
+    /// defined: whoever stores a batch appends it (the all-in-one's edge,
+    /// a cluster's ingest), ingest runs the destinations (in a cluster,
+    /// the one holding the forward lease), the api steers them.
+    pub forward: Option<gatehouse_ingest::Forwarding>,
 }
 
 impl std::fmt::Debug for Ports {
@@ -96,13 +98,10 @@ impl Ports {
         }
     }
 
-    /// Opens the forward log under the data directory when destinations
-    /// are configured (one more synced write per log batch; none
-    /// otherwise).
+    /// Opens the forward log under the data directory (appended to only
+    /// while a destination is defined: one more synced write per log
+    /// batch then).
     pub fn open_forward(&mut self, cfg: &ServeConfig, boot: &Bootstrap) -> anyhow::Result<()> {
-        if cfg.destinations.is_empty() {
-            return Ok(());
-        }
         let retention = gatehouse_forward::log::Retention {
             max_bytes: cfg.forward.max_bytes,
             max_age: Duration::from_secs(cfg.forward.max_age_secs),
@@ -114,7 +113,10 @@ impl Ports {
             self.clock.clone(),
         )
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-        self.forward = Some(Arc::new(log));
+        self.forward = Some(gatehouse_ingest::Forwarding {
+            log: Arc::new(log),
+            active: Arc::new(AtomicBool::new(!cfg.destinations.is_empty())),
+        });
         Ok(())
     }
 
@@ -152,7 +154,7 @@ impl Ports {
     /// [`CHECK_EVERY`]: failing while it cannot take appends (log batches
     /// are refused then).
     pub fn watch_forward(&self) {
-        let Some(log) = self.forward.clone() else {
+        let Some(log) = self.forward.as_ref().map(|f| f.log.clone()) else {
             return;
         };
         self.readiness.watch("forward_log", CHECK_EVERY, move || {
@@ -485,8 +487,8 @@ pub struct IngestRole {
     /// The rule engine, which sees every stored batch: ingest reports to it
     /// from the stream; an edge that stores batches itself must too.
     pub observer: Arc<dyn LogObserver>,
-    /// The log destinations, for operators.
-    pub destinations: gatehouse_forward::Handle,
+    /// The log destinations, for operators (`None`: no forward log).
+    pub destinations: Option<gatehouse_forward::Handle>,
 }
 
 impl std::fmt::Debug for IngestRole {
@@ -503,7 +505,7 @@ pub fn ingest(cfg: &ServeConfig, boot: &Bootstrap, ports: &Ports) -> anyhow::Res
     let (rules, deliveries) =
         gatehouse_rules::Engine::new(ports.store.clone(), rules_config(cfg), &ports.metrics)?;
     if let Some(f) = &ports.forward {
-        rules.forward_to(f.clone());
+        rules.forward_to(f.log.clone());
     }
     let observer: Arc<dyn LogObserver> = Arc::new(rules.clone());
     let log = match &ports.logs {
@@ -516,31 +518,59 @@ pub fn ingest(cfg: &ServeConfig, boot: &Bootstrap, ports: &Ports) -> anyhow::Res
             .clone()
             .map(|l| l as Arc<dyn gatehouse_bus::logstream::LogStream>),
         observer: Some(observer.clone()),
+        // Over a stream, ingest stores batches and appends them; directly,
+        // the edge does.
+        forward: match ports.logs {
+            Logs::Stream(_) => ports.forward.clone(),
+            Logs::Direct => None,
+        },
         metrics: ports.metrics.clone(),
     };
     let (ingest_cfg, bus) = (ingest_config(cfg), ports.bus.clone());
-    let (forwarders, destinations) = match &ports.forward {
-        Some(log) => gatehouse_forward::forwarders(
-            &cfg.destinations,
-            log.clone(),
-            gatehouse_forward::Services {
-                hosts: Some(Arc::new(gatehouse_forward::line::StoreDirectory::new(
-                    ports.store.clone(),
-                ))),
-                alerts: Some(Arc::new(gatehouse_forward::alerts::StoreAlerts::new(
-                    ports.store.clone(),
-                    log.clone(),
-                ))),
-            },
-            ports.clock.clone(),
-            &ports.metrics,
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?,
-        None => (Vec::new(), gatehouse_forward::Handle::default()),
+    let supervisor = match &ports.forward {
+        Some(f) => Some(
+            gatehouse_forward::Supervisor::new(
+                cfg.destinations.clone(),
+                f.log.clone(),
+                gatehouse_forward::Services {
+                    hosts: Some(Arc::new(gatehouse_forward::line::StoreDirectory::new(
+                        ports.store.clone(),
+                    ))),
+                    alerts: Some(Arc::new(gatehouse_forward::alerts::StoreAlerts::new(
+                        ports.store.clone(),
+                        f.log.clone(),
+                    ))),
+                },
+                ports.clock.clone(),
+                &ports.metrics,
+                // In a cluster the api of another process lists them.
+                ports.leases.is_some(),
+                f.active.clone(),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+        ),
+        None => None,
     };
+    let destinations = supervisor.as_ref().map(|s| {
+        s.handle()
+            .with_file_root(boot.data_dir.join("destinations"))
+    });
+    let leased = ports
+        .leases
+        .clone()
+        .map(|l| (l, lease_config(cfg).ttl, forward_holder()));
     let mut running = Running::spawn(|s| async move {
         let engine = gatehouse_rules::run(rules, deliveries, bus, s.clone());
-        let forwarding = gatehouse_forward::run(forwarders, s.clone());
+        let stop = s.clone();
+        let forwarding = async move {
+            match (supervisor, leased) {
+                (Some(sup), Some((leases, ttl, holder))) => {
+                    sup.run_leased(leases, holder, ttl, stop).await
+                }
+                (Some(sup), None) => sup.run(stop).await,
+                (None, _) => {}
+            }
+        };
         let (r, (), ()) = tokio::join!(
             gatehouse_ingest::run(ingest_cfg, deps, s),
             engine,
@@ -565,6 +595,16 @@ pub fn ingest(cfg: &ServeConfig, boot: &Bootstrap, ports: &Ports) -> anyhow::Res
         observer,
         destinations,
     })
+}
+
+/// A unique name for this process as the forward lease's holder.
+fn forward_holder() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "ingest".into());
+    format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        gatehouse_core::time::now_ms()
+    )
 }
 
 /// The operator API (REST and gRPC on one listener).
@@ -593,7 +633,7 @@ pub fn api(
         metrics: ports.metrics.clone(),
         readiness: ports.readiness.clone(),
         destinations,
-        forward: ports.forward.clone(),
+        forward: ports.forward.as_ref().map(|f| f.log.clone()),
     };
     let (api_cfg, listener) = (
         api_config(cfg),

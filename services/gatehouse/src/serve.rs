@@ -114,9 +114,11 @@ pub fn start(
     let hostd = roles::hostd(cfg, boot, &ports, "hostd");
     let ingest = roles::ingest(cfg, boot, &ports)?;
     let edge = roles::edge(cfg, boot, &ports, Some(ingest.observer.clone()), agents)?;
-    let destinations: Arc<dyn gatehouse_core::ports::Destinations> =
-        Arc::new(ingest.destinations.clone());
-    let api = roles::api(cfg, boot, &ports, Some(destinations), api)?;
+    let destinations = ingest
+        .destinations
+        .clone()
+        .map(|d| Arc::new(d) as Arc<dyn gatehouse_core::ports::Destinations>);
+    let api = roles::api(cfg, boot, &ports, destinations, api)?;
     ports.watch_store();
     ports.watch_forward();
     let ready = ports.readiness.clone();

@@ -25,7 +25,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use gatehouse_bus::logstream::{
-    Appended, JetStreamLog, LogKind, LogStream, StreamConfig, StreamError,
+    Appended, Entry, JetStreamLog, LogKind, LogStream, StreamConfig, StreamError,
 };
 use gatehouse_core::model::LogRecords;
 use gatehouse_core::ports::{LogSink, SinkError, Store, StoreError};
@@ -336,17 +336,21 @@ pub async fn run_consumer(
 ) -> Result<(), SinkError> {
     let log = open_jetstream(client, &stream_cfg, &cfg).await?;
     tracing::info!(stream = STREAM, consumer = DURABLE, "ingest consuming");
-    consume(Arc::new(log), store, cfg, observer, metrics, shutdown).await
+    consume(Arc::new(log), store, cfg, observer, None, metrics, shutdown).await
 }
 
 /// Takes batches from `log` and writes them to `store` until `shutdown`;
 /// batches in hand at shutdown are finished (written and acknowledged)
-/// first.
+/// first. With `forward` active, what one fetch stored is appended to the
+/// forward log in a few entries (by log type, up to [`FORWARD_ENTRY_BYTES`]
+/// each) before those batches are acknowledged: a failed append hands
+/// them back (stored again, idempotently, and appended then).
 pub async fn consume(
     log: Arc<dyn LogStream>,
     store: Arc<dyn Store>,
     cfg: ConsumerConfig,
     observer: Option<Arc<dyn gatehouse_core::ports::LogObserver>>,
+    forward: Option<crate::Forwarding>,
     metrics: gatehouse_runtime::metrics::Metrics,
     shutdown: Shutdown,
 ) -> Result<(), SinkError> {
@@ -380,13 +384,15 @@ pub async fn consume(
         };
         let store_down = std::sync::atomic::AtomicBool::new(false);
         let wrote = std::sync::atomic::AtomicBool::new(false);
+        let forward = forward.as_ref().filter(|f| f.is_active());
+        let to_forward = std::sync::Mutex::new(Vec::new());
         futures_util::stream::iter(entries)
             .for_each_concurrent(cfg.concurrency, |entry| {
                 let store = store.clone();
                 let observer = observer.clone();
                 let metrics = metrics.clone();
                 let retry = cfg.retry_delay;
-                let (store_down, wrote) = (&store_down, &wrote);
+                let (store_down, wrote, to_forward) = (&store_down, &wrote, &to_forward);
                 async move {
                     let records = match gatehouse_bus::events::decode_log_batch(entry.payload.clone()) {
                         Ok(r) => r,
@@ -412,6 +418,12 @@ pub async fn consume(
                             }
                             metrics.written.inc();
                             metrics.lines.inc_by(records.len() as u64);
+                            if forward.is_some() {
+                                if let Ok(mut f) = to_forward.lock() {
+                                    f.push((records, entry));
+                                }
+                                return;
+                            }
                             if let Err(e) = entry.ack().await {
                                 // Delivered again after the ack wait; the
                                 // write is idempotent.
@@ -434,6 +446,10 @@ pub async fn consume(
                 }
             })
             .await;
+        if let Some(f) = forward {
+            let stored = to_forward.into_inner().unwrap_or_default();
+            forward_stored(f, stored, cfg.retry_delay).await;
+        }
         if store_down.into_inner() && !wrote.into_inner() {
             if down_since.is_none() {
                 tracing::warn!(
@@ -460,6 +476,92 @@ pub async fn consume(
     }
     tracing::info!("ingest consumer stopped");
     Ok(())
+}
+
+/// Bytes of batches gathered into one forward-log entry, at most (under
+/// NATS's default 1 MiB message limit).
+pub const FORWARD_ENTRY_BYTES: usize = 512 * 1024;
+
+/// Appends stored batches to the forward log, a few entries per fetch,
+/// and acknowledges each entry's batches once it is appended (hands them
+/// back otherwise).
+async fn forward_stored(f: &crate::Forwarding, stored: Vec<(LogRecords, Entry)>, retry: Duration) {
+    let (mut results, mut status) = (Vec::new(), Vec::new());
+    for (r, e) in stored {
+        match r {
+            LogRecords::Results(_) => results.push((r, e)),
+            LogRecords::Status(_) => status.push((r, e)),
+        }
+    }
+    for group in [results, status] {
+        let mut chunk: Vec<(LogRecords, Entry)> = Vec::new();
+        let mut bytes = 0;
+        let mut it = group.into_iter().peekable();
+        while let Some((r, e)) = it.next() {
+            bytes += e.payload.len();
+            chunk.push((r, e));
+            let full = it
+                .peek()
+                .is_none_or(|(_, next)| bytes + next.payload.len() > FORWARD_ENTRY_BYTES);
+            if full {
+                forward_chunk(f, std::mem::take(&mut chunk), retry).await;
+                bytes = 0;
+            }
+        }
+    }
+}
+
+async fn forward_chunk(f: &crate::Forwarding, chunk: Vec<(LogRecords, Entry)>, retry: Duration) {
+    let (records, entries): (Vec<LogRecords>, Vec<Entry>) = chunk.into_iter().unzip();
+    let ids: Vec<String> = records.iter().map(LogRecords::batch_id).collect();
+    let merged = match records.first() {
+        Some(LogRecords::Status(_)) => LogRecords::Status(
+            records
+                .into_iter()
+                .flat_map(|r| match r {
+                    LogRecords::Status(s) => s,
+                    LogRecords::Results(_) => Vec::new(),
+                })
+                .collect(),
+        ),
+        _ => LogRecords::Results(
+            records
+                .into_iter()
+                .flat_map(|r| match r {
+                    LogRecords::Results(s) => s,
+                    LogRecords::Status(_) => Vec::new(),
+                })
+                .collect(),
+        ),
+    };
+    // The same batches gathered again (handed back together) are one entry.
+    let id = gatehouse_core::ids::sha256_hex(ids.join(",").as_bytes());
+    let lines = u32::try_from(merged.len()).unwrap_or(u32::MAX);
+    let appended = f
+        .log
+        .append(
+            &id,
+            lines,
+            gatehouse_bus::events::encode_forward_logs(&merged),
+        )
+        .await;
+    match appended {
+        Ok(_) => {
+            for e in entries {
+                if let Err(e) = e.ack().await {
+                    tracing::warn!(error = %e, "log batch ack failed");
+                }
+            }
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, batches = entries.len(), "appending to the forward log failed; the batches are handed back");
+            for e in entries {
+                if let Err(e) = e.nak(retry).await {
+                    tracing::warn!(error = %e, "log batch nak failed; redelivered after the ack wait");
+                }
+            }
+        }
+    }
 }
 
 /// `gatehouse.v1.IngestControl` (served on ingest's ops port): the stream

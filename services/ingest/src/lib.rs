@@ -15,6 +15,7 @@
 pub mod jetstream;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -50,11 +51,33 @@ impl Default for IngestConfig {
     }
 }
 
+/// Where what is stored is appended for the log destinations.
+#[derive(Clone)]
+pub struct Forwarding {
+    pub log: Arc<dyn ForwardLog>,
+    /// False while no destination is defined: nothing is appended then.
+    pub active: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Forwarding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarding")
+            .field("active", &self.is_active())
+            .finish()
+    }
+}
+
+impl Forwarding {
+    pub fn is_active(&self) -> bool {
+        self.active.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// Writes batches straight to the store.
 pub struct DirectSink {
     store: Arc<dyn Store>,
     observer: Option<Arc<dyn LogObserver>>,
-    forward: Option<Arc<dyn ForwardLog>>,
+    forward: Option<Forwarding>,
     slots: Semaphore,
     admission_wait: Duration,
 }
@@ -87,7 +110,7 @@ impl DirectSink {
 
     /// Appends every stored batch to `forward` (for the log destinations)
     /// before the agent is acknowledged.
-    pub fn with_forward(mut self, forward: Arc<dyn ForwardLog>) -> Self {
+    pub fn with_forward(mut self, forward: Forwarding) -> Self {
         self.forward = Some(forward);
         self
     }
@@ -105,17 +128,18 @@ impl LogSink for DirectSink {
             .append_logs(&records)
             .await
             .map_err(|e| SinkError::Unavailable(e.to_string()))?;
-        if let Some(f) = &self.forward {
+        if let Some(f) = self.forward.as_ref().filter(|f| f.is_active()) {
             // Stored already: a re-sent batch after a failure here is
             // stored once and appended once (same id).
             let lines = u32::try_from(records.len()).unwrap_or(u32::MAX);
-            f.append(
-                &records.batch_id(),
-                lines,
-                gatehouse_bus::events::encode_forward_logs(&records),
-            )
-            .await
-            .map_err(|e| SinkError::Unavailable(e.to_string()))?;
+            f.log
+                .append(
+                    &records.batch_id(),
+                    lines,
+                    gatehouse_bus::events::encode_forward_logs(&records),
+                )
+                .await
+                .map_err(|e| SinkError::Unavailable(e.to_string()))?;
         }
         if let Some(o) = &self.observer {
             o.observe(&records).await;
@@ -132,6 +156,9 @@ pub struct IngestDeps {
     pub log: Option<Arc<dyn LogStream>>,
     /// Sees every batch ingest stores (the rule engine).
     pub observer: Option<Arc<dyn LogObserver>>,
+    /// Where stored batches drained from the stream are appended for the
+    /// log destinations (the cluster's forward log).
+    pub forward: Option<Forwarding>,
     pub metrics: gatehouse_runtime::metrics::Metrics,
 }
 
@@ -143,6 +170,7 @@ pub async fn run(cfg: IngestConfig, deps: IngestDeps, shutdown: Shutdown) -> Res
         store,
         log,
         observer,
+        forward,
         metrics,
     } = deps;
     let consumer = cfg.consumer.clone();
@@ -154,7 +182,8 @@ pub async fn run(cfg: IngestConfig, deps: IngestDeps, shutdown: Shutdown) -> Res
                 consumer = jetstream::DURABLE,
                 "ingest consuming"
             );
-            let drain = jetstream::consume(log, store, consumer, observer, metrics, shutdown);
+            let drain =
+                jetstream::consume(log, store, consumer, observer, forward, metrics, shutdown);
             let (r, ()) = tokio::join!(drain, retention);
             r
         }

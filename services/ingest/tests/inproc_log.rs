@@ -59,6 +59,7 @@ impl Ingest {
             r.store.clone(),
             ConsumerConfig::default(),
             None,
+            None,
             metrics.clone(),
             shutdown.clone(),
         ));

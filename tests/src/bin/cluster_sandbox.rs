@@ -65,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
         data_dir: Some(a.data.clone()),
         edge_port: Some(a.port),
         api_port: Some(a.api_port),
+        destinations: Vec::new(),
     };
     let s = Sandbox::start(cfg, stores).await?;
     // Every shard owned before agents arrive.

@@ -1,11 +1,13 @@
 //! Log destinations: each one's state (cursor, lag, delivered, failed,
 //! dropped, missed, last error and dead letter), and pause, resume and
-//! replay. The destinations themselves are configured in the TOML
-//! (`[[destinations]]`) and run by the process that stores log lines.
+//! replay; destinations defined through the API (admins), beside those of
+//! the configuration file (`[[destinations]]`), run by the process that
+//! forwards (the all-in-one, or the cluster's ingest holding the forward
+//! lease).
 
 use gatehouse_core::model::Role::{Admin as AdminRole, Operator};
 use gatehouse_core::model::{DestinationDeadLetter, DestinationState};
-use gatehouse_core::ports::ReplayFrom;
+use gatehouse_core::ports::{DestinationError, ReplayFrom};
 use gatehouse_proto::v1 as pb;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -22,6 +24,8 @@ pub(super) fn entries() -> Vec<Entry> {
         entry::<PauseDestination>(),
         entry::<ResumeDestination>(),
         entry::<ReplayDestination>(),
+        entry::<PutDestination>(),
+        entry::<DeleteDestination>(),
     ]
 }
 
@@ -47,6 +51,8 @@ impl IntoPb for DestinationState {
                     response: d.response,
                 }
             }),
+            source: self.source,
+            config_json: self.config.map(|c| c.to_string()).unwrap_or_default(),
         }
     }
 }
@@ -69,8 +75,15 @@ fn destinations(a: &Admin) -> Result<&dyn gatehouse_core::ports::Destinations, A
     })
 }
 
-fn unknown(name: &str) -> ApiError {
-    ApiError::NotFound(format!("destination {name}"))
+impl From<DestinationError> for ApiError {
+    fn from(e: DestinationError) -> Self {
+        match e {
+            DestinationError::Invalid(m) => ApiError::BadRequest(m),
+            DestinationError::NotFound(n) => ApiError::NotFound(format!("destination {n}")),
+            DestinationError::Conflict(m) => ApiError::Conflict(m),
+            DestinationError::Forward(e) => ApiError::Unavailable(e.to_string()),
+        }
+    }
 }
 
 pub struct ListDestinations;
@@ -91,10 +104,13 @@ impl Operation for ListDestinations {
     type Resp = Vec<DestinationState>;
 
     async fn run(a: &Admin, _: &Caller, _: NoInput) -> Result<Vec<DestinationState>, ApiError> {
-        Ok(a.destinations
-            .as_ref()
-            .map(|d| d.list())
-            .unwrap_or_default())
+        match &a.destinations {
+            Some(d) => d
+                .list()
+                .await
+                .map_err(|e| ApiError::Unavailable(e.to_string())),
+            None => Ok(Vec::new()),
+        }
     }
 }
 
@@ -106,7 +122,7 @@ impl Operation for PauseDestination {
         verb: Verb::Post,
         path: "/api/v1/destinations/{name}/pause",
         grpc: "PauseDestination",
-        summary: "Stop delivering to a destination (it falls behind; until resumed or restarted)",
+        summary: "Stop delivering to a destination (it falls behind) until resumed, restarts included",
         role: AdminRole,
         action: "destination.pause",
         audit: Audit::Calls,
@@ -116,10 +132,7 @@ impl Operation for PauseDestination {
     type Resp = DestinationState;
 
     async fn run(a: &Admin, _: &Caller, r: NameRef) -> Result<DestinationState, ApiError> {
-        destinations(a)?
-            .set_paused(&r.name, true)
-            .await
-            .ok_or_else(|| unknown(&r.name))
+        Ok(destinations(a)?.set_paused(&r.name, true).await?)
     }
 }
 
@@ -141,10 +154,7 @@ impl Operation for ResumeDestination {
     type Resp = DestinationState;
 
     async fn run(a: &Admin, _: &Caller, r: NameRef) -> Result<DestinationState, ApiError> {
-        destinations(a)?
-            .set_paused(&r.name, false)
-            .await
-            .ok_or_else(|| unknown(&r.name))
+        Ok(destinations(a)?.set_paused(&r.name, false).await?)
     }
 }
 
@@ -213,10 +223,101 @@ impl Operation for ReplayDestination {
     type Resp = DestinationState;
 
     async fn run(a: &Admin, _: &Caller, r: ReplayRequest) -> Result<DestinationState, ApiError> {
-        destinations(a)?
-            .replay(&r.name, r.from()?)
-            .await
-            .map_err(|e| ApiError::Unavailable(e.to_string()))?
-            .ok_or_else(|| unknown(&r.name))
+        Ok(destinations(a)?.replay(&r.name, r.from()?).await?)
+    }
+}
+
+/// A destination defined through the API: its name (from the path) and
+/// the rest of a `[[destinations]]` entry as JSON, e.g.
+/// `{"splunk_hec": {"url": "https://splunk:8088", "token": "..."},
+/// "filter": {"logs": ["results"]}}`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct DestinationDef {
+    pub name: String,
+    /// One kind's table (`file`, `splunk_hec`, `elasticsearch`,
+    /// `webhook`, `syslog`, `nats`, `kafka`) and optionally `start`,
+    /// `filter`, `shape`, `pacing`, as in the configuration file.
+    #[serde(flatten)]
+    pub definition: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Input for DestinationDef {
+    type Pb = pb::PutDestinationRequest;
+    fn from_pb(r: pb::PutDestinationRequest) -> Result<Self, ApiError> {
+        let definition = match serde_json::from_str(&r.definition_json) {
+            Ok(serde_json::Value::Object(m)) => m,
+            Ok(_) => {
+                return Err(ApiError::BadRequest(
+                    "definition_json: a JSON object".into(),
+                ));
+            }
+            Err(e) => return Err(ApiError::BadRequest(format!("definition_json: {e}"))),
+        };
+        Ok(DestinationDef {
+            name: r.name,
+            definition,
+        })
+    }
+    fn target(&self) -> String {
+        self.name.clone()
+    }
+    /// Its kind and routing, never its connection (which holds secrets).
+    fn detail(&self) -> serde_json::Value {
+        let mut d = serde_json::Map::new();
+        for (k, v) in &self.definition {
+            if ["start", "filter", "shape", "pacing"].contains(&k.as_str()) {
+                d.insert(k.clone(), v.clone());
+            } else {
+                d.insert("kind".into(), k.clone().into());
+            }
+        }
+        d.into()
+    }
+}
+
+pub struct PutDestination;
+
+impl Operation for PutDestination {
+    const SPEC: Spec = Spec {
+        id: "putDestination",
+        verb: Verb::Put,
+        path: "/api/v1/destinations/{name}",
+        grpc: "PutDestination",
+        summary: "Define or redefine a log destination (started at once, no restart; secrets redacted in the answer)",
+        role: AdminRole,
+        action: "destination.put",
+        audit: Audit::Calls,
+        created: false,
+    };
+    type Req = DestinationDef;
+    type Resp = DestinationState;
+
+    async fn run(a: &Admin, _: &Caller, d: DestinationDef) -> Result<DestinationState, ApiError> {
+        Ok(destinations(a)?
+            .put(&d.name, serde_json::Value::Object(d.definition))
+            .await?)
+    }
+}
+
+pub struct DeleteDestination;
+
+impl Operation for DeleteDestination {
+    const SPEC: Spec = Spec {
+        id: "deleteDestination",
+        verb: Verb::Delete,
+        path: "/api/v1/destinations/{name}",
+        grpc: "DeleteDestination",
+        summary: "Remove a destination defined through the API (it stops after its batch in flight)",
+        role: AdminRole,
+        action: "destination.delete",
+        audit: Audit::Calls,
+        created: false,
+    };
+    type Req = NameRef;
+    type Resp = super::Deleted;
+
+    async fn run(a: &Admin, _: &Caller, r: NameRef) -> Result<super::Deleted, ApiError> {
+        destinations(a)?.delete(&r.name).await?;
+        Ok(super::Deleted)
     }
 }

@@ -98,7 +98,8 @@ pub enum What {
     /// Webhook deliveries that failed every attempt.
     #[command(subcommand, name = "dead-letters")]
     DeadLetters(DeadLetters),
-    /// Log destinations (configured in `[[destinations]]`).
+    /// Log destinations (`[[destinations]]` in the configuration file, or
+    /// defined here).
     #[command(subcommand)]
     Destinations(Destinations),
     /// The audit log, newest first.
@@ -366,6 +367,16 @@ pub enum Destinations {
         #[arg(long, required_unless_present = "oldest")]
         since_minutes: Option<u64>,
     },
+    /// Define (or redefine) a destination from a file holding one
+    /// `[[destinations]]` entry without its name, as TOML (`*.toml`) or
+    /// JSON; it starts at once (admins).
+    Put {
+        name: String,
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// Remove a destination defined through the API (admins).
+    Delete { name: String },
 }
 
 #[derive(Subcommand, Debug)]

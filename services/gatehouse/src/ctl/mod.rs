@@ -637,14 +637,36 @@ fn more_after(rows: &Value, limit: usize, at_field: &str, id_field: &str) {
     }
 }
 
-/// `destinations list|pause|resume|replay`.
+/// A destination's definition read from a TOML or JSON file.
+fn destination_file(path: &std::path::Path) -> Result<serde_json::Map<String, Value>, CtlError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| failed(format!("reading {}: {e}", path.display())))?;
+    let v: Value = if path.extension().is_some_and(|e| e == "toml") {
+        let t: toml::Table =
+            toml::from_str(&text).map_err(|e| failed(format!("{}: {e}", path.display())))?;
+        serde_json::to_value(t).map_err(|e| failed(format!("{}: {e}", path.display())))?
+    } else {
+        serde_json::from_str(&text).map_err(|e| failed(format!("{}: {e}", path.display())))?
+    };
+    match v {
+        Value::Object(m) => Ok(m),
+        _ => Err(failed(format!(
+            "{}: one destination (a table / an object)",
+            path.display()
+        ))),
+    }
+}
+
+/// `destinations list|pause|resume|replay|put|delete`.
 async fn destinations(api: &Api, j: bool, d: Destinations) -> Result<String, CtlError> {
     use gatehouse_api::ops::destinations::{
-        ListDestinations, PauseDestination, ReplayDestination, ReplayRequest, ResumeDestination,
+        DeleteDestination, DestinationDef, ListDestinations, PauseDestination, PutDestination,
+        ReplayDestination, ReplayRequest, ResumeDestination,
     };
     const COLUMNS: &[&str] = &[
         "name",
         "kind",
+        "source",
         "paused",
         "cursor",
         "lag_lines",
@@ -680,6 +702,22 @@ async fn destinations(api: &Api, j: bool, d: Destinations) -> Result<String, Ctl
             })
             .await?,
         )),
+        Destinations::Put { name, file } => {
+            let definition = destination_file(&file)?;
+            one(json(
+                &api.call::<PutDestination>(&DestinationDef { name, definition })
+                    .await?,
+            ))
+        }
+        Destinations::Delete { name } => {
+            api.send::<DeleteDestination>(&NameRef { name: name.clone() })
+                .await?;
+            if j {
+                show(true, &json!({"deleted": name}), &[])
+            } else {
+                format!("destination {name} deleted")
+            }
+        }
     })
 }
 
