@@ -827,6 +827,33 @@ async fn destinations_are_run_by_one_ingest_and_steered_through_the_api() -> any
     .await?;
     check_once("file after resuming", &file_keys(&files)?, total)?;
 
+    // The api's audit log reaches a destination that takes it.
+    let ops = gatehouse_tests::webhook::WebhookReceiver::start().await?;
+    let (code, v) = s
+        .api(
+            Method::PUT,
+            "/api/v1/destinations/ops",
+            Some(json!({"webhook": {"url": format!("{}/audit", ops.url)}, "filter": {"logs": ["audit"]}, "pacing": {"linger_ms": 0}})),
+        )
+        .await?;
+    anyhow::ensure!(code == 200, "put: {code} {v}");
+    eventually(Duration::from_secs(30), || async {
+        // Paused and resumed again until the api has seen the destination
+        // (within 2 s) and the record of it reached the receiver.
+        s.api(Method::POST, "/api/v1/destinations/shipper/resume", None)
+            .await?;
+        let seen = ops
+            .hits("/audit")
+            .iter()
+            .flat_map(|h| h.body.as_array().cloned().unwrap_or_default())
+            .any(|e| e["action"] == "destination.resume" && e["outcome"] == "accepted");
+        Ok(seen.then_some(()))
+    })
+    .await?;
+    let (code, v) = s
+        .api(Method::DELETE, "/api/v1/destinations/ops", None)
+        .await?;
+    anyhow::ensure!(code == 204, "delete: {code} {v}");
     let (code, v) = s
         .api(Method::DELETE, "/api/v1/destinations/hook", None)
         .await?;

@@ -82,7 +82,7 @@ pub struct Admin {
     pub(crate) readiness: gatehouse_runtime::health::Readiness,
     /// The log destinations this process runs, if any.
     pub(crate) destinations: Option<Arc<dyn gatehouse_core::ports::Destinations>>,
-    pub(crate) forward: Option<Arc<dyn gatehouse_core::ports::ForwardLog>>,
+    pub(crate) forward: Option<gatehouse_core::ports::Forwarding>,
     /// Campaigns seen with every target answered (they stay so): not
     /// counted against the running-campaign limits.
     pub(crate) complete: std::sync::Mutex<HashSet<String>>,
@@ -155,7 +155,7 @@ pub struct ApiDeps {
     pub destinations: Option<Arc<dyn gatehouse_core::ports::Destinations>>,
     /// The forward log the destinations read: each call's final audit
     /// record is appended to it (destinations that take `audit`).
-    pub forward: Option<Arc<dyn gatehouse_core::ports::ForwardLog>>,
+    pub forward: Option<gatehouse_core::ports::Forwarding>,
 }
 
 impl Admin {

@@ -546,6 +546,44 @@ pub trait ForwardLog: Send + Sync + 'static {
     async fn put_setting(&self, key: &str, value: Option<Bytes>) -> Result<(), ForwardError>;
 }
 
+/// The forward log as its writers see it (the store's writers, the audit
+/// log, the rule engine): appended to only while some destination is
+/// defined, so a fleet without destinations pays nothing for them.
+#[derive(Clone)]
+pub struct Forwarding {
+    pub log: std::sync::Arc<dyn ForwardLog>,
+    /// False while no destination is defined.
+    pub active: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl std::fmt::Debug for Forwarding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarding")
+            .field("active", &self.is_active())
+            .finish()
+    }
+}
+
+impl Forwarding {
+    pub fn is_active(&self) -> bool {
+        self.active.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Appends (see [`ForwardLog::append`]) while some destination is
+    /// defined; `Ok(None)`: none is, nothing appended.
+    pub async fn append(
+        &self,
+        id: &str,
+        lines: u32,
+        payload: Bytes,
+    ) -> Result<Option<u64>, ForwardError> {
+        if !self.is_active() {
+            return Ok(None);
+        }
+        self.log.append(id, lines, payload).await.map(Some)
+    }
+}
+
 /// Where a destination replays from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplayFrom {

@@ -9,7 +9,8 @@
 //! Receivers: the file destination writes to a temporary directory; HTTP
 //! kinds (Splunk HEC, Elasticsearch `_bulk`, webhook) post to a minimal
 //! HTTP server this benchmark runs as a child process (so its CPU is not
-//! counted); syslog goes to rsyslogd (TCP) and NATS to nats-server with a
+//! counted); Kafka to the tests' protocol-level broker, also a child
+//! process; syslog goes to rsyslogd (TCP) and NATS to nats-server with a
 //! JetStream stream, each skipped when not installed.
 //!
 //! Run: `cargo bench -p gatehouse-forward --bench destinations`
@@ -33,6 +34,9 @@ use gatehouse_forward::log::{EmbeddedForwardLog, Retention};
 use gatehouse_runtime::Shutdown;
 use gatehouse_runtime::metrics::Metrics;
 use serde_json::json;
+
+#[path = "../tests/support/kafka_broker.rs"]
+mod kafka_broker;
 
 const BATCH: usize = 100;
 
@@ -92,6 +96,20 @@ fn receiver() {
     });
 }
 
+/// The child-process Kafka broker (the tests' protocol-level stand-in):
+/// prints its port.
+fn kafka_receiver() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let b = kafka_broker::broker(&[("osquery_results", 8)]).await;
+        println!("{}", b.port);
+        std::future::pending::<()>().await;
+    });
+}
+
 struct Killed(Child);
 
 impl Drop for Killed {
@@ -101,9 +119,9 @@ impl Drop for Killed {
     }
 }
 
-fn spawn_receiver() -> (Killed, u16) {
+fn spawn_receiver(arg: &str) -> (Killed, u16) {
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .arg("--receiver")
+        .arg(arg)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -213,6 +231,10 @@ fn main() {
         receiver();
         return;
     }
+    if std::env::args().any(|a| a == "--kafka") {
+        kafka_receiver();
+        return;
+    }
     let total_lines: usize = std::env::var("LINES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -265,7 +287,7 @@ fn main() {
         let (secs, cpu_used) = drain(&log, d, total).await;
         rows.push(Row { kind: "file", lines: total, secs, cpu: cpu_used });
 
-        let (_rx, port) = spawn_receiver();
+        let (_rx, port) = spawn_receiver("--receiver");
         let url = format!("http://127.0.0.1:{port}");
         for (kind, toml) in [
             ("splunk_hec", format!("[destinations.splunk_hec]\nurl = \"{url}\"\ntoken = \"t\"\n")),
@@ -277,6 +299,13 @@ fn main() {
             let (secs, cpu_used) = drain(&log, destination(&name, &toml), total).await;
             rows.push(Row { kind, lines: total, secs, cpu: cpu_used });
         }
+        let (_kafka, port) = spawn_receiver("--kafka");
+        let d = destination(
+            "kafka",
+            &format!("[destinations.kafka]\nbrokers = [\"127.0.0.1:{port}\"]\ntopic = \"osquery_{{log}}\"\n"),
+        );
+        let (secs, cpu_used) = drain(&log, d, total).await;
+        rows.push(Row { kind: "kafka (protocol stand-in broker)", lines: total, secs, cpu: cpu_used });
         match rsyslog(dir.path()) {
             Some((_r, port)) => {
                 let d = destination("syslog", &format!("[destinations.syslog]\naddress = \"127.0.0.1:{port}\"\n"));
@@ -287,6 +316,32 @@ fn main() {
         }
         if std::env::var_os("GATEHOUSE_NATS_SERVER").is_some() {
             let nats = gatehouse_bus::nats_test_server::NatsTestServer::start().unwrap();
+            // The cluster's forward log: the same batches appended to
+            // JetStream (one entry each here; ingest gathers a fetch's
+            // batches into fewer), nats-server's CPU not counted.
+            let js_log = gatehouse_forward::jetstream::JetStreamForwardLog::open(
+                async_nats::connect(nats.url()).await.unwrap(),
+                gatehouse_forward::jetstream::JetStreamForwardConfig {
+                    max_bytes: 8 << 30,
+                    max_age: Duration::from_secs(3600),
+                    replicas: 1,
+                    duplicate_window: Duration::from_secs(120),
+                },
+                Arc::new(SystemClock),
+            )
+            .await
+            .unwrap();
+            let (c0, t0) = (cpu(), Instant::now());
+            for (id, p) in &payloads {
+                js_log.append(id, BATCH as u32, p.clone()).await.unwrap();
+            }
+            let (secs, used) = (t0.elapsed().as_secs_f64(), cpu() - c0);
+            println!(
+                "JetStream forward log (the cluster's): {batches} batches appended in {secs:.2} s: {:.0} batches/s, {:.0} µs CPU per batch ({:.2} µs per line), nats-server not counted",
+                batches as f64 / secs,
+                used * 1e6 / batches as f64,
+                used * 1e6 / total as f64,
+            );
             let client = async_nats::connect(nats.url()).await.unwrap();
             async_nats::jetstream::new(client)
                 .get_or_create_stream(async_nats::jetstream::stream::Config {

@@ -10,7 +10,7 @@
 //!   port's checks (feature `conformance`);
 //! - [`line`]: the lines, their filters and reshaping;
 //! - [`destination`]: the destination port;
-//! - [`file`], [`http`], [`syslog`], [`nats`]: the destinations;
+//! - [`file`], [`http`], [`syslog`], [`kafka`], [`nats`]: the destinations;
 //! - [`runner`]: one destination's delivery loop, its status and metrics;
 //! - [`supervisor`]: the running set (the configuration file's and the
 //!   API's destinations, started and stopped as they change) and the
@@ -24,6 +24,7 @@ pub mod destination;
 pub mod file;
 pub mod http;
 pub mod jetstream;
+pub mod kafka;
 pub mod line;
 pub mod log;
 pub mod nats;
@@ -82,6 +83,8 @@ pub struct DestinationConfig {
     #[serde(default)]
     pub syslog: Option<syslog::SyslogConfig>,
     #[serde(default)]
+    pub kafka: Option<kafka::KafkaConfig>,
+    #[serde(default)]
     pub nats: Option<nats::NatsDestConfig>,
 }
 
@@ -94,6 +97,7 @@ impl DestinationConfig {
             ("elasticsearch", self.elasticsearch.is_some()),
             ("webhook", self.webhook.is_some()),
             ("syslog", self.syslog.is_some()),
+            ("kafka", self.kafka.is_some()),
             ("nats", self.nats.is_some()),
         ]
         .into_iter()
@@ -102,7 +106,7 @@ impl DestinationConfig {
         match kinds.as_slice() {
             [k] => Ok(k),
             [] => Err(format!(
-                "destination {:?}: give one of file, splunk_hec, elasticsearch, webhook, syslog, nats",
+                "destination {:?}: give one of file, splunk_hec, elasticsearch, webhook, syslog, kafka, nats",
                 self.name
             )),
             many => Err(format!(
@@ -155,6 +159,9 @@ impl DestinationConfig {
         if let Some(n) = &self.nats {
             n.validate().map_err(|e| at("nats", e))?;
         }
+        if let Some(k) = &self.kafka {
+            k.validate().map_err(|e| at("kafka", e))?;
+        }
         if let Some(s) = &self.syslog {
             s.validate()
                 .map_err(|e| format!("destination {:?}: syslog.{e}", self.name))?;
@@ -176,6 +183,8 @@ impl DestinationConfig {
             Arc::new(http::HttpDestination::webhook(c).map_err(named)?)
         } else if let Some(c) = &self.syslog {
             Arc::new(syslog::SyslogDestination::new(c.clone()).map_err(named)?)
+        } else if let Some(c) = &self.kafka {
+            Arc::new(kafka::KafkaDestination::new(c.clone()).map_err(named)?)
         } else if let Some(c) = &self.nats {
             Arc::new(nats::NatsDestination::new(c.clone()).map_err(named)?)
         } else {

@@ -256,12 +256,12 @@ impl Supervisor {
     /// Whether any destination is defined, looked up again (for a process
     /// that does not run them but appends for them).
     async fn refresh_defined(&self) {
-        if !self.inner.fixed.is_empty() {
-            return;
-        }
-        if let Ok(defs) = self.inner.log.settings(DEST).await {
-            self.inner.any.store(!defs.is_empty(), Ordering::Relaxed);
-        }
+        refresh_defined(
+            &self.inner.log,
+            &self.inner.any,
+            !self.inner.fixed.is_empty(),
+        )
+        .await;
     }
 
     /// The operators' handle, acting on this supervisor directly.
@@ -497,6 +497,35 @@ fn scopeguard(f: impl FnOnce()) -> impl Drop {
         }
     }
     Guard(Some(f))
+}
+
+/// Sets `any` to whether a destination is defined (`fixed`: the
+/// configuration file defines some).
+async fn refresh_defined(log: &Arc<dyn ForwardLog>, any: &AtomicBool, fixed: bool) {
+    if fixed {
+        any.store(true, Ordering::Relaxed);
+        return;
+    }
+    if let Ok(defs) = log.settings(DEST).await {
+        any.store(!defs.is_empty(), Ordering::Relaxed);
+    }
+}
+
+/// Keeps `forward.active` up to date every [`RECONCILE_EVERY`] until
+/// `shutdown`, for a process that appends to the forward log (the
+/// cluster's api, with the audit log) but runs no supervisor.
+pub async fn keep_active(
+    forward: gatehouse_core::ports::Forwarding,
+    fixed: bool,
+    shutdown: Shutdown,
+) {
+    while !shutdown.is_triggered() {
+        refresh_defined(&forward.log, &forward.active, fixed).await;
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tokio::time::sleep(RECONCILE_EVERY) => {}
+        }
+    }
 }
 
 /// The lease (in the shard-lease bucket) whose holder runs a cluster's

@@ -206,5 +206,14 @@ pub async fn start_api(
         Arc::new(gatehouse_forward::Handle::remote(f.log.clone()))
             as Arc<dyn gatehouse_core::ports::Destinations>
     });
-    roles::api(cfg, boot, &ports, destinations, listener)
+    let role = roles::api(cfg, boot, &ports, destinations, listener)?;
+    // It forwards the audit log while some destination is defined.
+    if let Some(f) = ports.forward.clone() {
+        tokio::spawn(gatehouse_forward::supervisor::keep_active(
+            f,
+            !cfg.destinations.is_empty(),
+            role.shutdown.clone(),
+        ));
+    }
+    Ok(role)
 }

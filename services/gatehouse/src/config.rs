@@ -555,6 +555,7 @@ mod tests {
                 "elasticsearch",
                 "webhook",
                 "syslog",
+                "kafka",
                 "nats"
             ]
         );

@@ -505,7 +505,7 @@ pub fn ingest(cfg: &ServeConfig, boot: &Bootstrap, ports: &Ports) -> anyhow::Res
     let (rules, deliveries) =
         gatehouse_rules::Engine::new(ports.store.clone(), rules_config(cfg), &ports.metrics)?;
     if let Some(f) = &ports.forward {
-        rules.forward_to(f.log.clone());
+        rules.forward_to(f.clone());
     }
     let observer: Arc<dyn LogObserver> = Arc::new(rules.clone());
     let log = match &ports.logs {
@@ -633,7 +633,7 @@ pub fn api(
         metrics: ports.metrics.clone(),
         readiness: ports.readiness.clone(),
         destinations,
-        forward: ports.forward.as_ref().map(|f| f.log.clone()),
+        forward: ports.forward.clone(),
     };
     let (api_cfg, listener) = (
         api_config(cfg),

@@ -15,13 +15,12 @@
 pub mod jetstream;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use gatehouse_bus::logstream::LogStream;
 use gatehouse_core::model::LogRecords;
-use gatehouse_core::ports::{ForwardLog, LogObserver, LogSink, SinkError, Store};
+use gatehouse_core::ports::{LogObserver, LogSink, SinkError, Store};
 use gatehouse_core::time::{now_ms, unix_day};
 use gatehouse_runtime::Shutdown;
 use tokio::sync::Semaphore;
@@ -51,27 +50,7 @@ impl Default for IngestConfig {
     }
 }
 
-/// Where what is stored is appended for the log destinations.
-#[derive(Clone)]
-pub struct Forwarding {
-    pub log: Arc<dyn ForwardLog>,
-    /// False while no destination is defined: nothing is appended then.
-    pub active: Arc<AtomicBool>,
-}
-
-impl std::fmt::Debug for Forwarding {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Forwarding")
-            .field("active", &self.is_active())
-            .finish()
-    }
-}
-
-impl Forwarding {
-    pub fn is_active(&self) -> bool {
-        self.active.load(std::sync::atomic::Ordering::Relaxed)
-    }
-}
+pub use gatehouse_core::ports::Forwarding;
 
 /// Writes batches straight to the store.
 pub struct DirectSink {
@@ -128,7 +107,7 @@ impl LogSink for DirectSink {
             .append_logs(&records)
             .await
             .map_err(|e| SinkError::Unavailable(e.to_string()))?;
-        if let Some(f) = self.forward.as_ref().filter(|f| f.is_active()) {
+        if let Some(f) = &self.forward {
             // Stored already: a re-sent batch after a failure here is
             // stored once and appended once (same id).
             let lines = u32::try_from(records.len()).unwrap_or(u32::MAX);

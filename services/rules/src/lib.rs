@@ -145,7 +145,7 @@ struct Inner {
     webhooks: WebhookClient,
     metrics: metrics::Metrics,
     /// Where new alerts go for the log destinations, once set.
-    forward: std::sync::OnceLock<Arc<dyn gatehouse_core::ports::ForwardLog>>,
+    forward: std::sync::OnceLock<gatehouse_core::ports::Forwarding>,
 }
 
 /// The rule engine; cheap to clone.
@@ -204,8 +204,8 @@ impl Engine {
 
     /// Hands each new alert, once stored, to the log destinations
     /// (those that take `alerts`); the first log given stays.
-    pub fn forward_to(&self, log: Arc<dyn gatehouse_core::ports::ForwardLog>) {
-        let _ = self.inner.forward.set(log);
+    pub fn forward_to(&self, forward: gatehouse_core::ports::Forwarding) {
+        let _ = self.inner.forward.set(forward);
     }
 
     fn rule_set(&self) -> Arc<RuleSet> {
