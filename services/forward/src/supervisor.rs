@@ -61,10 +61,12 @@ impl Source {
 const SECRET_KEYS: [&str; 4] = ["token", "password", "api_key", "secret"];
 
 /// A definition as operators see it: secrets (and webhook header values)
-/// replaced by `"<redacted>"`.
+/// replaced by `"<redacted>"`, unset options left out.
 pub fn redacted(d: &DestinationConfig) -> serde_json::Value {
     fn walk(v: &mut serde_json::Value) {
         if let serde_json::Value::Object(m) = v {
+            // Kinds not given and options left unset say nothing.
+            m.retain(|_, v| !v.is_null());
             for (k, v) in m.iter_mut() {
                 if (SECRET_KEYS.contains(&k.as_str()) && !v.is_null())
                     || (k == "headers" && v.is_object())
