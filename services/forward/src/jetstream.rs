@@ -316,38 +316,30 @@ impl ForwardLog for JetStreamForwardLog {
         let state = self.info().await?;
         let tail = self.read_tail(&state).await?;
         let next = state.last_sequence.max(tail.seq) + 1;
+        let empty = ForwardBounds {
+            first: next,
+            first_line: tail.next_line,
+            next,
+            next_line: tail.next_line,
+            first_at_ms: None,
+        };
         if state.messages == 0 {
-            return Ok(ForwardBounds {
-                first: next,
-                first_line: tail.next_line,
-                next,
-                next_line: tail.next_line,
-                first_at_ms: None,
-            });
+            return Ok(empty);
         }
         // The oldest may be trimmed between the two calls: take the next.
         let mut first = state.first_sequence.max(1);
-        loop {
+        while first < next {
             if let Some(e) = self.entry(first).await? {
                 return Ok(ForwardBounds {
                     first: e.seq,
                     first_line: e.first_line,
-                    next,
-                    next_line: tail.next_line,
                     first_at_ms: Some(e.at_ms),
+                    ..empty
                 });
             }
             first += 1;
-            if first >= next {
-                return Ok(ForwardBounds {
-                    first: next,
-                    first_line: tail.next_line,
-                    next,
-                    next_line: tail.next_line,
-                    first_at_ms: None,
-                });
-            }
         }
+        Ok(empty)
     }
 
     async fn wait_for(&self, seq: u64, within_: Duration) {

@@ -78,6 +78,23 @@ pub struct KafkaConfig {
 }
 
 impl KafkaConfig {
+    /// `brokers` and `topic`, everything else as the configuration file's
+    /// defaults.
+    pub fn new(brokers: Vec<String>, topic: &str) -> Self {
+        Self {
+            brokers,
+            topic: topic.to_owned(),
+            tls: false,
+            ca: None,
+            sasl_username: None,
+            password: None,
+            sasl_mechanism: SaslMechanism::Plain,
+            gzip: false,
+            client_id: default_client_id(),
+            timeout_secs: default_timeout(),
+        }
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.brokers.is_empty() {
             return Err("brokers: give at least one host:port".into());
@@ -385,18 +402,7 @@ mod tests {
     use super::*;
 
     fn cfg(topic: &str) -> KafkaConfig {
-        KafkaConfig {
-            brokers: vec!["kafka:9092".into()],
-            topic: topic.into(),
-            tls: false,
-            ca: None,
-            sasl_username: None,
-            password: None,
-            sasl_mechanism: SaslMechanism::Plain,
-            gzip: false,
-            client_id: default_client_id(),
-            timeout_secs: 30,
-        }
+        KafkaConfig::new(vec!["kafka:9092".into()], topic)
     }
 
     #[test]

@@ -438,6 +438,17 @@ impl Forwarder {
     /// Delivers until `shutdown`; what was delivered before a crash is
     /// not delivered again except the batch in flight.
     pub async fn run(self, shutdown: Shutdown) {
+        self.serve(shutdown).await;
+        // Stopped (removed, redefined, or the process ends): its lag is
+        // nobody's to show any more.
+        let label = DestLabel {
+            destination: self.name.clone(),
+        };
+        self.metrics.lag_lines.remove(&label);
+        self.metrics.lag_seconds.remove(&label);
+    }
+
+    async fn serve(&self, shutdown: Shutdown) {
         let mut lines_bucket = Bucket::new(self.pacing.lines_per_sec);
         let mut bytes_bucket = Bucket::new(self.pacing.bytes_per_sec);
         let mut backoff = FIRST_BACKOFF;

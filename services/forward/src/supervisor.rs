@@ -878,41 +878,26 @@ mod tests {
             DestinationError::Conflict(_)
         ));
         // Bad definitions name the field.
-        let e = h
-            .put("hec", json!({"splunk_hec": {"url": "ftp://x"}}))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(&e, DestinationError::Invalid(m) if m.contains("splunk_hec.url")),
-            "{e:?}"
-        );
-        let e = h
-            .put("f2", json!({"file": {"dir": "../etc"}}))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(&e, DestinationError::Invalid(m) if m.contains("file.dir")),
-            "{e:?}"
-        );
-        let e = h
-            .put("f2", json!({"file": {"dir": "a"}, "bogus": 1}))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(&e, DestinationError::Invalid(m) if m.contains("bogus")),
-            "{e:?}"
-        );
-        let e = h
-            .put(
+        for (name, def, field) in [
+            (
+                "hec",
+                json!({"splunk_hec": {"url": "ftp://x"}}),
+                "splunk_hec.url",
+            ),
+            ("f2", json!({"file": {"dir": "../etc"}}), "file.dir"),
+            ("f2", json!({"file": {"dir": "a"}, "bogus": 1}), "bogus"),
+            (
                 "hec",
                 json!({"splunk_hec": {"url": "https://splunk:8088", "token_file": "/etc/shadow"}}),
-            )
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(&e, DestinationError::Invalid(m) if m.contains("token_file")),
-            "{e:?}"
-        );
+                "token_file",
+            ),
+        ] {
+            let e = h.put(name, def).await.unwrap_err();
+            assert!(
+                matches!(&e, DestinationError::Invalid(m) if m.contains(field)),
+                "{field}: {e:?}"
+            );
+        }
         // A good one: running at once, its secret redacted.
         let s = h
             .put(
@@ -944,12 +929,13 @@ mod tests {
         task.await.expect("supervisor");
         let log = sup.inner.log.clone();
         drop(sup);
+        let metrics = gatehouse_runtime::metrics::Metrics::new();
         let again = Supervisor::new(
             vec![file_dest("files", &dir.path().join("fixed"))],
             log,
             Services::default(),
             Arc::new(ShiftedClock::new()),
-            &gatehouse_runtime::metrics::Metrics::new(),
+            &metrics,
             false,
             Arc::new(AtomicBool::new(false)),
         )
@@ -960,8 +946,17 @@ mod tests {
         assert_eq!(listed.len(), 2);
         assert!(listed.iter().any(|s| s.name == "hec" && s.paused));
         assert!(listed.iter().any(|s| s.name == "files" && !s.paused));
+        // A paused destination shows its lag; removed, it shows nothing.
+        let lag = "gatehouse_forward_lag_lines{destination=\"hec\"}";
+        gatehouse_testkit::until(
+            "the lag of hec shown",
+            Duration::from_secs(20),
+            async || metrics.render().contains(lag),
+        )
+        .await;
         h.delete("hec").await.expect("delete");
         assert_eq!(h.list().await.expect("list").len(), 1);
+        assert!(!metrics.render().contains(lag), "{}", metrics.render());
         assert!(matches!(
             h.delete("hec").await.unwrap_err(),
             DestinationError::NotFound(_)

@@ -15,23 +15,16 @@
 mod kafka_broker;
 
 use gatehouse_forward::destination::{DeliveryError, Destination};
-use gatehouse_forward::kafka::{KafkaConfig, KafkaDestination, SaslMechanism, partition_of};
+use gatehouse_forward::kafka::{KafkaConfig, KafkaDestination, partition_of};
 use gatehouse_forward::line::{Line, LogType};
 use kafka_broker::broker;
 use serde_json::json;
 
 fn cfg(port: u16, topic: &str, gzip: bool) -> KafkaConfig {
     KafkaConfig {
-        brokers: vec![format!("127.0.0.1:{port}")],
-        topic: topic.into(),
-        tls: false,
-        ca: None,
-        sasl_username: None,
-        password: None,
-        sasl_mechanism: SaslMechanism::Plain,
         gzip,
-        client_id: "gatehouse-test".into(),
         timeout_secs: 5,
+        ..KafkaConfig::new(vec![format!("127.0.0.1:{port}")], topic)
     }
 }
 
