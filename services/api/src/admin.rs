@@ -37,6 +37,8 @@ pub struct ApiConfig {
     pub max_campaign_ttl: Duration,
     /// The operator listener's HTTP settings.
     pub serve: gatehouse_runtime::ServeOptions,
+    /// People's sessions, sign-in throttling and invitations.
+    pub sessions: crate::session::SessionConfig,
 }
 
 impl Default for ApiConfig {
@@ -52,6 +54,7 @@ impl Default for ApiConfig {
                 name: "api",
                 ..gatehouse_runtime::ServeOptions::default()
             },
+            sessions: crate::session::SessionConfig::default(),
         }
     }
 }
@@ -86,6 +89,8 @@ pub struct Admin {
     /// Campaigns seen with every target answered (they stay so): not
     /// counted against the running-campaign limits.
     pub(crate) complete: std::sync::Mutex<HashSet<String>>,
+    /// Failed sign-ins, by user and by client address.
+    pub(crate) throttle: crate::session::Throttle,
 }
 
 impl std::fmt::Debug for Admin {
@@ -185,6 +190,7 @@ impl Admin {
             destinations,
             forward,
             complete: std::sync::Mutex::default(),
+            throttle: crate::session::Throttle::default(),
         }
     }
 
@@ -463,7 +469,9 @@ impl Admin {
         let Some(token) = self.store.token_by_hash(&sha).await? else {
             return Err(ApiError::Unauthorized);
         };
-        if !token.is_usable(self.now()) {
+        // Sessions are cookies (with their CSRF check); invitations only
+        // set a password.
+        if token.kind != gatehouse_core::model::TokenKind::Api || !token.is_usable(self.now()) {
             return Err(ApiError::Unauthorized);
         }
         match self.store.get_user(&token.user).await? {

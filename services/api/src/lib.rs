@@ -18,6 +18,7 @@ pub mod openapi;
 pub mod ops;
 pub mod registry;
 pub mod rest;
+pub mod session;
 
 use std::sync::Arc;
 

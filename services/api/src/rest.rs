@@ -22,8 +22,11 @@ use crate::ApiError;
 use crate::admin::{Admin, Caller};
 use crate::registry::{Input, Operation, Reply, Verb};
 
-/// Resolves the bearer token to a [`Caller`] for the handlers.
+/// Resolves the caller for the handlers: a bearer token (scripts, `ctl`),
+/// else a console session cookie, whose state changes must carry its CSRF
+/// token (see [`crate::session`]).
 async fn authenticate(State(admin): State<Arc<Admin>>, mut req: Request, next: Next) -> Response {
+    use crate::session::{CSRF_HEADER, SESSION_COOKIE, cookie};
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -31,14 +34,26 @@ async fn authenticate(State(admin): State<Arc<Admin>>, mut req: Request, next: N
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .unwrap_or("");
-    match admin.authenticate(presented).await {
+    let caller = if !presented.is_empty() {
+        admin.authenticate(presented).await
+    } else if let Some(secret) = cookie(req.headers(), SESSION_COOKIE) {
+        let safe = matches!(
+            *req.method(),
+            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+        );
+        let csrf = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+        admin.session_caller(secret, csrf, safe).await
+    } else {
+        Err(ApiError::Unauthorized)
+    };
+    match caller {
         Ok(caller) => {
             req.extensions_mut().insert(caller);
             next.run(req).await
         }
-        Err(e @ ApiError::Unavailable(_)) => e.into_response(),
+        Err(e @ (ApiError::Unavailable(_) | ApiError::Forbidden(_))) => e.into_response(),
         Err(_) => {
-            tracing::info!(path = %req.uri().path(), "api request without a valid token");
+            tracing::info!(path = %req.uri().path(), "api request without a valid token or session");
             let mut r = ApiError::Unauthorized.into_response();
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -194,6 +209,18 @@ pub fn router(admin: Arc<Admin>, shutdown: Shutdown) -> Router {
         gatehouse_runtime::metrics::RequestMetrics::new(&admin.metrics, "api", "Operator API");
     let api = api
         .route_layer(middleware::from_fn_with_state(admin.clone(), authenticate))
+        .with_state(admin.clone());
+    // Signing in and out, and accepting an invitation: no caller yet.
+    let sessions = Router::new()
+        .route(
+            "/api/v1/session",
+            axum::routing::post(crate::session::sign_in_route)
+                .delete(crate::session::sign_out_route),
+        )
+        .route(
+            "/api/v1/session/invite",
+            axum::routing::post(crate::session::invite_route),
+        )
         .with_state(admin);
     let ready = move || {
         let (s, readiness) = (shutdown.clone(), readiness.clone());
@@ -227,6 +254,7 @@ pub fn router(admin: Arc<Admin>, shutdown: Shutdown) -> Router {
             }),
         )
         .merge(api)
+        .merge(sessions)
         .fallback(|req: Request| async move {
             ApiError::NotFound(format!("route {} {}", req.method(), req.uri().path()))
                 .into_response()

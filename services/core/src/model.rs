@@ -634,12 +634,50 @@ pub struct ApiToken {
     pub expires_at: Option<i64>,
     #[serde(default)]
     pub revoked: bool,
+    /// What it is for: a script's token, a person's console session, or
+    /// a one-time invitation to set a password.
+    #[serde(default)]
+    pub kind: TokenKind,
+    /// A session also ends this long after it was last used (ms since the
+    /// epoch; moved forward as it is used).
+    #[serde(default)]
+    pub idle_expires_at: Option<i64>,
+}
+
+/// The kinds of [`ApiToken`].
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenKind {
+    /// A bearer token for scripts and `ctl`.
+    #[default]
+    Api,
+    /// A person's console session (an `HttpOnly` cookie).
+    Session,
+    /// An invitation: sets the user's password once, then it is revoked.
+    /// Never accepted as a bearer token or a session.
+    Invite,
 }
 
 impl ApiToken {
     pub fn is_usable(&self, now: i64) -> bool {
-        !self.revoked && self.expires_at.is_none_or(|e| now < e)
+        !self.revoked
+            && self.expires_at.is_none_or(|e| now < e)
+            && self.idle_expires_at.is_none_or(|e| now < e)
     }
+}
+
+/// A person's password (argon2id, as a PHC string). Kept apart from the
+/// user, never in an API answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credential {
+    pub user: String,
+    /// `$argon2id$v=19$m=...,t=...,p=...$salt$hash`.
+    pub password_phc: String,
+    pub set_at: i64,
+    /// Who set it: an admin's name, or the user (through an invitation).
+    pub set_by: String,
 }
 
 /// A secret agents present at enrollment. Only its SHA-256 is stored; the

@@ -9,9 +9,9 @@ use bytes::Bytes;
 
 use crate::HostId;
 use crate::model::{
-    ApiToken, AuditEvent, Campaign, CampaignResult, CarveSession, Delivery, EnrollSecret, Host,
-    LabelConfig, LabelQuery, LogRecords, Page, Query, ResultFilter, ResultLog, Schedule, StatusLog,
-    User,
+    ApiToken, AuditEvent, Campaign, CampaignResult, CarveSession, Credential, Delivery,
+    EnrollSecret, Host, LabelConfig, LabelQuery, LogRecords, Page, Query, ResultFilter, ResultLog,
+    Schedule, StatusLog, User,
 };
 use crate::rules::{Alert, DeadLetter, Rule};
 
@@ -270,6 +270,9 @@ pub trait IdentityStore: Send + Sync {
     async fn put_token(&self, t: &ApiToken) -> StoreResult<()>;
     async fn token_by_hash(&self, sha256: &str) -> StoreResult<Option<ApiToken>>;
     async fn list_tokens(&self) -> StoreResult<Vec<ApiToken>>;
+    /// Sets (replaces) a user's password.
+    async fn put_credential(&self, c: &Credential) -> StoreResult<()>;
+    async fn credential(&self, user: &str) -> StoreResult<Option<Credential>>;
 }
 
 /// The audit log: append-only, read newest first.

@@ -60,10 +60,41 @@ pub struct ServeConfig {
     pub log_format: LogFormat,
     /// Where stored result and status lines are forwarded
     /// (`[[destinations]]`, `docs/operations/destinations.md`); run by
-    /// `gatehouse serve`.
+    /// `gatehouse serve`, or by the cluster's ingest holding the forward
+    /// lease.
     pub destinations: Vec<gatehouse_forward::DestinationConfig>,
     /// What the forward log keeps for destinations that fall behind.
     pub forward: ForwardSection,
+    /// People's console sessions and sign-in limits.
+    pub sessions: SessionsSection,
+}
+
+/// `[sessions]`: people's console sessions (`docs/operations/console.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionsSection {
+    /// A session unused this long ends.
+    pub idle_secs: u64,
+    /// A session ends this long after sign-in, however used.
+    pub max_age_secs: u64,
+    /// Failed sign-ins per user (and per client address) within
+    /// `lockout_secs` before further attempts are refused.
+    pub max_failed_sign_ins: usize,
+    pub lockout_secs: u64,
+    /// How long an invitation (`ctl users invite`) is valid.
+    pub invite_secs: u64,
+}
+
+impl Default for SessionsSection {
+    fn default() -> Self {
+        Self {
+            idle_secs: 30 * 60,
+            max_age_secs: 12 * 3600,
+            max_failed_sign_ins: 5,
+            lockout_secs: 15 * 60,
+            invite_secs: 72 * 3600,
+        }
+    }
 }
 
 /// `[forward]`: the forward log's retention. A destination further behind
@@ -244,6 +275,7 @@ impl Default for ServeConfig {
             log_format: LogFormat::Text,
             destinations: Vec::new(),
             forward: ForwardSection::default(),
+            sessions: SessionsSection::default(),
         }
     }
 }
@@ -405,6 +437,19 @@ impl ServeConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        let se = &self.sessions;
+        if se.idle_secs < 60 || se.max_age_secs < se.idle_secs {
+            return bad(format!(
+                "sessions.idle_secs ({}) must be at least 60 and sessions.max_age_secs ({}) at least idle_secs",
+                se.idle_secs, se.max_age_secs
+            ));
+        }
+        if se.max_failed_sign_ins == 0 || se.lockout_secs == 0 || se.invite_secs == 0 {
+            return bad(
+                "sessions.max_failed_sign_ins, lockout_secs and invite_secs must be positive"
+                    .into(),
+            );
+        }
         if self.listen == self.api_listen && self.listen.port() != 0 {
             return bad(format!("listen and api_listen are both {}", self.listen));
         }

@@ -309,6 +309,13 @@ fn api_config(cfg: &ServeConfig) -> gatehouse_api::ApiConfig {
         max_active_campaigns: cfg.limits.max_active_campaigns,
         max_active_campaigns_per_user: cfg.limits.max_active_campaigns_per_user,
         serve: serve_options(cfg, "api"),
+        sessions: gatehouse_api::session::SessionConfig {
+            idle: Duration::from_secs(cfg.sessions.idle_secs),
+            max_age: Duration::from_secs(cfg.sessions.max_age_secs),
+            max_failures: cfg.sessions.max_failed_sign_ins,
+            lockout: Duration::from_secs(cfg.sessions.lockout_secs),
+            invite_ttl: Duration::from_secs(cfg.sessions.invite_secs),
+        },
         ..gatehouse_api::ApiConfig::default()
     }
 }

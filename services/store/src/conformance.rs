@@ -1025,6 +1025,8 @@ async fn users_and_tokens(store: &dyn Store) {
         created_by: "admin".into(),
         expires_at: Some(1_000),
         revoked: false,
+        kind: gatehouse_core::model::TokenKind::Api,
+        idle_expires_at: None,
     };
     let t2 = ApiToken {
         id: "tok-2".into(),
@@ -1063,6 +1065,40 @@ async fn users_and_tokens(store: &dyn Store) {
         store.put_token(&other).await,
         Err(gatehouse_core::ports::StoreError::Conflict(_))
     ));
+    // A session: it ends when idle too; kept with its kind.
+    let session = ApiToken {
+        id: "ses-1".into(),
+        secret_sha256: gatehouse_core::ids::sha256_hex(b"session"),
+        kind: gatehouse_core::model::TokenKind::Session,
+        expires_at: Some(5_000),
+        idle_expires_at: Some(2_000),
+        ..t1.clone()
+    };
+    ok(store.put_token(&session).await);
+    let got = ok(store.token_by_hash(&session.secret_sha256).await);
+    assert_eq!(got.as_ref(), Some(&session));
+    assert!(session.is_usable(1_999) && !session.is_usable(2_000));
+
+    // Passwords: apart from users, replaced when set again.
+    assert_eq!(ok(store.credential("alice").await), None);
+    let c = gatehouse_core::model::Credential {
+        user: "alice".into(),
+        password_phc: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        set_at: 12,
+        set_by: "admin".into(),
+    };
+    ok(store.put_credential(&c).await);
+    assert_eq!(ok(store.credential("alice").await), Some(c.clone()));
+    let again = gatehouse_core::model::Credential {
+        password_phc: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdDI$aGFzaDI".into(),
+        set_at: 13,
+        set_by: "alice".into(),
+        ..c
+    };
+    ok(store.put_credential(&again).await);
+    assert_eq!(ok(store.credential("alice").await), Some(again));
+    assert_eq!(ok(store.credential("bob").await), None);
+    assert_eq!(ok(store.list_users().await).len(), 2, "not listed as users");
 }
 
 async fn enroll_secrets(store: &dyn Store) {

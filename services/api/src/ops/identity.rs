@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::NoInput;
+use super::definitions::NameRef;
 use crate::ApiError;
 use crate::admin::{Admin, Caller, expiry, name_ok, random_secret};
 use crate::registry::{Audit, Entry, Input, IntoPb, Operation, Spec, Verb, entry};
@@ -20,6 +21,8 @@ pub(super) fn entries() -> Vec<Entry> {
         entry::<ListUsers>(),
         entry::<CreateUser>(),
         entry::<UpdateUser>(),
+        entry::<SetPassword>(),
+        entry::<InviteUser>(),
         entry::<CreateToken>(),
         entry::<ListTokens>(),
         entry::<RevokeToken>(),
@@ -252,6 +255,130 @@ impl Operation for UpdateUser {
     }
 }
 
+// ---- passwords and invitations (people's sign-in) ----
+
+/// A person's new password.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordRequest {
+    pub name: String,
+    /// 12 to 1024 characters.
+    pub password: String,
+}
+
+impl Input for PasswordRequest {
+    type Pb = pb::SetPasswordRequest;
+    fn from_pb(r: pb::SetPasswordRequest) -> Result<Self, ApiError> {
+        Ok(PasswordRequest {
+            name: r.name,
+            password: r.password,
+        })
+    }
+    fn target(&self) -> String {
+        self.name.clone()
+    }
+    // The password itself is never recorded.
+}
+
+pub struct SetPassword;
+
+impl Operation for SetPassword {
+    const SPEC: Spec = Spec {
+        id: "setPassword",
+        verb: Verb::Put,
+        path: "/api/v1/users/{name}/password",
+        grpc: "SetPassword",
+        summary: "Set a person's console password (argon2id; sessions already open stay)",
+        role: AdminRole,
+        action: "user.set_password",
+        audit: Audit::Calls,
+        created: false,
+    };
+    type Req = PasswordRequest;
+    type Resp = User;
+
+    async fn run(a: &Admin, c: &Caller, r: PasswordRequest) -> Result<User, ApiError> {
+        crate::session::check_password(&r.password)?;
+        let user = a
+            .store
+            .get_user(&r.name)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("user {}", r.name)))?;
+        let phc = crate::session::hash_password(r.password).await?;
+        a.store
+            .put_credential(&gatehouse_core::model::Credential {
+                user: user.name.clone(),
+                password_phc: phc,
+                set_at: a.now(),
+                set_by: c.name.clone(),
+            })
+            .await?;
+        Ok(user)
+    }
+}
+
+/// A one-time invitation to set a password.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Invitation {
+    pub name: String,
+    /// The secret, in this answer only.
+    pub invitation: String,
+    /// Where the console takes it (on the API's address).
+    pub path: String,
+    pub expires_at: i64,
+}
+
+impl IntoPb for Invitation {
+    type Pb = pb::Invitation;
+    fn into_pb(self) -> pb::Invitation {
+        pb::Invitation {
+            name: self.name,
+            invitation: self.invitation,
+            path: self.path,
+            expires_at: self.expires_at,
+        }
+    }
+}
+
+pub struct InviteUser;
+
+impl Operation for InviteUser {
+    const SPEC: Spec = Spec {
+        id: "inviteUser",
+        verb: Verb::Post,
+        path: "/api/v1/users/{name}/invite",
+        grpc: "InviteUser",
+        summary: "A one-time link for a person to set their console password (valid 72 h)",
+        role: AdminRole,
+        action: "user.invite",
+        audit: Audit::Calls,
+        created: true,
+    };
+    type Req = NameRef;
+    type Resp = Invitation;
+
+    async fn run(a: &Admin, c: &Caller, r: NameRef) -> Result<Invitation, ApiError> {
+        let user = a
+            .store
+            .get_user(&r.name)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("user {}", r.name)))?;
+        if user.disabled {
+            return Err(ApiError::Conflict(format!(
+                "user {} is disabled",
+                user.name
+            )));
+        }
+        let (secret, expires_at) = a.invite(c, &user.name).await?;
+        Ok(Invitation {
+            name: user.name,
+            path: format!("/#/invite/{secret}"),
+            invitation: secret,
+            expires_at,
+        })
+    }
+}
+
 // ---- API tokens ----
 
 impl IntoPb for ApiToken {
@@ -365,6 +492,8 @@ impl Operation for CreateToken {
             created_by: c.name.clone(),
             expires_at,
             revoked: false,
+            kind: gatehouse_core::model::TokenKind::Api,
+            idle_expires_at: None,
         };
         a.store.put_token(&token).await?;
         Ok(NewToken { token, secret })

@@ -314,6 +314,18 @@ pub enum Users {
         #[arg(long)]
         disabled: Option<bool>,
     },
+    /// Set a person's console password (12 characters or more), read from
+    /// the file, else from standard input (its first line).
+    SetPassword {
+        name: String,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// Print a one-time link (valid 72 h) with which a person sets their
+    /// console password and signs in.
+    Invite {
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

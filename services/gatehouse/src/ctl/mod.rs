@@ -30,9 +30,9 @@ use gatehouse_api::ops::hosts::{
     SearchResults, SetHostLabels, SetLabels,
 };
 use gatehouse_api::ops::identity::{
-    CreateEnrollSecret, CreateToken, CreateUser, EnrollSecretRequest, IdRef, ListEnrollSecrets,
-    ListTokens, ListUsers, RevokeEnrollSecret, RevokeToken, SecretRef, TokenRequest, UpdateUser,
-    UserRequest, UserUpdate, Whoami,
+    CreateEnrollSecret, CreateToken, CreateUser, EnrollSecretRequest, IdRef, InviteUser,
+    ListEnrollSecrets, ListTokens, ListUsers, PasswordRequest, RevokeEnrollSecret, RevokeToken,
+    SecretRef, SetPassword, TokenRequest, UpdateUser, UserRequest, UserUpdate, Whoami,
 };
 use gatehouse_api::ops::rules::{
     AlertPage, DeadLetterRef, DeleteDeadLetter, DeleteRule, ListAlerts, ListDeadLetters, ListRules,
@@ -414,6 +414,37 @@ pub async fn run(a: CtlArgs) -> Result<String, CtlError> {
             ),
             &["name", "role", "disabled"],
         ),
+        What::Users(Users::SetPassword {
+            name,
+            password_file,
+        }) => {
+            let password = read_password(password_file.as_deref())?;
+            let u = api
+                .call::<SetPassword>(&PasswordRequest {
+                    name: name.clone(),
+                    password,
+                })
+                .await?;
+            if j {
+                show(true, &json(&u), &[])
+            } else {
+                format!("password of {name} set")
+            }
+        }
+        What::Users(Users::Invite { name }) => {
+            let inv = api.call::<InviteUser>(&NameRef { name }).await?;
+            if j {
+                show(true, &json(&inv), &[])
+            } else {
+                format!(
+                    "{}{}\n(one use, for {} hours)",
+                    api.url.trim_end_matches('/'),
+                    inv.path,
+                    ((inv.expires_at - gatehouse_core::time::now_ms()).max(0) + 1_800_000)
+                        / 3_600_000
+                )
+            }
+        }
         What::Tokens(Tokens::List) => show(
             j,
             &json(&api.call::<ListTokens>(&none).await?),
@@ -635,6 +666,22 @@ fn more_after(rows: &Value, limit: usize, at_field: &str, id_field: &str) {
     {
         more(Some(&format!("{at}:{id}")));
     }
+}
+
+/// A password from `file` (its first line), else from standard input.
+fn read_password(file: Option<&std::path::Path>) -> Result<String, CtlError> {
+    let text = match file {
+        Some(f) => std::fs::read_to_string(f)
+            .map_err(|e| failed(format!("reading {}: {e}", f.display())))?,
+        None => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| failed(format!("reading the password from standard input: {e}")))?;
+            line
+        }
+    };
+    Ok(text.lines().next().unwrap_or_default().to_owned())
 }
 
 /// A destination's definition read from a TOML or JSON file.

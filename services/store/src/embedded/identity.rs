@@ -1,4 +1,4 @@
-//! The embedded store's enroll secrets, users and API tokens.
+//! The embedded store's enroll secrets, users, API tokens and passwords.
 
 use gatehouse_core::ports::IdentityStore;
 
@@ -99,5 +99,15 @@ impl IdentityStore for EmbeddedStore {
 
     async fn list_tokens(&self) -> StoreResult<Vec<ApiToken>> {
         self.run(|i| i.scan_json(&i.defs, b"t/")).await
+    }
+
+    async fn put_credential(&self, c: &Credential) -> StoreResult<()> {
+        let (k, v) = (format!("pw/{}", c.user).into_bytes(), enc(c)?);
+        self.run(move |i| i.commit(vec![(&i.defs, k, v)])).await
+    }
+
+    async fn credential(&self, user: &str) -> StoreResult<Option<Credential>> {
+        let k = format!("pw/{user}").into_bytes();
+        self.run(move |i| i.get_json(&i.defs, &k)).await
     }
 }

@@ -55,9 +55,9 @@ use gatehouse_core::HostId;
 use gatehouse_core::disk::REOPEN_HEADROOM;
 use gatehouse_core::logs::bucket_day;
 use gatehouse_core::model::{
-    ApiToken, AuditEvent, Campaign, CampaignResult, CarveSession, Delivery, EnrollSecret, Host,
-    LabelConfig, LabelQuery, LogRecords, Page, Query, ResultFilter, ResultLog, Schedule, StatusLog,
-    User,
+    ApiToken, AuditEvent, Campaign, CampaignResult, CarveSession, Credential, Delivery,
+    EnrollSecret, Host, LabelConfig, LabelQuery, LogRecords, Page, Query, ResultFilter, ResultLog,
+    Schedule, StatusLog, User,
 };
 use gatehouse_core::ports::{BlockOutcome, Fence, StoreError, StoreResult};
 use gatehouse_core::rules::{Alert, DeadLetter, Rule};

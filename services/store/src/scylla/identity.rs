@@ -99,4 +99,23 @@ impl IdentityStore for ScyllaStore {
     async fn list_tokens(&self) -> StoreResult<Vec<ApiToken>> {
         self.inner.docs(Q::ListTokens, ("all",), usize::MAX).await
     }
+
+    async fn put_credential(&self, c: &Credential) -> StoreResult<()> {
+        let doc = enc(c)?;
+        self.inner
+            .exec(Q::PutCredential, (c.user.as_str(), &doc))
+            .await
+            .map(|_| ())
+    }
+
+    async fn credential(&self, user: &str) -> StoreResult<Option<Credential>> {
+        match self
+            .inner
+            .one::<(Vec<u8>,)>(Q::GetCredential, (user,))
+            .await?
+        {
+            Some((doc,)) => dec("credential", &doc).map(Some),
+            None => Ok(None),
+        }
+    }
 }

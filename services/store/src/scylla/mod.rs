@@ -39,9 +39,9 @@ use gatehouse_core::HostId;
 use gatehouse_core::ids::shard_of;
 use gatehouse_core::logs::bucket_time;
 use gatehouse_core::model::{
-    ApiToken, AuditEvent, Campaign, CampaignResult, CarveSession, Delivery, EnrollSecret, Host,
-    LabelConfig, LabelQuery, LogOrder, LogRecords, Page, Query, ResultFilter, ResultLog, Schedule,
-    StatusLog, User,
+    ApiToken, AuditEvent, Campaign, CampaignResult, CarveSession, Credential, Delivery,
+    EnrollSecret, Host, LabelConfig, LabelQuery, LogOrder, LogRecords, Page, Query, ResultFilter,
+    ResultLog, Schedule, StatusLog, User,
 };
 use gatehouse_core::ports::{BlockOutcome, Fence, StoreError, StoreResult};
 use gatehouse_core::rules::{Alert, DeadLetter, Rule};

@@ -118,6 +118,14 @@ pub const MIGRATIONS: &[Migration] = &[
             "CREATE TABLE IF NOT EXISTS {ks}.hosts_by_name (name text, host_id text, PRIMARY KEY ((name), host_id))",
         ],
     },
+    Migration {
+        version: 5,
+        description: "people's passwords (console sign-in)",
+        statements: &[
+            // One small row per user with a password, read at sign-in.
+            "CREATE TABLE IF NOT EXISTS {ks}.credentials (name text PRIMARY KEY, doc blob)",
+        ],
+    },
 ];
 
 /// Index rows outlive the lines they point to: a line may arrive up to

@@ -127,6 +127,8 @@ statements! {
     ListTokens = Admin, "SELECT doc FROM {ks}.api_tokens WHERE scope = ?";
     PutTokenByHash = Admin, "INSERT INTO {ks}.api_token_by_hash (sha256, doc) VALUES (?, ?)";
     TokenByHash = Reads, "SELECT doc FROM {ks}.api_token_by_hash WHERE sha256 = ?";
+    PutCredential = Admin, "INSERT INTO {ks}.credentials (name, doc) VALUES (?, ?)";
+    GetCredential = Reads, "SELECT doc FROM {ks}.credentials WHERE name = ?";
 
     PutAudit = Admin, "INSERT INTO {ks}.audit_log (day, inverted_time, event_id, doc) VALUES (?, ?, ?, ?)";
     AuditOfDay = Reads, "SELECT doc FROM {ks}.audit_log WHERE day = ?";
