@@ -24,6 +24,10 @@
 #   rsyslog and rsyslog-gnutls, installed here when missing) for syslog
 #   over TCP and TLS; HTTP receivers in the tests for Splunk HEC,
 #   Elasticsearch _bulk and webhooks; files read back as a shipper reads.
+# - The web console is driven in a real headless Chromium (Debian's
+#   chromium, installed here when missing) by Playwright-core (npm, pinned
+#   in tests/browser/package-lock.json, installed with `npm ci`) against
+#   the real server (tests/tests/console.rs).
 # - The Helm chart is linted (--strict) and rendered offline with its
 #   default and HA values by Helm's Go SDK (helm-python-sdk from PyPI),
 #   with assertions on the manifests (tests/helm/test_chart.py).
@@ -52,6 +56,24 @@ if [[ ! -x /usr/sbin/rsyslogd ]] || [[ -z "$(ls /usr/lib/*/rsyslog/lmnsd_gtls.so
 fi
 if [[ ! -x /usr/sbin/rsyslogd ]]; then
     echo "== NOT RUN: syslog destination tests against rsyslog (install rsyslog and rsyslog-gnutls as root)"
+fi
+
+# The console is tested in a real Chromium, driven by Playwright-core.
+if [[ ! -x /usr/bin/chromium ]]; then
+    if [[ "$(id -u)" == "0" ]] && command -v apt-get >/dev/null; then
+        echo "== installing chromium (Debian) for the console tests"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 \
+            || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; } \
+            || echo "== could not install chromium: the console browser test will say NOT RUN"
+    fi
+fi
+if command -v npm >/dev/null && [[ ! -d tests/browser/node_modules/playwright-core ]]; then
+    echo "== installing playwright-core (npm ci, tests/browser) for the console tests"
+    (cd tests/browser && npm ci --no-audit --no-fund --silent) \
+        || echo "== could not install playwright-core: the console browser test will say NOT RUN"
+fi
+if [[ ! -x /usr/bin/chromium ]] || [[ ! -d tests/browser/node_modules/playwright-core ]]; then
+    echo "== NOT RUN: the console in a real browser (needs chromium, node and npm)"
 fi
 
 # CI builds once from scratch: incremental-compilation caches would only

@@ -12,6 +12,7 @@
 //! deliveries that wait for offline hosts until they expire.
 
 pub mod admin;
+pub mod console;
 pub mod error;
 pub mod grpc;
 pub mod openapi;

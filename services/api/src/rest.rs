@@ -255,6 +255,7 @@ pub fn router(admin: Arc<Admin>, shutdown: Shutdown) -> Router {
         )
         .merge(api)
         .merge(sessions)
+        .merge(crate::console::routes())
         .fallback(|req: Request| async move {
             ApiError::NotFound(format!("route {} {}", req.method(), req.uri().path()))
                 .into_response()

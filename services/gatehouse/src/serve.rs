@@ -277,7 +277,7 @@ pub fn banner(
     };
     format!(
         "\nGatehouse is running{}.\n\
-\n  agents (osquery TLS API): https://{host}:{ap}\n  operator REST API:        https://{api}  (Authorization: Bearer <admin token>)\n\
+\n  agents (osquery TLS API): https://{host}:{ap}\n  operator REST API:        https://{api}  (Authorization: Bearer <admin token>)\n  web console:              https://{host}:{apiport}/  (sign in as a person: gatehouse ctl --data {dir} users invite NAME)\n\
 \n  enroll secret:   {secret}\n  admin token:     {token}\n  CA certificate:  {ca}\n  data directory:  {dir}\n  store:           {store}\n  osquery flagfile: {ff}\n\
 \nStart an agent with:\n  osqueryd --flagfile={ff}\n\
 \nTry the API:\n  curl --cacert {ca} -H \"Authorization: Bearer {try_token}\" https://{api}/api/v1/hosts\n  gatehouse ctl --data {dir} hosts list\n\
@@ -290,6 +290,7 @@ pub fn banner(
         host = cfg.public_host,
         ap = agent_addr.port(),
         api = api_addr,
+        apiport = api_addr.port(),
         ca = boot.ca_path.display(),
         dir = boot.data_dir.display(),
         store = match cfg.store.kind {
