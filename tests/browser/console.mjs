@@ -67,6 +67,12 @@ try {
 
   await page.fill("form#sign-in input[name=password]", password);
   await page.click("form#sign-in button[type=submit]");
+  await page.waitForSelector("[data-stat=hosts] .value");
+  const total = (await page.textContent("[data-stat=hosts] .value")).trim();
+  check(total === String(expectHosts), `the overview counts ${expectHosts} hosts (saw ${total})`);
+  check((await page.textContent("[data-stat=online] .value")).trim() === String(expectHosts), "all of them online");
+  await shot(page, "overview");
+  await page.click("a[data-nav=hosts]");
   await page.waitForSelector("table#hosts tbody tr[data-host]");
   const rows = await page.locator("table#hosts tbody tr[data-host]").count();
   check(rows === expectHosts, `the hosts page lists the ${expectHosts} enrolled hosts (saw ${rows})`);

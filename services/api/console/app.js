@@ -101,7 +101,7 @@ function signInPage() {
     error.textContent = "";
     try {
       await api("POST", "/api/v1/session", { name: f.get("name"), password: f.get("password") });
-      go("#/hosts");
+      go("#/overview");
     } catch (e) {
       error.textContent = e.message;
     }
@@ -125,7 +125,7 @@ function invitePage(invitation) {
     error.textContent = "";
     try {
       await api("POST", "/api/v1/session/invite", { invitation, password: new FormData(form).get("password") });
-      go("#/hosts");
+      go("#/overview");
     } catch (e) {
       error.textContent = e.message;
     }
@@ -210,6 +210,68 @@ async function hostsPage(params) {
   main.replaceChildren(el("h1", {}, "Hosts"), filters, table, pager);
 }
 
+/** The fleet at a glance: one snapshot from the API, recent alerts. */
+async function overviewPage() {
+  main.replaceChildren(el("h1", {}, "Overview"), el("p", { class: "muted" }, "Loading…"));
+  const [s, alerts] = await Promise.all([
+    api("GET", "/api/v1/fleet/summary"),
+    api("GET", "/api/v1/alerts?limit=8").catch(() => []),
+  ]);
+  const hostsLink = (label, query) => el("a", { href: `#/hosts${query ? `?${query}` : ""}` }, label);
+  const card = (label, value, query) =>
+    el("div", { class: "card stat", dataset: { stat: label } }, el("div", { class: "value" }, String(value)), el("div", { class: "muted" }, query === undefined ? label : hostsLink(label, query)));
+  const counts = (title, map, param) => {
+    const rows = Object.entries(map).sort((a, b) => b[1] - a[1]);
+    return el(
+      "div",
+      { class: "card" },
+      el("h2", {}, title),
+      el(
+        "table",
+        { class: "counts" },
+        el("tbody", {}, rows.map(([k, n]) => el("tr", {}, el("td", {}, param ? hostsLink(k, `${param}=${encodeURIComponent(k)}`) : k), el("td", { class: "num" }, String(n))))),
+      ),
+    );
+  };
+  const days = Object.entries(s.enrolled_by_day);
+  const most = Math.max(1, ...days.map(([, n]) => n));
+  const enrollments = el(
+    "div",
+    { class: "card" },
+    el("h2", {}, "First enrollments, last 30 days"),
+    days.length
+      ? el("div", { class: "bars" }, days.map(([d, n]) => {
+          const bar = el("div", { class: "bar", title: `${d}: ${n}` });
+          // Through the CSSOM: the policy refuses inline style attributes.
+          bar.style.height = `${Math.max(4, (n / most) * 100)}%`;
+          return bar;
+        }))
+      : el("p", { class: "muted" }, "None."),
+  );
+  const recent = el(
+    "div",
+    { class: "card" },
+    el("h2", {}, "Recent alerts"),
+    alerts.length
+      ? el("ul", { class: "alerts" }, alerts.map((a) => el("li", {}, el("span", { class: "muted" }, when(a.at)), " ", a.summary)))
+      : el("p", { class: "muted" }, "None."),
+  );
+  main.replaceChildren(
+    el("h1", {}, "Overview"),
+    el(
+      "div",
+      { class: "stats" },
+      card("hosts", s.hosts, ""),
+      card("online", s.online, "online=true"),
+      card("offline", s.offline, "online=false"),
+      card("silent 7 days", s.silent_7d),
+      card("on an older config", s.older_config),
+    ),
+    el("div", { class: "grid" }, counts("Platforms", s.by_platform, "platform"), counts("osquery versions", s.by_osquery_version), enrollments, recent),
+    el("p", { class: "muted" }, `As of ${when(s.at)}; silent for 1 day: ${s.silent_1d}, 30 days: ${s.silent_30d}; config generation ${s.config_generation}.`),
+  );
+}
+
 async function hostPage(id) {
   const h = await api("GET", `/api/v1/hosts/${encodeURIComponent(id)}`);
   const facts = [
@@ -236,7 +298,7 @@ async function hostPage(id) {
 }
 
 async function route() {
-  const [path, query] = (location.hash.slice(1) || "/hosts").split("?");
+  const [path, query] = (location.hash.slice(1) || "/overview").split("?");
   const parts = path.split("/").filter(Boolean);
   for (const a of document.querySelectorAll("[data-nav]")) {
     a.classList.toggle("active", a.dataset.nav === parts[0]);
@@ -246,7 +308,8 @@ async function route() {
     if (parts[0] === "invite" && parts[1]) return invitePage(decodeURIComponent(parts[1]));
     if (!me) await whoami();
     if (parts[0] === "hosts" && parts[1]) return await hostPage(decodeURIComponent(parts[1]));
-    return await hostsPage(query || "");
+    if (parts[0] === "hosts") return await hostsPage(query || "");
+    return await overviewPage();
   } catch (e) {
     if (e instanceof ApiError && e.status === 401) return;
     main.replaceChildren(el("p", { class: "error", role: "alert" }, e.message));

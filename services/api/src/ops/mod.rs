@@ -16,6 +16,7 @@ pub mod campaigns;
 pub mod carves;
 pub mod definitions;
 pub mod destinations;
+pub mod fleet;
 pub mod hosts;
 pub mod identity;
 pub mod rules;
@@ -31,6 +32,7 @@ pub fn entries() -> Vec<Entry> {
         audit::entries(),
         rules::entries(),
         destinations::entries(),
+        fleet::entries(),
     ]
     .concat()
 }
