@@ -45,6 +45,7 @@ pub async fn run(
     };
     let metrics = deps.metrics.clone();
     let admin = Arc::new(Admin::new(cfg, deps));
+    tokio::spawn(ops::fleet::keep_fresh(admin.clone(), shutdown.clone()));
     let rest = rest::router(admin.clone(), shutdown.clone());
     let routes = grpc::routes(admin.clone()).add_service(gatehouse_runtime::grpc::health(
         &[GRPC_SERVICE],

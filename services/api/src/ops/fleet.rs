@@ -3,9 +3,11 @@
 //! 30 days, hosts on an older config generation, enrollments per day.
 //! Cheap per page load at any fleet size: the summary is a snapshot kept
 //! in the store (meta key `fleet_summary`), read with one point read, and
-//! made again by one pass over the host records at most every
-//! [`SUMMARY_EVERY`] (by whichever api process asks first after that; the
-//! answer says how old it is).
+//! made again by one pass over the host records: for a fleet of
+//! [`SMALL_FLEET`] hosts or more in the background before it is
+//! [`SUMMARY_EVERY`] old ([`keep_fresh`], in every api process; the first
+//! to find it stale remakes it), for a smaller one by the request that
+//! finds it [`SMALL_FLEET_EVERY`] old. The answer says how old it is.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -23,8 +25,21 @@ pub(super) fn entries() -> Vec<Entry> {
     vec![entry::<FleetSummaryOp>()]
 }
 
-/// How old a summary may be before a request makes a new one.
+/// How old a summary of a large fleet may be before it is made again.
 pub const SUMMARY_EVERY: Duration = Duration::from_secs(60);
+/// A fleet smaller than this is summed up afresh when the summary is
+/// [`SMALL_FLEET_EVERY`] old (a pass over it costs little).
+pub const SMALL_FLEET: u64 = 10_000;
+pub const SMALL_FLEET_EVERY: Duration = Duration::from_secs(5);
+
+/// How old a summary of `hosts` hosts may be.
+fn max_age(hosts: u64) -> Duration {
+    if hosts < SMALL_FLEET {
+        SMALL_FLEET_EVERY
+    } else {
+        SUMMARY_EVERY
+    }
+}
 const META_KEY: &str = "fleet_summary";
 const DAY_MS: i64 = 86_400_000;
 /// Days of enrollments shown.
@@ -125,22 +140,68 @@ impl Admin {
         Ok(s)
     }
 
-    /// The stored summary when recent enough, else a new one (stored).
-    pub(crate) async fn fleet_summary(&self) -> Result<FleetSummary, ApiError> {
-        let now = self.now();
-        if let Some(raw) = self.store.get_meta(META_KEY).await?
-            && let Ok(s) = serde_json::from_slice::<FleetSummary>(&raw)
-            && now - s.at < i64::try_from(SUMMARY_EVERY.as_millis()).unwrap_or(i64::MAX)
-            && s.at <= now
-        {
-            return Ok(s);
-        }
+    /// The stored summary, if any.
+    async fn stored_summary(&self) -> Result<Option<FleetSummary>, ApiError> {
+        Ok(self
+            .store
+            .get_meta(META_KEY)
+            .await?
+            .and_then(|raw| serde_json::from_slice::<FleetSummary>(&raw).ok()))
+    }
+
+    /// Makes a new summary and keeps it.
+    async fn refresh_summary(&self) -> Result<FleetSummary, ApiError> {
         let s = self.make_summary().await?;
         let raw = serde_json::to_vec(&s).map_err(|e| ApiError::Unavailable(e.to_string()))?;
         if let Err(e) = self.store.put_meta(META_KEY, &raw).await {
-            tracing::warn!(error = %e, "the fleet summary could not be kept; it is made again at the next request");
+            tracing::warn!(error = %e, "the fleet summary could not be kept; it is made again later");
         }
         Ok(s)
+    }
+
+    /// The stored summary when recent enough, else a new one (stored).
+    /// [`keep_fresh`] remakes it before it gets that old, so a request
+    /// pays for a pass over the hosts only when nothing refreshed it.
+    pub(crate) async fn fleet_summary(&self) -> Result<FleetSummary, ApiError> {
+        let now = self.now();
+        if let Some(s) = self.stored_summary().await?
+            && s.at <= now
+            && now - s.at < ms(max_age(s.hosts))
+        {
+            return Ok(s);
+        }
+        self.refresh_summary().await
+    }
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Remakes a large fleet's summary in the background once it is three
+/// quarters of [`SUMMARY_EVERY`] old (whichever api process gets there
+/// first; the others then find it fresh), until `shutdown`, so page loads
+/// never wait for a pass over the hosts. (A small fleet's is made by the
+/// request that finds it old.)
+pub async fn keep_fresh(admin: std::sync::Arc<Admin>, shutdown: gatehouse_runtime::Shutdown) {
+    let every = SUMMARY_EVERY / 4;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tick.tick() => {}
+        }
+        let now = admin.now();
+        let stale = match admin.stored_summary().await {
+            Ok(Some(s)) => {
+                s.hosts >= SMALL_FLEET && (s.at > now || now - s.at >= ms(SUMMARY_EVERY) * 3 / 4)
+            }
+            Ok(None) | Err(_) => false,
+        };
+        if stale && let Err(e) = admin.refresh_summary().await {
+            tracing::warn!(error = %e, "making the fleet summary failed; trying again shortly");
+        }
     }
 }
 
@@ -152,7 +213,7 @@ impl Operation for FleetSummaryOp {
         verb: Verb::Get,
         path: "/api/v1/fleet/summary",
         grpc: "FleetSummary",
-        summary: "The fleet at a glance (a snapshot at most a minute old): hosts by platform and osquery version, online, silent, on an older config, enrollments per day",
+        summary: "The fleet at a glance (a snapshot at most a minute old, 5 s under 10,000 hosts): hosts by platform and osquery version, online, silent, on an older config, enrollments per day",
         role: Observer,
         action: "fleet.summary",
         audit: Audit::Refusals,
