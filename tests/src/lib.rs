@@ -248,13 +248,21 @@ impl TestServer {
             .output()?)
     }
 
-    pub async fn user_token(&self, name: &str, role: &str) -> anyhow::Result<String> {
+    /// Creates a user with `role` (as the bootstrap admin).
+    pub async fn create_user(&self, name: &str, role: &str) -> anyhow::Result<Value> {
         let admin = self.boot.admin_token.clone();
         let body = json!({"name": name, "role": role});
         let (code, u) = self
             .call(&admin, reqwest::Method::POST, "/api/v1/users", Some(body))
             .await?;
         anyhow::ensure!(code == 201, "creating user {name}: {code} {u}");
+        Ok(u)
+    }
+
+    /// Creates a user with `role` and a token for it: the token's secret.
+    pub async fn user_token(&self, name: &str, role: &str) -> anyhow::Result<String> {
+        let admin = self.boot.admin_token.clone();
+        self.create_user(name, role).await?;
         let path = format!("/api/v1/users/{name}/tokens");
         let (code, t) = self
             .call(&admin, reqwest::Method::POST, &path, Some(json!({})))

@@ -44,15 +44,7 @@ async fn a_person_signs_in_sees_the_fleet_and_signs_out_in_a_real_browser() -> a
         assert_eq!(r.status().as_u16(), 200, "{asset}");
     }
 
-    let (code, v) = s
-        .call(
-            &admin,
-            Method::POST,
-            "/api/v1/users",
-            Some(json!({"name": "ops", "role": "operator"})),
-        )
-        .await?;
-    assert_eq!(code, 201, "{v}");
+    s.create_user("ops", "operator").await?;
     let password = "console test passphrase";
     let (code, v) = s
         .call(

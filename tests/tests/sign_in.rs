@@ -73,17 +73,8 @@ async fn sign_in(
 async fn people_sign_in_with_passwords_and_sessions_hold_to_their_limits() -> anyhow::Result<()> {
     let s = TestServer::start().await?;
     let admin = s.boot.admin_token.clone();
-    for (name, role) in [("alice", "operator"), ("bob", "observer")] {
-        let (code, v) = s
-            .call(
-                &admin,
-                Method::POST,
-                "/api/v1/users",
-                Some(json!({"name": name, "role": role})),
-            )
-            .await?;
-        assert_eq!(code, 201, "{v}");
-    }
+    s.create_user("alice", "operator").await?;
+    s.create_user("bob", "observer").await?;
     // No password yet: the same answer as a wrong one.
     let (code, got, _) = sign_in(&s, "alice", "whatever-it-is").await?;
     assert_eq!((code, got.is_none()), (401, true));
@@ -326,15 +317,7 @@ async fn people_sign_in_with_passwords_and_sessions_hold_to_their_limits() -> an
 async fn passwords_are_set_from_the_command_line() -> anyhow::Result<()> {
     let s = TestServer::start().await?;
     let admin = s.boot.admin_token.clone();
-    let (code, _) = s
-        .call(
-            &admin,
-            Method::POST,
-            "/api/v1/users",
-            Some(json!({"name": "carol", "role": "admin"})),
-        )
-        .await?;
-    assert_eq!(code, 201);
+    s.create_user("carol", "admin").await?;
     let dir = tempfile::tempdir()?;
     let f = dir.path().join("pw");
     std::fs::write(&f, "carol's passphrase here\n")?;
