@@ -1,5 +1,6 @@
 // Drives the Gatehouse console in Debian's headless Chromium, as a person
-// would: sign in, see the hosts, search, open one, sign out. Run by
+// would: sign in, see the overview and the hosts, search, open one, run
+// a live query and export its rows, sign out. Run by
 // tests/tests/console.rs against a real server with enrolled agents.
 //
 // Environment: GATEHOUSE_URL (the API's https://localhost:PORT),
@@ -106,10 +107,51 @@ try {
     await shot(page, "host");
   }
 
+  // A live query to every host; rows stream in as the agents answer
+  // (the Rust side of the test answers for them).
+  await page.click("a[data-nav=query]");
+  await page.waitForSelector("form#live-query");
+  await page.fill("form#live-query textarea[name=sql]", "SELECT 1 AS one;");
+  await page.click("#run");
+  await page.waitForSelector("#finished", { timeout: 30000 });
+  const answered = await page.locator("table#rows tbody tr").count();
+  check(answered === expectHosts, `rows arrived from the ${expectHosts} hosts (saw ${answered})`);
+  const progress = await page.textContent("#progress");
+  check(progress.includes(`answered ${expectHosts} / targeted ${expectHosts}`), `progress reads "${progress}"`);
+  await shot(page, "live-query");
+  const [dl] = await Promise.all([page.waitForEvent("download"), page.click("#export-csv")]);
+  const { readFileSync } = await import("node:fs");
+  const csv = readFileSync(await dl.path(), "utf8");
+  check(csv.startsWith("host,one\n") && csv.trim().split("\n").length === expectHosts + 1, "the rows export as CSV");
+
   await page.click("#sign-out");
   await page.waitForSelector("form#sign-in");
   const after = await page.evaluate(async () => (await fetch("/api/v1/whoami")).status);
   check(after === 401, "after signing out the API answers 401");
+  // An observer sees no controls to change anything, and the API refuses
+  // a change forced from the page anyway.
+  const viewer = env("VIEWER_USER", "");
+  if (viewer) {
+    await page.fill("form#sign-in input[name=name]", viewer);
+    await page.fill("form#sign-in input[name=password]", env("VIEWER_PASSWORD"));
+    await page.click("form#sign-in button[type=submit]");
+    await page.waitForSelector("[data-stat=hosts] .value");
+    await page.click("a[data-nav=query]");
+    await page.waitForSelector("form#live-query");
+    check((await page.locator("#run").count()) === 0, "an observer is offered no Run button");
+    const forcedRun = await page.evaluate(async () => {
+      const token = document.cookie.match(/gatehouse_csrf=([^;]*)/)[1];
+      const r = await fetch("/api/v1/campaigns", {
+        method: "POST",
+        headers: { "content-type": "application/json", "x-csrf-token": token },
+        body: JSON.stringify({ sql: "SELECT 1;", all: true }),
+      });
+      return r.status;
+    });
+    check(forcedRun === 403, `an observer forcing a live query gets 403 (${forcedRun})`);
+    await page.click("#sign-out");
+    await page.waitForSelector("form#sign-in");
+  }
   check(errors.length === 0, `no script errors (${errors.join("; ")})`);
   check(missing.length === 0, `nothing the page asked for is missing (${missing.join(", ")})`);
 } catch (e) {

@@ -272,6 +272,123 @@ async function overviewPage() {
   );
 }
 
+/** A CSV field. */
+function csvField(v) {
+  const t = v === undefined || v === null ? "" : typeof v === "object" ? JSON.stringify(v) : String(v);
+  return /[",\n\r]/.test(t) ? `"${t.replace(/"/g, '""')}"` : t;
+}
+
+/** Offers `text` as a file to download. */
+function download(name, type, text) {
+  const url = URL.createObjectURL(new Blob([text], { type }));
+  const a = el("a", { href: url, download: name });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+let watching = null;
+
+/** Live query: SQL, targets, rows streaming in as hosts answer. */
+function queryPage() {
+  const mayRun = me && (me.role === "operator" || me.role === "admin");
+  const error = el("p", { class: "error", role: "alert" });
+  const form = el(
+    "form",
+    { class: "card", id: "live-query" },
+    el("label", {}, "SQL", el("textarea", { name: "sql", rows: 5, spellcheck: "false", required: true }, "SELECT * FROM osquery_info;")),
+    el(
+      "div",
+      { class: "filters" },
+      el(
+        "label",
+        {},
+        "Targets",
+        el(
+          "select",
+          { name: "kind" },
+          [["all", "all hosts"], ["labels", "labels"], ["hosts", "hosts"], ["platforms", "platforms"]].map(([v, t]) => el("option", { value: v }, t)),
+        ),
+      ),
+      el("label", {}, "Which (comma-separated)", el("input", { name: "which", placeholder: "e.g. pci, web-01" })),
+      el("label", {}, "Wait for offline hosts (s)", el("input", { name: "expires_in", type: "number", min: 10, value: 300 })),
+      mayRun ? el("button", { type: "submit", id: "run" }, "Run") : el("p", { class: "muted" }, `Your role (${me ? me.role : "?"}) may not run live queries.`),
+    ),
+    error,
+  );
+  const progress = el("p", { id: "progress", class: "muted" });
+  const table = el("table", { id: "rows" });
+  const done = el("div", { id: "done" });
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    error.textContent = "";
+    if (watching) watching.close();
+    const f = new FormData(form);
+    const which = String(f.get("which") || "").split(",").map((x) => x.trim()).filter(Boolean);
+    const body = { sql: f.get("sql"), expires_in: Number(f.get("expires_in")) || undefined };
+    if (f.get("kind") === "all") body.all = true;
+    else body[f.get("kind")] = which;
+    let c;
+    try {
+      c = await api("POST", "/api/v1/campaigns", body);
+    } catch (e) {
+      error.textContent = e.message;
+      return;
+    }
+    const rows = [];
+    const columns = ["host"];
+    const cancel = el("button", { type: "button", class: "secondary", id: "cancel", onclick: async () => {
+      try { await api("DELETE", `/api/v1/campaigns/${encodeURIComponent(c.id)}`); } catch (e) { error.textContent = e.message; }
+    } }, "Cancel");
+    done.replaceChildren(cancel);
+    const head = el("thead");
+    const bodyEl = el("tbody");
+    table.replaceChildren(head, bodyEl);
+    const redrawHead = () => head.replaceChildren(el("tr", {}, columns.map((k) => el("th", {}, k))));
+    redrawHead();
+    const show = (cov) => {
+      const pending = Math.max(0, cov.targeted - cov.answered - cov.failed - cov.expired);
+      progress.textContent = `answered ${cov.answered} / targeted ${cov.targeted}, failed ${cov.failed}, pending ${pending}`;
+    };
+    show(c.coverage);
+    const es = new EventSource(`/api/v1/campaigns/${encodeURIComponent(c.id)}/events`);
+    watching = es;
+    es.addEventListener("result", (m) => {
+      const r = JSON.parse(m.data).result;
+      const hostRows = r.rows.length ? r.rows : [{}];
+      let grew = false;
+      for (const row of hostRows) {
+        for (const k of Object.keys(row)) if (!columns.includes(k)) { columns.push(k); grew = true; }
+        const full = { host: r.host_id, ...row };
+        if (r.status !== 0) full.error = r.message;
+        rows.push(full);
+        bodyEl.append(el("tr", { class: r.status === 0 ? "" : "error" }, columns.map((k) => el("td", {}, full[k] ?? ""))));
+      }
+      if (grew) {
+        redrawHead();
+        bodyEl.replaceChildren(...rows.map((row) => el("tr", {}, columns.map((k) => el("td", {}, row[k] ?? "")))));
+      }
+    });
+    es.addEventListener("progress", (m) => show(JSON.parse(m.data).coverage));
+    es.addEventListener("done", (m) => {
+      const d = JSON.parse(m.data);
+      show(d.coverage);
+      es.close();
+      watching = null;
+      const csv = () => [columns.join(","), ...rows.map((r) => columns.map((k) => csvField(r[k])).join(","))].join("\n") + "\n";
+      done.replaceChildren(
+        el("p", { id: "finished" }, d.expired ? "Expired." : "Every targeted host answered or failed."),
+        d.non_responders.length ? el("p", {}, "Did not answer: ", d.non_responders.map((h) => el("span", { class: "tag" }, h))) : null,
+        el("button", { type: "button", id: "export-csv", onclick: () => download(`campaign-${c.id}.csv`, "text/csv", csv()) }, "Export CSV"),
+        " ",
+        el("button", { type: "button", class: "secondary", id: "export-json", onclick: () => download(`campaign-${c.id}.json`, "application/json", JSON.stringify(rows, null, 2)) }, "Export JSON"),
+      );
+    });
+  });
+  main.replaceChildren(el("h1", {}, "Live query"), form, progress, table, done);
+}
+
 async function hostPage(id) {
   const h = await api("GET", `/api/v1/hosts/${encodeURIComponent(id)}`);
   const facts = [
@@ -298,6 +415,10 @@ async function hostPage(id) {
 }
 
 async function route() {
+  if (watching) {
+    watching.close();
+    watching = null;
+  }
   const [path, query] = (location.hash.slice(1) || "/overview").split("?");
   const parts = path.split("/").filter(Boolean);
   for (const a of document.querySelectorAll("[data-nav]")) {
@@ -309,6 +430,7 @@ async function route() {
     if (!me) await whoami();
     if (parts[0] === "hosts" && parts[1]) return await hostPage(decodeURIComponent(parts[1]));
     if (parts[0] === "hosts") return await hostsPage(query || "");
+    if (parts[0] === "query") return queryPage();
     return await overviewPage();
   } catch (e) {
     if (e instanceof ApiError && e.status === 401) return;
