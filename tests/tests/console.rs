@@ -1,11 +1,15 @@
 //! The web console in a real headless Chromium (Debian's), driven by
 //! Playwright-core (`tests/browser/console.mjs`) against the real server
 //! with agents enrolled: a person signs in (a wrong password first), sees
-//! the overview and the enrolled hosts, searches one and opens it, runs a
-//! live query and watches the agents' rows arrive, exports them as CSV,
-//! and signs out; an observer is offered no Run button and is refused a
-//! live query forced from the page; the
-//! session cookie's flags and the CSRF refusal are checked from the page.
+//! the overview and the enrolled hosts, searches one and opens it, picks
+//! hosts for a live query (target count, osquery table and column
+//! completion), runs one and watches the agents' rows arrive, exports
+//! them as CSV, edits a schedule (the API's refusal shown next to the
+//! field, then the host's config changing), downloads a carve byte for
+//! byte, and signs out; an observer is offered no write controls and is
+//! refused a live query and a schedule change forced from the page; an
+//! admin manages tokens and filters the audit log; the session cookie's
+//! flags and the CSRF refusal are checked from the page.
 //! Also the console's own headers (no browser needed). Without chromium,
 //! node or playwright-core (the test script installs them) the browser
 //! part prints NOT RUN.
@@ -13,7 +17,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use gatehouse_tests::TestServer;
+use std::time::Duration;
+
+use gatehouse_tests::{TestServer, eventually};
 use reqwest::Method;
 use serde_json::json;
 
@@ -42,15 +48,20 @@ async fn a_person_signs_in_sees_the_fleet_and_signs_out_in_a_real_browser() -> a
         "{csp}"
     );
     assert!(r.text().await?.contains("/console/app.js"));
-    for asset in ["/console/app.js", "/console/app.css"] {
+    for asset in [
+        "/console/app.js",
+        "/console/app.css",
+        "/console/osquery-schema.json",
+    ] {
         let r = s.http.get(format!("{}{asset}", s.api_url)).send().await?;
         assert_eq!(r.status().as_u16(), 200, "{asset}");
     }
 
     s.create_user("ops", "operator").await?;
     s.create_user("viewer", "observer").await?;
+    s.create_user("root", "admin").await?;
     let password = "console test passphrase";
-    for user in ["ops", "viewer"] {
+    for user in ["ops", "viewer", "root"] {
         let (code, v) = s
             .call(
                 &admin,
@@ -78,6 +89,57 @@ async fn a_person_signs_in_sees_the_fleet_and_signs_out_in_a_real_browser() -> a
         agents.push(a);
     }
 
+    // A schedule every host runs, for the console to edit.
+    for (path, body) in [
+        (
+            "/api/v1/queries/uptime",
+            json!({"sql": "SELECT * FROM uptime;"}),
+        ),
+        (
+            "/api/v1/schedules/uptime",
+            json!({"query": "uptime", "interval": 3600, "labels": ["all"]}),
+        ),
+    ] {
+        let (code, v) = s.call(&admin, Method::PUT, path, Some(body)).await?;
+        assert_eq!(code, 200, "{path}: {v}");
+    }
+    // A carve, asked for by a live query and sent by the first agent.
+    let carved: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+    let (code, campaign) = s
+        .call(
+            &admin,
+            Method::POST,
+            "/api/v1/campaigns",
+            Some(json!({"sql": "SELECT * FROM carves WHERE path = '/etc/hosts' AND carve = 1", "hosts": [agents[0].host_id().to_string()]})),
+        )
+        .await?;
+    assert_eq!(code, 201, "{campaign}");
+    carve(
+        &agents[0],
+        campaign["id"].as_str().unwrap_or_default(),
+        &carved,
+    )
+    .await?;
+    let session = {
+        let (_, list) = s.call(&admin, Method::GET, "/api/v1/carves", None).await?;
+        list[0]["session_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    eventually(Duration::from_secs(10), || async {
+        let (_, c) = s
+            .call(
+                &admin,
+                Method::GET,
+                &format!("/api/v1/carves/{session}"),
+                None,
+            )
+            .await?;
+        Ok((c["state"] == "complete").then_some(()))
+    })
+    .await?;
+
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
     if !browser_ready(&dir) {
         println!(
@@ -93,6 +155,10 @@ async fn a_person_signs_in_sees_the_fleet_and_signs_out_in_a_real_browser() -> a
         .env("GATEHOUSE_PASSWORD", password)
         .env("VIEWER_USER", "viewer")
         .env("VIEWER_PASSWORD", password)
+        .env("ADMIN_USER", "root")
+        .env("ADMIN_PASSWORD", password)
+        .env("SCHEDULE", "uptime")
+        .env("CARVE_SHA256", gatehouse_core::ids::sha256_hex(&carved))
         .env("EXPECT_HOSTS", "3")
         .env("SEARCH", &hostnames[1]);
     if let Some(d) = std::env::var_os("GATEHOUSE_SCREENSHOTS") {
@@ -129,10 +195,54 @@ async fn a_person_signs_in_sees_the_fleet_and_signs_out_in_a_real_browser() -> a
     );
     println!("{text}");
     assert!(out.status.success(), "the browser run failed:\n{text}");
-    assert!(
-        text.contains("ok: after signing out the API answers 401"),
-        "{text}"
-    );
+    for step in [
+        "ok: after signing out the API answers 401",
+        "ok: the carve downloads, byte for byte",
+        "ok: the audit log filters",
+    ] {
+        assert!(text.contains(step), "{step}:\n{text}");
+    }
+    // What the console changed, the API has.
+    let (_, schedules) = s
+        .call(&admin, Method::GET, "/api/v1/schedules", None)
+        .await?;
+    assert_eq!(schedules[0]["interval"], 120, "{schedules}");
     s.stop().await?;
+    Ok(())
+}
+
+/// The agent's side of a carve (osquery-protocol.md: carve start, then
+/// each block with the session id).
+async fn carve(a: &gatehouse_tests::Agent, request_id: &str, data: &[u8]) -> anyhow::Result<()> {
+    use base64::Engine;
+    let block_size = 8192usize;
+    let blocks: Vec<&[u8]> = data.chunks(block_size).collect();
+    let begin = a
+        .post(
+            &a.paths.carve_begin.clone(),
+            json!({"block_count": blocks.len(), "block_size": block_size, "carve_size": data.len(),
+                   "carve_id": "5b1c1f46-4f8e-4a43-9c0d-1b2b1a2b3c4d", "request_id": request_id}),
+        )
+        .await?;
+    let session = begin
+        .json
+        .as_ref()
+        .and_then(|j| j["session_id"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    anyhow::ensure!(!session.is_empty(), "carve start refused: {begin:?}");
+    for (id, block) in blocks.iter().enumerate() {
+        let body = json!({"block_id": id, "session_id": session, "request_id": request_id,
+                          "data": base64::engine::general_purpose::STANDARD.encode(block)});
+        let r = a
+            .post_raw(
+                &a.paths.carve_block.clone(),
+                serde_json::to_vec(&body)?,
+                true,
+                false,
+            )
+            .await?;
+        anyhow::ensure!(r.agent_success(), "block {id}: {r:?}");
+    }
     Ok(())
 }

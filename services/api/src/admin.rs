@@ -91,6 +91,8 @@ pub struct Admin {
     pub(crate) complete: std::sync::Mutex<HashSet<String>>,
     /// Failed sign-ins, by user and by client address.
     pub(crate) throttle: crate::session::Throttle,
+    /// The hosts list's sort orders (see [`crate::ops::host_order`]).
+    pub(crate) host_order: tokio::sync::Mutex<Option<Arc<crate::ops::host_order::HostOrder>>>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -191,6 +193,7 @@ impl Admin {
             forward,
             complete: std::sync::Mutex::default(),
             throttle: crate::session::Throttle::default(),
+            host_order: tokio::sync::Mutex::new(None),
         }
     }
 

@@ -1,7 +1,8 @@
 //! The web console's assets, embedded in the binary and served by the api
 //! role at `/` (the REST API stays under `/api/v1`): plain HTML, CSS and
 //! JavaScript in `services/api/console/`, no build step and no third-party
-//! code. The console is a client of the public API only. Served with a
+//! code (`osquery-schema.json` is data: osquery's table and column names
+//! and types, for SQL completion). The console is a client of the public API only. Served with a
 //! strict content security policy (scripts, styles and connections to
 //! this origin only; no framing).
 
@@ -13,6 +14,9 @@ use http::{HeaderValue, header};
 const INDEX: &str = include_str!("../console/index.html");
 const APP_JS: &str = include_str!("../console/app.js");
 const APP_CSS: &str = include_str!("../console/app.css");
+/// osquery's tables and columns (names and types) for SQL completion,
+/// extracted from osquery's table specs by `scripts/osquery-schema.py`.
+const OSQUERY_SCHEMA: &str = include_str!("../console/osquery-schema.json");
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
@@ -38,7 +42,8 @@ fn asset(body: &'static str, content_type: &'static str, cache: &'static str) ->
     r
 }
 
-/// `/`, `/console/app.js`, `/console/app.css` (no session needed: the
+/// `/`, `/console/app.js`, `/console/app.css`,
+/// `/console/osquery-schema.json` (no session needed: the
 /// page asks the API, which signs the person in).
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
@@ -53,5 +58,9 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route(
             "/console/app.css",
             get(|| async { asset(APP_CSS, "text/css; charset=utf-8", "no-cache") }),
+        )
+        .route(
+            "/console/osquery-schema.json",
+            get(|| async { asset(OSQUERY_SCHEMA, "application/json", "no-cache") }),
         )
 }

@@ -1,5 +1,5 @@
-//! The api's one error type, mapped once to HTTP (status + `{"error": ...}`)
-//! and, later, to gRPC codes.
+//! The api's one error type, mapped once to HTTP (status + `{"error": ...}`,
+//! plus `"field"` when one field is at fault) and to gRPC codes.
 
 use axum::response::{IntoResponse, Response};
 use gatehouse_core::config::ConfigError;
@@ -10,6 +10,14 @@ use http::StatusCode;
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
+    /// A bad request about one field of the input: REST adds `"field"` to
+    /// the error body, gRPC the `gatehouse-field` metadata, so a form can
+    /// show the message next to that field.
+    #[error("{message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
     #[error("{0}")]
     Unprocessable(String),
     #[error("{0} not found")]
@@ -47,6 +55,7 @@ impl From<ConfigError> for ApiError {
     fn from(e: ConfigError) -> Self {
         match e {
             ConfigError::Invalid(m) => ApiError::BadRequest(m),
+            ConfigError::Field { field, message } => ApiError::Invalid { field, message },
             too_large @ ConfigError::TooLarge { .. } => {
                 ApiError::Unprocessable(too_large.to_string())
             }
@@ -57,7 +66,7 @@ impl From<ConfigError> for ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -75,10 +84,12 @@ impl IntoResponse for ApiError {
         if matches!(self, ApiError::Unavailable(_)) {
             tracing::warn!(error = %self, "api request failed");
         }
-        (
-            self.status(),
-            axum::Json(serde_json::json!({ "error": self.to_string() })),
-        )
-            .into_response()
+        let body = match &self {
+            ApiError::Invalid { field, message } => {
+                serde_json::json!({ "error": message, "field": field })
+            }
+            other => serde_json::json!({ "error": other.to_string() }),
+        };
+        (self.status(), axum::Json(body)).into_response()
     }
 }

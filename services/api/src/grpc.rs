@@ -34,6 +34,14 @@ impl From<ApiError> for Status {
         let m = e.to_string();
         match e {
             ApiError::BadRequest(_) => Status::invalid_argument(m),
+            ApiError::Invalid { field, .. } => {
+                let mut s = Status::invalid_argument(m);
+                s.metadata_mut().insert(
+                    "gatehouse-field",
+                    tonic::metadata::MetadataValue::from_static(field),
+                );
+                s
+            }
             ApiError::Unprocessable(_) => Status::failed_precondition(m),
             ApiError::NotFound(_) => Status::not_found(m),
             ApiError::Unauthorized => Status::unauthenticated(m),

@@ -62,6 +62,14 @@ const PLATFORMS: &[&str] = &[
 pub enum ConfigError {
     #[error("{0}")]
     Invalid(String),
+    /// One field of a definition is wrong: `field` names it as the API's
+    /// JSON names it (`interval`, `labels`), so a form can show the
+    /// message next to it.
+    #[error("{message}")]
+    Field {
+        field: &'static str,
+        message: String,
+    },
     #[error(
         "config for labels {labels:?} would be {size} bytes, over the {limit}-byte limit of released osquery agents"
     )]
@@ -70,6 +78,27 @@ pub enum ConfigError {
         size: usize,
         limit: usize,
     },
+}
+
+impl ConfigError {
+    /// A message about one field.
+    pub fn field(field: &'static str, message: impl Into<String>) -> Self {
+        ConfigError::Field {
+            field,
+            message: message.into(),
+        }
+    }
+
+    /// The same error, about `field` (a name's check reused for a list).
+    #[must_use]
+    pub fn in_field(self, field: &'static str) -> Self {
+        match self {
+            ConfigError::Invalid(message) | ConfigError::Field { message, .. } => {
+                ConfigError::Field { field, message }
+            }
+            other => other,
+        }
+    }
 }
 
 /// Everything that shapes configs.
@@ -98,67 +127,76 @@ pub fn valid_name(s: &str) -> bool {
 
 pub fn validate_query(q: &Query) -> Result<(), ConfigError> {
     if !valid_name(&q.name) {
-        return Err(ConfigError::Invalid(format!(
-            "query name {:?} must be 1-128 characters of letters, digits, '_', '-', '.', ':' or '/'",
-            q.name
-        )));
+        return Err(ConfigError::field(
+            "name",
+            format!(
+                "query name {:?} must be 1-128 characters of letters, digits, '_', '-', '.', ':' or '/'",
+                q.name
+            ),
+        ));
     }
     if q.sql.trim().is_empty() {
-        return Err(ConfigError::Invalid("query sql must not be empty".into()));
+        return Err(ConfigError::field("sql", "query sql must not be empty"));
     }
     Ok(())
 }
 
 pub fn validate_schedule(s: &Schedule, defs: &Definitions) -> Result<(), ConfigError> {
     if !valid_name(&s.name) {
-        return Err(ConfigError::Invalid(format!(
-            "schedule name {:?} is not a valid name",
-            s.name
-        )));
+        return Err(ConfigError::field(
+            "name",
+            format!("schedule name {:?} is not a valid name", s.name),
+        ));
     }
     if !defs.queries.contains_key(&s.query) {
-        return Err(ConfigError::Invalid(format!(
-            "schedule {:?} names unknown query {:?}",
-            s.name, s.query
-        )));
+        return Err(ConfigError::field(
+            "query",
+            format!("schedule {:?} names unknown query {:?}", s.name, s.query),
+        ));
     }
     if !(1..=604_800).contains(&s.interval) {
-        return Err(ConfigError::Invalid(format!(
-            "interval {} is outside 1..=604800 seconds (the agent drops such queries)",
-            s.interval
-        )));
+        return Err(ConfigError::field(
+            "interval",
+            format!(
+                "interval {} is outside 1..=604800 seconds (the agent drops such queries)",
+                s.interval
+            ),
+        ));
     }
     if let Some(shard) = s.shard
         && !(1..=100).contains(&shard)
     {
-        return Err(ConfigError::Invalid(format!(
-            "shard {shard} is outside 1..=100"
-        )));
+        return Err(ConfigError::field(
+            "shard",
+            format!("shard {shard} is outside 1..=100"),
+        ));
     }
     if let Some(p) = &s.platform {
         for part in p.split(',') {
             if !PLATFORMS.contains(&part.trim()) {
-                return Err(ConfigError::Invalid(format!(
-                    "platform {part:?} is not one of {}",
-                    PLATFORMS.join(", ")
-                )));
+                return Err(ConfigError::field(
+                    "platform",
+                    format!("platform {part:?} is not one of {}", PLATFORMS.join(", ")),
+                ));
             }
         }
     }
     if let Some(pack) = &s.pack
         && !valid_name(pack)
     {
-        return Err(ConfigError::Invalid(format!(
-            "pack name {pack:?} is not a valid name"
-        )));
+        return Err(ConfigError::field(
+            "pack",
+            format!("pack name {pack:?} is not a valid name"),
+        ));
     }
     if s.labels.is_empty() {
-        return Err(ConfigError::Invalid(
-            "a schedule needs at least one label (use \"all\" for every host)".into(),
+        return Err(ConfigError::field(
+            "labels",
+            "a schedule needs at least one label (use \"all\" for every host)",
         ));
     }
     for l in &s.labels {
-        validate_label(l)?;
+        validate_label(l).map_err(|e| e.in_field("labels"))?;
     }
     Ok(())
 }
@@ -167,28 +205,34 @@ pub fn validate_label(l: &str) -> Result<(), ConfigError> {
     if valid_name(l) {
         Ok(())
     } else {
-        Err(ConfigError::Invalid(format!(
-            "label {l:?} is not a valid name"
-        )))
+        Err(ConfigError::field(
+            "label",
+            format!("label {l:?} is not a valid name"),
+        ))
     }
 }
 
 pub fn validate_label_query(q: &crate::model::LabelQuery) -> Result<(), ConfigError> {
     validate_label(&q.label)?;
     if q.label == "all" || q.label.starts_with("platform:") {
-        return Err(ConfigError::Invalid(format!(
-            "label {:?} is built in; a label query needs its own label",
-            q.label
-        )));
+        return Err(ConfigError::field(
+            "label",
+            format!(
+                "label {:?} is built in; a label query needs its own label",
+                q.label
+            ),
+        ));
     }
     if q.sql.trim().is_empty() {
-        return Err(ConfigError::Invalid(
-            "label query sql must not be empty".into(),
+        return Err(ConfigError::field(
+            "sql",
+            "label query sql must not be empty",
         ));
     }
     if q.interval < 60 {
-        return Err(ConfigError::Invalid(
-            "label query interval must be at least 60 seconds".into(),
+        return Err(ConfigError::field(
+            "interval",
+            "label query interval must be at least 60 seconds",
         ));
     }
     if let Some(p) = q
@@ -196,9 +240,10 @@ pub fn validate_label_query(q: &crate::model::LabelQuery) -> Result<(), ConfigEr
         .iter()
         .find(|p| !["darwin", "linux", "windows", "freebsd"].contains(&p.as_str()))
     {
-        return Err(ConfigError::Invalid(format!(
-            "platform {p:?} is not one of darwin, linux, windows, freebsd"
-        )));
+        return Err(ConfigError::field(
+            "platforms",
+            format!("platform {p:?} is not one of darwin, linux, windows, freebsd"),
+        ));
     }
     Ok(())
 }
@@ -280,22 +325,29 @@ pub fn validate_label_config(c: &LabelConfig) -> Result<(), ConfigError> {
     validate_label(&c.label)?;
     for (k, v) in &c.options {
         if CLI_ONLY_FLAGS.contains(&k.as_str()) {
-            return Err(ConfigError::Invalid(format!(
-                "option {k:?} can only be set on the agent's command line; the agent ignores it in config"
-            )));
+            return Err(ConfigError::field(
+                "options",
+                format!(
+                    "option {k:?} can only be set on the agent's command line; the agent ignores it in config"
+                ),
+            ));
         }
         if v.is_object() || v.is_array() {
-            return Err(ConfigError::Invalid(format!(
-                "option {k:?} must be a string, number or boolean"
-            )));
+            return Err(ConfigError::field(
+                "options",
+                format!("option {k:?} must be a string, number or boolean"),
+            ));
         }
         if let Some((_, t)) = OPTION_TYPES.iter().find(|(name, _)| name == k)
             && !option_fits(*t, v)
         {
-            return Err(ConfigError::Invalid(format!(
-                "option {k:?} must be {} (osquery's flag type), not {v}",
-                option_expects(*t)
-            )));
+            return Err(ConfigError::field(
+                "options",
+                format!(
+                    "option {k:?} must be {} (osquery's flag type), not {v}",
+                    option_expects(*t)
+                ),
+            ));
         }
     }
     for secs in c.decorators.interval.keys() {
@@ -304,9 +356,10 @@ pub fn validate_label_config(c: &LabelConfig) -> Result<(), ConfigError> {
             .map(|s| s == 0 || s % 60 != 0)
             .unwrap_or(true)
         {
-            return Err(ConfigError::Invalid(format!(
-                "decorator interval {secs:?} must be a positive multiple of 60 seconds"
-            )));
+            return Err(ConfigError::field(
+                "decorators",
+                format!("decorator interval {secs:?} must be a positive multiple of 60 seconds"),
+            ));
         }
     }
     Ok(())

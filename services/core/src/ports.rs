@@ -142,6 +142,24 @@ pub trait HostStore: Send + Sync {
     /// Ids of the hosts whose label set ([`Host::label_set`]) holds
     /// `label` (`all` and `platform:<family>` included).
     async fn hosts_with_label(&self, label: &str) -> StoreResult<Vec<HostId>>;
+    /// Up to `limit` of those ids in id order, strictly after `after`: a
+    /// page of a label's hosts. (By default the whole label read and
+    /// sorted; a store that can stop early does.)
+    async fn hosts_with_label_after(
+        &self,
+        label: &str,
+        after: Option<&HostId>,
+        limit: usize,
+    ) -> StoreResult<Vec<HostId>> {
+        let mut ids = self.hosts_with_label(label).await?;
+        ids.sort();
+        ids.dedup();
+        Ok(ids
+            .into_iter()
+            .filter(|id| after.is_none_or(|a| id > a))
+            .take(limit)
+            .collect())
+    }
     /// Ids of the hosts one of whose [`Host::names`] (hostname, host
     /// identifier; lower case) is `name` lower-cased.
     async fn hosts_named(&self, name: &str) -> StoreResult<Vec<HostId>>;
@@ -227,6 +245,12 @@ pub trait CampaignStore: Send + Sync {
     async fn record_results(&self, results: &[CampaignResult], fence: Fence) -> StoreResult<()>;
     async fn list_deliveries(&self, campaign: &str) -> StoreResult<Vec<Delivery>>;
     async fn list_results(&self, campaign: &str) -> StoreResult<Vec<CampaignResult>>;
+    /// One host's answer to a campaign, if it answered.
+    async fn get_result(
+        &self,
+        campaign: &str,
+        host: &HostId,
+    ) -> StoreResult<Option<CampaignResult>>;
 }
 
 /// File carves: sessions and their blocks.

@@ -429,18 +429,26 @@ impl DeadLetter {
 
 /// Checks a rule and compiles its condition; the error says what to fix.
 pub fn validate_rule(r: &Rule) -> Result<CompiledRule, ConfigError> {
-    let bad = |m: String| Err(ConfigError::Invalid(format!("rule {:?}: {m}", r.name)));
+    let bad = |field: &'static str, m: String| {
+        Err(ConfigError::field(field, format!("rule {:?}: {m}", r.name)))
+    };
     if !valid_name(&r.name) {
-        return Err(ConfigError::Invalid(format!(
-            "rule name {:?} must be 1-128 characters of letters, digits, '_', '-', '.', ':' or '/'",
-            r.name
-        )));
+        return Err(ConfigError::field(
+            "name",
+            format!(
+                "rule name {:?} must be 1-128 characters of letters, digits, '_', '-', '.', ':' or '/'",
+                r.name
+            ),
+        ));
     }
     if r.actions.is_empty() {
-        return bad("needs at least one action (webhook or log)".into());
+        return bad(
+            "actions",
+            "needs at least one action (webhook or log)".into(),
+        );
     }
     if r.actions.len() > MAX_ACTIONS {
-        return bad(format!("has more than {MAX_ACTIONS} actions"));
+        return bad("actions", format!("has more than {MAX_ACTIONS} actions"));
     }
     for a in &r.actions {
         if let Action::Webhook {
@@ -450,47 +458,58 @@ pub fn validate_rule(r: &Rule) -> Result<CompiledRule, ConfigError> {
         } = a
         {
             if headers.len() > 20 {
-                return bad("a webhook sets at most 20 headers".into());
+                return bad("actions", "a webhook sets at most 20 headers".into());
             }
             for (k, v) in headers {
                 let name_ok = !k.is_empty()
                     && k.bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b"-_!#$%&'*+.^`|~".contains(&b));
                 if !name_ok {
-                    return bad(format!(
-                        "webhook header name {k:?} is not an HTTP header name"
-                    ));
+                    return bad(
+                        "actions",
+                        format!("webhook header name {k:?} is not an HTTP header name"),
+                    );
                 }
                 let lower = k.to_ascii_lowercase();
                 if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("x-gatehouse-") {
-                    return bad(format!(
-                        "webhook header {k:?} is set by Gatehouse (content-type, content-length, host, user-agent, x-gatehouse-*)"
-                    ));
+                    return bad(
+                        "actions",
+                        format!(
+                            "webhook header {k:?} is set by Gatehouse (content-type, content-length, host, user-agent, x-gatehouse-*)"
+                        ),
+                    );
                 }
                 if v.bytes().any(|b| b < 0x20 || b == 0x7f) {
-                    return bad(format!(
-                        "webhook header {k:?}: its value holds control characters"
-                    ));
+                    return bad(
+                        "actions",
+                        format!("webhook header {k:?}: its value holds control characters"),
+                    );
                 }
             }
             if secret.as_deref().is_some_and(|s| s.len() < 16) {
-                return bad("a webhook secret has at least 16 characters".into());
+                return bad(
+                    "actions",
+                    "a webhook secret has at least 16 characters".into(),
+                );
             }
             let ok = (url.starts_with("https://") || url.starts_with("http://"))
                 && url.split_once("://").is_some_and(|(_, h)| {
                     !h.is_empty() && !h.starts_with('/') && !h.contains(char::is_whitespace)
                 });
             if !ok {
-                return bad(format!(
-                    "webhook url {:?} must be an http:// or https:// URL with a host",
-                    redact_url(url)
-                ));
+                return bad(
+                    "actions",
+                    format!(
+                        "webhook url {:?} must be an http:// or https:// URL with a host",
+                        redact_url(url)
+                    ),
+                );
             }
         }
     }
     for l in r.when.labels() {
         if !valid_name(l) {
-            return bad(format!("label {l:?} is not a valid name"));
+            return bad("when", format!("label {l:?} is not a valid name"));
         }
     }
     let condition = match &r.when {
@@ -500,10 +519,14 @@ pub fn validate_rule(r: &Rule) -> Result<CompiledRule, ConfigError> {
             condition,
         } => {
             if query.trim().is_empty() {
-                return bad("`query` must name the scheduled query the rows come from".into());
+                return bad(
+                    "when",
+                    "`query` must name the scheduled query the rows come from".into(),
+                );
             }
             if row_actions.is_empty() {
                 return bad(
+                    "when",
                     "`row_actions` must name at least one of added, removed, snapshot".into(),
                 );
             }
@@ -511,20 +534,21 @@ pub fn validate_rule(r: &Rule) -> Result<CompiledRule, ConfigError> {
                 .iter()
                 .find(|a| !["added", "removed", "snapshot"].contains(&a.as_str()))
             {
-                return bad(format!(
-                    "row action {a:?} is not one of added, removed, snapshot"
-                ));
+                return bad(
+                    "when",
+                    format!("row action {a:?} is not one of added, removed, snapshot"),
+                );
             }
             match condition {
                 Some(c) => Some(compile(c, 1).map_err(|m| {
-                    ConfigError::Invalid(format!("rule {:?}: condition: {m}", r.name))
+                    ConfigError::field("when", format!("rule {:?}: condition: {m}", r.name))
                 })?),
                 None => None,
             }
         }
         Trigger::HostSilent { after_secs, .. } | Trigger::ConfigDrift { after_secs, .. } => {
             if *after_secs < 60 {
-                return bad("`after_secs` must be at least 60".into());
+                return bad("when", "`after_secs` must be at least 60".into());
             }
             None
         }

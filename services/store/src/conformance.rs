@@ -795,7 +795,10 @@ async fn campaigns(store: &dyn Store) {
         .await);
     assert!(ok(store.open_deliveries(&h1).await).is_empty());
     assert_eq!(ok(store.open_deliveries(&h2).await).len(), 1);
-    assert_eq!(ok(store.list_results("camp1").await), vec![r]);
+    assert_eq!(ok(store.list_results("camp1").await), vec![r.clone()]);
+    assert_eq!(ok(store.get_result("camp1", &h1).await), Some(r));
+    assert_eq!(ok(store.get_result("camp1", &h2).await), None);
+    assert_eq!(ok(store.get_result("no-such-campaign", &h1).await), None);
     let ds = ok(store.list_deliveries("camp1").await);
     assert_eq!(ds.len(), 2);
     let state = |h: &HostId| ds.iter().find(|d| &d.host_id == h).map(|d| d.state);

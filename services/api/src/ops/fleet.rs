@@ -33,7 +33,7 @@ pub const SMALL_FLEET: u64 = 10_000;
 pub const SMALL_FLEET_EVERY: Duration = Duration::from_secs(5);
 
 /// How old a summary of `hosts` hosts may be.
-fn max_age(hosts: u64) -> Duration {
+pub(crate) fn max_age(hosts: u64) -> Duration {
     if hosts < SMALL_FLEET {
         SMALL_FLEET_EVERY
     } else {

@@ -11,6 +11,7 @@ use gatehouse_proto::v1::{RotateKeyOp, SetLabelsOp, host_reply, host_request};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::host_order::{HostSort, Key};
 use super::{Deleted, page_size, pb_limit};
 use crate::ApiError;
 use crate::admin::{Admin, Caller};
@@ -89,6 +90,11 @@ pub struct HostPage {
     pub items: Vec<HostView>,
     /// Pass as `after` for the next page; absent on the last page.
     pub next: Option<String>,
+    /// Sorted by hostname or last seen: when that order was made (ms
+    /// since 1970; the hosts' values are current, their order is as of
+    /// then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sorted_at: Option<i64>,
 }
 
 impl IntoPb for HostPage {
@@ -97,6 +103,7 @@ impl IntoPb for HostPage {
         pb::ListHostsResponse {
             hosts: self.items.into_iter().map(IntoPb::into_pb).collect(),
             next: self.next,
+            sorted_at: self.sorted_at,
         }
     }
 }
@@ -122,6 +129,9 @@ pub struct HostFilter {
     pub after: Option<String>,
     /// Hosts per page (default 100, at most 1000).
     pub limit: Option<usize>,
+    /// `id` (default), `hostname` (A to Z) or `last_seen` (most recent
+    /// first).
+    pub sort: Option<HostSort>,
 }
 
 impl Input for HostFilter {
@@ -136,6 +146,17 @@ impl Input for HostFilter {
             search: r.search,
             after: r.after,
             limit: pb_limit(r.limit),
+            sort: match r.sort.as_deref() {
+                None | Some("" | "id") => None,
+                Some("hostname") => Some(HostSort::Hostname),
+                Some("last_seen") => Some(HostSort::LastSeen),
+                Some(other) => {
+                    return Err(ApiError::Invalid {
+                        field: "sort",
+                        message: format!("sort {other:?} is not one of id, hostname, last_seen"),
+                    });
+                }
+            },
         })
     }
 }
@@ -199,6 +220,9 @@ impl Operation for ListHosts {
 
     async fn run(a: &Admin, _: &Caller, f: HostFilter) -> Result<HostPage, ApiError> {
         let limit = page_size(f.limit, 100, 1000);
+        if let Some(sort @ (HostSort::Hostname | HostSort::LastSeen)) = f.sort {
+            return a.list_hosts_sorted(sort, &f, limit).await;
+        }
         // A label or platform names an index: list its members instead of
         // paging through every host.
         let indexed = match (&f.label, &f.platform) {
@@ -232,14 +256,24 @@ impl Operation for ListHosts {
                         } else {
                             page.next.as_deref().map(|n| host_cursor(Some(n), 0))
                         };
-                        return Ok(HostPage { items, next });
+                        return Ok(HostPage {
+                            items,
+                            next,
+                            sorted_at: None,
+                        });
                     }
                 }
             }
             skip = 0;
             match page.next {
                 Some(n) => cursor = Some(n),
-                None => return Ok(HostPage { items, next: None }),
+                None => {
+                    return Ok(HostPage {
+                        items,
+                        next: None,
+                        sorted_at: None,
+                    });
+                }
             }
         }
     }
@@ -264,6 +298,47 @@ fn parse_host_cursor(s: &str) -> Result<(Option<String>, usize), ApiError> {
 }
 
 impl Admin {
+    /// A page in hostname or last-seen order (see [`super::host_order`]):
+    /// the hosts after the cursor in that order, read one by one and
+    /// filtered with their current values.
+    async fn list_hosts_sorted(
+        &self,
+        sort: HostSort,
+        f: &HostFilter,
+        limit: usize,
+    ) -> Result<HostPage, ApiError> {
+        let after = match f.after.as_deref() {
+            Some(c) => Some(Key::parse(sort, c).ok_or_else(|| bad_cursor(c))?),
+            None => None,
+        };
+        let order = self.host_order().await?;
+        let now = self.now();
+        let mut items = Vec::new();
+        let mut last: Option<&Key> = None;
+        for k in order.after(sort, after.as_ref()) {
+            if items.len() == limit {
+                return Ok(HostPage {
+                    items,
+                    next: last.map(Key::cursor),
+                    sorted_at: Some(order.at),
+                });
+            }
+            last = Some(k);
+            let Some(h) = self.store.get_host(k.host()).await? else {
+                continue;
+            };
+            let v = self.view(h, now);
+            if f.keeps(&v) {
+                items.push(v);
+            }
+        }
+        Ok(HostPage {
+            items,
+            next: None,
+            sorted_at: Some(order.at),
+        })
+    }
+
     /// Hosts carrying `label`, in host-id order, from the label index; the
     /// cursor is the last host id returned (`id:<host id>`).
     async fn list_hosts_with_label(
@@ -280,32 +355,42 @@ impl Admin {
             ),
             None => None,
         };
-        let mut ids = self.store.hosts_with_label(label).await?;
-        ids.sort();
-        ids.dedup();
         let now = self.now();
         let mut items = Vec::new();
-        let mut last: Option<HostId> = None;
-        for id in ids
-            .into_iter()
-            .filter(|id| after.as_ref().is_none_or(|a| id > a))
-        {
-            if items.len() == limit {
+        let mut last: Option<HostId> = after;
+        // Members a page at a time, filtered with their current values,
+        // until the page is full or the label has no more hosts.
+        loop {
+            let ids = self
+                .store
+                .hosts_with_label_after(label, last.as_ref(), limit)
+                .await?;
+            let exhausted = ids.len() < limit;
+            for id in ids {
+                if items.len() == limit {
+                    return Ok(HostPage {
+                        items,
+                        next: last.map(|l| format!("id:{l}")),
+                        sorted_at: None,
+                    });
+                }
+                last = Some(id.clone());
+                let Some(h) = self.store.get_host(&id).await? else {
+                    continue;
+                };
+                let v = self.view(h, now);
+                if v.label_set.iter().any(|l| l == label) && f.keeps(&v) {
+                    items.push(v);
+                }
+            }
+            if exhausted {
                 return Ok(HostPage {
                     items,
-                    next: last.map(|l| format!("id:{l}")),
+                    next: None,
+                    sorted_at: None,
                 });
             }
-            last = Some(id.clone());
-            let Some(h) = self.store.get_host(&id).await? else {
-                continue;
-            };
-            let v = self.view(h, now);
-            if v.label_set.iter().any(|l| l == label) && f.keeps(&v) {
-                items.push(v);
-            }
         }
-        Ok(HostPage { items, next: None })
     }
 
     pub(crate) async fn host_view(&self, id: &str) -> Result<HostView, ApiError> {

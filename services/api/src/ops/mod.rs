@@ -17,6 +17,7 @@ pub mod carves;
 pub mod definitions;
 pub mod destinations;
 pub mod fleet;
+pub mod host_order;
 pub mod hosts;
 pub mod identity;
 pub mod rules;

@@ -109,6 +109,21 @@ pub enum What {
         /// Continue after a previous page (the cursor it printed).
         #[arg(long)]
         after: Option<String>,
+        /// Only what this user did.
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only this action (`host.set_labels`) or resource (`host`).
+        #[arg(long)]
+        action: Option<String>,
+        /// Only calls on this target (a host id, a name).
+        #[arg(long)]
+        target: Option<String>,
+        /// Only this outcome: accepted, denied, failed or pending.
+        #[arg(long)]
+        outcome: Option<String>,
+        /// Only the last N minutes.
+        #[arg(long)]
+        since_minutes: Option<u64>,
     },
     /// Makes the server's queries, schedules, label configs and rules match the
     /// YAML specs in DIR (`kind`, `name`, `spec` per document): shows the

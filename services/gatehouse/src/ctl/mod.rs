@@ -15,7 +15,7 @@ pub mod query;
 pub mod render;
 
 use gatehouse_api::ops::NoInput;
-use gatehouse_api::ops::audit::{ListAudit, NewestFirst};
+use gatehouse_api::ops::audit::{AuditFilter, ListAudit};
 use gatehouse_api::ops::campaigns::{
     CampaignRef, CampaignResults, CancelCampaign, GetCampaign, ListCampaigns, ListLimit,
 };
@@ -578,12 +578,26 @@ pub async fn run(a: CtlArgs) -> Result<String, CtlError> {
         }
         What::Apply { paths, dry_run } => gitops::apply(&api, &paths, dry_run).await?,
         What::Get { kind, output } => gitops::get_specs(&api, &kind, &output).await?,
-        What::Audit { limit, after } => {
+        What::Audit {
+            limit,
+            after,
+            actor,
+            action,
+            target,
+            outcome,
+            since_minutes,
+        } => {
             let (before_at, before_id) = newest_first_cursor(after.as_deref())?;
-            let page = NewestFirst {
+            let page = AuditFilter {
                 limit: Some(limit),
                 before_at,
                 before_id,
+                actor,
+                action,
+                target,
+                outcome,
+                since: since_minutes.map(minutes_ago),
+                until: None,
             };
             let rows = json(&api.call::<ListAudit>(&page).await?);
             more_newest_first(&rows, limit);

@@ -174,4 +174,13 @@ impl CampaignStore for EmbeddedStore {
         let p = join(&[campaign.as_bytes(), b""]);
         self.run(move |i| i.scan_json(&i.cresults, &p)).await
     }
+
+    async fn get_result(
+        &self,
+        campaign: &str,
+        host: &HostId,
+    ) -> StoreResult<Option<CampaignResult>> {
+        let k = join(&[campaign.as_bytes(), host.as_str().as_bytes()]);
+        self.run(move |i| i.get_json(&i.cresults, &k)).await
+    }
 }

@@ -128,6 +128,40 @@ impl HostStore for EmbeddedStore {
         .await
     }
 
+    async fn hosts_with_label_after(
+        &self,
+        label: &str,
+        after: Option<&HostId>,
+        limit: usize,
+    ) -> StoreResult<Vec<HostId>> {
+        // Host records are kept in id order: read on from `after` and stop
+        // at `limit` members (a common label costs a few pages of hosts).
+        let label = label.to_owned();
+        let after = after.map(|a| a.as_str().as_bytes().to_vec());
+        self.run(move |i| {
+            let iter = match &after {
+                Some(a) => i.hosts.range::<&[u8], _>((
+                    std::ops::Bound::Excluded(a.as_slice()),
+                    std::ops::Bound::Unbounded,
+                )),
+                None => i.hosts.iter(),
+            };
+            let mut out = Vec::new();
+            for g in iter {
+                if out.len() == limit {
+                    break;
+                }
+                let (k, v) = g.into_inner().map_err(unavailable)?;
+                let h: Host = dec(&k, &v)?;
+                if h.label_set().contains(&label) {
+                    out.push(h.id);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn hosts_named(&self, name: &str) -> StoreResult<Vec<HostId>> {
         // A scan, as for labels: the all-in-one's fleet fits one.
         let name = name.trim().to_lowercase();

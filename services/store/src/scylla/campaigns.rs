@@ -217,4 +217,23 @@ impl CampaignStore for ScyllaStore {
             .await?;
         Ok(parts.into_iter().flatten().collect())
     }
+
+    async fn get_result(
+        &self,
+        campaign: &str,
+        host: &HostId,
+    ) -> StoreResult<Option<CampaignResult>> {
+        let i = &self.inner;
+        let Some(buckets) = i.buckets_of(campaign).await? else {
+            return Ok(None);
+        };
+        let b = bucket_of(host, buckets);
+        match i
+            .one::<(Vec<u8>,)>(Q::GetCampaignResult, (campaign, b, host.as_str()))
+            .await?
+        {
+            Some((doc,)) => dec(campaign, &doc).map(Some),
+            None => Ok(None),
+        }
+    }
 }

@@ -101,6 +101,7 @@ statements! {
     OpenOfHost = Hosts, "SELECT campaign_id, bucket FROM {ks}.open_deliveries WHERE host_id = ?";
     PutCampaignResult = Hosts, "INSERT INTO {ks}.campaign_results (campaign_id, bucket, host_id, doc) VALUES (?, ?, ?, ?)";
     ResultsInBucket = Reads, "SELECT doc FROM {ks}.campaign_results WHERE campaign_id = ? AND bucket = ?";
+    GetCampaignResult = Reads, "SELECT doc FROM {ks}.campaign_results WHERE campaign_id = ? AND bucket = ? AND host_id = ?";
 
     CreateCarve = Conditional, "INSERT INTO {ks}.carves (session_id, doc) VALUES (?, ?) IF NOT EXISTS";
     PutCarve = Admin, "INSERT INTO {ks}.carves (session_id, doc) VALUES (?, ?)";

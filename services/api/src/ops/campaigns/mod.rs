@@ -41,6 +41,8 @@ pub(super) fn entries() -> Vec<Entry> {
         entry::<CancelCampaign>(),
         entry::<CampaignResults>(),
         entry::<WatchCampaign>(),
+        entry::<CountTargets>(),
+        entry::<ListHostCampaigns>(),
     ]
 }
 
@@ -319,70 +321,28 @@ impl Operation for CreateCampaign {
                 "sql is longer than 100000 bytes".into(),
             ));
         }
-        if req.hosts.is_empty()
-            && req.labels.is_empty()
-            && req.platforms.is_empty()
-            && req.names.is_empty()
-            && !req.all
-        {
-            return Err(ApiError::BadRequest(
-                "give targets: hosts, labels, platforms, names, or all: true".into(),
-            ));
-        }
-        let mut req = req;
-        for n in std::mem::take(&mut req.names) {
-            match a.label_or_host(&n).await? {
-                Named::Label => req.labels.push(n),
-                Named::Host(id) => req.hosts.push(id.to_string()),
-            }
-        }
-        for p in std::mem::take(&mut req.platforms) {
-            if !["darwin", "linux", "windows", "freebsd"].contains(&p.as_str()) {
-                return Err(ApiError::BadRequest(format!(
-                    "platform {p:?} is not one of darwin, linux, windows, freebsd"
-                )));
-            }
-            req.labels.push(format!("platform:{p}"));
-        }
+        let spec = TargetSpec {
+            hosts: req.hosts,
+            labels: req.labels,
+            all: req.all,
+            platforms: req.platforms,
+            names: req.names,
+        };
         a.check_campaign_limits(by).await?;
         let ttl = req
             .expires_in
             .map_or(a.cfg.default_campaign_ttl, Duration::from_secs);
         if ttl < Duration::from_secs(1) || ttl > a.cfg.max_campaign_ttl {
-            return Err(ApiError::BadRequest(format!(
-                "expires_in must be between 1 and {} seconds",
-                a.cfg.max_campaign_ttl.as_secs()
-            )));
+            return Err(ApiError::Invalid {
+                field: "expires_in",
+                message: format!(
+                    "expires_in must be between 1 and {} seconds",
+                    a.cfg.max_campaign_ttl.as_secs()
+                ),
+            });
         }
-        let mut targets: BTreeSet<HostId> = BTreeSet::new();
-        let mut wanted = Vec::new();
-        for h in &req.hosts {
-            let id = a.resolve_host(h).await.map_err(|e| match e {
-                ApiError::NotFound(what) => ApiError::BadRequest(format!("{what} is not enrolled")),
-                other => other,
-            })?;
-            if a.store.get_host(&id).await?.is_none() {
-                return Err(ApiError::BadRequest(format!("host {id} is not enrolled")));
-            }
-            wanted.push(id.clone());
-            targets.insert(id);
-        }
-        for l in &req.labels {
-            validate_label(l)?;
-        }
-        let labels: Vec<&str> = if req.all {
-            vec!["all"]
-        } else {
-            req.labels.iter().map(String::as_str).collect()
-        };
-        for l in labels {
-            targets.extend(a.store.hosts_with_label(l).await?);
-        }
-        if targets.is_empty() {
-            return Err(ApiError::BadRequest(
-                "no enrolled host matches the targets".into(),
-            ));
-        }
+        let resolved = a.resolve_targets(spec).await?;
+        let targets = resolved.hosts;
         if targets.len() > a.cfg.max_campaign_targets {
             return Err(ApiError::BadRequest(format!(
                 "campaign targets {} hosts, more than the limit of {}",
@@ -395,9 +355,9 @@ impl Operation for CreateCampaign {
             id: uuid::Uuid::new_v4().simple().to_string(),
             sql,
             targets: Targets {
-                hosts: wanted,
-                labels: req.labels,
-                all: req.all,
+                hosts: resolved.wanted,
+                labels: resolved.labels,
+                all: resolved.all,
             },
             target_count: targets.len() as u64,
             created_at: now,
@@ -433,6 +393,344 @@ impl Operation for CreateCampaign {
                 ("campaign_id".to_owned(), v.campaign.id.clone().into()),
                 ("target_count".to_owned(), v.campaign.target_count.into()),
             ]),
+        })
+    }
+}
+
+/// Whom a live query asks: hosts (by id, hostname or host identifier),
+/// labels, platform families, bare names, or all.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub labels: Vec<String>,
+    #[serde(default)]
+    pub all: bool,
+    #[serde(default)]
+    pub platforms: Vec<String>,
+    #[serde(default)]
+    pub names: Vec<String>,
+}
+
+impl Input for TargetSpec {
+    type Pb = pb::CampaignTargets;
+    fn from_pb(r: pb::CampaignTargets) -> Result<Self, ApiError> {
+        Ok(TargetSpec {
+            hosts: r.hosts,
+            labels: r.labels,
+            all: r.all,
+            platforms: r.platforms,
+            names: r.names,
+        })
+    }
+}
+
+/// Targets resolved to enrolled hosts.
+struct Resolved {
+    hosts: BTreeSet<HostId>,
+    /// The hosts named one by one.
+    wanted: Vec<HostId>,
+    /// Labels named, with platforms as their `platform:` labels.
+    labels: Vec<String>,
+    all: bool,
+}
+
+impl Admin {
+    /// The enrolled hosts `t` names; refused when it names none, or names
+    /// something that is not there.
+    async fn resolve_targets(&self, t: TargetSpec) -> Result<Resolved, ApiError> {
+        if t.hosts.is_empty()
+            && t.labels.is_empty()
+            && t.platforms.is_empty()
+            && t.names.is_empty()
+            && !t.all
+        {
+            return Err(ApiError::BadRequest(
+                "give targets: hosts, labels, platforms, names, or all: true".into(),
+            ));
+        }
+        let TargetSpec {
+            mut hosts,
+            mut labels,
+            all,
+            platforms,
+            names,
+        } = t;
+        for n in names {
+            match self.label_or_host(&n).await? {
+                Named::Label => labels.push(n),
+                Named::Host(id) => hosts.push(id.to_string()),
+            }
+        }
+        for p in platforms {
+            if !["darwin", "linux", "windows", "freebsd"].contains(&p.as_str()) {
+                return Err(ApiError::Invalid {
+                    field: "platforms",
+                    message: format!(
+                        "platform {p:?} is not one of darwin, linux, windows, freebsd"
+                    ),
+                });
+            }
+            labels.push(format!("platform:{p}"));
+        }
+        let mut targets: BTreeSet<HostId> = BTreeSet::new();
+        let mut wanted = Vec::new();
+        for h in &hosts {
+            let id = self.resolve_host(h).await.map_err(|e| match e {
+                ApiError::NotFound(what) => ApiError::Invalid {
+                    field: "hosts",
+                    message: format!("{what} is not enrolled"),
+                },
+                other => other,
+            })?;
+            if self.store.get_host(&id).await?.is_none() {
+                return Err(ApiError::Invalid {
+                    field: "hosts",
+                    message: format!("host {id} is not enrolled"),
+                });
+            }
+            wanted.push(id.clone());
+            targets.insert(id);
+        }
+        for l in &labels {
+            validate_label(l).map_err(|e| ApiError::from(e.in_field("labels")))?;
+        }
+        let named: Vec<&str> = if all {
+            vec!["all"]
+        } else {
+            labels.iter().map(String::as_str).collect()
+        };
+        for l in named {
+            targets.extend(self.store.hosts_with_label(l).await?);
+        }
+        if targets.is_empty() {
+            return Err(ApiError::BadRequest(
+                "no enrolled host matches the targets".into(),
+            ));
+        }
+        Ok(Resolved {
+            hosts: targets,
+            wanted,
+            labels,
+            all,
+        })
+    }
+}
+
+/// How many hosts targets name.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct TargetCount {
+    pub count: u64,
+    /// The most hosts one campaign may target.
+    pub limit: u64,
+}
+
+impl IntoPb for TargetCount {
+    type Pb = pb::TargetCount;
+    fn into_pb(self) -> pb::TargetCount {
+        pb::TargetCount {
+            count: self.count,
+            limit: self.limit,
+        }
+    }
+}
+
+pub struct CountTargets;
+
+impl Operation for CountTargets {
+    const SPEC: Spec = Spec {
+        id: "countTargets",
+        verb: Verb::Post,
+        path: "/api/v1/campaigns/targets",
+        grpc: "CountTargets",
+        summary: "How many enrolled hosts a live query's targets name (nothing is run)",
+        role: Observer,
+        action: "campaign.count_targets",
+        audit: Audit::Refusals,
+        created: false,
+    };
+    type Req = TargetSpec;
+    type Resp = TargetCount;
+
+    async fn run(a: &Admin, _: &Caller, t: TargetSpec) -> Result<TargetCount, ApiError> {
+        let resolved = a.resolve_targets(t).await?;
+        Ok(TargetCount {
+            count: resolved.hosts.len() as u64,
+            limit: a.cfg.max_campaign_targets as u64,
+        })
+    }
+}
+
+/// A host's live queries: a page of them, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostCampaignsRequest {
+    /// Host id, hostname or host identifier.
+    pub id: String,
+    /// Most campaigns the host was asked in (default 20, at most 100).
+    pub limit: Option<usize>,
+    /// The previous page's `next_before_at`.
+    pub before_at: Option<i64>,
+    /// The previous page's `next_before_id`.
+    pub before_id: Option<String>,
+}
+
+impl Input for HostCampaignsRequest {
+    type Pb = pb::HostCampaignsRequest;
+    fn from_pb(r: pb::HostCampaignsRequest) -> Result<Self, ApiError> {
+        Ok(HostCampaignsRequest {
+            id: r.id,
+            limit: pb_limit(r.limit),
+            before_at: r.before_at,
+            before_id: r.before_id,
+        })
+    }
+    fn target(&self) -> String {
+        self.id.clone()
+    }
+}
+
+/// One live query a host was asked.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct HostCampaign {
+    pub campaign: Campaign,
+    /// The campaign has ended (expired or cancelled).
+    pub expired: bool,
+    pub delivery: Delivery,
+    /// The host's answer, once it answered or failed.
+    pub result: Option<CampaignResult>,
+}
+
+/// A page of a host's live queries.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct HostCampaigns {
+    pub items: Vec<HostCampaign>,
+    /// Pass as `before_at` / `before_id` for older ones; absent when no
+    /// older campaign is left.
+    pub next_before_at: Option<i64>,
+    pub next_before_id: Option<String>,
+    /// Campaigns looked at for this page.
+    pub scanned: u32,
+}
+
+impl IntoPb for HostCampaigns {
+    type Pb = pb::HostCampaigns;
+    fn into_pb(self) -> pb::HostCampaigns {
+        pb::HostCampaigns {
+            items: self
+                .items
+                .into_iter()
+                .map(|i| {
+                    let d = i.delivery;
+                    pb::HostCampaign {
+                        campaign: Some(
+                            CampaignView {
+                                expired: i.expired,
+                                coverage: Coverage::default(),
+                                campaign: i.campaign,
+                            }
+                            .into_pb(),
+                        ),
+                        delivery: Some(pb::HostDelivery {
+                            host_id: d.host_id.to_string(),
+                            hostname: String::new(),
+                            state: label(d.state),
+                            queued_at: d.queued_at,
+                            delivered_at: d.delivered_at,
+                            delivery_count: d.delivery_count,
+                            finished_at: d.finished_at,
+                        }),
+                        result: i.result.map(campaign_result),
+                    }
+                })
+                .collect(),
+            next_before_at: self.next_before_at,
+            next_before_id: self.next_before_id,
+            scanned: self.scanned,
+        }
+    }
+}
+
+/// Campaigns looked at per page of a host's live queries: campaigns are
+/// read newest first and the host's delivery looked up in each, so a page
+/// costs at most this many point reads however large the fleet.
+const HOST_CAMPAIGN_SCAN: usize = 500;
+
+pub struct ListHostCampaigns;
+
+impl Operation for ListHostCampaigns {
+    const SPEC: Spec = Spec {
+        id: "hostCampaigns",
+        verb: Verb::Get,
+        path: "/api/v1/hosts/{id}/campaigns",
+        grpc: "HostCampaigns",
+        summary: "What live queries asked one host, newest first, and its answers",
+        role: Observer,
+        action: "host.campaigns",
+        audit: Audit::Refusals,
+        created: false,
+    };
+    type Req = HostCampaignsRequest;
+    type Resp = HostCampaigns;
+
+    async fn run(
+        a: &Admin,
+        _: &Caller,
+        r: HostCampaignsRequest,
+    ) -> Result<HostCampaigns, ApiError> {
+        let host = a.resolve_host(&r.id).await?;
+        let limit = page_size(r.limit, 20, 100);
+        let mut cursor = super::before(r.before_at, r.before_id)?;
+        let now = a.now();
+        let mut items = Vec::new();
+        let mut scanned = 0usize;
+        let mut exhausted = false;
+        while items.len() < limit && scanned < HOST_CAMPAIGN_SCAN {
+            let want = (HOST_CAMPAIGN_SCAN - scanned).min(100);
+            let batch = a
+                .store
+                .list_campaigns(cursor.as_ref().map(|(at, id)| (*at, id.as_str())), want)
+                .await?;
+            if batch.len() < want {
+                exhausted = true;
+            }
+            for c in batch {
+                scanned += 1;
+                cursor = Some((c.created_at, c.id.clone()));
+                if let Some(mut d) = a.store.get_delivery(&c.id, &host).await? {
+                    d.state = d.effective_state(c.expires_at, now);
+                    let result = if d.state.is_final() {
+                        a.store.get_result(&c.id, &host).await?
+                    } else {
+                        None
+                    };
+                    items.push(HostCampaign {
+                        expired: c.is_expired(now),
+                        campaign: c,
+                        delivery: d,
+                        result,
+                    });
+                    if items.len() == limit {
+                        break;
+                    }
+                }
+            }
+            if exhausted {
+                break;
+            }
+        }
+        let more = !exhausted || items.len() == limit;
+        let (next_before_at, next_before_id) = match cursor.filter(|_| more) {
+            Some((at, id)) => (Some(at), Some(id)),
+            None => (None, None),
+        };
+        Ok(HostCampaigns {
+            items,
+            next_before_at,
+            next_before_id,
+            scanned: u32::try_from(scanned).unwrap_or(u32::MAX),
         })
     }
 }
