@@ -12,7 +12,8 @@
 // GATEHOUSE_USER, GATEHOUSE_PASSWORD (an operator), VIEWER_USER,
 // VIEWER_PASSWORD (an observer), ADMIN_USER, ADMIN_PASSWORD (an admin),
 // EXPECT_HOSTS (how many hosts), SEARCH (a hostname that matches one
-// host), SCHEDULE (a schedule every host runs), CARVE_SHA256 (the SHA-256
+// host), LOGGING_HOST (the id of a host that logged results and status
+// lines), SCHEDULE (a schedule every host runs), CARVE_SHA256 (the SHA-256
 // of the one complete carve), SCREENSHOTS (a directory to save each
 // page's screenshot in; optional), CHROMIUM (default /usr/bin/chromium).
 // Prints one line per step; exits non-zero on the first failure.
@@ -176,12 +177,14 @@ try {
       return row && row.textContent.includes("120 s");
     }, schedule);
     check(true, "the schedule is saved with its new interval");
-    await page.goto(`${url}/#/hosts`);
-    await page.click("table#hosts tbody tr[data-host] a");
+    await page.goto(`${url}/#/hosts/${env("LOGGING_HOST")}`);
     await page.waitForFunction(() => (document.querySelector("#host-config") || {}).textContent?.includes('"interval": 120'));
     check(true, "the host's page shows the config it gets, with the new interval");
     await page.waitForSelector("#host-campaigns table tbody tr");
     check((await page.textContent("#host-campaigns")).includes("SELECT 1 AS one"), "the host's page lists the live queries it was asked");
+    await page.waitForSelector("#host-results table tbody tr");
+    check((await page.textContent("#host-results")).includes("uptime"), "the host's page shows its recent results per scheduled query");
+    check((await page.locator("#host-status tr.error").count()) === 1, "the host's page highlights its status log error");
     await shot(page, "host");
   }
 

@@ -103,6 +103,29 @@ async fn a_person_signs_in_sees_the_fleet_and_signs_out_in_a_real_browser() -> a
         let (code, v) = s.call(&admin, Method::PUT, path, Some(body)).await?;
         assert_eq!(code, 200, "{path}: {v}");
     }
+    // What the first host logged: a scheduled query's rows and status
+    // lines, one of them an error (the host page shows them).
+    let t = chrono_secs();
+    let r = agents[0]
+        .log(
+            "result",
+            json!([{"name": "uptime", "hostIdentifier": hostnames[0], "unixTime": t,
+                    "columns": {"days": "3", "hours": "4", "total_seconds": "273600"}, "action": "snapshot"}]),
+        )
+        .await?;
+    assert!(r.agent_success(), "{r:?}");
+    let r = agents[0]
+        .log(
+            "status",
+            json!([
+                {"hostIdentifier": hostnames[0], "unixTime": t, "severity": 0, "filename": "scheduler.cpp",
+                 "line": 83, "message": "Executing scheduled query uptime: SELECT * FROM uptime;"},
+                {"hostIdentifier": hostnames[0], "unixTime": t, "severity": 2, "filename": "distributed.cpp",
+                 "line": 187, "message": "Error executing distributed query: no such table: foo"}
+            ]),
+        )
+        .await?;
+    assert!(r.agent_success(), "{r:?}");
     // A carve, asked for by a live query and sent by the first agent.
     let carved: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
     let (code, campaign) = s
@@ -158,6 +181,7 @@ async fn a_person_signs_in_sees_the_fleet_and_signs_out_in_a_real_browser() -> a
         .env("ADMIN_USER", "root")
         .env("ADMIN_PASSWORD", password)
         .env("SCHEDULE", "uptime")
+        .env("LOGGING_HOST", agents[0].host_id())
         .env("CARVE_SHA256", gatehouse_core::ids::sha256_hex(&carved))
         .env("EXPECT_HOSTS", "3")
         .env("SEARCH", &hostnames[1]);
@@ -209,6 +233,11 @@ async fn a_person_signs_in_sees_the_fleet_and_signs_out_in_a_real_browser() -> a
     assert_eq!(schedules[0]["interval"], 120, "{schedules}");
     s.stop().await?;
     Ok(())
+}
+
+/// Now in whole seconds, as the agent stamps its lines.
+fn chrono_secs() -> i64 {
+    gatehouse_core::time::now_ms() / 1000
 }
 
 /// The agent's side of a carve (osquery-protocol.md: carve start, then

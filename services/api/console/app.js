@@ -646,7 +646,9 @@ function queryPage(params) {
   const recount = async () => {
     const n = ++counting;
     try {
-      const c = await api("POST", "/api/v1/campaigns/targets", targetsOf(form));
+      const t = new URLSearchParams();
+      for (const [k, v] of Object.entries(targetsOf(form))) t.set(k, Array.isArray(v) ? v.join(",") : String(v));
+      const c = await api("GET", `/api/v1/campaigns/targets?${t}`);
       if (n !== counting) return;
       count.className = c.count > c.limit ? "error" : "muted";
       count.textContent = `${c.count} host${c.count === 1 ? "" : "s"} targeted${c.count > c.limit ? ` (over the limit of ${c.limit})` : ""}`;

@@ -67,6 +67,26 @@ impl Reply for Deleted {
     }
 }
 
+/// A list given as one comma-separated string (a query string's
+/// `labels=web,db`) or as a list; empty items are dropped.
+pub(crate) fn comma_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let items = match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s.split(',').map(str::to_owned).collect(),
+        OneOrMany::Many(v) => v,
+    };
+    Ok(items
+        .into_iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect())
+}
+
 /// A page size: absent or 0 means the operation's default; at most `max`.
 pub(crate) fn page_size(limit: Option<usize>, default: usize, max: usize) -> usize {
     limit.filter(|l| *l > 0).unwrap_or(default).min(max)

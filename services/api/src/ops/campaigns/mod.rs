@@ -398,19 +398,24 @@ impl Operation for CreateCampaign {
 }
 
 /// Whom a live query asks: hosts (by id, hostname or host identifier),
-/// labels, platform families, bare names, or all.
+/// labels, platform families, bare names, or all. In a query string each
+/// list is comma-separated (`labels=web,db`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TargetSpec {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::comma_list")]
+    #[schemars(with = "String")]
     pub hosts: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::comma_list")]
+    #[schemars(with = "String")]
     pub labels: Vec<String>,
     #[serde(default)]
     pub all: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::comma_list")]
+    #[schemars(with = "String")]
     pub platforms: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::comma_list")]
+    #[schemars(with = "String")]
     pub names: Vec<String>,
 }
 
@@ -542,7 +547,7 @@ pub struct CountTargets;
 impl Operation for CountTargets {
     const SPEC: Spec = Spec {
         id: "countTargets",
-        verb: Verb::Post,
+        verb: Verb::Get,
         path: "/api/v1/campaigns/targets",
         grpc: "CountTargets",
         summary: "How many enrolled hosts a live query's targets name (nothing is run)",
