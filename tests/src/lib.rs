@@ -493,6 +493,53 @@ impl Agent {
         self.post(&self.paths.config.clone(), json!({})).await
     }
 
+    /// Starts a carve of `len` bytes in blocks of `block_size`, answering
+    /// live query `request_id` (osquery's carve start): its session id.
+    pub async fn carve_begin(
+        &self,
+        request_id: &str,
+        carve_id: &str,
+        len: usize,
+        block_size: usize,
+    ) -> anyhow::Result<String> {
+        let begin = self
+            .post(
+                &self.paths.carve_begin.clone(),
+                json!({"block_count": len.div_ceil(block_size), "block_size": block_size,
+                       "carve_size": len, "carve_id": carve_id, "request_id": request_id}),
+            )
+            .await?;
+        let session = begin
+            .json
+            .as_ref()
+            .and_then(|j| j["session_id"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        anyhow::ensure!(!session.is_empty(), "carve start refused: {begin:?}");
+        Ok(session)
+    }
+
+    /// Sends one carve block as osquery does (no node_key in the body; the
+    /// header carries it).
+    pub async fn carve_block(
+        &self,
+        session: &str,
+        request_id: &str,
+        block_id: usize,
+        data: &[u8],
+    ) -> anyhow::Result<Reply> {
+        use base64::Engine;
+        let body = json!({"block_id": block_id, "session_id": session, "request_id": request_id,
+                          "data": base64::engine::general_purpose::STANDARD.encode(data)});
+        self.post_raw(
+            &self.paths.carve_block.clone(),
+            serde_json::to_vec(&body)?,
+            true,
+            false,
+        )
+        .await
+    }
+
     pub async fn log(&self, log_type: &str, data: Value) -> anyhow::Result<Reply> {
         self.post(
             &self.paths.logger.clone(),

@@ -243,34 +243,17 @@ fn chrono_secs() -> i64 {
 /// The agent's side of a carve (osquery-protocol.md: carve start, then
 /// each block with the session id).
 async fn carve(a: &gatehouse_tests::Agent, request_id: &str, data: &[u8]) -> anyhow::Result<()> {
-    use base64::Engine;
-    let block_size = 8192usize;
-    let blocks: Vec<&[u8]> = data.chunks(block_size).collect();
-    let begin = a
-        .post(
-            &a.paths.carve_begin.clone(),
-            json!({"block_count": blocks.len(), "block_size": block_size, "carve_size": data.len(),
-                   "carve_id": "5b1c1f46-4f8e-4a43-9c0d-1b2b1a2b3c4d", "request_id": request_id}),
+    let block_size = 8192;
+    let session = a
+        .carve_begin(
+            request_id,
+            "5b1c1f46-4f8e-4a43-9c0d-1b2b1a2b3c4d",
+            data.len(),
+            block_size,
         )
         .await?;
-    let session = begin
-        .json
-        .as_ref()
-        .and_then(|j| j["session_id"].as_str())
-        .unwrap_or_default()
-        .to_owned();
-    anyhow::ensure!(!session.is_empty(), "carve start refused: {begin:?}");
-    for (id, block) in blocks.iter().enumerate() {
-        let body = json!({"block_id": id, "session_id": session, "request_id": request_id,
-                          "data": base64::engine::general_purpose::STANDARD.encode(block)});
-        let r = a
-            .post_raw(
-                &a.paths.carve_block.clone(),
-                serde_json::to_vec(&body)?,
-                true,
-                false,
-            )
-            .await?;
+    for (id, block) in data.chunks(block_size).enumerate() {
+        let r = a.carve_block(&session, request_id, id, block).await?;
         anyhow::ensure!(r.agent_success(), "block {id}: {r:?}");
     }
     Ok(())

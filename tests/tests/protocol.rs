@@ -452,32 +452,16 @@ async fn carve_with_out_of_order_and_repeated_blocks_is_assembled_and_hashed() -
         )
         .await?;
     let request_id = campaign["id"].as_str().unwrap_or_default().to_owned();
-    let begin = a
-        .post(
-            &a.paths.carve_begin.clone(),
-            json!({"block_count": blocks.len(), "block_size": block_size, "carve_size": data.len(),
-                   "carve_id": "e6e12098-40fc-4ef7-837d-e0ed42cee879", "request_id": request_id}),
+    let session = a
+        .carve_begin(
+            &request_id,
+            "e6e12098-40fc-4ef7-837d-e0ed42cee879",
+            data.len(),
+            block_size,
         )
         .await?;
-    let session = begin
-        .json
-        .as_ref()
-        .and_then(|j| j["session_id"].as_str())
-        .unwrap_or_default()
-        .to_owned();
-    assert!(!session.is_empty(), "{begin:?}");
     for id in [2usize, 0, 0, 1, 2] {
-        let body = json!({"block_id": id, "session_id": session, "request_id": request_id,
-                          "data": base64::engine::general_purpose::STANDARD.encode(blocks[id])});
-        // Carve blocks carry no node_key in the body; the header has it.
-        let r = a
-            .post_raw(
-                &a.paths.carve_block.clone(),
-                serde_json::to_vec(&body)?,
-                true,
-                false,
-            )
-            .await?;
+        let r = a.carve_block(&session, &request_id, id, blocks[id]).await?;
         assert!(r.agent_success(), "block {id}: {r:?}");
     }
     let carve = eventually(Duration::from_secs(5), || async {

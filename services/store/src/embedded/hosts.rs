@@ -83,13 +83,7 @@ impl HostStore for EmbeddedStore {
             None => None,
         };
         self.run(move |i| {
-            let iter = match &after {
-                Some(a) => i.hosts.range::<&[u8], _>((
-                    std::ops::Bound::Excluded(a.as_slice()),
-                    std::ops::Bound::Unbounded,
-                )),
-                None => i.hosts.iter(),
-            };
+            let iter = hosts_after(i, after.as_deref());
             let mut items = Vec::new();
             let mut more = false;
             for g in iter {
@@ -139,13 +133,7 @@ impl HostStore for EmbeddedStore {
         let label = label.to_owned();
         let after = after.map(|a| a.as_str().as_bytes().to_vec());
         self.run(move |i| {
-            let iter = match &after {
-                Some(a) => i.hosts.range::<&[u8], _>((
-                    std::ops::Bound::Excluded(a.as_slice()),
-                    std::ops::Bound::Unbounded,
-                )),
-                None => i.hosts.iter(),
-            };
+            let iter = hosts_after(i, after.as_deref());
             let mut out = Vec::new();
             for g in iter {
                 if out.len() == limit {
@@ -189,5 +177,16 @@ impl HostStore for EmbeddedStore {
             Ok(sets.into_iter().collect())
         })
         .await
+    }
+}
+
+/// Host records in id order, strictly after the id `after` (all when
+/// none).
+fn hosts_after(i: &Inner, after: Option<&[u8]>) -> fjall::Iter {
+    match after {
+        Some(a) => i
+            .hosts
+            .range::<&[u8], _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
+        None => i.hosts.iter(),
     }
 }
