@@ -50,6 +50,21 @@ async fn ctl_manages_the_fleet_from_the_command_line() -> anyhow::Result<()> {
     assert_eq!(v[0]["name"], "users");
     let o = ctl(&s, &admin, &["hosts", "list"])?;
     assert!(stdout(&o).contains(&agent.host_id()), "{}", stdout(&o));
+    let o = ctl(&s, &admin, &["hosts", "list", "--sort", "hostname"])?;
+    assert!(stdout(&o).contains(&agent.host_id()), "{}", stderr(&o));
+    let o = ctl(&s, &admin, &["hosts", "list", "--sort", "size"])?;
+    assert!(!o.status.success());
+    let o = ctl(
+        &s,
+        &admin,
+        &["audit", "--actor", "admin", "--action", "query", "--json"],
+    )?;
+    let v: Value = serde_json::from_slice(&o.stdout)?;
+    assert!(
+        v.as_array()
+            .is_some_and(|a| !a.is_empty() && a.iter().all(|e| e["action"] == "query.put")),
+        "{v}"
+    );
 
     // A user with a token, and what its role may not do.
     assert!(

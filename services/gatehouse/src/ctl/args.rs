@@ -168,6 +168,10 @@ pub enum Hosts {
         /// Continue after a previous page (the cursor it printed).
         #[arg(long)]
         after: Option<String>,
+        /// Order: id (the default), hostname (A to Z) or last_seen (most
+        /// recent check-in first).
+        #[arg(long, value_parser = ["id", "hostname", "last_seen"])]
+        sort: Option<String>,
     },
     Get {
         id: String,

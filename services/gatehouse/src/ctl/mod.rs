@@ -25,6 +25,7 @@ use gatehouse_api::ops::definitions::{
     ListLabelQueries, ListQueries, ListSchedules, NameRef, PutQuery, PutSchedule, QueryDef,
     ScheduleDef,
 };
+use gatehouse_api::ops::host_order::HostSort;
 use gatehouse_api::ops::hosts::{
     DeleteHost, GetHost, HostConfig, HostFilter, HostRef, ListHosts, ResultOrder, ResultSearch,
     SearchResults, SetHostLabels, SetLabels,
@@ -128,8 +129,14 @@ pub async fn run(a: CtlArgs) -> Result<String, CtlError> {
             silent_for,
             limit,
             after,
+            sort,
         }) => {
             let seen_before = silent_for.map(minutes_ago);
+            let sort = match sort.as_deref() {
+                Some("hostname") => Some(HostSort::Hostname),
+                Some("last_seen") => Some(HostSort::LastSeen),
+                _ => None,
+            };
             let page = api
                 .call::<ListHosts>(&HostFilter {
                     label,
@@ -139,6 +146,7 @@ pub async fn run(a: CtlArgs) -> Result<String, CtlError> {
                     seen_before,
                     limit: Some(limit),
                     after,
+                    sort,
                     ..HostFilter::default()
                 })
                 .await?;
