@@ -8,18 +8,30 @@
 #   loadtest/bench.sh steady-5k --hosts 5000 --duration 300 --ramp 60
 #
 # PROFILE=profiling builds the same optimised code with symbols (for
-# `perf record -g -p <server pid>`); the default is the stripped release.
+# `perf record -g -p <server pid>`); the default is the release build
+# (debug info stripped, function symbols kept).
+#
+# SERVER_BIN=path serves with another `gatehouse` binary (for example one
+# built from an earlier commit: `git worktree add /tmp/before <commit> &&
+# cargo build --release -p gatehouse --manifest-path /tmp/before/Cargo.toml`)
+# so one harness drives both servers; the report names it.
+#
+# PERF_AT=S PERF_SECS=N records `perf record -F 199 -g` of the server (and
+# of the harness) for N seconds starting S seconds into the run, and writes
+# the flat profiles (self time per function) as perf-server.txt and
+# perf-harness.txt next to the report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name=${1:?usage: loadtest/bench.sh NAME [gatehouse-load args...]}
 shift
 profile=${PROFILE:-release}
 cargo build --profile "$profile" --locked -p gatehouse -p gatehouse-loadtest
+server_bin=${SERVER_BIN:-target/$profile/gatehouse}
 data=$(mktemp -d /tmp/gatehouse-bench.XXXXXX)
 out=docs/benchmarks/$name
 mkdir -p "$out"
 GATEHOUSE_DATA_DIR="$data/data" GATEHOUSE_LISTEN=127.0.0.1:8443 GATEHOUSE_API_LISTEN=127.0.0.1:8444 \
-  RUST_LOG=warn target/$profile/gatehouse serve > "$data/server.out" 2> "$data/server.err" &
+  RUST_LOG=warn "$server_bin" serve > "$data/server.out" 2> "$data/server.err" &
 server=$!
 trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$data"' EXIT
 for _ in $(seq 1 100); do
@@ -27,10 +39,41 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 target/$profile/gatehouse-load --gatehouse-data "$data/data" --server-pid "$server" \
-  --setup-schedule --out "$out" "$@" | tee "$data/harness.out" > /dev/null
+  --setup-schedule --out "$out" "$@" > "$data/harness.out" &
+harness=$!
+if [ -n "${PERF_AT:-}" ]; then
+  secs=${PERF_SECS:-40}
+  (
+    set +e +o pipefail
+    sleep "$PERF_AT"
+    perf record -F 199 -g -o "$data/server.perf" -p "$server" -- sleep "$secs" 2> /dev/null &
+    perf record -F 199 -g -o "$data/harness.perf" -p "$harness" -- sleep "$secs" 2> /dev/null &
+    wait
+    for who in server harness; do
+      {
+        echo "# perf record -F 199 -g -p <$who pid> -- sleep $secs, started ${PERF_AT}s into the run"
+        echo "# flat profile: self time per function (perf report --no-children --sort symbol)"
+        perf report -i "$data/$who.perf" --stdio --no-children --sort symbol -g none 2> /dev/null \
+          | grep -v '^#' | grep -v '^$' | sed -E 's/ {2,}/  /g; s/ +- +- *$//; s/ +$//' | head -60
+        echo
+        echo "# by thread (perf report --no-children --sort tid)"
+        perf report -i "$data/$who.perf" --stdio --no-children --sort tid -g none 2> /dev/null \
+          | grep -v '^#' | grep -v '^$' | sed -E 's/ {2,}/  /g; s/ +- +- *$//; s/ +$//' | head -12
+        echo
+        echo "# by shared object (perf report --no-children --sort dso)"
+        perf report -i "$data/$who.perf" --stdio --no-children --sort dso -g none 2> /dev/null \
+          | grep -v '^#' | grep -v '^$' | sed -E 's/ {2,}/  /g; s/ +- +- *$//; s/ +$//' | head -12
+      } > "$out/perf-$who.txt"
+    done
+  ) &
+  profiler=$!
+fi
+wait "$harness"
+[ -n "${profiler:-}" ] && wait "$profiler"
 {
   echo
   echo "Built from commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- services loadtest proto || echo ' with local changes')."
+  [ -n "${SERVER_BIN:-}" ] && echo "Server binary: \`$SERVER_BIN\` (SERVER_BIN)."
   echo "Reproduce with: \`loadtest/bench.sh $name $*\`"
   echo "(a fresh \`gatehouse serve\` release build on 127.0.0.1:8443, then the harness command above)."
 } >> "$out/report.md"

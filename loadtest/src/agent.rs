@@ -207,6 +207,19 @@ impl Agent {
         gzip_body: bool,
     ) -> Outcome {
         let raw = serde_json::to_vec(body).unwrap_or_default();
+        self.request_raw(conn, ep, path, raw, key, gzip_body).await
+    }
+
+    /// [`Self::request`] with a body that is JSON text already.
+    pub(crate) async fn request_raw(
+        &self,
+        conn: &mut Conn,
+        ep: Endpoint,
+        path: &str,
+        raw: Vec<u8>,
+        key: Option<&str>,
+        gzip_body: bool,
+    ) -> Outcome {
         let payload = if gzip_body {
             gzip(&raw)
         } else {
@@ -455,31 +468,46 @@ impl Agent {
             .fetch_add(dropped as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
-    fn render_batch(&self, results: usize, statuses: usize) -> (Vec<Value>, Vec<Value>, bool) {
+    /// The log POST body for the first `results` result lines or the
+    /// first `statuses` status lines (one of the two is 0), written as
+    /// JSON text; whether to gzip it.
+    fn render_batch(
+        &self,
+        key: &str,
+        log_type: &str,
+        results: usize,
+        statuses: usize,
+    ) -> (Vec<u8>, bool) {
         let st = self.state();
-        let decorations = st.options.decorations.then(
-            || json!({"host_uuid": self.machine.hardware_uuid, "hostname": self.machine.hostname}),
-        );
+        let decorations = st.options.decorations.then(|| {
+            json!({"host_uuid": self.machine.hardware_uuid, "hostname": self.machine.hostname})
+                .to_string()
+        });
         let r = Render {
             host_identifier: &self.machine.hostname,
             seed: self.machine.seed,
-            decorations: decorations.as_ref(),
+            decorations: decorations.as_deref(),
         };
-        let res = st
-            .buffer
-            .results
-            .iter()
-            .take(results)
-            .map(|l| r.result(l))
-            .collect();
-        let sts = st
-            .buffer
-            .statuses
-            .iter()
-            .take(statuses)
-            .map(|l| r.status(l))
-            .collect();
-        (res, sts, st.options.logger_tls_compress)
+        let mut out = String::with_capacity(1024 * (results + statuses).max(1));
+        out.push_str("{\"node_key\":");
+        crate::tables::push_str(&mut out, key);
+        out.push_str(",\"log_type\":");
+        crate::tables::push_str(&mut out, log_type);
+        out.push_str(",\"data\":[");
+        for (i, l) in st.buffer.results.iter().take(results).enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            r.result_into(&mut out, l);
+        }
+        for (i, l) in st.buffer.statuses.iter().take(statuses).enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            r.status_into(&mut out, l);
+        }
+        out.push_str("]}");
+        (out.into_bytes(), st.options.logger_tls_compress)
     }
 
     /// The scheduler and the log forwarder (§5.4, §6).
@@ -579,22 +607,20 @@ impl Agent {
                 st.buffer.statuses.drain(..k);
                 continue;
             }
-            // Render only what is sent this time (nothing while backing off).
-            let (results, statuses, gz) = if i == 0 {
-                self.render_batch(count, 0)
-            } else {
-                self.render_batch(0, count)
-            };
-            let lines = if i == 0 { results } else { statuses };
-            let n = lines.len();
             let Some(key) = self.node_key(conn).await else {
                 fails[i] += 1;
                 backoff[i] = (period * fails[i] * fails[i]).min(self.fleet.logger_backoff_max_ms);
                 continue;
             };
-            let body = json!({"node_key": key, "log_type": log_type, "data": lines});
+            // Render only what is sent this time (nothing while backing off).
+            let (body, gz) = if i == 0 {
+                self.render_batch(&key, log_type, count, 0)
+            } else {
+                self.render_batch(&key, log_type, 0, count)
+            };
+            let n = count;
             match self
-                .request(conn, ep, &self.fleet.paths.logger, &body, Some(&key), gz)
+                .request_raw(conn, ep, &self.fleet.paths.logger, body, Some(&key), gz)
                 .await
             {
                 Outcome::Ok(_) => {

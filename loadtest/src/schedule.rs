@@ -10,9 +10,9 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
-use crate::tables::{row, shape, table_of};
+use crate::tables::{push_str, shape, table_of, write_row};
 
 /// Options from the config that change agent behaviour (§5.2, §10).
 #[derive(Debug, Clone, PartialEq)]
@@ -370,31 +370,45 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 pub struct Render<'a> {
     pub host_identifier: &'a str,
     pub seed: u64,
-    pub decorations: Option<&'a Value>,
+    /// The decorations object, already JSON (`{"host_uuid":...}`).
+    pub decorations: Option<&'a str>,
 }
 
+/// Lines are written straight to JSON text, members in the order osquery
+/// writes them: building a `serde_json::Value` tree per line and row cost
+/// the harness most of its CPU (docs/benchmarks/performance.md).
 impl Render<'_> {
-    fn base(&self, name: &str, unix: u64, counter: u64) -> Map<String, Value> {
-        let mut m = Map::new();
-        m.insert("name".into(), json!(name));
-        m.insert("hostIdentifier".into(), json!(self.host_identifier));
-        m.insert("calendarTime".into(), json!(calendar_time(unix)));
-        m.insert("unixTime".into(), json!(unix));
-        m.insert("epoch".into(), json!(0));
-        m.insert("counter".into(), json!(counter));
-        m.insert("numerics".into(), json!(false));
+    fn base(&self, out: &mut String, name: &str, unix: u64, counter: u64) {
+        use std::fmt::Write;
+        out.push_str("{\"name\":");
+        push_str(out, name);
+        out.push_str(",\"hostIdentifier\":");
+        push_str(out, self.host_identifier);
+        out.push_str(",\"calendarTime\":");
+        push_str(out, &calendar_time(unix));
+        let _ = write!(
+            out,
+            ",\"unixTime\":{unix},\"epoch\":0,\"counter\":{counter},\"numerics\":false"
+        );
         if let Some(d) = self.decorations {
-            m.insert("decorations".into(), d.clone());
+            out.push_str(",\"decorations\":");
+            out.push_str(d);
         }
-        m
     }
 
-    pub fn result(&self, r: &ResultSpec) -> Value {
-        let rows = |table: &str, (a, b): (u64, u64)| -> Vec<Value> {
-            (a..b)
-                .map(|id| Value::Object(row(table, self.seed, id)))
-                .collect()
-        };
+    fn rows(&self, out: &mut String, table: &str, (a, b): (u64, u64)) {
+        out.push('[');
+        for id in a..b {
+            if id > a {
+                out.push(',');
+            }
+            write_row(out, table, self.seed, id);
+        }
+        out.push(']');
+    }
+
+    /// Appends result line `r` to `out` as JSON.
+    pub fn result_into(&self, out: &mut String, r: &ResultSpec) {
         match r {
             ResultSpec::Event {
                 name,
@@ -404,13 +418,14 @@ impl Render<'_> {
                 unix,
                 counter,
             } => {
-                let mut m = self.base(name, *unix, *counter);
-                m.insert("columns".into(), Value::Object(row(table, self.seed, *id)));
-                m.insert(
-                    "action".into(),
-                    json!(if *added { "added" } else { "removed" }),
-                );
-                Value::Object(m)
+                self.base(out, name, *unix, *counter);
+                out.push_str(",\"columns\":");
+                write_row(out, table, self.seed, *id);
+                out.push_str(if *added {
+                    ",\"action\":\"added\"}"
+                } else {
+                    ",\"action\":\"removed\"}"
+                });
             }
             ResultSpec::Snapshot {
                 name,
@@ -419,10 +434,10 @@ impl Render<'_> {
                 rows: n,
                 unix,
             } => {
-                let mut m = self.base(name, *unix, 0);
-                m.insert("snapshot".into(), Value::Array(rows(table, (*lo, lo + n))));
-                m.insert("action".into(), json!("snapshot"));
-                Value::Object(m)
+                self.base(out, name, *unix, 0);
+                out.push_str(",\"snapshot\":");
+                self.rows(out, table, (*lo, lo + n));
+                out.push_str(",\"action\":\"snapshot\"}");
             }
             ResultSpec::Batched {
                 name,
@@ -432,46 +447,90 @@ impl Render<'_> {
                 unix,
                 counter,
             } => {
-                let mut m = self.base(name, *unix, *counter);
-                m.insert(
-                    "diffResults".into(),
-                    json!({"removed": rows(table, *removed), "added": rows(table, *added)}),
-                );
-                Value::Object(m)
+                self.base(out, name, *unix, *counter);
+                out.push_str(",\"diffResults\":{\"removed\":");
+                self.rows(out, table, *removed);
+                out.push_str(",\"added\":");
+                self.rows(out, table, *added);
+                out.push_str("}}");
             }
         }
     }
 
-    pub fn status(&self, s: &StatusSpec) -> Value {
-        let mut m = Map::new();
-        m.insert("hostIdentifier".into(), json!(self.host_identifier));
-        m.insert("calendarTime".into(), json!(calendar_time(s.unix)));
-        m.insert("unixTime".into(), json!(s.unix));
-        m.insert("severity".into(), json!(s.severity));
-        m.insert(
-            "filename".into(),
-            json!(if s.severity >= 2 {
-                "scheduler.cpp"
-            } else {
-                "init.cpp"
-            }),
+    /// Appends status line `s` to `out` as JSON.
+    pub fn status_into(&self, out: &mut String, s: &StatusSpec) {
+        use std::fmt::Write;
+        out.push_str("{\"hostIdentifier\":");
+        push_str(out, self.host_identifier);
+        out.push_str(",\"calendarTime\":");
+        push_str(out, &calendar_time(s.unix));
+        let (file, line) = if s.severity >= 2 {
+            ("scheduler.cpp", 108)
+        } else {
+            ("init.cpp", 652)
+        };
+        let _ = write!(
+            out,
+            ",\"unixTime\":{},\"severity\":{},\"filename\":\"{file}\",\"line\":{line},\"message\":",
+            s.unix, s.severity
         );
-        m.insert(
-            "line".into(),
-            json!(if s.severity >= 2 { 108 } else { 652 }),
-        );
-        m.insert("message".into(), json!(&*s.message));
-        m.insert("version".into(), json!("5.23.1"));
+        push_str(out, &s.message);
+        out.push_str(",\"version\":\"5.23.1\"");
         if let Some(d) = self.decorations {
-            m.insert("decorations".into(), d.clone());
+            out.push_str(",\"decorations\":");
+            out.push_str(d);
         }
-        Value::Object(m)
+        out.push('}');
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn lines_render_as_osquery_writes_them() {
+        let r = Render {
+            host_identifier: "web-\"1\"",
+            seed: 7,
+            decorations: Some(r#"{"hostname":"web"}"#),
+        };
+        let mut out = String::new();
+        r.result_into(
+            &mut out,
+            &ResultSpec::Batched {
+                name: "procs".into(),
+                table: "processes".into(),
+                removed: (0, 1),
+                added: (1, 3),
+                unix: 1_717_496_431,
+                counter: 2,
+            },
+        );
+        let v: Value = serde_json::from_str(&out).expect("valid JSON");
+        assert!(out.starts_with(r#"{"name":"procs","hostIdentifier":"web-\"1\"","#));
+        assert_eq!(v["diffResults"]["added"].as_array().map(Vec::len), Some(2));
+        assert_eq!(
+            v["diffResults"]["removed"][0],
+            json!(crate::tables::row("processes", 7, 0))
+        );
+        assert_eq!(v["unixTime"], 1_717_496_431);
+        assert_eq!(v["decorations"]["hostname"], "web");
+        out.clear();
+        r.status_into(
+            &mut out,
+            &StatusSpec {
+                unix: 5,
+                severity: 2,
+                message: "no such table: \"x\"".into(),
+            },
+        );
+        let v: Value = serde_json::from_str(&out).expect("valid JSON");
+        assert_eq!(v["message"], "no such table: \"x\"");
+        assert_eq!(v["severity"], 2);
+        assert_eq!(v["filename"], "scheduler.cpp");
+    }
 
     #[test]
     fn calendar_time_matches_asctime() {

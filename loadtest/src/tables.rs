@@ -66,15 +66,72 @@ pub fn table_of(sql: &str) -> Option<String> {
     None
 }
 
-fn s(v: impl ToString) -> Value {
-    Value::String(v.to_string())
+/// Appends `v` to `out` as a JSON string.
+pub fn push_str(out: &mut String, v: &str) {
+    out.push('"');
+    for c in v.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                use std::fmt::Write;
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
-/// Row `id` of `table` on the machine with `seed`. Every value is a string,
-/// as distributed results and (without numerics) result logs carry them.
-pub fn row(table: &str, seed: u64, id: u64) -> Map<String, Value> {
+/// Writes one JSON object member after the first: `,"key":"value"`
+/// (`first` leaves the comma out).
+struct Obj<'a> {
+    out: &'a mut String,
+    first: bool,
+}
+
+impl<'a> Obj<'a> {
+    fn open(out: &'a mut String) -> Self {
+        out.push('{');
+        Self { out, first: true }
+    }
+
+    fn field(&mut self, key: &str, value: impl std::fmt::Display) -> &mut Self {
+        use std::fmt::Write;
+        if !self.first {
+            self.out.push(',');
+        }
+        self.first = false;
+        self.out.push('"');
+        self.out.push_str(key);
+        self.out.push_str("\":");
+        // Every column value is a string (§6.4, without numerics).
+        let start = self.out.len();
+        let _ = write!(self.out, "{value}");
+        if self.out[start..]
+            .bytes()
+            .any(|b| b == b'"' || b == b'\\' || b < 0x20)
+        {
+            let raw = self.out.split_off(start);
+            push_str(self.out, &raw);
+        } else {
+            self.out.insert(start, '"');
+            self.out.push('"');
+        }
+        self
+    }
+
+    fn close(&mut self) {
+        self.out.push('}');
+    }
+}
+
+/// Row `id` of `table` on the machine with `seed`, as a JSON object. Every
+/// value is a string, as distributed results and (without numerics) result
+/// logs carry them; columns in name order, as osquery's rows are.
+pub fn write_row(out: &mut String, table: &str, seed: u64, id: u64) {
     let h = splitmix(seed ^ splitmix(id) ^ table.len() as u64);
-    let mut m = Map::new();
+    let mut o = Obj::open(out);
     match table {
         "processes" => {
             const NAMES: [&str; 8] = [
@@ -88,49 +145,55 @@ pub fn row(table: &str, seed: u64, id: u64) -> Map<String, Value> {
                 "containerd",
             ];
             let name = NAMES[(h % 8) as usize];
-            m.insert("pid".into(), s(1000 + id));
-            m.insert("name".into(), s(name));
-            m.insert("path".into(), s(format!("/usr/bin/{name}")));
-            m.insert(
-                "cmdline".into(),
-                s(format!("/usr/bin/{name} --worker {}", h % 97)),
-            );
-            m.insert("uid".into(), s(h % 3 * 500));
-            m.insert("parent".into(), s(1));
-            m.insert("resident_size".into(), s(4096 * (h % 100_000)));
-            m.insert("start_time".into(), s(1_717_000_000 + id));
+            o.field(
+                "cmdline",
+                format_args!("/usr/bin/{name} --worker {}", h % 97),
+            )
+            .field("name", name)
+            .field("parent", 1)
+            .field("path", format_args!("/usr/bin/{name}"))
+            .field("pid", 1000 + id)
+            .field("resident_size", 4096 * (h % 100_000))
+            .field("start_time", 1_717_000_000 + id)
+            .field("uid", h % 3 * 500);
         }
         "listening_ports" => {
-            m.insert("pid".into(), s(1000 + h % 5000));
-            m.insert("port".into(), s(1024 + (h % 60000)));
-            m.insert("protocol".into(), s(6));
-            m.insert("family".into(), s(2));
-            m.insert("address".into(), s("0.0.0.0"));
+            o.field("address", "0.0.0.0")
+                .field("family", 2)
+                .field("pid", 1000 + h % 5000)
+                .field("port", 1024 + (h % 60000))
+                .field("protocol", 6);
         }
         "users" | "logged_in_users" => {
-            m.insert("uid".into(), s(1000 + id));
-            m.insert("username".into(), s(format!("user{id}")));
-            m.insert("directory".into(), s(format!("/home/user{id}")));
-            m.insert("shell".into(), s("/bin/bash"));
+            o.field("directory", format_args!("/home/user{id}"))
+                .field("shell", "/bin/bash")
+                .field("uid", 1000 + id)
+                .field("username", format_args!("user{id}"));
         }
         "osquery_info" => {
-            m.insert("version".into(), s("5.23.1"));
-            m.insert("build_platform".into(), s("ubuntu"));
-            m.insert("instance_id".into(), s(format!("{h:016x}")));
-            m.insert("config_valid".into(), s(1));
+            o.field("build_platform", "ubuntu")
+                .field("config_valid", 1)
+                .field("instance_id", format_args!("{h:016x}"))
+                .field("version", "5.23.1");
         }
         "uptime" | "time" => {
-            m.insert("total_seconds".into(), s(100_000 + id));
-            m.insert("days".into(), s(1));
+            o.field("days", 1).field("total_seconds", 100_000 + id);
         }
         _ => {
-            m.insert("id".into(), s(id));
-            m.insert("name".into(), s(format!("{table}-{}", h % 10_000)));
-            m.insert("path".into(), s(format!("/var/lib/{table}/{}", h % 1000)));
-            m.insert("value".into(), s(format!("{h:016x}")));
+            o.field("id", id)
+                .field("name", format_args!("{table}-{}", h % 10_000))
+                .field("path", format_args!("/var/lib/{table}/{}", h % 1000))
+                .field("value", format_args!("{h:016x}"));
         }
     }
-    m
+    o.close();
+}
+
+/// [`write_row`] as a JSON map (distributed answers, tests).
+pub fn row(table: &str, seed: u64, id: u64) -> Map<String, Value> {
+    let mut out = String::with_capacity(256);
+    write_row(&mut out, table, seed, id);
+    serde_json::from_str(&out).unwrap_or_default()
 }
 
 /// What a distributed query returns on this machine.
@@ -169,6 +232,15 @@ mod tests {
             row("processes", 5, 3),
             row("processes", 5, 3),
             "deterministic"
+        );
+        let r = row("processes", 5, 3);
+        assert_eq!(r.len(), 8, "{r:?}");
+        assert!(r.values().all(Value::is_string));
+        let mut odd = String::new();
+        push_str(&mut odd, "a\"b\\c\n");
+        assert_eq!(
+            serde_json::from_str::<String>(&odd).ok().as_deref(),
+            Some("a\"b\\c\n")
         );
     }
 }

@@ -78,11 +78,22 @@ struct Db {
 
 /// Opens (or creates) the database under `dir`.
 fn open_db(dir: &Path) -> Result<Db, ForwardError> {
-    let db = Database::builder(dir).open().map_err(|e| {
-        ForwardError::Unavailable(format!("opening the forward log in {}: {e}", dir.display()))
-    })?;
+    // As the embedded store (`gatehouse_store::embedded::tune_fjall`): one
+    // background worker (two spin on compaction requests in fjall 3.1),
+    // no journal compression.
+    let db = Database::builder(dir)
+        .worker_threads(1)
+        .journal_compression(fjall::CompressionType::None)
+        .open()
+        .map_err(|e| {
+            ForwardError::Unavailable(format!("opening the forward log in {}: {e}", dir.display()))
+        })?;
+    // A smaller memtable than fjall's 64 MiB default: entries are written
+    // once and read soon, so holding more of them in memory buys nothing.
     let entries = db
-        .keyspace("entries", KeyspaceCreateOptions::default)
+        .keyspace("entries", || {
+            KeyspaceCreateOptions::default().max_memtable_size(16 * 1024 * 1024)
+        })
         .map_err(unavailable)?;
     let cursors = db
         .keyspace("cursors", KeyspaceCreateOptions::default)

@@ -107,18 +107,19 @@ impl LogSink for DirectSink {
             .append_logs(&records)
             .await
             .map_err(|e| SinkError::Unavailable(e.to_string()))?;
-        if let Some(f) = &self.forward {
+        // Only while a destination is defined (checked before the batch
+        // is encoded): otherwise every line would be written twice.
+        if let Some(f) = self.forward.as_ref().filter(|f| f.is_active()) {
             // Stored already: a re-sent batch after a failure here is
             // stored once and appended once (same id).
             let lines = u32::try_from(records.len()).unwrap_or(u32::MAX);
-            f.log
-                .append(
-                    &records.batch_id(),
-                    lines,
-                    gatehouse_bus::events::encode_forward_logs(&records),
-                )
-                .await
-                .map_err(|e| SinkError::Unavailable(e.to_string()))?;
+            f.append(
+                &records.batch_id(),
+                lines,
+                gatehouse_bus::events::encode_forward_logs(&records),
+            )
+            .await
+            .map_err(|e| SinkError::Unavailable(e.to_string()))?;
         }
         if let Some(o) = &self.observer {
             o.observe(&records).await;

@@ -107,7 +107,7 @@ impl CampaignStore for EmbeddedStore {
         let host = d.host_id.clone();
         self.run(move |i| {
             let _g = i.host_lock(&host)?;
-            let mut b = i.db.batch().durability(Some(PersistMode::SyncData));
+            let mut b = i.db.batch();
             if let Some((fk, f)) = i.fenced(&host, fence)? {
                 b.insert(&i.fences, fk, f);
             }
@@ -115,7 +115,7 @@ impl CampaignStore for EmbeddedStore {
             if is_final {
                 b.remove(&i.open, idx);
             }
-            b.commit().map_err(unavailable)
+            i.write(b)
         })
         .await
     }
@@ -134,7 +134,7 @@ impl CampaignStore for EmbeddedStore {
                 Some(r) => Some(i.host_lock(&r.host_id)?),
                 None => None,
             };
-            let mut b = i.db.batch().durability(Some(PersistMode::SyncData));
+            let mut b = i.db.batch();
             let mut hosts: Vec<&HostId> = results.iter().map(|r| &r.host_id).collect();
             hosts.dedup();
             if hosts.len() > 1 && !fence.is_none() {
@@ -160,7 +160,7 @@ impl CampaignStore for EmbeddedStore {
                     join(&[r.host_id.as_str().as_bytes(), r.campaign_id.as_bytes()]),
                 );
             }
-            b.commit().map_err(unavailable)
+            i.write(b)
         })
         .await
     }

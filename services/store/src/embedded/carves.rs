@@ -66,13 +66,13 @@ impl CarveStore for EmbeddedStore {
                 .ok_or_else(|| StoreError::NotFound(format!("carve session {sid}")))?;
             let k = join(&[sid.as_bytes(), &block_id.to_be_bytes()]);
             let new_block = !i.blocks.contains_key(&k).map_err(unavailable)?;
-            let mut b = i.db.batch().durability(Some(PersistMode::SyncData));
+            let mut b = i.db.batch();
             b.insert(&i.blocks, k, data);
             if new_block {
                 s.blocks_received += 1;
                 b.insert(&i.carves, sid.as_bytes().to_vec(), enc(&s)?);
             }
-            b.commit().map_err(unavailable)?;
+            i.write(b)?;
             Ok(BlockOutcome {
                 blocks_received: s.blocks_received,
                 new_block,

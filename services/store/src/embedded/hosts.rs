@@ -1,6 +1,6 @@
-//! The embedded store's hosts: records, last-seen times (a separate
-//! keyspace, so the frequent write does not rewrite the record) and label
-//! memberships.
+//! The embedded store's hosts: records, last-seen times (the `seen`
+//! keyspace, so the frequent write does not rewrite the record; a read
+//! takes the later of the two) and label memberships.
 
 use gatehouse_core::ports::HostStore;
 
@@ -10,8 +10,13 @@ use super::*;
 impl HostStore for EmbeddedStore {
     async fn get_host(&self, id: &HostId) -> StoreResult<Option<Host>> {
         let id = id.clone();
-        self.run(move |i| i.get_json(&i.hosts, id.as_str().as_bytes()))
-            .await
+        self.run(move |i| {
+            let k = id.as_str().as_bytes();
+            i.get_json::<Host>(&i.hosts, k)?
+                .map(|h| with_seen(i, h))
+                .transpose()
+        })
+        .await
     }
 
     async fn put_host(&self, host: &Host, fence: Fence) -> StoreResult<()> {
@@ -37,31 +42,33 @@ impl HostStore for EmbeddedStore {
                 return Ok(false);
             }
             let f = i.fenced(&id, fence)?;
-            let mut b = i.db.batch().durability(Some(PersistMode::SyncData));
+            let mut b = i.db.batch();
+            b.remove(&i.seen, k.clone());
             b.remove(&i.hosts, k);
             if let Some((k, f)) = f {
                 b.insert(&i.fences, k, f);
             }
-            b.commit().map_err(unavailable)?;
+            i.write(b)?;
             Ok(true)
         })
         .await
     }
 
     async fn touch_host(&self, id: &HostId, last_seen: i64, fence: Fence) -> StoreResult<()> {
+        // Eight bytes in `seen`: the record (details, labels) is not
+        // decoded or rewritten.
         let id = id.clone();
         self.run(move |i| {
             let _g = i.host_lock(&id)?;
             let k = id.as_str().as_bytes().to_vec();
-            let Some(mut h) = i.get_json::<Host>(&i.hosts, &k)? else {
-                return Ok(());
-            };
-            let f = i.fenced(&id, fence)?;
-            if h.last_seen >= last_seen {
+            if !i.hosts.contains_key(&k).map_err(unavailable)? {
                 return Ok(());
             }
-            h.last_seen = last_seen;
-            let mut items = vec![(&i.hosts, k, enc(&h)?)];
+            let f = i.fenced(&id, fence)?;
+            if seen_at(i, &k)?.is_some_and(|t| t >= last_seen) {
+                return Ok(());
+            }
+            let mut items = vec![(&i.seen, k, last_seen.to_be_bytes().to_vec())];
             if let Some((k, f)) = f {
                 items.push((&i.fences, k, f));
             }
@@ -92,7 +99,7 @@ impl HostStore for EmbeddedStore {
                     more = true;
                     break;
                 }
-                items.push(dec::<Host>(&k, &v)?);
+                items.push(with_seen(i, dec::<Host>(&k, &v)?)?);
             }
             let next = if more {
                 items.last().map(|h| h.id.to_string())
@@ -189,4 +196,25 @@ fn hosts_after(i: &Inner, after: Option<&[u8]>) -> fjall::Iter {
             .range::<&[u8], _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
         None => i.hosts.iter(),
     }
+}
+
+/// The host's last check-in written by `touch_host`, if any.
+fn seen_at(i: &Inner, key: &[u8]) -> StoreResult<Option<i64>> {
+    match i.seen.get(key).map_err(unavailable)? {
+        Some(v) => Ok(Some(i64::from_be_bytes(v.as_ref().try_into().map_err(
+            |_| StoreError::Corrupt {
+                key: String::from_utf8_lossy(key).into_owned(),
+                reason: "last-seen time is not 8 bytes".into(),
+            },
+        )?))),
+        None => Ok(None),
+    }
+}
+
+/// `h` with the later of its record's and its touched last-seen time.
+fn with_seen(i: &Inner, mut h: Host) -> StoreResult<Host> {
+    if let Some(t) = seen_at(i, h.id.as_str().as_bytes())? {
+        h.last_seen = h.last_seen.max(t);
+    }
+    Ok(h)
 }

@@ -119,11 +119,11 @@ impl LogStore for EmbeddedStore {
                     .map(|g| g.key().map_err(unavailable))
                     .collect::<StoreResult<_>>()?;
                 for chunk in keys.chunks(10_000) {
-                    let mut b = i.db.batch().durability(Some(PersistMode::SyncData));
+                    let mut b = i.db.batch();
                     for k in chunk {
                         b.remove(ks, k.clone());
                     }
-                    b.commit().map_err(unavailable)?;
+                    i.write(b)?;
                     n += chunk.len() as u64;
                 }
             }

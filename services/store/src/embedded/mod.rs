@@ -5,6 +5,7 @@
 //! | keyspace     | key                                           | value            |
 //! |--------------|-----------------------------------------------|------------------|
 //! | `hosts`      | host id                                       | `Host` JSON      |
+//! | `seen`       | host id                                       | last seen ms i64 |
 //! | `defs`       | `q/<name>`, `s/<name>`, `l/<label>`, `u/<user>`, `t/<token id>` | JSON |
 //! | `meta`       | name                                          | bytes            |
 //! | `blobs`      | config hash                                   | config bytes     |
@@ -67,6 +68,8 @@ use serde::de::DeserializeOwned;
 struct Inner {
     db: Database,
     hosts: Keyspace,
+    /// Last check-in per host, apart from the record (`touch_host`).
+    seen: Keyspace,
     defs: Keyspace,
     meta: Keyspace,
     blobs: Keyspace,
@@ -93,9 +96,50 @@ struct Inner {
     options: StoreOptions,
     /// Below the free-space watermark at the last log write.
     disk_low: std::sync::atomic::AtomicBool,
+    /// Group commit: one journal sync for every batch appended meanwhile.
+    sync: GroupSync,
+}
+
+/// Group commit. A write appends its batch to the journal without a sync
+/// and takes a ticket; one writer at a time then syncs the journal for
+/// every batch appended before its sync began, while later writers wait
+/// for that sync or lead the next. Every write still returns only once
+/// its batch is on disk, but concurrent writers share one `fdatasync`
+/// instead of queueing one each behind the journal's lock.
+#[derive(Default)]
+struct GroupSync {
+    state: Mutex<SyncState>,
+    done: std::sync::Condvar,
+    /// Journal syncs done, and batches they made durable (the ratio is
+    /// the batches per sync).
+    syncs: std::sync::atomic::AtomicU64,
+    batches: std::sync::atomic::AtomicU64,
+}
+
+impl GroupSync {
+    fn lock(&self) -> StoreResult<std::sync::MutexGuard<'_, SyncState>> {
+        self.state
+            .lock()
+            .map_err(|_| unavailable("journal sync state poisoned"))
+    }
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// Batches appended to the journal (the last ticket handed out).
+    appended: u64,
+    /// Every ticket up to this one is durable.
+    synced: u64,
+    /// A writer is syncing the journal now.
+    syncing: bool,
 }
 
 const HOST_LOCK_STRIPES: usize = 64;
+
+/// Memtable size of the result and status log keyspaces (bytes).
+const LOG_MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
+/// ... and of every other keyspace.
+const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// fjall-backed store; cheap to clone.
 #[derive(Clone)]
@@ -178,6 +222,19 @@ fn first_day(ks: &Keyspace) -> Option<(u32, u32)> {
     let lo = ks.first_key_value()?.key().ok()?;
     let hi = ks.last_key_value()?.key().ok()?;
     Some((day(&lo)?, day(&hi)?))
+}
+
+/// The fjall settings of every Gatehouse database (the store's and the
+/// forward log's), measured under load (docs/benchmarks/performance.md):
+///
+/// - one background worker: with two, fjall 3.1's first worker hands
+///   every compaction request back to the queue while the other is busy
+///   and spins doing so (15 % of the server's CPU on two cores);
+/// - no journal compression: every batch is synced at once and dropped
+///   after the flush, so compressing it costs CPU and saves little.
+pub fn tune_fjall(b: fjall::DatabaseBuilder<Database>) -> fjall::DatabaseBuilder<Database> {
+    b.worker_threads(1)
+        .journal_compression(fjall::CompressionType::None)
 }
 
 /// How the embedded store guards its disk.
@@ -295,19 +352,30 @@ impl EmbeddedStore {
 
 /// Opens (or creates) the database under `dir`.
 fn open_inner(dir: &Path, options: StoreOptions) -> StoreResult<Inner> {
-    let db = Database::builder(dir).open().map_err(|e| match e {
+    let db = tune_fjall(Database::builder(dir)).open().map_err(|e| match e {
             fjall::Error::Locked => StoreError::Unavailable(format!(
                 "{} is in use by another Gatehouse process (its store is locked); stop that process or give this one another data_dir",
                 dir.display()
             )),
             e => StoreError::Unavailable(format!("opening the store in {}: {e}", dir.display())),
         })?;
+    // Memtables are what the store holds in memory until a flush: fjall's
+    // default (64 MiB each, up to four sealed ones queued per keyspace)
+    // let a busy server hold gigabytes of log lines in skip lists. Smaller
+    // ones flush sooner and keep the resident size near the working set.
     let ks = |name: &str| {
-        db.keyspace(name, KeyspaceCreateOptions::default)
-            .map_err(unavailable)
+        let size = match name {
+            "results" | "status" => LOG_MEMTABLE_BYTES,
+            _ => MEMTABLE_BYTES,
+        };
+        db.keyspace(name, || {
+            KeyspaceCreateOptions::default().max_memtable_size(size)
+        })
+        .map_err(unavailable)
     };
     let inner = Inner {
         hosts: ks("hosts")?,
+        seen: ks("seen")?,
         defs: ks("defs")?,
         meta: ks("meta")?,
         blobs: ks("blobs")?,
@@ -331,6 +399,7 @@ fn open_inner(dir: &Path, options: StoreOptions) -> StoreResult<Inner> {
         dir: dir.to_path_buf(),
         options,
         disk_low: std::sync::atomic::AtomicBool::new(false),
+        sync: GroupSync::default(),
     };
     Ok(inner)
 }
@@ -395,11 +464,54 @@ impl Inner {
     }
 
     fn commit(&self, items: Vec<(&Keyspace, Vec<u8>, Vec<u8>)>) -> StoreResult<()> {
-        let mut b = self.db.batch().durability(Some(PersistMode::SyncData));
+        let mut b = self.db.batch();
         for (ks, k, v) in items {
             b.insert(ks, k, v);
         }
-        b.commit().map_err(unavailable)
+        self.write(b)
+    }
+
+    /// Commits `b` and returns once it is durable (see [`GroupSync`]).
+    fn write(&self, b: fjall::OwnedWriteBatch) -> StoreResult<()> {
+        use std::sync::atomic::Ordering;
+        if b.is_empty() {
+            return Ok(());
+        }
+        b.commit().map_err(unavailable)?;
+        let mut s = self.sync.lock()?;
+        s.appended += 1;
+        let ticket = s.appended;
+        loop {
+            if s.synced >= ticket {
+                return Ok(());
+            }
+            if !s.syncing {
+                break;
+            }
+            s = self
+                .sync
+                .done
+                .wait(s)
+                .map_err(|_| unavailable("journal sync state poisoned"))?;
+        }
+        // Lead: sync everything appended so far.
+        s.syncing = true;
+        let through = s.appended;
+        let covered = through - s.synced;
+        drop(s);
+        let r = self.db.persist(PersistMode::SyncData);
+        let mut s = self.sync.lock()?;
+        s.syncing = false;
+        if r.is_ok() {
+            s.synced = through;
+            self.sync.syncs.fetch_add(1, Ordering::Relaxed);
+            self.sync.batches.fetch_add(covered, Ordering::Relaxed);
+        }
+        drop(s);
+        // Waiters either find their ticket synced or lead the next sync
+        // (which fails the same way when this one failed).
+        self.sync.done.notify_all();
+        r.map_err(unavailable)
     }
 
     /// Up to `limit` values of a keyspace keyed by [`audit_key`], after
@@ -445,9 +557,9 @@ impl Inner {
         if !ks.contains_key(key).map_err(unavailable)? {
             return Ok(false);
         }
-        let mut b = self.db.batch().durability(Some(PersistMode::SyncData));
+        let mut b = self.db.batch();
         b.remove(ks, key.to_vec());
-        b.commit().map_err(unavailable)?;
+        self.write(b)?;
         Ok(true)
     }
 
@@ -782,5 +894,67 @@ mod reopen_tests {
             store.query_results(&f).await.unwrap_or_default().len(),
             1000
         );
+    }
+}
+
+#[cfg(test)]
+mod group_sync_tests {
+    use super::*;
+    use gatehouse_core::ports::stores::*;
+    use std::sync::atomic::Ordering;
+
+    /// Concurrent writers share journal syncs: every write is covered by
+    /// exactly one sync, none is lost, and a host's last check-in lives in
+    /// `seen` without rewriting its record.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_are_each_synced_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let host = crate::conformance::sample_host(1);
+        store.put_host(&host, Fence::NONE).await.unwrap();
+        let base = store
+            .current()
+            .unwrap()
+            .sync
+            .batches
+            .load(Ordering::Relaxed);
+        let writers: Vec<_> = (0..64i64)
+            .map(|n| {
+                let store = store.clone();
+                let id = host.id.clone();
+                tokio::spawn(async move { store.touch_host(&id, 1_000 + n, Fence::NONE).await })
+            })
+            .collect();
+        for w in writers {
+            w.await.unwrap().unwrap();
+        }
+        let inner = store.current().unwrap();
+        let batches = inner.sync.batches.load(Ordering::Relaxed) - base;
+        let syncs = inner.sync.syncs.load(Ordering::Relaxed);
+        // A touch older than the last one writes nothing, so at most 64.
+        assert!((1..=64).contains(&batches), "{batches} batches");
+        assert!(syncs >= 1 && syncs <= batches + 1, "{syncs} syncs");
+        let (synced, appended) = {
+            let s = inner.sync.lock().unwrap();
+            (s.synced, s.appended)
+        };
+        assert_eq!(synced, appended, "every appended batch is synced");
+        let got = store.get_host(&host.id).await.unwrap().unwrap();
+        assert_eq!(got.last_seen, 1_063, "the latest check-in wins");
+        let record: Host = inner
+            .get_json(&inner.hosts, host.id.as_str().as_bytes())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            record.last_seen, host.last_seen,
+            "the record is not rewritten"
+        );
+        drop(inner);
+        drop(store);
+        let reopened = EmbeddedStore::open(dir.path()).unwrap();
+        let got = reopened.get_host(&host.id).await.unwrap().unwrap();
+        assert_eq!(got.last_seen, 1_063, "the check-in is durable");
+        assert!(reopened.delete_host(&host.id, Fence::NONE).await.unwrap());
+        assert!(reopened.get_host(&host.id).await.unwrap().is_none());
     }
 }
