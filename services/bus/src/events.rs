@@ -7,6 +7,7 @@
 
 use bytes::Bytes;
 use gatehouse_core::HostId;
+use gatehouse_core::logline::LogLine;
 use gatehouse_core::model::{CampaignResult, Host, LogRecords, ResultKind, ResultLog, StatusLog};
 use gatehouse_core::ports::{Bus, BusError};
 use gatehouse_proto::topics::{Topic, TopicFamily};
@@ -167,11 +168,10 @@ fn result_kind_from(k: i32) -> Result<ResultKind, EventError> {
     }
 }
 
-fn json_line(field: &'static str, b: &[u8]) -> Result<Value, EventError> {
-    serde_json::from_slice(b).map_err(|e| EventError::Invalid {
-        field,
-        reason: e.to_string(),
-    })
+fn json_line(field: &'static str, b: &[u8]) -> Result<LogLine, EventError> {
+    let invalid = |reason: String| EventError::Invalid { field, reason };
+    let text = String::from_utf8(b.to_vec()).map_err(|e| invalid(e.to_string()))?;
+    LogLine::from_json(text).map_err(|e| invalid(e.to_string()))
 }
 
 /// One agent log POST as the log stream carries it.
@@ -189,7 +189,7 @@ pub fn log_batch(records: &LogRecords) -> pb::LogBatch {
                     rows: r.rows,
                     line_id: r.line_id.clone(),
                     received_at: r.received_at,
-                    line_json: serde_json::to_vec(&r.line).unwrap_or_default().into(),
+                    line_json: r.line.json().as_bytes().to_vec().into(),
                 })
                 .collect(),
         }),
@@ -203,7 +203,7 @@ pub fn log_batch(records: &LogRecords) -> pb::LogBatch {
                     message: s.message.clone(),
                     line_id: s.line_id.clone(),
                     received_at: s.received_at,
-                    line_json: serde_json::to_vec(&s.line).unwrap_or_default().into(),
+                    line_json: s.line.json().as_bytes().to_vec().into(),
                 })
                 .collect(),
         }),
@@ -411,7 +411,7 @@ mod tests {
             rows: 2,
             line_id: "abc.0".into(),
             received_at: 1_717_496_432_000,
-            line: serde_json::json!({"name": "users", "diffResults": {"added": [{"u": "1"}, {"u": "2"}]}}),
+            line: serde_json::json!({"name": "users", "diffResults": {"added": [{"u": "1"}, {"u": "2"}]}}).into(),
         }]);
         let status = LogRecords::Status(vec![StatusLog {
             host_id: host,
@@ -420,7 +420,7 @@ mod tests {
             message: "query failed".into(),
             line_id: "def.0".into(),
             received_at: 1_717_496_432_000,
-            line: serde_json::json!({"s": 2, "m": "query failed"}),
+            line: serde_json::json!({"s": 2, "m": "query failed"}).into(),
         }]);
         vec![results, status]
     }

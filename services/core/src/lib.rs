@@ -10,6 +10,7 @@ pub mod carves;
 pub mod config;
 pub mod disk;
 pub mod ids;
+pub mod logline;
 pub mod logs;
 pub mod model;
 pub mod nodekey;

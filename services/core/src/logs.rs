@@ -8,10 +8,11 @@
 
 use std::collections::HashMap;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::HostId;
 use crate::ids::sha256_hex;
+use crate::logline::{Canon, LogLine};
 use crate::model::{LogRecords, ResultKind, ResultLog, StatusLog};
 use crate::wire::{LogRequest, LogType};
 
@@ -41,21 +42,14 @@ pub fn bucket_time(unix_time: i64, received_ms: i64) -> (i64, bool) {
     }
 }
 
-fn int_field(m: &Map<String, Value>, k: &str) -> Option<i64> {
-    match m.get(k)? {
-        Value::Number(n) => n.as_i64(),
-        Value::String(s) => s.parse().ok(),
-        _ => None,
-    }
-}
-
-fn line_ids(lines: &[Map<String, Value>]) -> Vec<String> {
+/// The id of each line: the hash of its canonical text, plus its
+/// occurrence among identical lines of the same POST.
+fn line_ids(texts: &[String]) -> Vec<String> {
     let mut seen: HashMap<String, u32> = HashMap::new();
-    lines
+    texts
         .iter()
-        .map(|l| {
-            let canonical = serde_json::to_vec(l).unwrap_or_default();
-            let h = sha256_hex(&canonical);
+        .map(|t| {
+            let h = sha256_hex(t.as_bytes());
             let n = seen.entry(h.clone()).or_insert(0);
             let id = format!("{}-{}", &h[..32], n);
             *n += 1;
@@ -65,84 +59,89 @@ fn line_ids(lines: &[Map<String, Value>]) -> Vec<String> {
 }
 
 /// Classifies a result line and counts its rows.
-pub fn classify(line: &Map<String, Value>) -> (ResultKind, String, u32) {
+pub fn classify(line: &Canon<'_>) -> (ResultKind, String, u32) {
     let action = line
         .get("action")
-        .and_then(Value::as_str)
+        .and_then(Canon::as_str)
         .unwrap_or("")
         .to_owned();
-    if let Some(Value::Array(rows)) = line.get("snapshot") {
-        return (
-            ResultKind::Snapshot,
-            action,
-            u32::try_from(rows.len()).unwrap_or(u32::MAX),
-        );
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    if let Some(rows) = line.get("snapshot").and_then(Canon::as_array) {
+        return (ResultKind::Snapshot, action, count(rows.len()));
     }
-    if let Some(Value::Object(d)) = line.get("diffResults") {
+    if let Some(d) = line.get("diffResults").filter(|d| d.is_object()) {
         let n = ["added", "removed"]
             .iter()
-            .filter_map(|k| d.get(*k).and_then(Value::as_array))
-            .map(Vec::len)
+            .filter_map(|k| d.get(k).and_then(Canon::as_array))
+            .map(<[_]>::len)
             .sum::<usize>();
-        return (
-            ResultKind::Batched,
-            action,
-            u32::try_from(n).unwrap_or(u32::MAX),
-        );
+        return (ResultKind::Batched, action, count(n));
     }
-    if line.get("columns").is_some_and(Value::is_object) {
+    if line.get("columns").is_some_and(Canon::is_object) {
         return (ResultKind::Event, action, 1);
     }
     (ResultKind::Other, action, 0)
 }
 
-/// Derives the records to store for one POST from `host`.
+/// Derives the records to store for one POST from `host` (lines already
+/// parsed into maps: tests, and requests the fast reading refused).
 pub fn records(host: &HostId, req: LogRequest, received_at: i64) -> LogRecords {
-    let ids = line_ids(&req.data);
+    let texts: Vec<String> = req
+        .data
+        .into_iter()
+        .map(|l| serde_json::to_string(&Value::Object(l)).unwrap_or_else(|_| "{}".into()))
+        .collect();
+    let lines: Vec<Canon<'_>> = texts
+        .iter()
+        .map(|t| Canon::parse(t).unwrap_or(Canon::Object(Vec::new())))
+        .collect();
+    records_of(host, req.log_type, lines, received_at)
+}
+
+/// Derives the records to store for one POST from `host`, its lines
+/// parsed into [`Canon`] (object lines; anything else is stored as `{}`).
+pub fn records_of(
+    host: &HostId,
+    log_type: LogType,
+    lines: Vec<Canon<'_>>,
+    received_at: i64,
+) -> LogRecords {
+    let texts: Vec<String> = lines.iter().map(Canon::to_json).collect();
+    let ids = line_ids(&texts);
     let fallback_time = received_at / 1000;
-    match req.log_type {
+    let stored = |text: String| LogLine::from_json(text).unwrap_or_else(|_| Value::Null.into());
+    let str_of = |l: &Canon<'_>, k: &str| l.get(k).and_then(Canon::as_str).unwrap_or("").to_owned();
+    let int_of = |l: &Canon<'_>, k: &str| l.get(k).and_then(Canon::as_i64_lenient);
+    let each = lines.into_iter().zip(texts).zip(ids);
+    match log_type {
         LogType::Result => LogRecords::Results(
-            req.data
-                .into_iter()
-                .zip(ids)
-                .map(|(line, line_id)| {
-                    let (kind, action, rows) = classify(&line);
-                    ResultLog {
-                        host_id: host.clone(),
-                        name: line
-                            .get("name")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_owned(),
-                        unix_time: int_field(&line, "unixTime").unwrap_or(fallback_time),
-                        kind,
-                        action,
-                        rows,
-                        line_id,
-                        received_at,
-                        line: Value::Object(line),
-                    }
-                })
-                .collect(),
-        ),
-        LogType::Status => LogRecords::Status(
-            req.data
-                .into_iter()
-                .zip(ids)
-                .map(|(line, line_id)| StatusLog {
+            each.map(|((line, text), line_id)| {
+                let (kind, action, rows) = classify(&line);
+                ResultLog {
                     host_id: host.clone(),
-                    unix_time: int_field(&line, "unixTime").unwrap_or(fallback_time),
-                    severity: int_field(&line, "severity").unwrap_or(0),
-                    message: line
-                        .get("message")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_owned(),
+                    name: str_of(&line, "name"),
+                    unix_time: int_of(&line, "unixTime").unwrap_or(fallback_time),
+                    kind,
+                    action,
+                    rows,
                     line_id,
                     received_at,
-                    line: Value::Object(line),
-                })
-                .collect(),
+                    line: stored(text),
+                }
+            })
+            .collect(),
+        ),
+        LogType::Status => LogRecords::Status(
+            each.map(|((line, text), line_id)| StatusLog {
+                host_id: host.clone(),
+                unix_time: int_of(&line, "unixTime").unwrap_or(fallback_time),
+                severity: int_of(&line, "severity").unwrap_or(0),
+                message: str_of(&line, "message"),
+                line_id,
+                received_at,
+                line: stored(text),
+            })
+            .collect(),
         ),
     }
 }
@@ -167,6 +166,49 @@ mod tests {
             bucket_day(2_900_000_000, now_ms),
             crate::time::unix_day(1_800_000_000)
         );
+    }
+
+    /// The one-pass reading and the strict one store the same records:
+    /// same ids, same text, same fields.
+    #[test]
+    fn one_pass_and_strict_readings_agree() {
+        let body = br#"{"node_key":"k","log_type":"result","data":[
+            {"name":"q","hostIdentifier":"h\u00e9","unixTime":"17","columns":{"b":"2","a":"1"},"action":"added","decorations":{"x":"y"}},
+            {"name":"q","unixTime":17,"diffResults":{"added":[{"a":"1"},{"a":"2"}],"removed":[{"a":"0"}]},"counter":2},
+            {"name":"s","unixTime":1.5e9,"snapshot":[{"k":"v"}],"action":"snapshot"},
+            {"action":"added","columns":{"a":"1","b":"2"},"unixTime":"17","name":"q","hostIdentifier":"h\u00e9","decorations":{"x":"y"}}]}"#;
+        let host = HostId::from_identity("same");
+        let post = crate::wire::read_log_post(body).expect("well formed");
+        assert_eq!(post.node_key.as_deref(), Some("k"));
+        let fast = records_of(&host, post.log_type, post.lines, 5_000);
+        let strict = records(
+            &host,
+            parse_log(parse_object(body).unwrap()).unwrap(),
+            5_000,
+        );
+        assert_eq!(fast, strict);
+        let LogRecords::Results(r) = fast else {
+            panic!("expected results")
+        };
+        assert_eq!(r[0].line_id[..32], r[3].line_id[..32]);
+        assert_eq!((r[1].kind, r[1].rows), (ResultKind::Batched, 3));
+        assert_eq!((r[2].kind, r[2].rows), (ResultKind::Snapshot, 1));
+        assert_eq!(r[0].unix_time, 17);
+        assert_eq!(r[0].line.value()["hostIdentifier"], "h\u{e9}");
+        for bad in [
+            &br#"{"log_type":"nope","data":[]}"#[..],
+            br#"{"log_type":"result","data":[1]}"#,
+            br#"{"log_type":"result","node_key":5,"data":[]}"#,
+            br#"{"log_type":"result","log_type":"status","data":[]}"#,
+            br#"{"data":[]}"#,
+            b"[]",
+        ] {
+            assert!(
+                crate::wire::read_log_post(bad).is_none(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::HostId;
+use crate::logline::LogLine;
 
 /// An enrolled host. Owned by its `HostActor`: only the actor writes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -374,8 +375,8 @@ pub struct ResultLog {
     /// Content hash + occurrence: the idempotency key.
     pub line_id: String,
     pub received_at: i64,
-    /// The line exactly as the agent sent it.
-    pub line: Value,
+    /// The line as the agent sent it (members in name order).
+    pub line: LogLine,
 }
 
 /// A stored status log line.
@@ -387,7 +388,8 @@ pub struct StatusLog {
     pub message: String,
     pub line_id: String,
     pub received_at: i64,
-    pub line: Value,
+    /// The line as the agent sent it (members in name order).
+    pub line: LogLine,
 }
 
 /// What ingest persists from one agent log POST.

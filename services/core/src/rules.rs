@@ -721,7 +721,7 @@ pub struct Row<'a> {
 /// Every row a stored result line carries, whatever its shape.
 pub fn rows_of(line: &ResultLog) -> Vec<Row<'_>> {
     let mut out = Vec::new();
-    let l = &line.line;
+    let l = line.line.value();
     match line.kind {
         ResultKind::Event => {
             if let Some(columns) = l.get("columns").and_then(Value::as_object) {
@@ -1015,7 +1015,7 @@ mod tests {
             rows: 0,
             line_id: "l".into(),
             received_at: 1,
-            line: v,
+            line: v.into(),
         };
         let ev = line(
             ResultKind::Event,

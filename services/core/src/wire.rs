@@ -81,13 +81,21 @@ pub fn node_key<'a>(
     auth_header: Option<&'a str>,
     body: &'a Map<String, Value>,
 ) -> Result<&'a str, WireError> {
-    if let Some(h) = auth_header
-        && let Some(k) = h.strip_prefix("NodeKey ")
-        && !k.trim().is_empty()
-    {
-        return Ok(k.trim());
+    if let Some(k) = header_node_key(auth_header) {
+        return Ok(k);
     }
-    match opt_str(body, "node_key")? {
+    node_key_given(None, opt_str(body, "node_key")?)
+}
+
+/// The node key from the header, else from the body's `node_key` member.
+pub fn node_key_given<'a>(
+    auth_header: Option<&'a str>,
+    body_key: Option<&'a str>,
+) -> Result<&'a str, WireError> {
+    if let Some(k) = header_node_key(auth_header) {
+        return Ok(k);
+    }
+    match body_key {
         Some(k) if !k.is_empty() => Ok(k),
         _ => Err(WireError::Missing("node_key")),
     }
@@ -162,6 +170,48 @@ pub struct LogRequest {
     pub log_type: LogType,
     /// Every element is a JSON object (a line as the agent buffered it).
     pub data: Vec<Map<String, Value>>,
+}
+
+/// A log POST read without building a JSON tree of it.
+#[derive(Debug)]
+pub struct LogPost<'a> {
+    /// The `node_key` member, if the body has one.
+    pub node_key: Option<std::borrow::Cow<'a, str>>,
+    pub log_type: LogType,
+    /// Every element of `data`, each an object.
+    pub lines: Vec<crate::logline::Canon<'a>>,
+}
+
+/// Reads a well-formed log POST in one pass, strings borrowed from `body`.
+/// `None` for anything else (wrong types, a bad `log_type`, a line that is
+/// not an object, duplicate members, invalid JSON): [`parse_object`] and
+/// [`parse_log`] then say precisely what is wrong, as for any request.
+pub fn read_log_post(body: &[u8]) -> Option<LogPost<'_>> {
+    use crate::logline::{Canon, Str};
+    #[derive(serde::Deserialize)]
+    struct Body<'a> {
+        #[serde(borrow)]
+        node_key: Option<Str<'a>>,
+        #[serde(borrow)]
+        log_type: Option<Str<'a>>,
+        #[serde(borrow)]
+        data: Option<Vec<Canon<'a>>>,
+    }
+    let b: Body<'_> = serde_json::from_slice(body).ok()?;
+    let log_type = match b.log_type?.0.as_ref() {
+        "result" => LogType::Result,
+        "status" => LogType::Status,
+        _ => return None,
+    };
+    let lines = b.data.unwrap_or_default();
+    if !lines.iter().all(Canon::is_object) {
+        return None;
+    }
+    Some(LogPost {
+        node_key: b.node_key.map(|k| k.0),
+        log_type,
+        lines,
+    })
 }
 
 pub fn parse_log(m: Map<String, Value>) -> Result<LogRequest, WireError> {

@@ -7,7 +7,7 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use gatehouse_core::HostId;
 use gatehouse_core::ids::identity_from_details;
-use gatehouse_core::logs::records;
+use gatehouse_core::logs::{records, records_of};
 use gatehouse_core::ports::SinkError;
 use gatehouse_core::wire::{self, parse_object};
 use gatehouse_proto::v1::{
@@ -70,6 +70,11 @@ impl Edge {
     ) -> Result<(HostId, u64), EdgeError> {
         let key = wire::node_key(auth, m)
             .map_err(|_| EdgeError::NodeInvalid("node key missing".into()))?;
+        self.verify_key(key)
+    }
+
+    /// The host and epoch behind `key` (MAC check only).
+    pub(crate) fn verify_key(&self, key: &str) -> Result<(HostId, u64), EdgeError> {
         self.deps
             .keys
             .verify(key)
@@ -194,26 +199,55 @@ pub(crate) async fn log(State(edge): EdgeState, req: Request) -> Response {
 }
 
 async fn log_inner(edge: &Edge, req: Request) -> Result<Response, EdgeError> {
+    // Room for the body first (its declared length, else the largest
+    // allowed), held until the batch is stored: bodies waiting for the
+    // store stay unread in their sockets.
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(edge.cfg.max_body_bytes);
+    let share = u32::try_from(declared.clamp(1, crate::log_budget(&edge.cfg))).unwrap_or(u32::MAX);
+    let _room = tokio::time::timeout(
+        edge.cfg.log_admission_wait,
+        edge.log_bytes.acquire_many(share),
+    )
+    .await
+    .map_err(|_| EdgeError::Backpressure)?
+    .map_err(|_| EdgeError::Unavailable("shutting down".into()))?;
     let (auth, _, bytes) = edge.body(req).await?;
-    let m = parse_object(&bytes)?;
-    let (host, epoch) = edge.authenticate(auth.as_deref(), &m)?;
-    // Validate the whole batch before touching anything.
-    let batch = wire::parse_log(m)?;
+    // Well-formed batches are read in one pass, their lines kept as text;
+    // anything else takes the strict reading, which names what is wrong.
+    // Either way the whole batch is validated before anything is touched.
+    let (host, epoch, log_type, lines, records) = match wire::read_log_post(&bytes) {
+        Some(post) => {
+            let key = wire::node_key_given(auth.as_deref(), post.node_key.as_deref())
+                .map_err(|_| EdgeError::NodeInvalid("node key missing".into()))?;
+            let (host, epoch) = edge.verify_key(key)?;
+            let lines = post.lines.len();
+            let now = edge.deps.clock.now_ms();
+            let records = records_of(&host, post.log_type, post.lines, now);
+            (host, epoch, post.log_type, lines, records)
+        }
+        None => {
+            let m = parse_object(&bytes)?;
+            let (host, epoch) = edge.authenticate(auth.as_deref(), &m)?;
+            let batch = wire::parse_log(m)?;
+            let (log_type, lines) = (batch.log_type, batch.data.len());
+            let records = records(&host, batch, edge.deps.clock.now_ms());
+            (host, epoch, log_type, lines, records)
+        }
+    };
     edge.call(&host, epoch, host_request::Op::Touch(TouchOp {}))
         .await?;
-    let lines = batch.data.len();
-    let log_type = batch.log_type;
     if lines > 0 {
-        edge.deps
-            .sink
-            .append(records(&host, batch, edge.deps.clock.now_ms()))
-            .await
-            .map_err(|e| match e {
-                SinkError::Backpressure => EdgeError::Backpressure,
-                SinkError::Unavailable(m) => {
-                    EdgeError::Unavailable(format!("logs not stored, retry: {m}"))
-                }
-            })?;
+        edge.deps.sink.append(records).await.map_err(|e| match e {
+            SinkError::Backpressure => EdgeError::Backpressure,
+            SinkError::Unavailable(m) => {
+                EdgeError::Unavailable(format!("logs not stored, retry: {m}"))
+            }
+        })?;
     }
     tracing::debug!(host = %host, log_type = log_type.as_str(), lines, "log batch stored");
     Ok(ok_json(&json!({})))

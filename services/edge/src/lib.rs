@@ -105,6 +105,12 @@ pub struct EdgeConfig {
     /// Agent requests handled at once; past this the edge answers
     /// `{"error": ...}` at once, so agents back off instead of timing out.
     pub max_in_flight: usize,
+    /// Bytes of log POST bodies read and not yet stored, at most: a log
+    /// request waits for room (up to `log_admission_wait`) before its body
+    /// is read, so a wave of large batches queues in the sockets instead
+    /// of in memory, then gets a busy error body.
+    pub max_log_bytes_in_flight: usize,
+    pub log_admission_wait: std::time::Duration,
     pub serve: ServeOptions,
 }
 
@@ -116,6 +122,8 @@ impl Default for EdgeConfig {
             max_inflated_bytes: 128 * 1024 * 1024,
             max_carve_bytes: 4 * 1024 * 1024 * 1024,
             max_in_flight: 4096,
+            max_log_bytes_in_flight: 64 * 1024 * 1024,
+            log_admission_wait: std::time::Duration::from_secs(8),
             serve: ServeOptions {
                 name: "edge",
                 ..ServeOptions::default()
@@ -149,6 +157,8 @@ pub(crate) struct Edge {
     config_blobs: Mutex<HashMap<String, Bytes>>,
     shutdown: Shutdown,
     in_flight: Arc<tokio::sync::Semaphore>,
+    /// Room for log bodies, one permit per byte (`max_log_bytes_in_flight`).
+    pub(crate) log_bytes: tokio::sync::Semaphore,
     /// `gatehouse_edge_requests_in_flight`: agent requests admitted and
     /// not yet answered (refusals start at `max_in_flight`).
     in_flight_gauge: prometheus_client::metrics::gauge::Gauge,
@@ -211,6 +221,12 @@ impl Drop for Admitted {
     }
 }
 
+/// Permits of the log-body budget (one per byte, at most `u32::MAX` so
+/// any one request's share can be taken at once).
+pub(crate) fn log_budget(cfg: &EdgeConfig) -> usize {
+    cfg.max_log_bytes_in_flight.clamp(1, u32::MAX as usize)
+}
+
 /// The edge's HTTP routes (exposed for tests that serve it themselves).
 pub fn router(cfg: EdgeConfig, deps: EdgeDeps, shutdown: Shutdown) -> Router {
     let p = cfg.paths.clone();
@@ -223,6 +239,7 @@ pub fn router(cfg: EdgeConfig, deps: EdgeDeps, shutdown: Shutdown) -> Router {
             "Agent requests admitted and not yet answered",
         ),
         in_flight: Arc::new(tokio::sync::Semaphore::new(cfg.max_in_flight.max(1))),
+        log_bytes: tokio::sync::Semaphore::new(log_budget(&cfg)),
         cfg,
         deps,
         config_blobs: Mutex::new(HashMap::new()),

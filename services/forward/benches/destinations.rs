@@ -73,7 +73,8 @@ fn batch(host: usize, n: usize) -> LogRecords {
                                 "description": "", "directory": format!("/Users/user{i}"),
                                 "shell": "/bin/zsh", "uuid": format!("A1B2C3D4-{i:04}")},
                     "action": "added"
-                }),
+                })
+                .into(),
             })
             .collect(),
     )

@@ -99,7 +99,7 @@ pub fn lines_of(payload: Bytes) -> Result<Vec<Line>, String> {
                 name: Some(r.name),
                 unix_time: r.unix_time,
                 line_id: r.line_id,
-                body: obj(r.line),
+                body: obj(r.line.into_value()),
             })
             .collect(),
         LogRecords::Status(ss) => ss
@@ -110,7 +110,7 @@ pub fn lines_of(payload: Bytes) -> Result<Vec<Line>, String> {
                 name: None,
                 unix_time: s.unix_time,
                 line_id: s.line_id,
-                body: obj(s.line),
+                body: obj(s.line.into_value()),
             })
             .collect(),
     })

@@ -775,7 +775,7 @@ mod tests {
                     rows: 1,
                     line_id: format!("{query}-{i}"),
                     received_at: 0,
-                    line: serde_json::json!({"name": query, "hostIdentifier": "web-01", "columns": {"n": format!("{i}")}}),
+                    line: serde_json::json!({"name": query, "hostIdentifier": "web-01", "columns": {"n": format!("{i}")}}).into(),
                 })
                 .collect(),
         )

@@ -232,6 +232,10 @@ pub struct Limits {
     /// Agent requests the edge handles at once; beyond, it answers a busy
     /// error at once (the agent backs off and retries).
     pub max_in_flight_requests: usize,
+    /// Bytes of agent log bodies read and not yet stored; a log request
+    /// beyond waits (its body unread) up to 8 s for room, then gets a busy
+    /// error body. Bounds the memory a wave of large batches takes.
+    pub max_log_bytes_in_flight: usize,
     /// The embedded store refuses log batches (agents keep them and retry)
     /// while its filesystem has less free space than this, so enrollment,
     /// last-seen and campaign writes still find room; 0 turns it off.
@@ -249,6 +253,7 @@ impl Default for Limits {
             max_active_campaigns: 50,
             max_active_campaigns_per_user: 10,
             max_in_flight_requests: 4096,
+            max_log_bytes_in_flight: 64 * 1024 * 1024,
             min_free_disk_bytes: 256 * 1024 * 1024,
         }
     }
@@ -506,6 +511,9 @@ impl ServeConfig {
         }
         if self.limits.max_in_flight_requests == 0 {
             return bad("limits.max_in_flight_requests must be positive".into());
+        }
+        if self.limits.max_log_bytes_in_flight < 1024 * 1024 {
+            return bad("limits.max_log_bytes_in_flight must be at least 1048576 (1 MiB)".into());
         }
         if self.limits.max_active_campaigns == 0 || self.limits.max_active_campaigns_per_user == 0 {
             return bad(

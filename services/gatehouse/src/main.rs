@@ -261,6 +261,12 @@ fn setup(
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("gatehouse")
+        // Store calls run on blocking threads. Tokio's default allows 512,
+        // and a burst of writes waiting on the journal sync spawned nearly
+        // 300, each with its own allocator heap holding memory: a few
+        // dozen keep the journal busy and the heap small
+        // (docs/benchmarks/performance.md).
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .build()
         .map_err(|e| {
             eprintln!("gatehouse: cannot start the runtime: {e}");
@@ -268,6 +274,9 @@ fn setup(
         })?;
     Ok((cfg, boot, rt))
 }
+
+/// Blocking threads of a server process (store calls, file work).
+const MAX_BLOCKING_THREADS: usize = 48;
 
 fn exit(result: anyhow::Result<()>) -> ExitCode {
     match result {

@@ -298,7 +298,9 @@ fn edge_config(cfg: &ServeConfig) -> EdgeConfig {
         max_inflated_bytes: cfg.limits.max_inflated_bytes,
         max_carve_bytes: cfg.limits.max_carve_bytes,
         max_in_flight: cfg.limits.max_in_flight_requests,
+        max_log_bytes_in_flight: cfg.limits.max_log_bytes_in_flight,
         serve: serve_options(cfg, "edge"),
+        ..EdgeConfig::default()
     }
 }
 

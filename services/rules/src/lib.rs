@@ -249,6 +249,7 @@ impl Engine {
     async fn hostname_of(&self, line: &ResultLog) -> String {
         let field = |p: &str| {
             line.line
+                .value()
                 .pointer(p)
                 .and_then(|v| v.as_str())
                 .filter(|s| !s.is_empty())

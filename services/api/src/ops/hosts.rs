@@ -676,7 +676,7 @@ impl IntoPb for Vec<StatusLog> {
                     message: l.message,
                     line_id: l.line_id,
                     received_at: l.received_at,
-                    line: Some(object(l.line)),
+                    line: Some(object(l.line.into_value())),
                 })
                 .collect(),
         }
@@ -796,7 +796,7 @@ fn result_pb(r: ResultLog) -> pb::ResultLog {
         rows: r.rows,
         line_id: r.line_id,
         received_at: r.received_at,
-        line: Some(object(r.line)),
+        line: Some(object(r.line.into_value())),
     }
 }
 

@@ -391,7 +391,7 @@ async fn real_log_lines_expire_by_table_ttl() {
         rows: 1,
         line_id: "l-0".into(),
         received_at: now,
-        line: serde_json::json!({"name": "users"}),
+        line: serde_json::json!({"name": "users"}).into(),
     };
     ok(store.append_logs(&LogRecords::Results(vec![line])).await);
     let f = ResultFilter {
