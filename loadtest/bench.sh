@@ -56,10 +56,6 @@ if [ -n "${PERF_AT:-}" ]; then
         perf report -i "$data/$who.perf" --stdio --no-children --sort symbol -g none 2> /dev/null \
           | grep -v '^#' | grep -v '^$' | sed -E 's/ {2,}/  /g; s/ +- +- *$//; s/ +$//' | head -60
         echo
-        echo "# by thread (perf report --no-children --sort tid)"
-        perf report -i "$data/$who.perf" --stdio --no-children --sort tid -g none 2> /dev/null \
-          | grep -v '^#' | grep -v '^$' | sed -E 's/ {2,}/  /g; s/ +- +- *$//; s/ +$//' | head -12
-        echo
         echo "# by shared object (perf report --no-children --sort dso)"
         perf report -i "$data/$who.perf" --stdio --no-children --sort dso -g none 2> /dev/null \
           | grep -v '^#' | grep -v '^$' | sed -E 's/ {2,}/  /g; s/ +- +- *$//; s/ +$//' | head -12
@@ -73,8 +69,10 @@ wait "$harness"
 {
   echo
   echo "Built from commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- services loadtest proto || echo ' with local changes')."
-  [ -n "${SERVER_BIN:-}" ] && echo "Server binary: \`$SERVER_BIN\` (SERVER_BIN)."
-  echo "Reproduce with: \`loadtest/bench.sh $name $*\`"
+  env=""
+  [ -n "${SERVER_BIN:-}" ] && env="SERVER_BIN=$SERVER_BIN "
+  [ -n "${PERF_AT:-}" ] && env="${env}PERF_AT=$PERF_AT PERF_SECS=${PERF_SECS:-40} "
+  echo "Reproduce with: \`${env}loadtest/bench.sh $name $*\`"
   echo "(a fresh \`gatehouse serve\` release build on 127.0.0.1:8443, then the harness command above)."
 } >> "$out/report.md"
 echo "report: $out/report.md"

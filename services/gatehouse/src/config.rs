@@ -584,6 +584,12 @@ mod tests {
         assert!(ServeConfig::load_with(Some(&f), &|_| None).is_err());
         std::fs::write(&f, "[tls]\ncert = \"/nonexistent.pem\"\n").unwrap();
         assert!(ServeConfig::load_with(Some(&f), &|_| None).is_err());
+        std::fs::write(&f, "[limits]\nmax_log_bytes_in_flight = 1000\n").unwrap();
+        let e = ServeConfig::load_with(Some(&f), &|_| None)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("limits.max_log_bytes_in_flight"), "{e}");
     }
 
     #[test]
