@@ -95,9 +95,14 @@ impl Serialize for LogLine {
 }
 
 impl<'de> Deserialize<'de> for LogLine {
+    /// Through [`Canon`], so any deserializer works (a `Value` too: the
+    /// command line decodes API answers from one) and the text is the
+    /// canonical one whatever member order the input had.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let canon = Canon::deserialize(d)?;
+        let raw = serde_json::value::to_raw_value(&canon).map_err(de::Error::custom)?;
         Ok(Self {
-            raw: Box::<RawValue>::deserialize(d)?,
+            raw,
             parsed: OnceLock::new(),
         })
     }
@@ -368,5 +373,9 @@ mod tests {
             serde_json::json!({"a": {"c": "d"}, "b": 1})
         );
         assert!(LogLine::from_json("{not json".into()).is_err());
+        // From a `Value` as well (the command line decodes answers so).
+        let from_value: LogLine =
+            serde_json::from_value(serde_json::json!({"b": [1, "x"], "a": null})).unwrap();
+        assert_eq!(from_value.json(), r#"{"a":null,"b":[1,"x"]}"#);
     }
 }
