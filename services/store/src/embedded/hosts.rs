@@ -112,21 +112,9 @@ impl HostStore for EmbeddedStore {
     }
 
     async fn hosts_with_label(&self, label: &str) -> StoreResult<Vec<HostId>> {
-        // The all-in-one's fleet fits a scan; the cluster store keeps an
-        // index.
-        let label = label.to_owned();
-        self.run(move |i| {
-            let mut out = Vec::new();
-            for g in i.hosts.iter() {
-                let (k, v) = g.into_inner().map_err(unavailable)?;
-                let h: Host = dec(&k, &v)?;
-                if h.label_set().contains(&label) {
-                    out.push(h.id);
-                }
-            }
-            Ok(out)
-        })
-        .await
+        // The all-in-one's fleet fits a scan (the cluster store keeps an
+        // index): every member, in id order.
+        self.hosts_with_label_after(label, None, usize::MAX).await
     }
 
     async fn hosts_with_label_after(
