@@ -95,14 +95,12 @@ impl Serialize for LogLine {
 }
 
 impl<'de> Deserialize<'de> for LogLine {
-    /// Through [`Canon`], so any deserializer works (a `Value` too: the
-    /// command line decodes API answers from one) and the text is the
-    /// canonical one whatever member order the input had.
+    /// The stored text is copied as it is (serde_json validates it); from a
+    /// `Value` (the command line decodes API answers so) serde_json writes
+    /// it out, members in name order.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let canon = Canon::deserialize(d)?;
-        let raw = serde_json::value::to_raw_value(&canon).map_err(de::Error::custom)?;
         Ok(Self {
-            raw,
+            raw: Box::<RawValue>::deserialize(d)?,
             parsed: OnceLock::new(),
         })
     }
