@@ -126,6 +126,7 @@ impl Default for EdgeConfig {
             log_admission_wait: std::time::Duration::from_secs(8),
             serve: ServeOptions {
                 name: "edge",
+                max_read_buffer: gatehouse_runtime::AGENT_MAX_READ_BUFFER,
                 ..ServeOptions::default()
             },
         }

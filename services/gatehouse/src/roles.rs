@@ -291,6 +291,15 @@ pub(crate) fn serve_options(cfg: &ServeConfig, name: &'static str) -> ServeOptio
     }
 }
 
+/// The agent listener's: as [`serve_options`], with the agent edge's read
+/// buffer cap (thousands of kept-alive agent connections).
+fn agent_serve_options(cfg: &ServeConfig) -> ServeOptions {
+    ServeOptions {
+        max_read_buffer: gatehouse_runtime::AGENT_MAX_READ_BUFFER,
+        ..serve_options(cfg, "edge")
+    }
+}
+
 fn edge_config(cfg: &ServeConfig) -> EdgeConfig {
     EdgeConfig {
         paths: cfg.paths.clone(),
@@ -299,7 +308,7 @@ fn edge_config(cfg: &ServeConfig) -> EdgeConfig {
         max_carve_bytes: cfg.limits.max_carve_bytes,
         max_in_flight: cfg.limits.max_in_flight_requests,
         max_log_bytes_in_flight: cfg.limits.max_log_bytes_in_flight,
-        serve: serve_options(cfg, "edge"),
+        serve: agent_serve_options(cfg),
         ..EdgeConfig::default()
     }
 }

@@ -13,5 +13,7 @@ pub mod shutdown;
 pub mod throttle;
 pub mod tls;
 
-pub use serve::{Listener, RemoteAddr, ServeOptions, serve};
+pub use serve::{
+    AGENT_MAX_READ_BUFFER, HYPER_MAX_READ_BUFFER, Listener, RemoteAddr, ServeOptions, serve,
+};
 pub use shutdown::Shutdown;

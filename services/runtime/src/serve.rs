@@ -43,7 +43,19 @@ pub struct ServeOptions {
     pub name: &'static str,
     /// Serve HTTP/2 beside HTTP/1.1 (gRPC). Agents speak HTTP/1.1 only.
     pub http2: bool,
+    /// Largest HTTP/1 read buffer of one connection, in bytes (at least
+    /// 8 KiB; request heads must fit). A connection's buffer keeps the
+    /// size it grew to while the connection lives; hyper's default lets it
+    /// grow to about 400 KiB on large bodies, which thousands of kept-alive
+    /// agent connections hold idle between polls.
+    pub max_read_buffer: usize,
 }
+
+/// hyper's own cap on a connection's read buffer (8 KiB + 100 × 4 KiB).
+pub const HYPER_MAX_READ_BUFFER: usize = 8192 + 4096 * 100;
+
+/// The agent edge's cap: one TLS record of plaintext per read.
+pub const AGENT_MAX_READ_BUFFER: usize = 16 * 1024;
 
 impl Default for ServeOptions {
     fn default() -> Self {
@@ -53,6 +65,7 @@ impl Default for ServeOptions {
             grace: Duration::from_secs(20),
             name: "http",
             http2: false,
+            max_read_buffer: HYPER_MAX_READ_BUFFER,
         }
     }
 }
@@ -95,6 +108,7 @@ pub async fn serve(
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(opts.idle_timeout)
+            .max_buf_size(opts.max_read_buffer.max(8192))
             .keep_alive(true);
         let builder = if opts.http2 {
             builder
