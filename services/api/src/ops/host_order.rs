@@ -29,6 +29,25 @@ pub enum HostSort {
     LastSeen,
 }
 
+/// The orders kept in memory ([`HostOrder`]); sorting by id needs none
+/// (the store lists in id order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sorted {
+    Hostname,
+    LastSeen,
+}
+
+impl HostSort {
+    /// The in-memory order this sort reads, if any.
+    pub(crate) fn in_memory(self) -> Option<Sorted> {
+        match self {
+            HostSort::Id => None,
+            HostSort::Hostname => Some(Sorted::Hostname),
+            HostSort::LastSeen => Some(Sorted::LastSeen),
+        }
+    }
+}
+
 /// A sort key: the hostname (lowercased) or the negated last-seen time,
 /// then the host id, so every key is unique and ascending.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -38,11 +57,10 @@ pub(crate) enum Key {
 }
 
 impl Key {
-    fn of(sort: HostSort, h: &Host) -> Option<Key> {
+    fn of(sort: Sorted, h: &Host) -> Key {
         match sort {
-            HostSort::Id => None,
-            HostSort::Hostname => Some(Key::Name(h.hostname.to_lowercase(), h.id.clone())),
-            HostSort::LastSeen => Some(Key::Seen(-h.last_seen, h.id.clone())),
+            Sorted::Hostname => Key::Name(h.hostname.to_lowercase(), h.id.clone()),
+            Sorted::LastSeen => Key::Seen(-h.last_seen, h.id.clone()),
         }
     }
 
@@ -61,13 +79,13 @@ impl Key {
         }
     }
 
-    pub(crate) fn parse(sort: HostSort, s: &str) -> Option<Key> {
+    pub(crate) fn parse(sort: Sorted, s: &str) -> Option<Key> {
         let (kind, rest) = s.split_once(':')?;
         let (id, value) = rest.split_once(':')?;
         let id = HostId::parse(id)?;
         match (sort, kind) {
-            (HostSort::Hostname, "n") => Some(Key::Name(value.to_owned(), id)),
-            (HostSort::LastSeen, "t") => Some(Key::Seen(value.parse().ok()?, id)),
+            (Sorted::Hostname, "n") => Some(Key::Name(value.to_owned(), id)),
+            (Sorted::LastSeen, "t") => Some(Key::Seen(value.parse().ok()?, id)),
             _ => None,
         }
     }
@@ -83,10 +101,10 @@ pub(crate) struct HostOrder {
 
 impl HostOrder {
     /// The keys after `after`, in order.
-    pub(crate) fn after(&self, sort: HostSort, after: Option<&Key>) -> &[Key] {
+    pub(crate) fn after(&self, sort: Sorted, after: Option<&Key>) -> &[Key] {
         let keys = match sort {
-            HostSort::LastSeen => &self.by_seen,
-            HostSort::Hostname | HostSort::Id => &self.by_name,
+            Sorted::LastSeen => &self.by_seen,
+            Sorted::Hostname => &self.by_name,
         };
         let from = after.map_or(0, |a| keys.partition_point(|k| k <= a));
         &keys[from..]
@@ -113,8 +131,8 @@ impl Admin {
         loop {
             let page = self.store.list_hosts(cursor.as_deref(), 1000).await?;
             for h in &page.items {
-                by_name.extend(Key::of(HostSort::Hostname, h));
-                by_seen.extend(Key::of(HostSort::LastSeen, h));
+                by_name.push(Key::of(Sorted::Hostname, h));
+                by_seen.push(Key::of(Sorted::LastSeen, h));
             }
             match page.next {
                 Some(n) => cursor = Some(n),
@@ -146,13 +164,13 @@ mod tests {
             Key::Seen(-1_700_000_000_000, b.clone()),
         ] {
             let sort = if matches!(k, Key::Name(..)) {
-                HostSort::Hostname
+                Sorted::Hostname
             } else {
-                HostSort::LastSeen
+                Sorted::LastSeen
             };
             assert_eq!(Key::parse(sort, &k.cursor()), Some(k));
         }
-        assert_eq!(Key::parse(HostSort::LastSeen, "n:x:y"), None);
+        assert_eq!(Key::parse(Sorted::LastSeen, "n:x:y"), None);
         // Most recent first: a later check-in sorts before an earlier one.
         assert!(Key::Seen(-20, b.clone()) < Key::Seen(-10, a.clone()));
         let order = HostOrder {
@@ -163,7 +181,7 @@ mod tests {
             ],
             by_seen: vec![],
         };
-        let first = order.after(HostSort::Hostname, None)[0].clone();
-        assert_eq!(order.after(HostSort::Hostname, Some(&first)).len(), 1);
+        let first = order.after(Sorted::Hostname, None)[0].clone();
+        assert_eq!(order.after(Sorted::Hostname, Some(&first)).len(), 1);
     }
 }

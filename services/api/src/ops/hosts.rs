@@ -11,7 +11,7 @@ use gatehouse_proto::v1::{RotateKeyOp, SetLabelsOp, host_reply, host_request};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::host_order::{HostSort, Key};
+use super::host_order::{HostSort, Key, Sorted};
 use super::{Deleted, page_size, pb_limit};
 use crate::ApiError;
 use crate::admin::{Admin, Caller};
@@ -220,7 +220,7 @@ impl Operation for ListHosts {
 
     async fn run(a: &Admin, _: &Caller, f: HostFilter) -> Result<HostPage, ApiError> {
         let limit = page_size(f.limit, 100, 1000);
-        if let Some(sort @ (HostSort::Hostname | HostSort::LastSeen)) = f.sort {
+        if let Some(sort) = f.sort.and_then(HostSort::in_memory) {
             return a.list_hosts_sorted(sort, &f, limit).await;
         }
         // A label or platform names an index: list its members instead of
@@ -303,7 +303,7 @@ impl Admin {
     /// filtered with their current values.
     async fn list_hosts_sorted(
         &self,
-        sort: HostSort,
+        sort: Sorted,
         f: &HostFilter,
         limit: usize,
     ) -> Result<HostPage, ApiError> {
