@@ -552,6 +552,14 @@ impl ServeConfig {
 mod tests {
     use super::*;
 
+    /// Why loading was refused (empty when it was not).
+    fn load_error(file: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> String {
+        ServeConfig::load_with(file, env)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
     #[test]
     fn defaults_validate_and_env_overrides_apply() {
         let env = |k: &str| match k {
@@ -567,28 +575,19 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         let env = |k: &str| (k == "GATEHOUSE_SHARDS").then(|| "many".to_owned());
-        let e = ServeConfig::load_with(None, &env)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let e = load_error(None, &env);
         assert!(e.contains("GATEHOUSE_SHARDS"), "{e}");
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
         std::fs::write(&f, "listen = \"127.0.0.1:1\"\nunknown_key = 1\n").unwrap();
-        let e = ServeConfig::load_with(Some(&f), &|_| None)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let e = load_error(Some(&f), &|_| None);
         assert!(e.contains("unknown_key"), "{e}");
         std::fs::write(&f, "[paths]\nenroll = \"/same\"\nconfig = \"/same\"\n").unwrap();
         assert!(ServeConfig::load_with(Some(&f), &|_| None).is_err());
         std::fs::write(&f, "[tls]\ncert = \"/nonexistent.pem\"\n").unwrap();
         assert!(ServeConfig::load_with(Some(&f), &|_| None).is_err());
         std::fs::write(&f, "[limits]\nmax_log_bytes_in_flight = 1000\n").unwrap();
-        let e = ServeConfig::load_with(Some(&f), &|_| None)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let e = load_error(Some(&f), &|_| None);
         assert!(e.contains("limits.max_log_bytes_in_flight"), "{e}");
     }
 
@@ -653,17 +652,11 @@ mod tests {
             "GATEHOUSE_SCYLLA_KEYSPACE" => Some("drop table".to_owned()),
             _ => None,
         };
-        let e = ServeConfig::load_with(None, &bad)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let e = load_error(None, &bad);
         assert!(e.contains("store.scylla.keyspace"), "{e}");
-        let e = ServeConfig::load_with(None, &|k: &str| {
+        let e = load_error(None, &|k: &str| {
             (k == "GATEHOUSE_STORE").then(|| "postgres".to_owned())
-        })
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+        });
         assert!(e.contains("GATEHOUSE_STORE"), "{e}");
     }
 }
