@@ -89,6 +89,10 @@ pub const CAMPAIGN_CREATED: Topic<v1::CampaignCreated> = Topic::new("gatehouse.e
 /// The config generation changed.
 pub const CONFIG_CHANGED: Topic<v1::ConfigChanged> = Topic::new("gatehouse.events.config");
 
+/// What a hostd's actors would answer some hosts' reads and touches
+/// changed (every edge listens and stops answering them itself).
+pub const HOSTS_CHANGED: Topic<v1::HostsChanged> = Topic::new("gatehouse.events.hosts");
+
 /// A host enrolled; the rule engines consume it as one queue group.
 pub const HOST_ENROLLED: Topic<v1::HostEnrolled> = Topic::new("gatehouse.events.enrolled");
 
@@ -132,6 +136,7 @@ mod tests {
             HOST_REQUESTS.every(),
             CAMPAIGN_CREATED.subject().to_owned(),
             CONFIG_CHANGED.subject().to_owned(),
+            HOSTS_CHANGED.subject().to_owned(),
             HOST_ENROLLED.subject().to_owned(),
             CAMPAIGN_ANSWERS.every(),
             RULES_CHANGED.subject().to_owned(),

@@ -2,6 +2,8 @@
 //! host-RPC client that edge and api use to reach a host's actor, and the
 //! one conformance suite every bus adapter must pass.
 //!
+//! - [`answers`]: the reads and touches a host client answers without
+//!   asking the host's actor, until a change is announced (ADR 0031).
 //! - [`inproc::InProcBus`]: NATS semantics (subjects, `*`/`>` wildcards,
 //!   queue groups, request/reply, no-responders) inside one process, for
 //!   the all-in-one server.
@@ -15,6 +17,7 @@
 //! - [`events`]: typed publishing of the messages declared in
 //!   [`gatehouse_proto::topics`], and their domain conversions.
 
+pub mod answers;
 pub mod events;
 pub mod hostrpc;
 pub mod inproc;

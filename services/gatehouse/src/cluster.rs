@@ -102,6 +102,7 @@ async fn ports(
         leases,
         clock: gatehouse_core::time::system_clock(),
         readiness: gatehouse_runtime::health::Readiness::new(&metrics),
+        answers: roles::answers(&metrics),
         metrics,
         // Short attempts inside the budget: a retry reaches a shard's next
         // owner before the agent's 16 s timeout.

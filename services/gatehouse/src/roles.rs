@@ -20,6 +20,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use gatehouse_bus::HostClient;
+use gatehouse_bus::answers::Answers;
 use gatehouse_bus::leases::LeaseStore;
 use gatehouse_bus::logstream::JetStreamLog;
 use gatehouse_core::nodekey::NodeKeys;
@@ -61,6 +62,10 @@ pub struct Ports {
     /// a cluster's ingest), ingest runs the destinations (in a cluster,
     /// the one holding the forward lease), the api steers them.
     pub forward: Option<gatehouse_ingest::Forwarding>,
+    /// The reads and touches this instance's host clients answer without
+    /// asking the hosts' actors (ADR 0031), shared by its edge and api so
+    /// a key the api re-issues is forgotten at once.
+    pub answers: Arc<Answers>,
 }
 
 impl std::fmt::Debug for Ports {
@@ -92,6 +97,7 @@ impl Ports {
             leases: None,
             clock,
             readiness: Readiness::new(&metrics),
+            answers: answers(&metrics),
             metrics,
             rpc_attempt: Duration::from_secs(10),
             forward: None,
@@ -191,14 +197,31 @@ impl Ports {
         });
     }
 
+    /// A client for the host RPC that answers empty reads and touches
+    /// itself while the actors say it may (following their change
+    /// announcements from now on).
     fn host_client(&self, cfg: &ServeConfig) -> HostClient {
+        self.answers.follow(self.bus.clone());
         HostClient::new(
             self.bus.clone(),
             cfg.shards,
             self.rpc_attempt,
             Duration::from_secs(12),
         )
+        .with_answers(self.answers.clone())
     }
+}
+
+/// An empty table of host answers counted in
+/// `gatehouse_host_answers_without_actor_total`.
+pub fn answers(metrics: &Metrics) -> Arc<Answers> {
+    let counter = metrics.counter(
+        "host_answers_without_actor",
+        "Agent reads and touches answered without asking the host's actor (its last word held)",
+    );
+    Arc::new(Answers::new(move || {
+        counter.inc();
+    }))
 }
 
 /// How often readiness checks run.

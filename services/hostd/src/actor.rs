@@ -47,6 +47,12 @@ pub struct ActorSettings {
     pub redeliver_after: Duration,
     /// How often an actor checks for idleness.
     pub tick: Duration,
+    /// The longest an edge may answer this host's empty reads and accept
+    /// its touches without asking (`quiet_ms`; zero: always ask). It also
+    /// bounds how stale `last_seen` gets (plus `last_seen_flush`) and how
+    /// long a lost change announcement can delay a live query or a
+    /// revocation (ADR 0031).
+    pub answer_for: Duration,
     /// Where "now" comes from (enrollment and last-seen times, delivery
     /// deadlines).
     pub clock: Arc<dyn Clock>,
@@ -59,6 +65,7 @@ impl Default for ActorSettings {
             last_seen_flush: Duration::from_secs(15),
             redeliver_after: Duration::from_secs(180),
             tick: Duration::from_secs(30),
+            answer_for: Duration::from_secs(30),
             clock: gatehouse_core::time::system_clock(),
         }
     }
@@ -191,6 +198,26 @@ fn detail<'a>(d: &'a Map<String, Value>, table: &str, col: &str) -> &'a str {
         .and_then(|t| t.get(col))
         .and_then(Value::as_str)
         .unwrap_or("")
+}
+
+/// When (ms) label query `q` is next due on host `h`: its interval after
+/// the last answer, and a sent query is re-sent only `redeliver` after it
+/// went out; `None` when the query does not apply to the host's platform.
+fn label_due_at(
+    h: &Host,
+    sent: &BTreeMap<String, i64>,
+    q: &gatehouse_core::model::LabelQuery,
+    redeliver: i64,
+) -> Option<i64> {
+    if !q.platforms.is_empty() && !q.platforms.contains(&h.platform) {
+        return None;
+    }
+    let last = h.label_checks.get(&q.label).copied().unwrap_or(0);
+    let due = last.saturating_add(i64::from(q.interval) * 1000);
+    Some(match sent.get(&q.label) {
+        Some(t) => due.max(t.saturating_add(redeliver)),
+        None => due,
+    })
 }
 
 impl HostActor {
@@ -449,14 +476,43 @@ impl HostActor {
         }
         self.due_label_queries(state, now, redeliver, &mut queries)
             .await;
-        if !queries.is_empty() {
+        let quiet_ms = if queries.is_empty() {
+            self.quiet_ms(state, now).await
+        } else {
             tracing::debug!(host = %state.id, queries = queries.len(), "live queries delivered");
-        }
+            0
+        };
         host_reply::Result::Read(ReadOk {
             queries,
             discovery: BTreeMap::new(),
             accelerate: 0,
+            quiet_ms,
         })
+    }
+
+    /// How long (ms from `now`) this host's reads stay empty and its
+    /// touches accepted unless a change is announced: zero while any
+    /// campaign is pending for it (each read decides), else until its
+    /// next label query is due, at most `answer_for`.
+    async fn quiet_ms(&self, state: &HostState, now: i64) -> u64 {
+        let most = i64::try_from(self.ctx.settings.answer_for.as_millis()).unwrap_or(i64::MAX);
+        if most == 0 || state.deposed || !state.pending.is_empty() {
+            return 0;
+        }
+        let Some(h) = state.host.as_ref() else {
+            return 0;
+        };
+        let Ok((_, defs)) = self.ctx.configs.definitions().await else {
+            return 0;
+        };
+        let redeliver =
+            i64::try_from(self.ctx.settings.redeliver_after.as_millis()).unwrap_or(i64::MAX);
+        let until = defs
+            .label_queries
+            .values()
+            .filter_map(|q| label_due_at(h, &state.label_sent, q, redeliver))
+            .fold(now.saturating_add(most), i64::min);
+        u64::try_from(until - now).unwrap_or(0)
     }
 
     /// Adds the label queries due on this host (each every `interval`,
@@ -493,16 +549,7 @@ impl HostActor {
         }
         let Some(h) = state.host.as_ref() else { return };
         for q in defs.label_queries.values() {
-            if !q.platforms.is_empty() && !q.platforms.contains(&h.platform) {
-                continue;
-            }
-            let last = h.label_checks.get(&q.label).copied().unwrap_or(0);
-            if now - last < i64::from(q.interval) * 1000
-                || state
-                    .label_sent
-                    .get(&q.label)
-                    .is_some_and(|t| now - t < redeliver)
-            {
+            if label_due_at(h, &state.label_sent, q, redeliver).is_none_or(|due| now < due) {
                 continue;
             }
             queries.insert(format!("{LABEL_QUERY_PREFIX}{}", q.label), q.sql.clone());
@@ -619,7 +666,7 @@ impl HostActor {
                 }
             }
         }
-        host_reply::Result::Ok(OkReply {})
+        host_reply::Result::Ok(OkReply::default())
     }
 
     async fn handle_request(
@@ -640,7 +687,7 @@ impl HostActor {
                 labels.dedup();
                 h.labels = labels;
                 match self.persist(state).await {
-                    Ok(()) => host_reply::Result::Ok(OkReply {}),
+                    Ok(()) => host_reply::Result::Ok(OkReply::default()),
                     Err(e) => e.during("labels could not be stored").reply(),
                 }
             }
@@ -679,7 +726,7 @@ impl HostActor {
                         state.pending.clear();
                         state.dirty = false;
                         state.record_dirty = false;
-                        host_reply::Result::Ok(OkReply {})
+                        host_reply::Result::Ok(OkReply::default())
                     }
                     Err(e) => {
                         let e = self.store_error(state, e);
@@ -692,7 +739,12 @@ impl HostActor {
                     return reply;
                 }
                 match agent_op {
-                    Op::Touch(_) => host_reply::Result::Ok(OkReply {}),
+                    Op::Touch(_) => {
+                        let now = self.ctx.settings.clock.now_ms();
+                        host_reply::Result::Ok(OkReply {
+                            quiet_ms: self.quiet_ms(state, now).await,
+                        })
+                    }
                     Op::Config(_) => self.config(state).await,
                     Op::Read(_) => self.read(state).await,
                     Op::Write(w) => self.write(state, w).await,

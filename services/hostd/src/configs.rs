@@ -52,15 +52,17 @@ impl ConfigCache {
         }
     }
 
-    /// Records that `generation` exists; the next lookup reloads.
-    pub fn observe(&self, generation: u64) {
-        self.known.fetch_max(generation, Ordering::AcqRel);
+    /// Records that `generation` exists; the next lookup reloads. Whether
+    /// it is newer than any known before.
+    pub fn observe(&self, generation: u64) -> bool {
+        self.known.fetch_max(generation, Ordering::AcqRel) < generation
     }
 
-    pub async fn refresh_generation(&self) -> Result<(), StoreError> {
+    /// Reads the store's generation (a broadcast may have been missed);
+    /// whether it is newer than any known before.
+    pub async fn refresh_generation(&self) -> Result<bool, StoreError> {
         let g = self.store.config_generation().await?;
-        self.observe(g);
-        Ok(())
+        Ok(self.observe(g))
     }
 
     fn cached(&self, labels: &[String]) -> Option<(String, u64)> {

@@ -9,7 +9,9 @@ use bytes::Bytes;
 use gatehouse_core::HostId;
 use gatehouse_core::nodekey::NodeKeys;
 use gatehouse_core::ports::{Bus, BusError, BusMessage, Store};
-use gatehouse_proto::topics::{CAMPAIGN_CANCELLED, CAMPAIGN_CREATED, CONFIG_CHANGED};
+use gatehouse_proto::topics::{
+    CAMPAIGN_CANCELLED, CAMPAIGN_CREATED, CONFIG_CHANGED, HOSTS_CHANGED,
+};
 use gatehouse_proto::v1::{
     CampaignCreated, FailureKind, HostReply, HostRequest, host_reply, host_request,
 };
@@ -132,14 +134,69 @@ impl Router {
         let Some(op) = req.op else {
             return failure(FailureKind::Unsupported, "request without an operation");
         };
+        let rekeys = matches!(
+            op,
+            host_request::Op::Enroll(_)
+                | host_request::Op::RotateKey(_)
+                | host_request::Op::DeleteHost(_)
+        );
         if !matches!(
             op,
             host_request::Op::SetLabels(_) | host_request::Op::RotateKey(_)
         ) {
             self.mark_seen(&host);
         }
+        let result = self.run_on_actor(&host, op, req.key_epoch).await;
+        if rekeys {
+            // The key or the host itself changed: edges that answered its
+            // reads and touches ask again (announced before the caller
+            // hears the outcome).
+            self.announce(std::slice::from_ref(&host), false).await;
+        }
+        result
+    }
+
+    /// Tells every edge that what these hosts' actors would answer their
+    /// reads and touches changed (`all`: every host's).
+    pub(crate) async fn announce(&self, hosts: &[HostId], all: bool) {
+        self.publish_change(gatehouse_proto::v1::HostsChanged {
+            host_ids: hosts.iter().map(ToString::to_string).collect(),
+            all,
+            ..Default::default()
+        })
+        .await;
+    }
+
+    /// Tells every edge that these shards (of `count`) have a new owner
+    /// here, whose actors start from the store.
+    pub(crate) async fn announce_shards(&self, shards: Vec<u32>, count: u32) {
+        self.publish_change(gatehouse_proto::v1::HostsChanged {
+            shards,
+            shard_count: count,
+            ..Default::default()
+        })
+        .await;
+    }
+
+    async fn publish_change(&self, msg: gatehouse_proto::v1::HostsChanged) {
+        let Some(bus) = self.ctx.events.get() else {
+            return;
+        };
+        if let Err(e) = gatehouse_bus::events::publish(bus.as_ref(), &HOSTS_CHANGED, &msg).await
+            && let Some(like_it) = self.ctx.log_throttle.admit("hosts_changed")
+        {
+            tracing::warn!(error = %e, left_out_since_last = like_it, "host change not announced; edges ask again within answer_for");
+        }
+    }
+
+    async fn run_on_actor(
+        &self,
+        host: &HostId,
+        op: host_request::Op,
+        key_epoch: u64,
+    ) -> host_reply::Result {
         for _attempt in 0..3 {
-            let actor = match self.actor(&host).await {
+            let actor = match self.actor(host).await {
                 Ok(a) => a,
                 Err(e) => return failure(FailureKind::Unavailable, e),
             };
@@ -148,7 +205,7 @@ impl Router {
                 .call(
                     |reply| HostMsg::Request {
                         op,
-                        key_epoch: req.key_epoch,
+                        key_epoch,
                         reply,
                     },
                     Some(self.call_timeout),
@@ -162,7 +219,7 @@ impl Router {
                 Ok(CallResult::SenderError)
                 | Err(MessagingErr::SendErr(_))
                 | Err(MessagingErr::ChannelClosed) => {
-                    self.ctx.registry.remove(&host, Some(actor.get_id()));
+                    self.ctx.registry.remove(host, Some(actor.get_id()));
                 }
                 Err(e) => {
                     return failure(
@@ -178,12 +235,28 @@ impl Router {
         )
     }
 
-    fn campaign_created(&self, msg: &CampaignCreated, campaign: &gatehouse_core::model::Campaign) {
+    /// Queues the campaign on the live actors of its targets here, then
+    /// announces the targets this hostd owns (their actors, live or
+    /// started later from the store, now deliver it; a read that reaches
+    /// one after the announcement is queued behind the campaign).
+    async fn campaign_created(
+        &self,
+        msg: &CampaignCreated,
+        campaign: &gatehouse_core::model::Campaign,
+        owns: impl Fn(&HostId) -> bool,
+    ) {
+        let mut owned = Vec::new();
         for h in &msg.host_ids {
             let Some(id) = HostId::parse(h) else { continue };
             if let Some(actor) = self.ctx.registry.get(&id) {
                 let _ = actor.send_message(HostMsg::CampaignQueued(Box::new(campaign.clone())));
             }
+            if owns(&id) {
+                owned.push(id);
+            }
+        }
+        if !owned.is_empty() {
+            self.announce(&owned, false).await;
         }
     }
 
@@ -296,10 +369,15 @@ pub(crate) async fn answer_if(router: Router, msg: BusMessage, owns: impl Fn(&Ho
     }
 }
 
-pub(crate) async fn on_campaign(ctx: &HostCtx, router: &Router, m: BusMessage) {
+pub(crate) async fn on_campaign(
+    ctx: &HostCtx,
+    router: &Router,
+    m: BusMessage,
+    owns: impl Fn(&HostId) -> bool,
+) {
     match CAMPAIGN_CREATED.decode(m.payload) {
         Ok(c) => match ctx.store.get_campaign(&c.campaign_id).await {
-            Ok(Some(campaign)) => router.campaign_created(&c, &campaign),
+            Ok(Some(campaign)) => router.campaign_created(&c, &campaign, owns).await,
             Ok(None) => {
                 tracing::warn!(campaign = %c.campaign_id, "broadcast for an unknown campaign")
             }
@@ -309,9 +387,15 @@ pub(crate) async fn on_campaign(ctx: &HostCtx, router: &Router, m: BusMessage) {
     }
 }
 
-pub(crate) fn on_config(ctx: &HostCtx, m: BusMessage) {
+/// Applies a config generation broadcast; the label queries may have
+/// changed, so every edge asks the actors again.
+pub(crate) async fn on_config(ctx: &HostCtx, router: &Router, m: BusMessage) {
     match CONFIG_CHANGED.decode(m.payload) {
-        Ok(c) => ctx.configs.observe(c.generation),
+        Ok(c) => {
+            if ctx.configs.observe(c.generation) {
+                router.announce(&[], true).await;
+            }
+        }
         Err(e) => tracing::warn!(error = %e, "undecodable config broadcast"),
     }
 }
@@ -399,10 +483,11 @@ pub async fn run(cfg: HostdConfig, deps: HostdDeps, shutdown: Shutdown) -> Resul
                 None => break,
             },
             m = campaigns.next() => if let Some(m) = m {
-                on_campaign(&ctx, &router, m).await;
+                let owner = serving.ownership().clone();
+                on_campaign(&ctx, &router, m, |h| owner.owns(h)).await;
             },
             m = configs.next() => if let Some(m) = m {
-                on_config(&ctx, m);
+                on_config(&ctx, &router, m).await;
             },
             m = cancelled.next() => if let Some(m) = m {
                 match CAMPAIGN_CANCELLED.decode(m.payload) {
@@ -412,8 +497,11 @@ pub async fn run(cfg: HostdConfig, deps: HostdDeps, shutdown: Shutdown) -> Resul
             },
             _ = poll.tick() => {
                 gauges(&router);
-                if let Err(e) = ctx.configs.refresh_generation().await {
-                    tracing::warn!(error = %e, "config generation poll failed");
+                match ctx.configs.refresh_generation().await {
+                    // A broadcast was missed: edges ask the actors again too.
+                    Ok(true) => router.announce(&[], true).await,
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "config generation poll failed"),
                 }
             },
             _ = round.tick(), if leased.is_some() && !drained => {

@@ -174,10 +174,12 @@ impl Serving {
             tracing::info!(shard, actors = n, "shard handed over");
         }
         m.acquired.inc_by(r.acquired.len() as u64);
+        let mut taken = Vec::new();
         for (shard, token) in r.acquired {
             match self.bus.subscribe(&host_subject(shard), None).await {
                 Ok(sub) => {
                     self.subs.insert(shard, forward(sub, self.tx.clone()));
+                    taken.push(shard);
                     tracing::debug!(shard, token, "shard acquired");
                 }
                 Err(e) => {
@@ -185,6 +187,12 @@ impl Serving {
                     let _ = leases.release(shard).await;
                 }
             }
+        }
+        if !taken.is_empty() {
+            // What the previous owner's actors said about these hosts
+            // (a crashed one may not have announced a campaign) no longer
+            // holds: edges ask the new actors.
+            router.announce_shards(taken, shards).await;
         }
         m.shards
             .set(i64::try_from(self.subs.len()).unwrap_or(i64::MAX));

@@ -125,9 +125,17 @@ async fn shards_spread_move_on_join_leave_and_crash_without_failed_calls() {
 
     let a = hostd(&server, &store, "hostd-a").await;
     let b = hostd(&server, &store, "hostd-b").await;
-    wait_until("a and b split the shards", || {
-        served(&a.leases).len() + served(&b.leases).len() == SHARDS as usize
-            && !served(&a.leases).is_empty()
+    // Settled: each holds the shards it prefers (until then lease rounds
+    // hand shards over, stopping their actors).
+    let members = ["hostd-a".to_owned(), "hostd-b".to_owned()];
+    wait_until("a and b split the shards as they prefer", || {
+        (0..SHARDS).all(|shard| {
+            let holder = match gatehouse_hostd::leases::preferred(shard, &members) {
+                Some("hostd-a") => &a.leases,
+                _ => &b.leases,
+            };
+            served(holder).contains(&shard)
+        }) && !served(&a.leases).is_empty()
             && !served(&b.leases).is_empty()
     })
     .await;
