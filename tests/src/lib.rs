@@ -276,6 +276,31 @@ impl TestServer {
         anyhow::ensure!(status == 200, "GET {path} answered {status}: {v}");
         Ok(v)
     }
+
+    /// The ops port's `/metrics` text (this server's own registry).
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        Ok(self
+            .http
+            .get(format!("{}/metrics", self.ops_url))
+            .send()
+            .await?
+            .text()
+            .await?)
+    }
+
+    /// Re-issues (or with `revoke`, revokes) `host`'s node key through the
+    /// API; the answer's body.
+    pub async fn rotate_key(&self, host: &str, revoke: bool) -> anyhow::Result<Value> {
+        let (status, v) = self
+            .api(
+                reqwest::Method::POST,
+                &format!("/api/v1/hosts/{host}/rotate_key"),
+                Some(serde_json::json!({"revoke": revoke})),
+            )
+            .await?;
+        anyhow::ensure!(status == 200, "rotate_key answered {status}: {v}");
+        Ok(v)
+    }
 }
 
 impl Drop for TestServer {

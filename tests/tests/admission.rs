@@ -37,13 +37,7 @@ fn slow_upload(
 async fn in_flight(s: &TestServer, n: u32) -> anyhow::Result<()> {
     let want = format!("gatehouse_edge_requests_in_flight {n}");
     eventually(Duration::from_secs(20), || async {
-        let m = s
-            .http
-            .get(format!("{}/metrics", s.ops_url))
-            .send()
-            .await?
-            .text()
-            .await?;
+        let m = s.metrics().await?;
         Ok(m.lines().any(|l| l == want).then_some(()))
     })
     .await

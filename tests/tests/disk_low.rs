@@ -146,12 +146,7 @@ async fn a_full_disk_makes_the_server_unready_until_space_is_freed() -> anyhow::
         agents.len(),
         "every batch refused"
     );
-    let metrics = http
-        .get(format!("{}/metrics", s.ops_url))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let metrics = s.metrics().await?;
     assert!(metrics.contains("gatehouse_ready 0"), "{metrics}");
     assert!(
         metrics.contains("gatehouse_check_status{check=\"store\"} 2"),

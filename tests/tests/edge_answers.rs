@@ -14,14 +14,8 @@ fn event(n: i64) -> Value {
 
 /// `gatehouse_host_answers_without_actor_total` from the ops port.
 async fn answered_here(s: &TestServer) -> anyhow::Result<u64> {
-    let text = s
-        .http
-        .get(format!("{}/metrics", s.ops_url))
-        .send()
+    Ok(s.metrics()
         .await?
-        .text()
-        .await?;
-    Ok(text
         .lines()
         .find_map(|l| l.strip_prefix("gatehouse_host_answers_without_actor_total "))
         .and_then(|v| v.trim().parse().ok())
@@ -85,14 +79,7 @@ async fn quiet_hosts_are_answered_at_the_edge_and_changes_reach_the_next_request
     // A rotated key: the old one is refused on the next request, read or
     // log batch, with no wait.
     let old = a.node_key.clone();
-    let (st, v) = s
-        .api(
-            Method::POST,
-            &format!("/api/v1/hosts/{host}/rotate_key"),
-            Some(json!({"revoke": false})),
-        )
-        .await?;
-    assert_eq!(st, 200, "{v}");
+    s.rotate_key(&host, false).await?;
     let r = a.read().await?;
     assert!(r.node_invalid(), "old key after rotation, read: {r:?}");
     assert!(a.log("result", event(10)).await?.node_invalid());
@@ -108,14 +95,7 @@ async fn quiet_hosts_are_answered_at_the_edge_and_changes_reach_the_next_request
     a.node_key = fresh;
 
     // Revoked: refused on the next request.
-    let (st, v) = s
-        .api(
-            Method::POST,
-            &format!("/api/v1/hosts/{host}/rotate_key"),
-            Some(json!({"revoke": true})),
-        )
-        .await?;
-    assert_eq!(st, 200, "{v}");
+    s.rotate_key(&host, true).await?;
     assert!(a.log("result", event(12)).await?.node_invalid());
     assert!(a.read().await?.node_invalid());
     let stored = s.get(&format!("/api/v1/results?host={host}")).await?;

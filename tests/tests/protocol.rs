@@ -294,14 +294,7 @@ async fn node_invalid_then_reenroll_then_the_batch_gets_through() -> R {
     let mut a = s.agent(1);
     a.enroll().await?;
     let host = a.host_id();
-    let (st, v) = s
-        .api(
-            Method::POST,
-            &format!("/api/v1/hosts/{host}/rotate_key"),
-            Some(json!({"revoke": true})),
-        )
-        .await?;
-    assert_eq!(st, 200, "{v}");
+    let v = s.rotate_key(&host, true).await?;
     assert_eq!(v["revoked"], true);
     let line = json!([event("q", 1_717_496_431, json!({"a": "1"}), "added")]);
     let r = a.log("result", line.clone()).await?;

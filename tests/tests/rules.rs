@@ -353,10 +353,7 @@ async fn rules_fire_on_matching_rows_and_webhooks_retry_dead_letter_and_redrive(
     assert!(!audit.to_string().contains("secret-token"));
 
     // The engine's metrics.
-    let metrics = reqwest::get(format!("{}/metrics", s.ops_url))
-        .await?
-        .text()
-        .await?;
+    let metrics = s.metrics().await?;
     // This server's own registry: exact counts. Two alerts died (one
     // any-listener, one nc) after two retries each; one nc alert fired.
     for line in [
@@ -670,10 +667,7 @@ async fn throttled_rules_alert_once_per_host_and_webhooks_are_signed() -> anyhow
         );
     }
     // The throttled runs are counted.
-    let metrics = reqwest::get(format!("{}/metrics", s.ops_url))
-        .await?
-        .text()
-        .await?;
+    let metrics = s.metrics().await?;
     assert!(
         metrics
             .lines()
