@@ -69,6 +69,20 @@ async fn the_ops_listener_serves_probes_and_metrics() -> anyhow::Result<()> {
         "{m}"
     );
     assert!(m.contains("# TYPE gatehouse_hostd_actors gauge"), "{m}");
+
+    // The embedded store's journal syncs and the batches they made
+    // durable, as its readiness check (every 2 s) last read them: the
+    // enrollment and the log batch were synced, never fewer batches than
+    // syncs.
+    let (syncs, batches) =
+        gatehouse_tests::eventually(std::time::Duration::from_secs(10), || async {
+            let m = s.metrics().await?;
+            let syncs = sample(&m, "gatehouse_store_journal_syncs_total ").unwrap_or(0.0);
+            let batches = sample(&m, "gatehouse_store_journal_batches_total ").unwrap_or(0.0);
+            Ok((syncs >= 1.0 && batches >= 2.0).then_some((syncs, batches)))
+        })
+        .await?;
+    assert!(batches >= syncs, "{batches} batches in {syncs} syncs");
     s.stop().await?;
     Ok(())
 }

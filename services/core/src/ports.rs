@@ -358,6 +358,11 @@ pub struct StoreHealth {
     /// Set while log batches are refused (free space below the watermark),
     /// saying why; other writes still succeed.
     pub logs_refused: Option<String>,
+    /// Journal syncs done and the write batches they made durable since
+    /// the store (or its database, after a reopen) started: several
+    /// batches per sync when writers share them (an embedded store).
+    pub journal_syncs: Option<u64>,
+    pub journal_batches: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]

@@ -136,14 +136,25 @@ impl Ports {
             "store_free_bytes",
             "Free bytes on the filesystem of the embedded store",
         );
+        let syncs = CountFrom::new(self.metrics.counter(
+            "store_journal_syncs",
+            "Journal syncs of the embedded store (each makes every write batch waiting for it durable)",
+        ));
+        let batches = CountFrom::new(self.metrics.counter(
+            "store_journal_batches",
+            "Write batches the embedded store's journal syncs made durable (batches per sync: how many writers share one)",
+        ));
         self.readiness.watch("store", CHECK_EVERY, move || {
             let (store, free) = (store.clone(), free.clone());
+            let (syncs, batches) = (syncs.clone(), batches.clone());
             async move {
                 match store.health().await {
                     Ok(h) => {
                         if let Some(f) = h.free_bytes {
                             free.set(i64::try_from(f).unwrap_or(i64::MAX));
                         }
+                        syncs.observe(h.journal_syncs);
+                        batches.observe(h.journal_batches);
                         match (h.writes_refused, h.logs_refused) {
                             (Some(why), _) => Check::Failing(why),
                             (None, Some(why)) => Check::Degraded(why),
@@ -222,6 +233,32 @@ pub fn answers(metrics: &Metrics) -> Arc<Answers> {
     Arc::new(Answers::new(move || {
         counter.inc();
     }))
+}
+
+/// A Prometheus counter following a count read from elsewhere (one that
+/// starts again from zero when its source restarts: a reopened store).
+#[derive(Clone)]
+struct CountFrom {
+    counter: prometheus_client::metrics::counter::Counter,
+    last: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl CountFrom {
+    fn new(counter: prometheus_client::metrics::counter::Counter) -> Self {
+        Self {
+            counter,
+            last: Arc::default(),
+        }
+    }
+
+    /// Adds what `now` counted since the last reading.
+    fn observe(&self, now: Option<u64>) {
+        let Some(now) = now else { return };
+        let last = self.last.swap(now, std::sync::atomic::Ordering::Relaxed);
+        // A smaller count is a restarted source: all of it is new.
+        self.counter
+            .inc_by(if now >= last { now - last } else { now });
+    }
 }
 
 /// How often readiness checks run.

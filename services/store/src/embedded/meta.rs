@@ -42,10 +42,19 @@ impl MetaStore for EmbeddedStore {
             }
             .to_string()
         });
+        let (journal_syncs, journal_batches) = match self.current() {
+            Ok(inner) => {
+                let (syncs, batches) = inner.sync.counts();
+                (Some(syncs), Some(batches))
+            }
+            Err(_) => (None, None),
+        };
         Ok(StoreHealth {
             free_bytes: Some(free),
             writes_refused,
             logs_refused,
+            journal_syncs,
+            journal_batches,
         })
     }
 }

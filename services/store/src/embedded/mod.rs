@@ -117,6 +117,14 @@ struct GroupSync {
 }
 
 impl GroupSync {
+    /// Journal syncs done, and the batches they made durable.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        (
+            self.syncs.load(std::sync::atomic::Ordering::Relaxed),
+            self.batches.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
     fn lock(&self) -> StoreResult<std::sync::MutexGuard<'_, SyncState>> {
         self.state
             .lock()
