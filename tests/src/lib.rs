@@ -614,6 +614,22 @@ impl Agent {
         .await
     }
 
+    /// Polls until live query `id` is delivered (within `timeout`), answers
+    /// it with `rows` and status 0, and returns the read that delivered it.
+    pub async fn answer_within(
+        &self,
+        id: &str,
+        rows: Value,
+        timeout: Duration,
+    ) -> anyhow::Result<Value> {
+        let r = self.read_until_within(id, timeout).await?;
+        let w = self
+            .write(serde_json::json!({"queries": {id: rows}, "statuses": {id: 0}}))
+            .await?;
+        anyhow::ensure!(w.agent_success(), "answer to {id}: {w:?}");
+        Ok(r)
+    }
+
     pub async fn write(&self, body: Value) -> anyhow::Result<Reply> {
         self.post(&self.paths.write.clone(), body).await
     }

@@ -63,12 +63,14 @@ async fn quiet_hosts_are_answered_at_the_edge_and_changes_reach_the_next_request
         .await?;
     assert_eq!(st, 201, "{c}");
     let id = c["id"].as_str().unwrap_or_default().to_owned();
-    let r = a.read_until(&id).await?;
-    assert_eq!(r["queries"][&id], "SELECT 1 AS one");
-    let w = a
-        .write(json!({"queries": {&id: [{"one": "1"}]}, "statuses": {&id: 0}}))
+    let r = a
+        .answer_within(
+            &id,
+            json!([{"one": "1"}]),
+            std::time::Duration::from_secs(5),
+        )
         .await?;
-    assert!(w.agent_success(), "{w:?}");
+    assert_eq!(r["queries"][&id], "SELECT 1 AS one");
     // Answered: quiet again.
     let r = a.read().await?;
     assert_eq!(

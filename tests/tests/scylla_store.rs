@@ -99,12 +99,14 @@ async fn agents_are_served_from_a_cql_store_across_a_restart() -> anyhow::Result
     let id = c["id"].as_str().unwrap_or_default().to_owned();
     assert_eq!(c["coverage"]["targeted"], 4);
     for a in &agents[..3] {
-        let r = a.read_until(&id).await?;
-        assert_eq!(r["queries"][&id], "SELECT 1 AS one");
-        let w = a
-            .write(json!({"queries": {&id: [{"one": "1"}]}, "statuses": {&id: 0}}))
+        let r = a
+            .answer_within(
+                &id,
+                json!([{"one": "1"}]),
+                std::time::Duration::from_secs(5),
+            )
             .await?;
-        assert!(w.agent_success(), "{w:?}");
+        assert_eq!(r["queries"][&id], "SELECT 1 AS one");
     }
     let d = s.get(&format!("/api/v1/campaigns/{id}")).await?;
     assert_eq!(d["coverage"]["answered"], 3, "{d}");
