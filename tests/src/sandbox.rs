@@ -101,6 +101,10 @@ impl Sandbox {
         cfg.cluster.max_log_stream_bytes = c.max_log_stream_bytes;
         cfg.cluster.ingest_ack_wait_ms = c.ingest_ack_wait_ms;
         cfg.destinations = c.destinations.clone();
+        // Creating the forward stream reserves `max_bytes` of nats-server's
+        // storage (75 % of the free disk by default): keep the tests'
+        // reservation small so a busy disk cannot refuse it.
+        cfg.forward.max_bytes = 64 * 1024 * 1024;
         cfg.validate()?;
         let boot = gatehouse::bootstrap::prepare(&cfg)?;
         let http = client_for(&boot.ca_path)?;

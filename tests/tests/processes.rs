@@ -138,6 +138,10 @@ await_schema_agreement = false
 lease_ttl_ms = 3000
 lease_renew_ms = 300
 ingest_ack_wait_ms = 2000
+
+# The forward stream reserves this much of nats-server's storage.
+[forward]
+max_bytes = 67108864
 "#,
             data = tmp.path().join("data").display(),
             cql = cql.addr(),

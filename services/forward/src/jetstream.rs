@@ -96,6 +96,26 @@ async fn within<T, E: std::fmt::Display>(
     }
 }
 
+/// A stream with `max_bytes` reserves that much of nats-server's
+/// JetStream storage when it is created; name the setting when the
+/// server has less left.
+fn storage_hint(e: async_nats::jetstream::context::CreateStreamError, max_bytes: u64) -> String {
+    use async_nats::jetstream::ErrorCode;
+    use async_nats::jetstream::context::CreateStreamErrorKind;
+    match e.kind() {
+        CreateStreamErrorKind::JetStream(j)
+            if j.error_code() == ErrorCode::STORAGE_RESOURCES_EXCEEDED =>
+        {
+            format!(
+                "{e}: nats-server has less JetStream storage left than forward.max_bytes \
+                 ({max_bytes} bytes) reserves; lower forward.max_bytes or raise the \
+                 server's jetstream max_file_store"
+            )
+        }
+        _ => e.to_string(),
+    }
+}
+
 fn num<T: std::str::FromStr>(h: &HeaderMap, name: &str) -> Option<T> {
     h.get(name)?.as_str().parse().ok()
 }
@@ -126,8 +146,7 @@ impl JetStreamForwardLog {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ForwardError> {
         let js = async_nats::jetstream::new(client.clone());
-        let stream = within(
-            "creating the stream",
+        let stream = within("creating the stream", async {
             js.get_or_create_stream(stream::Config {
                 name: STREAM.into(),
                 subjects: vec![SUBJECT.into()],
@@ -139,8 +158,10 @@ impl JetStreamForwardLog {
                 num_replicas: cfg.replicas,
                 storage: stream::StorageType::File,
                 ..Default::default()
-            }),
-        )
+            })
+            .await
+            .map_err(|e| storage_hint(e, cfg.max_bytes))
+        })
         .await?;
         let kv = match js.get_key_value(BUCKET).await {
             Ok(kv) => kv,
@@ -457,6 +478,28 @@ mod tests {
         crate::conformance::seek_by_time(&log, &clock).await;
         crate::conformance::settings_are_kept(&log).await;
         crate::conformance::waiting_readers_wake(Arc::new(log)).await;
+    }
+
+    /// A reservation larger than nats-server's storage is refused with an
+    /// error naming the setting to change.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reservation_beyond_the_servers_storage_names_the_setting() {
+        let nats = NatsTestServer::start().expect("nats-server");
+        let client = async_nats::connect(nats.url()).await.expect("connect");
+        let too_much = JetStreamForwardConfig {
+            max_bytes: 1 << 60,
+            ..cfg()
+        };
+        let Err(e) =
+            JetStreamForwardLog::open(client, too_much, Arc::new(ShiftedClock::new())).await
+        else {
+            panic!("a reservation of 2^60 bytes was accepted");
+        };
+        let msg = e.to_string();
+        assert!(
+            msg.contains("forward.max_bytes") && msg.contains(&(1u64 << 60).to_string()),
+            "{msg}"
+        );
     }
 
     /// Two processes appending at once: every entry's line count follows
