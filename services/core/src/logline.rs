@@ -35,6 +35,15 @@ impl LogLine {
         })
     }
 
+    /// From JSON text serde_json wrote (`serde_json::value::to_raw_value`):
+    /// valid by construction, so not scanned again.
+    pub fn from_raw(raw: Box<RawValue>) -> Self {
+        Self {
+            raw,
+            parsed: OnceLock::new(),
+        }
+    }
+
     /// The line as JSON text.
     pub fn json(&self) -> &str {
         self.raw.get()

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::HostId;
 use crate::ids::sha256_hex;
@@ -44,10 +45,9 @@ pub fn bucket_time(unix_time: i64, received_ms: i64) -> (i64, bool) {
 
 /// The id of each line: the hash of its canonical text, plus its
 /// occurrence among identical lines of the same POST.
-fn line_ids(texts: &[String]) -> Vec<String> {
+fn line_ids<'t>(texts: impl Iterator<Item = &'t str>) -> Vec<String> {
     let mut seen: HashMap<String, u32> = HashMap::new();
     texts
-        .iter()
         .map(|t| {
             let h = sha256_hex(t.as_bytes());
             let n = seen.entry(h.clone()).or_insert(0);
@@ -106,10 +106,18 @@ pub fn records_of(
     lines: Vec<Canon<'_>>,
     received_at: i64,
 ) -> LogRecords {
-    let texts: Vec<String> = lines.iter().map(Canon::to_json).collect();
-    let ids = line_ids(&texts);
+    // Each line's canonical text, written once: hashed for its id and
+    // stored as it is (serde_json wrote it, so it is not scanned again).
+    let texts: Vec<Box<RawValue>> = lines
+        .iter()
+        .map(|l| {
+            serde_json::value::to_raw_value(l)
+                .unwrap_or_else(|_| RawValue::from_string("null".into()).unwrap_or_default())
+        })
+        .collect();
+    let ids = line_ids(texts.iter().map(|t| t.get()));
     let fallback_time = received_at / 1000;
-    let stored = |text: String| LogLine::from_json(text).unwrap_or_else(|_| Value::Null.into());
+    let stored = LogLine::from_raw;
     let str_of = |l: &Canon<'_>, k: &str| l.get(k).and_then(Canon::as_str).unwrap_or("").to_owned();
     let int_of = |l: &Canon<'_>, k: &str| l.get(k).and_then(Canon::as_i64_lenient);
     let each = lines.into_iter().zip(texts).zip(ids);

@@ -47,18 +47,24 @@ pub struct Host {
     pub label_checks: std::collections::BTreeMap<String, i64>,
 }
 
+/// The names a host with this hostname and host identifier is addressed
+/// by ([`Host::names`]): trimmed, in lower case, each once, sorted.
+pub fn host_names(hostname: &str, host_identifier: &str) -> Vec<String> {
+    let mut names: Vec<String> = [hostname, host_identifier]
+        .into_iter()
+        .map(|n| n.trim().to_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 impl Host {
     /// The names an operator may address the host by besides its id: its
     /// hostname and its host identifier, in lower case, each once.
     pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = [&self.hostname, &self.host_identifier]
-            .into_iter()
-            .map(|n| n.trim().to_lowercase())
-            .filter(|n| !n.is_empty())
-            .collect();
-        names.sort();
-        names.dedup();
-        names
+        host_names(&self.hostname, &self.host_identifier)
     }
 
     /// Every label the host belongs to: `all`, `platform:<family>`, then the

@@ -1,6 +1,8 @@
 //! The embedded store's hosts: records, last-seen times (the `seen`
 //! keyspace, so the frequent write does not rewrite the record; a read
-//! takes the later of the two) and label memberships.
+//! takes the later of the two), the name index (`names`: each hostname
+//! and host identifier to its hosts, kept in the record's batch) and label
+//! memberships.
 
 use gatehouse_core::ports::HostStore;
 
@@ -22,13 +24,24 @@ impl HostStore for EmbeddedStore {
     async fn put_host(&self, host: &Host, fence: Fence) -> StoreResult<()> {
         let v = enc(host)?;
         let id = host.id.clone();
+        let names = host.names();
         self.run(move |i| {
             let _g = i.host_lock(&id)?;
-            let mut items = vec![(&i.hosts, id.as_str().as_bytes().to_vec(), v)];
-            if let Some((k, f)) = i.fenced(&id, fence)? {
-                items.push((&i.fences, k, f));
+            let k = id.as_str().as_bytes().to_vec();
+            let f = i.fenced(&id, fence)?;
+            let before = names_in_record(i, &k)?;
+            let mut b = i.db.batch();
+            for n in before.iter().filter(|n| !names.contains(n)) {
+                b.remove(&i.names, name_key(n, id.as_str()));
             }
-            i.commit(items)
+            for n in &names {
+                b.insert(&i.names, name_key(n, id.as_str()), Vec::new());
+            }
+            b.insert(&i.hosts, k, v);
+            if let Some((k, f)) = f {
+                b.insert(&i.fences, k, f);
+            }
+            i.write(b)
         })
         .await
     }
@@ -43,6 +56,9 @@ impl HostStore for EmbeddedStore {
             }
             let f = i.fenced(&id, fence)?;
             let mut b = i.db.batch();
+            for n in names_in_record(i, &k)? {
+                b.remove(&i.names, name_key(&n, id.as_str()));
+            }
             b.remove(&i.seen, k.clone());
             b.remove(&i.hosts, k);
             if let Some((k, f)) = f {
@@ -146,15 +162,21 @@ impl HostStore for EmbeddedStore {
     }
 
     async fn hosts_named(&self, name: &str) -> StoreResult<Vec<HostId>> {
-        // A scan, as for labels: the all-in-one's fleet fits one.
         let name = name.trim().to_lowercase();
         self.run(move |i| {
+            let prefix = name_key(&name, "");
             let mut out = Vec::new();
-            for g in i.hosts.iter() {
-                let (k, v) = g.into_inner().map_err(unavailable)?;
-                let h: Host = dec(&k, &v)?;
-                if h.names().contains(&name) {
-                    out.push(h.id);
+            for g in i.names.prefix(&prefix) {
+                let k = g.key().map_err(unavailable)?;
+                let Some(id) = std::str::from_utf8(&k[prefix.len()..])
+                    .ok()
+                    .and_then(HostId::parse)
+                else {
+                    continue;
+                };
+                // The record decides: an entry it no longer backs is ignored.
+                if names_in_record(i, id.as_str().as_bytes())?.contains(&name) {
+                    out.push(id);
                 }
             }
             Ok(out)
@@ -173,6 +195,67 @@ impl HostStore for EmbeddedStore {
         })
         .await
     }
+}
+
+/// The `names` key of `name` for host `id` (`id` empty: the prefix of
+/// every host with that name).
+fn name_key(name: &str, id: &str) -> Vec<u8> {
+    join(&[name.as_bytes(), id.as_bytes()])
+}
+
+/// The hostname and host identifier of a stored record, nothing else
+/// decoded.
+#[derive(serde::Deserialize)]
+struct Named {
+    #[serde(default)]
+    hostname: String,
+    #[serde(default)]
+    host_identifier: String,
+}
+
+/// The names the stored record of host key `k` is addressed by (none when
+/// there is no record).
+fn names_in_record(i: &Inner, k: &[u8]) -> StoreResult<Vec<String>> {
+    Ok(match i.hosts.get(k).map_err(unavailable)? {
+        Some(v) => {
+            let n: Named = dec(k, &v)?;
+            gatehouse_core::model::host_names(&n.hostname, &n.host_identifier)
+        }
+        None => Vec::new(),
+    })
+}
+
+/// Meta key set once `names` holds every host's names.
+pub(super) const NAMES_INDEXED: &[u8] = b"\0indexed:names";
+
+/// Fills the name index from the host records once (stores written before
+/// it existed); later writes keep it in step.
+pub(super) fn index_names(i: &Inner) -> StoreResult<()> {
+    if i.meta.contains_key(NAMES_INDEXED).map_err(unavailable)? {
+        return Ok(());
+    }
+    let mut b = i.db.batch();
+    let mut hosts = 0u64;
+    for g in i.hosts.iter() {
+        let (k, v) = g.into_inner().map_err(unavailable)?;
+        let (Ok(n), Some(id)) = (
+            dec::<Named>(&k, &v),
+            std::str::from_utf8(&k).ok().and_then(HostId::parse),
+        ) else {
+            tracing::warn!(key = %String::from_utf8_lossy(&k), "host record unreadable: not indexed by name");
+            continue;
+        };
+        for name in gatehouse_core::model::host_names(&n.hostname, &n.host_identifier) {
+            b.insert(&i.names, name_key(&name, id.as_str()), Vec::new());
+        }
+        hosts += 1;
+    }
+    b.insert(&i.meta, NAMES_INDEXED.to_vec(), vec![1]);
+    i.write(b)?;
+    if hosts > 0 {
+        tracing::info!(hosts, "host names indexed");
+    }
+    Ok(())
 }
 
 /// Host records in id order, strictly after the id `after` (all when

@@ -21,6 +21,7 @@
 //! | `secret_hash`| SHA-256 hex (enroll secrets), `tok:<SHA-256>` (API tokens) | id |
 //! | `audit`      | (u64::MAX - at) · event id                    | `AuditEvent` JSON |
 //! | `fences`     | host id                                       | fencing token u64 |
+//! | `names`      | host name (lower case) · 0 · host id          | empty (index)    |
 //! | `alerts`     | (u64::MAX - at) · alert id                    | `Alert` JSON     |
 //! | `dead`       | dead letter id                                | `DeadLetter` JSON |
 //!
@@ -68,6 +69,8 @@ use serde::de::DeserializeOwned;
 struct Inner {
     db: Database,
     hosts: Keyspace,
+    /// Hostnames and host identifiers to host ids (`hosts_named`).
+    names: Keyspace,
     /// Last check-in per host, apart from the record (`touch_host`).
     seen: Keyspace,
     defs: Keyspace,
@@ -383,6 +386,7 @@ fn open_inner(dir: &Path, options: StoreOptions) -> StoreResult<Inner> {
     };
     let inner = Inner {
         hosts: ks("hosts")?,
+        names: ks("names")?,
         seen: ks("seen")?,
         defs: ks("defs")?,
         meta: ks("meta")?,
@@ -409,6 +413,7 @@ fn open_inner(dir: &Path, options: StoreOptions) -> StoreResult<Inner> {
         disk_low: std::sync::atomic::AtomicBool::new(false),
         sync: GroupSync::default(),
     };
+    hosts::index_names(&inner)?;
     Ok(inner)
 }
 
@@ -920,12 +925,13 @@ mod group_sync_tests {
         let store = EmbeddedStore::open(dir.path()).unwrap();
         let host = crate::conformance::sample_host(1);
         store.put_host(&host, Fence::NONE).await.unwrap();
-        let base = store
-            .current()
-            .unwrap()
-            .sync
-            .batches
-            .load(Ordering::Relaxed);
+        let (base, base_syncs) = {
+            let i = store.current().unwrap();
+            (
+                i.sync.batches.load(Ordering::Relaxed),
+                i.sync.syncs.load(Ordering::Relaxed),
+            )
+        };
         let writers: Vec<_> = (0..64i64)
             .map(|n| {
                 let store = store.clone();
@@ -938,7 +944,7 @@ mod group_sync_tests {
         }
         let inner = store.current().unwrap();
         let batches = inner.sync.batches.load(Ordering::Relaxed) - base;
-        let syncs = inner.sync.syncs.load(Ordering::Relaxed);
+        let syncs = inner.sync.syncs.load(Ordering::Relaxed) - base_syncs;
         // A touch older than the last one writes nothing, so at most 64.
         assert!((1..=64).contains(&batches), "{batches} batches");
         assert!(syncs >= 1 && syncs <= batches + 1, "{syncs} syncs");
@@ -964,5 +970,43 @@ mod group_sync_tests {
         assert_eq!(got.last_seen, 1_063, "the check-in is durable");
         assert!(reopened.delete_host(&host.id, Fence::NONE).await.unwrap());
         assert!(reopened.get_host(&host.id).await.unwrap().is_none());
+    }
+
+    /// A store written before the name index existed is indexed when it
+    /// is opened; lookups by name then read the index, not every record.
+    #[tokio::test]
+    async fn hosts_written_before_the_name_index_are_found_by_name_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let mut hosts = Vec::new();
+        for n in 0..3 {
+            let mut h = crate::conformance::sample_host(n);
+            h.host_identifier = format!("Ident-{n}");
+            store.put_host(&h, Fence::NONE).await.unwrap();
+            hosts.push(h);
+        }
+        // As an older version left it: records, no index, no marker.
+        let inner = store.current().unwrap();
+        let mut b = inner.db.batch();
+        for g in inner.names.iter() {
+            b.remove(&inner.names, g.key().unwrap().to_vec());
+        }
+        b.remove(&inner.meta, hosts::NAMES_INDEXED.to_vec());
+        inner.write(b).unwrap();
+        assert!(store.hosts_named("ident-1").await.unwrap().is_empty());
+        drop(inner);
+        drop(store);
+
+        let reopened = EmbeddedStore::open(dir.path()).unwrap();
+        assert_eq!(
+            reopened.hosts_named("IDENT-1").await.unwrap(),
+            vec![hosts[1].id.clone()]
+        );
+        assert_eq!(
+            reopened.hosts_named(&hosts[2].hostname).await.unwrap(),
+            vec![hosts[2].id.clone()]
+        );
+        let inner = reopened.current().unwrap();
+        assert_eq!(inner.names.iter().count(), 6, "two names per host");
     }
 }
