@@ -16,6 +16,9 @@
 # cargo build --release -p gatehouse --manifest-path /tmp/before/Cargo.toml`)
 # so one harness drives both servers; the report names it.
 #
+# GATEHOUSE_CONFIG=path starts the server with that configuration file
+# (for example loadtest/configs/many-campaigns.toml); the report names it.
+#
 # PERF_AT=S PERF_SECS=N records `perf record -F 199 -g` of the server (and
 # of the harness) for N seconds starting S seconds into the run, and writes
 # the flat profiles (self time per function) as perf-server.txt and
@@ -71,6 +74,7 @@ wait "$harness"
   echo "Built from commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- services loadtest proto || echo ' with local changes')."
   env=""
   [ -n "${SERVER_BIN:-}" ] && env="SERVER_BIN=$SERVER_BIN "
+  [ -n "${GATEHOUSE_CONFIG:-}" ] && env="${env}GATEHOUSE_CONFIG=$GATEHOUSE_CONFIG "
   [ -n "${PERF_AT:-}" ] && env="${env}PERF_AT=$PERF_AT PERF_SECS=${PERF_SECS:-40} "
   echo "Reproduce with: \`${env}loadtest/bench.sh $name $*\`"
   echo "(a fresh \`gatehouse serve\` release build on 127.0.0.1:8443, then the harness command above)."

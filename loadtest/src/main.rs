@@ -152,6 +152,15 @@ struct Args {
     live_warmup: u64,
     #[arg(long, default_value_t = 300)]
     live_timeout: u64,
+    /// Live-query mode: create this many campaigns at once, each to one
+    /// random simulated host, instead of one campaign to every host; the
+    /// report compares check-in latency before and during them (raise the
+    /// server's `[limits] max_active_campaigns` and `_per_user` to match).
+    #[arg(long, default_value_t = 0)]
+    live_single: usize,
+    /// With --live-single: seconds of each compared window.
+    #[arg(long, default_value_t = 30)]
+    live_window: u64,
     /// Storm: seconds of agent outage to buffer before reconnecting.
     #[arg(long, default_value_t = 3600)]
     outage: u64,
@@ -358,6 +367,8 @@ async fn run(a: Args, nofile: u64) -> anyhow::Result<()> {
         live_sql: a.live_sql.clone(),
         live_warmup: Duration::from_secs(a.live_warmup),
         live_timeout: Duration::from_secs(a.live_timeout),
+        live_single: a.live_single,
+        live_window: Duration::from_secs(a.live_window),
         outage: Duration::from_secs(a.outage),
         storm_timeout: Duration::from_secs(a.storm_timeout),
     };

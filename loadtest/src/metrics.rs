@@ -100,6 +100,15 @@ impl Histogram {
     }
 }
 
+/// What was recorded between two [`Metrics::latencies`] snapshots.
+pub fn window(earlier: &[u64], later: &[u64]) -> Vec<u64> {
+    later
+        .iter()
+        .zip(earlier)
+        .map(|(l, e)| l.saturating_sub(*e))
+        .collect()
+}
+
 /// Percentile (0..=100) in milliseconds from bucket counts (upper bound).
 pub fn percentile(counts: &[u64], p: f64) -> f64 {
     let total: u64 = counts.iter().sum();
@@ -247,6 +256,19 @@ impl Metrics {
         (per, errors, merged)
     }
 
+    /// The cumulative latency counts of `eps`, summed. Two snapshots
+    /// subtracted ([`window`]) give one stretch of the run's histogram
+    /// without disturbing the per-second timeline.
+    pub fn latencies(&self, eps: &[Endpoint]) -> Vec<u64> {
+        let mut sum = vec![0u64; BUCKETS];
+        for ep in eps {
+            for (m, c) in sum.iter_mut().zip(self.eps[ep.idx()].hist.snapshot()) {
+                *m += c;
+            }
+        }
+        sum
+    }
+
     /// All requests so far and how many failed (any non-OK outcome).
     pub fn totals(&self) -> (u64, u64) {
         self.summary()
@@ -271,5 +293,25 @@ mod tests {
         assert!((50.0..=50.0 * 1.1).contains(&p50), "{p50}");
         assert!((99.0..=99.0 * 1.1).contains(&p99), "{p99}");
         assert_eq!(percentile(&[0; BUCKETS], 50.0), 0.0);
+    }
+
+    /// A window holds only what was recorded between its two snapshots,
+    /// of the endpoints asked for.
+    #[test]
+    fn a_window_holds_only_its_stretch_of_the_chosen_endpoints() {
+        let m = Metrics::default();
+        let read = Endpoint::DistributedRead;
+        m.record(read, Result_::Ok, Duration::from_millis(500), 0);
+        let before = m.latencies(&[read]);
+        for _ in 0..99 {
+            m.record(read, Result_::Ok, Duration::from_millis(2), 0);
+        }
+        m.record(Endpoint::LogResult, Result_::Ok, Duration::from_secs(3), 0);
+        let w = window(&before, &m.latencies(&[read]));
+        assert_eq!(w.iter().sum::<u64>(), 99);
+        assert!(percentile(&w, 100.0) < 3.0, "{}", percentile(&w, 100.0));
+        let all = window(&before, &m.latencies(&ENDPOINTS));
+        assert_eq!(all.iter().sum::<u64>(), 100);
+        assert!(percentile(&all, 100.0) >= 3000.0);
     }
 }

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::admin::AdminClient;
 use crate::agent::{Agent, Fleet};
-use crate::metrics::{Tick, percentile};
+use crate::metrics::{ENDPOINTS, Endpoint, Tick, percentile, window};
 use crate::osinfo::{Machine, OsMix};
 use crate::procstat::{self, Sample};
 
@@ -46,6 +46,12 @@ pub struct RunCfg {
     pub live_sql: String,
     pub live_warmup: Duration,
     pub live_timeout: Duration,
+    /// Live-query mode: this many campaigns at once, each to one host,
+    /// instead of one to every host.
+    pub live_single: usize,
+    /// Live-query mode with `live_single`: the length of the check-in
+    /// windows compared (before the campaigns, and from their creation).
+    pub live_window: Duration,
     pub outage: Duration,
     pub storm_timeout: Duration,
 }
@@ -296,6 +302,9 @@ pub async fn run(
             json!({"mode": "steady"})
         }
         Mode::Sweep => sweep(&mut r, &fleet, &cfg.sweep).await,
+        Mode::LiveQuery if cfg.live_single > 0 => {
+            single_host_campaigns(&mut r, &fleet, &cfg, admin).await?
+        }
         Mode::LiveQuery => live_query(&mut r, &fleet, &cfg, admin.as_deref()).await?,
         Mode::Storm => {
             r.spawn(cfg.hosts, cfg.ramp).await;
@@ -375,6 +384,143 @@ async fn sweep(r: &mut Runner, fleet: &Fleet, s: &SweepCfg) -> Value {
     json!({"mode": "sweep", "knee_hosts": knee, "stopped_because": reason, "steps": steps})
 }
 
+/// Starts every host, waits until all enrolled, then lets the fleet settle
+/// for the warm-up.
+async fn enroll_and_settle(r: &mut Runner, cfg: &RunCfg) -> anyhow::Result<()> {
+    r.spawn(cfg.hosts, cfg.ramp).await;
+    anyhow::ensure!(
+        r.wait_enrolled(cfg.hosts as u64, cfg.live_timeout).await,
+        "not every host enrolled"
+    );
+    tokio::time::sleep(cfg.live_warmup).await;
+    Ok(())
+}
+
+/// p50 / p90 / p99 / max of `v` (sorted in place), in its own unit.
+fn spread(v: &mut [f64]) -> Value {
+    v.sort_by(f64::total_cmp);
+    let q = |p: f64| -> Option<f64> {
+        (!v.is_empty()).then(|| v[((p / 100.0) * (v.len() - 1) as f64).round() as usize])
+    };
+    json!({"p50": q(50.0), "p90": q(90.0), "p99": q(99.0), "max": q(100.0), "n": v.len()})
+}
+
+/// `--live-single N`: N campaigns created at once, each to one simulated
+/// host (by hostname), while the whole fleet keeps checking in. Reports
+/// how long each took to be answered, and the agents' request latency
+/// (every endpoint, and the distributed read alone: the check-in) over a
+/// window before the campaigns against a window of the same length from
+/// their creation.
+async fn single_host_campaigns(
+    r: &mut Runner,
+    fleet: &Fleet,
+    cfg: &RunCfg,
+    admin: Option<Arc<AdminClient>>,
+) -> anyhow::Result<Value> {
+    let admin = admin
+        .ok_or_else(|| anyhow::anyhow!("live-query mode needs --admin-url and --admin-token"))?;
+    enroll_and_settle(r, cfg).await?;
+    let n = cfg.live_single.min(cfg.hosts);
+    let read = [Endpoint::DistributedRead];
+    let snap = || {
+        (
+            fleet.metrics.latencies(&ENDPOINTS),
+            fleet.metrics.latencies(&read),
+        )
+    };
+    let before0 = snap();
+    tokio::time::sleep(cfg.live_window).await;
+    let before1 = snap();
+    // Distinct hosts, picked at random.
+    let mut picks: Vec<String> = r
+        .agents()
+        .iter()
+        .map(|a| a.machine.hostname.clone())
+        .collect();
+    fastrand::shuffle(&mut picks);
+    picks.truncate(n);
+    let t0 = Instant::now();
+    let mut creating = tokio::task::JoinSet::new();
+    for host in picks {
+        let admin = admin.clone();
+        let body = json!({"sql": cfg.live_sql, "hosts": [host], "expires_in": cfg.live_timeout.as_secs().max(60)});
+        creating.spawn(async move {
+            let sent = Instant::now();
+            let reply = admin.call("POST", "/api/v1/campaigns", Some(&body)).await;
+            (sent, sent.elapsed(), reply)
+        });
+    }
+    let mut created = Vec::new();
+    let mut create_ms = Vec::new();
+    let mut refused = 0usize;
+    let mut refusal = None;
+    while let Some(done) = creating.join_next().await {
+        let (sent, took, reply) = done?;
+        create_ms.push(took.as_secs_f64() * 1000.0);
+        match reply {
+            Ok((st, v)) if (200..300).contains(&st) => {
+                created.push((v["id"].as_str().unwrap_or_default().to_owned(), sent));
+            }
+            Ok((st, v)) => {
+                refused += 1;
+                refusal.get_or_insert_with(|| format!("{st}: {v}"));
+            }
+            Err(e) => {
+                refused += 1;
+                refusal.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+    let answered_by = |id: &str| -> Option<Instant> {
+        let m = fleet.answers.by_query.lock().ok()?;
+        m.get(id)?.first().map(|a| a.write_done)
+    };
+    while t0.elapsed() < cfg.live_timeout && created.iter().any(|(id, _)| answered_by(id).is_none())
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut answer_s: Vec<f64> = created
+        .iter()
+        .filter_map(|(id, sent)| Some(answered_by(id)?.duration_since(*sent).as_secs_f64()))
+        .collect();
+    let all_answered = t0.elapsed();
+    // The window from the campaigns' creation, as long as the one before.
+    if let Some(rest) = cfg.live_window.checked_sub(t0.elapsed()) {
+        tokio::time::sleep(rest).await;
+    }
+    let during1 = snap();
+    let p = |h: &[u64], q: f64| percentile(h, q);
+    let (all_b, read_b) = (
+        window(&before0.0, &before1.0),
+        window(&before0.1, &before1.1),
+    );
+    let (all_d, read_d) = (
+        window(&before1.0, &during1.0),
+        window(&before1.1, &during1.1),
+    );
+    Ok(json!({
+        "mode": "live-query",
+        "single_host_campaigns": n,
+        "sql": cfg.live_sql,
+        "created": created.len(),
+        "refused": refused,
+        "first_refusal": refusal,
+        "create_ms": spread(&mut create_ms),
+        "answered": answer_s.len(),
+        "seconds_to_answer": spread(&mut answer_s),
+        "seconds_until_all_answered": all_answered.as_secs_f64(),
+        "window_seconds": cfg.live_window.as_secs_f64(),
+        "every_endpoint_ms": {
+            "before": {"p50": p(&all_b, 50.0), "p99": p(&all_b, 99.0), "requests": all_b.iter().sum::<u64>()},
+            "during": {"p50": p(&all_d, 50.0), "p99": p(&all_d, 99.0), "requests": all_d.iter().sum::<u64>()},
+        },
+        "distributed_read_ms": {
+            "before": {"p50": p(&read_b, 50.0), "p99": p(&read_b, 99.0), "requests": read_b.iter().sum::<u64>()},
+            "during": {"p50": p(&read_d, 50.0), "p99": p(&read_d, 99.0), "requests": read_d.iter().sum::<u64>()},
+        },
+    }))
+}
+
 async fn live_query(
     r: &mut Runner,
     fleet: &Fleet,
@@ -383,12 +529,7 @@ async fn live_query(
 ) -> anyhow::Result<Value> {
     let admin = admin
         .ok_or_else(|| anyhow::anyhow!("live-query mode needs --admin-url and --admin-token"))?;
-    r.spawn(cfg.hosts, cfg.ramp).await;
-    anyhow::ensure!(
-        r.wait_enrolled(cfg.hosts as u64, cfg.live_timeout).await,
-        "not every host enrolled"
-    );
-    tokio::time::sleep(cfg.live_warmup).await;
+    enroll_and_settle(r, cfg).await?;
     let t0 = Instant::now();
     let c = admin
         .ok("POST", "/api/v1/campaigns", &json!({"sql": cfg.live_sql, "all": true, "expires_in": cfg.live_timeout.as_secs().max(60)}))

@@ -151,10 +151,13 @@ impl Machine {
     pub fn new(n: u64, mix: &OsMix, run_id: u64) -> Self {
         let seed = splitmix(n ^ run_id.rotate_left(17));
         let os = mix.pick(seed);
+        // Unique per run too, so an operator (or `--live-single`) can
+        // address one host by name on a server earlier runs also used.
+        let run = run_id & 0xff_ffff;
         let hostname = match os {
-            Os::MacOs => format!("mbp-{n:06}.corp.example.com"),
+            Os::MacOs => format!("mbp-{n:06}-{run:06x}.corp.example.com"),
             Os::Windows => format!("DESKTOP-{:07X}", seed & 0xfff_ffff),
-            _ => format!("srv-{n:06}.prod.example.com"),
+            _ => format!("srv-{n:06}-{run:06x}.prod.example.com"),
         };
         Self {
             os,

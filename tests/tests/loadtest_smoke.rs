@@ -35,6 +35,8 @@ fn cfg(mode: Mode, hosts: usize) -> RunCfg {
         live_sql: "SELECT * FROM osquery_info".into(),
         live_warmup: Duration::from_secs(1),
         live_timeout: Duration::from_secs(30),
+        live_single: 0,
+        live_window: Duration::from_secs(2),
         outage: Duration::from_secs(600),
         storm_timeout: Duration::from_secs(30),
     }
@@ -142,7 +144,7 @@ async fn harness_drives_the_all_in_one() -> anyhow::Result<()> {
     live.backlog_secs = 0;
     let mut c = cfg(Mode::LiveQuery, 10);
     c.run_id = 8;
-    let (result, _, _) = modes::run(live, c, Some(admin)).await?;
+    let (result, _, _) = modes::run(live.clone(), c, Some(admin.clone())).await?;
     assert_eq!(result["answered"], 10, "{result}");
     assert_eq!(result["server_coverage"]["answered"], 10, "{result}");
     assert_eq!(
@@ -155,6 +157,31 @@ async fn harness_drives_the_all_in_one() -> anyhow::Result<()> {
             .is_some_and(|t| t < 10.0),
         "{result}"
     );
+
+    // Campaigns to one host each, created at once: each reaches its host,
+    // and both check-in windows saw requests.
+    live.metrics = Arc::new(Metrics::default());
+    let mut c = cfg(Mode::LiveQuery, 10);
+    c.run_id = 9;
+    c.live_single = 5;
+    let (single, _, _) = modes::run(live, c, Some(admin)).await?;
+    assert_eq!(single["created"], 5, "{single}");
+    assert_eq!(single["refused"], 0, "{single}");
+    assert_eq!(single["answered"], 5, "{single}");
+    assert!(
+        single["seconds_to_answer"]["max"]
+            .as_f64()
+            .is_some_and(|t| t < 10.0),
+        "{single}"
+    );
+    for w in ["before", "during"] {
+        assert!(
+            single["distributed_read_ms"][w]["requests"]
+                .as_u64()
+                .is_some_and(|n| n > 0),
+            "{single}"
+        );
+    }
     Ok(())
 }
 
