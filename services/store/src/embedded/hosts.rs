@@ -214,13 +214,17 @@ struct Named {
 }
 
 /// The names the stored record of host key `k` is addressed by (none when
-/// there is no record).
+/// there is no record, or one that does not decode: a write replacing it
+/// must not fail for it).
 fn names_in_record(i: &Inner, k: &[u8]) -> StoreResult<Vec<String>> {
     Ok(match i.hosts.get(k).map_err(unavailable)? {
-        Some(v) => {
-            let n: Named = dec(k, &v)?;
-            gatehouse_core::model::host_names(&n.hostname, &n.host_identifier)
-        }
+        Some(v) => match dec::<Named>(k, &v) {
+            Ok(n) => gatehouse_core::model::host_names(&n.hostname, &n.host_identifier),
+            Err(e) => {
+                tracing::warn!(error = %e, "host record unreadable: its names are not indexed");
+                Vec::new()
+            }
+        },
         None => Vec::new(),
     })
 }
