@@ -396,13 +396,26 @@ async fn enroll_and_settle(r: &mut Runner, cfg: &RunCfg) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The `p`th percentile (nearest rank) of sorted `v`; none when empty.
+fn quantile(v: &[f64], p: f64) -> Option<f64> {
+    (!v.is_empty()).then(|| v[((p / 100.0) * (v.len() - 1) as f64).round() as usize])
+}
+
 /// p50 / p90 / p99 / max of `v` (sorted in place), in its own unit.
 fn spread(v: &mut [f64]) -> Value {
     v.sort_by(f64::total_cmp);
-    let q = |p: f64| -> Option<f64> {
-        (!v.is_empty()).then(|| v[((p / 100.0) * (v.len() - 1) as f64).round() as usize])
-    };
+    let q = |p| quantile(v, p);
     json!({"p50": q(50.0), "p90": q(90.0), "p99": q(99.0), "max": q(100.0), "n": v.len()})
+}
+
+/// p50, p99 (ms) and the request count of a latency window.
+fn latency_summary(h: &[u64]) -> Value {
+    json!({"p50": percentile(h, 50.0), "p99": percentile(h, 99.0), "requests": h.iter().sum::<u64>()})
+}
+
+/// The operator API client live-query mode needs.
+fn need_admin<A>(admin: Option<A>) -> anyhow::Result<A> {
+    admin.ok_or_else(|| anyhow::anyhow!("live-query mode needs --admin-url and --admin-token"))
 }
 
 /// `--live-single N`: N campaigns created at once, each to one simulated
@@ -417,8 +430,7 @@ async fn single_host_campaigns(
     cfg: &RunCfg,
     admin: Option<Arc<AdminClient>>,
 ) -> anyhow::Result<Value> {
-    let admin = admin
-        .ok_or_else(|| anyhow::anyhow!("live-query mode needs --admin-url and --admin-token"))?;
+    let admin = need_admin(admin)?;
     enroll_and_settle(r, cfg).await?;
     let n = cfg.live_single.min(cfg.hosts);
     let read = [Endpoint::DistributedRead];
@@ -489,15 +501,6 @@ async fn single_host_campaigns(
         tokio::time::sleep(rest).await;
     }
     let during1 = snap();
-    let p = |h: &[u64], q: f64| percentile(h, q);
-    let (all_b, read_b) = (
-        window(&before0.0, &before1.0),
-        window(&before0.1, &before1.1),
-    );
-    let (all_d, read_d) = (
-        window(&before1.0, &during1.0),
-        window(&before1.1, &during1.1),
-    );
     Ok(json!({
         "mode": "live-query",
         "single_host_campaigns": n,
@@ -511,12 +514,12 @@ async fn single_host_campaigns(
         "seconds_until_all_answered": all_answered.as_secs_f64(),
         "window_seconds": cfg.live_window.as_secs_f64(),
         "every_endpoint_ms": {
-            "before": {"p50": p(&all_b, 50.0), "p99": p(&all_b, 99.0), "requests": all_b.iter().sum::<u64>()},
-            "during": {"p50": p(&all_d, 50.0), "p99": p(&all_d, 99.0), "requests": all_d.iter().sum::<u64>()},
+            "before": latency_summary(&window(&before0.0, &before1.0)),
+            "during": latency_summary(&window(&before1.0, &during1.0)),
         },
         "distributed_read_ms": {
-            "before": {"p50": p(&read_b, 50.0), "p99": p(&read_b, 99.0), "requests": read_b.iter().sum::<u64>()},
-            "during": {"p50": p(&read_d, 50.0), "p99": p(&read_d, 99.0), "requests": read_d.iter().sum::<u64>()},
+            "before": latency_summary(&window(&before0.1, &before1.1)),
+            "during": latency_summary(&window(&before1.1, &during1.1)),
         },
     }))
 }
@@ -527,8 +530,7 @@ async fn live_query(
     cfg: &RunCfg,
     admin: Option<&AdminClient>,
 ) -> anyhow::Result<Value> {
-    let admin = admin
-        .ok_or_else(|| anyhow::anyhow!("live-query mode needs --admin-url and --admin-token"))?;
+    let admin = need_admin(admin)?;
     enroll_and_settle(r, cfg).await?;
     let t0 = Instant::now();
     let c = admin
@@ -580,13 +582,7 @@ async fn live_query(
         let need = ((p / 100.0) * targeted as f64).ceil().max(1.0) as usize;
         v.get(need - 1).copied()
     };
-    let q = |v: &[f64], p: f64| -> f64 {
-        if v.is_empty() {
-            0.0
-        } else {
-            v[((p / 100.0) * (v.len() - 1) as f64).round() as usize]
-        }
-    };
+    let q = |v: &[f64], p: f64| quantile(v, p).unwrap_or(0.0);
     let (st, detail) = admin
         .call("GET", &format!("/api/v1/campaigns/{id}"), None)
         .await?;

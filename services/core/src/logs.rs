@@ -110,10 +110,7 @@ pub fn records_of(
     // stored as it is (serde_json wrote it, so it is not scanned again).
     let texts: Vec<Box<RawValue>> = lines
         .iter()
-        .map(|l| {
-            serde_json::value::to_raw_value(l)
-                .unwrap_or_else(|_| RawValue::from_string("null".into()).unwrap_or_default())
-        })
+        .map(|l| serde_json::value::to_raw_value(l).unwrap_or_default())
         .collect();
     let ids = line_ids(texts.iter().map(|t| t.get()));
     let fallback_time = received_at / 1000;
