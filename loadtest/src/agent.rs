@@ -19,7 +19,9 @@ use crate::judge::{Outcome, enroll_key, judge};
 use crate::metrics::{Endpoint, Metrics, Result_};
 use crate::osinfo::Machine;
 use crate::schedule::{LogBuffer, Options, Render, ScheduledQuery, StatusSpec, fire, parse_config};
-use crate::transport::{Channel, Headers, HttpReply, Pool, Target, TransportError};
+use crate::transport::{
+    Channel, Headers, HttpReply, Pool, REQUEST_TIMEOUT, Target, TransportError,
+};
 
 /// The osquery endpoint flags.
 #[derive(Debug, Clone)]
@@ -145,16 +147,29 @@ impl Conn {
         }
     }
 
+    /// One exchange; `body` is called once a connection is held, so
+    /// agents waiting for a shared one hold no rendered body (a storm's
+    /// bodies are up to `logger_tls_max_lines` lines each). The exchange's
+    /// future (hyper's and rustls's state, a few KB) is boxed for the time
+    /// of the request, so an agent's idle tasks, which are most of them at
+    /// any time, do not each carry its size.
     async fn post(
         &mut self,
         t: &Target,
         path: &str,
-        body: Bytes,
+        body: impl FnOnce() -> Bytes + Send,
         h: &Headers,
     ) -> Result<HttpReply, TransportError> {
         match self {
-            Conn::Own(c) => c.post(t, path, body, h).await,
-            Conn::Shared(p) => p.post(t, path, body, h).await,
+            Conn::Own(c) => Box::pin(c.post(t, path, body(), h)).await,
+            Conn::Shared(p) => {
+                Box::pin(async move {
+                    let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+                    let mut c = p.checkout(deadline).await?;
+                    c.post_until(t, path, body(), h, deadline).await
+                })
+                .await
+            }
         }
     }
 }
@@ -206,26 +221,32 @@ impl Agent {
         key: Option<&str>,
         gzip_body: bool,
     ) -> Outcome {
-        let raw = serde_json::to_vec(body).unwrap_or_default();
+        let raw = || serde_json::to_vec(body).unwrap_or_default();
         self.request_raw(conn, ep, path, raw, key, gzip_body).await
     }
 
-    /// [`Self::request`] with a body that is JSON text already.
+    /// [`Self::request`] with a body written as JSON text by `raw` when
+    /// the request is sent.
     pub(crate) async fn request_raw(
         &self,
         conn: &mut Conn,
         ep: Endpoint,
         path: &str,
-        raw: Vec<u8>,
+        raw: impl FnOnce() -> Vec<u8> + Send,
         key: Option<&str>,
         gzip_body: bool,
     ) -> Outcome {
-        let payload = if gzip_body {
-            gzip(&raw)
-        } else {
-            Bytes::from(raw)
+        let mut len = 0;
+        let payload = || {
+            let raw = raw();
+            let p = if gzip_body {
+                gzip(&raw)
+            } else {
+                Bytes::from(raw)
+            };
+            len = p.len();
+            p
         };
-        let len = payload.len();
         let h = Headers {
             node_key: key.map(str::to_owned),
             gzip: gzip_body,
@@ -233,6 +254,7 @@ impl Agent {
         };
         let start = Instant::now();
         let r = conn.post(&self.fleet.target, path, payload, &h).await;
+        let len = len;
         let outcome = judge(r);
         let res = match &outcome {
             Outcome::Ok(_) => Result_::Ok,
@@ -264,8 +286,12 @@ impl Agent {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let raw = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
-            let len = raw.len();
+            let mut len = 0;
+            let raw = || {
+                let b = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+                len = b.len();
+                b
+            };
             let start = Instant::now();
             let r = conn
                 .post(
@@ -378,14 +404,14 @@ impl Agent {
                 "osqueryd started [version=5.23.1]",
                 "Distributed query support enabled",
             ] {
-                st.buffer.statuses.push_back(StatusSpec {
+                st.buffer.push_status(StatusSpec {
                     unix: now,
                     severity: 0,
                     message: m.into(),
                 });
             }
             if !configured {
-                st.buffer.statuses.push_back(StatusSpec {
+                st.buffer.push_status(StatusSpec {
                     unix: now,
                     severity: 1,
                     message: "Error reading config: request failed".into(),
@@ -470,14 +496,8 @@ impl Agent {
 
     /// The log POST body for the first `results` result lines or the
     /// first `statuses` status lines (one of the two is 0), written as
-    /// JSON text; whether to gzip it.
-    fn render_batch(
-        &self,
-        key: &str,
-        log_type: &str,
-        results: usize,
-        statuses: usize,
-    ) -> (Vec<u8>, bool) {
+    /// JSON text.
+    fn render_batch(&self, key: &str, log_type: &str, results: usize, statuses: usize) -> Vec<u8> {
         let st = self.state();
         let decorations = st.options.decorations.then(|| {
             json!({"host_uuid": self.machine.hardware_uuid, "hostname": self.machine.hostname})
@@ -494,20 +514,20 @@ impl Agent {
         out.push_str(",\"log_type\":");
         crate::tables::push_str(&mut out, log_type);
         out.push_str(",\"data\":[");
-        for (i, l) in st.buffer.results.iter().take(results).enumerate() {
+        for (i, (l, k)) in st.buffer.results(results).enumerate() {
             if i > 0 {
                 out.push(',');
             }
-            r.result_into(&mut out, l);
+            r.result_into(&mut out, l, k);
         }
-        for (i, l) in st.buffer.statuses.iter().take(statuses).enumerate() {
+        for (i, l) in st.buffer.statuses(statuses).enumerate() {
             if i > 0 {
                 out.push(',');
             }
             r.status_into(&mut out, l);
         }
         out.push_str("]}");
-        (out.into_bytes(), st.options.logger_tls_compress)
+        out.into_bytes()
     }
 
     /// The scheduler and the log forwarder (§5.4, §6).
@@ -602,9 +622,7 @@ impl Agent {
                 continue;
             }
             if i == 1 && !self.fleet.send_status_logs {
-                let mut st = self.state();
-                let k = count.min(st.buffer.statuses.len());
-                st.buffer.statuses.drain(..k);
+                self.state().buffer.drain_statuses(count);
                 continue;
             }
             let Some(key) = self.node_key(conn).await else {
@@ -612,12 +630,16 @@ impl Agent {
                 backoff[i] = (period * fails[i] * fails[i]).min(self.fleet.logger_backoff_max_ms);
                 continue;
             };
-            // Render only what is sent this time (nothing while backing off).
-            let (body, gz) = if i == 0 {
-                self.render_batch(&key, log_type, count, 0)
-            } else {
-                self.render_batch(&key, log_type, 0, count)
+            // Rendered only when sent (nothing while backing off or
+            // waiting for a shared connection).
+            let body = || {
+                if i == 0 {
+                    self.render_batch(&key, log_type, count, 0)
+                } else {
+                    self.render_batch(&key, log_type, 0, count)
+                }
             };
+            let gz = self.state().options.logger_tls_compress;
             let n = count;
             match self
                 .request_raw(conn, ep, &self.fleet.paths.logger, body, Some(&key), gz)
@@ -626,11 +648,9 @@ impl Agent {
                 Outcome::Ok(_) => {
                     let mut st = self.state();
                     if i == 0 {
-                        let k = n.min(st.buffer.results.len());
-                        st.buffer.results.drain(..k);
+                        st.buffer.drain_results(n);
                     } else {
-                        let k = n.min(st.buffer.statuses.len());
-                        st.buffer.statuses.drain(..k);
+                        st.buffer.drain_statuses(n);
                     }
                     fails[i] = 0;
                     self.fleet
@@ -662,5 +682,73 @@ pub async fn wait_or_stop(stop: &tokio::sync::watch::Receiver<bool>, d: Duration
     tokio::select! {
         _ = tokio::time::sleep(d) => *stop.borrow(),
         _ = s.wait_for(|v| *v) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fleet() -> Fleet {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let tls = Arc::new(
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+        );
+        let target = Target::new(
+            "127.0.0.1:9".parse().expect("addr"),
+            "localhost",
+            tls,
+            Vec::new(),
+        )
+        .expect("target");
+        Fleet {
+            target: Arc::new(target),
+            paths: Paths::with_prefix("/api/v1/osquery"),
+            enroll_secret: "s".into(),
+            options: Options::default(),
+            config_refresh_ms: 60_000,
+            config_accelerated_refresh_ms: 300_000,
+            enroll_max_attempts: 0,
+            logger_backoff_max_ms: 3_600_000,
+            distributed: true,
+            carver: false,
+            carver_block_size: 300_000,
+            carve_size: 0,
+            send_status_logs: true,
+            pool: None,
+            metrics: Arc::default(),
+            answers: Arc::default(),
+            release: None,
+            backlog_secs: 0,
+            second: Duration::from_secs(1),
+        }
+    }
+
+    /// An idle agent costs its three tasks' futures: each is sized by
+    /// its largest state, so an exchange's state (hyper, rustls, the
+    /// pool's wait), 3 to 4 KB when held inline, is boxed per request.
+    #[test]
+    fn an_idle_agents_tasks_do_not_carry_an_exchange() {
+        let a = Agent::new(
+            crate::osinfo::Machine::new(1, &crate::osinfo::OsMix::default(), 1),
+            fleet(),
+        );
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let sizes = [
+            ("run", std::mem::size_of_val(&a.clone().run(rx.clone()))),
+            (
+                "logger",
+                std::mem::size_of_val(&a.clone().logger_loop(rx.clone())),
+            ),
+            (
+                "distributed",
+                std::mem::size_of_val(&a.clone().distributed_loop(rx)),
+            ),
+        ];
+        for (task, size) in sizes {
+            assert!(size <= 1536, "the {task} task's future is {size} bytes");
+        }
     }
 }

@@ -157,8 +157,7 @@ impl Agent {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.state()
                 .buffer
-                .statuses
-                .push_back(crate::schedule::StatusSpec {
+                .push_status(crate::schedule::StatusSpec {
                     unix: SystemTime::now()
                         .duration_since(UNIX_EPOCH)
                         .map(|d| d.as_secs())

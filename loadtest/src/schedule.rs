@@ -156,13 +156,18 @@ pub fn parse_config(
     (queries, o)
 }
 
-/// A buffered result line, rendered when sent.
+/// Buffered result lines, rendered when sent. One spec holds one line,
+/// except [`ResultSpec::Events`]: the event-format lines of one run that
+/// added (or removed) a range of rows, one line per row, so an hour's
+/// backlog costs a few specs per query run rather than one per line.
 #[derive(Debug, Clone)]
 pub enum ResultSpec {
-    Event {
+    Events {
         name: Arc<str>,
         table: Arc<str>,
-        id: u64,
+        /// Rows `ids.0 .. ids.1`, one line each; the lines before `ids.0`
+        /// have been sent or purged.
+        ids: (u64, u64),
         added: bool,
         unix: u64,
         counter: u64,
@@ -191,36 +196,110 @@ pub struct StatusSpec {
     pub message: Arc<str>,
 }
 
-/// The RocksDB-backed buffer of the real agent, in memory.
+/// The RocksDB-backed buffer of the real agent, in memory: result and
+/// status lines in the order they were logged, counted in lines.
 #[derive(Debug, Default)]
 pub struct LogBuffer {
-    pub results: VecDeque<ResultSpec>,
-    pub statuses: VecDeque<StatusSpec>,
+    results: VecDeque<ResultSpec>,
+    result_lines: usize,
+    statuses: VecDeque<StatusSpec>,
 }
 
 impl LogBuffer {
+    /// Buffered lines of both types.
     pub fn len(&self) -> usize {
-        self.results.len() + self.statuses.len()
+        self.result_lines + self.statuses.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    pub fn results_len(&self) -> usize {
+        self.result_lines
+    }
+
+    pub fn statuses_len(&self) -> usize {
+        self.statuses.len()
+    }
+
+    pub fn push_result(&mut self, r: ResultSpec) {
+        let n = r.lines();
+        if n > 0 {
+            self.result_lines += n;
+            self.results.push_back(r);
+        }
+    }
+
+    pub fn push_status(&mut self, s: StatusSpec) {
+        self.statuses.push_back(s);
+    }
+
+    /// The oldest `n` result lines, each as its spec and its row within
+    /// the spec (0 for specs of one line).
+    pub fn results(&self, n: usize) -> impl Iterator<Item = (&ResultSpec, u64)> {
+        self.results
+            .iter()
+            .flat_map(|r| (0..r.lines() as u64).map(move |k| (r, k)))
+            .take(n)
+    }
+
+    pub fn statuses(&self, n: usize) -> impl Iterator<Item = &StatusSpec> {
+        self.statuses.iter().take(n)
+    }
+
+    /// Forgets the oldest `n` result lines (sent, or purged).
+    pub fn drain_results(&mut self, n: usize) {
+        let mut left = n.min(self.result_lines);
+        self.result_lines -= left;
+        while left > 0 {
+            let Some(front) = self.results.front_mut() else {
+                break;
+            };
+            let here = front.lines();
+            if here <= left {
+                left -= here;
+                self.results.pop_front();
+            } else {
+                if let ResultSpec::Events { ids, .. } = front {
+                    ids.0 += left as u64;
+                }
+                left = 0;
+            }
+        }
+    }
+
+    /// Forgets the oldest `n` status lines.
+    pub fn drain_statuses(&mut self, n: usize) {
+        let k = n.min(self.statuses.len());
+        self.statuses.drain(..k);
+    }
+
     /// Drops the oldest lines beyond `max` (0 = unlimited); returns how many.
     pub fn purge(&mut self, max: usize) -> usize {
         let mut dropped = 0;
         while max > 0 && self.len() > max {
-            // The oldest of either type goes first.
-            let r = self.results.front().map(|r| r.unix());
+            let over = self.len() - max;
+            // The oldest of either type goes first: a status line alone,
+            // or as many result lines of the oldest spec as are over.
+            let r = self.results.front().map(|r| (r.unix(), r.lines()));
             let s = self.statuses.front().map(|s| s.unix);
             match (r, s) {
-                (Some(a), Some(b)) if b < a => drop(self.statuses.pop_front()),
-                (Some(_), _) => drop(self.results.pop_front()),
-                (None, Some(_)) => drop(self.statuses.pop_front()),
+                (Some((a, _)), Some(b)) if b < a => {
+                    self.statuses.pop_front();
+                    dropped += 1;
+                }
+                (Some((_, lines)), _) => {
+                    let k = lines.min(over);
+                    self.drain_results(k);
+                    dropped += k;
+                }
+                (None, Some(_)) => {
+                    self.statuses.pop_front();
+                    dropped += 1;
+                }
                 (None, None) => break,
             }
-            dropped += 1;
         }
         dropped
     }
@@ -228,7 +307,7 @@ impl LogBuffer {
     /// What one flush scans (§6.1): up to `max` keys, results sorting
     /// before status, so status waits while results exceed the cap.
     pub fn scan(&self, max: usize) -> (usize, usize) {
-        let r = self.results.len().min(max);
+        let r = self.result_lines.min(max);
         let s = self.statuses.len().min(max - r);
         (r, s)
     }
@@ -237,9 +316,17 @@ impl LogBuffer {
 impl ResultSpec {
     pub fn unix(&self) -> u64 {
         match self {
-            ResultSpec::Event { unix, .. }
+            ResultSpec::Events { unix, .. }
             | ResultSpec::Snapshot { unix, .. }
             | ResultSpec::Batched { unix, .. } => *unix,
+        }
+    }
+
+    /// How many log lines this spec stands for.
+    pub fn lines(&self) -> usize {
+        match self {
+            ResultSpec::Events { ids, .. } => ids.1.saturating_sub(ids.0) as usize,
+            ResultSpec::Snapshot { .. } | ResultSpec::Batched { .. } => 1,
         }
     }
 }
@@ -253,7 +340,7 @@ pub fn fire(
     rng: &mut fastrand::Rng,
 ) -> usize {
     if !q.known_table {
-        buf.statuses.push_back(StatusSpec {
+        buf.push_status(StatusSpec {
             unix,
             severity: 2,
             message: format!(
@@ -265,7 +352,7 @@ pub fn fire(
         return 1;
     }
     if q.snapshot {
-        buf.results.push_back(ResultSpec::Snapshot {
+        buf.push_result(ResultSpec::Snapshot {
             name: q.name.clone(),
             table: q.table.clone(),
             lo: q.lo,
@@ -297,7 +384,7 @@ pub fn fire(
     };
     let removed = if q.removed { removed } else { (0, 0) };
     if !event_format {
-        buf.results.push_back(ResultSpec::Batched {
+        buf.push_result(ResultSpec::Batched {
             name: q.name.clone(),
             table: q.table.clone(),
             removed,
@@ -308,18 +395,17 @@ pub fn fire(
         return 1;
     }
     let mut n = 0;
-    for (range, is_added) in [(removed, false), (added, true)] {
-        for id in range.0..range.1 {
-            buf.results.push_back(ResultSpec::Event {
-                name: q.name.clone(),
-                table: q.table.clone(),
-                id,
-                added: is_added,
-                unix,
-                counter,
-            });
-            n += 1;
-        }
+    for (ids, added) in [(removed, false), (added, true)] {
+        let r = ResultSpec::Events {
+            name: q.name.clone(),
+            table: q.table.clone(),
+            ids,
+            added,
+            unix,
+            counter,
+        };
+        n += r.lines();
+        buf.push_result(r);
     }
     n
 }
@@ -407,20 +493,21 @@ impl Render<'_> {
         out.push(']');
     }
 
-    /// Appends result line `r` to `out` as JSON.
-    pub fn result_into(&self, out: &mut String, r: &ResultSpec) {
+    /// Appends line `k` of `r` (0 unless `r` holds several) to `out` as
+    /// JSON.
+    pub fn result_into(&self, out: &mut String, r: &ResultSpec, k: u64) {
         match r {
-            ResultSpec::Event {
+            ResultSpec::Events {
                 name,
                 table,
-                id,
+                ids,
                 added,
                 unix,
                 counter,
             } => {
                 self.base(out, name, *unix, *counter);
                 out.push_str(",\"columns\":");
-                write_row(out, table, self.seed, *id);
+                write_row(out, table, self.seed, ids.0 + k);
                 out.push_str(if *added {
                     ",\"action\":\"added\"}"
                 } else {
@@ -507,6 +594,7 @@ mod tests {
                 unix: 1_717_496_431,
                 counter: 2,
             },
+            0,
         );
         let v: Value = serde_json::from_str(&out).expect("valid JSON");
         assert!(out.starts_with(r#"{"name":"procs","hostIdentifier":"web-\"1\"","#));
@@ -589,14 +677,14 @@ mod tests {
         }
         assert!(later > 50 && later < 250, "{later}");
         let (r, s) = buf.scan(1024);
-        assert_eq!((r, s), (buf.results.len().min(1024), 0));
+        assert_eq!((r, s), (buf.results_len().min(1024), 0));
     }
 
     #[test]
     fn scan_caps_results_and_status_together() {
         let mut buf = LogBuffer::default();
         for i in 0..1500 {
-            buf.results.push_back(ResultSpec::Snapshot {
+            buf.push_result(ResultSpec::Snapshot {
                 name: "q".into(),
                 table: "uptime".into(),
                 lo: 0,
@@ -604,7 +692,7 @@ mod tests {
                 unix: i,
             });
         }
-        buf.statuses.push_back(StatusSpec {
+        buf.push_status(StatusSpec {
             unix: 1,
             severity: 0,
             message: "x".into(),
@@ -614,8 +702,69 @@ mod tests {
             (1024, 0),
             "status waits while results exceed the cap"
         );
-        buf.results.truncate(10);
+        buf.drain_results(1490);
         assert_eq!(buf.scan(1024), (10, 1));
         assert_eq!(buf.purge(5), 6);
+    }
+
+    /// An event-format run is one spec for many lines; sending, purging
+    /// and rendering see it line by line, in order, and a run split by a
+    /// flush resumes at the next row.
+    #[test]
+    fn event_runs_are_buffered_compactly_and_drained_line_by_line() {
+        let mut buf = LogBuffer::default();
+        let run = |ids, added, unix| ResultSpec::Events {
+            name: "p".into(),
+            table: "processes".into(),
+            ids,
+            added,
+            unix,
+            counter: 3,
+        };
+        buf.push_result(run((10, 14), false, 100));
+        buf.push_result(run((20, 20), true, 100));
+        buf.push_result(run((30, 33), true, 100));
+        assert_eq!(buf.results.len(), 2, "an empty run is not kept");
+        assert_eq!(buf.results_len(), 7);
+        let seen: Vec<(u64, bool)> = buf
+            .results(5)
+            .map(|(r, k)| match r {
+                ResultSpec::Events { ids, added, .. } => (ids.0 + k, *added),
+                _ => (0, false),
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (10, false),
+                (11, false),
+                (12, false),
+                (13, false),
+                (30, true)
+            ]
+        );
+        buf.drain_results(5);
+        assert_eq!(buf.results_len(), 2);
+        let render = Render {
+            host_identifier: "h",
+            seed: 7,
+            decorations: None,
+        };
+        let mut out = String::new();
+        let (r, k) = buf.results(1).next().expect("a line left");
+        render.result_into(&mut out, r, k);
+        let v: Value = serde_json::from_str(&out).expect("valid JSON");
+        assert_eq!(v["columns"], json!(crate::tables::row("processes", 7, 31)));
+        assert_eq!(v["action"], "added");
+        buf.push_status(StatusSpec {
+            unix: 101,
+            severity: 0,
+            message: "x".into(),
+        });
+        assert_eq!(buf.purge(2), 1, "the oldest result line goes first");
+        assert_eq!(buf.results_len(), 1);
+        assert_eq!(buf.statuses_len(), 1);
+        assert_eq!(buf.purge(1), 1);
+        assert_eq!((buf.results_len(), buf.statuses_len()), (0, 1));
     }
 }

@@ -311,36 +311,34 @@ impl Channel {
 /// Connections shared by many agents (`--connections N`).
 #[derive(Debug)]
 pub struct Pool {
-    channels: Vec<Mutex<Channel>>,
+    channels: Vec<Arc<Mutex<Channel>>>,
     next: AtomicUsize,
 }
+
+/// A shared connection, held for one request.
+pub type Checkout = tokio::sync::OwnedMutexGuard<Channel>;
 
 impl Pool {
     pub fn new(size: usize) -> Self {
         Self {
             channels: (0..size.max(1))
-                .map(|_| Mutex::new(Channel::default()))
+                .map(|_| Arc::new(Mutex::new(Channel::default())))
                 .collect(),
             next: AtomicUsize::new(0),
         }
     }
 
-    pub async fn post(
+    /// The next connection in turn, once it is free, or a timeout at
+    /// `deadline`: waiting for a shared connection counts against the
+    /// agent's 16 s, as connecting would.
+    pub async fn checkout(
         &self,
-        target: &Target,
-        path: &str,
-        body: Bytes,
-        h: &Headers,
-    ) -> Result<HttpReply, TransportError> {
-        // Waiting for a shared connection counts against the agent's 16 s,
-        // as connecting would.
-        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+        deadline: tokio::time::Instant,
+    ) -> Result<Checkout, TransportError> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
-        let Ok(mut channel) = tokio::time::timeout_at(deadline, self.channels[i].lock()).await
-        else {
-            return Err(TransportError::Timeout);
-        };
-        channel.post_until(target, path, body, h, deadline).await
+        tokio::time::timeout_at(deadline, self.channels[i].clone().lock_owned())
+            .await
+            .map_err(|_| TransportError::Timeout)
     }
 }
 
