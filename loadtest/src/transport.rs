@@ -165,7 +165,12 @@ impl Target {
             .connect(self.server_name.clone(), tcp)
             .await
             .map_err(|e| TransportError::Tls(e.to_string()))?;
-        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        // Agents' responses are small (a config of a few KB): a fixed
+        // 4 KB read buffer instead of hyper's adaptive one, which grows
+        // towards 400 KB and stays grown on every idle connection.
+        let (send, conn) = hyper::client::conn::http1::Builder::new()
+            .read_buf_exact_size(Some(4096))
+            .handshake(TokioIo::new(tls))
             .await
             .map_err(|e| TransportError::Http(e.to_string()))?;
         tokio::spawn(async move {
