@@ -151,6 +151,9 @@ const HOST_LOCK_STRIPES: usize = 64;
 const LOG_MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
 /// ... and of every other keyspace.
 const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
+/// A writer rotates a log keyspace's active memtable itself past this many
+/// times its size ([`Inner::bound_memtables`]).
+const MEMTABLE_BOUND_FACTOR: u64 = 2;
 
 /// fjall-backed store; cheap to clone.
 #[derive(Clone)]
@@ -485,12 +488,37 @@ impl Inner {
     }
 
     /// Commits `b` and returns once it is durable (see [`GroupSync`]).
+    /// Rotates a log keyspace's active memtable that has grown past
+    /// [`MEMTABLE_BOUND_FACTOR`] times its size (ADR 0033). fjall rotates
+    /// full memtables on its one worker thread, asked through a bounded
+    /// queue it does not wait on; while that thread compacts, rotations
+    /// come late or are dropped, and nothing else stops the active
+    /// memtable from growing (a storm of 20,000 hosts grew one to 13 GB
+    /// of journal and 19 GB of RSS). Rotated here, the memtable is sealed
+    /// and queued for a flush, and fjall halts writers while four sealed
+    /// ones wait, so memory stays bounded and the store slows to its
+    /// flush rate (the edge turns that into busy answers).
+    fn bound_memtables(&self) -> StoreResult<()> {
+        use lsm_tree::AbstractTree;
+        for (ks, size) in [
+            (&self.results, LOG_MEMTABLE_BYTES),
+            (&self.status, LOG_MEMTABLE_BYTES),
+            (&self.seen, MEMTABLE_BYTES),
+        ] {
+            if ks.tree.active_memtable().size() > size * MEMTABLE_BOUND_FACTOR {
+                ks.rotate_memtable().map_err(unavailable)?;
+            }
+        }
+        Ok(())
+    }
+
     fn write(&self, b: fjall::OwnedWriteBatch) -> StoreResult<()> {
         use std::sync::atomic::Ordering;
         if b.is_empty() {
             return Ok(());
         }
         b.commit().map_err(unavailable)?;
+        self.bound_memtables()?;
         let mut s = self.sync.lock()?;
         s.appended += 1;
         let ticket = s.appended;
@@ -970,6 +998,40 @@ mod group_sync_tests {
         assert_eq!(got.last_seen, 1_063, "the check-in is durable");
         assert!(reopened.delete_host(&host.id, Fence::NONE).await.unwrap());
         assert!(reopened.get_host(&host.id).await.unwrap().is_none());
+    }
+
+    /// However far fjall's worker falls behind, a writer never leaves a
+    /// log keyspace's active memtable much past its bound: it rotates the
+    /// memtable itself (ADR 0033), and every byte written stays readable.
+    #[tokio::test]
+    async fn log_memtables_stay_bounded_whatever_the_worker_does() {
+        use lsm_tree::AbstractTree;
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let inner = store.current().unwrap();
+        let batch_bytes = 2 * 1024 * 1024;
+        let bound = LOG_MEMTABLE_BYTES * MEMTABLE_BOUND_FACTOR;
+        let value = vec![b'x'; 64 * 1024];
+        let batches = (3 * bound / batch_bytes) as u32;
+        for n in 0..batches {
+            let mut b = inner.db.batch();
+            for k in 0..(batch_bytes / value.len() as u64) as u32 {
+                let mut key = n.to_be_bytes().to_vec();
+                key.extend_from_slice(&k.to_be_bytes());
+                b.insert(&inner.results, key, value.clone());
+            }
+            inner.write(b).unwrap();
+            let active = inner.results.tree.active_memtable().size();
+            assert!(
+                active <= bound + 2 * batch_bytes,
+                "after batch {n} the active memtable holds {active} bytes"
+            );
+        }
+        let stored = inner.results.iter().count();
+        assert_eq!(
+            stored as u64,
+            u64::from(batches) * batch_bytes / value.len() as u64
+        );
     }
 
     /// A store written before the name index existed is indexed when it
