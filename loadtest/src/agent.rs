@@ -254,7 +254,6 @@ impl Agent {
         };
         let start = Instant::now();
         let r = conn.post(&self.fleet.target, path, payload, &h).await;
-        let len = len;
         let outcome = judge(r);
         let res = match &outcome {
             Outcome::Ok(_) => Result_::Ok,
