@@ -151,6 +151,14 @@ const HOST_LOCK_STRIPES: usize = 64;
 const LOG_MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
 /// ... and of every other keyspace.
 const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
+/// The memtable size of keyspace `name`.
+fn memtable_bytes(name: &str) -> u64 {
+    match name {
+        "results" | "status" => LOG_MEMTABLE_BYTES,
+        _ => MEMTABLE_BYTES,
+    }
+}
+
 /// A writer rotates a log keyspace's active memtable itself past this many
 /// times its size ([`Inner::bound_memtables`]).
 const MEMTABLE_BOUND_FACTOR: u64 = 2;
@@ -378,10 +386,7 @@ fn open_inner(dir: &Path, options: StoreOptions) -> StoreResult<Inner> {
     // let a busy server hold gigabytes of log lines in skip lists. Smaller
     // ones flush sooner and keep the resident size near the working set.
     let ks = |name: &str| {
-        let size = match name {
-            "results" | "status" => LOG_MEMTABLE_BYTES,
-            _ => MEMTABLE_BYTES,
-        };
+        let size = memtable_bytes(name);
         db.keyspace(name, || {
             KeyspaceCreateOptions::default().max_memtable_size(size)
         })
@@ -487,7 +492,6 @@ impl Inner {
         self.write(b)
     }
 
-    /// Commits `b` and returns once it is durable (see [`GroupSync`]).
     /// Rotates a log keyspace's active memtable that has grown past
     /// [`MEMTABLE_BOUND_FACTOR`] times its size (ADR 0033). fjall rotates
     /// full memtables on its one worker thread, asked through a bounded
@@ -500,11 +504,8 @@ impl Inner {
     /// flush rate (the edge turns that into busy answers).
     fn bound_memtables(&self) -> StoreResult<()> {
         use lsm_tree::AbstractTree;
-        for (ks, size) in [
-            (&self.results, LOG_MEMTABLE_BYTES),
-            (&self.status, LOG_MEMTABLE_BYTES),
-            (&self.seen, MEMTABLE_BYTES),
-        ] {
+        for ks in [&self.results, &self.status, &self.seen] {
+            let size = memtable_bytes(ks.name());
             if ks.tree.active_memtable().size() > size * MEMTABLE_BOUND_FACTOR {
                 ks.rotate_memtable().map_err(unavailable)?;
             }
@@ -512,6 +513,7 @@ impl Inner {
         Ok(())
     }
 
+    /// Commits `b` and returns once it is durable (see [`GroupSync`]).
     fn write(&self, b: fjall::OwnedWriteBatch) -> StoreResult<()> {
         use std::sync::atomic::Ordering;
         if b.is_empty() {
