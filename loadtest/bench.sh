@@ -23,6 +23,10 @@
 # of the harness) for N seconds starting S seconds into the run, and writes
 # the flat profiles (self time per function) as perf-server.txt and
 # perf-harness.txt next to the report.
+#
+# The server's warnings and errors (throttled: one line per kind and
+# interval, with how many were left out) are kept as server-log.txt, so a
+# report's error bodies can be traced to what the server refused and why.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name=${1:?usage: loadtest/bench.sh NAME [gatehouse-load args...]}
@@ -69,6 +73,7 @@ if [ -n "${PERF_AT:-}" ]; then
 fi
 wait "$harness"
 [ -n "${profiler:-}" ] && wait "$profiler"
+sed -E 's/\x1b\[[0-9;]*m//g' "$data/server.err" | grep -E ' (WARN|ERROR) ' | head -400 > "$out/server-log.txt" || true
 {
   echo
   echo "Built from commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- services loadtest proto || echo ' with local changes')."

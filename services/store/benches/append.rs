@@ -1,8 +1,12 @@
 //! Embedded-store throughput: durable result-log appends (the hot write
 //! path: each call is one agent log POST, fsynced before it returns) and
-//! host record writes, with 1 and 16 concurrent writers.
+//! host record writes, with 1 and 16 concurrent writers; and a sustained
+//! case long enough for flushes and compactions to run (2,000,000 lines
+//! from 4,096 hosts, 16 writers, 100 lines per POST), which reports the
+//! process's CPU per 1,000 lines stored.
 //!
-//! Run: `cargo bench -p gatehouse-store --bench append`
+//! Run: `cargo bench -p gatehouse-store --bench append` (append
+//! `-- sustained` for the sustained case alone)
 //! Prints a Markdown table and writes JSON to
 //! `target/bench-store-append.json`.
 //!
@@ -49,15 +53,91 @@ async fn appends(
     (posts / secs, posts * lines as f64 / secs)
 }
 
+/// The process's user + system CPU seconds so far (`/proc/self/stat`).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // Fields after the command name (which may hold spaces) in brackets.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// Bytes of the files under `dir`.
+fn du(dir: &std::path::Path) -> u64 {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let m = e.metadata().unwrap();
+        n += if m.is_dir() { du(&e.path()) } else { m.len() };
+    }
+    n
+}
+
+const LINES: usize = 2_000_000;
+const PER_POST: usize = 100;
+const WRITERS: usize = 16;
+
+/// CPU-ms per 1,000 lines of building the POSTs alone (the JSON, its
+/// parse into records), which the sustained case then subtracts.
+fn building_cost() -> f64 {
+    let n = LINES / PER_POST / 20;
+    let cpu = cpu_seconds();
+    for p in 0..n {
+        let host = HostId::from_identity(&format!("hw:bench-{}", p % 4096));
+        std::hint::black_box(batch(&host, p as u64, PER_POST));
+    }
+    (cpu_seconds() - cpu) * 1000.0 / ((n * PER_POST) as f64 / 1000.0)
+}
+
+/// 2,000,000 lines from 4,096 hosts, 16 writers, 100 lines per POST:
+/// lines/s, the store's CPU-ms per 1,000 lines (the process's, less what
+/// building the POSTs costs), and bytes on disk per line.
+async fn sustained() -> (f64, f64, f64) {
+    let building = building_cost();
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    let posts = LINES / PER_POST;
+    let cpu = cpu_seconds();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for p in (w..posts).step_by(WRITERS) {
+                let host = HostId::from_identity(&format!("hw:bench-{}", p % 4096));
+                let b = batch(&host, p as u64, PER_POST);
+                store.append_logs(&b).await.unwrap();
+                if p % 2000 == w {
+                    eprint!("\rsustained: {p} of {posts} posts");
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu;
+    drop(store);
+    eprintln!();
+    (
+        LINES as f64 / secs,
+        cpu * 1000.0 / (LINES as f64 / 1000.0) - building,
+        du(dir.path()) as f64 / LINES as f64,
+    )
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
+    let only_sustained = std::env::args().any(|a| a == "sustained");
     rt.block_on(async {
         let mut rows = Vec::new();
-        for (writers, lines) in [(1usize, 10usize), (1, 100), (16, 10), (16, 100)] {
+        let short = if only_sustained { &[][..] } else { &[(1usize, 10usize), (1, 100), (16, 10), (16, 100)][..] };
+        for &(writers, lines) in short {
             let dir = tempfile::tempdir().unwrap();
             let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
             let per_writer = (4000 / writers / (lines / 10)).max(20);
@@ -77,15 +157,20 @@ fn main() {
         let hosts_s = n as f64 / start.elapsed().as_secs_f64();
         eprintln!("put_host sequential: {hosts_s:.0} writes/s");
         rows.push(json!({"case": "put_host", "writers": 1, "writes_per_s": hosts_s.round()}));
-        println!("| case | writers | lines/post | posts/s | lines/s |\n|---|---|---|---|---|");
+        let (lines_s, cpu_ms, bytes) = sustained().await;
+        eprintln!("sustained: {lines_s:.0} lines/s, {cpu_ms:.1} store CPU-ms per 1,000 lines, {bytes:.0} bytes on disk per line");
+        rows.push(json!({"case": "append_logs sustained (2M lines, 4,096 hosts)", "writers": 16, "lines_per_post": 100, "lines_per_s": lines_s.round(), "store_cpu_ms_per_1000_lines": (cpu_ms * 10.0).round() / 10.0, "disk_bytes_per_line": bytes.round()}));
+        println!("| case | writers | lines/post | posts/s | lines/s | store CPU-ms per 1,000 lines | disk bytes per line |\n|---|---|---|---|---|---|---|");
         for r in &rows {
             println!(
-                "| {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} |",
                 r["case"].as_str().unwrap_or(""),
                 r["writers"],
                 r.get("lines_per_post").cloned().unwrap_or(json!("-")),
                 r.get("posts_per_s").or(r.get("writes_per_s")).cloned().unwrap_or(json!("-")),
                 r.get("lines_per_s").cloned().unwrap_or(json!("-")),
+                r.get("store_cpu_ms_per_1000_lines").cloned().unwrap_or(json!("-")),
+                r.get("disk_bytes_per_line").cloned().unwrap_or(json!("-")),
             );
         }
         let out = json!({"benchmark": "store-append", "results": rows});
