@@ -23,12 +23,11 @@ impl LogStore for EmbeddedStore {
         }
         self.run(move |i| {
             i.room_for_logs()?;
-            i.commit(
-                items
-                    .into_iter()
-                    .map(|(res, k, v)| (if res { &i.results } else { &i.status }, k, v))
-                    .collect(),
-            )
+            let mut b = i.logs.db.batch();
+            for (res, k, v) in items {
+                b.insert(if res { &i.logs.results } else { &i.logs.status }, k, v);
+            }
+            i.write_logs(b)
         })
         .await
     }
@@ -42,7 +41,7 @@ impl LogStore for EmbeddedStore {
         let f = f.clone();
         let (since, until) = f.window();
         self.run(move |i| {
-            let Some((lo, hi)) = first_day(&i.results) else {
+            let Some((lo, hi)) = first_day(&i.logs.results) else {
                 return Ok(Vec::new());
             };
             // Lines from skewed clocks sit in their receive day, so every
@@ -57,7 +56,7 @@ impl LogStore for EmbeddedStore {
                         prefix.push(0);
                     }
                 }
-                for g in i.results.prefix(&prefix) {
+                for g in i.logs.results.prefix(&prefix) {
                     let (k, v) = g.into_inner().map_err(unavailable)?;
                     let r: ResultLog = dec(&k, &v)?;
                     if r.unix_time < since || r.unix_time >= until || !f.after_cursor(&r) {
@@ -85,7 +84,7 @@ impl LogStore for EmbeddedStore {
     ) -> StoreResult<Vec<StatusLog>> {
         let host = host.clone();
         self.run(move |i| {
-            let Some((lo, hi)) = first_day(&i.status) else {
+            let Some((lo, hi)) = first_day(&i.logs.status) else {
                 return Ok(Vec::new());
             };
             let mut out = Vec::new();
@@ -96,7 +95,7 @@ impl LogStore for EmbeddedStore {
                 from.extend_from_slice(&(since.max(0) as u64).to_be_bytes());
                 let mut to = start;
                 to.extend_from_slice(&(until.max(0) as u64).to_be_bytes());
-                for g in i.status.range(from..to) {
+                for g in i.logs.status.range(from..to) {
                     let (k, v) = g.into_inner().map_err(unavailable)?;
                     out.push(dec::<StatusLog>(&k, &v)?);
                     if out.len() >= limit {
@@ -112,18 +111,18 @@ impl LogStore for EmbeddedStore {
     async fn purge_logs_before_day(&self, day: u32) -> StoreResult<u64> {
         self.run(move |i| {
             let mut n = 0u64;
-            for ks in [&i.results, &i.status] {
+            for ks in [&i.logs.results, &i.logs.status] {
                 let end = day.to_be_bytes();
                 let keys: Vec<_> = ks
                     .range(..end.as_slice())
                     .map(|g| g.key().map_err(unavailable))
                     .collect::<StoreResult<_>>()?;
                 for chunk in keys.chunks(10_000) {
-                    let mut b = i.db.batch();
+                    let mut b = i.logs.db.batch();
                     for k in chunk {
                         b.remove(ks, k.clone());
                     }
-                    i.write(b)?;
+                    i.write_logs(b)?;
                     n += chunk.len() as u64;
                 }
             }

@@ -1,4 +1,7 @@
-//! The embedded store: fjall keyspaces in one database directory.
+//! The embedded store: fjall keyspaces in two databases, the store's in
+//! its directory and the result and status logs' in `logs/` under it
+//! (ADR 0034: log batches' syncs, flushes and compactions never hold a
+//! host's write).
 //!
 //! Key layout (all integers big-endian so byte order is numeric order):
 //!
@@ -9,8 +12,8 @@
 //! | `defs`       | `q/<name>`, `s/<name>`, `l/<label>`, `u/<user>`, `t/<token id>` | JSON |
 //! | `meta`       | name                                          | bytes            |
 //! | `blobs`      | config hash                                   | config bytes     |
-//! | `results`    | day u32 · host · name · 0 · unix u64 · line id | `ResultLog` JSON |
-//! | `status`     | day u32 · host · unix u64 · line id           | `StatusLog` JSON |
+//! | `results` (logs) | day u32 · host · name · 0 · unix u64 · line id | `ResultLog` JSON |
+//! | `status` (logs)  | day u32 · host · unix u64 · line id       | `StatusLog` JSON |
 //! | `campaigns`  | campaign id                                   | JSON             |
 //! | `deliveries` | campaign · 0 · host                           | `Delivery` JSON  |
 //! | `open`       | host · 0 · campaign                           | empty (index)    |
@@ -76,8 +79,8 @@ struct Inner {
     defs: Keyspace,
     meta: Keyspace,
     blobs: Keyspace,
-    results: Keyspace,
-    status: Keyspace,
+    /// The result and status logs, in a database of their own.
+    logs: Logs,
     campaigns: Keyspace,
     deliveries: Keyspace,
     open: Keyspace,
@@ -100,6 +103,22 @@ struct Inner {
     /// Below the free-space watermark at the last log write.
     disk_low: std::sync::atomic::AtomicBool,
     /// Group commit: one journal sync for every batch appended meanwhile.
+    sync: GroupSync,
+}
+
+/// The result and status logs: a fjall database of their own under the
+/// store's directory (`logs/`), with its own journal, group commit and
+/// background worker (ADR 0034). Log batches are large and many; in the
+/// store's database their journal syncs, flushes and compactions held
+/// every host write (check-ins, records, deliveries) behind them, and a
+/// stalled log keyspace timed out host actors. Apart, a log write waits
+/// only for log work.
+struct Logs {
+    db: Database,
+    results: Keyspace,
+    status: Keyspace,
+    /// Written only to probe that the database can write.
+    probe: Keyspace,
     sync: GroupSync,
 }
 
@@ -132,6 +151,45 @@ impl GroupSync {
         self.state
             .lock()
             .map_err(|_| unavailable("journal sync state poisoned"))
+    }
+
+    /// Returns once every batch committed to `db` before the call is on
+    /// disk: waits for a sync under way that covers it, or leads the next.
+    fn durable(&self, db: &Database) -> StoreResult<()> {
+        use std::sync::atomic::Ordering;
+        let mut s = self.lock()?;
+        s.appended += 1;
+        let ticket = s.appended;
+        loop {
+            if s.synced >= ticket {
+                return Ok(());
+            }
+            if !s.syncing {
+                break;
+            }
+            s = self
+                .done
+                .wait(s)
+                .map_err(|_| unavailable("journal sync state poisoned"))?;
+        }
+        // Lead: sync everything appended so far.
+        s.syncing = true;
+        let through = s.appended;
+        let covered = through - s.synced;
+        drop(s);
+        let r = db.persist(PersistMode::SyncData);
+        let mut s = self.lock()?;
+        s.syncing = false;
+        if r.is_ok() {
+            s.synced = through;
+            self.syncs.fetch_add(1, Ordering::Relaxed);
+            self.batches.fetch_add(covered, Ordering::Relaxed);
+        }
+        drop(s);
+        // Waiters either find their ticket synced or lead the next sync
+        // (which fails the same way when this one failed).
+        self.done.notify_all();
+        r.map_err(unavailable)
     }
 }
 
@@ -372,26 +430,112 @@ impl EmbeddedStore {
     }
 }
 
-/// Opens (or creates) the database under `dir`.
-fn open_inner(dir: &Path, options: StoreOptions) -> StoreResult<Inner> {
-    let db = tune_fjall(Database::builder(dir)).open().map_err(|e| match e {
+/// Opens (or creates) the fjall database under `dir` with `cache_bytes`
+/// of block cache.
+fn open_db(dir: &Path, cache_bytes: u64) -> StoreResult<Database> {
+    tune_fjall(Database::builder(dir))
+        .cache_size(cache_bytes)
+        .open()
+        .map_err(|e| match e {
             fjall::Error::Locked => StoreError::Unavailable(format!(
                 "{} is in use by another Gatehouse process (its store is locked); stop that process or give this one another data_dir",
                 dir.display()
             )),
             e => StoreError::Unavailable(format!("opening the store in {}: {e}", dir.display())),
-        })?;
-    // Memtables are what the store holds in memory until a flush: fjall's
-    // default (64 MiB each, up to four sealed ones queued per keyspace)
-    // let a busy server hold gigabytes of log lines in skip lists. Smaller
-    // ones flush sooner and keep the resident size near the working set.
-    let ks = |name: &str| {
-        let size = memtable_bytes(name);
-        db.keyspace(name, || {
-            KeyspaceCreateOptions::default().max_memtable_size(size)
         })
-        .map_err(unavailable)
+}
+
+/// Opens keyspace `name` of `db` (creating it), with its memtable size.
+///
+/// Memtables are what the store holds in memory until a flush: fjall's
+/// default (64 MiB each, up to four sealed ones queued per keyspace) let a
+/// busy server hold gigabytes of log lines in skip lists. Smaller ones
+/// flush sooner and keep the resident size near the working set.
+fn open_keyspace(db: &Database, name: &str) -> StoreResult<Keyspace> {
+    let size = memtable_bytes(name);
+    db.keyspace(name, || {
+        KeyspaceCreateOptions::default().max_memtable_size(size)
+    })
+    .map_err(unavailable)
+}
+
+/// Block cache of the store's database: host records, definitions and
+/// campaigns are read on every check-in.
+const STORE_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+/// ... and of the log database, read only by searches and the console.
+const LOG_CACHE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// The log keyspaces' names, in the log database (and, before ADR 0034,
+/// in the store's).
+const LOG_KEYSPACES: [&str; 2] = ["results", "status"];
+
+/// Opens (or creates) the log database under `dir/logs`, and moves into
+/// it the log lines a store from before ADR 0034 kept in `main`.
+fn open_logs(dir: &Path, main: &Database) -> StoreResult<Logs> {
+    let db = open_db(&dir.join("logs"), LOG_CACHE_BYTES)?;
+    let logs = Logs {
+        results: open_keyspace(&db, "results")?,
+        status: open_keyspace(&db, "status")?,
+        probe: open_keyspace(&db, "probe")?,
+        db,
+        sync: GroupSync::default(),
     };
+    for name in LOG_KEYSPACES {
+        if main.keyspace_exists(name) {
+            move_logs(main, name, &logs)?;
+        }
+    }
+    Ok(logs)
+}
+
+/// Copies keyspace `name` of the store's database into the log database,
+/// durably, then drops it from the store's. Interrupted, it runs again at
+/// the next open: the copy rewrites the same keys, and the source is
+/// dropped only after every line is durable in the log database.
+fn move_logs(main: &Database, name: &str, logs: &Logs) -> StoreResult<()> {
+    const CHUNK: usize = 10_000;
+    let from = open_keyspace(main, name)?;
+    let to = if name == "results" {
+        &logs.results
+    } else {
+        &logs.status
+    };
+    tracing::info!(
+        keyspace = name,
+        "moving stored log lines into the log database (ADR 0034)"
+    );
+    let mut moved = 0u64;
+    let mut b = logs.db.batch();
+    for g in from.iter() {
+        let (k, v) = g.into_inner().map_err(unavailable)?;
+        b.insert(to, k, v);
+        if b.len() >= CHUNK {
+            let full = std::mem::replace(&mut b, logs.db.batch());
+            full.commit().map_err(unavailable)?;
+            moved += CHUNK as u64;
+            if moved.is_multiple_of(100 * CHUNK as u64) {
+                tracing::info!(keyspace = name, moved, "moving log lines");
+            }
+        }
+    }
+    moved += b.len() as u64;
+    b.commit().map_err(unavailable)?;
+    logs.db
+        .persist(PersistMode::SyncData)
+        .map_err(unavailable)?;
+    main.delete_keyspace(from).map_err(unavailable)?;
+    tracing::info!(
+        keyspace = name,
+        moved,
+        "log lines moved into the log database"
+    );
+    Ok(())
+}
+
+/// Opens (or creates) the database under `dir`.
+fn open_inner(dir: &Path, options: StoreOptions) -> StoreResult<Inner> {
+    let db = open_db(dir, STORE_CACHE_BYTES)?;
+    let ks = |name: &str| open_keyspace(&db, name);
     let inner = Inner {
         hosts: ks("hosts")?,
         names: ks("names")?,
@@ -399,8 +543,7 @@ fn open_inner(dir: &Path, options: StoreOptions) -> StoreResult<Inner> {
         defs: ks("defs")?,
         meta: ks("meta")?,
         blobs: ks("blobs")?,
-        results: ks("results")?,
-        status: ks("status")?,
+        logs: open_logs(dir, &db)?,
         campaigns: ks("campaigns")?,
         deliveries: ks("deliveries")?,
         open: ks("open")?,
@@ -447,13 +590,14 @@ impl EmbeddedStore {
 }
 
 impl Inner {
-    /// A small durable write: fails when the database cannot write.
+    /// A small durable write to each database: fails when either cannot
+    /// write.
     fn probe(&self) -> StoreResult<()> {
-        self.commit(vec![(
-            &self.meta,
-            b"\0writable".to_vec(),
-            gatehouse_core::time::now_ms().to_be_bytes().to_vec(),
-        )])
+        let now = gatehouse_core::time::now_ms().to_be_bytes().to_vec();
+        self.commit(vec![(&self.meta, b"\0writable".to_vec(), now.clone())])?;
+        let mut b = self.logs.db.batch();
+        b.insert(&self.logs.probe, b"writable".to_vec(), now);
+        self.write_logs(b)
     }
 
     /// Refuses a log write while free space is below the watermark; says
@@ -492,7 +636,7 @@ impl Inner {
         self.write(b)
     }
 
-    /// Rotates a log keyspace's active memtable that has grown past
+    /// Rotates an active memtable of `keyspaces` that has grown past
     /// [`MEMTABLE_BOUND_FACTOR`] times its size (ADR 0033). fjall rotates
     /// full memtables on its one worker thread, asked through a bounded
     /// queue it does not wait on; while that thread compacts, rotations
@@ -502,9 +646,9 @@ impl Inner {
     /// and queued for a flush, and fjall halts writers while four sealed
     /// ones wait, so memory stays bounded and the store slows to its
     /// flush rate (the edge turns that into busy answers).
-    fn bound_memtables(&self) -> StoreResult<()> {
+    fn bound_memtables(keyspaces: &[&Keyspace]) -> StoreResult<()> {
         use lsm_tree::AbstractTree;
-        for ks in [&self.results, &self.status, &self.seen] {
+        for ks in keyspaces {
             let size = memtable_bytes(ks.name());
             if ks.tree.active_memtable().size() > size * MEMTABLE_BOUND_FACTOR {
                 ks.rotate_memtable().map_err(unavailable)?;
@@ -513,48 +657,25 @@ impl Inner {
         Ok(())
     }
 
-    /// Commits `b` and returns once it is durable (see [`GroupSync`]).
+    /// Commits `b` (of the store's database) and returns once it is
+    /// durable (see [`GroupSync`]).
     fn write(&self, b: fjall::OwnedWriteBatch) -> StoreResult<()> {
-        use std::sync::atomic::Ordering;
         if b.is_empty() {
             return Ok(());
         }
         b.commit().map_err(unavailable)?;
-        self.bound_memtables()?;
-        let mut s = self.sync.lock()?;
-        s.appended += 1;
-        let ticket = s.appended;
-        loop {
-            if s.synced >= ticket {
-                return Ok(());
-            }
-            if !s.syncing {
-                break;
-            }
-            s = self
-                .sync
-                .done
-                .wait(s)
-                .map_err(|_| unavailable("journal sync state poisoned"))?;
+        Self::bound_memtables(&[&self.seen])?;
+        self.sync.durable(&self.db)
+    }
+
+    /// Commits `b` (of the log database) and returns once it is durable.
+    fn write_logs(&self, b: fjall::OwnedWriteBatch) -> StoreResult<()> {
+        if b.is_empty() {
+            return Ok(());
         }
-        // Lead: sync everything appended so far.
-        s.syncing = true;
-        let through = s.appended;
-        let covered = through - s.synced;
-        drop(s);
-        let r = self.db.persist(PersistMode::SyncData);
-        let mut s = self.sync.lock()?;
-        s.syncing = false;
-        if r.is_ok() {
-            s.synced = through;
-            self.sync.syncs.fetch_add(1, Ordering::Relaxed);
-            self.sync.batches.fetch_add(covered, Ordering::Relaxed);
-        }
-        drop(s);
-        // Waiters either find their ticket synced or lead the next sync
-        // (which fails the same way when this one failed).
-        self.sync.done.notify_all();
-        r.map_err(unavailable)
+        b.commit().map_err(unavailable)?;
+        Self::bound_memtables(&[&self.logs.results, &self.logs.status])?;
+        self.logs.sync.durable(&self.logs.db)
     }
 
     /// Up to `limit` values of a keyspace keyed by [`audit_key`], after
@@ -1016,24 +1137,92 @@ mod group_sync_tests {
         let value = vec![b'x'; 64 * 1024];
         let batches = (3 * bound / batch_bytes) as u32;
         for n in 0..batches {
-            let mut b = inner.db.batch();
+            let mut b = inner.logs.db.batch();
             for k in 0..(batch_bytes / value.len() as u64) as u32 {
                 let mut key = n.to_be_bytes().to_vec();
                 key.extend_from_slice(&k.to_be_bytes());
-                b.insert(&inner.results, key, value.clone());
+                b.insert(&inner.logs.results, key, value.clone());
             }
-            inner.write(b).unwrap();
-            let active = inner.results.tree.active_memtable().size();
+            inner.write_logs(b).unwrap();
+            let active = inner.logs.results.tree.active_memtable().size();
             assert!(
                 active <= bound + 2 * batch_bytes,
                 "after batch {n} the active memtable holds {active} bytes"
             );
         }
-        let stored = inner.results.iter().count();
+        let stored = inner.logs.results.iter().count();
         assert_eq!(
             stored as u64,
             u64::from(batches) * batch_bytes / value.len() as u64
         );
+    }
+
+    /// A store from before ADR 0034 kept its log lines in its own
+    /// database: opening it moves them, every one, into the log database
+    /// and drops the old keyspaces; searches find them where they were.
+    #[tokio::test]
+    async fn log_lines_of_an_older_store_are_moved_into_the_log_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = crate::conformance::sample_host(1);
+        let day = 1_717_496_431i64;
+        let parse = |body: serde_json::Value| {
+            let m =
+                gatehouse_core::wire::parse_object(&serde_json::to_vec(&body).unwrap()).unwrap();
+            gatehouse_core::logs::records(
+                &host.id,
+                gatehouse_core::wire::parse_log(m).unwrap(),
+                day * 1000,
+            )
+        };
+        let data: Vec<_> = (0..25_000)
+            .map(|n| serde_json::json!({"name": "procs", "unixTime": day + n, "columns": {"n": n.to_string()}, "action": "added"}))
+            .collect();
+        let LogRecords::Results(lines) =
+            parse(serde_json::json!({"log_type": "result", "data": data}))
+        else {
+            panic!("a result batch");
+        };
+        let LogRecords::Status(mut statuses) = parse(
+            serde_json::json!({"log_type": "status", "data": [
+                {"severity": 0, "unixTime": day, "message": "started", "filename": "x.cpp", "line": 1}
+            ]}),
+        ) else {
+            panic!("a status batch");
+        };
+        let status = statuses.remove(0);
+        {
+            // As an older version wrote them: into the store's database.
+            let db = open_db(dir.path(), STORE_CACHE_BYTES).unwrap();
+            let results = open_keyspace(&db, "results").unwrap();
+            let statuses = open_keyspace(&db, "status").unwrap();
+            let mut b = db.batch();
+            for r in &lines {
+                b.insert(&results, result_key(r), enc(r).unwrap());
+            }
+            b.insert(&statuses, status_key(&status), enc(&status).unwrap());
+            b.commit().unwrap();
+            db.persist(PersistMode::SyncData).unwrap();
+        }
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let inner = store.current().unwrap();
+        assert!(!inner.db.keyspace_exists("results"));
+        assert!(!inner.db.keyspace_exists("status"));
+        assert_eq!(inner.logs.results.iter().count(), lines.len());
+        drop(inner);
+        let f = ResultFilter {
+            host_id: Some(host.id.clone()),
+            name: Some("procs".into()),
+            until: i64::MAX,
+            limit: 100_000,
+            ..ResultFilter::default()
+        };
+        assert_eq!(store.query_results(&f).await.unwrap().len(), lines.len());
+        let got = store.query_status(&host.id, 0, i64::MAX, 10).await.unwrap();
+        assert_eq!(got, vec![status]);
+        drop(store);
+        // Reopened, nothing moves twice and nothing is lost.
+        let reopened = EmbeddedStore::open(dir.path()).unwrap();
+        assert_eq!(reopened.query_results(&f).await.unwrap().len(), lines.len());
     }
 
     /// A store written before the name index existed is indexed when it
