@@ -149,3 +149,61 @@ async fn log_bodies_wait_for_room_then_are_stored() -> anyhow::Result<()> {
     hold.await??;
     Ok(())
 }
+
+/// Log POSTs waiting for room for their bodies wait in slots of their
+/// own: a wave of them leaves the in-flight slots to enrollments, configs
+/// and distributed reads, and past `max_in_flight_requests` of them
+/// waiting the next log POST gets a busy error body at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_posts_waiting_for_room_leave_the_slots_to_other_requests() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s = TestServer::start_in(&dir.path().join("data"), |c| {
+        c.limits.max_in_flight_requests = 2;
+        c.limits.max_log_bytes_in_flight = 1024 * 1024;
+    })
+    .await?;
+    let mut a = s.agent(1);
+    assert!(a.enroll().await?.agent_success());
+    let key = a.node_key.clone().unwrap_or_default();
+
+    // One upload takes the whole log budget and one in-flight slot.
+    let (tx, hold) = slow_upload(&s, &a.paths.logger, &key);
+    in_flight(&s, 1).await?;
+
+    // Two batches wait for room, in waiting slots.
+    let line = serde_json::json!([{"name": "q", "hostIdentifier": "h", "unixTime": 1_717_496_431,
+        "columns": {"a": "1"}, "action": "added"}]);
+    let waiting: Vec<_> = (0..2)
+        .map(|_| {
+            let mut b = s.agent(1);
+            b.node_key = a.node_key.clone();
+            let line = line.clone();
+            tokio::spawn(async move { b.log("result", line).await })
+        })
+        .collect();
+    in_flight(&s, 3).await?;
+
+    // A third finds no waiting slot: refused at once, not queued.
+    let r = tokio::time::timeout(Duration::from_secs(6), a.log("result", line.clone()))
+        .await
+        .map_err(|_| anyhow::anyhow!("a log POST past the waiting slots was queued"))??;
+    assert!(r.is_error_body() && !r.node_invalid(), "{r:?}");
+    assert_eq!(r.status, 429);
+    // The in-flight slot the waiting batches do not hold serves a config.
+    let c = a.config().await?;
+    assert!(c.agent_success(), "{c:?}");
+
+    // Room frees: both waiting batches are stored.
+    tx.send(Bytes::from_static(b"\"data\":[]}")).await?;
+    drop(tx);
+    hold.await??;
+    for w in waiting {
+        let r = w.await??;
+        assert!(r.agent_success(), "{r:?}");
+    }
+    let lines = s
+        .get(&format!("/api/v1/results?host={}&name=q", a.host_id()))
+        .await?;
+    assert_eq!(lines["items"].as_array().map(Vec::len), Some(1), "{lines}");
+    Ok(())
+}

@@ -209,13 +209,7 @@ async fn log_inner(edge: &Edge, req: Request) -> Result<Response, EdgeError> {
         .and_then(|v| v.trim().parse::<usize>().ok())
         .unwrap_or(edge.cfg.max_body_bytes);
     let share = u32::try_from(declared.clamp(1, crate::log_budget(&edge.cfg))).unwrap_or(u32::MAX);
-    let _room = tokio::time::timeout(
-        edge.cfg.log_admission_wait,
-        edge.log_bytes.acquire_many(share),
-    )
-    .await
-    .map_err(|_| EdgeError::Backpressure)?
-    .map_err(|_| EdgeError::Unavailable("shutting down".into()))?;
+    let _admitted = edge.admit_log(share).await?;
     let (auth, _, bytes) = edge.body(req).await?;
     // Well-formed batches are read in one pass, their lines kept as text;
     // anything else takes the strict reading, which names what is wrong.

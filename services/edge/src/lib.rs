@@ -104,6 +104,9 @@ pub struct EdgeConfig {
     pub max_carve_bytes: u64,
     /// Agent requests handled at once; past this the edge answers
     /// `{"error": ...}` at once, so agents back off instead of timing out.
+    /// Log POSTs waiting for room for their bodies (bodies unread) are
+    /// counted apart, up to the same number, so a wave of them never takes
+    /// the slots of enrollments, configs and distributed reads.
     pub max_in_flight: usize,
     /// Bytes of log POST bodies read and not yet stored, at most: a log
     /// request waits for room (up to `log_admission_wait`) before its body
@@ -158,6 +161,9 @@ pub(crate) struct Edge {
     config_blobs: Mutex<HashMap<String, Bytes>>,
     shutdown: Shutdown,
     in_flight: Arc<tokio::sync::Semaphore>,
+    /// Slots of log POSTs waiting for room for their bodies
+    /// (`max_in_flight` of them, apart from `in_flight`).
+    log_waiting: Arc<tokio::sync::Semaphore>,
     /// Room for log bodies, one permit per byte (`max_log_bytes_in_flight`).
     pub(crate) log_bytes: tokio::sync::Semaphore,
     /// `gatehouse_edge_requests_in_flight`: agent requests admitted and
@@ -222,6 +228,40 @@ impl Drop for Admitted {
     }
 }
 
+impl Edge {
+    /// Admits a log POST whose body takes `share` bytes of the log budget
+    /// (its declared length, else the largest allowed): it waits for room
+    /// (up to `log_admission_wait`) in one of the waiting slots, its body
+    /// unread, then takes an in-flight slot like any request for the time
+    /// its body is read and stored. Past either bound, or with no room in
+    /// time, a busy error body. Returns what the request holds until it
+    /// is answered.
+    pub(crate) async fn admit_log(
+        &self,
+        share: u32,
+    ) -> Result<(Admitted, tokio::sync::SemaphorePermit<'_>), EdgeError> {
+        let waiting = self.log_waiting.clone().try_acquire_owned();
+        let waiting = Admitted::new(
+            waiting.map_err(|_| EdgeError::Backpressure)?,
+            &self.in_flight_gauge,
+        );
+        let room = tokio::time::timeout(
+            self.cfg.log_admission_wait,
+            self.log_bytes.acquire_many(share),
+        )
+        .await
+        .map_err(|_| EdgeError::Backpressure)?
+        .map_err(|_| EdgeError::Unavailable("shutting down".into()))?;
+        let slot = self.in_flight.clone().try_acquire_owned();
+        let slot = Admitted::new(
+            slot.map_err(|_| EdgeError::Backpressure)?,
+            &self.in_flight_gauge,
+        );
+        drop(waiting);
+        Ok((slot, room))
+    }
+}
+
 /// Permits of the log-body budget (one per byte, at most `u32::MAX` so
 /// any one request's share can be taken at once).
 pub(crate) fn log_budget(cfg: &EdgeConfig) -> usize {
@@ -240,6 +280,7 @@ pub fn router(cfg: EdgeConfig, deps: EdgeDeps, shutdown: Shutdown) -> Router {
             "Agent requests admitted and not yet answered",
         ),
         in_flight: Arc::new(tokio::sync::Semaphore::new(cfg.max_in_flight.max(1))),
+        log_waiting: Arc::new(tokio::sync::Semaphore::new(cfg.max_in_flight.max(1))),
         log_bytes: tokio::sync::Semaphore::new(log_budget(&cfg)),
         cfg,
         deps,
@@ -257,10 +298,6 @@ pub fn router(cfg: EdgeConfig, deps: EdgeDeps, shutdown: Shutdown) -> Router {
             post(handlers::config).fallback(handlers::method_not_allowed),
         )
         .route(
-            &p.logger,
-            post(handlers::log).fallback(handlers::method_not_allowed),
-        )
-        .route(
             &p.distributed_read,
             post(handlers::distributed_read).fallback(handlers::method_not_allowed),
         )
@@ -276,8 +313,13 @@ pub fn router(cfg: EdgeConfig, deps: EdgeDeps, shutdown: Shutdown) -> Router {
             &p.carve_block,
             post(carve::block).fallback(handlers::method_not_allowed),
         )
-        // Admission covers the agent endpoints only, not health checks.
+        // Admission covers the agent endpoints only, not health checks;
+        // log POSTs admit themselves in two steps (`Edge::admit_log`).
         .route_layer(axum::middleware::from_fn_with_state(edge.clone(), admit))
+        .route(
+            &p.logger,
+            post(handlers::log).fallback(handlers::method_not_allowed),
+        )
         // Outermost: counts admission refusals too.
         .route_layer(axum::middleware::from_fn_with_state(
             requests,

@@ -21,6 +21,12 @@ impl LogStore for EmbeddedStore {
         if items.is_empty() {
             return Ok(());
         }
+        let _writer = self
+            .shared
+            .log_writers
+            .acquire()
+            .await
+            .map_err(|_| unavailable("the store is closing"))?;
         self.run(move |i| {
             i.room_for_logs()?;
             let mut b = i.logs.db.batch();

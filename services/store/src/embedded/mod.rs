@@ -236,7 +236,17 @@ struct Shared {
     /// Why it is being reopened.
     failure: Mutex<Option<String>>,
     recovering: std::sync::atomic::AtomicBool,
+    /// Log batches being written at once ([`LOG_WRITERS`]); the rest wait
+    /// here, holding no thread.
+    log_writers: tokio::sync::Semaphore,
 }
+
+/// Log batches written at once. Every store call runs on a blocking
+/// thread, and the server has a few dozen (48); log batches stalled on
+/// their database's flushes must leave most of them to host writes, or a
+/// check-in waits for a thread behind them (ADR 0034). Sixteen concurrent
+/// batches share a journal sync as well as more would.
+const LOG_WRITERS: usize = 16;
 
 impl std::fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -348,6 +358,7 @@ impl EmbeddedStore {
                 current: std::sync::RwLock::new(Some(Arc::new(inner))),
                 failure: Mutex::new(None),
                 recovering: std::sync::atomic::AtomicBool::new(false),
+                log_writers: tokio::sync::Semaphore::new(LOG_WRITERS),
             }),
         })
     }
