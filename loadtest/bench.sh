@@ -83,5 +83,19 @@ sed -E 's/\x1b\[[0-9;]*m//g' "$data/server.err" | grep -E ' (WARN|ERROR) ' | hea
   [ -n "${PERF_AT:-}" ] && env="${env}PERF_AT=$PERF_AT PERF_SECS=${PERF_SECS:-40} "
   echo "Reproduce with: \`${env}loadtest/bench.sh $name $*\`"
   echo "(a fresh \`gatehouse serve\` release build on 127.0.0.1:8443, then the harness command above)."
+  # A server that does not stop on SIGTERM is a defect worth a line (a
+  # stuck store once held every writer forever, ADR 0036).
+  kill -TERM "$server" 2>/dev/null || true
+  stopped=""
+  for i in $(seq 1 600); do
+    if ! kill -0 "$server" 2>/dev/null; then stopped=$((i / 10)); break; fi
+    sleep 0.1
+  done
+  if [ -n "$stopped" ]; then
+    echo "The server stopped within $((stopped + 1)) s of SIGTERM."
+  else
+    echo "**The server did not stop within 60 s of SIGTERM** (killed)."
+    kill -KILL "$server" 2>/dev/null || true
+  fi
 } >> "$out/report.md"
 echo "report: $out/report.md"

@@ -63,6 +63,18 @@ fn cpu_seconds() -> f64 {
     ticks / 100.0
 }
 
+/// Bytes this process has caused to be written to storage so far
+/// (`/proc/self/io`, `write_bytes`).
+fn written_bytes() -> u64 {
+    let io = std::fs::read_to_string("/proc/self/io").unwrap();
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes: "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 /// Bytes of the files under `dir`.
 fn du(dir: &std::path::Path) -> u64 {
     let mut n = 0;
@@ -91,13 +103,16 @@ fn building_cost() -> f64 {
 
 /// 2,000,000 lines from 4,096 hosts, 16 writers, 100 lines per POST:
 /// lines/s, the store's CPU-ms per 1,000 lines (the process's, less what
-/// building the POSTs costs), and bytes on disk per line.
-async fn sustained() -> (f64, f64, f64) {
+/// building the POSTs costs), bytes on disk per line, and bytes written to
+/// storage per line (journal, flushes and compactions: with the bytes on
+/// disk, the write amplification).
+async fn sustained() -> (f64, f64, f64, f64) {
     let building = building_cost();
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
     let posts = LINES / PER_POST;
     let cpu = cpu_seconds();
+    let written = written_bytes();
     let start = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..WRITERS {
@@ -118,12 +133,14 @@ async fn sustained() -> (f64, f64, f64) {
     }
     let secs = start.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu;
+    let written = written_bytes() - written;
     drop(store);
     eprintln!();
     (
         LINES as f64 / secs,
         cpu * 1000.0 / (LINES as f64 / 1000.0) - building,
         du(dir.path()) as f64 / LINES as f64,
+        written as f64 / LINES as f64,
     )
 }
 
@@ -157,13 +174,13 @@ fn main() {
         let hosts_s = n as f64 / start.elapsed().as_secs_f64();
         eprintln!("put_host sequential: {hosts_s:.0} writes/s");
         rows.push(json!({"case": "put_host", "writers": 1, "writes_per_s": hosts_s.round()}));
-        let (lines_s, cpu_ms, bytes) = sustained().await;
-        eprintln!("sustained: {lines_s:.0} lines/s, {cpu_ms:.1} store CPU-ms per 1,000 lines, {bytes:.0} bytes on disk per line");
-        rows.push(json!({"case": "append_logs sustained (2M lines, 4,096 hosts)", "writers": 16, "lines_per_post": 100, "lines_per_s": lines_s.round(), "store_cpu_ms_per_1000_lines": (cpu_ms * 10.0).round() / 10.0, "disk_bytes_per_line": bytes.round()}));
-        println!("| case | writers | lines/post | posts/s | lines/s | store CPU-ms per 1,000 lines | disk bytes per line |\n|---|---|---|---|---|---|---|");
+        let (lines_s, cpu_ms, bytes, written) = sustained().await;
+        eprintln!("sustained: {lines_s:.0} lines/s, {cpu_ms:.1} store CPU-ms per 1,000 lines, {bytes:.0} bytes on disk and {written:.0} written per line");
+        rows.push(json!({"case": "append_logs sustained (2M lines, 4,096 hosts)", "writers": 16, "lines_per_post": 100, "lines_per_s": lines_s.round(), "store_cpu_ms_per_1000_lines": (cpu_ms * 10.0).round() / 10.0, "disk_bytes_per_line": bytes.round(), "written_bytes_per_line": written.round()}));
+        println!("| case | writers | lines/post | posts/s | lines/s | store CPU-ms per 1,000 lines | disk bytes per line | bytes written per line |\n|---|---|---|---|---|---|---|---|");
         for r in &rows {
             println!(
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
                 r["case"].as_str().unwrap_or(""),
                 r["writers"],
                 r.get("lines_per_post").cloned().unwrap_or(json!("-")),
@@ -171,6 +188,7 @@ fn main() {
                 r.get("lines_per_s").cloned().unwrap_or(json!("-")),
                 r.get("store_cpu_ms_per_1000_lines").cloned().unwrap_or(json!("-")),
                 r.get("disk_bytes_per_line").cloned().unwrap_or(json!("-")),
+                r.get("written_bytes_per_line").cloned().unwrap_or(json!("-")),
             );
         }
         let out = json!({"benchmark": "store-append", "results": rows});

@@ -21,13 +21,18 @@ impl LogStore for EmbeddedStore {
         if items.is_empty() {
             return Ok(());
         }
-        let _writer = self
+        // Held by the blocking call itself: a caller that goes away (the
+        // agent's request timed out) leaves its write running and its slot
+        // taken until the write ends.
+        let writer = self
             .shared
             .log_writers
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| unavailable("the store is closing"))?;
         self.run(move |i| {
+            let _writer = writer;
             i.room_for_logs()?;
             let mut b = i.logs.db.batch();
             for (res, k, v) in items {

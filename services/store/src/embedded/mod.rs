@@ -217,10 +217,6 @@ fn memtable_bytes(name: &str) -> u64 {
     }
 }
 
-/// A writer rotates a log keyspace's active memtable itself past this many
-/// times its size ([`Inner::bound_memtables`]).
-const MEMTABLE_BOUND_FACTOR: u64 = 2;
-
 /// fjall-backed store; cheap to clone.
 #[derive(Clone)]
 pub struct EmbeddedStore {
@@ -238,7 +234,7 @@ struct Shared {
     recovering: std::sync::atomic::AtomicBool,
     /// Log batches being written at once ([`LOG_WRITERS`]); the rest wait
     /// here, holding no thread.
-    log_writers: tokio::sync::Semaphore,
+    log_writers: Arc<tokio::sync::Semaphore>,
 }
 
 /// Log batches written at once. Every store call runs on a blocking
@@ -358,7 +354,7 @@ impl EmbeddedStore {
                 current: std::sync::RwLock::new(Some(Arc::new(inner))),
                 failure: Mutex::new(None),
                 recovering: std::sync::atomic::AtomicBool::new(false),
-                log_writers: tokio::sync::Semaphore::new(LOG_WRITERS),
+                log_writers: Arc::new(tokio::sync::Semaphore::new(LOG_WRITERS)),
             }),
         })
     }
@@ -647,25 +643,51 @@ impl Inner {
         self.write(b)
     }
 
-    /// Rotates an active memtable of `keyspaces` that has grown past
-    /// [`MEMTABLE_BOUND_FACTOR`] times its size (ADR 0033). fjall rotates
-    /// full memtables on its one worker thread, asked through a bounded
-    /// queue it does not wait on; while that thread compacts, rotations
-    /// come late or are dropped, and nothing else stops the active
-    /// memtable from growing (a storm of 20,000 hosts grew one to 13 GB
-    /// of journal and 19 GB of RSS). Rotated here, the memtable is sealed
-    /// and queued for a flush, and fjall halts writers while four sealed
-    /// ones wait, so memory stays bounded and the store slows to its
-    /// flush rate (the edge turns that into busy answers).
+    /// Rotates an active memtable of `keyspaces` that has grown past its
+    /// size (ADRs 0033 and 0036). fjall asks its one worker thread to
+    /// rotate a full memtable through a bounded queue (1,000 messages),
+    /// once per committed batch for as long as the memtable stays full;
+    /// while the worker compacts, the requests pile up, and once the queue
+    /// is full the worker, rotating, blocks forever sending itself the
+    /// flush that follows: every writer of that database then halts (found
+    /// at 20,000 hosts: 45 threads asleep in fjall's write halt, the worker
+    /// parked in `flume::send`). Rotated here as soon as it is full, a
+    /// memtable draws at most a request or two (the ones the worker then
+    /// finds stale and drops), the queue stays short, and fjall's stall on
+    /// four sealed memtables bounds memory and slows writers to the flush
+    /// rate (the edge turns that into busy answers).
     fn bound_memtables(keyspaces: &[&Keyspace]) -> StoreResult<()> {
         use lsm_tree::AbstractTree;
         for ks in keyspaces {
-            let size = memtable_bytes(ks.name());
-            if ks.tree.active_memtable().size() > size * MEMTABLE_BOUND_FACTOR {
+            if ks.tree.active_memtable().size() > memtable_bytes(ks.name()) {
                 ks.rotate_memtable().map_err(unavailable)?;
             }
         }
         Ok(())
+    }
+
+    /// Every keyspace of the store's database.
+    fn store_keyspaces(&self) -> [&Keyspace; 18] {
+        [
+            &self.hosts,
+            &self.names,
+            &self.seen,
+            &self.defs,
+            &self.meta,
+            &self.blobs,
+            &self.campaigns,
+            &self.deliveries,
+            &self.open,
+            &self.cresults,
+            &self.carves,
+            &self.blocks,
+            &self.secrets,
+            &self.secret_hash,
+            &self.audit,
+            &self.fences,
+            &self.alerts,
+            &self.dead,
+        ]
     }
 
     /// Commits `b` (of the store's database) and returns once it is
@@ -675,7 +697,7 @@ impl Inner {
             return Ok(());
         }
         b.commit().map_err(unavailable)?;
-        Self::bound_memtables(&[&self.seen])?;
+        Self::bound_memtables(&self.store_keyspaces())?;
         self.sync.durable(&self.db)
     }
 
@@ -685,7 +707,7 @@ impl Inner {
             return Ok(());
         }
         b.commit().map_err(unavailable)?;
-        Self::bound_memtables(&[&self.logs.results, &self.logs.status])?;
+        Self::bound_memtables(&[&self.logs.results, &self.logs.status, &self.logs.probe])?;
         self.logs.sync.durable(&self.logs.db)
     }
 
@@ -1144,7 +1166,7 @@ mod group_sync_tests {
         let store = EmbeddedStore::open(dir.path()).unwrap();
         let inner = store.current().unwrap();
         let batch_bytes = 2 * 1024 * 1024;
-        let bound = LOG_MEMTABLE_BYTES * MEMTABLE_BOUND_FACTOR;
+        let bound = LOG_MEMTABLE_BYTES;
         let value = vec![b'x'; 64 * 1024];
         let batches = (3 * bound / batch_bytes) as u32;
         for n in 0..batches {
@@ -1166,6 +1188,31 @@ mod group_sync_tests {
             stored as u64,
             u64::from(batches) * batch_bytes / value.len() as u64
         );
+    }
+
+    /// Writers bound every keyspace of the store's database, not only the
+    /// busy ones: a keyspace left out could flood fjall's worker queue
+    /// with rotation requests (ADR 0036).
+    #[tokio::test]
+    async fn writers_bound_every_keyspace_of_both_databases() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let inner = store.current().unwrap();
+        let mut bounded: Vec<String> = inner
+            .store_keyspaces()
+            .iter()
+            .map(|k| k.name().to_string())
+            .collect();
+        bounded.sort();
+        let mut all: Vec<String> = inner
+            .db
+            .list_keyspace_names()
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
+        all.sort();
+        assert_eq!(bounded, all);
+        assert_eq!(inner.logs.db.list_keyspace_names().len(), 3);
     }
 
     /// A store from before ADR 0034 kept its log lines in its own
