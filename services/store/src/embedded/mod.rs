@@ -240,8 +240,9 @@ struct Shared {
 /// Log batches written at once. Every store call runs on a blocking
 /// thread, and the server has a few dozen (48); log batches stalled on
 /// their database's flushes must leave most of them to host writes, or a
-/// check-in waits for a thread behind them (ADR 0034). Sixteen concurrent
-/// batches share a journal sync as well as more would.
+/// check-in waits for a thread behind them (ADR 0034). Sixteen is the
+/// concurrency the store's append benchmark measures group commit at
+/// (docs/benchmarks/store-embedded.md).
 const LOG_WRITERS: usize = 16;
 
 impl std::fmt::Debug for EmbeddedStore {
