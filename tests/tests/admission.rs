@@ -32,6 +32,19 @@ fn slow_upload(
     (tx, tokio::spawn(req))
 }
 
+/// `a`'s result batch `lines`, sent by a task of its own (another agent
+/// value with `a`'s node key), so the test can watch it wait.
+fn log_in_background(
+    s: &TestServer,
+    a: &gatehouse_tests::Agent,
+    lines: &Value,
+) -> tokio::task::JoinHandle<anyhow::Result<gatehouse_tests::Reply>> {
+    let mut b = s.agent(1);
+    b.node_key = a.node_key.clone();
+    let lines = lines.clone();
+    tokio::spawn(async move { b.log("result", lines).await })
+}
+
 /// Waits until the edge counts `n` agent requests in flight (read on the
 /// probe port, which is not subject to admission).
 async fn in_flight(s: &TestServer, n: u32) -> anyhow::Result<()> {
@@ -113,12 +126,7 @@ async fn log_bodies_wait_for_room_then_are_stored() -> anyhow::Result<()> {
     // A normal batch now waits for room rather than being refused.
     let line = serde_json::json!([{"name": "q", "hostIdentifier": "h", "unixTime": 1_717_496_431,
         "columns": {"a": "1"}, "action": "added"}]);
-    let waiting = {
-        let mut b = s.agent(1);
-        b.node_key = a.node_key.clone();
-        let line = line.clone();
-        tokio::spawn(async move { b.log("result", line).await })
-    };
+    let waiting = log_in_background(&s, &a, &line);
     in_flight(&s, 2).await?;
     assert!(
         !waiting.is_finished(),
@@ -173,14 +181,7 @@ async fn log_posts_waiting_for_room_leave_the_slots_to_other_requests() -> anyho
     // Two batches wait for room, in waiting slots.
     let line = serde_json::json!([{"name": "q", "hostIdentifier": "h", "unixTime": 1_717_496_431,
         "columns": {"a": "1"}, "action": "added"}]);
-    let waiting: Vec<_> = (0..2)
-        .map(|_| {
-            let mut b = s.agent(1);
-            b.node_key = a.node_key.clone();
-            let line = line.clone();
-            tokio::spawn(async move { b.log("result", line).await })
-        })
-        .collect();
+    let waiting: Vec<_> = (0..2).map(|_| log_in_background(&s, &a, &line)).collect();
     in_flight(&s, 3).await?;
 
     // A third finds no waiting slot: refused at once, not queued.

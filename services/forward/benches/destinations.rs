@@ -19,6 +19,7 @@
 //! A benchmark whose set-up fails has nothing to measure: it unwraps.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use gatehouse_testkit::usage::cpu_seconds;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -39,15 +40,6 @@ use serde_json::json;
 mod kafka_broker;
 
 const BATCH: usize = 100;
-
-/// CPU seconds this process used so far (user + system).
-fn cpu() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = after.split(' ').collect();
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    ticks / 100.0
-}
 
 fn batch(host: usize, n: usize) -> LogRecords {
     let id = HostId::from_identity(&format!("hw:bench-{host}"));
@@ -209,7 +201,7 @@ async fn drain(log: &Arc<dyn ForwardLog>, d: DestinationConfig, total: u64) -> (
         .unwrap();
     let control = fwd.control();
     let stop = Shutdown::new();
-    let (c0, t0) = (cpu(), Instant::now());
+    let (c0, t0) = (cpu_seconds().unwrap(), Instant::now());
     let task = tokio::spawn(fwd.run(stop.clone()));
     loop {
         let s = &control.state();
@@ -221,7 +213,7 @@ async fn drain(log: &Arc<dyn ForwardLog>, d: DestinationConfig, total: u64) -> (
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (secs, used) = (t0.elapsed().as_secs_f64(), cpu() - c0);
+    let (secs, used) = (t0.elapsed().as_secs_f64(), cpu_seconds().unwrap() - c0);
     stop.trigger();
     task.await.unwrap();
     (secs, used)
@@ -266,11 +258,11 @@ fn main() {
             })
             .collect();
         let bytes: usize = payloads.iter().map(|(_, p)| p.len()).sum();
-        let (c0, t0) = (cpu(), Instant::now());
+        let (c0, t0) = (cpu_seconds().unwrap(), Instant::now());
         for (id, p) in &payloads {
             log.append(id, BATCH as u32, p.clone()).await.unwrap();
         }
-        let (append_secs, append_cpu) = (t0.elapsed().as_secs_f64(), cpu() - c0);
+        let (append_secs, append_cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds().unwrap() - c0);
         println!(
             "forward log: {batches} batches of {BATCH} lines ({:.0} bytes per line) appended in {append_secs:.2} s: {:.0} batches/s, {:.0} µs CPU per batch ({:.2} µs per line)",
             bytes as f64 / total as f64,
@@ -332,11 +324,11 @@ fn main() {
             )
             .await
             .unwrap();
-            let (c0, t0) = (cpu(), Instant::now());
+            let (c0, t0) = (cpu_seconds().unwrap(), Instant::now());
             for (id, p) in &payloads {
                 js_log.append(id, BATCH as u32, p.clone()).await.unwrap();
             }
-            let (secs, used) = (t0.elapsed().as_secs_f64(), cpu() - c0);
+            let (secs, used) = (t0.elapsed().as_secs_f64(), cpu_seconds().unwrap() - c0);
             println!(
                 "JetStream forward log (the cluster's): {batches} batches appended in {secs:.2} s: {:.0} batches/s, {:.0} µs CPU per batch ({:.2} µs per line), nats-server not counted",
                 batches as f64 / secs,

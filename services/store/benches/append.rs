@@ -13,6 +13,7 @@
 //! A benchmark whose set-up fails has nothing to measure: it unwraps.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use gatehouse_testkit::usage::{cpu_seconds, written_bytes};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -53,28 +54,6 @@ async fn appends(
     (posts / secs, posts * lines as f64 / secs)
 }
 
-/// The process's user + system CPU seconds so far (`/proc/self/stat`).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    // Fields after the command name (which may hold spaces) in brackets.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split(' ').collect();
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    ticks / 100.0
-}
-
-/// Bytes this process has caused to be written to storage so far
-/// (`/proc/self/io`, `write_bytes`).
-fn written_bytes() -> u64 {
-    let io = std::fs::read_to_string("/proc/self/io").unwrap();
-    io.lines()
-        .find_map(|l| l.strip_prefix("write_bytes: "))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 /// Bytes of the files under `dir`.
 fn du(dir: &std::path::Path) -> u64 {
     let mut n = 0;
@@ -93,12 +72,12 @@ const WRITERS: usize = 16;
 /// parse into records), which the sustained case then subtracts.
 fn building_cost() -> f64 {
     let n = LINES / PER_POST / 20;
-    let cpu = cpu_seconds();
+    let cpu = cpu_seconds().unwrap();
     for p in 0..n {
         let host = HostId::from_identity(&format!("hw:bench-{}", p % 4096));
         std::hint::black_box(batch(&host, p as u64, PER_POST));
     }
-    (cpu_seconds() - cpu) * 1000.0 / ((n * PER_POST) as f64 / 1000.0)
+    (cpu_seconds().unwrap() - cpu) * 1000.0 / ((n * PER_POST) as f64 / 1000.0)
 }
 
 /// 2,000,000 lines from 4,096 hosts, 16 writers, 100 lines per POST:
@@ -111,8 +90,8 @@ async fn sustained() -> (f64, f64, f64, f64) {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
     let posts = LINES / PER_POST;
-    let cpu = cpu_seconds();
-    let written = written_bytes();
+    let cpu = cpu_seconds().unwrap();
+    let written = written_bytes().unwrap();
     let start = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..WRITERS {
@@ -132,8 +111,8 @@ async fn sustained() -> (f64, f64, f64, f64) {
         t.await.unwrap();
     }
     let secs = start.elapsed().as_secs_f64();
-    let cpu = cpu_seconds() - cpu;
-    let written = written_bytes() - written;
+    let cpu = cpu_seconds().unwrap() - cpu;
+    let written = written_bytes().unwrap() - written;
     drop(store);
     eprintln!();
     (

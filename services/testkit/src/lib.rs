@@ -4,9 +4,11 @@
 //! told about directly: it polls a check until the check yields a value,
 //! for at most a bounded time, and says which condition was not met. It is
 //! never a fixed sleep: a fast machine moves on at once, a slow one gets
-//! until the bound. [`tmpfs::Tmpfs`] is a real small filesystem to fill.
+//! until the bound. [`tmpfs::Tmpfs`] is a real small filesystem to fill;
+//! [`usage`] reads the CPU and bytes written so far, for benchmarks.
 
 pub mod tmpfs;
+pub mod usage;
 
 use std::time::{Duration, Instant};
 

@@ -104,6 +104,9 @@ struct Inner {
     disk_low: std::sync::atomic::AtomicBool,
     /// Group commit: one journal sync for every batch appended meanwhile.
     sync: GroupSync,
+    /// Every keyspace of the store's database, as opened: writers bound
+    /// their memtables (ADR 0036).
+    keyspaces: Vec<Keyspace>,
 }
 
 /// The result and status logs: a fjall database of their own under the
@@ -543,7 +546,12 @@ fn move_logs(main: &Database, name: &str, logs: &Logs) -> StoreResult<()> {
 /// Opens (or creates) the database under `dir`.
 fn open_inner(dir: &Path, options: StoreOptions) -> StoreResult<Inner> {
     let db = open_db(dir, STORE_CACHE_BYTES)?;
-    let ks = |name: &str| open_keyspace(&db, name);
+    let opened = std::cell::RefCell::new(Vec::new());
+    let ks = |name: &str| {
+        let k = open_keyspace(&db, name)?;
+        opened.borrow_mut().push(k.clone());
+        Ok::<_, StoreError>(k)
+    };
     let inner = Inner {
         hosts: ks("hosts")?,
         names: ks("names")?,
@@ -566,6 +574,7 @@ fn open_inner(dir: &Path, options: StoreOptions) -> StoreResult<Inner> {
         dead: ks("dead")?,
         rmw: Mutex::new(()),
         host_locks: (0..HOST_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+        keyspaces: opened.into_inner(),
         db,
         dir: dir.to_path_buf(),
         options,
@@ -657,7 +666,7 @@ impl Inner {
     /// finds stale and drops), the queue stays short, and fjall's stall on
     /// four sealed memtables bounds memory and slows writers to the flush
     /// rate (the edge turns that into busy answers).
-    fn bound_memtables(keyspaces: &[&Keyspace]) -> StoreResult<()> {
+    fn bound_memtables<'a>(keyspaces: impl IntoIterator<Item = &'a Keyspace>) -> StoreResult<()> {
         use lsm_tree::AbstractTree;
         for ks in keyspaces {
             if ks.tree.active_memtable().size() > memtable_bytes(ks.name()) {
@@ -667,30 +676,6 @@ impl Inner {
         Ok(())
     }
 
-    /// Every keyspace of the store's database.
-    fn store_keyspaces(&self) -> [&Keyspace; 18] {
-        [
-            &self.hosts,
-            &self.names,
-            &self.seen,
-            &self.defs,
-            &self.meta,
-            &self.blobs,
-            &self.campaigns,
-            &self.deliveries,
-            &self.open,
-            &self.cresults,
-            &self.carves,
-            &self.blocks,
-            &self.secrets,
-            &self.secret_hash,
-            &self.audit,
-            &self.fences,
-            &self.alerts,
-            &self.dead,
-        ]
-    }
-
     /// Commits `b` (of the store's database) and returns once it is
     /// durable (see [`GroupSync`]).
     fn write(&self, b: fjall::OwnedWriteBatch) -> StoreResult<()> {
@@ -698,7 +683,7 @@ impl Inner {
             return Ok(());
         }
         b.commit().map_err(unavailable)?;
-        Self::bound_memtables(&self.store_keyspaces())?;
+        Self::bound_memtables(&self.keyspaces)?;
         self.sync.durable(&self.db)
     }
 
@@ -708,7 +693,7 @@ impl Inner {
             return Ok(());
         }
         b.commit().map_err(unavailable)?;
-        Self::bound_memtables(&[&self.logs.results, &self.logs.status, &self.logs.probe])?;
+        Self::bound_memtables([&self.logs.results, &self.logs.status, &self.logs.probe])?;
         self.logs.sync.durable(&self.logs.db)
     }
 
@@ -1200,7 +1185,7 @@ mod group_sync_tests {
         let store = EmbeddedStore::open(dir.path()).unwrap();
         let inner = store.current().unwrap();
         let mut bounded: Vec<String> = inner
-            .store_keyspaces()
+            .keyspaces
             .iter()
             .map(|k| k.name().to_string())
             .collect();
