@@ -10,6 +10,13 @@
 //! - host silent and config drift: a sweep over the host records every
 //!   `sweep_interval`.
 //!
+//! Rule changes: the API asks on `topics::RULES_CHANGED` and waits for an
+//! engine to answer that it re-read the rules (every engine hears the
+//! question; each re-reads, the first answer ends the wait), so a rule
+//! applies to every line acknowledged after the API answered (in the
+//! all-in-one, whose engine is the only one). Engines also re-read every
+//! `refresh`.
+//!
 //! Firing stores an [`Alert`] whose id and time are derived from the event
 //! (a re-delivered batch, a second sweep or a second engine fire the same
 //! id, which is found and skipped), then runs its actions: `log` at once,
@@ -845,9 +852,18 @@ pub async fn run(engine: Engine, deliveries: Deliveries, bus: Arc<dyn Bus>, shut
             // A rule change is applied before events that follow it.
             biased;
             _ = shutdown.wait() => break,
-            _ = next(&mut changed) => {
-                if let Err(e) = engine.reload().await {
-                    tracing::warn!(error = %e, "rule reload failed");
+            m = next(&mut changed) => {
+                match engine.reload().await {
+                    // The API waits for this answer: once it has one, lines
+                    // acknowledged afterwards meet the changed rules.
+                    Ok(_) => {
+                        if let Some(r) = m.reply
+                            && let Err(e) = r.reply(Default::default()).await
+                        {
+                            tracing::debug!(error = %e, "rule change not answered");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "rule reload failed"),
                 }
             }
             _ = refresh.tick() => {

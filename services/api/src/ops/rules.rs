@@ -7,9 +7,9 @@
 //! same JSON the REST API takes, so both validate them with the same serde
 //! types.
 
-use gatehouse_bus::events::publish;
 use gatehouse_core::model::Role;
 use gatehouse_core::model::Role::{Admin as AdminRole, Observer, Operator};
+use gatehouse_core::ports::BusError;
 use gatehouse_core::rules::{
     Action, ActionOutcome, ActionState, Alert, DeadLetter, Hook, Rule, Trigger, validate_rule,
 };
@@ -136,11 +136,29 @@ impl IntoPb for Vec<DeadLetter> {
     }
 }
 
+/// How long a rule change waits for an engine to have re-read the rules.
+const RULES_APPLIED_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Admin {
+    /// Tells every rule engine the rules changed and waits until one has
+    /// re-read them (in the all-in-one, its only engine), so lines
+    /// acknowledged after the answer meet the change. No engine answering
+    /// (none running, or slow) delays nothing further: engines re-read the
+    /// rules on their refresh interval too.
     async fn announce_rules(&self) {
-        if let Err(e) = publish(self.bus.as_ref(), &RULES_CHANGED, &Default::default()).await {
-            // The engines also re-read rules periodically.
-            tracing::warn!(error = %e, "rule change broadcast failed");
+        let ask = RULES_CHANGED.encode(&Default::default());
+        match self
+            .bus
+            .request(RULES_CHANGED.subject(), ask, RULES_APPLIED_WAIT)
+            .await
+        {
+            Ok(_) => {}
+            Err(BusError::NoResponders(_)) => {
+                tracing::debug!("no rule engine answered the rule change");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "rule change not confirmed by an engine; they re-read rules periodically");
+            }
         }
     }
 }
