@@ -43,6 +43,7 @@
 mod audit;
 mod campaigns;
 mod carves;
+mod compaction;
 mod definitions;
 mod hosts;
 mod identity;
@@ -117,6 +118,9 @@ struct Inner {
 /// stalled log keyspace timed out host actors. Apart, a log write waits
 /// only for log work.
 struct Logs {
+    /// First, so it stops (and lets go of the keyspaces) before the
+    /// database closes.
+    _guard: compaction::CompactionGuard,
     db: Database,
     results: Keyspace,
     status: Keyspace,
@@ -465,7 +469,12 @@ fn open_db(dir: &Path, cache_bytes: u64) -> StoreResult<Database> {
 fn open_keyspace(db: &Database, name: &str) -> StoreResult<Keyspace> {
     let size = memtable_bytes(name);
     db.keyspace(name, || {
-        KeyspaceCreateOptions::default().max_memtable_size(size)
+        let o = KeyspaceCreateOptions::default().max_memtable_size(size);
+        if LOG_KEYSPACES.contains(&name) {
+            o.compaction_strategy(compaction::log_strategy())
+        } else {
+            o
+        }
     })
     .map_err(unavailable)
 }
@@ -484,9 +493,19 @@ const LOG_KEYSPACES: [&str; 2] = ["results", "status"];
 /// it the log lines a store from before ADR 0034 kept in `main`.
 fn open_logs(dir: &Path, main: &Database) -> StoreResult<Logs> {
     let db = open_db(&dir.join("logs"), LOG_CACHE_BYTES)?;
+    let (results, status) = (
+        open_keyspace(&db, "results")?,
+        open_keyspace(&db, "status")?,
+    );
+    let guard = compaction::CompactionGuard::start(
+        vec![results.clone(), status.clone()],
+        compaction::log_strategy(),
+    )
+    .map_err(|e| unavailable(format!("starting the log compaction guard: {e}")))?;
     let logs = Logs {
-        results: open_keyspace(&db, "results")?,
-        status: open_keyspace(&db, "status")?,
+        _guard: guard,
+        results,
+        status,
         probe: open_keyspace(&db, "probe")?,
         db,
         sync: GroupSync::default(),
