@@ -6,7 +6,8 @@
 //! process's CPU per 1,000 lines stored.
 //!
 //! Run: `cargo bench -p gatehouse-store --bench append` (append
-//! `-- sustained` for the sustained case alone)
+//! `-- sustained` for the sustained case alone, and `--lines N` for
+//! another line count than 2,000,000)
 //! Prints a Markdown table and writes JSON to
 //! `target/bench-store-append.json`.
 //!
@@ -85,11 +86,11 @@ fn building_cost() -> f64 {
 /// building the POSTs costs), bytes on disk per line, and bytes written to
 /// storage per line (journal, flushes and compactions: with the bytes on
 /// disk, the write amplification).
-async fn sustained() -> (f64, f64, f64, f64) {
+async fn sustained(lines: usize) -> (f64, f64, f64, f64) {
     let building = building_cost();
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-    let posts = LINES / PER_POST;
+    let posts = lines / PER_POST;
     let cpu = cpu_seconds().unwrap();
     let written = written_bytes().unwrap();
     let start = Instant::now();
@@ -116,10 +117,10 @@ async fn sustained() -> (f64, f64, f64, f64) {
     drop(store);
     eprintln!();
     (
-        LINES as f64 / secs,
-        cpu * 1000.0 / (LINES as f64 / 1000.0) - building,
-        du(dir.path()) as f64 / LINES as f64,
-        written as f64 / LINES as f64,
+        lines as f64 / secs,
+        cpu * 1000.0 / (lines as f64 / 1000.0) - building,
+        du(dir.path()) as f64 / lines as f64,
+        written as f64 / lines as f64,
     )
 }
 
@@ -129,7 +130,14 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let only_sustained = std::env::args().any(|a| a == "sustained");
+    let args: Vec<String> = std::env::args().collect();
+    let only_sustained = args.iter().any(|a| a == "sustained");
+    let lines: usize = args
+        .iter()
+        .position(|a| a == "--lines")
+        .and_then(|i| args.get(i + 1))
+        .map(|n| n.parse().expect("--lines takes a number"))
+        .unwrap_or(LINES);
     rt.block_on(async {
         let mut rows = Vec::new();
         let short = if only_sustained { &[][..] } else { &[(1usize, 10usize), (1, 100), (16, 10), (16, 100)][..] };
@@ -153,9 +161,9 @@ fn main() {
         let hosts_s = n as f64 / start.elapsed().as_secs_f64();
         eprintln!("put_host sequential: {hosts_s:.0} writes/s");
         rows.push(json!({"case": "put_host", "writers": 1, "writes_per_s": hosts_s.round()}));
-        let (lines_s, cpu_ms, bytes, written) = sustained().await;
+        let (lines_s, cpu_ms, bytes, written) = sustained(lines).await;
         eprintln!("sustained: {lines_s:.0} lines/s, {cpu_ms:.1} store CPU-ms per 1,000 lines, {bytes:.0} bytes on disk and {written:.0} written per line");
-        rows.push(json!({"case": "append_logs sustained (2M lines, 4,096 hosts)", "writers": 16, "lines_per_post": 100, "lines_per_s": lines_s.round(), "store_cpu_ms_per_1000_lines": (cpu_ms * 10.0).round() / 10.0, "disk_bytes_per_line": bytes.round(), "written_bytes_per_line": written.round()}));
+        rows.push(json!({"case": format!("append_logs sustained ({lines} lines, 4,096 hosts)"), "writers": 16, "lines_per_post": 100, "lines_per_s": lines_s.round(), "store_cpu_ms_per_1000_lines": (cpu_ms * 10.0).round() / 10.0, "disk_bytes_per_line": bytes.round(), "written_bytes_per_line": written.round()}));
         println!("| case | writers | lines/post | posts/s | lines/s | store CPU-ms per 1,000 lines | disk bytes per line | bytes written per line |\n|---|---|---|---|---|---|---|---|");
         for r in &rows {
             println!(
