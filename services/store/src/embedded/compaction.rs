@@ -1,23 +1,15 @@
-//! How the log keyspaces compact, and the guard that keeps their writers
-//! from halting for good (ADR 0038).
+//! The guard that keeps the log keyspaces' writers from halting for good
+//! (ADR 0038).
 //!
-//! Settings: result and status lines arrive in day · host order, so every
-//! flushed table overlaps most of the next level, and with fjall's default
-//! (compact L0 into L1 at 4 tables, 64 MiB tables, levels ten times
-//! apart) the store wrote about 12 bytes for every byte of log lines
-//! (`cargo bench -p gatehouse-store --bench append -- sustained`). Merging
-//! L0 at 12 tables of 16 MiB, levels four times apart, writes each line
-//! fewer times; searches read a few more L0 tables, and they are rare.
-//!
-//! Guard: fjall runs one compaction step after each flush, stalls writers
-//! at 20 L0 tables and halts them at 30. When the steps fall behind (a
-//! step chose another level), L0 reaches 30, writers halt, nothing flushes
-//! and no step is ever asked for again: every log write waits forever,
-//! idle workers and all (seen under the sustained bench with L0 merged at
-//! 12 tables of 8 MiB). The guard, a thread of the log database, runs a
-//! compaction step itself whenever a log keyspace holds
-//! [`GUARD_L0_TABLES`] or more L0 tables, so L0 drains whatever fjall's
-//! worker is doing.
+//! fjall runs one compaction step after each flush, stalls writers at 20
+//! L0 tables and halts them at 30. When its steps fall behind (a step
+//! chose another level), L0 reaches 30, writers halt, nothing flushes and
+//! no step is ever asked for again: every log write waits forever, fjall's
+//! workers idle (seen under the sustained store bench with L0 merged at 12
+//! tables). The guard, a thread of the log database, runs a compaction
+//! step itself, with fjall's default strategy (the one the log keyspaces
+//! are created with), whenever a log keyspace holds [`GUARD_L0_TABLES`] or
+//! more L0 tables, so L0 drains whatever fjall's worker does.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,27 +18,10 @@ use std::time::Duration;
 use fjall::Keyspace;
 use fjall::compaction::Leveled;
 
-/// L0 tables that make a log keyspace merge them into L1.
-const LOG_L0_TABLES: u8 = 12;
-/// Target size of a log keyspace's tables.
-const LOG_TABLE_BYTES: u64 = 16 * 1024 * 1024;
-/// Size ratio between a log keyspace's levels.
-const LOG_LEVEL_RATIO: f32 = 4.0;
-
 /// L0 tables at which the guard compacts (fjall stalls at 20).
 pub(super) const GUARD_L0_TABLES: usize = 16;
 /// How often the guard looks.
 const GUARD_TICK: Duration = Duration::from_millis(250);
-
-/// The compaction strategy of the log keyspaces.
-pub(super) fn log_strategy() -> Arc<Leveled> {
-    Arc::new(
-        Leveled::default()
-            .with_l0_threshold(LOG_L0_TABLES)
-            .with_table_target_size(LOG_TABLE_BYTES)
-            .with_level_ratio_policy(vec![LOG_LEVEL_RATIO]),
-    )
-}
 
 /// The guard's thread; dropping it stops the thread and waits for it (a
 /// compaction step in progress ends first), so the keyspaces it holds are
@@ -57,8 +32,9 @@ pub(super) struct CompactionGuard {
 }
 
 impl CompactionGuard {
-    /// Guards `keyspaces`, compacting them with `strategy`.
-    pub(super) fn start(keyspaces: Vec<Keyspace>, strategy: Arc<Leveled>) -> std::io::Result<Self> {
+    /// Guards `keyspaces` (created with fjall's default strategy).
+    pub(super) fn start(keyspaces: Vec<Keyspace>) -> std::io::Result<Self> {
+        let strategy = Arc::new(Leveled::default());
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let thread = std::thread::Builder::new()
@@ -114,8 +90,8 @@ mod tests {
     use fjall::{Database, KeyspaceCreateOptions};
     use lsm_tree::AbstractTree;
 
-    /// A keyspace whose own compaction never merges L0 (as when fjall's
-    /// steps fall behind): the guard drains it below its mark.
+    /// A keyspace whose own steps never merge L0 (as when fjall's steps
+    /// fall behind): the guard drains it below its mark.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_guard_drains_an_l0_that_fjall_leaves_behind() {
         let dir = tempfile::tempdir().unwrap();
@@ -139,7 +115,7 @@ mod tests {
             left >= GUARD_L0_TABLES,
             "fjall left L0 as is: {left} tables"
         );
-        let guard = CompactionGuard::start(vec![ks.clone()], log_strategy()).unwrap();
+        let guard = CompactionGuard::start(vec![ks.clone()]).unwrap();
         gatehouse_testkit::until("L0 drained", Duration::from_secs(30), async || {
             ks.tree.l0_run_count() < GUARD_L0_TABLES
         })

@@ -469,12 +469,7 @@ fn open_db(dir: &Path, cache_bytes: u64) -> StoreResult<Database> {
 fn open_keyspace(db: &Database, name: &str) -> StoreResult<Keyspace> {
     let size = memtable_bytes(name);
     db.keyspace(name, || {
-        let o = KeyspaceCreateOptions::default().max_memtable_size(size);
-        if LOG_KEYSPACES.contains(&name) {
-            o.compaction_strategy(compaction::log_strategy())
-        } else {
-            o
-        }
+        KeyspaceCreateOptions::default().max_memtable_size(size)
     })
     .map_err(unavailable)
 }
@@ -497,11 +492,8 @@ fn open_logs(dir: &Path, main: &Database) -> StoreResult<Logs> {
         open_keyspace(&db, "results")?,
         open_keyspace(&db, "status")?,
     );
-    let guard = compaction::CompactionGuard::start(
-        vec![results.clone(), status.clone()],
-        compaction::log_strategy(),
-    )
-    .map_err(|e| unavailable(format!("starting the log compaction guard: {e}")))?;
+    let guard = compaction::CompactionGuard::start(vec![results.clone(), status.clone()])
+        .map_err(|e| unavailable(format!("starting the log compaction guard: {e}")))?;
     let logs = Logs {
         _guard: guard,
         results,
