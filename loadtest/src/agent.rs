@@ -19,9 +19,7 @@ use crate::judge::{Outcome, enroll_key, judge};
 use crate::metrics::{Endpoint, Metrics, Result_};
 use crate::osinfo::Machine;
 use crate::schedule::{LogBuffer, Options, Render, ScheduledQuery, StatusSpec, fire, parse_config};
-use crate::transport::{
-    Channel, Headers, HttpReply, Pool, REQUEST_TIMEOUT, Target, TransportError,
-};
+use crate::transport::{Channel, Headers, HttpReply, Pool, Target, TransportError};
 
 /// The osquery endpoint flags.
 #[derive(Debug, Clone)]
@@ -147,26 +145,37 @@ impl Conn {
         }
     }
 
-    /// One exchange; `body` is called once a connection is held, so
-    /// agents waiting for a shared one hold no rendered body (a storm's
-    /// bodies are up to `logger_tls_max_lines` lines each). The exchange's
-    /// future (hyper's and rustls's state, a few KB) is boxed for the time
-    /// of the request, so an agent's idle tasks, which are most of them at
-    /// any time, do not each carry its size.
+    /// One exchange, and how long it took once a connection was held
+    /// (the latency an agent owning its connection sees; a shared one's
+    /// wait is the pool's, [`Pool::waits`]). `body` is called once a
+    /// connection is held, so agents waiting for a shared one hold no
+    /// rendered body (a storm's bodies are up to `logger_tls_max_lines`
+    /// lines each). The exchange's future (hyper's and rustls's state, a
+    /// few KB) is boxed for the time of the request, so an agent's idle
+    /// tasks, which are most of them at any time, do not each carry its
+    /// size.
     async fn post(
         &mut self,
         t: &Target,
         path: &str,
         body: impl FnOnce() -> Bytes + Send,
         h: &Headers,
-    ) -> Result<HttpReply, TransportError> {
+    ) -> (Result<HttpReply, TransportError>, Duration) {
         match self {
-            Conn::Own(c) => Box::pin(c.post(t, path, body(), h)).await,
+            Conn::Own(c) => {
+                let start = Instant::now();
+                let r = Box::pin(c.post(t, path, body(), h)).await;
+                (r, start.elapsed())
+            }
             Conn::Shared(p) => {
                 Box::pin(async move {
-                    let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
-                    let mut c = p.checkout(deadline).await?;
-                    c.post_until(t, path, body(), h, deadline).await
+                    let mut c = match p.checkout().await {
+                        Ok(c) => c,
+                        Err(e) => return (Err(e), Duration::ZERO),
+                    };
+                    let start = Instant::now();
+                    let r = c.post(t, path, body(), h).await;
+                    (r, start.elapsed())
                 })
                 .await
             }
@@ -252,8 +261,7 @@ impl Agent {
             gzip: gzip_body,
             user_agent: "osquery/5.23.1",
         };
-        let start = Instant::now();
-        let r = conn.post(&self.fleet.target, path, payload, &h).await;
+        let (r, took) = conn.post(&self.fleet.target, path, payload, &h).await;
         let outcome = judge(r);
         let res = match &outcome {
             Outcome::Ok(_) => Result_::Ok,
@@ -261,7 +269,7 @@ impl Agent {
             Outcome::Failed(_) => Result_::ErrorBody,
             Outcome::Transport(_) => Result_::Transport,
         };
-        self.fleet.metrics.record(ep, res, start.elapsed(), len);
+        self.fleet.metrics.record(ep, res, took, len);
         if outcome == Outcome::NodeInvalid {
             // The key is wiped; the next request on any thread enrolls.
             *self.key.lock().await = None;
@@ -291,8 +299,7 @@ impl Agent {
                 len = b.len();
                 b
             };
-            let start = Instant::now();
-            let r = conn
+            let (r, took) = conn
                 .post(
                     &self.fleet.target,
                     &self.fleet.paths.enroll,
@@ -306,9 +313,7 @@ impl Agent {
                 (None, Err(_)) => Result_::Transport,
                 (None, Ok(_)) => Result_::ErrorBody,
             };
-            self.fleet
-                .metrics
-                .record(Endpoint::Enroll, res, start.elapsed(), len);
+            self.fleet.metrics.record(Endpoint::Enroll, res, took, len);
             if let Some(k) = k {
                 if self
                     .ever_enrolled

@@ -317,6 +317,7 @@ async fn run(a: Args, nofile: u64) -> anyhow::Result<()> {
         ..Options::default()
     };
     let metrics = Arc::new(Metrics::default());
+    let pool = (a.connections > 0).then(|| Arc::new(Pool::new(a.connections)));
     let fleet = Fleet {
         target,
         paths,
@@ -331,7 +332,7 @@ async fn run(a: Args, nofile: u64) -> anyhow::Result<()> {
         carver_block_size: a.carver_block_size,
         carve_size: a.carve_size,
         send_status_logs: true,
-        pool: (a.connections > 0).then(|| Arc::new(Pool::new(a.connections))),
+        pool: pool.clone(),
         metrics: metrics.clone(),
         answers: Arc::new(Answers::default()),
         release: None,
@@ -378,7 +379,16 @@ async fn run(a: Args, nofile: u64) -> anyhow::Result<()> {
         cfg.mode,
         server_pid.as_deref().unwrap_or("not found")
     );
-    let (result, cost, timeline) = modes::run(fleet, cfg, admin).await?;
+    let (result, mut cost, timeline) = modes::run(fleet, cfg, admin).await?;
+    if let Some(p) = &pool {
+        let w = p.waits.snapshot();
+        cost["connection_wait"] = serde_json::json!({
+            "connections": a.connections,
+            "p50_ms": gatehouse_loadtest::metrics::percentile(&w, 50.0),
+            "p99_ms": gatehouse_loadtest::metrics::percentile(&w, 99.0),
+            "max_ms": gatehouse_loadtest::metrics::percentile(&w, 100.0),
+        });
+    }
     let rep = Report {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         machine: procstat::machine(),

@@ -150,9 +150,22 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "- Connections opened: {}\n",
+            "- Connections opened: {}",
             self.cost["connections_opened"]
         );
+        let w = &self.cost["connection_wait"];
+        if w.is_null() {
+            let _ = writeln!(s, "- Connections: one per agent thread, as osqueryd.\n");
+        } else {
+            let _ = writeln!(
+                s,
+                "- Shared connections ({}): requests waited for one p50 {} ms, p99 {} ms, longest {} ms (the harness's own limit, not in the latencies above).\n",
+                w["connections"],
+                f(&w["p50_ms"], 1),
+                f(&w["p99_ms"], 1),
+                f(&w["max_ms"], 1)
+            );
+        }
         let _ = writeln!(
             s,
             "## Mode results\n\n```json\n{}\n```",

@@ -21,7 +21,6 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpSocket;
-use tokio::sync::Mutex;
 
 /// The agent's whole-request timeout.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(16);
@@ -313,37 +312,90 @@ impl Channel {
     }
 }
 
-/// Connections shared by many agents (`--connections N`).
-#[derive(Debug)]
+/// Connections shared by many agents (`--connections N`). A request takes
+/// any idle connection (waiting, first come first served, while none is
+/// idle) and its 16 s start once it holds one: an agent owns its
+/// connections, so waiting for a shared one is the harness's own limit,
+/// not the server's. The waits are kept apart ([`Pool::waits`]) and
+/// reported, so a run where agents queued for connections says so.
 pub struct Pool {
-    channels: Vec<Arc<Mutex<Channel>>>,
-    next: AtomicUsize,
+    idle: std::sync::Mutex<Vec<Channel>>,
+    free: Arc<tokio::sync::Semaphore>,
+    /// How long each request waited for a connection.
+    pub waits: crate::metrics::Histogram,
 }
 
-/// A shared connection, held for one request.
-pub type Checkout = tokio::sync::OwnedMutexGuard<Channel>;
+/// A shared connection, held for one request; dropped, it goes back to
+/// the pool.
+#[derive(Debug)]
+pub struct Checkout {
+    channel: Channel,
+    pool: Arc<Pool>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl std::ops::Deref for Checkout {
+    type Target = Channel;
+    fn deref(&self) -> &Channel {
+        &self.channel
+    }
+}
+
+impl std::ops::DerefMut for Checkout {
+    fn deref_mut(&mut self) -> &mut Channel {
+        &mut self.channel
+    }
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        // Back in the pool before the permit (dropped after this) lets the
+        // next request in.
+        if let Ok(mut idle) = self.pool.idle.lock() {
+            idle.push(std::mem::take(&mut self.channel));
+        }
+    }
+}
 
 impl Pool {
     pub fn new(size: usize) -> Self {
+        let size = size.max(1);
         Self {
-            channels: (0..size.max(1))
-                .map(|_| Arc::new(Mutex::new(Channel::default())))
-                .collect(),
-            next: AtomicUsize::new(0),
+            idle: std::sync::Mutex::new((0..size).map(|_| Channel::default()).collect()),
+            free: Arc::new(tokio::sync::Semaphore::new(size)),
+            waits: crate::metrics::Histogram::default(),
         }
     }
 
-    /// The next connection in turn, once it is free, or a timeout at
-    /// `deadline`: waiting for a shared connection counts against the
-    /// agent's 16 s, as connecting would.
-    pub async fn checkout(
-        &self,
-        deadline: tokio::time::Instant,
-    ) -> Result<Checkout, TransportError> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
-        tokio::time::timeout_at(deadline, self.channels[i].clone().lock_owned())
+    /// An idle connection, once there is one.
+    pub async fn checkout(self: &Arc<Self>) -> Result<Checkout, TransportError> {
+        let start = tokio::time::Instant::now();
+        let permit = self
+            .free
+            .clone()
+            .acquire_owned()
             .await
-            .map_err(|_| TransportError::Timeout)
+            .map_err(|_| TransportError::Http("the connection pool is closed".into()))?;
+        self.waits.record(start.elapsed());
+        let channel = self
+            .idle
+            .lock()
+            .ok()
+            .and_then(|mut i| i.pop())
+            .unwrap_or_default();
+        Ok(Checkout {
+            channel,
+            pool: self.clone(),
+            _permit: permit,
+        })
+    }
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("idle", &self.idle.lock().map(|i| i.len()).unwrap_or(0))
+            .finish()
     }
 }
 
@@ -363,4 +415,38 @@ pub fn client_tls(ca_pem: &[u8]) -> anyhow::Result<Arc<rustls::ClientConfig>> {
             .with_root_certificates(roots)
             .with_no_client_auth(),
     ))
+}
+
+#[cfg(test)]
+mod pool_tests {
+    use super::*;
+
+    /// Any idle connection serves a request (not the next one in turn,
+    /// which may be busy); a request waits only while none is idle, and
+    /// every wait is counted.
+    #[tokio::test]
+    async fn a_request_takes_any_idle_connection_and_waits_only_when_none_is() {
+        let pool = Arc::new(Pool::new(2));
+        let first = pool.checkout().await.unwrap();
+        let second = pool.checkout().await.unwrap();
+        drop(second);
+        // The connection in turn is `first`'s, still busy: the idle one
+        // serves at once.
+        let third = tokio::time::timeout(Duration::from_secs(10), pool.checkout())
+            .await
+            .expect("an idle connection serves at once")
+            .unwrap();
+        let waiting = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.checkout().await.map(drop) }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "both connections are busy");
+        drop(first);
+        waiting.await.unwrap().unwrap();
+        drop(third);
+        let waits: u64 = pool.waits.snapshot().iter().sum();
+        assert_eq!(waits, 4, "one wait per checkout");
+        assert_eq!(pool.idle.lock().map(|i| i.len()).unwrap_or(0), 2, "both back");
+    }
 }
