@@ -220,6 +220,16 @@ impl Agent {
         self.state().buffer.len()
     }
 
+    /// The end of what the agent holds now ([`LogBuffer::mark`]).
+    pub fn backlog_mark(&self) -> crate::schedule::Mark {
+        self.state().buffer.mark()
+    }
+
+    /// Whether everything it held at `m` has left its buffer.
+    pub fn sent_past(&self, m: crate::schedule::Mark) -> bool {
+        self.state().buffer.past(m)
+    }
+
     /// One request, judged as the agent judges it, recorded in metrics.
     pub(crate) async fn request(
         &self,

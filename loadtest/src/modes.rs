@@ -312,19 +312,32 @@ pub async fn run(
             // Let every agent build its backlog, then end the outage at once.
             tokio::time::sleep(Duration::from_secs(1)).await;
             let backlog: usize = r.agents().iter().map(|a| a.buffered()).sum();
+            // Drained: every line an agent held when the outage ended has
+            // left its buffer (acknowledged, or dropped by its cap), while
+            // the agents go on logging (their buffers are never all empty
+            // at once).
+            let marks: Vec<_> = r.agents().iter().map(|a| a.backlog_mark()).collect();
+            let behind = |r: &Runner| {
+                r.agents()
+                    .iter()
+                    .zip(&marks)
+                    .filter(|(a, m)| !a.sent_past(**m))
+                    .count()
+            };
             let t0 = Instant::now();
             let _ = release.0.send(true);
             let mut drained = None;
+            let mut left = marks.len();
             while t0.elapsed() < cfg.storm_timeout {
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                let left: usize = r.agents().iter().map(|a| a.buffered()).sum();
+                left = behind(&r);
                 if left == 0 {
                     drained = Some(t0.elapsed().as_secs_f64());
                     break;
                 }
             }
             json!({"mode": "storm", "all_enrolled": all, "outage_seconds": cfg.outage.as_secs(), "backlog_lines": backlog,
-                   "drain_seconds": drained, "drained": drained.is_some()})
+                   "drain_seconds": drained, "drained": drained.is_some(), "agents_with_backlog_left": left})
         }
     };
     let (cost, timeline) = r.stop().await;

@@ -203,6 +203,18 @@ pub struct LogBuffer {
     results: VecDeque<ResultSpec>,
     result_lines: usize,
     statuses: VecDeque<StatusSpec>,
+    /// Lines that ever left the front of each queue (sent or purged).
+    results_gone: u64,
+    statuses_gone: u64,
+}
+
+/// Where the buffer's newest lines end, per queue: once as many lines
+/// have left each queue, every line buffered when the mark was taken has
+/// left ([`LogBuffer::mark`], [`LogBuffer::past`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    results: u64,
+    statuses: u64,
 }
 
 impl LogBuffer {
@@ -235,6 +247,20 @@ impl LogBuffer {
         self.statuses.push_back(s);
     }
 
+    /// The end of what is buffered now.
+    pub fn mark(&self) -> Mark {
+        Mark {
+            results: self.results_gone + self.result_lines as u64,
+            statuses: self.statuses_gone + self.statuses.len() as u64,
+        }
+    }
+
+    /// Whether every line buffered at `m` has left the buffer (the queues
+    /// are FIFO; lines logged since do not count).
+    pub fn past(&self, m: Mark) -> bool {
+        self.results_gone >= m.results && self.statuses_gone >= m.statuses
+    }
+
     /// The oldest `n` result lines, each as its spec and its row within
     /// the spec (0 for specs of one line).
     pub fn results(&self, n: usize) -> impl Iterator<Item = (&ResultSpec, u64)> {
@@ -252,6 +278,7 @@ impl LogBuffer {
     pub fn drain_results(&mut self, n: usize) {
         let mut left = n.min(self.result_lines);
         self.result_lines -= left;
+        self.results_gone += left as u64;
         while left > 0 {
             let Some(front) = self.results.front_mut() else {
                 break;
@@ -273,6 +300,7 @@ impl LogBuffer {
     pub fn drain_statuses(&mut self, n: usize) {
         let k = n.min(self.statuses.len());
         self.statuses.drain(..k);
+        self.statuses_gone += k as u64;
     }
 
     /// Drops the oldest lines beyond `max` (0 = unlimited); returns how many.
@@ -286,7 +314,7 @@ impl LogBuffer {
             let s = self.statuses.front().map(|s| s.unix);
             match (r, s) {
                 (Some((a, _)), Some(b)) if b < a => {
-                    self.statuses.pop_front();
+                    self.drain_statuses(1);
                     dropped += 1;
                 }
                 (Some((_, lines)), _) => {
@@ -295,7 +323,7 @@ impl LogBuffer {
                     dropped += k;
                 }
                 (None, Some(_)) => {
-                    self.statuses.pop_front();
+                    self.drain_statuses(1);
                     dropped += 1;
                 }
                 (None, None) => break,
@@ -766,5 +794,40 @@ mod tests {
         assert_eq!(buf.statuses_len(), 1);
         assert_eq!(buf.purge(1), 1);
         assert_eq!((buf.results_len(), buf.statuses_len()), (0, 1));
+    }
+
+    /// A mark is past once every line buffered when it was taken has left
+    /// the front of its queue, sent or purged; lines logged afterwards do
+    /// not hold it back.
+    #[test]
+    fn a_backlog_is_past_once_its_lines_left_whatever_came_after() {
+        let mut buf = LogBuffer::default();
+        let run = |ids, unix| ResultSpec::Events {
+            name: "p".into(),
+            table: "processes".into(),
+            ids,
+            added: true,
+            unix,
+            counter: 1,
+        };
+        let status = |unix| StatusSpec {
+            unix,
+            severity: 0,
+            message: "x".into(),
+        };
+        buf.push_result(run((0, 10), 100));
+        buf.push_status(status(100));
+        buf.push_status(status(101));
+        let mark = buf.mark();
+        assert!(!buf.past(mark));
+        // Logged after the mark.
+        buf.push_result(run((10, 15), 200));
+        buf.push_status(status(200));
+        buf.drain_results(10);
+        assert!(!buf.past(mark), "two status lines of the backlog are left");
+        buf.drain_statuses(1);
+        assert_eq!(buf.purge(6), 1, "the oldest line, a status line, goes");
+        assert!(buf.past(mark), "sent or purged, the backlog is gone");
+        assert_eq!(buf.len(), 6, "what came after is still there");
     }
 }

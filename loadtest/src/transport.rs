@@ -447,6 +447,10 @@ mod pool_tests {
         drop(third);
         let waits: u64 = pool.waits.snapshot().iter().sum();
         assert_eq!(waits, 4, "one wait per checkout");
-        assert_eq!(pool.idle.lock().map(|i| i.len()).unwrap_or(0), 2, "both back");
+        assert_eq!(
+            pool.idle.lock().map(|i| i.len()).unwrap_or(0),
+            2,
+            "both back"
+        );
     }
 }
