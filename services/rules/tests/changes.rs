@@ -2,38 +2,20 @@
 //! API waits for that answer, so lines acknowledged after it meet the new
 //! rule (the engine's periodic re-read is an hour away here).
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use gatehouse_bus::InProcBus;
 use gatehouse_core::HostId;
-use gatehouse_core::model::LogRecords;
 use gatehouse_core::ports::{Bus, BusError, Store};
 use gatehouse_core::rules::{Action, Rule, Trigger};
-use gatehouse_core::wire::{LogRequest, LogType};
 use gatehouse_proto::topics::RULES_CHANGED;
 use gatehouse_rules::{Engine, RulesConfig};
 use gatehouse_runtime::Shutdown;
 use gatehouse_runtime::metrics::Metrics;
 use gatehouse_store::EmbeddedStore;
-use serde_json::json;
-
-fn listening(host: &HostId) -> Vec<gatehouse_core::model::ResultLog> {
-    let line = json!({
-        "name": "listening", "hostIdentifier": "web-01",
-        "calendarTime": "Mon Jun  3 10:00:00 2024 UTC", "unixTime": 1_717_408_800,
-        "epoch": 0, "counter": 1, "numerics": false,
-        "columns": {"name": "nc", "port": "31337"}, "action": "added"
-    });
-    let req = LogRequest {
-        log_type: LogType::Result,
-        data: line.as_object().into_iter().cloned().collect(),
-    };
-    match gatehouse_core::logs::records(host, req, 1_717_408_800_000) {
-        LogRecords::Results(r) => r,
-        LogRecords::Status(_) => Vec::new(),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rule_change_is_answered_once_the_engine_reread_the_rules() -> anyhow::Result<()> {
@@ -91,7 +73,10 @@ async fn a_rule_change_is_answered_once_the_engine_reread_the_rules() -> anyhow:
     ask().await?;
     // Right after the answer, a matching line fires.
     engine
-        .on_results(&listening(&HostId::from_identity("hw:web-01")))
+        .on_results(&support::listening(
+            &HostId::from_identity("hw:web-01"),
+            "web-01",
+        ))
         .await;
     let alerts = store.list_alerts(None, 10).await?;
     assert_eq!(alerts.len(), 1, "{alerts:?}");

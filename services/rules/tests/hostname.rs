@@ -2,35 +2,17 @@
 //! `hostname` decoration (osquery's defaults carry none): from the
 //! enrolled host, else from the line's `hostIdentifier`.
 
+mod support;
+
 use std::sync::Arc;
 
 use gatehouse_core::HostId;
-use gatehouse_core::model::LogRecords;
 use gatehouse_core::ports::{Fence, Store};
 use gatehouse_core::rules::{Action, Rule, Trigger};
-use gatehouse_core::wire::{LogRequest, LogType};
 use gatehouse_rules::{Engine, RulesConfig};
 use gatehouse_runtime::metrics::Metrics;
 use gatehouse_store::EmbeddedStore;
 use gatehouse_store::conformance::sample_host;
-use serde_json::json;
-
-fn undecorated(host: &HostId, identifier: &str) -> Vec<gatehouse_core::model::ResultLog> {
-    let line = json!({
-        "name": "listening", "hostIdentifier": identifier,
-        "calendarTime": "Mon Jun  3 10:00:00 2024 UTC", "unixTime": 1_717_408_800,
-        "epoch": 0, "counter": 1, "numerics": false,
-        "columns": {"name": "nc", "port": "31337"}, "action": "added"
-    });
-    let req = LogRequest {
-        log_type: LogType::Result,
-        data: line.as_object().into_iter().cloned().collect(),
-    };
-    match gatehouse_core::logs::records(host, req, 1_717_408_800_000) {
-        LogRecords::Results(r) => r,
-        LogRecords::Status(_) => Vec::new(),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn result_alerts_name_the_host_without_decorations() -> anyhow::Result<()> {
@@ -59,11 +41,13 @@ async fn result_alerts_name_the_host_without_decorations() -> anyhow::Result<()>
 
     // An enrolled host: its enrolled name.
     engine
-        .on_results(&undecorated(&enrolled.id, "host-1"))
+        .on_results(&support::listening(&enrolled.id, "host-1"))
         .await;
     // A host the store does not know: the agent's identifier.
     let stranger = HostId::from_identity("hw:unknown");
-    engine.on_results(&undecorated(&stranger, "laptop-7")).await;
+    engine
+        .on_results(&support::listening(&stranger, "laptop-7"))
+        .await;
 
     let alerts = store.list_alerts(None, 10).await?;
     let name_of = |h: &HostId| {
