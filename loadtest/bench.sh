@@ -40,7 +40,10 @@ mkdir -p "$out"
 GATEHOUSE_DATA_DIR="$data/data" GATEHOUSE_LISTEN=127.0.0.1:8443 GATEHOUSE_API_LISTEN=127.0.0.1:8444 \
   RUST_LOG=warn "$server_bin" serve > "$data/server.out" 2> "$data/server.err" &
 server=$!
-trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$data"' EXIT
+# Under `set -e` a failing command ends the trap: the server is usually
+# gone by now, so neither kill nor wait may fail, or the data directory
+# (gigabytes after a long run) is left behind and the script exits 1.
+trap 'kill -TERM $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf "$data"' EXIT
 for _ in $(seq 1 100); do
   [ -s "$data/server.out" ] && break
   sleep 0.1
