@@ -330,6 +330,14 @@ impl Forwarder {
         if n == 0 {
             return;
         }
+        self.count_metric(outcome, n);
+        self.update(|s| tally(s, outcome, n));
+    }
+
+    fn count_metric(&self, outcome: &str, n: u64) {
+        if n == 0 {
+            return;
+        }
         self.metrics
             .lines
             .get_or_create(&LineLabels {
@@ -337,18 +345,20 @@ impl Forwarder {
                 outcome: outcome.into(),
             })
             .inc_by(n);
-        self.update(|s| match outcome {
-            "delivered" => s.delivered += n,
-            "failed" => s.failed += n,
-            "dropped" => s.dropped += n,
-            "missed" => s.missed += n,
-            _ => {}
-        });
     }
 
     /// Lag figures from the log's bounds and the cursor.
     async fn report_lag(&self, cursor: ForwardCursor) {
+        self.report_lag_delivered(cursor, 0).await;
+    }
+
+    /// Lag figures from the log's bounds and the cursor, shown in the same
+    /// status update as the `delivered` lines that moved the cursor there:
+    /// no one reads a delivered count the lag does not reflect yet.
+    async fn report_lag_delivered(&self, cursor: ForwardCursor, delivered: u64) {
+        self.count_metric("delivered", delivered);
         let Ok(b) = self.log.bounds().await else {
+            self.update(|s| tally(s, "delivered", delivered));
             return;
         };
         let lines = b.next_line.saturating_sub(cursor.line);
@@ -375,6 +385,7 @@ impl Forwarder {
             .get_or_create(&label)
             .set(i64::try_from(seconds).unwrap_or(i64::MAX));
         self.update(|s| {
+            tally(s, "delivered", delivered);
             s.cursor = cursor.seq;
             s.lag_lines = lines;
             s.lag_seconds = seconds;
@@ -535,11 +546,13 @@ impl Forwarder {
                     }
                 }
             }
+            // Counted with the lag once the cursor moved past them.
+            let mut delivered = 0;
             if !lines.is_empty() {
                 loop {
                     match self.dest.deliver(&lines).await {
                         Ok(()) => {
-                            self.count("delivered", lines.len() as u64);
+                            delivered = lines.len() as u64;
                             self.update(|s| s.last_error = None);
                             backoff = FIRST_BACKOFF;
                             break;
@@ -577,13 +590,14 @@ impl Forwarder {
             cursor = next;
             if self.control.replay_pending() {
                 // An operator moved the cursor meanwhile: theirs wins.
+                self.count("delivered", delivered);
                 continue;
             }
             if let Err(e) = self.log.set_cursor(&self.name, cursor).await {
                 // The batch goes again (at least once).
                 tracing::warn!(destination = %self.name, error = %e, "saving the cursor failed");
             }
-            self.report_lag(cursor).await;
+            self.report_lag_delivered(cursor, delivered).await;
         }
     }
 
@@ -699,6 +713,17 @@ async fn sleep_or_stop(shutdown: &Shutdown, d: Duration) -> bool {
     tokio::select! {
         _ = shutdown.wait() => true,
         _ = tokio::time::sleep(d) => false,
+    }
+}
+
+/// Adds `n` lines of `outcome` to a destination's counts.
+fn tally(s: &mut DestinationState, outcome: &str, n: u64) {
+    match outcome {
+        "delivered" => s.delivered += n,
+        "failed" => s.failed += n,
+        "dropped" => s.dropped += n,
+        "missed" => s.missed += n,
+        _ => {}
     }
 }
 
