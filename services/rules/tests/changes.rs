@@ -10,7 +10,6 @@ use std::time::Duration;
 use gatehouse_bus::InProcBus;
 use gatehouse_core::HostId;
 use gatehouse_core::ports::{Bus, BusError, Store};
-use gatehouse_core::rules::{Action, Rule, Trigger};
 use gatehouse_proto::topics::RULES_CHANGED;
 use gatehouse_rules::{Engine, RulesConfig};
 use gatehouse_runtime::Shutdown;
@@ -55,21 +54,7 @@ async fn a_rule_change_is_answered_once_the_engine_reread_the_rules() -> anyhow:
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
 
-    store
-        .put_rule(&Rule {
-            name: "nc".into(),
-            description: String::new(),
-            enabled: true,
-            when: Trigger::Results {
-                query: "listening".into(),
-                row_actions: vec!["added".into()],
-                condition: None,
-            },
-            actions: vec![Action::Log],
-            throttle_secs: 0,
-            updated_at: 1,
-        })
-        .await?;
+    store.put_rule(&support::nc_rule()).await?;
     ask().await?;
     // Right after the answer, a matching line fires.
     engine

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use gatehouse_core::HostId;
 use gatehouse_core::ports::{Fence, Store};
-use gatehouse_core::rules::{Action, Rule, Trigger};
 use gatehouse_rules::{Engine, RulesConfig};
 use gatehouse_runtime::metrics::Metrics;
 use gatehouse_store::EmbeddedStore;
@@ -20,21 +19,7 @@ async fn result_alerts_name_the_host_without_decorations() -> anyhow::Result<()>
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path())?);
     let enrolled = sample_host(1);
     store.put_host(&enrolled, Fence::NONE).await?;
-    store
-        .put_rule(&Rule {
-            name: "nc".into(),
-            description: String::new(),
-            enabled: true,
-            when: Trigger::Results {
-                query: "listening".into(),
-                row_actions: vec!["added".into()],
-                condition: None,
-            },
-            actions: vec![Action::Log],
-            throttle_secs: 0,
-            updated_at: 1,
-        })
-        .await?;
+    store.put_rule(&support::nc_rule()).await?;
     let (engine, _deliveries) =
         Engine::new(store.clone(), RulesConfig::default(), &Metrics::new())?;
     assert_eq!(engine.reload().await?, 1);

@@ -1,7 +1,9 @@
-//! What the rule engine's tests share: a result line as an agent sends it.
+//! What the rule engine's tests share: a result line as an agent sends
+//! it, and a rule it matches.
 
 use gatehouse_core::HostId;
 use gatehouse_core::model::{LogRecords, ResultLog};
+use gatehouse_core::rules::{Action, Rule, Trigger};
 use gatehouse_core::wire::{LogRequest, LogType};
 use serde_json::json;
 
@@ -22,5 +24,22 @@ pub fn listening(host: &HostId, identifier: &str) -> Vec<ResultLog> {
     match gatehouse_core::logs::records(host, req, 1_717_408_800_000) {
         LogRecords::Results(r) => r,
         LogRecords::Status(_) => Vec::new(),
+    }
+}
+
+/// Rule `nc`: every added `listening` row, logged.
+pub fn nc_rule() -> Rule {
+    Rule {
+        name: "nc".into(),
+        description: String::new(),
+        enabled: true,
+        when: Trigger::Results {
+            query: "listening".into(),
+            row_actions: vec!["added".into()],
+            condition: None,
+        },
+        actions: vec![Action::Log],
+        throttle_secs: 0,
+        updated_at: 1,
     }
 }
