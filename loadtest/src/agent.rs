@@ -161,21 +161,20 @@ impl Conn {
         body: impl FnOnce() -> Bytes + Send,
         h: &Headers,
     ) -> (Result<HttpReply, TransportError>, Duration) {
+        /// `f`'s output and how long it took.
+        async fn timed<T>(f: impl std::future::Future<Output = T>) -> (T, Duration) {
+            let start = Instant::now();
+            let out = f.await;
+            (out, start.elapsed())
+        }
         match self {
-            Conn::Own(c) => {
-                let start = Instant::now();
-                let r = Box::pin(c.post(t, path, body(), h)).await;
-                (r, start.elapsed())
-            }
+            Conn::Own(c) => timed(Box::pin(c.post(t, path, body(), h))).await,
             Conn::Shared(p) => {
                 Box::pin(async move {
-                    let mut c = match p.checkout().await {
-                        Ok(c) => c,
-                        Err(e) => return (Err(e), Duration::ZERO),
-                    };
-                    let start = Instant::now();
-                    let r = c.post(t, path, body(), h).await;
-                    (r, start.elapsed())
+                    match p.checkout().await {
+                        Ok(mut c) => timed(c.post(t, path, body(), h)).await,
+                        Err(e) => (Err(e), Duration::ZERO),
+                    }
                 })
                 .await
             }

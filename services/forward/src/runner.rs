@@ -327,9 +327,6 @@ impl Forwarder {
     }
 
     fn count(&self, outcome: &str, n: u64) {
-        if n == 0 {
-            return;
-        }
         self.count_metric(outcome, n);
         self.update(|s| tally(s, outcome, n));
     }
