@@ -578,3 +578,118 @@ linger_ms = 0
     server.wait()?;
     Ok(())
 }
+
+/// The server is killed with SIGKILL right after it stored an audit record
+/// and before it handed it to the forward log (planted in its store while
+/// it is down, at the time of its last mark). Down for over 30 s, its
+/// successor finds the mark stale at start and forwards that record; a
+/// record stored before the mark is not sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_record_stored_as_the_server_died_is_forwarded_after_its_restart()
+-> anyhow::Result<()> {
+    use gatehouse_core::ports::{AuditStore, ForwardLog};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir()?;
+    let hook = WebhookReceiver::start().await?;
+    let (listen, api, ops) = (
+        gatehouse_tests::free_port()?,
+        gatehouse_tests::free_port()?,
+        gatehouse_tests::free_port()?,
+    );
+    let data = dir.path().join("data");
+    let config = dir.path().join("gatehouse.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"listen = "127.0.0.1:{listen}"
+api_listen = "127.0.0.1:{api}"
+ops_listen = "127.0.0.1:{ops}"
+data_dir = "{data}"
+
+[limits]
+min_free_disk_bytes = 0
+
+[[destinations]]
+name = "operators"
+[destinations.webhook]
+url = "{url}/events"
+[destinations.filter]
+logs = ["audit"]
+[destinations.pacing]
+linger_ms = 0
+"#,
+            data = data.display(),
+            url = hook.url,
+        ),
+    )?;
+    let log = dir.path().join("serve.log");
+    let mut server = spawn_serve(&config, &log)?;
+    ready(ops).await?;
+    // The api sets its mark before it serves its first call.
+    let cfg = gatehouse::config::ServeConfig::load(Some(&config))?;
+    let boot = gatehouse::bootstrap::prepare(&cfg)?;
+    let listed = gatehouse_tests::client_for(&boot.ca_path)?
+        .get(format!("https://localhost:{api}/api/v1/destinations"))
+        .bearer_auth(&boot.admin_token)
+        .send()
+        .await?;
+    assert!(listed.status().is_success(), "{}", listed.status());
+    server.kill()?;
+    server.wait()?;
+
+    let clock = gatehouse_core::time::system_clock();
+    let forward = gatehouse_forward::log::EmbeddedForwardLog::open(
+        &data.join("forward"),
+        gatehouse_forward::log::Retention::default(),
+        clock.clone(),
+    )?;
+    let marks = forward
+        .settings(gatehouse_api::audit_forward::MARKS)
+        .await?;
+    assert_eq!(marks.len(), 1, "the killed server's mark is left");
+    // As if it had died over 30 s ago, the record in its last seconds.
+    let died = clock.now_ms() - gatehouse_api::audit_forward::STALE_MS - 1_000;
+    forward
+        .put_setting(&marks[0].0, Some(format!("{died} {died}").into()))
+        .await?;
+    drop(forward);
+    let store = gatehouse_store::EmbeddedStore::open(&data.join("store"))?;
+    for (id, at) in [("before-the-mark", died - 1), ("as-it-died", died + 500)] {
+        store
+            .append_audit(&gatehouse_core::model::AuditEvent {
+                id: id.into(),
+                at,
+                actor: "admin".into(),
+                action: "query.put".into(),
+                target: "processes".into(),
+                outcome: "accepted".into(),
+                detail: json!({}),
+            })
+            .await?;
+    }
+    drop(store);
+
+    let mut server = spawn_serve(&config, &log)?;
+    ready(ops).await?;
+    let ids = || -> Vec<String> {
+        hook.hits("/events")
+            .iter()
+            .flat_map(|h| h.body.as_array().cloned().unwrap_or_default())
+            .filter_map(|e| e["id"].as_str().map(str::to_owned))
+            .collect()
+    };
+    gatehouse_testkit::until(
+        "the record forwarded after the restart",
+        Duration::from_secs(30),
+        async || ids().iter().any(|id| id == "as-it-died"),
+    )
+    .await;
+    assert!(
+        !ids().iter().any(|id| id == "before-the-mark"),
+        "{:?}",
+        ids()
+    );
+    server.kill()?;
+    server.wait()?;
+    Ok(())
+}

@@ -59,6 +59,14 @@ impl Default for ApiConfig {
     }
 }
 
+/// A call's audit row written as `pending`, held (for the log
+/// destinations) until its final record is written and appended.
+#[derive(Debug)]
+pub(crate) struct PendingAudit {
+    row: AuditEvent,
+    _held: crate::audit_forward::Held,
+}
+
 /// Who is calling: the user a bearer token belongs to, and its role.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
@@ -86,6 +94,8 @@ pub struct Admin {
     /// The log destinations this process runs, if any.
     pub(crate) destinations: Option<Arc<dyn gatehouse_core::ports::Destinations>>,
     pub(crate) forward: Option<gatehouse_core::ports::Forwarding>,
+    /// Audit records between their store write and their append.
+    pub(crate) audit_outbox: crate::audit_forward::AuditOutbox,
     /// Campaigns seen with every target answered (they stay so): not
     /// counted against the running-campaign limits.
     pub(crate) complete: std::sync::Mutex<HashSet<String>>,
@@ -191,6 +201,7 @@ impl Admin {
             readiness,
             destinations,
             forward,
+            audit_outbox: crate::audit_forward::AuditOutbox::default(),
             complete: std::sync::Mutex::default(),
             throttle: crate::session::Throttle::default(),
             host_order: tokio::sync::Mutex::new(None),
@@ -269,6 +280,7 @@ impl Admin {
         detail: serde_json::Value,
     ) -> Result<(), ApiError> {
         let row = self.audit_row(c, action, target, outcome, detail);
+        let _held = self.audit_outbox.hold(&row);
         self.write_audit(&row).await?;
         self.forward_audit(&row).await;
         Ok(())
@@ -294,10 +306,13 @@ impl Admin {
         action: &str,
         target: &str,
         detail: serde_json::Value,
-    ) -> Result<AuditEvent, ApiError> {
-        let e = self.audit_row(c, action, target, "pending", detail);
-        self.write_audit(&e).await?;
-        Ok(e)
+    ) -> Result<PendingAudit, ApiError> {
+        let row = self.audit_row(c, action, target, "pending", detail);
+        // Held until its final record is appended, or the call ends
+        // without one (see `audit_forward`).
+        let held = self.audit_outbox.hold(&row);
+        self.write_audit(&row).await?;
+        Ok(PendingAudit { row, _held: held })
     }
 
     /// Rewrites a pending row with how the call ended: `accepted` with what
@@ -305,9 +320,10 @@ impl Admin {
     /// the row `pending` (logged): the call is not undone.
     pub(crate) async fn audit_outcome(
         &self,
-        mut row: AuditEvent,
+        pending: PendingAudit,
         outcome: Result<Option<crate::registry::Audited>, String>,
     ) {
+        let PendingAudit { mut row, _held } = pending;
         let mut detail = match std::mem::take(&mut row.detail) {
             serde_json::Value::Object(m) => m,
             serde_json::Value::Null => serde_json::Map::new(),

@@ -12,6 +12,7 @@
 //! deliveries that wait for offline hosts until they expire.
 
 pub mod admin;
+pub mod audit_forward;
 pub mod console;
 pub mod error;
 pub mod grpc;
@@ -46,6 +47,20 @@ pub async fn run(
     let metrics = deps.metrics.clone();
     let admin = Arc::new(Admin::new(cfg, deps));
     tokio::spawn(ops::fleet::keep_fresh(admin.clone(), shutdown.clone()));
+    // A mark, and what a stopped process left forwarded, before the first
+    // call (bounded: a forward log that does not answer is retried later).
+    if tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        audit_forward::renew(&admin, true),
+    )
+    .await
+    .is_err()
+    {
+        tracing::warn!(
+            "the forward log did not answer within 5 s; audit forwarding marks are retried every 2 s"
+        );
+    }
+    tokio::spawn(audit_forward::keep(admin.clone(), shutdown.clone()));
     let rest = rest::router(admin.clone(), shutdown.clone());
     let routes = grpc::routes(admin.clone()).add_service(gatehouse_runtime::grpc::health(
         &[GRPC_SERVICE],

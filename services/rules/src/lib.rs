@@ -571,6 +571,17 @@ impl Engine {
                     .inc();
             }
         }
+        // Forwarded before it is stored: a process that dies in between
+        // finds no stored alert when the unacknowledged batch comes again,
+        // so it fires (and forwards) it again; stored first, the repeat
+        // would be skipped and never forwarded (ADR 0039).
+        if let Some(f) = self.inner.forward.get() {
+            let payload =
+                gatehouse_bus::events::encode_forward_events("alert", std::slice::from_ref(&alert));
+            if let Err(e) = f.append(&format!("alert:{}", alert.id), 1, payload).await {
+                tracing::error!(rule = name, alert = %alert.id, error = %e, "alert not forwarded");
+            }
+        }
         if let Err(e) = self.inner.store.put_alert(&alert).await {
             tracing::error!(rule = name, alert = %alert.id, error = %e, "alert could not be stored");
             self.inner
@@ -579,13 +590,6 @@ impl Engine {
                 .get_or_create(&outcome(name, "store_failed"))
                 .inc();
             return false;
-        }
-        if let Some(f) = self.inner.forward.get() {
-            let payload =
-                gatehouse_bus::events::encode_forward_events("alert", std::slice::from_ref(&alert));
-            if let Err(e) = f.append(&format!("alert:{}", alert.id), 1, payload).await {
-                tracing::error!(rule = name, alert = %alert.id, error = %e, "alert not forwarded");
-            }
         }
         self.remember(key);
         self.inner
