@@ -24,6 +24,14 @@
 #   rsyslog and rsyslog-gnutls, installed here when missing) for syslog
 #   over TCP and TLS; HTTP receivers in the tests for Splunk HEC,
 #   Elasticsearch _bulk and webhooks; files read back as a shipper reads.
+# - Kafka: the destination is tested against a broker the tests stand up
+#   from the protocol's message formats, and against a real
+#   Kafka-protocol broker when one is at hand: `tansu` 0.6.0 (crates.io,
+#   memory storage), started here when installed (on PATH or TANSU_BIN) or
+#   built here with GATEHOUSE_INSTALL_TANSU=1 (about 20 minutes on two
+#   cores: too long for every CI run, so not by default);
+#   GATEHOUSE_TEST_KAFKA=host:port names another broker. Without one the
+#   real-broker test is reported as NOT RUN.
 # - The web console is driven in a real headless Chromium (Debian's
 #   chromium, installed here when missing) by Playwright-core (npm, pinned
 #   in tests/browser/package-lock.json, installed with `npm ci`) against
@@ -76,6 +84,27 @@ if [[ ! -x /usr/bin/chromium ]] || [[ ! -d tests/browser/node_modules/playwright
     echo "== NOT RUN: the console in a real browser (needs chromium, node and npm)"
 fi
 
+# The Kafka destination against a real broker (tansu), when at hand.
+tansu_pid=""
+if [[ -z "${GATEHOUSE_TEST_KAFKA:-}" ]]; then
+    tansu_bin="${TANSU_BIN:-$(command -v tansu || true)}"
+    if [[ -z "$tansu_bin" && "${GATEHOUSE_INSTALL_TANSU:-}" == "1" ]]; then
+        echo "== installing tansu 0.6.0 (crates.io, memory storage) for the Kafka destination test"
+        cargo install --quiet --locked --debug tansu --version 0.6.0 --features dynostore --root "$HOME/.local/tansu"
+        tansu_bin="$HOME/.local/tansu/bin/tansu"
+    fi
+    if [[ -n "$tansu_bin" ]]; then
+        kafka_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+        "$tansu_bin" broker --listener-url "tcp://127.0.0.1:$kafka_port" \
+            --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
+            --storage-engine memory://tansu/ >"$(mktemp -t tansu.XXXXXX.log)" 2>&1 &
+        tansu_pid=$!
+        trap 'if [[ -n "$tansu_pid" ]]; then kill "$tansu_pid" 2>/dev/null || true; fi' EXIT
+        export GATEHOUSE_TEST_KAFKA="127.0.0.1:$kafka_port"
+        echo "== Kafka destination: also against tansu at $GATEHOUSE_TEST_KAFKA ($tansu_bin)"
+    fi
+fi
+
 # CI builds once from scratch: incremental-compilation caches would only
 # cost disk (a clean-checkout CI run once failed with "No space left").
 if [[ "${CI:-}" == "true" ]]; then
@@ -100,6 +129,9 @@ if [[ -n "${GATEHOUSE_TEST_SCYLLA:-}" ]]; then
     cargo test --locked -p gatehouse-store --lib scylla::tests::real_ -- --ignored
 else
     echo "== NOT RUN: ScyllaDB semantics tests (scylla::tests::real_*): set GATEHOUSE_TEST_SCYLLA=host:port to run them against a real node"
+fi
+if [[ -z "${GATEHOUSE_TEST_KAFKA:-}" ]]; then
+    echo "== NOT RUN: the Kafka destination against a real broker (kafka::a_real_broker_*; it ran against the tests' stand-in broker and passed as a no-op): install tansu (cargo install tansu --version 0.6.0 --locked --features dynostore), run with GATEHOUSE_INSTALL_TANSU=1, or set GATEHOUSE_TEST_KAFKA=host:port"
 fi
 if [[ "$(id -u)" != "0" ]]; then
     echo "== NOT RUN: full-filesystem tests (embedded::tests::a_filling_filesystem_*, a_full_disk_*; disk_low::a_full_disk_makes_the_server_unready_*): mounting a tmpfs needs root; they passed as no-ops"
