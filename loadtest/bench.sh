@@ -24,6 +24,9 @@
 # the flat profiles (self time per function) as perf-server.txt and
 # perf-harness.txt next to the report.
 #
+# BENCH_PORT=P serves agents on P, operators on P+1 and metrics on P+2
+# (default 8443), so a run can go beside another server on this machine.
+#
 # The server's warnings and errors (throttled: one line per kind and
 # interval, with how many were left out) are kept as server-log.txt, so a
 # report's error bodies can be traced to what the server refused and why.
@@ -37,8 +40,9 @@ server_bin=${SERVER_BIN:-target/$profile/gatehouse}
 data=$(mktemp -d /tmp/gatehouse-bench.XXXXXX)
 out=docs/benchmarks/$name
 mkdir -p "$out"
-GATEHOUSE_DATA_DIR="$data/data" GATEHOUSE_LISTEN=127.0.0.1:8443 GATEHOUSE_API_LISTEN=127.0.0.1:8444 \
-  RUST_LOG=warn "$server_bin" serve > "$data/server.out" 2> "$data/server.err" &
+port=${BENCH_PORT:-8443}
+GATEHOUSE_DATA_DIR="$data/data" GATEHOUSE_LISTEN=127.0.0.1:$port GATEHOUSE_API_LISTEN=127.0.0.1:$((port + 1)) \
+  GATEHOUSE_OPS_LISTEN=127.0.0.1:$((port + 2)) RUST_LOG=warn "$server_bin" serve > "$data/server.out" 2> "$data/server.err" &
 server=$!
 # Under `set -e` a failing command ends the trap: the server is usually
 # gone by now, so neither kill nor wait may fail, or the data directory
