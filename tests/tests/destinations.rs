@@ -388,6 +388,39 @@ async fn every_line_reaches_each_destination_once_and_a_dead_one_catches_up() ->
     Ok(())
 }
 
+/// A configuration file for `gatehouse serve` as a process in `dir`:
+/// loopback ports of its own, data in `data`, no free-space floor, and the
+/// given `[[destinations]]`. Returns the file and the agent, API and ops
+/// ports.
+fn serve_config(
+    dir: &Path,
+    data: &Path,
+    destinations: &str,
+) -> anyhow::Result<(std::path::PathBuf, u16, u16, u16)> {
+    let (listen, api, ops) = (
+        gatehouse_tests::free_port()?,
+        gatehouse_tests::free_port()?,
+        gatehouse_tests::free_port()?,
+    );
+    let config = dir.join("gatehouse.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"listen = "127.0.0.1:{listen}"
+api_listen = "127.0.0.1:{api}"
+ops_listen = "127.0.0.1:{ops}"
+data_dir = "{data}"
+
+[limits]
+min_free_disk_bytes = 0
+
+{destinations}"#,
+            data = data.display(),
+        ),
+    )?;
+    Ok((config, listen, api, ops))
+}
+
 /// `gatehouse serve` as a process, its output in `log`.
 fn spawn_serve(config: &Path, log: &Path) -> anyhow::Result<std::process::Child> {
     let out = std::fs::OpenOptions::new()
@@ -429,24 +462,11 @@ async fn a_server_killed_mid_delivery_delivers_every_line_with_at_most_one_batch
     let dir = tempfile::tempdir()?;
     let hook = WebhookReceiver::start().await?;
     hook.set_delay_ms(150);
-    let (listen, api, ops) = (
-        gatehouse_tests::free_port()?,
-        gatehouse_tests::free_port()?,
-        gatehouse_tests::free_port()?,
-    );
-    let config = dir.path().join("gatehouse.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"listen = "127.0.0.1:{listen}"
-api_listen = "127.0.0.1:{api}"
-ops_listen = "127.0.0.1:{ops}"
-data_dir = "{data}"
-
-[limits]
-min_free_disk_bytes = 0
-
-[[destinations]]
+    let (config, listen, api, ops) = serve_config(
+        dir.path(),
+        &dir.path().join("data"),
+        &format!(
+            r#"[[destinations]]
 name = "siem"
 [destinations.webhook]
 url = "{url}/logs"
@@ -454,7 +474,6 @@ url = "{url}/logs"
 max_lines = 10
 linger_ms = 0
 "#,
-            data = dir.path().join("data").display(),
             url = hook.url,
         ),
     )?;
@@ -591,25 +610,12 @@ async fn an_audit_record_stored_as_the_server_died_is_forwarded_after_its_restar
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir()?;
     let hook = WebhookReceiver::start().await?;
-    let (listen, api, ops) = (
-        gatehouse_tests::free_port()?,
-        gatehouse_tests::free_port()?,
-        gatehouse_tests::free_port()?,
-    );
     let data = dir.path().join("data");
-    let config = dir.path().join("gatehouse.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"listen = "127.0.0.1:{listen}"
-api_listen = "127.0.0.1:{api}"
-ops_listen = "127.0.0.1:{ops}"
-data_dir = "{data}"
-
-[limits]
-min_free_disk_bytes = 0
-
-[[destinations]]
+    let (config, _, api, ops) = serve_config(
+        dir.path(),
+        &data,
+        &format!(
+            r#"[[destinations]]
 name = "operators"
 [destinations.webhook]
 url = "{url}/events"
@@ -618,7 +624,6 @@ logs = ["audit"]
 [destinations.pacing]
 linger_ms = 0
 "#,
-            data = data.display(),
             url = hook.url,
         ),
     )?;
