@@ -132,7 +132,7 @@ pub async fn renew(admin: &Admin, sweep: bool) {
         Ok(0) => {}
         Ok(n) => tracing::info!(
             records = n,
-            "audit records a stopped process had stored were handed to the log destinations again"
+            "audit records of a stopped process's last seconds handed to the forward log again (it drops those it already holds)"
         ),
         Err(e) => {
             tracing::warn!(error = %e, "looking for audit records a stopped process did not forward failed; trying again in 30 s")
@@ -143,6 +143,9 @@ pub async fn renew(admin: &Admin, sweep: bool) {
 /// Renews the mark every 2 s and sweeps every 30 s until `shutdown`, then
 /// removes this process's mark.
 pub async fn keep(admin: Arc<Admin>, shutdown: gatehouse_runtime::Shutdown) {
+    if admin.forward.is_none() {
+        return;
+    }
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + RENEW, RENEW);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks: u64 = 0;
