@@ -421,6 +421,27 @@ min_free_disk_bytes = 0
     Ok((config, listen, api, ops))
 }
 
+/// `gatehouse serve` as a process (see [`spawn_serve`]), once its ops
+/// port reports it ready.
+async fn serve_ready(config: &Path, log: &Path, ops: u16) -> anyhow::Result<std::process::Child> {
+    let server = spawn_serve(config, log)?;
+    ready(ops).await?;
+    Ok(server)
+}
+
+/// The configuration a served `config` runs with and its bootstrap
+/// (CA, admin token, enroll secret).
+fn bootstrap_of(
+    config: &Path,
+) -> anyhow::Result<(
+    gatehouse::config::ServeConfig,
+    gatehouse::bootstrap::Bootstrap,
+)> {
+    let cfg = gatehouse::config::ServeConfig::load(Some(config))?;
+    let boot = gatehouse::bootstrap::prepare(&cfg)?;
+    Ok((cfg, boot))
+}
+
 /// `gatehouse serve` as a process, its output in `log`.
 fn spawn_serve(config: &Path, log: &Path) -> anyhow::Result<std::process::Child> {
     let out = std::fs::OpenOptions::new()
@@ -478,10 +499,8 @@ linger_ms = 0
         ),
     )?;
     let log = dir.path().join("serve.log");
-    let mut server = spawn_serve(&config, &log)?;
-    ready(ops).await?;
-    let cfg = gatehouse::config::ServeConfig::load(Some(&config))?;
-    let boot = gatehouse::bootstrap::prepare(&cfg)?;
+    let mut server = serve_ready(&config, &log, ops).await?;
+    let (cfg, boot) = bootstrap_of(&config)?;
     let http = gatehouse_tests::client_for(&boot.ca_path)?;
     let base = format!("https://localhost:{listen}");
     let mut sent = BTreeSet::new();
@@ -560,8 +579,7 @@ linger_ms = 0
         sent.len()
     );
 
-    let mut server = spawn_serve(&config, &log)?;
-    ready(ops).await?;
+    let mut server = serve_ready(&config, &log, ops).await?;
     hook.set_delay_ms(0);
     gatehouse_testkit::until(
         "every line delivered",
@@ -628,11 +646,9 @@ linger_ms = 0
         ),
     )?;
     let log = dir.path().join("serve.log");
-    let mut server = spawn_serve(&config, &log)?;
-    ready(ops).await?;
+    let mut server = serve_ready(&config, &log, ops).await?;
     // The api sets its mark before it serves its first call.
-    let cfg = gatehouse::config::ServeConfig::load(Some(&config))?;
-    let boot = gatehouse::bootstrap::prepare(&cfg)?;
+    let (_, boot) = bootstrap_of(&config)?;
     let listed = gatehouse_tests::client_for(&boot.ca_path)?
         .get(format!("https://localhost:{api}/api/v1/destinations"))
         .bearer_auth(&boot.admin_token)
@@ -674,8 +690,7 @@ linger_ms = 0
     }
     drop(store);
 
-    let mut server = spawn_serve(&config, &log)?;
-    ready(ops).await?;
+    let mut server = serve_ready(&config, &log, ops).await?;
     let ids = || -> Vec<String> {
         hook.hits("/events")
             .iter()
