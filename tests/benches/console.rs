@@ -19,7 +19,7 @@ use gatehouse_core::model::Host;
 use gatehouse_core::ports::{Fence, HostStore};
 use gatehouse_tests::TestServer;
 use reqwest::Method;
-use serde_json::{Map, json};
+use serde_json::json;
 
 const PLATFORMS: [&str; 3] = ["linux", "darwin", "windows"];
 
@@ -35,7 +35,7 @@ fn host(n: usize, now: i64) -> Host {
         os_name: "Example OS".into(),
         os_version: format!("{}.{}", 10 + n % 4, n % 10),
         osquery_version: ["5.12.1", "5.13.1", "5.14.1"][n % 3].into(),
-        details: Map::new(),
+        details: Default::default(),
         labels: if n.is_multiple_of(10) {
             vec!["pci".into()]
         } else {

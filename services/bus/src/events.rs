@@ -8,7 +8,9 @@
 use bytes::Bytes;
 use gatehouse_core::HostId;
 use gatehouse_core::logline::LogLine;
-use gatehouse_core::model::{CampaignResult, Host, LogRecords, ResultKind, ResultLog, StatusLog};
+use gatehouse_core::model::{
+    CampaignResult, Host, HostDetails, LogRecords, ResultKind, ResultLog, StatusLog,
+};
 use gatehouse_core::ports::{Bus, BusError};
 use gatehouse_proto::topics::{Topic, TopicFamily};
 use gatehouse_proto::v1 as pb;
@@ -71,7 +73,7 @@ pub fn host_record(h: &Host) -> pb::HostRecord {
         os_name: h.os_name.clone(),
         os_version: h.os_version.clone(),
         osquery_version: h.osquery_version.clone(),
-        details_json: serde_json::to_vec(&h.details).unwrap_or_default().into(),
+        details_json: h.details.as_json().as_bytes().to_vec().into(),
         labels: h.labels.clone(),
         enrolled_at: h.enrolled_at,
         last_enrolled_at: h.last_enrolled_at,
@@ -90,7 +92,7 @@ pub fn host_record(h: &Host) -> pb::HostRecord {
 pub fn host_from_record(r: pb::HostRecord) -> Result<Host, EventError> {
     Ok(Host {
         id: host_id("host.id", &r.id)?,
-        details: json_object("host.details_json", &r.details_json)?,
+        details: HostDetails::from_map(&json_object("host.details_json", &r.details_json)?),
         identity: r.identity,
         host_identifier: r.host_identifier,
         hostname: r.hostname,
@@ -354,7 +356,7 @@ mod tests {
             os_name: "Ubuntu".into(),
             os_version: "22.04".into(),
             osquery_version: "5.23.1".into(),
-            details,
+            details: HostDetails::from_map(&details),
             labels: vec!["servers".into()],
             enrolled_at: 1,
             last_enrolled_at: 2,

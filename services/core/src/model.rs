@@ -24,7 +24,7 @@ pub struct Host {
     pub os_version: String,
     pub osquery_version: String,
     /// `host_details` as last sent at enrollment.
-    pub details: Map<String, Value>,
+    pub details: HostDetails,
     /// Labels set by operators (the built-in ones are derived, see
     /// [`Host::label_set`]).
     pub labels: Vec<String>,
@@ -58,6 +58,73 @@ pub fn host_names(hostname: &str, host_identifier: &str) -> Vec<String> {
     names.sort();
     names.dedup();
     names
+}
+
+/// A host's `host_details` (osquery's tables at enrollment), kept as
+/// compact JSON text with members in name order, parsed only when read:
+/// every host actor holds its host's record, and as a tree of `Value`s
+/// the details were its largest part (6.4 KB of heap per host,
+/// docs/benchmarks/performance.md "Where the memory is").
+#[derive(Debug, Clone)]
+pub struct HostDetails(Box<serde_json::value::RawValue>);
+
+impl HostDetails {
+    pub fn from_map(details: &Map<String, Value>) -> Self {
+        Self(serde_json::value::to_raw_value(details).unwrap_or_else(|_| Self::empty_raw()))
+    }
+
+    /// The details as a JSON object.
+    pub fn to_map(&self) -> Map<String, Value> {
+        serde_json::from_str(self.0.get()).unwrap_or_default()
+    }
+
+    /// The compact JSON text of the object.
+    pub fn as_json(&self) -> &str {
+        self.0.get()
+    }
+
+    fn empty_raw() -> Box<serde_json::value::RawValue> {
+        serde_json::value::RawValue::from_string("{}".to_owned())
+            .unwrap_or_else(|_| unreachable!("{{}} is JSON"))
+    }
+}
+
+impl Default for HostDetails {
+    fn default() -> Self {
+        Self(Self::empty_raw())
+    }
+}
+
+/// Equal when they hold the same members (the text is canonical).
+impl PartialEq for HostDetails {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl Serialize for HostDetails {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for HostDetails {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Self::from_map(&Map::<String, Value>::deserialize(d)?))
+    }
+}
+
+impl schemars::JsonSchema for HostDetails {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "HostDetails".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "object",
+            "description": "host_details as the agent last sent them at enrollment."
+        })
+    }
 }
 
 impl Host {
@@ -782,4 +849,32 @@ pub struct DestinationDeadLetter {
     pub lines: u64,
     /// The receiver's answer.
     pub response: String,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    /// Host details keep what the agent sent, whatever order its members
+    /// came in, and read back as the same object; a record with them
+    /// round-trips through JSON unchanged.
+    #[test]
+    fn host_details_keep_the_object_as_compact_text() {
+        let sent = json!({"system_info": {"hostname": "a", "cpu_brand": "x"}, "os_version": {"name": "Debian"}});
+        let reordered: Map<String, Value> = serde_json::from_str(
+            r#"{"os_version": {"name": "Debian"}, "system_info": {"cpu_brand": "x", "hostname": "a"}}"#,
+        )
+        .unwrap();
+        let d = HostDetails::from_map(sent.as_object().unwrap());
+        assert_eq!(d, HostDetails::from_map(&reordered));
+        assert_eq!(Value::Object(d.to_map()), sent);
+        assert!(!d.as_json().contains(' '));
+        let back: HostDetails = serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
+        assert_eq!(back, d);
+        assert_eq!(serde_json::to_value(&d).unwrap(), sent);
+        assert_eq!(HostDetails::default().as_json(), "{}");
+        assert!(serde_json::from_str::<HostDetails>("[1]").is_err());
+    }
 }

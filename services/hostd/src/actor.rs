@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use gatehouse_core::HostId;
 use gatehouse_core::model::{
-    Campaign, CampaignResult, Delivery, DeliveryState, Host, LABEL_QUERY_PREFIX,
+    Campaign, CampaignResult, Delivery, DeliveryState, Host, HostDetails, LABEL_QUERY_PREFIX,
 };
 use gatehouse_core::nodekey::NodeKeys;
 use gatehouse_core::ports::{Fence, Store, StoreError};
@@ -323,7 +323,7 @@ impl HostActor {
                 h.key_revoked = false;
                 h.enroll_count += 1;
                 h.last_enrolled_at = now;
-                h.details = details.clone();
+                h.details = HostDetails::from_map(&details);
                 h
             }
             None => Host {
@@ -336,7 +336,7 @@ impl HostActor {
                 os_name: String::new(),
                 os_version: String::new(),
                 osquery_version: String::new(),
-                details: details.clone(),
+                details: HostDetails::from_map(&details),
                 labels: Vec::new(),
                 enrolled_at: now,
                 last_enrolled_at: now,

@@ -45,7 +45,9 @@ fn typical_host(n: u32) -> gatehouse_core::model::Host {
         "system_info": {"hostname": "web-01.example.com", "uuid": "4C4C4544-0042-5A10-8056-B4C04F4B3232", "cpu_type": "x86_64", "cpu_subtype": "85", "cpu_brand": "Intel(R) Xeon(R) Gold 6248R CPU @ 3.00GHz", "cpu_physical_cores": "24", "cpu_logical_cores": "48", "cpu_microcode": "0x5003604", "physical_memory": "201326592000", "hardware_vendor": "Dell Inc.", "hardware_model": "PowerEdge R640", "hardware_version": "", "hardware_serial": "7ZB2K33", "board_vendor": "Dell Inc.", "board_model": "0H28RR", "board_version": "A02", "board_serial": ".7ZB2K33.CNFCP0012300E2.", "computer_name": "web-01", "local_hostname": "web-01"},
         "platform_info": {"vendor": "Dell Inc.", "version": "2.19.1", "date": "06/20/2023", "revision": "2.19", "extra": "", "firmware_type": "uefi", "address": "0xf0000", "size": "64 KB", "volume_size": "0"}
     });
-    h.details = details.as_object().cloned().unwrap_or_default();
+    h.details = gatehouse_core::model::HostDetails::from_map(
+        &details.as_object().cloned().unwrap_or_default(),
+    );
     h.labels = vec!["servers".into(), "prod".into()];
     h
 }

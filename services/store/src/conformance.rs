@@ -266,7 +266,7 @@ pub fn sample_host(n: u32) -> Host {
         os_name: "Ubuntu".into(),
         os_version: "22.04".into(),
         osquery_version: "5.23.1".into(),
-        details: Map::new(),
+        details: Default::default(),
         labels: vec![],
         enrolled_at: 1,
         last_enrolled_at: 1,

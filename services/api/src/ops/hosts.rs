@@ -56,7 +56,7 @@ impl IntoPb for HostView {
             os_name: h.os_name,
             os_version: h.os_version,
             osquery_version: h.osquery_version,
-            details: Some(to_pb_struct(h.details)),
+            details: Some(to_pb_struct(h.details.to_map())),
             labels: h.labels,
             label_set: self.label_set,
             enrolled_at: h.enrolled_at,
