@@ -113,42 +113,98 @@ pub fn records_of(
         .map(|l| serde_json::value::to_raw_value(l).unwrap_or_default())
         .collect();
     let ids = line_ids(texts.iter().map(|t| t.get()));
-    let fallback_time = received_at / 1000;
-    let stored = LogLine::from_raw;
-    let str_of = |l: &Canon<'_>, k: &str| l.get(k).and_then(Canon::as_str).unwrap_or("").to_owned();
-    let int_of = |l: &Canon<'_>, k: &str| l.get(k).and_then(Canon::as_i64_lenient);
-    let each = lines.into_iter().zip(texts).zip(ids);
+    let each = lines.iter().zip(texts).zip(ids);
     match log_type {
         LogType::Result => LogRecords::Results(
             each.map(|((line, text), line_id)| {
-                let (kind, action, rows) = classify(&line);
-                ResultLog {
-                    host_id: host.clone(),
-                    name: str_of(&line, "name"),
-                    unix_time: int_of(&line, "unixTime").unwrap_or(fallback_time),
-                    kind,
-                    action,
-                    rows,
-                    line_id,
-                    received_at,
-                    line: stored(text),
-                }
+                result_record(host, line, text, line_id, received_at)
             })
             .collect(),
         ),
         LogType::Status => LogRecords::Status(
-            each.map(|((line, text), line_id)| StatusLog {
-                host_id: host.clone(),
-                unix_time: int_of(&line, "unixTime").unwrap_or(fallback_time),
-                severity: int_of(&line, "severity").unwrap_or(0),
-                message: str_of(&line, "message"),
-                line_id,
-                received_at,
-                line: stored(text),
+            each.map(|((line, text), line_id)| {
+                status_record(host, line, text, line_id, received_at)
             })
             .collect(),
         ),
     }
+}
+
+fn str_of(l: &Canon<'_>, k: &str) -> String {
+    l.get(k).and_then(Canon::as_str).unwrap_or("").to_owned()
+}
+
+fn int_of(l: &Canon<'_>, k: &str) -> Option<i64> {
+    l.get(k).and_then(Canon::as_i64_lenient)
+}
+
+/// A result line's record: what it says (name, agent time, kind, action,
+/// rows; the receive time when it has no time of its own) and its text.
+fn result_record(
+    host: &HostId,
+    line: &Canon<'_>,
+    text: Box<RawValue>,
+    line_id: String,
+    received_at: i64,
+) -> ResultLog {
+    let (kind, action, rows) = classify(line);
+    ResultLog {
+        host_id: host.clone(),
+        name: str_of(line, "name"),
+        unix_time: int_of(line, "unixTime").unwrap_or(received_at / 1000),
+        kind,
+        action,
+        rows,
+        line_id,
+        received_at,
+        line: LogLine::from_raw(text),
+    }
+}
+
+/// A status line's record (see [`result_record`]).
+fn status_record(
+    host: &HostId,
+    line: &Canon<'_>,
+    text: Box<RawValue>,
+    line_id: String,
+    received_at: i64,
+) -> StatusLog {
+    StatusLog {
+        host_id: host.clone(),
+        unix_time: int_of(line, "unixTime").unwrap_or(received_at / 1000),
+        severity: int_of(line, "severity").unwrap_or(0),
+        message: str_of(line, "message"),
+        line_id,
+        received_at,
+        line: LogLine::from_raw(text),
+    }
+}
+
+/// A result line's record rebuilt from what a store kept of it: the
+/// host, the line id, the receive time and the line's text; the rest is
+/// derived from the text as at ingest.
+pub fn stored_result(
+    host: &HostId,
+    line_id: String,
+    received_at: i64,
+    text: &str,
+) -> Result<ResultLog, serde_json::Error> {
+    let line = Canon::parse(text)?;
+    let raw = RawValue::from_string(text.to_owned())?;
+    Ok(result_record(host, &line, raw, line_id, received_at))
+}
+
+/// A status line's record rebuilt from what a store kept of it (see
+/// [`stored_result`]).
+pub fn stored_status(
+    host: &HostId,
+    line_id: String,
+    received_at: i64,
+    text: &str,
+) -> Result<StatusLog, serde_json::Error> {
+    let line = Canon::parse(text)?;
+    let raw = RawValue::from_string(text.to_owned())?;
+    Ok(status_record(host, &line, raw, line_id, received_at))
 }
 
 #[cfg(test)]

@@ -12,8 +12,8 @@
 //! | `defs`       | `q/<name>`, `s/<name>`, `l/<label>`, `u/<user>`, `t/<token id>` | JSON |
 //! | `meta`       | name                                          | bytes            |
 //! | `blobs`      | config hash                                   | config bytes     |
-//! | `results` (logs) | day u32 · host · name · 0 · unix u64 · line id | `ResultLog` JSON |
-//! | `status` (logs)  | day u32 · host · unix u64 · line id       | `StatusLog` JSON |
+//! | `results` (logs) | day u32 · host · name · 0 · unix u64 · line id | the line's stored form (`logs.rs`) |
+//! | `status` (logs)  | day u32 · host · unix u64 · line id       | the line's stored form |
 //! | `campaigns`  | campaign id                                   | JSON             |
 //! | `deliveries` | campaign · 0 · host                           | `Delivery` JSON  |
 //! | `open`       | host · 0 · campaign                           | empty (index)    |
