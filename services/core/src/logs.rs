@@ -189,9 +189,9 @@ pub fn stored_result(
     received_at: i64,
     text: &str,
 ) -> Result<ResultLog, serde_json::Error> {
-    let line = Canon::parse(text)?;
-    let raw = RawValue::from_string(text.to_owned())?;
-    Ok(result_record(host, &line, raw, line_id, received_at))
+    rebuilt(text, |line, raw| {
+        result_record(host, line, raw, line_id, received_at)
+    })
 }
 
 /// A status line's record rebuilt from what a store kept of it (see
@@ -202,9 +202,19 @@ pub fn stored_status(
     received_at: i64,
     text: &str,
 ) -> Result<StatusLog, serde_json::Error> {
+    rebuilt(text, |line, raw| {
+        status_record(host, line, raw, line_id, received_at)
+    })
+}
+
+/// `build`'s record from a stored line's text, parsed once to read it
+/// and kept once as it is.
+fn rebuilt<T>(
+    text: &str,
+    build: impl FnOnce(&Canon<'_>, Box<RawValue>) -> T,
+) -> Result<T, serde_json::Error> {
     let line = Canon::parse(text)?;
-    let raw = RawValue::from_string(text.to_owned())?;
-    Ok(status_record(host, &line, raw, line_id, received_at))
+    Ok(build(&line, RawValue::from_string(text.to_owned())?))
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! idempotent on the line id, purge by day; each line stored as its text
 //! and the little its key and text do not say (ADR 0040).
 
+use gatehouse_core::logs::{stored_result, stored_status};
 use gatehouse_core::ports::LogStore;
 
 use super::*;
@@ -70,7 +71,7 @@ impl LogStore for EmbeddedStore {
                 }
                 for g in i.logs.results.prefix(&prefix) {
                     let (k, v) = g.into_inner().map_err(unavailable)?;
-                    let r = dec_result(&k, &v)?;
+                    let r = dec_line(&k, &v, stored_result)?;
                     if r.unix_time < since || r.unix_time >= until || !f.after_cursor(&r) {
                         continue;
                     }
@@ -109,7 +110,7 @@ impl LogStore for EmbeddedStore {
                 to.extend_from_slice(&(until.max(0) as u64).to_be_bytes());
                 for g in i.logs.status.range(from..to) {
                     let (k, v) = g.into_inner().map_err(unavailable)?;
-                    out.push(dec_status(&k, &v)?);
+                    out.push(dec_line(&k, &v, stored_status)?);
                     if out.len() >= limit {
                         return Ok(out);
                     }
@@ -219,27 +220,20 @@ fn stored_line<'v>(k: &[u8], v: &'v [u8]) -> StoreResult<Option<(HostId, i64, St
     Ok(Some((host, i64::from_be_bytes(*at), id.to_owned(), text)))
 }
 
-fn dec_result(k: &[u8], v: &[u8]) -> StoreResult<ResultLog> {
+/// A stored line read back: its stored form rebuilt by `rebuild`
+/// (`gatehouse_core::logs::stored_result` or `stored_status`), or a
+/// record in JSON.
+fn dec_line<T: DeserializeOwned>(
+    k: &[u8],
+    v: &[u8],
+    rebuild: fn(&HostId, String, i64, &str) -> Result<T, serde_json::Error>,
+) -> StoreResult<T> {
     let Some((host, received_at, id, text)) = stored_line(k, v)? else {
         return dec(k, v);
     };
-    gatehouse_core::logs::stored_result(&host, id, received_at, text).map_err(|e| {
-        StoreError::Corrupt {
-            key: String::from_utf8_lossy(k).into_owned(),
-            reason: e.to_string(),
-        }
-    })
-}
-
-fn dec_status(k: &[u8], v: &[u8]) -> StoreResult<StatusLog> {
-    let Some((host, received_at, id, text)) = stored_line(k, v)? else {
-        return dec(k, v);
-    };
-    gatehouse_core::logs::stored_status(&host, id, received_at, text).map_err(|e| {
-        StoreError::Corrupt {
-            key: String::from_utf8_lossy(k).into_owned(),
-            reason: e.to_string(),
-        }
+    rebuild(&host, id, received_at, text).map_err(|e| StoreError::Corrupt {
+        key: String::from_utf8_lossy(k).into_owned(),
+        reason: e.to_string(),
     })
 }
 
@@ -280,8 +274,8 @@ mod tests {
                 v.len(),
                 enc(r).unwrap().len()
             );
-            assert_eq!(&dec_result(&k, &v).unwrap(), r);
-            assert_eq!(&dec_result(&k, &enc(r).unwrap()).unwrap(), r);
+            assert_eq!(&dec_line(&k, &v, stored_result).unwrap(), r);
+            assert_eq!(&dec_line(&k, &enc(r).unwrap(), stored_result).unwrap(), r);
         }
         let LogRecords::Status(ss) = batch(serde_json::json!({"log_type": "status", "data": [
             {"severity": "1", "unixTime": 1_717_496_430, "message": "watcher restarted", "filename": "w.cpp", "line": 9},
@@ -292,18 +286,18 @@ mod tests {
         for s in &ss {
             let k = status_key(s);
             let v = enc_status(s).unwrap();
-            assert_eq!(&dec_status(&k, &v).unwrap(), s);
-            assert_eq!(&dec_status(&k, &enc(s).unwrap()).unwrap(), s);
+            assert_eq!(&dec_line(&k, &v, stored_status).unwrap(), s);
+            assert_eq!(&dec_line(&k, &enc(s).unwrap(), stored_status).unwrap(), s);
         }
         // A damaged value is named, not mistaken for another line.
         let k = result_key(&rs[0]);
         let v = enc_result(&rs[0]).unwrap();
         assert!(matches!(
-            dec_result(&k, &v[..5]),
+            dec_line(&k, &v[..5], stored_result),
             Err(StoreError::Corrupt { .. })
         ));
         assert!(matches!(
-            dec_result(&k[..10], &v),
+            dec_line(&k[..10], &v, stored_result),
             Err(StoreError::Corrupt { .. })
         ));
     }
