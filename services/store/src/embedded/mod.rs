@@ -12,8 +12,9 @@
 //! | `defs`       | `q/<name>`, `s/<name>`, `l/<label>`, `u/<user>`, `t/<token id>` | JSON |
 //! | `meta`       | name                                          | bytes            |
 //! | `blobs`      | config hash                                   | config bytes     |
-//! | `results` (logs) | day u32 · host · name · 0 · unix u64 · line id | the line's stored form (`logs.rs`) |
-//! | `status` (logs)  | day u32 · host · unix u64 · line id       | the line's stored form |
+//! | `results` (logs) | slot u32 · host · name · 0 · unix u64 · line id | the line's stored form (`logs.rs`) |
+//! | `status` (logs)  | slot u32 · host · unix u64 · line id      | the line's stored form |
+//! | `slots` (logs)   | day u32 · kind · host · minute u32 · skewed | empty (index)  |
 //! | `campaigns`  | campaign id                                   | JSON             |
 //! | `deliveries` | campaign · 0 · host                           | `Delivery` JSON  |
 //! | `open`       | host · 0 · campaign                           | empty (index)    |
@@ -30,9 +31,12 @@
 //!
 //! Rules live in `defs` under `r/<name>`, label queries under `lq/<label>`.
 //!
-//! Log keys start with a day bucket (`logs::bucket_day`: the agent's day
-//! when its clock is plausible, else the receive day) so retention drops
-//! whole days and a re-sent line lands on the same key.
+//! Log keys start with a minute slot (`logs.rs`: the agent's minute when
+//! its clock is plausible, else the receive minute, with the top bit set)
+//! so a flushed table overlaps only the current minute's lines, retention
+//! drops whole days and a re-sent line lands on the same key; `slots`
+//! lists each host's slots for searches (ADR 0041). Stores before ADR 0041
+//! began log keys with the day (top bit clear); those still read.
 //!
 //! Fencing: a fenced write of host-owned state (record, last seen,
 //! deliveries) checks the host's last token in `fences` and commits its own
@@ -59,7 +63,6 @@ use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use gatehouse_core::HostId;
 use gatehouse_core::disk::REOPEN_HEADROOM;
-use gatehouse_core::logs::bucket_day;
 use gatehouse_core::model::{
     ApiToken, AuditEvent, Campaign, CampaignResult, CarveSession, Credential, Delivery,
     EnrollSecret, Host, LabelConfig, LabelQuery, LogRecords, Page, Query, ResultFilter, ResultLog,
@@ -124,6 +127,8 @@ struct Logs {
     db: Database,
     results: Keyspace,
     status: Keyspace,
+    /// Which minute slots hold a host's lines (ADR 0041).
+    slots: Keyspace,
     /// Written only to probe that the database can write.
     probe: Keyspace,
     sync: GroupSync,
@@ -284,38 +289,11 @@ fn join(parts: &[&[u8]]) -> Vec<u8> {
     k
 }
 
-fn result_key(r: &ResultLog) -> Vec<u8> {
-    let mut k = Vec::with_capacity(4 + 32 + r.name.len() + 1 + 8 + r.line_id.len());
-    k.extend_from_slice(&bucket_day(r.unix_time, r.received_at).to_be_bytes());
-    k.extend_from_slice(r.host_id.as_str().as_bytes());
-    k.extend_from_slice(r.name.as_bytes());
-    k.push(0);
-    k.extend_from_slice(&(r.unix_time.max(0) as u64).to_be_bytes());
-    k.extend_from_slice(r.line_id.as_bytes());
-    k
-}
-
-fn status_key(s: &StatusLog) -> Vec<u8> {
-    let mut k = Vec::with_capacity(4 + 32 + 8 + s.line_id.len());
-    k.extend_from_slice(&bucket_day(s.unix_time, s.received_at).to_be_bytes());
-    k.extend_from_slice(s.host_id.as_str().as_bytes());
-    k.extend_from_slice(&(s.unix_time.max(0) as u64).to_be_bytes());
-    k.extend_from_slice(s.line_id.as_bytes());
-    k
-}
-
 /// Newest first: byte order of `u64::MAX - at` is descending time.
 fn audit_key(at: i64, id: &str) -> Vec<u8> {
     let mut k = (u64::MAX - at.max(0) as u64).to_be_bytes().to_vec();
     k.extend_from_slice(id.as_bytes());
     k
-}
-
-fn first_day(ks: &Keyspace) -> Option<(u32, u32)> {
-    let day = |k: &[u8]| -> Option<u32> { Some(u32::from_be_bytes(k.get(..4)?.try_into().ok()?)) };
-    let lo = ks.first_key_value()?.key().ok()?;
-    let hi = ks.last_key_value()?.key().ok()?;
-    Some((day(&lo)?, day(&hi)?))
 }
 
 /// The fjall settings of every Gatehouse database (the store's and the
@@ -466,10 +444,22 @@ fn open_db(dir: &Path, cache_bytes: u64) -> StoreResult<Database> {
 /// default (64 MiB each, up to four sealed ones queued per keyspace) let a
 /// busy server hold gigabytes of log lines in skip lists. Smaller ones
 /// flush sooner and keep the resident size near the working set.
+///
+/// The log keyspaces compress every table, from the first flush on: with
+/// keys in minute slots (ADR 0041) most tables move down the levels
+/// without a rewrite, and fjall's default (L0 and L1 uncompressed) would
+/// leave them uncompressed for good. Applies to keyspaces created from
+/// now on; fjall keeps an existing keyspace's settings.
 fn open_keyspace(db: &Database, name: &str) -> StoreResult<Keyspace> {
     let size = memtable_bytes(name);
     db.keyspace(name, || {
-        KeyspaceCreateOptions::default().max_memtable_size(size)
+        let options = KeyspaceCreateOptions::default().max_memtable_size(size);
+        match name {
+            "results" | "status" => options.data_block_compression_policy(
+                fjall::config::CompressionPolicy::all(fjall::CompressionType::Lz4),
+            ),
+            _ => options,
+        }
     })
     .map_err(unavailable)
 }
@@ -498,6 +488,7 @@ fn open_logs(dir: &Path, main: &Database) -> StoreResult<Logs> {
         _guard: guard,
         results,
         status,
+        slots: open_keyspace(&db, "slots")?,
         probe: open_keyspace(&db, "probe")?,
         db,
         sync: GroupSync::default(),
@@ -704,7 +695,12 @@ impl Inner {
             return Ok(());
         }
         b.commit().map_err(unavailable)?;
-        Self::bound_memtables([&self.logs.results, &self.logs.status, &self.logs.probe])?;
+        Self::bound_memtables([
+            &self.logs.results,
+            &self.logs.status,
+            &self.logs.slots,
+            &self.logs.probe,
+        ])?;
         self.logs.sync.durable(&self.logs.db)
     }
 
@@ -1209,7 +1205,7 @@ mod group_sync_tests {
             .collect();
         all.sort();
         assert_eq!(bounded, all);
-        assert_eq!(inner.logs.db.list_keyspace_names().len(), 3);
+        assert_eq!(inner.logs.db.list_keyspace_names().len(), 4);
     }
 
     /// A store from before ADR 0034 kept its log lines in its own
@@ -1252,9 +1248,13 @@ mod group_sync_tests {
             let statuses = open_keyspace(&db, "status").unwrap();
             let mut b = db.batch();
             for r in &lines {
-                b.insert(&results, result_key(r), enc(r).unwrap());
+                b.insert(&results, logs::day_result_key(r), enc(r).unwrap());
             }
-            b.insert(&statuses, status_key(&status), enc(&status).unwrap());
+            b.insert(
+                &statuses,
+                logs::day_status_key(&status),
+                enc(&status).unwrap(),
+            );
             b.commit().unwrap();
             db.persist(PersistMode::SyncData).unwrap();
         }
