@@ -41,6 +41,11 @@ fn slot_of(unix_time: i64, received_at: i64) -> (u32, bool) {
     (minute & !SLOT_TAG, skewed)
 }
 
+/// The u32 a key begins with (a slot, a day, or an index entry's day).
+fn leading_u32(k: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(k.get(..4)?.try_into().ok()?))
+}
+
 /// The first four bytes of the keys of slot `minute`.
 fn slot_prefix(minute: u32) -> [u8; 4] {
     (SLOT_TAG | minute).to_be_bytes()
@@ -97,14 +102,13 @@ fn host_slots(
     since: i64,
     until: i64,
 ) -> StoreResult<Vec<(u32, bool)>> {
-    let day = |k: &[u8]| -> Option<u32> { Some(u32::from_be_bytes(k.get(..4)?.try_into().ok()?)) };
     let (Some(lo), Some(hi)) = (
         index.first_key_value().and_then(|g| g.key().ok()),
         index.last_key_value().and_then(|g| g.key().ok()),
     ) else {
         return Ok(Vec::new());
     };
-    let (Some(lo), Some(hi)) = (day(&lo), day(&hi)) else {
+    let (Some(lo), Some(hi)) = (leading_u32(&lo), leading_u32(&hi)) else {
         return Ok(Vec::new());
     };
     let mut slots: BTreeMap<u32, bool> = BTreeMap::new();
@@ -141,9 +145,7 @@ fn day_keys(ks: &Keyspace) -> StoreResult<Option<(u32, u32)>> {
     let end = SLOT_TAG.to_be_bytes();
     let day = |g: Option<fjall::Guard>| -> StoreResult<Option<u32>> {
         let Some(g) = g else { return Ok(None) };
-        let k = g.key().map_err(unavailable)?;
-        Ok(k.get(..4)
-            .map(|d| u32::from_be_bytes([d[0], d[1], d[2], d[3]])))
+        Ok(leading_u32(&g.key().map_err(unavailable)?))
     };
     let lo = day(ks.range(..end.as_slice()).next())?;
     let hi = day(ks.range(..end.as_slice()).next_back())?;
@@ -153,7 +155,7 @@ fn day_keys(ks: &Keyspace) -> StoreResult<Option<(u32, u32)>> {
 #[async_trait]
 impl LogStore for EmbeddedStore {
     async fn append_logs(&self, records: &LogRecords) -> StoreResult<()> {
-        // (results?, key, value), and the slots the lines land in.
+        // The index entries of the slots the lines land in, each once.
         let mut entries: Vec<Vec<u8>> = Vec::new();
         let mut entry = |kind: u8, host: &HostId, unix_time: i64, received_at: i64| {
             let (minute, skewed) = slot_of(unix_time, received_at);
@@ -162,6 +164,7 @@ impl LogStore for EmbeddedStore {
                 entries.push(e);
             }
         };
+        // (a result line?, key, value)
         let items: Vec<(bool, Vec<u8>, Vec<u8>)> = match records {
             LogRecords::Results(rs) => rs
                 .iter()
@@ -318,18 +321,18 @@ impl LogStore for EmbeddedStore {
             let mut n = 0u64;
             // Day keys (stores before ADR 0041) below `day`, then slot
             // keys below its first minute.
-            let day_keys = (Bound::Unbounded, Bound::Excluded(day.to_be_bytes()));
+            let before_day = (Bound::Unbounded, Bound::Excluded(day.to_be_bytes()));
             let slot_keys = (
                 Bound::Included(SLOT_TAG.to_be_bytes()),
                 Bound::Excluded(slot_prefix(day.saturating_mul(DAY_SLOTS))),
             );
             for ks in [&i.logs.results, &i.logs.status] {
-                for range in [day_keys, slot_keys] {
+                for range in [before_day, slot_keys] {
                     n += i.delete_range(ks, range)?;
                 }
             }
             // The index last: a slot stays listed while it holds a line.
-            i.delete_range(&i.logs.slots, day_keys)?;
+            i.delete_range(&i.logs.slots, before_day)?;
             Ok(n)
         })
         .await
