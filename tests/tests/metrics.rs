@@ -83,6 +83,19 @@ async fn the_ops_listener_serves_probes_and_metrics() -> anyhow::Result<()> {
         })
         .await?;
     assert!(batches >= syncs, "{batches} batches in {syncs} syncs");
+    // And the log database's: the log batch was synced.
+    let (log_syncs, log_batches) =
+        gatehouse_tests::eventually(std::time::Duration::from_secs(10), || async {
+            let m = s.metrics().await?;
+            let syncs = sample(&m, "gatehouse_store_log_journal_syncs_total ").unwrap_or(0.0);
+            let batches = sample(&m, "gatehouse_store_log_journal_batches_total ").unwrap_or(0.0);
+            Ok((syncs >= 1.0 && batches >= 1.0).then_some((syncs, batches)))
+        })
+        .await?;
+    assert!(
+        log_batches >= log_syncs,
+        "{log_batches} log batches in {log_syncs} syncs"
+    );
     s.stop().await?;
     Ok(())
 }

@@ -15,7 +15,7 @@ use crate::model::{
 };
 use crate::rules::{Alert, DeadLetter, Rule};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("not found: {0}")]
     NotFound(String),
@@ -363,6 +363,11 @@ pub struct StoreHealth {
     /// batches per sync when writers share them (an embedded store).
     pub journal_syncs: Option<u64>,
     pub journal_batches: Option<u64>,
+    /// The same for the log lines' journal (an embedded store keeps them
+    /// in a database of their own): log batches per sync is how many
+    /// share one.
+    pub log_journal_syncs: Option<u64>,
+    pub log_journal_batches: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]

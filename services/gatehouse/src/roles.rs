@@ -144,9 +144,18 @@ impl Ports {
             "store_journal_batches",
             "Write batches the embedded store's journal syncs made durable (batches per sync: how many writers share one)",
         ));
+        let log_syncs = CountFrom::new(self.metrics.counter(
+            "store_log_journal_syncs",
+            "Journal syncs of the embedded store's log database (each makes every log batch committed before it durable)",
+        ));
+        let log_batches = CountFrom::new(self.metrics.counter(
+            "store_log_journal_batches",
+            "Log batches the embedded store's log journal syncs made durable (batches per sync: how many share one)",
+        ));
         self.readiness.watch("store", CHECK_EVERY, move || {
             let (store, free) = (store.clone(), free.clone());
             let (syncs, batches) = (syncs.clone(), batches.clone());
+            let (log_syncs, log_batches) = (log_syncs.clone(), log_batches.clone());
             async move {
                 match store.health().await {
                     Ok(h) => {
@@ -155,6 +164,8 @@ impl Ports {
                         }
                         syncs.observe(h.journal_syncs);
                         batches.observe(h.journal_batches);
+                        log_syncs.observe(h.log_journal_syncs);
+                        log_batches.observe(h.log_journal_batches);
                         match (h.writes_refused, h.logs_refused) {
                             (Some(why), _) => Check::Failing(why),
                             (None, Some(why)) => Check::Degraded(why),

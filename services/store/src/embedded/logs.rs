@@ -184,31 +184,22 @@ impl LogStore for EmbeddedStore {
         if items.is_empty() {
             return Ok(());
         }
-        // Held by the blocking call itself: a caller that goes away (the
-        // agent's request timed out) leaves its write running and its slot
-        // taken until the write ends.
-        let writer = self
-            .shared
-            .log_writers
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| unavailable("the store is closing"))?;
-        self.run(move |i| {
-            let _writer = writer;
-            i.room_for_logs()?;
-            let mut b = i.logs.db.batch();
-            for (res, k, v) in items {
-                b.insert(if res { &i.logs.results } else { &i.logs.status }, k, v);
-            }
-            // In the lines' batch: a slot is listed exactly when it holds
-            // a line.
-            for e in entries {
-                b.insert(&i.logs.slots, e, []);
-            }
-            i.write_logs(b)
-        })
-        .await
+        let inner = self.current()?;
+        let r = inner
+            .logs
+            .writer
+            .write(super::writer::LogBatch {
+                lines: items,
+                slots: entries,
+            })
+            .await;
+        if let Err(StoreError::Unavailable(_)) = &r {
+            // Whether the database can still write (a probe write), and
+            // its reopening when not: blocking work, off the async threads.
+            let store = self.clone();
+            let _ = tokio::task::spawn_blocking(move || store.check_writable(&inner)).await;
+        }
+        r
     }
 
     async fn query_results(&self, f: &ResultFilter) -> StoreResult<Vec<ResultLog>> {

@@ -42,19 +42,28 @@ impl MetaStore for EmbeddedStore {
             }
             .to_string()
         });
-        let (journal_syncs, journal_batches) = match self.current() {
-            Ok(inner) => {
-                let (syncs, batches) = inner.sync.counts();
-                (Some(syncs), Some(batches))
-            }
-            Err(_) => (None, None),
-        };
+        let (journal_syncs, journal_batches, log_journal_syncs, log_journal_batches) =
+            match self.current() {
+                Ok(inner) => {
+                    let (syncs, batches) = inner.sync.counts();
+                    let (log_syncs, log_batches) = inner.logs.sync.counts();
+                    (
+                        Some(syncs),
+                        Some(batches),
+                        Some(log_syncs),
+                        Some(log_batches),
+                    )
+                }
+                Err(_) => (None, None, None, None),
+            };
         Ok(StoreHealth {
             free_bytes: Some(free),
             writes_refused,
             logs_refused,
             journal_syncs,
             journal_batches,
+            log_journal_syncs,
+            log_journal_batches,
         })
     }
 }

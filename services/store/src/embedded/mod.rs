@@ -54,6 +54,7 @@ mod identity;
 mod logs;
 mod meta;
 mod rules;
+mod writer;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -101,11 +102,6 @@ struct Inner {
     rmw: Mutex<()>,
     /// Serialize the read-check-write of one host's state (fencing).
     host_locks: Vec<Mutex<()>>,
-    /// The database directory (its filesystem's free space is watched).
-    dir: std::path::PathBuf,
-    options: StoreOptions,
-    /// Below the free-space watermark at the last log write.
-    disk_low: std::sync::atomic::AtomicBool,
     /// Group commit: one journal sync for every batch appended meanwhile.
     sync: GroupSync,
     /// Every keyspace of the store's database, as opened: writers bound
@@ -121,7 +117,10 @@ struct Inner {
 /// stalled log keyspace timed out host actors. Apart, a log write waits
 /// only for log work.
 struct Logs {
-    /// First, so it stops (and lets go of the keyspaces) before the
+    /// First: it writes the batches sent to it and lets go of the
+    /// database before anything else closes.
+    writer: writer::LogWriter,
+    /// Next, so it stops (and lets go of the keyspaces) before the
     /// database closes.
     _guard: compaction::CompactionGuard,
     db: Database,
@@ -144,18 +143,33 @@ struct Logs {
 struct GroupSync {
     state: Mutex<SyncState>,
     done: std::sync::Condvar,
-    /// Journal syncs done, and batches they made durable (the ratio is
-    /// the batches per sync).
+    counts: Arc<SyncCounts>,
+}
+
+/// Journal syncs done, and batches they made durable (the ratio is the
+/// batches per sync).
+#[derive(Default)]
+struct SyncCounts {
     syncs: std::sync::atomic::AtomicU64,
     batches: std::sync::atomic::AtomicU64,
+}
+
+impl SyncCounts {
+    /// One sync that made `batches` durable.
+    fn add(&self, batches: u64) {
+        use std::sync::atomic::Ordering;
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.batches.fetch_add(batches, Ordering::Relaxed);
+    }
 }
 
 impl GroupSync {
     /// Journal syncs done, and the batches they made durable.
     pub(crate) fn counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
         (
-            self.syncs.load(std::sync::atomic::Ordering::Relaxed),
-            self.batches.load(std::sync::atomic::Ordering::Relaxed),
+            self.counts.syncs.load(Ordering::Relaxed),
+            self.counts.batches.load(Ordering::Relaxed),
         )
     }
 
@@ -168,7 +182,6 @@ impl GroupSync {
     /// Returns once every batch committed to `db` before the call is on
     /// disk: waits for a sync under way that covers it, or leads the next.
     fn durable(&self, db: &Database) -> StoreResult<()> {
-        use std::sync::atomic::Ordering;
         let mut s = self.lock()?;
         s.appended += 1;
         let ticket = s.appended;
@@ -194,8 +207,7 @@ impl GroupSync {
         s.syncing = false;
         if r.is_ok() {
             s.synced = through;
-            self.syncs.fetch_add(1, Ordering::Relaxed);
-            self.batches.fetch_add(covered, Ordering::Relaxed);
+            self.counts.add(covered);
         }
         drop(s);
         // Waiters either find their ticket synced or lead the next sync
@@ -244,18 +256,7 @@ struct Shared {
     /// Why it is being reopened.
     failure: Mutex<Option<String>>,
     recovering: std::sync::atomic::AtomicBool,
-    /// Log batches being written at once ([`LOG_WRITERS`]); the rest wait
-    /// here, holding no thread.
-    log_writers: Arc<tokio::sync::Semaphore>,
 }
-
-/// Log batches written at once. Every store call runs on a blocking
-/// thread, and the server has a few dozen (48); log batches stalled on
-/// their database's flushes must leave most of them to host writes, or a
-/// check-in waits for a thread behind them (ADR 0034). Sixteen is the
-/// concurrency the store's append benchmark measures group commit at
-/// (docs/benchmarks/store-embedded.md).
-const LOG_WRITERS: usize = 16;
 
 impl std::fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -340,7 +341,6 @@ impl EmbeddedStore {
                 current: std::sync::RwLock::new(Some(Arc::new(inner))),
                 failure: Mutex::new(None),
                 recovering: std::sync::atomic::AtomicBool::new(false),
-                log_writers: Arc::new(tokio::sync::Semaphore::new(LOG_WRITERS)),
             }),
         })
     }
@@ -476,22 +476,36 @@ const LOG_KEYSPACES: [&str; 2] = ["results", "status"];
 
 /// Opens (or creates) the log database under `dir/logs`, and moves into
 /// it the log lines a store from before ADR 0034 kept in `main`.
-fn open_logs(dir: &Path, main: &Database) -> StoreResult<Logs> {
+fn open_logs(dir: &Path, main: &Database, disk: Arc<DiskWatch>) -> StoreResult<Logs> {
     let db = open_db(&dir.join("logs"), LOG_CACHE_BYTES)?;
-    let (results, status) = (
+    let (results, status, slots, probe) = (
         open_keyspace(&db, "results")?,
         open_keyspace(&db, "status")?,
+        open_keyspace(&db, "slots")?,
+        open_keyspace(&db, "probe")?,
     );
     let guard = compaction::CompactionGuard::start(vec![results.clone(), status.clone()])
         .map_err(|e| unavailable(format!("starting the log compaction guard: {e}")))?;
+    let sync = GroupSync::default();
+    let writer = writer::LogWriter::start(writer::Target {
+        db: db.clone(),
+        results: results.clone(),
+        status: status.clone(),
+        slots: slots.clone(),
+        probe: probe.clone(),
+        disk,
+        counts: sync.counts.clone(),
+    })
+    .map_err(|e| unavailable(format!("starting the log writer: {e}")))?;
     let logs = Logs {
+        writer,
         _guard: guard,
         results,
         status,
-        slots: open_keyspace(&db, "slots")?,
-        probe: open_keyspace(&db, "probe")?,
+        slots,
+        probe,
         db,
-        sync: GroupSync::default(),
+        sync,
     };
     for name in LOG_KEYSPACES {
         if main.keyspace_exists(name) {
@@ -548,6 +562,11 @@ fn move_logs(main: &Database, name: &str, logs: &Logs) -> StoreResult<()> {
 /// Opens (or creates) the database under `dir`.
 fn open_inner(dir: &Path, options: StoreOptions) -> StoreResult<Inner> {
     let db = open_db(dir, STORE_CACHE_BYTES)?;
+    let disk = Arc::new(DiskWatch {
+        dir: dir.to_path_buf(),
+        min: options.min_free_disk_bytes,
+        low: std::sync::atomic::AtomicBool::new(false),
+    });
     let opened = std::cell::RefCell::new(Vec::new());
     let ks = |name: &str| {
         let k = open_keyspace(&db, name)?;
@@ -561,7 +580,7 @@ fn open_inner(dir: &Path, options: StoreOptions) -> StoreResult<Inner> {
         defs: ks("defs")?,
         meta: ks("meta")?,
         blobs: ks("blobs")?,
-        logs: open_logs(dir, &db)?,
+        logs: open_logs(dir, &db, disk)?,
         campaigns: ks("campaigns")?,
         deliveries: ks("deliveries")?,
         open: ks("open")?,
@@ -578,9 +597,6 @@ fn open_inner(dir: &Path, options: StoreOptions) -> StoreResult<Inner> {
         host_locks: (0..HOST_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         keyspaces: opened.into_inner(),
         db,
-        dir: dir.to_path_buf(),
-        options,
-        disk_low: std::sync::atomic::AtomicBool::new(false),
         sync: GroupSync::default(),
     };
     hosts::index_names(&inner)?;
@@ -608,28 +624,28 @@ impl EmbeddedStore {
     }
 }
 
-impl Inner {
-    /// A small durable write to each database: fails when either cannot
-    /// write.
-    fn probe(&self) -> StoreResult<()> {
-        let now = gatehouse_core::time::now_ms().to_be_bytes().to_vec();
-        self.commit(vec![(&self.meta, b"\0writable".to_vec(), now.clone())])?;
-        let mut b = self.logs.db.batch();
-        b.insert(&self.logs.probe, b"writable".to_vec(), now);
-        self.write_logs(b)
-    }
+/// The free space log writes need: the database directory's filesystem
+/// and its watermark.
+struct DiskWatch {
+    dir: std::path::PathBuf,
+    /// `limits.min_free_disk_bytes` (0: not watched).
+    min: u64,
+    /// Below the watermark at the last log write.
+    low: std::sync::atomic::AtomicBool,
+}
 
+impl DiskWatch {
     /// Refuses a log write while free space is below the watermark; says
     /// so in the log when the disk goes low and when it has room again.
     fn room_for_logs(&self) -> StoreResult<()> {
         use std::sync::atomic::Ordering;
-        let min = self.options.min_free_disk_bytes;
+        let min = self.min;
         if min == 0 {
             return Ok(());
         }
         let free = free_bytes(&self.dir)?;
         let low = free < min;
-        let was = self.disk_low.swap(low, Ordering::Relaxed);
+        let was = self.low.swap(low, Ordering::Relaxed);
         let path = self.dir.display().to_string();
         match (was, low) {
             (false, true) => tracing::warn!(
@@ -645,6 +661,18 @@ impl Inner {
             return Err(StoreError::DiskLow { path, free, min });
         }
         Ok(())
+    }
+}
+
+impl Inner {
+    /// A small durable write to each database: fails when either cannot
+    /// write.
+    fn probe(&self) -> StoreResult<()> {
+        let now = gatehouse_core::time::now_ms().to_be_bytes().to_vec();
+        self.commit(vec![(&self.meta, b"\0writable".to_vec(), now.clone())])?;
+        let mut b = self.logs.db.batch();
+        b.insert(&self.logs.probe, b"writable".to_vec(), now);
+        self.write_logs(b)
     }
 
     fn commit(&self, items: Vec<(&Keyspace, Vec<u8>, Vec<u8>)>) -> StoreResult<()> {
@@ -1091,7 +1119,6 @@ mod reopen_tests {
 mod group_sync_tests {
     use super::*;
     use gatehouse_core::ports::stores::*;
-    use std::sync::atomic::Ordering;
 
     /// Concurrent writers share journal syncs: every write is covered by
     /// exactly one sync, none is lost, and a host's last check-in lives in
@@ -1102,13 +1129,7 @@ mod group_sync_tests {
         let store = EmbeddedStore::open(dir.path()).unwrap();
         let host = crate::conformance::sample_host(1);
         store.put_host(&host, Fence::NONE).await.unwrap();
-        let (base, base_syncs) = {
-            let i = store.current().unwrap();
-            (
-                i.sync.batches.load(Ordering::Relaxed),
-                i.sync.syncs.load(Ordering::Relaxed),
-            )
-        };
+        let (base_syncs, base) = store.current().unwrap().sync.counts();
         let writers: Vec<_> = (0..64i64)
             .map(|n| {
                 let store = store.clone();
@@ -1120,8 +1141,8 @@ mod group_sync_tests {
             w.await.unwrap().unwrap();
         }
         let inner = store.current().unwrap();
-        let batches = inner.sync.batches.load(Ordering::Relaxed) - base;
-        let syncs = inner.sync.syncs.load(Ordering::Relaxed) - base_syncs;
+        let (syncs, batches) = inner.sync.counts();
+        let (syncs, batches) = (syncs - base_syncs, batches - base);
         // A touch older than the last one writes nothing, so at most 64.
         assert!((1..=64).contains(&batches), "{batches} batches");
         assert!(syncs >= 1 && syncs <= batches + 1, "{syncs} syncs");
