@@ -71,27 +71,23 @@ async fn the_ops_listener_serves_probes_and_metrics() -> anyhow::Result<()> {
     assert!(m.contains("# TYPE gatehouse_hostd_actors gauge"), "{m}");
 
     // The embedded store's journal syncs and the batches they made
-    // durable, as its readiness check (every 2 s) last read them: the
-    // enrollment and the log batch were synced, never fewer batches than
-    // syncs.
-    let (syncs, batches) =
+    // durable, as its readiness check (every 2 s) last read them, of its
+    // database and of its log database: the enrollment and the log batch
+    // were synced, never fewer batches than syncs.
+    let [syncs, batches, log_syncs, log_batches] =
         gatehouse_tests::eventually(std::time::Duration::from_secs(10), || async {
             let m = s.metrics().await?;
-            let syncs = sample(&m, "gatehouse_store_journal_syncs_total ").unwrap_or(0.0);
-            let batches = sample(&m, "gatehouse_store_journal_batches_total ").unwrap_or(0.0);
-            Ok((syncs >= 1.0 && batches >= 2.0).then_some((syncs, batches)))
+            let n = [
+                "gatehouse_store_journal_syncs_total ",
+                "gatehouse_store_journal_batches_total ",
+                "gatehouse_store_log_journal_syncs_total ",
+                "gatehouse_store_log_journal_batches_total ",
+            ]
+            .map(|name| sample(&m, name).unwrap_or(0.0));
+            Ok((n[0] >= 1.0 && n[1] >= 2.0 && n[2] >= 1.0 && n[3] >= 1.0).then_some(n))
         })
         .await?;
     assert!(batches >= syncs, "{batches} batches in {syncs} syncs");
-    // And the log database's: the log batch was synced.
-    let (log_syncs, log_batches) =
-        gatehouse_tests::eventually(std::time::Duration::from_secs(10), || async {
-            let m = s.metrics().await?;
-            let syncs = sample(&m, "gatehouse_store_log_journal_syncs_total ").unwrap_or(0.0);
-            let batches = sample(&m, "gatehouse_store_log_journal_batches_total ").unwrap_or(0.0);
-            Ok((syncs >= 1.0 && batches >= 1.0).then_some((syncs, batches)))
-        })
-        .await?;
     assert!(
         log_batches >= log_syncs,
         "{log_batches} log batches in {log_syncs} syncs"

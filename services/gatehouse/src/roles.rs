@@ -136,36 +136,46 @@ impl Ports {
             "store_free_bytes",
             "Free bytes on the filesystem of the embedded store",
         );
-        let syncs = CountFrom::new(self.metrics.counter(
-            "store_journal_syncs",
-            "Journal syncs of the embedded store (each makes every write batch waiting for it durable)",
-        ));
-        let batches = CountFrom::new(self.metrics.counter(
-            "store_journal_batches",
-            "Write batches the embedded store's journal syncs made durable (batches per sync: how many writers share one)",
-        ));
-        let log_syncs = CountFrom::new(self.metrics.counter(
-            "store_log_journal_syncs",
-            "Journal syncs of the embedded store's log database (each makes every log batch committed before it durable)",
-        ));
-        let log_batches = CountFrom::new(self.metrics.counter(
-            "store_log_journal_batches",
-            "Log batches the embedded store's log journal syncs made durable (batches per sync: how many share one)",
-        ));
+        // Counters that follow the store's own counts: journal syncs and
+        // the batches they made durable, of its database and of its log
+        // database (batches per sync: how many writers share one).
+        type Count = fn(&gatehouse_core::ports::StoreHealth) -> Option<u64>;
+        let counts: Vec<(CountFrom, Count)> = [
+            (
+                "store_journal_syncs",
+                "Journal syncs of the embedded store (each makes every write batch waiting for it durable)",
+                (|h| h.journal_syncs) as Count,
+            ),
+            (
+                "store_journal_batches",
+                "Write batches the embedded store's journal syncs made durable (batches per sync: how many writers share one)",
+                |h| h.journal_batches,
+            ),
+            (
+                "store_log_journal_syncs",
+                "Journal syncs of the embedded store's log database (each makes every log batch committed before it durable)",
+                |h| h.log_journal_syncs,
+            ),
+            (
+                "store_log_journal_batches",
+                "Log batches the embedded store's log journal syncs made durable (batches per sync: how many share one)",
+                |h| h.log_journal_batches,
+            ),
+        ]
+        .into_iter()
+        .map(|(name, help, get)| (CountFrom::new(self.metrics.counter(name, help)), get))
+        .collect();
         self.readiness.watch("store", CHECK_EVERY, move || {
-            let (store, free) = (store.clone(), free.clone());
-            let (syncs, batches) = (syncs.clone(), batches.clone());
-            let (log_syncs, log_batches) = (log_syncs.clone(), log_batches.clone());
+            let (store, free, counts) = (store.clone(), free.clone(), counts.clone());
             async move {
                 match store.health().await {
                     Ok(h) => {
                         if let Some(f) = h.free_bytes {
                             free.set(i64::try_from(f).unwrap_or(i64::MAX));
                         }
-                        syncs.observe(h.journal_syncs);
-                        batches.observe(h.journal_batches);
-                        log_syncs.observe(h.log_journal_syncs);
-                        log_batches.observe(h.log_journal_batches);
+                        for (count, get) in &counts {
+                            count.observe(get(&h));
+                        }
                         match (h.writes_refused, h.logs_refused) {
                             (Some(why), _) => Check::Failing(why),
                             (None, Some(why)) => Check::Degraded(why),

@@ -46,7 +46,7 @@ struct Job {
     done: oneshot::Sender<StoreResult<()>>,
 }
 
-/// What the thread writes to.
+/// What the writer and the syncer write to.
 pub(super) struct Target {
     pub(super) db: Database,
     pub(super) results: Keyspace,
