@@ -41,7 +41,8 @@ fn slot_of(unix_time: i64, received_at: i64) -> (u32, bool) {
     (minute & !SLOT_TAG, skewed)
 }
 
-/// The u32 a key begins with (a slot, a day, or an index entry's day).
+/// The u32 bytes begin with (a key's slot or day, an index entry's day or
+/// minute).
 fn leading_u32(k: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(k.get(..4)?.try_into().ok()?))
 }
@@ -51,11 +52,20 @@ fn slot_prefix(minute: u32) -> [u8; 4] {
     (SLOT_TAG | minute).to_be_bytes()
 }
 
-fn result_key(r: &ResultLog) -> Vec<u8> {
-    let (minute, _) = slot_of(r.unix_time, r.received_at);
-    let mut k = Vec::with_capacity(4 + 32 + r.name.len() + 1 + 8 + r.line_id.len());
+/// The start of a line's key: its slot and its host, with room for
+/// `rest` more bytes.
+fn key_start(unix_time: i64, received_at: i64, host: &HostId, rest: usize) -> Vec<u8> {
+    let (minute, _) = slot_of(unix_time, received_at);
+    let mut k = Vec::with_capacity(4 + 32 + rest);
     k.extend_from_slice(&slot_prefix(minute));
-    k.extend_from_slice(r.host_id.as_str().as_bytes());
+    k.extend_from_slice(host.as_str().as_bytes());
+    k
+}
+
+/// slot · host · name · 0 · agent time · line id.
+fn result_key(r: &ResultLog) -> Vec<u8> {
+    let rest = r.name.len() + 1 + 8 + r.line_id.len();
+    let mut k = key_start(r.unix_time, r.received_at, &r.host_id, rest);
     k.extend_from_slice(r.name.as_bytes());
     k.push(0);
     k.extend_from_slice(&(r.unix_time.max(0) as u64).to_be_bytes());
@@ -63,11 +73,9 @@ fn result_key(r: &ResultLog) -> Vec<u8> {
     k
 }
 
+/// slot · host · agent time · line id.
 fn status_key(s: &StatusLog) -> Vec<u8> {
-    let (minute, _) = slot_of(s.unix_time, s.received_at);
-    let mut k = Vec::with_capacity(4 + 32 + 8 + s.line_id.len());
-    k.extend_from_slice(&slot_prefix(minute));
-    k.extend_from_slice(s.host_id.as_str().as_bytes());
+    let mut k = key_start(s.unix_time, s.received_at, &s.host_id, 8 + s.line_id.len());
     k.extend_from_slice(&(s.unix_time.max(0) as u64).to_be_bytes());
     k.extend_from_slice(s.line_id.as_bytes());
     k
@@ -121,12 +129,7 @@ fn host_slots(
             let Some((minute, skewed)) = k
                 .strip_prefix(prefix.as_slice())
                 .filter(|rest| rest.len() == 5)
-                .map(|rest| {
-                    (
-                        u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]),
-                        rest[4] == 1,
-                    )
-                })
+                .and_then(|rest| Some((leading_u32(rest)?, rest[4] == 1)))
             else {
                 continue;
             };

@@ -476,7 +476,9 @@ const LOG_KEYSPACES: [&str; 2] = ["results", "status"];
 
 /// Opens (or creates) the log database under `dir/logs`, and moves into
 /// it the log lines a store from before ADR 0034 kept in `main`.
-fn open_logs(dir: &Path, main: &Database, disk: Arc<DiskWatch>) -> StoreResult<Logs> {
+/// Log batches are refused while `dir`'s filesystem has less than
+/// `min_free` bytes free (0: never).
+fn open_logs(dir: &Path, main: &Database, min_free: u64) -> StoreResult<Logs> {
     let db = open_db(&dir.join("logs"), LOG_CACHE_BYTES)?;
     let (results, status, slots, probe) = (
         open_keyspace(&db, "results")?,
@@ -493,7 +495,11 @@ fn open_logs(dir: &Path, main: &Database, disk: Arc<DiskWatch>) -> StoreResult<L
         status: status.clone(),
         slots: slots.clone(),
         probe: probe.clone(),
-        disk,
+        disk: DiskWatch {
+            dir: dir.to_path_buf(),
+            min: min_free,
+            low: std::sync::atomic::AtomicBool::new(false),
+        },
         counts: sync.counts.clone(),
     })
     .map_err(|e| unavailable(format!("starting the log writer: {e}")))?;
@@ -562,11 +568,6 @@ fn move_logs(main: &Database, name: &str, logs: &Logs) -> StoreResult<()> {
 /// Opens (or creates) the database under `dir`.
 fn open_inner(dir: &Path, options: StoreOptions) -> StoreResult<Inner> {
     let db = open_db(dir, STORE_CACHE_BYTES)?;
-    let disk = Arc::new(DiskWatch {
-        dir: dir.to_path_buf(),
-        min: options.min_free_disk_bytes,
-        low: std::sync::atomic::AtomicBool::new(false),
-    });
     let opened = std::cell::RefCell::new(Vec::new());
     let ks = |name: &str| {
         let k = open_keyspace(&db, name)?;
@@ -580,7 +581,7 @@ fn open_inner(dir: &Path, options: StoreOptions) -> StoreResult<Inner> {
         defs: ks("defs")?,
         meta: ks("meta")?,
         blobs: ks("blobs")?,
-        logs: open_logs(dir, &db, disk)?,
+        logs: open_logs(dir, &db, options.min_free_disk_bytes)?,
         campaigns: ks("campaigns")?,
         deliveries: ks("deliveries")?,
         open: ks("open")?,

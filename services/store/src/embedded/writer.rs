@@ -53,7 +53,7 @@ pub(super) struct Target {
     pub(super) status: Keyspace,
     pub(super) slots: Keyspace,
     pub(super) probe: Keyspace,
-    pub(super) disk: std::sync::Arc<DiskWatch>,
+    pub(super) disk: DiskWatch,
     /// Journal syncs and the batches they made durable.
     pub(super) counts: std::sync::Arc<super::SyncCounts>,
 }
@@ -220,11 +220,11 @@ mod tests {
             status: logs.status.clone(),
             slots: logs.slots.clone(),
             probe: logs.probe.clone(),
-            disk: Arc::new(DiskWatch {
+            disk: DiskWatch {
                 dir: dir.to_path_buf(),
                 min,
                 low: Default::default(),
-            }),
+            },
             counts: Arc::new(SyncCounts::default()),
         }
     }
