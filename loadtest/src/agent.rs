@@ -114,6 +114,9 @@ pub struct Agent {
     key: tokio::sync::Mutex<Option<String>>,
     ever_enrolled: std::sync::atomic::AtomicBool,
     state: Mutex<State>,
+    /// Wakes the log forwarder when its buffer or schedule changed under
+    /// it (it sleeps through checks of an empty buffer).
+    pub(crate) wake_logger: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Agent {
@@ -201,6 +204,7 @@ impl Agent {
             fleet,
             key: tokio::sync::Mutex::new(None),
             ever_enrolled: std::sync::atomic::AtomicBool::new(false),
+            wake_logger: tokio::sync::Notify::new(),
             state: Mutex::new(State {
                 schedule: Vec::new(),
                 options,
@@ -363,6 +367,8 @@ impl Agent {
             .collect();
         st.options = options;
         st.configured = true;
+        drop(st);
+        self.wake_logger.notify_one();
     }
 
     /// One config fetch: up to 3 attempts sleeping i² s (§5.5).
@@ -544,69 +550,92 @@ impl Agent {
     }
 
     /// The scheduler and the log forwarder (§5.4, §6).
+    ///
+    /// The forwarder checks its buffer every `logger_tls_period`; a check
+    /// of an empty buffer sends nothing. So while the buffer is empty the
+    /// task sleeps through those checks, to the first one at or after the
+    /// next scheduled query's second, and fires every query whose second
+    /// has come (each line stamped with its own second) just before the
+    /// check that sends it: the server sees the same requests at the same
+    /// checks as from an agent that woke every second and every period,
+    /// at a fraction of the wake-ups. Anything else that changes what the
+    /// buffer will hold (a new config, a status line from another thread)
+    /// wakes it ([`Agent::wake_logger`]).
     async fn logger_loop(self: Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
         let mut conn = Conn::new(&self.fleet);
         let mut rng = fastrand::Rng::with_seed(self.machine.seed ^ 0x5eed);
         // Per log type: consecutive failures and remaining back-off (ms).
         let mut fails = [0u64; 2];
         let mut backoff = [0u64; 2];
-        let mut next_flush = Instant::now();
+        // Every query second up to `fired` has been fired.
+        let mut fired = unix_now();
+        // The forwarder's checks fall on `last_check + k·period`.
+        let mut last_check: Option<Instant> = None;
         loop {
-            let (period, next_fire_in) = {
-                let st = self.state();
-                let now = unix_now();
-                let next = st
-                    .schedule
-                    .iter()
-                    .map(|q| (now / q.splayed_interval + 1) * q.splayed_interval)
-                    .min();
-                (
-                    st.options.logger_tls_period_ms,
-                    next.map(|t| Duration::from_secs(t - now)),
-                )
-            };
-            let until_flush = next_flush.saturating_duration_since(Instant::now());
-            let wait = next_fire_in.map_or(until_flush, |f| f.min(until_flush));
-            if wait_or_stop(&stop, wait).await {
-                return;
-            }
-            // Queries whose time has come.
-            {
-                let now = unix_now();
+            let now = unix_now();
+            if now > fired {
                 let mut st = self.state();
                 let st = &mut *st;
                 let mut n = 0;
-                for q in st
-                    .schedule
-                    .iter_mut()
-                    .filter(|q| now.is_multiple_of(q.splayed_interval))
-                {
-                    n += fire(
-                        q,
-                        now,
-                        st.options.logger_event_type,
-                        &mut st.buffer,
-                        &mut rng,
-                    );
+                for q in st.schedule.iter_mut() {
+                    let step = q.splayed_interval;
+                    let mut t = (fired / step + 1) * step;
+                    while t <= now {
+                        n += fire(q, t, st.options.logger_event_type, &mut st.buffer, &mut rng);
+                        t += step;
+                    }
                 }
+                fired = now;
                 self.account(st, n);
             }
-            if Instant::now() < next_flush {
-                // Woke for a query, not a flush; avoid firing twice in one second.
-                tokio::time::sleep(Duration::from_millis(
-                    1000 - u64::from(
-                        SystemTime::now()
-                            .duration_since(UNIX_EPOCH)
-                            .map(|d| d.subsec_millis())
-                            .unwrap_or(0),
-                    ),
-                ))
-                .await;
+            let (period_ms, empty, next_fire) = {
+                let st = self.state();
+                let next = st
+                    .schedule
+                    .iter()
+                    .map(|q| (fired / q.splayed_interval + 1) * q.splayed_interval)
+                    .min();
+                (st.options.logger_tls_period_ms, st.buffer.is_empty(), next)
+            };
+            let period = Duration::from_millis(period_ms.max(1));
+            let at = Instant::now();
+            let due = last_check.is_none_or(|c| at >= c + period);
+            if due {
+                last_check = Some(at);
+                self.flush(&mut conn, period_ms, &mut fails, &mut backoff)
+                    .await;
+                if !self.state().buffer.is_empty() {
+                    // Lines left (a failure, a back-off, more than one
+                    // batch): the next check sends or counts down.
+                    let next = (at + period).saturating_duration_since(Instant::now());
+                    if wait_or_stop_or(&stop, next, &self.wake_logger).await {
+                        return;
+                    }
+                    continue;
+                }
+            } else if !empty {
+                // Woken between checks with lines to send: the next check.
+                let next = last_check.map_or(at, |c| c + period);
+                if wait_or_stop_or(&stop, next - at, &self.wake_logger).await {
+                    return;
+                }
                 continue;
             }
-            next_flush = Instant::now() + Duration::from_millis(period);
-            self.flush(&mut conn, period, &mut fails, &mut backoff)
-                .await;
+            // Empty: sleep to the first check at or after the next query's
+            // second (whole seconds of the wall clock, as the scheduler's).
+            let checks_from = last_check.unwrap_or(at);
+            let wait = match next_fire {
+                Some(t) => {
+                    let fire_in = Duration::from_secs(t.saturating_sub(unix_now()))
+                        .saturating_sub(subsec(SystemTime::now()));
+                    first_check_from(checks_from, period, Instant::now() + fire_in)
+                        .saturating_duration_since(Instant::now())
+                }
+                None => Duration::from_secs(3600),
+            };
+            if wait_or_stop_or(&stop, wait, &self.wake_logger).await {
+                return;
+            }
         }
     }
 
@@ -686,6 +715,36 @@ impl Agent {
     }
 }
 
+/// The first of the forwarder's checks after `last` (one every `period`)
+/// at or after `fire_at`.
+fn first_check_from(last: Instant, period: Duration, fire_at: Instant) -> Instant {
+    let k = fire_at
+        .saturating_duration_since(last)
+        .as_nanos()
+        .div_ceil(period.as_nanos().max(1))
+        .max(1);
+    last + period * u32::try_from(k).unwrap_or(u32::MAX)
+}
+
+/// The part of `t` past its last whole second of the Unix epoch.
+fn subsec(t: SystemTime) -> Duration {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| Duration::from_nanos(u64::from(d.subsec_nanos())))
+        .unwrap_or_default()
+}
+
+/// As [`wait_or_stop`], ending early (false) when `wake` is notified.
+async fn wait_or_stop_or(
+    stop: &tokio::sync::watch::Receiver<bool>,
+    d: Duration,
+    wake: &tokio::sync::Notify,
+) -> bool {
+    tokio::select! {
+        s = wait_or_stop(stop, d) => s,
+        _ = wake.notified() => *stop.borrow(),
+    }
+}
+
 /// Sleeps `d`; true when `stop` flipped first.
 pub async fn wait_or_stop(stop: &tokio::sync::watch::Receiver<bool>, d: Duration) -> bool {
     if *stop.borrow() {
@@ -737,6 +796,34 @@ mod tests {
             backlog_secs: 0,
             second: Duration::from_secs(1),
         }
+    }
+
+    /// An agent with an empty buffer sleeps to the forwarder's check
+    /// that would first find the next query's lines: the check at or
+    /// after the query's second, never the one already made.
+    #[test]
+    fn an_empty_forwarder_wakes_for_the_first_check_after_the_next_query() {
+        let last = Instant::now();
+        let p = Duration::from_secs(4);
+        let s = Duration::from_secs;
+        for (fire_in, check_in) in [
+            (s(0), s(4)),
+            (s(1), s(4)),
+            (s(4), s(4)),
+            (s(5), s(8)),
+            (s(59), s(60)),
+            (s(60), s(60)),
+            (s(3601), s(3604)),
+        ] {
+            assert_eq!(
+                first_check_from(last, p, last + fire_in),
+                last + check_in,
+                "a query {fire_in:?} after the last check"
+            );
+        }
+        // A query due before the last check (fired at it) still waits for
+        // the next check, not the one made.
+        assert_eq!(first_check_from(last + s(2), p, last), last + s(6),);
     }
 
     /// An idle agent costs its three tasks' futures: each is sized by

@@ -166,6 +166,7 @@ impl Agent {
                     message: format!("Accelerating distributed query checkins for {secs} seconds")
                         .into(),
                 });
+            self.wake_logger.notify_one();
         }
         let Some(Value::Object(queries)) = resp.get("queries") else {
             return;

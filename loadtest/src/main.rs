@@ -176,9 +176,8 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .thread_name("load")
         .build()?;
     rt.block_on(run(args, limit))
 }

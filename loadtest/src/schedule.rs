@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::tables::{push_str, shape, table_of, write_row};
+use crate::tables::{push_str, push_u64, shape, table_of, write_row};
 
 /// Options from the config that change agent behaviour (§5.2, §10).
 #[derive(Debug, Clone, PartialEq)]
@@ -447,6 +447,13 @@ fn churn(q: &ScheduledQuery, rng: &mut fastrand::Rng) -> u64 {
 
 /// `asctime()` of UTC plus " UTC", day padded with a space (§6.4).
 pub fn calendar_time(unix: u64) -> String {
+    let mut out = String::with_capacity(32);
+    push_calendar_time(&mut out, unix);
+    out
+}
+
+/// Appends [`calendar_time`] to `out` (no quotes).
+pub fn push_calendar_time(out: &mut String, unix: u64) {
     let days = unix / 86_400;
     let secs = unix % 86_400;
     let (y, m, d) = civil_from_days(days as i64);
@@ -455,16 +462,28 @@ pub fn calendar_time(unix: u64) -> String {
     const MO: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    format!(
-        "{} {} {:>2} {:02}:{:02}:{:02} {} UTC",
-        WD[wd],
-        MO[(m - 1) as usize],
-        d,
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60,
-        y
-    )
+    let two = |out: &mut String, n: u64, pad: char| {
+        out.push(if n < 10 {
+            pad
+        } else {
+            char::from(b'0' + (n / 10 % 10) as u8)
+        });
+        out.push(char::from(b'0' + (n % 10) as u8));
+    };
+    out.push_str(WD[wd]);
+    out.push(' ');
+    out.push_str(MO[(m - 1) as usize]);
+    out.push(' ');
+    two(out, u64::from(d), ' ');
+    out.push(' ');
+    two(out, secs / 3600, '0');
+    out.push(':');
+    two(out, secs % 3600 / 60, '0');
+    out.push(':');
+    two(out, secs % 60, '0');
+    out.push(' ');
+    out.push_str(itoa::Buffer::new().format(y));
+    out.push_str(" UTC");
 }
 
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
@@ -493,17 +512,17 @@ pub struct Render<'a> {
 /// the harness most of its CPU (docs/benchmarks/performance.md).
 impl Render<'_> {
     fn base(&self, out: &mut String, name: &str, unix: u64, counter: u64) {
-        use std::fmt::Write;
         out.push_str("{\"name\":");
         push_str(out, name);
         out.push_str(",\"hostIdentifier\":");
         push_str(out, self.host_identifier);
-        out.push_str(",\"calendarTime\":");
-        push_str(out, &calendar_time(unix));
-        let _ = write!(
-            out,
-            ",\"unixTime\":{unix},\"epoch\":0,\"counter\":{counter},\"numerics\":false"
-        );
+        out.push_str(",\"calendarTime\":\"");
+        push_calendar_time(out, unix);
+        out.push_str("\",\"unixTime\":");
+        push_u64(out, unix);
+        out.push_str(",\"epoch\":0,\"counter\":");
+        push_u64(out, counter);
+        out.push_str(",\"numerics\":false");
         if let Some(d) = self.decorations {
             out.push_str(",\"decorations\":");
             out.push_str(d);
@@ -577,8 +596,9 @@ impl Render<'_> {
         use std::fmt::Write;
         out.push_str("{\"hostIdentifier\":");
         push_str(out, self.host_identifier);
-        out.push_str(",\"calendarTime\":");
-        push_str(out, &calendar_time(s.unix));
+        out.push_str(",\"calendarTime\":\"");
+        push_calendar_time(out, s.unix);
+        out.push('"');
         let (file, line) = if s.severity >= 2 {
             ("scheduler.cpp", 108)
         } else {

@@ -68,19 +68,72 @@ pub fn table_of(sql: &str) -> Option<String> {
 
 /// Appends `v` to `out` as a JSON string.
 pub fn push_str(out: &mut String, v: &str) {
+    out.reserve(v.len() + 2);
     out.push('"');
-    for c in v.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                use std::fmt::Write;
-                let _ = write!(out, "\\u{:04x}", c as u32);
+    push_escaped(out, v);
+    out.push('"');
+}
+
+/// Appends `v` to `out` escaped as the inside of a JSON string.
+fn push_escaped(out: &mut String, v: &str) {
+    // Runs without a character to escape go in one copy; the bytes that
+    // need one are ASCII, so every cut falls on a character boundary.
+    let mut run = 0;
+    for (i, b) in v.bytes().enumerate() {
+        if needs_escape(b) {
+            out.push_str(&v[run..i]);
+            match b {
+                b'"' => out.push_str("\\\""),
+                b'\\' => out.push_str("\\\\"),
+                _ => {
+                    use std::fmt::Write;
+                    let _ = write!(out, "\\u{b:04x}");
+                }
             }
-            c => out.push(c),
+            run = i + 1;
         }
     }
-    out.push('"');
+    out.push_str(&v[run..]);
+}
+
+fn needs_escape(b: u8) -> bool {
+    b == b'"' || b == b'\\' || b < 0x20
+}
+
+/// Appends `n` in decimal.
+pub fn push_u64(out: &mut String, n: u64) {
+    out.push_str(itoa::Buffer::new().format(n));
+}
+
+/// A column value, written as the inside of a JSON string: integers and
+/// plain text without the formatting machinery, anything else through it.
+pub trait Val {
+    fn write(self, out: &mut String);
+}
+
+impl Val for &str {
+    fn write(self, out: &mut String) {
+        out.push_str(self);
+    }
+}
+
+impl Val for u64 {
+    fn write(self, out: &mut String) {
+        push_u64(out, self);
+    }
+}
+
+impl Val for i32 {
+    fn write(self, out: &mut String) {
+        out.push_str(itoa::Buffer::new().format(self));
+    }
+}
+
+impl Val for std::fmt::Arguments<'_> {
+    fn write(self, out: &mut String) {
+        use std::fmt::Write;
+        let _ = out.write_fmt(self);
+    }
 }
 
 /// Writes one JSON object member after the first: `,"key":"value"`
@@ -96,28 +149,22 @@ impl<'a> Obj<'a> {
         Self { out, first: true }
     }
 
-    fn field(&mut self, key: &str, value: impl std::fmt::Display) -> &mut Self {
-        use std::fmt::Write;
+    fn field(&mut self, key: &str, value: impl Val) -> &mut Self {
         if !self.first {
             self.out.push(',');
         }
         self.first = false;
         self.out.push('"');
         self.out.push_str(key);
-        self.out.push_str("\":");
         // Every column value is a string (§6.4, without numerics).
+        self.out.push_str("\":\"");
         let start = self.out.len();
-        let _ = write!(self.out, "{value}");
-        if self.out[start..]
-            .bytes()
-            .any(|b| b == b'"' || b == b'\\' || b < 0x20)
-        {
+        value.write(self.out);
+        if self.out[start..].bytes().any(needs_escape) {
             let raw = self.out.split_off(start);
-            push_str(self.out, &raw);
-        } else {
-            self.out.insert(start, '"');
-            self.out.push('"');
+            push_escaped(self.out, &raw);
         }
+        self.out.push('"');
         self
     }
 
@@ -236,11 +283,21 @@ mod tests {
         let r = row("processes", 5, 3);
         assert_eq!(r.len(), 8, "{r:?}");
         assert!(r.values().all(Value::is_string));
-        let mut odd = String::new();
-        push_str(&mut odd, "a\"b\\c\n");
-        assert_eq!(
-            serde_json::from_str::<String>(&odd).ok().as_deref(),
-            Some("a\"b\\c\n")
-        );
+        for v in [
+            "a\"b\\c\n",
+            "",
+            "plain",
+            "\"",
+            "ünï\u{1}cödé\t/Users/Zoë \"x\"\\",
+            "末尾\u{1f}",
+        ] {
+            let mut out = String::new();
+            push_str(&mut out, v);
+            assert_eq!(
+                serde_json::from_str::<String>(&out).ok().as_deref(),
+                Some(v),
+                "{out}"
+            );
+        }
     }
 }

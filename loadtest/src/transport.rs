@@ -3,6 +3,11 @@
 //! one silent reconnect-and-resend when a request fails for any reason but
 //! that timeout (§2.6).
 //!
+//! Requests are written and responses read by hand (httparse for the
+//! head), on the requesting task: the agent's client is a blocking one,
+//! and an HTTP client with a task per connection cost the harness a wake-up
+//! between tasks on every request (ADR 0043).
+//!
 //! A [`Channel`] is one such connection slot. By default every simulated
 //! agent owns its channels, as osqueryd does; [`Pool`] lets agents share a
 //! fixed number of connections instead (needed when the per-process file
@@ -16,10 +21,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
+use tokio::io::AsyncRead;
 use tokio::net::TcpSocket;
 
 /// The agent's whole-request timeout.
@@ -141,7 +144,7 @@ impl Target {
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, TransportError> {
+    async fn connect(&self) -> Result<Box<Wire>, TransportError> {
         let addr = self.pick();
         let socket = match addr {
             SocketAddr::V4(_) => TcpSocket::new_v4(),
@@ -164,26 +167,202 @@ impl Target {
             .connect(self.server_name.clone(), tcp)
             .await
             .map_err(|e| TransportError::Tls(e.to_string()))?;
-        // Agents' responses are small (a config of a few KB): a fixed
-        // 4 KB read buffer instead of hyper's adaptive one, which grows
-        // towards 400 KB and stays grown on every idle connection.
-        let (send, conn) = hyper::client::conn::http1::Builder::new()
-            .read_buf_exact_size(Some(4096))
-            .handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| TransportError::Http(e.to_string()))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
         self.connects.fetch_add(1, Ordering::Relaxed);
-        Ok(send)
+        Ok(Box::new(Wire { tls }))
     }
+}
+
+/// One open keep-alive connection. Nothing runs on it between requests:
+/// a request writes its head and body and reads one response on the
+/// caller's task, as the agent's blocking Boost.Beast client does, so an
+/// exchange costs no task of its own and no wake-up between tasks.
+struct Wire {
+    tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+}
+
+impl Wire {
+    /// Whether the server closed the connection (or sent something
+    /// unasked) while it was idle: one poll of a read, which costs no
+    /// system call unless the socket was reported readable.
+    fn closed_while_idle(&mut self) -> bool {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut byte = [0u8; 1];
+        let mut rb = tokio::io::ReadBuf::new(&mut byte);
+        !matches!(
+            std::pin::Pin::new(&mut self.tls).poll_read(&mut cx, &mut rb),
+            std::task::Poll::Pending
+        )
+    }
+}
+
+/// The largest response head accepted; a larger one is a broken server.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// The request head as the agent writes it: Boost.Beast's header order
+/// (§2.3), no `Connection` header, never chunked.
+fn request_head(host: &str, path: &str, h: &Headers, body_len: usize, body_room: usize) -> Vec<u8> {
+    use std::io::Write;
+    let mut head = Vec::with_capacity(256 + body_room);
+    let ua = if h.user_agent.is_empty() {
+        "osquery/5.23.1"
+    } else {
+        h.user_agent
+    };
+    let _ = write!(
+        head,
+        "POST {path} HTTP/1.1\r\nContent-Type: application/json\r\nAccept: application/json\r\nUser-Agent: {ua}\r\n"
+    );
+    if let Some(k) = h.node_key.as_deref().filter(|k| !k.is_empty()) {
+        let _ = write!(head, "Authorization: NodeKey {k}\r\n");
+    }
+    if h.gzip {
+        head.extend_from_slice(b"Content-Encoding: gzip\r\n");
+    }
+    let _ = write!(head, "Host: {host}\r\nContent-Length: {body_len}\r\n\r\n");
+    head
+}
+
+/// How a response's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Length(usize),
+    Chunked,
+    /// Until the server closes the connection.
+    Close,
+}
+
+/// Reads one HTTP/1.1 response from `r`: the status, the body, and
+/// whether the connection must be closed after it.
+async fn read_response<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut R,
+) -> Result<(u16, Bytes, bool), TransportError> {
+    use tokio::io::AsyncReadExt;
+    let closed = || TransportError::Http("connection closed before a whole response".into());
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let (status, framing, close, head_len) = loop {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut resp = httparse::Response::new(&mut headers);
+        match resp.parse(&buf) {
+            Ok(httparse::Status::Complete(n)) => {
+                let status = resp.code.unwrap_or(0);
+                let mut framing = None;
+                let mut close = resp.version == Some(0);
+                for h in resp.headers.iter() {
+                    if h.name.eq_ignore_ascii_case("content-length") {
+                        let len = std::str::from_utf8(h.value)
+                            .ok()
+                            .and_then(|v| v.trim().parse().ok())
+                            .ok_or_else(|| TransportError::Http("bad content-length".into()))?;
+                        framing = framing.or(Some(Framing::Length(len)));
+                    } else if h.name.eq_ignore_ascii_case("transfer-encoding")
+                        && h.value.eq_ignore_ascii_case(b"chunked")
+                    {
+                        framing = Some(Framing::Chunked);
+                    } else if h.name.eq_ignore_ascii_case("connection") {
+                        if h.value.eq_ignore_ascii_case(b"close") {
+                            close = true;
+                        } else if h.value.eq_ignore_ascii_case(b"keep-alive") {
+                            close = false;
+                        }
+                    }
+                }
+                let framing = match framing {
+                    Some(f) => f,
+                    None if status == 204 || status == 304 || (100..200).contains(&status) => {
+                        Framing::Length(0)
+                    }
+                    None => Framing::Close,
+                };
+                break (status, framing, close, n);
+            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
+            Ok(httparse::Status::Partial) => {
+                return Err(TransportError::Http("response head too large".into()));
+            }
+            Err(e) => return Err(TransportError::Http(format!("bad response: {e}"))),
+        }
+        if r.read_buf(&mut buf).await.map_err(io_error)? == 0 {
+            return Err(closed());
+        }
+    };
+    let body = match framing {
+        Framing::Length(len) => {
+            let want = head_len + len;
+            if buf.capacity() < want {
+                buf.reserve(want - buf.len());
+            }
+            while buf.len() < want {
+                if r.read_buf(&mut buf).await.map_err(io_error)? == 0 {
+                    return Err(closed());
+                }
+            }
+            Bytes::from(buf).slice(head_len..want)
+        }
+        Framing::Close => {
+            r.read_to_end(&mut buf).await.map_err(io_error)?;
+            Bytes::from(buf).slice(head_len..)
+        }
+        Framing::Chunked => {
+            let mut body = Vec::new();
+            let mut at = head_len;
+            loop {
+                // One chunk: `size[;ext]\r\n data \r\n`; size 0 ends it
+                // (trailers, rare, are read up to the blank line).
+                let line_end = loop {
+                    if let Some(i) = buf[at..].windows(2).position(|w| w == b"\r\n") {
+                        break at + i;
+                    }
+                    if buf.len() - at > MAX_HEAD {
+                        return Err(TransportError::Http("bad chunk size line".into()));
+                    }
+                    if r.read_buf(&mut buf).await.map_err(io_error)? == 0 {
+                        return Err(closed());
+                    }
+                };
+                let size = std::str::from_utf8(&buf[at..line_end])
+                    .ok()
+                    .and_then(|l| usize::from_str_radix(l.split(';').next()?.trim(), 16).ok())
+                    .ok_or_else(|| TransportError::Http("bad chunk size".into()))?;
+                at = line_end + 2;
+                if size == 0 {
+                    loop {
+                        if let Some(i) = buf[at..].windows(2).position(|w| w == b"\r\n") {
+                            if i == 0 {
+                                break;
+                            }
+                            at += i + 2;
+                            continue;
+                        }
+                        if r.read_buf(&mut buf).await.map_err(io_error)? == 0 {
+                            return Err(closed());
+                        }
+                    }
+                    break;
+                }
+                while buf.len() < at + size + 2 {
+                    if r.read_buf(&mut buf).await.map_err(io_error)? == 0 {
+                        return Err(closed());
+                    }
+                }
+                body.extend_from_slice(&buf[at..at + size]);
+                at += size + 2;
+            }
+            Bytes::from(body)
+        }
+    };
+    Ok((status, body, close))
+}
+
+fn io_error(e: std::io::Error) -> TransportError {
+    TransportError::Http(e.to_string())
 }
 
 /// One keep-alive connection slot (one agent thread's client).
 #[derive(Default)]
 pub struct Channel {
-    conn: Option<SendRequest<Full<Bytes>>>,
+    /// Boxed: TLS state is about 1 KB and would otherwise sit inline in
+    /// every agent task's future, connected or not.
+    conn: Option<Box<Wire>>,
 }
 
 impl std::fmt::Debug for Channel {
@@ -202,6 +381,10 @@ pub struct Headers {
     pub user_agent: &'static str,
 }
 
+/// Bodies up to this size go out in the same write as the head (one TLS
+/// record, one system call); larger ones follow it.
+const INLINE_BODY: usize = 8 * 1024;
+
 impl Channel {
     async fn attempt(
         &mut self,
@@ -210,52 +393,30 @@ impl Channel {
         body: &Bytes,
         h: &Headers,
     ) -> Result<HttpReply, TransportError> {
-        if self.conn.as_ref().is_none_or(|c| c.is_closed()) {
+        use tokio::io::AsyncWriteExt;
+        if self.conn.as_mut().is_none_or(|w| w.closed_while_idle()) {
             self.conn = Some(target.connect().await?);
         }
-        let Some(conn) = self.conn.as_mut() else {
+        let Some(wire) = self.conn.as_mut() else {
             return Err(TransportError::Connect("no connection".into()));
         };
-        conn.ready()
-            .await
-            .map_err(|e| TransportError::Http(e.to_string()))?;
-        let mut req = http::Request::post(path)
-            .header("Content-Type", "application/json")
-            .header("Accept", "application/json")
-            .header(
-                "User-Agent",
-                if h.user_agent.is_empty() {
-                    "osquery/5.23.1"
-                } else {
-                    h.user_agent
-                },
-            );
-        if let Some(k) = h.node_key.as_deref().filter(|k| !k.is_empty()) {
-            req = req.header("Authorization", format!("NodeKey {k}"));
+        let inline = body.len() <= INLINE_BODY;
+        let mut head = request_head(
+            &target.host_header,
+            path,
+            h,
+            body.len(),
+            if inline { body.len() } else { 0 },
+        );
+        if inline {
+            head.extend_from_slice(body);
         }
-        if h.gzip {
-            req = req.header("Content-Encoding", "gzip");
+        wire.tls.write_all(&head).await.map_err(io_error)?;
+        if !inline {
+            wire.tls.write_all(body).await.map_err(io_error)?;
         }
-        let req = req
-            .header("Host", target.host_header.as_str())
-            .header("Content-Length", body.len())
-            .body(Full::new(body.clone()))
-            .map_err(|e| TransportError::Http(e.to_string()))?;
-        let resp = conn
-            .send_request(req)
-            .await
-            .map_err(|e| TransportError::Http(e.to_string()))?;
-        let status = resp.status().as_u16();
-        let close = resp
-            .headers()
-            .get("connection")
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| TransportError::Http(e.to_string()))?
-            .to_bytes();
+        wire.tls.flush().await.map_err(io_error)?;
+        let (status, body, close) = read_response(&mut wire.tls).await?;
         if close {
             self.conn = None;
         }
@@ -415,6 +576,127 @@ pub fn client_tls(ca_pem: &[u8]) -> anyhow::Result<Arc<rustls::ClientConfig>> {
             .with_root_certificates(roots)
             .with_no_client_auth(),
     ))
+}
+
+#[cfg(test)]
+mod wire_tests {
+    use super::*;
+
+    /// Hands out at most `step` bytes per read, as a slow TLS stream does.
+    struct Trickle {
+        data: Vec<u8>,
+        at: usize,
+        step: usize,
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let n = self
+                .step
+                .min(self.data.len() - self.at)
+                .min(buf.remaining());
+            let at = self.at;
+            buf.put_slice(&self.data[at..at + n]);
+            self.at += n;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    async fn parse(raw: &str, step: usize) -> Result<(u16, Bytes, bool), TransportError> {
+        read_response(&mut Trickle {
+            data: raw.as_bytes().to_vec(),
+            at: 0,
+            step,
+        })
+        .await
+    }
+
+    /// The same response read whole and a byte at a time gives the same
+    /// status, body and keep-alive decision, for each way a body is
+    /// delimited.
+    #[tokio::test]
+    async fn a_response_reads_the_same_whole_or_a_byte_at_a_time() {
+        let cases = [
+            (
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 18\r\n\r\n{\"node_invalid\":1}",
+                200,
+                "{\"node_invalid\":1}",
+                false,
+            ),
+            (
+                "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}",
+                503,
+                "{}",
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4;x=y\r\n{\"a\"\r\n9\r\n:[1,2,3]}\r\n0\r\nX-T: 1\r\n\r\n",
+                200,
+                "{\"a\":[1,2,3]}",
+                false,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\n\r\n{\"until\":\"eof\"}",
+                200,
+                "{\"until\":\"eof\"}",
+                true,
+            ),
+            ("HTTP/1.1 204 No Content\r\n\r\n", 204, "", false),
+        ];
+        for (raw, status, body, close) in cases {
+            for step in [1, 7, raw.len()] {
+                let (s, b, c) = parse(raw, step).await.expect(raw);
+                assert_eq!(
+                    (s, &b[..], c),
+                    (status, body.as_bytes(), close),
+                    "{raw:?} in steps of {step}"
+                );
+            }
+        }
+    }
+
+    /// A connection that ends inside a response, or a response that is
+    /// not HTTP, is a transport failure (the agent re-sends once), never
+    /// a short body taken for an answer.
+    #[tokio::test]
+    async fn a_cut_or_garbled_response_is_a_transport_failure() {
+        for raw in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{}",
+            "HTTP/1.1 200 OK\r\nContent-Le",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{}",
+            "",
+            "SSH-2.0-OpenSSH_9.6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: many\r\n\r\n{}",
+        ] {
+            assert!(
+                matches!(parse(raw, 3).await, Err(TransportError::Http(_))),
+                "{raw:?}"
+            );
+        }
+    }
+
+    /// The head the agent writes: Boost.Beast's order, the node key only
+    /// when there is one, gzip only when asked, the exact length.
+    #[test]
+    fn the_request_head_is_the_agents() {
+        let h = Headers {
+            node_key: Some("k1".into()),
+            gzip: true,
+            user_agent: "",
+        };
+        let head = request_head("gh.example:8443", "/api/v1/osquery/log", &h, 42, 0);
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            "POST /api/v1/osquery/log HTTP/1.1\r\nContent-Type: application/json\r\nAccept: application/json\r\nUser-Agent: osquery/5.23.1\r\nAuthorization: NodeKey k1\r\nContent-Encoding: gzip\r\nHost: gh.example:8443\r\nContent-Length: 42\r\n\r\n"
+        );
+        let enroll = request_head("gh.example", "/e", &Headers::default(), 0, 0);
+        let enroll = String::from_utf8(enroll).unwrap();
+        assert!(!enroll.contains("Authorization") && !enroll.contains("Content-Encoding"));
+    }
 }
 
 #[cfg(test)]
