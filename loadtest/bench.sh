@@ -37,21 +37,11 @@ shift
 profile=${PROFILE:-release}
 cargo build --profile "$profile" --locked -p gatehouse -p gatehouse-loadtest
 server_bin=${SERVER_BIN:-target/$profile/gatehouse}
-data=$(mktemp -d /tmp/gatehouse-bench.XXXXXX)
 out=docs/benchmarks/$name
 mkdir -p "$out"
-port=${BENCH_PORT:-8443}
-GATEHOUSE_DATA_DIR="$data/data" GATEHOUSE_LISTEN=127.0.0.1:$port GATEHOUSE_API_LISTEN=127.0.0.1:$((port + 1)) \
-  GATEHOUSE_OPS_LISTEN=127.0.0.1:$((port + 2)) RUST_LOG=warn "$server_bin" serve > "$data/server.out" 2> "$data/server.err" &
-server=$!
-# Under `set -e` a failing command ends the trap: the server is usually
-# gone by now, so neither kill nor wait may fail, or the data directory
-# (gigabytes after a long run) is left behind and the script exits 1.
-trap 'kill -TERM $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf "$data"' EXIT
-for _ in $(seq 1 100); do
-  [ -s "$data/server.out" ] && break
-  sleep 0.1
-done
+# shellcheck source=loadtest/serve.sh
+. loadtest/serve.sh
+start_server "$server_bin"
 target/$profile/gatehouse-load --gatehouse-data "$data/data" --server-pid "$server" \
   --setup-schedule --out "$out" "$@" > "$data/harness.out" &
 harness=$!

@@ -11,7 +11,7 @@
 #     --hosts 10000 --connections 3000 --duration 180 --ramp 60
 #
 # The host and connection counts are per harness (the server sees twice
-# as many). SERVER_BIN as in bench.sh.
+# as many). SERVER_BIN and BENCH_PORT as in bench.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name=${1:?usage: loadtest/harness-ab.sh NAME A_BIN B_BIN [gatehouse-load args...]}
@@ -20,17 +20,11 @@ b_bin=${3:?B_BIN}
 shift 3
 cargo build --release --locked -p gatehouse
 server_bin=${SERVER_BIN:-target/release/gatehouse}
-data=$(mktemp -d /tmp/gatehouse-bench.XXXXXX)
 out=docs/benchmarks/$name
 mkdir -p "$out/a" "$out/b"
-GATEHOUSE_DATA_DIR="$data/data" GATEHOUSE_LISTEN=127.0.0.1:8443 GATEHOUSE_API_LISTEN=127.0.0.1:8444 \
-  GATEHOUSE_OPS_LISTEN=127.0.0.1:8445 RUST_LOG=warn "$server_bin" serve > "$data/server.out" 2> "$data/server.err" &
-server=$!
-trap 'kill -TERM $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf "$data"' EXIT
-for _ in $(seq 1 100); do
-  [ -s "$data/server.out" ] && break
-  sleep 0.1
-done
+# shellcheck source=loadtest/serve.sh
+. loadtest/serve.sh
+start_server "$server_bin"
 # A installs the typical schedule; B starts once it is there (well under
 # a second later) and finds it installed.
 "$a_bin" --gatehouse-data "$data/data" --server-pid "$server" --setup-schedule --quiet --out "$out/a" "$@" \
