@@ -153,8 +153,8 @@ impl Conn {
     /// wait is the pool's, [`Pool::waits`]). `body` is called once a
     /// connection is held, so agents waiting for a shared one hold no
     /// rendered body (a storm's bodies are up to `logger_tls_max_lines`
-    /// lines each). The exchange's future (hyper's and rustls's state, a
-    /// few KB) is boxed for the time of the request, so an agent's idle
+    /// lines each). The exchange's future (the request's write, the
+    /// response's read, the pool's wait: a few KB) is boxed for the time of the request, so an agent's idle
     /// tasks, which are most of them at any time, do not each carry its
     /// size.
     async fn post(
@@ -823,12 +823,13 @@ mod tests {
         }
         // A query due before the last check (fired at it) still waits for
         // the next check, not the one made.
-        assert_eq!(first_check_from(last + s(2), p, last), last + s(6),);
+        assert_eq!(first_check_from(last + s(2), p, last), last + s(6));
     }
 
     /// An idle agent costs its three tasks' futures: each is sized by
-    /// its largest state, so an exchange's state (hyper, rustls, the
-    /// pool's wait), 3 to 4 KB when held inline, is boxed per request.
+    /// its largest state, so an exchange's state (the write, the read,
+    /// the pool's wait) is boxed per request and a connection's TLS
+    /// state (about 4 KB inline) is boxed in its channel.
     #[test]
     fn an_idle_agents_tasks_do_not_carry_an_exchange() {
         let a = Agent::new(

@@ -27,6 +27,25 @@ impl std::fmt::Debug for Report {
     }
 }
 
+/// The share of a core from which the harness's one thread is taken to be
+/// the bottleneck of that second (its own queueing then shows in the
+/// latencies it measures).
+const SATURATED_PCT: f64 = 90.0;
+
+/// How many seconds of the timeline found the harness's thread at or
+/// above [`SATURATED_PCT`], how many seconds were measured, and the peak.
+fn harness_saturation(timeline: &[Tick]) -> (usize, usize, f64) {
+    let over = timeline
+        .iter()
+        .filter(|t| t.harness_cpu_pct >= SATURATED_PCT)
+        .count();
+    let peak = timeline
+        .iter()
+        .map(|t| t.harness_cpu_pct)
+        .fold(0.0, f64::max);
+    (over, timeline.len(), peak)
+}
+
 fn f(v: &Value, digits: usize) -> String {
     v.as_f64().map_or_else(
         || {
@@ -42,6 +61,7 @@ fn f(v: &Value, digits: usize) -> String {
 
 impl Report {
     pub fn json(&self) -> Value {
+        let (over, seconds, peak) = harness_saturation(&self.timeline);
         json!({
             "command": self.command,
             "machine": self.machine,
@@ -50,6 +70,7 @@ impl Report {
             "cost": self.cost,
             "endpoints": self.endpoints,
             "timeline": self.timeline,
+            "harness_saturation": {"seconds_at_or_above_pct": SATURATED_PCT, "seconds": over, "of": seconds, "peak_pct": peak},
         })
     }
 
@@ -128,6 +149,18 @@ impl Report {
             f(&h["peak_rss_mb"], 0),
             f(&h["rss_bytes_per_host"], 0)
         );
+        let (over, seconds, peak) = harness_saturation(&self.timeline);
+        let _ = if over == 0 {
+            writeln!(
+                s,
+                "- The harness's thread stayed below {SATURATED_PCT:.0}% of a core in every one of {seconds} seconds (peak {peak:.0}%)."
+            )
+        } else {
+            writeln!(
+                s,
+                "- **The harness's thread was at {SATURATED_PCT:.0}% of a core or more in {over} of {seconds} seconds** (peak {peak:.0}%): latencies in those seconds include the harness's own queueing."
+            )
+        };
         let sv = &self.cost["server"];
         if sv.is_null() {
             let _ = writeln!(
@@ -299,4 +332,58 @@ fn svg_chart(title: &str, lines: &[(String, Vec<(f64, f64)>)]) -> String {
     }
     s.push_str("</svg>");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(cpu: &[f64]) -> Report {
+        Report {
+            command: "gatehouse-load".into(),
+            machine: "test".into(),
+            params: json!({}),
+            result: json!({}),
+            cost: json!({}),
+            endpoints: Vec::new(),
+            timeline: cpu
+                .iter()
+                .enumerate()
+                .map(|(i, c)| Tick {
+                    t: i as f64,
+                    requests_per_s: 0.0,
+                    errors_per_s: 0.0,
+                    p50_ms: 0.0,
+                    p99_ms: 0.0,
+                    by_endpoint: Vec::new(),
+                    enrolled: 0,
+                    harness_cpu_pct: *c,
+                    server_cpu_pct: None,
+                    server_rss_mb: None,
+                })
+                .collect(),
+        }
+    }
+
+    /// A run whose one harness thread neared a full core says so, with how
+    /// long; a calm one says it stayed below.
+    #[test]
+    fn the_report_says_when_the_harness_was_its_own_bottleneck() {
+        let busy = report(&[40.0, 95.0, 90.0, 99.5, 60.0]);
+        assert_eq!(harness_saturation(&busy.timeline), (3, 5, 99.5));
+        assert!(
+            busy.markdown()
+                .contains("at 90% of a core or more in 3 of 5 seconds** (peak 100%)"),
+            "{}",
+            busy.markdown()
+        );
+        assert_eq!(busy.json()["harness_saturation"]["seconds"], 3);
+        let calm = report(&[12.0, 89.9, 30.0]);
+        assert!(
+            calm.markdown()
+                .contains("stayed below 90% of a core in every one of 3 seconds (peak 90%)"),
+            "{}",
+            calm.markdown()
+        );
+    }
 }
