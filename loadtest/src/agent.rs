@@ -154,9 +154,9 @@ impl Conn {
     /// connection is held, so agents waiting for a shared one hold no
     /// rendered body (a storm's bodies are up to `logger_tls_max_lines`
     /// lines each). The exchange's future (the request's write, the
-    /// response's read, the pool's wait: a few KB) is boxed for the time of the request, so an agent's idle
-    /// tasks, which are most of them at any time, do not each carry its
-    /// size.
+    /// response's read, the pool's wait: a few KB) is boxed for the time
+    /// of the request, so an agent's idle tasks, which are most of them
+    /// at any time, do not each carry its size.
     async fn post(
         &mut self,
         t: &Target,
@@ -488,14 +488,21 @@ impl Agent {
     fn fill_backlog(&self, secs: u64) {
         let now = unix_now();
         let mut rng = fastrand::Rng::with_seed(self.machine.seed);
+        self.fire_between(now.saturating_sub(secs + 1), now - 1, &mut rng);
+    }
+
+    /// Fires every scheduled query at each of its seconds `t` with
+    /// `after < t <= upto`, each line stamped with its own second, and
+    /// accounts for the lines.
+    fn fire_between(&self, after: u64, upto: u64, rng: &mut fastrand::Rng) {
         let mut st = self.state();
         let st = &mut *st;
         let mut n = 0usize;
         for q in st.schedule.iter_mut() {
             let step = q.splayed_interval;
-            let mut t = (now - secs).div_ceil(step) * step;
-            while t < now {
-                n += fire(q, t, st.options.logger_event_type, &mut st.buffer, &mut rng);
+            let mut t = (after / step + 1) * step;
+            while t <= upto {
+                n += fire(q, t, st.options.logger_event_type, &mut st.buffer, rng);
                 t += step;
             }
         }
@@ -574,19 +581,8 @@ impl Agent {
         loop {
             let now = unix_now();
             if now > fired {
-                let mut st = self.state();
-                let st = &mut *st;
-                let mut n = 0;
-                for q in st.schedule.iter_mut() {
-                    let step = q.splayed_interval;
-                    let mut t = (fired / step + 1) * step;
-                    while t <= now {
-                        n += fire(q, t, st.options.logger_event_type, &mut st.buffer, &mut rng);
-                        t += step;
-                    }
-                }
+                self.fire_between(fired, now, &mut rng);
                 fired = now;
-                self.account(st, n);
             }
             let (period_ms, empty, next_fire) = {
                 let st = self.state();
@@ -626,8 +622,10 @@ impl Agent {
             let checks_from = last_check.unwrap_or(at);
             let wait = match next_fire {
                 Some(t) => {
-                    let fire_in = Duration::from_secs(t.saturating_sub(unix_now()))
-                        .saturating_sub(subsec(SystemTime::now()));
+                    let since_epoch = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .unwrap_or_default();
+                    let fire_in = Duration::from_secs(t).saturating_sub(since_epoch);
                     first_check_from(checks_from, period, Instant::now() + fire_in)
                         .saturating_duration_since(Instant::now())
                 }
@@ -724,13 +722,6 @@ fn first_check_from(last: Instant, period: Duration, fire_at: Instant) -> Instan
         .div_ceil(period.as_nanos().max(1))
         .max(1);
     last + period * u32::try_from(k).unwrap_or(u32::MAX)
-}
-
-/// The part of `t` past its last whole second of the Unix epoch.
-fn subsec(t: SystemTime) -> Duration {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| Duration::from_nanos(u64::from(d.subsec_nanos())))
-        .unwrap_or_default()
 }
 
 /// As [`wait_or_stop`], ending early (false) when `wake` is notified.
