@@ -21,8 +21,8 @@
 #
 # PERF_AT=S PERF_SECS=N records `perf record -F 199 -g` of the server (and
 # of the harness) for N seconds starting S seconds into the run, and writes
-# the flat profiles (self time per function) as perf-server.txt and
-# perf-harness.txt next to the report.
+# the flat profiles (self time per function, per shared object and per
+# thread) as perf-server.txt and perf-harness.txt next to the report.
 #
 # BENCH_PORT=P serves agents on P, operators on P+1 and metrics on P+2
 # (default 8443), so a run can go beside another server on this machine.
@@ -63,6 +63,10 @@ if [ -n "${PERF_AT:-}" ]; then
         echo "# by shared object (perf report --no-children --sort dso)"
         perf report -i "$data/$who.perf" --stdio --no-children --sort dso -g none 2> /dev/null \
           | grep -v '^#' | grep -v '^$' | sed -E 's/ {2,}/  /g; s/ +- +- *$//; s/ +$//' | head -12
+        echo
+        echo "# by thread (perf report --no-children --sort comm): the store's threads apart from the runtime's"
+        perf report -i "$data/$who.perf" --stdio --no-children --sort comm -g none 2> /dev/null \
+          | grep -v '^#' | grep -v '^$' | sed -E 's/ {2,}/  /g; s/ +- +- *$//; s/ +$//' | head -20
       } > "$out/perf-$who.txt"
     done
   ) &

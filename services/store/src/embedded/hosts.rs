@@ -84,11 +84,16 @@ impl HostStore for EmbeddedStore {
             if seen_at(i, &k)?.is_some_and(|t| t >= last_seen) {
                 return Ok(());
             }
-            let mut items = vec![(&i.seen, k, last_seen.to_be_bytes().to_vec())];
-            if let Some((k, f)) = f {
-                items.push((&i.fences, k, f));
+            let seen = (&i.seen, k, last_seen.to_be_bytes().to_vec());
+            match f {
+                // A fence not yet stored is what keeps an older owner out:
+                // durable before the write returns.
+                Some((k, f)) => i.commit(vec![seen, (&i.fences, k, f)]),
+                // Only the time: best effort (a crash of the machine, not
+                // of the process, may take back the last few seconds),
+                // so not worth a wait for the journal's sync.
+                None => i.commit_unsynced(vec![seen]),
             }
-            i.commit(items)
         })
         .await
     }
