@@ -363,5 +363,7 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let opts = cfg.serve.clone();
     let app = router(cfg, deps, shutdown.clone());
-    gatehouse_runtime::serve(listener.tcp, listener.tls, app, opts, shutdown).await
+    // Agents speak HTTP/1.1 only, over connections they keep idle between
+    // polls: served without per-connection buffers (ADR 0044).
+    gatehouse_runtime::serve_http1(listener.tcp, listener.tls, app, opts, shutdown).await
 }
