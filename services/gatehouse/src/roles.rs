@@ -372,8 +372,8 @@ pub(crate) fn serve_options(cfg: &ServeConfig, name: &'static str) -> ServeOptio
     }
 }
 
-/// The agent listener's: as [`serve_options`], with the agent edge's read
-/// buffer cap (thousands of kept-alive agent connections).
+/// The agent listener's: as [`serve_options`], with the agent edge's cap
+/// on a request head (its own HTTP/1.1 server, ADR 0044).
 fn agent_serve_options(cfg: &ServeConfig) -> ServeOptions {
     ServeOptions {
         max_read_buffer: gatehouse_runtime::AGENT_MAX_READ_BUFFER,

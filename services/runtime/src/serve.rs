@@ -43,18 +43,20 @@ pub struct ServeOptions {
     pub name: &'static str,
     /// Serve HTTP/2 beside HTTP/1.1 (gRPC). Agents speak HTTP/1.1 only.
     pub http2: bool,
-    /// Largest HTTP/1 read buffer of one connection, in bytes (at least
-    /// 8 KiB; request heads must fit). A connection's buffer keeps the
-    /// size it grew to while the connection lives; hyper's default lets it
-    /// grow to about 400 KiB on large bodies, which thousands of kept-alive
-    /// agent connections hold idle between polls.
+    /// Under [`serve`] (hyper): the largest HTTP/1 read buffer of one
+    /// connection, in bytes (at least 8 KiB; request heads must fit). A
+    /// connection's buffer keeps the size it grew to while the connection
+    /// lives; hyper's default lets it grow to about 400 KiB on large
+    /// bodies. Under [`crate::serve_http1`] (the agent port, ADR 0044):
+    /// the largest request head, held only while it is read.
     pub max_read_buffer: usize,
 }
 
 /// hyper's own cap on a connection's read buffer (8 KiB + 100 × 4 KiB).
 pub const HYPER_MAX_READ_BUFFER: usize = 8192 + 4096 * 100;
 
-/// The agent edge's cap: one TLS record of plaintext per read.
+/// The agent edge's cap on a request head (ADR 0044; far above any
+/// agent's).
 pub const AGENT_MAX_READ_BUFFER: usize = 16 * 1024;
 
 impl Default for ServeOptions {
