@@ -27,7 +27,6 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
@@ -39,6 +38,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tower::ServiceExt;
 
+use crate::serve::next_connection;
 use crate::{RemoteAddr, ServeOptions, Shutdown};
 
 /// Headers a request may carry.
@@ -110,20 +110,7 @@ pub async fn serve_http1(
     });
     // Every connection holds a sender: when all are dropped, all closed.
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.wait() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!(server = name, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, peer)) = next_connection(&listener, &shutdown, name).await {
         tokio::spawn(accepted(
             stream,
             peer,
@@ -337,9 +324,10 @@ async fn request<S: Conn>(
         Framing::Length(_) | Framing::Chunked(_) => None,
     };
     keep &= !shared.stop.is_triggered() && drain.is_some();
-    if let Err(e) = write_answer(&mut io, answer, head_only, keep, shared).await {
-        return Err((e, None));
-    }
+    let keep = match write_answer(&mut io, answer, head_only, keep, shared).await {
+        Ok(keep) => keep,
+        Err(e) => return Err((e, None)),
+    };
     if !keep {
         let _ = io.shutdown().await;
         return Ok(None);
@@ -554,14 +542,15 @@ fn refusal(status: StatusCode, msg: &str) -> Response<axum::body::Body> {
 }
 
 /// Writes `answer` (its body collected, with a `Content-Length`, none
-/// when `head_only`) in one write; `Connection: close` unless `keep`.
+/// when `head_only`) in one write; `Connection: close` unless `keep` and
+/// the answer does not say it. Whether the connection stays open.
 async fn write_answer<S: Conn>(
     io: &mut S,
     answer: Response<axum::body::Body>,
     head_only: bool,
     keep: bool,
     shared: &Shared,
-) -> Result<(), End> {
+) -> Result<bool, End> {
     let (parts, body) = answer.into_parts();
     let body = body
         .collect()
@@ -615,7 +604,7 @@ async fn write_answer<S: Conn>(
         io.flush().await
     };
     match tokio::time::timeout(shared.opts.idle_timeout, write).await {
-        Ok(r) => r.map_err(End::Io),
+        Ok(r) => r.map(|()| keep).map_err(End::Io),
         Err(_) => Err(End::Io(io::ErrorKind::TimedOut.into())),
     }
 }
@@ -806,6 +795,7 @@ mod tests {
 
     use super::*;
     use axum::routing::{get, post};
+    use std::time::Duration;
 
     /// A router that echoes a body's length, ignores one, or says hello.
     fn router() -> axum::Router {
@@ -816,6 +806,10 @@ mod tests {
             )
             .route("/ignore", post(|| async { "ignored" }))
             .route("/hello", get(|| async { "hello" }))
+            .route(
+                "/bye",
+                get(|| async { ([(http::header::CONNECTION, "close")], "bye") }),
+            )
     }
 
     async fn start(
@@ -1080,7 +1074,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn http10_and_connection_close_end_the_connection_after_the_answer() {
+    async fn http10_and_connection_close_on_either_side_end_the_connection_after_the_answer() {
         let (addr, _stop, _task) = start(Duration::from_secs(60)).await;
         for request in [
             &b"GET /hello HTTP/1.0\r\n\r\n"[..],
@@ -1094,6 +1088,15 @@ mod tests {
             assert!(head.contains("connection: close"), "{head}");
             assert!(closed(&mut s).await);
         }
+        // The answer's own `Connection: close` ends it too.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /bye HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut buf = Vec::new();
+        let (head, body) = answer(&mut s, &mut buf).await;
+        assert_eq!(body, b"bye");
+        assert!(head.contains("connection: close"), "{head}");
+        assert!(closed(&mut s).await);
+
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(b"GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
             .await

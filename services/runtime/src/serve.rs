@@ -72,6 +72,32 @@ impl Default for ServeOptions {
     }
 }
 
+/// The next connection on `listener`, with Nagle's algorithm off; `None`
+/// once `shutdown` triggers. A failed accept (out of file descriptors and
+/// the like) is logged and retried after a pause: the server keeps
+/// serving.
+pub(crate) async fn next_connection(
+    listener: &TcpListener,
+    shutdown: &Shutdown,
+    name: &str,
+) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((stream, peer));
+                }
+                Err(e) => {
+                    tracing::warn!(server = name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
 /// Serves `router` on `listener` (over TLS when `tls` is set) until
 /// `shutdown` triggers, then drains within the grace period.
 pub async fn serve(
@@ -85,20 +111,7 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let name = opts.name;
     tracing::info!(server = name, addr = %listener.local_addr()?, tls = acceptor.is_some(), "listening");
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.wait() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!(server = name, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, peer)) = next_connection(&listener, &shutdown, name).await {
         let router = router.clone();
         let svc =
             hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
