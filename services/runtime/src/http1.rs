@@ -180,12 +180,6 @@ impl std::fmt::Display for End {
     }
 }
 
-impl From<io::Error> for End {
-    fn from(e: io::Error) -> Self {
-        End::Io(e)
-    }
-}
-
 /// Serves requests on one connection until it closes.
 async fn connection<S: Conn>(mut io: S, peer: SocketAddr, shared: &Shared) {
     // Bytes of the next request that came with the previous one: empty,
