@@ -1,6 +1,7 @@
-//! The agent listener caps each connection's read buffer at 16 KiB
-//! (ADR 0030): bodies far larger than the buffer still arrive whole, on a
-//! kept-alive connection, and request heads of ordinary size are served.
+//! The agent listener reads a body 16 KiB at a time and caps a request
+//! head at 16 KiB (ADR 0044; hyper's capped read buffer before, ADR 0030):
+//! bodies far larger than one read still arrive whole, on a kept-alive
+//! connection, and request heads of ordinary size are served.
 
 use gatehouse_tests::TestServer;
 use serde_json::{Value, json};

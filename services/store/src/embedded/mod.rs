@@ -686,12 +686,18 @@ impl Inner {
     /// flush takes it to disk. Only for what may lose its last seconds
     /// when the machine fails (last-seen times).
     fn commit_unsynced(&self, items: Vec<(&Keyspace, Vec<u8>, Vec<u8>)>) -> StoreResult<()> {
-        let b = self.batch_of(items);
+        self.apply(self.batch_of(items)).map(|_| ())
+    }
+
+    /// Commits `b` to the store's journal (handed to the operating
+    /// system) and keeps its memtables bounded; whether it held anything.
+    fn apply(&self, b: fjall::OwnedWriteBatch) -> StoreResult<bool> {
         if b.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         b.commit().map_err(unavailable)?;
-        Self::bound_memtables(&self.keyspaces)
+        Self::bound_memtables(&self.keyspaces)?;
+        Ok(true)
     }
 
     fn batch_of(&self, items: Vec<(&Keyspace, Vec<u8>, Vec<u8>)>) -> fjall::OwnedWriteBatch {
@@ -728,12 +734,10 @@ impl Inner {
     /// Commits `b` (of the store's database) and returns once it is
     /// durable (see [`GroupSync`]).
     fn write(&self, b: fjall::OwnedWriteBatch) -> StoreResult<()> {
-        if b.is_empty() {
-            return Ok(());
+        if self.apply(b)? {
+            self.sync.durable(&self.db)?;
         }
-        b.commit().map_err(unavailable)?;
-        Self::bound_memtables(&self.keyspaces)?;
-        self.sync.durable(&self.db)
+        Ok(())
     }
 
     /// Commits `b` (of the log database) and returns once it is durable.
