@@ -175,6 +175,9 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // As the server: no transparent huge pages (ADR 0046).
+    #[cfg(target_os = "linux")]
+    let _ = rustix::thread::disable_transparent_huge_pages(true);
     let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -500,6 +500,12 @@ linger_ms = 0
     )?;
     let log = dir.path().join("serve.log");
     let mut server = serve_ready(&config, &log, ops).await?;
+    // The process runs without transparent huge pages (ADR 0046), on a
+    // kernel that reports the flag.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.id()))?;
+    if let Some(thp) = status.lines().find(|l| l.starts_with("THP_enabled:")) {
+        assert_eq!(thp.split_whitespace().nth(1), Some("0"), "{thp}");
+    }
     let (cfg, boot) = bootstrap_of(&config)?;
     let http = gatehouse_tests::client_for(&boot.ca_path)?;
     let base = format!("https://localhost:{listen}");

@@ -94,6 +94,39 @@ pub struct HostCtx {
     /// Failed background writes (last seen) are logged once per kind and
     /// interval: a store outage fails every actor's alike.
     pub log_throttle: gatehouse_runtime::throttle::LogThrottle,
+    /// Set once the housekeeping ticker runs ([`start_ticker`]).
+    pub ticking: std::sync::Once,
+}
+
+/// Rounds a tick period is split into: each round ticks the actors whose
+/// id falls in it, so housekeeping (last-seen writes) is spread over the
+/// period instead of arriving for every host at once.
+const TICK_ROUNDS: u64 = 16;
+
+/// Starts the ticker that sends every live actor of `ctx` a
+/// [`HostMsg::Tick`] once per `settings.tick` (idempotent; needs a tokio
+/// runtime). One task for the whole hostd rather than a timer task per
+/// actor: an actor is then its own task and ports alone, about a
+/// kilobyte less per host (ADR 0046). The ticker ends when `ctx` is gone.
+pub fn start_ticker(ctx: &Arc<HostCtx>) {
+    ctx.ticking.call_once(|| {
+        let weak = Arc::downgrade(ctx);
+        let round = ctx.settings.tick / TICK_ROUNDS as u32;
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(round.max(Duration::from_millis(1)));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            for n in 0u64.. {
+                every.tick().await;
+                let Some(ctx) = weak.upgrade() else { return };
+                let due = ctx
+                    .registry
+                    .picked(|a| a.get_id().pid() % TICK_ROUNDS == n % TICK_ROUNDS);
+                for actor in due {
+                    let _ = actor.cast(HostMsg::Tick);
+                }
+            }
+        });
+    });
 }
 
 impl std::fmt::Debug for HostCtx {
@@ -116,7 +149,8 @@ pub enum HostMsg {
     /// A campaign was cancelled: it ended at `ended_at` (ms), so an
     /// unanswered delivery expires instead of being sent again.
     CampaignEnded { campaign_id: String, ended_at: i64 },
-    /// Periodic housekeeping (last-seen flush, passivation).
+    /// Periodic housekeeping (last-seen flush, passivation), from the
+    /// hostd's ticker ([`start_ticker`]).
     Tick,
 }
 
@@ -764,7 +798,7 @@ impl Actor for HostActor {
 
     async fn pre_start(
         &self,
-        myself: ActorRef<Self::Msg>,
+        _myself: ActorRef<Self::Msg>,
         id: HostId,
     ) -> Result<Self::State, ActorProcessingErr> {
         let host = self.ctx.store.get_host(&id).await?;
@@ -774,7 +808,6 @@ impl Actor for HostActor {
                 pending.insert(c.id.clone(), (c, d));
             }
         }
-        myself.send_interval(self.ctx.settings.tick, || HostMsg::Tick);
         Ok(HostState {
             persisted_last_seen: host.as_ref().map_or(0, |h| h.last_seen),
             id,

@@ -70,7 +70,16 @@ impl Registry {
     }
 
     pub fn all(&self) -> Vec<ActorRef<HostMsg>> {
+        self.picked(|_| true)
+    }
+
+    /// The live actors `pick` chooses.
+    pub fn picked(&self, pick: impl Fn(&ActorRef<HostMsg>) -> bool) -> Vec<ActorRef<HostMsg>> {
         let map = self.actors.lock().unwrap_or_else(|p| p.into_inner());
-        map.values().filter_map(|c| c.get().cloned()).collect()
+        map.values()
+            .filter_map(|c| c.get())
+            .filter(|a| pick(a))
+            .cloned()
+            .collect()
     }
 }

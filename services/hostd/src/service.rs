@@ -103,6 +103,7 @@ impl Router {
         let cell = self.ctx.registry.cell(host);
         let ctx = self.ctx.clone();
         let id = host.clone();
+        crate::actor::start_ticker(&self.ctx);
         let r = cell
             .get_or_try_init(|| async move {
                 let (actor, _join) =
@@ -340,6 +341,7 @@ pub fn fenced_context(
         log_throttle: gatehouse_runtime::throttle::LogThrottle::new(
             std::time::Duration::from_secs(10),
         ),
+        ticking: std::sync::Once::new(),
     })
 }
 

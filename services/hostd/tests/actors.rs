@@ -126,3 +126,46 @@ async fn actors_spawn_once_passivate_and_rebuild_from_the_store() {
         host_reply::Result::NodeInvalid(_)
     ));
 }
+
+/// One ticker serves every actor of a hostd (ADR 0046): actors of many
+/// hosts, whose ids fall in different rounds of the tick, all get their
+/// housekeeping and passivate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_ticker_reaches_every_actor() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    let settings = ActorSettings {
+        passivate_after: Duration::from_millis(200),
+        tick: Duration::from_millis(40),
+        ..ActorSettings::default()
+    };
+    let ctx = context(
+        store,
+        NodeKeys::new(b"0123456789abcdef0123456789abcdef"),
+        settings,
+    );
+    let router = Router::new(ctx, Duration::from_secs(5));
+    for n in 0..40 {
+        let identity = format!("hw:ticked-{n}");
+        let host = HostId::from_identity(&identity);
+        let enroll = host_request::Op::Enroll(EnrollOp {
+            identity,
+            host_identifier: format!("h{n}"),
+            platform_type: "9".into(),
+            host_details_json: b"{}".to_vec().into(),
+            remote_addr: "10.0.0.2".into(),
+            labels: vec![],
+        });
+        assert!(matches!(
+            router.route(req(&host, 0, enroll)).await,
+            host_reply::Result::Enrolled(_)
+        ));
+    }
+    assert_eq!(router.live_actors(), 40);
+    gatehouse_testkit::until(
+        "every idle actor passivates",
+        Duration::from_secs(10),
+        async || router.live_actors() == 0,
+    )
+    .await;
+}
