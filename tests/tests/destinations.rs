@@ -501,10 +501,17 @@ linger_ms = 0
     let log = dir.path().join("serve.log");
     let mut server = serve_ready(&config, &log, ops).await?;
     // The process runs without transparent huge pages (ADR 0046), on a
-    // kernel that reports the flag.
-    let status = std::fs::read_to_string(format!("/proc/{}/status", server.id()))?;
-    if let Some(thp) = status.lines().find(|l| l.starts_with("THP_enabled:")) {
-        assert_eq!(thp.split_whitespace().nth(1), Some("0"), "{thp}");
+    // kernel that reports the flag; a failure stops the server first.
+    let thp = std::fs::read_to_string(format!("/proc/{}/status", server.id()))?
+        .lines()
+        .find(|l| l.starts_with("THP_enabled:"))
+        .map(str::to_owned);
+    if let Some(thp) = thp
+        && thp.split_whitespace().nth(1) != Some("0")
+    {
+        let _ = server.kill();
+        let _ = server.wait();
+        anyhow::bail!("the server runs with transparent huge pages: {thp}");
     }
     let (cfg, boot) = bootstrap_of(&config)?;
     let http = gatehouse_tests::client_for(&boot.ca_path)?;
