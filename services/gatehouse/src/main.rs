@@ -88,7 +88,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // No transparent huge pages for this process: the allocator asked for
     // them, and the kernel then kept whole 2 MiB pages of sparsely used
-    // arenas resident, which grew a 20,000-host server by 400 MB over ten
+    // arenas resident, which grew a 20,000-host server by 350 MB over ten
     // minutes (ADR 0046). A kernel without the flag just keeps its default.
     #[cfg(target_os = "linux")]
     let _ = rustix::thread::disable_transparent_huge_pages(true);
