@@ -423,7 +423,7 @@ min_free_disk_bytes = 0
 
 /// `gatehouse serve` as a process (see [`spawn_serve`]), once its ops
 /// port reports it ready.
-async fn serve_ready(config: &Path, log: &Path, ops: u16) -> anyhow::Result<std::process::Child> {
+async fn serve_ready(config: &Path, log: &Path, ops: u16) -> anyhow::Result<Served> {
     let server = spawn_serve(config, log)?;
     ready(ops).await?;
     Ok(server)
@@ -442,13 +442,37 @@ fn bootstrap_of(
     Ok((cfg, boot))
 }
 
+/// A `gatehouse serve` process, killed when dropped: a failed assertion
+/// or an early `?` must not leave it running after the test.
+struct Served(std::process::Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Served {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Served {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
 /// `gatehouse serve` as a process, its output in `log`.
-fn spawn_serve(config: &Path, log: &Path) -> anyhow::Result<std::process::Child> {
+fn spawn_serve(config: &Path, log: &Path) -> anyhow::Result<Served> {
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)?;
-    Ok(
+    Ok(Served(
         std::process::Command::new(gatehouse_tests::gatehouse_bin()?)
             .args(["serve", "--config"])
             .arg(config)
@@ -456,7 +480,7 @@ fn spawn_serve(config: &Path, log: &Path) -> anyhow::Result<std::process::Child>
             .stdout(out.try_clone()?)
             .stderr(out)
             .spawn()?,
-    )
+    ))
 }
 
 async fn ready(ops: u16) -> anyhow::Result<()> {
@@ -501,17 +525,10 @@ linger_ms = 0
     let log = dir.path().join("serve.log");
     let mut server = serve_ready(&config, &log, ops).await?;
     // The process runs without transparent huge pages (ADR 0046), on a
-    // kernel that reports the flag; a failure stops the server first.
-    let thp = std::fs::read_to_string(format!("/proc/{}/status", server.id()))?
-        .lines()
-        .find(|l| l.starts_with("THP_enabled:"))
-        .map(str::to_owned);
-    if let Some(thp) = thp
-        && thp.split_whitespace().nth(1) != Some("0")
-    {
-        let _ = server.kill();
-        let _ = server.wait();
-        anyhow::bail!("the server runs with transparent huge pages: {thp}");
+    // kernel that reports the flag.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.id()))?;
+    if let Some(thp) = status.lines().find(|l| l.starts_with("THP_enabled:")) {
+        assert_eq!(thp.split_whitespace().nth(1), Some("0"), "{thp}");
     }
     let (cfg, boot) = bootstrap_of(&config)?;
     let http = gatehouse_tests::client_for(&boot.ca_path)?;
