@@ -111,7 +111,8 @@ struct Args {
     /// OS weights, e.g. `macos=35,ubuntu=25,windows=15`.
     #[arg(long)]
     os_mix: Option<OsMix>,
-    /// Server process to measure (pid); default: a process named `gatehouse`.
+    /// Server process to measure (pid); default: the process named
+    /// `gatehouse`, when exactly one runs.
     #[arg(long)]
     server_pid: Option<String>,
     /// Operator API for live-query mode and --setup-schedule. Default: the
@@ -341,10 +342,15 @@ async fn run(a: Args, nofile: u64) -> anyhow::Result<()> {
         backlog_secs: 0,
         second: Duration::from_secs(1),
     };
-    let server_pid = a
-        .server_pid
-        .clone()
-        .or_else(|| procstat::find_pid("gatehouse"));
+    let server_pid = match &a.server_pid {
+        Some(pid) => Some(pid.clone()),
+        None => procstat::find_pid("gatehouse").unwrap_or_else(|all| {
+            eprintln!(
+                "several gatehouse processes are running ({all:?}): the server's cost is not measured; pass --server-pid"
+            );
+            None
+        }),
+    };
     let cfg = RunCfg {
         mode: match a.mode {
             ModeArg::Steady => Mode::Steady,

@@ -68,11 +68,15 @@ pub fn cpu_pct(a: &Sample, b: &Sample) -> f64 {
     }
 }
 
-/// The pid of the first process whose command name is `name`.
-pub fn find_pid(name: &str) -> Option<String> {
+/// The pid of the one process whose command name is `name` (`Ok(None)`:
+/// none); `Err` with every candidate when there are several, since which
+/// one is meant cannot be told.
+pub fn find_pid(name: &str) -> Result<Option<String>, Vec<u64>> {
     let me = std::process::id().to_string();
-    let mut found: Vec<u64> = std::fs::read_dir("/proc")
-        .ok()?
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Ok(None);
+    };
+    let mut found: Vec<u64> = procs
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().to_str().map(str::to_owned))
         .filter(|p| p.chars().all(|c| c.is_ascii_digit()) && *p != me)
@@ -82,7 +86,11 @@ pub fn find_pid(name: &str) -> Option<String> {
         .filter_map(|p| p.parse().ok())
         .collect();
     found.sort();
-    found.first().map(ToString::to_string)
+    match found.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(one.to_string())),
+        _ => Err(found),
+    }
 }
 
 /// A short description of this machine for reports.
