@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use gatehouse_forward::DestinationConfig;
+use gatehouse_testkit::process::Process;
 use gatehouse_tests::TestServer;
 use gatehouse_tests::webhook::WebhookReceiver;
 use serde_json::{Value, json};
@@ -423,7 +424,7 @@ min_free_disk_bytes = 0
 
 /// `gatehouse serve` as a process (see [`spawn_serve`]), once its ops
 /// port reports it ready.
-async fn serve_ready(config: &Path, log: &Path, ops: u16) -> anyhow::Result<Served> {
+async fn serve_ready(config: &Path, log: &Path, ops: u16) -> anyhow::Result<Process> {
     let server = spawn_serve(config, log)?;
     ready(ops).await?;
     Ok(server)
@@ -442,37 +443,14 @@ fn bootstrap_of(
     Ok((cfg, boot))
 }
 
-/// A `gatehouse serve` process, killed when dropped: a failed assertion
-/// or an early `?` must not leave it running after the test.
-struct Served(std::process::Child);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl std::ops::Deref for Served {
-    type Target = std::process::Child;
-    fn deref(&self) -> &Self::Target {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Served {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.0
-    }
-}
-
-/// `gatehouse serve` as a process, its output in `log`.
-fn spawn_serve(config: &Path, log: &Path) -> anyhow::Result<Served> {
+/// `gatehouse serve` as a process (killed when dropped), its output in
+/// `log`.
+fn spawn_serve(config: &Path, log: &Path) -> anyhow::Result<Process> {
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)?;
-    Ok(Served(
+    Ok(Process(
         std::process::Command::new(gatehouse_tests::gatehouse_bin()?)
             .args(["serve", "--config"])
             .arg(config)

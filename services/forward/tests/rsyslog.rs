@@ -9,27 +9,21 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::Duration;
 
 use gatehouse_forward::destination::Destination;
 use gatehouse_forward::line::{Line, LogType};
 use gatehouse_forward::syslog::{SyslogConfig, SyslogDestination};
+use gatehouse_testkit::process::Process;
 use serde_json::{Value, json};
 
 /// rsyslogd in the foreground with its own configuration, spool and
 /// output file; killed when dropped.
 struct Rsyslog {
-    child: Child,
+    _child: Process,
     out: PathBuf,
     port: u16,
-}
-
-impl Drop for Rsyslog {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn free_port() -> u16 {
@@ -125,7 +119,11 @@ template(name="fields" type="string" string="%hostname%|%app-name%|%msgid%|%sysl
             .arg(&conf_path)
             .spawn()
             .unwrap();
-        Self { child, out, port }
+        Self {
+            _child: Process(child),
+            out,
+            port,
+        }
     }
 
     fn received(&self) -> Vec<String> {

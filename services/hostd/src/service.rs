@@ -103,9 +103,10 @@ impl Router {
         let cell = self.ctx.registry.cell(host);
         let ctx = self.ctx.clone();
         let id = host.clone();
-        crate::actor::start_ticker(&self.ctx);
         let r = cell
             .get_or_try_init(|| async move {
+                // Actors are ticked by their hostd's one ticker.
+                crate::actor::start_ticker(&ctx);
                 let (actor, _join) =
                     Actor::spawn(None, HostActor { ctx }, id)
                         .await

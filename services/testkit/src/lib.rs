@@ -5,8 +5,10 @@
 //! for at most a bounded time, and says which condition was not met. It is
 //! never a fixed sleep: a fast machine moves on at once, a slow one gets
 //! until the bound. [`tmpfs::Tmpfs`] is a real small filesystem to fill;
-//! [`usage`] reads the CPU and bytes written so far, for benchmarks.
+//! [`usage`] reads the CPU and bytes written so far, for benchmarks;
+//! [`process::Process`] is a child process killed when the test drops it.
 
+pub mod process;
 pub mod tmpfs;
 pub mod usage;
 
