@@ -200,16 +200,15 @@ pub(crate) async fn log(State(edge): EdgeState, req: Request) -> Response {
 
 async fn log_inner(edge: &Edge, req: Request) -> Result<Response, EdgeError> {
     // Room for the body first (its declared length, else the largest
-    // allowed), held until the batch is stored: bodies waiting for the
-    // store stay unread in their sockets.
+    // allowed), held until the batch is stored: bodies waiting for room
+    // stay unread in their sockets.
     let declared = req
         .headers()
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<usize>().ok())
         .unwrap_or(edge.cfg.max_body_bytes);
-    let share = u32::try_from(declared.clamp(1, crate::log_budget(&edge.cfg))).unwrap_or(u32::MAX);
-    let _admitted = edge.admit_log(share).await?;
+    let mut admitted = edge.admission.log(declared).await?;
     let (auth, _, bytes) = edge.body(req).await?;
     // Well-formed batches are read in one pass, their lines kept as text;
     // anything else takes the strict reading, which names what is wrong.
@@ -235,6 +234,8 @@ async fn log_inner(edge: &Edge, req: Request) -> Result<Response, EdgeError> {
     };
     edge.call(&host, epoch, host_request::Op::Touch(TouchOp {}))
         .await?;
+    // Waiting for the store takes no in-flight slot (ADR 0047).
+    admitted.storing();
     if lines > 0 {
         edge.deps.sink.append(records).await.map_err(|e| match e {
             SinkError::Backpressure => EdgeError::Backpressure,

@@ -8,6 +8,7 @@
 //! empty body, because the agent ignores HTTP status codes. The edge keeps
 //! no per-host state: a cache of immutable config blobs is all it holds.
 
+mod admission;
 mod body;
 mod carve;
 mod error;
@@ -105,8 +106,10 @@ pub struct EdgeConfig {
     /// Agent requests handled at once; past this the edge answers
     /// `{"error": ...}` at once, so agents back off instead of timing out.
     /// Log POSTs waiting for room for their bodies (bodies unread) are
-    /// counted apart, up to the same number, so a wave of them never takes
-    /// the slots of enrollments, configs and distributed reads.
+    /// counted apart, up to the same number, and a log POST gives its slot
+    /// back once its body is read and checked, so a wave of them never
+    /// takes the slots of enrollments, configs and distributed reads
+    /// (`admission`).
     pub max_in_flight: usize,
     /// Bytes of log POST bodies read and not yet stored, at most: a log
     /// request waits for room (up to `log_admission_wait`) before its body
@@ -160,15 +163,8 @@ pub(crate) struct Edge {
     deps: EdgeDeps,
     config_blobs: Mutex<HashMap<String, Bytes>>,
     shutdown: Shutdown,
-    in_flight: Arc<tokio::sync::Semaphore>,
-    /// Slots of log POSTs waiting for room for their bodies
-    /// (`max_in_flight` of them, apart from `in_flight`).
-    log_waiting: Arc<tokio::sync::Semaphore>,
-    /// Room for log bodies, one permit per byte (`max_log_bytes_in_flight`).
-    pub(crate) log_bytes: tokio::sync::Semaphore,
-    /// `gatehouse_edge_requests_in_flight`: agent requests admitted and
-    /// not yet answered (refusals start at `max_in_flight`).
-    in_flight_gauge: prometheus_client::metrics::gauge::Gauge,
+    /// In-flight and waiting slots and the log-body budget.
+    pub(crate) admission: admission::Admission,
     /// Failed agent requests are logged once per kind and interval.
     pub(crate) log_throttle: gatehouse_runtime::throttle::LogThrottle,
 }
@@ -201,73 +197,6 @@ impl Edge {
     }
 }
 
-/// Counts one admitted request while it lives (also when the client goes
-/// away mid-request and the handler is dropped).
-struct Admitted {
-    /// Held for the request's life: the slot it takes.
-    _slot: tokio::sync::OwnedSemaphorePermit,
-    gauge: prometheus_client::metrics::gauge::Gauge,
-}
-
-impl Admitted {
-    fn new(
-        permit: tokio::sync::OwnedSemaphorePermit,
-        gauge: &prometheus_client::metrics::gauge::Gauge,
-    ) -> Self {
-        gauge.inc();
-        Self {
-            _slot: permit,
-            gauge: gauge.clone(),
-        }
-    }
-}
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        self.gauge.dec();
-    }
-}
-
-impl Edge {
-    /// Admits a log POST whose body takes `share` bytes of the log budget
-    /// (its declared length, else the largest allowed): it waits for room
-    /// (up to `log_admission_wait`) in one of the waiting slots, its body
-    /// unread, then takes an in-flight slot like any request for the time
-    /// its body is read and stored. Past either bound, or with no room in
-    /// time, a busy error body. Returns what the request holds until it
-    /// is answered.
-    pub(crate) async fn admit_log(
-        &self,
-        share: u32,
-    ) -> Result<(Admitted, tokio::sync::SemaphorePermit<'_>), EdgeError> {
-        let waiting = self.log_waiting.clone().try_acquire_owned();
-        let waiting = Admitted::new(
-            waiting.map_err(|_| EdgeError::Backpressure)?,
-            &self.in_flight_gauge,
-        );
-        let room = tokio::time::timeout(
-            self.cfg.log_admission_wait,
-            self.log_bytes.acquire_many(share),
-        )
-        .await
-        .map_err(|_| EdgeError::Backpressure)?
-        .map_err(|_| EdgeError::Unavailable("shutting down".into()))?;
-        let slot = self.in_flight.clone().try_acquire_owned();
-        let slot = Admitted::new(
-            slot.map_err(|_| EdgeError::Backpressure)?,
-            &self.in_flight_gauge,
-        );
-        drop(waiting);
-        Ok((slot, room))
-    }
-}
-
-/// Permits of the log-body budget (one per byte, at most `u32::MAX` so
-/// any one request's share can be taken at once).
-pub(crate) fn log_budget(cfg: &EdgeConfig) -> usize {
-    cfg.max_log_bytes_in_flight.clamp(1, u32::MAX as usize)
-}
-
 /// The edge's HTTP routes (exposed for tests that serve it themselves).
 pub fn router(cfg: EdgeConfig, deps: EdgeDeps, shutdown: Shutdown) -> Router {
     let p = cfg.paths.clone();
@@ -275,13 +204,17 @@ pub fn router(cfg: EdgeConfig, deps: EdgeDeps, shutdown: Shutdown) -> Router {
     // `gatehouse_edge_request_seconds{endpoint}`.
     let requests = gatehouse_runtime::metrics::RequestMetrics::new(&deps.metrics, "edge", "Agent");
     let edge = Arc::new(Edge {
-        in_flight_gauge: deps.metrics.gauge(
-            "edge_requests_in_flight",
-            "Agent requests admitted and not yet answered",
+        // `gatehouse_edge_requests_in_flight`: agent requests admitted
+        // and not yet answered (refusals start at `max_in_flight`).
+        admission: admission::Admission::new(
+            cfg.max_in_flight,
+            cfg.max_log_bytes_in_flight,
+            cfg.log_admission_wait,
+            deps.metrics.gauge(
+                "edge_requests_in_flight",
+                "Agent requests admitted and not yet answered",
+            ),
         ),
-        in_flight: Arc::new(tokio::sync::Semaphore::new(cfg.max_in_flight.max(1))),
-        log_waiting: Arc::new(tokio::sync::Semaphore::new(cfg.max_in_flight.max(1))),
-        log_bytes: tokio::sync::Semaphore::new(log_budget(&cfg)),
         cfg,
         deps,
         config_blobs: Mutex::new(HashMap::new()),
@@ -340,9 +273,8 @@ async fn admit(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    match edge.in_flight.clone().try_acquire_owned() {
-        Ok(permit) => {
-            let admitted = Admitted::new(permit, &edge.in_flight_gauge);
+    match edge.admission.request() {
+        Ok(admitted) => {
             let resp = next.run(req).await;
             drop(admitted);
             resp

@@ -231,7 +231,8 @@ pub struct Limits {
     pub max_active_campaigns_per_user: usize,
     /// Agent requests the edge handles at once; beyond, it answers a busy
     /// error at once (the agent backs off and retries). Log POSTs waiting
-    /// for room for their bodies are counted apart, up to as many again.
+    /// for room for their bodies are counted apart, up to as many again,
+    /// and a log POST waiting for the store holds no slot (ADR 0047).
     pub max_in_flight_requests: usize,
     /// Bytes of agent log bodies read and not yet stored; a log request
     /// beyond waits (its body unread) up to 8 s for room, then gets a busy
