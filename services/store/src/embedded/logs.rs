@@ -214,6 +214,7 @@ impl LogStore for EmbeddedStore {
         let f = f.clone();
         let (since, until) = f.window();
         self.run(move |i| {
+            let _reading = i.logs.reading();
             let mut out: Vec<ResultLog> = Vec::new();
             let mut take = |k: &[u8], v: &[u8]| -> StoreResult<()> {
                 let r = dec_line(k, v, stored_result)?;
@@ -282,6 +283,7 @@ impl LogStore for EmbeddedStore {
     ) -> StoreResult<Vec<StatusLog>> {
         let host = host.clone();
         self.run(move |i| {
+            let _reading = i.logs.reading();
             let mut out = Vec::new();
             let mut firsts: Vec<[u8; 4]> = Vec::new();
             if let Some((lo, hi)) = day_keys(&i.logs.status)? {
@@ -312,6 +314,7 @@ impl LogStore for EmbeddedStore {
 
     async fn purge_logs_before_day(&self, day: u32) -> StoreResult<u64> {
         self.run(move |i| {
+            let _reading = i.logs.reading();
             let mut n = 0u64;
             // Day keys (stores before ADR 0041) below `day`, then slot
             // keys below its first minute.

@@ -122,7 +122,10 @@ struct Logs {
     writer: writer::LogWriter,
     /// Next, so it stops (and lets go of the keyspaces) before the
     /// database closes.
-    _guard: compaction::CompactionGuard,
+    _compactor: compaction::Compactor,
+    /// The reads in progress, registered by every read of the log
+    /// keyspaces ([`Logs::reading`]) for the compactor's watermark.
+    readers: Arc<compaction::Readers>,
     db: Database,
     results: Keyspace,
     status: Keyspace,
@@ -131,6 +134,15 @@ struct Logs {
     /// Written only to probe that the database can write.
     probe: Keyspace,
     sync: GroupSync,
+}
+
+impl Logs {
+    /// Registers a read of the log keyspaces until the value drops: call
+    /// it before the read's first snapshot, so no compaction step drops a
+    /// version the read may still see.
+    fn reading(&self) -> compaction::Reading<'_> {
+        self.readers.enter(&self.db)
+    }
 }
 
 /// Group commit. A write appends its batch to the journal without a sync
@@ -448,16 +460,21 @@ fn open_db(dir: &Path, cache_bytes: u64) -> StoreResult<Database> {
 /// The log keyspaces compress every table, from the first flush on: with
 /// keys in minute slots (ADR 0041) most tables move down the levels
 /// without a rewrite, and fjall's default (L0 and L1 uncompressed) would
-/// leave them uncompressed for good. Applies to keyspaces created from
-/// now on; fjall keeps an existing keyspace's settings.
+/// leave them uncompressed for good. The log keyspaces (and their slot
+/// index) are compacted by the log database's compactor, not by fjall's
+/// worker (ADR 0048). Applies to keyspaces created from now on; fjall
+/// keeps an existing keyspace's settings.
 fn open_keyspace(db: &Database, name: &str) -> StoreResult<Keyspace> {
     let size = memtable_bytes(name);
     db.keyspace(name, || {
         let options = KeyspaceCreateOptions::default().max_memtable_size(size);
         match name {
-            "results" | "status" => options.data_block_compression_policy(
-                fjall::config::CompressionPolicy::all(fjall::CompressionType::Lz4),
-            ),
+            "results" | "status" => options
+                .data_block_compression_policy(fjall::config::CompressionPolicy::all(
+                    fjall::CompressionType::Lz4,
+                ))
+                .compaction_strategy(compaction::flush_only()),
+            "slots" => options.compaction_strategy(compaction::flush_only()),
             _ => options,
         }
     })
@@ -486,8 +503,13 @@ fn open_logs(dir: &Path, main: &Database, min_free: u64) -> StoreResult<Logs> {
         open_keyspace(&db, "slots")?,
         open_keyspace(&db, "probe")?,
     );
-    let guard = compaction::CompactionGuard::start(vec![results.clone(), status.clone()])
-        .map_err(|e| unavailable(format!("starting the log compaction guard: {e}")))?;
+    let readers = Arc::new(compaction::Readers::default());
+    let compactor = compaction::Compactor::start(
+        db.clone(),
+        vec![results.clone(), status.clone(), slots.clone()],
+        readers.clone(),
+    )
+    .map_err(|e| unavailable(format!("starting the log compactor: {e}")))?;
     let sync = GroupSync::default();
     let writer = writer::LogWriter::start(writer::Target {
         db: db.clone(),
@@ -505,7 +527,8 @@ fn open_logs(dir: &Path, main: &Database, min_free: u64) -> StoreResult<Logs> {
     .map_err(|e| unavailable(format!("starting the log writer: {e}")))?;
     let logs = Logs {
         writer,
-        _guard: guard,
+        _compactor: compactor,
+        readers,
         results,
         status,
         slots,
