@@ -237,12 +237,15 @@ async fn log_inner(edge: &Edge, req: Request) -> Result<Response, EdgeError> {
     // Waiting for the store takes no in-flight slot (ADR 0047).
     admitted.storing();
     if lines > 0 {
-        edge.deps.sink.append(records).await.map_err(|e| match e {
-            SinkError::Backpressure => EdgeError::Backpressure,
-            SinkError::Unavailable(m) => {
-                EdgeError::Unavailable(format!("logs not stored, retry: {m}"))
-            }
-        })?;
+        let storing = async {
+            edge.deps.sink.append(records).await.map_err(|e| match e {
+                SinkError::Backpressure => EdgeError::Backpressure,
+                SinkError::Unavailable(m) => {
+                    EdgeError::Unavailable(format!("logs not stored, retry: {m}"))
+                }
+            })
+        };
+        admitted.within_deadline(storing).await?;
     }
     tracing::debug!(host = %host, log_type = log_type.as_str(), lines, "log batch stored");
     Ok(ok_json(&json!({})))
