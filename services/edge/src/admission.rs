@@ -11,10 +11,6 @@
 //!   byte): a log POST holds its share from before its body is read until
 //!   its batch is stored, or gets a busy error body when no room frees
 //!   within `log_admission_wait`.
-//! - **The log POST's deadline** (`log_answer_within`, from its arrival):
-//!   its waits for room and for the store end there with a busy error
-//!   body, so the agent, which gives a request 16 s in all, is answered
-//!   and backs off instead of timing out and reconnecting.
 //!
 //! A log POST holds an in-flight slot only while its body is read and
 //! checked: waiting for the store it holds its bytes alone, so a store
@@ -24,8 +20,6 @@
 //! goes away and the handler is dropped).
 
 use std::time::Duration;
-
-use tokio::time::Instant;
 
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -39,7 +33,6 @@ pub(crate) struct Admission {
     /// Largest share one log POST can take (the whole budget).
     log_budget: u32,
     log_wait: Duration,
-    log_answer_within: Duration,
     gauge: Gauge,
 }
 
@@ -71,8 +64,6 @@ pub(crate) struct LogAdmitted<'a> {
     slot: Option<SemaphorePermit<'a>>,
     _room: SemaphorePermit<'a>,
     _counted: Counted,
-    /// When it must be answered.
-    deadline: Instant,
 }
 
 impl LogAdmitted<'_> {
@@ -81,20 +72,6 @@ impl LogAdmitted<'_> {
     pub(crate) fn storing(&mut self) {
         self.slot = None;
     }
-
-    /// Waits for `storing` (the batch's way into the store) until the log
-    /// POST's deadline, and past it answers busy. The batch may be stored
-    /// all the same: the agent keeps it and sends it again, and a batch
-    /// sent again is stored once and forwarded once (its id), as after
-    /// a lost answer.
-    pub(crate) async fn within_deadline<T>(
-        &self,
-        storing: impl Future<Output = Result<T, EdgeError>>,
-    ) -> Result<T, EdgeError> {
-        tokio::time::timeout_at(self.deadline, storing)
-            .await
-            .map_err(|_| EdgeError::Backpressure)?
-    }
 }
 
 impl Admission {
@@ -102,7 +79,6 @@ impl Admission {
         max_in_flight: usize,
         max_log_bytes: usize,
         log_wait: Duration,
-        log_answer_within: Duration,
         gauge: Gauge,
     ) -> Self {
         let log_budget =
@@ -113,7 +89,6 @@ impl Admission {
             log_bytes: Semaphore::new(log_budget as usize),
             log_budget,
             log_wait,
-            log_answer_within,
             gauge,
         }
     }
@@ -132,11 +107,9 @@ impl Admission {
 
     /// Admits a log POST whose body takes `bytes` of the budget (at most
     /// all of it): a waiting slot now (else busy), room for the body
-    /// within the wait and before its deadline (else busy), then an
-    /// in-flight slot now (else busy), held until [`LogAdmitted::storing`].
+    /// within the wait (else busy), then an in-flight slot now (else
+    /// busy), held until [`LogAdmitted::storing`].
     pub(crate) async fn log(&self, bytes: usize) -> Result<LogAdmitted<'_>, EdgeError> {
-        let arrived = Instant::now();
-        let deadline = arrived + self.log_answer_within;
         let share = u32::try_from(bytes)
             .unwrap_or(u32::MAX)
             .clamp(1, self.log_budget);
@@ -145,8 +118,7 @@ impl Admission {
             .try_acquire()
             .map_err(|_| EdgeError::Backpressure)?;
         let counted = Counted::new(&self.gauge);
-        let room_by = (arrived + self.log_wait).min(deadline);
-        let room = tokio::time::timeout_at(room_by, self.log_bytes.acquire_many(share))
+        let room = tokio::time::timeout(self.log_wait, self.log_bytes.acquire_many(share))
             .await
             .map_err(|_| EdgeError::Backpressure)?
             .map_err(|_| EdgeError::Unavailable("shutting down".into()))?;
@@ -159,7 +131,6 @@ impl Admission {
             slot: Some(slot),
             _room: room,
             _counted: counted,
-            deadline,
         })
     }
 }
@@ -174,7 +145,6 @@ mod tests {
             max_in_flight,
             max_log_bytes,
             Duration::from_secs(8),
-            Duration::from_secs(12),
             gauge.clone(),
         );
         (a, gauge)
@@ -226,47 +196,6 @@ mod tests {
         assert_eq!(gauge.get(), 1);
         drop(first);
         assert_eq!(gauge.get(), 0);
-    }
-
-    /// A log POST is answered by its deadline, 12 s after it arrived,
-    /// however long the store takes: busy, with its room given back.
-    #[tokio::test(start_paused = true)]
-    async fn a_log_post_whose_batch_is_not_stored_by_its_deadline_is_answered_busy() {
-        let (a, gauge) = admission(4, 1024);
-        let arrived = Instant::now();
-        let mut log = a.log(1024).await.expect("admitted");
-        log.storing();
-        // A store that answers in time: its answer.
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        assert_eq!(log.within_deadline(async { Ok(7) }).await.unwrap(), 7);
-        // A store that does not answer: busy at the deadline, not later.
-        let never = std::future::pending::<Result<(), EdgeError>>();
-        assert!(matches!(
-            log.within_deadline(never).await,
-            Err(EdgeError::Backpressure)
-        ));
-        assert_eq!(arrived.elapsed(), Duration::from_secs(12));
-        drop(log);
-        assert_eq!(gauge.get(), 0);
-        let _room = a.log(1024).await.expect("the room was given back");
-    }
-
-    /// The wait for room ends at the deadline when that comes first: a
-    /// room wait longer than the deadline still answers in time.
-    #[tokio::test(start_paused = true)]
-    async fn the_wait_for_room_ends_by_the_deadline() {
-        let gauge = Gauge::default();
-        let a = Admission::new(
-            4,
-            1024,
-            Duration::from_secs(30),
-            Duration::from_secs(12),
-            gauge,
-        );
-        let _first = a.log(1024).await.expect("admitted");
-        let arrived = Instant::now();
-        assert!(matches!(a.log(1).await, Err(EdgeError::Backpressure)));
-        assert_eq!(arrived.elapsed(), Duration::from_secs(12));
     }
 
     #[tokio::test(start_paused = true)]

@@ -237,15 +237,12 @@ async fn log_inner(edge: &Edge, req: Request) -> Result<Response, EdgeError> {
     // Waiting for the store takes no in-flight slot (ADR 0047).
     admitted.storing();
     if lines > 0 {
-        let storing = async {
-            edge.deps.sink.append(records).await.map_err(|e| match e {
-                SinkError::Backpressure => EdgeError::Backpressure,
-                SinkError::Unavailable(m) => {
-                    EdgeError::Unavailable(format!("logs not stored, retry: {m}"))
-                }
-            })
-        };
-        admitted.within_deadline(storing).await?;
+        edge.deps.sink.append(records).await.map_err(|e| match e {
+            SinkError::Backpressure => EdgeError::Backpressure,
+            SinkError::Unavailable(m) => {
+                EdgeError::Unavailable(format!("logs not stored, retry: {m}"))
+            }
+        })?;
     }
     tracing::debug!(host = %host, log_type = log_type.as_str(), lines, "log batch stored");
     Ok(ok_json(&json!({})))

@@ -117,11 +117,6 @@ pub struct EdgeConfig {
     /// of in memory, then gets a busy error body.
     pub max_log_bytes_in_flight: usize,
     pub log_admission_wait: std::time::Duration,
-    /// A log POST is answered within this of its arrival: its waits for
-    /// room and for the store end there with a busy error body. Under the
-    /// agent's 16 s for the whole exchange, with room for the upload and
-    /// the answer (protocol spec §2.6).
-    pub log_answer_within: std::time::Duration,
     pub serve: ServeOptions,
 }
 
@@ -135,7 +130,6 @@ impl Default for EdgeConfig {
             max_in_flight: 4096,
             max_log_bytes_in_flight: 64 * 1024 * 1024,
             log_admission_wait: std::time::Duration::from_secs(8),
-            log_answer_within: std::time::Duration::from_secs(12),
             serve: ServeOptions {
                 name: "edge",
                 max_read_buffer: gatehouse_runtime::AGENT_MAX_READ_BUFFER,
@@ -216,7 +210,6 @@ pub fn router(cfg: EdgeConfig, deps: EdgeDeps, shutdown: Shutdown) -> Router {
             cfg.max_in_flight,
             cfg.max_log_bytes_in_flight,
             cfg.log_admission_wait,
-            cfg.log_answer_within,
             deps.metrics.gauge(
                 "edge_requests_in_flight",
                 "Agent requests admitted and not yet answered",
