@@ -29,6 +29,11 @@ use lsm_tree::AbstractTree;
 
 /// How long the compactor sleeps when no keyspace has work.
 const IDLE_TICK: Duration = Duration::from_millis(100);
+/// How long it sleeps after a failed step (a full disk fails every one).
+const FAILED_TICK: Duration = Duration::from_secs(1);
+/// A failed step is logged at most this often, with how many were left
+/// out since.
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
 /// A step longer than this is logged (at debug).
 const LONG_STEP: Duration = Duration::from_secs(1);
 /// L0 runs the compactor merges at once ([`merging`]).
@@ -132,12 +137,21 @@ impl Compactor {
         let thread = std::thread::Builder::new()
             .name("gatehouse:log-compactor".into())
             .spawn(move || {
+                let mut failures = Failures::default();
                 while !stopped.load(Ordering::Acquire) {
-                    let mut worked = false;
+                    let (mut worked, mut failed) = (false, false);
                     for ks in &keyspaces {
-                        worked |= step(&db, ks, &strategy, &readers);
+                        match step(&db, ks, &strategy, &readers) {
+                            Ok(changed) => worked |= changed,
+                            Err(e) => {
+                                failed = true;
+                                failures.note(ks, &e);
+                            }
+                        }
                     }
-                    if !worked {
+                    if failed {
+                        std::thread::park_timeout(FAILED_TICK);
+                    } else if !worked {
                         std::thread::park_timeout(IDLE_TICK);
                     }
                 }
@@ -151,18 +165,48 @@ impl Compactor {
 
 /// One compaction step of `ks`, if the strategy finds one; whether the
 /// tree changed meanwhile (a step ran, or a flush landed: look again).
-fn step(db: &Database, ks: &Keyspace, strategy: &Arc<Leveled>, readers: &Readers) -> bool {
+fn step(
+    db: &Database,
+    ks: &Keyspace,
+    strategy: &Arc<Leveled>,
+    readers: &Readers,
+) -> lsm_tree::Result<bool> {
     let before = ks.tree.current_version().id();
     let began = Instant::now();
-    if let Err(e) = ks.tree.compact(strategy.clone(), readers.watermark(db)) {
-        tracing::warn!(keyspace = %ks.name(), error = %e, "log compaction step failed");
-        return false;
-    }
+    ks.tree.compact(strategy.clone(), readers.watermark(db))?;
     let took = began.elapsed();
     if took >= LONG_STEP {
         tracing::debug!(keyspace = %ks.name(), ?took, "long log compaction step");
     }
-    ks.tree.current_version().id() != before
+    Ok(ks.tree.current_version().id() != before)
+}
+
+/// Failed steps, logged the first time and then at most once per
+/// [`FAILURE_LOG_EVERY`].
+#[derive(Default)]
+struct Failures {
+    logged_at: Option<Instant>,
+    left_out: u64,
+}
+
+impl Failures {
+    fn note(&mut self, ks: &Keyspace, e: &lsm_tree::Error) {
+        if self
+            .logged_at
+            .is_some_and(|at| at.elapsed() < FAILURE_LOG_EVERY)
+        {
+            self.left_out += 1;
+            return;
+        }
+        tracing::warn!(
+            keyspace = %ks.name(),
+            error = %e,
+            left_out_since_last = self.left_out,
+            "log compaction step failed; retrying"
+        );
+        self.logged_at = Some(Instant::now());
+        self.left_out = 0;
+    }
 }
 
 impl Drop for Compactor {
