@@ -22,7 +22,9 @@
 # PERF_AT=S PERF_SECS=N records `perf record -F 199 -g` of the server (and
 # of the harness) for N seconds starting S seconds into the run, and writes
 # the flat profiles (self time per function, per shared object and per
-# thread) as perf-server.txt and perf-harness.txt next to the report.
+# thread) as perf-server.txt and perf-harness.txt next to the report;
+# PERF_KEEP=DIR also keeps the recordings there (server.perf, harness.perf)
+# for call graphs.
 #
 # BENCH_PORT=P serves agents on P, operators on P+1 and metrics on P+2
 # (default 8443), so a run can go beside another server on this machine.
@@ -53,6 +55,8 @@ if [ -n "${PERF_AT:-}" ]; then
     perf record -F 199 -g -o "$data/server.perf" -p "$server" -- sleep "$secs" 2> /dev/null &
     perf record -F 199 -g -o "$data/harness.perf" -p "$harness" -- sleep "$secs" 2> /dev/null &
     wait
+    # PERF_KEEP=DIR keeps the recordings, for call graphs (perf report -g).
+    [ -n "${PERF_KEEP:-}" ] && mkdir -p "$PERF_KEEP" && cp "$data"/*.perf "$PERF_KEEP"/
     for who in server harness; do
       {
         echo "# perf record -F 199 -g -p <$who pid> -- sleep $secs, started ${PERF_AT}s into the run"

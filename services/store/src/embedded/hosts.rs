@@ -260,7 +260,7 @@ pub(super) fn index_names(i: &Inner) -> StoreResult<()> {
         hosts += 1;
     }
     b.insert(&i.meta, NAMES_INDEXED.to_vec(), vec![1]);
-    i.write(b)?;
+    i.write_durably(b)?;
     if hosts > 0 {
         tracing::info!(hosts, "host names indexed");
     }

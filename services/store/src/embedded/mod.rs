@@ -54,6 +54,7 @@ mod identity;
 mod logs;
 mod meta;
 mod rules;
+mod syncer;
 mod writer;
 
 use std::path::Path;
@@ -102,11 +103,12 @@ struct Inner {
     rmw: Mutex<()>,
     /// Serialize the read-check-write of one host's state (fencing).
     host_locks: Vec<Mutex<()>>,
-    /// Group commit: one journal sync for every batch appended meanwhile.
-    sync: GroupSync,
     /// Every keyspace of the store's database, as opened: writers bound
     /// their memtables (ADR 0036).
     keyspaces: Vec<Keyspace>,
+    /// Journal syncs, on a thread of their own (ADR 0049). Last: it syncs
+    /// for the writers still waiting before the database closes.
+    sync: syncer::Syncer,
 }
 
 /// The result and status logs: a fjall database of their own under the
@@ -145,7 +147,8 @@ impl Logs {
     }
 }
 
-/// Group commit. A write appends its batch to the journal without a sync
+/// Group commit of the log database, for what its writer thread does not
+/// write (retention's deletes, probes). A write appends its batch to the journal without a sync
 /// and takes a ticket; one writer at a time then syncs the journal for
 /// every batch appended before its sync began, while later writers wait
 /// for that sync or lead the next. Every write still returns only once
@@ -620,31 +623,88 @@ fn open_inner(dir: &Path, options: StoreOptions) -> StoreResult<Inner> {
         rmw: Mutex::new(()),
         host_locks: (0..HOST_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         keyspaces: opened.into_inner(),
+        sync: syncer::Syncer::start(db.clone())
+            .map_err(|e| unavailable(format!("starting the journal sync: {e}")))?,
         db,
-        sync: GroupSync::default(),
     };
     hosts::index_names(&inner)?;
     Ok(inner)
 }
 
+/// What a store call's blocking work writes through: the open database,
+/// and the journal ticket of the last batch it committed, whose sync the
+/// call awaits once its thread and locks are given back (ADR 0049).
+struct Tx<'a> {
+    inner: &'a Inner,
+    ticket: std::cell::Cell<u64>,
+}
+
+impl std::ops::Deref for Tx<'_> {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        self.inner
+    }
+}
+
+impl Tx<'_> {
+    /// Commits `b`; the call returns once it is durable.
+    fn write(&self, b: fjall::OwnedWriteBatch) -> StoreResult<()> {
+        if self.inner.apply(b)? {
+            self.ticket.set(self.inner.sync.ticket()?);
+        }
+        Ok(())
+    }
+
+    fn commit(&self, items: Vec<(&Keyspace, Vec<u8>, Vec<u8>)>) -> StoreResult<()> {
+        self.write(self.inner.batch_of(items))
+    }
+
+    /// Removes `key` from `ks`; whether it was there.
+    fn delete(&self, ks: &Keyspace, key: &[u8]) -> StoreResult<bool> {
+        if !ks.contains_key(key).map_err(unavailable)? {
+            return Ok(false);
+        }
+        let mut b = self.inner.db.batch();
+        b.remove(ks, key.to_vec());
+        self.write(b)?;
+        Ok(true)
+    }
+}
+
 impl EmbeddedStore {
-    /// Runs blocking fjall work off the async threads.
+    /// Runs blocking fjall work off the async threads, then waits (as a
+    /// task) until what it committed is durable.
     async fn run<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Inner) -> StoreResult<T> + Send + 'static,
+        F: FnOnce(&Tx<'_>) -> StoreResult<T> + Send + 'static,
     {
         let inner = self.current()?;
         let store = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let r = f(&inner);
+        let (r, ticket, inner) = tokio::task::spawn_blocking(move || {
+            let tx = Tx {
+                inner: &inner,
+                ticket: std::cell::Cell::new(0),
+            };
+            let r = f(&tx);
+            let ticket = tx.ticket.get();
             if let Err(StoreError::Unavailable(_)) = &r {
                 store.check_writable(&inner);
             }
-            r
+            (r, ticket, inner)
         })
         .await
-        .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+        .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?;
+        let value = r?;
+        if ticket > 0
+            && let Err(e) = inner.sync.durable(ticket).await
+        {
+            let store = self.clone();
+            tokio::task::spawn_blocking(move || store.check_writable(&inner));
+            return Err(e);
+        }
+        Ok(value)
     }
 }
 
@@ -693,14 +753,17 @@ impl Inner {
     /// write.
     fn probe(&self) -> StoreResult<()> {
         let now = gatehouse_core::time::now_ms().to_be_bytes().to_vec();
-        self.commit(vec![(&self.meta, b"\0writable".to_vec(), now.clone())])?;
+        self.commit_durably(vec![(&self.meta, b"\0writable".to_vec(), now.clone())])?;
         let mut b = self.logs.db.batch();
         b.insert(&self.logs.probe, b"writable".to_vec(), now);
         self.write_logs(b)
     }
 
-    fn commit(&self, items: Vec<(&Keyspace, Vec<u8>, Vec<u8>)>) -> StoreResult<()> {
-        self.write(self.batch_of(items))
+    /// Commits `items` and returns once they are durable, holding this
+    /// thread meanwhile: for opening and probing; a store call commits
+    /// through its [`Tx`].
+    fn commit_durably(&self, items: Vec<(&Keyspace, Vec<u8>, Vec<u8>)>) -> StoreResult<()> {
+        self.write_durably(self.batch_of(items))
     }
 
     /// Commits `items` without waiting for the journal's sync: the batch
@@ -755,10 +818,10 @@ impl Inner {
     }
 
     /// Commits `b` (of the store's database) and returns once it is
-    /// durable (see [`GroupSync`]).
-    fn write(&self, b: fjall::OwnedWriteBatch) -> StoreResult<()> {
+    /// durable, holding this thread meanwhile (see [`Inner::commit_durably`]).
+    fn write_durably(&self, b: fjall::OwnedWriteBatch) -> StoreResult<()> {
         if self.apply(b)? {
-            self.sync.durable(&self.db)?;
+            self.sync.durable_blocking(self.sync.ticket()?)?;
         }
         Ok(())
     }
@@ -815,16 +878,6 @@ impl Inner {
             out.push(dec(&k, &v)?);
         }
         Ok(out)
-    }
-
-    fn delete(&self, ks: &Keyspace, key: &[u8]) -> StoreResult<bool> {
-        if !ks.contains_key(key).map_err(unavailable)? {
-            return Ok(false);
-        }
-        let mut b = self.db.batch();
-        b.remove(ks, key.to_vec());
-        self.write(b)?;
-        Ok(true)
     }
 
     fn host_lock(&self, host: &HostId) -> StoreResult<std::sync::MutexGuard<'_, ()>> {
@@ -1197,10 +1250,7 @@ mod group_sync_tests {
         let (syncs, batches) = (syncs - base_syncs, batches - base);
         assert_eq!(batches, 64, "one durable batch per write");
         assert!((1..=64).contains(&syncs), "{syncs} syncs");
-        let (synced, appended) = {
-            let s = inner.sync.lock().unwrap();
-            (s.synced, s.appended)
-        };
+        let (appended, synced) = inner.sync.position();
         assert_eq!(synced, appended, "every appended batch is synced");
 
         let (before_touches, _) = inner.sync.counts();
@@ -1392,7 +1442,7 @@ mod group_sync_tests {
             b.remove(&inner.names, g.key().unwrap().to_vec());
         }
         b.remove(&inner.meta, hosts::NAMES_INDEXED.to_vec());
-        inner.write(b).unwrap();
+        inner.write_durably(b).unwrap();
         assert!(store.hosts_named("ident-1").await.unwrap().is_empty());
         drop(inner);
         drop(store);
