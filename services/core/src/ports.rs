@@ -237,8 +237,10 @@ pub trait CampaignStore: Send + Sync {
     /// Deliveries for `host` that are not final yet, with their campaigns.
     async fn open_deliveries(&self, host: &HostId) -> StoreResult<Vec<(Campaign, Delivery)>>;
     /// Written by the host's actor; `create_campaign` writes the queued
-    /// deliveries, which any fenced write supersedes.
-    async fn put_delivery(&self, d: &Delivery, fence: Fence) -> StoreResult<()>;
+    /// deliveries, which any fenced write supersedes. A final delivery
+    /// (answered, failed, expired) is never rewritten: false, and nothing
+    /// written, when the stored one is final already.
+    async fn put_delivery(&self, d: &Delivery, fence: Fence) -> StoreResult<bool>;
     async fn get_delivery(&self, campaign: &str, host: &HostId) -> StoreResult<Option<Delivery>>;
     /// Records answers and marks the deliveries answered/failed (written by
     /// the hosts' actor, with its fence).

@@ -465,6 +465,7 @@ impl HostActor {
             i64::try_from(self.ctx.settings.redeliver_after.as_millis()).unwrap_or(i64::MAX);
         let mut queries = BTreeMap::new();
         let mut expired = Vec::new();
+        let mut finished = Vec::new();
         for (id, (campaign, delivery)) in state.pending.iter_mut() {
             if campaign.is_expired(now) {
                 expired.push(id.clone());
@@ -484,14 +485,23 @@ impl HostActor {
             d.state = DeliveryState::Delivered;
             d.delivered_at = Some(now);
             d.delivery_count += 1;
-            if let Err(e) = self.ctx.store.put_delivery(&d, fence).await {
-                // Not recorded as delivered, so not sent: the next poll retries.
-                tracing::warn!(host = %state.id, campaign = %id, error = %e, "delivery write failed");
-                fenced |= matches!(e, StoreError::Fenced { .. });
-                continue;
+            match self.ctx.store.put_delivery(&d, fence).await {
+                Ok(true) => {
+                    *delivery = d;
+                    queries.insert(id.clone(), campaign.sql.clone());
+                }
+                // Answered or expired already (a campaign queued again
+                // after its answer): not sent again.
+                Ok(false) => finished.push(id.clone()),
+                Err(e) => {
+                    // Not recorded as delivered, so not sent: the next poll retries.
+                    tracing::warn!(host = %state.id, campaign = %id, error = %e, "delivery write failed");
+                    fenced |= matches!(e, StoreError::Fenced { .. });
+                }
             }
-            *delivery = d;
-            queries.insert(id.clone(), campaign.sql.clone());
+        }
+        for id in finished {
+            state.pending.remove(&id);
         }
         for id in expired {
             if let Some((_, mut d)) = state.pending.remove(&id) {
@@ -874,16 +884,12 @@ impl HostActor {
             }
             HostMsg::CampaignQueued(c) => {
                 if state.host.is_some() && !state.pending.contains_key(&c.id) {
-                    // Re-read the delivery: it may have been answered already.
-                    match self.ctx.store.get_delivery(&c.id, &state.id).await {
-                        Ok(Some(d)) if !d.state.is_final() => {
-                            state.pending.insert(c.id.clone(), (*c, d));
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::warn!(host = %state.id, error = %e, "campaign delivery lookup failed")
-                        }
-                    }
+                    // As `create_campaign` wrote it. Not read back: a
+                    // delivery answered meanwhile is final in the store,
+                    // and the read that would send it again finds it so
+                    // (`put_delivery` never rewrites a final delivery).
+                    let d = Delivery::queued(&c.id, &state.id, c.created_at);
+                    state.pending.insert(c.id.clone(), (*c, d));
                 }
             }
             HostMsg::CampaignEnded {

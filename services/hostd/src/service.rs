@@ -516,3 +516,109 @@ pub async fn run(cfg: HostdConfig, deps: HostdDeps, shutdown: Shutdown) -> Resul
     serving.hand_over_all(&router).await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatehouse_core::model::{Campaign, DeliveryState, Targets};
+    use gatehouse_proto::v1::{EnrollOp, QueryResult, ReadOp, WriteOp};
+
+    fn req(host: &HostId, epoch: u64, op: host_request::Op) -> HostRequest {
+        HostRequest {
+            host_id: host.to_string(),
+            key_epoch: epoch,
+            op: Some(op),
+        }
+    }
+
+    /// A campaign is queued on a live actor from the broadcast alone (no
+    /// store read per target): delivered once, answered once, and a
+    /// broadcast that arrives again after the answer does not send the
+    /// query again: the stored delivery is final and stays so.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_campaign_queued_again_after_its_answer_is_not_sent_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(gatehouse_store::EmbeddedStore::open(dir.path()).unwrap());
+        let ctx = crate::service::context(
+            store.clone(),
+            NodeKeys::new(b"0123456789abcdef0123456789abcdef"),
+            crate::actor::ActorSettings::default(),
+        );
+        let router = Router::new(ctx, Duration::from_secs(5));
+        let host = HostId::from_identity("hw:campaign-test");
+        let enroll = host_request::Op::Enroll(EnrollOp {
+            identity: "hw:campaign-test".into(),
+            host_identifier: "h1".into(),
+            platform_type: "9".into(),
+            host_details_json: Bytes::from_static(b"{}"),
+            remote_addr: "10.0.0.1".into(),
+            labels: vec![],
+        });
+        let epoch = match router.route(req(&host, 0, enroll)).await {
+            host_reply::Result::Enrolled(k) => k.epoch,
+            other => panic!("enroll failed: {other:?}"),
+        };
+        let read = async || match router
+            .route(req(&host, epoch, host_request::Op::Read(ReadOp {})))
+            .await
+        {
+            host_reply::Result::Read(r) => r.queries,
+            other => panic!("read failed: {other:?}"),
+        };
+        assert!(read().await.is_empty(), "nothing queued yet");
+
+        let now = gatehouse_core::time::now_ms();
+        let campaign = Campaign {
+            id: "c1".into(),
+            sql: "SELECT 1".into(),
+            targets: Targets {
+                hosts: vec![host.clone()],
+                labels: vec![],
+                all: false,
+            },
+            target_count: 1,
+            created_at: now,
+            expires_at: now + 3_600_000,
+            created_by: "test".into(),
+            cancelled_at: None,
+            cancelled_by: None,
+        };
+        store
+            .create_campaign(&campaign, std::slice::from_ref(&host))
+            .await
+            .unwrap();
+        let broadcast = CampaignCreated {
+            campaign_id: "c1".into(),
+            host_ids: vec![host.to_string()],
+        };
+        router
+            .campaign_created(&broadcast, &campaign, |_| true)
+            .await;
+        let sent = read().await;
+        assert_eq!(sent.get("c1").map(String::as_str), Some("SELECT 1"));
+        let answer = host_request::Op::Write(WriteOp {
+            results: vec![QueryResult {
+                query_id: "c1".into(),
+                rows_json: b"[{\"1\":\"1\"}]".to_vec().into(),
+                status: 0,
+                message: String::new(),
+                stats_json: b"{}".to_vec().into(),
+            }],
+        });
+        assert!(matches!(
+            router.route(req(&host, epoch, answer)).await,
+            host_reply::Result::Ok(_)
+        ));
+
+        // The same broadcast again, after the answer.
+        router
+            .campaign_created(&broadcast, &campaign, |_| true)
+            .await;
+        assert!(read().await.is_empty(), "not sent again");
+        let d = store.get_delivery("c1", &host).await.unwrap().unwrap();
+        assert_eq!(d.state, DeliveryState::Answered);
+        assert_eq!(d.delivery_count, 1);
+        assert_eq!(store.list_results("c1").await.unwrap().len(), 1);
+    }
+}

@@ -767,8 +767,8 @@ async fn campaigns(store: &dyn Store) {
     d.state = DeliveryState::Delivered;
     d.delivered_at = Some(50);
     d.delivery_count = 1;
-    ok(store.put_delivery(&d, Fence::NONE).await);
-    assert_eq!(ok(store.get_delivery("camp1", &h1).await), Some(d));
+    assert!(ok(store.put_delivery(&d, Fence::NONE).await), "written");
+    assert_eq!(ok(store.get_delivery("camp1", &h1).await), Some(d.clone()));
 
     let r = CampaignResult {
         campaign_id: "camp1".into(),
@@ -808,12 +808,31 @@ async fn campaigns(store: &dyn Store) {
         ok(store.get_delivery("camp2", &h1).await).map(|d| d.state),
         Some(DeliveryState::Failed)
     );
+    // A final delivery stays final: delivering or expiring it again
+    // writes nothing.
+    let again = Delivery {
+        delivered_at: Some(70),
+        delivery_count: 2,
+        ..d.clone()
+    };
+    assert!(!ok(store.put_delivery(&again, Fence::NONE).await));
+    let late = Delivery {
+        state: DeliveryState::Expired,
+        finished_at: Some(80),
+        ..d
+    };
+    assert!(!ok(store.put_delivery(&late, Fence::NONE).await));
+    assert_eq!(
+        ok(store.get_delivery("camp1", &h1).await).map(|d| d.state),
+        Some(DeliveryState::Answered)
+    );
+    assert!(ok(store.open_deliveries(&h1).await).is_empty());
 
     // Expiring a delivery closes it.
     let mut d2 = ok(store.get_delivery("camp1", &h2).await).expect("delivery missing");
     d2.state = DeliveryState::Expired;
     d2.finished_at = Some(2_000);
-    ok(store.put_delivery(&d2, Fence::NONE).await);
+    assert!(ok(store.put_delivery(&d2, Fence::NONE).await));
     assert!(ok(store.open_deliveries(&h2).await).is_empty());
 
     // A cancelled campaign's record is rewritten; its deliveries stay.
@@ -904,7 +923,7 @@ async fn fencing(store: &dyn Store, sem: Semantics, report: &mut Report) {
         finished_at: Some(160),
         ..d.clone()
     };
-    stale_result(store.put_delivery(&expired, Fence(7)).await, 12);
+    stale_result(store.put_delivery(&expired, Fence(7)).await.map(|_| ()), 12);
     assert_eq!(ok(store.get_delivery(&c.id, &h.id).await), Some(d.clone()));
     let answer = CampaignResult {
         campaign_id: c.id.clone(),

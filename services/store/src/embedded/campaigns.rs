@@ -99,7 +99,7 @@ impl CampaignStore for EmbeddedStore {
         .await
     }
 
-    async fn put_delivery(&self, d: &Delivery, fence: Fence) -> StoreResult<()> {
+    async fn put_delivery(&self, d: &Delivery, fence: Fence) -> StoreResult<bool> {
         let k = join(&[d.campaign_id.as_bytes(), d.host_id.as_str().as_bytes()]);
         let idx = join(&[d.host_id.as_str().as_bytes(), d.campaign_id.as_bytes()]);
         let v = enc(d)?;
@@ -107,15 +107,22 @@ impl CampaignStore for EmbeddedStore {
         let host = d.host_id.clone();
         self.run(move |i| {
             let _g = i.host_lock(&host)?;
+            let fenced = i.fenced(&host, fence)?;
+            if i.get_json::<Delivery>(&i.deliveries, &k)?
+                .is_some_and(|stored| stored.state.is_final())
+            {
+                return Ok(false);
+            }
             let mut b = i.db.batch();
-            if let Some((fk, f)) = i.fenced(&host, fence)? {
+            if let Some((fk, f)) = fenced {
                 b.insert(&i.fences, fk, f);
             }
             b.insert(&i.deliveries, k, v);
             if is_final {
                 b.remove(&i.open, idx);
             }
-            i.write(b)
+            i.write(b)?;
+            Ok(true)
         })
         .await
     }

@@ -108,7 +108,16 @@ impl CampaignStore for ScyllaStore {
         Ok(out)
     }
 
-    async fn put_delivery(&self, d: &Delivery, fence: Fence) -> StoreResult<()> {
+    async fn put_delivery(&self, d: &Delivery, fence: Fence) -> StoreResult<bool> {
+        // Only the host's fenced owner writes its deliveries, one request
+        // at a time: the check and the write do not race another writer.
+        if self
+            .get_delivery(&d.campaign_id, &d.host_id)
+            .await?
+            .is_some_and(|stored| stored.state.is_final())
+        {
+            return Ok(false);
+        }
         let i = &self.inner;
         let buckets = i
             .buckets_of(&d.campaign_id)
@@ -136,7 +145,7 @@ impl CampaignStore for ScyllaStore {
             )
             .await?;
         }
-        Ok(())
+        Ok(true)
     }
 
     async fn get_delivery(&self, campaign: &str, host: &HostId) -> StoreResult<Option<Delivery>> {
