@@ -11,3 +11,15 @@ pub mod v1 {
 pub use prost::Message;
 
 pub mod topics;
+
+impl v1::HostRequest {
+    /// Operation `op` for the host `host_id`, presenting key epoch
+    /// `key_epoch` (0 where no key is presented: enrollment).
+    pub fn new(host_id: impl ToString, key_epoch: u64, op: v1::host_request::Op) -> Self {
+        Self {
+            host_id: host_id.to_string(),
+            key_epoch,
+            op: Some(op),
+        }
+    }
+}

@@ -178,11 +178,7 @@ impl HostClient {
         key_epoch: u64,
         op: host_request::Op,
     ) -> Result<host_reply::Result, RpcError> {
-        let req = HostRequest {
-            host_id: host.to_string(),
-            key_epoch,
-            op: Some(op),
-        };
+        let req = HostRequest::new(host, key_epoch, op);
         let payload = Bytes::from(req.encode_to_vec());
         let subject = host_subject(shard_of(host, self.shards));
         let start = Instant::now();

@@ -523,14 +523,6 @@ mod tests {
     use gatehouse_core::model::{Campaign, DeliveryState, Targets};
     use gatehouse_proto::v1::{EnrollOp, QueryResult, ReadOp, WriteOp};
 
-    fn req(host: &HostId, epoch: u64, op: host_request::Op) -> HostRequest {
-        HostRequest {
-            host_id: host.to_string(),
-            key_epoch: epoch,
-            op: Some(op),
-        }
-    }
-
     /// A campaign is queued on a live actor from the broadcast alone (no
     /// store read per target): delivered once, answered once, and a
     /// broadcast that arrives again after the answer does not send the
@@ -555,12 +547,16 @@ mod tests {
             remote_addr: "10.0.0.1".into(),
             labels: vec![],
         });
-        let epoch = match router.route(req(&host, 0, enroll)).await {
+        let epoch = match router.route(HostRequest::new(&host, 0, enroll)).await {
             host_reply::Result::Enrolled(k) => k.epoch,
             other => panic!("enroll failed: {other:?}"),
         };
         let read = async || match router
-            .route(req(&host, epoch, host_request::Op::Read(ReadOp {})))
+            .route(HostRequest::new(
+                &host,
+                epoch,
+                host_request::Op::Read(ReadOp {}),
+            ))
             .await
         {
             host_reply::Result::Read(r) => r.queries,
@@ -607,7 +603,7 @@ mod tests {
             }],
         });
         assert!(matches!(
-            router.route(req(&host, epoch, answer)).await,
+            router.route(HostRequest::new(&host, epoch, answer)).await,
             host_reply::Result::Ok(_)
         ));
 

@@ -14,14 +14,6 @@ use gatehouse_hostd::service::{Router, context};
 use gatehouse_proto::v1::{ConfigOp, EnrollOp, HostRequest, TouchOp, host_reply, host_request};
 use gatehouse_store::EmbeddedStore;
 
-fn req(host: &HostId, epoch: u64, op: host_request::Op) -> HostRequest {
-    HostRequest {
-        host_id: host.to_string(),
-        key_epoch: epoch,
-        op: Some(op),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actors_spawn_once_passivate_and_rebuild_from_the_store() {
     let dir = tempfile::tempdir().unwrap();
@@ -52,7 +44,7 @@ async fn actors_spawn_once_passivate_and_rebuild_from_the_store() {
         remote_addr: "10.0.0.1".into(),
         labels: vec![],
     });
-    let epoch = match router.route(req(&host, 0, enroll)).await {
+    let epoch = match router.route(HostRequest::new(&host, 0, enroll)).await {
         host_reply::Result::Enrolled(k) => k.epoch,
         other => panic!("enroll failed: {other:?}"),
     };
@@ -66,7 +58,7 @@ async fn actors_spawn_once_passivate_and_rebuild_from_the_store() {
         let r = router.clone();
         let h = host.clone();
         tasks.push(tokio::spawn(async move {
-            r.route(req(&h, 1, host_request::Op::Touch(TouchOp {})))
+            r.route(HostRequest::new(&h, 1, host_request::Op::Touch(TouchOp {})))
                 .await
         }));
     }
@@ -76,7 +68,11 @@ async fn actors_spawn_once_passivate_and_rebuild_from_the_store() {
     assert_eq!(router.live_actors(), 1);
     assert!(matches!(
         router
-            .route(req(&host, 1, host_request::Op::Config(ConfigOp {})))
+            .route(HostRequest::new(
+                &host,
+                1,
+                host_request::Op::Config(ConfigOp {})
+            ))
             .await,
         host_reply::Result::Config(_)
     ));
@@ -106,13 +102,21 @@ async fn actors_spawn_once_passivate_and_rebuild_from_the_store() {
     // A new request rebuilds it from the store; old epochs stay invalid.
     assert!(matches!(
         router
-            .route(req(&host, 1, host_request::Op::Touch(TouchOp {})))
+            .route(HostRequest::new(
+                &host,
+                1,
+                host_request::Op::Touch(TouchOp {})
+            ))
             .await,
         host_reply::Result::Ok(_)
     ));
     assert!(matches!(
         router
-            .route(req(&host, 0, host_request::Op::Touch(TouchOp {})))
+            .route(HostRequest::new(
+                &host,
+                0,
+                host_request::Op::Touch(TouchOp {})
+            ))
             .await,
         host_reply::Result::NodeInvalid(_)
     ));
@@ -121,7 +125,11 @@ async fn actors_spawn_once_passivate_and_rebuild_from_the_store() {
     let stranger = HostId::from_identity("hw:stranger");
     assert!(matches!(
         router
-            .route(req(&stranger, 1, host_request::Op::Touch(TouchOp {})))
+            .route(HostRequest::new(
+                &stranger,
+                1,
+                host_request::Op::Touch(TouchOp {})
+            ))
             .await,
         host_reply::Result::NodeInvalid(_)
     ));
@@ -157,7 +165,7 @@ async fn one_ticker_reaches_every_actor() {
             labels: vec![],
         });
         assert!(matches!(
-            router.route(req(&host, 0, enroll)).await,
+            router.route(HostRequest::new(&host, 0, enroll)).await,
             host_reply::Result::Enrolled(_)
         ));
     }

@@ -35,14 +35,6 @@ fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
     }
 }
 
-fn req(host: &HostId, epoch: u64, op: host_request::Op) -> HostRequest {
-    HostRequest {
-        host_id: host.to_string(),
-        key_epoch: epoch,
-        op: Some(op),
-    }
-}
-
 async fn hostd(
     server: &NatsTestServer,
     name: &str,
@@ -98,7 +90,7 @@ async fn a_deposed_owner_racing_its_successor_never_overwrites_it() {
         labels: vec![],
     });
     assert!(matches!(
-        a.route(req(&host, 0, enroll)).await,
+        a.route(HostRequest::new(&host, 0, enroll)).await,
         host_reply::Result::Enrolled(k) if k.epoch == 1
     ));
     let set_labels = |labels: &[&str]| {
@@ -107,7 +99,8 @@ async fn a_deposed_owner_racing_its_successor_never_overwrites_it() {
         })
     };
     assert!(matches!(
-        a.route(req(&host, 0, set_labels(&["from-a"]))).await,
+        a.route(HostRequest::new(&host, 0, set_labels(&["from-a"])))
+            .await,
         host_reply::Result::Ok(_)
     ));
 
@@ -125,7 +118,7 @@ async fn a_deposed_owner_racing_its_successor_never_overwrites_it() {
 
     // b serves the host: an operator rotates its key.
     assert!(matches!(
-        b.route(req(&host, 0, host_request::Op::RotateKey(RotateKeyOp { revoke: false })))
+        b.route(HostRequest::new(&host, 0, host_request::Op::RotateKey(RotateKeyOp { revoke: false })))
             .await,
         host_reply::Result::Key(k) if k.epoch == 2
     ));
@@ -133,7 +126,9 @@ async fn a_deposed_owner_racing_its_successor_never_overwrites_it() {
     // a's stale actor (still in memory with epoch 1) tries to write: an
     // operator's label change, then an agent's live-query answer. Both are
     // fenced off; a tells the client the shard moved and steps down.
-    let stale = a.route(req(&host, 0, set_labels(&["stale-from-a"]))).await;
+    let stale = a
+        .route(HostRequest::new(&host, 0, set_labels(&["stale-from-a"])))
+        .await;
     assert!(moved(&stale), "stale label write answered {stale:?}");
     gatehouse_testkit::until(
         "the deposed actor stops",
@@ -146,7 +141,11 @@ async fn a_deposed_owner_racing_its_successor_never_overwrites_it() {
     // is the fleet's, not a's), but the config version it would record is
     // fenced off and the actor steps down again.
     let config = a
-        .route(req(&host, 2, host_request::Op::Config(ConfigOp {})))
+        .route(HostRequest::new(
+            &host,
+            2,
+            host_request::Op::Config(ConfigOp {}),
+        ))
         .await;
     assert!(
         matches!(config, host_reply::Result::Config(_)),
@@ -160,7 +159,9 @@ async fn a_deposed_owner_racing_its_successor_never_overwrites_it() {
     .await;
     let stored = ok(store.get_host(&host).await).expect("host missing");
     assert_eq!(stored.config_hash, "", "a's config version write landed");
-    let late = a.route(req(&host, 0, set_labels(&["late-from-a"]))).await;
+    let late = a
+        .route(HostRequest::new(&host, 0, set_labels(&["late-from-a"])))
+        .await;
     assert!(moved(&late), "a's second stale write answered {late:?}");
 
     let stored = ok(store.get_host(&host).await).expect("host missing");
@@ -169,12 +170,17 @@ async fn a_deposed_owner_racing_its_successor_never_overwrites_it() {
 
     // b keeps serving: the agent with its new key, and more writes.
     assert!(matches!(
-        b.route(req(&host, 2, host_request::Op::Touch(TouchOp {})))
-            .await,
+        b.route(HostRequest::new(
+            &host,
+            2,
+            host_request::Op::Touch(TouchOp {})
+        ))
+        .await,
         host_reply::Result::Ok(_)
     ));
     assert!(matches!(
-        b.route(req(&host, 0, set_labels(&["from-b"]))).await,
+        b.route(HostRequest::new(&host, 0, set_labels(&["from-b"])))
+            .await,
         host_reply::Result::Ok(_)
     ));
     let stored = ok(store.get_host(&host).await).expect("host missing");
@@ -185,7 +191,8 @@ async fn a_deposed_owner_racing_its_successor_never_overwrites_it() {
     assert_eq!(a_leases.renew().await, vec![shard]);
     assert_eq!(a_leases.token(shard), None);
     assert!(moved(
-        &a.route(req(&host, 0, set_labels(&["after-renewal"]))).await
+        &a.route(HostRequest::new(&host, 0, set_labels(&["after-renewal"])))
+            .await
     ));
     let stored = ok(store.get_host(&host).await).expect("host missing");
     assert_eq!(stored.labels, vec!["from-b".to_owned()]);
