@@ -148,12 +148,13 @@ impl Logs {
 }
 
 /// Group commit of the log database, for what its writer thread does not
-/// write (retention's deletes, probes). A write appends its batch to the journal without a sync
-/// and takes a ticket; one writer at a time then syncs the journal for
-/// every batch appended before its sync began, while later writers wait
-/// for that sync or lead the next. Every write still returns only once
-/// its batch is on disk, but concurrent writers share one `fdatasync`
-/// instead of queueing one each behind the journal's lock.
+/// write (retention's deletes, probes). A write appends its batch to the
+/// journal without a sync and takes a ticket; one writer at a time then
+/// syncs the journal for every batch appended before its sync began,
+/// while later writers wait for that sync or lead the next. Every write
+/// still returns only once its batch is on disk, but concurrent writers
+/// share one `fdatasync` instead of queueing one each behind the
+/// journal's lock.
 #[derive(Default)]
 struct GroupSync {
     state: Mutex<SyncState>,
