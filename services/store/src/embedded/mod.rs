@@ -177,16 +177,21 @@ impl SyncCounts {
         self.syncs.fetch_add(1, Ordering::Relaxed);
         self.batches.fetch_add(batches, Ordering::Relaxed);
     }
+
+    /// Syncs done, and the batches they made durable.
+    fn get(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        (
+            self.syncs.load(Ordering::Relaxed),
+            self.batches.load(Ordering::Relaxed),
+        )
+    }
 }
 
 impl GroupSync {
     /// Journal syncs done, and the batches they made durable.
     pub(crate) fn counts(&self) -> (u64, u64) {
-        use std::sync::atomic::Ordering;
-        (
-            self.counts.syncs.load(Ordering::Relaxed),
-            self.counts.batches.load(Ordering::Relaxed),
-        )
+        self.counts.get()
     }
 
     fn lock(&self) -> StoreResult<std::sync::MutexGuard<'_, SyncState>> {

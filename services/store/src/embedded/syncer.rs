@@ -99,11 +99,7 @@ impl Syncer {
 
     /// Journal syncs done, and the batches they made durable.
     pub(super) fn counts(&self) -> (u64, u64) {
-        use std::sync::atomic::Ordering;
-        (
-            self.shared.counts.syncs.load(Ordering::Relaxed),
-            self.shared.counts.batches.load(Ordering::Relaxed),
-        )
+        self.shared.counts.get()
     }
 
     /// A ticket for a batch committed just now (before the call).
