@@ -134,8 +134,8 @@ impl TestServer {
         adjust(&mut cfg);
         cfg.validate()?;
         let boot = gatehouse::bootstrap::prepare(&cfg)?;
-        let agents = tokio::net::TcpListener::bind(cfg.listen).await?;
-        let api = tokio::net::TcpListener::bind(cfg.api_listen).await?;
+        let agents = gatehouse_runtime::bind(cfg.listen)?;
+        let api = gatehouse_runtime::bind(cfg.api_listen)?;
         let agent_url = format!("https://localhost:{}", agents.local_addr()?.port());
         let api_url = format!("https://localhost:{}", api.local_addr()?.port());
         let ops = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -296,15 +296,13 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("binding {addr} ({what}): {e}"))
+fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    gatehouse_runtime::bind(addr).map_err(|e| anyhow::anyhow!("binding {addr} ({what}): {e}"))
 }
 
-async fn bind_ops(cfg: &ServeConfig) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+fn bind_ops(cfg: &ServeConfig) -> anyhow::Result<Option<tokio::net::TcpListener>> {
     match cfg.ops_listen {
-        Some(a) => Ok(Some(bind(a, "ops_listen").await?)),
+        Some(a) => Ok(Some(bind(a, "ops_listen")?)),
         None => Ok(None),
     }
 }
@@ -327,12 +325,12 @@ fn role(kind: RoleKind, config: Option<PathBuf>, instance: Option<String>) -> Ex
         let m = metrics.clone();
         let mut role = match kind {
             RoleKind::Edge => {
-                let l = bind(cfg.listen, "listen").await?;
+                let l = bind(cfg.listen, "listen")?;
                 tracing::info!(listen = %cfg.listen, "edge serving agents");
                 gatehouse::cluster::start_edge(&cfg, &boot, store, m, l).await?
             }
             RoleKind::Api => {
-                let l = bind(cfg.api_listen, "api_listen").await?;
+                let l = bind(cfg.api_listen, "api_listen")?;
                 tracing::info!(listen = %cfg.api_listen, "api serving operators");
                 gatehouse::cluster::start_api(&cfg, &boot, store, m, l).await?
             }
@@ -355,7 +353,7 @@ fn role(kind: RoleKind, config: Option<PathBuf>, instance: Option<String>) -> Ex
             .clone()
             .unwrap_or_else(|| gatehouse_runtime::health::Readiness::new(&metrics));
         let done = gatehouse_runtime::Shutdown::new();
-        let ops = bind_ops(&cfg).await?.map(|l| {
+        let ops = bind_ops(&cfg)?.map(|l| {
             gatehouse::serve::spawn_ops(
                 l,
                 ready.clone(),
@@ -392,10 +390,10 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
         // told that, not that a port is taken.
         let metrics = gatehouse_runtime::metrics::Metrics::new();
         let store = gatehouse::serve::open_store(&cfg, &boot, &metrics).await?;
-        let agents = bind(cfg.listen, "listen").await?;
-        let api = bind(cfg.api_listen, "api_listen").await?;
+        let agents = bind(cfg.listen, "listen")?;
+        let api = bind(cfg.api_listen, "api_listen")?;
         let banner = gatehouse::serve::banner(&cfg, &boot, agents.local_addr()?, api.local_addr()?);
-        let ops = bind_ops(&cfg).await?;
+        let ops = bind_ops(&cfg)?;
         let deps = gatehouse::serve::ServeDeps {
             store,
             clock: gatehouse_core::time::system_clock(),

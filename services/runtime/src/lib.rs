@@ -17,6 +17,7 @@ pub mod tls;
 
 pub use http1::serve_http1;
 pub use serve::{
-    AGENT_MAX_READ_BUFFER, HYPER_MAX_READ_BUFFER, Listener, RemoteAddr, ServeOptions, serve,
+    AGENT_MAX_READ_BUFFER, HYPER_MAX_READ_BUFFER, LISTEN_BACKLOG, Listener, RemoteAddr,
+    ServeOptions, bind, serve,
 };
 pub use shutdown::Shutdown;

@@ -72,6 +72,28 @@ impl Default for ServeOptions {
     }
 }
 
+/// Connections the kernel queues for a listener before the server
+/// accepts them (clamped by `net.core.somaxconn`, 4096 by default since
+/// Linux 5.4). The standard library and tokio ask for 128: agents back
+/// from an outage open thousands of connections within a second or two,
+/// and past the queue the kernel drops their handshakes, so each retries
+/// its SYN after 1 s, 3 s, 7 s, inside the agent's 16 s for the whole
+/// request (ADR 0051).
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// A TCP listener on `addr` (address reuse on, as `TcpListener::bind`)
+/// with a [`LISTEN_BACKLOG`]-deep accept queue.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// The next connection on `listener`, with Nagle's algorithm off; `None`
 /// once `shutdown` triggers. A failed accept (out of file descriptors and
 /// the like) is logged and retried after a pause: the server keeps
@@ -179,4 +201,44 @@ pub async fn serve(
         _ = tokio::time::sleep(opts.grace) => tracing::warn!(server = name, "grace period over, closing remaining connections"),
     }
     Ok(())
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// Connections beyond a full accept queue have their handshakes
+    /// dropped (and would wait out SYN retries of 1, 3, 7 s...): 300
+    /// connections, none accepted yet, all complete with the deep queue,
+    /// where tokio's and the standard library's 128 would leave most of
+    /// them hanging until the bound below fails the test.
+    #[tokio::test]
+    async fn a_listener_queues_hundreds_of_connections_before_it_accepts() {
+        let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(LISTEN_BACKLOG);
+        let n = 300;
+        if somaxconn <= n {
+            eprintln!("net.core.somaxconn is {somaxconn}: the kernel clamps every backlog to it");
+            return;
+        }
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut connects = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            connects.spawn(tokio::net::TcpStream::connect(addr));
+        }
+        let connected = tokio::time::timeout(Duration::from_secs(30), async {
+            let mut streams = Vec::new();
+            while let Some(c) = connects.join_next().await {
+                streams.push(c.unwrap().unwrap());
+            }
+            streams
+        })
+        .await
+        .expect("every connection completes its handshake while none is accepted");
+        assert_eq!(connected.len(), n as usize);
+        drop(listener);
+    }
 }
