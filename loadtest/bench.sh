@@ -29,6 +29,13 @@
 # BENCH_PORT=P serves agents on P, operators on P+1 and metrics on P+2
 # (default 8443), so a run can go beside another server on this machine.
 #
+# The kernel's TCP counters that explain slow connects (listen-queue
+# overflows and drops, SYN retransmissions) are reported as their change
+# over the run, and the server's own request metrics at the end of the
+# run are kept as server-metrics.txt (agent requests by endpoint and
+# outcome, their latency histogram, the store's calls), to set beside the
+# harness's latencies.
+#
 # The server's warnings and errors (throttled: one line per kind and
 # interval, with how many were left out) are kept as server-log.txt, so a
 # report's error bodies can be traced to what the server refused and why.
@@ -44,6 +51,11 @@ mkdir -p "$out"
 # shellcheck source=loadtest/serve.sh
 . loadtest/serve.sh
 start_server "$server_bin"
+# TcpExt counters from /proc/net/netstat, as "name value" lines.
+tcp_counters() {
+  awk '/^TcpExt:/ { if (!n) { for (i = 2; i <= NF; i++) k[i] = $i; n = 1 } else { for (i = 2; i <= NF; i++) print k[i], $i } }' /proc/net/netstat | sort
+}
+tcp_counters > "$data/tcp.before"
 target/$profile/gatehouse-load --gatehouse-data "$data/data" --server-pid "$server" \
   --setup-schedule --out "$out" "$@" > "$data/harness.out" &
 harness=$!
@@ -78,8 +90,15 @@ if [ -n "${PERF_AT:-}" ]; then
 fi
 wait "$harness"
 [ -n "${profiler:-}" ] && wait "$profiler"
+tcp_counters > "$data/tcp.after"
+curl -s --max-time 10 "http://127.0.0.1:$((${BENCH_PORT:-8443} + 2))/metrics" \
+  | grep -E '^gatehouse_(edge|store)_request' > "$out/server-metrics.txt" || true
 sed -E 's/\x1b\[[0-9;]*m//g' "$data/server.err" | grep -E ' (WARN|ERROR) ' | head -400 > "$out/server-log.txt" || true
 {
+  echo
+  echo "Kernel TCP counters over the run (listen-queue overflows send clients into SYN retransmission, 1 s, 3 s, 7 s...):"
+  echo
+  join "$data/tcp.before" "$data/tcp.after" | awk '$1 ~ /^(ListenOverflows|ListenDrops|TCPSynRetrans|TCPReqQFullDrop|SyncookiesSent|TCPTimeouts|TCPAbortOnData)$/ { printf "- %s: %d\n", $1, $3 - $2 }'
   echo
   echo "Built from commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- services loadtest proto || echo ' with local changes')."
   env=""

@@ -13,6 +13,7 @@ use crate::agent::{Agent, Fleet};
 use crate::metrics::{ENDPOINTS, Endpoint, Tick, percentile, window};
 use crate::osinfo::{Machine, OsMix};
 use crate::procstat::{self, Sample};
+use crate::transport::Stage;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -259,6 +260,8 @@ impl Runner {
             "distributed_answers": m.distributed_answered.load(Ordering::Relaxed),
             "carves_completed": m.carves_completed.load(Ordering::Relaxed),
             "connections_opened": self.fleet.target.connects.load(Ordering::Relaxed),
+            "timeouts_by_stage": by_stage(&self.fleet.target.timeouts),
+            "failures_by_stage": by_stage(&self.fleet.target.failures),
             "harness": harness,
             "server": server,
         });
@@ -615,4 +618,14 @@ async fn live_query(
         "server_added_ms": {"p50": q(&added, 50.0), "p90": q(&added, 90.0), "p99": q(&added, 99.0), "max": q(&added, 100.0)},
         "server_coverage": if st == 200 { detail["coverage"].clone() } else { Value::Null },
     }))
+}
+
+/// Per-stage request counts ([`Stage`]) as the report reads them.
+fn by_stage(counts: &[std::sync::atomic::AtomicUsize; 3]) -> Value {
+    let n = |stage: Stage| counts[stage as usize].load(Ordering::Relaxed);
+    json!({
+        "connecting": n(Stage::Connecting),
+        "sending": n(Stage::Sending),
+        "awaiting_answer": n(Stage::Awaiting),
+    })
 }

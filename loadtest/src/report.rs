@@ -186,6 +186,27 @@ impl Report {
             "- Connections opened: {}",
             self.cost["connections_opened"]
         );
+        for (key, what) in [
+            (
+                "timeouts_by_stage",
+                "Requests past the agent's 16 s, by where they were",
+            ),
+            (
+                "failures_by_stage",
+                "Requests failed otherwise after the agent's one re-send (reset, closed), by where",
+            ),
+        ] {
+            let t = &self.cost[key];
+            if t.as_object()
+                .is_some_and(|t| t.values().any(|n| n.as_u64() > Some(0)))
+            {
+                let _ = writeln!(
+                    s,
+                    "- {what}: connecting (TCP and TLS) {}, sending {}, waiting for the answer {}",
+                    t["connecting"], t["sending"], t["awaiting_answer"]
+                );
+            }
+        }
         let w = &self.cost["connection_wait"];
         if w.is_null() {
             let _ = writeln!(s, "- Connections: one per agent thread, as osqueryd.\n");

@@ -69,6 +69,24 @@ pub struct Target {
     sources: Vec<IpAddr>,
     next_source: AtomicUsize,
     pub connects: AtomicUsize,
+    /// Requests whose 16 s ran out, by where they were then
+    /// ([`Stage`]): connecting (TCP and TLS), sending, or waiting for
+    /// the answer.
+    pub timeouts: [AtomicUsize; 3],
+    /// Requests that failed otherwise (reset, closed, refused), after the
+    /// one silent re-send, by where the re-send failed.
+    pub failures: [AtomicUsize; 3],
+}
+
+/// Where an exchange is, so a timeout can say where the time went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// TCP connect and TLS handshake of a new connection.
+    Connecting = 0,
+    /// Writing the request's head and body.
+    Sending = 1,
+    /// The request is written; reading the answer.
+    Awaiting = 2,
 }
 
 impl std::fmt::Debug for Target {
@@ -104,6 +122,8 @@ impl Target {
             sources,
             next_source: AtomicUsize::new(0),
             connects: AtomicUsize::new(0),
+            timeouts: Default::default(),
+            failures: Default::default(),
         })
     }
 
@@ -392,11 +412,14 @@ impl Channel {
         path: &str,
         body: &Bytes,
         h: &Headers,
+        stage: &mut Stage,
     ) -> Result<HttpReply, TransportError> {
         use tokio::io::AsyncWriteExt;
         if self.conn.as_mut().is_none_or(|w| w.closed_while_idle()) {
+            *stage = Stage::Connecting;
             self.conn = Some(target.connect().await?);
         }
+        *stage = Stage::Sending;
         let Some(wire) = self.conn.as_mut() else {
             return Err(TransportError::Connect("no connection".into()));
         };
@@ -416,6 +439,7 @@ impl Channel {
             wire.tls.write_all(body).await.map_err(io_error)?;
         }
         wire.tls.flush().await.map_err(io_error)?;
+        *stage = Stage::Awaiting;
         let (status, body, close) = read_response(&mut wire.tls).await?;
         if close {
             self.conn = None;
@@ -451,23 +475,29 @@ impl Channel {
         h: &Headers,
         deadline: tokio::time::Instant,
     ) -> Result<HttpReply, TransportError> {
-        let first = tokio::time::timeout_at(deadline, self.attempt(target, path, &body, h)).await;
-        match first {
-            Ok(Ok(r)) => Ok(r),
-            Err(_) => {
-                self.conn = None;
-                Err(TransportError::Timeout)
-            }
+        let mut stage = Stage::Sending;
+        let first =
+            tokio::time::timeout_at(deadline, self.attempt(target, path, &body, h, &mut stage))
+                .await;
+        let second = match first {
+            Ok(Ok(r)) => return Ok(r),
+            Err(_) => Err(()),
             Ok(Err(_)) => {
                 self.conn = None;
-                match tokio::time::timeout_at(deadline, self.attempt(target, path, &body, h)).await
-                {
-                    Ok(r) => r.inspect_err(|_| self.conn = None),
-                    Err(_) => {
-                        self.conn = None;
-                        Err(TransportError::Timeout)
-                    }
-                }
+                tokio::time::timeout_at(deadline, self.attempt(target, path, &body, h, &mut stage))
+                    .await
+                    .map_err(|_| ())
+            }
+        };
+        match second {
+            Ok(r) => r.inspect_err(|_| {
+                self.conn = None;
+                target.failures[stage as usize].fetch_add(1, Ordering::Relaxed);
+            }),
+            Err(()) => {
+                self.conn = None;
+                target.timeouts[stage as usize].fetch_add(1, Ordering::Relaxed);
+                Err(TransportError::Timeout)
             }
         }
     }
