@@ -138,7 +138,7 @@ impl TestServer {
         let api = gatehouse_runtime::bind(cfg.api_listen)?;
         let agent_url = format!("https://localhost:{}", agents.local_addr()?.port());
         let api_url = format!("https://localhost:{}", api.local_addr()?.port());
-        let ops = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let ops = gatehouse_runtime::bind("127.0.0.1:0".parse()?)?;
         let ops_url = format!("http://127.0.0.1:{}", ops.local_addr()?.port());
         // Its own metrics: counts in a test are this server's alone.
         let metrics = gatehouse_runtime::metrics::Metrics::new();

@@ -239,6 +239,5 @@ mod tests {
         .await
         .expect("every connection completes its handshake while none is accepted");
         assert_eq!(connected.len(), n as usize);
-        drop(listener);
     }
 }
