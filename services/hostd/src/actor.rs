@@ -29,8 +29,8 @@ use gatehouse_proto::v1::{
     ConfigOk, EnrollOk, EnrollOp, Failure, FailureKind, KeyOk, NodeInvalid, Ok as OkReply, ReadOk,
     WriteOp, host_reply, host_request,
 };
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::{Map, Value};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::configs::ConfigCache;
 use crate::registry::Registry;
@@ -120,9 +120,9 @@ pub fn start_ticker(ctx: &Arc<HostCtx>) {
                 let Some(ctx) = weak.upgrade() else { return };
                 let due = ctx
                     .registry
-                    .picked(|a| a.get_id().pid() % TICK_ROUNDS == n % TICK_ROUNDS);
+                    .picked(|a| a.id() % TICK_ROUNDS == n % TICK_ROUNDS);
                 for actor in due {
-                    let _ = actor.cast(HostMsg::Tick);
+                    let _ = actor.send(HostMsg::Tick);
                 }
             }
         });
@@ -142,7 +142,7 @@ pub enum HostMsg {
     Request {
         op: host_request::Op,
         key_epoch: u64,
-        reply: RpcReplyPort<host_reply::Result>,
+        reply: oneshot::Sender<host_reply::Result>,
     },
     /// A campaign now targets this host.
     CampaignQueued(Box<Campaign>),
@@ -152,6 +152,111 @@ pub enum HostMsg {
     /// Periodic housekeeping (last-seen flush, passivation), from the
     /// hostd's ticker ([`start_ticker`]).
     Tick,
+    /// Stop after the messages queued before this one (shard handed over,
+    /// shutdown); `done` hears once the last write is made.
+    Stop {
+        why: &'static str,
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// Why a call got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unanswered {
+    /// The actor stopped before it took the request (passivation, a
+    /// handed-over shard): the request never ran; retry on a fresh actor.
+    Stopped,
+    /// No answer within the call timeout.
+    TimedOut,
+}
+
+/// A live host actor, as others reach it: its mailbox and the number that
+/// tells this incarnation from the host's later ones.
+///
+/// An actor is a tokio task that owns its host's [`HostState`] and takes
+/// one message at a time from an unbounded mailbox of boxed messages.
+/// ractor's actors cost about 7.4 KB each before any state (two unbounded
+/// channels, one of them for supervision events with a 32-slot block of
+/// 80-byte events, its properties and its processing loop); this one about
+/// 1.2 KB (ADR 0052).
+#[derive(Clone)]
+pub struct HostRef {
+    mail: mpsc::UnboundedSender<Box<HostMsg>>,
+    id: u64,
+}
+
+impl std::fmt::Debug for HostRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostRef").field("id", &self.id).finish()
+    }
+}
+
+impl HostRef {
+    /// This incarnation's number, unique in the process.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Queues `msg` without waiting; `Err` when the actor has stopped.
+    pub fn send(&self, msg: HostMsg) -> Result<(), Unanswered> {
+        self.mail
+            .send(Box::new(msg))
+            .map_err(|_| Unanswered::Stopped)
+    }
+
+    /// Runs `op` on the actor and waits at most `timeout` for its answer.
+    pub async fn call(
+        &self,
+        op: host_request::Op,
+        key_epoch: u64,
+        timeout: Duration,
+    ) -> Result<host_reply::Result, Unanswered> {
+        let (reply, answer) = oneshot::channel();
+        self.send(HostMsg::Request {
+            op,
+            key_epoch,
+            reply,
+        })?;
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(r)) => Ok(r),
+            // Dropped unanswered: the actor stopped with it still queued.
+            Ok(Err(_)) => Err(Unanswered::Stopped),
+            Err(_) => Err(Unanswered::TimedOut),
+        }
+    }
+
+    /// Stops the actor once what is queued before is handled, and waits
+    /// until its last write is made (at once when it has stopped).
+    pub async fn stop_and_wait(&self, why: &'static str) {
+        let (done, stopped) = oneshot::channel();
+        if self.send(HostMsg::Stop { why, done }).is_ok() {
+            let _ = stopped.await;
+        }
+    }
+}
+
+/// Incarnation numbers, process-wide (several hostds can share a process).
+static INCARNATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Takes the actor's entry out of the registry however its task ends,
+/// a panic included (a later request then starts a fresh actor).
+struct Leave<'a> {
+    ctx: &'a HostCtx,
+    host: HostId,
+    id: u64,
+}
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.ctx.registry.remove(&self.host, Some(self.id));
+    }
+}
+
+/// What the actor does after a message.
+enum Next {
+    Continue,
+    /// Stop; `done` (from [`HostMsg::Stop`]) hears once the last write is made.
+    Stop(Option<oneshot::Sender<()>>),
 }
 
 pub struct HostActor {
@@ -801,24 +906,19 @@ impl HostActor {
     }
 }
 
-impl Actor for HostActor {
-    type Msg = HostMsg;
-    type State = HostState;
-    type Arguments = HostId;
-
-    async fn pre_start(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        id: HostId,
-    ) -> Result<Self::State, ActorProcessingErr> {
-        let host = self.ctx.store.get_host(&id).await?;
+impl HostActor {
+    /// Starts the actor of host `id`: its state is read from the store
+    /// here (the host record and its open live-query deliveries), then its
+    /// task takes messages. A store error is returned and no actor starts.
+    pub async fn spawn(ctx: Arc<HostCtx>, id: HostId) -> Result<HostRef, StoreError> {
+        let host = ctx.store.get_host(&id).await?;
         let mut pending = BTreeMap::new();
         if host.is_some() {
-            for (c, d) in self.ctx.store.open_deliveries(&id).await? {
+            for (c, d) in ctx.store.open_deliveries(&id).await? {
                 pending.insert(c.id.clone(), (c, d));
             }
         }
-        Ok(HostState {
+        let state = HostState {
             persisted_last_seen: host.as_ref().map_or(0, |h| h.last_seen),
             id,
             host,
@@ -828,46 +928,58 @@ impl Actor for HostActor {
             record_dirty: false,
             deposed: false,
             label_sent: BTreeMap::new(),
-        })
+        };
+        let (mail, inbox) = mpsc::unbounded_channel();
+        let me = HostRef {
+            mail,
+            id: INCARNATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        };
+        tokio::spawn(HostActor { ctx }.run(me.id, state, inbox));
+        Ok(me)
     }
 
-    async fn handle(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        msg: Self::Msg,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        // ractor keeps this future inside every actor's boxed processing
-        // loop for the actor's whole life; boxed here, a message's work is
-        // allocated while it runs and an idle actor holds a small loop
-        // (docs/benchmarks/performance.md, memory per host).
-        Box::pin(self.on_message(myself, msg, state)).await
-    }
-
-    async fn post_stop(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        self.ctx.registry.remove(&state.id, Some(myself.get_id()));
+    /// The actor's life: one message at a time until it stops (idle,
+    /// deposed, asked to), then its last write. Messages still queued are
+    /// dropped unanswered; their callers retry on a fresh actor.
+    async fn run(
+        self,
+        id: u64,
+        mut state: HostState,
+        mut inbox: mpsc::UnboundedReceiver<Box<HostMsg>>,
+    ) {
+        let _leave = Leave {
+            ctx: &self.ctx,
+            host: state.id.clone(),
+            id,
+        };
+        let mut done = None;
+        while let Some(msg) = inbox.recv().await {
+            // Boxed: the task holds a message's work only while it runs,
+            // so an idle actor is its state and a small loop.
+            if let Next::Stop(d) = Box::pin(self.on_message(*msg, &mut state)).await {
+                done = d;
+                break;
+            }
+        }
+        // Leave the registry first so new requests start a fresh actor,
+        // and take no more mail.
+        self.ctx.registry.remove(&state.id, Some(id));
+        inbox.close();
         if state.dirty
             && !state.deposed
-            && let Err(e) = self.flush(state).await
+            && let Err(e) = self.flush(&mut state).await
         {
             tracing::warn!(host = %state.id, error = %e, "final host write failed");
         }
-        Ok(())
+        // Queued stop requests hear of the stop as their `done` drops.
+        drop(inbox);
+        if let Some(done) = done {
+            let _ = done.send(());
+        }
     }
-}
 
-impl HostActor {
-    /// One message's work (see [`Actor::handle`] for why it is boxed).
-    async fn on_message(
-        &self,
-        myself: ActorRef<HostMsg>,
-        msg: HostMsg,
-        state: &mut HostState,
-    ) -> Result<(), ActorProcessingErr> {
+    /// One message's work, and whether the actor goes on.
+    async fn on_message(&self, msg: HostMsg, state: &mut HostState) -> Next {
         match msg {
             HostMsg::Request {
                 op,
@@ -878,8 +990,8 @@ impl HostActor {
                 let result = self.handle_request(state, op, key_epoch).await;
                 let _ = reply.send(result);
                 if state.deposed {
-                    self.ctx.registry.remove(&state.id, Some(myself.get_id()));
-                    myself.stop(Some("deposed".into()));
+                    tracing::debug!(host = %state.id, "host actor deposed; stopping");
+                    return Next::Stop(None);
                 }
             }
             HostMsg::CampaignQueued(c) => {
@@ -915,12 +1027,14 @@ impl HostActor {
                 }
                 if state.last_activity.elapsed() >= self.ctx.settings.passivate_after {
                     tracing::debug!(host = %state.id, "passivating idle host actor");
-                    // Leave the registry first so new requests spawn afresh.
-                    self.ctx.registry.remove(&state.id, Some(myself.get_id()));
-                    myself.stop(Some("idle".into()));
+                    return Next::Stop(None);
                 }
             }
+            HostMsg::Stop { why, done } => {
+                tracing::debug!(host = %state.id, why, "host actor stopping");
+                return Next::Stop(Some(done));
+            }
         }
-        Ok(())
+        Next::Continue
     }
 }

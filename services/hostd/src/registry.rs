@@ -1,19 +1,18 @@
 //! The live host actors of one hostd, by host id.
 //!
-//! A per-process map rather than ractor's global name registry, so several
-//! hostd instances can share one process (tests, the all-in-one). A
-//! `OnceCell` per entry makes concurrent first requests spawn one actor.
+//! A map per hostd rather than a process-wide one, so several hostd
+//! instances can share one process (tests, the all-in-one). A `OnceCell`
+//! per entry makes concurrent first requests spawn one actor.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use gatehouse_core::HostId;
-use ractor::{ActorId, ActorRef};
 use tokio::sync::OnceCell;
 
-use crate::actor::HostMsg;
+use crate::actor::HostRef;
 
-type Cell = Arc<OnceCell<ActorRef<HostMsg>>>;
+type Cell = Arc<OnceCell<HostRef>>;
 
 #[derive(Default)]
 pub struct Registry {
@@ -35,16 +34,17 @@ impl Registry {
         map.entry(host.clone()).or_default().clone()
     }
 
-    pub fn get(&self, host: &HostId) -> Option<ActorRef<HostMsg>> {
+    pub fn get(&self, host: &HostId) -> Option<HostRef> {
         let map = self.actors.lock().unwrap_or_else(|p| p.into_inner());
         map.get(host).and_then(|c| c.get().cloned())
     }
 
-    /// Forgets `host` if its entry is still actor `id` (or never started).
-    pub fn remove(&self, host: &HostId, id: Option<ActorId>) {
+    /// Forgets `host` if its entry is still incarnation `id` (or never
+    /// started).
+    pub fn remove(&self, host: &HostId, id: Option<u64>) {
         let mut map = self.actors.lock().unwrap_or_else(|p| p.into_inner());
         let same = map.get(host).is_some_and(|c| match (c.get(), id) {
-            (Some(a), Some(id)) => a.get_id() == id,
+            (Some(a), Some(id)) => a.id() == id,
             (None, _) => true,
             (Some(_), None) => false,
         });
@@ -62,19 +62,19 @@ impl Registry {
     }
 
     /// Live actors with their hosts.
-    pub fn hosts(&self) -> Vec<(HostId, ActorRef<HostMsg>)> {
+    pub fn hosts(&self) -> Vec<(HostId, HostRef)> {
         let map = self.actors.lock().unwrap_or_else(|p| p.into_inner());
         map.iter()
             .filter_map(|(h, c)| c.get().map(|a| (h.clone(), a.clone())))
             .collect()
     }
 
-    pub fn all(&self) -> Vec<ActorRef<HostMsg>> {
+    pub fn all(&self) -> Vec<HostRef> {
         self.picked(|_| true)
     }
 
     /// The live actors `pick` chooses.
-    pub fn picked(&self, pick: impl Fn(&ActorRef<HostMsg>) -> bool) -> Vec<ActorRef<HostMsg>> {
+    pub fn picked(&self, pick: impl Fn(&HostRef) -> bool) -> Vec<HostRef> {
         let map = self.actors.lock().unwrap_or_else(|p| p.into_inner());
         map.values()
             .filter_map(|c| c.get())

@@ -17,10 +17,8 @@ use gatehouse_proto::v1::{
 };
 use gatehouse_runtime::Shutdown;
 use prost::Message;
-use ractor::rpc::CallResult;
-use ractor::{Actor, ActorRef, MessagingErr, SpawnErr};
 
-use crate::actor::{ActorSettings, Fail, HostActor, HostCtx, HostMsg};
+use crate::actor::{ActorSettings, Fail, HostActor, HostCtx, HostMsg, HostRef, Unanswered};
 use crate::configs::ConfigCache;
 use crate::registry::Registry;
 use crate::sharded::{Ownership, Serving};
@@ -99,7 +97,7 @@ impl Router {
         }
     }
 
-    async fn actor(&self, host: &HostId) -> Result<ActorRef<HostMsg>, String> {
+    async fn actor(&self, host: &HostId) -> Result<HostRef, String> {
         let cell = self.ctx.registry.cell(host);
         let ctx = self.ctx.clone();
         let id = host.clone();
@@ -107,16 +105,9 @@ impl Router {
             .get_or_try_init(|| async move {
                 // Actors are ticked by their hostd's one ticker.
                 crate::actor::start_ticker(&ctx);
-                let (actor, _join) =
-                    Actor::spawn(None, HostActor { ctx }, id)
-                        .await
-                        .map_err(|e| match e {
-                            SpawnErr::StartupFailed(e) => {
-                                format!("host actor failed to start: {e}")
-                            }
-                            other => other.to_string(),
-                        })?;
-                Ok::<_, String>(actor)
+                HostActor::spawn(ctx, id)
+                    .await
+                    .map_err(|e| format!("host actor failed to start: {e}"))
             })
             .await
             .cloned();
@@ -202,32 +193,13 @@ impl Router {
                 Ok(a) => a,
                 Err(e) => return failure(FailureKind::Unavailable, e),
             };
-            let op = op.clone();
-            let call = actor
-                .call(
-                    |reply| HostMsg::Request {
-                        op,
-                        key_epoch,
-                        reply,
-                    },
-                    Some(self.call_timeout),
-                )
-                .await;
-            match call {
-                Ok(CallResult::Success(r)) => return r,
-                Ok(CallResult::Timeout) => {
+            match actor.call(op.clone(), key_epoch, self.call_timeout).await {
+                Ok(r) => return r,
+                Err(Unanswered::TimedOut) => {
                     return failure(FailureKind::Unavailable, "host actor timed out");
                 }
-                Ok(CallResult::SenderError)
-                | Err(MessagingErr::SendErr(_))
-                | Err(MessagingErr::ChannelClosed) => {
-                    self.ctx.registry.remove(host, Some(actor.get_id()));
-                }
-                Err(e) => {
-                    return failure(
-                        FailureKind::Unavailable,
-                        format!("host actor unavailable: {e}"),
-                    );
+                Err(Unanswered::Stopped) => {
+                    self.ctx.registry.remove(host, Some(actor.id()));
                 }
             }
         }
@@ -251,7 +223,7 @@ impl Router {
         for h in &msg.host_ids {
             let Some(id) = HostId::parse(h) else { continue };
             if let Some(actor) = self.ctx.registry.get(&id) {
-                let _ = actor.send_message(HostMsg::CampaignQueued(Box::new(campaign.clone())));
+                let _ = actor.send(HostMsg::CampaignQueued(Box::new(campaign.clone())));
             }
             if owns(&id) {
                 owned.push(id);
@@ -266,7 +238,7 @@ impl Router {
     /// stop asking their host).
     pub(crate) fn campaign_cancelled(&self, campaign_id: &str, ended_at: i64) {
         for (_, actor) in self.ctx.registry.hosts() {
-            let _ = actor.send_message(HostMsg::CampaignEnded {
+            let _ = actor.send(HostMsg::CampaignEnded {
                 campaign_id: campaign_id.to_owned(),
                 ended_at,
             });
@@ -285,9 +257,7 @@ impl Router {
         let n = actors.len();
         let all = async {
             for (_, a) in actors {
-                let _ = a
-                    .stop_and_wait(Some("shard handed over".into()), None)
-                    .await;
+                a.stop_and_wait("shard handed over").await;
             }
         };
         if tokio::time::timeout(timeout, all).await.is_err() {
@@ -300,7 +270,7 @@ impl Router {
         let actors = self.ctx.registry.all();
         let n = actors.len();
         let stops = actors.into_iter().map(|a| async move {
-            let _ = a.stop_and_wait(Some("shutdown".into()), None).await;
+            a.stop_and_wait("shutdown").await;
         });
         let all = async {
             for s in stops {

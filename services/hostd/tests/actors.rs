@@ -1,6 +1,7 @@
 //! HostActor lifecycle against the real embedded store: spawned on demand,
 //! one actor per host under concurrent first requests, passivated when
-//! idle with its state persisted, rebuilt from the store afterwards.
+//! idle with its state persisted, rebuilt from the store afterwards; a stop
+//! queued behind requests.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -176,4 +177,87 @@ async fn one_ticker_reaches_every_actor() {
         async || router.live_actors() == 0,
     )
     .await;
+}
+
+/// A stop is queued behind the messages sent before it: those are
+/// answered, the stop waits for the last write (last seen), and a request
+/// sent after it is never run by the stopping actor; its caller hears
+/// `Stopped` and the router runs it on a fresh actor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_answers_what_was_queued_before_it_and_hands_on_what_came_after() {
+    use gatehouse_hostd::actor::{HostMsg, Unanswered};
+    use tokio::sync::oneshot;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    let clock = Arc::new(ShiftedClock::new());
+    let settings = ActorSettings {
+        last_seen_flush: Duration::from_secs(3600),
+        clock: clock.clone(),
+        ..ActorSettings::default()
+    };
+    let ctx = context(
+        store.clone(),
+        NodeKeys::new(b"0123456789abcdef0123456789abcdef"),
+        settings,
+    );
+    let router = Router::new(ctx.clone(), Duration::from_secs(5));
+    let host = HostId::from_identity("hw:stop-test");
+    let enroll = host_request::Op::Enroll(EnrollOp {
+        identity: "hw:stop-test".into(),
+        host_identifier: "h1".into(),
+        platform_type: "9".into(),
+        host_details_json: b"{}".to_vec().into(),
+        remote_addr: "10.0.0.1".into(),
+        labels: vec![],
+    });
+    let epoch = match router.route(HostRequest::new(&host, 0, enroll)).await {
+        host_reply::Result::Enrolled(k) => k.epoch,
+        other => panic!("enroll failed: {other:?}"),
+    };
+    let enrolled_seen = store.get_host(&host).await.unwrap().unwrap().last_seen;
+    let actor = ctx.registry.get(&host).expect("the enrolled host's actor");
+
+    clock.advance(Duration::from_secs(60));
+    let touch = || host_request::Op::Touch(TouchOp {});
+    let (before, answered) = oneshot::channel();
+    let (done, stopped) = oneshot::channel();
+    let (after, dropped) = oneshot::channel();
+    for msg in [
+        HostMsg::Request {
+            op: touch(),
+            key_epoch: epoch,
+            reply: before,
+        },
+        HostMsg::Stop { why: "test", done },
+        HostMsg::Request {
+            op: touch(),
+            key_epoch: epoch,
+            reply: after,
+        },
+    ] {
+        actor.send(msg).expect("the actor is live");
+    }
+    assert!(matches!(answered.await, Ok(host_reply::Result::Ok(_))));
+    stopped.await.expect("the stop is confirmed");
+    assert!(dropped.await.is_err(), "the later request was not run");
+    let seen = store.get_host(&host).await.unwrap().unwrap().last_seen;
+    assert!(
+        seen > enrolled_seen,
+        "the stop wrote last seen ({seen} after {enrolled_seen})"
+    );
+    assert!(ctx.registry.get(&host).is_none(), "it left the registry");
+    assert_eq!(
+        actor.call(touch(), epoch, Duration::from_secs(5)).await,
+        Err(Unanswered::Stopped)
+    );
+    actor.stop_and_wait("again").await;
+
+    // The router starts a fresh actor for the next request.
+    assert!(matches!(
+        router.route(HostRequest::new(&host, epoch, touch())).await,
+        host_reply::Result::Ok(_)
+    ));
+    let fresh = ctx.registry.get(&host).expect("a fresh actor");
+    assert_ne!(fresh.id(), actor.id());
 }
