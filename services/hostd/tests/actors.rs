@@ -10,29 +10,52 @@ use gatehouse_core::HostId;
 use gatehouse_core::nodekey::NodeKeys;
 use gatehouse_core::ports::Store;
 use gatehouse_core::time::ShiftedClock;
-use gatehouse_hostd::actor::ActorSettings;
+use gatehouse_hostd::actor::{ActorSettings, HostCtx};
 use gatehouse_hostd::service::{Router, context};
 use gatehouse_proto::v1::{ConfigOp, EnrollOp, HostRequest, TouchOp, host_reply, host_request};
 use gatehouse_store::EmbeddedStore;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn actors_spawn_once_passivate_and_rebuild_from_the_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-    let clock = Arc::new(ShiftedClock::new());
-    let settings = ActorSettings {
-        passivate_after: Duration::from_millis(300),
-        tick: Duration::from_millis(50),
-        last_seen_flush: Duration::from_secs(3600),
-        clock: clock.clone(),
-        ..ActorSettings::default()
+/// A hostd's router over a fresh embedded store, with these settings.
+struct Hostd {
+    _dir: tempfile::TempDir,
+    store: Arc<dyn Store>,
+    ctx: Arc<HostCtx>,
+    router: Router,
+}
+
+fn hostd(settings: ActorSettings) -> Hostd {
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("a temporary directory: {e}"),
+    };
+    let store: Arc<dyn Store> = match EmbeddedStore::open(dir.path()) {
+        Ok(s) => Arc::new(s),
+        Err(e) => panic!("opening the store: {e}"),
     };
     let ctx = context(
         store.clone(),
         NodeKeys::new(b"0123456789abcdef0123456789abcdef"),
         settings,
     );
-    let router = Router::new(ctx, Duration::from_secs(5));
+    let router = Router::new(ctx.clone(), Duration::from_secs(5));
+    Hostd {
+        _dir: dir,
+        store,
+        ctx,
+        router,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actors_spawn_once_passivate_and_rebuild_from_the_store() {
+    let clock = Arc::new(ShiftedClock::new());
+    let Hostd { store, router, .. } = &hostd(ActorSettings {
+        passivate_after: Duration::from_millis(300),
+        tick: Duration::from_millis(50),
+        last_seen_flush: Duration::from_secs(3600),
+        clock: clock.clone(),
+        ..ActorSettings::default()
+    });
     let host = HostId::from_identity("hw:actor-test");
 
     let enroll = host_request::Op::Enroll(EnrollOp {
@@ -141,19 +164,11 @@ async fn actors_spawn_once_passivate_and_rebuild_from_the_store() {
 /// housekeeping and passivate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_ticker_reaches_every_actor() {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-    let settings = ActorSettings {
+    let Hostd { router, .. } = &hostd(ActorSettings {
         passivate_after: Duration::from_millis(200),
         tick: Duration::from_millis(40),
         ..ActorSettings::default()
-    };
-    let ctx = context(
-        store,
-        NodeKeys::new(b"0123456789abcdef0123456789abcdef"),
-        settings,
-    );
-    let router = Router::new(ctx, Duration::from_secs(5));
+    });
     for n in 0..40 {
         let identity = format!("hw:ticked-{n}");
         let host = HostId::from_identity(&identity);
@@ -188,20 +203,14 @@ async fn a_stop_answers_what_was_queued_before_it_and_hands_on_what_came_after()
     use gatehouse_hostd::actor::{HostMsg, Unanswered};
     use tokio::sync::oneshot;
 
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
     let clock = Arc::new(ShiftedClock::new());
-    let settings = ActorSettings {
+    let Hostd {
+        store, ctx, router, ..
+    } = &hostd(ActorSettings {
         last_seen_flush: Duration::from_secs(3600),
         clock: clock.clone(),
         ..ActorSettings::default()
-    };
-    let ctx = context(
-        store.clone(),
-        NodeKeys::new(b"0123456789abcdef0123456789abcdef"),
-        settings,
-    );
-    let router = Router::new(ctx.clone(), Duration::from_secs(5));
+    });
     let host = HostId::from_identity("hw:stop-test");
     let enroll = host_request::Op::Enroll(EnrollOp {
         identity: "hw:stop-test".into(),
