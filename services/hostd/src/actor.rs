@@ -1,6 +1,6 @@
 //! `HostActor`: one per host, the only writer of that host's record.
 //!
-//! State is rebuilt from the store in `pre_start` (host record, open
+//! State is rebuilt from the store as it starts (host record, open
 //! live-query deliveries) and everything that must survive a crash is
 //! written through before a reply goes out: enrollment, key changes,
 //! labels, delivery state. Only `last_seen` is written lazily (at most
@@ -178,7 +178,7 @@ pub enum Unanswered {
 /// ractor's actors cost about 7.4 KB each before any state (two unbounded
 /// channels, one of them for supervision events with a 32-slot block of
 /// 80-byte events, its properties and its processing loop); this one about
-/// 1.2 KB (ADR 0052).
+/// 1.3 KB (ADR 0052).
 #[derive(Clone)]
 pub struct HostRef {
     mail: mpsc::UnboundedSender<Box<HostMsg>>,
