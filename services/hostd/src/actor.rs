@@ -238,17 +238,18 @@ impl HostRef {
 /// Incarnation numbers, process-wide (several hostds can share a process).
 static INCARNATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-/// Takes the actor's entry out of the registry however its task ends,
-/// a panic included (a later request then starts a fresh actor).
-struct Leave<'a> {
+/// An actor's state while its task runs. However the task ends, a panic
+/// included, its registry entry goes with it (a later request then starts
+/// a fresh actor); holding the state, it needs no copy of the host id.
+struct Live<'a> {
     ctx: &'a HostCtx,
-    host: HostId,
     id: u64,
+    state: HostState,
 }
 
-impl Drop for Leave<'_> {
+impl Drop for Live<'_> {
     fn drop(&mut self) {
-        self.ctx.registry.remove(&self.host, Some(self.id));
+        self.ctx.registry.remove(&self.state.id, Some(self.id));
     }
 }
 
@@ -944,30 +945,31 @@ impl HostActor {
     async fn run(
         self,
         id: u64,
-        mut state: HostState,
+        state: HostState,
         mut inbox: mpsc::UnboundedReceiver<Box<HostMsg>>,
     ) {
-        let _leave = Leave {
+        let mut live = Live {
             ctx: &self.ctx,
-            host: state.id.clone(),
             id,
+            state,
         };
         let mut done = None;
         while let Some(msg) = inbox.recv().await {
             // Boxed: the task holds a message's work only while it runs,
             // so an idle actor is its state and a small loop.
-            if let Next::Stop(d) = Box::pin(self.on_message(*msg, &mut state)).await {
+            if let Next::Stop(d) = Box::pin(self.on_message(*msg, &mut live.state)).await {
                 done = d;
                 break;
             }
         }
         // Leave the registry first so new requests start a fresh actor,
         // and take no more mail.
-        self.ctx.registry.remove(&state.id, Some(id));
+        self.ctx.registry.remove(&live.state.id, Some(id));
         inbox.close();
+        let state = &mut live.state;
         if state.dirty
             && !state.deposed
-            && let Err(e) = self.flush(&mut state).await
+            && let Err(e) = self.flush(state).await
         {
             tracing::warn!(host = %state.id, error = %e, "final host write failed");
         }
