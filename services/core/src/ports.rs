@@ -239,7 +239,10 @@ pub trait CampaignStore: Send + Sync {
     /// Written by the host's actor; `create_campaign` writes the queued
     /// deliveries, which any fenced write supersedes. A final delivery
     /// (answered, failed, expired) is never rewritten: false, and nothing
-    /// written, when the stored one is final already.
+    /// written, when the stored one is final already. A store may return
+    /// before a delivery that is neither final nor the first write of a
+    /// new fence is durable (ADR 0053): lost with the machine, the query
+    /// is delivered once more.
     async fn put_delivery(&self, d: &Delivery, fence: Fence) -> StoreResult<bool>;
     async fn get_delivery(&self, campaign: &str, host: &HostId) -> StoreResult<Option<Delivery>>;
     /// Records answers and marks the deliveries answered/failed (written by

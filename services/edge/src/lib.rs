@@ -103,9 +103,9 @@ pub struct EdgeConfig {
     pub max_inflated_bytes: usize,
     /// Largest carve accepted; larger ones are refused at carve begin.
     pub max_carve_bytes: u64,
-    /// Agent requests handled at once; past this the edge answers
-    /// `{"error": ...}` at once, so agents back off instead of timing out.
-    /// Log POSTs waiting for room for their bodies (bodies unread) are
+    /// Agent requests handled at once; past this a request (not a log
+    /// POST) waits for a slot in turn, up to `slot_wait`, then gets
+    /// `{"error": ...}`, so agents back off instead of timing out. Log POSTs waiting for room for their bodies (bodies unread) are
     /// counted apart, up to the same number, and a log POST gives its slot
     /// back once its body is read and checked, so a wave of them never
     /// takes the slots of enrollments, configs and distributed reads
@@ -117,6 +117,10 @@ pub struct EdgeConfig {
     /// of in memory, then gets a busy error body.
     pub max_log_bytes_in_flight: usize,
     pub log_admission_wait: std::time::Duration,
+    /// How long a request waits for an in-flight slot before a busy
+    /// answer (ADR 0053): no longer than the 1 s an agent sleeps before
+    /// it retries a refused request.
+    pub slot_wait: std::time::Duration,
     pub serve: ServeOptions,
 }
 
@@ -130,6 +134,7 @@ impl Default for EdgeConfig {
             max_in_flight: 4096,
             max_log_bytes_in_flight: 64 * 1024 * 1024,
             log_admission_wait: std::time::Duration::from_secs(8),
+            slot_wait: std::time::Duration::from_secs(1),
             serve: ServeOptions {
                 name: "edge",
                 max_read_buffer: gatehouse_runtime::AGENT_MAX_READ_BUFFER,
@@ -209,6 +214,7 @@ pub fn router(cfg: EdgeConfig, deps: EdgeDeps, shutdown: Shutdown) -> Router {
         admission: admission::Admission::new(
             cfg.max_in_flight,
             cfg.max_log_bytes_in_flight,
+            cfg.slot_wait,
             cfg.log_admission_wait,
             deps.metrics.gauge(
                 "edge_requests_in_flight",
@@ -264,16 +270,17 @@ pub fn router(cfg: EdgeConfig, deps: EdgeDeps, shutdown: Shutdown) -> Router {
         .with_state(edge)
 }
 
-/// Fails fast past `max_in_flight`: an immediate error body costs the
-/// server almost nothing and makes the agent keep its data and back off,
-/// where queueing would run into the agent's 16 s timeout, a reconnect and
-/// a re-send (docs/benchmarks/README.md).
+/// Past `max_in_flight`, waits for a slot up to `slot_wait` (at most a
+/// second), then fails: an error body costs the server almost nothing and
+/// makes the agent keep its data and back off, where a longer queue would
+/// run into the agent's 16 s timeout, a reconnect and a re-send
+/// (docs/benchmarks/README.md, ADR 0053).
 async fn admit(
     axum::extract::State(edge): axum::extract::State<Arc<Edge>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    match edge.admission.request() {
+    match edge.admission.request().await {
         Ok(admitted) => {
             let resp = next.run(req).await;
             drop(admitted);

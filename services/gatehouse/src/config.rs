@@ -229,8 +229,11 @@ pub struct Limits {
     pub max_active_campaigns: usize,
     /// The same, per user.
     pub max_active_campaigns_per_user: usize,
-    /// Agent requests the edge handles at once; beyond, it answers a busy
-    /// error at once (the agent backs off and retries). Log POSTs waiting
+    /// Agent requests the edge handles at once; beyond, a request other
+    /// than a log POST waits up to a second for a slot, in turn (as many
+    /// waiting as handled), then gets a busy error, which a log POST gets
+    /// at once (the agent backs off and retries; ADR 0053).
+    /// Log POSTs waiting
     /// for room for their bodies are counted apart, up to as many again,
     /// and a log POST waiting for the store holds no slot (ADR 0047).
     pub max_in_flight_requests: usize,

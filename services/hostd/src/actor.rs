@@ -145,7 +145,7 @@ pub enum HostMsg {
         reply: oneshot::Sender<host_reply::Result>,
     },
     /// A campaign now targets this host.
-    CampaignQueued(Box<Campaign>),
+    CampaignQueued(Arc<Campaign>),
     /// A campaign was cancelled: it ended at `ended_at` (ms), so an
     /// unanswered delivery expires instead of being sent again.
     CampaignEnded { campaign_id: String, ended_at: i64 },
@@ -253,6 +253,47 @@ impl Drop for Live<'_> {
     }
 }
 
+/// The live queries a host has not answered yet, each with its delivery:
+/// a few at most, so a vector (none allocates nothing), and the campaign
+/// shared with every other target's actor (a campaign to 50,000 hosts is
+/// one `Campaign`, not 50,000 copies in 50,000 tree nodes).
+#[derive(Default)]
+struct Open(Vec<(Arc<Campaign>, Delivery)>);
+
+impl Open {
+    fn contains(&self, id: &str) -> bool {
+        self.0.iter().any(|(c, _)| c.id == id)
+    }
+
+    fn get_mut(&mut self, id: &str) -> Option<&mut (Arc<Campaign>, Delivery)> {
+        self.0.iter_mut().find(|(c, _)| c.id == id)
+    }
+
+    /// Adds `c` unless it is open already.
+    fn insert(&mut self, c: Arc<Campaign>, d: Delivery) {
+        if !self.contains(&c.id) {
+            self.0.push((c, d));
+        }
+    }
+
+    fn remove(&mut self, id: &str) -> Option<(Arc<Campaign>, Delivery)> {
+        let at = self.0.iter().position(|(c, _)| c.id == id)?;
+        let open = self.0.swap_remove(at);
+        if self.0.is_empty() {
+            self.0 = Vec::new();
+        }
+        Some(open)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.0 = Vec::new();
+    }
+}
+
 /// What the actor does after a message.
 enum Next {
     Continue,
@@ -267,7 +308,7 @@ pub struct HostActor {
 pub struct HostState {
     id: HostId,
     host: Option<Host>,
-    pending: BTreeMap<String, (Campaign, Delivery)>,
+    pending: Open,
     last_activity: Instant,
     persisted_last_seen: i64,
     dirty: bool,
@@ -572,7 +613,8 @@ impl HostActor {
         let mut queries = BTreeMap::new();
         let mut expired = Vec::new();
         let mut finished = Vec::new();
-        for (id, (campaign, delivery)) in state.pending.iter_mut() {
+        for (campaign, delivery) in &mut state.pending.0 {
+            let id = &campaign.id;
             if campaign.is_expired(now) {
                 expired.push(id.clone());
                 continue;
@@ -764,7 +806,7 @@ impl HostActor {
             // The first answer wins: a repeat (an agent retry after a lost
             // response) is ignored. A late answer to an expired delivery is
             // still recorded.
-            let wanted = state.pending.contains_key(&r.query_id)
+            let wanted = state.pending.contains(&r.query_id)
                 || matches!(
                     self.ctx.store.get_delivery(&r.query_id, &state.id).await,
                     Ok(Some(d)) if !matches!(d.state, DeliveryState::Answered | DeliveryState::Failed)
@@ -913,10 +955,10 @@ impl HostActor {
     /// task takes messages. A store error is returned and no actor starts.
     pub async fn spawn(ctx: Arc<HostCtx>, id: HostId) -> Result<HostRef, StoreError> {
         let host = ctx.store.get_host(&id).await?;
-        let mut pending = BTreeMap::new();
+        let mut pending = Open::default();
         if host.is_some() {
             for (c, d) in ctx.store.open_deliveries(&id).await? {
-                pending.insert(c.id.clone(), (c, d));
+                pending.insert(Arc::new(c), d);
             }
         }
         let state = HostState {
@@ -997,13 +1039,13 @@ impl HostActor {
                 }
             }
             HostMsg::CampaignQueued(c) => {
-                if state.host.is_some() && !state.pending.contains_key(&c.id) {
+                if state.host.is_some() && !state.pending.contains(&c.id) {
                     // As `create_campaign` wrote it. Not read back: a
                     // delivery answered meanwhile is final in the store,
                     // and the read that would send it again finds it so
                     // (`put_delivery` never rewrites a final delivery).
                     let d = Delivery::queued(&c.id, &state.id, c.created_at);
-                    state.pending.insert(c.id.clone(), (*c, d));
+                    state.pending.insert(c, d);
                 }
             }
             HostMsg::CampaignEnded {
@@ -1011,6 +1053,7 @@ impl HostActor {
                 ended_at,
             } => {
                 if let Some((c, _)) = state.pending.get_mut(&campaign_id) {
+                    let c = Arc::make_mut(c);
                     c.expires_at = c.expires_at.min(ended_at);
                 }
             }

@@ -220,10 +220,12 @@ impl Router {
         owns: impl Fn(&HostId) -> bool,
     ) {
         let mut owned = Vec::new();
+        // One copy, shared by every target's actor.
+        let campaign = Arc::new(campaign.clone());
         for h in &msg.host_ids {
             let Some(id) = HostId::parse(h) else { continue };
             if let Some(actor) = self.ctx.registry.get(&id) {
-                let _ = actor.send(HostMsg::CampaignQueued(Box::new(campaign.clone())));
+                let _ = actor.send(HostMsg::CampaignQueued(Arc::clone(&campaign)));
             }
             if owns(&id) {
                 owned.push(id);

@@ -114,6 +114,11 @@ impl CampaignStore for EmbeddedStore {
                 return Ok(false);
             }
             let mut b = i.db.batch();
+            // A delivered mark alone needs no sync wait (ADR 0053): lost
+            // with the machine, it costs one more delivery of the query,
+            // as an unanswered one gets after `redeliver_after`. A new
+            // fence and a final state wait for the journal's sync.
+            let wait = fenced.is_some() || is_final;
             if let Some((fk, f)) = fenced {
                 b.insert(&i.fences, fk, f);
             }
@@ -121,7 +126,11 @@ impl CampaignStore for EmbeddedStore {
             if is_final {
                 b.remove(&i.open, idx);
             }
-            i.write(b)?;
+            if wait {
+                i.write(b)?;
+            } else {
+                i.apply(b)?;
+            }
             Ok(true)
         })
         .await
