@@ -105,7 +105,8 @@ pub struct EdgeConfig {
     pub max_carve_bytes: u64,
     /// Agent requests handled at once; past this a request (not a log
     /// POST) waits for a slot in turn, up to `slot_wait`, then gets
-    /// `{"error": ...}`, so agents back off instead of timing out. Log POSTs waiting for room for their bodies (bodies unread) are
+    /// `{"error": ...}`, so agents back off instead of timing out. Log
+    /// POSTs waiting for room for their bodies (bodies unread) are
     /// counted apart, up to the same number, and a log POST gives its slot
     /// back once its body is read and checked, so a wave of them never
     /// takes the slots of enrollments, configs and distributed reads

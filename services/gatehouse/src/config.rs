@@ -232,10 +232,10 @@ pub struct Limits {
     /// Agent requests the edge handles at once; beyond, a request other
     /// than a log POST waits up to a second for a slot, in turn (as many
     /// waiting as handled), then gets a busy error, which a log POST gets
-    /// at once (the agent backs off and retries; ADR 0053).
-    /// Log POSTs waiting
-    /// for room for their bodies are counted apart, up to as many again,
-    /// and a log POST waiting for the store holds no slot (ADR 0047).
+    /// at once (the agent backs off and retries; ADR 0053). Log POSTs
+    /// waiting for room for their bodies are counted apart, up to as many
+    /// again, and a log POST waiting for the store holds no slot (ADR
+    /// 0047).
     pub max_in_flight_requests: usize,
     /// Bytes of agent log bodies read and not yet stored; a log request
     /// beyond waits (its body unread) up to 8 s for room, then gets a busy

@@ -269,6 +269,10 @@ impl Open {
         self.0.iter_mut().find(|(c, _)| c.id == id)
     }
 
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut (Arc<Campaign>, Delivery)> {
+        self.0.iter_mut()
+    }
+
     /// Adds `c` unless it is open already.
     fn insert(&mut self, c: Arc<Campaign>, d: Delivery) {
         if !self.contains(&c.id) {
@@ -613,7 +617,7 @@ impl HostActor {
         let mut queries = BTreeMap::new();
         let mut expired = Vec::new();
         let mut finished = Vec::new();
-        for (campaign, delivery) in &mut state.pending.0 {
+        for (campaign, delivery) in state.pending.iter_mut() {
             let id = &campaign.id;
             if campaign.is_expired(now) {
                 expired.push(id.clone());
