@@ -1043,11 +1043,12 @@ impl HostActor {
                 }
             }
             HostMsg::CampaignQueued(c) => {
-                if state.host.is_some() && !state.pending.contains(&c.id) {
-                    // As `create_campaign` wrote it. Not read back: a
-                    // delivery answered meanwhile is final in the store,
-                    // and the read that would send it again finds it so
-                    // (`put_delivery` never rewrites a final delivery).
+                if state.host.is_some() {
+                    // As `create_campaign` wrote it (kept as it is when
+                    // open already). Not read back: a delivery answered
+                    // meanwhile is final in the store, and the read that
+                    // would send it again finds it so (`put_delivery`
+                    // never rewrites a final delivery).
                     let d = Delivery::queued(&c.id, &state.id, c.created_at);
                     state.pending.insert(c, d);
                 }
