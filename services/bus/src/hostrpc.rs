@@ -60,6 +60,18 @@ pub fn failure_kind(f: &gatehouse_proto::v1::Failure) -> FailureKind {
     FailureKind::try_from(f.kind).unwrap_or(FailureKind::Unspecified)
 }
 
+/// Host requests this process answers itself, without the bus: the
+/// all-in-one's hostd, which serves every shard (ADR 0054). A cluster
+/// member's shards move between processes, so it is always asked over
+/// the bus.
+#[async_trait::async_trait]
+pub trait LocalHosts: Send + Sync + std::fmt::Debug + 'static {
+    /// Runs `req` on its host's actor here; gives it back when this
+    /// process does not answer host requests now (not started yet, or
+    /// stopping): the caller asks over the bus.
+    async fn route(&self, req: HostRequest) -> Result<host_reply::Result, HostRequest>;
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RpcError {
     #[error(transparent)]
@@ -81,6 +93,8 @@ pub struct HostClient {
     retries: Arc<std::sync::atomic::AtomicU64>,
     /// Reads and touches answered without asking (`None`: always ask).
     answers: Option<Arc<Answers>>,
+    /// This process's own hostd, asked before the bus (`None`: the bus).
+    local: Option<Arc<dyn LocalHosts>>,
 }
 
 impl std::fmt::Debug for HostClient {
@@ -101,7 +115,16 @@ impl HostClient {
             budget,
             retries: Arc::default(),
             answers: None,
+            local: None,
         }
+    }
+
+    /// This client asks `local` (this process's hostd) first, the bus only
+    /// when `local` does not answer now.
+    #[must_use]
+    pub fn with_local(mut self, local: Arc<dyn LocalHosts>) -> Self {
+        self.local = Some(local);
+        self
     }
 
     /// This client answers empty reads and touches itself while the
@@ -178,10 +201,21 @@ impl HostClient {
         key_epoch: u64,
         op: host_request::Op,
     ) -> Result<host_reply::Result, RpcError> {
-        let req = HostRequest::new(host, key_epoch, op);
+        let mut req = HostRequest::new(host, key_epoch, op);
+        let start = Instant::now();
+        if let Some(local) = &self.local {
+            // Bounded as the bus's attempts together are (an actor that
+            // starts from a stalled store).
+            match tokio::time::timeout(self.budget, local.route(req)).await {
+                Ok(Ok(result)) => return Ok(result),
+                Ok(Err(not_here)) => req = not_here,
+                Err(_) => {
+                    return Err(BusError::Timeout(format!("host {host} (in process)")).into());
+                }
+            }
+        }
         let payload = Bytes::from(req.encode_to_vec());
         let subject = host_subject(shard_of(host, self.shards));
-        let start = Instant::now();
         let mut backoff = Duration::from_millis(50);
         loop {
             let remaining = self.budget.saturating_sub(start.elapsed());

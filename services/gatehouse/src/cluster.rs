@@ -108,6 +108,7 @@ async fn ports(
         // owner before the agent's 16 s timeout.
         rpc_attempt: Duration::from_secs(4),
         forward: None,
+        local: None,
     };
     let mut ports = ports;
     // Ingest appends what it stores to the forward log and runs the

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use gatehouse_bus::HostClient;
 use gatehouse_bus::answers::Answers;
+use gatehouse_bus::hostrpc::LocalHosts;
 use gatehouse_bus::leases::LeaseStore;
 use gatehouse_bus::logstream::JetStreamLog;
 use gatehouse_core::nodekey::NodeKeys;
@@ -66,6 +67,10 @@ pub struct Ports {
     /// asking the hosts' actors (ADR 0031), shared by its edge and api so
     /// a key the api re-issues is forgotten at once.
     pub answers: Arc<Answers>,
+    /// This process's hostd, which its edge and api ask without the bus
+    /// when it serves every shard (the all-in-one, ADR 0054); set once it
+    /// is started ([`HostdRole::local`]).
+    pub local: Option<Arc<dyn LocalHosts>>,
 }
 
 impl std::fmt::Debug for Ports {
@@ -101,6 +106,7 @@ impl Ports {
             metrics,
             rpc_attempt: Duration::from_secs(10),
             forward: None,
+            local: None,
         }
     }
 
@@ -234,13 +240,17 @@ impl Ports {
     /// announcements from now on).
     fn host_client(&self, cfg: &ServeConfig) -> HostClient {
         self.answers.follow(self.bus.clone());
-        HostClient::new(
+        let client = HostClient::new(
             self.bus.clone(),
             cfg.shards,
             self.rpc_attempt,
             Duration::from_secs(12),
         )
-        .with_answers(self.answers.clone())
+        .with_answers(self.answers.clone());
+        match &self.local {
+            Some(local) => client.with_local(local.clone()),
+            None => client,
+        }
     }
 }
 
@@ -533,6 +543,9 @@ pub struct HostdRole {
     pub ctx: Arc<HostCtx>,
     /// Its shard leases (`None`: it serves every shard).
     pub leases: Option<Arc<Leases>>,
+    /// The route to it without the bus, for this process's edge and api
+    /// (`None`: its shards are leased, so they are asked over the bus).
+    pub local: Option<Arc<dyn LocalHosts>>,
 }
 
 /// Host actors: for every shard, or for the shards `instance` holds leases
@@ -556,6 +569,10 @@ pub fn hostd(cfg: &ServeConfig, boot: &Bootstrap, ports: &Ports, instance: &str)
         ports.metrics.clone(),
     );
     let (ctx, drain) = (deps.ctx.clone(), deps.drain.clone());
+    let local = match &leases {
+        Some(_) => None,
+        None => Some(Arc::new(deps.local.clone()) as Arc<dyn LocalHosts>),
+    };
     let hostd_cfg = HostdConfig::default();
     let drain_wait = hostd_cfg.drain_timeout + Duration::from_secs(10);
     let mut running = Running::spawn(|s| gatehouse_hostd::run(hostd_cfg, deps, s));
@@ -577,6 +594,7 @@ pub fn hostd(cfg: &ServeConfig, boot: &Bootstrap, ports: &Ports, instance: &str)
         running,
         ctx,
         leases,
+        local,
     }
 }
 

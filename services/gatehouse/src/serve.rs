@@ -109,9 +109,11 @@ pub fn start(
         .write(&boot.data_dir)?;
     let mut ports = Ports::in_process(store.clone(), clock, metrics.clone());
     ports.open_forward(cfg, boot)?;
+    let hostd = roles::hostd(cfg, boot, &ports, "hostd");
+    // The edge and api ask this hostd without the bus.
+    ports.local = hostd.local.clone();
     // The edge stores log batches itself here, so it reports them to the
     // rule engine that ingest runs.
-    let hostd = roles::hostd(cfg, boot, &ports, "hostd");
     let ingest = roles::ingest(cfg, boot, &ports)?;
     let edge = roles::edge(cfg, boot, &ports, Some(ingest.observer.clone()), agents)?;
     let destinations = ingest

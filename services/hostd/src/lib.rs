@@ -15,5 +15,5 @@ pub mod registry;
 pub mod service;
 pub mod sharded;
 
-pub use service::{HostdConfig, HostdDeps, run};
+pub use service::{HostdConfig, HostdDeps, LocalRoute, run};
 pub use sharded::Ownership;

@@ -216,16 +216,14 @@ impl Router {
     async fn campaign_created(
         &self,
         msg: &CampaignCreated,
-        campaign: &gatehouse_core::model::Campaign,
+        campaign: &Arc<gatehouse_core::model::Campaign>,
         owns: impl Fn(&HostId) -> bool,
     ) {
         let mut owned = Vec::new();
-        // One copy, shared by every target's actor.
-        let campaign = Arc::new(campaign.clone());
         for h in &msg.host_ids {
             let Some(id) = HostId::parse(h) else { continue };
             if let Some(actor) = self.ctx.registry.get(&id) {
-                let _ = actor.send(HostMsg::CampaignQueued(Arc::clone(&campaign)));
+                let _ = actor.send(HostMsg::CampaignQueued(Arc::clone(campaign)));
             }
             if owns(&id) {
                 owned.push(id);
@@ -344,22 +342,58 @@ pub(crate) async fn answer_if(router: Router, msg: BusMessage, owns: impl Fn(&Ho
     }
 }
 
+/// The campaign of the broadcasts applied last: a campaign comes as one
+/// broadcast per shard with targets (up to the shard count, 1,024 by
+/// default), and hostd reads it from the store once, not once for each
+/// (a store read each, in hostd's one loop, delayed the last shards'
+/// actors by seconds under a campaign's burst: reads that reached them
+/// first left without the query and came back an interval later).
+#[derive(Debug, Default)]
+pub(crate) struct Recent(Option<Arc<gatehouse_core::model::Campaign>>);
+
+impl Recent {
+    /// Forgets `campaign_id` (cancelled: a broadcast after that reads the
+    /// store again).
+    pub(crate) fn forget(&mut self, campaign_id: &str) {
+        if self.0.as_ref().is_some_and(|c| c.id == campaign_id) {
+            self.0 = None;
+        }
+    }
+}
+
 pub(crate) async fn on_campaign(
     ctx: &HostCtx,
     router: &Router,
+    recent: &mut Recent,
     m: BusMessage,
     owns: impl Fn(&HostId) -> bool,
 ) {
-    match CAMPAIGN_CREATED.decode(m.payload) {
-        Ok(c) => match ctx.store.get_campaign(&c.campaign_id).await {
-            Ok(Some(campaign)) => router.campaign_created(&c, &campaign, owns).await,
-            Ok(None) => {
-                tracing::warn!(campaign = %c.campaign_id, "broadcast for an unknown campaign")
+    let c = match CAMPAIGN_CREATED.decode(m.payload) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "undecodable campaign broadcast");
+            return;
+        }
+    };
+    let campaign = match &recent.0 {
+        Some(known) if known.id == c.campaign_id => known.clone(),
+        _ => match ctx.store.get_campaign(&c.campaign_id).await {
+            Ok(Some(campaign)) => {
+                let campaign = Arc::new(campaign);
+                recent.0 = Some(campaign.clone());
+                campaign
             }
-            Err(e) => tracing::warn!(error = %e, "campaign lookup failed"),
+            Ok(None) => {
+                tracing::warn!(campaign = %c.campaign_id, "broadcast for an unknown campaign");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "campaign lookup failed");
+                return;
+            }
         },
-        Err(e) => tracing::warn!(error = %e, "undecodable campaign broadcast"),
-    }
+    };
+    router.campaign_created(&c, &campaign, owns).await;
 }
 
 /// Applies a config generation broadcast; the label queries may have
@@ -375,6 +409,50 @@ pub(crate) async fn on_config(ctx: &HostCtx, router: &Router, m: BusMessage) {
     }
 }
 
+/// This process's hostd as its own edge and api reach it, without the bus
+/// (ADR 0054): it answers while `run` serves every shard (the all-in-one)
+/// and gives requests back before and after, and always for a hostd whose
+/// shards are leased (they move between processes; the bus finds their
+/// owner).
+#[derive(Clone, Default)]
+pub struct LocalRoute {
+    router: Arc<std::sync::OnceLock<Router>>,
+    open: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl std::fmt::Debug for LocalRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalRoute")
+            .field("open", &self.is_open())
+            .finish()
+    }
+}
+
+impl LocalRoute {
+    fn is_open(&self) -> bool {
+        self.open.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn open(&self, router: &Router) {
+        let _ = self.router.set(router.clone());
+        self.open.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn close(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
+#[async_trait::async_trait]
+impl gatehouse_bus::hostrpc::LocalHosts for LocalRoute {
+    async fn route(&self, req: HostRequest) -> Result<host_reply::Result, HostRequest> {
+        match self.router.get() {
+            Some(router) if self.is_open() => Ok(router.route(req).await),
+            _ => Err(req),
+        }
+    }
+}
+
 /// What a hostd runs over: its actors' context, the bus it answers on and
 /// which shards it serves.
 pub struct HostdDeps {
@@ -385,6 +463,9 @@ pub struct HostdDeps {
     /// stays up (the control service's Drain; a leased hostd only).
     pub drain: Shutdown,
     pub metrics: gatehouse_runtime::metrics::Metrics,
+    /// The in-process route to this hostd, opened by `run` when it serves
+    /// every shard.
+    pub local: LocalRoute,
 }
 
 impl HostdDeps {
@@ -404,6 +485,7 @@ impl HostdDeps {
             ownership,
             drain: Shutdown::new(),
             metrics,
+            local: LocalRoute::default(),
         }
     }
 }
@@ -418,6 +500,7 @@ pub async fn run(cfg: HostdConfig, deps: HostdDeps, shutdown: Shutdown) -> Resul
         ownership,
         drain,
         metrics,
+        local,
     } = deps;
     let metrics = Arc::new(crate::sharded::Metrics::new(&metrics));
     let _ = ctx.events.set(bus.clone());
@@ -430,10 +513,14 @@ pub async fn run(cfg: HostdConfig, deps: HostdDeps, shutdown: Shutdown) -> Resul
     if let Err(e) = ctx.configs.refresh_generation().await {
         tracing::warn!(error = %e, "config generation not readable yet");
     }
-    let mut poll = tokio::time::interval(cfg.generation_poll);
     let leased = serving.round_every();
+    if leased.is_none() {
+        local.open(&router);
+    }
+    let mut poll = tokio::time::interval(cfg.generation_poll);
     let mut round = tokio::time::interval(leased.unwrap_or(cfg.generation_poll));
     let mut drained = false;
+    let mut recent = Recent::default();
     let gauges = |router: &Router| {
         let m = &metrics;
         m.actors
@@ -459,14 +546,17 @@ pub async fn run(cfg: HostdConfig, deps: HostdDeps, shutdown: Shutdown) -> Resul
             },
             m = campaigns.next() => if let Some(m) = m {
                 let owner = serving.ownership().clone();
-                on_campaign(&ctx, &router, m, |h| owner.owns(h)).await;
+                on_campaign(&ctx, &router, &mut recent, m, |h| owner.owns(h)).await;
             },
             m = configs.next() => if let Some(m) = m {
                 on_config(&ctx, &router, m).await;
             },
             m = cancelled.next() => if let Some(m) = m {
                 match CAMPAIGN_CANCELLED.decode(m.payload) {
-                    Ok(c) => router.campaign_cancelled(&c.campaign_id, c.ended_at),
+                    Ok(c) => {
+                        recent.forget(&c.campaign_id);
+                        router.campaign_cancelled(&c.campaign_id, c.ended_at);
+                    }
                     Err(e) => tracing::warn!(error = %e, "undecodable cancellation broadcast"),
                 }
             },
@@ -485,6 +575,7 @@ pub async fn run(cfg: HostdConfig, deps: HostdDeps, shutdown: Shutdown) -> Resul
             }
         }
     }
+    local.close();
     serving.hand_over_all(&router).await;
     Ok(())
 }
@@ -560,9 +651,8 @@ mod tests {
             campaign_id: "c1".into(),
             host_ids: vec![host.to_string()],
         };
-        router
-            .campaign_created(&broadcast, &campaign, |_| true)
-            .await;
+        let shared = Arc::new(campaign.clone());
+        router.campaign_created(&broadcast, &shared, |_| true).await;
         let sent = read().await;
         assert_eq!(sent.get("c1").map(String::as_str), Some("SELECT 1"));
         let answer = host_request::Op::Write(WriteOp {
@@ -580,13 +670,99 @@ mod tests {
         ));
 
         // The same broadcast again, after the answer.
-        router
-            .campaign_created(&broadcast, &campaign, |_| true)
-            .await;
+        router.campaign_created(&broadcast, &shared, |_| true).await;
         assert!(read().await.is_empty(), "not sent again");
         let d = store.get_delivery("c1", &host).await.unwrap().unwrap();
         assert_eq!(d.state, DeliveryState::Answered);
         assert_eq!(d.delivery_count, 1);
         assert_eq!(store.list_results("c1").await.unwrap().len(), 1);
+    }
+
+    /// A campaign's broadcasts (one per shard with targets) queue it on
+    /// the actors of every shard's targets, from one store read: the
+    /// campaign read for the first is kept for the next, until it is
+    /// cancelled.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_broadcast_of_a_campaign_queues_it_from_one_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(gatehouse_store::EmbeddedStore::open(dir.path()).unwrap());
+        let ctx = crate::service::context(
+            store.clone(),
+            NodeKeys::new(b"0123456789abcdef0123456789abcdef"),
+            crate::actor::ActorSettings::default(),
+        );
+        let router = Router::new(ctx.clone(), Duration::from_secs(5));
+        let mut hosts = Vec::new();
+        for name in ["hw:shard-a", "hw:shard-b"] {
+            let host = HostId::from_identity(name);
+            let enroll = host_request::Op::Enroll(EnrollOp {
+                identity: name.into(),
+                host_identifier: name.into(),
+                platform_type: "9".into(),
+                host_details_json: Bytes::from_static(b"{}"),
+                remote_addr: "10.0.0.1".into(),
+                labels: vec![],
+            });
+            let epoch = match router.route(HostRequest::new(&host, 0, enroll)).await {
+                host_reply::Result::Enrolled(k) => k.epoch,
+                other => panic!("enroll failed: {other:?}"),
+            };
+            hosts.push((host, epoch));
+        }
+        let now = gatehouse_core::time::now_ms();
+        let targets: Vec<HostId> = hosts.iter().map(|(h, _)| h.clone()).collect();
+        let campaign = Campaign {
+            id: "c-shards".into(),
+            sql: "SELECT 2".into(),
+            targets: Targets {
+                hosts: targets.clone(),
+                labels: vec![],
+                all: false,
+            },
+            target_count: 2,
+            created_at: now,
+            expires_at: now + 3_600_000,
+            created_by: "test".into(),
+            cancelled_at: None,
+            cancelled_by: None,
+        };
+        store.create_campaign(&campaign, &targets).await.unwrap();
+        let mut recent = Recent::default();
+        for (host, _) in &hosts {
+            let m = BusMessage {
+                subject: CAMPAIGN_CREATED.subject().to_owned(),
+                payload: CAMPAIGN_CREATED.encode(&CampaignCreated {
+                    campaign_id: "c-shards".into(),
+                    host_ids: vec![host.to_string()],
+                }),
+                reply: None,
+            };
+            on_campaign(&ctx, &router, &mut recent, m, |_| true).await;
+            let kept = recent.0.clone().expect("the campaign is kept");
+            assert_eq!(kept.id, "c-shards");
+        }
+        for (host, epoch) in &hosts {
+            match router
+                .route(HostRequest::new(
+                    host,
+                    *epoch,
+                    host_request::Op::Read(ReadOp {}),
+                ))
+                .await
+            {
+                host_reply::Result::Read(r) => {
+                    assert_eq!(
+                        r.queries.get("c-shards").map(String::as_str),
+                        Some("SELECT 2")
+                    );
+                }
+                other => panic!("read failed: {other:?}"),
+            }
+        }
+        recent.forget("another");
+        assert!(recent.0.is_some(), "another campaign's end keeps it");
+        recent.forget("c-shards");
+        assert!(recent.0.is_none(), "its own end forgets it");
     }
 }
