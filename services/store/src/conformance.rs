@@ -382,6 +382,27 @@ async fn hosts(store: &dyn Store) {
         v
     };
     assert_eq!(ok(store.hosts_with_label("all").await).len(), 25);
+    // `all` is every host, exactly, and pages in id order.
+    let everyone = sorted(
+        ok(store.list_hosts(None, 100).await)
+            .items
+            .into_iter()
+            .map(|h| h.id)
+            .collect(),
+    );
+    assert_eq!(sorted(ok(store.hosts_with_label("all").await)), everyone);
+    assert_eq!(
+        ok(store
+            .hosts_with_label_after("all", Some(&everyone[9]), 5)
+            .await),
+        everyone[10..15].to_vec()
+    );
+    assert_eq!(
+        ok(store
+            .hosts_with_label_after("all", Some(&everyone[22]), 5)
+            .await),
+        everyone[23..].to_vec()
+    );
     assert_eq!(ok(store.hosts_with_label("platform:linux").await).len(), 25);
     assert_eq!(
         ok(store.hosts_with_label("servers").await),

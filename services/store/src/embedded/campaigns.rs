@@ -27,13 +27,9 @@ impl CampaignStore for EmbeddedStore {
             // last so a reader never sees a campaign without deliveries.
             let mut items = items;
             let head = items.remove(0);
-            for chunk in items.chunks(20_000) {
-                i.commit(
-                    chunk
-                        .iter()
-                        .map(|(t, k, v)| (ks(*t), k.clone(), v.clone()))
-                        .collect(),
-                )?;
+            while !items.is_empty() {
+                let n = items.len().min(20_000);
+                i.commit(items.drain(..n).map(|(t, k, v)| (ks(t), k, v)).collect())?;
             }
             i.commit(vec![(ks(head.0), head.1, head.2)])
         })
