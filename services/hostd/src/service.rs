@@ -586,34 +586,50 @@ mod tests {
     use gatehouse_core::model::{Campaign, DeliveryState, Targets};
     use gatehouse_proto::v1::{EnrollOp, QueryResult, ReadOp, WriteOp};
 
+    /// A router over a fresh embedded store (kept alive by the directory).
+    fn router() -> (tempfile::TempDir, Arc<dyn Store>, Arc<HostCtx>, Router) {
+        let dir = match tempfile::tempdir() {
+            Ok(d) => d,
+            Err(e) => panic!("temporary directory: {e}"),
+        };
+        let store: Arc<dyn Store> = match gatehouse_store::EmbeddedStore::open(dir.path()) {
+            Ok(s) => Arc::new(s),
+            Err(e) => panic!("opening the store: {e}"),
+        };
+        let ctx = crate::service::context(
+            store.clone(),
+            NodeKeys::new(b"0123456789abcdef0123456789abcdef"),
+            crate::actor::ActorSettings::default(),
+        );
+        let router = Router::new(ctx.clone(), Duration::from_secs(5));
+        (dir, store, ctx, router)
+    }
+
+    /// Enrolls `identity` through `router`: its host id and key epoch.
+    async fn enrolled(router: &Router, identity: &str) -> (HostId, u64) {
+        let host = HostId::from_identity(identity);
+        let enroll = host_request::Op::Enroll(EnrollOp {
+            identity: identity.into(),
+            host_identifier: identity.into(),
+            platform_type: "9".into(),
+            host_details_json: Bytes::from_static(b"{}"),
+            remote_addr: "10.0.0.1".into(),
+            labels: vec![],
+        });
+        match router.route(HostRequest::new(&host, 0, enroll)).await {
+            host_reply::Result::Enrolled(k) => (host, k.epoch),
+            other => panic!("enroll failed: {other:?}"),
+        }
+    }
+
     /// A campaign is queued on a live actor from the broadcast alone (no
     /// store read per target): delivered once, answered once, and a
     /// broadcast that arrives again after the answer does not send the
     /// query again: the stored delivery is final and stays so.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_campaign_queued_again_after_its_answer_is_not_sent_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> =
-            Arc::new(gatehouse_store::EmbeddedStore::open(dir.path()).unwrap());
-        let ctx = crate::service::context(
-            store.clone(),
-            NodeKeys::new(b"0123456789abcdef0123456789abcdef"),
-            crate::actor::ActorSettings::default(),
-        );
-        let router = Router::new(ctx, Duration::from_secs(5));
-        let host = HostId::from_identity("hw:campaign-test");
-        let enroll = host_request::Op::Enroll(EnrollOp {
-            identity: "hw:campaign-test".into(),
-            host_identifier: "h1".into(),
-            platform_type: "9".into(),
-            host_details_json: Bytes::from_static(b"{}"),
-            remote_addr: "10.0.0.1".into(),
-            labels: vec![],
-        });
-        let epoch = match router.route(HostRequest::new(&host, 0, enroll)).await {
-            host_reply::Result::Enrolled(k) => k.epoch,
-            other => panic!("enroll failed: {other:?}"),
-        };
+        let (_dir, store, _ctx, router) = router();
+        let (host, epoch) = enrolled(&router, "hw:campaign-test").await;
         let read = async || match router
             .route(HostRequest::new(
                 &host,
@@ -684,31 +700,10 @@ mod tests {
     /// cancelled.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_broadcast_of_a_campaign_queues_it_from_one_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> =
-            Arc::new(gatehouse_store::EmbeddedStore::open(dir.path()).unwrap());
-        let ctx = crate::service::context(
-            store.clone(),
-            NodeKeys::new(b"0123456789abcdef0123456789abcdef"),
-            crate::actor::ActorSettings::default(),
-        );
-        let router = Router::new(ctx.clone(), Duration::from_secs(5));
+        let (_dir, store, ctx, router) = router();
         let mut hosts = Vec::new();
         for name in ["hw:shard-a", "hw:shard-b"] {
-            let host = HostId::from_identity(name);
-            let enroll = host_request::Op::Enroll(EnrollOp {
-                identity: name.into(),
-                host_identifier: name.into(),
-                platform_type: "9".into(),
-                host_details_json: Bytes::from_static(b"{}"),
-                remote_addr: "10.0.0.1".into(),
-                labels: vec![],
-            });
-            let epoch = match router.route(HostRequest::new(&host, 0, enroll)).await {
-                host_reply::Result::Enrolled(k) => k.epoch,
-                other => panic!("enroll failed: {other:?}"),
-            };
-            hosts.push((host, epoch));
+            hosts.push(enrolled(&router, name).await);
         }
         let now = gatehouse_core::time::now_ms();
         let targets: Vec<HostId> = hosts.iter().map(|(h, _)| h.clone()).collect();
