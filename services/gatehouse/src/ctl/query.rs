@@ -147,14 +147,14 @@ pub async fn run_query(
         why.push(format!(
             "{} host(s) answered with an error: {}",
             failed_hosts.len(),
-            failed_hosts.join(", ")
+            some_hosts(&failed_hosts, &id)
         ));
     }
     if !silent_hosts.is_empty() {
         why.push(format!(
             "no answer from {} host(s): {}",
             silent_hosts.len(),
-            silent_hosts.join(", ")
+            some_hosts(&silent_hosts, &id)
         ));
     }
     let outcome = match (failed_hosts.is_empty(), silent_hosts.is_empty()) {
@@ -174,6 +174,21 @@ pub async fn run_query(
         why: format!("campaign {id}: {}", why.join("; ")),
         outcome,
     })
+}
+
+/// The hosts named in a one-line outcome: the first few, and how many
+/// more (a campaign to the whole fleet would otherwise print every id);
+/// `--json` and `campaigns get` list them all.
+fn some_hosts(hosts: &[String], campaign: &str) -> String {
+    const SHOWN: usize = 10;
+    if hosts.len() <= SHOWN {
+        return hosts.join(", ");
+    }
+    format!(
+        "{}, and {} more (gatehouse ctl campaigns get {campaign} lists every host)",
+        hosts[..SHOWN].join(", "),
+        hosts.len() - SHOWN
+    )
 }
 
 /// Takes the complete Server-Sent Events out of `buf` (what is left is
@@ -217,5 +232,24 @@ fn print_result(r: &Value) {
             .map(|(k, v)| format!("{k}={}", cell(v)))
             .collect();
         crate::output::line(&format!("{host}  {}", cols.join(" ")));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::some_hosts;
+
+    #[test]
+    fn an_outcome_names_a_few_hosts_and_counts_the_rest() {
+        let ids: Vec<String> = (0..12).map(|n| format!("h{n}")).collect();
+        assert_eq!(some_hosts(&ids[..2], "c1"), "h0, h1");
+        assert_eq!(
+            some_hosts(&ids[..10], "c1"),
+            "h0, h1, h2, h3, h4, h5, h6, h7, h8, h9"
+        );
+        assert_eq!(
+            some_hosts(&ids, "c1"),
+            "h0, h1, h2, h3, h4, h5, h6, h7, h8, h9, and 2 more (gatehouse ctl campaigns get c1 lists every host)"
+        );
     }
 }
