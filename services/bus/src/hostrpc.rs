@@ -2,7 +2,9 @@
 //! api use to reach the actor that owns a host.
 //!
 //! A request for host `h` goes to `gatehouse.host.<shard(h)>`; whoever owns
-//! that shard answers. Until its budget runs out (well inside the agent's
+//! that shard answers. In the all-in-one the client asks its own hostd
+//! first, without the bus ([`LocalHosts`], ADR 0054), and uses the bus
+//! only while that route is closed. Until its budget runs out (well inside the agent's
 //! 16 s request timeout) the client retries "no responders" and "shard
 //! moved" (a shard between owners) with back-off, and a timed-out attempt
 //! (a stalled owner whose lease is about to pass on). Every host operation
